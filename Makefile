@@ -1,0 +1,44 @@
+# unirealm: `make demo` and `make test` each bootstrap a fresh Debian 12 machine, then run.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BUILD  := build
+STAMP  := $(VENV)/.installed
+APT_PKGS := gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-dev python3-venv
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all setup toolchain test lint demo clean bench
+
+all: test
+
+toolchain:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(MAKE) toolchain
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(STAMP)
+
+test: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+
+demo: setup
+	$(VENV)/bin/unirealm demo
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(BUILD)

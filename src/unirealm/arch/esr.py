@@ -1,0 +1,131 @@
+"""Exception syndrome encodings used in REC exits (Arm ARM, ESR_EL2 and HPFAR_EL2 descriptions; digest §2.3).
+
+A REC exit caused by a stage-2 data abort carries ESR_EL2 (with the instruction syndrome
+when the access can be emulated), FAR_EL2 (the page offset only) and HPFAR_EL2 (the IPA page).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+EC_SHIFT = 26
+IL = 1 << 25
+
+
+class Ec(IntEnum):
+    UNKNOWN = 0x00
+    WFX = 0x01
+    HVC64 = 0x16
+    SMC64 = 0x17
+    SYSREG = 0x18
+    IABT_LOWER = 0x20
+    DABT_LOWER = 0x24
+    SERROR = 0x2F
+
+
+# Data abort ISS fields
+ISV = 1 << 24
+SAS_SHIFT = 22
+SSE = 1 << 21
+SRT_SHIFT = 16
+SF = 1 << 15
+AR = 1 << 14
+WNR = 1 << 6
+DFSC_MASK = 0x3F
+DFSC_TRANSLATION_L0 = 0x04  # + level
+DFSC_SEA = 0x10
+ISS_WFX_TI_WFE = 1
+
+WFI_INSN = 0xD503207F
+WFE_INSN = 0xD503205F
+
+
+def esr(ec: int, iss: int = 0) -> int:
+    return (ec << EC_SHIFT) | IL | iss
+
+
+def esr_ec(value: int) -> int:
+    return (value >> EC_SHIFT) & 0x3F
+
+
+@dataclass(frozen=True)
+class AccessSyndrome:
+    """What a single-register load or store reveals to the hypervisor."""
+
+    is_write: bool
+    size: int  # bytes: 1, 2, 4, 8
+    srt: int  # register number; 31 = xzr/wzr
+    sign_extend: bool = False
+    sixty_four: bool = False  # SF: the register is 64-bit
+
+    def iss(self, level: int = 3) -> int:
+        sas = {1: 0, 2: 1, 4: 2, 8: 3}[self.size]
+        iss = ISV | (sas << SAS_SHIFT) | (self.srt << SRT_SHIFT) | (DFSC_TRANSLATION_L0 + level)
+        if self.sign_extend:
+            iss |= SSE
+        if self.sixty_four:
+            iss |= SF
+        if self.is_write:
+            iss |= WNR
+        return iss
+
+
+def decode_esr_access(value: int) -> AccessSyndrome | None:
+    """The access an emulatable data-abort ESR describes, or None if ISV is clear."""
+    if esr_ec(value) != Ec.DABT_LOWER or not value & ISV:
+        return None
+    return AccessSyndrome(
+        is_write=bool(value & WNR),
+        size=1 << ((value >> SAS_SHIFT) & 3),
+        srt=(value >> SRT_SHIFT) & 0x1F,
+        sign_extend=bool(value & SSE),
+        sixty_four=bool(value & SF),
+    )
+
+
+def decode_load_store(insn: int) -> AccessSyndrome | None:
+    """Syndrome for an A64 single general-register load/store without writeback.
+
+    Covers LDR/STR (unsigned immediate), LDUR/STUR, LDTR/STTR and the register-offset form,
+    in all sizes and sign-extending variants. Pair, exclusive, SIMD and writeback forms give
+    None: the hardware reports ISV = 0 for them, so the access cannot be emulated.
+    """
+    if insn & (1 << 26):  # V: SIMD&FP register
+        return None
+    size_bits = (insn >> 30) & 3
+    opc = (insn >> 22) & 3
+    op_class = insn & 0x3B000000
+    if op_class == 0x39000000:  # unsigned immediate
+        pass
+    elif op_class == 0x38000000:
+        bit21 = (insn >> 21) & 1
+        op2 = (insn >> 10) & 3
+        if bit21 == 1 and op2 != 2:  # atomics / other
+            return None
+        if bit21 == 0 and op2 in (1, 3):  # post/pre-index writeback
+            return None
+    else:
+        return None
+    size = 1 << size_bits
+    rt = insn & 0x1F
+    if opc == 0:
+        return AccessSyndrome(True, size, rt, sixty_four=size == 8)
+    if opc == 1:
+        return AccessSyndrome(False, size, rt, sixty_four=size == 8)
+    if size == 8:  # opc 2/3 with size 8: PRFM / unallocated
+        return None
+    if opc == 2:
+        return AccessSyndrome(False, size, rt, sign_extend=True, sixty_four=True)
+    if size == 4:  # LDRSW only exists with opc 2
+        return None
+    return AccessSyndrome(False, size, rt, sign_extend=True, sixty_four=False)
+
+
+def hpfar_for_ipa(ipa: int) -> int:
+    """HPFAR_EL2.FIPA holds IPA[51:12] in bits [43:4]."""
+    return (ipa >> 12) << 4
+
+
+def ipa_from_hpfar_far(hpfar: int, far: int) -> int:
+    return ((hpfar >> 4) << 12) | (far & 0xFFF)
