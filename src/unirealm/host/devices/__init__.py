@@ -1,0 +1,1 @@
+"""Emulated devices the VMM places on the guest's MMIO bus."""
