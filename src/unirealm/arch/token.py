@@ -8,7 +8,8 @@ use this module, so the wire format is written once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,13 +130,15 @@ def decode_sign1(data: bytes | Any, where: str = "token") -> CoseSign1:
         if obj.tag != TAG_COSE_SIGN1:
             raise TokenFormatError(f"{where}: CBOR tag {obj.tag}, expected COSE_Sign1 tag 18")
         obj, tagged = obj.value, True
-    if not (isinstance(obj, list) and len(obj) == 4):
+    # cbor2 >= 6 returns the contents of a tag as immutable tuple/frozendict
+    if not (isinstance(obj, Sequence) and not isinstance(obj, str | bytes) and len(obj) == 4):
         raise TokenFormatError(f"{where}: not a COSE_Sign1 array of four items")
     protected, unprotected, payload, signature = obj
     if not isinstance(protected, bytes):
         raise TokenFormatError(f"{where}: COSE_Sign1 protected header is not a bstr")
-    if not isinstance(unprotected, dict):
+    if not isinstance(unprotected, Mapping):
         raise TokenFormatError(f"{where}: COSE_Sign1 unprotected header is not a map")
+    unprotected = dict(unprotected)
     if not isinstance(payload, bytes):
         raise TokenFormatError(f"{where}: COSE_Sign1 payload is not a bstr")
     if not isinstance(signature, bytes):
@@ -161,3 +164,63 @@ def encode_collection(platform_token: bytes, realm_token: bytes, tag: int = TAG_
     else:
         raise ValueError(f"unknown CCA collection tag {tag}")
     return cbor2.dumps(cbor2.CBORTag(tag, body))
+
+
+def loads_whole(data: bytes, where: str = "token", **options: Any) -> Any:
+    """Decode one CBOR item that must span all of `data` (cbor2.loads ignores trailing bytes)."""
+    if not data:
+        raise TokenFormatError(f"{where}: empty input")
+    stream = io.BytesIO(data)
+    try:
+        obj = cbor2.CBORDecoder(stream, **options).decode()
+    except Exception as exc:  # cbor2 raises several error types for malformed input
+        raise TokenFormatError(f"{where}: not well-formed CBOR ({exc})") from None
+    if stream.tell() != len(data):
+        raise TokenFormatError(f"{where}: {len(data) - stream.tell()} trailing bytes after the CBOR item")
+    return obj
+
+
+def _collection_entry(tag: int, key: int, value: Any) -> bytes:
+    name = "platform token" if key == KEY_PLATFORM_TOKEN else "realm delegated token"
+    if tag == TAG_CMW_COLLECTION:
+        if not (isinstance(value, Sequence) and not isinstance(value, str | bytes) and len(value) == 2):
+            raise TokenFormatError(f"CMW collection: {key} ({name}) is not a [content-format, bstr] array")
+        content_format, value = value
+        if content_format != COAP_CONTENT_FORMAT_EAT_CWT:
+            raise TokenFormatError(
+                f"CMW collection: {key} ({name}) has content format {content_format!r}, "
+                f"expected {COAP_CONTENT_FORMAT_EAT_CWT} (EAT CWT)"
+            )
+    if isinstance(value, cbor2.CBORTag) and value.tag == TAG_COSE_SIGN1:
+        raise TokenFormatError(f"tag {tag} collection: {key} ({name}) is a COSE_Sign1 not wrapped in a bstr")
+    if not isinstance(value, bytes):
+        raise TokenFormatError(f"tag {tag} collection: {key} ({name}) is not a bstr")
+    return value
+
+
+def decode_collection(data: bytes) -> tuple[int, bytes, bytes | None]:
+    """Split a CCA token into (tag, platform token bytes, realm token bytes).
+
+    Recognises a tag-399 collection (bstr values), a tag-907 CMW collection ([263, bstr]
+    values) and a bare tag-18 platform token, for which it returns (18, data, None).
+    """
+    obj = loads_whole(data, "CCA token")
+    if not isinstance(obj, cbor2.CBORTag):
+        raise TokenFormatError("CCA token: not a tagged CBOR item (expected tag 399, 907 or 18)")
+    if obj.tag == TAG_COSE_SIGN1:
+        decode_sign1(obj, "platform token")
+        return TAG_COSE_SIGN1, bytes(data), None
+    if obj.tag not in (TAG_CCA_TOKEN_COLLECTION, TAG_CMW_COLLECTION):
+        raise TokenFormatError(f"CCA token: unknown CBOR tag {obj.tag} (expected 399, 907 or 18)")
+    body = obj.value
+    if not isinstance(body, Mapping):
+        raise TokenFormatError(f"tag {obj.tag} collection: not a map")
+    missing = [k for k in (KEY_PLATFORM_TOKEN, KEY_REALM_DELEGATED_TOKEN) if k not in body]
+    if missing:
+        raise TokenFormatError(f"tag {obj.tag} collection: missing key(s) {', '.join(map(str, missing))}")
+    extra = [k for k in body if k not in (KEY_PLATFORM_TOKEN, KEY_REALM_DELEGATED_TOKEN)]
+    if extra:
+        raise TokenFormatError(f"tag {obj.tag} collection: unexpected key(s) {', '.join(map(repr, extra))}")
+    platform = _collection_entry(obj.tag, KEY_PLATFORM_TOKEN, body[KEY_PLATFORM_TOKEN])
+    realm = _collection_entry(obj.tag, KEY_REALM_DELEGATED_TOKEN, body[KEY_REALM_DELEGATED_TOKEN])
+    return obj.tag, platform, realm
