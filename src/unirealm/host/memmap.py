@@ -177,7 +177,9 @@ def ipa_bits_for(ram_addr: int, ram_size: int, is_realm: bool) -> int:
     last = ram_addr + ram_size - 1
     bits = max(MIN_IPA_BITS, last.bit_length()) + (1 if is_realm else 0)
     if bits > MAX_IPA_BITS:
-        raise MemoryLayoutError(f"Memory too large for this system (needs {bits} bits, {MAX_IPA_BITS} available)")
+        raise MemoryLayoutError(
+            f"Memory too large for this system (needs {bits} bits, {MAX_IPA_BITS} available)"
+        )
     return bits
 
 
