@@ -306,7 +306,7 @@ def validate_realm_claims(
     Measurements longer than the realm hash algorithm's digest (Veraison's test tokens
     carry 64-byte values with sha-256) are a warning, or a problem when `strict`."""
     profile = claims.get(t.REALM_PROFILE)
-    if profile is not None and profile not in REALM_PROFILES:
+    if profile is not None and (not isinstance(profile, str) or profile not in REALM_PROFILES):
         return [Problem("cca-realm-profile", f"unknown realm profile {profile!r}")], []
     problems, warnings = _validate(claims, REALM_TABLES[profile], "realm")
     algo = claims.get(t.REALM_HASH_ALGO_ID)
@@ -330,7 +330,7 @@ def validate_platform_claims(claims: Mapping[Any, Any]) -> tuple[list[Problem], 
     profile = claims.get(t.PLATFORM_PROFILE)
     if profile is None:
         return [Problem("cca-platform-profile", "mandatory claim missing")], []
-    if profile not in PLATFORM_TABLES:
+    if not isinstance(profile, str) or profile not in PLATFORM_TABLES:
         return [Problem("cca-platform-profile", f"unknown platform profile {profile!r}")], []
     return _validate(claims, PLATFORM_TABLES[profile], "platform")
 

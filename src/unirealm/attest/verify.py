@@ -128,7 +128,7 @@ def rak_binding(realm_claims: Mapping[Any, Any]) -> bytes | None:
     """hash_{claim 44240}(exact bytes of claim 44237), or None if it cannot be computed."""
     algo = realm_claims.get(t.REALM_PUBLIC_KEY_HASH_ALGO_ID)
     rak = realm_claims.get(t.REALM_PUBLIC_KEY)
-    if algo not in HASH_LENGTHS or not isinstance(rak, bytes):
+    if not isinstance(algo, str) or algo not in HASH_LENGTHS or not isinstance(rak, bytes):
         return None
     return hashlib.new(algo.replace("-", ""), rak).digest()
 
@@ -143,7 +143,7 @@ def _first_difference(got: bytes, want: bytes) -> str:
 def check_binding(platform_claims: Mapping[Any, Any], realm_claims: Mapping[Any, Any]) -> Problem | None:
     """The platform challenge must be the hash of the RAK claim (digest §5.2, Binding)."""
     algo = realm_claims.get(t.REALM_PUBLIC_KEY_HASH_ALGO_ID)
-    if algo not in HASH_LENGTHS:
+    if not isinstance(algo, str) or algo not in HASH_LENGTHS:
         return Problem("cca-realm-public-key-hash-algo-id", f"cannot compute the binding with {algo!r}")
     expected = rak_binding(realm_claims)
     challenge = platform_claims.get(t.PLATFORM_CHALLENGE)

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("platform", "token")
+SUBCOMMAND_MODULES = ("platform", "token", "measure")
 
 
 class UsageError(Exception):

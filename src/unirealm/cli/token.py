@@ -1,0 +1,193 @@
+"""`unirealm token`: decode, verify and create CCA attestation tokens.
+
+`decode FILE [--json]` prints the format, profiles and claims (Veraison's claim names).
+`verify FILE --cpak KEY [--challenge HEX] [--ref REF.json] [--strict] [--json]` exits 0
+when the token verifies, 1 when it does not (one line per reason), 2 when the input
+cannot be read as a token or the options are wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from unirealm.arch import token as t
+from unirealm.attest.claims import (
+    PLATFORM_NAMES,
+    REALM_NAMES,
+    SWC_NAMES,
+    ClaimSpec,
+    lifecycle_name,
+    platform_claims_to_json,
+    realm_claims_to_json,
+    validate_platform_claims,
+    validate_realm_claims,
+)
+from unirealm.attest.keys import AttestKeyError, load_public_key
+from unirealm.attest.refvals import ReferenceValuesError, reference_values_from_json
+from unirealm.attest.verify import CcaToken, decode_token, verify_token
+from unirealm.cli import token_create
+from unirealm.cli.main import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("token", help="decode, verify and create CCA attestation tokens")
+    sub = p.add_subparsers(dest="token_command", metavar="ACTION", parser_class=type(p))
+    sub.required = True
+
+    d = sub.add_parser("decode", help="print the format, profiles and claims of a CCA token")
+    d.add_argument("file", metavar="FILE", help="CCA token (tag 399 / 907 collection or a platform token)")
+    d.add_argument("--json", action="store_true", help="print JSON with Veraison's claim names")
+    d.set_defaults(func=_decode)
+
+    v = sub.add_parser("verify", help="verify a CCA token's signatures, binding and claims")
+    v.add_argument("file", metavar="FILE", help="CCA token")
+    v.add_argument("--cpak", required=True, metavar="KEY", help="CPAK: PEM public/private key or JWK")
+    v.add_argument("--challenge", metavar="HEX", help="the realm challenge the relying party sent")
+    v.add_argument("--ref", metavar="REF.json", help="reference values (plain JSON or CoMID)")
+    v.add_argument("--strict", action="store_true", help="fail on measurements longer than the hash")
+    v.add_argument("--json", action="store_true", help="print the result as JSON")
+    v.set_defaults(func=_verify)
+
+    token_create.register(sub)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _load_token(path: str) -> CcaToken:
+    data = _read(path, "token")
+    try:
+        return decode_token(data)
+    except t.TokenFormatError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    except Exception as exc:  # malformed input must never end in a traceback
+        raise UsageError(f"{path}: malformed token ({type(exc).__name__}: {exc})") from None
+
+
+def _summary(token: CcaToken) -> dict[str, Any]:
+    return {
+        "format": token.format.value,
+        "platform-profile": token.platform_profile,
+        "realm-profile": token.realm_profile,
+        "realm-generation": token.realm_generation,
+    }
+
+
+def _claims_json(token: CcaToken) -> dict[str, Any]:
+    out: dict[str, Any] = {"cca-platform-token": platform_claims_to_json(token.platform.claims)}
+    if token.realm is not None:
+        out["cca-realm-delegated-token"] = realm_claims_to_json(token.realm.claims)
+    return out
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def _print_claims(title: str, claims: Mapping[Any, Any], names: Mapping[int, ClaimSpec]) -> None:
+    print(f"{title}:")
+    for key, value in claims.items():
+        spec = names.get(key)
+        name = spec.name if spec else f"claim {key}"
+        if key == t.PLATFORM_SW_COMPONENTS and names is PLATFORM_NAMES and isinstance(value, Sequence):
+            print(f"  {name}:")
+            for i, comp in enumerate(value):
+                if not isinstance(comp, Mapping):
+                    print(f"    [{i}] {_text_value(comp)}")
+                    continue
+                for j, (k, v) in enumerate(comp.items()):
+                    prefix = f"    [{i}] " if j == 0 else " " * (len(f"    [{i}] "))
+                    print(f"{prefix}{SWC_NAMES.get(k, str(k))}: {_text_value(v)}")
+        elif isinstance(value, Sequence) and not isinstance(value, str | bytes):
+            print(f"  {name}:")
+            for i, item in enumerate(value):
+                print(f"    [{i}] {_text_value(item)}")
+        elif key == t.PLATFORM_LIFECYCLE and names is PLATFORM_NAMES and isinstance(value, int):
+            state = lifecycle_name(value)
+            print(f"  {name}: 0x{value:04x}" + (f" ({state})" if state else ""))
+        else:
+            print(f"  {name}: {_text_value(value)}")
+
+
+def _decode(args: argparse.Namespace) -> int:
+    token = _load_token(args.file)
+    if args.json:
+        print(json.dumps({**_summary(token), **_claims_json(token)}, indent=2))
+    else:
+        summary = _summary(token)
+        print(f"format: {summary['format']}")
+        print(f"platform profile: {summary['platform-profile']}")
+        if token.realm is not None:
+            print(f"realm profile: {summary['realm-profile'] or '(none)'} - {summary['realm-generation']}")
+        _print_claims("cca-platform-token", token.platform.claims, PLATFORM_NAMES)
+        if token.realm is not None:
+            _print_claims("cca-realm-delegated-token", token.realm.claims, REALM_NAMES)
+    # Decoding does not judge, but says which claims a verifier would reject.
+    problems, _ = validate_platform_claims(token.platform.claims)
+    if token.realm is not None:
+        problems += validate_realm_claims(token.realm.claims)[0]
+    for problem in problems:
+        print(f"note: {problem}", file=sys.stderr)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        cpak = load_public_key(_read(args.cpak, "CPAK"))
+    except AttestKeyError as exc:
+        raise UsageError(f"--cpak {args.cpak}: {exc}") from None
+    challenge = None
+    if args.challenge is not None:
+        try:
+            challenge = bytes.fromhex(args.challenge.removeprefix("0x"))
+        except ValueError:
+            raise UsageError("--challenge: not a hex string") from None
+        if not 1 <= len(challenge) <= 64:
+            raise UsageError("--challenge: must be 1 to 64 bytes")
+    reference = None
+    if args.ref is not None:
+        try:
+            reference = reference_values_from_json(json.loads(_read(args.ref, "reference values")))
+        except (ValueError, UnicodeDecodeError) as exc:
+            kind = "" if isinstance(exc, ReferenceValuesError) else "not valid JSON: "
+            raise UsageError(f"--ref {args.ref}: {kind}{exc}") from None
+    token = _load_token(args.file)
+    try:
+        result = verify_token(token, cpak, challenge=challenge, reference=reference, strict=args.strict)
+    except Exception as exc:  # malformed input must never end in a traceback
+        raise UsageError(f"{args.file}: malformed token ({type(exc).__name__}: {exc})") from None
+    if args.json:
+        out = {
+            "verified": result.ok,
+            **_summary(token),
+            "problems": [{"claim": p.claim, "reason": p.reason} for p in result.problems],
+            "warnings": [{"claim": p.claim, "reason": p.reason} for p in result.warnings],
+            **_claims_json(token),
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        summary = _summary(token)
+        print(f"format: {summary['format']}")
+        print(f"platform profile: {summary['platform-profile']}")
+        if token.realm is not None:
+            print(f"realm profile: {summary['realm-profile'] or '(none)'} - {summary['realm-generation']}")
+        for warning in result.warnings:
+            print(f"warning: {warning}")
+        if result.ok:
+            print("verified")
+        else:
+            print("NOT verified:")
+            for problem in result.problems:
+                print(f"  {problem}")
+    return 0 if result.ok else 1
