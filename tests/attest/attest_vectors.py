@@ -12,7 +12,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from unirealm.arch import token as t
-from unirealm.attest.keys import ecdsa_signer
+from unirealm.attest.keys import cose_alg_for, ecdsa_signer
 
 # --- YAML subset: mappings, "- " lists, !!binary (inline or block), !inc, scalars -----------
 
@@ -154,7 +154,8 @@ def plain(value: Any) -> Any:
 
 # --- building tokens --------------------------------------------------------------------------
 def signed(claims: Mapping[int, Any], key: ec.EllipticCurvePrivateKey) -> bytes:
-    return t.sign1(cbor2.dumps(dict(claims)), ecdsa_signer(key)).encode()
+    alg = cose_alg_for(key)
+    return t.sign1(cbor2.dumps(dict(claims)), ecdsa_signer(key, alg), alg).encode()
 
 
 def build_token(
