@@ -187,7 +187,10 @@ def measure_launch(launch: Launch) -> RimLog:
                     f"operations[{i}]: ripas top {op.top:#x} is outside the protected IPA space"
                 )
             for lo, hi in ripas_entries(op.base, op.top, start_level, op.level, data_granules):
-                log.ripas(lo, hi)
+                try:
+                    log.ripas(lo, hi)
+                except TypeError as exc:  # a descriptor-packing fault must not end in a traceback
+                    raise LaunchError(f"operations[{i}]: cannot build the RIPAS descriptor ({exc})") from None
         elif isinstance(op, RecOp):
             if len(op.gprs) > MAX_GPRS:
                 raise LaunchError(f"operations[{i}]: a REC takes at most {MAX_GPRS} gprs")
