@@ -1,0 +1,452 @@
+"""The `lkvm run`-compatible command line: argparse declarations and the validated RunConfig.
+
+Option names, defaults and refusals follow kvmtool's builtin-run.c and the realm options of
+the Arm kvmtool-cca branch (arm/aarch64/include/kvm/kvm-config-arch.h, validate_realm_cfg).
+Additions of this model: `--platform kvm|rme` (which machine the VM runs on; a realm needs
+RME) and `--trace` (which layers to trace).
+
+Values are checked in RunConfig.from_args, not by argparse, so that every bad value raises
+CmdlineError with a one-line message. Differences from kvmtool: the default vCPU count is 1
+rather than the host's CPU count (the model machine is not the host), default RAM is not
+capped by host RAM, and `-m`'s address also accepts 0x-prefixed byte values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from unirealm.arch.rmi import RmiHashAlgorithm
+from unirealm.arch.rsi import RPV_SIZE
+from unirealm.host.memmap import (
+    ARM_MEMORY_AREA,
+    MemoryLayoutError,
+    default_ram_size,
+    parse_mem_option,
+)
+
+KVM_MAX_VCPUS = 512  # arm64 KVM's vCPU limit
+DEFAULT_NRCPUS = 1
+
+MEASUREMENT_ALGOS = {"sha256": RmiHashAlgorithm.SHA_256, "sha512": RmiHashAlgorithm.SHA_512}
+DEFAULT_MEASUREMENT_ALGO = "sha256"
+SVE_VL_ALIGN = 128  # bits; the vector length is a multiple of 128
+SVE_VL_MAX = 2048  # bits; the architectural maximum
+PMU_MAX_COUNTERS = 31  # PMUv3 event counters (PMCR_EL0.N is 5 bits)
+
+PLATFORMS = ("kvm", "rme")
+CONSOLES = ("serial", "virtio")
+LOGLEVELS = ("error", "warning", "info", "debug")
+TRACE_TOPICS = ("rsi", "rmi", "mmio", "psci")
+IRQCHIPS = ("gicv2", "gicv2m", "gicv3", "gicv3-its")
+REALM_IRQCHIPS = ("gicv3", "gicv3-its")
+DEFAULT_IRQCHIP = "gicv3"
+VIRTIO_TRANSPORTS = ("mmio", "mmio-legacy")  # virtio-pci is not modelled
+DEFAULT_VIRTIO_TRANSPORT = "mmio"
+
+DEFAULT_9P_TAG = "kvm_9p"
+
+# virtio-net defaults (kvmtool virtio/net.c).
+NET_MODES = ("tap", "user", "none")
+NET_KEYS = (
+    "guest_mac",
+    "mode",
+    "script",
+    "downscript",
+    "guest_ip",
+    "host_ip",
+    "trans",
+    "tapif",
+    "vhost",
+    "fd",
+    "mq",
+)
+DEFAULT_GUEST_IP = "192.168.33.15"
+DEFAULT_HOST_IP = "192.168.33.1"
+DEFAULT_GUEST_MAC = "02:15:15:15:15:15"  # the last byte grows by one per NIC
+DEFAULT_SCRIPT = "none"
+NET_TRANSPORTS = ("mmio", "mmio-legacy", "pci", "pci-legacy")
+
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
+class CmdlineError(ValueError):
+    """A run command line kvmtool would refuse; the message is one line."""
+
+
+@dataclass(frozen=True)
+class NinePShare:
+    """`--9p dir[,tag]`: a host directory exported over virtio-9p under a mount tag."""
+
+    path: str
+    tag: str = DEFAULT_9P_TAG
+
+
+@dataclass(frozen=True)
+class NetParams:
+    """One `-n/--network` NIC. Any -n defaults to a tap NIC, as in kvmtool."""
+
+    mode: str = "tap"
+    guest_ip: str = DEFAULT_GUEST_IP
+    host_ip: str = DEFAULT_HOST_IP
+    guest_mac: str = DEFAULT_GUEST_MAC
+    script: str = DEFAULT_SCRIPT
+    downscript: str = DEFAULT_SCRIPT
+    tapif: str | None = None
+    trans: str | None = None
+    vhost: int = 0
+    fd: int | None = None
+    mq: int = 0
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the `run` options on `parser` (strings only; RunConfig.from_args checks them)."""
+    basic = parser.add_argument_group("Basic options")
+    basic.add_argument("-c", "--cpus", dest="cpus", metavar="N", help="number of vCPUs (default 1)")
+    basic.add_argument(
+        "-m",
+        "--mem",
+        dest="mem",
+        metavar="size[BKMGTP][@addr[BKMGTP]]",
+        help="guest RAM size and optional base address, in MiB by default (default 64M x (cpus + 3) at 2G)",
+    )
+    basic.add_argument(
+        "-d",
+        "--disk",
+        dest="disks",
+        action="append",
+        default=[],
+        metavar="image|dir",
+        help="disk image or rootfs dir",
+    )
+    basic.add_argument(
+        "--9p",
+        dest="shares_9p",
+        action="append",
+        default=[],
+        metavar="dir[,tag]",
+        help="share a directory over 9p",
+    )
+    basic.add_argument(
+        "--console", dest="console", metavar="serial|virtio", help="console device (default serial)"
+    )
+    basic.add_argument(
+        "--nodefaults",
+        dest="nodefaults",
+        action="store_true",
+        help="pass -p verbatim; add no default devices",
+    )
+    basic.add_argument(
+        "--virtio-transport", dest="virtio_transport", metavar="mmio|mmio-legacy", help="virtio transport"
+    )
+    basic.add_argument("--loglevel", dest="loglevel", metavar="error|warning|info|debug", help="log level")
+
+    kernel = parser.add_argument_group("Kernel options")
+    kernel.add_argument("-k", "--kernel", dest="kernel", metavar="kernel", help="kernel image to boot")
+    kernel.add_argument("-i", "--initrd", dest="initrd", metavar="initrd", help="initial RAM disk")
+    kernel.add_argument("-p", "--params", dest="params", metavar="params", help="kernel command line")
+
+    net = parser.add_argument_group("Networking options")
+    net.add_argument(
+        "-n",
+        "--network",
+        dest="networks",
+        action="append",
+        default=[],
+        nargs="?",
+        const="",
+        metavar="k=v,...",
+        help="add a virtio-net NIC (mode=tap|user|none, guest_ip, host_ip, guest_mac, tapif, trans, ...)",
+    )
+
+    arch = parser.add_argument_group("Arm options")
+    arch.add_argument(
+        "--irqchip", dest="irqchip", metavar="gicv2|gicv2m|gicv3|gicv3-its", help="interrupt controller"
+    )
+    arch.add_argument("--kaslr-seed", dest="kaslr_seed", metavar="seed", help="/chosen/kaslr-seed value")
+    arch.add_argument("--disable-sve", dest="disable_sve", action="store_true", help="disable SVE")
+    arch.add_argument(
+        "--dump-dtb", dest="dump_dtb", metavar="FILE", help="write the generated device tree to FILE"
+    )
+
+    realm = parser.add_argument_group("Realm options")
+    realm.add_argument(
+        "--platform", dest="platform", metavar="kvm|rme", help="host machine (default kvm; rme with --realm)"
+    )
+    realm.add_argument("--realm", dest="realm", action="store_true", help="create the VM as an Arm CCA realm")
+    realm.add_argument(
+        "--measurement-algo",
+        dest="measurement_algo",
+        metavar="sha256|sha512",
+        help="realm hash algorithm (default sha256)",
+    )
+    realm.add_argument(
+        "--realm-pv", dest="realm_pv", metavar="string", help="realm personalisation value (<= 64 bytes)"
+    )
+    realm.add_argument(
+        "--sve-vl", dest="sve_vl", metavar="bits", help="realm SVE vector length (multiple of 128)"
+    )
+    realm.add_argument("--pmu-counters", dest="pmu_counters", metavar="N", help="realm PMU event counters")
+
+    debug = parser.add_argument_group("Debug options")
+    debug.add_argument("--debug", dest="debug", action="store_true", help="same as --loglevel debug")
+    debug.add_argument(
+        "--trace",
+        dest="trace",
+        action="append",
+        default=[],
+        metavar="rsi,rmi,mmio,psci",
+        help="trace these layers",
+    )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    kernel: str | None = None
+    initrd: str | None = None
+    params: str = ""
+    nrcpus: int = DEFAULT_NRCPUS
+    ram_size: int = default_ram_size(DEFAULT_NRCPUS)
+    ram_addr: int = ARM_MEMORY_AREA
+    realm: bool = False
+    platform: str = "kvm"
+    measurement_algo: str = DEFAULT_MEASUREMENT_ALGO
+    realm_pv: bytes = b""
+    sve_vl: int | None = None
+    disable_sve: bool = False
+    pmu_counters: int | None = None
+    console: str = "serial"
+    nodefaults: bool = False
+    loglevel: str = "info"
+    dump_dtb: str | None = None
+    trace: frozenset[str] = frozenset()
+    shares_9p: tuple[NinePShare, ...] = ()
+    networks: tuple[NetParams, ...] = ()
+    disks: tuple[str, ...] = ()
+    irqchip: str = DEFAULT_IRQCHIP
+    kaslr_seed: int | None = None
+    virtio_transport: str = DEFAULT_VIRTIO_TRANSPORT
+
+    @property
+    def hash_algo(self) -> RmiHashAlgorithm:
+        return MEASUREMENT_ALGOS[self.measurement_algo]
+
+    @property
+    def sve_vq(self) -> int | None:
+        """SVE vector length in quadwords minus one, as the RMM's sve_vl parameter encodes it."""
+        return None if self.sve_vl is None else self.sve_vl // SVE_VL_ALIGN - 1
+
+    @property
+    def nics(self) -> tuple[NetParams, ...]:
+        """The NICs to create: every -n except those with mode=none."""
+        return tuple(net for net in self.networks if net.mode != "none")
+
+    @property
+    def default_user_nic(self) -> bool:
+        """True when no -n was given at all: kvmtool then adds one user-mode NIC."""
+        return not self.networks
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunConfig:
+        realm = bool(args.realm)
+
+        nrcpus = DEFAULT_NRCPUS if args.cpus is None else _int(args.cpus, "number of CPUs")
+        if not 1 <= nrcpus <= KVM_MAX_VCPUS:
+            raise CmdlineError(f"Number of CPUs {nrcpus} is out of [1;{KVM_MAX_VCPUS}] range")
+
+        if args.mem is None:
+            ram_size, ram_addr = default_ram_size(nrcpus), ARM_MEMORY_AREA
+        else:
+            try:
+                ram_size, ram_addr = parse_mem_option(args.mem)
+            except MemoryLayoutError as exc:
+                raise CmdlineError(str(exc)) from None
+
+        platform = args.platform if args.platform is not None else ("rme" if realm else "kvm")
+        if platform not in PLATFORMS:
+            raise CmdlineError(f"Unknown platform {platform!r}: use kvm or rme")
+        if realm and platform != "rme":
+            raise CmdlineError("--realm needs the rme platform, not --platform kvm")
+
+        # Realm-only options are refused without --realm (kvmtool validate_realm_cfg).
+        if not realm:
+            for flag, value in (
+                ("--measurement-algo", args.measurement_algo),
+                ("--realm-pv", args.realm_pv),
+                ("--sve-vl", args.sve_vl),
+                ("--pmu-counters", args.pmu_counters),
+            ):
+                if value is not None:
+                    raise CmdlineError(f"{flag} valid only with --realm")
+
+        algo = DEFAULT_MEASUREMENT_ALGO if args.measurement_algo is None else args.measurement_algo
+        if algo not in MEASUREMENT_ALGOS:
+            raise CmdlineError(f"unknown realm measurement algorithm {algo!r}: use sha256 or sha512")
+
+        realm_pv = b""
+        if args.realm_pv is not None:
+            realm_pv = args.realm_pv.encode()
+            if len(realm_pv) > RPV_SIZE:
+                raise CmdlineError(
+                    f"Invalid size for Realm Personalization Value: {len(realm_pv)} bytes, at most {RPV_SIZE}"
+                )
+
+        disable_sve = bool(args.disable_sve)
+        sve_vl = None
+        if args.sve_vl is not None:
+            sve_vl = _int(args.sve_vl, "SVE vector length")
+            if disable_sve:
+                raise CmdlineError("SVE VL requested when SVE is disabled")
+            if sve_vl % SVE_VL_ALIGN or not SVE_VL_ALIGN <= sve_vl <= SVE_VL_MAX:
+                raise CmdlineError(f"SVE VL {sve_vl} is not a multiple of {SVE_VL_ALIGN} bits in [128;2048]")
+        elif realm:
+            # An unrequested vector length would put the host's SVE VL into the measurement.
+            disable_sve = True
+
+        pmu_counters = None
+        if args.pmu_counters is not None:
+            pmu_counters = _int(args.pmu_counters, "number of PMU counters")
+            if not 0 <= pmu_counters <= PMU_MAX_COUNTERS:
+                raise CmdlineError(
+                    f"Number of PMU counters {pmu_counters} is out of [0;{PMU_MAX_COUNTERS}] range"
+                )
+
+        console = "serial" if args.console is None else args.console
+        if console not in CONSOLES:
+            raise CmdlineError(f"Unknown console {console!r}: use serial or virtio")
+
+        loglevel = "info" if args.loglevel is None else args.loglevel
+        if loglevel not in LOGLEVELS:
+            raise CmdlineError(f"Unknown loglevel: {loglevel}")
+        if args.debug:
+            loglevel = "debug"
+
+        irqchip = DEFAULT_IRQCHIP if args.irqchip is None else args.irqchip
+        if irqchip not in IRQCHIPS:
+            raise CmdlineError(f'irqchip: unknown type "{irqchip}"')
+        if realm and irqchip not in REALM_IRQCHIPS:
+            raise CmdlineError(f"a realm needs a GICv3 (--irqchip gicv3 or gicv3-its), not {irqchip}")
+
+        transport = DEFAULT_VIRTIO_TRANSPORT if args.virtio_transport is None else args.virtio_transport
+        if transport not in VIRTIO_TRANSPORTS:
+            raise CmdlineError(f"virtio transport {transport!r} is not available: use mmio or mmio-legacy")
+
+        kaslr_seed = None
+        if args.kaslr_seed is not None:
+            kaslr_seed = _int(args.kaslr_seed, "KASLR seed", 0)
+            if not 0 <= kaslr_seed < 1 << 64:
+                raise CmdlineError(f"KASLR seed {args.kaslr_seed} does not fit in 64 bits")
+
+        return cls(
+            kernel=args.kernel,
+            initrd=args.initrd,
+            params=args.params or "",
+            nrcpus=nrcpus,
+            ram_size=ram_size,
+            ram_addr=ram_addr,
+            realm=realm,
+            platform=platform,
+            measurement_algo=algo,
+            realm_pv=realm_pv,
+            sve_vl=sve_vl,
+            disable_sve=disable_sve,
+            pmu_counters=pmu_counters,
+            console=console,
+            nodefaults=bool(args.nodefaults),
+            loglevel=loglevel,
+            dump_dtb=args.dump_dtb,
+            trace=parse_trace(args.trace),
+            shares_9p=tuple(parse_9p(a) for a in args.shares_9p),
+            networks=parse_networks(args.networks),
+            disks=tuple(_nonempty(d, "-d/--disk") for d in args.disks),
+            irqchip=irqchip,
+            kaslr_seed=kaslr_seed,
+            virtio_transport=transport,
+        )
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise CmdlineError(message)
+
+
+def run_parser(prog: str = "unirealm run") -> argparse.ArgumentParser:
+    """A stand-alone parser with the run options whose usage errors raise CmdlineError."""
+    parser = _RaisingParser(prog=prog, description="Run a VM or a realm, as `lkvm run` does.")
+    add_run_arguments(parser)
+    return parser
+
+
+def parse_run_args(argv: Sequence[str]) -> RunConfig:
+    return RunConfig.from_args(run_parser().parse_args(list(argv)))
+
+
+def parse_trace(values: Sequence[str]) -> frozenset[str]:
+    topics: set[str] = set()
+    for value in values:
+        for topic in value.split(","):
+            topic = topic.strip()
+            if topic not in TRACE_TOPICS:
+                raise CmdlineError(f"Unknown trace topic {topic!r}: use {','.join(TRACE_TOPICS)}")
+            topics.add(topic)
+    return frozenset(topics)
+
+
+def parse_9p(arg: str) -> NinePShare:
+    """`dir[,tag]`; the tag defaults to kvm_9p. The directory is not checked here."""
+    path, comma, tag = arg.partition(",")
+    if not path:
+        raise CmdlineError(f"--9p {arg!r}: missing directory")
+    if comma and not tag:
+        raise CmdlineError(f"--9p {arg!r}: empty mount tag")
+    return NinePShare(path, tag or DEFAULT_9P_TAG)
+
+
+def parse_networks(args: Sequence[str]) -> tuple[NetParams, ...]:
+    nets = [parse_network(arg, index) for index, arg in enumerate(args)]
+    if sum(net.mode == "user" for net in nets) > 1:
+        raise CmdlineError("Only one usermode network device allowed at a time")
+    return tuple(nets)
+
+
+def parse_network(arg: str, index: int = 0) -> NetParams:
+    """One -n argument, tokenised as kvmtool does: alternating keys and values split on ',' and
+    '='. A trailing key without a value (e.g. the bare word `virtio`) is ignored."""
+    tokens = [t for t in re.split(r"[,=]", arg) if t]
+    mac_base, last = DEFAULT_GUEST_MAC.rsplit(":", 1)
+    values: dict[str, object] = {"guest_mac": f"{mac_base}:{(int(last, 16) + index) & 0xFF:02x}"}
+    for key, value in zip(tokens[0::2], tokens[1::2], strict=False):
+        if key not in NET_KEYS:
+            raise CmdlineError(f"Unknown network parameter {key}")
+        if key == "mode" and value not in NET_MODES:
+            raise CmdlineError(f"Unknown network mode {value}, please use user, tap or none")
+        if key in ("guest_ip", "host_ip"):
+            try:
+                ipaddress.IPv4Address(value)
+            except ValueError:
+                raise CmdlineError(f"Invalid {key} {value!r}") from None
+        if key == "guest_mac" and not _MAC.fullmatch(value):
+            raise CmdlineError(f"Invalid guest_mac {value!r}")
+        if key == "trans" and value not in NET_TRANSPORTS:
+            raise CmdlineError(f"Unknown virtio transport {value!r}")
+        if key in ("vhost", "fd", "mq"):
+            values[key] = _int(value, key)
+        else:
+            values[key] = value
+    return NetParams(**values)  # type: ignore[arg-type]
+
+
+def _int(text: str, what: str, base: int = 10) -> int:
+    try:
+        return int(text, base)
+    except (TypeError, ValueError):
+        raise CmdlineError(f"Invalid {what}: {text!r}") from None
+
+
+def _nonempty(text: str, flag: str) -> str:
+    if not text:
+        raise CmdlineError(f"{flag} needs a path")
+    return text

@@ -1,0 +1,222 @@
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from unirealm.arch.rmi import RmiHashAlgorithm
+from unirealm.host.cmdline import (
+    CmdlineError,
+    NetParams,
+    NinePShare,
+    RunConfig,
+    add_run_arguments,
+    parse_run_args,
+)
+
+MiB = 1 << 20
+
+
+def test_defaults():
+    cfg = parse_run_args([])
+    assert cfg == RunConfig()
+    assert cfg.nrcpus == 1 and cfg.ram_size == 256 * MiB and cfg.ram_addr == 0x8000_0000
+    assert cfg.platform == "kvm" and not cfg.realm
+    assert cfg.console == "serial" and cfg.loglevel == "info" and cfg.irqchip == "gicv3"
+    assert cfg.params == "" and cfg.kernel is None
+    assert cfg.default_user_nic and cfg.nics == ()
+    assert not cfg.disable_sve
+
+
+def test_add_run_arguments_on_a_subparser():
+    top = argparse.ArgumentParser(prog="unirealm")
+    sub = top.add_subparsers(dest="command")
+    add_run_arguments(sub.add_parser("run"))
+    args = top.parse_args(["run", "-k", "app.img", "-c", "2", "-m", "512M@0x90000000", "-p", "a b"])
+    cfg = RunConfig.from_args(args)
+    assert (cfg.kernel, cfg.nrcpus, cfg.ram_size, cfg.ram_addr, cfg.params) == (
+        "app.img",
+        2,
+        512 * MiB,
+        0x9000_0000,
+        "a b",
+    )
+
+
+def test_unikraft_realm_command_line():
+    cfg = parse_run_args(
+        "--realm -k build/app_fc-arm64 -c 1 --nodefaults -i rootfs.cpio --9p ./fs0,fs0 --irqchip=gicv3".split()
+    )
+    assert cfg.realm and cfg.platform == "rme"
+    assert cfg.nodefaults and cfg.initrd == "rootfs.cpio"
+    assert cfg.shares_9p == (NinePShare("./fs0", "fs0"),)
+    assert cfg.measurement_algo == "sha256" and cfg.hash_algo == RmiHashAlgorithm.SHA_256
+    assert cfg.disable_sve  # no --sve-vl: SVE off so the measurement is deterministic
+
+
+def test_linux_realm_command_line():
+    cfg = parse_run_args(
+        [
+            "--realm",
+            "--measurement-algo=sha512",
+            "--disable-sve",
+            "--console",
+            "serial",
+            "--irqchip=gicv3-its",
+            "-m",
+            "256M",
+            "-c",
+            "2",
+            "-k",
+            "Image",
+            "-p",
+            "earlycon=ttyS0 console=ttyS0",
+            "--realm-pv",
+            "tenant-42",
+            "--pmu-counters",
+            "6",
+        ]
+    )
+    assert cfg.hash_algo == RmiHashAlgorithm.SHA_512
+    assert cfg.realm_pv == b"tenant-42"
+    assert cfg.pmu_counters == 6
+    assert cfg.irqchip == "gicv3-its"
+    assert cfg.ram_size == 256 * MiB and cfg.nrcpus == 2
+
+
+def test_default_ram_follows_cpus():
+    assert parse_run_args(["-c", "4"]).ram_size == 448 * MiB
+
+
+def test_sve_vl():
+    cfg = parse_run_args(["--realm", "--sve-vl", "256"])
+    assert cfg.sve_vl == 256 and cfg.sve_vq == 1 and not cfg.disable_sve
+
+
+def test_realm_pv_exactly_64_bytes_ok():
+    assert len(parse_run_args(["--realm", "--realm-pv", "x" * 64]).realm_pv) == 64
+
+
+def test_platform_rme_for_normal_vm():
+    cfg = parse_run_args(["--platform", "rme"])
+    assert cfg.platform == "rme" and not cfg.realm
+    assert parse_run_args(["--realm", "--platform", "rme"]).platform == "rme"
+
+
+def test_debug_and_loglevel():
+    assert parse_run_args(["--loglevel", "warning"]).loglevel == "warning"
+    assert parse_run_args(["--debug"]).loglevel == "debug"
+    assert parse_run_args(["--loglevel", "error", "--debug"]).loglevel == "debug"
+
+
+def test_trace_lists_accumulate():
+    cfg = parse_run_args(["--trace", "rsi,rmi", "--trace", "mmio", "--trace=psci"])
+    assert cfg.trace == {"rsi", "rmi", "mmio", "psci"}
+
+
+def test_9p_default_tag_and_disks():
+    cfg = parse_run_args(["--9p", "/srv/share", "-d", "disk.img", "--disk", "rootdir"])
+    assert cfg.shares_9p == (NinePShare("/srv/share", "kvm_9p"),)
+    assert cfg.disks == ("disk.img", "rootdir")
+
+
+def test_networks():
+    cfg = parse_run_args(
+        [
+            "--network",
+            "virtio",
+            "-n",
+            "mode=user,guest_ip=10.0.0.2,host_ip=10.0.0.1,trans=mmio",
+            "-n",
+            "mode=none",
+            "-n",
+        ]
+    )
+    tap, user, none, bare = cfg.networks
+    assert tap == NetParams(mode="tap")  # "virtio" is a key without a value: ignored
+    assert user.mode == "user" and user.guest_ip == "10.0.0.2" and user.trans == "mmio"
+    assert user.guest_mac == "02:15:15:15:15:16"  # one more per NIC
+    assert none.mode == "none"
+    assert bare.mode == "tap"
+    assert cfg.nics == (tap, user, bare)
+    assert not cfg.default_user_nic
+
+
+def test_network_numeric_keys():
+    (net,) = parse_run_args(["-n", "mode=tap,tapif=tap0,vhost=1,mq=4,guest_mac=02:00:00:00:00:01"]).networks
+    assert (net.tapif, net.vhost, net.mq, net.guest_mac) == ("tap0", 1, 4, "02:00:00:00:00:01")
+
+
+def test_kaslr_seed_and_dump_dtb():
+    cfg = parse_run_args(["--kaslr-seed", "0xfeedface", "--dump-dtb", "out.dtb"])
+    assert cfg.kaslr_seed == 0xFEEDFACE and cfg.dump_dtb == "out.dtb"
+
+
+def test_console_virtio_and_transport():
+    cfg = parse_run_args(["--console", "virtio", "--virtio-transport", "mmio-legacy"])
+    assert cfg.console == "virtio" and cfg.virtio_transport == "mmio-legacy"
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        # realm-only options without --realm
+        (["--measurement-algo", "sha256"], "--measurement-algo valid only with --realm"),
+        (["--realm-pv", "abc"], "--realm-pv valid only with --realm"),
+        (["--sve-vl", "128"], "--sve-vl valid only with --realm"),
+        (["--pmu-counters", "2"], "--pmu-counters valid only with --realm"),
+        # realm option values
+        (["--realm", "--measurement-algo", "md5"], "unknown realm measurement algorithm"),
+        (["--realm", "--realm-pv", "x" * 65], "Realm Personalization Value"),
+        (["--realm", "--realm-pv", "é" * 33], "Realm Personalization Value"),  # 66 bytes in UTF-8
+        (["--realm", "--sve-vl", "100"], "multiple of 128"),
+        (["--realm", "--sve-vl", "0"], "multiple of 128"),
+        (["--realm", "--sve-vl", "4096"], "multiple of 128"),
+        (["--realm", "--sve-vl", "wide"], "Invalid SVE vector length"),
+        (["--realm", "--sve-vl", "256", "--disable-sve"], "SVE VL requested when SVE is disabled"),
+        (["--realm", "--pmu-counters", "32"], "PMU counters 32 is out of"),
+        (["--realm", "--pmu-counters", "-1"], "PMU counters -1 is out of"),
+        (["--realm", "--pmu-counters", "many"], "Invalid number of PMU counters"),
+        (["--realm", "--irqchip", "gicv2"], "needs a GICv3"),
+        (["--realm", "--irqchip", "gicv2m"], "needs a GICv3"),
+        # platform
+        (["--realm", "--platform", "kvm"], "--realm needs the rme platform"),
+        (["--platform", "xen"], "Unknown platform"),
+        # basic options
+        (["-c", "0"], "out of [1;512] range"),
+        (["-c", "513"], "out of [1;512] range"),
+        (["-c", "two"], "Invalid number of CPUs"),
+        (["-m", "0"], "Invalid RAM size"),
+        (["-m", "lots"], "Invalid memory specifier"),
+        (["-m", "256M@"], "Missing memory address"),
+        (["-m", "256M@1G"], "below the I/O region"),
+        (["--console", "hv"], "Unknown console"),
+        (["--loglevel", "verbose"], "Unknown loglevel"),
+        (["--irqchip", "gicv4"], "irqchip: unknown type"),
+        (["--virtio-transport", "pci"], "not available"),
+        (["--trace", "rsi,gic"], "Unknown trace topic 'gic'"),
+        (["--trace", ""], "Unknown trace topic"),
+        (["--9p", ",tag"], "missing directory"),
+        (["--9p", "dir,"], "empty mount tag"),
+        (["-d", ""], "needs a path"),
+        (["--kaslr-seed", "nope"], "Invalid KASLR seed"),
+        (["--kaslr-seed", str(1 << 64)], "does not fit in 64 bits"),
+        # networking
+        (["-n", "colour=blue"], "Unknown network parameter colour"),
+        (["-n", "virtio,mode=user"], "Unknown network parameter virtio"),
+        (["-n", "mode=bridge"], "Unknown network mode bridge"),
+        (["-n", "mode=user", "-n", "mode=user"], "Only one usermode network device"),
+        (["-n", "guest_ip=300.1.1.1"], "Invalid guest_ip"),
+        (["-n", "guest_mac=zz:00:00:00:00:00"], "Invalid guest_mac"),
+        (["-n", "trans=usb"], "Unknown virtio transport"),
+        (["-n", "mq=four"], "Invalid mq"),
+        # argparse-level usage errors also come back as CmdlineError
+        (["--no-such-option"], "unrecognized arguments"),
+        (["-k"], "expected one argument"),
+    ],
+)
+def test_errors(argv, fragment):
+    with pytest.raises(CmdlineError) as exc:
+        parse_run_args(argv)
+    assert fragment in str(exc.value)
+    assert "\n" not in str(exc.value)
