@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 import pytest
 
@@ -45,7 +46,9 @@ def test_add_run_arguments_on_a_subparser():
 
 def test_unikraft_realm_command_line():
     cfg = parse_run_args(
-        "--realm -k build/app_fc-arm64 -c 1 --nodefaults -i rootfs.cpio --9p ./fs0,fs0 --irqchip=gicv3".split()
+        shlex.split(
+            "--realm -k build/app_fc-arm64 -c 1 --nodefaults -i rootfs.cpio --9p ./fs0,fs0 --irqchip=gicv3"
+        )
     )
     assert cfg.realm and cfg.platform == "rme"
     assert cfg.nodefaults and cfg.initrd == "rootfs.cpio"
