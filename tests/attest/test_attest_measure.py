@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from unirealm.arch.measurement import ripas_descriptor
 from unirealm.arch.rmi import RmiDataFlags, RmiHashAlgorithm
 from unirealm.attest.measure import (
     DataOp,
@@ -30,23 +29,6 @@ RIM_6_1_SHA512 = (
 )
 PARAMS_6_1 = {"flags": 0, "s2sz": 48, "sve_vl": 0, "num_bps": 1, "num_wps": 1, "pmu_num_ctrs": 0}
 Cli = Callable[..., tuple[int, str, str]]
-
-
-def _ripas_descriptor_packs() -> bool:
-    try:
-        ripas_descriptor(bytes(64), 0, 4096)
-    except TypeError:
-        return False
-    return True
-
-
-# arch.layout.Layout.pack_into(buf, base, **values) cannot take the RipasDescriptor field
-# "base" as a keyword; until that is fixed in arch, RIPAS measurement cannot run.
-needs_ripas = pytest.mark.xfail(
-    not _ripas_descriptor_packs(),
-    reason="arch.layout.Layout.pack_into: parameter 'base' collides with RipasDescriptor.base",
-    strict=True,
-)
 
 
 def _write(tmp_path: Path, obj: object, name: str = "launch.json") -> Path:
@@ -90,7 +72,6 @@ def test_data_file_is_split_into_zero_padded_granules(tmp_path: Path) -> None:
     assert [e.kind for e in log.events] == ["realm", "data", "data", "data"]
 
 
-@needs_ripas
 def test_operations_as_dataclasses_match_json(tmp_path: Path) -> None:
     launch = Launch(
         RealmParams(hash_algo=RmiHashAlgorithm.SHA_512),
@@ -149,7 +130,6 @@ def test_ripas_explicit_level() -> None:
         ripas_entries(0x1000, 1 << 21, 0, 2, set())
 
 
-@needs_ripas
 def test_data_before_ripas_changes_the_rim() -> None:
     """The host's tables at RTT_INIT_RIPAS time change the RIM (digest §4.3 step 2)."""
     ripas, data = RipasOp(0x80000000, 0x80200000), DataOp(0x80000000, b"x")

@@ -16,6 +16,7 @@ IL = 1 << 25
 class Ec(IntEnum):
     UNKNOWN = 0x00
     WFX = 0x01
+    SVC64 = 0x15
     HVC64 = 0x16
     SMC64 = 0x17
     SYSREG = 0x18

@@ -63,12 +63,12 @@ class Layout:
             out[f.name] = list(vals) if f.is_array else vals[0]
         return out
 
-    def pack(self, **values: Any) -> bytes:
+    def pack(self, /, **values: Any) -> bytes:
         buf = bytearray(self.size)
         self.pack_into(buf, 0, **values)
         return bytes(buf)
 
-    def pack_into(self, buf: bytearray | memoryview, base: int, **values: Any) -> None:
+    def pack_into(self, buf: bytearray | memoryview, base: int, /, **values: Any) -> None:
         for name, value in values.items():
             f = self._by_name.get(name)
             if f is None:

@@ -260,3 +260,42 @@ RMI_REC_RUN = Layout(
     ),
 )
 RMI_REC_EXIT_FIELDS = tuple(f.name for f in RMI_REC_RUN.fields if f.name.startswith("exit_"))
+
+# Argument and result register names, for traces and for decoding (digest §2.2).
+RMI_ARGS: dict[RmiFid, tuple[str, ...]] = {
+    RmiFid.VERSION: ("req",),
+    RmiFid.GRANULE_DELEGATE: ("pa",),
+    RmiFid.GRANULE_UNDELEGATE: ("pa",),
+    RmiFid.DATA_CREATE: ("rd", "data", "ipa", "src", "flags"),
+    RmiFid.DATA_CREATE_UNKNOWN: ("rd", "data", "ipa"),
+    RmiFid.DATA_DESTROY: ("rd", "ipa"),
+    RmiFid.REALM_ACTIVATE: ("rd",),
+    RmiFid.REALM_CREATE: ("rd", "params"),
+    RmiFid.REALM_DESTROY: ("rd",),
+    RmiFid.REC_CREATE: ("rd", "rec", "params"),
+    RmiFid.REC_DESTROY: ("rec",),
+    RmiFid.REC_ENTER: ("rec", "run"),
+    RmiFid.RTT_CREATE: ("rd", "rtt", "ipa", "level"),
+    RmiFid.RTT_DESTROY: ("rd", "ipa", "level"),
+    RmiFid.RTT_MAP_UNPROTECTED: ("rd", "ipa", "level", "desc"),
+    RmiFid.RTT_READ_ENTRY: ("rd", "ipa", "level"),
+    RmiFid.RTT_UNMAP_UNPROTECTED: ("rd", "ipa", "level"),
+    RmiFid.PSCI_COMPLETE: ("calling_rec", "target_rec", "status"),
+    RmiFid.FEATURES: ("index",),
+    RmiFid.RTT_FOLD: ("rd", "ipa", "level"),
+    RmiFid.REC_AUX_COUNT: ("rd",),
+    RmiFid.RTT_INIT_RIPAS: ("rd", "base", "top"),
+    RmiFid.RTT_SET_RIPAS: ("rd", "rec", "base", "top"),
+}
+RMI_RESULTS: dict[RmiFid, tuple[str, ...]] = {
+    RmiFid.VERSION: ("lower", "higher"),
+    RmiFid.DATA_DESTROY: ("data", "top"),
+    RmiFid.RTT_DESTROY: ("rtt", "top"),
+    RmiFid.RTT_READ_ENTRY: ("walk_level", "state", "desc", "ripas"),
+    RmiFid.RTT_UNMAP_UNPROTECTED: ("top",),
+    RmiFid.FEATURES: ("value",),
+    RmiFid.RTT_FOLD: ("rtt",),
+    RmiFid.REC_AUX_COUNT: ("aux_count",),
+    RmiFid.RTT_INIT_RIPAS: ("top",),
+    RmiFid.RTT_SET_RIPAS: ("top",),
+}

@@ -114,3 +114,25 @@ def regs_to_bytes(regs: list[int] | tuple[int, ...]) -> bytes:
 def bytes_to_regs(data: bytes, count: int = 8) -> list[int]:
     data = data.ljust(count * 8, b"\0")
     return [int.from_bytes(data[i * 8 : i * 8 + 8], "little") for i in range(count)]
+
+RSI_ARGS: dict[RsiFid, tuple[str, ...]] = {
+    RsiFid.VERSION: ("req",),
+    RsiFid.FEATURES: ("index",),
+    RsiFid.MEASUREMENT_READ: ("index",),
+    RsiFid.MEASUREMENT_EXTEND: ("index", "size", "value0", "value1", "value2", "value3", "value4", "value5", "value6", "value7"),
+    RsiFid.ATTESTATION_TOKEN_INIT: tuple(f"challenge{i}" for i in range(8)),
+    RsiFid.ATTESTATION_TOKEN_CONTINUE: ("granule", "offset", "size"),
+    RsiFid.REALM_CONFIG: ("config",),
+    RsiFid.IPA_STATE_SET: ("base", "top", "ripas", "flags"),
+    RsiFid.IPA_STATE_GET: ("base", "end"),
+    RsiFid.HOST_CALL: ("host_call",),
+}
+RSI_RESULTS: dict[RsiFid, tuple[str, ...]] = {
+    RsiFid.VERSION: ("lower", "higher"),
+    RsiFid.FEATURES: ("value",),
+    RsiFid.MEASUREMENT_READ: tuple(f"value{i}" for i in range(8)),
+    RsiFid.ATTESTATION_TOKEN_INIT: ("max_size",),
+    RsiFid.ATTESTATION_TOKEN_CONTINUE: ("len",),
+    RsiFid.IPA_STATE_SET: ("new_base", "response"),
+    RsiFid.IPA_STATE_GET: ("top", "ripas"),
+}

@@ -108,3 +108,21 @@ class PsciAffinityState(IntEnum):
 
 
 PSCI_VERSION_1_1 = 0x0001_0001
+
+
+class RmmEl3Fid(IntEnum):
+    """The RMM-EL3 interface (TF-A "RMM-EL3 communication interface"), fnum 0x1B0..0x1CF."""
+
+    GTSI_DELEGATE = 0xC400_01B0
+    GTSI_UNDELEGATE = 0xC400_01B1
+    ATTEST_GET_REALM_KEY = 0xC400_01B2
+    ATTEST_GET_PLAT_TOKEN = 0xC400_01B3
+
+
+class RmmEl3Status(IntEnum):
+    OK = 0
+    UNKNOWN = -1
+    BAD_ADDR = -2
+    BAD_PAS = -3
+    NOMEM = -4
+    INVAL = -5

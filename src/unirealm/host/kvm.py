@@ -1,0 +1,407 @@
+"""The host's KVM layer for realms: it builds and runs a realm only through RMI calls.
+
+The host owns non-secure DRAM (a page allocator over its own memory) and never touches a
+granule once it has delegated it: the GPT would fault. It keeps the bookkeeping KVM keeps —
+which granules it delegated for what — so it can handle REC exits (map faulted pages,
+complete RIPAS changes, map shared pages) and tear the realm down again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from unirealm.arch.esr import ISV, SAS_SHIFT, WNR, Ec, decode_esr_access, esr_ec, ipa_from_hpfar_far
+from unirealm.arch.memory import (
+    GRANULE_SIZE,
+    RTT_PAGE_LEVEL,
+    default_start_level,
+    level_size,
+    num_root_rtts,
+)
+from unirealm.arch.rmi import (
+    REC_EXIT_OFFSET,
+    RMI_REALM_PARAMS,
+    RMI_REC_PARAMS,
+    RMI_REC_RUN,
+    RmiDataFlags,
+    RmiFid,
+    RmiRecEnterFlags,
+    RmiRecExitReason,
+    RmiRecFlags,
+    RmiRipas,
+    RmiStatus,
+    RttEntryState,
+    index_of,
+    status_of,
+)
+from unirealm.arch.smccc import PsciFid
+from unirealm.machine.board import Machine
+from unirealm.machine.memory import GranuleProtectionFault
+
+NS_NORMAL_RW_DESC = (0b1111 << 2) | (0b11 << 6)  # MemAttr normal write-back, S2AP read/write
+
+
+class RmiCallError(Exception):
+    def __init__(self, fid: int, status: RmiStatus, index: int) -> None:
+        name = RmiFid(fid).name if fid in RmiFid._value2member_map_ else hex(fid)
+        super().__init__(f"RMI_{name} failed: {status.name} (index {index})")
+        self.fid = fid
+        self.status = status
+        self.index = index
+
+
+class HostPages:
+    """The host kernel's allocator of non-secure DRAM granules."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.mem = machine.ns_memory()
+        self._next = machine.memory.base
+        self._free: list[int] = []
+
+    def alloc(self) -> int:
+        if self._free:
+            return self._free.pop()
+        return self.alloc_contiguous(1)
+
+    def alloc_contiguous(self, count: int) -> int:
+        base = self._next
+        if base + count * GRANULE_SIZE > self.machine.memory.top:
+            raise MemoryError("host out of memory")
+        self._next += count * GRANULE_SIZE
+        return base
+
+    def free(self, pa: int) -> None:
+        self.mem.zero(pa, GRANULE_SIZE)
+        self._free.append(pa)
+
+
+class RmiClient:
+    """Typed RMI calls through the monitor; a failing status raises RmiCallError."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+    def call(self, fid: RmiFid, *args: int) -> list[int]:
+        out = self.machine.host_smc(fid, *args)
+        if out[0] & 0xFF != RmiStatus.SUCCESS:
+            raise RmiCallError(fid, status_of(out[0]), index_of(out[0]))
+        return out
+
+    def try_call(self, fid: RmiFid, *args: int) -> list[int]:
+        return self.machine.host_smc(fid, *args)
+
+
+@dataclass
+class RecExitInfo:
+    """A decoded RmiRecExit."""
+
+    reason: RmiRecExitReason
+    esr: int
+    far: int
+    hpfar: int
+    gprs: list[int]
+    ripas_base: int
+    ripas_top: int
+    ripas_value: int
+    imm: int
+
+    @property
+    def ipa(self) -> int:
+        return ipa_from_hpfar_far(self.hpfar, self.far)
+
+
+@dataclass
+class RealmConfig:
+    ipa_bits: int
+    hash_algo: int = 0
+    rpv: bytes = b""
+    num_bps: int = 2
+    num_wps: int = 2
+    vmid: int = 1
+
+
+@dataclass
+class RealmRec:
+    pa: int
+    aux: list[int]
+    run: int
+    index: int
+
+
+@dataclass
+class RealmVm:
+    """A realm as the host sees it: handles, bookkeeping, and the REC exit handlers."""
+
+    machine: Machine
+    pages: HostPages
+    config: RealmConfig
+    rmi: RmiClient = field(init=False)
+    rd: int = 0
+    start_level: int = 0
+    recs: list[RealmRec] = field(default_factory=list)
+    data: dict[int, int] = field(default_factory=dict)  # protected IPA -> data granule PA
+    rtts: dict[tuple[int, int], int] = field(default_factory=dict)  # (ipa, level) -> RTT PA
+    roots: list[int] = field(default_factory=list)
+    shared: dict[int, int] = field(default_factory=dict)  # unprotected IPA page -> NS PA
+    on_host_call: Callable[[int, list[int]], list[int]] | None = None
+    on_mmio: Callable[[int, bool, int, int], int | None] | None = None
+    ram_ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rmi = RmiClient(self.machine)
+
+    # --- creation -----------------------------------------------------------------------
+    @property
+    def unprotected_bit(self) -> int:
+        return 1 << (self.config.ipa_bits - 1)
+
+    def delegated(self) -> int:
+        pa = self.pages.alloc()
+        self.rmi.call(RmiFid.GRANULE_DELEGATE, pa)
+        return pa
+
+    def create(self) -> None:
+        cfg = self.config
+        self.start_level = default_start_level(cfg.ipa_bits)
+        n_roots = num_root_rtts(cfg.ipa_bits, self.start_level)
+        rtt_base = self.pages.alloc_contiguous(n_roots)
+        self.roots = [rtt_base + i * GRANULE_SIZE for i in range(n_roots)]
+        for r in self.roots:
+            self.rmi.call(RmiFid.GRANULE_DELEGATE, r)
+        self.rd = self.delegated()
+        params = self.pages.alloc()
+        self.pages.mem.write(
+            params,
+            RMI_REALM_PARAMS.pack(
+                flags=0,
+                s2sz=cfg.ipa_bits,
+                num_bps=cfg.num_bps - 1,
+                num_wps=cfg.num_wps - 1,
+                hash_algo=cfg.hash_algo,
+                rpv=cfg.rpv.ljust(64, b"\0"),
+                vmid=cfg.vmid,
+                rtt_base=rtt_base,
+                rtt_level_start=self.start_level,
+                rtt_num_start=n_roots,
+            ),
+        )
+        try:
+            self.rmi.call(RmiFid.REALM_CREATE, self.rd, params)
+        finally:
+            self.pages.free(params)
+
+    def ensure_rtt(self, ipa: int, level: int) -> None:
+        """Create the missing RTTs on the walk to `level` for `ipa`."""
+        for lvl in range(self.start_level + 1, level + 1):
+            base = ipa & ~(level_size(lvl - 1) - 1)
+            entry = self.rmi.call(RmiFid.RTT_READ_ENTRY, self.rd, base, lvl - 1)
+            if entry[2] == RttEntryState.TABLE:
+                continue
+            rtt = self.delegated()
+            self.rmi.call(RmiFid.RTT_CREATE, self.rd, rtt, base, lvl)
+            self.rtts[(base, lvl)] = rtt
+
+    def populate(self, ipa: int, content: bytes, measured: bool = True) -> None:
+        """DATA_CREATE each granule of `content` at `ipa` (zero-padded), as KVM's populate."""
+        src = self.pages.alloc()
+        try:
+            for off in range(0, len(content), GRANULE_SIZE):
+                page = content[off : off + GRANULE_SIZE].ljust(GRANULE_SIZE, b"\0")
+                self.pages.mem.write(src, page)
+                self.ensure_rtt(ipa + off, RTT_PAGE_LEVEL)
+                data = self.delegated()
+                flags = RmiDataFlags.MEASURED if measured else RmiDataFlags.UNMEASURED
+                self.rmi.call(RmiFid.DATA_CREATE, self.rd, data, ipa + off, src, flags)
+                self.data[ipa + off] = data
+        finally:
+            self.pages.free(src)
+
+    def init_ripas(self, base: int, top: int) -> None:
+        """RTT_INIT_RIPAS over [base, top), splitting blocks only where alignment needs it."""
+        addr = base
+        while addr < top:
+            out = self.rmi.try_call(RmiFid.RTT_INIT_RIPAS, self.rd, addr, top)
+            status = status_of(out[0])
+            if status == RmiStatus.SUCCESS:
+                addr = out[1]
+                continue
+            if status == RmiStatus.ERROR_RTT and index_of(out[0]) < RTT_PAGE_LEVEL:
+                self.ensure_rtt(addr, index_of(out[0]) + 1)
+                continue
+            raise RmiCallError(RmiFid.RTT_INIT_RIPAS, status, index_of(out[0]))
+
+    def create_rec(self, pc: int, gprs: list[int], runnable: bool) -> RealmRec:
+        index = len(self.recs)
+        aux_count = self.rmi.call(RmiFid.REC_AUX_COUNT, self.rd)[1]
+        aux = [self.delegated() for _ in range(aux_count)]
+        rec = self.delegated()
+        params = self.pages.alloc()
+        mpidr = (index & 0xF) | ((index >> 4) << 8)
+        self.pages.mem.write(
+            params,
+            RMI_REC_PARAMS.pack(
+                flags=RmiRecFlags.RUNNABLE if runnable else 0,
+                mpidr=mpidr,
+                pc=pc,
+                gprs=gprs,
+                num_rec_aux=aux_count,
+                aux=aux,
+            ),
+        )
+        try:
+            self.rmi.call(RmiFid.REC_CREATE, self.rd, rec, params)
+        finally:
+            self.pages.free(params)
+        r = RealmRec(rec, aux, self.pages.alloc(), index)
+        self.recs.append(r)
+        return r
+
+    def activate(self) -> None:
+        self.rmi.call(RmiFid.REALM_ACTIVATE, self.rd)
+
+    # --- running ------------------------------------------------------------------------
+    def enter(self, rec: RealmRec, flags: int = 0, gprs: list[int] | None = None) -> RecExitInfo:
+        mem = self.pages.mem
+        enter = RMI_REC_RUN.pack(enter_flags=flags, enter_gprs=gprs or [])
+        mem.write(rec.run, enter[:REC_EXIT_OFFSET])
+        self.rmi.call(RmiFid.REC_ENTER, rec.pa, rec.run)
+        run = RMI_REC_RUN.unpack(mem.read(rec.run, GRANULE_SIZE))
+        return RecExitInfo(
+            RmiRecExitReason(run["exit_reason"]),
+            run["exit_esr"],
+            run["exit_far"],
+            run["exit_hpfar"],
+            run["exit_gprs"],
+            run["exit_ripas_base"],
+            run["exit_ripas_top"],
+            run["exit_ripas_value"],
+            run["exit_imm"],
+        )
+
+    def in_ram(self, ipa: int) -> bool:
+        return any(lo <= ipa < hi for lo, hi in self.ram_ranges)
+
+    def run(self, rec: RealmRec, max_exits: int = 1_000_000) -> RecExitInfo:
+        """Run a REC, handling exits, until PSCI SYSTEM_OFF/RESET (returned) or an exit
+        the handlers leave to the caller."""
+        flags, gprs = 0, None
+        for _ in range(max_exits):
+            ex = self.enter(rec, flags, gprs)
+            flags, gprs = 0, None
+            if ex.reason == RmiRecExitReason.SYNC:
+                flags, gprs = self.handle_sync(ex)
+            elif ex.reason == RmiRecExitReason.RIPAS_CHANGE:
+                flags = self.handle_ripas_change(rec, ex)
+            elif ex.reason == RmiRecExitReason.HOST_CALL:
+                gprs = self.on_host_call(ex.imm, list(ex.gprs)) if self.on_host_call else list(ex.gprs)
+            elif ex.reason == RmiRecExitReason.PSCI:
+                fid = ex.gprs[0] & ~(1 << 30)
+                if fid in (PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET):
+                    return ex
+                if fid in (PsciFid.CPU_ON, PsciFid.AFFINITY_INFO):
+                    return ex
+        raise RuntimeError("realm did not stop")
+
+    def handle_sync(self, ex: RecExitInfo) -> tuple[int, list[int] | None]:
+        ec = esr_ec(ex.esr)
+        if ec == Ec.WFX:
+            return 0, None
+        if ec not in (Ec.DABT_LOWER, Ec.IABT_LOWER):
+            return RmiRecEnterFlags.INJECT_SEA, None
+        ipa = ex.ipa
+        page = ipa & ~(GRANULE_SIZE - 1)
+        if not ipa & self.unprotected_bit:
+            # A protected page with RIPAS RAM that was never populated: fault it in.
+            self.ensure_rtt(page, RTT_PAGE_LEVEL)
+            data = self.delegated()
+            self.rmi.call(RmiFid.DATA_CREATE_UNKNOWN, self.rd, data, page)
+            self.data[page] = data
+            return 0, None
+        canonical = page & ~self.unprotected_bit
+        if self.in_ram(canonical):
+            self.map_shared(page)
+            return 0, None
+        access = decode_esr_access(ex.esr)
+        if access is None or self.on_mmio is None:
+            return RmiRecEnterFlags.INJECT_SEA, None
+        value = self.on_mmio(canonical | (ipa & (GRANULE_SIZE - 1)), access.is_write, access.size, ex.gprs[0])
+        if value is None:
+            return RmiRecEnterFlags.INJECT_SEA, None
+        return RmiRecEnterFlags.EMULATED_MMIO, [value]
+
+    def map_shared(self, page: int) -> int:
+        self.ensure_rtt(page, RTT_PAGE_LEVEL)
+        pa = self.pages.alloc()
+        self.rmi.call(RmiFid.RTT_MAP_UNPROTECTED, self.rd, page, RTT_PAGE_LEVEL, pa | NS_NORMAL_RW_DESC)
+        self.shared[page] = pa
+        return pa
+
+    def handle_ripas_change(self, rec: RealmRec, ex: RecExitInfo) -> int:
+        addr, top = ex.ripas_base, ex.ripas_top
+        while addr < top:
+            out = self.rmi.try_call(RmiFid.RTT_SET_RIPAS, self.rd, rec.pa, addr, top)
+            status = status_of(out[0])
+            if status == RmiStatus.SUCCESS:
+                new = out[1]
+                if ex.ripas_value == RmiRipas.EMPTY:
+                    self._destroy_data(addr, new)
+                addr = new
+            elif status == RmiStatus.ERROR_RTT and index_of(out[0]) < RTT_PAGE_LEVEL:
+                self.ensure_rtt(addr, index_of(out[0]) + 1)
+            else:
+                raise RmiCallError(RmiFid.RTT_SET_RIPAS, status, index_of(out[0]))
+        return 0
+
+    def _destroy_data(self, base: int, top: int) -> None:
+        """Data going EMPTY is destroyed and its granules return to the host (as kvmtool)."""
+        for ipa in [i for i in self.data if base <= i < top]:
+            out = self.rmi.call(RmiFid.DATA_DESTROY, self.rd, ipa)
+            self.rmi.call(RmiFid.GRANULE_UNDELEGATE, out[1])
+            self.pages.free(out[1])
+            del self.data[ipa]
+
+    def read_shared(self, ipa: int, size: int) -> bytes:
+        """Read realm-shared memory through the host's own NS pages."""
+        out = bytearray()
+        addr = ipa | self.unprotected_bit
+        while len(out) < size:
+            page = addr & ~(GRANULE_SIZE - 1)
+            pa = self.shared.get(page)
+            if pa is None:
+                raise GranuleProtectionFault(addr, self.pages.mem.world, None)
+            take = min(size - len(out), page + GRANULE_SIZE - addr)
+            out += self.pages.mem.read(pa + (addr - page), take)
+            addr += take
+        return bytes(out)
+
+    # --- teardown -----------------------------------------------------------------------
+    def destroy(self) -> None:
+        """Tear the realm down through RMI and give every granule back to the host."""
+        for rec in self.recs:
+            self.rmi.call(RmiFid.REC_DESTROY, rec.pa)
+            for g in (rec.pa, *rec.aux):
+                self.rmi.call(RmiFid.GRANULE_UNDELEGATE, g)
+                self.pages.free(g)
+            self.pages.free(rec.run)
+        self.recs.clear()
+        for ipa in list(self.data):
+            self._destroy_data(ipa, ipa + GRANULE_SIZE)
+        for page, pa in list(self.shared.items()):
+            self.rmi.call(RmiFid.RTT_UNMAP_UNPROTECTED, self.rd, page, RTT_PAGE_LEVEL)
+            self.pages.free(pa)
+            del self.shared[page]
+        for (ipa, level), rtt in sorted(self.rtts.items(), key=lambda kv: -kv[0][1]):
+            self.rmi.call(RmiFid.RTT_DESTROY, self.rd, ipa, level)
+            self.rmi.call(RmiFid.GRANULE_UNDELEGATE, rtt)
+            self.pages.free(rtt)
+        self.rtts.clear()
+        self.rmi.call(RmiFid.REALM_DESTROY, self.rd)
+        for g in (self.rd, *self.roots):
+            self.rmi.call(RmiFid.GRANULE_UNDELEGATE, g)
+            self.pages.free(g)
+
+
+# ESR pieces the host decodes, kept here so device emulation has them in one place.
+__all__ = ["ISV", "SAS_SHIFT", "WNR", "HostPages", "RealmConfig", "RealmVm", "RecExitInfo", "RmiCallError"]

@@ -1,0 +1,138 @@
+"""Physical memory and the granule protection table (GPT).
+
+All physical memory is one anonymous mmap (lazily committed by the host OS). Every 4 KiB
+granule has a PAS in the GPT. Software reaches memory only through a world's accessor,
+which raises GranuleProtectionFault on a granule whose PAS that world may not access —
+the check real RME hardware makes on every access. Only the root world (the EL3 monitor)
+changes a granule's PAS, and a change drops every vCPU mapping of that granule, as the
+GPT TLB invalidation (TLBI PAALL) that follows a GPT update would.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import struct
+from collections.abc import Callable, Iterator
+
+from unirealm.arch.memory import ACCESSIBLE_PAS, GRANULE_MASK, GRANULE_SHIFT, GRANULE_SIZE, Pas, World
+
+DRAM_BASE = 0x8_8000_0000  # the machine's DRAM bank; PAs are never equal to guest IPAs
+DEFAULT_DRAM_SIZE = 4 << 30
+
+
+class GranuleProtectionFault(Exception):
+    """An access to a granule whose PAS the accessing world may not reach."""
+
+    def __init__(self, pa: int, world: World, pas: Pas | None) -> None:
+        where = "outside physical memory" if pas is None else f"in the {pas.name} PAS"
+        super().__init__(f"granule protection fault: {world.name} access to PA {pa:#x} {where}")
+        self.pa = pa
+        self.world = world
+        self.pas = pas
+
+
+class PhysicalMemory:
+    """The machine's DRAM and its granule protection table."""
+
+    def __init__(self, size: int = DEFAULT_DRAM_SIZE, base: int = DRAM_BASE) -> None:
+        if size <= 0 or size & GRANULE_MASK or base & GRANULE_MASK:
+            raise ValueError("physical memory base and size must be granule aligned")
+        self.base = base
+        self.size = size
+        self._mem = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        # Pin the buffer: vCPUs map it by raw pointer, so it must never move or close.
+        self._anchor = ctypes.c_char.from_buffer(self._mem)
+        self._host_base = ctypes.addressof(self._anchor)
+        self._gpt = bytearray(size >> GRANULE_SHIFT)  # Pas per granule; all NON_SECURE at reset
+        self._pas_listeners: list[Callable[[int], None]] = []
+
+    # --- geometry ---------------------------------------------------------------------
+    @property
+    def top(self) -> int:
+        return self.base + self.size
+
+    def contains(self, pa: int, size: int = 1) -> bool:
+        return self.base <= pa and pa + size <= self.top and size >= 0
+
+    def granules(self) -> Iterator[int]:
+        return (self.base + (i << GRANULE_SHIFT) for i in range(len(self._gpt)))
+
+    # --- the granule protection table -------------------------------------------------
+    def pas(self, pa: int) -> Pas:
+        if not self.contains(pa):
+            raise GranuleProtectionFault(pa, World.ROOT, None)
+        return Pas(self._gpt[(pa - self.base) >> GRANULE_SHIFT])
+
+    def set_pas(self, world: World, pa: int, pas: Pas) -> None:
+        """Change a granule's PAS. Only the root world may (the GPT lives in root memory)."""
+        if world != World.ROOT:
+            raise GranuleProtectionFault(pa, world, Pas.ROOT)
+        if pa & GRANULE_MASK or not self.contains(pa, GRANULE_SIZE):
+            raise ValueError(f"PA {pa:#x} is not a granule of this machine")
+        self._gpt[(pa - self.base) >> GRANULE_SHIFT] = pas
+        for listener in self._pas_listeners:
+            listener(pa)
+
+    def on_pas_change(self, listener: Callable[[int], None]) -> None:
+        """Register a callback run after any granule changes PAS (mapping invalidation)."""
+        self._pas_listeners.append(listener)
+
+    def remove_pas_listener(self, listener: Callable[[int], None]) -> None:
+        if listener in self._pas_listeners:
+            self._pas_listeners.remove(listener)
+
+    def check(self, world: World, pa: int, size: int) -> None:
+        if size <= 0:
+            if not self.contains(pa, 0):
+                raise GranuleProtectionFault(pa, world, None)
+            return
+        if not self.contains(pa, size):
+            raise GranuleProtectionFault(pa, world, None)
+        allowed = ACCESSIBLE_PAS[world]
+        first = (pa - self.base) >> GRANULE_SHIFT
+        last = (pa + size - 1 - self.base) >> GRANULE_SHIFT
+        for i in range(first, last + 1):
+            if self._gpt[i] not in allowed:
+                raise GranuleProtectionFault(self.base + (i << GRANULE_SHIFT), world, Pas(self._gpt[i]))
+
+    def accessor(self, world: World) -> MemoryAccessor:
+        return MemoryAccessor(self, world)
+
+    def host_pointer(self, world: World, pa: int, size: int) -> int:
+        """Raw host address of [pa, pa+size) for mapping into a vCPU, after the GPT check."""
+        self.check(world, pa, size)
+        return self._host_base + (pa - self.base)
+
+    # raw access for MemoryAccessor only
+    def _slice(self, pa: int, size: int) -> slice:
+        off = pa - self.base
+        return slice(off, off + size)
+
+
+class MemoryAccessor:
+    """One world's view of physical memory: every access is checked against the GPT."""
+
+    def __init__(self, memory: PhysicalMemory, world: World) -> None:
+        self.memory = memory
+        self.world = world
+
+    def read(self, pa: int, size: int) -> bytes:
+        self.memory.check(self.world, pa, size)
+        return self.memory._mem[self.memory._slice(pa, size)]
+
+    def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
+        self.memory.check(self.world, pa, len(data))
+        self.memory._mem[self.memory._slice(pa, len(data))] = bytes(data)
+
+    def read_u64(self, pa: int) -> int:
+        return struct.unpack("<Q", self.read(pa, 8))[0]
+
+    def write_u64(self, pa: int, value: int) -> None:
+        self.write(pa, struct.pack("<Q", value & 0xFFFF_FFFF_FFFF_FFFF))
+
+    def zero(self, pa: int, size: int) -> None:
+        self.write(pa, bytes(size))
+
+    def is_zero(self, pa: int, size: int) -> bool:
+        return self.read(pa, size).count(0) == size

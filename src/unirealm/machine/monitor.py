@@ -1,0 +1,173 @@
+"""The EL3 monitor: routes SMCs by the caller's world and owns the GPT.
+
+- From the non-secure host (NS-EL2): RMI function IDs go to the RMM; SMCCC_VERSION and
+  SMCCC_ARCH_FEATURES are answered here; anything else is NOT_SUPPORTED.
+- From a realm (R-EL1; the RMM traps the realm's SMC and hands it over): RSI and PSCI go to
+  the RMM's realm-call handler; the SMCCC arch calls are answered here.
+- From the RMM (R-EL2): the RMM-EL3 interface — granule transitions between the
+  non-secure and realm PAS (GTSI) and the attestation services of the platform root of trust.
+
+Every call carries registers in and registers out (x0..x17 in, x0..x17 out with the
+SMCCC rule that undefined results keep their input values). `trace`, when set, receives one
+line per RMI/RSI call with its decoded arguments and result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Protocol
+
+from unirealm.arch import rmi, rsi
+from unirealm.arch.memory import GRANULE_MASK, Pas, World
+from unirealm.arch.smccc import (
+    MASK64,
+    NUM_ARG_REGS,
+    SMCCC_ARCH_FEATURES,
+    SMCCC_NOT_SUPPORTED,
+    SMCCC_VERSION,
+    SMCCC_VERSION_1_2,
+    RmmEl3Fid,
+    RmmEl3Status,
+    fid_number,
+    is_psci,
+    strip_sve_hint,
+    unsigned64,
+)
+
+from .memory import PhysicalMemory
+from .platform import PlatformRoT
+
+
+class Caller(IntEnum):
+    NS_EL2 = 0  # the host hypervisor
+    R_EL2 = 1  # the RMM
+    R_EL1 = 2  # a realm (its SMC trapped by the RMM)
+
+
+class RealmWorldFirmware(Protocol):
+    """What the monitor needs of the RMM."""
+
+    def handle_rmi(self, regs: list[int]) -> list[int]: ...
+
+    def handle_realm_call(self, regs: list[int]) -> list[int] | object: ...
+
+
+def is_rmi(fid: int) -> bool:
+    return (fid & 0xFFFF_0000) == 0xC400_0000 and rmi.RMI_FNUM_FIRST <= fid_number(fid) <= rmi.RMI_FNUM_LAST
+
+
+def is_rsi(fid: int) -> bool:
+    return (fid & 0xFFFF_0000) == 0xC400_0000 and rsi.RSI_FNUM_FIRST <= fid_number(fid) <= rsi.RSI_FNUM_LAST
+
+
+def _fmt(names: tuple[str, ...], values: list[int]) -> str:
+    return " ".join(f"{n}={v:#x}" for n, v in zip(names, values, strict=False))
+
+
+def describe_rmi(regs: list[int], out: list[int]) -> str:
+    fid = regs[0]
+    try:
+        cmd = rmi.RmiFid(fid)
+    except ValueError:
+        return f"RMI {fid:#x} -> {out[0]:#x}"
+    status = out[0]
+    try:
+        status_text = rmi.status_of(status).name
+    except ValueError:
+        status_text = f"{status:#x}"
+    if rmi.index_of(status):
+        status_text += f"({rmi.index_of(status)})"
+    args = _fmt(rmi.RMI_ARGS.get(cmd, ()), regs[1:])
+    results = _fmt(rmi.RMI_RESULTS.get(cmd, ()), out[1:]) if status & 0xFF == 0 else ""
+    return f"RMI_{cmd.name}({args}) -> {status_text} {results}".rstrip()
+
+
+def describe_rsi(regs: list[int], out: list[int] | object) -> str:
+    fid = regs[0]
+    try:
+        cmd = rsi.RsiFid(fid)
+    except ValueError:
+        return f"SMC {fid:#x}"
+    args = _fmt(rsi.RSI_ARGS.get(cmd, ()), regs[1:])
+    if not isinstance(out, list):
+        return f"RSI_{cmd.name}({args}) -> REC exit"
+    try:
+        status_text = rsi.RsiStatus(out[0]).name
+    except ValueError:
+        status_text = f"{out[0]:#x}"
+    results = _fmt(rsi.RSI_RESULTS.get(cmd, ()), out[1:]) if out[0] == 0 else ""
+    return f"RSI_{cmd.name}({args}) -> {status_text} {results}".rstrip()
+
+
+class Monitor:
+    """EL3 firmware: SMC routing, the GPT, and the path to the root of trust."""
+
+    def __init__(self, memory: PhysicalMemory, rot: PlatformRoT | None) -> None:
+        self.memory = memory
+        self.rot = rot
+        self.rmm: RealmWorldFirmware | None = None
+        self.trace: Callable[[str], None] | None = None
+
+    def attach_rmm(self, rmm: RealmWorldFirmware) -> None:
+        self.rmm = rmm
+
+    # --- the SMC conduit ----------------------------------------------------------------
+    def smc(self, caller: Caller, regs: list[int] | tuple[int, ...]) -> list[int] | object:
+        """One SMC: x0..x17 in; registers out (or, for a realm call, a REC exit request)."""
+        args = [unsigned64(r) for r in regs[:NUM_ARG_REGS]]
+        args += [0] * (NUM_ARG_REGS - len(args))
+        fid = strip_sve_hint(args[0]) if caller == Caller.R_EL1 else args[0] & 0xFFFF_FFFF
+        args[0] = fid
+        if fid in (SMCCC_VERSION, SMCCC_ARCH_FEATURES):
+            return self._smccc_arch(args)
+        if caller == Caller.NS_EL2:
+            if is_rmi(fid) and self.rmm is not None:
+                out = self.rmm.handle_rmi(args)
+                if self.trace is not None:
+                    self.trace(describe_rmi(args, out))
+                return out
+            return self._not_supported(args)
+        if caller == Caller.R_EL1:
+            if (is_rsi(fid) or is_psci(fid)) and self.rmm is not None:
+                result = self.rmm.handle_realm_call(args)
+                if self.trace is not None and is_rsi(fid):
+                    self.trace(describe_rsi(args, result))
+                return result
+            return self._not_supported(args)
+        return self._rmm_el3(args)
+
+    def _not_supported(self, args: list[int]) -> list[int]:
+        return [SMCCC_NOT_SUPPORTED, *args[1:]]
+
+    def _smccc_arch(self, args: list[int]) -> list[int]:
+        if args[0] == SMCCC_VERSION:
+            return [SMCCC_VERSION_1_2, *args[1:]]
+        target = args[1] & 0xFFFF_FFFF
+        supported = target in (SMCCC_VERSION, SMCCC_ARCH_FEATURES)
+        return [0 if supported else SMCCC_NOT_SUPPORTED, *args[1:]]
+
+    # --- RMM-EL3 interface --------------------------------------------------------------
+    def _rmm_el3(self, args: list[int]) -> list[int]:
+        fid = args[0]
+        if fid in (RmmEl3Fid.GTSI_DELEGATE, RmmEl3Fid.GTSI_UNDELEGATE):
+            status = self._gtsi(args[1], delegate=fid == RmmEl3Fid.GTSI_DELEGATE)
+            return [status & MASK64, *args[1:]]
+        return self._not_supported(args)
+
+    def _gtsi(self, pa: int, delegate: bool) -> int:
+        """Granule transition NS <-> Realm. Refused for any other PAS."""
+        if pa & GRANULE_MASK or not self.memory.contains(pa, GRANULE_MASK + 1):
+            return RmmEl3Status.BAD_ADDR
+        current = self.memory.pas(pa)
+        want_from, want_to = (Pas.NON_SECURE, Pas.REALM) if delegate else (Pas.REALM, Pas.NON_SECURE)
+        if current != want_from:
+            return RmmEl3Status.BAD_PAS
+        self.memory.set_pas(World.ROOT, pa, want_to)
+        return RmmEl3Status.OK
+
+    def attest_platform_token(self, challenge: bytes) -> bytes:
+        """RMM_ATTEST_GET_PLAT_TOKEN: the root of trust signs a platform token."""
+        if self.rot is None:
+            raise RuntimeError("this platform has no root of trust")
+        return self.rot.platform_token(challenge)

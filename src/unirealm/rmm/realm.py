@@ -1,0 +1,143 @@
+"""The RMM's objects: the Realm Descriptor (RD) and the Realm Execution Context (REC).
+
+They live in granules the host delegated (their granule state is RD / REC / REC_AUX, and
+the GPT puts those granules in the realm PAS); their contents are the RMM's private state,
+kept here as Python objects keyed by the granule's PA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+from unirealm.arch.esr import AccessSyndrome
+from unirealm.arch.memory import par_size
+from unirealm.arch.rmi import RealmState, RmiRipas
+from unirealm.arch.rsi import MEASUREMENT_SLOTS
+from unirealm.machine.vcpu import Trap
+
+from .rtt import Stage2
+
+
+class ExecutionEngine(Protocol):
+    """What the RMM needs of the thing that executes a REC (see machine.vcpu.VCpu)."""
+
+    def run(self) -> Trap: ...
+    def get_gpr(self, n: int) -> int: ...
+    def set_gpr(self, n: int, value: int) -> None: ...
+    def get_gprs(self, count: int = 31) -> list[int]: ...
+    def reset(self, pc: int, gprs: list[int] | tuple[int, ...] = ()) -> None: ...
+    def skip_instruction(self) -> None: ...
+    def complete_mmio_read(self, syndrome: AccessSyndrome, value: int) -> None: ...
+    def inject_sea(self, far: int, is_fetch: bool = False) -> None: ...
+    def inject_undef(self) -> None: ...
+    def take_exception(self, esr_value: int, far: int = 0, preferred_return: int | None = None) -> None: ...
+    def invalidate(self, ipa: int, size: int) -> None: ...
+    def close(self) -> None: ...
+
+    @property
+    def pc(self) -> int: ...
+
+    @pc.setter
+    def pc(self, value: int) -> None: ...
+
+
+class PendingKind(Enum):
+    """What a REC exit left for the next REC_ENTER to complete (digest §2.2 REC_ENTER)."""
+
+    NONE = "none"
+    MMIO = "mmio"  # an emulatable data abort; the host may emulate it
+    RIPAS_CHANGE = "ripas_change"  # RSI_IPA_STATE_SET in flight
+    HOST_CALL = "host_call"  # RSI_HOST_CALL in flight
+    PSCI = "psci"  # a PSCI call the host saw; results come from enter.gprs / PSCI_COMPLETE
+    TOKEN_IRQ = "token_irq"  # ATTESTATION_TOKEN_CONTINUE interrupted: the realm sees INCOMPLETE
+
+
+@dataclass
+class RipasRequest:
+    base: int
+    top: int
+    ripas: RmiRipas
+    change_destroyed: bool
+    addr: int  # how far RTT_SET_RIPAS has got
+
+
+@dataclass
+class PsciRequest:
+    """A PSCI call that needs RMI_PSCI_COMPLETE (CPU_ON, AFFINITY_INFO)."""
+
+    fid: int
+    target_mpidr: int
+    entry: int = 0
+    context_id: int = 0
+
+
+@dataclass
+class Rec:
+    pa: int
+    rd: int
+    index: int
+    mpidr: int
+    runnable: bool
+    aux: list[int]
+    engine: ExecutionEngine
+    running: bool = False
+    pending: PendingKind = PendingKind.NONE
+    mmio: AccessSyndrome | None = None
+    mmio_is_write: bool = False
+    ripas_request: RipasRequest | None = None
+    host_call_ipa: int = 0
+    psci_request: PsciRequest | None = None
+    attestation: Any = None  # rmm.attestation.TokenState while a token is in progress
+    injected_in_a_row: int = 0
+
+
+@dataclass
+class Realm:
+    rd: int
+    params: dict[str, Any]
+    stage2: Stage2
+    state: RealmState = RealmState.NEW
+    measurements: list[bytes] = field(default_factory=lambda: [bytes(64)] * MEASUREMENT_SLOTS)
+    recs: dict[int, int] = field(default_factory=dict)  # REC index -> REC PA
+    rec_count: int = 0  # REC_CREATE calls so far: the index the next REC must use
+    attestation_key: Any = None  # rmm.attestation.RealmAttestationKey, made on first use
+
+    @property
+    def ipa_width(self) -> int:
+        return int(self.params["s2sz"])
+
+    @property
+    def hash_algo(self) -> int:
+        return int(self.params["hash_algo"])
+
+    @property
+    def rpv(self) -> bytes:
+        return bytes(self.params["rpv"])
+
+    @property
+    def vmid(self) -> int:
+        return int(self.params["vmid"])
+
+    @property
+    def par_size(self) -> int:
+        return par_size(self.ipa_width)
+
+    @property
+    def ipa_size(self) -> int:
+        return 1 << self.ipa_width
+
+    def addr_in_par(self, ipa: int) -> bool:
+        return 0 <= ipa < self.par_size
+
+    def range_in_par(self, base: int, top: int) -> bool:
+        return 0 <= base < top <= self.par_size
+
+    @property
+    def rim(self) -> bytes:
+        return self.measurements[0]
+
+    @rim.setter
+    def rim(self, value: bytes) -> None:
+        self.measurements[0] = value

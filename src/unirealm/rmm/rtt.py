@@ -1,0 +1,106 @@
+"""Realm translation tables: walks and entry updates over RTT granules in realm memory.
+
+The root is `rtt_num_start` concatenated 4 KiB tables at `rtt_base`, starting at
+`rtt_level_start`; each deeper table is one delegated granule in the RTT state. Entries are
+64-bit descriptors (see s2tte) read and written through the RMM's realm-world accessor, so
+the RTT layout the host builds is the real structure that later walks, measurements and the
+vCPU's stage-2 lookups follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unirealm.arch.memory import GRANULE_SIZE, S2TTES_PER_RTT, level_index, level_shift, level_size
+from unirealm.machine.memory import MemoryAccessor
+
+from . import s2tte
+from .s2tte import Entry
+
+
+@dataclass(frozen=True)
+class Walk:
+    """Where a walk for an IPA stopped."""
+
+    level: int  # the level of `entry`
+    rtt: int  # PA of the RTT granule holding the entry
+    index: int  # index of the entry in that RTT
+    entry: Entry
+    raw: int
+
+    @property
+    def entry_pa(self) -> int:
+        return self.rtt + 8 * self.index
+
+
+class Stage2:
+    """One realm's stage-2 tables."""
+
+    def __init__(self, mem: MemoryAccessor, rtt_base: int, start_level: int, num_root: int, ipa_width: int) -> None:
+        self.mem = mem
+        self.rtt_base = rtt_base
+        self.start_level = start_level
+        self.num_root = num_root
+        self.ipa_width = ipa_width
+
+    # --- raw entries --------------------------------------------------------------------
+    def read_raw(self, rtt: int, index: int) -> int:
+        return self.mem.read_u64(rtt + 8 * index)
+
+    def write(self, rtt: int, index: int, entry: Entry, level: int) -> None:
+        self.mem.write_u64(rtt + 8 * index, s2tte.encode(entry, level))
+
+    def entries(self, rtt: int, level: int) -> list[Entry]:
+        data = self.mem.read(rtt, GRANULE_SIZE)
+        return [
+            s2tte.decode(int.from_bytes(data[i * 8 : i * 8 + 8], "little"), level) for i in range(S2TTES_PER_RTT)
+        ]
+
+    def fill(self, rtt: int, level: int, entries: list[Entry]) -> None:
+        self.mem.write(rtt, b"".join(s2tte.encode(e, level).to_bytes(8, "little") for e in entries))
+
+    # --- walking ------------------------------------------------------------------------
+    def root_slot(self, ipa: int) -> tuple[int, int]:
+        """(RTT granule, index) of `ipa` in the concatenated root tables."""
+        idx = (ipa >> level_shift(self.start_level)) & (S2TTES_PER_RTT * self.num_root - 1)
+        return self.rtt_base + (idx // S2TTES_PER_RTT) * GRANULE_SIZE, idx % S2TTES_PER_RTT
+
+    def walk(self, ipa: int, target_level: int = 3) -> Walk:
+        """Walk towards `target_level`, stopping early at any entry that is not a table."""
+        rtt, index = self.root_slot(ipa)
+        level = self.start_level
+        while True:
+            raw = self.read_raw(rtt, index)
+            entry = s2tte.decode(raw, level)
+            if level == target_level or entry.kind != s2tte.Kind.TABLE:
+                return Walk(level, rtt, index, entry, raw)
+            rtt = entry.pa
+            level += 1
+            index = level_index(ipa, level)
+
+    def root_rtts(self) -> list[int]:
+        return [self.rtt_base + i * GRANULE_SIZE for i in range(self.num_root)]
+
+    def has_live_entries(self, rtt: int, level: int) -> bool:
+        return any(e.is_live for e in self.entries(rtt, level))
+
+    @staticmethod
+    def table_end(ipa: int, level: int) -> int:
+        """First IPA after the 512-entry table at `level` that contains `ipa`."""
+        span = level_size(level) * S2TTES_PER_RTT
+        return (ipa // span + 1) * span
+
+    def next_live(self, ipa: int, level: int, limit: int) -> int:
+        """The first IPA after `ipa` whose entry at `level` (in the same table) is live, else the
+        end of that table — the "top" the RMM reports so the host can skip empty space."""
+        walk = self.walk(ipa, level)
+        size = level_size(walk.level)
+        addr = (ipa // size + 1) * size
+        end = min(self.table_end(ipa, walk.level), limit)
+        for i in range(walk.index + 1, S2TTES_PER_RTT):
+            if addr >= end:
+                break
+            if s2tte.decode(self.read_raw(walk.rtt, i), walk.level).is_live:
+                return addr
+            addr += size
+        return min(addr, end) if addr < end else end

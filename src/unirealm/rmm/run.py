@@ -1,0 +1,262 @@
+"""RMI_REC_ENTER: complete what the last exit left pending, run the REC, report the exit.
+
+The REC runs until something needs the host (emulated MMIO, a stage-2 fault the host must
+fix, PSCI, RIPAS_CHANGE, HOST_CALL, WFI/WFE, an interrupt). Everything else — RSI calls,
+local PSCI calls, aborts the realm must see as external aborts, undefined instructions —
+is handled here without leaving REC_ENTER (digest §2.2, §2.3; TF-RMM runtime/core/exit.c).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from unirealm.arch.esr import DFSC_TRANSLATION_L0, ISS_WFX_TI_WFE, WNR, Ec, esr, hpfar_for_ipa
+from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
+from unirealm.arch.rmi import (
+    NUM_GICV3_LRS,
+    NUM_REC_GPRS,
+    REC_EXIT_OFFSET,
+    RMI_REC_RUN,
+    RealmState,
+    RmiRecEnterFlags,
+    RmiRecExitReason,
+    RmiRipas,
+    RmiStatus,
+)
+from unirealm.arch.rsi import RSI_HOST_CALL, RsiResponse, RsiStatus
+from unirealm.machine.monitor import Caller
+from unirealm.machine.vcpu import (
+    CpuErrorTrap,
+    DataAbortTrap,
+    HvcTrap,
+    InstructionAbortTrap,
+    SmcTrap,
+    SvcTrap,
+    UndefinedTrap,
+    WfxTrap,
+)
+
+from .core import RmiError, Rmm
+from .realm import PendingKind, Realm, Rec
+
+# ICH_HCR_EL2 bits the host may set: En, UIE, LRENPIE, NPIE, VGrp{0,1}{E,D}IE, TDIR, EOIcount.
+GICV3_HCR_ALLOWED = 0xFF | (1 << 14) | (0x1F << 27)
+ICH_LR_HW = 1 << 61
+# Injected exceptions in a row after which the REC yields to the host, as a host timer
+# interrupt would end a realm that is stuck taking the same fault.
+MAX_INJECTIONS_IN_A_ROW = 64
+
+
+@dataclass
+class RecExit:
+    """The contents of RmiRecExit, built by a handler that needs the host."""
+
+    reason: RmiRecExitReason
+    esr: int = 0
+    far: int = 0
+    hpfar: int = 0
+    gprs: list[int] = field(default_factory=list)
+    ripas_base: int = 0
+    ripas_top: int = 0
+    ripas_value: int = 0
+    imm: int = 0
+
+
+def realm_pa(rmm: Rmm, realm: Realm, ipa: int) -> int | None:
+    mapping = rmm.stage2_translate(realm, ipa & ~GRANULE_MASK)
+    if mapping is None or not realm.addr_in_par(ipa):
+        return None
+    return mapping.pa + (ipa & GRANULE_MASK)
+
+
+def stage2_abort_exit(ipa: int, level: int = 3) -> RecExit:
+    """A non-emulatable stage-2 data abort: the host must map the IPA, then the access retries."""
+    return RecExit(
+        RmiRecExitReason.SYNC,
+        esr=esr(Ec.DABT_LOWER, DFSC_TRANSLATION_L0 + level),
+        far=ipa & GRANULE_MASK,
+        hpfar=hpfar_for_ipa(ipa),
+    )
+
+
+def enter(rmm: Rmm, rec_pa: int, run_pa: int) -> tuple[int, ...]:
+    rec = rmm.rec_of(rec_pa)
+    if not rmm.is_ns_granule(run_pa):
+        raise RmiError(RmiStatus.ERROR_INPUT)
+    realm = rmm.realms[rec.rd]
+    if realm.state == RealmState.NEW:
+        raise RmiError(RmiStatus.ERROR_REALM, 0)
+    if realm.state == RealmState.SYSTEM_OFF:
+        raise RmiError(RmiStatus.ERROR_REALM, 1)
+    if not rec.runnable or rec.psci_request is not None or rec.running:
+        raise RmiError(RmiStatus.ERROR_REC)
+    run = RMI_REC_RUN.unpack(rmm.mem.read(run_pa, GRANULE_SIZE))
+    if run["enter_gicv3_hcr"] & ~GICV3_HCR_ALLOWED or any(lr & ICH_LR_HW for lr in run["enter_gicv3_lrs"]):
+        raise RmiError(RmiStatus.ERROR_REC)
+
+    flags = RmiRecEnterFlags(run["enter_flags"] & 0x1F)
+    complete_pending(rmm, realm, rec, flags, run["enter_gprs"])
+    rec.running = True
+    rmm.current_rec = rec
+    try:
+        rec_exit = run_until_exit(rmm, realm, rec, flags)
+    finally:
+        rec.running = False
+        rmm.current_rec = None
+    write_exit(rmm, run_pa, rec_exit, run)
+    return ()
+
+
+def complete_pending(rmm: Rmm, realm: Realm, rec: Rec, flags: RmiRecEnterFlags, gprs: list[int]) -> None:
+    engine = rec.engine
+    kind, rec.pending = rec.pending, PendingKind.NONE
+    if kind == PendingKind.MMIO:
+        if flags & RmiRecEnterFlags.INJECT_SEA:
+            engine.inject_sea(0)
+        elif flags & RmiRecEnterFlags.EMULATED_MMIO and rec.mmio is not None:
+            if rec.mmio_is_write:
+                engine.skip_instruction()
+            else:
+                engine.complete_mmio_read(rec.mmio, gprs[0])
+        rec.mmio = None
+    elif kind == PendingKind.RIPAS_CHANGE:
+        req = rec.ripas_request
+        assert req is not None
+        rejected = (
+            bool(flags & RmiRecEnterFlags.RIPAS_RESPONSE) and req.ripas == RmiRipas.RAM and req.addr != req.top
+        )
+        engine.set_gpr(0, RsiStatus.SUCCESS)
+        engine.set_gpr(1, req.addr)
+        engine.set_gpr(2, RsiResponse.REJECT if rejected else RsiResponse.ACCEPT)
+        rec.ripas_request = None
+    elif kind == PendingKind.HOST_CALL:
+        pa = realm_pa(rmm, realm, rec.host_call_ipa)
+        if pa is not None:
+            buf = bytearray(rmm.mem.read(pa, RSI_HOST_CALL.size))
+            RSI_HOST_CALL.pack_into(buf, 0, gprs=gprs[:NUM_REC_GPRS])
+            rmm.mem.write(pa, buf)
+            engine.set_gpr(0, RsiStatus.SUCCESS)
+        else:  # the host unmapped the structure meanwhile
+            engine.set_gpr(0, RsiStatus.ERROR_INPUT)
+    elif kind == PendingKind.PSCI:
+        engine.set_gpr(0, 0)  # PSCI_SUCCESS for the calls that need no PSCI_COMPLETE
+    elif kind == PendingKind.TOKEN_IRQ:
+        engine.set_gpr(0, RsiStatus.INCOMPLETE)
+        engine.set_gpr(1, 0)
+
+
+def run_until_exit(rmm: Rmm, realm: Realm, rec: Rec, flags: RmiRecEnterFlags) -> RecExit:
+    engine = rec.engine
+    while True:
+        if rmm.pending_irq:
+            rmm.pending_irq = False
+            return RecExit(RmiRecExitReason.IRQ)
+        if rec.injected_in_a_row >= MAX_INJECTIONS_IN_A_ROW:
+            rec.injected_in_a_row = 0
+            return RecExit(RmiRecExitReason.IRQ)
+        trap = engine.run()
+        if isinstance(trap, SmcTrap):
+            rec.injected_in_a_row = 0
+            result = rmm.monitor.smc(Caller.R_EL1, trap.regs)
+            if isinstance(result, list):
+                for i in range(9):  # x0..x8: the widest RSI result (MEASUREMENT_READ)
+                    if result[i] != trap.regs[i]:
+                        engine.set_gpr(i, result[i])
+                continue
+            assert isinstance(result, RecExit)
+            return result
+        if isinstance(trap, DataAbortTrap):
+            exit_ = data_abort(rmm, realm, rec, trap)
+            if exit_ is not None:
+                return exit_
+            continue
+        if isinstance(trap, InstructionAbortTrap):
+            if realm.addr_in_par(trap.ipa) and rmm.ripas_at(realm, trap.ipa)[0] != RmiRipas.EMPTY:
+                return RecExit(
+                    RmiRecExitReason.SYNC,
+                    esr=esr(Ec.IABT_LOWER, DFSC_TRANSLATION_L0 + 3),
+                    far=trap.ipa & GRANULE_MASK,
+                    hpfar=hpfar_for_ipa(trap.ipa),
+                )
+            engine.inject_sea(trap.ipa, is_fetch=True)
+            rec.injected_in_a_row += 1
+            continue
+        if isinstance(trap, WfxTrap):
+            rec.injected_in_a_row = 0
+            trapped = RmiRecEnterFlags.TRAP_WFE if trap.is_wfe else RmiRecEnterFlags.TRAP_WFI
+            if flags & trapped:
+                iss = ISS_WFX_TI_WFE if trap.is_wfe else 0
+                return RecExit(RmiRecExitReason.SYNC, esr=esr(Ec.WFX, iss))
+            # Untrapped WFI waits for an interrupt; the host's next interrupt ends REC_ENTER.
+            return RecExit(RmiRecExitReason.IRQ)
+        if isinstance(trap, SvcTrap):
+            # SVC at EL1 is taken to the realm's own EL1 vector.
+            engine.take_exception(esr(Ec.SVC64, trap.imm))
+            rec.injected_in_a_row += 1
+            continue
+        if isinstance(trap, UndefinedTrap | HvcTrap | CpuErrorTrap):
+            # HVC is not a conduit for realms: the RMM makes it UNDEFINED (digest §1.1).
+            if isinstance(trap, HvcTrap):
+                engine.pc = engine.pc - 4
+            engine.inject_undef()
+            rec.injected_in_a_row += 1
+            continue
+        raise AssertionError(f"unexpected trap {trap!r}")
+
+
+def data_abort(rmm: Rmm, realm: Realm, rec: Rec, trap: DataAbortTrap) -> RecExit | None:
+    """Route a stage-2 data abort: SEA into the realm, or a SYNC exit to the host."""
+    ipa = trap.ipa
+    engine = rec.engine
+    if ipa >= realm.ipa_size or trap.gpf:
+        engine.inject_sea(ipa)
+        rec.injected_in_a_row += 1
+        return None
+    if realm.addr_in_par(ipa):
+        ripas, _, level = rmm.ripas_at(realm, ipa)
+        if ripas == RmiRipas.EMPTY:
+            engine.inject_sea(ipa)
+            rec.injected_in_a_row += 1
+            return None
+        rec.injected_in_a_row = 0
+        return stage2_abort_exit(ipa, level)
+    rec.injected_in_a_row = 0
+    rec.pending = PendingKind.MMIO
+    rec.mmio = trap.syndrome
+    rec.mmio_is_write = trap.is_write
+    level = realm.stage2.walk(ipa).level
+    if trap.syndrome is None:
+        return RecExit(
+            RmiRecExitReason.SYNC,
+            esr=esr(Ec.DABT_LOWER, (DFSC_TRANSLATION_L0 + level) | (WNR if trap.is_write else 0)),
+            far=ipa & GRANULE_MASK,
+            hpfar=hpfar_for_ipa(ipa),
+        )
+    gprs = [trap.value] if trap.is_write else []
+    return RecExit(
+        RmiRecExitReason.SYNC,
+        esr=esr(Ec.DABT_LOWER, trap.syndrome.iss(level)),
+        far=ipa & GRANULE_MASK,
+        hpfar=hpfar_for_ipa(ipa),
+        gprs=gprs,
+    )
+
+
+def write_exit(rmm: Rmm, run_pa: int, rec_exit: RecExit, run: dict[str, object]) -> None:
+    page = bytearray(GRANULE_SIZE)
+    RMI_REC_RUN.pack_into(
+        page,
+        0,
+        exit_reason=rec_exit.reason,
+        exit_esr=rec_exit.esr,
+        exit_far=rec_exit.far,
+        exit_hpfar=rec_exit.hpfar,
+        exit_gprs=rec_exit.gprs[:NUM_REC_GPRS],
+        exit_gicv3_hcr=run["enter_gicv3_hcr"],
+        exit_gicv3_lrs=list(run["enter_gicv3_lrs"])[:NUM_GICV3_LRS],  # type: ignore[call-overload]
+        exit_ripas_base=rec_exit.ripas_base,
+        exit_ripas_top=rec_exit.ripas_top,
+        exit_ripas_value=rec_exit.ripas_value,
+        exit_imm=rec_exit.imm,
+    )
+    rmm.mem.write(run_pa + REC_EXIT_OFFSET, page[REC_EXIT_OFFSET:])
