@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("platform", "token", "measure")
+SUBCOMMAND_MODULES = ("run", "build", "measure", "token", "platform")
 
 
 class UsageError(Exception):

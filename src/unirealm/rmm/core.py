@@ -16,8 +16,9 @@ from unirealm.arch.memory import GRANULE_MASK, GRANULE_SHIFT, GRANULE_SIZE, Pas,
 from unirealm.arch.rmi import GranuleState, RmiRipas, RmiStatus, feat_reg0_pack, pack_status
 from unirealm.arch.smccc import NUM_ARG_REGS, SMCCC_NOT_SUPPORTED, RmmEl3Fid, RmmEl3Status, is_psci
 from unirealm.arch.token import TAG_CCA_TOKEN_COLLECTION
+from unirealm.machine.cpu import Cpu
 from unirealm.machine.monitor import Caller, Monitor
-from unirealm.machine.vcpu import Mapping, VCpu
+from unirealm.machine.vcpu import Mapping
 
 from . import s2tte
 from .realm import ExecutionEngine, Realm, Rec
@@ -52,7 +53,7 @@ EngineFactory = Callable[["Rmm", Realm, int], ExecutionEngine]
 
 
 def default_engine(rmm: Rmm, realm: Realm, index: int) -> ExecutionEngine:
-    return VCpu(rmm.monitor.memory, lambda ipa, w, f: rmm.stage2_translate(realm, ipa), rmm.config.cpu_model)
+    return Cpu(rmm.monitor.memory, lambda ipa, w, f: rmm.stage2_translate(realm, ipa), rmm.config.cpu_model)
 
 
 class Rmm:

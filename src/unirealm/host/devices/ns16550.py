@@ -198,6 +198,7 @@ class Ns16550:
     def set_eof(self) -> None:
         """The host input has ended; nothing more will be fed."""
         self._eof = True
+        self._update_modem_lines()
 
     def at_eof(self) -> bool:
         """True once input has ended and the guest has read every byte of it."""
@@ -295,6 +296,8 @@ class Ns16550:
             return 0
         value = self._rx.popleft()
         self._receive()
+        if self._eof:
+            self._update_modem_lines()
         return value
 
     def _write_thr(self, value: int) -> None:
@@ -333,7 +336,9 @@ class Ns16550:
 
     def _modem_inputs(self) -> int:
         if not self.loopback:
-            return _HOST_MODEM_LINES
+            # The line hangs up (carrier lost) once input has ended and been read: that is how
+            # a guest learns that its stdin reached end of file.
+            return _HOST_MODEM_LINES & ~UART_MSR_DCD if self.at_eof() else _HOST_MODEM_LINES
         # Loopback ties the modem outputs to the inputs: RTS->CTS, DTR->DSR, OUT1->RI, OUT2->DCD.
         lines = 0
         if self.mcr & UART_MCR_RTS:

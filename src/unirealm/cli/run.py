@@ -1,0 +1,36 @@
+"""`unirealm run`: kvmtool's `lkvm run`, for plain VMs, normal VMs on RME, and realms."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from unirealm.cli.main import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from unirealm.host.cmdline import add_run_arguments
+
+    p = subparsers.add_parser("run", help="run a kernel image as a VM or a realm (lkvm run flags)")
+    add_run_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from unirealm.host.cmdline import CmdlineError, RunConfig
+    from unirealm.host.vmm import Vmm, VmmError
+
+    try:
+        cfg = RunConfig.from_args(args)
+    except CmdlineError as exc:
+        raise UsageError(str(exc)) from None
+    level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+    logging.basicConfig(level=level.get(cfg.loglevel, logging.WARNING), format="  %(levelname)s: %(message)s")
+    trace = (lambda line: print(f"  trace: {line}", file=sys.stderr, flush=True)) if cfg.trace else None
+    try:
+        vmm = Vmm(cfg, sys.stdout.buffer, None if sys.stdin.isatty() else sys.stdin.buffer, trace)
+        result = vmm.run()
+    except VmmError as exc:
+        raise UsageError(str(exc)) from None
+    return result.status

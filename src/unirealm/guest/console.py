@@ -1,0 +1,55 @@
+"""ns16550a console driver: byte-wide registers, reg-shift 0, as kvmtool's 8250 exposes it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+RBR_THR = 0
+IER = 1
+FCR_IIR = 2
+LCR = 3
+MCR = 4
+LSR = 5
+MSR = 6
+LSR_DR = 0x01
+LSR_THRE = 0x20
+MSR_DCD = 0x80
+FIFO_SIZE = 16
+
+
+class Ns16550:
+    def __init__(self, cpu: Any, base: int) -> None:
+        self.cpu = cpu
+        self.base = base
+        self._out(IER, 0)  # polled: no interrupts
+        self._out(LCR, 0x03)  # 8N1
+        self._out(FCR_IIR, 0x01)  # FIFOs on (no reset: keep input that already arrived)
+        self._out(MCR, 0x03)  # DTR, RTS
+
+    def _out(self, reg: int, value: int) -> None:
+        self.cpu.mmio_write(self.base + reg, 1, value)
+
+    def _in(self, reg: int) -> int:
+        return self.cpu.mmio_read(self.base + reg, 1)
+
+    def write(self, data: bytes) -> None:
+        for i in range(0, len(data), FIFO_SIZE):
+            while not self._in(LSR) & LSR_THRE:
+                pass
+            for byte in data[i : i + FIFO_SIZE]:
+                self._out(RBR_THR, byte)
+
+    def read(self, limit: int, block: bool = True) -> bytes:
+        """Up to `limit` bytes; empty only at end of input (carrier lost) or when not blocking."""
+        out = bytearray()
+        while len(out) < limit:
+            lsr = self._in(LSR)
+            if lsr & LSR_DR:
+                out.append(self._in(RBR_THR))
+                continue
+            if out or not block:
+                break
+            if not self._in(MSR) & MSR_DCD:  # the line hung up: end of input
+                break
+            self.cpu.wfi()
+        return bytes(out)

@@ -1,0 +1,278 @@
+"""The unikernel's boot flow.
+
+1. Read the device tree the VMM left at x0.
+2. Detect RSI at run time: RSI_VERSION answered NOT_SUPPORTED means "not a realm", so one
+   image boots as a plain VM, as a normal VM on an RME machine, and as a realm.
+3. In a realm: RSI_REALM_CONFIG into a zeroed granule -> IPA width -> the unprotected bit;
+   RSI_IPA_STATE_SET to RAM over all RAM, checking ACCEPT; every device region named in the
+   device tree is reached through its unprotected alias (after checking with
+   RSI_IPA_STATE_GET that the host, not the realm, owns it: RIPAS EMPTY).
+4. The console, then the command line: unikernel options, `--`, the app's argv.
+5. Run the app; its exit status travels in x1 of PSCI SYSTEM_OFF (ignored by PSCI itself).
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import libfdt
+
+from ..arch.image import PAYLOAD_APP_DIR
+from ..arch.memory import GRANULE_SIZE
+from ..arch.rsi import RsiRipas
+from ..arch.smccc import PsciFid
+from . import ukrsi
+from .console import Ns16550
+from .mm import PageAllocator
+
+FDT_MAGIC = 0xD00DFEED
+ARM64_IMAGE_SIZE_OFFSET = 0x10
+
+
+@dataclass
+class Device:
+    path: str
+    compatible: str
+    base: int
+    size: int
+    address: int = 0  # where the kernel reaches it: base, or its unprotected alias
+
+
+@dataclass
+class BootInfo:
+    ram: list[tuple[int, int]] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    bootargs: str = ""
+    initrd: tuple[int, int] | None = None
+    psci_method: str = "hvc"
+    stdout_path: str = ""
+
+
+def _cells(prop: bytes, count: int) -> list[int]:
+    return list(struct.unpack(f">{len(prop) // 4}I", prop))[:count] if prop else []
+
+
+def _reg_pairs(prop: bytes, addr_cells: int = 2, size_cells: int = 2) -> list[tuple[int, int]]:
+    words = struct.unpack(f">{len(prop) // 4}I", prop)
+    step = addr_cells + size_cells
+    out = []
+    for i in range(0, len(words) - step + 1, step):
+        addr = 0
+        for w in words[i : i + addr_cells]:
+            addr = addr << 32 | w
+        size = 0
+        for w in words[i + addr_cells : i + step]:
+            size = size << 32 | w
+        out.append((addr, size))
+    return out
+
+
+def parse_fdt(blob: bytes) -> BootInfo:
+    fdt = libfdt.Fdt(blob)
+    info = BootInfo()
+    node = fdt.first_subnode(0, [libfdt.FDT_ERR_NOTFOUND])
+    while node >= 0:
+        name = fdt.get_name(node)
+        path = "/" + name
+
+        def prop(n: str, _node: int = node) -> bytes | None:
+            try:
+                return bytes(fdt.getprop(_node, n))
+            except libfdt.FdtException:
+                return None
+
+        device_type = (prop("device_type") or b"").rstrip(b"\0")
+        reg = prop("reg")
+        if device_type == b"memory" and reg:
+            info.ram.extend(_reg_pairs(reg))
+        elif name == "chosen":
+            info.bootargs = (prop("bootargs") or b"").rstrip(b"\0").decode(errors="replace")
+            info.stdout_path = (prop("stdout-path") or b"").rstrip(b"\0").decode(errors="replace")
+            start, end = prop("linux,initrd-start"), prop("linux,initrd-end")
+            if start and end:
+                info.initrd = (int.from_bytes(start, "big"), int.from_bytes(end, "big"))
+        elif name == "psci":
+            info.psci_method = (prop("method") or b"hvc").rstrip(b"\0").decode()
+        elif reg and name not in ("cpus",):
+            compatible = (prop("compatible") or b"").split(b"\0")[0].decode(errors="replace")
+            for base, size in _reg_pairs(reg):
+                info.devices.append(Device(path, compatible, base, size))
+        node = fdt.next_subnode(node, [libfdt.FDT_ERR_NOTFOUND])
+    return info
+
+
+class Kernel:
+    def __init__(self, cpu: Any) -> None:
+        self.cpu = cpu
+        self.rsi = ukrsi.Rsi(cpu)
+        self.realm: ukrsi.RealmConfig | None = None
+        self.console: Ns16550 | None = None
+        self._early_log: list[str] = []
+        self.pages = PageAllocator()
+        self.info = BootInfo()
+        self.options: dict[str, str] = {}
+        self.argv: list[str] = []
+
+    # --- logging ------------------------------------------------------------------------
+    def log(self, text: str) -> None:
+        line = f"unirealm: {text}\n"
+        if self.console is None:
+            self._early_log.append(line)
+        else:
+            self.console.write(line.encode())
+
+    def write_console(self, data: bytes) -> None:
+        if self.console is not None:
+            self.console.write(data)
+
+    # --- power --------------------------------------------------------------------------
+    def psci(self, *regs: int) -> list[int]:
+        conduit = self.cpu.smc if self.info.psci_method == "smc" else self.cpu.hvc
+        return conduit(*regs)
+
+    def power_off(self, status: int) -> None:
+        while True:
+            self.psci(PsciFid.SYSTEM_OFF, status & 0xFF)
+
+    # --- boot ---------------------------------------------------------------------------
+    def boot(self) -> int:
+        dtb_ipa = self.cpu.boot_registers[0]
+        header = self.cpu.read(dtb_ipa, 8)
+        magic, total = struct.unpack(">II", header)
+        if magic != FDT_MAGIC:
+            raise RuntimeError(f"no device tree at {dtb_ipa:#x}")
+        self.info = parse_fdt(self.cpu.read(dtb_ipa, total))
+        image_base = self.cpu.boot_pc
+        image_size = int.from_bytes(self.cpu.read(image_base + ARM64_IMAGE_SIZE_OFFSET, 8), "little")
+
+        version = self.rsi.detect()
+        if version is None:
+            self.log("RSI: NOT_SUPPORTED -> not a realm")
+        else:
+            self.log(f"RSI {version[0]}.{version[1]} detected: running as a realm")
+            # The image's BSS is RIPAS RAM from the start (RTT_INIT_RIPAS at load): use its
+            # last granule for RsiRealmConfig.
+            config_page = image_base + image_size - GRANULE_SIZE
+            self.realm = self.rsi.read_config(config_page)
+            self.log(
+                f"realm config: IPA width {self.realm.ipa_width} bits, unprotected bit "
+                f"{self.realm.unprotected_bit:#x}, hash {['sha-256', 'sha-512'][self.realm.hash_algo & 1]}"
+            )
+            for base, size in self.info.ram:
+                self.rsi.setup_memory(base, base + size)
+                self.log(f"RIPAS RAM set over [{base:#x}, {base + size:#x})")
+        self.map_devices()
+        self.start_console()
+
+        for base, size in self.info.ram:
+            self.pages.add(base, base + size)
+        self.pages.reserve(image_base, image_base + image_size)
+        self.pages.reserve(dtb_ipa, dtb_ipa + total)
+        if self.info.initrd:
+            self.pages.reserve(*self.info.initrd)
+        self.log(f"memory: {self.pages.free_bytes >> 20} MiB free of {sum(s for _, s in self.info.ram) >> 20} MiB")
+
+        self.parse_cmdline(self.info.bootargs)
+        if "ukrsi.selftest" in self.options:
+            from .selftest import run_selftest
+
+            run_selftest(self)
+        if "attest" in self.options:
+            self.print_token(self.options["attest"])
+        return self.run_app()
+
+    def map_devices(self) -> None:
+        for dev in self.info.devices:
+            if self.realm is None:
+                dev.address = dev.base
+                continue
+            runs = self.rsi.ripas_runs(dev.base, dev.base + max(dev.size, GRANULE_SIZE))
+            if any(r[2] != RsiRipas.EMPTY for r in runs):
+                # Realm-owned memory is never handed to a device model.
+                self.log(f"device {dev.path}: RIPAS is not EMPTY; left protected")
+                dev.address = dev.base
+                continue
+            dev.address = dev.base | self.realm.unprotected_bit
+            self.log(f"device {dev.path} ({dev.compatible}) {dev.base:#x} mapped unprotected at {dev.address:#x}")
+
+    def start_console(self) -> None:
+        target = self.info.stdout_path.split(":")[0]
+        uart = None
+        for dev in self.info.devices:
+            if dev.compatible.startswith("ns16550") and (not target or dev.path == target or uart is None):
+                uart = dev
+                if dev.path == target:
+                    break
+        if uart is None:
+            return
+        self.console = Ns16550(self.cpu, uart.address)
+        early, self._early_log = self._early_log, []
+        self.console.write("".join(early).encode())
+
+    def parse_cmdline(self, bootargs: str) -> None:
+        """Unikernel options, then `--`, then the app's argv (Unikraft's convention)."""
+        words = bootargs.split()
+        if "--" in words:
+            split = words.index("--")
+            opts, self.argv = words[:split], words[split + 1 :]
+        else:
+            opts, self.argv = words, []
+        for opt in opts:
+            key, _, value = opt.partition("=")
+            self.options[key] = value
+
+    def print_token(self, challenge_hex: str) -> None:
+        if self.realm is None:
+            self.log("attest: not a realm, no attestation token")
+            return
+        try:
+            challenge = bytes.fromhex(challenge_hex)
+        except ValueError:
+            self.log("attest: the challenge is not hexadecimal")
+            return
+        if len(challenge) > 64:
+            self.log("attest: the challenge is longer than 64 bytes")
+            return
+        pages = 4
+        buffer = self.pages.alloc(pages)
+        try:
+            token = self.rsi.attestation_token(challenge, buffer, pages)
+        except ukrsi.RsiError as exc:
+            self.log(f"attest: {exc}")
+            return
+        finally:
+            self.pages.release(buffer, pages)
+        self.log(f"attestation token ({len(token)} bytes, base64):")
+        encoded = base64.b64encode(token).decode()
+        self.write_console(("\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + "\n").encode())
+        self.log("end of attestation token")
+
+    def run_app(self) -> int:
+        apps = [n for n in self.cpu.image_files() if n.startswith(PAYLOAD_APP_DIR) and not n.endswith("/")]
+        if not apps:
+            self.log("no application in the image")
+            return 0
+        from .process import Process
+
+        path = apps[0]
+        name = path[len(PAYLOAD_APP_DIR) :]
+        argv = [f"/{name}", *self.argv]
+        process = Process(self, self.cpu.read_image_file(path), argv, exe_path=f"/{name}")
+        status = process.run()
+        self.log(f"{name} exited with status {status}")
+        return status
+
+
+def boot(cpu: Any) -> None:
+    """Image entry point."""
+    kernel = Kernel(cpu)
+    status = 1
+    try:
+        status = kernel.boot()
+    except Exception as exc:  # a kernel panic: report it on the console, then power off
+        kernel.log(f"panic: {type(exc).__name__}: {exc}")
+        status = 125
+    kernel.power_off(status)

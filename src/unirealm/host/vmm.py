@@ -1,0 +1,348 @@
+"""The kvmtool-equivalent VMM behind `unirealm run`.
+
+It lays out guest memory as kvmtool does (memmap.GuestLayout), builds the device tree
+(fdt), wires the devices on an MMIO bus, and launches the guest in one of three ways:
+
+- `--platform kvm`: a machine without RME; the host's KVM layer owns stage 2.
+- `--platform rme`: the RME machine with its RMM booted; the VM still runs in the normal
+  world on a host-owned stage 2, and its SMCs never reach the RMM.
+- `--realm`: a realm built through RMI in kvmtool's order (REALM_CREATE; kernel DATA_CREATE
+  measured, kernel BSS by RTT_INIT_RIPAS; initrd; DTB; REC 0; ACTIVATE), run over REC_ENTER.
+
+The guest's PSCI SYSTEM_OFF/RESET ends the run; x1 of that call carries the guest's exit
+status (a unirealm convention; PSCI ignores x1), which becomes the VMM's exit status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from unirealm.arch.memory import GRANULE_SIZE, World
+from unirealm.arch.rmi import RmiRecExitReason
+from unirealm.arch.smccc import (
+    PSCI_VERSION_1_1,
+    SMCCC_NOT_SUPPORTED,
+    PsciFid,
+    PsciReturn,
+    is_psci,
+    unsigned64,
+)
+from unirealm.machine.board import Machine
+from unirealm.machine.cpu import Cpu
+from unirealm.machine.vcpu import (
+    CpuErrorTrap,
+    DataAbortTrap,
+    HvcTrap,
+    InstructionAbortTrap,
+    Mapping,
+    SmcTrap,
+    SvcTrap,
+    UndefinedTrap,
+    WfxTrap,
+)
+
+from .cmdline import RunConfig
+from .devices.mmio import MmioBus
+from .devices.ns16550 import Ns16550
+from .fdt import FdtConfig, dump_dtb, generate_fdt, kvmtool_serial_ports
+from .image import ImageFormatError, inspect_image
+from .kvm import HostPages, RealmConfig, RealmVm, RmiCallError
+from .memmap import FDT_MAX_SIZE, GuestLayout, IrqLines, MemoryLayoutError
+
+log = logging.getLogger("unirealm.vmm")
+IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
+
+
+class VmmError(Exception):
+    """A launch problem reported as one line (bad kernel file, memory too small, ...)."""
+
+
+@dataclass
+class RunResult:
+    status: int
+    rim: bytes | None = None
+    exits: int = 0
+
+
+@dataclass
+class Console:
+    """ttyS0: guest output to `output`, `input` fed in as the guest polls for it."""
+
+    output: BinaryIO
+    input: BinaryIO | None
+    uart: Ns16550 = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.uart = Ns16550(output=self._write, name="ttyS0")
+        if self.input is None:
+            self.uart.set_eof()
+
+    def _write(self, data: bytes) -> None:
+        self.output.write(data)
+        self.output.flush()
+
+    def poll_input(self) -> None:
+        """Move whatever stdin has ready into the UART without blocking the guest."""
+        if self.input is None or self.uart._eof:
+            return
+        try:
+            fd = self.input.fileno()
+        except (OSError, ValueError, AttributeError):
+            data = self.input.read()
+            self.uart.feed(data or b"")
+            self.uart.set_eof()
+            return
+        ready, _, _ = select.select([fd], [], [], 0)
+        if ready:
+            data = os.read(fd, 65536)
+            if data:
+                self.uart.feed(data)
+            else:
+                self.uart.set_eof()
+
+
+def read_file(path: str | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise VmmError(f"{what} {path!r} not found") from None
+    except IsADirectoryError:
+        raise VmmError(f"{what} {path!r} is a directory") from None
+    except OSError as exc:
+        raise VmmError(f"cannot read {what} {path!r}: {exc.strerror}") from None
+
+
+class Vmm:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        stdout: BinaryIO | None = None,
+        stdin: BinaryIO | None = None,
+        trace: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.trace = trace
+        self.console = Console(stdout or sys.stdout.buffer, stdin)
+        self.kernel = read_file(cfg.kernel, "kernel") or b""
+        self.initrd = read_file(cfg.initrd, "initrd")
+        if not self.kernel:
+            raise VmmError(f"kernel {cfg.kernel!r} is empty")
+        try:
+            inspect_image(self.kernel)
+        except ImageFormatError as exc:
+            raise VmmError(f"kernel {cfg.kernel!r}: {exc}") from None
+        try:
+            self.layout = GuestLayout.for_images(cfg.ram_addr, cfg.ram_size, self.kernel, self.initrd, cfg.realm)
+        except MemoryLayoutError as exc:
+            raise VmmError(str(exc)) from None
+        self.bus = MmioBus(trace=self._trace_mmio if self._tracing("mmio") else None)
+        irqs = IrqLines()
+        self.serials = kvmtool_serial_ports(irqs, 4)
+        for i, port in enumerate(self.serials):
+            device = self.console.uart if i == 0 else Ns16550(name=f"ttyS{i}")
+            self.bus.register(port.base, 0x1000, device, f"ttyS{i}")
+        self.bootargs = cfg.params or ""
+        if not cfg.nodefaults:
+            self.bootargs = ("console=ttyS0 " + self.bootargs).strip()
+        self.dtb = generate_fdt(
+            FdtConfig.for_layout(self.layout, nrcpus=cfg.nrcpus, bootargs=self.bootargs, serials=self.serials)
+        )
+        if cfg.dump_dtb:
+            dump_dtb(cfg.dump_dtb, self.dtb)
+        self.idle = 0
+        self.exits = 0
+
+    # --- tracing --------------------------------------------------------------------------
+    def _tracing(self, kind: str) -> bool:
+        return self.trace is not None and kind in self.cfg.trace
+
+    def _trace_mmio(self, is_write: bool, addr: int, size: int, value: int, handled: bool) -> None:
+        if self.trace is not None:
+            op = "write" if is_write else "read "
+            self.trace(f"MMIO {op} {addr:#x}/{size} = {value:#x}{'' if handled else ' (unclaimed)'}")
+
+    def _monitor_trace(self, line: str) -> None:
+        if self.trace is None:
+            return
+        if (line.startswith("RMI_") and "rmi" in self.cfg.trace) or (line.startswith("RSI_") and "rsi" in self.cfg.trace):
+            self.trace(line)
+
+    # --- devices --------------------------------------------------------------------------
+    def mmio(self, ipa: int, is_write: bool, size: int, value: int) -> int | None:
+        self.idle = 0
+        if not is_write:
+            self.console.poll_input()
+        access = self.bus.write(ipa, size, value) if is_write else self.bus.read(ipa, size)
+        if not access.handled:
+            return None
+        return 0 if is_write else access.value
+
+    def wait(self) -> None:
+        """The guest is idle (WFI): give it input if any, and notice a guest that stopped."""
+        self.console.poll_input()
+        self.idle += 1
+        if self.idle > IDLE_LIMIT:
+            raise VmmError("the guest stopped: idle with no device activity")
+
+    def psci_trace(self, text: str) -> None:
+        if self._tracing("psci") and self.trace is not None:
+            self.trace(text)
+
+    # --- launching ------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        rme = self.cfg.realm or self.cfg.platform == "rme"
+        machine = Machine(dram_size=self.cfg.ram_size + (128 << 20), rme=rme)
+        if rme:
+            from unirealm.rmm.core import Rmm
+
+            Rmm(machine.monitor)
+            machine.monitor.trace = self._monitor_trace if self.trace else None
+        if self.cfg.realm:
+            return self.run_realm(machine)
+        return self.run_vm(machine)
+
+    def realm_vm(self, machine: Machine) -> RealmVm:
+        cfg = self.cfg
+        return RealmVm(
+            machine,
+            HostPages(machine),
+            RealmConfig(ipa_bits=self.layout.ipa_bits, hash_algo=cfg.hash_algo, rpv=cfg.realm_pv),
+        )
+
+    def build_realm(self, vm: RealmVm) -> list:
+        """kvmtool's realm launch order; returns the RECs (REC 0 runnable)."""
+        lay = self.layout
+        vm.create()
+        vm.populate(lay.kernel_start, self.kernel, measured=True)
+        file_end = lay.kernel_start + -(-len(self.kernel) // GRANULE_SIZE) * GRANULE_SIZE
+        if lay.kernel_end > file_end:
+            vm.init_ripas(file_end, lay.kernel_end)
+        if self.initrd:
+            vm.populate(lay.initrd_start, self.initrd, measured=True)
+        vm.populate(lay.dtb_start, self.dtb.ljust(FDT_MAX_SIZE, b"\0"), measured=True)
+        recs = [vm.create_rec(pc=lay.kernel_start, gprs=[lay.dtb_start, 0, 0, 0, 0, 0, 0, 0], runnable=True)]
+        for _ in range(1, self.cfg.nrcpus):
+            recs.append(vm.create_rec(pc=0, gprs=[0] * 8, runnable=False))
+        vm.activate()
+        return recs
+
+    def run_realm(self, machine: Machine) -> RunResult:
+        vm = self.realm_vm(machine)
+        vm.ram_ranges = [(self.layout.ram_base, self.layout.ram_end)]
+        try:
+            recs = self.build_realm(vm)
+        except RmiCallError as exc:
+            raise VmmError(f"realm creation failed: {exc}") from None
+        rmm = machine.monitor.rmm
+        rim = rmm.realms[vm.rd].rim if rmm is not None else None  # type: ignore[attr-defined]
+        vm.on_mmio = self.mmio
+        vm.on_host_call = lambda imm, gprs: gprs
+        status = 0
+        try:
+            while True:
+                ex = self._run_rec(vm, recs[0])
+                fid = ex.gprs[0] & ~(1 << 30)
+                if fid in (PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET):
+                    self.psci_trace(f"PSCI {PsciFid(fid).name} status={ex.gprs[1] & 0xFF}")
+                    status = ex.gprs[1] & 0xFF
+                    break
+                self.psci_trace(f"PSCI {fid:#x}: secondary CPUs are not started")
+        finally:
+            vm.destroy()
+        return RunResult(status, rim, self.exits)
+
+    def _run_rec(self, vm: RealmVm, rec: object):  # type: ignore[no-untyped-def]
+        """REC_ENTER until a PSCI exit that ends or needs the VMM."""
+        flags, gprs = 0, None
+        while True:
+            ex = vm.enter(rec, flags, gprs)  # type: ignore[arg-type]
+            self.exits += 1
+            flags, gprs = 0, None
+            if ex.reason == RmiRecExitReason.SYNC:
+                from unirealm.arch.esr import Ec, esr_ec
+
+                if esr_ec(ex.esr) == Ec.WFX:
+                    self.wait()
+                    continue
+                flags, gprs = vm.handle_sync(ex)
+            elif ex.reason == RmiRecExitReason.IRQ:
+                self.wait()
+            elif ex.reason == RmiRecExitReason.RIPAS_CHANGE:
+                flags = vm.handle_ripas_change(rec, ex)  # type: ignore[arg-type]
+            elif ex.reason == RmiRecExitReason.HOST_CALL:
+                gprs = list(ex.gprs)
+            elif ex.reason == RmiRecExitReason.PSCI:
+                return ex
+
+    # --- a normal VM on a host-owned stage 2 ---------------------------------------------
+    def run_vm(self, machine: Machine) -> RunResult:
+        lay = self.layout
+        pages = HostPages(machine)
+        ram_pa = pages.alloc_contiguous(lay.ram_size // GRANULE_SIZE)
+        ns = machine.ns_memory()
+        ns.write(ram_pa + lay.kernel_start - lay.ram_base, self.kernel)
+        if self.initrd:
+            ns.write(ram_pa + lay.initrd_start - lay.ram_base, self.initrd)
+        ns.write(ram_pa + lay.dtb_start - lay.ram_base, self.dtb)
+
+        def translate(ipa: int, write: bool, fetch: bool) -> Mapping | None:
+            if lay.ram_base <= ipa < lay.ram_end:
+                return Mapping(ram_pa + ipa - lay.ram_base, World.NON_SECURE)
+            return None
+
+        cpu = Cpu(machine.memory, translate)
+        cpu.reset(lay.kernel_start, [lay.dtb_start])
+        try:
+            while True:
+                trap = cpu.run()
+                self.exits += 1
+                if isinstance(trap, SmcTrap | HvcTrap):
+                    regs = trap.regs
+                    if is_psci(regs[0]):
+                        fid = regs[0] & ~(1 << 30)
+                        if fid in (PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET):
+                            self.psci_trace(f"PSCI {PsciFid(fid).name} status={regs[1] & 0xFF}")
+                            return RunResult(regs[1] & 0xFF, None, self.exits)
+                        cpu.set_gpr(0, self.vm_psci(regs))
+                    else:
+                        # KVM answers SMCCC calls it does not implement (RSI among them).
+                        cpu.set_gpr(0, SMCCC_NOT_SUPPORTED)
+                elif isinstance(trap, DataAbortTrap):
+                    if trap.syndrome is None:
+                        cpu.inject_sea(trap.ipa)
+                        continue
+                    value = self.mmio(trap.ipa, trap.is_write, trap.size, trap.value)
+                    if value is None:
+                        cpu.inject_sea(trap.ipa)
+                    elif trap.is_write:
+                        cpu.skip_instruction()
+                    else:
+                        cpu.complete_mmio_read(trap.syndrome, value)
+                elif isinstance(trap, WfxTrap):
+                    self.wait()
+                elif isinstance(trap, InstructionAbortTrap):
+                    cpu.inject_sea(trap.ipa, is_fetch=True)
+                elif isinstance(trap, UndefinedTrap | CpuErrorTrap | SvcTrap):
+                    cpu.inject_undef()
+        finally:
+            cpu.close()
+
+    def vm_psci(self, regs: list[int]) -> int:
+        fid = regs[0] & ~(1 << 30)
+        self.psci_trace(f"PSCI {fid:#x}")
+        if fid == PsciFid.VERSION:
+            return PSCI_VERSION_1_1
+        if fid == PsciFid.FEATURES:
+            asked = regs[1] & ~(1 << 30) & 0xFFFF_FFFF
+            ok = asked in (PsciFid.VERSION, PsciFid.FEATURES, PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET)
+            return unsigned64(PsciReturn.SUCCESS if ok else PsciReturn.NOT_SUPPORTED)
+        return unsigned64(PsciReturn.NOT_SUPPORTED)

@@ -1,0 +1,107 @@
+"""A processing element that runs whatever is at its boot PC: machine code on Unicorn, or,
+for a unirealm kernel image, the Python unikernel in that image (see pykernel)."""
+
+from __future__ import annotations
+
+import logging
+
+from unirealm.arch.esr import AccessSyndrome
+from unirealm.arch.memory import GRANULE_MASK
+
+from .memory import GranuleProtectionFault, PhysicalMemory
+from .pykernel import PyKernelEngine, image_at
+from .vcpu import Translate, Trap, VCpu
+
+log = logging.getLogger("unirealm.machine.cpu")
+
+
+class Cpu:
+    """The ExecutionEngine a REC or a VM vCPU gets: it picks its mode at the first run."""
+
+    def __init__(self, memory: PhysicalMemory, translate: Translate, cpu_model: str = "max") -> None:
+        self.memory = memory
+        self.translate = translate
+        self.cpu_model = cpu_model
+        self._pc = 0
+        self._gprs: list[int] = []
+        self._impl: VCpu | PyKernelEngine | None = None
+
+    def _read(self, ipa: int, size: int) -> bytes | None:
+        mapping = self.translate(ipa & ~GRANULE_MASK, False, False)
+        if mapping is None or (ipa & GRANULE_MASK) + size > GRANULE_MASK + 1:
+            return None
+        try:
+            return self.memory.accessor(mapping.world).read(mapping.pa + (ipa & GRANULE_MASK), size)
+        except GranuleProtectionFault:
+            return None
+
+    @property
+    def impl(self) -> VCpu | PyKernelEngine:
+        if self._impl is None:
+            if image_at(self._read, self._pc):
+                log.debug("vCPU: unirealm kernel image at %#x", self._pc)
+                self._impl = PyKernelEngine(self.memory, self.translate, self._pc, self._gprs, self.cpu_model)
+            else:
+                vcpu = VCpu(self.memory, self.translate, self.cpu_model)
+                vcpu.reset(self._pc, self._gprs)
+                self._impl = vcpu
+        return self._impl
+
+    @property
+    def is_python_kernel(self) -> bool:
+        return isinstance(self._impl, PyKernelEngine)
+
+    # --- ExecutionEngine ------------------------------------------------------------------
+    def run(self) -> Trap:
+        return self.impl.run()
+
+    def reset(self, pc: int, gprs: list[int] | tuple[int, ...] = ()) -> None:
+        if self._impl is None:
+            self._pc, self._gprs = pc, list(gprs)
+        else:
+            self._impl.reset(pc, gprs)
+
+    @property
+    def pc(self) -> int:
+        return self._pc if self._impl is None else self._impl.pc
+
+    @pc.setter
+    def pc(self, value: int) -> None:
+        if self._impl is None:
+            self._pc = value
+        else:
+            self._impl.pc = value
+
+    def get_gpr(self, n: int) -> int:
+        if self._impl is None:
+            return self._gprs[n] if n < len(self._gprs) else 0
+        return self._impl.get_gpr(n)
+
+    def set_gpr(self, n: int, value: int) -> None:
+        self.impl.set_gpr(n, value)
+
+    def get_gprs(self, count: int = 31) -> list[int]:
+        return self.impl.get_gprs(count)
+
+    def skip_instruction(self) -> None:
+        self.impl.skip_instruction()
+
+    def complete_mmio_read(self, syndrome: AccessSyndrome, value: int) -> None:
+        self.impl.complete_mmio_read(syndrome, value)
+
+    def inject_sea(self, far: int, is_fetch: bool = False) -> None:
+        self.impl.inject_sea(far, is_fetch)
+
+    def inject_undef(self) -> None:
+        self.impl.inject_undef()
+
+    def take_exception(self, esr_value: int, far: int = 0, preferred_return: int | None = None) -> None:
+        self.impl.take_exception(esr_value, far, preferred_return)
+
+    def invalidate(self, ipa: int, size: int) -> None:
+        if self._impl is not None:
+            self._impl.invalidate(ipa, size)
+
+    def close(self) -> None:
+        if self._impl is not None:
+            self._impl.close()

@@ -1,0 +1,532 @@
+"""The vCPU's mode for unirealm kernel images: it runs the Python unikernel in the image.
+
+When a vCPU is about to execute a unirealm image (magic at PC + 0x40, see arch/image.py),
+it reads the image's payload out of guest memory through its stage-2 translation — for a
+realm, out of the realm's own (measured) granules — and runs the kernel found there.
+
+The kernel sees only `GuestCpu`: SMC/HVC with registers, loads and stores at IPAs, WFI, and
+EL0 execution of application code on Unicorn with the kernel's own VA->IPA tables. Every
+event that needs the hypervisor suspends the kernel (a greenlet switch) and comes out of
+`run()` as the same Trap a machine-code vCPU produces, with the same PC rules: a stage-2
+fault on RAM retries the access, an emulated MMIO load completes into the register named
+in its syndrome, a rewound SMC is issued again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import io
+import itertools
+import secrets
+import sys
+import time
+import types
+import zipfile
+from collections.abc import Callable
+from typing import Any
+
+import greenlet
+from unicorn import (
+    UC_ARCH_ARM64,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_INVALID,
+    UC_MEM_FETCH_PROT,
+    UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_WRITE_PROT,
+    UC_MEM_WRITE_UNMAPPED,
+    UC_MODE_ARM,
+    Uc,
+    UcError,
+)
+from unicorn import arm64_const as a64
+
+from unirealm.arch.esr import AccessSyndrome
+from unirealm.arch.image import UNIKERNEL_HEADER, UNIKERNEL_HEADER_OFFSET, UNIKERNEL_MAGIC
+from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
+
+from .memory import GranuleProtectionFault, MemoryAccessor, PhysicalMemory
+from .vcpu import (
+    CPU_MODELS,
+    EXCP_SWI,
+    GPR_IDS,
+    DataAbortTrap,
+    HvcTrap,
+    Mapping,
+    SmcTrap,
+    Translate,
+    Trap,
+    WfxTrap,
+)
+
+_boot_ids = itertools.count(1)
+
+
+class GuestFault(Exception):
+    """An exception the hardware delivers to the running kernel (SEA, UNDEF)."""
+
+    def __init__(self, kind: str, address: int = 0) -> None:
+        super().__init__(f"{kind} at {address:#x}")
+        self.kind = kind
+        self.address = address
+
+
+class ImageError(Exception):
+    pass
+
+
+class KernelExit(Exception):
+    """Raised into the kernel greenlet when its vCPU is torn down."""
+
+
+class _PayloadImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves the modules of one booted image, under a package name unique to the boot."""
+
+    def __init__(self, root: str, archive: zipfile.ZipFile) -> None:
+        self.root = root
+        self.archive = archive
+        self.names = set(archive.namelist())
+
+    def _path(self, fullname: str) -> tuple[str, bool] | None:
+        if fullname == self.root:
+            return "", True
+        if not fullname.startswith(self.root + "."):
+            return None
+        rel = fullname[len(self.root) + 1 :].replace(".", "/")
+        if f"{rel}/__init__.py" in self.names:
+            return f"{rel}/__init__.py", True
+        if f"{rel}.py" in self.names:
+            return f"{rel}.py", False
+        if any(n.startswith(rel + "/") for n in self.names):
+            return "", True  # a namespace-like directory without __init__
+        return None
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        found = self._path(fullname)
+        if found is None:
+            return None
+        _, is_pkg = found
+        spec = importlib.util.spec_from_loader(fullname, self, is_package=is_pkg)
+        if spec is not None and is_pkg:
+            spec.submodule_search_locations = []
+        return spec
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        found = self._path(module.__name__)
+        assert found is not None
+        member, _ = found
+        if not member:
+            return
+        source = self.archive.read(member)
+        code = compile(source, f"image://{member}", "exec")
+        exec(code, module.__dict__)
+
+    def read_file(self, member: str) -> bytes:
+        return self.archive.read(member)
+
+
+class El0Space:
+    """An EL0 address space on Unicorn: the kernel's VA -> IPA pages, mapped by pointer."""
+
+    def __init__(self, cpu: GuestCpu, cpu_model: str) -> None:
+        self._cpu = cpu
+        self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        self.uc.ctl_set_cpu_model(CPU_MODELS[cpu_model])
+        self.pages: dict[int, tuple[int, int]] = {}  # va page -> (ipa page, prot)
+        self._live: set[int] = set()  # va pages mapped into unicorn
+        self._stop: tuple[str, int, int] | None = None
+        self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid)
+        # EL0 may read CTR_EL0, use DC ZVA and WFI/WFE as on Linux (SCTLR_EL1 UCT, DZE, nTWI, nTWE, UCI).
+        sctlr = self.uc.cpr_read(3, 0, 1, 0, 0)
+        self.uc.cpr_write(3, 0, 1, 0, 0, sctlr | (1 << 15) | (1 << 14) | (1 << 16) | (1 << 18) | (1 << 26))
+        cpu._spaces.append(self)
+
+    # the kernel's page table
+    def map(self, va: int, ipa: int, size: int, prot: int) -> None:
+        for off in range(0, size, GRANULE_SIZE):
+            self._drop(va + off)
+            self.pages[va + off] = (ipa + off, prot)
+
+    def unmap(self, va: int, size: int) -> None:
+        for off in range(0, size, GRANULE_SIZE):
+            self._drop(va + off)
+            self.pages.pop(va + off, None)
+
+    def protect(self, va: int, size: int, prot: int) -> None:
+        for off in range(0, size, GRANULE_SIZE):
+            entry = self.pages.get(va + off)
+            if entry is not None:
+                self.pages[va + off] = (entry[0], prot)
+                if va + off in self._live:
+                    self.uc.mem_protect(va + off, GRANULE_SIZE, prot)
+
+    def flush_code(self, va: int, size: int) -> None:
+        self.uc.ctl_remove_cache(va, va + size)
+
+    def _drop(self, va: int) -> None:
+        if va in self._live:
+            self._live.discard(va)
+            self.uc.mem_unmap(va, GRANULE_SIZE)
+            self.uc.ctl_remove_cache(va, va + GRANULE_SIZE)
+
+    def drop_ipa(self, ipa: int, size: int) -> None:
+        """TLBI: stage 2 changed under these IPAs."""
+        for va, (page_ipa, _) in list(self.pages.items()):
+            if ipa <= page_ipa < ipa + size:
+                self._drop(va)
+
+    # registers
+    def reg(self, name: str) -> int:
+        return self.uc.reg_read(getattr(a64, f"UC_ARM64_REG_{name.upper()}"))
+
+    def set_reg(self, name: str, value: int) -> None:
+        self.uc.reg_write(getattr(a64, f"UC_ARM64_REG_{name.upper()}"), value)
+
+    def gpr(self, n: int) -> int:
+        return self.uc.reg_read(GPR_IDS[n])
+
+    def set_gpr(self, n: int, value: int) -> None:
+        self.uc.reg_write(GPR_IDS[n], value & 0xFFFF_FFFF_FFFF_FFFF)
+
+    # running
+    def run(self, pc: int, count: int = 0) -> tuple[str, int, int]:
+        """Run EL0 code from `pc` until it needs the kernel. Returns (reason, pc, detail):
+        ("svc", pc after the svc, imm), ("fault", pc, address), ("undef", pc, 0),
+        ("count", pc, 0)."""
+        self._stop = None
+        try:
+            self.uc.emu_start(pc, 0xFFFF_FFFF_FFFF_FFFF, count=count)
+        except UcError as exc:
+            if self._stop is None:
+                self._stop = ("fault", self.uc.reg_read(a64.UC_ARM64_REG_PC), 0)
+                self._error = str(exc)
+        if self._stop is None:
+            return ("count", self.uc.reg_read(a64.UC_ARM64_REG_PC), 0)
+        return self._stop
+
+    def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
+        pc = uc.reg_read(a64.UC_ARM64_REG_PC)
+        if intno == EXCP_SWI:
+            self._stop = ("svc", pc, 0)
+        else:
+            self._stop = ("undef", pc, intno)
+        uc.emu_stop()
+
+    def _on_invalid(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
+        page = address & ~GRANULE_MASK
+        entry = self.pages.get(page)
+        wants_write = access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT)
+        wants_exec = access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT)
+        if entry is not None and page not in self._live:
+            ipa, prot = entry
+            ptr = self._cpu.host_pointer(ipa, wants_write)
+            if ptr is not None:
+                self.uc.mem_map_ptr(page, GRANULE_SIZE, prot, ptr)
+                self._live.add(page)
+                needed = 2 if wants_write else (4 if wants_exec else 1)
+                if prot & needed:
+                    return True
+        self._stop = ("fault", uc.reg_read(a64.UC_ARM64_REG_PC), address)
+        uc.emu_stop()
+        return False
+
+    def close(self) -> None:
+        for va in list(self._live):
+            self._drop(va)
+        if self in self._cpu._spaces:
+            self._cpu._spaces.remove(self)
+
+
+class GuestCpu:
+    """What the Python kernel has of its processing element."""
+
+    def __init__(self, engine: PyKernelEngine) -> None:
+        self._engine = engine
+        self._spaces: list[El0Space] = []
+        self.cpu_model = engine.cpu_model
+
+    # --- calls --------------------------------------------------------------------------
+    def smc(self, *regs: int) -> list[int]:
+        """SMC #0 with x0..x17; returns x0..x17 as the caller sees them afterwards."""
+        return self._engine.call(SmcTrap, list(regs))
+
+    def hvc(self, *regs: int) -> list[int]:
+        return self._engine.call(HvcTrap, list(regs))
+
+    def wfi(self) -> None:
+        self._engine.trap_and_wait(WfxTrap(self._engine.pc, False))
+
+    # --- memory -------------------------------------------------------------------------
+    def read(self, ipa: int, size: int) -> bytes:
+        out = bytearray()
+        while len(out) < size:
+            addr = ipa + len(out)
+            take = min(size - len(out), GRANULE_SIZE - (addr & GRANULE_MASK))
+            acc, pa = self._engine.resolve(addr, False)
+            out += acc.read(pa, take)
+        return bytes(out)
+
+    def write(self, ipa: int, data: bytes | bytearray | memoryview) -> None:
+        done = 0
+        view = memoryview(data)
+        while done < len(view):
+            addr = ipa + done
+            take = min(len(view) - done, GRANULE_SIZE - (addr & GRANULE_MASK))
+            acc, pa = self._engine.resolve(addr, True)
+            acc.write(pa, view[done : done + take])
+            done += take
+
+    def zero(self, ipa: int, size: int) -> None:
+        self.write(ipa, bytes(size))
+
+    def read_u64(self, ipa: int) -> int:
+        return int.from_bytes(self.read(ipa, 8), "little")
+
+    def write_u64(self, ipa: int, value: int) -> None:
+        self.write(ipa, (value & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "little"))
+
+    def mmio_read(self, ipa: int, size: int) -> int:
+        """One device load of `size` bytes (LDR Wt/Xt: emulatable, ISV = 1)."""
+        return self._engine.mmio(ipa, size, None)
+
+    def mmio_write(self, ipa: int, size: int, value: int) -> None:
+        self._engine.mmio(ipa, size, value)
+
+    def host_pointer(self, ipa: int, write: bool) -> int | None:
+        """Host address of a guest page for EL0 mapping, faulting it in through stage 2."""
+        try:
+            acc, pa = self._engine.resolve(ipa & ~GRANULE_MASK, write)
+        except GuestFault:
+            return None
+        return acc.memory.host_pointer(acc.world, pa, GRANULE_SIZE)
+
+    # --- EL0 ----------------------------------------------------------------------------
+    def el0_space(self) -> El0Space:
+        return El0Space(self, self.cpu_model)
+
+    # --- architectural features ---------------------------------------------------------
+    def rndr(self) -> int:
+        """RNDR (FEAT_RNG): 64 random bits from the processor's own entropy source."""
+        return secrets.randbits(64)
+
+    def cntvct(self) -> int:
+        """CNTVCT_EL0, the generic timer's virtual count, at CNTFRQ_EL0 ticks per second.
+        The system counter of this machine counts nanoseconds since the Unix epoch."""
+        return time.time_ns()
+
+    cntfrq = 1_000_000_000
+
+    # --- identity -----------------------------------------------------------------------
+    @property
+    def boot_registers(self) -> list[int]:
+        return list(self._engine.boot_regs)
+
+    @property
+    def boot_pc(self) -> int:
+        return self._engine.image_base
+
+    def read_image_file(self, member: str) -> bytes:
+        """A file of the booted image's payload (e.g. the app), as loaded in guest memory."""
+        return self._engine.importer.read_file(member)
+
+    def image_files(self) -> list[str]:
+        return sorted(self._engine.importer.names)
+
+
+class PyKernelEngine:
+    """An ExecutionEngine (see rmm.realm) that runs the unirealm kernel of the image at PC."""
+
+    def __init__(self, memory: PhysicalMemory, translate: Translate, pc: int, gprs: list[int], cpu_model: str) -> None:
+        self.memory = memory
+        self.translate = translate
+        self.cpu_model = cpu_model
+        self.pc = pc
+        self.image_base = pc
+        self.regs = [0] * 31
+        for i, v in enumerate(gprs):
+            self.regs[i] = v
+        self.boot_regs = list(self.regs[:4])
+        self._tlb: dict[int, tuple[MemoryAccessor, int, bool]] = {}  # page -> (accessor, pa, writable)
+        self._accessors = {w: memory.accessor(w) for w in (World.REALM, World.NON_SECURE)}
+        self._host: greenlet.greenlet | None = None
+        self._kernel = greenlet.greenlet(self._main)
+        self._pending_fault: GuestFault | None = None
+        self.cpu = GuestCpu(self)
+        self.importer: _PayloadImporter
+        self.finished: BaseException | None = None
+        memory.on_pas_change(self._on_pas_change)
+
+    # --- the ExecutionEngine protocol -----------------------------------------------------
+    def run(self) -> Trap:
+        self._host = greenlet.getcurrent()
+        if self._kernel.dead:
+            return WfxTrap(self.pc, False)
+        trap = self._kernel.switch()
+        assert isinstance(trap, Trap)
+        return trap
+
+    def get_gpr(self, n: int) -> int:
+        return 0 if n == 31 else self.regs[n]
+
+    def set_gpr(self, n: int, value: int) -> None:
+        if n != 31:
+            self.regs[n] = value & 0xFFFF_FFFF_FFFF_FFFF
+
+    def get_gprs(self, count: int = 31) -> list[int]:
+        return self.regs[:count]
+
+    def reset(self, pc: int, gprs: list[int] | tuple[int, ...] = ()) -> None:
+        self.regs = [0] * 31
+        for i, v in enumerate(gprs):
+            self.regs[i] = v
+        self.pc = pc
+
+    def skip_instruction(self) -> None:
+        self.pc += 4
+
+    def complete_mmio_read(self, syndrome: AccessSyndrome, value: int) -> None:
+        bits = 8 * syndrome.size
+        self.set_gpr(syndrome.srt, value & ((1 << bits) - 1))
+        self.pc += 4
+
+    def inject_sea(self, far: int, is_fetch: bool = False) -> None:
+        self._pending_fault = GuestFault("synchronous external abort", far)
+
+    def inject_undef(self) -> None:
+        self._pending_fault = GuestFault("undefined instruction", self.pc)
+
+    def take_exception(self, esr_value: int, far: int = 0, preferred_return: int | None = None) -> None:
+        self._pending_fault = GuestFault(f"exception (ESR {esr_value:#x})", far)
+
+    def invalidate(self, ipa: int, size: int) -> None:
+        for page in [p for p in self._tlb if ipa <= p < ipa + size]:
+            del self._tlb[page]
+        for space in self.cpu._spaces:
+            space.drop_ipa(ipa, size)
+
+    def close(self) -> None:
+        self.memory.remove_pas_listener(self._on_pas_change)
+        for space in list(self.cpu._spaces):
+            space.close()
+        if not self._kernel.dead and self._kernel:
+            with contextlib.suppress(KernelExit):
+                self._kernel.throw(KernelExit())
+
+    def _on_pas_change(self, pa: int) -> None:
+        for page in [p for p, hit in self._tlb.items() if hit[1] == pa]:
+            del self._tlb[page]
+            for space in self.cpu._spaces:
+                space.drop_ipa(page, GRANULE_SIZE)
+
+    # --- trapping -------------------------------------------------------------------------
+    def trap_and_wait(self, trap: Trap) -> None:
+        assert self._host is not None
+        self._host.switch(trap)
+        if self._pending_fault is not None:
+            fault, self._pending_fault = self._pending_fault, None
+            raise fault
+
+    def call(self, kind: type[SmcTrap] | type[HvcTrap], regs: list[int]) -> list[int]:
+        regs = [r & 0xFFFF_FFFF_FFFF_FFFF for r in regs[:18]] + [0] * (18 - len(regs))
+        site = self.pc
+        while True:
+            self.regs[:18] = regs
+            self.pc = site + 4
+            self.trap_and_wait(kind(self.pc, list(regs)))
+            if self.pc == site:  # the hypervisor rewound the call: issue it again
+                continue
+            self.pc = site
+            return self.regs[:18]
+
+    def resolve(self, ipa: int, write: bool) -> tuple[MemoryAccessor, int]:
+        """(accessor, PA) for a normal-memory access; stage-2 faults go to the hypervisor and
+        the access retries once it returns, as a faulting load or store would."""
+        page = ipa & ~GRANULE_MASK
+        while True:
+            hit = self._tlb.get(page)
+            if hit is not None and (hit[2] or not write):
+                return hit[0], hit[1] + (ipa & GRANULE_MASK)
+            mapping = self.translate(page, write, False)
+            if mapping is not None and (mapping.writable or not write):
+                acc = self._accessors[mapping.world]
+                try:
+                    acc.memory.check(acc.world, mapping.pa, GRANULE_SIZE)
+                except GranuleProtectionFault:
+                    raise GuestFault("granule protection fault", ipa) from None
+                self._tlb[page] = (acc, mapping.pa, mapping.writable)
+                return acc, mapping.pa + (ipa & GRANULE_MASK)
+            site = self.pc
+            syndrome = AccessSyndrome(write, 8, 0, sixty_four=True)
+            self.trap_and_wait(DataAbortTrap(site, ipa, write, 8, syndrome, 0))
+            self.pc = site
+
+    def mmio(self, ipa: int, size: int, value: int | None) -> int:
+        write = value is not None
+        mapping = self.translate(ipa & ~GRANULE_MASK, write, False)
+        if mapping is not None:  # a device page backed by memory (not emulated)
+            acc = self._accessors[mapping.world]
+            pa = mapping.pa + (ipa & GRANULE_MASK)
+            if write:
+                acc.write(pa, (value or 0).to_bytes(size, "little"))
+                return 0
+            return int.from_bytes(acc.read(pa, size), "little")
+        site = self.pc
+        syndrome = AccessSyndrome(write, size, 0, sixty_four=size == 8)
+        self.trap_and_wait(DataAbortTrap(site, ipa, write, size, syndrome, value or 0))
+        if self.pc == site:  # not emulated: the host mapped something; try again
+            return self.mmio(ipa, size, value)
+        self.pc = site
+        return 0 if write else self.regs[0] & ((1 << (8 * size)) - 1)
+
+    # --- booting ------------------------------------------------------------------------
+    def _load_payload(self) -> tuple[_PayloadImporter, str]:
+        header_ipa = self.image_base + UNIKERNEL_HEADER_OFFSET
+        header = UNIKERNEL_HEADER.unpack(self.cpu.read(header_ipa, UNIKERNEL_HEADER.size))
+        if header["magic"] != UNIKERNEL_MAGIC:
+            raise ImageError("no unirealm kernel at the boot address")
+        payload = self.cpu.read(self.image_base + header["payload_offset"], header["payload_size"])
+        if hashlib.sha256(payload).digest() != header["payload_sha256"]:
+            raise ImageError("kernel payload does not match its header's hash")
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(payload))
+        except zipfile.BadZipFile:
+            raise ImageError("kernel payload is not a zip archive") from None
+        entry = header["entry"].rstrip(b"\0").decode("ascii", "replace")
+        root = f"_unirealm_image_{next(_boot_ids)}"
+        return _PayloadImporter(root, archive), entry
+
+    def _main(self) -> Trap:
+        try:
+            self.importer, entry = self._load_payload()
+            sys.meta_path.insert(0, self.importer)
+            try:
+                module_name, _, func = entry.partition(":")
+                module = importlib.import_module(f"{self.importer.root}.{module_name}")
+                boot: Callable[[GuestCpu], object] = getattr(module, func)
+                boot(self.cpu)
+            finally:
+                sys.meta_path.remove(self.importer)
+                for name in [n for n in sys.modules if n.startswith(self.importer.root)]:
+                    del sys.modules[name]
+        except KernelExit:
+            pass
+        except BaseException as exc:  # the guest crashed: the CPU stops, as a halted core would
+            self.finished = exc
+        # A kernel that returns has stopped its CPU: report WFI forever.
+        return WfxTrap(self.pc, False)
+
+
+def image_at(memory_read: Callable[[int, int], bytes | None], pc: int) -> bool:
+    """Whether the bytes at `pc` start a unirealm kernel image."""
+    data = memory_read(pc + UNIKERNEL_HEADER_OFFSET, len(UNIKERNEL_MAGIC))
+    return data == UNIKERNEL_MAGIC
+
+
+__all__ = ["El0Space", "GuestCpu", "GuestFault", "ImageError", "Mapping", "PyKernelEngine", "image_at"]
