@@ -302,7 +302,7 @@ def _data_create(rmm: Rmm, rd: int, data: int, ipa: int, src: int | None, flags:
         raise fail(RmiStatus.ERROR_REALM)
     walk = _page_walk(rmm, realm, ipa)
     entry = walk.entry
-    if entry.kind != s2tte.Kind.UNASSIGNED or entry.ripas == RmiRipas.DESTROYED:
+    if entry.kind != s2tte.Kind.UNASSIGNED:
         raise fail(RmiStatus.ERROR_RTT, RTT_PAGE_LEVEL)
     if src is not None:
         content = rmm.mem.read(src, GRANULE_SIZE)
