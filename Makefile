@@ -34,8 +34,15 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
 
-demo: setup
-	$(VENV)/bin/unirealm demo
+demo: setup $(BUILD)/helloworld.img
+	$(VENV)/bin/unirealm demo --image $(BUILD)/helloworld.img
+
+$(BUILD)/hello: examples/helloworld/hello.c | setup
+	@mkdir -p $(BUILD)
+	aarch64-linux-gnu-gcc -static -O2 -o $@ $<
+
+$(BUILD)/helloworld.img: $(BUILD)/hello | setup
+	$(VENV)/bin/unirealm build $(BUILD)/hello -o $@ --name helloworld
 
 bench: setup
 	$(PY) bench/run.py

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("run", "build", "measure", "token", "platform")
+SUBCOMMAND_MODULES = ("run", "build", "measure", "token", "platform", "demo")
 
 
 class UsageError(Exception):

@@ -1,7 +1,9 @@
 """`unirealm measure LAUNCH.json`: the RIM of a realm launch, computed offline.
 
 LAUNCH.json holds the realm parameters and the host's operations (see
-`unirealm.attest.measure` for the format and the RIPAS block-size rule). Prints the RIM
+`unirealm.attest.measure` for the format and the RIPAS block-size rule). With `unirealm run`'s
+flags instead (`unirealm measure --realm -k IMAGE ...`) it predicts the RIM of that launch from
+the VMM's own launch plan, without running anything. Prints the RIM
 and the measurement log, as text or `--json`; `--comid OUT.json` also writes the realm's
 reference values as a CoMID for Veraison.
 """
@@ -9,28 +11,80 @@ reference values as a CoMID for Veraison.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
 from unirealm.attest.corim import realm_comid
-from unirealm.attest.measure import LaunchError, load_launch, log_to_json, log_to_text, measure_launch
+from unirealm.arch.rmi import RmiHashAlgorithm, RmiRecFlags
+from unirealm.attest.measure import (
+    DataOp,
+    Launch,
+    LaunchError,
+    Operation,
+    RealmParams,
+    RecOp,
+    RipasOp,
+    load_launch,
+    log_to_json,
+    log_to_text,
+    measure_launch,
+)
 from unirealm.cli.main import UsageError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("measure", help="compute the RIM of a realm launch offline")
-    p.add_argument("launch", metavar="LAUNCH.json", help="realm parameters and host operations")
+    p.add_argument("launch", metavar="LAUNCH.json", nargs="?", help="realm parameters and host operations")
     p.add_argument("--json", action="store_true", help="print the RIM and the log as JSON")
     p.add_argument("--comid", metavar="OUT.json", help="write the realm reference values as a CoMID")
+    from unirealm.host.cmdline import add_run_arguments
+
+    add_run_arguments(p)
     p.set_defaults(func=_measure)
 
 
-def _measure(args: argparse.Namespace) -> int:
+def launch_of_run(args: argparse.Namespace) -> Launch:
+    """The Launch `unirealm run` with these flags would carry out, from the VMM's plan."""
+    from unirealm.host.cmdline import CmdlineError, RunConfig
+    from unirealm.host.kvm import DataStep, RipasStep
+    from unirealm.host.vmm import Vmm, VmmError
+
     try:
-        launch = load_launch(args.launch)
+        cfg = RunConfig.from_args(args)
+        if not cfg.realm:
+            raise UsageError("only a realm has a RIM: add --realm")
+        vmm = Vmm(cfg, io.BytesIO(), None)
+    except (CmdlineError, VmmError) as exc:
+        raise UsageError(str(exc)) from None
+    realm = vmm.realm_config()
+    params = RealmParams(
+        s2sz=realm.ipa_bits,
+        hash_algo=RmiHashAlgorithm(realm.hash_algo),
+        num_bps=realm.num_bps - 1,
+        num_wps=realm.num_wps - 1,
+        rpv=realm.rpv.ljust(64, b"\0"),
+    )
+    ops: list[Operation] = []
+    for step in vmm.realm_plan():
+        if isinstance(step, DataStep):
+            ops.append(DataOp(step.ipa, step.content, step.measured))
+        elif isinstance(step, RipasStep):
+            ops.append(RipasOp(step.base, step.top))
+        else:
+            ops.append(RecOp(step.pc, list(step.gprs), RmiRecFlags.RUNNABLE if step.runnable else 0))
+    return Launch(params, ops)
+
+
+def _measure(args: argparse.Namespace) -> int:
+    if (args.launch is None) == (args.kernel is None):
+        raise UsageError("give either LAUNCH.json or unirealm run's flags (--realm -k IMAGE ...)")
+    source = args.launch or args.kernel
+    try:
+        launch = load_launch(args.launch) if args.launch else launch_of_run(args)
         log = measure_launch(launch)
     except LaunchError as exc:
-        raise UsageError(f"{args.launch}: {exc}") from None
+        raise UsageError(f"{source}: {exc}") from None
     algo = "sha-256" if len(log.digest) == 32 else "sha-512"
     if args.comid:
         comid = realm_comid(log.digest, hash_algo=algo, rpv=launch.params.rpv)

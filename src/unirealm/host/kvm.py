@@ -122,6 +122,33 @@ class RealmConfig:
     vmid: int = 1
 
 
+@dataclass(frozen=True)
+class DataStep:
+    """Populate `content` at `ipa` (DATA_CREATE per granule, measured or not)."""
+
+    ipa: int
+    content: bytes
+    measured: bool = True
+
+
+@dataclass(frozen=True)
+class RipasStep:
+    """RTT_INIT_RIPAS over [base, top)."""
+
+    base: int
+    top: int
+
+
+@dataclass(frozen=True)
+class RecStep:
+    pc: int
+    gprs: tuple[int, ...]
+    runnable: bool
+
+
+LaunchStep = DataStep | RipasStep | RecStep
+
+
 @dataclass
 class RealmRec:
     pa: int
@@ -257,6 +284,18 @@ class RealmVm:
         r = RealmRec(rec, aux, self.pages.alloc(), index)
         self.recs.append(r)
         return r
+
+    def execute(self, plan: list[LaunchStep]) -> list[RealmRec]:
+        """Carry out a launch plan in order; the same plan predicts the RIM offline."""
+        recs = []
+        for step in plan:
+            if isinstance(step, DataStep):
+                self.populate(step.ipa, step.content, step.measured)
+            elif isinstance(step, RipasStep):
+                self.init_ripas(step.base, step.top)
+            else:
+                recs.append(self.create_rec(step.pc, list(step.gprs), step.runnable))
+        return recs
 
     def activate(self) -> None:
         self.rmi.call(RmiFid.REALM_ACTIVATE, self.rd)

@@ -52,7 +52,7 @@ from .devices.mmio import MmioBus
 from .devices.ns16550 import Ns16550
 from .fdt import FdtConfig, dump_dtb, generate_fdt, kvmtool_serial_ports
 from .image import ImageFormatError, inspect_image
-from .kvm import HostPages, RealmConfig, RealmVm, RmiCallError
+from .kvm import DataStep, HostPages, LaunchStep, RealmConfig, RealmRec, RealmVm, RecExitInfo, RecStep, RipasStep, RmiCallError
 from .memmap import FDT_MAX_SIZE, GuestLayout, IrqLines, MemoryLayoutError
 
 log = logging.getLogger("unirealm.vmm")
@@ -210,28 +210,31 @@ class Vmm:
             return self.run_realm(machine)
         return self.run_vm(machine)
 
-    def realm_vm(self, machine: Machine) -> RealmVm:
-        cfg = self.cfg
-        return RealmVm(
-            machine,
-            HostPages(machine),
-            RealmConfig(ipa_bits=self.layout.ipa_bits, hash_algo=cfg.hash_algo, rpv=cfg.realm_pv),
-        )
+    def realm_config(self) -> RealmConfig:
+        return RealmConfig(ipa_bits=self.layout.ipa_bits, hash_algo=self.cfg.hash_algo, rpv=self.cfg.realm_pv)
 
-    def build_realm(self, vm: RealmVm) -> list:
-        """kvmtool's realm launch order; returns the RECs (REC 0 runnable)."""
+    def realm_vm(self, machine: Machine) -> RealmVm:
+        return RealmVm(machine, HostPages(machine), self.realm_config())
+
+    def realm_plan(self) -> list[LaunchStep]:
+        """kvmtool's realm launch order after REALM_CREATE: the kernel (measured), its BSS by
+        RTT_INIT_RIPAS, the initrd, the DTB, then REC 0 (runnable, x0 = DTB) and the
+        secondary RECs. `unirealm measure` predicts the RIM from this same plan."""
         lay = self.layout
-        vm.create()
-        vm.populate(lay.kernel_start, self.kernel, measured=True)
+        plan: list[LaunchStep] = [DataStep(lay.kernel_start, self.kernel)]
         file_end = lay.kernel_start + -(-len(self.kernel) // GRANULE_SIZE) * GRANULE_SIZE
         if lay.kernel_end > file_end:
-            vm.init_ripas(file_end, lay.kernel_end)
+            plan.append(RipasStep(file_end, lay.kernel_end))
         if self.initrd:
-            vm.populate(lay.initrd_start, self.initrd, measured=True)
-        vm.populate(lay.dtb_start, self.dtb.ljust(FDT_MAX_SIZE, b"\0"), measured=True)
-        recs = [vm.create_rec(pc=lay.kernel_start, gprs=[lay.dtb_start, 0, 0, 0, 0, 0, 0, 0], runnable=True)]
-        for _ in range(1, self.cfg.nrcpus):
-            recs.append(vm.create_rec(pc=0, gprs=[0] * 8, runnable=False))
+            plan.append(DataStep(lay.initrd_start, self.initrd))
+        plan.append(DataStep(lay.dtb_start, self.dtb.ljust(FDT_MAX_SIZE, b"\0")))
+        plan.append(RecStep(lay.kernel_start, (lay.dtb_start, 0, 0, 0, 0, 0, 0, 0), True))
+        plan.extend(RecStep(0, (0,) * 8, False) for _ in range(1, self.cfg.nrcpus))
+        return plan
+
+    def build_realm(self, vm: RealmVm) -> list[RealmRec]:
+        vm.create()
+        recs = vm.execute(self.realm_plan())
         vm.activate()
         return recs
 
@@ -260,11 +263,11 @@ class Vmm:
             vm.destroy()
         return RunResult(status, rim, self.exits)
 
-    def _run_rec(self, vm: RealmVm, rec: object):  # type: ignore[no-untyped-def]
+    def _run_rec(self, vm: RealmVm, rec: RealmRec) -> RecExitInfo:
         """REC_ENTER until a PSCI exit that ends or needs the VMM."""
         flags, gprs = 0, None
         while True:
-            ex = vm.enter(rec, flags, gprs)  # type: ignore[arg-type]
+            ex = vm.enter(rec, flags, gprs)
             self.exits += 1
             flags, gprs = 0, None
             if ex.reason == RmiRecExitReason.SYNC:
@@ -277,7 +280,7 @@ class Vmm:
             elif ex.reason == RmiRecExitReason.IRQ:
                 self.wait()
             elif ex.reason == RmiRecExitReason.RIPAS_CHANGE:
-                flags = vm.handle_ripas_change(rec, ex)  # type: ignore[arg-type]
+                flags = vm.handle_ripas_change(rec, ex)
             elif ex.reason == RmiRecExitReason.HOST_CALL:
                 gprs = list(ex.gprs)
             elif ex.reason == RmiRecExitReason.PSCI:
