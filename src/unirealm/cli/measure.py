@@ -15,8 +15,8 @@ import io
 import json
 from pathlib import Path
 
-from unirealm.attest.corim import realm_comid
 from unirealm.arch.rmi import RmiHashAlgorithm, RmiRecFlags
+from unirealm.attest.corim import realm_comid
 from unirealm.attest.measure import (
     DataOp,
     Launch,

@@ -52,7 +52,18 @@ from .devices.mmio import MmioBus
 from .devices.ns16550 import Ns16550
 from .fdt import FdtConfig, dump_dtb, generate_fdt, kvmtool_serial_ports
 from .image import ImageFormatError, inspect_image
-from .kvm import DataStep, HostPages, LaunchStep, RealmConfig, RealmRec, RealmVm, RecExitInfo, RecStep, RipasStep, RmiCallError
+from .kvm import (
+    DataStep,
+    HostPages,
+    LaunchStep,
+    RealmConfig,
+    RealmRec,
+    RealmVm,
+    RecExitInfo,
+    RecStep,
+    RipasStep,
+    RmiCallError,
+)
 from .memmap import FDT_MAX_SIZE, GuestLayout, IrqLines, MemoryLayoutError
 
 log = logging.getLogger("unirealm.vmm")
