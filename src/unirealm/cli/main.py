@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMAND_MODULES = ("run", "build", "measure", "token", "platform", "demo")
+SUBCOMMAND_MODULES = ("run", "build", "measure", "token", "platform", "initrd", "demo")
 
 
 class UsageError(Exception):
@@ -45,4 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package module so subcommands and this entry share one UsageError.
+    from unirealm.cli.main import main as package_main
+
+    sys.exit(package_main())

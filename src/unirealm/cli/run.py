@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import BinaryIO
 
 from unirealm.cli.main import UsageError
 
@@ -15,6 +16,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("run", help="run a kernel image as a VM or a realm (lkvm run flags)")
     add_run_arguments(p)
     p.set_defaults(func=run)
+
+
+def _stdin() -> BinaryIO | None:
+    """The console's input (a terminal, a pipe or a file); None when there is no stdin."""
+    try:
+        if sys.stdin is None:
+            return None
+        sys.stdin.fileno()
+        return sys.stdin.buffer
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level.get(cfg.loglevel, logging.WARNING), format="  %(levelname)s: %(message)s")
     trace = (lambda line: print(f"  trace: {line}", file=sys.stderr, flush=True)) if cfg.trace else None
     try:
-        vmm = Vmm(cfg, sys.stdout.buffer, None if sys.stdin.isatty() else sys.stdin.buffer, trace)
+        vmm = Vmm(cfg, sys.stdout.buffer, _stdin(), trace)
         result = vmm.run()
     except VmmError as exc:
         raise UsageError(str(exc)) from None
