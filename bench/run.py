@@ -1,0 +1,30 @@
+"""Run every benchmark and print each result as a ratio to its same-run baseline."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import launch  # noqa: E402
+
+
+def main() -> int:
+    console = Console()
+    table = Table(title=f"unirealm benchmarks on {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    for col in ("benchmark", "measured", "baseline", "ratio"):
+        table.add_column(col)
+    for name, value, base, unit in launch.run():
+        table.add_row(name, f"{value:.4f} {unit}", f"{base:.4f} {unit}", f"{value / base:.2f}x")
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
