@@ -12,7 +12,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import launch  # noqa: E402
+import launch
 
 
 def main() -> int:
