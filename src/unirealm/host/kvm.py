@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from unirealm.arch.esr import ISV, SAS_SHIFT, WNR, Ec, decode_esr_access, esr_ec, ipa_from_hpfar_far
+from unirealm.arch.esr import Ec, decode_esr_access, esr_ec, ipa_from_hpfar_far
 from unirealm.arch.memory import (
     GRANULE_SIZE,
     RTT_PAGE_LEVEL,
@@ -441,6 +441,3 @@ class RealmVm:
             self.rmi.call(RmiFid.GRANULE_UNDELEGATE, g)
             self.pages.free(g)
 
-
-# ESR pieces the host decodes, kept here so device emulation has them in one place.
-__all__ = ["ISV", "SAS_SHIFT", "WNR", "HostPages", "RealmConfig", "RealmVm", "RecExitInfo", "RmiCallError"]

@@ -159,12 +159,14 @@ class Rmm:
         if rec is None:
             return [SMCCC_NOT_SUPPORTED, *regs[1:]]
         if is_psci(regs[0]):
-            return handle_psci(self, rec, regs)
-        handler = RSI_HANDLERS.get(regs[0])
-        if handler is None:
-            return [SMCCC_NOT_SUPPORTED, *regs[1:]]
-        result = handler(self, rec, regs)
+            result = handle_psci(self, rec, regs)
+        else:
+            handler = RSI_HANDLERS.get(regs[0])
+            if handler is None:
+                return [SMCCC_NOT_SUPPORTED, *regs[1:]]
+            result = handler(self, rec, regs)
         if isinstance(result, list):
+            # Registers the command does not define keep their input values (SMCCC; digest §1.1).
             out = list(regs[:NUM_ARG_REGS])
             for i, value in enumerate(result):
                 out[i] = value & 0xFFFF_FFFF_FFFF_FFFF

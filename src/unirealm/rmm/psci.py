@@ -23,15 +23,7 @@ def _ret(code: int) -> list[int]:
 
 
 def handle_psci(rmm: Rmm, rec: Rec, regs: list[int]) -> list[int] | RecExit:
-    """A realm PSCI call: its result registers (the ones PSCI does not define keep their
-    input values, SMCCC; digest §1.1), or a PSCI exit."""
-    result = _handle_psci(rmm, rec, regs)
-    if isinstance(result, list):
-        return [*result, *regs[len(result) :]]
-    return result
-
-
-def _handle_psci(rmm: Rmm, rec: Rec, regs: list[int]) -> list[int] | RecExit:
+    """A realm PSCI call: its result registers from x0, or a PSCI exit."""
     from .rmi import mpidr_to_rec_index
 
     fid = regs[0]
