@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from unirealm.arch.esr import Ec, esr_ec
 from unirealm.arch.memory import GRANULE_SIZE, World
-from unirealm.arch.rmi import RmiRecExitReason
+from unirealm.arch.rmi import RmiFid, RmiRecExitReason
 from unirealm.arch.smccc import (
     PSCI_VERSION_1_1,
     SMCCC_NOT_SUPPORTED,
@@ -142,6 +143,10 @@ class Vmm:
     ) -> None:
         self.cfg = cfg
         self.trace = trace
+        if cfg.console != "serial":
+            raise VmmError("only the serial console is available (--console serial)")
+        if cfg.shares_9p or cfg.disks or cfg.nics:
+            raise VmmError("virtio devices (--9p, -d, -n) are not available in this release")
         self.console = Console(stdout or sys.stdout.buffer, stdin)
         self.kernel = read_file(cfg.kernel, "kernel") or b""
         self.initrd = read_file(cfg.initrd, "initrd")
@@ -169,6 +174,13 @@ class Vmm:
         )
         if cfg.dump_dtb:
             dump_dtb(cfg.dump_dtb, self.dtb)
+        lay = self.layout
+        log.info(
+            "kernel %#x-%#x, dtb %#x, initrd %s, RAM %#x+%#x, IPA width %d",
+            lay.kernel_start, lay.kernel_end, lay.dtb_start,
+            f"{lay.initrd_start:#x}+{lay.initrd_size:#x}" if self.initrd else "none",
+            lay.ram_base, lay.ram_size, lay.ipa_bits,
+        )
         self.idle = 0
         self.exits = 0
 
@@ -258,6 +270,7 @@ class Vmm:
             raise VmmError(f"realm creation failed: {exc}") from None
         rmm = machine.monitor.rmm
         rim = rmm.realms[vm.rd].rim if rmm is not None else None  # type: ignore[attr-defined]
+        log.info("realm activated: %d RECs, RIM %s", len(recs), rim[: 32 if self.cfg.hash_algo == 0 else 64].hex() if rim else "?")
         vm.on_mmio = self.mmio
         vm.on_host_call = lambda imm, gprs: gprs
         status = 0
@@ -269,7 +282,14 @@ class Vmm:
                     self.psci_trace(f"PSCI {PsciFid(fid).name} status={ex.gprs[1] & 0xFF}")
                     status = ex.gprs[1] & 0xFF
                     break
-                self.psci_trace(f"PSCI {fid:#x}: secondary CPUs are not started")
+                # This VMM runs REC 0 only: it refuses CPU_ON, and AFFINITY_INFO is answered
+                # by the RMM from the REC's real state.
+                target = next((r for r in recs if r.index == (ex.gprs[1] & 0xF)), None)
+                status_arg = unsigned64(PsciReturn.DENIED) if fid == PsciFid.CPU_ON else PsciReturn.SUCCESS
+                self.psci_trace(f"PSCI {PsciFid(fid).name} target {ex.gprs[1]:#x} -> PSCI_COMPLETE({status_arg:#x})")
+                if target is None:
+                    raise VmmError(f"the realm asked PSCI about an unknown CPU {ex.gprs[1]:#x}")
+                vm.rmi.call(RmiFid.PSCI_COMPLETE, recs[0].pa, target.pa, status_arg)
         finally:
             vm.destroy()
         return RunResult(status, rim, self.exits)
@@ -282,8 +302,6 @@ class Vmm:
             self.exits += 1
             flags, gprs = 0, None
             if ex.reason == RmiRecExitReason.SYNC:
-                from unirealm.arch.esr import Ec, esr_ec
-
                 if esr_ec(ex.esr) == Ec.WFX:
                     self.wait()
                     continue
