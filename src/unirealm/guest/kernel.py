@@ -20,7 +20,6 @@ from typing import Any
 
 import libfdt
 
-from ..arch.image import PAYLOAD_APP_DIR
 from ..arch.memory import GRANULE_SIZE
 from ..arch.rsi import RsiRipas
 from ..arch.smccc import PsciFid
@@ -115,9 +114,12 @@ class Kernel:
         self.info = BootInfo()
         self.options: dict[str, str] = {}
         self.argv: list[str] = []
+        self.quiet = False  # kernel option `quiet`: only errors on the console
 
     # --- logging ------------------------------------------------------------------------
-    def log(self, text: str) -> None:
+    def log(self, text: str, error: bool = False) -> None:
+        if self.quiet and not error:
+            return
         line = f"unirealm: {text}\n"
         if self.console is None:
             self._early_log.append(line)
@@ -145,6 +147,7 @@ class Kernel:
         if magic != FDT_MAGIC:
             raise RuntimeError(f"no device tree at {dtb_ipa:#x}")
         self.info = parse_fdt(self.cpu.read(dtb_ipa, total))
+        self.quiet = "quiet" in self.info.bootargs.split("--")[0].split()
         image_base = self.cpu.boot_pc
         image_size = int.from_bytes(self.cpu.read(image_base + ARM64_IMAGE_SIZE_OFFSET, 8), "little")
 
@@ -251,19 +254,9 @@ class Kernel:
         self.log("end of attestation token")
 
     def run_app(self) -> int:
-        apps = [n for n in self.cpu.image_files() if n.startswith(PAYLOAD_APP_DIR) and not n.endswith("/")]
-        if not apps:
-            self.log("no application in the image")
-            return 0
-        from .process import Process
+        from .process import run_app
 
-        path = apps[0]
-        name = path[len(PAYLOAD_APP_DIR) :]
-        argv = [f"/{name}", *self.argv]
-        process = Process(self, self.cpu.read_image_file(path), argv, exe_path=f"/{name}")
-        status = process.run()
-        self.log(f"{name} exited with status {status}")
-        return status
+        return run_app(self)
 
 
 def boot(cpu: Any) -> None:

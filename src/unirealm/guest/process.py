@@ -1,5 +1,6 @@
-"""A Linux process on the unikernel: ELF loading, the initial stack, demand-zero memory,
-and the EL0 run loop that hands each SVC to the syscall layer.
+"""A Linux process on the unikernel: ELF loading (static and PT_INTERP), the initial stack,
+demand-paged memory (zero-fill or file-backed), the file system view, and the EL0 run loop
+that hands each SVC to the syscall layer.
 
 App memory is guest RAM from the kernel's page allocator (protected in a realm), mapped
 into the CPU's EL0 address space by pointer, never copied.
@@ -7,24 +8,48 @@ into the CPU's EL0 address space by pointer, never copied.
 
 from __future__ import annotations
 
+import errno
 import io
+import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
+from unicorn import arm64_const as a64
 
+from ..arch.image import PAYLOAD_APP_DIR
 from ..arch.memory import GRANULE_SIZE
 from .syscalls import Syscalls
+from .vfs import (
+    O_RDWR,
+    Clock,
+    ConsoleFile,
+    DevInode,
+    DirInode,
+    FsError,
+    Inode,
+    LinkInode,
+    NullFile,
+    RandomFile,
+    RegInode,
+    Vfs,
+    ZeroFile,
+)
 
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 STACK_TOP = 0x0000_FFFF_FFFF_0000
 STACK_SIZE = 8 << 20
 MMAP_BASE = 0x0000_FFFF_8000_0000
+MMAP_TOP = STACK_TOP - STACK_SIZE - (1 << 20)
+INTERP_BASE = 0x0000_FFFF_7000_0000
 PIE_BASE = 0x0000_AAAA_0000_0000
 TRAMPOLINE_VA = 0x1000
+ROOTFS_DIR = "rootfs/"
+ROOTFS_META = "rootfs.json"
+SYSCALL_REGS = [a64.UC_ARM64_REG_X8, *(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(6))]
 # A72 (the EL0 CPU model): FP, ASIMD, AES, PMULL, SHA1, SHA2, CRC32. No LSE atomics.
 HWCAP = 0xFB
 
@@ -49,6 +74,20 @@ class Vma:
     end: int
     prot: int
     name: str
+    data: bytes | None = None  # file contents backing this range (private copy on fault)
+    data_va: int = 0  # the VA where data[0] lives
+    shared: Any = None  # the RegInode a MAP_SHARED file mapping writes back to
+
+
+@dataclass
+class Thread:
+    tid: int
+    clear_tid: int = 0
+    sigmask: int = 0
+    altstack: bytes | None = None
+    ctx: Any = None
+    state: str = "run"
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def page_down(x: int) -> int:
@@ -59,26 +98,132 @@ def page_up(x: int) -> int:
     return (x + GRANULE_SIZE - 1) & ~(GRANULE_SIZE - 1)
 
 
+def parse_elf(data: bytes, what: str) -> tuple[ELFFile, list[Any]]:
+    try:
+        if data[:4] != b"\x7fELF":
+            raise ExecError(f"{what}: not an ELF file")
+        elf = ELFFile(io.BytesIO(data))
+        if elf["e_machine"] != "EM_AARCH64" or elf.elfclass != 64 or not elf.little_endian:
+            raise ExecError(f"{what}: not an AArch64 ELF ({elf['e_machine']}, {elf.elfclass}-bit)")
+        if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
+            raise ExecError(f"{what}: not an executable ({elf['e_type']})")
+        segments = list(elf.iter_segments())
+    except ELFError as exc:
+        raise ExecError(f"{what}: malformed ELF: {exc}") from None
+    except (struct.error, ValueError, KeyError, OverflowError) as exc:
+        raise ExecError(f"{what}: malformed ELF: {exc}") from None
+    return elf, segments
+
+
 class Process:
-    def __init__(self, kernel: Any, elf_bytes: bytes, argv: list[str], exe_path: str, envp: list[str] | None = None) -> None:
+    def __init__(self, kernel: Any, elf_bytes: bytes, argv: list[str], exe_path: str,
+                 envp: list[str] | None = None, vfs: Vfs | None = None) -> None:
         self.kernel = kernel
         self.cpu = kernel.cpu
         self.argv = argv
-        self.envp = envp if envp is not None else ["PATH=/bin:/usr/bin", "HOME=/", "TERM=dumb"]
+        self.envp = envp if envp is not None else ["PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOME=/", "TERM=dumb"]
         self.exe_path = exe_path
+        self.vfs = vfs if vfs is not None else Vfs()
         self.space = self.cpu.el0_space()
+        self.uc = self.space.uc
         self.vmas: list[Vma] = []
         self.owned: dict[int, int] = {}  # va page -> ipa page this process owns
         self.brk_start = 0
         self.brk = 0
-        self.mmap_next = MMAP_BASE
         self.pid = 1
+        self.threads: list[Thread] = [Thread(1)]
+        self.current = self.threads[0]
+        self.sigactions: dict[int, bytes] = {}
+        self.start_ns = self.cpu.cntvct() * 1_000_000_000 // self.cpu.cntfrq
+        self.trampoline_ipa: int | None = None
         self.syscalls = Syscalls(self)
+        self.mount_system()
         self.entry, self.auxv_info = self.load(elf_bytes)
 
+    # --- file system ----------------------------------------------------------------------
+    def mount_system(self) -> None:
+        vfs, kernel = self.vfs, self.kernel
+        tty = "tty" in getattr(kernel, "options", {})
+        rndr = self.cpu.rndr
+        dev = vfs.makedirs("dev")
+        for name, rdev, factory in (
+            ("null", 0x103, lambda f, p: NullFile(None, f, p)),
+            ("zero", 0x105, lambda f, p: ZeroFile(None, f, p)),
+            ("random", 0x108, lambda f, p: RandomFile(rndr, f, p)),
+            ("urandom", 0x109, lambda f, p: RandomFile(rndr, f, p)),
+            ("tty", 0x500, lambda f, p: ConsoleFile(kernel, f, p, True)),
+            ("console", 0x501, lambda f, p: ConsoleFile(kernel, f, p, True)),
+            ("ttyS0", 0x440, lambda f, p: ConsoleFile(kernel, f, p, True)),
+        ):
+            dev.add(name, DevInode(rdev, factory))
+        dev.add("stdin", LinkInode("/proc/self/fd/0"))
+        dev.add("stdout", LinkInode("/proc/self/fd/1"))
+        dev.add("stderr", LinkInode("/proc/self/fd/2"))
+        dev.add("fd", LinkInode("/proc/self/fd"))
+        dev.add("shm", DirInode(0o1777))
+        proc = vfs.makedirs("proc")
+        self_dir = DirInode(0o555, dynamic=self._proc_self)
+        proc.add("self", self_dir)
+        proc.add(str(self.pid), self_dir)
+        proc.add("cpuinfo", RegInode(mode=0o444, gen=self._cpuinfo))
+        proc.add("meminfo", RegInode(mode=0o444, gen=self._meminfo))
+        proc.add("stat", RegInode(mode=0o444, gen=lambda: b"cpu  0 0 0 0 0 0 0 0 0 0\nbtime 0\n"))
+        sysd = vfs.makedirs("sys/devices/system/cpu")
+        sysd.add("online", RegInode(b"0\n", 0o444))
+        sysd.add("possible", RegInode(b"0\n", 0o444))
+        etc = vfs.makedirs("etc")
+        for name, text in (("passwd", b"root:x:0:0:root:/root:/bin/sh\n"), ("group", b"root:x:0:\n"),
+                           ("hostname", b"unirealm\n")):
+            if etc.get(name) is None:
+                etc.add(name, RegInode(text))
+        # the console: fds 0, 1, 2 (a terminal only with the kernel option `tty`)
+        for fd in range(3):
+            self.syscalls.install(ConsoleFile(kernel, O_RDWR, "/dev/console", tty), lowest=fd)
+
+    def _proc_self(self) -> dict[str, Inode]:
+        fd_dir = DirInode(0o500, dynamic=lambda: {
+            str(fd): LinkInode(e.file.path) for fd, e in sorted(self.syscalls.fds.items())})
+        return {
+            "exe": LinkInode(self.exe_path),
+            "cwd": LinkInode(self.syscalls.cwd),
+            "fd": fd_dir,
+            "maps": RegInode(mode=0o444, gen=self._maps),
+            "cmdline": RegInode(mode=0o444, gen=lambda: b"".join(a.encode() + b"\0" for a in self.argv)),
+            "environ": RegInode(mode=0o444, gen=lambda: b"".join(a.encode() + b"\0" for a in self.envp)),
+            "stat": RegInode(mode=0o444, gen=lambda: f"{self.pid} (app) R 0 1 1 0 -1\n".encode()),
+            "status": RegInode(mode=0o444, gen=lambda: f"Name:\tapp\nPid:\t{self.pid}\nThreads:\t"
+                                                     f"{len(self.threads)}\n".encode()),
+        }
+
+    def _maps(self) -> bytes:
+        lines = []
+        for v in sorted(self.vmas, key=lambda v: v.start):
+            if v.end <= v.start:
+                continue
+            perms = ("r" if v.prot & 1 else "-") + ("w" if v.prot & 2 else "-") + ("x" if v.prot & 4 else "-")
+            perms += "s" if v.shared is not None else "p"
+            name = {"anon": "", "heap": "[heap]", "stack": "[stack]", "elf": self.exe_path}.get(v.name, v.name)
+            off = max(0, v.start - v.data_va) if v.data is not None else 0
+            lines.append(f"{v.start:08x}-{v.end:08x} {perms} {off:08x} 00:00 0{' ' * 19}{name}".rstrip())
+        return ("\n".join(lines) + "\n").encode()
+
+    def _cpuinfo(self) -> bytes:
+        return (b"processor\t: 0\nBogoMIPS\t: 2000.00\nFeatures\t: fp asimd aes pmull sha1 sha2 crc32 cpuid\n"
+                b"CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n"
+                b"CPU revision\t: 3\n\n")
+
+    def _meminfo(self) -> bytes:
+        total = self.kernel.pages.total >> 10
+        free = self.kernel.pages.free_bytes >> 10
+        return (f"MemTotal:       {total:8d} kB\nMemFree:        {free:8d} kB\n"
+                f"MemAvailable:   {free:8d} kB\n").encode()
+
     # --- memory ---------------------------------------------------------------------------
-    def add_vma(self, start: int, end: int, prot: int, name: str) -> None:
-        self.vmas.append(Vma(start, end, prot, name))
+    def add_vma(self, start: int, end: int, prot: int, name: str, data: bytes | None = None, data_va: int = 0,
+                shared: Any = None) -> Vma:
+        v = Vma(start, end, prot, name, data, data_va, shared)
+        self.vmas.append(v)
+        return v
 
     def find_vma(self, addr: int) -> Vma | None:
         for v in self.vmas:
@@ -86,30 +231,67 @@ class Process:
                 return v
         return None
 
-    def populate(self, va: int, prot: int) -> int:
-        """Back one page with fresh zeroed guest RAM; returns its IPA."""
+    def populate(self, va: int, prot: int, vma: Vma | None = None) -> int:
+        """Back one page with guest RAM (zeroed, or a copy of the file page); returns its IPA."""
         ipa = self.kernel.pages.alloc(1)
-        self.cpu.zero(ipa, GRANULE_SIZE)
+        content = self._page_content(vma, va) if vma is not None and vma.data is not None else None
+        if content is None:
+            self.cpu.zero(ipa, GRANULE_SIZE)
+        else:
+            self.cpu.write(ipa, content)
         self.owned[va] = ipa
         self.space.map(va, ipa, GRANULE_SIZE, prot)
+        if prot & PROT_EXEC:
+            self.space.flush_code(va, GRANULE_SIZE)
         return ipa
 
-    def unmap(self, start: int, end: int) -> None:
+    @staticmethod
+    def _page_content(vma: Vma, va: int) -> bytes:
+        data = vma.data
+        assert data is not None
+        rel = va - vma.data_va
+        lo, hi = max(rel, 0), min(rel + GRANULE_SIZE, len(data))
+        if hi <= lo:
+            return bytes(GRANULE_SIZE)
+        return bytes(lo - rel) + data[lo:hi] + bytes(GRANULE_SIZE - (hi - rel))
+
+    def discard(self, start: int, end: int) -> None:
+        """Drop the pages (MADV_DONTNEED): the next touch sees zeroes or the file again."""
         for va in range(start, end, GRANULE_SIZE):
             ipa = self.owned.pop(va, None)
             if ipa is not None:
                 self.space.unmap(va, GRANULE_SIZE)
                 self.kernel.pages.release(ipa)
+
+    def unmap(self, start: int, end: int) -> None:
+        self._write_back(start, end)
+        self.discard(start, end)
         kept: list[Vma] = []
         for v in self.vmas:
             if v.end <= start or v.start >= end:
                 kept.append(v)
                 continue
             if v.start < start:
-                kept.append(Vma(v.start, start, v.prot, v.name))
+                kept.append(Vma(v.start, start, v.prot, v.name, v.data, v.data_va, v.shared))
             if end < v.end:
-                kept.append(Vma(end, v.end, v.prot, v.name))
+                kept.append(Vma(end, v.end, v.prot, v.name, v.data, v.data_va, v.shared))
         self.vmas = kept
+
+    def _write_back(self, start: int, end: int) -> None:
+        for v in self.vmas:
+            if v.shared is None or v.end <= start or v.start >= end:
+                continue
+            d = v.shared.writable_data()
+            for va in range(max(v.start, start), min(v.end, end), GRANULE_SIZE):
+                ipa = self.owned.get(va)
+                off = va - v.data_va
+                if ipa is None or off >= len(d):
+                    continue
+                n = min(GRANULE_SIZE, len(d) - off)
+                d[off : off + n] = self.cpu.read(ipa, n)
+
+    def sync_shared(self) -> None:
+        self._write_back(0, 1 << 64)
 
     def protect(self, start: int, end: int, prot: int) -> None:
         for v in list(self.vmas):
@@ -117,11 +299,85 @@ class Process:
                 continue
             self.vmas.remove(v)
             if v.start < start:
-                self.vmas.append(Vma(v.start, start, v.prot, v.name))
-            self.vmas.append(Vma(max(v.start, start), min(v.end, end), prot, v.name))
+                self.vmas.append(Vma(v.start, start, v.prot, v.name, v.data, v.data_va, v.shared))
+            self.vmas.append(Vma(max(v.start, start), min(v.end, end), prot, v.name, v.data, v.data_va, v.shared))
             if end < v.end:
-                self.vmas.append(Vma(end, v.end, v.prot, v.name))
+                self.vmas.append(Vma(end, v.end, v.prot, v.name, v.data, v.data_va, v.shared))
         self.space.protect(start, end - start, prot)
+        if prot & PROT_EXEC:
+            self.space.flush_code(start, end - start)
+
+    def find_free(self, size: int, top: int = MMAP_TOP, bottom: int = MMAP_BASE) -> int:
+        """The highest gap of `size` bytes below `top` (top-down, as Linux's mmap)."""
+        spans = sorted((v.start, v.end) for v in self.vmas if v.end > bottom and v.start < top)
+        hi = top
+        for s, e in reversed(spans):
+            if e <= hi and hi - e >= size:
+                return hi - size
+            hi = min(hi, s)
+        if hi - bottom >= size:
+            return hi - size
+        raise FsError(errno.ENOMEM)
+
+    def map_region(self, addr: int, size: int, prot: int, name: str, data: bytes | None = None,
+                   offset: int = 0, shared: Any = None) -> int:
+        if addr:
+            self.unmap(addr, addr + size)
+            start = addr
+        else:
+            start = self.find_free(size)
+        self.add_vma(start, start + size, prot, name, data, start - offset, shared)
+        return start
+
+    def remap(self, old: int, old_size: int, new_size: int, may_move: bool, fixed: int | None) -> int:
+        vma = self.find_vma(old)
+        if vma is None:
+            return -errno.EFAULT
+        if new_size <= old_size and fixed is None:
+            self.unmap(old + new_size, old + old_size)
+            return old
+        end = old + old_size
+        if fixed is None and not any(v.start < end + new_size - old_size and v.end > end for v in self.vmas):
+            if end + new_size - old_size <= MMAP_TOP or old < MMAP_BASE:
+                self.add_vma(end, old + new_size, vma.prot, vma.name, vma.data, vma.data_va, vma.shared)
+                return old
+        if not may_move:
+            return -errno.ENOMEM
+        new = fixed if fixed is not None else self.find_free(new_size)
+        if fixed is not None:
+            self.unmap(new, new + new_size)
+        moved = [v for v in self.vmas if v.start < end and v.end > old]
+        for va in range(old, end, GRANULE_SIZE):
+            ipa = self.owned.pop(va, None)
+            if ipa is not None:
+                v = self.find_vma(va)
+                self.space.unmap(va, GRANULE_SIZE)
+                self.owned[new + va - old] = ipa
+                self.space.map(new + va - old, ipa, GRANULE_SIZE, v.prot if v else vma.prot)
+        self.vmas = [v for v in self.vmas if v not in moved]
+        for v in moved:
+            s, e = max(v.start, old), min(v.end, end)
+            self.add_vma(new + s - old, new + e - old, v.prot, v.name, v.data, v.data_va + new - old, v.shared)
+        if new_size > old_size:
+            self.add_vma(new + old_size, new + new_size, vma.prot, vma.name, vma.data, vma.data_va + new - old,
+                         vma.shared)
+        return new
+
+    def set_brk(self, addr: int) -> int:
+        if addr and addr >= self.brk_start:
+            old_top, new_top = page_up(self.brk), page_up(addr)
+            if new_top > old_top and any(v.start < new_top and v.end > old_top for v in self.vmas):
+                return self.brk
+            if new_top < old_top:
+                self.unmap(new_top, old_top)
+            for v in self.vmas:
+                if v.name == "heap":
+                    v.end = max(new_top, v.start)
+                    break
+            else:
+                self.add_vma(self.brk_start, new_top, PROT_READ | PROT_WRITE, "heap")
+            self.brk = addr
+        return self.brk
 
     def va_to_ipa(self, va: int, write: bool = False) -> int:
         page = page_down(va)
@@ -130,7 +386,7 @@ class Process:
             vma = self.find_vma(va)
             if vma is None:
                 raise MemoryError(f"EFAULT at {va:#x}")
-            ipa = self.populate(page, vma.prot)
+            ipa = self.populate(page, vma.prot, vma)
         return ipa + (va - page)
 
     def read(self, va: int, size: int) -> bytes:
@@ -161,48 +417,54 @@ class Process:
 
     # --- loading --------------------------------------------------------------------------
     def load(self, data: bytes) -> tuple[int, dict[str, int]]:
-        try:
-            elf = ELFFile(io.BytesIO(data))
-            if elf["e_machine"] != "EM_AARCH64" or elf.elfclass != 64 or not elf.little_endian:
-                raise ExecError(f"not an AArch64 ELF ({elf['e_machine']}, {elf.elfclass}-bit)")
-            if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
-                raise ExecError(f"not an executable ({elf['e_type']})")
-            segments = list(elf.iter_segments())
-        except ELFError as exc:
-            raise ExecError(f"malformed ELF: {exc}") from None
-        except (struct.error, ValueError) as exc:
-            raise ExecError(f"malformed ELF: {exc}") from None
-        if any(s["p_type"] == "PT_INTERP" for s in segments):
-            raise ExecError("dynamically linked programs need the interpreter support of a later release")
+        elf, segments = parse_elf(data, self.exe_path)
+        interp = next((s for s in segments if s["p_type"] == "PT_INTERP"), None)
         base = PIE_BASE if elf["e_type"] == "ET_DYN" else 0
+        entry, phdr, end = self.load_segments(elf, segments, data, base, self.exe_path)
+        self.brk_start = self.brk = end
+        self.add_vma(self.brk_start, self.brk_start, PROT_READ | PROT_WRITE, "heap")
+        info = {"phdr": phdr, "phnum": elf["e_phnum"], "phent": elf["e_phentsize"], "base": 0, "entry": entry}
+        start = entry
+        if interp is not None:
+            off, size = interp["p_offset"], interp["p_filesz"]
+            name = data[off : off + size].split(b"\0")[0].decode(errors="replace")
+            try:
+                idata = self.vfs.read_file(name)
+            except FsError:
+                raise ExecError(f"{self.exe_path}: interpreter {name} not found in the image") from None
+            ielf, isegs = parse_elf(idata, name)
+            if any(s["p_type"] == "PT_INTERP" for s in isegs):
+                raise ExecError(f"{name}: the interpreter itself asks for an interpreter")
+            ibase = INTERP_BASE if ielf["e_type"] == "ET_DYN" else 0
+            start, _, _ = self.load_segments(ielf, isegs, idata, ibase, name)
+            info["base"] = ibase
+        return start, info
+
+    def load_segments(self, elf: ELFFile, segments: list[Any], data: bytes, base: int, what: str
+                      ) -> tuple[int, int, int]:
         loads = [s for s in segments if s["p_type"] == "PT_LOAD"]
         if not loads:
-            raise ExecError("no loadable segments")
-        phdr = 0
+            raise ExecError(f"{what}: no loadable segments")
+        phdr = next((base + s["p_vaddr"] for s in segments if s["p_type"] == "PT_PHDR"), 0)
         end = 0
         for seg in loads:
             vaddr, memsz, filesz, offset = base + seg["p_vaddr"], seg["p_memsz"], seg["p_filesz"], seg["p_offset"]
             if filesz > memsz or offset + filesz > len(data):
-                raise ExecError("malformed ELF: segment extends past the file")
+                raise ExecError(f"{what}: malformed ELF: segment extends past the file")
+            if vaddr + memsz >= 1 << 48:
+                raise ExecError(f"{what}: malformed ELF: segment outside the address space")
             flags = seg["p_flags"]
             prot = (PROT_READ if flags & P_FLAGS.PF_R else 0) | (PROT_WRITE if flags & P_FLAGS.PF_W else 0)
             prot |= PROT_EXEC if flags & P_FLAGS.PF_X else 0
             start, stop = page_down(vaddr), page_up(vaddr + memsz)
-            self.add_vma(start, stop, prot, "elf")
-            for va in range(start, stop, GRANULE_SIZE):
-                if va not in self.owned:
-                    self.populate(va, prot)
-            self.write_initial(vaddr, data[offset : offset + filesz])
-            if seg["p_offset"] <= elf["e_phoff"] < seg["p_offset"] + filesz:
+            self.unmap(start, stop)
+            # as the kernel maps it: the file from the page holding p_offset, zero past p_filesz
+            lead = vaddr - start
+            self.add_vma(start, stop, prot, what, bytes(data[max(0, offset - lead) : offset + filesz]), start)
+            if not phdr and offset <= elf["e_phoff"] < offset + filesz:
                 phdr = vaddr + elf["e_phoff"] - offset
             end = max(end, stop)
-        self.brk_start = self.brk = end
-        self.add_vma(self.brk_start, self.brk_start, PROT_READ | PROT_WRITE, "heap")
-        self.space.flush_code(0, 1 << 48)
-        return base + elf["e_entry"], {"phdr": phdr, "phnum": elf["e_phnum"], "phent": elf["e_phentsize"]}
-
-    def write_initial(self, va: int, data: bytes) -> None:
-        self.write(va, data)
+        return base + elf["e_entry"], phdr, end
 
     def setup_stack(self) -> int:
         self.add_vma(STACK_TOP - STACK_SIZE, STACK_TOP, PROT_READ | PROT_WRITE, "stack")
@@ -219,10 +481,11 @@ class Process:
         random = push_bytes(b"".join(self.cpu.rndr().to_bytes(8, "little") for _ in range(2)))
         envp_ptrs = [push_bytes(e.encode() + b"\0") for e in self.envp]
         argv_ptrs = [push_bytes(a.encode() + b"\0") for a in self.argv]
+        info = self.auxv_info
         auxv = [
-            (AT_PHDR, self.auxv_info["phdr"]), (AT_PHENT, self.auxv_info["phent"]),
-            (AT_PHNUM, self.auxv_info["phnum"]), (AT_PAGESZ, GRANULE_SIZE), (AT_BASE, 0), (AT_FLAGS, 0),
-            (AT_ENTRY, self.entry), (AT_UID, 0), (AT_EUID, 0), (AT_GID, 0), (AT_EGID, 0),
+            (AT_PHDR, info["phdr"]), (AT_PHENT, info["phent"]), (AT_PHNUM, info["phnum"]),
+            (AT_PAGESZ, GRANULE_SIZE), (AT_BASE, info["base"]), (AT_FLAGS, 0), (AT_ENTRY, info["entry"]),
+            (AT_UID, 0), (AT_EUID, 0), (AT_GID, 0), (AT_EGID, 0),
             (AT_HWCAP, HWCAP), (AT_HWCAP2, 0), (AT_CLKTCK, 100), (AT_SECURE, 0), (AT_RANDOM, random),
             (AT_PLATFORM, platform), (AT_EXECFN, execfn), (AT_MINSIGSTKSZ, 5120), (AT_NULL, 0),
         ]
@@ -232,6 +495,50 @@ class Process:
         sp = (sp - 8 * len(words)) & ~0xF
         self.write(sp, struct.pack(f"<{len(words)}Q", *words))
         return sp
+
+    # --- registers ------------------------------------------------------------------------
+    def syscall_args(self) -> list[int]:
+        return self.uc.reg_read_batch(SYSCALL_REGS)
+
+    def set_result(self, value: int) -> None:
+        self.space.set_gpr(0, value)
+
+    # --- threads and waiting --------------------------------------------------------------
+    def exit_thread(self, status: int) -> int | None:
+        raise ProcessExit(status)
+
+    def yield_thread(self) -> int:
+        return 0
+
+    def clone(self, flags: int, stack: int, ptid: int, tls: int, ctid: int) -> int:
+        return -errno.ENOSYS
+
+    def futex(self, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, val3: int) -> int:
+        cmd = op & 0x7F
+        if cmd in (0, 9):  # WAIT, WAIT_BITSET
+            current = int.from_bytes(self.read(uaddr, 4), "little")
+            if current != val & 0xFFFFFFFF:
+                return -errno.EAGAIN
+            return -errno.ETIMEDOUT  # one thread: nobody could wake it
+        if cmd in (1, 10):  # WAKE, WAKE_BITSET
+            return 0
+        return -errno.ENOSYS
+
+    def idle(self) -> None:
+        self.cpu.wfi()
+        if self.kernel.console is not None:
+            self.kernel.console._in(5)  # device activity: the VMM sees us polling the line
+
+    def wait(self, ready: Any, timeout_ns: int | None, console: bool) -> bool:
+        deadline = None if timeout_ns is None else self.syscalls.now_ns() + timeout_ns
+        while True:
+            if ready():
+                return True
+            if deadline is not None and self.syscalls.now_ns() >= deadline:
+                return False
+            if deadline is None and not console:
+                return False  # nothing could ever make it ready
+            self.idle()
 
     # --- running --------------------------------------------------------------------------
     def enter_el0(self, sp: int) -> int:
@@ -247,18 +554,20 @@ class Process:
 
     def run(self) -> int:
         sp = self.setup_stack()
+        self.initial_sp = sp
         pc = self.enter_el0(sp)
         try:
             while True:
                 reason, pc, detail = self.space.run(pc)
                 if reason == "svc":
                     self.syscalls.dispatch()
+                    pc = self.space.reg("pc")
                     continue
                 if reason == "fault":
                     vma = self.find_vma(detail)
                     page = page_down(detail)
                     if vma is not None and page not in self.owned and vma.prot:
-                        self.populate(page, vma.prot)  # demand-zero page
+                        self.populate(page, vma.prot, vma)  # demand paging
                         continue
                     self.kernel.log(f"{self.argv[0]}: segmentation fault at {detail:#x} (pc {pc:#x})")
                     return 128 + 11
@@ -271,10 +580,73 @@ class Process:
             self.release()
 
     def release(self) -> None:
+        self.sync_shared()
         self.space.close()
         for ipa in self.owned.values():
             self.kernel.pages.release(ipa)
         self.owned.clear()
-        if getattr(self, "trampoline_ipa", None) is not None:
+        if self.trampoline_ipa is not None:
             self.kernel.pages.release(self.trampoline_ipa)
             self.trampoline_ipa = None
+
+
+# --- booting an app ---------------------------------------------------------------------
+def build_vfs(kernel: Any) -> tuple[Vfs, str | None]:
+    """The root file system: the image's rootfs/ and app/ files, then the initrd on top.
+    Returns the VFS and the app's path inside it (None without an app)."""
+    cpu = kernel.cpu
+    Clock.now_ns = staticmethod(lambda: cpu.cntvct() * 1_000_000_000 // cpu.cntfrq)  # type: ignore[method-assign]
+    vfs = Vfs()
+    names = cpu.image_files()
+    meta: dict[str, Any] = {}
+    if ROOTFS_META in names:
+        meta = json.loads(cpu.read_image_file(ROOTFS_META))
+    modes = meta.get("modes", {})
+    for name in names:
+        if name.endswith("/"):
+            continue
+        if name.startswith(ROOTFS_DIR):
+            path = "/" + name[len(ROOTFS_DIR) :]
+        elif name.startswith(PAYLOAD_APP_DIR):
+            path = "/" + name[len(PAYLOAD_APP_DIR) :]
+        else:
+            continue
+        mode = modes.get(path, 0o755 if name.startswith(PAYLOAD_APP_DIR) else 0o644)
+        vfs.install(path, RegInode(mode=mode, loader=lambda n=name: cpu.read_image_file(n)))
+    for path, target in sorted(meta.get("links", {}).items()):
+        vfs.install(path, LinkInode(target))
+    app = meta.get("app")
+    if app is None:
+        apps = [n for n in names if n.startswith(PAYLOAD_APP_DIR) and not n.endswith("/")]
+        app = "/" + apps[0][len(PAYLOAD_APP_DIR) :] if apps else None
+    if kernel.info.initrd:
+        from .cpio import load_cpio, read_initrd
+
+        start, end = kernel.info.initrd
+        count = load_cpio(vfs, read_initrd(cpu, start, end))
+        kernel.log(f"initrd: {count} entries unpacked into /")
+    return vfs, app
+
+
+def run_app(kernel: Any) -> int:
+    from ..arch.cpio import CpioError
+
+    try:
+        vfs, app = build_vfs(kernel)
+    except CpioError as exc:
+        kernel.log(f"initrd: {exc}", error=True)
+        return 1
+    if app is None:
+        kernel.log("no application in the image")
+        return 0
+    try:
+        data = vfs.read_file(app)
+        process = Process(kernel, data, [app, *kernel.argv], exe_path=app, vfs=vfs)
+    except (ExecError, FsError) as exc:
+        msg = f"cannot execute {app}: {exc}" if isinstance(exc, FsError) else str(exc)
+        kernel.log(msg, error=True)
+        return 126
+    status = process.run()
+    kernel.log(f"{app.rsplit('/', 1)[-1]} exited with status {status}")
+    return status
+

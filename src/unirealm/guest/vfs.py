@@ -1,0 +1,580 @@
+"""The unikernel's virtual file system: a ramfs (from the initrd and the image payload),
+devfs, procfs, and the open-file objects (files, directories, pipes, eventfds, the console).
+
+Everything lives in kernel memory; errors are raised as FsError(errno) and turned into
+-errno by the syscall layer.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from ..arch.cpio import S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG
+
+O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR = 3, 0, 1, 2
+O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_APPEND, O_NONBLOCK = 0o100, 0o200, 0o400, 0o1000, 0o2000, 0o4000
+O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC, O_PATH = 0o40000, 0o100000, 0o2000000, 0o10000000
+O_TMPFILE = 0o20000000 | O_DIRECTORY
+POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 1, 2, 4, 8, 0x10, 0x20
+DT = {S_IFREG: 8, S_IFDIR: 4, S_IFLNK: 10, S_IFCHR: 2, S_IFIFO: 1}
+PIPE_SIZE = 65536
+SYMLOOP_MAX = 40
+
+_inos = itertools.count(2)
+
+
+class FsError(Exception):
+    def __init__(self, code: int, what: str = "") -> None:
+        super().__init__(f"{errno.errorcode.get(code, code)} {what}".strip())
+        self.errno = code
+
+
+class WouldBlock(Exception):
+    """The operation cannot complete now (empty pipe, full pipe, ...)."""
+
+
+class Clock:
+    now_ns: Callable[[], int] = staticmethod(lambda: 0)
+
+
+# --- inodes -------------------------------------------------------------------------------
+class Inode:
+    def __init__(self, mode: int, uid: int = 0, gid: int = 0, mtime_ns: int | None = None) -> None:
+        self.ino = next(_inos)
+        self.mode = mode
+        self.uid, self.gid = uid, gid
+        self.nlink = 1
+        self.mtime_ns = Clock.now_ns() if mtime_ns is None else mtime_ns
+        self.rdev = 0
+
+    @property
+    def kind(self) -> int:
+        return self.mode & S_IFMT
+
+    def size(self) -> int:
+        return 0
+
+    def open(self, flags: int, path: str) -> OpenFile:
+        raise FsError(errno.ENXIO)
+
+
+class RegInode(Inode):
+    def __init__(self, data: bytes | bytearray = b"", mode: int = 0o644, loader: Callable[[], bytes] | None = None,
+                 gen: Callable[[], bytes] | None = None, **kw: Any) -> None:
+        super().__init__(S_IFREG | (mode & 0o7777), **kw)
+        self._data: bytes | bytearray | None = data if loader is None else None
+        self.loader = loader
+        self.gen = gen  # procfs: content made at open time
+
+    @property
+    def data(self) -> bytes | bytearray:
+        if self._data is None:
+            assert self.loader is not None
+            self._data = self.loader()
+            self.loader = None
+        return self._data
+
+    def writable_data(self) -> bytearray:
+        d = self.data
+        if not isinstance(d, bytearray):
+            d = self._data = bytearray(d)
+        return d
+
+    def size(self) -> int:
+        if self._data is None and self.gen is None and self.loader is not None:
+            return len(self.data)
+        return 0 if self.gen is not None else len(self.data)
+
+    def open(self, flags: int, path: str) -> OpenFile:
+        if self.gen is not None:
+            return RegFile(RegInode(self.gen(), mode=self.mode), flags, path)
+        if flags & O_TRUNC and (flags & O_ACCMODE) != O_RDONLY:
+            self._data = bytearray()
+            self.loader = None
+        return RegFile(self, flags, path)
+
+
+class DirInode(Inode):
+    def __init__(self, mode: int = 0o755, parent: DirInode | None = None,
+                 dynamic: Callable[[], dict[str, Inode]] | None = None, **kw: Any) -> None:
+        super().__init__(S_IFDIR | (mode & 0o7777), **kw)
+        self._children: dict[str, Inode] = {}
+        self.parent = parent or self
+        self.dynamic = dynamic
+        self.nlink = 2
+
+    @property
+    def children(self) -> dict[str, Inode]:
+        return self.dynamic() if self.dynamic is not None else self._children
+
+    def get(self, name: str) -> Inode | None:
+        return self.children.get(name)
+
+    def add(self, name: str, node: Inode) -> Inode:
+        if self.dynamic is not None:
+            raise FsError(errno.EPERM)
+        self._children[name] = node
+        if isinstance(node, DirInode):
+            node.parent = self
+        return node
+
+    def open(self, flags: int, path: str) -> OpenFile:
+        if flags & O_ACCMODE != O_RDONLY:
+            raise FsError(errno.EISDIR)
+        return DirFile(self, flags, path)
+
+
+class LinkInode(Inode):
+    def __init__(self, target: str | Callable[[], str], **kw: Any) -> None:
+        super().__init__(S_IFLNK | 0o777, **kw)
+        self._target = target
+
+    @property
+    def target(self) -> str:
+        return self._target() if callable(self._target) else self._target
+
+    def size(self) -> int:
+        return len(self.target.encode())
+
+
+class DevInode(Inode):
+    """A character device; `factory(flags, path)` opens it."""
+
+    def __init__(self, rdev: int, factory: Callable[[int, str], OpenFile], mode: int = 0o666) -> None:
+        super().__init__(S_IFCHR | mode)
+        self.rdev = rdev
+        self.factory = factory
+
+    def open(self, flags: int, path: str) -> OpenFile:
+        f = self.factory(flags, path)
+        f.inode = self
+        return f
+
+
+# --- open file descriptions ---------------------------------------------------------------
+class OpenFile:
+    def __init__(self, inode: Inode | None, flags: int, path: str) -> None:
+        self.inode = inode
+        self.flags = flags & ~O_CLOEXEC
+        self.path = path
+        self.pos = 0
+        self.refs = 0
+        self.locks = 0
+
+    @property
+    def readable(self) -> bool:
+        return (self.flags & O_ACCMODE) in (O_RDONLY, O_RDWR) and not self.flags & O_PATH
+
+    @property
+    def writable(self) -> bool:
+        return (self.flags & O_ACCMODE) in (O_WRONLY, O_RDWR) and not self.flags & O_PATH
+
+    @property
+    def nonblock(self) -> bool:
+        return bool(self.flags & O_NONBLOCK)
+
+    def read(self, size: int) -> bytes:
+        raise FsError(errno.EINVAL)
+
+    def write(self, data: bytes) -> int:
+        raise FsError(errno.EINVAL)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        raise FsError(errno.ESPIPE)
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        raise FsError(errno.ESPIPE)
+
+    def seek(self, offset: int, whence: int) -> int:
+        raise FsError(errno.ESPIPE)
+
+    def poll(self) -> int:
+        return (POLLIN if self.readable else 0) | (POLLOUT if self.writable else 0)
+
+    def ioctl(self, req: int, arg: int, mem: Any) -> int:
+        raise FsError(errno.ENOTTY)
+
+    def close(self) -> None:
+        pass
+
+    def is_tty(self) -> bool:
+        return False
+
+
+class RegFile(OpenFile):
+    inode: RegInode
+
+    def read(self, size: int) -> bytes:
+        out = self.pread(size, self.pos)
+        self.pos += len(out)
+        return out
+
+    def pread(self, size: int, offset: int) -> bytes:
+        if not self.readable:
+            raise FsError(errno.EBADF)
+        return bytes(self.inode.data[offset : offset + size])
+
+    def write(self, data: bytes) -> int:
+        if self.flags & O_APPEND:
+            self.pos = len(self.inode.data)
+        n = self.pwrite(data, self.pos)
+        self.pos += n
+        return n
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        if not self.writable:
+            raise FsError(errno.EBADF)
+        d = self.inode.writable_data()
+        if offset > len(d):
+            d.extend(bytes(offset - len(d)))
+        d[offset : offset + len(data)] = data
+        self.inode.mtime_ns = Clock.now_ns()
+        return len(data)
+
+    def seek(self, offset: int, whence: int) -> int:
+        base = {0: 0, 1: self.pos, 2: len(self.inode.data)}.get(whence)
+        if whence in (3, 4):  # SEEK_DATA, SEEK_HOLE
+            if offset >= len(self.inode.data):
+                raise FsError(errno.ENXIO)
+            base, offset = (offset, 0) if whence == 3 else (len(self.inode.data), 0)
+        if base is None or base + offset < 0:
+            raise FsError(errno.EINVAL)
+        self.pos = base + offset
+        return self.pos
+
+    def truncate(self, length: int) -> None:
+        d = self.inode.writable_data()
+        if length < len(d):
+            del d[length:]
+        else:
+            d.extend(bytes(length - len(d)))
+
+
+class DirFile(OpenFile):
+    inode: DirInode
+
+    def __init__(self, inode: DirInode, flags: int, path: str) -> None:
+        super().__init__(inode, flags, path)
+        self.listing: list[tuple[str, Inode]] | None = None
+
+    def read(self, size: int) -> bytes:
+        raise FsError(errno.EISDIR)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        raise FsError(errno.EISDIR)
+
+    def seek(self, offset: int, whence: int) -> int:
+        if whence != 0 or offset < 0:
+            raise FsError(errno.EINVAL)
+        self.pos = offset
+        if offset == 0:
+            self.listing = None
+        return offset
+
+    def entries(self) -> list[tuple[str, Inode]]:
+        if self.listing is None:
+            node = self.inode
+            self.listing = [(".", node), ("..", node.parent), *sorted(node.children.items())]
+        return self.listing
+
+
+class NullFile(OpenFile):
+    def read(self, size: int) -> bytes:
+        return b""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return b""
+
+    def pwrite(self, data: bytes, offset: int) -> int:
+        return len(data)
+
+    def seek(self, offset: int, whence: int) -> int:
+        return 0
+
+
+class ZeroFile(NullFile):
+    def read(self, size: int) -> bytes:
+        return bytes(size)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return bytes(size)
+
+
+class RandomFile(NullFile):
+    def __init__(self, rndr: Callable[[], int], flags: int, path: str) -> None:
+        super().__init__(None, flags, path)
+        self.rndr = rndr
+
+    def read(self, size: int) -> bytes:
+        size = min(size, 1 << 20)
+        out = bytearray()
+        while len(out) < size:
+            out += self.rndr().to_bytes(8, "little")
+        return bytes(out[:size])
+
+    pread = lambda self, size, offset: self.read(size)  # noqa: E731
+
+
+# termios (asm-generic): c_iflag, c_oflag, c_cflag, c_lflag, c_line, c_cc[19]
+TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGPGRP, TIOCSPGRP, TIOCGWINSZ, TIOCSWINSZ, FIONREAD = (
+    0x5401, 0x5402, 0x5403, 0x5404, 0x540F, 0x5410, 0x5413, 0x5414, 0x541B)
+DEFAULT_TERMIOS = (0x500).to_bytes(4, "little") + (0x5).to_bytes(4, "little") + (0xBF).to_bytes(4, "little") + \
+    (0x8A3B).to_bytes(4, "little") + b"\0" + bytes([3, 28, 127, 21, 4, 0, 1, 0, 17, 19, 26, 0, 18, 15, 23, 22, 0, 0, 0])
+
+
+class ConsoleFile(OpenFile):
+    """The ns16550 console. `tty` says whether it answers terminal ioctls (TCGETS...)."""
+
+    def __init__(self, kernel: Any, flags: int, path: str, tty: bool) -> None:
+        super().__init__(None, flags, path)
+        self.kernel = kernel
+        self.tty = tty
+        self.termios = bytearray(DEFAULT_TERMIOS)
+
+    def read(self, size: int) -> bytes:
+        console = self.kernel.console
+        if console is None or size == 0:
+            return b""
+        if self.nonblock and not self.poll() & POLLIN:
+            raise WouldBlock()
+        return console.read(size)
+
+    def write(self, data: bytes) -> int:
+        self.kernel.write_console(data)
+        return len(data)
+
+    def poll(self) -> int:
+        console = self.kernel.console
+        if console is None:
+            return POLLIN | POLLOUT | POLLHUP
+        if console._in(5) & 1:  # LSR.DR
+            return POLLIN | POLLOUT
+        if not console._in(6) & 0x80:  # MSR.DCD dropped: end of input
+            return POLLIN | POLLOUT | POLLHUP
+        return POLLOUT
+
+    def is_tty(self) -> bool:
+        return self.tty
+
+    def ioctl(self, req: int, arg: int, mem: Any) -> int:
+        if not self.tty:
+            raise FsError(errno.ENOTTY)
+        if req == TCGETS:
+            mem.write(arg, bytes(self.termios))
+        elif req in (TCSETS, TCSETSW, TCSETSF):
+            self.termios[:] = mem.read(arg, 36)
+        elif req == TIOCGWINSZ:
+            mem.write(arg, (24).to_bytes(2, "little") + (80).to_bytes(2, "little") + bytes(4))
+        elif req == TIOCSWINSZ:
+            pass
+        elif req == TIOCGPGRP:
+            mem.write(arg, (1).to_bytes(4, "little"))
+        elif req == TIOCSPGRP:
+            pass
+        elif req == FIONREAD:
+            mem.write(arg, (1 if self.poll() & POLLIN else 0).to_bytes(4, "little"))
+        else:
+            raise FsError(errno.EINVAL)
+        return 0
+
+
+class Pipe:
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.readers = 0
+        self.writers = 0
+        self.inode = Inode(S_IFIFO | 0o600)
+
+
+class PipeEnd(OpenFile):
+    def __init__(self, pipe: Pipe, flags: int, write_end: bool) -> None:
+        super().__init__(pipe.inode, flags | (O_WRONLY if write_end else O_RDONLY), f"pipe:[{pipe.inode.ino}]")
+        self.pipe = pipe
+        self.write_end = write_end
+        if write_end:
+            pipe.writers += 1
+        else:
+            pipe.readers += 1
+
+    def read(self, size: int) -> bytes:
+        p = self.pipe
+        if self.write_end:
+            raise FsError(errno.EBADF)
+        if not p.buf:
+            if p.writers == 0 or size == 0:
+                return b""
+            raise WouldBlock()
+        out = bytes(p.buf[:size])
+        del p.buf[:size]
+        return out
+
+    def write(self, data: bytes) -> int:
+        p = self.pipe
+        if not self.write_end:
+            raise FsError(errno.EBADF)
+        if p.readers == 0:
+            raise FsError(errno.EPIPE)
+        room = PIPE_SIZE - len(p.buf)
+        if room <= 0:
+            raise WouldBlock()
+        p.buf += data[:room]
+        return min(room, len(data))
+
+    def poll(self) -> int:
+        p = self.pipe
+        if self.write_end:
+            return (POLLERR if p.readers == 0 else 0) | (POLLOUT if len(p.buf) < PIPE_SIZE else 0)
+        return (POLLIN if p.buf else 0) | (POLLHUP if p.writers == 0 else 0)
+
+    def ioctl(self, req: int, arg: int, mem: Any) -> int:
+        if req == FIONREAD:
+            mem.write(arg, len(self.pipe.buf).to_bytes(4, "little"))
+            return 0
+        raise FsError(errno.ENOTTY)
+
+    def close(self) -> None:
+        if self.write_end:
+            self.pipe.writers -= 1
+        else:
+            self.pipe.readers -= 1
+
+
+class EventFd(OpenFile):
+    def __init__(self, initval: int, flags: int, semaphore: bool) -> None:
+        super().__init__(Inode(S_IFREG | 0o600), flags | O_RDWR, "anon_inode:[eventfd]")
+        self.value = initval
+        self.semaphore = semaphore
+
+    def read(self, size: int) -> bytes:
+        if size < 8:
+            raise FsError(errno.EINVAL)
+        if self.value == 0:
+            raise WouldBlock()
+        v = 1 if self.semaphore else self.value
+        self.value -= v
+        return v.to_bytes(8, "little")
+
+    def write(self, data: bytes) -> int:
+        if len(data) < 8:
+            raise FsError(errno.EINVAL)
+        v = int.from_bytes(data[:8], "little")
+        if v == 0xFFFF_FFFF_FFFF_FFFF:
+            raise FsError(errno.EINVAL)
+        if self.value + v > 0xFFFF_FFFF_FFFF_FFFE:
+            raise WouldBlock()
+        self.value += v
+        return 8
+
+    def poll(self) -> int:
+        return (POLLIN if self.value else 0) | POLLOUT
+
+
+class EpollFile(OpenFile):
+    def __init__(self, flags: int) -> None:
+        super().__init__(Inode(S_IFREG | 0o600), flags | O_RDWR, "anon_inode:[eventpoll]")
+        self.interest: dict[int, tuple[OpenFile, int, int]] = {}  # fd -> (file, events, data)
+
+    def poll(self) -> int:
+        return 0
+
+
+# --- the file system ----------------------------------------------------------------------
+class Vfs:
+    def __init__(self) -> None:
+        self.root = DirInode()
+        for d in ("dev", "proc", "tmp", "etc"):
+            self.root.add(d, DirInode(0o1777 if d == "tmp" else 0o755))
+
+    # paths
+    def walk(self, path: str, cwd: str = "/", follow: bool = True, _depth: int = 0) -> tuple[Inode, str]:
+        """The inode at `path` and its canonical absolute path."""
+        if not path:
+            raise FsError(errno.ENOENT)
+        full = path if path.startswith("/") else cwd.rstrip("/") + "/" + path
+        parts = [p for p in full.split("/") if p and p != "."]
+        stack: list[tuple[str, DirInode]] = []
+        node: Inode = self.root
+        links = _depth
+        i = 0
+        while i < len(parts):
+            name = parts[i]
+            if not isinstance(node, DirInode):
+                raise FsError(errno.ENOTDIR)
+            if name == "..":
+                if stack:
+                    _, node = stack.pop()
+                i += 1
+                continue
+            child = node.get(name)
+            if child is None:
+                raise FsError(errno.ENOENT, full)
+            last = i == len(parts) - 1
+            if isinstance(child, LinkInode) and (follow or not last):
+                links += 1
+                if links > SYMLOOP_MAX:
+                    raise FsError(errno.ELOOP)
+                target = child.target
+                rest = parts[i + 1 :]
+                if target.startswith("/"):
+                    stack, node = [], self.root
+                    parts = [p for p in target.split("/") if p and p != "."] + rest
+                else:
+                    parts = [p for p in target.split("/") if p and p != "."] + rest
+                i = 0
+                if not parts:
+                    break
+                continue
+            stack.append((name, node))
+            node = child
+            i += 1
+        canon = "/" + "/".join(n for n, _ in stack)
+        if full.endswith("/") and not isinstance(node, DirInode):
+            raise FsError(errno.ENOTDIR)
+        return node, canon
+
+    def parent_of(self, path: str, cwd: str = "/") -> tuple[DirInode, str, str]:
+        """(directory, last name, canonical path of the directory) for creating `path`."""
+        full = path if path.startswith("/") else cwd.rstrip("/") + "/" + path
+        stripped = full.rstrip("/")
+        head, _, name = stripped.rpartition("/")
+        if not name or name in (".", ".."):
+            raise FsError(errno.EEXIST if not name else errno.EINVAL)
+        parent, canon = self.walk(head or "/", cwd)
+        if not isinstance(parent, DirInode):
+            raise FsError(errno.ENOTDIR)
+        return parent, name, canon
+
+    def makedirs(self, path: str, mode: int = 0o755) -> DirInode:
+        node: DirInode = self.root
+        for part in [p for p in path.split("/") if p]:
+            child = node.get(part)
+            if isinstance(child, LinkInode):
+                child, _ = self.walk(child.target if child.target.startswith("/") else part, "/", True)
+            if child is None:
+                child = node.add(part, DirInode(mode))
+            if not isinstance(child, DirInode):
+                raise FsError(errno.ENOTDIR, path)
+            node = child
+        return node
+
+    def install(self, path: str, node: Inode) -> Inode:
+        head, _, name = path.rstrip("/").rpartition("/")
+        parent = self.makedirs(head)
+        existing = parent.get(name)
+        if isinstance(existing, DirInode) and isinstance(node, DirInode):
+            existing.mode = node.mode
+            return existing
+        return parent.add(name, node)
+
+    def read_file(self, path: str) -> bytes:
+        node, _ = self.walk(path)
+        if not isinstance(node, RegInode):
+            raise FsError(errno.EISDIR if isinstance(node, DirInode) else errno.EACCES, path)
+        return bytes(node.data)
+
