@@ -41,7 +41,10 @@ $(BUILD)/hello: examples/helloworld/hello.c | setup
 	@mkdir -p $(BUILD)
 	aarch64-linux-gnu-gcc -static -O2 -o $@ $<
 
-$(BUILD)/helloworld.img: $(BUILD)/hello | setup
+# The image carries the unikernel: rebuild it when the guest or arch sources change.
+GUEST_SOURCES := $(shell find src/unirealm/guest src/unirealm/arch -name '*.py')
+
+$(BUILD)/helloworld.img: $(BUILD)/hello $(GUEST_SOURCES) | setup
 	$(VENV)/bin/unirealm build $(BUILD)/hello -o $@ --name helloworld
 
 bench: setup

@@ -54,5 +54,19 @@ def run_selftest(kernel: Any) -> None:
     check("RSI_ATTESTATION_TOKEN_CONTINUE(to the end)", status, RsiStatus.SUCCESS)
     check("RSI_ATTESTATION_TOKEN_CONTINUE(after the end)", rsi.attestation_token_continue(page, 0, 8)[0],
           RsiStatus.ERROR_STATE)
+    # Shared/protected conversion: contents never survive it, in either direction.
+    kernel.cpu.write(page, b"protected data")
+    rsi.set_memory_shared(page, GRANULE_SIZE)
+    alias = page | kernel.realm.unprotected_bit
+    kernel.cpu.write(alias, b"shared with the host")
+    shared_ok = kernel.cpu.read(alias, 20) == b"shared with the host"
+    _, _, ripas = rsi.ipa_state_get(page, page + GRANULE_SIZE)
+    check("set_memory_shared: RIPAS EMPTY, alias usable", RsiStatus.SUCCESS if shared_ok and ripas == RsiRipas.EMPTY
+          else RsiStatus.ERROR_STATE, RsiStatus.SUCCESS)
+    rsi.set_memory_protected(page, GRANULE_SIZE)
+    _, _, ripas = rsi.ipa_state_get(page, page + GRANULE_SIZE)
+    fresh = kernel.cpu.read(page, 20) == bytes(20)
+    check("set_memory_protected: RIPAS RAM, contents gone", RsiStatus.SUCCESS if fresh and ripas == RsiRipas.RAM
+          else RsiStatus.ERROR_STATE, RsiStatus.SUCCESS)
     kernel.pages.release(page, 2)
     kernel.log(f"ukrsi.selftest: {sum(results)} passed, {len(results) - sum(results)} failed")
