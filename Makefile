@@ -17,6 +17,12 @@ toolchain:
 	  echo "apt: installing$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+	@# Debian arm64 packages for `unirealm build --debian` (examples/sqlite, tests/e2e/test_apps.py)
+	@if ! dpkg --print-foreign-architectures | grep -qx arm64; then \
+	  $(SUDO) dpkg --add-architecture arm64 && $(SUDO) apt-get update -qq; \
+	elif ! apt-cache policy libc6:arm64 | grep -q 'Candidate: [0-9]'; then $(SUDO) apt-get update -qq; fi
+	@for p in cpio sqlite3; do dpkg -s $$p >/dev/null 2>&1 || \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p; done
 
 $(STAMP): pyproject.toml
 	$(MAKE) toolchain
@@ -52,3 +58,10 @@ bench: setup
 
 clean:
 	rm -rf $(BUILD)
+
+# examples/sqlite: Debian's sqlite3 in an image, its database in an initrd
+$(BUILD)/sqlite3.img: setup
+	$(VENV)/bin/unirealm build --debian sqlite3 --app /usr/bin/sqlite3 -o $@
+
+$(BUILD)/db.cpio: setup examples/sqlite/schema.sql examples/sqlite/make_db.sh
+	sh examples/sqlite/make_db.sh $(BUILD)/sqlite-root $@

@@ -126,6 +126,7 @@ class Process:
         self.vfs = vfs if vfs is not None else Vfs()
         self.space = self.cpu.el0_space()
         self.uc = self.space.uc
+        self.space.on_fault = self.demand_page
         self.vmas: list[Vma] = []
         self.owned: dict[int, int] = {}  # va page -> ipa page this process owns
         self.brk_start = 0
@@ -255,6 +256,16 @@ class Process:
             return bytes(GRANULE_SIZE)
         return bytes(lo - rel) + data[lo:hi] + bytes(GRANULE_SIZE - (hi - rel))
 
+    def demand_page(self, page: int) -> bool:
+        """EL0 touched an unbacked page: back it if a VMA covers it (called from the CPU)."""
+        if page in self.owned:
+            return False
+        vma = self.find_vma(page)
+        if vma is None or not vma.prot:
+            return False
+        self.populate(page, vma.prot, vma)
+        return True
+
     def discard(self, start: int, end: int) -> None:
         """Drop the pages (MADV_DONTNEED): the next touch sees zeroes or the file again."""
         for va in range(start, end, GRANULE_SIZE):
@@ -337,10 +348,11 @@ class Process:
             self.unmap(old + new_size, old + old_size)
             return old
         end = old + old_size
-        if fixed is None and not any(v.start < end + new_size - old_size and v.end > end for v in self.vmas):
-            if end + new_size - old_size <= MMAP_TOP or old < MMAP_BASE:
-                self.add_vma(end, old + new_size, vma.prot, vma.name, vma.data, vma.data_va, vma.shared)
-                return old
+        grows_in_place = fixed is None and not any(v.start < end + new_size - old_size and v.end > end
+                                                    for v in self.vmas)
+        if grows_in_place and (end + new_size - old_size <= MMAP_TOP or old < MMAP_BASE):
+            self.add_vma(end, old + new_size, vma.prot, vma.name, vma.data, vma.data_va, vma.shared)
+            return old
         if not may_move:
             return -errno.ENOMEM
         new = fixed if fixed is not None else self.find_free(new_size)
@@ -419,12 +431,7 @@ class Process:
     def load(self, data: bytes) -> tuple[int, dict[str, int]]:
         elf, segments = parse_elf(data, self.exe_path)
         interp = next((s for s in segments if s["p_type"] == "PT_INTERP"), None)
-        base = PIE_BASE if elf["e_type"] == "ET_DYN" else 0
-        entry, phdr, end = self.load_segments(elf, segments, data, base, self.exe_path)
-        self.brk_start = self.brk = end
-        self.add_vma(self.brk_start, self.brk_start, PROT_READ | PROT_WRITE, "heap")
-        info = {"phdr": phdr, "phnum": elf["e_phnum"], "phent": elf["e_phentsize"], "base": 0, "entry": entry}
-        start = entry
+        idata = b""
         if interp is not None:
             off, size = interp["p_offset"], interp["p_filesz"]
             name = data[off : off + size].split(b"\0")[0].decode(errors="replace")
@@ -432,6 +439,13 @@ class Process:
                 idata = self.vfs.read_file(name)
             except FsError:
                 raise ExecError(f"{self.exe_path}: interpreter {name} not found in the image") from None
+        base = PIE_BASE if elf["e_type"] == "ET_DYN" else 0
+        entry, phdr, end = self.load_segments(elf, segments, data, base, self.exe_path)
+        self.brk_start = self.brk = end
+        self.add_vma(self.brk_start, self.brk_start, PROT_READ | PROT_WRITE, "heap")
+        info = {"phdr": phdr, "phnum": elf["e_phnum"], "phent": elf["e_phentsize"], "base": 0, "entry": entry}
+        start = entry
+        if interp is not None:
             ielf, isegs = parse_elf(idata, name)
             if any(s["p_type"] == "PT_INTERP" for s in isegs):
                 raise ExecError(f"{name}: the interpreter itself asks for an interpreter")
@@ -554,7 +568,6 @@ class Process:
 
     def run(self) -> int:
         sp = self.setup_stack()
-        self.initial_sp = sp
         pc = self.enter_el0(sp)
         try:
             while True:

@@ -130,8 +130,6 @@ class Syscalls:
         result = self.call(nr, args)
         if self.trace:
             shown = ", ".join(hex(a) for a in args[:4])
-            w = self.p.read(self.p.initial_sp, 8)
-            self.p.kernel.log(f"argc word {w.hex()} sp={self.p.space.reg('sp'):#x}", error=True)
             if NAMES.get(nr, "") in TRACE_PATHS:
                 with_path = self.p.read_cstring(args[1]) if args[1] else b""
                 shown += f" {with_path!r}"

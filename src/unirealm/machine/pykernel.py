@@ -141,6 +141,8 @@ class El0Space:
         self.pages: dict[int, tuple[int, int]] = {}  # va page -> (ipa page, prot)
         self._live: set[int] = set()  # va pages mapped into unicorn
         self._stop: tuple[str, int, int] | None = None
+        # The kernel's page-fault handler: called with an unmapped page; True if it mapped it.
+        self.on_fault: Callable[[int], bool] | None = None
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid)
         # EL0 may read CTR_EL0, use DC ZVA and WFI/WFE as on Linux (SCTLR_EL1 UCT, DZE, nTWI, nTWE, UCI).
@@ -222,6 +224,10 @@ class El0Space:
     def _on_invalid(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
         page = address & ~GRANULE_MASK
         entry = self.pages.get(page)
+        if entry is None and self.on_fault is not None and self.on_fault(page):
+            # Demand paging inside the hook: stopping here would leave a stale PC (the TB's
+            # start), and resuming there re-runs instructions that already executed.
+            entry = self.pages.get(page)
         wants_write = access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT)
         wants_exec = access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT)
         if entry is not None and page not in self._live:
