@@ -20,9 +20,9 @@ UNIREALM = [sys.executable, "-m", "unirealm.cli.main"]
 PLATFORMS = {"realm": ["--realm"], "kvm": ["--platform", "kvm"], "rme": ["--platform", "rme"]}
 
 
-def run(image: Path, *extra: str, params: str = "quiet --", stdin: bytes = b"", tmp: Path) -> subprocess.CompletedProcess:
+def run(image: Path, *extra: str, params: str = "--", stdin: bytes = b"", tmp: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, UNIREALM_DATA_DIR=str(tmp / "data"))
-    cmd = [*UNIREALM, "run", "-k", str(image), *extra, "-p", params]
+    cmd = [*UNIREALM, "run", "-k", str(image), *extra, f"--params={params}"]
     return subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=300, check=False)
 
 
@@ -62,7 +62,7 @@ def test_sqlite_output_equals_host(platform: str, sqlite_image: Path, sqlite_db:
     db, initrd = sqlite_db
     script = (ROOT / "examples/sqlite/script.sql").read_bytes()
     host = subprocess.run(["sqlite3", str(db)], input=script, capture_output=True, check=True).stdout
-    res = run(sqlite_image, *PLATFORMS[platform], "-i", str(initrd), params="quiet -- /data/test.db",
+    res = run(sqlite_image, *PLATFORMS[platform], "-i", str(initrd), params="-- /data/test.db",
               stdin=script, tmp=tmp_path)
     assert res.returncode == 0, res.stderr.decode()
     assert res.stdout == host
@@ -70,7 +70,7 @@ def test_sqlite_output_equals_host(platform: str, sqlite_image: Path, sqlite_db:
 
 def test_sqlite_writes_in_tmp(sqlite_image: Path, tmp_path: Path) -> None:
     sql = b"CREATE TABLE t(x); INSERT INTO t VALUES (1),(2),(3); SELECT sum(x) FROM t;\n"
-    res = run(sqlite_image, "--platform", "kvm", params="quiet -- /tmp/w.db", stdin=sql, tmp=tmp_path)
+    res = run(sqlite_image, "--platform", "kvm", params="-- /tmp/w.db", stdin=sql, tmp=tmp_path)
     assert res.returncode == 0, res.stderr.decode()
     assert res.stdout == b"6\n"
 

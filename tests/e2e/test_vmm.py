@@ -67,10 +67,24 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
 
 
 def run_vmm(*argv: str) -> tuple[int, str]:
+    """Exit status, and the kernel log (ttyS1) followed by the app's output (ttyS0)."""
+    status, out, log = run_vmm_split(*argv)
+    return status, log + out
+
+
+def run_vmm_split(*argv: str) -> tuple[int, str, str]:
     cfg = RunConfig.from_args(run_parser().parse_args(list(argv)))
-    out = io.BytesIO()
-    result = Vmm(cfg, out, None).run()
-    return result.status, out.getvalue().decode()
+    out, log = io.BytesIO(), io.BytesIO()
+    result = Vmm(cfg, out, None, log_output=log).run()
+    return result.status, out.getvalue().decode(), log.getvalue().decode()
+
+
+@needs_cc
+def test_app_output_and_kernel_log_are_separate(hello_image: Path) -> None:
+    status, out, log = run_vmm_split("--realm", "-k", str(hello_image), "-p", "-- solo")
+    assert status == 0
+    assert out == "Hello from unirealm! argc=2\n  argv[0] = /helloworld\n  argv[1] = solo\n"
+    assert "RSI 1.0 detected" in log and "Hello" not in log
 
 
 @needs_cc

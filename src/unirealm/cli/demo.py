@@ -64,12 +64,12 @@ def run(args: argparse.Namespace) -> int:
     argv = ["--realm", "-k", str(args.image), "-p", f"attest={challenge.hex()} -- hello from a realm"]
     console.rule("[bold]unirealm run " + " ".join(argv))
     run_args = run_parser().parse_args(argv)
-    out = io.BytesIO()
+    out, kernel_log = io.BytesIO(), io.BytesIO()
     try:
-        result = Vmm(RunConfig.from_args(run_args), out, None).run()
+        result = Vmm(RunConfig.from_args(run_args), out, None, log_output=kernel_log).run()
     except VmmError as exc:
         raise UsageError(str(exc)) from None
-    text = out.getvalue().decode(errors="replace")
+    text = kernel_log.getvalue().decode(errors="replace") + out.getvalue().decode(errors="replace")
     sys.stdout.write(text)
     console.rule("[bold]what the realm proves")
 

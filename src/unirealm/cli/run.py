@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=level.get(cfg.loglevel, logging.WARNING), format="  %(levelname)s: %(message)s")
     trace = (lambda line: print(f"  trace: {line}", file=sys.stderr, flush=True)) if cfg.trace else None
     try:
-        vmm = Vmm(cfg, sys.stdout.buffer, _stdin(), trace)
+        vmm = Vmm(cfg, sys.stdout.buffer, _stdin(), trace, sys.stderr.buffer)
         result = vmm.run()
     except VmmError as exc:
         raise UsageError(str(exc)) from None

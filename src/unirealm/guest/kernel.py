@@ -108,7 +108,8 @@ class Kernel:
         self.cpu = cpu
         self.rsi = ukrsi.Rsi(cpu)
         self.realm: ukrsi.RealmConfig | None = None
-        self.console: Ns16550 | None = None
+        self.console: Ns16550 | None = None  # the app's stdio: the stdout-path UART (ttyS0)
+        self.log_device: Ns16550 | None = None  # kernel messages: the next UART (ttyS1) if any
         self._early_log: list[str] = []
         self.pages = PageAllocator()
         self.info = BootInfo()
@@ -121,10 +122,14 @@ class Kernel:
         if self.quiet and not error:
             return
         line = f"unirealm: {text}\n"
-        if self.console is None:
+        if self.log_device is None:
             self._early_log.append(line)
         else:
-            self.console.write(line.encode())
+            self.log_device.write(line.encode())
+
+    def write_log(self, data: bytes) -> None:
+        if self.log_device is not None:
+            self.log_device.write(data)
 
     def write_console(self, data: bytes) -> None:
         if self.console is not None:
@@ -202,18 +207,19 @@ class Kernel:
             self.log(f"device {dev.path} ({dev.compatible}) {dev.base:#x} mapped unprotected at {dev.address:#x}")
 
     def start_console(self) -> None:
+        """The app's stdio goes to the stdout-path UART; kernel messages to the UART after it
+        (kvmtool's ttyS1, which the VMM connects to its stderr), so an app's output is never
+        interleaved with the kernel's. With a single UART both share it."""
         target = self.info.stdout_path.split(":")[0]
-        uart = None
-        for dev in self.info.devices:
-            if dev.compatible.startswith("ns16550") and (not target or dev.path == target or uart is None):
-                uart = dev
-                if dev.path == target:
-                    break
-        if uart is None:
+        uarts = sorted((d for d in self.info.devices if d.compatible.startswith("ns16550")), key=lambda d: d.base)
+        if not uarts:
             return
-        self.console = Ns16550(self.cpu, uart.address)
+        index = next((i for i, d in enumerate(uarts) if d.path == target), 0)
+        self.console = Ns16550(self.cpu, uarts[index].address)
+        log_uart = uarts[index + 1] if index + 1 < len(uarts) else uarts[index]
+        self.log_device = self.console if log_uart is uarts[index] else Ns16550(self.cpu, log_uart.address)
         early, self._early_log = self._early_log, []
-        self.console.write("".join(early).encode())
+        self.log_device.write("".join(early).encode())
 
     def parse_cmdline(self, bootargs: str) -> None:
         """Unikernel options, then `--`, then the app's argv (Unikraft's convention)."""
@@ -250,7 +256,7 @@ class Kernel:
             self.pages.release(buffer, pages)
         self.log(f"attestation token ({len(token)} bytes, base64):")
         encoded = base64.b64encode(token).decode()
-        self.write_console(("\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + "\n").encode())
+        self.write_log(("\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + "\n").encode())
         self.log("end of attestation token")
 
     def run_app(self) -> int:

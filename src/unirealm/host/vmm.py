@@ -140,8 +140,10 @@ class Vmm:
         stdout: BinaryIO | None = None,
         stdin: BinaryIO | None = None,
         trace: Callable[[str], None] | None = None,
+        log_output: BinaryIO | None = None,
     ) -> None:
         self.cfg = cfg
+        self.log_output = log_output if log_output is not None else sys.stderr.buffer
         self.trace = trace
         if cfg.console != "serial":
             raise VmmError("only the serial console is available (--console serial)")
@@ -164,7 +166,13 @@ class Vmm:
         irqs = IrqLines()
         self.serials = kvmtool_serial_ports(irqs, 4)
         for i, port in enumerate(self.serials):
-            device = self.console.uart if i == 0 else Ns16550(name=f"ttyS{i}")
+            # ttyS0 is the guest's console (stdin/stdout); ttyS1 carries its kernel log to stderr.
+            if i == 0:
+                device = self.console.uart
+            elif i == 1:
+                device = Ns16550(output=self._write_log, name="ttyS1")
+            else:
+                device = Ns16550(name=f"ttyS{i}")
             self.bus.register(port.base, 0x1000, device, f"ttyS{i}")
         self.bootargs = cfg.params or ""
         if not cfg.nodefaults:
@@ -183,6 +191,10 @@ class Vmm:
         )
         self.idle = 0
         self.exits = 0
+
+    def _write_log(self, data: bytes) -> None:
+        self.log_output.write(data)
+        self.log_output.flush()
 
     # --- tracing --------------------------------------------------------------------------
     def _tracing(self, kind: str) -> bool:
