@@ -41,7 +41,7 @@ def launch_to_main(image: Path, env: list[str]) -> float:
     cfg = RunConfig.from_args(run_parser().parse_args([*env, "-k", str(image)]))
     out = Stamp()
     start = time.perf_counter()
-    Vmm(cfg, out, None).run()
+    Vmm(cfg, out, None, log_output=io.BytesIO()).run()
     assert out.at is not None, out.getvalue()
     return out.at - start
 

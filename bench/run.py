@@ -12,7 +12,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import launch
+import launch  # noqa: E402
+import sqlite_bench  # noqa: E402
 
 
 def main() -> int:
@@ -20,7 +21,12 @@ def main() -> int:
     table = Table(title=f"unirealm benchmarks on {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     for col in ("benchmark", "measured", "baseline", "ratio"):
         table.add_column(col)
-    for name, value, base, unit in launch.run():
+    rows = launch.run()
+    try:
+        rows += sqlite_bench.run()
+    except RuntimeError as exc:
+        console.print(f"[yellow]sqlite benchmark skipped: {exc}")
+    for name, value, base, unit in rows:
         table.add_row(name, f"{value:.4f} {unit}", f"{base:.4f} {unit}", f"{value / base:.2f}x")
     console.print(table)
     return 0
