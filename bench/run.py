@@ -12,8 +12,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import launch  # noqa: E402
-import sqlite_bench  # noqa: E402
+import launch
+import sqlite_bench
 
 
 def main() -> int:
