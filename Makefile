@@ -66,3 +66,11 @@ $(BUILD)/sqlite3.img: setup
 
 $(BUILD)/db.cpio: setup examples/sqlite/schema.sql examples/sqlite/make_db.sh
 	sh examples/sqlite/make_db.sh $(BUILD)/sqlite-root $@
+
+# examples/pthreads: a static pthread program (mutex, condvar, join, __thread) in an image
+$(BUILD)/pthreads: examples/pthreads/pthreads.c | setup
+	@mkdir -p $(BUILD)
+	aarch64-linux-gnu-gcc -static -O2 -pthread -o $@ $<
+
+$(BUILD)/pthreads.img: $(BUILD)/pthreads $(GUEST_SOURCES) | setup
+	$(VENV)/bin/unirealm build $(BUILD)/pthreads -o $@ --name pthreads

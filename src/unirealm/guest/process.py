@@ -12,7 +12,7 @@ import errno
 import io
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from elftools.common.exceptions import ELFError
@@ -22,6 +22,7 @@ from unicorn import arm64_const as a64
 
 from ..arch.image import PAYLOAD_APP_DIR
 from ..arch.memory import GRANULE_SIZE
+from .sched import NSEC, Blocked, ProcessExit, Scheduler, Thread
 from .syscalls import Syscalls
 from .vfs import (
     O_RDWR,
@@ -50,6 +51,11 @@ TRAMPOLINE_VA = 0x1000
 ROOTFS_DIR = "rootfs/"
 ROOTFS_META = "rootfs.json"
 SYSCALL_REGS = [a64.UC_ARM64_REG_X8, *(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(6))]
+CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND, CLONE_VFORK = 0x100, 0x200, 0x400, 0x800, 0x4000
+CLONE_THREAD, CLONE_SYSVSEM, CLONE_SETTLS, CLONE_PARENT_SETTID = 0x10000, 0x40000, 0x80000, 0x100000
+CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x200000, 0x1000000
+FUTEX_WAIT, FUTEX_WAKE, FUTEX_REQUEUE, FUTEX_CMP_REQUEUE, FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 0, 1, 3, 4, 9, 10
+FUTEX_CLOCK_REALTIME = 256
 # A72 (the EL0 CPU model): FP, ASIMD, AES, PMULL, SHA1, SHA2, CRC32. No LSE atomics.
 HWCAP = 0xFB
 
@@ -62,12 +68,6 @@ class ExecError(Exception):
     """The program cannot be loaded (not an AArch64 ELF, truncated, ...)."""
 
 
-class ProcessExit(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
 @dataclass
 class Vma:
     start: int
@@ -77,17 +77,6 @@ class Vma:
     data: bytes | None = None  # file contents backing this range (private copy on fault)
     data_va: int = 0  # the VA where data[0] lives
     shared: Any = None  # the RegInode a MAP_SHARED file mapping writes back to
-
-
-@dataclass
-class Thread:
-    tid: int
-    clear_tid: int = 0
-    sigmask: int = 0
-    altstack: bytes | None = None
-    ctx: Any = None
-    state: str = "run"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def page_down(x: int) -> int:
@@ -117,7 +106,7 @@ def parse_elf(data: bytes, what: str) -> tuple[ELFFile, list[Any]]:
 
 class Process:
     def __init__(self, kernel: Any, elf_bytes: bytes, argv: list[str], exe_path: str,
-                 envp: list[str] | None = None, vfs: Vfs | None = None) -> None:
+                 envp: list[str] | None = None, vfs: Vfs | None = None, sched: Scheduler | None = None) -> None:
         self.kernel = kernel
         self.cpu = kernel.cpu
         self.argv = argv
@@ -131,12 +120,15 @@ class Process:
         self.owned: dict[int, int] = {}  # va page -> ipa page this process owns
         self.brk_start = 0
         self.brk = 0
-        self.pid = 1
-        self.threads: list[Thread] = [Thread(1)]
-        self.current = self.threads[0]
+        self.sched = sched if sched is not None else Scheduler(kernel)
+        self.threads: list[Thread] = []
+        self.pid = self.sched.new_thread(self).tid
+        self.sched.processes.append(self)
         self.sigactions: dict[int, bytes] = {}
         self.start_ns = self.cpu.cntvct() * 1_000_000_000 // self.cpu.cntfrq
         self.trampoline_ipa: int | None = None
+        self.released = False
+        self.exit_status: int | None = None
         self.syscalls = Syscalls(self)
         self.mount_system()
         self.entry, self.auxv_info = self.load(elf_bytes)
@@ -518,41 +510,132 @@ class Process:
         self.space.set_gpr(0, value)
 
     # --- threads and waiting --------------------------------------------------------------
+    @property
+    def current(self) -> Thread:
+        t = self.sched.current
+        assert t is not None
+        return t
+
     def exit_thread(self, status: int) -> int | None:
-        raise ProcessExit(status)
+        """`exit`: the calling thread ends; the last one ends the process."""
+        t = self.current
+        if len(self.threads) <= 1:
+            raise ProcessExit(status)
+        self.thread_gone(t)
+        self.sched.kill(t)
+        return None
+
+    def thread_gone(self, t: Thread) -> None:
+        """CLONE_CHILD_CLEARTID: zero the TID word and wake its waiter (pthread_join)."""
+        if t.clear_tid:
+            try:
+                self.write(t.clear_tid, bytes(4))
+            except MemoryError:
+                return
+            self.sched.futex_wake((self, t.clear_tid), 1)
 
     def yield_thread(self) -> int:
+        self.sched.yield_current()
         return 0
 
     def clone(self, flags: int, stack: int, ptid: int, tls: int, ctid: int) -> int:
+        if not flags & CLONE_VM or not flags & CLONE_THREAD:
+            return self.fork(flags, stack, ptid, tls, ctid)
+        if not flags & CLONE_SIGHAND:
+            return -errno.EINVAL
+        parent = self.current
+        t = self.sched.new_thread(self)
+        ctx = self.space.save_context()  # the parent's registers, PC just after its svc
+        ctx.reg_write(a64.UC_ARM64_REG_X0, 0)
+        if stack:
+            ctx.reg_write(a64.UC_ARM64_REG_SP, stack)
+        if flags & CLONE_SETTLS:
+            ctx.reg_write(a64.UC_ARM64_REG_TPIDR_EL0, tls)
+        t.ctx = ctx
+        t.sigmask = parent.sigmask
+        tid = t.tid.to_bytes(4, "little")
+        if flags & CLONE_PARENT_SETTID:
+            self.write(ptid, tid)
+        if flags & CLONE_CHILD_SETTID:
+            self.write(ctid, tid)
+        if flags & CLONE_CHILD_CLEARTID:
+            t.clear_tid = ctid
+        self.sched.start(t)
+        return t.tid
+
+    def fork(self, flags: int, stack: int, ptid: int, tls: int, ctid: int) -> int:
+        if not self.syscalls.warned_clone:
+            self.syscalls.warned_clone = True
+            self.kernel.log(f"clone without CLONE_VM|CLONE_THREAD (flags {flags:#x}) is not supported (ENOSYS)")
         return -errno.ENOSYS
 
-    def futex(self, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, val3: int) -> int:
-        cmd = op & 0x7F
-        if cmd in (0, 9):  # WAIT, WAIT_BITSET
-            current = int.from_bytes(self.read(uaddr, 4), "little")
-            if current != val & 0xFFFFFFFF:
+    def futex(self, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, val3: int) -> int | None:
+        cmd = op & 0x7F  # without FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME
+        key = (self, uaddr)
+        if uaddr & 3:
+            return -errno.EINVAL
+        if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
+            bitset = 0xFFFFFFFF if cmd == FUTEX_WAIT else val3 & 0xFFFFFFFF
+            if not bitset:
+                return -errno.EINVAL
+            if int.from_bytes(self.read(uaddr, 4), "little") != val & 0xFFFFFFFF:
                 return -errno.EAGAIN
-            return -errno.ETIMEDOUT  # one thread: nobody could wake it
-        if cmd in (1, 10):  # WAKE, WAKE_BITSET
-            return 0
+            deadline = None
+            if timeout:
+                sec, nsec = struct.unpack("<qq", self.read(timeout, 16))
+                if sec < 0 or not 0 <= nsec < NSEC:
+                    return -errno.EINVAL
+                now = self.sched.now_ns()
+                if cmd == FUTEX_WAIT:  # relative
+                    deadline = now + sec * NSEC + nsec
+                elif op & FUTEX_CLOCK_REALTIME:  # absolute CLOCK_REALTIME
+                    deadline = sec * NSEC + nsec
+                else:  # absolute CLOCK_MONOTONIC (see clock_gettime)
+                    deadline = sec * NSEC + nsec + self.start_ns - 1000 * NSEC
+                if deadline <= now:
+                    return -errno.ETIMEDOUT
+            self.sched.futex_wait(self.current, key, bitset, deadline)
+            return None  # x0 arrives with the wake-up (0) or the timeout (-ETIMEDOUT)
+        if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
+            bitset = 0xFFFFFFFF if cmd == FUTEX_WAKE else val3 & 0xFFFFFFFF
+            if not bitset:
+                return -errno.EINVAL
+            return self.sched.futex_wake(key, val & 0x7FFFFFFF, bitset)
+        if cmd in (FUTEX_REQUEUE, FUTEX_CMP_REQUEUE):
+            if uaddr2 & 3:
+                return -errno.EINVAL
+            if cmd == FUTEX_CMP_REQUEUE and int.from_bytes(self.read(uaddr, 4), "little") != val3 & 0xFFFFFFFF:
+                return -errno.EAGAIN
+            return self.sched.futex_requeue(key, (self, uaddr2), val & 0x7FFFFFFF, timeout & 0x7FFFFFFF)
         return -errno.ENOSYS
 
     def idle(self) -> None:
-        self.cpu.wfi()
-        if self.kernel.console is not None:
-            self.kernel.console._in(5)  # device activity: the VMM sees us polling the line
+        self.sched.idle(True)
 
-    def wait(self, ready: Any, timeout_ns: int | None, console: bool) -> bool:
-        deadline = None if timeout_ns is None else self.syscalls.now_ns() + timeout_ns
+    def wait(self, ready: Any, timeout_ns: int | None, console: bool, what: str = "waiting") -> bool:
+        """Wait until `ready()`; False once the timeout passes. A lone thread waits in place;
+        otherwise the thread is parked and its syscall restarts when `ready()` holds (with the
+        same absolute deadline)."""
+        t = self.current
+        now = self.sched.now_ns()
+        if t.restart is not None:
+            deadline, t.restart = t.restart[0], None
+        else:
+            deadline = None if timeout_ns is None else now + timeout_ns
+        if ready():
+            return True
+        if deadline is not None and now >= deadline:
+            return False
+        if not self.sched.alone():
+            raise Blocked(ready, deadline, console, what)
         while True:
-            if ready():
-                return True
-            if deadline is not None and self.syscalls.now_ns() >= deadline:
-                return False
             if deadline is None and not console:
                 return False  # nothing could ever make it ready
             self.idle()
+            if ready():
+                return True
+            if deadline is not None and self.sched.now_ns() >= deadline:
+                return False
 
     # --- running --------------------------------------------------------------------------
     def enter_el0(self, sp: int) -> int:
@@ -566,33 +649,42 @@ class Process:
         self.trampoline_ipa = tramp
         return TRAMPOLINE_VA
 
+    def fault(self, reason: str, pc: int, detail: int) -> None:
+        """EL0 stopped on something other than a syscall: page it in, or end the process."""
+        if reason == "fault":
+            vma = self.find_vma(detail)
+            page = page_down(detail)
+            if vma is not None and page not in self.owned and vma.prot:
+                self.populate(page, vma.prot, vma)  # demand paging
+                return
+            self.kernel.log(f"{self.argv[0]}: segmentation fault at {detail:#x} (pc {pc:#x})")
+            raise ProcessExit(128 + 11)
+        self.kernel.log(f"{self.argv[0]}: illegal instruction at pc {pc:#x}")
+        raise ProcessExit(128 + 4)
+
+    def exit(self, status: int) -> None:
+        """The whole process ends (exit_group, the last thread's exit, a fatal fault)."""
+        for t in list(self.threads):
+            self.sched.kill(t)
+        self.exit_status = status
+        self.release()
+
     def run(self) -> int:
         sp = self.setup_stack()
         pc = self.enter_el0(sp)
+        sched = self.sched
         try:
-            while True:
-                reason, pc, detail = self.space.run(pc)
-                if reason == "svc":
-                    self.syscalls.dispatch()
-                    pc = self.space.reg("pc")
-                    continue
-                if reason == "fault":
-                    vma = self.find_vma(detail)
-                    page = page_down(detail)
-                    if vma is not None and page not in self.owned and vma.prot:
-                        self.populate(page, vma.prot, vma)  # demand paging
-                        continue
-                    self.kernel.log(f"{self.argv[0]}: segmentation fault at {detail:#x} (pc {pc:#x})")
-                    return 128 + 11
-                if reason == "undef":
-                    self.kernel.log(f"{self.argv[0]}: illegal instruction at pc {pc:#x}")
-                    return 128 + 4
-        except ProcessExit as done:
-            return done.status & 0xFF
+            return sched.run(self, pc)
         finally:
-            self.release()
+            for p in list(sched.processes):
+                p.release()
 
     def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        for fd in list(self.syscalls.fds):
+            self.syscalls.close_fd(fd)
         self.sync_shared()
         self.space.close()
         for ipa in self.owned.values():

@@ -27,6 +27,7 @@ from .vfs import (
     POLLIN,
     POLLNVAL,
     POLLOUT,
+    ConsoleFile,
     DirFile,
     DirInode,
     EpollFile,
@@ -117,6 +118,7 @@ class Syscalls:
             if fn is not None:
                 self.table[nr] = fn
         self.warned: set[int] = set()
+        self.warned_clone = False
         self.counts: dict[int, int] = {}
         self.fds: dict[int, FdEntry] = {}
         self.cwd = "/"
@@ -198,10 +200,15 @@ class Syscalls:
     def lookup(self, dirfd: int, path: str, follow: bool = True) -> tuple[Inode, str]:
         return self.vfs.walk(path, self.base_dir(dirfd, path), follow)
 
-    def block(self, ready: Callable[[], bool], timeout_ns: int | None = None, console: bool = True) -> bool:
+    def block(self, ready: Callable[[], bool], timeout_ns: int | None = None, console: bool = True,
+              what: str = "waiting") -> bool:
         """Wait until `ready()`; False on timeout. Other threads run meanwhile; with none, the
-        vCPU idles (WFI) while input may arrive on the console."""
-        return self.p.wait(ready, timeout_ns, console)
+        vCPU idles (WFI) while input may arrive on the console (`console`: whether console
+        input could make it ready)."""
+        return self.p.wait(ready, timeout_ns, console, what)
+
+    def on_console(self, fds: Any) -> bool:
+        return any(isinstance(e.file, ConsoleFile) for fd in fds if (e := self.fds.get(fd)) is not None)
 
     def now_ns(self) -> int:
         return self.p.cpu.cntvct() * NSEC // self.p.cpu.cntfrq
@@ -211,7 +218,7 @@ class Syscalls:
         return self.p.exit_thread(status & 0xFF)
 
     def sys_exit_group(self, status: int, *_: int) -> int:
-        from .process import ProcessExit
+        from .sched import ProcessExit
 
         raise ProcessExit(status & 0xFF)
 
@@ -219,7 +226,10 @@ class Syscalls:
         self.p.current.clear_tid = addr
         return self.p.current.tid
 
-    def sys_set_robust_list(self, *_: int) -> int:
+    def sys_set_robust_list(self, head: int, length: int, *_: int) -> int:
+        if length != 24:
+            return -errno.EINVAL
+        self.p.current.robust_list = (head, length)
         return 0
 
     def sys_getpid(self, *_: int) -> int:
@@ -322,7 +332,7 @@ class Syscalls:
     def sys_kill(self, pid: int, sig: int, *_: int) -> int:
         if sig == 0:
             return 0
-        from .process import ProcessExit
+        from .sched import ProcessExit
 
         if sig in (6, 9, 15, 2, 11):
             self.p.kernel.log(f"{self.p.argv[0]}: killed by signal {sig}")
@@ -467,7 +477,9 @@ class Syscalls:
             except WouldBlock:
                 if f.nonblock:
                     raise FsError(errno.EAGAIN) from None
-                if not self.block(lambda: bool(f.poll() & (want | POLLERR | POLLHUP))):
+                if not self.block(lambda: bool(f.poll() & (want | POLLERR | POLLHUP)),
+                                  console=isinstance(f, ConsoleFile),
+                                  what=f"{'read from' if want == POLLIN else 'write to'} {f.path}"):
                     raise FsError(errno.EAGAIN) from None
 
     def sys_read(self, fd: int, buf: int, count: int, *_: int) -> int:
@@ -894,7 +906,7 @@ class Syscalls:
             result = self._poll_fds(items)
             return any(result)
 
-        self.block(ready, self._timeout(tsp))
+        self.block(ready, self._timeout(tsp), self.on_console(fd for fd, _ in items), "ppoll")
         out = bytearray(raw)
         for i, rev in enumerate(result):
             struct.pack_into("<h", out, 8 * i + 6, rev)
@@ -917,7 +929,8 @@ class Syscalls:
                             res[k] |= 1 << fd
             return bool(res[0] or res[1])
 
-        self.block(ready, self._timeout(tsp))
+        watched = [fd for fd in range(nfds) if (sets[0] | sets[1]) >> fd & 1]
+        self.block(ready, self._timeout(tsp), self.on_console(watched), "pselect6")
         for k, a in enumerate((rp, wp)):
             if a:
                 self.p.write(a, res[k].to_bytes(nbytes, "little"))
@@ -967,7 +980,7 @@ class Syscalls:
             return bool(found)
 
         t = _s32(timeout)
-        self.block(ready, None if t < 0 else t * 1_000_000)
+        self.block(ready, None if t < 0 else t * 1_000_000, self.on_console(ep.interest), "epoll_pwait")
         out = b"".join(struct.pack("<IxxxxQ", rev, data) for _, rev, data in found)
         for fd, _, _ in found:
             f, want, data = ep.interest[fd]
@@ -997,7 +1010,7 @@ class Syscalls:
         return 0
 
     def _sleep(self, ns: int) -> int:
-        self.block(lambda: False, ns, console=False)
+        self.block(lambda: False, ns, console=False, what="sleeping")
         return 0
 
     def sys_nanosleep(self, req: int, rem: int, *_: int) -> int:
@@ -1006,7 +1019,9 @@ class Syscalls:
 
     def sys_clock_nanosleep(self, clock: int, flags: int, req: int, rem: int, *_: int) -> int:
         t = self._timeout(req) or 0
-        if flags & 1:  # TIMER_ABSTIME
+        if flags & 1:  # TIMER_ABSTIME, on the clock clock_gettime reports
+            if clock not in (0, 5, 8):
+                t += self.p.start_ns - 1_000 * NSEC
             t = max(0, t - self.now_ns())
         return self._sleep(t)
 
@@ -1021,6 +1036,9 @@ class Syscalls:
     # --- threads ------------------------------------------------------------------------
     def sys_clone(self, flags: int, stack: int, ptid: int, tls: int, ctid: int, *_: int) -> int | None:
         return self.p.clone(flags, stack, ptid, tls, ctid)
+
+    def sys_clone3(self, *_: int) -> int:
+        return -errno.ENOSYS  # glibc falls back to clone
 
     def sys_futex(self, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, val3: int) -> int | None:
         return self.p.futex(uaddr, op, val, timeout, uaddr2, val3)

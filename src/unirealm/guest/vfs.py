@@ -341,8 +341,8 @@ class ConsoleFile(OpenFile):
         console = self.kernel.console
         if console is None or size == 0:
             return b""
-        if self.nonblock and not self.poll() & POLLIN:
-            raise WouldBlock()
+        if not self.poll() & POLLIN:
+            raise WouldBlock()  # the syscall layer waits (and other threads run meanwhile)
         return console.read(size)
 
     def write(self, data: bytes) -> int:

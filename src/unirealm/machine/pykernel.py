@@ -197,6 +197,17 @@ class El0Space:
     def set_gpr(self, n: int, value: int) -> None:
         self.uc.reg_write(GPR_IDS[n], value & 0xFFFF_FFFF_FFFF_FFFF)
 
+    # thread contexts: all of EL0's registers, TPIDR_EL0 included
+    def save_context(self, ctx: Any = None) -> Any:
+        """The CPU's register state, into `ctx` if given (cheaper than a new one)."""
+        if ctx is None:
+            return self.uc.context_save()
+        self.uc.context_update(ctx)
+        return ctx
+
+    def restore_context(self, ctx: Any) -> None:
+        self.uc.context_restore(ctx)
+
     # running
     def run(self, pc: int, count: int = 0) -> tuple[str, int, int]:
         """Run EL0 code from `pc` until it needs the kernel. Returns (reason, pc, detail):

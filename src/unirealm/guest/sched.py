@@ -1,0 +1,279 @@
+"""Threads on one vCPU: cooperative green threads, each a saved EL0 register context.
+
+Every thread of every process runs on its process's EL0 address space (one Unicorn
+instance per process). A thread gives the CPU away only inside a syscall: when it blocks
+(futex, a read on an empty pipe, poll, sleep, wait4), yields or exits. While more than one
+thread could run, EL0 runs in instruction-count slices so that a thread spinning in user
+space is preempted too; a lone thread runs without slicing.
+
+Two ways to block:
+- a futex wait parks the thread with an explicit result: FUTEX_WAKE (or a timeout)
+  makes it runnable with x0 = 0 (or -ETIMEDOUT), and it resumes after its svc;
+- every other wait is a restart: the thread's PC goes back to its svc, it becomes
+  runnable when its condition holds or its deadline passes, and the syscall runs again
+  (seeing the same absolute deadline, so a timeout is measured once).
+
+When nothing can run but a thread waits for a deadline or for console input, the vCPU
+idles (WFI). When nothing can run and nothing could ever wake anyone, that is a deadlock:
+it is reported and the program ends with status DEADLOCK_STATUS.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+RUNNING, RUNNABLE, BLOCKED, DEAD = "running", "runnable", "blocked", "dead"
+SLICE = 200_000  # instructions per time slice while several threads could run
+DEADLOCK_STATUS = 134
+NSEC = 1_000_000_000
+
+
+class Blocked(Exception):
+    """Raised by a syscall that must wait: the scheduler parks the thread for a restart."""
+
+    def __init__(self, ready: Callable[[], bool], deadline: int | None, console: bool, what: str) -> None:
+        super().__init__(what)
+        self.ready = ready
+        self.deadline = deadline
+        self.console = console
+        self.what = what
+
+
+class Deadlock(Exception):
+    pass
+
+
+class ProcessExit(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@dataclass(eq=False)
+class Thread:
+    tid: int
+    proc: Any = None
+    ctx: Any = None  # the saved register context while not running
+    clear_tid: int = 0  # CLONE_CHILD_CLEARTID / set_tid_address: zeroed and woken at exit
+    robust_list: tuple[int, int] = (0, 0)
+    sigmask: int = 0
+    altstack: bytes | None = None
+    state: str = RUNNABLE
+    # while blocked
+    ready: Callable[[], bool] | None = None
+    deadline: int | None = None
+    console: bool = False
+    futex: tuple[Any, int] | None = None  # (key, bitset)
+    what: str = ""
+    result: int | None = None  # x0 to deliver when it runs again
+    restart: tuple[int | None] | None = None  # the deadline of a restarted syscall
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Scheduler:
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self.cpu = kernel.cpu
+        self.ids = itertools.count(1)
+        self.current: Thread | None = None
+        self.runq: deque[Thread] = deque()
+        self.waiting: list[Thread] = []
+        self.futexes: dict[tuple[Any, int], list[Thread]] = {}
+        self.live = 0  # threads not dead, all processes
+        self.processes: list[Any] = []
+
+    def now_ns(self) -> int:
+        return self.cpu.cntvct() * NSEC // self.cpu.cntfrq
+
+    # --- threads ----------------------------------------------------------------------
+    def new_thread(self, proc: Any, tid: int | None = None) -> Thread:
+        t = Thread(next(self.ids) if tid is None else tid, proc)
+        proc.threads.append(t)
+        self.live += 1
+        return t
+
+    def alone(self) -> bool:
+        """Whether the running thread is the only one alive (it may then wait in place)."""
+        return self.live == 1
+
+    def start(self, t: Thread) -> None:
+        t.state = RUNNABLE
+        self.runq.append(t)
+
+    def may_preempt(self) -> bool:
+        return bool(self.runq or self.waiting)
+
+    def park(self, t: Thread, blocked: Blocked) -> None:
+        """The running thread waits for a restart of its syscall (PC already rewound)."""
+        t.state = BLOCKED
+        t.ready, t.deadline, t.console, t.what = blocked.ready, blocked.deadline, blocked.console, blocked.what
+        t.restart = (blocked.deadline,)
+        self.waiting.append(t)
+
+    def futex_wait(self, t: Thread, key: tuple[Any, int], bitset: int, deadline: int | None) -> None:
+        t.state = BLOCKED
+        t.ready, t.deadline, t.console = None, deadline, False
+        t.futex = (key, bitset)
+        t.what = f"futex wait on {key[1]:#x}"
+        self.futexes.setdefault(key, []).append(t)
+        self.waiting.append(t)
+
+    def futex_wake(self, key: tuple[Any, int], count: int, bitset: int = 0xFFFFFFFF) -> int:
+        queue = self.futexes.get(key)
+        woken = 0
+        if not queue:
+            return 0
+        for t in list(queue):
+            if woken >= count:
+                break
+            assert t.futex is not None
+            if t.futex[1] & bitset:
+                self.wake(t, 0)
+                woken += 1
+        return woken
+
+    def futex_requeue(self, key: tuple[Any, int], key2: tuple[Any, int], wake: int, move: int) -> int:
+        woken = self.futex_wake(key, wake)
+        queue = self.futexes.get(key, [])
+        moved = 0
+        for t in list(queue):
+            if moved >= move:
+                break
+            queue.remove(t)
+            assert t.futex is not None
+            t.futex = (key2, t.futex[1])
+            t.what = f"futex wait on {key2[1]:#x}"
+            self.futexes.setdefault(key2, []).append(t)
+            moved += 1
+        if not queue:
+            self.futexes.pop(key, None)
+        return woken + moved
+
+    def _unqueue(self, t: Thread) -> None:
+        if t in self.waiting:
+            self.waiting.remove(t)
+        if t.futex is not None:
+            queue = self.futexes.get(t.futex[0])
+            if queue is not None and t in queue:
+                queue.remove(t)
+                if not queue:
+                    del self.futexes[t.futex[0]]
+            t.futex = None
+        t.ready = None
+        t.deadline = None
+
+    def wake(self, t: Thread, result: int | None = None) -> None:
+        self._unqueue(t)
+        t.result = result
+        t.state = RUNNABLE
+        self.runq.append(t)
+
+    def yield_current(self) -> None:
+        """The running thread goes behind every thread that can run now (if any)."""
+        t = self.current
+        if t is None or not (self.runq or self.waiting):
+            return
+        self.poll()
+        if self.runq:
+            t.state = RUNNABLE
+            self.runq.append(t)
+
+    def kill(self, t: Thread) -> None:
+        """Remove a thread for good (its process exited, or the thread called exit)."""
+        if t.state == DEAD:
+            return
+        self._unqueue(t)
+        if t in self.runq:
+            self.runq.remove(t)
+        t.state = DEAD
+        t.ctx = None
+        self.live -= 1
+        if t in t.proc.threads:
+            t.proc.threads.remove(t)
+
+    # --- choosing who runs --------------------------------------------------------------
+    def poll(self) -> None:
+        """Waiters whose condition now holds, or whose deadline passed, become runnable."""
+        now: int | None = None
+        for t in list(self.waiting):
+            if t.ready is not None and t.ready():
+                self.wake(t)
+                continue
+            if t.deadline is not None:
+                if now is None:
+                    now = self.now_ns()
+                if now >= t.deadline:
+                    self.wake(t, -errno.ETIMEDOUT if t.futex is not None else None)
+
+    def pick(self) -> Thread:
+        """The next thread to run; idles while only sleepers or console readers wait."""
+        while True:
+            self.poll()
+            if self.runq:
+                return self.runq.popleft()
+            if not any(t.deadline is not None or t.console for t in self.waiting):
+                raise Deadlock(self.describe())
+            console = any(t.console for t in self.waiting)
+            self.idle(console)
+
+    def idle(self, console: bool) -> None:
+        self.cpu.wfi()
+        if self.kernel.console is not None:
+            self.kernel.console._in(5)  # device activity: the VMM sees us polling the line
+
+    def describe(self) -> str:
+        parts = [f"thread {t.tid} (pid {t.proc.pid}): {t.what or 'blocked'}" for t in self.waiting]
+        return "; ".join(parts) or "no thread left to run"
+
+    # --- the EL0 run loop ---------------------------------------------------------------
+    def switch(self, old: Thread, new: Thread) -> None:
+        if new is not old:
+            if old.state != DEAD and not old.proc.released:
+                old.ctx = old.proc.space.save_context(old.ctx)
+            new.proc.space.restore_context(new.ctx)
+        self.current = new
+        new.state = RUNNING
+        if new.result is not None:
+            new.proc.space.set_gpr(0, new.result)
+            new.result = None
+
+    def run(self, init: Any, pc: int) -> int:
+        """Run until the first process ends; returns its exit status."""
+        self.current = init.threads[0]
+        self.current.state = RUNNING
+        while True:
+            t = self.current
+            p = t.proc
+            reason, pc, detail = p.space.run(pc, SLICE if self.runq or self.waiting else 0)
+            try:
+                if reason == "svc":
+                    try:
+                        p.syscalls.dispatch()
+                    except Blocked as blocked:
+                        p.space.set_reg("pc", pc - 4)  # the svc runs again when it can proceed
+                        self.park(t, blocked)
+                    else:
+                        t.restart = None
+                elif reason == "count":
+                    self.yield_current()
+                else:
+                    p.fault(reason, pc, detail)
+            except ProcessExit as done:
+                p.exit(done.status & 0xFF)
+                if p is init:
+                    return done.status & 0xFF
+            if t.state != RUNNING:
+                try:
+                    nxt = self.pick()
+                except Deadlock as exc:
+                    self.kernel.log(f"{init.argv[0]}: deadlock: every thread is blocked and nothing can wake "
+                                    f"them: {exc}", error=True)
+                    init.exit(DEADLOCK_STATUS)
+                    return DEADLOCK_STATUS
+                self.switch(t, nxt)
+            pc = self.current.proc.space.reg("pc")
