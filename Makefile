@@ -74,3 +74,7 @@ $(BUILD)/pthreads: examples/pthreads/pthreads.c | setup
 
 $(BUILD)/pthreads.img: $(BUILD)/pthreads $(GUEST_SOURCES) | setup
 	$(VENV)/bin/unirealm build $(BUILD)/pthreads -o $@ --name pthreads
+
+# Debian's busybox-static: applets by name, e.g. --params="-- sh -c \"ls /data | wc -l\""
+$(BUILD)/busybox.img: setup
+	$(VENV)/bin/unirealm build --debian busybox-static --app /bin/busybox -o $@

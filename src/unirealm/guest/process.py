@@ -54,6 +54,10 @@ SYSCALL_REGS = [a64.UC_ARM64_REG_X8, *(getattr(a64, f"UC_ARM64_REG_X{i}") for i 
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND, CLONE_VFORK = 0x100, 0x200, 0x400, 0x800, 0x4000
 CLONE_THREAD, CLONE_SYSVSEM, CLONE_SETTLS, CLONE_PARENT_SETTID = 0x10000, 0x40000, 0x80000, 0x100000
 CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x200000, 0x1000000
+# what a forked child inherits beyond memory (and an exec clears)
+FORK_REGS = [*(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(29)), a64.UC_ARM64_REG_X29, a64.UC_ARM64_REG_X30,
+             a64.UC_ARM64_REG_NZCV, a64.UC_ARM64_REG_TPIDR_EL0, a64.UC_ARM64_REG_FPCR, a64.UC_ARM64_REG_FPSR,
+             *(getattr(a64, f"UC_ARM64_REG_Q{i}") for i in range(32))]
 FUTEX_WAIT, FUTEX_WAKE, FUTEX_REQUEUE, FUTEX_CMP_REQUEUE, FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 0, 1, 3, 4, 9, 10
 FUTEX_CLOCK_REALTIME = 256
 # A72 (the EL0 CPU model): FP, ASIMD, AES, PMULL, SHA1, SHA2, CRC32. No LSE atomics.
@@ -128,7 +132,10 @@ class Process:
         self.start_ns = self.cpu.cntvct() * 1_000_000_000 // self.cpu.cntfrq
         self.trampoline_ipa: int | None = None
         self.released = False
-        self.exit_status: int | None = None
+        self.exit_status: int | None = None  # set when it ends: a zombie until wait4 reaps it
+        self.execed = False  # a vfork parent waits for this (or the exit)
+        self.parent: Process | None = None
+        self.children: list[Process] = []
         self.syscalls = Syscalls(self)
         self.mount_system()
         self.entry, self.auxv_info = self.load(elf_bytes)
@@ -174,6 +181,9 @@ class Process:
             self.syscalls.install(ConsoleFile(kernel, O_RDWR, "/dev/console", tty), lowest=fd)
 
     def _proc_self(self) -> dict[str, Inode]:
+        current = self.sched.current
+        if current is not None and current.proc is not self:
+            return current.proc._proc_self()
         fd_dir = DirInode(0o500, dynamic=lambda: {
             str(fd): LinkInode(e.file.path) for fd, e in sorted(self.syscalls.fds.items())})
         return {
@@ -563,11 +573,120 @@ class Process:
         self.sched.start(t)
         return t.tid
 
-    def fork(self, flags: int, stack: int, ptid: int, tls: int, ctid: int) -> int:
-        if not self.syscalls.warned_clone:
-            self.syscalls.warned_clone = True
-            self.kernel.log(f"clone without CLONE_VM|CLONE_THREAD (flags {flags:#x}) is not supported (ENOSYS)")
-        return -errno.ENOSYS
+    def fork(self, flags: int, stack: int, ptid: int, tls: int, ctid: int) -> int | None:
+        """A new process with a copy of this one's memory, fds and registers (fork, and
+        vfork, whose parent waits until the child execs or exits)."""
+        if flags & (CLONE_THREAD | CLONE_SIGHAND) or (flags & CLONE_VM and not flags & CLONE_VFORK):
+            if not self.syscalls.warned_clone:
+                self.syscalls.warned_clone = True
+                self.kernel.log(f"clone with flags {flags:#x} is not supported (ENOSYS)")
+            return -errno.ENOSYS
+        child = Process.__new__(Process)
+        child.kernel, child.cpu, child.vfs, child.sched = self.kernel, self.cpu, self.vfs, self.sched
+        child.argv, child.envp, child.exe_path = list(self.argv), list(self.envp), self.exe_path
+        child.space = self.cpu.el0_space()
+        child.uc = child.space.uc
+        child.space.on_fault = child.demand_page
+        child.vmas = [Vma(v.start, v.end, v.prot, v.name, v.data, v.data_va, v.shared) for v in self.vmas]
+        child.owned = {}
+        child.brk_start, child.brk = self.brk_start, self.brk
+        child.threads = []
+        child.sigactions = dict(self.sigactions)
+        child.start_ns = self.start_ns
+        child.trampoline_ipa = None
+        child.released = False
+        child.exit_status = None
+        child.execed = False
+        child.parent = self
+        child.children = []
+        child.entry, child.auxv_info = self.entry, self.auxv_info
+        t = self.sched.new_thread(child)
+        child.pid = t.tid
+        self.sched.processes.append(child)
+        self.children.append(child)
+        # memory: every page this process has, copied (no copy-on-write)
+        for va, ipa in self.owned.items():
+            new = self.kernel.pages.alloc(1)
+            self.cpu.write(new, self.cpu.read(ipa, GRANULE_SIZE))
+            child.owned[va] = new
+            child.space.map(va, new, GRANULE_SIZE, self.space.pages[va][1] if va in self.space.pages else 0)
+        # files
+        child.syscalls = Syscalls(child)
+        for fd, entry in self.syscalls.fds.items():
+            entry.file.refs += 1
+            child.syscalls.fds[fd] = type(entry)(entry.file, entry.cloexec)
+        child.syscalls.cwd, child.syscalls.umask = self.syscalls.cwd, self.syscalls.umask
+        child.syscalls.warned, child.syscalls.warned_clone = self.syscalls.warned, self.syscalls.warned_clone
+        # registers: the parent's, returning 0 from the svc, entered at EL0 through the trampoline
+        parent = self.current
+        regs = {r: self.uc.reg_read(r) for r in FORK_REGS}
+        regs[a64.UC_ARM64_REG_X0] = 0
+        sp = stack or self.uc.reg_read(a64.UC_ARM64_REG_SP)
+        if flags & CLONE_SETTLS:
+            regs[a64.UC_ARM64_REG_TPIDR_EL0] = tls
+        for r, v in regs.items():
+            child.uc.reg_write(r, v)
+        child.entry = self.uc.reg_read(a64.UC_ARM64_REG_PC)
+        child.space.set_reg("pc", child.enter_el0(sp))
+        child.entry = self.entry
+        t.ctx = child.space.save_context()
+        t.sigmask = parent.sigmask
+        tid = t.tid.to_bytes(4, "little")
+        if flags & CLONE_PARENT_SETTID:
+            self.write(ptid, tid)
+        if flags & CLONE_CHILD_SETTID:
+            child.write(ctid, tid)
+        if flags & CLONE_CHILD_CLEARTID:
+            t.clear_tid = ctid
+        self.sched.start(t)
+        if flags & CLONE_VFORK:
+            self.sched.park_until(parent, lambda: child.execed or child.exit_status is not None, child.pid,
+                                  f"vfork child {child.pid}")
+            return None
+        return child.pid
+
+    def execve(self, path: str, argv: list[str], envp: list[str]) -> int | None:
+        """Replace this process's program (its threads, memory, close-on-exec fds)."""
+        node, canon = self.vfs.walk(path, self.syscalls.cwd)
+        if isinstance(node, DirInode):
+            return -errno.EACCES
+        if not isinstance(node, RegInode):
+            return -errno.EACCES
+        if not node.mode & 0o111:
+            return -errno.EACCES
+        data = bytes(node.data)
+        try:
+            parse_elf(data, canon)
+        except ExecError:
+            return -errno.ENOEXEC
+        # the point of no return
+        me = self.current
+        for t in list(self.threads):
+            if t is not me:
+                self.sched.kill(t)
+        for va in sorted(self.owned):
+            self.space.unmap(va, GRANULE_SIZE)
+            self.kernel.pages.release(self.owned[va])
+        self.owned.clear()
+        self.vmas = []
+        for fd in [fd for fd, e in self.syscalls.fds.items() if e.cloexec]:
+            self.syscalls.close_fd(fd)
+        self.sigactions.clear()
+        self.argv, self.envp, self.exe_path = argv, envp, canon
+        try:
+            self.entry, self.auxv_info = self.load(data)
+        except ExecError as exc:
+            self.kernel.log(str(exc), error=True)
+            raise ProcessExit(127) from None
+        sp = self.setup_stack()
+        for r in FORK_REGS:
+            self.uc.reg_write(r, 0)
+        self.uc.reg_write(a64.UC_ARM64_REG_SP, sp)
+        self.uc.reg_write(a64.UC_ARM64_REG_PC, self.entry)
+        me.clear_tid = 0
+        me.robust_list = (0, 0)
+        self.execed = True
+        return None
 
     def futex(self, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, val3: int) -> int | None:
         cmd = op & 0x7F  # without FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME
@@ -733,6 +852,43 @@ def build_vfs(kernel: Any) -> tuple[Vfs, str | None]:
     return vfs, app
 
 
+def split_cmdline(text: str) -> list[tuple[str, bool]]:
+    """Words of a command line, as (word, quoted): "double" or 'single' quotes group words
+    with spaces and are removed; nothing else is special."""
+    words: list[tuple[str, bool]] = []
+    word: list[str] = []
+    quote = ""
+    quoted = started = False
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = ""
+            else:
+                word.append(ch)
+        elif ch in "\"'":
+            quote, quoted, started = ch, True, True
+        elif ch.isspace():
+            if started:
+                words.append(("".join(word), quoted))
+            word, quoted, started = [], False, False
+        else:
+            word.append(ch)
+            started = True
+    if started:
+        words.append(("".join(word), quoted))
+    return words
+
+
+def app_argv(kernel: Any) -> list[str]:
+    """The app's arguments: the words after the command line's first `--`, with quoting
+    (`-- sh -c "ls /data | wc -l"`)."""
+    words = split_cmdline(kernel.info.bootargs)
+    for i, (word, quoted) in enumerate(words):
+        if word == "--" and not quoted:
+            return [w for w, _ in words[i + 1 :]]
+    return list(kernel.argv)
+
+
 def run_app(kernel: Any) -> int:
     from ..arch.cpio import CpioError
 
@@ -746,7 +902,7 @@ def run_app(kernel: Any) -> int:
         return 0
     try:
         data = vfs.read_file(app)
-        process = Process(kernel, data, [app, *kernel.argv], exe_path=app, vfs=vfs)
+        process = Process(kernel, data, [app, *app_argv(kernel)], exe_path=app, vfs=vfs)
     except (ExecError, FsError) as exc:
         msg = f"cannot execute {app}: {exc}" if isinstance(exc, FsError) else str(exc)
         kernel.log(msg, error=True)

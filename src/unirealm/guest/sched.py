@@ -71,6 +71,7 @@ class Thread:
     futex: tuple[Any, int] | None = None  # (key, bitset)
     what: str = ""
     result: int | None = None  # x0 to deliver when it runs again
+    ready_result: int | None = None  # x0 for a park_until waiter once ready
     restart: tuple[int | None] | None = None  # the deadline of a restarted syscall
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -113,6 +114,15 @@ class Scheduler:
         t.state = BLOCKED
         t.ready, t.deadline, t.console, t.what = blocked.ready, blocked.deadline, blocked.console, blocked.what
         t.restart = (blocked.deadline,)
+        t.ready_result = None
+        self.waiting.append(t)
+
+    def park_until(self, t: Thread, ready: Callable[[], bool], result: int, what: str) -> None:
+        """The running thread waits for `ready()`, then resumes after its svc with x0 = result."""
+        t.state = BLOCKED
+        t.ready, t.deadline, t.console, t.what = ready, None, False, what
+        t.restart = None
+        t.ready_result = result
         self.waiting.append(t)
 
     def futex_wait(self, t: Thread, key: tuple[Any, int], bitset: int, deadline: int | None) -> None:
@@ -202,7 +212,7 @@ class Scheduler:
         now: int | None = None
         for t in list(self.waiting):
             if t.ready is not None and t.ready():
-                self.wake(t)
+                self.wake(t, t.ready_result)
                 continue
             if t.deadline is not None:
                 if now is None:

@@ -73,6 +73,7 @@ MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE = 1, 2, 0
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 MADV_DONTNEED, MADV_FREE = 4, 8
 RLIMIT_STACK, RLIMIT_NOFILE = 3, 7
+WNOHANG = 1
 RLIM_INFINITY = (1 << 64) - 1
 UTSNAME_FIELD = 65
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW = 0, 1, 2, 3, 4, 5, 6, 7
@@ -239,7 +240,8 @@ class Syscalls:
         return self.p.current.tid
 
     def sys_getppid(self, *_: int) -> int:
-        return 0
+        parent = self.p.parent
+        return parent.pid if parent is not None and parent.exit_status is None else 0
 
     def sys_getuid(self, *_: int) -> int:
         return 0
@@ -345,8 +347,38 @@ class Syscalls:
     def sys_tkill(self, tid: int, sig: int, *_: int) -> int:
         return self.sys_kill(tid, sig)
 
-    def sys_wait4(self, *_: int) -> int:
-        return -errno.ECHILD
+    def sys_wait4(self, pid: int, wstatus: int, options: int, rusage: int, *_: int) -> int:
+        pid = _s32(pid)
+        children = [c for c in self.p.children if pid <= 0 or c.pid == pid]
+        if not children:
+            return -errno.ECHILD
+
+        def zombie() -> Any:
+            return next((c for c in children if c.exit_status is not None), None)
+
+        if zombie() is None:
+            if options & WNOHANG:
+                return 0
+            if not self.block(lambda: zombie() is not None, console=False, what=f"wait4({pid})"):
+                return -errno.ECHILD
+        child = zombie()
+        self.p.children.remove(child)
+        if wstatus:
+            self.p.write(wstatus, ((child.exit_status & 0xFF) << 8).to_bytes(4, "little"))
+        if rusage:
+            self.p.write(rusage, bytes(144))
+        return child.pid
+
+    def _strings(self, addr: int) -> list[str]:
+        out: list[str] = []
+        while addr:
+            ptr = int.from_bytes(self.p.read(addr + 8 * len(out), 8), "little")
+            if not ptr:
+                break
+            if len(out) >= 4096:
+                raise FsError(errno.E2BIG)
+            out.append(self.p.read_cstring(ptr, 1 << 17).decode("utf-8", "surrogateescape"))
+        return out
 
     def sys_membarrier(self, *_: int) -> int:
         return 0
@@ -1043,6 +1075,6 @@ class Syscalls:
     def sys_futex(self, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, val3: int) -> int | None:
         return self.p.futex(uaddr, op, val, timeout, uaddr2, val3)
 
-    def sys_execve(self, *_: int) -> int:
-        return -errno.ENOSYS
+    def sys_execve(self, pathp: int, argvp: int, envpp: int, *_: int) -> int | None:
+        return self.p.execve(self.path(pathp), self._strings(argvp), self._strings(envpp))
 
