@@ -115,3 +115,11 @@ def test_bad_input_fails_cleanly(argv: str, status: int, message: bytes, busybox
     assert res.returncode == status, out.decode()
     assert message in out
     assert b"Traceback" not in out and b"panic" not in out
+
+
+def test_pipeline_without_the_svc_fast_path(busybox_image: Path, tree: tuple[Path, Path], tmp_path: Path) -> None:
+    env = dict(os.environ, UNIREALM_DATA_DIR=str(tmp_path / "data"))
+    cmd = [*UNIREALM, "run", "-k", str(busybox_image), "--platform", "kvm", "-i", str(tree[1]),
+           '--params=quiet nofastsvc -- sh -c "cat data/words.txt | sort | wc -l"']
+    res = subprocess.run(cmd, capture_output=True, env=env, timeout=120, check=False)
+    assert res.returncode == 0 and res.stdout == b"9\n", res.stderr.decode()

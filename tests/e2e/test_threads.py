@@ -77,3 +77,10 @@ def test_bad_argument_fails_cleanly(pthreads_image: Path, tmp_path: Path) -> Non
     res = run(pthreads_image, "--realm", params="-- nonsense", tmp=tmp_path)
     out = res.stdout.decode() + res.stderr.decode()
     assert res.returncode == 2 and "usage:" in out and "Traceback" not in out
+
+
+def test_pthreads_without_the_svc_fast_path(pthreads_image: Path, tmp_path: Path) -> None:
+    """The kernel option `nofastsvc`: every syscall leaves the CPU loop (the slow path)."""
+    res = run(pthreads_image, "--platform", "kvm", params="nofastsvc -- 100", tmp=tmp_path)
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout == expected(100)

@@ -137,6 +137,8 @@ class Process:
         self.parent: Process | None = None
         self.children: list[Process] = []
         self.syscalls = Syscalls(self)
+        if "nofastsvc" not in getattr(kernel, "options", {}):  # kernel option: every SVC leaves run()
+            self.space.on_svc = self.sched.fast_svc
         self.mount_system()
         self.entry, self.auxv_info = self.load(elf_bytes)
 
@@ -517,7 +519,7 @@ class Process:
         return self.uc.reg_read_batch(SYSCALL_REGS)
 
     def set_result(self, value: int) -> None:
-        self.space.set_gpr(0, value)
+        self.space.set_x0(value)
 
     # --- threads and waiting --------------------------------------------------------------
     @property
@@ -587,6 +589,7 @@ class Process:
         child.space = self.cpu.el0_space()
         child.uc = child.space.uc
         child.space.on_fault = child.demand_page
+        child.space.on_svc = self.space.on_svc
         child.vmas = [Vma(v.start, v.end, v.prot, v.name, v.data, v.data_va, v.shared) for v in self.vmas]
         child.owned = {}
         child.brk_start, child.brk = self.brk_start, self.brk

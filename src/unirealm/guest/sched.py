@@ -87,6 +87,7 @@ class Scheduler:
         self.futexes: dict[tuple[Any, int], list[Thread]] = {}
         self.live = 0  # threads not dead, all processes
         self.processes: list[Any] = []
+        self.pending: BaseException | str | None = None  # what the SVC fast path left to do
 
     def now_ns(self) -> int:
         return self.cpu.cntvct() * NSEC // self.cpu.cntfrq
@@ -241,6 +242,28 @@ class Scheduler:
         return "; ".join(parts) or "no thread left to run"
 
     # --- the EL0 run loop ---------------------------------------------------------------
+    def fast_svc(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int, a5: int) -> bool:
+        """A syscall inside the CPU's SVC hook. True: done, EL0 goes on. False: `run()` stops
+        and the loop below finishes it (self.pending says what is left)."""
+        self.pending = None
+        t = self.current
+        assert t is not None
+        p = t.proc
+        if nr in p.syscalls.slow_path:
+            return False  # dispatched from the loop
+        try:
+            result = p.syscalls.handle(nr, [a0, a1, a2, a3, a4, a5])
+        except (Blocked, ProcessExit) as exc:
+            self.pending = exc
+            return False
+        t.restart = None
+        if result is not None:
+            p.space.set_x0(result)
+        if t.state != RUNNING:
+            self.pending = "done"  # it blocked, yielded or exited: someone else runs
+            return False
+        return True
+
     def switch(self, old: Thread, new: Thread) -> None:
         if new is not old:
             if old.state != DEAD and not old.proc.released:
@@ -261,7 +284,14 @@ class Scheduler:
             p = t.proc
             reason, pc, detail = p.space.run(pc, SLICE if self.runq or self.waiting else 0)
             try:
-                if reason == "svc":
+                pending, self.pending = self.pending, None
+                if reason == "svc" and pending is not None:
+                    if isinstance(pending, Blocked):
+                        p.space.set_reg("pc", pc - 4)
+                        self.park(t, pending)
+                    elif isinstance(pending, ProcessExit):
+                        raise pending
+                elif reason == "svc":
                     try:
                         p.syscalls.dispatch()
                     except Blocked as blocked:

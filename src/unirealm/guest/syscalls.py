@@ -85,6 +85,8 @@ RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 STATX_BASIC_STATS = 0x7FF
 NSEC = 1_000_000_000
 
+# Run outside the CPU's SVC hook: they read or rewrite more registers than x0.
+SLOW_PATH = frozenset({NR["clone"], NR["execve"]})
 TRACE_PATHS = {"openat", "faccessat", "newfstatat", "readlinkat", "unlinkat", "mkdirat", "statx", "faccessat2"}
 Handler = Callable[..., int]
 
@@ -125,11 +127,20 @@ class Syscalls:
         self.cwd = "/"
         self.umask = 0o022
         self.trace = "strace" in getattr(process.kernel, "options", {})
+        self.slow_path = SLOW_PATH
 
     # --- dispatch -----------------------------------------------------------------------
     def dispatch(self) -> None:
         nr, *args = self.p.syscall_args()
+        result = self.handle(nr, args)
+        if result is not None:
+            self.p.set_result(result)
+
+    def handle(self, nr: int, args: list[int]) -> int | None:
+        """Count, run and trace one syscall; its result (None: x0 is not to be written)."""
         self.counts[nr] = self.counts.get(nr, 0) + 1
+        if not self.trace:
+            return self.call(nr, args)
         result = self.call(nr, args)
         if self.trace:
             shown = ", ".join(hex(a) for a in args[:4])
@@ -137,8 +148,7 @@ class Syscalls:
                 with_path = self.p.read_cstring(args[1]) if args[1] else b""
                 shown += f" {with_path!r}"
             self.p.kernel.log(f"[{self.p.current.tid}] {NAMES.get(nr, nr)}({shown}) = {result}", error=True)
-        if result is not None:
-            self.p.set_result(result)
+        return result
 
     def call(self, nr: int, args: list[int]) -> int | None:
         handler = self.table.get(nr)

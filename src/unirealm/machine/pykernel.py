@@ -15,6 +15,7 @@ in its syndrome, a rewound SMC is issued again.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -43,6 +44,11 @@ from unicorn import (
     UcError,
 )
 from unicorn import arm64_const as a64
+
+try:  # the library under the binding: the SVC fast path calls it directly
+    from unicorn.unicorn_py3.unicorn import uclib as _uclib
+except ImportError:  # pragma: no cover - older bindings: the binding's own hook
+    _uclib = None
 
 from unirealm.arch.esr import AccessSyndrome
 from unirealm.arch.image import UNIKERNEL_HEADER, UNIKERNEL_HEADER_OFFSET, UNIKERNEL_MAGIC
@@ -131,8 +137,19 @@ class _PayloadImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return self.archive.read(member)
 
 
+_INTR_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
+# x8 (the syscall number), x0..x5 (its arguments), then PC
+_SVC_REG_IDS = [a64.UC_ARM64_REG_X8, *(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(6)), a64.UC_ARM64_REG_PC]
+
+
 class El0Space:
-    """An EL0 address space on Unicorn: the kernel's VA -> IPA pages, mapped by pointer."""
+    """An EL0 address space on Unicorn: the kernel's VA -> IPA pages, mapped by pointer.
+
+    SVC fast path: when the kernel sets `on_svc`, every SVC calls it inside the CPU's
+    interrupt hook with (nr, x0..x5), read in one batch through the library; if it
+    returns True the syscall is complete (x0 written with `set_x0`) and EL0 continues
+    without leaving `run()`. False stops `run()` with ("svc", pc, 0) as without a handler.
+    """
 
     def __init__(self, cpu: GuestCpu, cpu_model: str) -> None:
         self._cpu = cpu
@@ -143,7 +160,21 @@ class El0Space:
         self._stop: tuple[str, int, int] | None = None
         # The kernel's page-fault handler: called with an unmapped page; True if it mapped it.
         self.on_fault: Callable[[int], bool] | None = None
-        self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        # The kernel's syscall handler for the fast path: (nr, x0..x5) -> handled.
+        self.on_svc: Callable[[int, int, int, int, int, int, int], bool] | None = None
+        if _uclib is not None:
+            self._uch = self.uc._uch
+            self._ids = (ctypes.c_int * 8)(*_SVC_REG_IDS)
+            self._vals = (ctypes.c_uint64 * 8)()
+            base = ctypes.addressof(self._vals)
+            self._ptrs = (ctypes.c_void_p * 8)(*(base + 8 * i for i in range(8)))
+            self._x0 = ctypes.c_uint64()
+            self._intr_cb = _INTR_CB(self._raw_intr)  # referenced for as long as the hook exists
+            handle = ctypes.c_size_t()
+            _uclib.uc_hook_add(self._uch, ctypes.byref(handle), UC_HOOK_INTR,
+                               ctypes.cast(self._intr_cb, ctypes.c_void_p), None, 1, 0)
+        else:
+            self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid)
         # EL0 may read CTR_EL0, use DC ZVA and WFI/WFE as on Linux (SCTLR_EL1 UCT, DZE, nTWI, nTWE, UCI).
         sctlr = self.uc.cpr_read(3, 0, 1, 0, 0)
@@ -194,6 +225,14 @@ class El0Space:
     def gpr(self, n: int) -> int:
         return self.uc.reg_read(GPR_IDS[n])
 
+    def set_x0(self, value: int) -> None:
+        """x0 (a syscall's result), written straight through the library when it can be."""
+        if _uclib is None:
+            self.uc.reg_write(a64.UC_ARM64_REG_X0, value & 0xFFFF_FFFF_FFFF_FFFF)
+            return
+        self._x0.value = value & 0xFFFF_FFFF_FFFF_FFFF
+        _uclib.uc_reg_write(self._uch, a64.UC_ARM64_REG_X0, ctypes.byref(self._x0))
+
     def set_gpr(self, n: int, value: int) -> None:
         self.uc.reg_write(GPR_IDS[n], value & 0xFFFF_FFFF_FFFF_FFFF)
 
@@ -223,6 +262,24 @@ class El0Space:
         if self._stop is None:
             return ("count", self.uc.reg_read(a64.UC_ARM64_REG_PC), 0)
         return self._stop
+
+    def _raw_intr(self, _uch: int, intno: int, _ud: int) -> None:
+        try:
+            assert _uclib is not None
+            _uclib.uc_reg_read_batch(self._uch, self._ids, self._ptrs, 8)
+            nr, a0, a1, a2, a3, a4, a5, pc = self._vals
+            if intno == EXCP_SWI:
+                handler = self.on_svc
+                if handler is not None and handler(nr, a0, a1, a2, a3, a4, a5):
+                    return
+                self._stop = ("svc", pc, 0)
+            else:
+                self._stop = ("undef", pc, intno)
+            _uclib.uc_emu_stop(self._uch)
+        except BaseException as exc:  # raised again by emu_start, as the binding's hooks do
+            if self.uc._hook_exception is None:
+                self.uc._hook_exception = exc
+            _uclib.uc_emu_stop(self._uch)
 
     def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
         pc = uc.reg_read(a64.UC_ARM64_REG_PC)
