@@ -125,7 +125,10 @@ class Monitor:
             if is_rmi(fid) and self.rmm is not None:
                 out = self.rmm.handle_rmi(args)
                 if self.trace is not None:
-                    self.trace(describe_rmi(args, out))
+                    line = describe_rmi(args, out)
+                    if fid == rmi.RmiFid.REC_ENTER and out[0] == 0:
+                        line += f" exit={self._exit_reason(args[2])}"
+                    self.trace(line)
                 return out
             return self._not_supported(args)
         if caller == Caller.R_EL1:
@@ -136,6 +139,15 @@ class Monitor:
                 return result
             return self._not_supported(args)
         return self._rmm_el3(args)
+
+    def _exit_reason(self, run_pa: int) -> str:
+        """The exit reason the RMM wrote into the host's run granule, for the trace."""
+        offset = rmi.RMI_REC_RUN.offset("exit_reason")
+        reason = self.memory.accessor(World.NON_SECURE).read_u64(run_pa + offset)
+        try:
+            return rmi.RmiRecExitReason(reason).name
+        except ValueError:
+            return hex(reason)
 
     def _not_supported(self, args: list[int]) -> list[int]:
         return [SMCCC_NOT_SUPPORTED, *args[1:]]
