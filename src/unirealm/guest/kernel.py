@@ -116,6 +116,7 @@ class Kernel:
         self.options: dict[str, str] = {}
         self.argv: list[str] = []
         self.quiet = False  # kernel option `quiet`: only errors on the console
+        self.realtime_offset_ns = 0  # CLOCK_REALTIME - CLOCK_MONOTONIC
 
     # --- logging ------------------------------------------------------------------------
     def log(self, text: str, error: bool = False) -> None:
@@ -174,6 +175,7 @@ class Kernel:
                 self.log(f"RIPAS RAM set over [{base:#x}, {base + size:#x})")
         self.map_devices()
         self.start_console()
+        self.start_clock()
 
         for base, size in self.info.ram:
             self.pages.add(base, base + size)
@@ -220,6 +222,25 @@ class Kernel:
         self.log_device = self.console if log_uart is uarts[index] else Ns16550(self.cpu, log_uart.address)
         early, self._early_log = self._early_log, []
         self.log_device.write("".join(early).encode())
+
+    # --- time ---------------------------------------------------------------------------
+    def monotonic_ns(self) -> int:
+        """CLOCK_MONOTONIC: the architected counter, which EL0 code (and the vDSO) reads too."""
+        return self.cpu.cntvct() * 1_000_000_000 // self.cpu.cntfrq
+
+    def realtime_ns(self) -> int:
+        return self.monotonic_ns() + self.realtime_offset_ns
+
+    def start_clock(self) -> None:
+        """Wall-clock time from the RTC the device tree names; the epoch if there is none."""
+        self.realtime_offset_ns = -self.monotonic_ns()
+        rtc = next((d for d in self.info.devices if d.compatible == "motorola,mc146818"), None)
+        if rtc is None:
+            self.log("no RTC: the wall clock starts at the epoch")
+            return
+        from .rtc import Mc146818
+
+        self.realtime_offset_ns = Mc146818(self.cpu, rtc.address).seconds() * 1_000_000_000 - self.monotonic_ns()
 
     def parse_cmdline(self, bootargs: str) -> None:
         """Unikernel options, then `--`, then the app's argv (Unikraft's convention)."""

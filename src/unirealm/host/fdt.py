@@ -113,6 +113,7 @@ class FdtConfig:
     cpu_compatible: str = CPU_COMPATIBLE
     timer_ppis: tuple[int, int, int, int] = ARCH_TIMER_PPIS
     extra_chosen: dict[str, str] = field(default_factory=dict)
+    rtc: tuple[int, int] | None = None  # (base, size) of the motorola,mc146818 RTC
 
     @classmethod
     def for_layout(
@@ -253,6 +254,11 @@ def generate_fdt(cfg: FdtConfig) -> bytes:
                 sw.property("reg", _u64s(port.base, port.reg_size))
                 sw.property("interrupts", _spi(port.irq, IRQ_TYPE_LEVEL_HIGH))
                 sw.property_u32("clock-frequency", port.clock_frequency)
+
+        if cfg.rtc is not None:
+            with sw.add_node(f"rtc@{cfg.rtc[0]:x}"):
+                sw.property_string("compatible", "motorola,mc146818")
+                sw.property("reg", _u64s(*cfg.rtc))
 
         for dev in cfg.virtio_mmio:
             with sw.add_node(dev.node_name):

@@ -15,6 +15,7 @@ status (a unirealm convention; PSCI ignores x1), which becomes the VMM's exit st
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
@@ -51,6 +52,7 @@ from unirealm.machine.vcpu import (
 from .cmdline import RunConfig
 from .devices.mmio import MmioBus
 from .devices.ns16550 import Ns16550
+from .devices.rtc import RTC_MMIO_SIZE, Mc146818
 from .fdt import FdtConfig, dump_dtb, generate_fdt, kvmtool_serial_ports
 from .image import ImageFormatError, inspect_image
 from .kvm import (
@@ -65,7 +67,7 @@ from .kvm import (
     RipasStep,
     RmiCallError,
 )
-from .memmap import FDT_MAX_SIZE, GuestLayout, IrqLines, MemoryLayoutError
+from .memmap import ARM_RTC_MMIO_BASE, FDT_MAX_SIZE, GuestLayout, IrqLines, MemoryLayoutError
 
 log = logging.getLogger("unirealm.vmm")
 IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
@@ -177,9 +179,9 @@ class Vmm:
         self.bootargs = cfg.params or ""
         if not cfg.nodefaults:
             self.bootargs = ("console=ttyS0 " + self.bootargs).strip()
-        self.dtb = generate_fdt(
-            FdtConfig.for_layout(self.layout, nrcpus=cfg.nrcpus, bootargs=self.bootargs, serials=self.serials)
-        )
+        self.bus.register(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE, Mc146818(), "rtc")
+        fdt_cfg = FdtConfig.for_layout(self.layout, nrcpus=cfg.nrcpus, bootargs=self.bootargs, serials=self.serials)
+        self.dtb = generate_fdt(dataclasses.replace(fdt_cfg, rtc=(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE)))
         if cfg.dump_dtb:
             dump_dtb(cfg.dump_dtb, self.dtb)
         lay = self.layout

@@ -1,0 +1,46 @@
+"""MC146818 RTC driver: the wall-clock time at boot (the host's, so untrusted in a realm)."""
+
+from __future__ import annotations
+
+import calendar
+from typing import Any
+
+RTC_SECONDS, RTC_MINUTES, RTC_HOURS = 0x00, 0x02, 0x04
+RTC_DAY_OF_MONTH, RTC_MONTH, RTC_YEAR = 0x07, 0x08, 0x09
+RTC_REG_A, RTC_REG_B, RTC_CENTURY = 0x0A, 0x0B, 0x32
+REG_A_UIP = 0x80  # update in progress
+REG_B_BINARY = 0x04
+REG_B_24H = 0x02
+
+
+def _bcd(value: int) -> int:
+    return (value >> 4) * 10 + (value & 0xF)
+
+
+class Mc146818:
+    def __init__(self, cpu: Any, base: int) -> None:
+        self.cpu = cpu
+        self.base = base
+
+    def _read(self, reg: int) -> int:
+        self.cpu.mmio_write(self.base, 1, reg)
+        return self.cpu.mmio_read(self.base + 1, 1)
+
+    def _snapshot(self) -> tuple[int, ...]:
+        for _ in range(1000):
+            if not self._read(RTC_REG_A) & REG_A_UIP:
+                break
+        return tuple(self._read(r) for r in (RTC_SECONDS, RTC_MINUTES, RTC_HOURS, RTC_DAY_OF_MONTH, RTC_MONTH,
+                                             RTC_YEAR, RTC_CENTURY))
+
+    def seconds(self) -> int:
+        """Seconds since the Unix epoch, read twice until two reads agree."""
+        first = self._snapshot()
+        while (second := self._snapshot()) != first:
+            first = second
+        binary = self._read(RTC_REG_B) & REG_B_BINARY
+        sec, minute, hour, mday, mon, year, century = (v if binary else _bcd(v) for v in first)
+        if not self._read(RTC_REG_B) & REG_B_24H and hour & 0x80:  # 12-hour mode, PM
+            hour = (hour & 0x7F) % 12 + 12
+        full_year = (century or 20) * 100 + year
+        return calendar.timegm((full_year, mon, mday, hour, minute, sec, 0, 0, 0))
