@@ -41,4 +41,5 @@ UNIKERNEL_HEADER = Layout(
 PAYLOAD_GUEST_PACKAGE = "guest/"
 PAYLOAD_ARCH_PACKAGE = "arch/"
 PAYLOAD_APP_DIR = "app/"
+PAYLOAD_VDSO = "vdso/linux-vdso.so.1"  # built from guest/asm/vdso.S
 DEFAULT_ENTRY = "guest.kernel:boot"

@@ -50,6 +50,15 @@ def run_debian(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unirealm.host.toolchain import ToolchainError
+
+    try:
+        return build(args)
+    except ToolchainError as exc:
+        raise UsageError(f"building the image's vDSO: {exc}") from None
+
+
+def build(args: argparse.Namespace) -> int:
     from unirealm.host.image import build_image
 
     if args.debian:

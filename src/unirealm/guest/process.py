@@ -20,7 +20,7 @@ from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
 from unicorn import arm64_const as a64
 
-from ..arch.image import PAYLOAD_APP_DIR
+from ..arch.image import PAYLOAD_APP_DIR, PAYLOAD_VDSO
 from ..arch.memory import GRANULE_SIZE
 from .sched import NSEC, Blocked, ProcessExit, Scheduler, Thread
 from .syscalls import Syscalls
@@ -45,6 +45,9 @@ STACK_TOP = 0x0000_FFFF_FFFF_0000
 STACK_SIZE = 8 << 20
 MMAP_BASE = 0x0000_FFFF_8000_0000
 MMAP_TOP = STACK_TOP - STACK_SIZE - (1 << 20)
+VVAR_BASE = MMAP_TOP + 0x10000  # the vDSO's data page, then the vDSO, in the gap below the stack
+VDSO_BASE = VVAR_BASE + GRANULE_SIZE
+VVAR_MULT_SHIFT = 24  # guest/asm/vdso.S: ns = (ticks * mult) >> 24
 INTERP_BASE = 0x0000_FFFF_7000_0000
 PIE_BASE = 0x0000_AAAA_0000_0000
 TRAMPOLINE_VA = 0x1000
@@ -65,7 +68,7 @@ HWCAP = 0xFB
 
 AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE, AT_FLAGS, AT_ENTRY = 0, 3, 4, 5, 6, 7, 8, 9
 AT_UID, AT_EUID, AT_GID, AT_EGID, AT_PLATFORM, AT_HWCAP, AT_CLKTCK = 11, 12, 13, 14, 15, 16, 17
-AT_SECURE, AT_RANDOM, AT_HWCAP2, AT_EXECFN, AT_MINSIGSTKSZ = 23, 25, 26, 31, 51
+AT_SECURE, AT_RANDOM, AT_HWCAP2, AT_EXECFN, AT_SYSINFO_EHDR, AT_MINSIGSTKSZ = 23, 25, 26, 31, 33, 51
 
 
 class ExecError(Exception):
@@ -484,9 +487,25 @@ class Process:
             end = max(end, stop)
         return base + elf["e_entry"], phdr, end
 
+    def map_vdso(self) -> int:
+        """Map the image's vDSO after its data page (vvar): clock_gettime and gettimeofday
+        then read the architected counter at EL0 instead of trapping. Returns its address
+        for AT_SYSINFO_EHDR, or 0 when the image carries none."""
+        try:
+            vdso = self.cpu.read_image_file(PAYLOAD_VDSO)
+        except KeyError:
+            return 0
+        mult = (1_000_000_000 << VVAR_MULT_SHIFT) // self.cpu.cntfrq
+        vvar = struct.pack("<QQq", mult, 0, self.kernel.realtime_offset_ns).ljust(GRANULE_SIZE, b"\0")
+        self.unmap(VVAR_BASE, VDSO_BASE + page_up(len(vdso)))
+        self.add_vma(VVAR_BASE, VDSO_BASE, PROT_READ, "[vvar]", vvar, VVAR_BASE)
+        self.add_vma(VDSO_BASE, VDSO_BASE + page_up(len(vdso)), PROT_READ | PROT_EXEC, "[vdso]", vdso, VDSO_BASE)
+        return VDSO_BASE
+
     def setup_stack(self) -> int:
         self.add_vma(STACK_TOP - STACK_SIZE, STACK_TOP, PROT_READ | PROT_WRITE, "stack")
         sp = STACK_TOP
+        vdso = self.map_vdso()
 
         def push_bytes(b: bytes) -> int:
             nonlocal sp
@@ -505,8 +524,11 @@ class Process:
             (AT_PAGESZ, GRANULE_SIZE), (AT_BASE, info["base"]), (AT_FLAGS, 0), (AT_ENTRY, info["entry"]),
             (AT_UID, 0), (AT_EUID, 0), (AT_GID, 0), (AT_EGID, 0),
             (AT_HWCAP, HWCAP), (AT_HWCAP2, 0), (AT_CLKTCK, 100), (AT_SECURE, 0), (AT_RANDOM, random),
-            (AT_PLATFORM, platform), (AT_EXECFN, execfn), (AT_MINSIGSTKSZ, 5120), (AT_NULL, 0),
+            (AT_PLATFORM, platform), (AT_EXECFN, execfn), (AT_MINSIGSTKSZ, 5120),
         ]
+        if vdso:
+            auxv.append((AT_SYSINFO_EHDR, vdso))
+        auxv.append((AT_NULL, 0))
         words = [len(self.argv), *argv_ptrs, 0, *envp_ptrs, 0]
         for k, v in auxv:
             words += [k, v]
@@ -711,9 +733,9 @@ class Process:
                 if cmd == FUTEX_WAIT:  # relative
                     deadline = now + sec * NSEC + nsec
                 elif op & FUTEX_CLOCK_REALTIME:  # absolute CLOCK_REALTIME
+                    deadline = sec * NSEC + nsec - self.kernel.realtime_offset_ns
+                else:  # absolute CLOCK_MONOTONIC
                     deadline = sec * NSEC + nsec
-                else:  # absolute CLOCK_MONOTONIC (see clock_gettime)
-                    deadline = sec * NSEC + nsec + self.start_ns - 1000 * NSEC
                 if deadline <= now:
                     return -errno.ETIMEDOUT
             self.sched.futex_wait(self.current, key, bitset, deadline)
@@ -822,7 +844,7 @@ def build_vfs(kernel: Any) -> tuple[Vfs, str | None]:
     """The root file system: the image's rootfs/ and app/ files, then the initrd on top.
     Returns the VFS and the app's path inside it (None without an app)."""
     cpu = kernel.cpu
-    Clock.now_ns = staticmethod(lambda: cpu.cntvct() * 1_000_000_000 // cpu.cntfrq)  # type: ignore[method-assign]
+    Clock.now_ns = staticmethod(kernel.realtime_ns)  # type: ignore[method-assign]
     vfs = Vfs()
     names = cpu.image_files()
     meta: dict[str, Any] = {}

@@ -88,6 +88,8 @@ NSEC = 1_000_000_000
 # Run outside the CPU's SVC hook: they read or rewrite more registers than x0.
 SLOW_PATH = frozenset({NR["clone"], NR["execve"]})
 TRACE_PATHS = {"openat", "faccessat", "newfstatat", "readlinkat", "unlinkat", "mkdirat", "statx", "faccessat2"}
+REALTIME_CLOCKS = (0, 5, 8)  # CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REALTIME_ALARM
+
 Handler = Callable[..., int]
 
 
@@ -222,7 +224,7 @@ class Syscalls:
         return any(isinstance(e.file, ConsoleFile) for fd in fds if (e := self.fds.get(fd)) is not None)
 
     def now_ns(self) -> int:
-        return self.p.cpu.cntvct() * NSEC // self.p.cpu.cntfrq
+        return self.p.kernel.monotonic_ns()
 
     # --- process ------------------------------------------------------------------------
     def sys_exit(self, status: int, *_: int) -> int | None:
@@ -1033,21 +1035,26 @@ class Syscalls:
         return len(found)
 
     # --- time and entropy ---------------------------------------------------------------
+    def clock_ns(self, clock: int) -> int:
+        """The reading of a POSIX clock: the realtime ones are the monotonic clock (the
+        architected counter, as the vDSO reads it) plus the wall-clock offset from the RTC."""
+        if clock in REALTIME_CLOCKS:
+            return self.p.kernel.realtime_ns()
+        return self.now_ns()
+
     def sys_clock_gettime(self, clock: int, tp: int, *_: int) -> int:
-        ns = self.now_ns()
-        if clock not in (0, 5, 8):  # REALTIME, REALTIME_COARSE, BOOTTIME-ish: monotonic from boot otherwise
-            ns -= self.p.start_ns - 1_000 * NSEC
+        ns = self.clock_ns(clock)
         self.p.write(tp, struct.pack("<qq", ns // NSEC, ns % NSEC))
         return 0
 
     def sys_clock_getres(self, clock: int, tp: int, *_: int) -> int:
         if tp:
-            self.p.write(tp, struct.pack("<qq", 0, 1))
+            self.p.write(tp, struct.pack("<qq", 0, max(1, NSEC // self.p.cpu.cntfrq)))
         return 0
 
     def sys_gettimeofday(self, tv: int, *_: int) -> int:
         if tv:
-            ns = self.now_ns()
+            ns = self.p.kernel.realtime_ns()
             self.p.write(tv, struct.pack("<qq", ns // NSEC, (ns // 1000) % 1_000_000))
         return 0
 
@@ -1062,9 +1069,7 @@ class Syscalls:
     def sys_clock_nanosleep(self, clock: int, flags: int, req: int, rem: int, *_: int) -> int:
         t = self._timeout(req) or 0
         if flags & 1:  # TIMER_ABSTIME, on the clock clock_gettime reports
-            if clock not in (0, 5, 8):
-                t += self.p.start_ns - 1_000 * NSEC
-            t = max(0, t - self.now_ns())
+            t = max(0, t - self.clock_ns(clock))
         return self._sleep(t)
 
     def sys_getrandom(self, buf: int, count: int, *_: int) -> int:

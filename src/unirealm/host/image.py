@@ -17,6 +17,7 @@ from unirealm.arch.image import (
     DEFAULT_ENTRY,
     PAYLOAD_ALIGN,
     PAYLOAD_APP_DIR,
+    PAYLOAD_VDSO,
     UNIKERNEL_HEADER,
     UNIKERNEL_HEADER_OFFSET,
     UNIKERNEL_MAGIC,
@@ -25,6 +26,7 @@ from unirealm.arch.image import (
 from unirealm.arch.memory import GRANULE_SIZE
 
 from .memmap import ARM64_IMAGE_HEADER_SIZE, ARM_KERN_OFFSET_DEFAULT, Arm64ImageHeader, arm64_branch
+from .toolchain import vdso
 
 KERNEL_BSS = 64 << 10  # boot memory the kernel claims past its file (RIPAS RAM from load)
 ZIP_EPOCH = (2020, 1, 1, 0, 0, 0)
@@ -57,6 +59,7 @@ def payload_zip(app: bytes | None, app_name: str = "app", extra: dict[str, bytes
     for package in ("guest", "arch"):
         for path in sorted((PACKAGE_ROOT / package).rglob("*.py")):
             files[path.relative_to(PACKAGE_ROOT).as_posix()] = path.read_bytes()
+    files[PAYLOAD_VDSO] = vdso()
     if app is not None:
         files[PAYLOAD_APP_DIR + app_name] = app
     for name, data in (extra or {}).items():

@@ -41,6 +41,40 @@ def _tool(name: str) -> str:
     return path
 
 
+def vdso() -> bytes:
+    """guest/asm/vdso.S linked as the shared object `linux-vdso.so.1` (4 KiB pages)."""
+    source, script, layout = ASM_DIR / "vdso.S", ASM_DIR / "vdso.lds", ASM_DIR / "vdso.ld"
+    key = hashlib.sha256(source.read_bytes() + script.read_bytes() + layout.read_bytes()).hexdigest()[:16]
+    out = cache_dir() / f"vdso-{key}.so"
+    if out.exists():
+        return out.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        obj, so = Path(tmp) / "vdso.o", Path(tmp) / "vdso.so"
+        _run([_tool("as"), str(source), "-o", str(obj)])
+        _run([
+            _tool("ld"), "-shared", "-nostdlib", "-soname=linux-vdso.so.1", f"--version-script={script}", "-T", str(layout),
+            "--hash-style=both", "-z", "max-page-size=4096", "-z", "common-page-size=4096", "--build-id=none",
+            str(obj), "-o", str(so),
+        ])
+        _run([_tool("strip"), "--strip-unneeded", str(so)])
+        data = so.read_bytes()
+    _store(out, data)
+    return data
+
+
+def _run(cmd: list[str]) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ToolchainError(f"{Path(cmd[0]).name} failed: {result.stderr.strip()}")
+
+
+def _store(out: Path, data: bytes) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(f".tmp{os.getpid()}")
+    tmp_out.write_bytes(data)
+    os.replace(tmp_out, out)
+
+
 def assemble(name: str, link_address: int) -> bytes:
     """The flat binary of guest/asm/<name>.S linked at `link_address`."""
     source = ASM_DIR / f"{name}.S"
@@ -57,12 +91,7 @@ def assemble(name: str, link_address: int) -> bytes:
             [_tool("objcopy"), "-O", "binary", str(elf), str(binary)],
         ]
         for cmd in steps:
-            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise ToolchainError(f"{Path(cmd[0]).name} failed: {result.stderr.strip()}")
+            _run(cmd)
         data = binary.read_bytes()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(f".tmp{os.getpid()}")
-    tmp_out.write_bytes(data)
-    os.replace(tmp_out, out)
+    _store(out, data)
     return data

@@ -69,6 +69,9 @@ from .vcpu import (
 )
 
 _boot_ids = itertools.count(1)
+# The system counter as Unicorn's generic timer model implements it: 62.5 MHz, 16 ns a tick.
+SYSTEM_COUNTER_HZ = 62_500_000
+SYSTEM_COUNTER_PERIOD_NS = 1_000_000_000 // SYSTEM_COUNTER_HZ
 
 
 class GuestFault(Exception):
@@ -179,6 +182,8 @@ class El0Space:
         # EL0 may read CTR_EL0, use DC ZVA and WFI/WFE as on Linux (SCTLR_EL1 UCT, DZE, nTWI, nTWE, UCI).
         sctlr = self.uc.cpr_read(3, 0, 1, 0, 0)
         self.uc.cpr_write(3, 0, 1, 0, 0, sctlr | (1 << 15) | (1 << 14) | (1 << 16) | (1 << 18) | (1 << 26))
+        # EL0 may read the virtual counter (CNTKCTL_EL1.EL0VCTEN), as the vDSO does on Linux.
+        self.uc.cpr_write(3, 0, 14, 1, 0, self.uc.cpr_read(3, 0, 14, 1, 0) | (1 << 1))
         cpu._spaces.append(self)
 
     # the kernel's page table
@@ -391,11 +396,11 @@ class GuestCpu:
         return secrets.randbits(64)
 
     def cntvct(self) -> int:
-        """CNTVCT_EL0, the generic timer's virtual count, at CNTFRQ_EL0 ticks per second.
-        The system counter of this machine counts nanoseconds since the Unix epoch."""
-        return time.time_ns()
+        """CNTVCT_EL0, the generic timer's virtual count, at CNTFRQ_EL0 ticks per second: the
+        same counter EL0 code reads with `mrs` on Unicorn (the host's monotonic clock)."""
+        return time.monotonic_ns() // SYSTEM_COUNTER_PERIOD_NS
 
-    cntfrq = 1_000_000_000
+    cntfrq = SYSTEM_COUNTER_HZ
 
     # --- identity -----------------------------------------------------------------------
     @property
