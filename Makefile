@@ -4,7 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BUILD  := build
 STAMP  := $(VENV)/.installed
-APT_PKGS := gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-dev python3-venv
+# Cross toolchain (guest code, examples), what pylibfdt's build needs, and the tools tests compare with.
+APT_PKGS := gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-dev python3-venv \
+            device-tree-compiler cpio sqlite3
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all setup toolchain test lint demo clean bench
@@ -21,17 +23,14 @@ toolchain:
 	@if ! dpkg --print-foreign-architectures | grep -qx arm64; then \
 	  $(SUDO) dpkg --add-architecture arm64 && $(SUDO) apt-get update -qq; \
 	elif ! apt-cache policy libc6:arm64 | grep -q 'Candidate: [0-9]'; then $(SUDO) apt-get update -qq; fi
-	@for p in cpio sqlite3; do dpkg -s $$p >/dev/null 2>&1 || \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p; done
 
 $(STAMP): pyproject.toml
-	$(MAKE) toolchain
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-setup: $(STAMP)
+setup: toolchain $(STAMP)
 
 test: setup
 	$(VENV)/bin/ruff check src tests bench
