@@ -243,3 +243,14 @@ def test_truncated_kernel_and_too_little_memory(hello_image: Path, tmp_path: Pat
     proc = cli("run", "-k", str(hello_image), "-m", "1")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@needs_cc
+def test_static_pie_program(tmp_path: Path) -> None:
+    elf = tmp_path / "hello-pie"
+    subprocess.run([CC, "-static-pie", "-O2", "-o", str(elf), str(REPO / "examples/helloworld/hello.c")], check=True)  # type: ignore[list-item]
+    image = tmp_path / "pie.img"
+    image.write_bytes(build_image(elf.read_bytes(), "hello-pie"))
+    status, out, _ = run_vmm_split("--realm", "-k", str(image), "-p", "-- pie")
+    assert status == 0
+    assert out == "Hello from unirealm! argc=2\n  argv[0] = /hello-pie\n  argv[1] = pie\n"
