@@ -397,7 +397,7 @@ def test_map_unprotected_inside_par_is_error_input(env: Env) -> None:
         1 << 55,  # NS
         1 << 63,
         (0b0100 << 2) - MEMATTR_WB,  # reserved MemAttr 0b0100
-        L3 - (1 << 12) + 0x800,  # OA bits below the granule
+        1 << 9,  # SH[1]
     ],
 )
 def test_map_unprotected_bad_desc(env: Env, extra: int) -> None:
