@@ -539,7 +539,8 @@ def rtt_set_ripas(rmm: Rmm, rd: int, rec: int, base: int, top: int) -> tuple[int
         raise fail(RmiStatus.ERROR_REC)
     req = obj.ripas_request
     if obj.pending != PendingKind.RIPAS_CHANGE or req is None:
-        raise fail(RmiStatus.ERROR_REC)
+        # No request in flight: TF-RMM compares base with the (empty) request and fails the input.
+        raise fail(RmiStatus.ERROR_INPUT)
     if not (is_granule_aligned(base) and is_granule_aligned(top)) or top <= base:
         raise fail(RmiStatus.ERROR_INPUT)
     if base != req.addr or top > req.top:
