@@ -13,9 +13,8 @@ from pathlib import Path
 
 from unirealm.arch.rmi import RmiHashAlgorithm
 from unirealm.arch.rsi import CHALLENGE_SIZE, MAX_MEASUREMENT_SIZE, RPV_SIZE
-from unirealm.arch.token import TAG_CCA_TOKEN_COLLECTION, TAG_CMW_COLLECTION
+from unirealm.arch.token import REALM_INITIAL_MEASUREMENT, TAG_CCA_TOKEN_COLLECTION, TAG_CMW_COLLECTION
 from unirealm.cli.main import UsageError
-from unirealm.rmm.measurement import hash_length
 
 ALGOS = {"sha256": RmiHashAlgorithm.SHA_256, "sha512": RmiHashAlgorithm.SHA_512}
 
@@ -82,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
         args.out.write_bytes(result.token)
     except OSError as exc:
         raise UsageError(f"cannot write {args.out}: {exc.strerror}") from None
-    rim = result.rim[: hash_length(request.hash_algo)]
     print(f"wrote {len(result.token)}-byte CCA token (tag {args.format}) to {args.out}")
-    print(f"RIM ({args.measurement_algo}): {rim.hex()}")
+    from unirealm.attest.verify import decode_token
+
+    realm = decode_token(result.token).realm
+    if realm is not None:  # the RIM as the realm's token reports it
+        print(f"RIM ({args.measurement_algo}): {bytes(realm.claims[REALM_INITIAL_MEASUREMENT]).hex()}")
     return 0

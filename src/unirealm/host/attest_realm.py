@@ -61,7 +61,6 @@ class TokenRequest:
 @dataclass
 class TokenResult:
     token: bytes
-    rim: bytes
     image: bytes
 
 
@@ -73,7 +72,7 @@ def create_token(
     request: TokenRequest, trace: Callable[[str], None] | None = None, machine: Machine | None = None
 ) -> TokenResult:
     machine = machine or Machine(dram_size=64 << 20)
-    rmm = Rmm(machine.monitor, RmmConfig(token_format=request.token_format))
+    Rmm(machine.monitor, RmmConfig(token_format=request.token_format))
     machine.monitor.trace = trace
     image = attest_image()
     vm = RealmVm(
@@ -92,7 +91,6 @@ def create_token(
     vm.init_ripas(image_end, ARM_MEMORY_AREA + RAM_SIZE)
     rec = vm.create_rec(pc=ARM_MEMORY_AREA, gprs=[0] * 8, runnable=True)
     vm.activate()
-    rim = rmm.realms[vm.rd].rim  # for the caller's report only; the token carries the RIM
 
     pending_rems = list(request.rems)
     token = bytearray()
@@ -126,4 +124,4 @@ def create_token(
     finally:
         vm.destroy()
         machine.monitor.trace = None
-    return TokenResult(bytes(token), rim, image)
+    return TokenResult(bytes(token), image)

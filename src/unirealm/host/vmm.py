@@ -80,7 +80,6 @@ class VmmError(Exception):
 @dataclass
 class RunResult:
     status: int
-    rim: bytes | None = None
     exits: int = 0
 
 
@@ -282,9 +281,8 @@ class Vmm:
             recs = self.build_realm(vm)
         except RmiCallError as exc:
             raise VmmError(f"realm creation failed: {exc}") from None
-        rmm = machine.monitor.rmm
-        rim = rmm.realms[vm.rd].rim if rmm is not None else None  # type: ignore[attr-defined]
-        log.info("realm activated: %d RECs, RIM %s", len(recs), rim[: 32 if self.cfg.hash_algo == 0 else 64].hex() if rim else "?")
+        # The host never learns the RIM from the RMM: `unirealm measure` predicts it, the token reports it.
+        log.info("realm activated: %d RECs", len(recs))
         vm.on_mmio = self.mmio
         vm.on_host_call = lambda imm, gprs: gprs
         status = 0
@@ -306,7 +304,7 @@ class Vmm:
                 vm.rmi.call(RmiFid.PSCI_COMPLETE, recs[0].pa, target.pa, status_arg)
         finally:
             vm.destroy()
-        return RunResult(status, rim, self.exits)
+        return RunResult(status, self.exits)
 
     def _run_rec(self, vm: RealmVm, rec: RealmRec) -> RecExitInfo:
         """REC_ENTER until a PSCI exit that ends or needs the VMM."""
@@ -357,7 +355,7 @@ class Vmm:
                         fid = regs[0] & ~(1 << 30)
                         if fid in (PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET):
                             self.psci_trace(f"PSCI {PsciFid(fid).name} status={regs[1] & 0xFF}")
-                            return RunResult(regs[1] & 0xFF, None, self.exits)
+                            return RunResult(regs[1] & 0xFF, self.exits)
                         cpu.set_gpr(0, self.vm_psci(regs))
                     else:
                         # KVM answers SMCCC calls it does not implement (RSI among them).
