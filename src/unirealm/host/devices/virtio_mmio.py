@@ -1,0 +1,401 @@
+"""A modern (version 2) virtio-mmio transport with a split-virtqueue engine (virtio 1.2
+§4.2.2 registers, §2.7 split virtqueues; layouts in unirealm.arch.virtio).
+
+The device reaches guest memory only through a *host memory view* the VMM hands it:
+
+- a plain VM: the host's own mapping of the VM's RAM (`RamView`);
+- a realm: only the pages the host itself mapped with RTT_MAP_UNPROTECTED (`SharedView`
+  over RealmVm.shared). The unprotected bit of a DMA address is masked before translating,
+  so both conventions work (canonical GPA, Linux before 6.15; GPA | top IPA bit, Linux since
+  "arm64: realm: Use aliased addresses for device DMA to shared buffers"). Realm memory is
+  never touched: an address outside the shared pages is refused.
+
+A chain the device cannot trust (out-of-range address, a loop, a length that overflows,
+memory that is not shared, a readable buffer after a writable one, an indirect table the
+device never offered) puts the device in DEVICE_NEEDS_RESET with a config-change interrupt
+pending (§2.1.2): the queue stops until the driver resets the device. Nothing the guest
+writes raises out of the MMIO handlers.
+
+Interrupts: there is no GIC model, so nothing is injected. Requests complete synchronously
+inside the QueueNotify write (the VMM handles it before the guest runs again); the driver
+polls the used ring and InterruptStatus, as a guest with interrupts masked would.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from unirealm.arch.memory import GRANULE_SIZE
+from unirealm.arch.virtio import (
+    VIRTIO_F_ACCESS_PLATFORM,
+    VIRTIO_F_VERSION_1,
+    VIRTIO_MMIO_CONFIG,
+    VIRTIO_MMIO_MAGIC,
+    VIRTIO_MMIO_VERSION,
+    VIRTIO_VENDOR_LKVM,
+    VIRTQ_AVAIL_ALIGN,
+    VIRTQ_DESC,
+    VIRTQ_DESC_ALIGN,
+    VIRTQ_USED_ALIGN,
+    VirtioInterrupt,
+    VirtioMmio,
+    VirtioStatus,
+    VirtqDescFlags,
+    avail_ring_entry,
+    avail_ring_size,
+    desc_table_size,
+    feature,
+    unpack_desc,
+    used_ring_entry,
+    used_ring_size,
+)
+
+log = logging.getLogger("unirealm.virtio")
+MAX_CHAIN_BYTES = 16 << 20  # a request or response larger than this is refused
+
+
+class DmaError(Exception):
+    """A guest address the device may not or cannot access."""
+
+
+class MemoryView(Protocol):
+    def read(self, addr: int, size: int) -> bytes: ...
+
+    def write(self, addr: int, data: bytes) -> None: ...
+
+
+class RamView:
+    """A plain VM's RAM [ipa_base, ipa_base + size) at host PA `pa_base` through `mem`."""
+
+    def __init__(self, mem: object, pa_base: int, ipa_base: int, size: int) -> None:
+        self.mem = mem
+        self.pa_base, self.ipa_base, self.size = pa_base, ipa_base, size
+
+    def _pa(self, addr: int, size: int) -> int:
+        if size < 0 or addr < self.ipa_base or addr + size > self.ipa_base + self.size:
+            raise DmaError(f"DMA to [{addr:#x}, +{size:#x}) is outside guest RAM")
+        return self.pa_base + addr - self.ipa_base
+
+    def read(self, addr: int, size: int) -> bytes:
+        return bytes(self.mem.read(self._pa(addr, size), size))  # type: ignore[attr-defined]
+
+    def write(self, addr: int, data: bytes) -> None:
+        self.mem.write(self._pa(addr, len(data)), data)  # type: ignore[attr-defined]
+
+
+class SharedView:
+    """A realm's shared memory only: unprotected IPA page -> host NS PA (RealmVm.shared),
+    the pages the host mapped with RTT_MAP_UNPROTECTED. Addresses may come canonical or
+    aliased: the unprotected bit is masked, then set, before the lookup."""
+
+    def __init__(self, mem: object, shared: dict[int, int], unprotected_bit: int) -> None:
+        self.mem = mem
+        self.shared = shared
+        self.bit = unprotected_bit
+
+    def _pieces(self, addr: int, size: int) -> list[tuple[int, int]]:
+        if size < 0 or addr < 0 or addr + size > 2 * self.bit:
+            raise DmaError(f"DMA to [{addr:#x}, +{size:#x}) is outside the IPA space")
+        out = []
+        addr = (addr & ~self.bit) | self.bit
+        end = addr + size
+        while addr < end:
+            page = addr & ~(GRANULE_SIZE - 1)
+            pa = self.shared.get(page)
+            if pa is None:
+                raise DmaError(f"DMA to {addr & ~self.bit:#x}: not memory the realm shared")
+            take = min(end - addr, page + GRANULE_SIZE - addr)
+            out.append((pa + addr - page, take))
+            addr += take
+        return out
+
+    def read(self, addr: int, size: int) -> bytes:
+        return b"".join(bytes(self.mem.read(pa, n)) for pa, n in self._pieces(addr, size))  # type: ignore[attr-defined]
+
+    def write(self, addr: int, data: bytes) -> None:
+        done = 0
+        for pa, n in self._pieces(addr, len(data)):
+            self.mem.write(pa, data[done : done + n])  # type: ignore[attr-defined]
+            done += n
+
+
+class VirtioBackend(Protocol):
+    """What a device type adds to the transport."""
+
+    device_id: int
+    features: int  # device-specific feature bits (the transport adds VERSION_1 etc.)
+    num_queues: int
+    queue_num_max: int
+
+    def config(self) -> bytes: ...
+
+    def handle(self, queue: int, request: bytes, capacity: int) -> bytes:
+        """One chain: the device-readable bytes in, at most `capacity` bytes out."""
+        ...
+
+
+class ChainError(Exception):
+    """A descriptor chain the device refuses."""
+
+
+@dataclass
+class Chain:
+    head: int
+    readable: list[tuple[int, int]]  # (addr, len)
+    writable: list[tuple[int, int]]
+
+    @property
+    def capacity(self) -> int:
+        return sum(n for _, n in self.writable)
+
+
+@dataclass
+class Virtqueue:
+    num_max: int
+    num: int = 0
+    ready: bool = False
+    desc: int = 0
+    avail: int = 0
+    used: int = 0
+    last_avail: int = 0
+    used_idx: int = 0
+
+    def reset(self) -> None:
+        self.num, self.ready, self.desc, self.avail, self.used = 0, False, 0, 0, 0
+        self.last_avail = self.used_idx = 0
+
+    def valid(self) -> bool:
+        return (
+            0 < self.num <= self.num_max
+            and self.num & (self.num - 1) == 0
+            and self.desc % VIRTQ_DESC_ALIGN == 0
+            and self.avail % VIRTQ_AVAIL_ALIGN == 0
+            and self.used % VIRTQ_USED_ALIGN == 0
+        )
+
+
+def _set_half(value: int, high: bool, word: int) -> int:
+    return (value & 0xFFFF_FFFF) | (word << 32) if high else (value & ~0xFFFF_FFFF) | word
+
+
+class VirtioMmioDevice:
+    """The transport. `memory` is set by the VMM once guest memory exists (None: any
+    request puts the device in NEEDS_RESET)."""
+
+    def __init__(self, backend: VirtioBackend, access_platform: bool = False, name: str = "virtio",
+                 memory: MemoryView | None = None, on_error: Callable[[str], None] | None = None) -> None:
+        self.backend = backend
+        self.name = name
+        self.memory = memory
+        self.on_error = on_error
+        self.device_features = backend.features | feature(VIRTIO_F_VERSION_1)
+        if access_platform:
+            # kvmtool forces ACCESS_PLATFORM for realms: the device may only touch memory
+            # the driver exposes (its DMA API path), here the realm's shared pages.
+            self.device_features |= feature(VIRTIO_F_ACCESS_PLATFORM)
+        self.required = feature(VIRTIO_F_VERSION_1) | (feature(VIRTIO_F_ACCESS_PLATFORM) if access_platform else 0)
+        self.queues = [Virtqueue(backend.queue_num_max) for _ in range(backend.num_queues)]
+        self.errors: list[str] = []
+        self.requests = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.status = 0
+        self.device_features_sel = 0
+        self.driver_features_sel = 0
+        self.driver_features = 0
+        self.queue_sel = 0
+        self.interrupt_status = 0
+        for q in self.queues:
+            q.reset()
+
+    # --- registers ------------------------------------------------------------------------
+    @property
+    def _queue(self) -> Virtqueue | None:
+        return self.queues[self.queue_sel] if self.queue_sel < len(self.queues) else None
+
+    def mmio_read(self, offset: int, size: int) -> int:
+        if offset >= VIRTIO_MMIO_CONFIG:
+            cfg = self.backend.config()
+            start = offset - VIRTIO_MMIO_CONFIG
+            return int.from_bytes(cfg[start : start + size].ljust(size, b"\0"), "little")
+        if size != 4:
+            return 0  # §4.2.2.2: registers are 32-bit
+        q = self._queue
+        reg = offset
+        if reg == VirtioMmio.MAGIC_VALUE:
+            return VIRTIO_MMIO_MAGIC
+        if reg == VirtioMmio.VERSION:
+            return VIRTIO_MMIO_VERSION
+        if reg == VirtioMmio.DEVICE_ID:
+            return self.backend.device_id
+        if reg == VirtioMmio.VENDOR_ID:
+            return VIRTIO_VENDOR_LKVM
+        if reg == VirtioMmio.DEVICE_FEATURES:
+            return (self.device_features >> (32 * self.device_features_sel)) & 0xFFFF_FFFF if self.device_features_sel < 2 else 0
+        if reg == VirtioMmio.QUEUE_NUM_MAX:
+            return q.num_max if q is not None else 0
+        if reg == VirtioMmio.QUEUE_READY:
+            return int(q.ready) if q is not None else 0
+        if reg == VirtioMmio.INTERRUPT_STATUS:
+            return self.interrupt_status
+        if reg == VirtioMmio.STATUS:
+            return self.status
+        if reg == VirtioMmio.CONFIG_GENERATION:
+            return 0
+        return 0
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        if offset >= VIRTIO_MMIO_CONFIG or size != 4:
+            return  # the 9p config space is read-only; registers are 32-bit
+        value &= 0xFFFF_FFFF
+        q = self._queue
+        reg = offset
+        if reg == VirtioMmio.DEVICE_FEATURES_SEL:
+            self.device_features_sel = value
+        elif reg == VirtioMmio.DRIVER_FEATURES_SEL:
+            self.driver_features_sel = value
+        elif reg == VirtioMmio.DRIVER_FEATURES:
+            if self.driver_features_sel < 2 and not self.status & VirtioStatus.FEATURES_OK:
+                shift = 32 * self.driver_features_sel
+                self.driver_features = (self.driver_features & ~(0xFFFF_FFFF << shift)) | (value << shift)
+        elif reg == VirtioMmio.QUEUE_SEL:
+            self.queue_sel = value
+        elif reg == VirtioMmio.STATUS:
+            self._write_status(value)
+        elif reg == VirtioMmio.INTERRUPT_ACK:
+            self.interrupt_status &= ~value
+        elif reg == VirtioMmio.QUEUE_NOTIFY:
+            self.notify(value)
+        elif q is not None and not q.ready:
+            if reg == VirtioMmio.QUEUE_NUM:
+                q.num = value
+            elif reg == VirtioMmio.QUEUE_READY:
+                q.ready = bool(value & 1) and q.valid()
+            elif reg in (VirtioMmio.QUEUE_DESC_LOW, VirtioMmio.QUEUE_DESC_HIGH):
+                q.desc = _set_half(q.desc, reg == VirtioMmio.QUEUE_DESC_HIGH, value)
+            elif reg in (VirtioMmio.QUEUE_DRIVER_LOW, VirtioMmio.QUEUE_DRIVER_HIGH):
+                q.avail = _set_half(q.avail, reg == VirtioMmio.QUEUE_DRIVER_HIGH, value)
+            elif reg in (VirtioMmio.QUEUE_DEVICE_LOW, VirtioMmio.QUEUE_DEVICE_HIGH):
+                q.used = _set_half(q.used, reg == VirtioMmio.QUEUE_DEVICE_HIGH, value)
+        elif q is not None and reg == VirtioMmio.QUEUE_READY and not value & 1:
+            q.ready = False
+
+    def _write_status(self, value: int) -> None:
+        if value == 0:
+            self.reset()
+            return
+        new = VirtioStatus(value & 0xFF)
+        if new & VirtioStatus.FEATURES_OK and not self.status & VirtioStatus.FEATURES_OK:
+            extra = self.driver_features & ~self.device_features
+            if extra or self.driver_features & self.required != self.required:
+                new &= ~VirtioStatus.FEATURES_OK  # §3.1.1: the driver re-reads and gives up
+        keep = self.status & VirtioStatus.DEVICE_NEEDS_RESET
+        self.status = int(new) | keep
+
+    # --- the virtqueue engine --------------------------------------------------------------
+    def fail(self, why: str) -> None:
+        self.status |= VirtioStatus.DEVICE_NEEDS_RESET
+        self.interrupt_status |= VirtioInterrupt.CONFIG_CHANGE
+        self.errors.append(why)
+        log.warning("%s: %s; device needs reset", self.name, why)
+        if self.on_error is not None:
+            self.on_error(why)
+
+    def notify(self, index: int) -> None:
+        if self.status & VirtioStatus.DEVICE_NEEDS_RESET or not self.status & VirtioStatus.DRIVER_OK:
+            return
+        if index >= len(self.queues) or not self.queues[index].ready:
+            return
+        if self.memory is None:
+            self.fail("no guest memory view")
+            return
+        try:
+            self._process(index, self.queues[index], self.memory)
+        except (DmaError, ChainError) as exc:
+            self.fail(str(exc))
+
+    def _u16(self, mem: MemoryView, addr: int) -> int:
+        return int(struct.unpack("<H", mem.read(addr, 2))[0])
+
+    def _process(self, index: int, q: Virtqueue, mem: MemoryView) -> None:
+        # The rings must lie in accessible memory as a whole before anything is parsed.
+        mem.read(q.desc, desc_table_size(q.num))
+        mem.read(q.avail, avail_ring_size(q.num))
+        mem.read(q.used, used_ring_size(q.num))
+        avail_idx = self._u16(mem, q.avail + 2)
+        pending = (avail_idx - q.last_avail) & 0xFFFF
+        if pending > q.num:
+            raise ChainError(f"available index moved by {pending} on a queue of {q.num}")
+        for _ in range(pending):
+            head = self._u16(mem, q.avail + avail_ring_entry(q.last_avail % q.num))
+            chain = self._walk(mem, q, head)
+            request = b"".join(mem.read(a, n) for a, n in chain.readable)
+            self.requests += 1
+            try:
+                reply = self.backend.handle(index, request, chain.capacity)
+            except Exception as exc:  # a device bug must not take the VMM down
+                raise ChainError(f"device error: {type(exc).__name__}: {exc}") from None
+            reply = reply[: chain.capacity]
+            done = 0
+            for a, n in chain.writable:
+                if done >= len(reply):
+                    break
+                piece = reply[done : done + n]
+                mem.write(a, piece)
+                done += len(piece)
+            slot = q.used + used_ring_entry(q.used_idx % q.num)
+            mem.write(slot, struct.pack("<II", head, len(reply)))
+            q.used_idx = (q.used_idx + 1) & 0xFFFF
+            mem.write(q.used + 2, struct.pack("<H", q.used_idx))
+            q.last_avail = (q.last_avail + 1) & 0xFFFF
+            self.interrupt_status |= VirtioInterrupt.USED_BUFFER
+
+    def _walk(self, mem: MemoryView, q: Virtqueue, head: int) -> Chain:
+        if head >= q.num:
+            raise ChainError(f"descriptor head {head} is outside a queue of {q.num}")
+        chain = Chain(head, [], [])
+        seen: set[int] = set()
+        i = head
+        total = 0
+        while True:
+            if i in seen or len(seen) >= q.num:
+                raise ChainError(f"descriptor chain from {head} loops")
+            seen.add(i)
+            addr, length, flags, nxt = unpack_desc(mem.read(q.desc + i * VIRTQ_DESC.size, VIRTQ_DESC.size))
+            if flags & VirtqDescFlags.INDIRECT:
+                raise ChainError("indirect descriptor (VIRTIO_F_INDIRECT_DESC was not offered)")
+            if addr + length > 0xFFFF_FFFF_FFFF_FFFF:
+                raise ChainError(f"descriptor {i} wraps the address space")
+            total += length
+            if total > MAX_CHAIN_BYTES:
+                raise ChainError(f"descriptor chain from {head} is longer than {MAX_CHAIN_BYTES} bytes")
+            if length:
+                self._check(mem, addr, length)
+            if flags & VirtqDescFlags.WRITE:
+                chain.writable.append((addr, length))
+            elif chain.writable:
+                raise ChainError(f"device-readable descriptor {i} after a device-writable one")
+            else:
+                chain.readable.append((addr, length))
+            if not flags & VirtqDescFlags.NEXT:
+                return chain
+            if nxt >= q.num:
+                raise ChainError(f"descriptor {i} chains to {nxt}, outside a queue of {q.num}")
+            i = nxt
+
+    @staticmethod
+    def _check(mem: MemoryView, addr: int, length: int) -> None:
+        """Refuse a buffer before using it: its first and last byte must be accessible, and
+        every page between (a view raises DmaError on any page it does not allow)."""
+        page = addr & ~(GRANULE_SIZE - 1)
+        end = addr + length
+        while page < end:
+            start = max(page, addr)
+            mem.read(start, 1)
+            page += GRANULE_SIZE
+        mem.read(end - 1, 1)
