@@ -874,6 +874,10 @@ def build_vfs(kernel: Any) -> tuple[Vfs, str | None]:
         start, end = kernel.info.initrd
         count = load_cpio(vfs, read_initrd(cpu, start, end))
         kernel.log(f"initrd: {count} entries unpacked into /")
+    if any(d.compatible == "virtio,mmio" for d in kernel.info.devices):
+        from .p9 import mount_all
+
+        mount_all(kernel, vfs)  # 9p shares go over any initrd content at their paths
     return vfs, app
 
 

@@ -629,17 +629,17 @@ class Syscalls:
         node, _ = self.vfs.walk(self.path(pathp), self.cwd)
         if not isinstance(node, RegInode):
             return -errno.EISDIR if isinstance(node, DirInode) else -errno.EINVAL
-        RegFile(node, 2, "").truncate(length)
+        node.truncate(length)
         return 0
 
     def sys_fallocate(self, fd: int, mode: int, offset: int, length: int, *_: int) -> int:
         f = self.file(fd)
-        if isinstance(f, RegFile) and mode == 0 and offset + length > len(f.inode.data):
+        if isinstance(f, RegFile) and mode == 0 and offset + length > f.inode.size():
             f.truncate(offset + length)
         return 0
 
     def sys_fsync(self, fd: int, *_: int) -> int:
-        self.file(fd)
+        self.file(fd).fsync()
         return 0
 
     sys_fdatasync = sys_fsync
@@ -808,10 +808,7 @@ class Syscalls:
                 return -errno.ENOTEMPTY
         elif isinstance(node, DirInode):
             return -errno.EISDIR
-        if parent.dynamic is not None:
-            return -errno.EPERM
-        del parent._children[name]
-        node.nlink -= 1
+        parent.remove(name, node)
         return 0
 
     def sys_symlinkat(self, target: int, dirfd: int, linkp: int, *_: int) -> int:
@@ -830,8 +827,7 @@ class Syscalls:
             return -errno.EEXIST
         if isinstance(node, DirInode):
             return -errno.EPERM
-        parent._children[name] = node
-        node.nlink += 1
+        parent.link(name, node)
         return 0
 
     def sys_renameat2(self, olddir: int, oldp: int, newdir: int, newp: int, flags: int, *_: int) -> int:
@@ -847,7 +843,7 @@ class Syscalls:
         if flags & RENAME_EXCHANGE:
             if existing is None:
                 return -errno.ENOENT
-            src_dir._children[src_name], dst_dir._children[dst_name] = existing, node
+            src_dir.exchange(src_name, dst_dir, dst_name)
             return 0
         if existing is node:
             return 0
@@ -858,10 +854,7 @@ class Syscalls:
                 return -errno.ENOTEMPTY
         elif existing is not None and isinstance(node, DirInode):
             return -errno.ENOTDIR
-        del src_dir._children[src_name]
-        dst_dir._children[dst_name] = node
-        if isinstance(node, DirInode):
-            node.parent = dst_dir
+        src_dir.move(src_name, dst_dir, dst_name, node)
         return 0
 
     def sys_renameat(self, olddir: int, oldp: int, newdir: int, newp: int, *_: int) -> int:

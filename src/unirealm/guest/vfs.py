@@ -83,6 +83,9 @@ class RegInode(Inode):
             d = self._data = bytearray(d)
         return d
 
+    def truncate(self, length: int) -> None:
+        RegFile(self, O_RDWR, "").truncate(length)
+
     def size(self) -> int:
         if self._data is None and self.gen is None and self.loader is not None:
             return len(self.data)
@@ -125,6 +128,32 @@ class DirInode(Inode):
         if flags & O_ACCMODE != O_RDONLY:
             raise FsError(errno.EISDIR)
         return DirFile(self, flags, path)
+
+    # Changes to the directory's entries (a 9p directory sends them to its server).
+    def remove(self, name: str, node: Inode) -> None:
+        if self.dynamic is not None:
+            raise FsError(errno.EPERM)
+        del self._children[name]
+        node.nlink -= 1
+
+    def move(self, name: str, dst: DirInode, dst_name: str, node: Inode) -> None:
+        if type(dst).move is not DirInode.move:
+            raise FsError(errno.EXDEV)
+        del self._children[name]
+        dst._children[dst_name] = node
+        if isinstance(node, DirInode):
+            node.parent = dst
+
+    def exchange(self, name: str, dst: DirInode, dst_name: str) -> None:
+        if type(dst).exchange is not DirInode.exchange:
+            raise FsError(errno.EXDEV)
+        self._children[name], dst._children[dst_name] = dst._children[dst_name], self._children[name]
+
+    def link(self, name: str, node: Inode) -> None:
+        if self.dynamic is not None:
+            raise FsError(errno.EPERM)
+        self._children[name] = node
+        node.nlink += 1
 
 
 class LinkInode(Inode):
@@ -198,6 +227,9 @@ class OpenFile:
         raise FsError(errno.ENOTTY)
 
     def close(self) -> None:
+        pass
+
+    def fsync(self) -> None:
         pass
 
     def is_tty(self) -> bool:

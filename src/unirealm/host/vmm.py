@@ -53,7 +53,9 @@ from .cmdline import RunConfig
 from .devices.mmio import MmioBus
 from .devices.ns16550 import Ns16550
 from .devices.rtc import RTC_MMIO_SIZE, Mc146818
-from .fdt import FdtConfig, dump_dtb, generate_fdt, kvmtool_serial_ports
+from .devices.virtio_9p import P9Server, Virtio9p
+from .devices.virtio_mmio import RamView, SharedView, VirtioMmioDevice
+from .fdt import FdtConfig, VirtioMmioNode, dump_dtb, generate_fdt, kvmtool_serial_ports
 from .image import ImageFormatError, inspect_image
 from .kvm import (
     DataStep,
@@ -67,7 +69,15 @@ from .kvm import (
     RipasStep,
     RmiCallError,
 )
-from .memmap import ARM_RTC_MMIO_BASE, FDT_MAX_SIZE, GuestLayout, IrqLines, MemoryLayoutError
+from .memmap import (
+    ARM_RTC_MMIO_BASE,
+    FDT_MAX_SIZE,
+    VIRTIO_MMIO_IO_SIZE,
+    GuestLayout,
+    IrqLines,
+    MemoryLayoutError,
+    VirtioMmioSpace,
+)
 
 log = logging.getLogger("unirealm.vmm")
 IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
@@ -148,8 +158,10 @@ class Vmm:
         self.trace = trace
         if cfg.console != "serial":
             raise VmmError("only the serial console is available (--console serial)")
-        if cfg.shares_9p or cfg.disks or cfg.nics:
-            raise VmmError("virtio devices (--9p, -d, -n) are not available in this release")
+        if cfg.disks or cfg.nics:
+            raise VmmError("virtio block and net devices (-d, -n) are not available in this release")
+        if cfg.shares_9p and cfg.virtio_transport != "mmio":
+            raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
         self.console = Console(stdout or sys.stdout.buffer, stdin)
         self.kernel = read_file(cfg.kernel, "kernel") or b""
         self.initrd = read_file(cfg.initrd, "initrd")
@@ -179,7 +191,10 @@ class Vmm:
         if not cfg.nodefaults:
             self.bootargs = ("console=ttyS0 " + self.bootargs).strip()
         self.bus.register(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE, Mc146818(), "rtc")
-        fdt_cfg = FdtConfig.for_layout(self.layout, nrcpus=cfg.nrcpus, bootargs=self.bootargs, serials=self.serials)
+        self.virtio: list[VirtioMmioDevice] = []
+        virtio_nodes = self._add_9p_devices(irqs)
+        fdt_cfg = FdtConfig.for_layout(self.layout, nrcpus=cfg.nrcpus, bootargs=self.bootargs, serials=self.serials,
+                                       virtio_mmio=virtio_nodes)
         self.dtb = generate_fdt(dataclasses.replace(fdt_cfg, rtc=(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE)))
         if cfg.dump_dtb:
             dump_dtb(cfg.dump_dtb, self.dtb)
@@ -192,6 +207,27 @@ class Vmm:
         )
         self.idle = 0
         self.exits = 0
+
+    def _add_9p_devices(self, irqs: IrqLines) -> list[VirtioMmioNode]:
+        """One virtio-9p device per `--9p DIR[,TAG]`, windows and SPIs in registration order
+        (kvmtool). ACCESS_PLATFORM is forced for a realm. No interrupt is ever injected
+        (there is no GIC model): requests complete inside the QueueNotify exit and the
+        guest polls the used ring."""
+        space = VirtioMmioSpace()
+        nodes = []
+        for share in self.cfg.shares_9p:
+            try:
+                server = P9Server(share.path)
+            except ValueError as exc:
+                raise VmmError(str(exc)) from None
+            base = space.alloc()
+            name = f"virtio-9p:{share.tag}"
+            device = VirtioMmioDevice(Virtio9p(server, share.tag), access_platform=self.cfg.realm, name=name)
+            self.bus.register(base, VIRTIO_MMIO_IO_SIZE, device, name)
+            self.virtio.append(device)
+            nodes.append(VirtioMmioNode(base, irqs.alloc()))
+            log.info("%s: %s at %#x", name, server.root, base)
+        return nodes
 
     def _write_log(self, data: bytes) -> None:
         self.log_output.write(data)
@@ -284,6 +320,8 @@ class Vmm:
         # The host never learns the RIM from the RMM: `unirealm measure` predicts it, the token reports it.
         log.info("realm activated: %d RECs", len(recs))
         vm.on_mmio = self.mmio
+        for device in self.virtio:  # devices see only the pages the host mapped unprotected
+            device.memory = SharedView(vm.pages.mem, vm.shared, vm.unprotected_bit)
         vm.on_host_call = lambda imm, gprs: gprs
         status = 0
         try:
@@ -337,6 +375,8 @@ class Vmm:
         if self.initrd:
             ns.write(ram_pa + lay.initrd_start - lay.ram_base, self.initrd)
         ns.write(ram_pa + lay.dtb_start - lay.ram_base, self.dtb)
+        for device in self.virtio:  # the host's own mapping of the VM's RAM
+            device.memory = RamView(ns, ram_pa, lay.ram_base, lay.ram_size)
 
         def translate(ipa: int, write: bool, fetch: bool) -> Mapping | None:
             if lay.ram_base <= ipa < lay.ram_end:

@@ -1,0 +1,245 @@
+"""virtio-mmio driver (virtio 1.2 §4.2.3 driver initialisation, §2.7 split virtqueues),
+written for a realm first.
+
+- Registers are reached through the window's DT address (in a realm already the unprotected
+  alias: Kernel.map_devices), one 32-bit load or store per access, so every access is an
+  emulatable MMIO exit; the config space is read a byte at a time.
+- VERSION_1 is required; ACCESS_PLATFORM is accepted whenever the device offers it (the
+  VMM forces it for realms).
+- Everything the device may see — the descriptor table, both rings and the request and
+  response buffers — lives in one DMA pool. In a realm the pool's pages are converted to
+  shared ONCE with RSI_IPA_STATE_SET (RIPAS EMPTY, CHANGE_DESTROYED), then used only through
+  their unprotected alias (page | unprotected bit); the first touch of each page faults in
+  the host page the VMM maps with RTT_MAP_UNPROTECTED. Payloads are bounced: copied into
+  the pool before a descriptor is posted and out of it after the used entry appears.
+- DMA addresses given to the device are the aliased ones (GPA | top IPA bit, Linux's
+  convention since 6.15); the VMM masks the bit, so canonical addresses would work too.
+- Shared memory is hostile: the used index may only move by the one request in flight,
+  the used id must be the head posted and the length at most the buffer; the response is
+  copied out of shared memory before it is parsed.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from ..arch.memory import GRANULE_SIZE
+from ..arch.virtio import (
+    VIRTIO_F_ACCESS_PLATFORM,
+    VIRTIO_F_VERSION_1,
+    VIRTIO_MMIO_CONFIG,
+    VIRTIO_MMIO_MAGIC,
+    VIRTIO_MMIO_VERSION,
+    VIRTQ_DESC_ALIGN,
+    VIRTQ_USED_ALIGN,
+    VirtioMmio,
+    VirtioStatus,
+    VirtqDescFlags,
+    avail_ring_entry,
+    avail_ring_size,
+    desc_table_size,
+    feature,
+    pack_desc,
+    used_ring_entry,
+    used_ring_size,
+)
+
+QUEUE_SIZE = 8
+POLL_LIMIT = 100_000
+
+
+class VirtioError(Exception):
+    pass
+
+
+class DmaPool:
+    """Pages the device may read and write. `cpu_base` is where the kernel accesses them,
+    `dma_base` what the device is told; both are the unprotected alias in a realm."""
+
+    def __init__(self, kernel: Any, pages: int) -> None:
+        self.cpu = kernel.cpu
+        base = kernel.pages.alloc(pages)
+        self.size = pages * GRANULE_SIZE
+        if kernel.realm is not None:
+            # Convert first, then fill: the private contents are destroyed by the change.
+            kernel.rsi.set_memory_shared(base, self.size)
+            alias = base | kernel.realm.unprotected_bit
+            self.cpu_base = self.dma_base = alias
+        else:
+            self.cpu_base = self.dma_base = base
+        for off in range(0, self.size, GRANULE_SIZE):
+            self.cpu.zero(self.cpu_base + off, GRANULE_SIZE)
+        self._next = 0
+
+    def alloc(self, size: int, align: int = 16) -> int:
+        """Offset of `size` bytes inside the pool."""
+        off = -(-self._next // align) * align
+        if off + size > self.size:
+            raise VirtioError("DMA pool exhausted")
+        self._next = off + size
+        return off
+
+    def read(self, off: int, size: int) -> bytes:
+        return self.cpu.read(self.cpu_base + off, size)
+
+    def write(self, off: int, data: bytes) -> None:
+        self.cpu.write(self.cpu_base + off, data)
+
+
+class VirtioMmioTransport:
+    def __init__(self, cpu: Any, address: int) -> None:
+        self.cpu = cpu
+        self.address = address
+        self.features = 0
+
+    def r(self, reg: int) -> int:
+        return self.cpu.mmio_read(self.address + reg, 4)
+
+    def w(self, reg: int, value: int) -> None:
+        self.cpu.mmio_write(self.address + reg, 4, value & 0xFFFF_FFFF)
+
+    def probe(self) -> int:
+        """The device id; 0 for an empty slot. VirtioError for a window that is not modern
+        virtio-mmio."""
+        if self.r(VirtioMmio.MAGIC_VALUE) != VIRTIO_MMIO_MAGIC:
+            raise VirtioError("no virtio-mmio magic value")
+        if self.r(VirtioMmio.VERSION) != VIRTIO_MMIO_VERSION:
+            raise VirtioError("not a modern (version 2) virtio-mmio device")
+        return self.r(VirtioMmio.DEVICE_ID)
+
+    def config(self, offset: int, size: int) -> bytes:
+        return bytes(self.cpu.mmio_read(self.address + VIRTIO_MMIO_CONFIG + offset + i, 1) for i in range(size))
+
+    def negotiate(self, wanted: int) -> int:
+        """§3.1.1 steps 1-6: reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK."""
+        self.w(VirtioMmio.STATUS, 0)
+        status = VirtioStatus.ACKNOWLEDGE
+        self.w(VirtioMmio.STATUS, status)
+        status |= VirtioStatus.DRIVER
+        self.w(VirtioMmio.STATUS, status)
+        offered = 0
+        for sel in (0, 1):
+            self.w(VirtioMmio.DEVICE_FEATURES_SEL, sel)
+            offered |= self.r(VirtioMmio.DEVICE_FEATURES) << (32 * sel)
+        if not offered & feature(VIRTIO_F_VERSION_1):
+            self.fail()
+            raise VirtioError("the device does not offer VIRTIO_F_VERSION_1")
+        accept = offered & (wanted | feature(VIRTIO_F_VERSION_1) | feature(VIRTIO_F_ACCESS_PLATFORM))
+        for sel in (0, 1):
+            self.w(VirtioMmio.DRIVER_FEATURES_SEL, sel)
+            self.w(VirtioMmio.DRIVER_FEATURES, accept >> (32 * sel))
+        status |= VirtioStatus.FEATURES_OK
+        self.w(VirtioMmio.STATUS, status)
+        if not self.r(VirtioMmio.STATUS) & VirtioStatus.FEATURES_OK:
+            self.fail()
+            raise VirtioError("the device refused the features")
+        self.features = accept
+        return accept
+
+    def fail(self) -> None:
+        self.w(VirtioMmio.STATUS, VirtioStatus.FAILED)
+
+    def driver_ok(self) -> None:
+        self.w(VirtioMmio.STATUS, self.r(VirtioMmio.STATUS) | VirtioStatus.DRIVER_OK)
+
+    @property
+    def needs_reset(self) -> bool:
+        return bool(self.r(VirtioMmio.STATUS) & VirtioStatus.DEVICE_NEEDS_RESET)
+
+
+class RequestQueue:
+    """One split virtqueue carrying one request at a time: a device-readable buffer and a
+    device-writable buffer of `buffer_size` bytes each, both in the DMA pool."""
+
+    def __init__(self, transport: VirtioMmioTransport, pool: DmaPool, index: int, buffer_size: int) -> None:
+        self.t = transport
+        self.pool = pool
+        self.index = index
+        t = transport
+        t.w(VirtioMmio.QUEUE_SEL, index)
+        if t.r(VirtioMmio.QUEUE_READY):
+            raise VirtioError(f"queue {index} is already live")
+        num_max = t.r(VirtioMmio.QUEUE_NUM_MAX)
+        if num_max == 0:
+            raise VirtioError(f"queue {index} does not exist")
+        self.num = min(QUEUE_SIZE, num_max)
+        self.desc = pool.alloc(desc_table_size(self.num), VIRTQ_DESC_ALIGN)
+        self.avail = pool.alloc(avail_ring_size(self.num), 2)
+        self.used = pool.alloc(used_ring_size(self.num), VIRTQ_USED_ALIGN)
+        self.out_buf = pool.alloc(buffer_size, 64)
+        self.in_buf = pool.alloc(buffer_size, 64)
+        self.buffer_size = buffer_size
+        t.w(VirtioMmio.QUEUE_NUM, self.num)
+        for reg, off in ((VirtioMmio.QUEUE_DESC_LOW, self.desc), (VirtioMmio.QUEUE_DRIVER_LOW, self.avail),
+                         (VirtioMmio.QUEUE_DEVICE_LOW, self.used)):
+            addr = pool.dma_base + off
+            t.w(reg, addr)
+            t.w(reg + 4, addr >> 32)
+        t.w(VirtioMmio.QUEUE_READY, 1)
+        if not t.r(VirtioMmio.QUEUE_READY):
+            raise VirtioError(f"queue {index} was not accepted")
+        self.avail_idx = 0
+        self.used_idx = 0
+        self.broken = False
+        self.requests = 0
+
+    def request(self, out: bytes) -> bytes:
+        """Post `out`, notify, wait for the used entry; the reply is a private copy."""
+        if self.broken:
+            raise VirtioError("the device needs a reset")
+        if len(out) > self.buffer_size:
+            raise VirtioError("request larger than the bounce buffer")
+        pool = self.pool
+        pool.write(self.out_buf, out)  # bounce in
+        head = self.avail_idx % self.num
+        nxt = (head + 1) % self.num
+        pool.write(self.desc + 16 * head,
+                   pack_desc(pool.dma_base + self.out_buf, len(out), VirtqDescFlags.NEXT, nxt))
+        pool.write(self.desc + 16 * nxt,
+                   pack_desc(pool.dma_base + self.in_buf, self.buffer_size, VirtqDescFlags.WRITE, 0))
+        pool.write(self.avail + avail_ring_entry(self.avail_idx % self.num), struct.pack("<H", head))
+        self.avail_idx = (self.avail_idx + 1) & 0xFFFF
+        pool.write(self.avail + 2, struct.pack("<H", self.avail_idx))
+        self.t.w(VirtioMmio.QUEUE_NOTIFY, self.index)
+        self.requests += 1
+        for spin in range(POLL_LIMIT):
+            used_idx = struct.unpack("<H", pool.read(self.used + 2, 2))[0]
+            if used_idx != self.used_idx:
+                break
+            if spin and self.t.needs_reset:
+                self.broken = True
+                raise VirtioError("the device reported DEVICE_NEEDS_RESET")
+            self.t.cpu.wfi()
+        else:
+            self.broken = True
+            raise VirtioError("no answer from the device")
+        if (used_idx - self.used_idx) & 0xFFFF != 1:
+            self.broken = True
+            raise VirtioError(f"used index moved from {self.used_idx} to {used_idx} for one request")
+        elem = pool.read(self.used + used_ring_entry(self.used_idx % self.num), 8)
+        self.used_idx = used_idx
+        uid, length = struct.unpack("<II", elem)
+        if uid != head or length > self.buffer_size:
+            self.broken = True
+            raise VirtioError(f"used entry ({uid}, {length}) does not match the request ({head})")
+        reply = pool.read(self.in_buf, length)  # bounce out, before any parsing
+        self.t.w(VirtioMmio.INTERRUPT_ACK, 1)
+        return reply
+
+
+def virtio_devices(kernel: Any) -> list[tuple[Any, VirtioMmioTransport, int]]:
+    """(DT device, transport, device id) for every virtio,mmio node with a device behind it."""
+    found = []
+    for dev in kernel.info.devices:
+        if dev.compatible != "virtio,mmio":
+            continue
+        t = VirtioMmioTransport(kernel.cpu, dev.address)
+        try:
+            device_id = t.probe()
+        except VirtioError as exc:
+            kernel.log(f"virtio {dev.path}: {exc}")
+            continue
+        if device_id:
+            found.append((dev, t, device_id))
+    return found
