@@ -23,6 +23,8 @@ from ..arch.cpio import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
 from ..arch.memory import GRANULE_SIZE
 from ..arch.p9 import P9
 from ..arch.virtio import VIRTIO_9P_MOUNT_TAG, VirtioDeviceId, feature
+from .mm import OutOfMemory
+from .ukrsi import RsiError
 from .vfs import (
     O_ACCMODE,
     O_APPEND,
@@ -461,7 +463,7 @@ def mount_all(kernel: Any, vfs: Any) -> int:
             client = attach(kernel, t)
             mount = Mount(client, want_tag)
             root = P9Dir(mount, 0, client.getattr(0))
-        except (VirtioError, FsError) as exc:
+        except (VirtioError, FsError, RsiError, OutOfMemory) as exc:
             kernel.log(f"9p {dev.path}: {exc}", error=True)
             continue
         head, _, name = path.rpartition("/")
