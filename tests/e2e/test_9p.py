@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .test_apps import PLATFORMS, ROOT, run, sqlite_image  # noqa: F401  (fixture)
+from .conftest import PLATFORMS, ROOT
+from .conftest import unirealm_run as run
 
 MOUNT = "9p=kvm_9p:/data"
 
@@ -29,7 +30,7 @@ def share(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("platform", list(PLATFORMS))
-def test_sqlite_over_9p_equals_host(platform: str, sqlite_image: Path, share: Path,  # noqa: F811
+def test_sqlite_over_9p_equals_host(platform: str, sqlite_image: Path, share: Path,
                                     tmp_path: Path) -> None:
     script = (ROOT / "examples/sqlite/script.sql").read_bytes()
     reference = tmp_path / "reference.db"
@@ -46,7 +47,7 @@ def test_sqlite_over_9p_equals_host(platform: str, sqlite_image: Path, share: Pa
 
 
 @pytest.mark.parametrize("platform", ["realm", "kvm"])
-def test_sqlite_writes_through_9p(platform: str, sqlite_image: Path, share: Path,  # noqa: F811
+def test_sqlite_writes_through_9p(platform: str, sqlite_image: Path, share: Path,
                                   tmp_path: Path) -> None:
     sql = (b"INSERT INTO realms(name, ipa_bits) VALUES ('over-9p', 40), ('second', 41);\n"
            b"UPDATE realms SET ipa_bits = ipa_bits + 8 WHERE name = 'over-9p';\n"
@@ -67,7 +68,7 @@ def test_sqlite_writes_through_9p(platform: str, sqlite_image: Path, share: Path
     assert sorted(p.name for p in (share / "data").iterdir()) == ["test.db"]  # the journal is gone
 
 
-def test_9p_mount_errors(sqlite_image: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_9p_mount_errors(sqlite_image: Path, tmp_path: Path) -> None:
     res = run(sqlite_image, "--platform", "kvm", "--9p", str(tmp_path / "missing"), params="--", tmp=tmp_path)
     assert res.returncode != 0
     assert b"is not a directory" in res.stderr and b"Traceback" not in res.stderr

@@ -3,41 +3,17 @@ in an initrd (byte-equal to the host's sqlite3), and the loader's errors on bad 
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from unirealm.host.image import build_image
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILD = ROOT / "build"
-UNIREALM = [sys.executable, "-m", "unirealm.cli.main"]
-PLATFORMS = {"realm": ["--realm"], "kvm": ["--platform", "kvm"], "rme": ["--platform", "rme"]}
-
-
-def run(image: Path, *extra: str, params: str = "--", stdin: bytes = b"", tmp: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, UNIREALM_DATA_DIR=str(tmp / "data"))
-    cmd = [*UNIREALM, "run", "-k", str(image), *extra, f"--params={params}"]
-    return subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=300, check=False)
-
-
-@pytest.fixture(scope="session")
-def sqlite_image() -> Path:
-    from unirealm.host import debian
-
-    out = BUILD / "sqlite3.img"
-    try:
-        files = debian.image_files(["sqlite3"], "/usr/bin/sqlite3", BUILD / "debian")
-    except debian.DebianError as exc:
-        pytest.skip(f"Debian arm64 packages unavailable: {exc}")
-    out.parent.mkdir(exist_ok=True)
-    out.write_bytes(build_image(None, extra=files))
-    return out
+from .conftest import BUILD, PLATFORMS, ROOT, UNIREALM
+from .conftest import unirealm_run as run
 
 
 @pytest.fixture(scope="session")

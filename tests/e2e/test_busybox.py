@@ -8,17 +8,12 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from unirealm.host.image import build_image
+from .conftest import PLATFORMS, UNIREALM, unirealm_run
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILD = ROOT / "build"
-UNIREALM = [sys.executable, "-m", "unirealm.cli.main"]
-PLATFORMS = {"realm": ["--realm"], "kvm": ["--platform", "kvm"], "rme": ["--platform", "rme"]}
 HOST_ENV = dict(os.environ, LC_ALL="C")
 
 WORDS = "pear\napple\nfig\nbanana\napple\ncherry\nkiwi\nfig\ndate\n"
@@ -44,20 +39,6 @@ CASES = {
 
 
 @pytest.fixture(scope="session")
-def busybox_image() -> Path:
-    from unirealm.host import debian
-
-    out = BUILD / "busybox.img"
-    try:
-        files = debian.image_files(["busybox-static"], "/bin/busybox", BUILD / "debian")
-    except debian.DebianError as exc:
-        pytest.skip(f"Debian arm64 packages unavailable: {exc}")
-    out.parent.mkdir(exist_ok=True)
-    out.write_bytes(build_image(None, extra=files))
-    return out
-
-
-@pytest.fixture(scope="session")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from unirealm.host.cpio import write_initrd
 
@@ -76,10 +57,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root, initrd
 
 
-def run(image: Path, initrd: Path, platform: str, argv: str, tmp: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, UNIREALM_DATA_DIR=str(tmp / "data"))
-    cmd = [*UNIREALM, "run", "-k", str(image), *PLATFORMS[platform], "-i", str(initrd), f"--params=quiet -- {argv}"]
-    return subprocess.run(cmd, capture_output=True, env=env, timeout=120, check=False)
+def run(image: Path, initrd: Path, platform: str, argv: str, tmp: Path) -> subprocess.CompletedProcess[bytes]:
+    return unirealm_run(image, *PLATFORMS[platform], "-i", str(initrd), params=f"quiet -- {argv}", tmp=tmp, timeout=120)
 
 
 @pytest.mark.parametrize("platform", ["realm", "kvm"])

@@ -4,19 +4,16 @@ in all three environments, repeatedly, and a deliberate deadlock reported cleanl
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from unirealm.host.image import build_image
 
-ROOT = Path(__file__).resolve().parents[2]
-UNIREALM = [sys.executable, "-m", "unirealm.cli.main"]
-PLATFORMS = {"realm": ["--realm"], "kvm": ["--platform", "kvm"], "rme": ["--platform", "rme"]}
+from .conftest import PLATFORMS, ROOT, unirealm_run
+
 CC = shutil.which("aarch64-linux-gnu-gcc")
 DEADLOCK_STATUS = 134
 
@@ -41,10 +38,8 @@ def pthreads_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return image
 
 
-def run(image: Path, *extra: str, params: str, tmp: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, UNIREALM_DATA_DIR=str(tmp / "data"))
-    cmd = [*UNIREALM, "run", "-k", str(image), *extra, f"--params={params}"]
-    return subprocess.run(cmd, capture_output=True, env=env, timeout=120, check=False)
+def run(image: Path, *extra: str, params: str, tmp: Path) -> subprocess.CompletedProcess[bytes]:
+    return unirealm_run(image, *extra, params=params, tmp=tmp, timeout=120)
 
 
 @pytest.mark.parametrize("platform", list(PLATFORMS))

@@ -1,0 +1,50 @@
+"""What the end-to-end tests share: how to run `unirealm run` as a user would, the three
+environments, and kernel images built from Debian's arm64 packages (downloads cached under
+build/debian; the images themselves go to the test's temporary directory)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unirealm.host.image import build_image
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "build"
+UNIREALM = [sys.executable, "-m", "unirealm.cli.main"]
+PLATFORMS = {"realm": ["--realm"], "kvm": ["--platform", "kvm"], "rme": ["--platform", "rme"]}
+
+
+def unirealm_run(
+    image: Path, *extra: str, params: str = "--", stdin: bytes = b"", tmp: Path, timeout: int = 300
+) -> subprocess.CompletedProcess[bytes]:
+    """`unirealm run -k IMAGE EXTRA... --params=PARAMS` in a subprocess, with its own platform data."""
+    env = dict(os.environ, UNIREALM_DATA_DIR=str(tmp / "data"))
+    cmd = [*UNIREALM, "run", "-k", str(image), *extra, f"--params={params}"]
+    return subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=timeout, check=False)
+
+
+def debian_image(tmp_path_factory: pytest.TempPathFactory, packages: list[str], app: str) -> Path:
+    from unirealm.host import debian
+
+    try:
+        files = debian.image_files(packages, app, BUILD / "debian")
+    except debian.DebianError as exc:
+        pytest.skip(f"Debian arm64 packages unavailable: {exc}")
+    out = tmp_path_factory.mktemp("image") / f"{app.rsplit('/', 1)[-1]}.img"
+    out.write_bytes(build_image(None, extra=files))
+    return out
+
+
+@pytest.fixture(scope="session")
+def sqlite_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return debian_image(tmp_path_factory, ["sqlite3"], "/usr/bin/sqlite3")
+
+
+@pytest.fixture(scope="session")
+def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return debian_image(tmp_path_factory, ["busybox-static"], "/bin/busybox")
