@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SHIFT, GRANULE_SIZE, Pas, World
 from unirealm.arch.rmi import GranuleState, RmiRipas, RmiStatus, feat_reg0_pack, pack_status
@@ -196,6 +195,3 @@ class Rmm:
         """TLBI for every REC of the realm."""
         for rec_pa in realm.recs.values():
             self.recs[rec_pa].engine.invalidate(ipa, size)
-
-    def info(self) -> dict[str, Any]:
-        return {"realms": len(self.realms), "recs": len(self.recs)}

@@ -498,7 +498,7 @@ def rtt_read_entry(rmm: Rmm, rd: int, ipa: int, level: int) -> tuple[int, ...]:
     walk = realm.stage2.walk(ipa, level)
     entry = walk.entry
     ripas = entry.ripas if entry.kind in (s2tte.Kind.UNASSIGNED, s2tte.Kind.ASSIGNED) else RmiRipas.EMPTY
-    return (walk.level, entry.state(), s2tte.readable_desc(entry, walk.raw), ripas)
+    return (walk.level, entry.state(), s2tte.readable_desc(entry), ripas)
 
 
 # --- RIPAS ------------------------------------------------------------------------------

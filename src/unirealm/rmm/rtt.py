@@ -103,4 +103,4 @@ class Stage2:
             if s2tte.decode(self.read_raw(walk.rtt, i), walk.level).is_live:
                 return addr
             addr += size
-        return min(addr, end) if addr < end else end
+        return end

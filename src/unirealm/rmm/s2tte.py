@@ -125,7 +125,7 @@ def host_ns_desc_is_valid(desc: int, level: int) -> bool:
     return desc & OA_MASK & (level_size(level) - 1) == 0
 
 
-def readable_desc(entry: Entry, raw: int) -> int:
+def readable_desc(entry: Entry) -> int:
     """X3 of RMI_RTT_READ_ENTRY: the PA for assigned entries and tables, the host's
     descriptor for unprotected mappings, zero otherwise (digest §2.3 table)."""
     if entry.kind == Kind.TABLE:
