@@ -1,0 +1,305 @@
+"""virtio-net (virtio 1.1 §5.1) on the virtio-mmio transport, driven by a scripted driver with
+an RX queue (0) and a TX queue (1) over a plain VM's RamView and a realm's SharedView: config
+space, feature negotiation, TX and RX round trips, polling delivery, hostile chains."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from unirealm.arch.virtio import (
+    VIRTIO_F_ACCESS_PLATFORM,
+    VIRTIO_F_VERSION_1,
+    VIRTIO_MMIO_CONFIG,
+    VirtioMmio,
+    VirtioStatus,
+    VirtqDescFlags,
+    avail_ring_entry,
+    feature,
+    pack_desc,
+    used_ring_entry,
+)
+from unirealm.host.devices.mmio import MmioBus
+from unirealm.host.devices.virtio_mmio import RamView, SharedView
+from unirealm.host.devices.virtio_net import (
+    VIRTIO_NET_F_MAC,
+    VIRTIO_NET_HDR_V1_SIZE,
+    VirtioNet,
+    VirtioNetDevice,
+    parse_mac,
+)
+
+RAM_BASE, RAM_SIZE = 0x8000_0000, 0x10_0000
+HOST_PA = 0x88_0000_0000
+MMIO = 0x0300_0000
+NUM = 8
+MAC = parse_mac("02:15:15:15:15:15")
+# per queue: descriptor table, avail ring, used ring, buffers (NUM x 2 KiB)
+QUEUES = {0: (RAM_BASE + 0x1000, RAM_BASE + 0x2000, RAM_BASE + 0x3000, RAM_BASE + 0x4000),
+          1: (RAM_BASE + 0x9000, RAM_BASE + 0xA000, RAM_BASE + 0xB000, RAM_BASE + 0xC000)}
+BUF = 2048
+FRAME = bytes.fromhex("ffffffffffff" "021515151515" "0806") + bytes(range(46))
+
+
+class FlatMemory:
+    def __init__(self, base: int, size: int) -> None:
+        self.base = base
+        self.buf = bytearray(size)
+
+    def read(self, pa: int, size: int) -> bytes:
+        off = pa - self.base
+        assert off >= 0 and off + size <= len(self.buf)
+        return bytes(self.buf[off : off + size])
+
+    def write(self, pa: int, data: bytes) -> None:
+        off = pa - self.base
+        assert off >= 0 and off + len(data) <= len(self.buf)
+        self.buf[off : off + len(data)] = data
+
+
+class NetDriver:
+    def __init__(self, bus: MmioBus, view, dma_bit: int = 0) -> None:
+        self.bus, self.view, self.bit = bus, view, dma_bit
+        self.avail_idx = {0: 0, 1: 0}
+        self.used_seen = {0: 0, 1: 0}
+
+    def r(self, reg: int, size: int = 4) -> int:
+        return self.bus.read(MMIO + reg, size).value
+
+    def w(self, reg: int, value: int) -> None:
+        self.bus.write(MMIO + reg, 4, value)
+
+    def features(self) -> int:
+        self.w(VirtioMmio.DEVICE_FEATURES_SEL, 0)
+        lo = self.r(VirtioMmio.DEVICE_FEATURES)
+        self.w(VirtioMmio.DEVICE_FEATURES_SEL, 1)
+        return lo | self.r(VirtioMmio.DEVICE_FEATURES) << 32
+
+    def negotiate(self, accept: int) -> bool:
+        self.w(VirtioMmio.STATUS, 0)
+        self.w(VirtioMmio.STATUS, VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER)
+        for sel in (0, 1):
+            self.w(VirtioMmio.DRIVER_FEATURES_SEL, sel)
+            self.w(VirtioMmio.DRIVER_FEATURES, (accept >> (32 * sel)) & 0xFFFF_FFFF)
+        self.w(VirtioMmio.STATUS, VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK)
+        return bool(self.r(VirtioMmio.STATUS) & VirtioStatus.FEATURES_OK)
+
+    def setup(self) -> None:
+        assert self.negotiate(self.features())
+        for q, (desc, avail, used, _) in QUEUES.items():
+            self.view.write(avail, bytes(4))
+            self.view.write(used, bytes(4))
+            self.w(VirtioMmio.QUEUE_SEL, q)
+            assert self.r(VirtioMmio.QUEUE_NUM_MAX) >= NUM
+            self.w(VirtioMmio.QUEUE_NUM, NUM)
+            for reg, addr in ((VirtioMmio.QUEUE_DESC_LOW, desc), (VirtioMmio.QUEUE_DRIVER_LOW, avail),
+                              (VirtioMmio.QUEUE_DEVICE_LOW, used)):
+                self.w(reg, (addr | self.bit) & 0xFFFF_FFFF)
+                self.w(reg + 4, (addr | self.bit) >> 32)
+            self.w(VirtioMmio.QUEUE_READY, 1)
+            assert self.r(VirtioMmio.QUEUE_READY) == 1
+        self.w(VirtioMmio.STATUS, 0xF)
+        self.avail_idx = {0: 0, 1: 0}
+        self.used_seen = {0: 0, 1: 0}
+
+    def post(self, q: int, head: int, addr: int, length: int, flags: int, notify: bool = True) -> None:
+        desc, avail, _, _ = QUEUES[q]
+        self.view.write(desc + 16 * head, pack_desc(addr | self.bit, length, flags, 0))
+        self.view.write(avail + avail_ring_entry(self.avail_idx[q] % NUM), struct.pack("<H", head))
+        self.avail_idx[q] += 1
+        self.view.write(avail + 2, struct.pack("<H", self.avail_idx[q] & 0xFFFF))
+        if notify:
+            self.w(VirtioMmio.QUEUE_NOTIFY, q)
+
+    def post_rx(self, count: int = NUM, notify: bool = True) -> None:
+        for i in range(count):
+            self.post(0, i, QUEUES[0][3] + i * BUF, BUF, VirtqDescFlags.WRITE, notify)
+
+    def send(self, frame: bytes, slot: int = 0) -> None:
+        addr = QUEUES[1][3] + slot * BUF
+        self.view.write(addr, bytes(VIRTIO_NET_HDR_V1_SIZE) + frame)
+        self.post(1, slot, addr, VIRTIO_NET_HDR_V1_SIZE + len(frame), 0)
+
+    def used(self, q: int) -> list[tuple[int, int]]:
+        used = QUEUES[q][2]
+        idx = struct.unpack("<H", self.view.read(used + 2, 2))[0]
+        out = []
+        while self.used_seen[q] != idx:
+            out.append(struct.unpack("<II", self.view.read(used + used_ring_entry(self.used_seen[q] % NUM), 8)))
+            self.used_seen[q] = (self.used_seen[q] + 1) & 0xFFFF
+        return out
+
+    def received(self) -> list[tuple[bytes, bytes]]:
+        """(header, frame) for each new used RX entry."""
+        out = []
+        for head, length in self.used(0):
+            raw = self.view.read(QUEUES[0][3] + head * BUF, length)
+            out.append((raw[:VIRTIO_NET_HDR_V1_SIZE], raw[VIRTIO_NET_HDR_V1_SIZE:]))
+        return out
+
+    @property
+    def needs_reset(self) -> bool:
+        return bool(self.r(VirtioMmio.STATUS) & VirtioStatus.DEVICE_NEEDS_RESET)
+
+
+def make(view, realm: bool = False, dma_bit: int = 0):
+    sent: list[bytes] = []
+    dev = VirtioNetDevice(VirtioNet(MAC, sent.append), access_platform=realm, memory=view)
+    bus = MmioBus()
+    bus.register(MMIO, 0x200, dev, "virtio-net")
+    return NetDriver(bus, view, dma_bit), dev, sent
+
+
+@pytest.fixture
+def plain():
+    return make(RamView(FlatMemory(HOST_PA, RAM_SIZE), HOST_PA, RAM_BASE, RAM_SIZE))
+
+
+def test_config_space_and_ids(plain):
+    drv, _, _ = plain
+    assert drv.r(VirtioMmio.MAGIC_VALUE) == 0x74726976
+    assert drv.r(VirtioMmio.DEVICE_ID) == 1
+    cfg = bytes(drv.r(VIRTIO_MMIO_CONFIG + i, 1) for i in range(6))
+    assert cfg == MAC
+    assert drv.r(VIRTIO_MMIO_CONFIG + 6, 2) == 1  # VIRTIO_NET_S_LINK_UP
+    assert drv.r(VIRTIO_MMIO_CONFIG, 4) == int.from_bytes(MAC[:4], "little")
+
+
+def test_feature_negotiation(plain):
+    drv, _, _ = plain
+    offered = drv.features()
+    assert offered == feature(VIRTIO_F_VERSION_1) | feature(VIRTIO_NET_F_MAC)
+    assert not drv.negotiate(feature(VIRTIO_NET_F_MAC))  # VERSION_1 is required
+    assert not drv.negotiate(offered | feature(0))  # VIRTIO_NET_F_CSUM was not offered
+    assert drv.negotiate(feature(VIRTIO_F_VERSION_1))
+    assert drv.negotiate(offered)
+
+
+def test_realm_forces_access_platform():
+    drv, _, _ = make(RamView(FlatMemory(HOST_PA, RAM_SIZE), HOST_PA, RAM_BASE, RAM_SIZE), realm=True)
+    offered = drv.features()
+    assert offered & feature(VIRTIO_F_ACCESS_PLATFORM)
+    assert not drv.negotiate(offered & ~feature(VIRTIO_F_ACCESS_PLATFORM))
+    assert drv.negotiate(offered)
+
+
+def test_tx_hands_frames_to_the_sink(plain):
+    drv, dev, sent = plain
+    drv.setup()
+    drv.send(FRAME)
+    drv.send(FRAME[::-1][:60], slot=1)
+    assert sent == [FRAME, FRAME[::-1][:60]]
+    assert drv.used(1) == [(0, 0), (1, 0)]
+    # too short, too long, or a header alone: dropped, the buffer still returned
+    drv.send(b"\x01" * 10, slot=2)
+    drv.send(b"\x01" * 4000, slot=3)
+    assert sent == [FRAME, FRAME[::-1][:60]] and dev.backend.tx_dropped == 2
+    assert [h for h, _ in drv.used(1)] == [2, 3]
+    assert not drv.needs_reset
+
+
+def test_rx_waits_for_buffers_and_is_delivered_on_poll(plain):
+    drv, dev, _ = plain
+    dev.receive(FRAME)  # before DRIVER_OK: dropped
+    assert dev.rx_dropped == 1
+    drv.setup()
+    dev.receive(FRAME)
+    dev.receive(FRAME + b"x")
+    assert drv.received() == []  # no buffer posted yet
+    drv.post_rx(1)  # the notify fills the one buffer
+    got = drv.received()
+    assert len(got) == 1 and got[0][1] == FRAME
+    hdr = got[0][0]
+    assert hdr[:10] == bytes(10) and struct.unpack("<H", hdr[10:])[0] == 1  # num_buffers
+    drv.post(0, 1, QUEUES[0][3] + BUF, BUF, VirtqDescFlags.WRITE, notify=False)
+    assert drv.received() == []
+    drv.r(VirtioMmio.INTERRUPT_STATUS)  # any register access delivers
+    assert [f for _, f in drv.received()] == [FRAME + b"x"]
+    dev.receive(FRAME[:20])
+    assert dev.deliver() == 0  # no buffer left: it waits
+    drv.post_rx(1, notify=False)
+    assert dev.deliver() == 1  # the VMM's WFI hook
+    assert [f for _, f in drv.received()] == [FRAME[:20]]
+
+
+def test_rx_frame_larger_than_buffer_is_dropped(plain):
+    drv, dev, _ = plain
+    drv.setup()
+    drv.post(0, 0, QUEUES[0][3], 64, VirtqDescFlags.WRITE, notify=False)
+    dev.receive(bytes(100))
+    dev.receive(FRAME[:40])
+    drv.w(VirtioMmio.QUEUE_NOTIFY, 0)
+    assert [f for _, f in drv.received()] == [FRAME[:40]]
+    assert dev.rx_dropped == 1 and not drv.needs_reset
+
+
+def test_reset_drops_waiting_frames(plain):
+    drv, dev, _ = plain
+    drv.setup()
+    dev.receive(FRAME)
+    drv.w(VirtioMmio.STATUS, 0)
+    assert not dev.rx_pending
+
+
+@pytest.mark.parametrize("case", ["readable-rx", "outside-ram", "bad-head", "avail-jump"])
+def test_hostile_rx_chains_refused(plain, case: str):
+    drv, dev, sent = plain
+    drv.setup()
+    dev.receive(FRAME)
+    if case == "readable-rx":
+        drv.post(0, 0, QUEUES[0][3], BUF, 0)
+    elif case == "outside-ram":
+        drv.post(0, 0, RAM_BASE + RAM_SIZE - 16, BUF, VirtqDescFlags.WRITE)
+    elif case == "bad-head":
+        drv.view.write(QUEUES[0][1] + avail_ring_entry(0), struct.pack("<H", NUM + 3))
+        drv.view.write(QUEUES[0][1] + 2, struct.pack("<H", 1))
+        drv.w(VirtioMmio.QUEUE_NOTIFY, 0)
+    else:
+        drv.view.write(QUEUES[0][1] + 2, struct.pack("<H", 1000))
+        drv.w(VirtioMmio.QUEUE_NOTIFY, 0)
+    assert drv.needs_reset
+    assert dev.errors
+    # the device stays stopped until reset, then works again
+    dev.receive(FRAME)
+    assert dev.deliver() == 0
+    drv.setup()
+    drv.send(FRAME)
+    assert sent == [FRAME]
+
+
+def test_hostile_tx_chain_refused(plain):
+    drv, _dev, sent = plain
+    drv.setup()
+    drv.post(1, 0, RAM_BASE - 0x1000, 64, 0)
+    assert drv.needs_reset and sent == []
+
+
+def test_realm_shared_view_round_trip():
+    """A realm: rings and buffers in shared pages, aliased or canonical DMA addresses; a
+    buffer in protected memory puts the device in NEEDS_RESET and is never touched."""
+    bit = 1 << 32
+    mem = FlatMemory(HOST_PA, RAM_SIZE)
+    shared = {}
+    pages = [a for q in QUEUES.values() for a in q[:3]]
+    pages += [QUEUES[q][3] + off for q in QUEUES for off in range(0, NUM * BUF, 0x1000)]
+    for i, page in enumerate(pages):
+        shared[page | bit] = HOST_PA + i * 0x1000
+    view = SharedView(mem, shared, bit)
+    for dma_bit in (bit, 0):
+        drv, dev, sent = make(view, realm=True, dma_bit=dma_bit)
+        drv.setup()
+        drv.send(FRAME)
+        assert sent == [FRAME]
+        drv.post_rx()
+        for i in range(3):
+            dev.receive(FRAME + bytes([i]))
+        assert dev.deliver() == 3
+        assert [f for _, f in drv.received()] == [FRAME + bytes([i]) for i in range(3)]
+    for _ in range(NUM - 3):  # use up the buffers still posted
+        dev.receive(FRAME)
+    assert dev.deliver() == NUM - 3
+    drv.post(0, 5, RAM_BASE + 0x40000, BUF, VirtqDescFlags.WRITE, notify=False)  # not shared
+    dev.receive(FRAME)
+    assert dev.deliver() == 0
+    assert drv.needs_reset and "not memory the realm shared" in dev.errors[-1]
