@@ -8,6 +8,7 @@ import pytest
 from unirealm.arch.rmi import RmiHashAlgorithm
 from unirealm.host.cmdline import (
     CmdlineError,
+    HostForward,
     NetParams,
     NinePShare,
     RunConfig,
@@ -150,6 +151,17 @@ def test_network_numeric_keys():
     assert (net.tapif, net.vhost, net.mq, net.guest_mac) == ("tap0", 1, 4, "02:00:00:00:00:01")
 
 
+def test_hostfwd():
+    (net,) = parse_run_args(
+        ["-n", "mode=user,hostfwd=tcp:127.0.0.1:8080-:8123,hostfwd=tcp::9000-192.168.33.15:22,hostfwd=:127.9.9.9:1-:2"]
+    ).networks
+    assert net.hostfwd == (
+        HostForward("127.0.0.1", 8080, 8123),
+        HostForward("127.0.0.1", 9000, 22, "192.168.33.15"),
+        HostForward("127.9.9.9", 1, 2),
+    )
+
+
 def test_kaslr_seed_and_dump_dtb():
     cfg = parse_run_args(["--kaslr-seed", "0xfeedface", "--dump-dtb", "out.dtb"])
     assert cfg.kaslr_seed == 0xFEEDFACE and cfg.dump_dtb == "out.dtb"
@@ -213,6 +225,16 @@ def test_console_virtio_and_transport():
         (["-n", "guest_mac=zz:00:00:00:00:00"], "Invalid guest_mac"),
         (["-n", "trans=usb"], "Unknown virtio transport"),
         (["-n", "mq=four"], "Invalid mq"),
+        (["-n", "mode=user,hostfwd=tcp:0.0.0.0:80-:80"], "not a loopback address"),
+        (["-n", "mode=user,hostfwd=tcp:192.168.1.5:80-:80"], "not a loopback address"),
+        (["-n", "mode=user,hostfwd=tcp:localhost:80-:80"], "invalid host address"),
+        (["-n", "hostfwd=tcp::80-:80"], "needs a user-mode NIC"),
+        (["-n", "mode=user,hostfwd=udp::80-:80"], "only tcp forwarding"),
+        (["-n", "mode=user,hostfwd=tcp::0-:80"], "invalid host port"),
+        (["-n", "mode=user,hostfwd=tcp::80-:70000"], "invalid guest port"),
+        (["-n", "mode=user,hostfwd=tcp::80"], "Invalid hostfwd"),
+        (["-n", "mode=user,hostfwd=tcp::80-10.0.0.9:80"], "is not the NIC's guest_ip"),
+        (["-n", "mode=user,hostfwd=tcp::80-:80,hostfwd=tcp::80-:81"], "forwarded twice"),
         # argparse-level usage errors also come back as CmdlineError
         (["--no-such-option"], "unrecognized arguments"),
         (["-k"], "expected one argument"),

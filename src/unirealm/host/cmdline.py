@@ -14,6 +14,7 @@ capped by host RAM, and `-m`'s address also accepts 0x-prefixed byte values.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -63,6 +64,7 @@ NET_KEYS = (
     "vhost",
     "fd",
     "mq",
+    "hostfwd",
 )
 DEFAULT_GUEST_IP = "192.168.33.15"
 DEFAULT_HOST_IP = "192.168.33.1"
@@ -86,6 +88,19 @@ class NinePShare:
 
 
 @dataclass(frozen=True)
+class HostForward:
+    """`hostfwd=tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT` (an extension of kvmtool's user
+    mode, spelled as QEMU's): the VMM listens on HOSTADDR:HOSTPORT, a loopback address only,
+    and opens a TCP connection to the guest's GUESTPORT for each client."""
+
+    host_addr: str
+    host_port: int
+    guest_port: int
+    guest_addr: str | None = None  # None: the NIC's guest_ip
+    proto: str = "tcp"
+
+
+@dataclass(frozen=True)
 class NetParams:
     """One `-n/--network` NIC. Any -n defaults to a tap NIC, as in kvmtool."""
 
@@ -100,6 +115,7 @@ class NetParams:
     vhost: int = 0
     fd: int | None = None
     mq: int = 0
+    hostfwd: tuple[HostForward, ...] = ()
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -418,9 +434,13 @@ def parse_network(arg: str, index: int = 0) -> NetParams:
     tokens = [t for t in re.split(r"[,=]", arg) if t]
     mac_base, last = DEFAULT_GUEST_MAC.rsplit(":", 1)
     values: dict[str, object] = {"guest_mac": f"{mac_base}:{(int(last, 16) + index) & 0xFF:02x}"}
+    forwards: list[HostForward] = []
     for key, value in zip(tokens[0::2], tokens[1::2], strict=False):
         if key not in NET_KEYS:
             raise CmdlineError(f"Unknown network parameter {key}")
+        if key == "hostfwd":
+            forwards.append(parse_hostfwd(value))
+            continue
         if key == "mode" and value not in NET_MODES:
             raise CmdlineError(f"Unknown network mode {value}, please use user, tap or none")
         if key in ("guest_ip", "host_ip"):
@@ -436,7 +456,52 @@ def parse_network(arg: str, index: int = 0) -> NetParams:
             values[key] = _int(value, key)
         else:
             values[key] = value
-    return NetParams(**values)  # type: ignore[arg-type]
+    net = NetParams(**values)  # type: ignore[arg-type]
+    if forwards:
+        if net.mode != "user":
+            raise CmdlineError("hostfwd needs a user-mode NIC (mode=user)")
+        for fwd in forwards:
+            if fwd.guest_addr is not None and fwd.guest_addr != net.guest_ip:
+                raise CmdlineError(f"hostfwd guest address {fwd.guest_addr} is not the NIC's guest_ip {net.guest_ip}")
+        seen = [(f.host_addr, f.host_port) for f in forwards]
+        if len(set(seen)) != len(seen):
+            raise CmdlineError("hostfwd: the same host address and port is forwarded twice")
+        net = dataclasses.replace(net, hostfwd=tuple(forwards))
+    return net
+
+
+_HOSTFWD = re.compile(r"(?P<proto>[a-z]*):(?P<haddr>[^:]*):(?P<hport>[^-]*)-(?P<gaddr>[^:]*):(?P<gport>.*)")
+
+
+def parse_hostfwd(text: str) -> HostForward:
+    """`tcp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT`; HOSTADDR defaults to 127.0.0.1 and must
+    be a loopback address (127.0.0.0/8): the guest's port is never exposed beyond this host."""
+    m = _HOSTFWD.fullmatch(text)
+    if m is None:
+        raise CmdlineError(f"Invalid hostfwd {text!r}: use tcp:127.0.0.1:HOSTPORT-:GUESTPORT")
+    proto = m["proto"] or "tcp"
+    if proto != "tcp":
+        raise CmdlineError(f"hostfwd {text!r}: only tcp forwarding is available")
+    host_addr = m["haddr"] or "127.0.0.1"
+    try:
+        loopback = ipaddress.IPv4Address(host_addr).is_loopback
+    except ValueError:
+        raise CmdlineError(f"hostfwd {text!r}: invalid host address {host_addr!r}") from None
+    if not loopback:
+        raise CmdlineError(f"hostfwd {text!r}: host address {host_addr} is not a loopback address (127.0.0.0/8)")
+    guest_addr = m["gaddr"] or None
+    if guest_addr is not None:
+        try:
+            ipaddress.IPv4Address(guest_addr)
+        except ValueError:
+            raise CmdlineError(f"hostfwd {text!r}: invalid guest address {guest_addr!r}") from None
+    ports = []
+    for what, raw in (("host", m["hport"]), ("guest", m["gport"])):
+        port = _int(raw, f"hostfwd {what} port") if raw.isdigit() else None
+        if port is None or not 1 <= port <= 65535:
+            raise CmdlineError(f"hostfwd {text!r}: invalid {what} port {raw!r}")
+        ports.append(port)
+    return HostForward(host_addr, ports[0], ports[1], guest_addr, proto)
 
 
 def _int(text: str, what: str, base: int = 10) -> int:
