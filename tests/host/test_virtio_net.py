@@ -24,7 +24,7 @@ from unirealm.host.devices.mmio import MmioBus
 from unirealm.host.devices.virtio_mmio import RamView, SharedView
 from unirealm.host.devices.virtio_net import (
     VIRTIO_NET_F_MAC,
-    VIRTIO_NET_HDR_V1_SIZE,
+    VIRTIO_NET_HDR_SIZE,
     VirtioNet,
     VirtioNetDevice,
     parse_mac,
@@ -118,8 +118,8 @@ class NetDriver:
 
     def send(self, frame: bytes, slot: int = 0) -> None:
         addr = QUEUES[1][3] + slot * BUF
-        self.view.write(addr, bytes(VIRTIO_NET_HDR_V1_SIZE) + frame)
-        self.post(1, slot, addr, VIRTIO_NET_HDR_V1_SIZE + len(frame), 0)
+        self.view.write(addr, bytes(VIRTIO_NET_HDR_SIZE) + frame)
+        self.post(1, slot, addr, VIRTIO_NET_HDR_SIZE + len(frame), 0)
 
     def used(self, q: int) -> list[tuple[int, int]]:
         used = QUEUES[q][2]
@@ -135,7 +135,7 @@ class NetDriver:
         out = []
         for head, length in self.used(0):
             raw = self.view.read(QUEUES[0][3] + head * BUF, length)
-            out.append((raw[:VIRTIO_NET_HDR_V1_SIZE], raw[VIRTIO_NET_HDR_V1_SIZE:]))
+            out.append((raw[:VIRTIO_NET_HDR_SIZE], raw[VIRTIO_NET_HDR_SIZE:]))
         return out
 
     @property

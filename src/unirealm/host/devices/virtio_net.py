@@ -24,6 +24,17 @@ import struct
 from collections import deque
 from collections.abc import Callable
 
+from unirealm.arch.net import (
+    ETH_FRAME_MAX,
+    ETH_HLEN,
+    VIRTIO_NET_HDR_SIZE,
+    VIRTIO_NET_RX_QUEUE,
+    VIRTIO_NET_TX_QUEUE,
+    VirtioNetFeature,
+    VirtioNetHdr,
+    mac_bytes,
+    virtio_net_config,
+)
 from unirealm.arch.virtio import (
     VirtioDeviceId,
     VirtioInterrupt,
@@ -37,26 +48,15 @@ from .virtio_mmio import ChainError, DmaError, MemoryView, VirtioMmioDevice, Vir
 
 log = logging.getLogger("unirealm.net")
 
-VIRTIO_NET_F_MAC = 5  # §5.1.3: the device has a given MAC address
-VIRTIO_NET_S_LINK_UP = 1  # §5.1.4 status
-RX_QUEUE, TX_QUEUE = 0, 1
+VIRTIO_NET_F_MAC = VirtioNetFeature.MAC
+RX_QUEUE, TX_QUEUE = VIRTIO_NET_RX_QUEUE, VIRTIO_NET_TX_QUEUE
 QUEUE_NUM_MAX = 256  # kvmtool's VIRTIO_NET_QUEUE_SIZE
-VIRTIO_NET_HDR_V1_SIZE = 12  # §5.1.6: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers
-ETH_MIN_FRAME = 14  # a destination, a source and an ethertype
-ETH_MAX_FRAME = 1514 + 4  # MTU 1500, an Ethernet header and room for one VLAN tag
+ETH_MAX_FRAME = ETH_FRAME_MAX + 4  # room for one VLAN tag
 RX_BACKLOG = 512  # frames waiting for RX buffers; more are dropped, as a full NIC ring drops
 
 
-def parse_mac(text: str) -> bytes:
-    raw = bytes(int(part, 16) for part in text.split(":"))
-    if len(raw) != 6:
-        raise ValueError(f"bad MAC address {text!r}")
-    return raw
-
-
-def rx_header() -> bytes:
-    """The header in front of every received frame: no flags, no GSO, num_buffers 1."""
-    return bytes(VIRTIO_NET_HDR_V1_SIZE - 2) + struct.pack("<H", 1)
+parse_mac = mac_bytes
+RX_HEADER = VirtioNetHdr(num_buffers=1).pack()  # before every received frame: no flags, no GSO
 
 
 class VirtioNet:
@@ -76,14 +76,14 @@ class VirtioNet:
         self.tx_dropped = 0
 
     def config(self) -> bytes:
-        return self.mac + struct.pack("<H", VIRTIO_NET_S_LINK_UP)
+        return virtio_net_config(self.mac)
 
     def handle(self, queue: int, request: bytes, capacity: int) -> bytes:
         """One TX chain: virtio_net_hdr_v1 then the frame. Nothing is written back."""
         if queue != TX_QUEUE:
             return b""
-        frame = request[VIRTIO_NET_HDR_V1_SIZE:]
-        if len(request) < VIRTIO_NET_HDR_V1_SIZE or not ETH_MIN_FRAME <= len(frame) <= ETH_MAX_FRAME:
+        frame = request[VIRTIO_NET_HDR_SIZE:]
+        if len(request) < VIRTIO_NET_HDR_SIZE or not ETH_HLEN <= len(frame) <= ETH_MAX_FRAME:
             self.tx_dropped += 1
             return b""
         self.tx_frames += 1
@@ -145,7 +145,7 @@ class VirtioNetDevice(VirtioMmioDevice):
                 if chain.readable:
                     raise ChainError("device-readable descriptor in a receive chain")
                 frame = self.rx_pending.popleft()
-                data = rx_header() + frame
+                data = RX_HEADER + frame
                 if len(data) > chain.capacity:
                     self.rx_dropped += 1  # too long for the buffer: the frame goes, the buffer stays
                     continue

@@ -1,0 +1,1 @@
+"""The VMM's networks: `usernet` is kvmtool's user mode (`-n mode=user`) in pure Python."""
