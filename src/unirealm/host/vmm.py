@@ -20,12 +20,14 @@ import logging
 import os
 import select
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from unirealm.arch.esr import Ec, esr_ec
 from unirealm.arch.memory import GRANULE_SIZE, World
+from unirealm.arch.net import ip_bytes, mac_bytes
 from unirealm.arch.rmi import RmiFid, RmiRecExitReason
 from unirealm.arch.smccc import (
     PSCI_VERSION_1_1,
@@ -49,12 +51,13 @@ from unirealm.machine.vcpu import (
     WfxTrap,
 )
 
-from .cmdline import RunConfig
+from .cmdline import NetParams, RunConfig
 from .devices.mmio import MmioBus
 from .devices.ns16550 import Ns16550
 from .devices.rtc import RTC_MMIO_SIZE, Mc146818
 from .devices.virtio_9p import P9Server, Virtio9p
 from .devices.virtio_mmio import RamView, SharedView, VirtioMmioDevice
+from .devices.virtio_net import VirtioNet, VirtioNetDevice
 from .fdt import FdtConfig, VirtioMmioNode, dump_dtb, generate_fdt, kvmtool_serial_ports
 from .image import ImageFormatError, inspect_image
 from .kvm import (
@@ -78,9 +81,12 @@ from .memmap import (
     MemoryLayoutError,
     VirtioMmioSpace,
 )
+from .net.usernet import Forward, UserNet, UserNetError
 
 log = logging.getLogger("unirealm.vmm")
 IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
+NET_IDLE_WAIT = 0.001  # seconds a WFI may wait on the user network's host sockets
+NET_POLL_INTERVAL = 0.0005  # seconds between network polls at MMIO exits
 
 
 class VmmError(Exception):
@@ -158,8 +164,15 @@ class Vmm:
         self.trace = trace
         if cfg.console != "serial":
             raise VmmError("only the serial console is available (--console serial)")
-        if cfg.disks or cfg.nics:
-            raise VmmError("virtio block and net devices (-d, -n) are not available in this release")
+        if cfg.disks:
+            raise VmmError("virtio block devices (-d) are not available in this release")
+        for nic in cfg.nics:
+            if nic.mode == "tap":
+                raise VmmError("-n mode=tap: this VMM does not create tap devices; use -n mode=user")
+            if nic.trans is not None and nic.trans != "mmio":
+                raise VmmError(f"-n trans={nic.trans}: only the modern virtio-mmio transport is available (trans=mmio)")
+        if cfg.nics and cfg.virtio_transport != "mmio":
+            raise VmmError("-n needs the modern virtio-mmio transport (--virtio-transport mmio)")
         if cfg.shares_9p and cfg.virtio_transport != "mmio":
             raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
         self.console = Console(stdout or sys.stdout.buffer, stdin)
@@ -192,7 +205,11 @@ class Vmm:
             self.bootargs = ("console=ttyS0 " + self.bootargs).strip()
         self.bus.register(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE, Mc146818(), "rtc")
         self.virtio: list[VirtioMmioDevice] = []
-        virtio_nodes = self._add_9p_devices(irqs)
+        self.nics: list[tuple[VirtioNetDevice, NetParams]] = []
+        self.usernets: list[UserNet] = []
+        self._net_polled = 0.0
+        space = VirtioMmioSpace()
+        virtio_nodes = self._add_9p_devices(irqs, space) + self._add_net_devices(irqs, space)
         fdt_cfg = FdtConfig.for_layout(self.layout, nrcpus=cfg.nrcpus, bootargs=self.bootargs, serials=self.serials,
                                        virtio_mmio=virtio_nodes)
         self.dtb = generate_fdt(dataclasses.replace(fdt_cfg, rtc=(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE)))
@@ -208,12 +225,11 @@ class Vmm:
         self.idle = 0
         self.exits = 0
 
-    def _add_9p_devices(self, irqs: IrqLines) -> list[VirtioMmioNode]:
+    def _add_9p_devices(self, irqs: IrqLines, space: VirtioMmioSpace) -> list[VirtioMmioNode]:
         """One virtio-9p device per `--9p DIR[,TAG]`, windows and SPIs in registration order
         (kvmtool). ACCESS_PLATFORM is forced for a realm. No interrupt is ever injected
         (there is no GIC model): requests complete inside the QueueNotify exit and the
         guest polls the used ring."""
-        space = VirtioMmioSpace()
         nodes = []
         for share in self.cfg.shares_9p:
             try:
@@ -228,6 +244,54 @@ class Vmm:
             nodes.append(VirtioMmioNode(base, irqs.alloc()))
             log.info("%s: %s at %#x", name, server.root, base)
         return nodes
+
+    def _add_net_devices(self, irqs: IrqLines, space: VirtioMmioSpace) -> list[VirtioMmioNode]:
+        """One virtio-net device per user-mode `-n`, after the 9p devices. Its network (the
+        gateway and its host sockets) opens when the guest starts, in `start_networks`."""
+        nodes = []
+        for i, nic in enumerate(self.cfg.nics):
+            base = space.alloc()
+            name = f"virtio-net:{i}"
+            device = VirtioNetDevice(VirtioNet(mac_bytes(nic.guest_mac)), access_platform=self.cfg.realm, name=name)
+            self.bus.register(base, VIRTIO_MMIO_IO_SIZE, device, name)
+            self.virtio.append(device)
+            self.nics.append((device, nic))
+            nodes.append(VirtioMmioNode(base, irqs.alloc()))
+            fwd = ", ".join(f"{f.host_addr}:{f.host_port}->{f.guest_port}" for f in nic.hostfwd)
+            log.info("%s: user mode, guest %s (%s), gateway %s%s at %#x", name, nic.guest_ip, nic.guest_mac,
+                     nic.host_ip, f", hostfwd {fwd}" if fwd else "", base)
+        return nodes
+
+    def start_networks(self) -> None:
+        """Open each NIC's user-mode network: its gateway, and the listening sockets of its
+        port forwards."""
+        for device, nic in self.nics:
+            try:
+                net = UserNet(
+                    device.receive,
+                    guest_ip=ip_bytes(nic.guest_ip),
+                    gateway_ip=ip_bytes(nic.host_ip),
+                    guest_mac=device.mac,
+                    forwards=[Forward(f.host_addr, f.host_port, f.guest_port) for f in nic.hostfwd],
+                )
+            except UserNetError as exc:
+                self.stop_networks()
+                raise VmmError(str(exc)) from None
+            device.backend.sink = net.input
+            self.usernets.append(net)
+
+    def stop_networks(self) -> None:
+        for net in self.usernets:
+            net.close()
+        self.usernets.clear()
+
+    def poll_networks(self, timeout: float = 0.0) -> None:
+        """Let host sockets make progress and hand waiting frames to the guest's RX buffers."""
+        self._net_polled = time.monotonic()
+        for net in self.usernets:
+            net.poll(timeout)
+        for device, _ in self.nics:
+            device.deliver()
 
     def _write_log(self, data: bytes) -> None:
         self.log_output.write(data)
@@ -253,14 +317,21 @@ class Vmm:
         self.idle = 0
         if not is_write:
             self.console.poll_input()
+        if self.usernets and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL:
+            self.poll_networks()
         access = self.bus.write(ipa, size, value) if is_write else self.bus.read(ipa, size)
         if not access.handled:
             return None
         return 0 if is_write else access.value
 
     def wait(self) -> None:
-        """The guest is idle (WFI): give it input if any, and notice a guest that stopped."""
+        """The guest is idle (WFI): give it input if any, and notice a guest that stopped.
+        With a network, the WFI waits a little for host sockets (a server waits for clients
+        as long as it likes: no idle limit then)."""
         self.console.poll_input()
+        if self.usernets:
+            self.poll_networks(NET_IDLE_WAIT)
+            return
         self.idle += 1
         if self.idle > IDLE_LIMIT:
             raise VmmError("the guest stopped: idle with no device activity")
@@ -271,6 +342,13 @@ class Vmm:
 
     # --- launching ------------------------------------------------------------------------
     def run(self) -> RunResult:
+        self.start_networks()
+        try:
+            return self._run()
+        finally:
+            self.stop_networks()
+
+    def _run(self) -> RunResult:
         rme = self.cfg.realm or self.cfg.platform == "rme"
         machine = Machine(dram_size=self.cfg.ram_size + (128 << 20), rme=rme)
         if rme:
