@@ -117,6 +117,7 @@ class Kernel:
         self.argv: list[str] = []
         self.quiet = False  # kernel option `quiet`: only errors on the console
         self.realtime_offset_ns = 0  # CLOCK_REALTIME - CLOCK_MONOTONIC
+        self.net: Any = None  # the IPv4 stack on the first virtio-net NIC (guest/net)
 
     # --- logging ------------------------------------------------------------------------
     def log(self, text: str, error: bool = False) -> None:
@@ -192,7 +193,17 @@ class Kernel:
             run_selftest(self)
         if "attest" in self.options:
             self.print_token(self.options["attest"])
+        self.start_network()
         return self.run_app()
+
+    def start_network(self) -> None:
+        """The first virtio-net NIC, configured by `ip=ADDR/PREFIX,GATEWAY`, DHCP or kvmtool's
+        defaults (guest/net/dhcp.py)."""
+        if not any(d.compatible == "virtio,mmio" for d in self.info.devices) or "nonet" in self.options:
+            return
+        from .net.dhcp import start_network
+
+        self.net = start_network(self)
 
     def map_devices(self) -> None:
         for dev in self.info.devices:

@@ -210,6 +210,7 @@ class Scheduler:
     # --- choosing who runs --------------------------------------------------------------
     def poll(self) -> None:
         """Waiters whose condition now holds, or whose deadline passed, become runnable."""
+        self.poll_devices()
         now: int | None = None
         for t in list(self.waiting):
             if t.ready is not None and t.ready():
@@ -236,6 +237,13 @@ class Scheduler:
         self.cpu.wfi()
         if self.kernel.console is not None:
             self.kernel.console._in(5)  # device activity: the VMM sees us polling the line
+        self.poll_devices()
+
+    def poll_devices(self) -> None:
+        """No interrupts: the NIC's used ring is read here (frames in, TCP timers, ACKs out)."""
+        net = getattr(self.kernel, "net", None)
+        if net is not None:
+            net.poll()
 
     def describe(self) -> str:
         parts = [f"thread {t.tid} (pid {t.proc.pid}): {t.what or 'blocked'}" for t in self.waiting]

@@ -12,6 +12,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from .net.socket import SocketCalls
 from .vfs import (
     O_APPEND,
     O_CLOEXEC,
@@ -58,9 +59,11 @@ NR: dict[str, int] = {
     "setpgid": 154, "getpgid": 155, "getsid": 156, "setsid": 157, "getgroups": 158, "uname": 160,
     "getrlimit": 163, "setrlimit": 164, "getrusage": 165, "umask": 166, "prctl": 167, "gettimeofday": 169,
     "getpid": 172, "getppid": 173, "getuid": 174, "geteuid": 175, "getgid": 176, "getegid": 177,
-    "gettid": 178, "sysinfo": 179, "socket": 198, "brk": 214, "munmap": 215, "mremap": 216, "clone": 220,
+    "gettid": 178, "sysinfo": 179, "socket": 198, "socketpair": 199, "bind": 200, "listen": 201,
+    "accept": 202, "connect": 203, "getsockname": 204, "getpeername": 205, "sendto": 206, "recvfrom": 207,
+    "setsockopt": 208, "getsockopt": 209, "shutdown": 210, "sendmsg": 211, "recvmsg": 212, "brk": 214, "munmap": 215, "mremap": 216, "clone": 220,
     "execve": 221, "mmap": 222, "fadvise64": 223, "mprotect": 226, "msync": 227, "mlock": 228,
-    "munlock": 229, "madvise": 233, "wait4": 260, "prlimit64": 261, "renameat2": 276, "getrandom": 278,
+    "munlock": 229, "madvise": 233, "accept4": 242, "wait4": 260, "prlimit64": 261, "renameat2": 276, "getrandom": 278,
     "membarrier": 283, "statx": 291, "rseq": 293, "clone3": 435, "close_range": 436, "faccessat2": 439,
 }
 NAMES = {v: k for k, v in NR.items()}
@@ -114,7 +117,7 @@ class FdEntry:
         self.cloexec = cloexec
 
 
-class Syscalls:
+class Syscalls(SocketCalls):
     def __init__(self, process: Any) -> None:
         self.p = process
         self.table: dict[int, Handler] = {}
@@ -221,7 +224,9 @@ class Syscalls:
         return self.p.wait(ready, timeout_ns, console, what)
 
     def on_console(self, fds: Any) -> bool:
-        return any(isinstance(e.file, ConsoleFile) for fd in fds if (e := self.fds.get(fd)) is not None)
+        """Whether a device (console input, the NIC) could make one of `fds` ready."""
+        return any(isinstance(e.file, ConsoleFile) or getattr(e.file, "external", False)
+                   for fd in fds if (e := self.fds.get(fd)) is not None)
 
     def now_ns(self) -> int:
         return self.p.kernel.monotonic_ns()
@@ -522,7 +527,7 @@ class Syscalls:
                 if f.nonblock:
                     raise FsError(errno.EAGAIN) from None
                 if not self.block(lambda: bool(f.poll() & (want | POLLERR | POLLHUP)),
-                                  console=isinstance(f, ConsoleFile),
+                                  console=isinstance(f, ConsoleFile) or getattr(f, "external", False),
                                   what=f"{'read from' if want == POLLIN else 'write to'} {f.path}"):
                     raise FsError(errno.EAGAIN) from None
 
@@ -907,9 +912,6 @@ class Syscalls:
         if node is not None:
             node.mtime_ns = self.now_ns()
         return 0
-
-    def sys_socket(self, *_: int) -> int:
-        return -errno.EAFNOSUPPORT
 
     # --- waiting ------------------------------------------------------------------------
     def _poll_fds(self, items: list[tuple[int, int]]) -> list[int]:

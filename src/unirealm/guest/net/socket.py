@@ -1,0 +1,496 @@
+"""BSD sockets over the stack: `SocketFile` (an open file in the VFS's fd table, like a pipe
+end) and `SocketCalls`, the socket syscalls the syscall layer inherits.
+
+AF_INET only (SOCK_STREAM -> TCP, SOCK_DGRAM -> UDP); AF_UNIX, AF_INET6 and the rest
+answer EAFNOSUPPORT, which glibc's probes expect. A call that cannot complete raises
+WouldBlock (read/write) or waits through the syscall layer's `block` (accept, connect),
+with EAGAIN/EINPROGRESS for O_NONBLOCK sockets. Waiting on a socket counts as waiting on
+a device: the scheduler idles (WFI) and polls the NIC meanwhile.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import Any
+
+from ...arch.net import ANY_IP, BROADCAST_IP
+from ..vfs import (
+    O_CLOEXEC,
+    O_NONBLOCK,
+    O_RDWR,
+    POLLERR,
+    POLLHUP,
+    POLLIN,
+    POLLOUT,
+    FsError,
+    Inode,
+    OpenFile,
+    WouldBlock,
+)
+from .stack import UdpEndpoint
+from .tcp import ESTABLISHED, SYN_RCVD, SYN_SENT, Tcb
+
+AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
+SOCK_STREAM, SOCK_DGRAM = 1, 2
+SOCK_NONBLOCK, SOCK_CLOEXEC = O_NONBLOCK, O_CLOEXEC
+SOL_SOCKET, IPPROTO_IP, IPPROTO_TCP, IPPROTO_UDP = 1, 0, 6, 17
+SO_REUSEADDR, SO_TYPE, SO_ERROR, SO_BROADCAST, SO_SNDBUF, SO_RCVBUF = 2, 3, 4, 6, 7, 8
+SO_KEEPALIVE, SO_LINGER, SO_REUSEPORT, SO_RCVTIMEO, SO_SNDTIMEO, SO_ACCEPTCONN = 9, 13, 15, 20, 21, 30
+SO_DOMAIN, SO_PROTOCOL = 39, 38
+TCP_NODELAY, TCP_MAXSEG = 1, 2
+MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_NOSIGNAL, MSG_TRUNC = 2, 0x40, 0x100, 0x4000, 0x20
+SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
+POLLRDHUP = 0x2000
+S_IFSOCK = 0o140000
+FIONREAD = 0x541B
+SOCKADDR_IN_SIZE = 16
+
+
+def pack_sockaddr(ip: bytes, port: int) -> bytes:
+    """struct sockaddr_in: sa_family (host order), sin_port, sin_addr (network order), zero[8]."""
+    return struct.pack("<H", AF_INET) + struct.pack("!H", port) + ip + bytes(8)
+
+
+def unpack_sockaddr(raw: bytes) -> tuple[bytes, int]:
+    if len(raw) < 8:
+        raise FsError(errno.EINVAL)
+    family = struct.unpack_from("<H", raw)[0]
+    if family != AF_INET:
+        raise FsError(errno.EAFNOSUPPORT)
+    return bytes(raw[4:8]), struct.unpack_from("!H", raw, 2)[0]
+
+
+def _oserror(exc: OSError) -> FsError:
+    return FsError(exc.errno or errno.EIO)
+
+
+class SocketFile(OpenFile):
+    external = True  # input arrives from a device: waits idle the CPU and poll the NIC
+
+    def __init__(self, stack: Any, kind: int, flags: int) -> None:
+        super().__init__(Inode(S_IFSOCK | 0o777), (flags & O_NONBLOCK) | O_RDWR, "")
+        self.path = f"socket:[{self.inode.ino}]"  # type: ignore[union-attr]
+        self.stack = stack
+        self.kind = kind
+        self.port = 0  # bound local port (0: none yet)
+        self.tcb: Tcb | None = None
+        self.listener: Any = None
+        self.udp: UdpEndpoint | None = None
+        self.peer: tuple[bytes, int] | None = None  # UDP default destination
+        self.connecting = False
+        self.so_error = 0
+        self.options: dict[tuple[int, int], int] = {}
+        self.rd_shut = False
+
+    # --- binding --------------------------------------------------------------------------
+    def port_used(self, port: int) -> bool:
+        s = self.stack
+        if self.kind == SOCK_DGRAM:
+            return port in s.udp
+        return s.tcp_port_used(port) or port in s.bound_tcp
+
+    def bind(self, ip: bytes, port: int) -> None:
+        if self.port:
+            raise FsError(errno.EINVAL)
+        if ip not in (ANY_IP, self.stack.ip):
+            raise FsError(errno.EADDRNOTAVAIL)
+        if port == 0:
+            port = self.stack.ephemeral_port(self.port_used)
+        elif self.port_used(port):
+            raise FsError(errno.EADDRINUSE)
+        self.port = port
+        if self.kind == SOCK_DGRAM:
+            self.udp = self.stack.udp[port] = UdpEndpoint(port)
+        else:
+            self.stack.bound_tcp.add(port)
+
+    def autobind(self) -> None:
+        if not self.port:
+            self.bind(ANY_IP, 0)
+
+    def release_port(self) -> None:
+        if self.kind == SOCK_DGRAM:
+            if self.udp is not None and self.stack.udp.get(self.port) is self.udp:
+                del self.stack.udp[self.port]
+        else:
+            self.stack.bound_tcp.discard(self.port)
+
+    # --- the file interface -----------------------------------------------------------------
+    def recv(self, size: int, peek: bool = False) -> tuple[bytes, tuple[bytes, int] | None]:
+        """Data and (for UDP) its source; WouldBlock when there is nothing yet."""
+        if self.kind == SOCK_DGRAM:
+            if self.udp is None:
+                raise WouldBlock()
+            if not self.udp.queue:
+                self.stack.poll()
+            if not self.udp.queue:
+                raise WouldBlock()
+            src, sport, data = self.udp.queue[0] if peek else self.udp.queue.popleft()
+            return data[:size], (src, sport)
+        if self.tcb is None:
+            raise FsError(errno.ENOTCONN if self.listener is None else errno.EINVAL)
+        if self.rd_shut:
+            return b"", None
+        out = self.tcb.recv(size, peek)
+        if out is None:
+            self.stack.poll()
+            try:
+                out = self.tcb.recv(size, peek)
+            except OSError as exc:
+                raise _oserror(exc) from None
+            if out is None:
+                raise WouldBlock()
+        self.stack.flush()
+        return out, None
+
+    def read(self, size: int) -> bytes:
+        try:
+            return self.recv(size)[0]
+        except OSError as exc:
+            raise _oserror(exc) from None
+
+    def send(self, data: bytes, dest: tuple[bytes, int] | None = None) -> int:
+        if self.kind == SOCK_DGRAM:
+            dest = dest or self.peer
+            if dest is None:
+                raise FsError(errno.EDESTADDRREQ)
+            if len(data) > 65507:
+                raise FsError(errno.EMSGSIZE)
+            if len(data) > 1472:
+                raise FsError(errno.EMSGSIZE)  # no fragmentation
+            if dest[0] == BROADCAST_IP and not self.options.get((SOL_SOCKET, SO_BROADCAST)):
+                raise FsError(errno.EACCES)
+            self.autobind()
+            self.stack.send_udp(dest[0], self.port, dest[1], data)
+            return len(data)
+        if self.tcb is None:
+            raise FsError(errno.ENOTCONN if not self.connecting else errno.EAGAIN)
+        try:
+            n = self.tcb.send(data)
+        except OSError as exc:
+            raise _oserror(exc) from None
+        if n is None:
+            self.stack.poll()
+            raise WouldBlock()
+        return n
+
+    def write(self, data: bytes) -> int:
+        return self.send(data)
+
+    def poll(self) -> int:
+        self.stack.poll()
+        if self.kind == SOCK_DGRAM:
+            return POLLOUT | (POLLIN if self.udp is not None and self.udp.queue else 0)
+        if self.listener is not None:
+            return POLLIN if self.listener.ready else 0
+        t = self.tcb
+        if t is None:
+            return POLLOUT | POLLHUP
+        if t.state in (SYN_SENT, SYN_RCVD):
+            return 0
+        ev = 0
+        if t.readable or self.rd_shut:
+            ev |= POLLIN
+        if t.writable:
+            ev |= POLLOUT
+        if t.peer_fin:
+            ev |= POLLRDHUP
+        if t.error:
+            ev |= POLLERR | POLLHUP
+        elif t.state == "CLOSED" or (t.peer_fin and t.fin_queued):
+            ev |= POLLHUP
+        return ev
+
+    def ioctl(self, req: int, arg: int, mem: Any) -> int:
+        if req == FIONREAD:
+            if self.kind == SOCK_DGRAM:
+                n = len(self.udp.queue[0][2]) if self.udp is not None and self.udp.queue else 0
+            else:
+                n = len(self.tcb.rcvbuf) if self.tcb is not None else 0
+            mem.write(arg, n.to_bytes(4, "little"))
+            return 0
+        raise FsError(errno.ENOTTY)
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.stack.unlisten(self.listener)
+            self.listener = None
+        if self.tcb is not None:
+            self.tcb.close()
+            self.stack.flush()
+        self.release_port()
+
+
+class SocketCalls:
+    """The socket syscalls; mixed into guest.syscalls.Syscalls (self.p is the process)."""
+
+    p: Any
+
+    def _stack(self) -> Any:
+        return getattr(self.p.kernel, "net", None)
+
+    def _sock(self, fd: int) -> SocketFile:
+        f = self.file(fd)  # type: ignore[attr-defined]
+        if not isinstance(f, SocketFile):
+            raise FsError(errno.ENOTSOCK)
+        return f
+
+    def _wait(self, ready: Any, what: str) -> bool:
+        return self.block(ready, None, True, what)  # type: ignore[attr-defined]
+
+    def _read_addr(self, addr: int, length: int) -> tuple[bytes, int]:
+        if not addr or length < 8:
+            raise FsError(errno.EINVAL)
+        return unpack_sockaddr(self.p.read(addr, min(length, SOCKADDR_IN_SIZE)))
+
+    def _write_addr(self, addr: int, lenp: int, ip: bytes, port: int) -> None:
+        if not addr or not lenp:
+            return
+        room = struct.unpack("<I", self.p.read(lenp, 4))[0]
+        raw = pack_sockaddr(ip, port)
+        if room:
+            self.p.write(addr, raw[: min(room, len(raw))])
+        self.p.write(lenp, struct.pack("<I", len(raw)))
+
+    def sys_socket(self, domain: int, type_: int, protocol: int, *_: int) -> int:
+        stack = self._stack()
+        if domain != AF_INET or stack is None:
+            return -errno.EAFNOSUPPORT
+        kind = type_ & 0xF
+        if kind not in (SOCK_STREAM, SOCK_DGRAM) or type_ & ~(0xF | SOCK_NONBLOCK | SOCK_CLOEXEC):
+            return -errno.EINVAL
+        if protocol not in (0, IPPROTO_TCP if kind == SOCK_STREAM else IPPROTO_UDP):
+            return -errno.EPROTONOSUPPORT
+        sock = SocketFile(stack, kind, type_ & SOCK_NONBLOCK)
+        return self.install(sock, bool(type_ & SOCK_CLOEXEC))  # type: ignore[attr-defined]
+
+    def sys_socketpair(self, domain: int, *_: int) -> int:
+        return -errno.EAFNOSUPPORT if domain != AF_UNIX else -errno.EOPNOTSUPP
+
+    def sys_bind(self, fd: int, addr: int, length: int, *_: int) -> int:
+        sock = self._sock(fd)
+        ip, port = self._read_addr(addr, length)
+        try:
+            sock.bind(ip, port)
+        except OSError as exc:
+            return -(exc.errno or errno.EADDRINUSE)
+        return 0
+
+    def sys_listen(self, fd: int, backlog: int, *_: int) -> int:
+        sock = self._sock(fd)
+        if sock.kind != SOCK_STREAM or sock.tcb is not None:
+            return -errno.EOPNOTSUPP if sock.kind != SOCK_STREAM else -errno.EINVAL
+        if sock.listener is not None:
+            sock.listener.backlog = max(1, min(backlog & 0x7FFFFFFF, 128))
+            return 0
+        sock.autobind()
+        try:
+            sock.listener = sock.stack.listen(sock.port, backlog & 0x7FFFFFFF or 1)
+        except OSError as exc:
+            return -(exc.errno or errno.EADDRINUSE)
+        return 0
+
+    def sys_accept4(self, fd: int, addr: int, lenp: int, flags: int, *_: int) -> int:
+        sock = self._sock(fd)
+        listener = sock.listener
+        if listener is None:
+            return -errno.EINVAL
+        if flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC):
+            return -errno.EINVAL
+
+        def ready() -> bool:
+            sock.stack.poll()
+            return bool(listener.ready) or listener.closed
+
+        if not ready():
+            if sock.nonblock:
+                return -errno.EAGAIN
+            if not self._wait(ready, f"accept on port {sock.port}"):
+                return -errno.EAGAIN
+        if not listener.ready:
+            return -errno.EINVAL
+        tcb = listener.ready.popleft()
+        tcb.listener = None
+        new = SocketFile(sock.stack, SOCK_STREAM, flags & SOCK_NONBLOCK)
+        new.tcb = tcb
+        new.port = tcb.lport
+        self._write_addr(addr, lenp, tcb.rip, tcb.rport)
+        return self.install(new, bool(flags & SOCK_CLOEXEC))  # type: ignore[attr-defined]
+
+    def sys_accept(self, fd: int, addr: int, lenp: int, *_: int) -> int:
+        return self.sys_accept4(fd, addr, lenp, 0)
+
+    def sys_connect(self, fd: int, addr: int, length: int, *_: int) -> int:
+        sock = self._sock(fd)
+        ip, port = self._read_addr(addr, length)
+        if sock.kind == SOCK_DGRAM:
+            sock.autobind()
+            sock.peer = None if ip == ANY_IP and port == 0 else (ip, port)
+            return 0
+        if sock.listener is not None:
+            return -errno.EINVAL
+        if sock.tcb is None:
+            if port == 0 or ip == ANY_IP:
+                return -errno.ECONNREFUSED
+            if ip[0] == 127:
+                return -errno.ENETUNREACH  # no loopback device
+            sock.autobind()
+            try:
+                sock.tcb = sock.stack.connect(sock.port, ip, port)
+            except OSError as exc:
+                return -(exc.errno or errno.EADDRINUSE)
+            sock.connecting = True
+            sock.stack.flush()
+            if sock.nonblock:
+                return -errno.EINPROGRESS
+        elif not sock.connecting:
+            return -errno.EISCONN
+        tcb = sock.tcb
+
+        def ready() -> bool:
+            sock.stack.poll()
+            return tcb.state != SYN_SENT
+
+        if not ready():
+            if sock.nonblock:
+                return -errno.EALREADY
+            self._wait(ready, f"connect to port {port}")
+        sock.connecting = False
+        if tcb.state == ESTABLISHED or (tcb.state != "CLOSED" and not tcb.error):
+            return 0
+        err = tcb.error or errno.ECONNREFUSED
+        sock.tcb = None
+        return -err
+
+    def sys_getsockname(self, fd: int, addr: int, lenp: int, *_: int) -> int:
+        sock = self._sock(fd)
+        ip = sock.stack.ip if sock.port else ANY_IP
+        self._write_addr(addr, lenp, ip, sock.port)
+        return 0
+
+    def sys_getpeername(self, fd: int, addr: int, lenp: int, *_: int) -> int:
+        sock = self._sock(fd)
+        if sock.tcb is not None and sock.tcb.state not in (SYN_SENT, "CLOSED"):
+            self._write_addr(addr, lenp, sock.tcb.rip, sock.tcb.rport)
+            return 0
+        if sock.peer is not None:
+            self._write_addr(addr, lenp, *sock.peer)
+            return 0
+        return -errno.ENOTCONN
+
+    def sys_setsockopt(self, fd: int, level: int, name: int, val: int, length: int, *_: int) -> int:
+        sock = self._sock(fd)
+        raw = self.p.read(val, min(length, 16)) if val and length else b""
+        value = int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0
+        known = {(SOL_SOCKET, n) for n in (SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, SO_BROADCAST, SO_SNDBUF,
+                                           SO_RCVBUF, SO_LINGER, SO_RCVTIMEO, SO_SNDTIMEO)}
+        known |= {(IPPROTO_TCP, TCP_NODELAY), (IPPROTO_TCP, TCP_MAXSEG)}
+        if (level, name) not in known and level not in (IPPROTO_IP, IPPROTO_TCP):
+            return -errno.ENOPROTOOPT
+        sock.options[(level, name)] = value
+        return 0
+
+    def sys_getsockopt(self, fd: int, level: int, name: int, val: int, lenp: int, *_: int) -> int:
+        sock = self._sock(fd)
+        if level == SOL_SOCKET and name == SO_ERROR:
+            value = sock.so_error or (sock.tcb.error if sock.tcb is not None and not sock.connecting
+                                      and sock.tcb.state == "CLOSED" else 0)
+            if sock.connecting and sock.tcb is not None and sock.tcb.state == "CLOSED":
+                value = sock.tcb.error or errno.ECONNREFUSED
+            sock.so_error = 0
+        elif level == SOL_SOCKET and name == SO_TYPE:
+            value = sock.kind
+        elif level == SOL_SOCKET and name == SO_DOMAIN:
+            value = AF_INET
+        elif level == SOL_SOCKET and name == SO_PROTOCOL:
+            value = IPPROTO_TCP if sock.kind == SOCK_STREAM else IPPROTO_UDP
+        elif level == SOL_SOCKET and name == SO_ACCEPTCONN:
+            value = int(sock.listener is not None)
+        elif level == SOL_SOCKET and name in (SO_SNDBUF, SO_RCVBUF):
+            value = 65536
+        elif level == IPPROTO_TCP and name == TCP_MAXSEG:
+            value = sock.tcb.mss if sock.tcb is not None else 536
+        else:
+            value = sock.options.get((level, name), 0)
+        if lenp:
+            room = struct.unpack("<I", self.p.read(lenp, 4))[0]
+            raw = struct.pack("<i", value)[: min(room, 4)]
+            if raw:
+                self.p.write(val, raw)
+            self.p.write(lenp, struct.pack("<I", len(raw)))
+        return 0
+
+    def _sock_io(self, sock: SocketFile, op: Any, want: int, flags: int) -> Any:
+        if flags & MSG_DONTWAIT and not sock.nonblock:
+            try:
+                return op()
+            except WouldBlock:
+                raise FsError(errno.EAGAIN) from None
+        return self._io(sock, op, want)  # type: ignore[attr-defined]
+
+    def sys_sendto(self, fd: int, buf: int, size: int, flags: int, addr: int, length: int) -> int:
+        sock = self._sock(fd)
+        data = self.p.read(buf, min(size, 1 << 20)) if size else b""
+        dest = self._read_addr(addr, length) if addr and sock.kind == SOCK_DGRAM else None
+        return self._sock_io(sock, lambda: sock.send(data, dest), POLLOUT, flags)
+
+    def sys_recvfrom(self, fd: int, buf: int, size: int, flags: int, addr: int, lenp: int) -> int:
+        sock = self._sock(fd)
+        size = min(size, 1 << 20)
+        data, src = self._sock_io(sock, lambda: sock.recv(size, bool(flags & MSG_PEEK)), POLLIN, flags)
+        if data:
+            self.p.write(buf, data)
+        if addr and lenp:
+            if src is None and sock.tcb is not None:
+                src = (sock.tcb.rip, sock.tcb.rport)
+            if src is not None:
+                self._write_addr(addr, lenp, *src)
+        return len(data)
+
+    def _msghdr(self, msg: int) -> tuple[int, int, list[tuple[int, int]]]:
+        name, namelen, iov, iovlen = struct.unpack("<QIxxxxQQ", self.p.read(msg, 32))
+        return name, namelen, self._iovecs(iov, iovlen)  # type: ignore[attr-defined]
+
+    def sys_sendmsg(self, fd: int, msg: int, flags: int, *_: int) -> int:
+        sock = self._sock(fd)
+        name, namelen, iovs = self._msghdr(msg)
+        data = b"".join(self.p.read(b, n) for b, n in iovs if n)
+        dest = self._read_addr(name, namelen) if name and sock.kind == SOCK_DGRAM else None
+        return self._sock_io(sock, lambda: sock.send(data, dest), POLLOUT, flags)
+
+    def sys_recvmsg(self, fd: int, msg: int, flags: int, *_: int) -> int:
+        sock = self._sock(fd)
+        name, namelen, iovs = self._msghdr(msg)
+        total = sum(n for _, n in iovs)
+        data, src = self._sock_io(sock, lambda: sock.recv(min(total, 1 << 20), bool(flags & MSG_PEEK)),
+                                  POLLIN, flags)
+        off = 0
+        for base, n in iovs:
+            if off >= len(data):
+                break
+            piece = data[off : off + n]
+            self.p.write(base, piece)
+            off += len(piece)
+        if name and src is not None:
+            raw = pack_sockaddr(*src)
+            self.p.write(name, raw[: min(namelen, len(raw))])
+            self.p.write(msg + 8, struct.pack("<I", len(raw)))
+        elif name:
+            self.p.write(msg + 8, struct.pack("<I", 0))
+        self.p.write(msg + 40, struct.pack("<Q", 0))  # msg_controllen: no ancillary data
+        self.p.write(msg + 48, struct.pack("<I", 0))
+        return len(data)
+
+    def sys_shutdown(self, fd: int, how: int, *_: int) -> int:
+        sock = self._sock(fd)
+        if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+            return -errno.EINVAL
+        if sock.kind == SOCK_STREAM and (sock.tcb is None or sock.tcb.state == "CLOSED"):
+            return -errno.ENOTCONN
+        if how in (SHUT_RD, SHUT_RDWR):
+            sock.rd_shut = True
+        if how in (SHUT_WR, SHUT_RDWR) and sock.tcb is not None:
+            sock.tcb.shutdown_write()
+            sock.stack.flush()
+        return 0

@@ -1,0 +1,204 @@
+"""virtio-net driver (virtio 1.1 §5.1) on the virtio-mmio transport, for a realm first.
+
+- Features: VERSION_1 (required), VIRTIO_NET_F_MAC (the MAC is read from config space),
+  ACCESS_PLATFORM whenever offered (the VMM forces it for realms). Nothing else: no
+  checksum offload, no GSO, no mergeable buffers, so every frame travels whole behind its
+  12-byte virtio_net_hdr_v1 (§5.1.6).
+- Queue 0 receives, queue 1 transmits (§5.1.2). Every ring and every RX/TX buffer lives in
+  the shared DMA pool (guest/virtio.py: in a realm converted to shared once and used through
+  its unprotected alias); one descriptor per buffer, buffer i is descriptor i.
+- RX: all buffers are posted at start. `poll()` reads the used ring, checks every entry (an
+  id that is a posted buffer, a length between the header and the buffer size, an index
+  that moved by at most the number of posted buffers), copies the frame out of shared memory
+  and only then hands it on; the buffer is posted again. A bad entry is dropped and counted,
+  and the ring resynchronised; it is never trusted.
+- TX: the header and frame are copied into a free buffer, posted, and the queue notified:
+  the device takes the chain at the notify's MMIO exit. Completed buffers are reclaimed
+  from the used ring before the next send.
+- No interrupt is delivered: the driver polls (the scheduler calls `poll` when it idles and
+  whenever a socket is waited on).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from ...arch.net import (
+    ETH_FRAME_MAX,
+    ETH_HLEN,
+    VIRTIO_NET_HDR_SIZE,
+    VIRTIO_NET_RX_QUEUE,
+    VIRTIO_NET_TX_QUEUE,
+    VirtioNetFeature,
+    VirtioNetHdr,
+)
+from ...arch.virtio import (
+    VIRTQ_DESC_ALIGN,
+    VIRTQ_USED_ALIGN,
+    VirtioMmio,
+    VirtqDescFlags,
+    avail_ring_entry,
+    avail_ring_size,
+    desc_table_size,
+    feature,
+    pack_desc,
+    used_ring_entry,
+    used_ring_size,
+)
+from ..virtio import DmaPool, VirtioError, VirtioMmioTransport
+
+BUF_SIZE = 1536  # header + the largest frame (1514), rounded up
+RING_SIZE = 32
+POOL_PAGES = 28
+
+
+class NetQueue:
+    """A split virtqueue whose descriptor i always points at buffer i of BUF_SIZE bytes."""
+
+    def __init__(self, t: VirtioMmioTransport, pool: DmaPool, index: int, writable: bool) -> None:
+        self.t, self.pool, self.index = t, pool, index
+        t.w(VirtioMmio.QUEUE_SEL, index)
+        if t.r(VirtioMmio.QUEUE_READY):
+            raise VirtioError(f"queue {index} is already live")
+        num_max = t.r(VirtioMmio.QUEUE_NUM_MAX)
+        if num_max == 0:
+            raise VirtioError(f"queue {index} does not exist")
+        self.num = n = min(RING_SIZE, num_max)
+        self.desc = pool.alloc(desc_table_size(n), VIRTQ_DESC_ALIGN)
+        self.avail = pool.alloc(avail_ring_size(n), 2)
+        self.used = pool.alloc(used_ring_size(n), VIRTQ_USED_ALIGN)
+        self.bufs = pool.alloc(BUF_SIZE * n, 64)
+        flags = VirtqDescFlags.WRITE if writable else 0
+        for i in range(n):
+            pool.write(self.desc + 16 * i, pack_desc(pool.dma_base + self.bufs + BUF_SIZE * i, BUF_SIZE, flags, 0))
+        t.w(VirtioMmio.QUEUE_NUM, n)
+        for reg, off in ((VirtioMmio.QUEUE_DESC_LOW, self.desc), (VirtioMmio.QUEUE_DRIVER_LOW, self.avail),
+                         (VirtioMmio.QUEUE_DEVICE_LOW, self.used)):
+            addr = pool.dma_base + off
+            t.w(reg, addr)
+            t.w(reg + 4, addr >> 32)
+        t.w(VirtioMmio.QUEUE_READY, 1)
+        if not t.r(VirtioMmio.QUEUE_READY):
+            raise VirtioError(f"queue {index} was not accepted")
+        self.avail_idx = 0
+        self.used_idx = 0
+        self.posted: set[int] = set()  # buffers the device holds
+        self.bad = 0
+
+    def post(self, i: int, length: int | None = None) -> None:
+        """Hand buffer i to the device (with `length` bytes for a device-readable buffer)."""
+        pool = self.pool
+        if length is not None:
+            pool.write(self.desc + 16 * i + 8, struct.pack("<I", length))
+        pool.write(self.avail + avail_ring_entry(self.avail_idx % self.num), struct.pack("<H", i))
+        self.avail_idx = (self.avail_idx + 1) & 0xFFFF
+        self.posted.add(i)
+
+    def publish(self) -> None:
+        self.pool.write(self.avail + 2, struct.pack("<H", self.avail_idx))
+
+    def notify(self) -> None:
+        self.t.w(VirtioMmio.QUEUE_NOTIFY, self.index)
+
+    def buffer(self, i: int) -> int:
+        return self.bufs + BUF_SIZE * i
+
+    def completed(self) -> list[tuple[int, int]]:
+        """(buffer, length) for each new used entry the device may have written; entries
+        that cannot be true (unknown or unposted ids, oversized lengths) are dropped."""
+        pool = self.pool
+        used_idx = struct.unpack("<H", pool.read(self.used + 2, 2))[0]
+        moved = (used_idx - self.used_idx) & 0xFFFF
+        if moved == 0:
+            return []
+        if moved > len(self.posted):
+            self.bad += 1  # a lying index: take only what could be true
+            moved = len(self.posted)
+        out = []
+        for k in range(moved):
+            raw = pool.read(self.used + used_ring_entry((self.used_idx + k) % self.num), 8)
+            uid, length = struct.unpack("<II", raw)
+            if uid not in self.posted or length > BUF_SIZE:
+                self.bad += 1
+                continue
+            self.posted.discard(uid)
+            out.append((uid, length))
+        self.used_idx = used_idx
+        return out
+
+
+class VirtioNet:
+    """One NIC: `send(frame)` and `poll() -> [frame, ...]`."""
+
+    def __init__(self, kernel: Any, t: VirtioMmioTransport) -> None:
+        self.t = t
+        self.cpu = t.cpu
+        accepted = t.negotiate(feature(VirtioNetFeature.MAC))
+        if accepted & feature(VirtioNetFeature.MAC):
+            self.mac = t.config(0, 6)
+        else:
+            self.mac = bytes([0x02]) + kernel.cpu.rndr().to_bytes(8, "little")[:5]
+        self.pool = DmaPool(kernel, POOL_PAGES)
+        self.rx = NetQueue(t, self.pool, VIRTIO_NET_RX_QUEUE, writable=True)
+        self.tx = NetQueue(t, self.pool, VIRTIO_NET_TX_QUEUE, writable=False)
+        self.tx_free = list(range(self.tx.num))
+        for i in range(self.rx.num):
+            self.rx.post(i)
+        self.rx.publish()
+        t.driver_ok()
+        self.rx.notify()
+        self.rx_frames = self.tx_frames = self.rx_dropped = self.tx_dropped = 0
+
+    @property
+    def bad_entries(self) -> int:
+        return self.rx.bad + self.tx.bad
+
+    def send(self, frame: bytes) -> bool:
+        if not ETH_HLEN <= len(frame) <= ETH_FRAME_MAX:
+            self.tx_dropped += 1
+            return False
+        for i, _ in self.tx.completed():
+            self.tx_free.append(i)
+        if not self.tx_free:
+            self.tx_dropped += 1  # the device holds every buffer: the frame is lost, as on a full NIC
+            return False
+        i = self.tx_free.pop()
+        data = VirtioNetHdr().pack() + frame
+        self.pool.write(self.tx.buffer(i), data)  # bounce in
+        self.tx.post(i, len(data))
+        self.tx.publish()
+        self.tx.notify()
+        self.tx_frames += 1
+        return True
+
+    def poll(self) -> list[bytes]:
+        frames = []
+        done = self.rx.completed()
+        for i, length in done:
+            if length >= VIRTIO_NET_HDR_SIZE + ETH_HLEN:
+                raw = self.pool.read(self.rx.buffer(i), length)  # bounce out before parsing
+                frames.append(raw[VIRTIO_NET_HDR_SIZE:])
+            else:
+                self.rx_dropped += 1
+            self.rx.post(i)
+        if done:
+            self.rx.publish()
+            self.rx.notify()
+            self.rx_frames += len(frames)
+        return frames
+
+
+def find_nics(kernel: Any) -> list[VirtioNet]:
+    from ...arch.virtio import VirtioDeviceId
+    from ..virtio import virtio_devices
+
+    nics = []
+    for dev, t, device_id in virtio_devices(kernel):
+        if device_id != VirtioDeviceId.NET:
+            continue
+        try:
+            nics.append(VirtioNet(kernel, t))
+        except VirtioError as exc:
+            kernel.log(f"virtio-net {dev.path}: {exc}")
+    return nics
