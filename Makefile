@@ -77,3 +77,11 @@ $(BUILD)/pthreads.img: $(BUILD)/pthreads $(GUEST_SOURCES) | setup
 # Debian's busybox-static: applets by name, e.g. --params="-- sh -c \"ls /data | wc -l\""
 $(BUILD)/busybox.img: setup
 	$(VENV)/bin/unirealm build --debian busybox-static --app /bin/busybox -o $@
+
+# examples/httpreply: a static HTTP server on guest port 8123 (-n mode=user,hostfwd=tcp:127.0.0.1:8123-:8123)
+$(BUILD)/httpreply: examples/httpreply/httpreply.c | setup
+	@mkdir -p $(BUILD)
+	aarch64-linux-gnu-gcc -static -O2 -o $@ $<
+
+$(BUILD)/httpreply.img: $(BUILD)/httpreply $(GUEST_SOURCES) | setup
+	$(VENV)/bin/unirealm build $(BUILD)/httpreply -o $@ --name httpreply
