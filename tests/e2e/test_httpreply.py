@@ -1,0 +1,132 @@
+"""examples/httpreply (a static C HTTP server on guest port 8123) behind `-n mode=user` with
+`hostfwd=tcp:127.0.0.1:PORT-:8123`, fetched with the host's curl in all three environments;
+and sequential requests per second for the README."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from unirealm.host.image import build_image
+
+from .conftest import PLATFORMS, ROOT, UNIREALM
+
+CC = shutil.which("aarch64-linux-gnu-gcc")
+CURL = shutil.which("curl")
+SOURCE = ROOT / "examples/httpreply/httpreply.c"
+BODY = b"Hello, World!\n"
+BOOT_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="module")
+def httpreply_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if CC is None:
+        pytest.skip("aarch64-linux-gnu-gcc is not installed (make setup installs it)")
+    if not SOURCE.exists():
+        pytest.skip("examples/httpreply is not there")
+    out = tmp_path_factory.mktemp("httpreply")
+    elf = out / "httpreply"
+    subprocess.run([CC, "-static", "-O2", "-o", str(elf), str(SOURCE)], check=True)
+    image = out / "httpreply.img"
+    image.write_bytes(build_image(elf.read_bytes(), "httpreply"))
+    return image
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`unirealm run` with the forward, in the background; its output goes to files."""
+
+    def __init__(self, image: Path, platform: str, tmp: Path) -> None:
+        self.port = free_port()
+        self.out, self.err = tmp / "stdout", tmp / "stderr"
+        env = dict(os.environ, UNIREALM_DATA_DIR=str(tmp / "data"))
+        cmd = [*UNIREALM, "run", "-k", str(image), *PLATFORMS[platform],
+               "-n", f"mode=user,hostfwd=tcp:127.0.0.1:{self.port}-:8123", "--params=--"]
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+
+    def log(self) -> str:
+        return (self.out.read_bytes() + self.err.read_bytes()).decode(errors="replace")[-4000:]
+
+    def curl(self, timeout: float = 20.0) -> subprocess.CompletedProcess[bytes]:
+        assert CURL is not None
+        return subprocess.run([CURL, "-s", "--max-time", str(timeout), f"http://127.0.0.1:{self.port}/"],
+                              capture_output=True, timeout=timeout + 10, check=False)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"the VMM exited ({self.proc.returncode}):\n{self.log()}"
+            res = self.curl(timeout=5)
+            if res.returncode == 0 and res.stdout == BODY:
+                return
+            time.sleep(0.5)
+        pytest.fail(f"no HTTP answer within {BOOT_TIMEOUT:.0f} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def fetch(port: int) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("platform", list(PLATFORMS))
+def test_httpreply_with_curl(platform: str, httpreply_image: Path, tmp_path: Path) -> None:
+    if CURL is None:
+        pytest.skip("curl is not installed")
+    server = Server(httpreply_image, platform, tmp_path)
+    try:
+        server.wait_ready()
+        for _ in range(5):
+            res = server.curl()
+            assert res.returncode == 0 and res.stdout == BODY, server.log()
+        assert server.proc.poll() is None
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_httpreply_requests_per_second(httpreply_image: Path, tmp_path: Path) -> None:
+    """Sequential requests (a new connection each) against a plain VM and a realm."""
+    rates = {}
+    for platform in ("kvm", "realm"):
+        (tmp_path / platform).mkdir()
+        server = Server(httpreply_image, platform, tmp_path / platform)
+        try:
+            server.wait_ready()
+            for _ in range(5):
+                fetch(server.port)
+            n, start = 50, time.perf_counter()
+            for _ in range(n):
+                assert fetch(server.port) == BODY
+            rates[platform] = n / (time.perf_counter() - start)
+        finally:
+            server.stop()
+    print(f"\nhttpreply sequential: kvm {rates['kvm']:.1f} req/s, realm {rates['realm']:.1f} req/s, "
+          f"ratio {rates['kvm'] / rates['realm']:.2f}x")
+    assert rates["realm"] > 1
