@@ -1,5 +1,6 @@
 """examples/httpreply (a static C HTTP server on guest port 8123) behind `-n mode=user` with
-`hostfwd=tcp:127.0.0.1:PORT-:8123`, fetched with the host's curl in all three environments;
+`hostfwd=tcp:127.0.0.1:PORT-:8123`, fetched with the host's curl in all three environments,
+one client after another and ten at once;
 and sequential requests per second for the README."""
 
 from __future__ import annotations
@@ -104,6 +105,12 @@ def test_httpreply_with_curl(platform: str, httpreply_image: Path, tmp_path: Pat
         for _ in range(5):
             res = server.curl()
             assert res.returncode == 0 and res.stdout == BODY, server.log()
+        # clients at the same time: each gets its own gateway connection
+        clients = [subprocess.Popen([CURL, "-s", "--max-time", "30", f"http://127.0.0.1:{server.port}/"],
+                                    stdout=subprocess.PIPE) for _ in range(10)]
+        for client in clients:
+            out, _ = client.communicate(timeout=60)
+            assert client.returncode == 0 and out == BODY, server.log()
         assert server.proc.poll() is None
         assert "Traceback" not in server.log()
     finally:
