@@ -6,7 +6,7 @@ BUILD  := build
 STAMP  := $(VENV)/.installed
 # Cross toolchain (guest code, examples), what pylibfdt's build needs, and the tools tests compare with.
 APT_PKGS := gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-dev python3-venv \
-            device-tree-compiler cpio sqlite3
+            device-tree-compiler cpio sqlite3 curl redis-tools
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all setup toolchain test lint demo clean bench
@@ -85,3 +85,7 @@ $(BUILD)/httpreply: examples/httpreply/httpreply.c | setup
 
 $(BUILD)/httpreply.img: $(BUILD)/httpreply $(GUEST_SOURCES) | setup
 	$(VENV)/bin/unirealm build $(BUILD)/httpreply -o $@ --name httpreply
+
+# examples: Debian's redis-server (clients: the host's redis-cli and redis-benchmark)
+$(BUILD)/redis.img: setup
+	$(VENV)/bin/unirealm build --debian redis-server --app /usr/bin/redis-server -o $@

@@ -5,6 +5,7 @@ build/debian; the images themselves go to the test's temporary directory)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,35 @@ def sqlite_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return debian_image(tmp_path_factory, ["busybox-static"], "/bin/busybox")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BackgroundRun:
+    """`unirealm run` of a server in the background, reachable on a loopback port forwarded
+    to `guest_port` (`-n mode=user,hostfwd=...`); its output goes to files."""
+
+    def __init__(self, image: Path, platform: str, tmp: Path, guest_port: int, params: str = "--") -> None:
+        self.port = free_port()
+        self.out, self.err = tmp / "stdout", tmp / "stderr"
+        env = dict(os.environ, UNIREALM_DATA_DIR=str(tmp / "data"))
+        cmd = [*UNIREALM, "run", "-k", str(image), *PLATFORMS[platform],
+               "-n", f"mode=user,hostfwd=tcp:127.0.0.1:{self.port}-:{guest_port}", f"--params={params}"]
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+
+    def log(self) -> str:
+        return (self.out.read_bytes() + self.err.read_bytes()).decode(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)

@@ -6,9 +6,7 @@ and sequential requests per second for the README."""
 from __future__ import annotations
 
 import http.client
-import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 
 from unirealm.host.image import build_image
 
-from .conftest import PLATFORMS, ROOT, UNIREALM
+from .conftest import PLATFORMS, ROOT, BackgroundRun
 
 CC = shutil.which("aarch64-linux-gnu-gcc")
 CURL = shutil.which("curl")
@@ -40,26 +38,11 @@ def httpreply_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return image
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`unirealm run` with the forward, in the background; its output goes to files."""
+class Server(BackgroundRun):
+    """httpreply in the background, with curl to reach it."""
 
     def __init__(self, image: Path, platform: str, tmp: Path) -> None:
-        self.port = free_port()
-        self.out, self.err = tmp / "stdout", tmp / "stderr"
-        env = dict(os.environ, UNIREALM_DATA_DIR=str(tmp / "data"))
-        cmd = [*UNIREALM, "run", "-k", str(image), *PLATFORMS[platform],
-               "-n", f"mode=user,hostfwd=tcp:127.0.0.1:{self.port}-:8123", "--params=--"]
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-
-    def log(self) -> str:
-        return (self.out.read_bytes() + self.err.read_bytes()).decode(errors="replace")[-4000:]
+        super().__init__(image, platform, tmp, 8123)
 
     def curl(self, timeout: float = 20.0) -> subprocess.CompletedProcess[bytes]:
         assert CURL is not None
@@ -75,15 +58,6 @@ class Server:
                 return
             time.sleep(0.5)
         pytest.fail(f"no HTTP answer within {BOOT_TIMEOUT:.0f} s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 def fetch(port: int) -> bytes:
