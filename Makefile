@@ -34,7 +34,7 @@ setup: toolchain $(STAMP)
 
 test: setup
 	$(VENV)/bin/ruff check src tests bench
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -p no:cacheprovider
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
