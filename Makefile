@@ -52,7 +52,7 @@ GUEST_SOURCES := $(shell find src/unirealm/guest src/unirealm/arch -name '*.py')
 $(BUILD)/helloworld.img: $(BUILD)/hello $(GUEST_SOURCES) | setup
 	$(VENV)/bin/unirealm build $(BUILD)/hello -o $@ --name helloworld
 
-bench: setup $(BUILD)/sqlite3.img
+bench: setup $(BUILD)/sqlite3.img $(BUILD)/redis.img
 	@command -v qemu-aarch64-static >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static; }
 	$(PY) bench/run.py
 

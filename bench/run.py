@@ -13,6 +13,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).parent))
 
 import launch
+import net_bench
 import sqlite_bench
 
 
@@ -22,10 +23,11 @@ def main() -> int:
     for col in ("benchmark", "measured", "baseline", "ratio"):
         table.add_column(col)
     rows = launch.run()
-    try:
-        rows += sqlite_bench.run()
-    except RuntimeError as exc:
-        console.print(f"[yellow]sqlite benchmark skipped: {exc}")
+    for name, module in (("sqlite", sqlite_bench), ("network", net_bench)):
+        try:
+            rows += module.run()
+        except RuntimeError as exc:
+            console.print(f"[yellow]{name} benchmark skipped: {exc}")
     for name, value, base, unit in rows:
         table.add_row(name, f"{value:.4f} {unit}", f"{base:.4f} {unit}", f"{value / base:.2f}x")
     console.print(table)

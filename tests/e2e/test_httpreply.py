@@ -1,7 +1,6 @@
 """examples/httpreply (a static C HTTP server on guest port 8123) behind `-n mode=user` with
 `hostfwd=tcp:127.0.0.1:PORT-:8123`, fetched with the host's curl in all three environments,
-one client after another and ten at once;
-and sequential requests per second for the README."""
+one client after another and ten at once (requests per second: bench/net_bench.py)."""
 
 from __future__ import annotations
 
@@ -89,25 +88,3 @@ def test_httpreply_with_curl(platform: str, httpreply_image: Path, tmp_path: Pat
         assert "Traceback" not in server.log()
     finally:
         server.stop()
-
-
-@pytest.mark.slow
-def test_httpreply_requests_per_second(httpreply_image: Path, tmp_path: Path) -> None:
-    """Sequential requests (a new connection each) against a plain VM and a realm."""
-    rates = {}
-    for platform in ("kvm", "realm"):
-        (tmp_path / platform).mkdir()
-        server = Server(httpreply_image, platform, tmp_path / platform)
-        try:
-            server.wait_ready()
-            for _ in range(5):
-                fetch(server.port)
-            n, start = 50, time.perf_counter()
-            for _ in range(n):
-                assert fetch(server.port) == BODY
-            rates[platform] = n / (time.perf_counter() - start)
-        finally:
-            server.stop()
-    print(f"\nhttpreply sequential: kvm {rates['kvm']:.1f} req/s, realm {rates['realm']:.1f} req/s, "
-          f"ratio {rates['kvm'] / rates['realm']:.2f}x")
-    assert rates["realm"] > 1
