@@ -147,6 +147,34 @@ class VirtioMmioTransport:
     def needs_reset(self) -> bool:
         return bool(self.r(VirtioMmio.STATUS) & VirtioStatus.DEVICE_NEEDS_RESET)
 
+    def setup_queue(self, index: int, pool: DmaPool, max_size: int) -> tuple[int, int, int, int]:
+        """§4.2.3.2 virtqueue configuration: the rings go in the DMA pool, the device gets
+        their DMA addresses. Returns (size, descriptor table, avail ring, used ring) as pool
+        offsets."""
+        self.w(VirtioMmio.QUEUE_SEL, index)
+        if self.r(VirtioMmio.QUEUE_READY):
+            raise VirtioError(f"queue {index} is already live")
+        num_max = self.r(VirtioMmio.QUEUE_NUM_MAX)
+        if num_max == 0:
+            raise VirtioError(f"queue {index} does not exist")
+        num = min(max_size, num_max)
+        desc = pool.alloc(desc_table_size(num), VIRTQ_DESC_ALIGN)
+        avail = pool.alloc(avail_ring_size(num), 2)
+        used = pool.alloc(used_ring_size(num), VIRTQ_USED_ALIGN)
+        self.w(VirtioMmio.QUEUE_NUM, num)
+        for reg, off in ((VirtioMmio.QUEUE_DESC_LOW, desc), (VirtioMmio.QUEUE_DRIVER_LOW, avail),
+                         (VirtioMmio.QUEUE_DEVICE_LOW, used)):
+            addr = pool.dma_base + off
+            self.w(reg, addr)
+            self.w(reg + 4, addr >> 32)
+        return num, desc, avail, used
+
+    def enable_queue(self, index: int) -> None:
+        self.w(VirtioMmio.QUEUE_SEL, index)
+        self.w(VirtioMmio.QUEUE_READY, 1)
+        if not self.r(VirtioMmio.QUEUE_READY):
+            raise VirtioError(f"queue {index} was not accepted")
+
 
 class RequestQueue:
     """One split virtqueue carrying one request at a time: a device-readable buffer and a
@@ -156,29 +184,11 @@ class RequestQueue:
         self.t = transport
         self.pool = pool
         self.index = index
-        t = transport
-        t.w(VirtioMmio.QUEUE_SEL, index)
-        if t.r(VirtioMmio.QUEUE_READY):
-            raise VirtioError(f"queue {index} is already live")
-        num_max = t.r(VirtioMmio.QUEUE_NUM_MAX)
-        if num_max == 0:
-            raise VirtioError(f"queue {index} does not exist")
-        self.num = min(QUEUE_SIZE, num_max)
-        self.desc = pool.alloc(desc_table_size(self.num), VIRTQ_DESC_ALIGN)
-        self.avail = pool.alloc(avail_ring_size(self.num), 2)
-        self.used = pool.alloc(used_ring_size(self.num), VIRTQ_USED_ALIGN)
+        self.num, self.desc, self.avail, self.used = transport.setup_queue(index, pool, QUEUE_SIZE)
         self.out_buf = pool.alloc(buffer_size, 64)
         self.in_buf = pool.alloc(buffer_size, 64)
         self.buffer_size = buffer_size
-        t.w(VirtioMmio.QUEUE_NUM, self.num)
-        for reg, off in ((VirtioMmio.QUEUE_DESC_LOW, self.desc), (VirtioMmio.QUEUE_DRIVER_LOW, self.avail),
-                         (VirtioMmio.QUEUE_DEVICE_LOW, self.used)):
-            addr = pool.dma_base + off
-            t.w(reg, addr)
-            t.w(reg + 4, addr >> 32)
-        t.w(VirtioMmio.QUEUE_READY, 1)
-        if not t.r(VirtioMmio.QUEUE_READY):
-            raise VirtioError(f"queue {index} was not accepted")
+        transport.enable_queue(index)
         self.avail_idx = 0
         self.used_idx = 0
         self.broken = False

@@ -34,17 +34,12 @@ from ...arch.net import (
     VirtioNetHdr,
 )
 from ...arch.virtio import (
-    VIRTQ_DESC_ALIGN,
-    VIRTQ_USED_ALIGN,
     VirtioMmio,
     VirtqDescFlags,
     avail_ring_entry,
-    avail_ring_size,
-    desc_table_size,
     feature,
     pack_desc,
     used_ring_entry,
-    used_ring_size,
 )
 from ..virtio import DmaPool, VirtioError, VirtioMmioTransport
 
@@ -58,29 +53,13 @@ class NetQueue:
 
     def __init__(self, t: VirtioMmioTransport, pool: DmaPool, index: int, writable: bool) -> None:
         self.t, self.pool, self.index = t, pool, index
-        t.w(VirtioMmio.QUEUE_SEL, index)
-        if t.r(VirtioMmio.QUEUE_READY):
-            raise VirtioError(f"queue {index} is already live")
-        num_max = t.r(VirtioMmio.QUEUE_NUM_MAX)
-        if num_max == 0:
-            raise VirtioError(f"queue {index} does not exist")
-        self.num = n = min(RING_SIZE, num_max)
-        self.desc = pool.alloc(desc_table_size(n), VIRTQ_DESC_ALIGN)
-        self.avail = pool.alloc(avail_ring_size(n), 2)
-        self.used = pool.alloc(used_ring_size(n), VIRTQ_USED_ALIGN)
+        self.num, self.desc, self.avail, self.used = t.setup_queue(index, pool, RING_SIZE)
+        n = self.num
         self.bufs = pool.alloc(BUF_SIZE * n, 64)
         flags = VirtqDescFlags.WRITE if writable else 0
         for i in range(n):
             pool.write(self.desc + 16 * i, pack_desc(pool.dma_base + self.bufs + BUF_SIZE * i, BUF_SIZE, flags, 0))
-        t.w(VirtioMmio.QUEUE_NUM, n)
-        for reg, off in ((VirtioMmio.QUEUE_DESC_LOW, self.desc), (VirtioMmio.QUEUE_DRIVER_LOW, self.avail),
-                         (VirtioMmio.QUEUE_DEVICE_LOW, self.used)):
-            addr = pool.dma_base + off
-            t.w(reg, addr)
-            t.w(reg + 4, addr >> 32)
-        t.w(VirtioMmio.QUEUE_READY, 1)
-        if not t.r(VirtioMmio.QUEUE_READY):
-            raise VirtioError(f"queue {index} was not accepted")
+        t.enable_queue(index)
         self.avail_idx = 0
         self.used_idx = 0
         self.posted: set[int] = set()  # buffers the device holds
