@@ -27,28 +27,12 @@ from unirealm.host.devices.mmio import MmioBus
 from unirealm.host.devices.virtio_9p import P9Server, Virtio9p
 from unirealm.host.devices.virtio_mmio import DmaError, RamView, SharedView, VirtioMmioDevice
 
+from .virtio_support import FlatMemory
+
 RAM_BASE, RAM_SIZE = 0x8000_0000, 0x10_0000
 DESC, AVAIL, USED = RAM_BASE + 0x1000, RAM_BASE + 0x2000, RAM_BASE + 0x3000
 OUT, IN = RAM_BASE + 0x4000, RAM_BASE + 0x8000
 NUM = 8
-
-
-class FlatMemory:
-    """A host memory object addressed by PA (as machine.memory accessors are)."""
-
-    def __init__(self, base: int, size: int) -> None:
-        self.base = base
-        self.buf = bytearray(size)
-
-    def read(self, pa: int, size: int) -> bytes:
-        off = pa - self.base
-        assert off >= 0 and off + size <= len(self.buf)
-        return bytes(self.buf[off : off + size])
-
-    def write(self, pa: int, data: bytes) -> None:
-        off = pa - self.base
-        assert off >= 0 and off + len(data) <= len(self.buf)
-        self.buf[off : off + len(data)] = data
 
 
 class Driver:

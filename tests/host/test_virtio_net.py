@@ -30,6 +30,8 @@ from unirealm.host.devices.virtio_net import (
     parse_mac,
 )
 
+from .virtio_support import FlatMemory
+
 RAM_BASE, RAM_SIZE = 0x8000_0000, 0x10_0000
 HOST_PA = 0x88_0000_0000
 MMIO = 0x0300_0000
@@ -40,22 +42,6 @@ QUEUES = {0: (RAM_BASE + 0x1000, RAM_BASE + 0x2000, RAM_BASE + 0x3000, RAM_BASE 
           1: (RAM_BASE + 0x9000, RAM_BASE + 0xA000, RAM_BASE + 0xB000, RAM_BASE + 0xC000)}
 BUF = 2048
 FRAME = bytes.fromhex("ffffffffffff" "021515151515" "0806") + bytes(range(46))
-
-
-class FlatMemory:
-    def __init__(self, base: int, size: int) -> None:
-        self.base = base
-        self.buf = bytearray(size)
-
-    def read(self, pa: int, size: int) -> bytes:
-        off = pa - self.base
-        assert off >= 0 and off + size <= len(self.buf)
-        return bytes(self.buf[off : off + size])
-
-    def write(self, pa: int, data: bytes) -> None:
-        off = pa - self.base
-        assert off >= 0 and off + len(data) <= len(self.buf)
-        self.buf[off : off + len(data)] = data
 
 
 class NetDriver:
