@@ -254,3 +254,32 @@ def test_static_pie_program(tmp_path: Path) -> None:
     status, out, _ = run_vmm_split("--realm", "-k", str(image), "-p", "-- pie")
     assert status == 0
     assert out == "Hello from unirealm! argc=2\n  argv[0] = /hello-pie\n  argv[1] = pie\n"
+
+
+@needs_cc
+def test_two_virtio_devices_in_one_granule(hello_image: Path, tmp_path: Path) -> None:
+    """virtio-mmio windows are 0x200 bytes, so 9p and net share a granule: the realm checks the
+    RIPAS of whole granules and maps both through the unprotected alias."""
+    share = tmp_path / "share"
+    share.mkdir()
+    status, out, log = run_vmm_split(
+        "--realm", "-k", str(hello_image), "--9p", f"{share},kvm_9p", "-n", "mode=user", "-p", "-- both"
+    )
+    assert status == 0, log
+    assert "argv[1] = both" in out
+    assert "0x3000000 mapped unprotected at 0x103000000" in log
+    assert "0x3000200 mapped unprotected at 0x103000200" in log
+
+
+@needs_cc
+@pytest.mark.parametrize("env", [["--realm"], ["--platform", "kvm"]], ids=["realm", "kvm"])
+def test_a_panic_before_the_console_is_still_reported(hello_elf: bytes, tmp_path: Path, env: list[str]) -> None:
+    kernel_src = (REPO / "src" / "unirealm" / "guest" / "kernel.py").read_text()
+    marker = "    def map_devices(self) -> None:\n"
+    broken = kernel_src.replace(marker, marker + "        raise RuntimeError('deliberate early failure')\n", 1)
+    image = tmp_path / "panic.img"
+    image.write_bytes(build_image(hello_elf, "hello", extra={"guest/kernel.py": broken.encode()}))
+    status, out, log = run_vmm_split(*env, "-k", str(image))
+    assert status == 125
+    assert "panic: RuntimeError: deliberate early failure" in log
+    assert out == ""

@@ -210,7 +210,11 @@ class Kernel:
             if self.realm is None:
                 dev.address = dev.base
                 continue
-            runs = self.rsi.ripas_runs(dev.base, dev.base + max(dev.size, GRANULE_SIZE))
+            # RIPAS is per granule: check every granule the region touches (devices such as
+            # virtio-mmio windows are smaller than a granule and need not start on one).
+            first = dev.base & ~(GRANULE_SIZE - 1)
+            end = -(-(dev.base + max(dev.size, 1)) // GRANULE_SIZE) * GRANULE_SIZE
+            runs = self.rsi.ripas_runs(first, end)
             if any(r[2] != RsiRipas.EMPTY for r in runs):
                 # Realm-owned memory is never handed to a device model.
                 self.log(f"device {dev.path}: RIPAS is not EMPTY; left protected")
@@ -218,6 +222,18 @@ class Kernel:
                 continue
             dev.address = dev.base | self.realm.unprotected_bit
             self.log(f"device {dev.path} ({dev.compatible}) {dev.base:#x} mapped unprotected at {dev.address:#x}")
+
+    def emergency_console(self) -> None:
+        """A panic before the console came up: reach the UARTs the plain way, or through the
+        unprotected alias once the realm's IPA width is known, and flush the early log."""
+        bit = self.realm.unprotected_bit if self.realm is not None else 0
+        for dev in self.info.devices:
+            if not dev.address:
+                dev.address = dev.base | bit
+        try:
+            self.start_console()
+        except Exception:  # nothing more can be said: power off silently
+            self._early_log = []
 
     def start_console(self) -> None:
         """The app's stdio goes to the stdout-path UART; kernel messages to the UART after it
@@ -304,6 +320,8 @@ def boot(cpu: Any) -> None:
     try:
         status = kernel.boot()
     except Exception as exc:  # a kernel panic: report it on the console, then power off
-        kernel.log(f"panic: {type(exc).__name__}: {exc}")
+        kernel.log(f"panic: {type(exc).__name__}: {exc}", error=True)
         status = 125
+        if kernel.log_device is None:
+            kernel.emergency_console()
     kernel.power_off(status)
