@@ -5,6 +5,7 @@ build/debian; the images themselves go to the test's temporary directory)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -81,3 +82,14 @@ class BackgroundRun:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def hello_elf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """examples/helloworld built with Debian's cross compiler (static)."""
+    cc = shutil.which("aarch64-linux-gnu-gcc")
+    if cc is None:
+        pytest.skip("aarch64-linux-gnu-gcc is not installed (make setup installs it)")
+    out = tmp_path_factory.mktemp("hello") / "hello"
+    subprocess.run([cc, "-static", "-O2", "-o", str(out), str(ROOT / "examples/helloworld/hello.c")], check=True)
+    return out.read_bytes()

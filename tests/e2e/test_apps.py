@@ -12,7 +12,7 @@ import pytest
 
 from unirealm.host.image import build_image
 
-from .conftest import BUILD, PLATFORMS, ROOT, UNIREALM
+from .conftest import PLATFORMS, ROOT, UNIREALM
 from .conftest import unirealm_run as run
 
 
@@ -56,16 +56,13 @@ def _elf_header(machine: int) -> bytes:
     return ident + struct.pack("<HHIQQQIHHHHHH", 2, machine, 1, 0x400000, 64, 0, 0, 64, 56, 1, 64, 0, 0)
 
 
-def _bad_images(tmp: Path) -> dict[str, tuple[Path, str]]:
-    hello = BUILD / "hello"
-    good = hello.read_bytes() if hello.exists() else None
+def _bad_images(tmp: Path, good: bytes) -> dict[str, tuple[Path, str]]:
     cases = {
         "x86-64": (_elf_header(62) + bytes(200), "not an AArch64 ELF"),
         "garbage": (b"#!/bin/sh\necho hi\n", "not an ELF file"),
         "corrupt": (_elf_header(183)[:40], "malformed ELF"),
     }
-    if good is not None:
-        cases["truncated"] = (good[: len(good) // 3], "malformed ELF")
+    cases["truncated"] = (good[: len(good) // 3], "malformed ELF")
     dyn = bytearray(_elf_header(183))
     # one PT_INTERP program header naming an interpreter the image does not carry
     struct.pack_into("<HH", dyn, 54, 56, 1)
@@ -80,11 +77,8 @@ def _bad_images(tmp: Path) -> dict[str, tuple[Path, str]]:
 
 
 @pytest.mark.parametrize("case", ["x86-64", "garbage", "corrupt", "truncated", "no-interpreter"])
-def test_bad_programs_fail_cleanly(case: str, tmp_path: Path) -> None:
-    images = _bad_images(tmp_path)
-    if case not in images:
-        pytest.skip("build/hello is not built")
-    img, message = images[case]
+def test_bad_programs_fail_cleanly(case: str, tmp_path: Path, hello_elf: bytes) -> None:
+    img, message = _bad_images(tmp_path, hello_elf)[case]
     res = run(img, "--platform", "kvm", tmp=tmp_path)
     out = res.stdout.decode() + res.stderr.decode()
     assert res.returncode != 0
@@ -92,12 +86,9 @@ def test_bad_programs_fail_cleanly(case: str, tmp_path: Path) -> None:
     assert "Traceback" not in out and "panic" not in out
 
 
-def test_corrupt_initrd_fails_cleanly(tmp_path: Path) -> None:
-    hello = BUILD / "hello"
-    if not hello.exists():
-        pytest.skip("build/hello is not built")
+def test_corrupt_initrd_fails_cleanly(tmp_path: Path, hello_elf: bytes) -> None:
     img = tmp_path / "hello.img"
-    img.write_bytes(build_image(hello.read_bytes(), "hello"))
+    img.write_bytes(build_image(hello_elf, "hello"))
     bad = tmp_path / "bad.cpio"
     bad.write_bytes(b"070701" + b"0" * 300)
     res = run(img, "--platform", "kvm", "-i", str(bad), tmp=tmp_path)

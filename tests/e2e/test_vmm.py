@@ -46,13 +46,6 @@ def compile_c(source: Path | str, out: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def hello_elf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    if CC is None:
-        pytest.skip("aarch64-linux-gnu-gcc is not installed")
-    return compile_c(REPO / "examples" / "helloworld" / "hello.c", tmp_path_factory.mktemp("hello") / "hello")
-
-
-@pytest.fixture(scope="module")
 def hello_image(hello_elf: bytes, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("img") / "helloworld.img"
     path.write_bytes(build_image(hello_elf, "helloworld"))
