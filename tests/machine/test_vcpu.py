@@ -22,10 +22,7 @@ from unirealm.machine.vcpu import (
     WfxTrap,
 )
 
-try:
-    from asm_snippet import asm_file, assemble
-except ImportError:  # tests/machine is a package
-    from .asm_snippet import asm_file, assemble
+from .asm_snippet import asm_file, assemble
 
 MASK64 = (1 << 64) - 1
 CODE = 0x4000_0000  # guest IPA of the code page

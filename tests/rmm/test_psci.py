@@ -9,10 +9,7 @@ import pytest
 
 from unirealm.arch.rmi import RealmState, RmiFid, RmiRecExitReason, RmiStatus
 
-try:
-    from rsi_support import PAR_SIZE, RAM_BASE, ScriptedRealm, build_realm, run_calls, run_program
-except ImportError:  # tests/rmm is a package
-    from .rsi_support import PAR_SIZE, RAM_BASE, ScriptedRealm, build_realm, run_calls, run_program
+from .rsi_support import PAR_SIZE, RAM_BASE, ScriptedRealm, build_realm, run_calls, run_program
 
 MASK64 = (1 << 64) - 1
 # PSCI function IDs (DEN0022): SMC32 forms, SMC64 forms set bit 30.

@@ -14,20 +14,7 @@ from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.rmi import RmiFid, RmiRecExitReason, RmiStatus
 from unirealm.arch.rsi import RsiFid, RsiStatus
 
-try:
-    from rsi_support import (
-        EMPTY_IPA,
-        PAR_SIZE,
-        RAM_BASE,
-        UNMAPPED_RAM_IPA,
-        ScriptedRealm,
-        build_realm,
-        le_regs,
-        run_calls,
-        run_program,
-    )
-except ImportError:  # tests/rmm is a package
-    from .rsi_support import (
+from .rsi_support import (
         EMPTY_IPA,
         PAR_SIZE,
         RAM_BASE,

@@ -11,20 +11,7 @@ from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.rmi import RmiFid, RmiRecEnterFlags, RmiRecExitReason, RmiStatus
 from unirealm.arch.rsi import RsiFid, RsiResponse, RsiRipas, RsiStatus
 
-try:
-    from rsi_support import (
-        EMPTY_IPA,
-        PAR_SIZE,
-        POPULATED,
-        RAM_BASE,
-        RAM_TOP,
-        ScriptedRealm,
-        build_realm,
-        run_calls,
-        run_program,
-    )
-except ImportError:  # tests/rmm is a package
-    from .rsi_support import (
+from .rsi_support import (
         EMPTY_IPA,
         PAR_SIZE,
         POPULATED,

@@ -9,10 +9,7 @@ import pytest
 
 from unirealm.arch.rsi import RsiFid, RsiStatus
 
-try:
-    from rsi_support import ScriptedRealm, build_realm, le_regs, regs_le, run_calls
-except ImportError:  # tests/rmm is a package
-    from .rsi_support import ScriptedRealm, build_realm, le_regs, regs_le, run_calls
+from .rsi_support import ScriptedRealm, build_realm, le_regs, regs_le, run_calls
 
 MASK64 = (1 << 64) - 1
 SMCCC_NOT_SUPPORTED = MASK64

@@ -12,19 +12,7 @@ from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.rmi import RmiRecExitReason
 from unirealm.arch.rsi import RsiFid, RsiStatus
 
-try:
-    from rsi_support import (
-        EMPTY_IPA,
-        IPA_BITS,
-        PAR_SIZE,
-        RAM_BASE,
-        UNMAPPED_RAM_IPA,
-        build_realm,
-        run_calls,
-        run_program,
-    )
-except ImportError:  # tests/rmm is a package
-    from .rsi_support import (
+from .rsi_support import (
         EMPTY_IPA,
         IPA_BITS,
         PAR_SIZE,
