@@ -15,16 +15,16 @@ from unirealm.arch.rmi import RmiFid, RmiRecExitReason, RmiStatus
 from unirealm.arch.rsi import RsiFid, RsiStatus
 
 from .rsi_support import (
-        EMPTY_IPA,
-        PAR_SIZE,
-        RAM_BASE,
-        UNMAPPED_RAM_IPA,
-        ScriptedRealm,
-        build_realm,
-        le_regs,
-        run_calls,
-        run_program,
-    )
+    EMPTY_IPA,
+    PAR_SIZE,
+    RAM_BASE,
+    UNMAPPED_RAM_IPA,
+    ScriptedRealm,
+    build_realm,
+    le_regs,
+    run_calls,
+    run_program,
+)
 
 MASK64 = (1 << 64) - 1
 CHALLENGE = bytes((7 * i + 3) & 0xFF for i in range(64))

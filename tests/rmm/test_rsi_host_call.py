@@ -14,15 +14,15 @@ from unirealm.arch.rmi import RmiRecExitReason
 from unirealm.arch.rsi import RsiFid, RsiStatus
 
 from .rsi_support import (
-        EMPTY_IPA,
-        PAR_SIZE,
-        RAM_BASE,
-        UNMAPPED_RAM_IPA,
-        ScriptedRealm,
-        build_realm,
-        run_calls,
-        run_program,
-    )
+    EMPTY_IPA,
+    PAR_SIZE,
+    RAM_BASE,
+    UNMAPPED_RAM_IPA,
+    ScriptedRealm,
+    build_realm,
+    run_calls,
+    run_program,
+)
 
 HC = RAM_BASE + 4 * GRANULE_SIZE
 MASK64 = (1 << 64) - 1

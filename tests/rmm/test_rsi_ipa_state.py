@@ -12,16 +12,16 @@ from unirealm.arch.rmi import RmiFid, RmiRecEnterFlags, RmiRecExitReason, RmiSta
 from unirealm.arch.rsi import RsiFid, RsiResponse, RsiRipas, RsiStatus
 
 from .rsi_support import (
-        EMPTY_IPA,
-        PAR_SIZE,
-        POPULATED,
-        RAM_BASE,
-        RAM_TOP,
-        ScriptedRealm,
-        build_realm,
-        run_calls,
-        run_program,
-    )
+    EMPTY_IPA,
+    PAR_SIZE,
+    POPULATED,
+    RAM_BASE,
+    RAM_TOP,
+    ScriptedRealm,
+    build_realm,
+    run_calls,
+    run_program,
+)
 
 G = GRANULE_SIZE
 MASK64 = (1 << 64) - 1

@@ -13,15 +13,15 @@ from unirealm.arch.rmi import RmiRecExitReason
 from unirealm.arch.rsi import RsiFid, RsiStatus
 
 from .rsi_support import (
-        EMPTY_IPA,
-        IPA_BITS,
-        PAR_SIZE,
-        RAM_BASE,
-        UNMAPPED_RAM_IPA,
-        build_realm,
-        run_calls,
-        run_program,
-    )
+    EMPTY_IPA,
+    IPA_BITS,
+    PAR_SIZE,
+    RAM_BASE,
+    UNMAPPED_RAM_IPA,
+    build_realm,
+    run_calls,
+    run_program,
+)
 
 CFG = RAM_BASE + GRANULE_SIZE
 RPV = bytes(range(0x40, 0x80))
