@@ -27,7 +27,7 @@ from unirealm.host.devices.mmio import MmioBus
 from unirealm.host.devices.virtio_9p import P9Server, Virtio9p
 from unirealm.host.devices.virtio_mmio import DmaError, RamView, SharedView, VirtioMmioDevice
 
-from .virtio_support import FlatMemory
+from .virtio_support import FlatMemory, ScriptedDriver
 
 RAM_BASE, RAM_SIZE = 0x8000_0000, 0x10_0000
 DESC, AVAIL, USED = RAM_BASE + 0x1000, RAM_BASE + 0x2000, RAM_BASE + 0x3000
@@ -35,33 +35,13 @@ OUT, IN = RAM_BASE + 0x4000, RAM_BASE + 0x8000
 NUM = 8
 
 
-class Driver:
+class Driver(ScriptedDriver):
     """A scripted virtio-mmio driver at `addr` writing its rings through `view`."""
 
     def __init__(self, bus: MmioBus, addr: int, view, dma_bit: int = 0) -> None:
-        self.bus, self.addr, self.view, self.bit = bus, addr, view, dma_bit
+        super().__init__(bus, addr)
+        self.view, self.bit = view, dma_bit
         self.avail_idx = 0
-
-    def r(self, reg: int) -> int:
-        return self.bus.read(self.addr + reg, 4).value
-
-    def w(self, reg: int, value: int) -> None:
-        self.bus.write(self.addr + reg, 4, value)
-
-    def features(self) -> int:
-        self.w(VirtioMmio.DEVICE_FEATURES_SEL, 0)
-        lo = self.r(VirtioMmio.DEVICE_FEATURES)
-        self.w(VirtioMmio.DEVICE_FEATURES_SEL, 1)
-        return lo | self.r(VirtioMmio.DEVICE_FEATURES) << 32
-
-    def negotiate(self, accept: int) -> bool:
-        self.w(VirtioMmio.STATUS, 0)
-        self.w(VirtioMmio.STATUS, VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER)
-        for sel in (0, 1):
-            self.w(VirtioMmio.DRIVER_FEATURES_SEL, sel)
-            self.w(VirtioMmio.DRIVER_FEATURES, (accept >> (32 * sel)) & 0xFFFF_FFFF)
-        self.w(VirtioMmio.STATUS, VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK)
-        return bool(self.r(VirtioMmio.STATUS) & VirtioStatus.FEATURES_OK)
 
     def setup(self, accept: int | None = None) -> None:
         assert self.negotiate(self.features() if accept is None else accept)

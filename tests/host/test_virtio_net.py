@@ -30,7 +30,7 @@ from unirealm.host.devices.virtio_net import (
     parse_mac,
 )
 
-from .virtio_support import FlatMemory
+from .virtio_support import FlatMemory, ScriptedDriver
 
 RAM_BASE, RAM_SIZE = 0x8000_0000, 0x10_0000
 HOST_PA = 0x88_0000_0000
@@ -44,32 +44,12 @@ BUF = 2048
 FRAME = bytes.fromhex("ffffffffffff" "021515151515" "0806") + bytes(range(46))
 
 
-class NetDriver:
+class NetDriver(ScriptedDriver):
     def __init__(self, bus: MmioBus, view, dma_bit: int = 0) -> None:
-        self.bus, self.view, self.bit = bus, view, dma_bit
+        super().__init__(bus, MMIO)
+        self.view, self.bit = view, dma_bit
         self.avail_idx = {0: 0, 1: 0}
         self.used_seen = {0: 0, 1: 0}
-
-    def r(self, reg: int, size: int = 4) -> int:
-        return self.bus.read(MMIO + reg, size).value
-
-    def w(self, reg: int, value: int) -> None:
-        self.bus.write(MMIO + reg, 4, value)
-
-    def features(self) -> int:
-        self.w(VirtioMmio.DEVICE_FEATURES_SEL, 0)
-        lo = self.r(VirtioMmio.DEVICE_FEATURES)
-        self.w(VirtioMmio.DEVICE_FEATURES_SEL, 1)
-        return lo | self.r(VirtioMmio.DEVICE_FEATURES) << 32
-
-    def negotiate(self, accept: int) -> bool:
-        self.w(VirtioMmio.STATUS, 0)
-        self.w(VirtioMmio.STATUS, VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER)
-        for sel in (0, 1):
-            self.w(VirtioMmio.DRIVER_FEATURES_SEL, sel)
-            self.w(VirtioMmio.DRIVER_FEATURES, (accept >> (32 * sel)) & 0xFFFF_FFFF)
-        self.w(VirtioMmio.STATUS, VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK)
-        return bool(self.r(VirtioMmio.STATUS) & VirtioStatus.FEATURES_OK)
 
     def setup(self) -> None:
         assert self.negotiate(self.features())
