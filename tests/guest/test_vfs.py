@@ -132,3 +132,32 @@ def test_pipe2_and_eventfd_through_syscalls() -> None:
     assert s.call(sc.NR["read"], [rfd, 0x200, 10, 0, 0, 0]) == 3 and p.mem[0x200:0x203] == b"xyz"
     efd = s.call(sc.NR["eventfd2"], [2, 0, 0, 0, 0, 0])
     assert s.call(sc.NR["read"], [efd, 0x400, 8, 0, 0, 0]) == 8 and p.mem[0x400] == 2
+
+
+def test_fallocate_checks_as_linux() -> None:
+    p = FakeProcess()
+    s = sc.Syscalls(p)
+    cwd = sc.AT_FDCWD & (2**64 - 1)
+    p.write(0x100, b"/tmp/f\0")
+    wfd = s.call(sc.NR["openat"], [cwd, 0x100, O_CREAT | O_WRONLY, 0o644, 0, 0])
+    rfd = s.call(sc.NR["openat"], [cwd, 0x100, 0, 0, 0, 0])
+    fall = sc.NR["fallocate"]
+    assert s.call(fall, [rfd, 0, 0, 4096, 0, 0]) == -errno.EBADF  # read-only fd: nothing grows
+    assert s.call(fall, [wfd, 0, 2**64 - 1, 10, 0, 0]) == -errno.EINVAL  # negative offset
+    assert s.call(fall, [wfd, 0, 0, 0, 0, 0]) == -errno.EINVAL  # zero length
+    assert s.call(fall, [wfd, 0x80, 0, 10, 0, 0]) == -errno.EOPNOTSUPP  # unknown mode bit
+    assert s.call(fall, [wfd, sc.FALLOC_FL_PUNCH_HOLE, 0, 10, 0, 0]) == -errno.EOPNOTSUPP  # without KEEP_SIZE
+    assert s.call(fall, [wfd, 0, 2**62, 2**62, 0, 0]) == -errno.EFBIG
+    assert s.call(fall, [wfd, sc.FALLOC_FL_KEEP_SIZE, 0, 4096, 0, 0]) == 0
+    assert s.call(sc.NR["fstat"], [rfd, 0x400, 0, 0, 0, 0]) == 0
+    assert int.from_bytes(p.mem[0x430:0x438], "little") == 0  # KEEP_SIZE: size unchanged
+    assert s.call(fall, [wfd, 0, 0, 6, 0, 0]) == 0
+    assert s.call(sc.NR["fstat"], [rfd, 0x400, 0, 0, 0, 0]) == 0
+    assert int.from_bytes(p.mem[0x430:0x438], "little") == 6
+    p.write(0x200, b"abcdef")
+    assert s.call(sc.NR["pwrite64"], [wfd, 0x200, 6, 0, 0, 0]) == 6
+    assert s.call(fall, [wfd, sc.FALLOC_FL_PUNCH_HOLE | sc.FALLOC_FL_KEEP_SIZE, 1, 2, 0, 0]) == 0
+    assert s.call(sc.NR["pread64"], [rfd, 0x300, 10, 0, 0, 0]) == 6 and p.mem[0x300:0x306] == b"a\0\0def"
+    assert s.call(sc.NR["pipe2"], [0x500, 0, 0, 0, 0, 0]) == 0
+    pw = int.from_bytes(p.mem[0x504:0x508], "little")
+    assert s.call(fall, [pw, 0, 0, 10, 0, 0]) == -errno.ESPIPE

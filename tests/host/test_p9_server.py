@@ -163,7 +163,9 @@ def test_create_write_read_rename_unlink(share: Path):
     c.rpc(P9.TWALK, fid=0, newfid=3, wnames=["sub", "db"])
     c.rpc(P9.TRENAMEAT, olddirfid=2, oldname="db", newdirfid=0, newname="moved")
     assert (share / "moved").exists() and not (share / "sub/db").exists()
-    assert c.server.fids[3].path == ("moved",)  # the fid follows the file
+    c.rpc(P9.TLOPEN, fid=3, flags=p9.DOTL_RDONLY)  # the fid follows the file
+    assert c.rpc(P9.TREAD, fid=3, offset=0, count=100)["data"] == b"\0\0"
+    c.rpc(P9.TCLUNK, fid=3)
     c.rpc(P9.TMKDIR, dfid=0, name="d", mode=0o755, gid=0)
     assert c.error(P9.TUNLINKAT, dirfid=0, name="d", flags=0) == errno.EISDIR
     c.rpc(P9.TUNLINKAT, dirfid=0, name="d", flags=p9.AT_REMOVEDIR)
@@ -218,3 +220,131 @@ def test_hostile_requests_get_rlerror(share: Path):
 def test_not_a_directory(tmp_path: Path):
     with pytest.raises(ValueError):
         P9Server(str(tmp_path / "missing"))
+
+
+# --- confinement by handles: attacks that a server keeping name paths falls to ---------------
+SETATTR0 = dict(mode=0, uid=0, gid=0, size=0, atime_sec=0, atime_nsec=0, mtime_sec=0, mtime_nsec=0)
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A host tree outside the share, shaped like the one the guest walks inside it."""
+    out = tmp_path / "host"
+    (out / "etc").mkdir(parents=True)
+    (out / "etc" / "passwd").write_bytes(b"root:x:0:0\n")
+    return out
+
+
+def _swap_dir_for_link(c: Client, share: Path, outside: Path) -> None:
+    """Inside the share: remove `d` (the guest's own dir) and rename a link to `outside` to `d`."""
+    os.symlink(str(outside), share / "link")
+    c.rpc(P9.TWALK, fid=0, newfid=90, wnames=["d", "etc"])
+    c.rpc(P9.TUNLINKAT, dirfid=90, name="passwd", flags=0)
+    c.rpc(P9.TWALK, fid=0, newfid=91, wnames=["d"])
+    c.rpc(P9.TUNLINKAT, dirfid=91, name="etc", flags=p9.AT_REMOVEDIR)
+    c.rpc(P9.TUNLINKAT, dirfid=0, name="d", flags=p9.AT_REMOVEDIR)
+    c.rpc(P9.TRENAMEAT, olddirfid=0, oldname="link", newdirfid=0, newname="d")
+    assert (share / "d" / "etc" / "passwd").read_bytes() == b"root:x:0:0\n"  # by name, d/ is now outside
+
+
+def test_stale_fid_after_directory_swapped_for_symlink(share: Path, outside: Path):
+    (share / "d" / "etc").mkdir(parents=True)
+    (share / "d" / "etc" / "passwd").write_bytes(b"inside\n")
+    c = Client(share)
+    c.rpc(P9.TWALK, fid=0, newfid=1, wnames=["d", "etc", "passwd"])  # file fid
+    c.rpc(P9.TWALK, fid=0, newfid=2, wnames=["d", "etc"])  # directory fid
+    c.rpc(P9.TWALK, fid=0, newfid=3, wnames=["d", "etc", "passwd"])
+    _swap_dir_for_link(c, share, outside)
+    # the file fid still names the (removed) file it was walked to, never the host's
+    c.rpc(P9.TLOPEN, fid=1, flags=p9.DOTL_RDWR)
+    assert c.rpc(P9.TREAD, fid=1, offset=0, count=100)["data"] == b"inside\n"
+    c.rpc(P9.TWRITE, fid=1, offset=0, data=b"OVERWRITTEN")
+    c.rpc(P9.TSETATTR, fid=3, valid=p9.SETATTR_SIZE | p9.SETATTR_MODE, **{**SETATTR0, "mode": 0o4755})
+    assert c.rpc(P9.TGETATTR, fid=3, request_mask=p9.GETATTR_BASIC)["size"] == 0
+    # the directory fid creates, lists, makes and removes only in the removed directory
+    rtype, _ = c.raw(P9.TLCREATE, fid=2, name="new", flags=p9.DOTL_RDWR, mode=0o4755, gid=0)
+    assert rtype == P9.RLERROR  # a removed directory takes no new names
+    assert c.error(P9.TMKDIR, dfid=2, name="dir", mode=0o755, gid=0) == errno.ENOENT
+    assert c.error(P9.TUNLINKAT, dirfid=2, name="passwd", flags=0) == errno.ENOENT
+    c.rpc(P9.TWALK, fid=2, newfid=4, wnames=[])
+    c.rpc(P9.TLOPEN, fid=4, flags=p9.DOTL_RDONLY)
+    names = [e.name for e in p9.unpack_dirents(c.rpc(P9.TREADDIR, fid=4, offset=0, count=4000)["data"])]
+    assert "passwd" not in names
+    assert c.error(P9.TWALK, fid=2, newfid=5, wnames=["passwd"]) == errno.ENOENT
+    # the host tree is untouched
+    assert (outside / "etc" / "passwd").read_bytes() == b"root:x:0:0\n"
+    assert (outside / "etc" / "passwd").stat().st_mode & 0o7777 == 0o644
+    assert sorted(os.listdir(outside / "etc")) == ["passwd"]
+
+
+def test_walk_through_swapped_link_refused(share: Path, outside: Path):
+    (share / "d" / "etc").mkdir(parents=True)
+    (share / "d" / "etc" / "passwd").write_bytes(b"inside\n")
+    c = Client(share)
+    _swap_dir_for_link(c, share, outside)
+    rtype, out = c.raw(P9.TWALK, fid=0, newfid=1, wnames=["d", "etc", "passwd"])
+    assert rtype == P9.RWALK and len(out["qids"]) == 1  # stopped at the link
+    assert 1 not in c.server.fids
+
+
+def test_create_open_through_symlink_refused(share: Path, tmp_path: Path):
+    target = tmp_path / "secret.txt"
+    os.symlink(str(target), share / "planted")
+    os.symlink(str(tmp_path / "created-outside"), share / "dangling")
+    c = Client(share)
+    for name in ("planted", "dangling"):
+        c.rpc(P9.TWALK, fid=0, newfid=1, wnames=[])
+        assert c.error(P9.TLCREATE, fid=1, name=name, flags=p9.DOTL_RDWR | p9.DOTL_TRUNC, mode=0o644,
+                       gid=0) == errno.ELOOP
+        c.rpc(P9.TCLUNK, fid=1)
+    assert target.read_bytes() == b"outside\n"
+    assert not (tmp_path / "created-outside").exists()
+
+
+def test_dotdot_of_directory_moved_out_of_the_share(share: Path, tmp_path: Path):
+    (share / "sub" / "deeper").mkdir()
+    c = Client(share)
+    c.rpc(P9.TWALK, fid=0, newfid=1, wnames=["sub", "deeper"])
+    os.rename(share / "sub", tmp_path / "gone")  # the host moves the directory out
+    assert c.error(P9.TWALK, fid=1, newfid=2, wnames=["..", "..", "secret.txt"]) == errno.ENOENT
+    assert 2 not in c.server.fids
+
+
+def test_fifos_and_devices_are_never_opened(share: Path):
+    os.mkfifo(share / "fifo")
+    c = Client(share)
+    c.rpc(P9.TWALK, fid=0, newfid=1, wnames=["fifo"])
+    assert c.error(P9.TLOPEN, fid=1, flags=p9.DOTL_WRONLY) == errno.EPERM
+    c.rpc(P9.TWALK, fid=0, newfid=2, wnames=[])
+    # no reader: a blocking open would stall the VMM; this one answers at once
+    assert c.error(P9.TLCREATE, fid=2, name="fifo", flags=p9.DOTL_WRONLY, mode=0o644, gid=0) in (
+        errno.EPERM, errno.ENXIO)
+    assert c.error(P9.TWALK, fid=0, newfid=3, wnames=["/dev"]) == errno.EINVAL
+
+
+def test_fids_are_bounded_and_never_leak(share: Path):
+    from unirealm.host.devices import virtio_9p
+
+    before = len(os.listdir("/proc/self/fd"))
+    c = Client(share)
+    for n in range(1, virtio_9p.MAX_FIDS):
+        c.rpc(P9.TWALK, fid=0, newfid=n, wnames=["hello.txt"] if n % 2 else ["sub", ".."])
+    assert c.error(P9.TWALK, fid=0, newfid=virtio_9p.MAX_FIDS, wnames=[]) == errno.EMFILE
+    c.rpc(P9.TLOPEN, fid=1, flags=p9.DOTL_RDONLY)
+    for n in range(1, virtio_9p.MAX_FIDS):
+        c.rpc(P9.TCLUNK, fid=n)
+    assert c.error(P9.TWALK, fid=0, newfid=1, wnames=["nope"]) == errno.ENOENT  # a failed walk leaves nothing
+    assert len(c.raw(P9.TWALK, fid=0, newfid=1, wnames=["sub", "nope", "x"])[1]["qids"]) == 1  # nor a partial one
+    c.rpc(P9.TVERSION, msize=65536, version="9P2000.L")
+    c.server.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_symlink_times_through_its_directory(share: Path, tmp_path: Path):
+    os.symlink(str(tmp_path / "secret.txt"), share / "l")
+    c = Client(share)
+    c.rpc(P9.TWALK, fid=0, newfid=1, wnames=["l"])
+    c.rpc(P9.TSETATTR, fid=1, valid=p9.SETATTR_MTIME | p9.SETATTR_MTIME_SET,
+          **{**SETATTR0, "mtime_sec": 1_000_000})
+    assert os.lstat(share / "l").st_mtime == 1_000_000
+    assert (tmp_path / "secret.txt").stat().st_mtime != 1_000_000

@@ -96,6 +96,12 @@ REALTIME_CLOCKS = (0, 5, 8)  # CLOCK_REALTIME, CLOCK_REALTIME_COARSE, CLOCK_REAL
 Handler = Callable[..., int]
 
 
+# fallocate(2) modes (include/uapi/linux/falloc.h) and Linux's MAX_LFS_FILESIZE
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+FALLOC_FL_SUPPORTED_MASK = 0x01 | 0x02 | 0x08 | 0x10 | 0x20 | 0x40  # + COLLAPSE/ZERO/INSERT/UNSHARE_RANGE
+MAX_FILE_SIZE = (1 << 63) - 1
+
+
 def _s64(v: int) -> int:
     return v - (1 << 64) if v >> 63 else v
 
@@ -638,8 +644,34 @@ class Syscalls(SocketCalls):
         return 0
 
     def sys_fallocate(self, fd: int, mode: int, offset: int, length: int, *_: int) -> int:
+        """vfs_fallocate's checks in Linux's order; ramfs and 9p files take mode 0 (allocate,
+        growing the size), FALLOC_FL_KEEP_SIZE, and FALLOC_FL_PUNCH_HOLE | KEEP_SIZE."""
         f = self.file(fd)
-        if isinstance(f, RegFile) and mode == 0 and offset + length > f.inode.size():
+        mode, offset, length = mode & 0xFFFFFFFF, _s64(offset), _s64(length)
+        if offset < 0 or length <= 0:
+            return -errno.EINVAL
+        if mode & ~FALLOC_FL_SUPPORTED_MASK:
+            return -errno.EOPNOTSUPP
+        if mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:
+            return -errno.EOPNOTSUPP
+        if not f.writable:
+            return -errno.EBADF
+        if isinstance(f, PipeEnd):
+            return -errno.ESPIPE
+        if isinstance(f, DirFile):
+            return -errno.EISDIR
+        if not isinstance(f, RegFile):
+            return -errno.ENODEV
+        if offset + length > MAX_FILE_SIZE:
+            return -errno.EFBIG
+        if mode not in (0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE):
+            return -errno.EOPNOTSUPP  # the range operations: not in ramfs or 9p
+        size = f.inode.size()
+        if mode & FALLOC_FL_PUNCH_HOLE:
+            end = min(offset + length, size)
+            if end > offset:
+                f.pwrite(bytes(end - offset), offset)
+        elif not mode & FALLOC_FL_KEEP_SIZE and offset + length > size:
             f.truncate(offset + length)
         return 0
 
