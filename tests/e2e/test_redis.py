@@ -30,7 +30,10 @@ def redis_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def cli(server: BackgroundRun, *args: str) -> str:
     assert REDIS_CLI is not None
-    res = subprocess.run([REDIS_CLI, "-p", str(server.port), *args], capture_output=True, timeout=30, check=False)
+    try:
+        res = subprocess.run([REDIS_CLI, "-p", str(server.port), *args], capture_output=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        return ""  # still booting (the forwarded port accepts before the server listens), or wedged
     return res.stdout.decode().strip()
 
 
