@@ -9,7 +9,7 @@ APT_PKGS := gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-de
             device-tree-compiler cpio sqlite3 curl redis-tools
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all setup toolchain test lint demo clean bench
+.PHONY: all setup toolchain test test-fast lint demo clean bench
 
 all: test
 
@@ -35,6 +35,10 @@ setup: toolchain $(STAMP)
 test: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m pytest -p no:cacheprovider
+
+# the unit tests alone (no image boots): a quick loop while working
+test-fast: setup
+	$(PY) -m pytest -p no:cacheprovider -m "not e2e"
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
