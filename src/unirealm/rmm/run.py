@@ -36,8 +36,8 @@ from unirealm.machine.vcpu import (
     WfxTrap,
 )
 
-from .core import RmiError, Rmm
 from .realm import PendingKind, Realm, Rec
+from .state import RmiError, RmmState
 
 # ICH_HCR_EL2 bits the host may set: En, UIE, LRENPIE, NPIE, VGrp{0,1}{E,D}IE, TDIR, EOIcount.
 GICV3_HCR_ALLOWED = 0xFF | (1 << 14) | (0x1F << 27)
@@ -62,7 +62,7 @@ class RecExit:
     imm: int = 0
 
 
-def realm_pa(rmm: Rmm, realm: Realm, ipa: int) -> int | None:
+def realm_pa(rmm: RmmState, realm: Realm, ipa: int) -> int | None:
     mapping = rmm.stage2_translate(realm, ipa & ~GRANULE_MASK)
     if mapping is None or not realm.addr_in_par(ipa):
         return None
@@ -79,7 +79,7 @@ def stage2_abort_exit(ipa: int, level: int = 3) -> RecExit:
     )
 
 
-def enter(rmm: Rmm, rec_pa: int, run_pa: int) -> tuple[int, ...]:
+def enter(rmm: RmmState, rec_pa: int, run_pa: int) -> tuple[int, ...]:
     rec = rmm.rec_of(rec_pa)
     if not rmm.is_ns_granule(run_pa):
         raise RmiError(RmiStatus.ERROR_INPUT)
@@ -107,7 +107,7 @@ def enter(rmm: Rmm, rec_pa: int, run_pa: int) -> tuple[int, ...]:
     return ()
 
 
-def complete_pending(rmm: Rmm, realm: Realm, rec: Rec, flags: RmiRecEnterFlags, gprs: list[int]) -> None:
+def complete_pending(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlags, gprs: list[int]) -> None:
     engine = rec.engine
     kind, rec.pending = rec.pending, PendingKind.NONE
     if kind == PendingKind.MMIO:
@@ -145,7 +145,7 @@ def complete_pending(rmm: Rmm, realm: Realm, rec: Rec, flags: RmiRecEnterFlags, 
         engine.set_gpr(1, 0)
 
 
-def run_until_exit(rmm: Rmm, realm: Realm, rec: Rec, flags: RmiRecEnterFlags) -> RecExit:
+def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlags) -> RecExit:
     engine = rec.engine
     while True:
         if rmm.pending_irq:
@@ -204,7 +204,7 @@ def run_until_exit(rmm: Rmm, realm: Realm, rec: Rec, flags: RmiRecEnterFlags) ->
         raise AssertionError(f"unexpected trap {trap!r}")
 
 
-def data_abort(rmm: Rmm, realm: Realm, rec: Rec, trap: DataAbortTrap) -> RecExit | None:
+def data_abort(rmm: RmmState, realm: Realm, rec: Rec, trap: DataAbortTrap) -> RecExit | None:
     """Route a stage-2 data abort: SEA into the realm, or a SYNC exit to the host."""
     ipa = trap.ipa
     engine = rec.engine
@@ -242,7 +242,7 @@ def data_abort(rmm: Rmm, realm: Realm, rec: Rec, trap: DataAbortTrap) -> RecExit
     )
 
 
-def write_exit(rmm: Rmm, run_pa: int, rec_exit: RecExit, run: dict[str, object]) -> None:
+def write_exit(rmm: RmmState, run_pa: int, rec_exit: RecExit, run: dict[str, object]) -> None:
     page = bytearray(GRANULE_SIZE)
     RMI_REC_RUN.pack_into(
         page,
