@@ -91,6 +91,10 @@ class Rec:
     psci_request: PsciRequest | None = None
     attestation: Any = None  # rmm.attestation.TokenState while a token is in progress
     injected_in_a_row: int = 0
+    # ESR and HPFAR of the last REC exit if it was a SYNC exit, else 0: what REC_ENTER's
+    # EMULATED_MMIO and INJECT_SEA flags are checked against.
+    last_exit_esr: int = 0
+    last_exit_hpfar: int = 0
 
 
 @dataclass

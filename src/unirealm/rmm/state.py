@@ -140,8 +140,10 @@ class RmmState:
         if entry.kind == s2tte.Kind.ASSIGNED and entry.ripas == RmiRipas.RAM and realm.addr_in_par(ipa):
             return Mapping(entry.pa + offset, World.REALM)
         if entry.kind == s2tte.Kind.ASSIGNED_NS and not realm.addr_in_par(ipa):
+            # S2AP[0] allows reads, S2AP[1] writes; unprotected memory is never executable.
+            readable = bool(entry.attrs & (1 << s2tte.S2AP_SHIFT))
             writable = bool(entry.attrs & (1 << (s2tte.S2AP_SHIFT + 1)))
-            return Mapping(entry.pa + offset, World.NON_SECURE, writable=writable, executable=False)
+            return Mapping(entry.pa + offset, World.NON_SECURE, readable=readable, writable=writable, executable=False)
         return None
 
     def ripas_at(self, realm: Realm, ipa: int) -> tuple[RmiRipas, s2tte.Entry, int]:
