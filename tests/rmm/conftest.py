@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from unirealm.arch.esr import AccessSyndrome
-from unirealm.arch.memory import GRANULE_SIZE, World
+from unirealm.arch.memory import GRANULE_SIZE, World, default_start_level, num_root_rtts
 from unirealm.arch.rmi import (
     REC_EXIT_OFFSET,
     RMI_REALM_PARAMS,
@@ -271,7 +271,8 @@ class Env:
 
     # --- realms -------------------------------------------------------------------------
     def realm_values(self, s2sz: int = 40, **overrides: Any) -> dict[str, Any]:
-        level, num = START_LEVELS[s2sz]
+        level = START_LEVELS[s2sz][0] if s2sz in START_LEVELS else default_start_level(s2sz)
+        num = START_LEVELS[s2sz][1] if s2sz in START_LEVELS else num_root_rtts(s2sz, level)
         values: dict[str, Any] = {
             "flags": 0,
             "s2sz": s2sz,

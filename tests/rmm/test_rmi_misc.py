@@ -65,15 +65,20 @@ def test_unassigned_rmi_function_numbers(env: Env, fnum: int) -> None:
     assert out[1:6] == [1, 2, 3, 4, 5]
 
 
-def test_undefined_result_registers_keep_their_values(env: Env) -> None:
+def test_results_come_from_a_zeroed_result_set(env: Env) -> None:
+    """X1..X4 are the command's results or zero, on success and on failure; X5.. keep their values."""
     pa = env.ns_granule()
     regs = [pa] + [0x1111 * i for i in range(1, 17)]
     out = env.smc(RmiFid.GRANULE_DELEGATE, *regs)
     assert out[0] == 0
-    assert out[1:] == regs
+    assert out[1:5] == [0, 0, 0, 0]
+    assert out[5:] == regs[4:]
     out = env.smc(RmiFid.FEATURES, 0, 0xAAAA, 0xBBBB)
-    assert out[2:4] == [0xAAAA, 0xBBBB]
+    assert out[1] == env.rmm.feat_reg0 and out[2:4] == [0, 0]
     assert len(out) == 18
+    out = env.smc(RmiFid.RTT_READ_ENTRY, pa, 0x1000, 3, 0xCCCC)  # pa is not an RD
+    assert_status(out, RmiStatus.ERROR_INPUT)
+    assert out[1:5] == [0, 0, 0, 0]
 
 
 def test_status_and_index_packing(env: Env) -> None:

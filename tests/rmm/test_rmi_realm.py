@@ -121,11 +121,32 @@ def test_realm_create_bad_hash_algorithm(env: Env, algo: int) -> None:
     expect_create_fails(env, rd, params, values)
 
 
+# Every (s2sz, start level, root tables) TF-RMM accepts for s2sz 32..48: any level at which
+# the space fits with 1..16 concatenated roots (none at level 0) and needs every level below.
+ACCEPTED_START_LEVELS = [
+    *((s2sz, 1, 1) for s2sz in (32, 33, 34)), (32, 2, 4), (33, 2, 8), (34, 2, 16),
+    *((s2sz, 1, 1 << (s2sz - 39) if s2sz > 39 else 1) for s2sz in range(35, 44)),
+    *((s2sz, 0, 1) for s2sz in range(40, 49)),
+]
+
+
+def test_accepted_start_levels_are_the_24_of_tf_rmm() -> None:
+    assert len(ACCEPTED_START_LEVELS) == len(set(ACCEPTED_START_LEVELS)) == 24
+
+
+@pytest.mark.parametrize(("s2sz", "level", "num"), ACCEPTED_START_LEVELS)
+def test_realm_create_every_consistent_start_level(env: Env, s2sz: int, level: int, num: int) -> None:
+    rd, params, _ = env.prepare_realm(s2sz, rtt_level_start=level, rtt_num_start=num)
+    env.ok(RmiFid.REALM_CREATE, rd, params)
+    walk_level, state, _, _ = env.read_entry_tuple(rd, 0, level)
+    assert (walk_level, state) == (level, 0)  # a root entry: UNASSIGNED at the start level
+
+
 @pytest.mark.parametrize(
     ("s2sz", "level", "num"),
     [
-        (40, 0, 1),  # a deeper start level would do: inconsistent
         (40, 1, 1),  # level 1 needs 2 roots for 40 bits
+        (40, 0, 2),  # level 0 takes no concatenation
         (40, 1, 4),
         (40, 2, 16),  # level 2 would need 1024 roots
         (40, -1, 1),
@@ -134,7 +155,8 @@ def test_realm_create_bad_hash_algorithm(env: Env, algo: int) -> None:
         (48, 1, 16),  # 512 roots needed
         (48, 0, 2),
         (32, 2, 2),
-        (32, 1, 1),
+        (32, 0, 1),  # level 1 alone resolves more than 32 bits
+        (39, 0, 1),  # level 1 alone resolves 39 bits
         (32, 3, 16),
         (36, 1, 2),
         (36, 2, 16),

@@ -32,11 +32,24 @@ SSE = 1 << 21
 SRT_SHIFT = 16
 SF = 1 << 15
 AR = 1 << 14
+SET_SHIFT = 11  # synchronous error type, 2 bits
+FNV = 1 << 10
+EA = 1 << 9
 WNR = 1 << 6
 DFSC_MASK = 0x3F
 DFSC_TRANSLATION_L0 = 0x04  # + level
+DFSC_PERMISSION_L0 = 0x0C  # + level
 DFSC_SEA = 0x10
 ISS_WFX_TI_WFE = 1
+EC_MASK = 0x3F << EC_SHIFT
+
+# What RmiRecExit.esr may show the host (DEN0137 1.0-rel0 RmiRecExit, "esr"; TF-RMM
+# ESR_NONEMULATED_ABORT_MASK / ESR_EMULATED_ABORT_MASK): an abort shows EC, SET, FnV, EA and
+# the fault status; an emulatable data abort also ISV, SAS, SF and WnR. A WFI/WFE exit shows
+# EC and TI. IL, SRT, SSE, AR and the rest stay inside the realm.
+REC_EXIT_ABORT_ESR_MASK = EC_MASK | (0b11 << SET_SHIFT) | FNV | EA | DFSC_MASK
+REC_EXIT_EMULATABLE_ABORT_ESR_MASK = REC_EXIT_ABORT_ESR_MASK | ISV | (0b11 << SAS_SHIFT) | SF | WNR
+REC_EXIT_WFX_ESR_MASK = EC_MASK | ISS_WFX_TI_WFE
 
 WFI_INSN = 0xD503207F
 WFE_INSN = 0xD503205F
@@ -60,9 +73,11 @@ class AccessSyndrome:
     sign_extend: bool = False
     sixty_four: bool = False  # SF: the register is 64-bit
 
-    def iss(self, level: int = 3) -> int:
+    def iss(self, level: int = 3, dfsc_base: int = DFSC_TRANSLATION_L0) -> int:
+        """The hardware's data-abort ISS for this access: a translation fault at `level`,
+        or whatever `dfsc_base` + level names (a permission fault)."""
         sas = {1: 0, 2: 1, 4: 2, 8: 3}[self.size]
-        iss = ISV | (sas << SAS_SHIFT) | (self.srt << SRT_SHIFT) | (DFSC_TRANSLATION_L0 + level)
+        iss = ISV | (sas << SAS_SHIFT) | (self.srt << SRT_SHIFT) | (dfsc_base + level)
         if self.sign_extend:
             iss |= SSE
         if self.sixty_four:

@@ -85,13 +85,16 @@ def num_root_rtts(ipa_bits: int, start_level: int) -> int:
 
 
 def start_level_is_consistent(ipa_bits: int, start_level: int) -> bool:
-    """A start level is usable if it needs at most 16 root tables and a deeper start
-    level could not cover the space with 16 tables (TF-RMM s2_inconsistent_sl)."""
+    """A start level is usable for `ipa_bits` if the walk needs every level from it down
+    (the space is wider than one table at the next level resolves) and at most 16
+    concatenated root tables; level 0 takes no concatenation without LPA2 (TF-RMM
+    s2_inconsistent_sl). Concatenation is allowed, not required: s2sz 40 may start at
+    level 0 with one table or at level 1 with two."""
     if not RTT_MIN_LEVEL <= start_level <= RTT_PAGE_LEVEL:
         return False
-    if ipa_bits > level_bits(start_level) + 4:
-        return False
-    return not (start_level < RTT_PAGE_LEVEL and ipa_bits <= level_bits(start_level + 1) + 4)
+    lowest = level_bits(start_level + 1) + 1 if start_level < RTT_PAGE_LEVEL else GRANULE_SHIFT + 1
+    concatenation = 4 if start_level > RTT_MIN_LEVEL else 0  # log2(MAX_ROOT_RTTS)
+    return lowest <= ipa_bits <= level_bits(start_level) + concatenation
 
 
 def default_start_level(ipa_bits: int) -> int:

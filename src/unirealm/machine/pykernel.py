@@ -533,13 +533,14 @@ class PyKernelEngine:
             if hit is not None and (hit[2] or not write):
                 return hit[0], hit[1] + (ipa & GRANULE_MASK)
             mapping = self.translate(page, write, False)
-            if mapping is not None and (mapping.writable or not write):
+            if mapping is not None and (mapping.writable if write else mapping.readable):
                 acc = self._accessors[mapping.world]
                 try:
                     acc.memory.check(acc.world, mapping.pa, GRANULE_SIZE)
                 except GranuleProtectionFault:
                     raise GuestFault("granule protection fault", ipa) from None
-                self._tlb[page] = (acc, mapping.pa, mapping.writable)
+                if mapping.readable:  # a write-only page is never cached: reads must fault
+                    self._tlb[page] = (acc, mapping.pa, mapping.writable)
                 return acc, mapping.pa + (ipa & GRANULE_MASK)
             site = self.pc
             syndrome = AccessSyndrome(write, 8, 0, sixty_four=True)
@@ -549,7 +550,7 @@ class PyKernelEngine:
     def mmio(self, ipa: int, size: int, value: int | None) -> int:
         write = value is not None
         mapping = self.translate(ipa & ~GRANULE_MASK, write, False)
-        if mapping is not None:  # a device page backed by memory (not emulated)
+        if mapping is not None and (mapping.writable if write else mapping.readable):  # memory, not emulated
             acc = self._accessors[mapping.world]
             pa = mapping.pa + (ipa & GRANULE_MASK)
             if write:

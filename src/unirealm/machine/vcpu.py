@@ -22,8 +22,13 @@ from dataclasses import dataclass, field
 from unicorn import (
     UC_ARCH_ARM64,
     UC_HOOK_INTR,
+    UC_HOOK_MEM_PROT,
     UC_HOOK_MEM_UNMAPPED,
+    UC_MEM_FETCH_PROT,
     UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_READ_PROT,
+    UC_MEM_READ_UNMAPPED,
+    UC_MEM_WRITE_PROT,
     UC_MEM_WRITE_UNMAPPED,
     UC_MODE_ARM,
     UC_PROT_EXEC,
@@ -46,6 +51,13 @@ from unirealm.arch.esr import (
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
 
 from .memory import GranuleProtectionFault, PhysicalMemory
+
+# A permission fault is reported as the access kind of the matching unmapped fault.
+PROT_AS_UNMAPPED = {
+    UC_MEM_READ_PROT: UC_MEM_READ_UNMAPPED,
+    UC_MEM_WRITE_PROT: UC_MEM_WRITE_UNMAPPED,
+    UC_MEM_FETCH_PROT: UC_MEM_FETCH_UNMAPPED,
+}
 
 # Unicorn interrupt numbers (QEMU EXCP_*) seen by UC_HOOK_INTR for AArch64.
 EXCP_UDEF = 1
@@ -73,6 +85,7 @@ class Mapping:
     world: World  # the PAS the access is made in: REALM for protected, NON_SECURE for NS
     writable: bool = True
     executable: bool = True
+    readable: bool = True
 
 
 # (ipa, is_write, is_fetch) -> Mapping, or None for a stage-2 fault
@@ -152,6 +165,7 @@ class VCpu:
         self._fault_gpf = False
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self.uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        self.uc.hook_add(UC_HOOK_MEM_PROT, self._on_forbidden)
         memory.on_pas_change(self._on_pas_change)
         self.instructions_hint = 0
 
@@ -268,7 +282,7 @@ class VCpu:
 
     def _map_page(self, page: int, mapping: Mapping) -> None:
         ptr = self.memory.host_pointer(mapping.world, mapping.pa, GRANULE_SIZE)
-        perms = UC_PROT_READ
+        perms = UC_PROT_READ if mapping.readable else 0
         if mapping.writable:
             perms |= UC_PROT_WRITE
         if mapping.executable:
@@ -290,6 +304,12 @@ class VCpu:
             except GranuleProtectionFault:
                 self._fault_gpf = True
         self._fault = (access, address, size, value)
+        uc.emu_stop()
+        return False
+
+    def _on_forbidden(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
+        """An access the page's stage-2 permissions forbid: a stage-2 permission fault."""
+        self._fault = (PROT_AS_UNMAPPED[access], address, size, value)
         uc.emu_stop()
         return False
 

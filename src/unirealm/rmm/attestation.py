@@ -26,8 +26,8 @@ from unirealm.machine.platform import es384_sign
 from .measurement import hash_length
 
 if TYPE_CHECKING:
-    from .core import Rmm
     from .realm import Realm
+    from .state import RmmState
 
 RAK_HASH_ALGO = "sha-256"
 SIGNATURE_SIZE = 96  # ES384 r||s
@@ -44,7 +44,7 @@ class RealmAttestationKey:
     platform_token: bytes
 
     @classmethod
-    def create(cls, rmm: Rmm) -> RealmAttestationKey:
+    def create(cls, rmm: RmmState) -> RealmAttestationKey:
         key = ec.generate_private_key(ec.SECP384R1())
         numbers = key.public_key().public_numbers()
         cose_key = tk.cose_ec2_key(tk.COSE_CRV_P384, numbers.x.to_bytes(48, "big"), numbers.y.to_bytes(48, "big"))
@@ -84,7 +84,7 @@ class TokenState:
     steps: list[str] = field(default_factory=lambda: ["sign", "assemble"])
 
     @classmethod
-    def start(cls, rmm: Rmm, realm: Realm, challenge: bytes) -> TokenState:
+    def start(cls, rmm: RmmState, realm: Realm, challenge: bytes) -> TokenState:
         if realm.attestation_key is None:
             realm.attestation_key = RealmAttestationKey.create(rmm)
         rak = realm.attestation_key

@@ -1,9 +1,15 @@
-"""The RMM: granule bookkeeping, command dispatch, and the realm's view of stage 2.
+"""The RMM: command dispatch over one declarative table per ABI (RMI, RSI, PSCI).
 
 The RMM runs in the realm world (R-EL2). The host reaches it only through RMI SMCs routed
 by the EL3 monitor; a realm reaches it only through the SMCs its RECs make (RSI and PSCI).
-Every handler validates its arguments and returns the spec's status (with the RMI index);
-no Python exception crosses the SMC boundary.
+Each table row names a command's FID, how many argument registers it reads, how many result
+registers it writes, and its handler. The layers run one way: this dispatch imports the
+handlers (rmi, rsi, psci, run), which import the objects below them (state, realm, rtt).
+
+- RMI results come from a zeroed result set: X1..X4 are the command's results, or zero
+  (also on failure, except the outputs a failure defines, such as DATA_DESTROY's top).
+- Realm calls keep the SMCCC rule: registers a command does not define keep their values.
+No Python exception crosses the SMC boundary: a handler reports failure with RmiError.
 """
 
 from __future__ import annotations
@@ -11,187 +17,142 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from unirealm.arch.memory import GRANULE_MASK, GRANULE_SHIFT, GRANULE_SIZE, Pas, World
-from unirealm.arch.rmi import GranuleState, RmiRipas, RmiStatus, feat_reg0_pack, pack_status
-from unirealm.arch.smccc import NUM_ARG_REGS, SMCCC_NOT_SUPPORTED, RmmEl3Fid, RmmEl3Status, is_psci
-from unirealm.arch.token import TAG_CCA_TOKEN_COLLECTION
-from unirealm.machine.cpu import Cpu
-from unirealm.machine.monitor import Caller, Monitor
-from unirealm.machine.vcpu import Mapping
+from unirealm.arch.rmi import RMI_ARGS, RMI_RESULTS, RmiFid, RmiStatus, pack_status
+from unirealm.arch.rsi import RSI_ARGS, RSI_RESULTS, RsiFid
+from unirealm.arch.smccc import MASK64, NUM_ARG_REGS, SMCCC_NOT_SUPPORTED, PsciFid
 
-from . import s2tte
-from .realm import ExecutionEngine, Realm, Rec
+from . import psci, rmi, rsi, run
+from .realm import Rec
+from .state import REC_AUX_COUNT, EngineFactory, RmiError, RmmConfig, RmmState, default_engine
 
-REC_AUX_COUNT = 16
-MAX_RECS_ORDER = 10
-SUPPORTED_S2SZ = 48
-NUM_BPS = 6
-NUM_WPS = 4
-GICV3_NUM_LRS = 16
+__all__ = ["REC_AUX_COUNT", "EngineFactory", "RmiError", "Rmm", "RmmConfig", "default_engine"]
+
+# RMI results live in X1..X4 (TF-RMM's smc_result): at most four per command.
+RMI_RESULT_REGS = 4
 
 
-@dataclass
-class RmmConfig:
-    """Build-time choices of this RMM (TF-RMM makes the same ones at compile time)."""
+@dataclass(frozen=True)
+class RmiCommand:
+    fid: RmiFid
+    handler: Callable[..., tuple[int, ...]]
 
-    token_format: int = TAG_CCA_TOKEN_COLLECTION  # 399, or 907 for the CMW collection
-    cpu_model: str = "max"
+    @property
+    def nargs(self) -> int:
+        return len(RMI_ARGS[self.fid])
 
-
-class RmiError(Exception):
-    """Raised inside a handler to return a status; caught at the dispatch boundary."""
-
-    def __init__(self, status: RmiStatus, index: int = 0, outputs: tuple[int, ...] = ()) -> None:
-        super().__init__(status.name)
-        self.status = status
-        self.index = index
-        self.outputs = outputs
+    @property
+    def nresults(self) -> int:
+        return len(RMI_RESULTS.get(self.fid, ()))
 
 
-EngineFactory = Callable[["Rmm", Realm, int], ExecutionEngine]
+@dataclass(frozen=True)
+class RealmCommand:
+    """An RSI or PSCI command: its handler gets (rmm, rec, x0..x<nargs>) and returns x0.. or a RecExit."""
+
+    fid: int
+    nargs: int
+    nresults: int  # x0 included
+    handler: Callable[[RmmState, Rec, list[int]], list[int] | run.RecExit]
 
 
-def default_engine(rmm: Rmm, realm: Realm, index: int) -> ExecutionEngine:
-    return Cpu(rmm.monitor.memory, lambda ipa, w, f: rmm.stage2_translate(realm, ipa), rmm.config.cpu_model)
+def _rsi(fid: RsiFid, handler: Callable[[RmmState, Rec, list[int]], list[int] | run.RecExit]) -> RealmCommand:
+    return RealmCommand(fid, len(RSI_ARGS[fid]), 1 + len(RSI_RESULTS.get(fid, ())), handler)
 
 
-class Rmm:
-    """The Realm Management Monitor."""
+RMI_TABLE: tuple[RmiCommand, ...] = (
+    RmiCommand(RmiFid.VERSION, rmi.rmi_version),
+    RmiCommand(RmiFid.FEATURES, rmi.rmi_features),
+    RmiCommand(RmiFid.GRANULE_DELEGATE, rmi.granule_delegate),
+    RmiCommand(RmiFid.GRANULE_UNDELEGATE, rmi.granule_undelegate),
+    RmiCommand(RmiFid.REALM_CREATE, rmi.realm_create),
+    RmiCommand(RmiFid.REALM_DESTROY, rmi.realm_destroy),
+    RmiCommand(RmiFid.REALM_ACTIVATE, rmi.realm_activate),
+    RmiCommand(RmiFid.REC_CREATE, rmi.rec_create),
+    RmiCommand(RmiFid.REC_DESTROY, rmi.rec_destroy),
+    RmiCommand(RmiFid.REC_ENTER, run.enter),
+    RmiCommand(RmiFid.DATA_CREATE, rmi.data_create),
+    RmiCommand(RmiFid.DATA_CREATE_UNKNOWN, rmi.data_create_unknown),
+    RmiCommand(RmiFid.DATA_DESTROY, rmi.data_destroy),
+    RmiCommand(RmiFid.RTT_CREATE, rmi.rtt_create),
+    RmiCommand(RmiFid.RTT_DESTROY, rmi.rtt_destroy),
+    RmiCommand(RmiFid.RTT_FOLD, rmi.rtt_fold),
+    RmiCommand(RmiFid.RTT_MAP_UNPROTECTED, rmi.rtt_map_unprotected),
+    RmiCommand(RmiFid.RTT_UNMAP_UNPROTECTED, rmi.rtt_unmap_unprotected),
+    RmiCommand(RmiFid.RTT_READ_ENTRY, rmi.rtt_read_entry),
+    RmiCommand(RmiFid.PSCI_COMPLETE, rmi.psci_complete),
+    RmiCommand(RmiFid.REC_AUX_COUNT, rmi.rec_aux_count),
+    RmiCommand(RmiFid.RTT_INIT_RIPAS, rmi.rtt_init_ripas),
+    RmiCommand(RmiFid.RTT_SET_RIPAS, rmi.rtt_set_ripas),
+)
 
-    feat_reg0 = feat_reg0_pack(
-        S2SZ=SUPPORTED_S2SZ,
-        NUM_BPS=NUM_BPS - 1,
-        NUM_WPS=NUM_WPS - 1,
-        HASH_SHA_256=1,
-        HASH_SHA_512=1,
-        GICV3_NUM_LRS=GICV3_NUM_LRS - 1,
-        MAX_RECS_ORDER=MAX_RECS_ORDER,
-    )
+RSI_TABLE: tuple[RealmCommand, ...] = (
+    _rsi(RsiFid.VERSION, rsi.rsi_version),
+    _rsi(RsiFid.FEATURES, rsi.rsi_features),
+    _rsi(RsiFid.MEASUREMENT_READ, rsi.measurement_read),
+    _rsi(RsiFid.MEASUREMENT_EXTEND, rsi.measurement_extend),
+    _rsi(RsiFid.ATTESTATION_TOKEN_INIT, rsi.token_init),
+    _rsi(RsiFid.ATTESTATION_TOKEN_CONTINUE, rsi.token_continue),
+    _rsi(RsiFid.REALM_CONFIG, rsi.realm_config),
+    _rsi(RsiFid.IPA_STATE_SET, rsi.ipa_state_set),
+    _rsi(RsiFid.IPA_STATE_GET, rsi.ipa_state_get),
+    _rsi(RsiFid.HOST_CALL, rsi.host_call),
+)
 
-    def __init__(
-        self, monitor: Monitor, config: RmmConfig | None = None, engine_factory: EngineFactory | None = None
-    ) -> None:
-        self.monitor = monitor
-        self.config = config or RmmConfig()
-        self.engine_factory = engine_factory or default_engine
-        memory = monitor.memory
-        self.mem = memory.accessor(World.REALM)
-        self._granules = bytearray(memory.size >> GRANULE_SHIFT)
-        self.realms: dict[int, Realm] = {}
-        self.recs: dict[int, Rec] = {}
-        self.current_rec: Rec | None = None
-        self.pending_irq = False  # a physical interrupt for the host is pending
-        monitor.attach_rmm(self)
+# PSCI 1.1 as a realm sees it (DEN0022; digest §1.4): the SMC32 and SMC64 forms share a handler.
+PSCI_TABLE: tuple[RealmCommand, ...] = (
+    RealmCommand(PsciFid.VERSION, 0, 1, psci.psci_version),
+    RealmCommand(PsciFid.FEATURES, 1, 1, psci.psci_features),
+    RealmCommand(PsciFid.CPU_SUSPEND, 3, 1, psci.cpu_suspend),
+    RealmCommand(PsciFid.CPU_SUSPEND_64, 3, 1, psci.cpu_suspend),
+    RealmCommand(PsciFid.CPU_OFF, 3, 1, psci.cpu_off),
+    RealmCommand(PsciFid.CPU_ON, 3, 1, psci.cpu_on),
+    RealmCommand(PsciFid.CPU_ON_64, 3, 1, psci.cpu_on),
+    RealmCommand(PsciFid.AFFINITY_INFO, 2, 1, psci.affinity_info),
+    RealmCommand(PsciFid.AFFINITY_INFO_64, 2, 1, psci.affinity_info),
+    RealmCommand(PsciFid.SYSTEM_OFF, 3, 1, psci.system_off),
+    RealmCommand(PsciFid.SYSTEM_RESET, 3, 1, psci.system_reset),
+)
 
-    # --- granules -----------------------------------------------------------------------
-    def _granule_index(self, pa: int) -> int | None:
-        memory = self.monitor.memory
-        if pa & GRANULE_MASK or not memory.contains(pa, GRANULE_SIZE):
-            return None
-        return (pa - memory.base) >> GRANULE_SHIFT
+RMI_COMMANDS: dict[int, RmiCommand] = {c.fid: c for c in RMI_TABLE}
+REALM_COMMANDS: dict[int, RealmCommand] = {c.fid: c for c in (*RSI_TABLE, *PSCI_TABLE)}
 
-    def granule_state(self, pa: int) -> GranuleState | None:
-        """State of a valid granule address, None for an address that names no granule."""
-        i = self._granule_index(pa)
-        return None if i is None else GranuleState(self._granules[i])
 
-    def set_granule_state(self, pa: int, state: GranuleState) -> None:
-        i = self._granule_index(pa)
-        assert i is not None
-        self._granules[i] = state
+class Rmm(RmmState):
+    """The Realm Management Monitor: its state plus the SMC entry points the monitor calls."""
 
-    def require_granule(self, pa: int, state: GranuleState) -> None:
-        if self.granule_state(pa) != state:
-            raise RmiError(RmiStatus.ERROR_INPUT)
-
-    def is_ns_granule(self, pa: int) -> bool:
-        """A granule the host owns: valid address, UNDELEGATED, and in the non-secure PAS."""
-        return self.granule_state(pa) == GranuleState.UNDELEGATED and self.monitor.memory.pas(pa) == Pas.NON_SECURE
-
-    def gtsi(self, pa: int, delegate: bool) -> bool:
-        fid = RmmEl3Fid.GTSI_DELEGATE if delegate else RmmEl3Fid.GTSI_UNDELEGATE
-        out = self.monitor.smc(Caller.R_EL2, [fid, pa])
-        assert isinstance(out, list)
-        return out[0] == RmmEl3Status.OK
-
-    def scrub(self, pa: int) -> None:
-        """Zero a granule: the DELEGATED state always holds zeros (digest §2.3)."""
-        self.mem.zero(pa, GRANULE_SIZE)
-
-    def realm_of(self, rd: int) -> Realm:
-        if self.granule_state(rd) != GranuleState.RD:
-            raise RmiError(RmiStatus.ERROR_INPUT)
-        return self.realms[rd]
-
-    def rec_of(self, rec: int) -> Rec:
-        if self.granule_state(rec) != GranuleState.REC:
-            raise RmiError(RmiStatus.ERROR_INPUT)
-        return self.recs[rec]
-
-    # --- SMC entry points ---------------------------------------------------------------
     def handle_rmi(self, regs: list[int]) -> list[int]:
-        from .rmi import RMI_HANDLERS
-
-        handler = RMI_HANDLERS.get(regs[0])
+        """One RMI call: x0 = status | index << 8, X1..X4 from a zeroed result set, and the
+        registers above X4 keep their values. An unassigned FID returns NOT_SUPPORTED in x0 only."""
         out = list(regs)
-        if handler is None:
+        command = RMI_COMMANDS.get(regs[0])
+        if command is None:  # an unassigned number in the RMI range: SMCCC's unknown function
             out[0] = SMCCC_NOT_SUPPORTED
             return out
+        results = [0] * RMI_RESULT_REGS
         try:
-            results = handler(self, *regs[1 : 1 + handler.nargs])  # type: ignore[attr-defined]
-            status = pack_status(RmiStatus.SUCCESS)
+            values = command.handler(self, *regs[1 : 1 + command.nargs])
+            out[0] = pack_status(RmiStatus.SUCCESS)
         except RmiError as err:
-            results = err.outputs
-            status = pack_status(err.status, err.index)
-        out[0] = status
-        for i, value in enumerate(results):
-            out[1 + i] = value & 0xFFFF_FFFF_FFFF_FFFF
+            values = err.outputs
+            out[0] = pack_status(err.status, err.index)
+        assert len(values) <= command.nresults, f"{command.fid.name} gave {len(values)} results"
+        results[: len(values)] = [v & MASK64 for v in values]
+        out[1 : 1 + RMI_RESULT_REGS] = results
         return out
 
     def handle_realm_call(self, regs: list[int]) -> list[int] | object:
         """An SMC made by the REC now running: RSI or PSCI. Returns the registers the realm
         sees, or a RecExit request that ends REC_ENTER."""
-        from .psci import handle_psci
-        from .rsi import RSI_HANDLERS
-
         rec = self.current_rec
-        if rec is None:
+        command = REALM_COMMANDS.get(regs[0])
+        if rec is None or command is None:
             return [SMCCC_NOT_SUPPORTED, *regs[1:]]
-        if is_psci(regs[0]):
-            result = handle_psci(self, rec, regs)
-        else:
-            handler = RSI_HANDLERS.get(regs[0])
-            if handler is None:
-                return [SMCCC_NOT_SUPPORTED, *regs[1:]]
-            result = handler(self, rec, regs)
+        result = command.handler(self, rec, list(regs[: 1 + command.nargs]))
         if isinstance(result, list):
+            assert len(result) <= command.nresults, f"{regs[0]:#x} gave {len(result)} results"
             # Registers the command does not define keep their input values (SMCCC; digest §1.1).
             out = list(regs[:NUM_ARG_REGS])
             for i, value in enumerate(result):
-                out[i] = value & 0xFFFF_FFFF_FFFF_FFFF
+                out[i] = value & MASK64
             return out
         return result
-
-    # --- stage 2 as the realm sees it ---------------------------------------------------
-    def stage2_translate(self, realm: Realm, ipa: int) -> Mapping | None:
-        if not 0 <= ipa < realm.ipa_size:
-            return None
-        walk = realm.stage2.walk(ipa)
-        entry = walk.entry
-        offset = ipa & ((1 << (12 + 9 * (3 - walk.level))) - 1) & ~GRANULE_MASK
-        if entry.kind == s2tte.Kind.ASSIGNED and entry.ripas == RmiRipas.RAM and realm.addr_in_par(ipa):
-            return Mapping(entry.pa + offset, World.REALM)
-        if entry.kind == s2tte.Kind.ASSIGNED_NS and not realm.addr_in_par(ipa):
-            writable = bool(entry.attrs & (1 << (s2tte.S2AP_SHIFT + 1)))
-            return Mapping(entry.pa + offset, World.NON_SECURE, writable=writable, executable=False)
-        return None
-
-    def ripas_at(self, realm: Realm, ipa: int) -> tuple[RmiRipas, s2tte.Entry, int]:
-        """RIPAS of a protected IPA, the entry that holds it, and that entry's level."""
-        walk = realm.stage2.walk(ipa)
-        return walk.entry.ripas, walk.entry, walk.level
-
-    def invalidate(self, realm: Realm, ipa: int, size: int) -> None:
-        """TLBI for every REC of the realm."""
-        for rec_pa in realm.recs.values():
-            self.recs[rec_pa].engine.invalidate(ipa, size)

@@ -91,6 +91,10 @@ class Rec:
     psci_request: PsciRequest | None = None
     attestation: Any = None  # rmm.attestation.TokenState while a token is in progress
     injected_in_a_row: int = 0
+    # ESR and HPFAR of the last REC exit if it was a SYNC exit, else 0: what REC_ENTER's
+    # EMULATED_MMIO and INJECT_SEA flags are checked against.
+    last_exit_esr: int = 0
+    last_exit_hpfar: int = 0
 
 
 @dataclass
@@ -141,3 +145,18 @@ class Realm:
     @rim.setter
     def rim(self, value: bytes) -> None:
         self.measurements[0] = value
+
+
+def mpidr_to_rec_index(mpidr: int) -> int:
+    """REC index = Aff0[3:0] | Aff1 << 4 | Aff2 << 12 | Aff3 << 20 (digest §2.2)."""
+    aff0 = mpidr & 0xFF
+    aff1 = (mpidr >> 8) & 0xFF
+    aff2 = (mpidr >> 16) & 0xFF
+    aff3 = (mpidr >> 24) & 0xFF  # RmiRecMpidr keeps Aff3 at [31:24]
+    if aff0 > 0xF or mpidr >> 32:
+        return -1
+    return aff0 | (aff1 << 4) | (aff2 << 12) | (aff3 << 20)
+
+
+def rec_index_to_mpidr(index: int) -> int:
+    return (index & 0xF) | (((index >> 4) & 0xFF) << 8) | (((index >> 12) & 0xFF) << 16) | (((index >> 20) & 0xFF) << 24)

@@ -1,14 +1,14 @@
 """RMI command handlers, one per command of DEN0137 1.0-rel0 (digest §2.2).
 
-Each handler takes the RMM and the command's argument registers, returns the output
-registers after X0 (a tuple), and raises RmiError(status, index, outputs) on failure.
+Each handler takes the RMM's state and the command's argument registers, returns the
+output registers after X0 (a tuple), and raises RmiError(status, index, outputs) on failure;
+core.RMI_TABLE says which handler serves which FID.
 The order of checks follows TF-RMM's runtime/rmi/*.c so that when several conditions fail
 the host sees the same status the reference implementation gives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from unirealm.arch.memory import (
@@ -30,7 +30,6 @@ from unirealm.arch.rmi import (
     GranuleState,
     RealmState,
     RmiDataFlags,
-    RmiFid,
     RmiHashAlgorithm,
     RmiRealmFlags,
     RmiRecFlags,
@@ -40,21 +39,9 @@ from unirealm.arch.rmi import (
 from unirealm.arch.smccc import PsciFid, PsciReturn
 
 from . import measurement, s2tte
-from .core import REC_AUX_COUNT, RmiError, Rmm
-from .realm import PendingKind, Realm, Rec
+from .realm import PendingKind, Realm, Rec, mpidr_to_rec_index
 from .rtt import Stage2
-
-Handler = Callable[..., tuple[int, ...]]
-RMI_HANDLERS: dict[int, Handler] = {}
-
-
-def command(fid: RmiFid, nargs: int) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        fn.nargs = nargs  # type: ignore[attr-defined]
-        RMI_HANDLERS[fid] = fn
-        return fn
-
-    return register
+from .state import REC_AUX_COUNT, RmiError, RmmState
 
 
 def fail(status: RmiStatus, index: int = 0, *outputs: int) -> RmiError:
@@ -62,21 +49,18 @@ def fail(status: RmiStatus, index: int = 0, *outputs: int) -> RmiError:
 
 
 # --- version and features -------------------------------------------------------------
-@command(RmiFid.VERSION, 1)
-def rmi_version(rmm: Rmm, req: int) -> tuple[int, ...]:
+def rmi_version(rmm: RmmState, req: int) -> tuple[int, ...]:
     if req != RMI_ABI_VERSION:
         raise fail(RmiStatus.ERROR_INPUT, 0, RMI_ABI_VERSION, RMI_ABI_VERSION)
     return (RMI_ABI_VERSION, RMI_ABI_VERSION)
 
 
-@command(RmiFid.FEATURES, 1)
-def rmi_features(rmm: Rmm, index: int) -> tuple[int, ...]:
+def rmi_features(rmm: RmmState, index: int) -> tuple[int, ...]:
     return (rmm.feat_reg0 if index == 0 else 0,)
 
 
 # --- granules ---------------------------------------------------------------------------
-@command(RmiFid.GRANULE_DELEGATE, 1)
-def granule_delegate(rmm: Rmm, pa: int) -> tuple[int, ...]:
+def granule_delegate(rmm: RmmState, pa: int) -> tuple[int, ...]:
     if rmm.granule_state(pa) != GranuleState.UNDELEGATED:
         raise fail(RmiStatus.ERROR_INPUT)
     if not rmm.gtsi(pa, delegate=True):
@@ -86,8 +70,7 @@ def granule_delegate(rmm: Rmm, pa: int) -> tuple[int, ...]:
     return ()
 
 
-@command(RmiFid.GRANULE_UNDELEGATE, 1)
-def granule_undelegate(rmm: Rmm, pa: int) -> tuple[int, ...]:
+def granule_undelegate(rmm: RmmState, pa: int) -> tuple[int, ...]:
     if rmm.granule_state(pa) != GranuleState.DELEGATED:
         raise fail(RmiStatus.ERROR_INPUT)
     rmm.scrub(pa)  # nothing realm-owned may reach the host
@@ -98,7 +81,7 @@ def granule_undelegate(rmm: Rmm, pa: int) -> tuple[int, ...]:
 
 
 # --- realms -----------------------------------------------------------------------------
-def _validate_realm_params(rmm: Rmm, p: dict[str, Any]) -> None:
+def _validate_realm_params(rmm: RmmState, p: dict[str, Any]) -> None:
     feat = rmm.feat_reg0
     flags = p["flags"]
     if flags & ~int(RmiRealmFlags.LPA2 | RmiRealmFlags.SVE | RmiRealmFlags.PMU):
@@ -123,8 +106,7 @@ def _validate_realm_params(rmm: Rmm, p: dict[str, Any]) -> None:
         raise fail(RmiStatus.ERROR_INPUT)
 
 
-@command(RmiFid.REALM_CREATE, 2)
-def realm_create(rmm: Rmm, rd: int, params_pa: int) -> tuple[int, ...]:
+def realm_create(rmm: RmmState, rd: int, params_pa: int) -> tuple[int, ...]:
     if not rmm.is_ns_granule(params_pa):
         raise fail(RmiStatus.ERROR_INPUT)
     p = RMI_REALM_PARAMS.unpack(rmm.mem.read(params_pa, GRANULE_SIZE))
@@ -155,8 +137,7 @@ def realm_create(rmm: Rmm, rd: int, params_pa: int) -> tuple[int, ...]:
     return ()
 
 
-@command(RmiFid.REALM_ACTIVATE, 1)
-def realm_activate(rmm: Rmm, rd: int) -> tuple[int, ...]:
+def realm_activate(rmm: RmmState, rd: int) -> tuple[int, ...]:
     realm = rmm.realm_of(rd)
     if realm.state != RealmState.NEW:
         raise fail(RmiStatus.ERROR_REALM)
@@ -164,8 +145,7 @@ def realm_activate(rmm: Rmm, rd: int) -> tuple[int, ...]:
     return ()
 
 
-@command(RmiFid.REALM_DESTROY, 1)
-def realm_destroy(rmm: Rmm, rd: int) -> tuple[int, ...]:
+def realm_destroy(rmm: RmmState, rd: int) -> tuple[int, ...]:
     realm = rmm.realm_of(rd)
     if realm.recs:
         raise fail(RmiStatus.ERROR_REALM)
@@ -182,23 +162,7 @@ def realm_destroy(rmm: Rmm, rd: int) -> tuple[int, ...]:
 
 
 # --- RECs -------------------------------------------------------------------------------
-def mpidr_to_rec_index(mpidr: int) -> int:
-    """REC index = Aff0[3:0] | Aff1 << 4 | Aff2 << 12 | Aff3 << 20 (digest §2.2)."""
-    aff0 = mpidr & 0xFF
-    aff1 = (mpidr >> 8) & 0xFF
-    aff2 = (mpidr >> 16) & 0xFF
-    aff3 = (mpidr >> 24) & 0xFF  # RmiRecMpidr keeps Aff3 at [31:24]
-    if aff0 > 0xF or mpidr >> 32:
-        return -1
-    return aff0 | (aff1 << 4) | (aff2 << 12) | (aff3 << 20)
-
-
-def rec_index_to_mpidr(index: int) -> int:
-    return (index & 0xF) | (((index >> 4) & 0xFF) << 8) | (((index >> 12) & 0xFF) << 16) | (((index >> 20) & 0xFF) << 24)
-
-
-@command(RmiFid.REC_CREATE, 3)
-def rec_create(rmm: Rmm, rd: int, rec: int, params_pa: int) -> tuple[int, ...]:
+def rec_create(rmm: RmmState, rd: int, rec: int, params_pa: int) -> tuple[int, ...]:
     if not rmm.is_ns_granule(params_pa):
         raise fail(RmiStatus.ERROR_INPUT)
     p = RMI_REC_PARAMS.unpack(rmm.mem.read(params_pa, GRANULE_SIZE))
@@ -231,8 +195,7 @@ def rec_create(rmm: Rmm, rd: int, rec: int, params_pa: int) -> tuple[int, ...]:
     return ()
 
 
-@command(RmiFid.REC_DESTROY, 1)
-def rec_destroy(rmm: Rmm, rec: int) -> tuple[int, ...]:
+def rec_destroy(rmm: RmmState, rec: int) -> tuple[int, ...]:
     obj = rmm.rec_of(rec)
     if obj.running:
         raise fail(RmiStatus.ERROR_REC)
@@ -246,14 +209,12 @@ def rec_destroy(rmm: Rmm, rec: int) -> tuple[int, ...]:
     return ()
 
 
-@command(RmiFid.REC_AUX_COUNT, 1)
-def rec_aux_count(rmm: Rmm, rd: int) -> tuple[int, ...]:
+def rec_aux_count(rmm: RmmState, rd: int) -> tuple[int, ...]:
     rmm.realm_of(rd)
     return (REC_AUX_COUNT,)
 
 
-@command(RmiFid.PSCI_COMPLETE, 3)
-def psci_complete(rmm: Rmm, calling: int, target: int, status: int) -> tuple[int, ...]:
+def psci_complete(rmm: RmmState, calling: int, target: int, status: int) -> tuple[int, ...]:
     caller = rmm.rec_of(calling)
     callee = rmm.rec_of(target)
     request = caller.psci_request
@@ -281,7 +242,7 @@ def psci_complete(rmm: Rmm, calling: int, target: int, status: int) -> tuple[int
 
 
 # --- data granules ----------------------------------------------------------------------
-def _page_walk(rmm: Rmm, realm: Realm, ipa: int) -> Any:
+def _page_walk(rmm: RmmState, realm: Realm, ipa: int) -> Any:
     if not is_granule_aligned(ipa) or not realm.addr_in_par(ipa):
         raise fail(RmiStatus.ERROR_INPUT)
     walk = realm.stage2.walk(ipa, RTT_PAGE_LEVEL)
@@ -290,7 +251,7 @@ def _page_walk(rmm: Rmm, realm: Realm, ipa: int) -> Any:
     return walk
 
 
-def _data_create(rmm: Rmm, rd: int, data: int, ipa: int, src: int | None, flags: int) -> None:
+def _data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int | None, flags: int) -> None:
     if src is not None:
         if flags not in (RmiDataFlags.UNMEASURED, RmiDataFlags.MEASURED):
             raise fail(RmiStatus.ERROR_INPUT)
@@ -315,20 +276,17 @@ def _data_create(rmm: Rmm, rd: int, data: int, ipa: int, src: int | None, flags:
     rmm.set_granule_state(data, GranuleState.DATA)
 
 
-@command(RmiFid.DATA_CREATE, 5)
-def data_create(rmm: Rmm, rd: int, data: int, ipa: int, src: int, flags: int) -> tuple[int, ...]:
+def data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int, flags: int) -> tuple[int, ...]:
     _data_create(rmm, rd, data, ipa, src, flags)
     return ()
 
 
-@command(RmiFid.DATA_CREATE_UNKNOWN, 3)
-def data_create_unknown(rmm: Rmm, rd: int, data: int, ipa: int) -> tuple[int, ...]:
+def data_create_unknown(rmm: RmmState, rd: int, data: int, ipa: int) -> tuple[int, ...]:
     _data_create(rmm, rd, data, ipa, None, RmiDataFlags.UNMEASURED)
     return ()
 
 
-@command(RmiFid.DATA_DESTROY, 2)
-def data_destroy(rmm: Rmm, rd: int, ipa: int) -> tuple[int, ...]:
+def data_destroy(rmm: RmmState, rd: int, ipa: int) -> tuple[int, ...]:
     realm = rmm.realm_of(rd)
     if not is_granule_aligned(ipa) or not realm.addr_in_par(ipa):
         raise fail(RmiStatus.ERROR_INPUT)
@@ -365,8 +323,7 @@ def _parent_walk(realm: Realm, ipa: int, level: int) -> Any:
     return walk
 
 
-@command(RmiFid.RTT_CREATE, 4)
-def rtt_create(rmm: Rmm, rd: int, rtt: int, ipa: int, level: int) -> tuple[int, ...]:
+def rtt_create(rmm: RmmState, rd: int, rtt: int, ipa: int, level: int) -> tuple[int, ...]:
     rmm.require_granule(rtt, GranuleState.DELEGATED)
     realm = rmm.realm_of(rd)
     _check_rtt_level(realm, level, realm.stage2.start_level + 1)
@@ -394,8 +351,7 @@ def rtt_create(rmm: Rmm, rd: int, rtt: int, ipa: int, level: int) -> tuple[int, 
     return ()
 
 
-@command(RmiFid.RTT_DESTROY, 3)
-def rtt_destroy(rmm: Rmm, rd: int, ipa: int, level: int) -> tuple[int, ...]:
+def rtt_destroy(rmm: RmmState, rd: int, ipa: int, level: int) -> tuple[int, ...]:
     realm = rmm.realm_of(rd)
     _check_rtt_level(realm, level, realm.stage2.start_level + 1)
     _check_ipa(realm, ipa, level - 1)
@@ -434,8 +390,7 @@ def _fold_entries(entries: list[s2tte.Entry], level: int) -> s2tte.Entry | None:
     return None
 
 
-@command(RmiFid.RTT_FOLD, 3)
-def rtt_fold(rmm: Rmm, rd: int, ipa: int, level: int) -> tuple[int, ...]:
+def rtt_fold(rmm: RmmState, rd: int, ipa: int, level: int) -> tuple[int, ...]:
     realm = rmm.realm_of(rd)
     _check_rtt_level(realm, level, realm.stage2.start_level + 1)
     _check_ipa(realm, ipa, level - 1)
@@ -453,8 +408,7 @@ def rtt_fold(rmm: Rmm, rd: int, ipa: int, level: int) -> tuple[int, ...]:
     return (child,)
 
 
-@command(RmiFid.RTT_MAP_UNPROTECTED, 4)
-def rtt_map_unprotected(rmm: Rmm, rd: int, ipa: int, level: int, desc: int) -> tuple[int, ...]:
+def rtt_map_unprotected(rmm: RmmState, rd: int, ipa: int, level: int, desc: int) -> tuple[int, ...]:
     realm = rmm.realm_of(rd)
     _check_rtt_level(realm, level, max(RTT_MIN_BLOCK_LEVEL, realm.stage2.start_level))
     _check_ipa(realm, ipa, level)
@@ -472,8 +426,7 @@ def rtt_map_unprotected(rmm: Rmm, rd: int, ipa: int, level: int, desc: int) -> t
     return ()
 
 
-@command(RmiFid.RTT_UNMAP_UNPROTECTED, 3)
-def rtt_unmap_unprotected(rmm: Rmm, rd: int, ipa: int, level: int) -> tuple[int, ...]:
+def rtt_unmap_unprotected(rmm: RmmState, rd: int, ipa: int, level: int) -> tuple[int, ...]:
     realm = rmm.realm_of(rd)
     _check_rtt_level(realm, level, max(RTT_MIN_BLOCK_LEVEL, realm.stage2.start_level))
     _check_ipa(realm, ipa, level)
@@ -490,8 +443,7 @@ def rtt_unmap_unprotected(rmm: Rmm, rd: int, ipa: int, level: int) -> tuple[int,
     return (top,)
 
 
-@command(RmiFid.RTT_READ_ENTRY, 3)
-def rtt_read_entry(rmm: Rmm, rd: int, ipa: int, level: int) -> tuple[int, ...]:
+def rtt_read_entry(rmm: RmmState, rd: int, ipa: int, level: int) -> tuple[int, ...]:
     realm = rmm.realm_of(rd)
     _check_rtt_level(realm, level, realm.stage2.start_level)
     _check_ipa(realm, ipa, level)
@@ -502,8 +454,7 @@ def rtt_read_entry(rmm: Rmm, rd: int, ipa: int, level: int) -> tuple[int, ...]:
 
 
 # --- RIPAS ------------------------------------------------------------------------------
-@command(RmiFid.RTT_INIT_RIPAS, 3)
-def rtt_init_ripas(rmm: Rmm, rd: int, base: int, top: int) -> tuple[int, ...]:
+def rtt_init_ripas(rmm: RmmState, rd: int, base: int, top: int) -> tuple[int, ...]:
     realm = rmm.realm_of(rd)
     if realm.state != RealmState.NEW:
         raise fail(RmiStatus.ERROR_REALM)
@@ -531,8 +482,7 @@ def rtt_init_ripas(rmm: Rmm, rd: int, base: int, top: int) -> tuple[int, ...]:
     return (addr,)
 
 
-@command(RmiFid.RTT_SET_RIPAS, 4)
-def rtt_set_ripas(rmm: Rmm, rd: int, rec: int, base: int, top: int) -> tuple[int, ...]:
+def rtt_set_ripas(rmm: RmmState, rd: int, rec: int, base: int, top: int) -> tuple[int, ...]:
     realm = rmm.realm_of(rd)
     obj = rmm.rec_of(rec)
     if obj.rd != rd or obj.running:
@@ -570,10 +520,3 @@ def rtt_set_ripas(rmm: Rmm, rd: int, rec: int, base: int, top: int) -> tuple[int
         raise fail(RmiStatus.ERROR_RTT, level)
     req.addr = addr
     return (addr,)
-
-
-@command(RmiFid.REC_ENTER, 2)
-def rec_enter(rmm: Rmm, rec: int, run: int) -> tuple[int, ...]:
-    from .run import enter
-
-    return enter(rmm, rec, run)

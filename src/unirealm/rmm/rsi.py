@@ -8,8 +8,6 @@ the realm names, which retry once the host has mapped them).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, is_granule_aligned, level_size
 from unirealm.arch.rmi import RmiRecExitReason, RmiRipas
 from unirealm.arch.rsi import (
@@ -19,7 +17,6 @@ from unirealm.arch.rsi import (
     RSI_HOST_CALL,
     RSI_HOST_CALL_ALIGN,
     RSI_REALM_CONFIG,
-    RsiFid,
     RsiRipas,
     RsiStatus,
     bytes_to_regs,
@@ -27,24 +24,14 @@ from unirealm.arch.rsi import (
 )
 
 from . import attestation, measurement
-from .core import Rmm
 from .realm import PendingKind, Realm, Rec, RipasRequest
 from .run import RecExit, stage2_abort_exit
+from .state import RmmState
 
 Result = list[int] | RecExit
-Handler = Callable[[Rmm, Rec, list[int]], Result]
-RSI_HANDLERS: dict[int, Handler] = {}
 
 
-def command(fid: RsiFid) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        RSI_HANDLERS[fid] = fn
-        return fn
-
-    return register
-
-
-def realm_buffer(rmm: Rmm, realm: Realm, rec: Rec, ipa: int) -> int | RecExit | None:
+def realm_buffer(rmm: RmmState, realm: Realm, rec: Rec, ipa: int) -> int | RecExit | None:
     """PA of a realm buffer at a protected IPA; a retrying stage-2 abort exit when its RIPAS
     is RAM but the host has not mapped it; None when the RSI call must fail with ERROR_INPUT
     (outside the PAR, or RIPAS EMPTY / DESTROYED)."""
@@ -64,19 +51,16 @@ def _error(status: RsiStatus) -> list[int]:
     return [status]
 
 
-@command(RsiFid.VERSION)
-def rsi_version(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
+def rsi_version(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
     status = RsiStatus.SUCCESS if regs[1] == RSI_ABI_VERSION else RsiStatus.ERROR_INPUT
     return [status, RSI_ABI_VERSION, RSI_ABI_VERSION]
 
 
-@command(RsiFid.FEATURES)
-def rsi_features(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
+def rsi_features(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
     return [RsiStatus.SUCCESS, 0]  # RSI 1.0 defines no feature bits
 
 
-@command(RsiFid.MEASUREMENT_READ)
-def measurement_read(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
+def measurement_read(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
     index = regs[1]
     if index >= MEASUREMENT_SLOTS:
         return _error(RsiStatus.ERROR_INPUT)
@@ -84,8 +68,7 @@ def measurement_read(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
     return [RsiStatus.SUCCESS, *bytes_to_regs(realm.measurements[index])]
 
 
-@command(RsiFid.MEASUREMENT_EXTEND)
-def measurement_extend(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
+def measurement_extend(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
     index, size = regs[1], regs[2]
     if index == 0 or index >= MEASUREMENT_SLOTS or size > MAX_MEASUREMENT_SIZE:
         return _error(RsiStatus.ERROR_INPUT)
@@ -95,8 +78,7 @@ def measurement_extend(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
     return [RsiStatus.SUCCESS]
 
 
-@command(RsiFid.ATTESTATION_TOKEN_INIT)
-def token_init(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
+def token_init(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
     realm = rmm.realms[rec.rd]
     try:
         rec.attestation = attestation.TokenState.start(rmm, realm, regs_to_bytes(regs[1:9]))
@@ -106,8 +88,7 @@ def token_init(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
     return [RsiStatus.SUCCESS, rec.attestation.upper_bound]
 
 
-@command(RsiFid.ATTESTATION_TOKEN_CONTINUE)
-def token_continue(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
+def token_continue(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
     ipa, offset, size = regs[1], regs[2], regs[3]
     realm = rmm.realms[rec.rd]
     if not is_granule_aligned(ipa) or offset >= GRANULE_SIZE or size > GRANULE_SIZE - offset:
@@ -141,8 +122,7 @@ def token_continue(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
     return [RsiStatus.SUCCESS, len(chunk)]
 
 
-@command(RsiFid.REALM_CONFIG)
-def realm_config(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
+def realm_config(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
     ipa = regs[1]
     realm = rmm.realms[rec.rd]
     if not is_granule_aligned(ipa):
@@ -159,8 +139,7 @@ def realm_config(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
     return [RsiStatus.SUCCESS]
 
 
-@command(RsiFid.IPA_STATE_SET)
-def ipa_state_set(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
+def ipa_state_set(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
     base, top, ripas, flags = regs[1], regs[2], regs[3], regs[4]
     realm = rmm.realms[rec.rd]
     if ripas > RsiRipas.RAM:
@@ -172,8 +151,7 @@ def ipa_state_set(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
     return RecExit(RmiRecExitReason.RIPAS_CHANGE, ripas_base=base, ripas_top=top, ripas_value=ripas)
 
 
-@command(RsiFid.IPA_STATE_GET)
-def ipa_state_get(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
+def ipa_state_get(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
     base, end = regs[1], regs[2]
     realm = rmm.realms[rec.rd]
     if not (is_granule_aligned(base) and is_granule_aligned(end)) or not realm.range_in_par(base, end):
@@ -188,8 +166,7 @@ def ipa_state_get(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
     return [RsiStatus.SUCCESS, min(addr, end), ripas]
 
 
-@command(RsiFid.HOST_CALL)
-def host_call(rmm: Rmm, rec: Rec, regs: list[int]) -> Result:
+def host_call(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
     ipa = regs[1]
     realm = rmm.realms[rec.rd]
     if ipa % RSI_HOST_CALL_ALIGN:

@@ -10,7 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from unirealm.arch.esr import DFSC_TRANSLATION_L0, ISS_WFX_TI_WFE, WNR, Ec, esr, hpfar_for_ipa
+from unirealm.arch.esr import (
+    DFSC_PERMISSION_L0,
+    DFSC_TRANSLATION_L0,
+    ISS_WFX_TI_WFE,
+    ISV,
+    REC_EXIT_ABORT_ESR_MASK,
+    REC_EXIT_EMULATABLE_ABORT_ESR_MASK,
+    REC_EXIT_WFX_ESR_MASK,
+    WNR,
+    Ec,
+    esr,
+    esr_ec,
+    hpfar_for_ipa,
+    ipa_from_hpfar_far,
+)
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
 from unirealm.arch.rmi import (
     NUM_GICV3_LRS,
@@ -36,8 +50,9 @@ from unirealm.machine.vcpu import (
     WfxTrap,
 )
 
-from .core import RmiError, Rmm
+from . import s2tte
 from .realm import PendingKind, Realm, Rec
+from .state import RmiError, RmmState
 
 # ICH_HCR_EL2 bits the host may set: En, UIE, LRENPIE, NPIE, VGrp{0,1}{E,D}IE, TDIR, EOIcount.
 GICV3_HCR_ALLOWED = 0xFF | (1 << 14) | (0x1F << 27)
@@ -62,24 +77,24 @@ class RecExit:
     imm: int = 0
 
 
-def realm_pa(rmm: Rmm, realm: Realm, ipa: int) -> int | None:
+def realm_pa(rmm: RmmState, realm: Realm, ipa: int) -> int | None:
     mapping = rmm.stage2_translate(realm, ipa & ~GRANULE_MASK)
     if mapping is None or not realm.addr_in_par(ipa):
         return None
     return mapping.pa + (ipa & GRANULE_MASK)
 
 
-def stage2_abort_exit(ipa: int, level: int = 3) -> RecExit:
-    """A non-emulatable stage-2 data abort: the host must map the IPA, then the access retries."""
+def stage2_abort_exit(ipa: int, level: int = 3, ec: Ec = Ec.DABT_LOWER) -> RecExit:
+    """A non-emulatable stage-2 abort at a protected IPA: the host must map the IPA, then the
+    access retries. The host sees EC and the fault status only, and no FAR."""
     return RecExit(
         RmiRecExitReason.SYNC,
-        esr=esr(Ec.DABT_LOWER, DFSC_TRANSLATION_L0 + level),
-        far=ipa & GRANULE_MASK,
+        esr=esr(ec, DFSC_TRANSLATION_L0 + level) & REC_EXIT_ABORT_ESR_MASK,
         hpfar=hpfar_for_ipa(ipa),
     )
 
 
-def enter(rmm: Rmm, rec_pa: int, run_pa: int) -> tuple[int, ...]:
+def enter(rmm: RmmState, rec_pa: int, run_pa: int) -> tuple[int, ...]:
     rec = rmm.rec_of(rec_pa)
     if not rmm.is_ns_granule(run_pa):
         raise RmiError(RmiStatus.ERROR_INPUT)
@@ -95,7 +110,9 @@ def enter(rmm: Rmm, rec_pa: int, run_pa: int) -> tuple[int, ...]:
         raise RmiError(RmiStatus.ERROR_REC)
 
     flags = RmiRecEnterFlags(run["enter_flags"] & 0x1F)
+    check_exit_completion_flags(realm, rec, flags)
     complete_pending(rmm, realm, rec, flags, run["enter_gprs"])
+    rec.last_exit_esr = rec.last_exit_hpfar = 0
     rec.running = True
     rmm.current_rec = rec
     try:
@@ -103,11 +120,25 @@ def enter(rmm: Rmm, rec_pa: int, run_pa: int) -> tuple[int, ...]:
     finally:
         rec.running = False
         rmm.current_rec = None
+    if rec_exit.reason == RmiRecExitReason.SYNC:
+        rec.last_exit_esr, rec.last_exit_hpfar = rec_exit.esr, rec_exit.hpfar
     write_exit(rmm, run_pa, rec_exit, run)
     return ()
 
 
-def complete_pending(rmm: Rmm, realm: Realm, rec: Rec, flags: RmiRecEnterFlags, gprs: list[int]) -> None:
+def check_exit_completion_flags(realm: Realm, rec: Rec, flags: RmiRecEnterFlags) -> None:
+    """INJECT_SEA needs a last exit that was a data abort at an unprotected IPA; otherwise
+    EMULATED_MMIO needs one that was an emulatable data abort (ISV set). ERROR_REC if not
+    (digest §2.2 REC_ENTER; TF-RMM complete_sea_insertion, complete_mmio_emulation)."""
+    data_abort = esr_ec(rec.last_exit_esr) == Ec.DABT_LOWER
+    if flags & RmiRecEnterFlags.INJECT_SEA:
+        if not data_abort or realm.addr_in_par(ipa_from_hpfar_far(rec.last_exit_hpfar, 0)):
+            raise RmiError(RmiStatus.ERROR_REC)
+    elif flags & RmiRecEnterFlags.EMULATED_MMIO and not (data_abort and rec.last_exit_esr & ISV):
+        raise RmiError(RmiStatus.ERROR_REC)
+
+
+def complete_pending(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlags, gprs: list[int]) -> None:
     engine = rec.engine
     kind, rec.pending = rec.pending, PendingKind.NONE
     if kind == PendingKind.MMIO:
@@ -145,7 +176,7 @@ def complete_pending(rmm: Rmm, realm: Realm, rec: Rec, flags: RmiRecEnterFlags, 
         engine.set_gpr(1, 0)
 
 
-def run_until_exit(rmm: Rmm, realm: Realm, rec: Rec, flags: RmiRecEnterFlags) -> RecExit:
+def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlags) -> RecExit:
     engine = rec.engine
     while True:
         if rmm.pending_irq:
@@ -172,12 +203,7 @@ def run_until_exit(rmm: Rmm, realm: Realm, rec: Rec, flags: RmiRecEnterFlags) ->
             continue
         if isinstance(trap, InstructionAbortTrap):
             if realm.addr_in_par(trap.ipa) and rmm.ripas_at(realm, trap.ipa)[0] != RmiRipas.EMPTY:
-                return RecExit(
-                    RmiRecExitReason.SYNC,
-                    esr=esr(Ec.IABT_LOWER, DFSC_TRANSLATION_L0 + 3),
-                    far=trap.ipa & GRANULE_MASK,
-                    hpfar=hpfar_for_ipa(trap.ipa),
-                )
+                return stage2_abort_exit(trap.ipa, rmm.ripas_at(realm, trap.ipa)[2], Ec.IABT_LOWER)
             engine.inject_sea(trap.ipa, is_fetch=True)
             rec.injected_in_a_row += 1
             continue
@@ -186,7 +212,7 @@ def run_until_exit(rmm: Rmm, realm: Realm, rec: Rec, flags: RmiRecEnterFlags) ->
             trapped = RmiRecEnterFlags.TRAP_WFE if trap.is_wfe else RmiRecEnterFlags.TRAP_WFI
             if flags & trapped:
                 iss = ISS_WFX_TI_WFE if trap.is_wfe else 0
-                return RecExit(RmiRecExitReason.SYNC, esr=esr(Ec.WFX, iss))
+                return RecExit(RmiRecExitReason.SYNC, esr=esr(Ec.WFX, iss) & REC_EXIT_WFX_ESR_MASK)
             # Untrapped WFI waits for an interrupt; the host's next interrupt ends REC_ENTER.
             return RecExit(RmiRecExitReason.IRQ)
         if isinstance(trap, SvcTrap):
@@ -204,7 +230,7 @@ def run_until_exit(rmm: Rmm, realm: Realm, rec: Rec, flags: RmiRecEnterFlags) ->
         raise AssertionError(f"unexpected trap {trap!r}")
 
 
-def data_abort(rmm: Rmm, realm: Realm, rec: Rec, trap: DataAbortTrap) -> RecExit | None:
+def data_abort(rmm: RmmState, realm: Realm, rec: Rec, trap: DataAbortTrap) -> RecExit | None:
     """Route a stage-2 data abort: SEA into the realm, or a SYNC exit to the host."""
     ipa = trap.ipa
     engine = rec.engine
@@ -224,25 +250,23 @@ def data_abort(rmm: Rmm, realm: Realm, rec: Rec, trap: DataAbortTrap) -> RecExit
     rec.pending = PendingKind.MMIO
     rec.mmio = trap.syndrome
     rec.mmio_is_write = trap.is_write
-    level = realm.stage2.walk(ipa).level
+    walk = realm.stage2.walk(ipa)
+    # A mapped unprotected IPA faults only on what its S2AP forbids: a permission fault.
+    dfsc_base = DFSC_PERMISSION_L0 if walk.entry.kind == s2tte.Kind.ASSIGNED_NS else DFSC_TRANSLATION_L0
     if trap.syndrome is None:
-        return RecExit(
-            RmiRecExitReason.SYNC,
-            esr=esr(Ec.DABT_LOWER, (DFSC_TRANSLATION_L0 + level) | (WNR if trap.is_write else 0)),
-            far=ipa & GRANULE_MASK,
-            hpfar=hpfar_for_ipa(ipa),
-        )
-    gprs = [trap.value] if trap.is_write else []
+        iss = (dfsc_base + walk.level) | (WNR if trap.is_write else 0)
+    else:
+        iss = trap.syndrome.iss(walk.level, dfsc_base)
     return RecExit(
         RmiRecExitReason.SYNC,
-        esr=esr(Ec.DABT_LOWER, trap.syndrome.iss(level)),
+        esr=esr(Ec.DABT_LOWER, iss) & REC_EXIT_EMULATABLE_ABORT_ESR_MASK,
         far=ipa & GRANULE_MASK,
         hpfar=hpfar_for_ipa(ipa),
-        gprs=gprs,
+        gprs=[trap.value] if trap.is_write else [],
     )
 
 
-def write_exit(rmm: Rmm, run_pa: int, rec_exit: RecExit, run: dict[str, object]) -> None:
+def write_exit(rmm: RmmState, run_pa: int, rec_exit: RecExit, run: dict[str, object]) -> None:
     page = bytearray(GRANULE_SIZE)
     RMI_REC_RUN.pack_into(
         page,
