@@ -1,0 +1,168 @@
+"""Apps attest themselves through configfs-tsm: an unmodified busybox `sh -c` pipeline and the
+C client in examples/attest get a CCA token for the challenge they wrote (checked with plain
+cbor2 + `cryptography` and with `unirealm token verify --challenge`), extend REMs through the
+tsm rtmr group, and get Linux's ENXIO where there is no provider (a plain VM, an RME normal VM)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from unirealm.host.image import build_image
+
+from .conftest import PLATFORMS, ROOT, UNIREALM, unirealm_run
+
+CHALLENGE = bytes(range(0x40, 0x80))  # 64 bytes
+SHORT = bytes(range(0xA0, 0xC0))  # 32 bytes: zero-padded to 64 in the token
+ENXIO_TEXT = b"No such device or address"
+
+
+@pytest.fixture(scope="session")
+def attest_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("aarch64-linux-gnu-gcc")
+    if cc is None:
+        pytest.skip("aarch64-linux-gnu-gcc is not installed (make setup installs it)")
+    out = tmp_path_factory.mktemp("attest")
+    subprocess.run([cc, "-static", "-O2", "-o", str(out / "attest"), str(ROOT / "examples/attest/attest.c")],
+                   check=True)
+    image = out / "attest.img"
+    image.write_bytes(build_image((out / "attest").read_bytes(), "attest"))
+    return image
+
+
+def cli(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, UNIREALM_DATA_DIR=str(tmp / "data"))
+    return subprocess.run([*UNIREALM, *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+def cpak(tmp: Path) -> Path:
+    pem = tmp / "cpak.pem"
+    assert cli(tmp, "platform", "export", "--cpak-pub", str(pem)).returncode == 0
+    return pem
+
+
+def sign1_verify(sign1: cbor2.CBORTag, key: ec.EllipticCurvePublicKey, algo: hashes.HashAlgorithm) -> None:
+    protected, _, payload, signature = sign1.value
+    to_be_signed = cbor2.dumps(["Signature1", protected, b"", payload])
+    half = len(signature) // 2
+    der = encode_dss_signature(int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big"))
+    key.verify(der, to_be_signed, ec.ECDSA(algo))
+
+
+def check_token(raw: bytes, tmp: Path, challenge: bytes, rems: list[bytes] | None = None) -> None:
+    """The token read from outblob, decoded with plain cbor2 and checked with `cryptography`,
+    then accepted by `unirealm token verify --challenge` (and refused for another challenge)."""
+    collection = cbor2.loads(raw)
+    assert collection.tag == 399
+    platform_sign1 = cbor2.loads(collection.value[44234])
+    realm_sign1 = cbor2.loads(collection.value[44241])
+    assert platform_sign1.tag == realm_sign1.tag == 18
+    realm = cbor2.loads(realm_sign1.value[2])
+    platform = cbor2.loads(platform_sign1.value[2])
+    assert realm[10] == challenge.ljust(64, b"\0")  # cca-realm-challenge, zero-padded as Linux pads it
+    assert platform[10] == hashlib.sha256(realm[44237]).digest()  # bound to the RAK claim
+    cose_key = cbor2.loads(realm[44237])
+    rak = ec.EllipticCurvePublicNumbers(int.from_bytes(cose_key[-2], "big"), int.from_bytes(cose_key[-3], "big"),
+                                        ec.SECP384R1()).public_key()
+    sign1_verify(realm_sign1, rak, hashes.SHA384())
+    pem = cpak(tmp)
+    key = serialization.load_pem_public_key(pem.read_bytes())
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    sign1_verify(platform_sign1, key, hashes.SHA256() if key.curve.key_size == 256 else hashes.SHA384())
+    if rems is not None:
+        assert list(realm[44239]) == rems
+    path = tmp / "token.cbor"
+    path.write_bytes(raw)
+    ok = cli(tmp, "token", "verify", str(path), "--cpak", str(pem), "--challenge", challenge.hex())
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "verified" in ok.stdout
+    other = cli(tmp, "token", "verify", str(path), "--cpak", str(pem), "--challenge", (b"\1" + challenge[1:]).hex())
+    assert other.returncode == 1 and "cca-realm-challenge" in other.stdout
+
+
+def octal(data: bytes) -> str:
+    return "".join(f"\\{b:03o}" for b in data)
+
+
+def busybox_report(challenge: bytes, name: str = "r0") -> str:
+    d = f"/sys/kernel/config/tsm/report/{name}"
+    return f"mkdir {d} && printf '{octal(challenge)}' > {d}/inblob && cat {d}/outblob | base64"
+
+
+@pytest.mark.parametrize("challenge", [CHALLENGE, SHORT], ids=["64-bytes", "32-bytes"])
+def test_busybox_pipeline_gets_a_token(challenge: bytes, busybox_image: Path, tmp_path: Path) -> None:
+    script = busybox_report(challenge) + "; cat /sys/kernel/config/tsm/report/r0/provider"
+    r = unirealm_run(busybox_image, "--realm", params=f'quiet -- sh -c "{script}"', tmp=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+    *b64, provider = r.stdout.decode().split()
+    assert provider == "arm_cca_guest"
+    check_token(base64.b64decode("".join(b64)), tmp_path, challenge)
+
+
+def test_busybox_reports_are_isolated_and_counted(busybox_image: Path, tmp_path: Path) -> None:
+    """Two reports at once, each with its own inblob; `generation` counts each one's writes;
+    a cached token is made again only after a new write; rmdir removes a report."""
+    other = bytes(range(64))
+    d0, d1 = "/sys/kernel/config/tsm/report/a", "/sys/kernel/config/tsm/report/b"
+    script = (
+        f"mkdir {d0} {d1} && printf '{octal(other)}' > {d0}/inblob && printf '{octal(CHALLENGE)}' > {d1}/inblob"
+        f" && printf '{octal(other)}' > {d0}/inblob && cat {d0}/generation {d1}/generation"
+        f" && cat {d1}/outblob | sha256sum && cat {d1}/outblob | sha256sum && cat {d0}/outblob | base64"
+        f" && rmdir {d0} && ls /sys/kernel/config/tsm/report"
+    )
+    r = unirealm_run(busybox_image, "--realm", params=f'quiet -- sh -c "{script}"', tmp=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+    lines = r.stdout.decode().split("\n")
+    assert lines[:2] == ["2", "1"]
+    assert lines[2] == lines[3]  # read twice, made once
+    assert lines[-2] == "b"
+    check_token(base64.b64decode("".join(lines[4:-2])), tmp_path, other)
+
+
+@pytest.mark.parametrize("platform", ["kvm", "rme"])
+def test_busybox_without_a_provider_gets_enxio(platform: str, busybox_image: Path, tmp_path: Path) -> None:
+    script = busybox_report(CHALLENGE) + "; echo status $?; ls /sys/kernel/config/tsm"
+    r = unirealm_run(busybox_image, *PLATFORMS[platform], params=f'quiet -- sh -c "{script}"', tmp=tmp_path,
+                     timeout=120)
+    error, *rest = r.stdout.decode().split("\n")  # the app's stderr is the console too
+    assert error == "mkdir: can't create directory '/sys/kernel/config/tsm/report/r0': " + ENXIO_TEXT.decode()
+    assert rest == ["status 1", "report", "rtmr", ""]
+
+
+def test_c_client_attests_itself(attest_image: Path, tmp_path: Path) -> None:
+    r = unirealm_run(attest_image, "--realm", params=f"quiet -- report {CHALLENGE.hex()}", tmp=tmp_path)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+    check_token(base64.b64decode(r.stdout), tmp_path, CHALLENGE)
+
+
+@pytest.mark.parametrize("platform", ["kvm", "rme"])
+def test_c_client_not_a_realm(platform: str, attest_image: Path, tmp_path: Path) -> None:
+    r = unirealm_run(attest_image, *PLATFORMS[platform], params=f"quiet -- report {CHALLENGE.hex()}", tmp=tmp_path)
+    assert r.returncode == 1
+    assert r.stdout.startswith(b"attest: mkdir /sys/kernel/config/tsm/report/attest-")
+    assert r.stdout.endswith(b": " + ENXIO_TEXT + b"\n")
+
+
+def test_c_client_refuses_a_short_challenge(attest_image: Path, tmp_path: Path) -> None:
+    """Linux's arm-cca-guest driver wants 32 to 64 bytes: reading outblob fails with EINVAL."""
+    r = unirealm_run(attest_image, "--realm", params="quiet -- report 00112233", tmp=tmp_path)
+    assert r.returncode == 1
+    assert r.stdout.startswith(b"attest: read /sys/kernel/config/tsm/report/attest-")
+    assert r.stdout.endswith(b"/outblob: Invalid argument\n")
+
+
+def _sha256_rem(*values: bytes) -> bytes:
+    rem = bytes(32)
+    for v in values:
+        rem = hashlib.sha256(rem + v).digest()
+    return rem
