@@ -4,6 +4,8 @@
  *   attest report CHALLENGE-HEX     the token for that challenge (32..64 bytes), base64 on stdout
  *   attest extend INDEX DATA-HEX    extend REM[INDEX-1] (INDEX 1..4) with up to 64 bytes
  *
+ * Several commands may follow one another (`attest extend 1 aa extend 1 bb report HEX`);
+ * they run in order and the first failure ends the run.
  * Errors name the file and the errno text and exit 1.
  */
 #include <errno.h>
@@ -150,10 +152,22 @@ static int extend(const char *index, const char *hex)
 
 int main(int argc, char **argv)
 {
-	if (argc == 3 && strcmp(argv[1], "report") == 0)
-		return report(argv[2]);
-	if (argc == 4 && strcmp(argv[1], "extend") == 0)
-		return extend(argv[2], argv[3]);
-	fprintf(stderr, "usage: attest report CHALLENGE-HEX | attest extend INDEX DATA-HEX\n");
+	int i = 1, status = 0;
+	if (argc < 2)
+		goto usage;
+	while (i < argc && status == 0) {
+		if (i + 1 < argc && strcmp(argv[i], "report") == 0) {
+			status = report(argv[i + 1]);
+			i += 2;
+		} else if (i + 2 < argc && strcmp(argv[i], "extend") == 0) {
+			status = extend(argv[i + 1], argv[i + 2]);
+			i += 3;
+		} else {
+			goto usage;
+		}
+	}
+	return status;
+usage:
+	fprintf(stderr, "usage: attest [report CHALLENGE-HEX | extend INDEX DATA-HEX]...\n");
 	return 2;
 }

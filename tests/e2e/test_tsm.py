@@ -161,8 +161,69 @@ def test_c_client_refuses_a_short_challenge(attest_image: Path, tmp_path: Path) 
     assert r.stdout.endswith(b"/outblob: Invalid argument\n")
 
 
-def _sha256_rem(*values: bytes) -> bytes:
+def sha256_rem(*values: bytes) -> bytes:
     rem = bytes(32)
     for v in values:
         rem = hashlib.sha256(rem + v).digest()
     return rem
+
+
+def test_c_client_extends_rems_and_reports_them(attest_image: Path, tmp_path: Path) -> None:
+    a, b, c = b"first app measurement", bytes(64), b"\x01"
+    argv = f"extend 2 {a.hex()} extend 2 {b.hex()} extend 4 {c.hex()} report {CHALLENGE.hex()}"
+    r = unirealm_run(attest_image, "--realm", params=f"quiet -- {argv}", tmp=tmp_path)
+    assert r.returncode == 0, r.stdout.decode(errors="replace")[-2000:]
+    out = r.stdout.decode().split("\n")
+    assert out[:3] == ["extended REM1", "extended REM1", "extended REM3"]
+    zero = bytes(32)
+    check_token(base64.b64decode("".join(out[3:])), tmp_path, CHALLENGE,
+                rems=[zero, sha256_rem(a, b), zero, sha256_rem(c)])
+
+
+def test_busybox_rem_log_replays_to_the_token(busybox_image: Path, tmp_path: Path) -> None:
+    """Extensions through rtmr/ (index, data, status, generation), the kernel's REM log read back,
+    and `token verify --rem-log` / `measure --rem-log --comid` accepting exactly that log."""
+    d = "/sys/kernel/config/tsm/rtmr/m"
+    script = (
+        f"mkdir {d} && cat {d}/allowed_index && echo 1 > {d}/index && printf abc > {d}/data"
+        f" && printf def > {d}/data && cat {d}/status {d}/generation"
+        f" && printf x > /sys/kernel/config/tsm/rtmr/m/data && echo 0x3 > {d}/index && printf ghi > {d}/data"
+        f" && cat /sys/kernel/security/unirealm/rem_log && {busybox_report(CHALLENGE)}"
+    )
+    params = f'quiet -- sh -c "{script}"'
+    r = unirealm_run(busybox_image, "--realm", params=params, tmp=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stdout.decode(errors="replace")[-2000:]
+    lines = r.stdout.decode().split("\n")
+    assert lines[:3] == ["1-4", "0", "3"]
+    log = lines[3:7]
+    assert log == ["REM0 sha-256 616263", "REM0 sha-256 646566", "REM0 sha-256 78", "REM2 sha-256 676869"]
+    zero = bytes(32)
+    check_token(base64.b64decode("".join(lines[7:])), tmp_path, CHALLENGE,
+                rems=[sha256_rem(b"abc", b"def", b"x"), zero, sha256_rem(b"ghi"), zero])
+    (tmp_path / "rem_log").write_text("\n".join(log) + "\n")
+    pem, token = str(cpak(tmp_path)), str(tmp_path / "token.cbor")
+    ok = cli(tmp_path, "token", "verify", token, "--cpak", pem, "--rem-log", str(tmp_path / "rem_log"))
+    assert ok.returncode == 0, ok.stdout
+    (tmp_path / "bad_log").write_text("\n".join(log[:3]) + "\n")
+    bad = cli(tmp_path, "token", "verify", token, "--cpak", pem, "--rem-log", str(tmp_path / "bad_log"))
+    assert bad.returncode == 1 and "REM[2] does not match the reference" in bad.stdout
+    comid = tmp_path / "realm-comid.json"
+    m = cli(tmp_path, "measure", "--realm", "-k", str(busybox_image), f"--params={params}",
+            "--rem-log", str(tmp_path / "rem_log"), "--comid", str(comid))
+    assert m.returncode == 0, m.stderr
+    assert f"REM2 (sha-256): {sha256_rem(b'ghi').hex()}" in m.stdout
+    ok = cli(tmp_path, "token", "verify", token, "--cpak", pem, "--ref", str(comid))
+    assert ok.returncode == 0, ok.stdout
+    m = cli(tmp_path, "measure", "--realm", "-k", str(busybox_image), f"--params={params}",
+            "--rem-log", str(tmp_path / "bad_log"), "--comid", str(comid))
+    bad = cli(tmp_path, "token", "verify", token, "--cpak", pem, "--ref", str(comid))
+    assert bad.returncode == 1 and "REM[2] does not match the reference" in bad.stdout
+
+
+def test_rtmr_refuses_data_before_an_index(busybox_image: Path, tmp_path: Path) -> None:
+    d = "/sys/kernel/config/tsm/rtmr/m"
+    script = (f"mkdir {d} && printf abc > {d}/data; echo 9 > {d}/index; cat {d}/generation"
+              " /sys/kernel/security/unirealm/rem_log")
+    r = unirealm_run(busybox_image, "--realm", params=f'quiet -- sh -c "{script}"', tmp=tmp_path, timeout=120)
+    # no index yet: the data is refused; index 9 is out of range: refused; nothing extended
+    assert r.stdout == b"sh: write error: Invalid argument\n0\n"

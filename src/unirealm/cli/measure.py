@@ -38,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("launch", metavar="LAUNCH.json", nargs="?", help="realm parameters and host operations")
     p.add_argument("--json", action="store_true", help="print the RIM and the log as JSON")
     p.add_argument("--comid", metavar="OUT.json", help="write the realm reference values as a CoMID")
+    p.add_argument("--rem-log", metavar="LOG", help="a REM measurement log: its REMs join the reference values")
     from unirealm.host.cmdline import add_run_arguments
 
     add_run_arguments(p)
@@ -86,16 +87,26 @@ def _measure(args: argparse.Namespace) -> int:
     except LaunchError as exc:
         raise UsageError(f"{source}: {exc}") from None
     algo = "sha-256" if len(log.digest) == 32 else "sha-512"
+    rems = None
+    if args.rem_log:
+        from unirealm.cli.token import rems_of_log
+
+        rems = rems_of_log(args.rem_log, algo)
     if args.comid:
-        comid = realm_comid(log.digest, hash_algo=algo, rpv=launch.params.rpv)
+        comid = realm_comid(log.digest, hash_algo=algo, rpv=launch.params.rpv, rems=rems)
         try:
             Path(args.comid).write_text(json.dumps(comid, indent=2) + "\n")
         except OSError as exc:
             raise UsageError(f"cannot write {args.comid}: {exc.strerror or exc}") from None
     if args.json:
-        print(json.dumps(log_to_json(log), indent=2))
+        out = log_to_json(log)
+        if rems is not None:
+            out["rems"] = [r.hex() for r in rems]
+        print(json.dumps(out, indent=2))
     else:
         print(f"RIM ({algo}): {log.digest.hex()}")
+        for i, rem in enumerate(rems or []):
+            print(f"REM{i} ({algo}): {rem.hex()}")
         print("measurement log:")
         print(log_to_text(log))
     return 0

@@ -12,7 +12,7 @@ with the arm_cca_guest provider, and REM extension for apps.
         data           write-only, up to 64 bytes: extended into REM[index-1] when closed
         status         0 after the last extension, or -errno
         generation     how many times index or data was committed
-    /sys/kernel/security/unirealm/rem_log     every extension, one line: `REMn ALGO HEX`
+    /sys/kernel/security/unirealm/rem_log     every extension (format: arch/remlog.py)
     /sys/bus/platform/devices/arm-cca-dev     present only in a realm (Linux's RSI device)
 
 As Linux: the provider registers only in a realm, and without a provider `mkdir` in
@@ -31,6 +31,7 @@ from typing import Any
 
 from ..arch.cpio import S_IFREG
 from ..arch.memory import GRANULE_SIZE
+from ..arch.remlog import REM_LOG_PATH, RemLogEntry
 from ..arch.rsi import RsiStatus
 from .vfs import O_ACCMODE, O_RDONLY, O_WRONLY, DirInode, FsError, Inode, LinkInode, OpenFile
 
@@ -41,7 +42,6 @@ PROVIDER = "arm_cca_guest"
 REM_INDEXES = range(1, 5)  # RSI_MEASUREMENT_EXTEND indexes 1..4 are REM0..REM3
 GENERATION_MASK = (1 << 64) - 1
 HASH_NAMES = {0: "sha-256", 1: "sha-512"}  # RsiRealmConfig.hash_algo
-REM_LOG_PATH = "/sys/kernel/security/unirealm/rem_log"
 
 
 # --- configfs attributes ------------------------------------------------------------------
@@ -253,7 +253,7 @@ class Tsm:
 
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
-        self.log: list[tuple[int, bytes]] = []  # (RSI index, data) of every extension
+        self.log: list[RemLogEntry] = []
 
     @property
     def provider(self) -> bool:
@@ -303,12 +303,11 @@ class Tsm:
         if status != RsiStatus.SUCCESS:
             self.kernel.log(f"tsm: RSI_MEASUREMENT_EXTEND({index}) returned {status}")
             return -errno.EIO
-        self.log.append((index, data))
+        self.log.append(RemLogEntry(index - 1, HASH_NAMES[self.kernel.realm.hash_algo & 1], data))
         return 0
 
     def rem_log(self) -> bytes:
-        algo = HASH_NAMES.get(self.kernel.realm.hash_algo & 1, "sha-256") if self.kernel.realm else "sha-256"
-        return b"".join(f"REM{index - 1} {algo} {data.hex()}\n".encode() for index, data in self.log)
+        return "".join(e.line() for e in self.log).encode()
 
 
 def mount_tsm(kernel: Any, vfs: Any) -> Tsm:
