@@ -59,14 +59,29 @@ def sign1_verify(sign1: cbor2.CBORTag, key: ec.EllipticCurvePublicKey, algo: has
     key.verify(der, to_be_signed, ec.ECDSA(algo))
 
 
+def split_collection(raw: bytes, tag: int) -> tuple[cbor2.CBORTag, cbor2.CBORTag]:
+    """The platform and realm COSE_Sign1 of a tag-399 ({44234: bstr, 44241: bstr}) or tag-907
+    CMW ({44234: [263, bstr], 44241: [263, bstr]}) collection, with plain cbor2."""
+    collection = cbor2.loads(raw)
+    assert collection.tag == tag
+    assert sorted(collection.value) == [44234, 44241]
+    parts = []
+    for key in (44234, 44241):
+        value = collection.value[key]
+        if tag == 907:
+            assert list(value[:1]) == [263] and len(value) == 2  # application/eat+cwt
+            value = value[1]
+        assert isinstance(value, bytes)
+        sign1 = cbor2.loads(value)
+        assert sign1.tag == 18
+        parts.append(sign1)
+    return parts[0], parts[1]
+
+
 def check_token(raw: bytes, tmp: Path, challenge: bytes, rems: list[bytes] | None = None) -> None:
     """The token read from outblob, decoded with plain cbor2 and checked with `cryptography`,
     then accepted by `unirealm token verify --challenge` (and refused for another challenge)."""
-    collection = cbor2.loads(raw)
-    assert collection.tag == 399
-    platform_sign1 = cbor2.loads(collection.value[44234])
-    realm_sign1 = cbor2.loads(collection.value[44241])
-    assert platform_sign1.tag == realm_sign1.tag == 18
+    platform_sign1, realm_sign1 = split_collection(raw, 399)
     realm = cbor2.loads(realm_sign1.value[2])
     platform = cbor2.loads(platform_sign1.value[2])
     assert realm[10] == challenge.ljust(64, b"\0")  # cca-realm-challenge, zero-padded as Linux pads it
@@ -227,3 +242,66 @@ def test_rtmr_refuses_data_before_an_index(busybox_image: Path, tmp_path: Path) 
     r = unirealm_run(busybox_image, "--realm", params=f'quiet -- sh -c "{script}"', tmp=tmp_path, timeout=120)
     # no index yet: the data is refused; index 9 is out of range: refused; nothing extended
     assert r.stdout == b"sh: write error: Invalid argument\n0\n"
+
+
+@pytest.mark.parametrize("profile", ["realm#1.0.0", "realm#2.0.0"])
+@pytest.mark.parametrize("fmt", ["399", "907"])
+def test_token_format_and_profile_on_request(fmt: str, profile: str, busybox_image: Path, tmp_path: Path) -> None:
+    """`run --realm --token-format F --token-profile P`: the token an app reads is that
+    collection with exactly that profile's claims, each checked with plain cbor2."""
+    params = f'quiet -- sh -c "{busybox_report(CHALLENGE)}"'
+    r = unirealm_run(busybox_image, "--realm", "--token-format", fmt, "--token-profile", profile,
+                     params=params, tmp=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stdout.decode(errors="replace")[-2000:]
+    raw = base64.b64decode(r.stdout)
+    platform_sign1, realm_sign1 = split_collection(raw, int(fmt))
+    assert cbor2.loads(realm_sign1.value[0]) == {1: -35}  # ES384
+    realm = cbor2.loads(realm_sign1.value[2])
+    v2 = profile == "realm#2.0.0"
+    want_keys = [10, 256, 44235, 44237, 44236, 44240, 265, 44238, 44239, 44243] if v2 else \
+        [10, 44235, 44237, 44236, 44240, 265, 44238, 44239]
+    assert list(realm) == want_keys
+    assert realm[265] == ("tag:arm.com,2024:realm#2.0.0" if v2 else "tag:arm.com,2023:realm#1.0.0")
+    assert realm[10] == CHALLENGE
+    assert realm[44235] == bytes(64)  # no --realm-pv
+    assert realm[44236] == "sha-256" and realm[44240] == "sha-256"
+    assert len(realm[44238]) == 32 and [len(m) for m in realm[44239]] == [32] * 4
+    cose_key = cbor2.loads(realm[44237])
+    assert list(cose_key) == [1, -1, -2, -3] and cose_key[1] == 2 and cose_key[-1] == 2  # EC2, P-384
+    if v2:
+        assert len(realm[256]) == 33 and realm[256][0] == 0x01  # UEID, type RAND
+        assert realm[44243] == 0 and type(realm[44243]) is int  # MEC policy: shared (no FEAT_MEC)
+    platform = cbor2.loads(platform_sign1.value[2])
+    assert platform[265] == "tag:arm.com,2023:cca_platform#1.0.0"
+    assert platform[10] == hashlib.sha256(realm[44237]).digest()
+    (tmp_path / "t.cbor").write_bytes(raw)
+    ok = cli(tmp_path, "token", "verify", str(tmp_path / "t.cbor"), "--cpak", str(cpak(tmp_path)),
+             "--challenge", CHALLENGE.hex())
+    assert ok.returncode == 0, ok.stdout
+    assert f"format: tag-{fmt}" in ok.stdout and f"realm profile: {realm[265]}" in ok.stdout
+
+
+@pytest.mark.parametrize("flag", [["--token-format", "907"], ["--token-profile", "realm#2.0.0"]])
+def test_token_options_need_a_realm(flag: list[str], busybox_image: Path, tmp_path: Path) -> None:
+    r = unirealm_run(busybox_image, "--platform", "rme", *flag, params="quiet -- true", tmp=tmp_path)
+    assert r.returncode != 0
+    assert f"{flag[0]} valid only with --realm".encode() in r.stderr
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    (["--token-format", "18"], "unknown token format '18': use 399 or 907"),
+    (["--token-profile", "realm#1.1.0"], "unknown realm token profile 'realm#1.1.0'"),
+])
+def test_bad_token_options_are_refused(flag: list[str], message: str, busybox_image: Path, tmp_path: Path) -> None:
+    r = unirealm_run(busybox_image, "--realm", *flag, params="quiet -- true", tmp=tmp_path)
+    assert r.returncode != 0 and message.encode() in r.stderr
+
+
+def test_token_create_profile(tmp_path: Path) -> None:
+    out = tmp_path / "t.cbor"
+    r = cli(tmp_path, "token", "create", "--challenge", CHALLENGE.hex(), "--format", "907", "--profile",
+            "realm#2.0.0", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    _, realm_sign1 = split_collection(out.read_bytes(), 907)
+    realm = cbor2.loads(realm_sign1.value[2])
+    assert realm[265] == "tag:arm.com,2024:realm#2.0.0" and realm[256][0] == 1 and realm[44243] == 0

@@ -22,6 +22,12 @@ from dataclasses import dataclass
 
 from unirealm.arch.rmi import RmiHashAlgorithm
 from unirealm.arch.rsi import RPV_SIZE
+from unirealm.arch.token import (
+    PROFILE_REALM_1_0,
+    REALM_PROFILES_BY_NAME,
+    TAG_CCA_TOKEN_COLLECTION,
+    TAG_CMW_COLLECTION,
+)
 from unirealm.host.memmap import (
     ARM_MEMORY_AREA,
     MemoryLayoutError,
@@ -37,6 +43,8 @@ DEFAULT_MEASUREMENT_ALGO = "sha256"
 SVE_VL_ALIGN = 128  # bits; the vector length is a multiple of 128
 SVE_VL_MAX = 2048  # bits; the architectural maximum
 PMU_MAX_COUNTERS = 31  # PMUv3 event counters (PMCR_EL0.N is 5 bits)
+
+TOKEN_FORMATS = {"399": TAG_CCA_TOKEN_COLLECTION, "907": TAG_CMW_COLLECTION}
 
 PLATFORMS = ("kvm", "rme")
 CONSOLES = ("serial", "virtio")
@@ -206,6 +214,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--sve-vl", dest="sve_vl", metavar="bits", help="realm SVE vector length (multiple of 128)"
     )
     realm.add_argument("--pmu-counters", dest="pmu_counters", metavar="N", help="realm PMU event counters")
+    realm.add_argument(
+        "--token-format", dest="token_format", metavar="399|907",
+        help="the RMM's CCA token: tag-399 collection (default, RMM 1.0) or tag-907 CMW collection",
+    )
+    realm.add_argument(
+        "--token-profile", dest="token_profile", metavar="realm#1.0.0|realm#2.0.0",
+        help="realm token claims: RMM 1.0-rel0's (default) or RMM 2.0's (instance ID, MEC policy)",
+    )
 
     debug = parser.add_argument_group("Debug options")
     debug.add_argument("--debug", dest="debug", action="store_true", help="same as --loglevel debug")
@@ -245,6 +261,8 @@ class RunConfig:
     irqchip: str = DEFAULT_IRQCHIP
     kaslr_seed: int | None = None
     virtio_transport: str = DEFAULT_VIRTIO_TRANSPORT
+    token_format: int = TAG_CCA_TOKEN_COLLECTION
+    realm_profile: str = PROFILE_REALM_1_0
 
     @property
     def hash_algo(self) -> RmiHashAlgorithm:
@@ -294,6 +312,8 @@ class RunConfig:
                 ("--realm-pv", args.realm_pv),
                 ("--sve-vl", args.sve_vl),
                 ("--pmu-counters", args.pmu_counters),
+                ("--token-format", getattr(args, "token_format", None)),
+                ("--token-profile", getattr(args, "token_profile", None)),
             ):
                 if value is not None:
                     raise CmdlineError(f"{flag} valid only with --realm")
@@ -356,6 +376,13 @@ class RunConfig:
             if not 0 <= kaslr_seed < 1 << 64:
                 raise CmdlineError(f"KASLR seed {args.kaslr_seed} does not fit in 64 bits")
 
+        token_format = getattr(args, "token_format", None) or "399"
+        if token_format not in TOKEN_FORMATS:
+            raise CmdlineError(f"unknown token format {token_format!r}: use 399 or 907")
+        profile = getattr(args, "token_profile", None) or "realm#1.0.0"
+        if profile not in REALM_PROFILES_BY_NAME:
+            raise CmdlineError(f"unknown realm token profile {profile!r}: use realm#1.0.0 or realm#2.0.0")
+
         return cls(
             kernel=args.kernel,
             initrd=args.initrd,
@@ -381,6 +408,8 @@ class RunConfig:
             irqchip=irqchip,
             kaslr_seed=kaslr_seed,
             virtio_transport=transport,
+            token_format=TOKEN_FORMATS[token_format],
+            realm_profile=REALM_PROFILES_BY_NAME[profile],
         )
 
 

@@ -352,9 +352,9 @@ class Vmm:
         rme = self.cfg.realm or self.cfg.platform == "rme"
         machine = Machine(dram_size=self.cfg.ram_size + (128 << 20), rme=rme)
         if rme:
-            from unirealm.rmm.core import Rmm
+            from unirealm.rmm.core import Rmm, RmmConfig
 
-            Rmm(machine.monitor)
+            Rmm(machine.monitor, RmmConfig(token_format=self.cfg.token_format, realm_profile=self.cfg.realm_profile))
             machine.monitor.trace = self._monitor_trace if self.trace else None
         if self.cfg.realm:
             return self.run_realm(machine)
