@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 from pathlib import Path
 
 from unirealm.arch.rmi import RmiHashAlgorithm, RmiRecFlags
@@ -53,6 +54,8 @@ def launch_of_run(args: argparse.Namespace) -> Launch:
 
     try:
         cfg = RunConfig.from_args(args)
+        for note in cfg.notes:
+            print(f"unirealm measure: note: {note}", file=sys.stderr)
         if not cfg.realm:
             raise UsageError("only a realm has a RIM: add --realm")
         vmm = Vmm(cfg, io.BytesIO(), None)
