@@ -44,6 +44,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     add_run_arguments(p)
     p.set_defaults(func=_measure)
+    p.__class__ = type("MeasureParser", (_KvmtoolForm, type(p)), {})
+
+
+class _KvmtoolForm(argparse.ArgumentParser):
+    """`measure [HOST OPTIONS] kvmtool VMM-ARGS...` has options of its own (attest/kvmtool.py):
+    the whole argument list goes there untouched."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        if args is not None and "kvmtool" in args:
+            return argparse.Namespace(func=_measure_kvmtool, kvmtool_argv=list(args)), []
+        return super().parse_known_args(args, namespace)
+
+
+def _measure_kvmtool(args: argparse.Namespace) -> int:
+    import base64
+
+    from unirealm.attest.kvmtool import measure_kvmtool
+
+    try:
+        result = measure_kvmtool(args.kvmtool_argv)
+        log = measure_launch(result.launch)
+    except LaunchError as exc:
+        raise UsageError(str(exc)) from None
+    if result.output_dtb:
+        try:
+            Path(result.output_dtb).write_bytes(result.dtb)
+        except OSError as exc:
+            raise UsageError(f"cannot write {result.output_dtb}: {exc.strerror or exc}") from None
+    for name, value in (("RIM", log.digest), *((f"REM{i}", b"") for i in range(4))):
+        value = value.ljust(64, b"\0")  # the RMM's 64-byte measurement registers, as the tool prints them
+        print(f"{name}: {base64.b64encode(value).decode() if result.print_b64 else value.hex()}")
+    return 0
 
 
 def launch_of_run(args: argparse.Namespace) -> Launch:
