@@ -38,6 +38,11 @@ REALM_MEC_POLICY = 44243  # 1.1-alp and 2.0
 
 PROFILE_REALM_1_0 = "tag:arm.com,2023:realm#1.0.0"
 PROFILE_REALM_2_0 = "tag:arm.com,2024:realm#2.0.0"
+REALM_PROFILES_BY_NAME = {"realm#1.0.0": PROFILE_REALM_1_0, "realm#2.0.0": PROFILE_REALM_2_0}
+# cca-realm-mec-policy values (DEN0137 2.0): the realm shares the default MECID, or has its own.
+MEC_POLICY_SHARED = 0
+MEC_POLICY_PRIVATE = 1
+UEID_TYPE_RAND = 0x01  # a realm instance ID: UEID type RAND + 32 bytes (33 bytes in all)
 
 # --- platform claims -------------------------------------------------------------------
 PLATFORM_PROFILE = 265

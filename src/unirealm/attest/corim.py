@@ -5,7 +5,8 @@ Realm reference values: one reference-values triple whose environment class id i
 RIM, with measurements `cca.rim`, `cca.rem0`..`cca.rem3` (digests) and `cca.rpv` (raw
 bytes). Platform endorsement: reference values for the software components
 (`cca.software-component`: name = measurement type, digest = measurement value,
-cryptokeys = signer ID) and the platform config, and an attester-verification-keys triple
+cryptokeys = signer ID) and the platform config (`cca.platform-config`: raw-value with the
+raw-value-mask Veraison's CCA platform profile requires beside it; all ones: every bit counts), and an attester-verification-keys triple
 binding the CPAK (PEM) to the implementation and instance IDs.
 
 Encodings follow Veraison's JSON: byte values are standard base64; digests are
@@ -151,7 +152,10 @@ def platform_comid(
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     measurements = [_sw_component(c, i) for i, c in enumerate(sw_components)]
     if platform_config is not None:
-        measurements.append(_measurement("cca.platform-config", {"raw-value": _typed_bytes(platform_config)}))
+        measurements.append(_measurement("cca.platform-config", {
+            "raw-value": _typed_bytes(platform_config),
+            "raw-value-mask": _b64(b"\xff" * len(platform_config)),
+        }))
     env_class = {"class": {"id": _typed_bytes(implementation_id)}}
     return {
         "tag-identity": _tag_identity(tag_id, implementation_id, instance_id),

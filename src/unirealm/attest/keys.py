@@ -76,6 +76,21 @@ def _from_jwk(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey | ec.Elliptic
     return public
 
 
+def public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """The RFC 7518 §6.2.1 JWK of an EC public key (the form evcli and Veraison read)."""
+    names = {cls.name: crv for crv, cls in JWK_CURVES.items()}
+    crv = names.get(key.curve.name)
+    if crv is None:
+        raise AttestKeyError(f"no JWK curve name for {key.curve.name}")
+    size = _coordinate_size(key.curve)
+    numbers = key.public_numbers()
+
+    def b64url(n: int) -> str:
+        return base64.urlsafe_b64encode(n.to_bytes(size, "big")).decode().rstrip("=")
+
+    return {"kty": "EC", "crv": crv, "x": b64url(numbers.x), "y": b64url(numbers.y)}
+
+
 def load_private_key(data: bytes) -> ec.EllipticCurvePrivateKey:
     """An EC private key from PEM, DER or a JWK with `d`."""
     key = _load_any(data)

@@ -35,6 +35,7 @@ class ReferenceValues:
     rpv: bytes | None = None
     implementation_id: bytes | None = None
     platform_config: bytes | None = None
+    platform_config_mask: bytes | None = None  # the bits of platform_config that count (CoMID raw-value-mask)
     sw_components: list[dict[int, Any]] | None = None  # every token component must match one
 
 
@@ -136,6 +137,10 @@ def _comid(obj: Mapping[str, Any], ref: ReferenceValues) -> None:
                 ref.rpv = _typed_bytes(mval.get("raw-value"), key)
             elif key == "cca.platform-config":
                 ref.platform_config = _typed_bytes(mval.get("raw-value"), key)
+                if "raw-value-mask" in mval:
+                    ref.platform_config_mask = _b64(mval["raw-value-mask"], f"{key} raw-value-mask")
+                    if len(ref.platform_config_mask) != len(ref.platform_config):
+                        raise ReferenceValuesError(f"{key}: raw-value-mask is not as long as raw-value")
             elif key == "cca.software-component":
                 comp: dict[int, Any] = {t.SWC_MEASUREMENT_VALUE: _digest(mval, key)}
                 if "name" in mval:
@@ -184,6 +189,15 @@ def _component_matches(ref: Mapping[int, Any], comp: Mapping[Any, Any]) -> bool:
     return all(comp.get(key) == value for key, value in ref.items())
 
 
+def _config_matches(ref: ReferenceValues, config: Any) -> bool:
+    assert ref.platform_config is not None
+    if ref.platform_config_mask is None:
+        return config == ref.platform_config
+    if not isinstance(config, bytes) or len(config) != len(ref.platform_config):
+        return False
+    return all((a ^ b) & m == 0 for a, b, m in zip(config, ref.platform_config, ref.platform_config_mask, strict=True))
+
+
 def compare_reference_values(
     ref: ReferenceValues, platform: Mapping[Any, Any], realm: Mapping[Any, Any] | None
 ) -> list[Problem]:
@@ -206,7 +220,7 @@ def compare_reference_values(
         and platform.get(t.PLATFORM_IMPLEMENTATION_ID) != ref.implementation_id
     ):
         problems.append(Problem("cca-platform-implementation-id", "does not match the reference"))
-    if ref.platform_config is not None and platform.get(t.PLATFORM_CONFIG) != ref.platform_config:
+    if ref.platform_config is not None and not _config_matches(ref, platform.get(t.PLATFORM_CONFIG)):
         problems.append(Problem("cca-platform-config", "does not match the reference"))
     if ref.sw_components is not None:
         comps = platform.get(t.PLATFORM_SW_COMPONENTS)

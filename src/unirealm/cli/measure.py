@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 from pathlib import Path
 
 from unirealm.arch.rmi import RmiHashAlgorithm, RmiRecFlags
@@ -38,10 +39,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("launch", metavar="LAUNCH.json", nargs="?", help="realm parameters and host operations")
     p.add_argument("--json", action="store_true", help="print the RIM and the log as JSON")
     p.add_argument("--comid", metavar="OUT.json", help="write the realm reference values as a CoMID")
+    p.add_argument("--rem-log", metavar="LOG", help="a REM measurement log: its REMs join the reference values")
     from unirealm.host.cmdline import add_run_arguments
 
     add_run_arguments(p)
     p.set_defaults(func=_measure)
+    p.__class__ = type("MeasureParser", (_KvmtoolForm, type(p)), {})
+
+
+class _KvmtoolForm(argparse.ArgumentParser):
+    """`measure [HOST OPTIONS] kvmtool VMM-ARGS...` has options of its own (attest/kvmtool.py):
+    the whole argument list goes there untouched."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        if args is not None and "kvmtool" in args:
+            return argparse.Namespace(func=_measure_kvmtool, kvmtool_argv=list(args)), []
+        return super().parse_known_args(args, namespace)
+
+
+def _measure_kvmtool(args: argparse.Namespace) -> int:
+    import base64
+
+    from unirealm.attest.kvmtool import measure_kvmtool
+
+    try:
+        result = measure_kvmtool(args.kvmtool_argv)
+        log = measure_launch(result.launch)
+    except LaunchError as exc:
+        raise UsageError(str(exc)) from None
+    if result.output_dtb:
+        try:
+            Path(result.output_dtb).write_bytes(result.dtb)
+        except OSError as exc:
+            raise UsageError(f"cannot write {result.output_dtb}: {exc.strerror or exc}") from None
+    for name, value in (("RIM", log.digest), *((f"REM{i}", b"") for i in range(4))):
+        value = value.ljust(64, b"\0")  # the RMM's 64-byte measurement registers, as the tool prints them
+        print(f"{name}: {base64.b64encode(value).decode() if result.print_b64 else value.hex()}")
+    return 0
 
 
 def launch_of_run(args: argparse.Namespace) -> Launch:
@@ -52,6 +86,8 @@ def launch_of_run(args: argparse.Namespace) -> Launch:
 
     try:
         cfg = RunConfig.from_args(args)
+        for note in cfg.notes:
+            print(f"unirealm measure: note: {note}", file=sys.stderr)
         if not cfg.realm:
             raise UsageError("only a realm has a RIM: add --realm")
         vmm = Vmm(cfg, io.BytesIO(), None)
@@ -86,16 +122,26 @@ def _measure(args: argparse.Namespace) -> int:
     except LaunchError as exc:
         raise UsageError(f"{source}: {exc}") from None
     algo = "sha-256" if len(log.digest) == 32 else "sha-512"
+    rems = None
+    if args.rem_log:
+        from unirealm.cli.token import rems_of_log
+
+        rems = rems_of_log(args.rem_log, algo)
     if args.comid:
-        comid = realm_comid(log.digest, hash_algo=algo, rpv=launch.params.rpv)
+        comid = realm_comid(log.digest, hash_algo=algo, rpv=launch.params.rpv, rems=rems)
         try:
             Path(args.comid).write_text(json.dumps(comid, indent=2) + "\n")
         except OSError as exc:
             raise UsageError(f"cannot write {args.comid}: {exc.strerror or exc}") from None
     if args.json:
-        print(json.dumps(log_to_json(log), indent=2))
+        out = log_to_json(log)
+        if rems is not None:
+            out["rems"] = [r.hex() for r in rems]
+        print(json.dumps(out, indent=2))
     else:
         print(f"RIM ({algo}): {log.digest.hex()}")
+        for i, rem in enumerate(rems or []):
+            print(f"REM{i} ({algo}): {rem.hex()}")
         print("measurement log:")
         print(log_to_text(log))
     return 0

@@ -2,7 +2,8 @@
 
 `show` prints the platform identity (created on first use in the user's data directory).
 `export --cpak-pub FILE.pem` writes the CPAK public key a verifier needs to check platform
-tokens; `--comid FILE.json` writes the platform endorsement as a CoMID.
+tokens (`--cpak-jwk FILE.json` as a JWK, the form evcli and Veraison take); `--comid
+FILE.json` writes the platform endorsement as a CoMID.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     show.set_defaults(func=run_show)
     export = sub.add_parser("export", help="write the platform's endorsement for a verifier")
     export.add_argument("--cpak-pub", type=Path, help="write the CPAK public key (PEM)")
+    export.add_argument("--cpak-jwk", type=Path, help="write the CPAK public key (JWK)")
     export.add_argument("--comid", type=Path, help="write the platform endorsement CoMID (JSON)")
     export.set_defaults(func=run_export)
 
@@ -64,13 +66,18 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    if args.cpak_pub is None and args.comid is None:
-        raise UsageError("nothing to export: give --cpak-pub FILE.pem and/or --comid FILE.json")
+    if args.cpak_pub is None and args.cpak_jwk is None and args.comid is None:
+        raise UsageError("nothing to export: give --cpak-pub FILE.pem, --cpak-jwk FILE.json and/or --comid FILE.json")
     ident = _rot().identity
     try:
         if args.cpak_pub is not None:
             args.cpak_pub.write_bytes(ident.cpak_public_pem)
             print(f"wrote CPAK public key to {args.cpak_pub}")
+        if args.cpak_jwk is not None:
+            from unirealm.attest.keys import public_jwk
+
+            args.cpak_jwk.write_text(json.dumps(public_jwk(ident.cpak.public_key()), indent=2) + "\n")
+            print(f"wrote CPAK public key (JWK) to {args.cpak_jwk}")
         if args.comid is not None:
             from unirealm.attest.corim import platform_comid
 

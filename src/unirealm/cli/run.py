@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = RunConfig.from_args(args)
     except CmdlineError as exc:
         raise UsageError(str(exc)) from None
+    for note in cfg.notes:
+        print(f"unirealm run: note: {note}", file=sys.stderr)
     level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
     logging.basicConfig(level=level.get(cfg.loglevel, logging.WARNING), format="  %(levelname)s: %(message)s")
     trace = (lambda line: print(f"  trace: {line}", file=sys.stderr, flush=True)) if cfg.trace else None

@@ -1,9 +1,10 @@
 """`unirealm token`: decode, verify and create CCA attestation tokens.
 
 `decode FILE [--json]` prints the format, profiles and claims (Veraison's claim names).
-`verify FILE --cpak KEY [--challenge HEX] [--ref REF.json] [--strict] [--json]` exits 0
-when the token verifies, 1 when it does not (one line per reason), 2 when the input
-cannot be read as a token or the options are wrong.
+`verify FILE --cpak KEY [--challenge HEX] [--ref REF.json] [--rem-log LOG] [--strict] [--json]`
+exits 0 when the token verifies, 1 when it does not (one line per reason), 2 when the input
+cannot be read as a token or the options are wrong. evcli's spelling works too:
+`verify -t FILE -k KEY [-c CLAIMS.json]` (`-c` writes the claims of a verified token as JSON).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from unirealm.arch import token as t
+from unirealm.arch.remlog import RemLogError, parse_rem_log, replay
 from unirealm.attest.claims import (
     PLATFORM_NAMES,
     REALM_NAMES,
@@ -28,7 +30,7 @@ from unirealm.attest.claims import (
     validate_realm_claims,
 )
 from unirealm.attest.keys import AttestKeyError, load_public_key
-from unirealm.attest.refvals import ReferenceValuesError, reference_values_from_json
+from unirealm.attest.refvals import ReferenceValues, ReferenceValuesError, reference_values_from_json
 from unirealm.attest.verify import CcaToken, decode_token, verify_token
 from unirealm.cli import token_create
 from unirealm.cli.main import UsageError
@@ -45,10 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     d.set_defaults(func=_decode)
 
     v = sub.add_parser("verify", help="verify a CCA token's signatures, binding and claims")
-    v.add_argument("file", metavar="FILE", help="CCA token")
-    v.add_argument("--cpak", required=True, metavar="KEY", help="CPAK: PEM public/private key or JWK")
+    v.add_argument("file", metavar="FILE", nargs="?", help="CCA token")
+    v.add_argument("-t", "--token", dest="token_file", metavar="FILE", help="CCA token (evcli's spelling)")
+    v.add_argument("--cpak", "-k", "--key", dest="cpak", required=True, metavar="KEY",
+                   help="CPAK: PEM public/private key or JWK")
+    v.add_argument("-c", "--claims", metavar="CLAIMS.json", help="write the claims of a verified token as JSON")
     v.add_argument("--challenge", metavar="HEX", help="the realm challenge the relying party sent")
     v.add_argument("--ref", metavar="REF.json", help="reference values (plain JSON or CoMID)")
+    v.add_argument("--rem-log", metavar="LOG", help="a REM measurement log to replay: the token's REMs must equal it")
     v.add_argument("--strict", action="store_true", help="fail on measurements longer than the hash")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(func=_verify)
@@ -142,7 +148,19 @@ def _decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def rems_of_log(path: str, algorithm: Any = None) -> list[bytes]:
+    """The REMs a measurement log (arch/remlog.py) replays to, for the realm's algorithm."""
+    try:
+        text = _read(path, "REM log").decode()
+        return replay(parse_rem_log(text), algorithm if isinstance(algorithm, str) else None)
+    except (RemLogError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--rem-log {path}: {exc}") from None
+
+
 def _verify(args: argparse.Namespace) -> int:
+    if (args.file is None) == (args.token_file is None):
+        raise UsageError("give the token once: FILE or -t/--token FILE")
+    args.file = args.file or args.token_file
     try:
         cpak = load_public_key(_read(args.cpak, "CPAK"))
     except AttestKeyError as exc:
@@ -163,10 +181,18 @@ def _verify(args: argparse.Namespace) -> int:
             kind = "" if isinstance(exc, ReferenceValuesError) else "not valid JSON: "
             raise UsageError(f"--ref {args.ref}: {kind}{exc}") from None
     token = _load_token(args.file)
+    if args.rem_log is not None:
+        reference = reference or ReferenceValues()
+        reference.rems = rems_of_log(args.rem_log, token.realm.claims.get(t.REALM_HASH_ALGO_ID) if token.realm else None)
     try:
         result = verify_token(token, cpak, challenge=challenge, reference=reference, strict=args.strict)
     except Exception as exc:  # malformed input must never end in a traceback
         raise UsageError(f"{args.file}: malformed token ({type(exc).__name__}: {exc})") from None
+    if args.claims is not None and result.ok:
+        try:
+            Path(args.claims).write_text(json.dumps(_claims_json(token), indent=2) + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.claims}: {exc.strerror or exc}") from None
     if args.json:
         out = {
             "verified": result.ok,

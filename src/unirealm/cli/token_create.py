@@ -13,7 +13,12 @@ from pathlib import Path
 
 from unirealm.arch.rmi import RmiHashAlgorithm
 from unirealm.arch.rsi import CHALLENGE_SIZE, MAX_MEASUREMENT_SIZE, RPV_SIZE
-from unirealm.arch.token import REALM_INITIAL_MEASUREMENT, TAG_CCA_TOKEN_COLLECTION, TAG_CMW_COLLECTION
+from unirealm.arch.token import (
+    REALM_INITIAL_MEASUREMENT,
+    REALM_PROFILES_BY_NAME,
+    TAG_CCA_TOKEN_COLLECTION,
+    TAG_CMW_COLLECTION,
+)
 from unirealm.cli.main import UsageError
 
 ALGOS = {"sha256": RmiHashAlgorithm.SHA_256, "sha512": RmiHashAlgorithm.SHA_512}
@@ -53,6 +58,8 @@ def register(token_sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--measurement-algo", choices=sorted(ALGOS), default="sha256")
     p.add_argument("--rem", action="append", default=[], metavar="INDEX:HEX", help="extend REM INDEX (1..4)")
     p.add_argument("--format", choices=["399", "907"], default="399", help="CCA collection: tag 399 or CMW tag 907")
+    p.add_argument("--profile", choices=sorted(REALM_PROFILES_BY_NAME), default="realm#1.0.0",
+                   help="realm token claims: RMM 1.0-rel0's or RMM 2.0's (instance ID, MEC policy)")
     p.add_argument("--trace", action="store_true", help="print each RMI/RSI call with its arguments and result")
     p.set_defaults(func=run)
 
@@ -70,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         hash_algo=ALGOS[args.measurement_algo],
         rems=rems,
         token_format=TAG_CMW_COLLECTION if args.format == "907" else TAG_CCA_TOKEN_COLLECTION,
+        realm_profile=REALM_PROFILES_BY_NAME[args.profile],
     )
     trace = (lambda line: print(line, file=sys.stderr)) if args.trace else None
     try:

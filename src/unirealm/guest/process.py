@@ -846,6 +846,9 @@ def build_vfs(kernel: Any) -> tuple[Vfs, str | None]:
     cpu = kernel.cpu
     Clock.now_ns = staticmethod(kernel.realtime_ns)  # type: ignore[method-assign]
     vfs = Vfs()
+    from .tsm import mount_tsm
+
+    mount_tsm(kernel, vfs)
     names = cpu.image_files()
     meta: dict[str, Any] = {}
     if ROOTFS_META in names:

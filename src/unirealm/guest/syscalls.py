@@ -829,7 +829,7 @@ class Syscalls(SocketCalls):
         parent, name, _ = self.vfs.parent_of(path, self.base_dir(dirfd, path))
         if parent.get(name) is not None:
             return -errno.EEXIST
-        parent.add(name, DirInode(mode & ~self.umask & 0o7777))
+        parent.mkdir(name, mode & ~self.umask & 0o7777)
         return 0
 
     def sys_unlinkat(self, dirfd: int, pathp: int, flags: int, *_: int) -> int:
@@ -841,7 +841,7 @@ class Syscalls(SocketCalls):
         if flags & AT_REMOVEDIR:
             if not isinstance(node, DirInode):
                 return -errno.ENOTDIR
-            if node.children:
+            if not node.empty():
                 return -errno.ENOTEMPTY
         elif isinstance(node, DirInode):
             return -errno.EISDIR

@@ -130,6 +130,13 @@ class DirInode(Inode):
         return DirFile(self, flags, path)
 
     # Changes to the directory's entries (a 9p directory sends them to its server).
+    def mkdir(self, name: str, mode: int) -> None:
+        self.add(name, DirInode(mode))
+
+    def empty(self) -> bool:
+        """May rmdir remove it?"""
+        return not self.children
+
     def remove(self, name: str, node: Inode) -> None:
         if self.dynamic is not None:
             raise FsError(errno.EPERM)

@@ -17,7 +17,7 @@ from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.rmi import RmiHashAlgorithm, RmiRecExitReason
 from unirealm.arch.rsi import CHALLENGE_SIZE, bytes_to_regs
 from unirealm.arch.smccc import PsciFid
-from unirealm.arch.token import TAG_CCA_TOKEN_COLLECTION
+from unirealm.arch.token import PROFILE_REALM_1_0, TAG_CCA_TOKEN_COLLECTION
 from unirealm.host.memmap import ARM_MEMORY_AREA, ipa_bits_for
 from unirealm.machine.board import Machine
 from unirealm.rmm.core import Rmm, RmmConfig
@@ -56,6 +56,7 @@ class TokenRequest:
     hash_algo: int = RmiHashAlgorithm.SHA_256
     rems: list[tuple[int, bytes]] = field(default_factory=list)  # (REM index 1..4, value <= 64 B)
     token_format: int = TAG_CCA_TOKEN_COLLECTION
+    realm_profile: str = PROFILE_REALM_1_0
 
 
 @dataclass
@@ -72,7 +73,7 @@ def create_token(
     request: TokenRequest, trace: Callable[[str], None] | None = None, machine: Machine | None = None
 ) -> TokenResult:
     machine = machine or Machine(dram_size=64 << 20)
-    Rmm(machine.monitor, RmmConfig(token_format=request.token_format))
+    Rmm(machine.monitor, RmmConfig(token_format=request.token_format, realm_profile=request.realm_profile))
     machine.monitor.trace = trace
     image = attest_image()
     vm = RealmVm(

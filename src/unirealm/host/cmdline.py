@@ -22,6 +22,12 @@ from dataclasses import dataclass
 
 from unirealm.arch.rmi import RmiHashAlgorithm
 from unirealm.arch.rsi import RPV_SIZE
+from unirealm.arch.token import (
+    PROFILE_REALM_1_0,
+    REALM_PROFILES_BY_NAME,
+    TAG_CCA_TOKEN_COLLECTION,
+    TAG_CMW_COLLECTION,
+)
 from unirealm.host.memmap import (
     ARM_MEMORY_AREA,
     MemoryLayoutError,
@@ -37,6 +43,8 @@ DEFAULT_MEASUREMENT_ALGO = "sha256"
 SVE_VL_ALIGN = 128  # bits; the vector length is a multiple of 128
 SVE_VL_MAX = 2048  # bits; the architectural maximum
 PMU_MAX_COUNTERS = 31  # PMUv3 event counters (PMCR_EL0.N is 5 bits)
+
+TOKEN_FORMATS = {"399": TAG_CCA_TOKEN_COLLECTION, "907": TAG_CMW_COLLECTION}
 
 PLATFORMS = ("kvm", "rme")
 CONSOLES = ("serial", "virtio")
@@ -71,6 +79,16 @@ DEFAULT_HOST_IP = "192.168.33.1"
 DEFAULT_GUEST_MAC = "02:15:15:15:15:15"  # the last byte grows by one per NIC
 DEFAULT_SCRIPT = "none"
 NET_TRANSPORTS = ("mmio", "mmio-legacy", "pci", "pci-legacy")
+
+# kvmtool flags CCA guides pass that change nothing on this model: (flag, dest, why).
+IGNORED_FLAGS = (
+    ("--no-pvtime", "no_pvtime", "no stolen-time device is modelled"),
+    ("--disable-mte", "disable_mte", "the vCPU has no MTE"),
+)
+IGNORED_DEBUG_FLAGS = (
+    ("--debug-single-step", "debug_single_step", "no KVM single-stepping here"),
+    ("--debug-ioport", "debug_ioport", "arm64 has no I/O ports"),
+)
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
@@ -136,7 +154,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="image|dir",
-        help="disk image or rootfs dir",
+        help=argparse.SUPPRESS,  # no block device is modelled: refused by the VMM
     )
     basic.add_argument(
         "--9p",
@@ -147,7 +165,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="share a directory over 9p",
     )
     basic.add_argument(
-        "--console", dest="console", metavar="serial|virtio", help="console device (default serial)"
+        "--console", dest="console", metavar="serial", help="console device: serial (the only one modelled)"
     )
     basic.add_argument(
         "--nodefaults",
@@ -180,10 +198,16 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
     arch = parser.add_argument_group("Arm options")
     arch.add_argument(
-        "--irqchip", dest="irqchip", metavar="gicv2|gicv2m|gicv3|gicv3-its", help="interrupt controller"
+        "--irqchip", dest="irqchip", metavar="gicv3", help="interrupt controller: gicv3 (the only one modelled)"
     )
     arch.add_argument("--kaslr-seed", dest="kaslr_seed", metavar="seed", help="/chosen/kaslr-seed value")
     arch.add_argument("--disable-sve", dest="disable_sve", action="store_true", help="disable SVE")
+    arch.add_argument("--force-pci", dest="force_pci", action="store_true",
+                      help=argparse.SUPPRESS)  # refused: there is no PCI
+    for flag, dest, what in IGNORED_FLAGS:
+        arch.add_argument(flag, dest=dest, action="store_true", help=f"accepted, changes nothing ({what})")
+    arch.add_argument("--vcpu-affinity", dest="vcpu_affinity", metavar="cpulist",
+                      help="accepted, changes nothing (the vCPUs run in the VMM's own thread)")
     arch.add_argument(
         "--dump-dtb", dest="dump_dtb", metavar="FILE", help="write the generated device tree to FILE"
     )
@@ -206,9 +230,22 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--sve-vl", dest="sve_vl", metavar="bits", help="realm SVE vector length (multiple of 128)"
     )
     realm.add_argument("--pmu-counters", dest="pmu_counters", metavar="N", help="realm PMU event counters")
+    realm.add_argument(
+        "--token-format", dest="token_format", metavar="399|907",
+        help="the RMM's CCA token: tag-399 collection (default, RMM 1.0) or tag-907 CMW collection",
+    )
+    realm.add_argument(
+        "--token-profile", dest="token_profile", metavar="realm#1.0.0|realm#2.0.0",
+        help="realm token claims: RMM 1.0-rel0's (default) or RMM 2.0's (instance ID, MEC policy)",
+    )
 
     debug = parser.add_argument_group("Debug options")
     debug.add_argument("--debug", dest="debug", action="store_true", help="same as --loglevel debug")
+    for flag, dest, what in IGNORED_DEBUG_FLAGS:
+        debug.add_argument(flag, dest=dest, action="store_true", help=f"accepted, changes nothing ({what})")
+    debug.add_argument("--debug-iodelay", dest="debug_iodelay", metavar="N",
+                       help="accepted, changes nothing (no I/O delay is emulated)")
+    debug.add_argument("--debug-mmio", dest="debug_mmio", action="store_true", help="same as --trace mmio")
     debug.add_argument(
         "--trace",
         dest="trace",
@@ -245,6 +282,9 @@ class RunConfig:
     irqchip: str = DEFAULT_IRQCHIP
     kaslr_seed: int | None = None
     virtio_transport: str = DEFAULT_VIRTIO_TRANSPORT
+    token_format: int = TAG_CCA_TOKEN_COLLECTION
+    realm_profile: str = PROFILE_REALM_1_0
+    notes: tuple[str, ...] = ()  # one line each, for stderr: flags accepted that change nothing
 
     @property
     def hash_algo(self) -> RmiHashAlgorithm:
@@ -294,6 +334,8 @@ class RunConfig:
                 ("--realm-pv", args.realm_pv),
                 ("--sve-vl", args.sve_vl),
                 ("--pmu-counters", args.pmu_counters),
+                ("--token-format", getattr(args, "token_format", None)),
+                ("--token-profile", getattr(args, "token_profile", None)),
             ):
                 if value is not None:
                     raise CmdlineError(f"{flag} valid only with --realm")
@@ -356,6 +398,23 @@ class RunConfig:
             if not 0 <= kaslr_seed < 1 << 64:
                 raise CmdlineError(f"KASLR seed {args.kaslr_seed} does not fit in 64 bits")
 
+        token_format = getattr(args, "token_format", None) or "399"
+        if token_format not in TOKEN_FORMATS:
+            raise CmdlineError(f"unknown token format {token_format!r}: use 399 or 907")
+        profile = getattr(args, "token_profile", None) or "realm#1.0.0"
+        if profile not in REALM_PROFILES_BY_NAME:
+            raise CmdlineError(f"unknown realm token profile {profile!r}: use realm#1.0.0 or realm#2.0.0")
+
+        if getattr(args, "force_pci", False):
+            raise CmdlineError("--force-pci: no PCI bus is modelled; virtio devices use virtio-mmio")
+        notes = [f"{flag}: accepted, changes nothing ({what})"
+                 for flag, dest, what in IGNORED_FLAGS + IGNORED_DEBUG_FLAGS if getattr(args, dest, False)]
+        for flag, dest, what in (("--vcpu-affinity", "vcpu_affinity", "the vCPUs run in the VMM's own thread"),
+                                 ("--debug-iodelay", "debug_iodelay", "no I/O delay is emulated")):
+            if getattr(args, dest, None) is not None:
+                notes.append(f"{flag}: accepted, changes nothing ({what})")
+        trace = parse_trace(args.trace) | ({"mmio"} if getattr(args, "debug_mmio", False) else set())
+
         return cls(
             kernel=args.kernel,
             initrd=args.initrd,
@@ -374,13 +433,16 @@ class RunConfig:
             nodefaults=bool(args.nodefaults),
             loglevel=loglevel,
             dump_dtb=args.dump_dtb,
-            trace=parse_trace(args.trace),
+            trace=trace,
             shares_9p=tuple(parse_9p(a) for a in args.shares_9p),
             networks=parse_networks(args.networks),
             disks=tuple(_nonempty(d, "-d/--disk") for d in args.disks),
             irqchip=irqchip,
             kaslr_seed=kaslr_seed,
             virtio_transport=transport,
+            token_format=TOKEN_FORMATS[token_format],
+            realm_profile=REALM_PROFILES_BY_NAME[profile],
+            notes=tuple(notes),
         )
 
 

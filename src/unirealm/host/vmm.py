@@ -166,6 +166,8 @@ class Vmm:
             raise VmmError("only the serial console is available (--console serial)")
         if cfg.disks:
             raise VmmError("virtio block devices (-d) are not available in this release")
+        if cfg.irqchip != "gicv3":
+            raise VmmError(f"--irqchip {cfg.irqchip}: only the GICv3 (without ITS) is modelled; use --irqchip gicv3")
         for nic in cfg.nics:
             if nic.mode == "tap":
                 raise VmmError("-n mode=tap: this VMM does not create tap devices; use -n mode=user")
@@ -211,7 +213,7 @@ class Vmm:
         space = VirtioMmioSpace()
         virtio_nodes = self._add_9p_devices(irqs, space) + self._add_net_devices(irqs, space)
         fdt_cfg = FdtConfig.for_layout(self.layout, nrcpus=cfg.nrcpus, bootargs=self.bootargs, serials=self.serials,
-                                       virtio_mmio=virtio_nodes)
+                                       virtio_mmio=virtio_nodes, kaslr_seed=cfg.kaslr_seed)
         self.dtb = generate_fdt(dataclasses.replace(fdt_cfg, rtc=(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE)))
         if cfg.dump_dtb:
             dump_dtb(cfg.dump_dtb, self.dtb)
@@ -352,9 +354,9 @@ class Vmm:
         rme = self.cfg.realm or self.cfg.platform == "rme"
         machine = Machine(dram_size=self.cfg.ram_size + (128 << 20), rme=rme)
         if rme:
-            from unirealm.rmm.core import Rmm
+            from unirealm.rmm.core import Rmm, RmmConfig
 
-            Rmm(machine.monitor)
+            Rmm(machine.monitor, RmmConfig(token_format=self.cfg.token_format, realm_profile=self.cfg.realm_profile))
             machine.monitor.trace = self._monitor_trace if self.trace else None
         if self.cfg.realm:
             return self.run_realm(machine)

@@ -1,6 +1,11 @@
 """Realm attestation: the RAK, the realm token, and the CCA token the realm copies out.
 
 One realm attestation key (RAK, P-384) per realm, made on the realm's first token request.
+The claims follow the realm profile this RMM was built for: `realm#1.0.0` as RMM 1.0-rel0
+writes it, or `realm#2.0.0` as RMM 2.0 writes it, which adds the realm instance ID (claim 256,
+a 33-byte RAND UEID fixed for the realm's life, made with its RAK) and the MEC policy (claim
+44243, an integer: shared, since this machine has no FEAT_MEC and every realm uses the
+default MECID).
 The RMM asks the root of trust for a platform token whose challenge is the hash of the
 exact RAK claim bytes (the binding, digest §5.2), signs the realm token (COSE_Sign1, ES384)
 and wraps both in the CCA collection this RMM was built for (tag 399, or the tag-907 CMW
@@ -11,6 +16,7 @@ INCOMPLETE and an interrupt can end REC_ENTER in the middle (digest §5.1).
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,6 +48,7 @@ class RealmAttestationKey:
     key: ec.EllipticCurvePrivateKey
     cose_key: bytes  # the exact claim-44237 bytes
     platform_token: bytes
+    instance_id: bytes = b""  # the realm instance ID of the realm#2.0.0 profile
 
     @classmethod
     def create(cls, rmm: RmmState) -> RealmAttestationKey:
@@ -52,22 +59,30 @@ class RealmAttestationKey:
             platform_token = rmm.monitor.attest_platform_token(hashlib.sha256(cose_key).digest())
         except (RuntimeError, ValueError) as exc:
             raise AttestationError(str(exc)) from None
-        return cls(key, cose_key, platform_token)
+        return cls(key, cose_key, platform_token, bytes([tk.UEID_TYPE_RAND]) + os.urandom(32))
 
 
-def realm_claims(realm: Realm, challenge: bytes, rak: RealmAttestationKey) -> dict[int, object]:
-    """The realm token claims, in the order TF-RMM writes them (digest §5.2)."""
+def realm_claims(
+    realm: Realm, challenge: bytes, rak: RealmAttestationKey, profile: str = tk.PROFILE_REALM_1_0
+) -> dict[int, object]:
+    """The realm token claims, in the order TF-RMM writes them (digest §5.2); the 2.0 profile
+    adds the instance ID after the challenge and the MEC policy at the end."""
     hlen = hash_length(realm.hash_algo)
-    return {
-        tk.REALM_CHALLENGE: challenge,
+    claims: dict[int, object] = {tk.REALM_CHALLENGE: challenge}
+    if profile == tk.PROFILE_REALM_2_0:
+        claims[tk.REALM_INSTANCE_ID] = rak.instance_id
+    claims.update({
         tk.REALM_PERSONALIZATION_VALUE: realm.rpv,
         tk.REALM_PUBLIC_KEY: rak.cose_key,
         tk.REALM_HASH_ALGO_ID: HASH_NAMES[RmiHashAlgorithm(realm.hash_algo)],
         tk.REALM_PUBLIC_KEY_HASH_ALGO_ID: RAK_HASH_ALGO,
-        tk.REALM_PROFILE: tk.PROFILE_REALM_1_0,
+        tk.REALM_PROFILE: profile,
         tk.REALM_INITIAL_MEASUREMENT: realm.measurements[0][:hlen],
         tk.REALM_EXTENSIBLE_MEASUREMENTS: [m[:hlen] for m in realm.measurements[1:]],
-    }
+    })
+    if profile == tk.PROFILE_REALM_2_0:
+        claims[tk.REALM_MEC_POLICY] = tk.MEC_POLICY_SHARED
+    return claims
 
 
 @dataclass
@@ -88,7 +103,7 @@ class TokenState:
         if realm.attestation_key is None:
             realm.attestation_key = RealmAttestationKey.create(rmm)
         rak = realm.attestation_key
-        payload = cbor2.dumps(realm_claims(realm, challenge, rak))
+        payload = cbor2.dumps(realm_claims(realm, challenge, rak, rmm.config.realm_profile))
         fmt = rmm.config.token_format
         # Measurements and RPV are snapshotted now, so the final size is known exactly.
         unsigned = tk.CoseSign1(cbor2.dumps({tk.COSE_HEADER_ALG: tk.COSE_ALG_ES384}), {}, payload, bytes(SIGNATURE_SIZE))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SHIFT, GRANULE_SIZE, Pas, World
 from unirealm.arch.rmi import GranuleState, RmiRipas, RmiStatus, feat_reg0_pack
 from unirealm.arch.smccc import RmmEl3Fid, RmmEl3Status
-from unirealm.arch.token import TAG_CCA_TOKEN_COLLECTION
+from unirealm.arch.token import PROFILE_REALM_1_0, TAG_CCA_TOKEN_COLLECTION
 from unirealm.machine.cpu import Cpu
 from unirealm.machine.monitor import Caller, Monitor
 from unirealm.machine.vcpu import Mapping
@@ -35,6 +35,7 @@ class RmmConfig:
     """Build-time choices of this RMM (TF-RMM makes the same ones at compile time)."""
 
     token_format: int = TAG_CCA_TOKEN_COLLECTION  # 399, or 907 for the CMW collection
+    realm_profile: str = PROFILE_REALM_1_0  # or PROFILE_REALM_2_0, the claims RMM 2.0 writes
     cpu_model: str = "max"
 
 

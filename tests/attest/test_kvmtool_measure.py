@@ -1,0 +1,161 @@
+"""`unirealm measure [HOST OPTIONS] kvmtool VMM-ARGS...` against the reference tool's published
+golden RIMs (cca-realm-measurements, tests/cmdline.rs), and each option taking effect."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from pathlib import Path
+
+import libfdt
+import pytest
+
+Cli = Callable[..., tuple[int, str, str]]
+
+# The reference tool's published values for these command lines.
+GOLDEN_MINIMAL = "998dfdf6401d69f73ed88ac53d62d5ea2cfac6320b887ce4599aa8671791d4d"  # published as a prefix
+GOLDEN_FIRMWARE = "cf37146fce0ad50e1be1a04580c1024e5449b430b0dd96b6ef5c9a2b73767bf5"
+GOLDEN_FIRMWARE_B64 = "zzcUb84K1Q4b4aBFgMECTlRJtDCw3Za271yaK3N2e/UAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="
+ZERO_REM = "00" * 64
+HOST = ["--num-wps", "6", "--num-bps", "6"]
+VMM = ["kvmtool", "--realm", "-c", "1", "-m", "512M"]
+
+
+@pytest.fixture
+def firmware(tmp_path: Path) -> Path:
+    path = tmp_path / "firmware"
+    path.write_bytes(b"FW CONTENT")
+    return path
+
+
+def rim(cli: Cli, *args: object) -> str:
+    status, out, err = cli("measure", *args)
+    assert status == 0, err
+    return out.splitlines()[0].removeprefix("RIM: ")
+
+
+def test_minimal_launch_matches_the_reference_tool(cli: Cli) -> None:
+    status, out, _ = cli("measure", *HOST, *VMM)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("RIM: " + GOLDEN_MINIMAL)
+    assert lines[0] == "RIM: " + (GOLDEN_MINIMAL + "0").ljust(128, "0")
+    assert lines[1:] == [f"REM{i}: {ZERO_REM}" for i in range(4)]
+
+
+def test_firmware_launch_matches_the_reference_tool(cli: Cli, firmware: Path) -> None:
+    status, out, _ = cli("measure", *HOST, "-f", firmware, *VMM[:2], "--firmware", "firmware", *VMM[2:])
+    assert status == 0
+    assert out.splitlines() == [f"RIM: {GOLDEN_FIRMWARE}{'00' * 32}", *(f"REM{i}: {ZERO_REM}" for i in range(4))]
+    status, out, _ = cli("measure", *HOST, "-f", firmware, "--print-b64", *VMM[:2], "--firmware", "firmware",
+                         *VMM[2:])
+    assert out.splitlines()[0] == f"RIM: {GOLDEN_FIRMWARE_B64}"
+
+
+def test_ignored_kvmtool_flags_keep_the_rim(cli: Cli) -> None:
+    extra = ["--debug", "--debug-single-step", "--debug-mmio", "--force-pci", "--no-pvtime", "--vcpu-affinity",
+             "AFF", "--disable-mte"]
+    assert rim(cli, *HOST, *VMM, *extra).startswith(GOLDEN_MINIMAL)
+
+
+def test_the_dtb_is_kvmtools(cli: Cli, tmp_path: Path) -> None:
+    """Read back with libfdt: kvmtool's nodes, the ITS and the PCI bridge by default, padded to 64 KiB."""
+    out = tmp_path / "out.dtb"
+    rim(cli, "--output-dtb", out, *HOST, *VMM, "-p", "quiet")
+    blob = out.read_bytes()
+    assert len(blob) == 0x10000
+    fdt = libfdt.Fdt(blob)
+    names = []
+    node = fdt.first_subnode(0, [libfdt.FDT_ERR_NOTFOUND])
+    while node >= 0:
+        names.append(fdt.get_name(node))
+        node = fdt.next_subnode(node, [libfdt.FDT_ERR_NOTFOUND])
+    assert names == ["chosen", "memory@80000000", "cpus", "psci", "intc", "timer", "U6_16550A@1000000",
+                     "U6_16550A@1001000", "U6_16550A@1002000", "U6_16550A@1003000", "rtc@1010000", "pci@40000000"]
+    chosen = fdt.path_offset("/chosen")
+    assert fdt.getprop(chosen, "bootargs").as_str() == " console=hvc0 root=/dev/vda rw  quiet"
+    its = fdt.path_offset("/intc/msic")
+    assert fdt.getprop(its, "compatible").as_str() == "arm,gic-v3-its"
+    assert bytes(fdt.getprop(fdt.path_offset("/memory@80000000"), "reg")) == \
+        (0x8000_0000).to_bytes(8, "big") + (512 << 20).to_bytes(8, "big")
+    # the same bytes given back with --dtb measure the same
+    assert rim(cli, "--dtb", out, *HOST, *VMM, "-p", "quiet") == rim(cli, *HOST, *VMM, "-p", "quiet")
+    changed = bytearray(blob)
+    changed[-1] = 1
+    (tmp_path / "changed.dtb").write_bytes(bytes(changed))
+    assert rim(cli, "--dtb", tmp_path / "changed.dtb", *HOST, *VMM, "-p", "quiet") != \
+        rim(cli, *HOST, *VMM, "-p", "quiet")
+
+
+@pytest.mark.parametrize("change", [
+    ["-p", "root=/dev/vda2"], ["--irqchip", "gicv3"], ["--virtio-transport", "mmio"], ["-c", "2"],
+    ["-m", "1G"], ["--measurement-algo", "sha512"], ["--pmu"],
+])
+def test_each_vmm_option_changes_the_rim(change: list[str], cli: Cli) -> None:
+    args = [*HOST, *VMM]
+    if change[0] in ("-c", "-m"):
+        args[args.index(change[0]) + 1] = change[1]
+    else:
+        args += change
+    assert not rim(cli, *args).startswith(GOLDEN_MINIMAL)
+
+
+def test_the_rpv_is_not_in_the_rim(cli: Cli) -> None:
+    assert rim(cli, *HOST, *VMM, "--realm-pv", "tenant").startswith(GOLDEN_MINIMAL)
+
+
+def test_mmio_devices_and_nics(cli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "out.dtb"
+    rim(cli, "--output-dtb", out, *HOST, *VMM, "--virtio-transport", "mmio", "--9p", "dir", "-n", "mode=user")
+    fdt = libfdt.Fdt(out.read_bytes())
+    for i in range(3):  # the 9p share, the default NIC and the user NIC
+        fdt.path_offset(f"/virtio@{0x3000000 + i * 0x200:x}")
+    with pytest.raises(libfdt.FdtException):
+        fdt.path_offset("/virtio@3000600")
+    assert rim(cli, *HOST, *VMM, "-n", "mode=none").startswith(GOLDEN_MINIMAL)  # no node on PCI either way
+
+
+def test_initrd_sits_four_bytes_below_the_dtb(cli: Cli, tmp_path: Path) -> None:
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"INITRD CONTENT")
+    out = tmp_path / "out.dtb"
+    rim(cli, "-i", initrd, "--output-dtb", out, *HOST, *VMM, "-i", "initrd")
+    fdt = libfdt.Fdt(out.read_bytes())
+    chosen = fdt.path_offset("/chosen")
+    start = fdt.getprop(chosen, "linux,initrd-start").as_uint64()
+    end = fdt.getprop(chosen, "linux,initrd-end").as_uint64()
+    assert (start, end - start) == (0x8FE00000 - 14 - 4 + 2, 14)  # aligned up to 4 bytes
+
+
+def test_host_profiles_and_capabilities(cli: Cli, tmp_path: Path) -> None:
+    assert rim(cli, "-c", "rmm-1.0-eac5", *VMM) == rim(cli, "--num-wps", "2", "--num-bps", "2", *VMM)
+    conf = tmp_path / "host.conf"
+    conf.write_text("# a host\nnum_bps = 6\nnum_wps = 6\n")
+    assert rim(cli, "-c", conf, *VMM).startswith(GOLDEN_MINIMAL)
+    assert rim(cli, "-c", "fvp", *VMM) != rim(cli, "-c", "qemu", *VMM)
+    # a host with SVE: --disable-sve takes it away, --sve-max-vl lowers it
+    sve = rim(cli, *HOST, "--sve-vl", "512", *VMM)
+    assert sve != rim(cli, *HOST, *VMM)
+    assert rim(cli, *HOST, "--sve-vl", "512", *VMM, "--disable-sve").startswith(GOLDEN_MINIMAL)
+    assert rim(cli, *HOST, "--sve-vl", "512", *VMM, "--sve-max-vl", "256") not in (sve, GOLDEN_MINIMAL)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["kvmtool", "--realm", "-c", "1", "-m", "512M"], "num_wps is not known"),
+    ([*HOST, "kvmtool", "--realm", "-m", "512M"], "number of vCPUs is not known"),
+    ([*HOST, "kvmtool", "--realm", "-c", "1"], "default guest RAM size"),
+    ([*HOST, "kvmtool", "-c", "1", "-m", "512M"], "only a realm"),
+    ([*HOST, *VMM, "-k", "Image"], "kernel's placement is not modelled"),
+    ([*HOST, *VMM, "--firmware", "fw"], "give the file as a host option"),
+    ([*HOST, *VMM, "--irqchip", "gicv2"], "a realm needs gicv3 or gicv3-its"),
+    ([*HOST, *VMM, "--colour"], "unrecognized arguments: --colour"),
+    (["-c", "nosuch", *VMM], "not a host profile"),
+])
+def test_refusals(args: list[str], message: str, cli: Cli) -> None:
+    status, _, err = cli("measure", *args)
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_printed_b64_is_the_hex(cli: Cli) -> None:
+    hexed = rim(cli, *HOST, *VMM)
+    assert base64.b64decode(rim(cli, "--print-b64", *HOST, *VMM)).hex() == hexed
