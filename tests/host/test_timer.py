@@ -198,3 +198,23 @@ def test_random_timer_accesses_never_raise(ops) -> None:
         gic.irq_pending(0)
         deadline = timer.next_deadline()
         assert deadline is None or deadline > timer.cntpct()
+
+
+def test_kicks_come_only_with_changes_so_a_kick_handler_may_ask_again() -> None:
+    clock = Clock()
+    kicks: list[bool] = []
+    gic = GicV3(1, on_kick=lambda cpu: kicks.append(gic.irq_pending(cpu)))
+    gic.distributor.mmio_write(0, 4, GICD_CTLR_EnableGrp1)
+    timer = GenericTimer(gic, 0, clock)
+    gic.cpu(0).write_sysreg(IccSysreg.PMR, 0xFF)
+    gic.cpu(0).write_sysreg(IccSysreg.IGRPEN1, 1)
+    gic.irq(0, PPI_VIRT_TIMER).enabled = True
+    kicks.clear()
+    timer.write_sysreg(CntSysreg.CNTV_TVAL_EL0, 10)
+    timer.write_sysreg(CntSysreg.CNTV_CTL_EL0, CNT_CTL_ENABLE)
+    for _ in range(3):
+        gic.irq_pending(0)
+    assert kicks == []
+    clock.now += 10
+    assert gic.irq_pending(0)
+    assert kicks == [True]  # the line rose once

@@ -84,7 +84,8 @@ from unirealm.host.memmap import ARM_GIC_DIST_BASE, gic_redists_base, gic_redist
 
 GICD_TYPER_IDBITS = 10  # INTIDs up to 1023: SPIs only, no LPIs
 
-# (event, vcpu, intid): "raise", "lower", "ack", "eoi", "deactivate", "sgi"; for `--trace irq`.
+# (event, vcpu, intid): "raise" (a line goes high), "sgi", "ack", "eoi", "deactivate"; for
+# `--trace irq`. The vCPU is -1 for an SPI routed to no vCPU.
 IrqTrace = Callable[[str, int, int], None]
 
 
@@ -188,51 +189,77 @@ class GicV3:
     def spi(self, intid: int) -> Irq | None:
         return self.spis[intid - SPI_BASE] if SPI_BASE <= intid < self.nr_irqs else None
 
-    # --- state changes (every one keeps the pending set right and wakes the target) -----------
-    def _update(self, irq: Irq) -> None:
+    # --- state changes: each keeps the pending set right and kicks a vCPU whose choice may change
+    def _update(self, irq: Irq, was_pending: bool) -> None:
         if irq.pending:
             self._pending.add(irq)
         else:
             self._pending.discard(irq)
-        self._kick(irq.cpu)
+        if irq.pending != was_pending:
+            self.kick(irq.cpu)
 
-    def _kick(self, cpu: int | None) -> None:
+    def kick(self, cpu: int | None) -> None:
+        """Tell the VMM that what vCPU `cpu` has pending may have changed (`on_kick`)."""
         if self.on_kick is not None and cpu is not None:
             self.on_kick(cpu)
 
-    def _kick_all(self) -> None:
-        for cpu in range(self.nr_cpus):
-            self._kick(cpu)
-
-    def _trace(self, event: str, cpu: int | None, intid: int) -> None:
+    def trace_event(self, event: str, cpu: int | None, intid: int) -> None:
         if self.trace is not None:
             self.trace(event, -1 if cpu is None else cpu, intid)
 
     def set_latch(self, irq: Irq, value: bool) -> None:
-        irq.latch = value
-        self._update(irq)
+        if irq.latch != value:
+            was = irq.pending
+            irq.latch = value
+            self._update(irq, was)
 
     def set_line(self, irq: Irq, level: bool) -> None:
-        rising = level and not irq.line
+        if irq.line == level:
+            return
+        was = irq.pending
         irq.line = level
-        if rising:
-            self._trace("raise", irq.cpu, irq.intid)
+        if level:
+            self.trace_event("raise", irq.cpu, irq.intid)
             if irq.edge:
                 irq.latch = True
-        self._update(irq)
+        self._update(irq, was)
+
+    def set_edge(self, irq: Irq, edge: bool) -> None:
+        was = irq.pending
+        irq.edge = edge
+        self._update(irq, was)
 
     def set_enabled(self, irq: Irq, value: bool) -> None:
-        irq.enabled = value
-        self._kick(irq.cpu)
+        if irq.enabled != value:
+            irq.enabled = value
+            self._kick_if_pending(irq)
 
     def set_active(self, irq: Irq, value: bool) -> None:
-        irq.active = value
-        self._kick(irq.cpu)
+        if irq.active != value:
+            irq.active = value
+            self._kick_if_pending(irq)
+
+    def set_priority(self, irq: Irq, priority: int) -> None:
+        if irq.priority != priority & PRIORITY_MASK:
+            irq.priority = priority & PRIORITY_MASK
+            self._kick_if_pending(irq)
+
+    def set_group(self, irq: Irq, group: int) -> None:
+        if irq.group != group:
+            irq.group = group
+            self._kick_if_pending(irq)
 
     def set_route(self, irq: Irq, affinity: int) -> None:
+        old = irq.cpu
         irq.route = affinity & GICD_IROUTER_AFF_MASK
         irq.cpu = self.cpu_for_affinity(irq.route)
-        self._kick(irq.cpu)
+        if irq.cpu != old and irq.pending:
+            self.kick(old)
+            self.kick(irq.cpu)
+
+    def _kick_if_pending(self, irq: Irq) -> None:
+        if irq.pending:
+            self.kick(irq.cpu)
 
     # --- inputs from devices and timers -----------------------------------------------------
     def set_spi_level(self, intid: int, level: bool) -> None:
@@ -267,7 +294,7 @@ class GicV3:
             return
         irq = self.private[cpu][intid]
         if irq.group == 0 or allow_group1:
-            self._trace("sgi", cpu, intid)
+            self.trace_event("sgi", cpu, intid)
             self.set_latch(irq, True)
 
     # --- selection ---------------------------------------------------------------------------
@@ -319,8 +346,11 @@ class GicV3:
         return self.ctlr | GICD_CTLR_ARE | GICD_CTLR_DS
 
     def write_gicd_ctlr(self, value: int) -> None:
-        self.ctlr = value & (GICD_CTLR_EnableGrp0 | GICD_CTLR_EnableGrp1)
-        self._kick_all()
+        value &= GICD_CTLR_EnableGrp0 | GICD_CTLR_EnableGrp1
+        if value != self.ctlr:
+            self.ctlr = value
+            for cpu in range(self.nr_cpus):
+                self.kick(cpu)
 
 
 GICD_IIDR_VALUE = (
@@ -404,8 +434,7 @@ class _IrqRegisters:
                 for i in range(size):
                     irq = self.lookup(first + i)
                     if irq is not None:
-                        irq.priority = (value >> (8 * i)) & PRIORITY_MASK
-                        gic._kick(irq.cpu)
+                        gic.set_priority(irq, value >> (8 * i))
             return True
         if Gicd.ICFGR <= offset < Gicd.ICFGR + self.icfgr_span:
             if size == 4:
@@ -413,8 +442,7 @@ class _IrqRegisters:
                 for i in range(16):
                     irq = self.lookup(first + i)
                     if irq is not None and is_spi(irq.intid):  # SGI and PPI configuration is fixed
-                        irq.edge = bool((value >> (2 * i)) & ICFGR_EDGE)
-                        gic._update(irq)
+                        gic.set_edge(irq, bool((value >> (2 * i)) & ICFGR_EDGE))
             return True
         found = self._bitmap_reg(offset)
         if found is None:
@@ -428,8 +456,7 @@ class _IrqRegisters:
             if irq is None:
                 continue
             if reg == Gicd.IGROUPR:
-                irq.group = bit
-                gic._kick(irq.cpu)
+                gic.set_group(irq, bit)
             elif not bit:
                 continue
             elif reg in (Gicd.ISENABLER, Gicd.ICENABLER):
@@ -554,8 +581,10 @@ class GicRedistributors:
             self.regs[cpu].write(off - GICR_SGI_BASE, size, value)
         elif size == 4 and off == GicrRd.WAKER:
             # ProcessorSleep is the only writable bit; ChildrenAsleep follows it at once.
-            self.gic.sleeping[cpu] = bool(value & GICR_WAKER_ProcessorSleep)
-            self.gic._kick(cpu)
+            asleep = bool(value & GICR_WAKER_ProcessorSleep)
+            if asleep != self.gic.sleeping[cpu]:
+                self.gic.sleeping[cpu] = asleep
+                self.gic.kick(cpu)
 
 
 def _private_lookup(gic: GicV3, cpu: int) -> Lookup:

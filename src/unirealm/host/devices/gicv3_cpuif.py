@@ -137,7 +137,7 @@ class CpuInterface:
         self.apr[group] |= 1 << (self.group_priority(irq) >> _PRIORITY_SHIFT)
         irq.active = True
         self.gic.set_latch(irq, False)  # the line, if level and still high, keeps it pending
-        self.gic._trace("ack", self.index, irq.intid)
+        self.gic.trace_event("ack", self.index, irq.intid)
         return irq.intid
 
     def end_of_interrupt(self, group: int, intid: int) -> None:
@@ -149,11 +149,11 @@ class CpuInterface:
         if not highest & self.apr[group]:
             return  # no active priority, or the highest belongs to the other group
         self.apr[group] &= ~highest
-        self.gic._trace("eoi", self.index, intid)
+        self.gic.trace_event("eoi", self.index, intid)
         if not self.eoimode:
             self._deactivate(intid, group)
         else:
-            self.gic._kick(self.index)
+            self.gic.kick(self.index)
 
     def deactivate(self, intid: int) -> None:
         """ICC_DIR_EL1; only meaningful with EOImode 1."""
@@ -164,11 +164,11 @@ class CpuInterface:
     def _deactivate(self, intid: int, group: int | None) -> None:
         irq = self.gic.irq(self.index, intid)
         if irq is None or not irq.active or (group is not None and irq.group != group):
-            self.gic._kick(self.index)
+            self.gic.kick(self.index)
             return
-        self.gic._trace("deactivate", self.index, intid)
+        self.gic.trace_event("deactivate", self.index, intid)
         self.gic.set_active(irq, False)
-        self.gic._kick(self.index)
+        self.gic.kick(self.index)
 
     def generate_sgi(self, value: int, allow_group1: bool) -> None:
         intid = (value >> ICC_SGIR_INTID_SHIFT) & ICC_SGIR_INTID_MASK
@@ -228,10 +228,10 @@ class CpuInterface:
                 pass
             case IccSysreg.PMR:
                 self.pmr = value & PRIORITY_MASK
-                self.gic._kick(self.index)
+                self.gic.kick(self.index)
             case IccSysreg.IGRPEN0 | IccSysreg.IGRPEN1:
                 self.igrpen[reg == IccSysreg.IGRPEN1] = bool(value & ICC_IGRPEN_Enable)
-                self.gic._kick(self.index)
+                self.gic.kick(self.index)
             case IccSysreg.BPR0:
                 self.bpr0 = max(value & ICC_BPR_MASK, ICC_BPR0_MIN)
             case IccSysreg.BPR1:
@@ -249,7 +249,7 @@ class CpuInterface:
                 self.generate_sgi(value, allow_group1=False)
             case IccSysreg.AP0R0 | IccSysreg.AP1R0:
                 self.apr[reg == IccSysreg.AP1R0] = value & _APR_MASK
-                self.gic._kick(self.index)
+                self.gic.kick(self.index)
             case _:
                 return False
         return True
