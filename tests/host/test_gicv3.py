@@ -592,3 +592,28 @@ def test_random_accesses_never_raise(mmio, sysregs) -> None:
             icc.read_sysreg(reg)
         guest.gic.irq_pending(cpu)
         assert 0 <= guest.gic.highest_pending(cpu) <= INTID_SPURIOUS
+
+
+# --- the VMM's GIC -------------------------------------------------------------------------------
+
+
+def test_the_vmm_puts_a_gic_behind_the_dt_windows(tmp_path) -> None:
+    import io
+
+    import libfdt
+
+    from unirealm.host.cmdline import parse_run_args
+    from unirealm.host.image import build_image
+    from unirealm.host.vmm import Vmm
+
+    image = tmp_path / "empty.img"
+    image.write_bytes(build_image(None))
+    vmm = Vmm(parse_run_args(["-k", str(image), "-c", "3"]), io.BytesIO(), None, log_output=io.BytesIO())
+    fdt = libfdt.Fdt(vmm.dtb)
+    reg = fdt.getprop(fdt.path_offset("/intc"), "reg")
+    dist, _, redist, redist_size = (int.from_bytes(reg[i : i + 8], "big") for i in range(0, 32, 8))
+    assert vmm.bus.read(dist + Gicd.PIDR2, 4).value == 0x3B
+    assert vmm.bus.read(dist + Gicd.TYPER, 4).value & 0x1F == 1  # 4 serial lines: 32 SPIs
+    last = redist + redist_size - GICR_SIZE
+    assert vmm.bus.read(last + GicrRd.TYPER, 8).value == (2 << 32) | (2 << 8) | (1 << 4)
+    assert len(vmm.timers) == 3 and vmm.gic.nr_cpus == 3
