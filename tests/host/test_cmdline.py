@@ -66,7 +66,7 @@ def test_linux_realm_command_line():
             "--disable-sve",
             "--console",
             "serial",
-            "--irqchip=gicv3-its",
+            "--irqchip=gicv3",
             "-m",
             "256M",
             "-c",
@@ -84,7 +84,7 @@ def test_linux_realm_command_line():
     assert cfg.hash_algo == RmiHashAlgorithm.SHA_512
     assert cfg.realm_pv == b"tenant-42"
     assert cfg.pmu_counters == 6
-    assert cfg.irqchip == "gicv3-its"
+    assert cfg.irqchip == "gicv3"
     assert cfg.ram_size == 256 * MiB and cfg.nrcpus == 2
 
 
@@ -208,6 +208,10 @@ def test_console_virtio_and_transport():
         (["--console", "hv"], "Unknown console"),
         (["--loglevel", "verbose"], "Unknown loglevel"),
         (["--irqchip", "gicv4"], "irqchip: unknown type"),
+        (["--irqchip", "gicv3-its"], "irqchip gicv3-its is not modelled"),
+        (["--realm", "--irqchip", "gicv3-its"], "irqchip gicv3-its is not modelled"),
+        (["--irqchip", "gicv2"], "irqchip gicv2 is not modelled"),
+        (["--irqchip", "gicv2m"], "irqchip gicv2m is not modelled"),
         (["--virtio-transport", "pci"], "not available"),
         (["--trace", "rsi,gic"], "Unknown trace topic 'gic'"),
         (["--trace", ""], "Unknown trace topic"),

@@ -52,6 +52,7 @@ LOGLEVELS = ("error", "warning", "info", "debug")
 TRACE_TOPICS = ("rsi", "rmi", "mmio", "psci")
 IRQCHIPS = ("gicv2", "gicv2m", "gicv3", "gicv3-its")
 REALM_IRQCHIPS = ("gicv3", "gicv3-its")
+MODELLED_IRQCHIPS = ("gicv3",)  # host/devices/gicv3.py; no ITS, no GICv2
 DEFAULT_IRQCHIP = "gicv3"
 VIRTIO_TRANSPORTS = ("mmio", "mmio-legacy")  # virtio-pci is not modelled
 DEFAULT_VIRTIO_TRANSPORT = "mmio"
@@ -198,7 +199,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
     arch = parser.add_argument_group("Arm options")
     arch.add_argument(
-        "--irqchip", dest="irqchip", metavar="gicv3", help="interrupt controller: gicv3 (the only one modelled)"
+        "--irqchip", dest="irqchip", metavar="gicv3", help="interrupt controller (gicv3; gicv3-its, gicv2 and gicv2m are not modelled)"
     )
     arch.add_argument("--kaslr-seed", dest="kaslr_seed", metavar="seed", help="/chosen/kaslr-seed value")
     arch.add_argument("--disable-sve", dest="disable_sve", action="store_true", help="disable SVE")
@@ -387,6 +388,8 @@ class RunConfig:
             raise CmdlineError(f'irqchip: unknown type "{irqchip}"')
         if realm and irqchip not in REALM_IRQCHIPS:
             raise CmdlineError(f"a realm needs a GICv3 (--irqchip gicv3 or gicv3-its), not {irqchip}")
+        if irqchip not in MODELLED_IRQCHIPS:
+            raise CmdlineError(f"irqchip {irqchip} is not modelled (only a GICv3 without ITS): use --irqchip gicv3")
 
         transport = DEFAULT_VIRTIO_TRANSPORT if args.virtio_transport is None else args.virtio_transport
         if transport not in VIRTIO_TRANSPORTS:

@@ -24,8 +24,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from unirealm.arch.gic import GICD_SIZE, GICR_SIZE, PPI_BASE, SGI_BASE, SPI_BASE
 from unirealm.arch.layout import Field, Layout
 from unirealm.arch.memory import GRANULE_SIZE, MAX_IPA_BITS, MIN_IPA_BITS, unprotected_bit
+from unirealm.arch.timer import (
+    PPI_HYP_TIMER,
+    PPI_NONSECURE_PHYS_TIMER,
+    PPI_SECURE_PHYS_TIMER,
+    PPI_VIRT_TIMER,
+)
 
 SZ_4K = 0x1000
 SZ_64K = 0x1_0000
@@ -58,12 +65,12 @@ ARM_PVTIME_SIZE = SZ_64K
 KVM_FLASH_MMIO_BASE = ARM_MMIO_AREA + 0x100_0000
 KVM_FLASH_MAX_SIZE = 0x100_0000
 
-ARM_GIC_DIST_SIZE = 0x1_0000
+ARM_GIC_DIST_SIZE = GICD_SIZE
 ARM_GIC_CPUI_SIZE = 0x2_0000
 ARM_GIC_SIZE = ARM_GIC_DIST_SIZE + ARM_GIC_CPUI_SIZE
 ARM_GIC_DIST_BASE = ARM_AXI_AREA - ARM_GIC_DIST_SIZE
 ARM_GIC_CPUI_BASE = ARM_GIC_DIST_BASE - ARM_GIC_CPUI_SIZE  # GICv2 only
-ARM_GIC_REDIST_SIZE = 0x2_0000  # one GICv3 redistributor (RD + SGI frames) per vCPU
+ARM_GIC_REDIST_SIZE = GICR_SIZE  # one GICv3 redistributor (RD + SGI frames) per vCPU
 
 KVM_VIRTIO_MMIO_AREA = KVM_FLASH_MMIO_BASE + KVM_FLASH_MAX_SIZE
 ARM_VIRTIO_MMIO_SIZE = ARM_AXI_AREA - (KVM_VIRTIO_MMIO_AREA + ARM_GIC_SIZE)
@@ -76,14 +83,19 @@ ARM_PCI_MMIO_SIZE = ARM_MEMORY_AREA - (ARM_AXI_AREA + ARM_PCI_CFG_SIZE)
 
 # GIC interrupt numbering (arm-common/gic.h). kvmtool hands out device lines from the
 # first SPI upwards in registration order (irq__alloc_line, KVM_IRQ_OFFSET).
-GIC_SGI_IRQ_BASE = 0
-GIC_PPI_IRQ_BASE = 16
-GIC_SPI_IRQ_BASE = 32
+GIC_SGI_IRQ_BASE = SGI_BASE
+GIC_PPI_IRQ_BASE = PPI_BASE
+GIC_SPI_IRQ_BASE = SPI_BASE
 GIC_MAX_IRQ = 255  # kvmtool keeps line numbers in a u8
 KVM_IRQ_OFFSET = GIC_SPI_IRQ_BASE
 
 # Arm generic timer PPIs (INTIDs minus 16) in the DT order secure, non-secure, virtual, hyp.
-ARCH_TIMER_PPIS = (13, 14, 11, 10)
+ARCH_TIMER_PPIS = (
+    PPI_SECURE_PHYS_TIMER - PPI_BASE,
+    PPI_NONSECURE_PHYS_TIMER - PPI_BASE,
+    PPI_VIRT_TIMER - PPI_BASE,
+    PPI_HYP_TIMER - PPI_BASE,
+)
 
 # --- image placement constants (arm/kvm.c, include/kvm/fdt.h, kvm-config.h) ---------------
 
@@ -494,6 +506,7 @@ class IrqLines:
     """kvmtool's irq__alloc_line: GIC INTIDs handed out from the first SPI in registration order."""
 
     def __init__(self, first: int = KVM_IRQ_OFFSET) -> None:
+        self._first = first
         self._next = first
 
     def alloc(self) -> int:
@@ -502,3 +515,8 @@ class IrqLines:
         irq = self._next
         self._next += 1
         return irq
+
+    @property
+    def allocated(self) -> int:
+        """irq__get_nr_allocated_lines: how many lines were handed out."""
+        return self._next - self._first

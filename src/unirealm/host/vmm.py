@@ -52,6 +52,8 @@ from unirealm.machine.vcpu import (
 )
 
 from .cmdline import NetParams, RunConfig
+from .devices.arch_timer import GenericTimer
+from .devices.gicv3 import GicV3, nr_spis_for_lines
 from .devices.mmio import MmioBus
 from .devices.ns16550 import Ns16550
 from .devices.rtc import RTC_MMIO_SIZE, Mc146818
@@ -212,6 +214,11 @@ class Vmm:
         self._net_polled = 0.0
         space = VirtioMmioSpace()
         virtio_nodes = self._add_9p_devices(irqs, space) + self._add_net_devices(irqs, space)
+        # KVM's vGIC behind kvmtool's GIC windows, sized as kvmtool sizes it, and each vCPU's
+        # generic timers; the vCPUs do not take interrupts from it yet.
+        self.gic = GicV3(cfg.nrcpus, nr_spis_for_lines(irqs.allocated))
+        self.gic.attach(self.bus)
+        self.timers = [GenericTimer(self.gic, cpu) for cpu in range(cfg.nrcpus)]
         fdt_cfg = FdtConfig.for_layout(self.layout, nrcpus=cfg.nrcpus, bootargs=self.bootargs, serials=self.serials,
                                        virtio_mmio=virtio_nodes, kaslr_seed=cfg.kaslr_seed)
         self.dtb = generate_fdt(dataclasses.replace(fdt_cfg, rtc=(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE)))
@@ -230,7 +237,7 @@ class Vmm:
     def _add_9p_devices(self, irqs: IrqLines, space: VirtioMmioSpace) -> list[VirtioMmioNode]:
         """One virtio-9p device per `--9p DIR[,TAG]`, windows and SPIs in registration order
         (kvmtool). ACCESS_PLATFORM is forced for a realm. No interrupt is ever injected
-        (there is no GIC model): requests complete inside the QueueNotify exit and the
+        (the GIC is not wired to the vCPUs yet): requests complete inside the QueueNotify exit and the
         guest polls the used ring."""
         nodes = []
         for share in self.cfg.shares_9p:
