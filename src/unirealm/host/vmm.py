@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import os
 import select
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -136,18 +137,28 @@ class Console:
                 self.uart.set_eof()
 
 
-def read_file(path: str | None, what: str) -> bytes | None:
+def read_file(path: str | None, what: str, limit: int) -> bytes | None:
+    """A kernel or initrd: a regular file or a pipe of at most `limit` bytes (the guest's
+    RAM), never a device read without end."""
     if path is None:
         return None
     try:
         with open(path, "rb") as f:
-            return f.read()
+            st = os.fstat(f.fileno())
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+                raise VmmError(f"{what} {path!r} is not a regular file")
+            data = bytearray()
+            while len(data) <= limit and (chunk := f.read(min(1 << 24, limit + 1 - len(data)))):
+                data += chunk
     except FileNotFoundError:
         raise VmmError(f"{what} {path!r} not found") from None
     except IsADirectoryError:
         raise VmmError(f"{what} {path!r} is a directory") from None
     except OSError as exc:
         raise VmmError(f"cannot read {what} {path!r}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise VmmError(f"{what} {path!r} is larger than the guest's RAM ({limit >> 20} MiB)")
+    return bytes(data)
 
 
 class Vmm:
@@ -176,8 +187,8 @@ class Vmm:
         if cfg.shares_9p and cfg.virtio_transport != "mmio":
             raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
         self.console = Console(stdout or sys.stdout.buffer, stdin)
-        self.kernel = read_file(cfg.kernel, "kernel") or b""
-        self.initrd = read_file(cfg.initrd, "initrd")
+        self.kernel = read_file(cfg.kernel, "kernel", cfg.ram_size) or b""
+        self.initrd = read_file(cfg.initrd, "initrd", cfg.ram_size)
         if not self.kernel:
             raise VmmError(f"kernel {cfg.kernel!r} is empty")
         try:
@@ -214,14 +225,10 @@ class Vmm:
                                        virtio_mmio=virtio_nodes)
         self.dtb = generate_fdt(dataclasses.replace(fdt_cfg, rtc=(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE)))
         if cfg.dump_dtb:
-            dump_dtb(cfg.dump_dtb, self.dtb)
-        lay = self.layout
-        log.info(
-            "kernel %#x-%#x, dtb %#x, initrd %s, RAM %#x+%#x, IPA width %d",
-            lay.kernel_start, lay.kernel_end, lay.dtb_start,
-            f"{lay.initrd_start:#x}+{lay.initrd_size:#x}" if self.initrd else "none",
-            lay.ram_base, lay.ram_size, lay.ipa_bits,
-        )
+            try:
+                dump_dtb(cfg.dump_dtb, self.dtb)
+            except OSError as exc:
+                raise VmmError(f"--dump-dtb {cfg.dump_dtb}: {exc.strerror or exc}") from None
         self.idle = 0
         self.exits = 0
 
@@ -350,7 +357,18 @@ class Vmm:
 
     def _run(self) -> RunResult:
         rme = self.cfg.realm or self.cfg.platform == "rme"
-        machine = Machine(dram_size=self.cfg.ram_size + (128 << 20), rme=rme)
+        try:
+            machine = Machine(dram_size=self.cfg.ram_size + (128 << 20), rme=rme)
+        except (OSError, MemoryError, OverflowError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise VmmError(f"cannot allocate {self.cfg.ram_size >> 20} MiB of guest RAM: {reason}") from None
+        lay = self.layout  # logged once the machine's memory exists
+        log.info(
+            "kernel %#x-%#x, dtb %#x, initrd %s, RAM %#x+%#x, IPA width %d",
+            lay.kernel_start, lay.kernel_end, lay.dtb_start,
+            f"{lay.initrd_start:#x}+{lay.initrd_size:#x}" if self.initrd else "none",
+            lay.ram_base, lay.ram_size, lay.ipa_bits,
+        )
         if rme:
             from unirealm.rmm.core import Rmm
 
