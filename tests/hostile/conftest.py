@@ -36,6 +36,14 @@ def compile_c(source: str, out: Path, *flags: str) -> bytes:
     return out.read_bytes()
 
 
+def c_image(tmp_path_factory: pytest.TempPathFactory, name: str, source: str) -> Path:
+    """A kernel image around the static C program `source`."""
+    tmp = tmp_path_factory.mktemp(name)
+    image = tmp / f"{name}.img"
+    image.write_bytes(build_image(compile_c(source, tmp / name), name))
+    return image
+
+
 @pytest.fixture(scope="session")
 def hello_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("hello")

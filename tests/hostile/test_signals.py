@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from unirealm.host.image import build_image
-
-from .conftest import UNIREALM, compile_c
+from .conftest import ROOT, UNIREALM, c_image
 
 SPIN_C = r"""
 #include <stdio.h>
@@ -34,10 +32,7 @@ int main(int argc, char **argv) {
 
 @pytest.fixture(scope="module")
 def spin_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("spin")
-    image = tmp / "spin.img"
-    image.write_bytes(build_image(compile_c(SPIN_C, tmp / "spin"), "spin"))
-    return image
+    return c_image(tmp_path_factory, "spin", SPIN_C)
 
 
 def free_port() -> int:
@@ -100,11 +95,7 @@ def test_signal_stops_a_run_with_a_network_and_hostfwd(spin_image: Path, tmp_pat
 
 @pytest.fixture(scope="module")
 def httpreply_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("httpreply")
-    source = (Path(__file__).resolve().parents[2] / "examples/httpreply/httpreply.c").read_text()
-    image = tmp / "httpreply.img"
-    image.write_bytes(build_image(compile_c(source, tmp / "httpreply"), "httpreply"))
-    return image
+    return c_image(tmp_path_factory, "httpreply", (ROOT / "examples/httpreply/httpreply.c").read_text())
 
 
 def http_get(port: int, timeout: float = 20) -> bytes:

@@ -217,6 +217,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="rsi,rmi,mmio,psci",
         help="trace these layers",
     )
+    debug.add_argument(
+        "--hostile",
+        dest="hostile",
+        action="append",
+        default=[],
+        metavar="ATTACK[,ATTACK...]",
+        help="test mode: the VMM misbehaves in these named ways (see unirealm.host.hostile)",
+    )
 
 
 @dataclass(frozen=True)
@@ -245,6 +253,7 @@ class RunConfig:
     irqchip: str = DEFAULT_IRQCHIP
     kaslr_seed: int | None = None
     virtio_transport: str = DEFAULT_VIRTIO_TRANSPORT
+    hostile: frozenset[str] = frozenset()
 
     @property
     def hash_algo(self) -> RmiHashAlgorithm:
@@ -377,6 +386,7 @@ class RunConfig:
             irqchip=irqchip,
             kaslr_seed=kaslr_seed,
             virtio_transport=transport,
+            hostile=_attacks(getattr(args, "hostile", [])),
         )
 
 
@@ -407,15 +417,20 @@ def check_params(text: str) -> str:
     return text
 
 
-def parse_trace(values: Sequence[str]) -> frozenset[str]:
-    topics: set[str] = set()
+def _names(values: Sequence[str], known: Sequence[str], unknown: str) -> frozenset[str]:
+    """Comma-separated names from repeatable flags, each one of `known`."""
+    names: set[str] = set()
     for value in values:
-        for topic in value.split(","):
-            topic = topic.strip()
-            if topic not in TRACE_TOPICS:
-                raise CmdlineError(f"Unknown trace topic {topic!r}: use {','.join(TRACE_TOPICS)}")
-            topics.add(topic)
-    return frozenset(topics)
+        for name in value.split(","):
+            name = name.strip()
+            if name not in known:
+                raise CmdlineError(unknown.format(name=repr(name), known=",".join(known)))
+            names.add(name)
+    return frozenset(names)
+
+
+def parse_trace(values: Sequence[str]) -> frozenset[str]:
+    return _names(values, TRACE_TOPICS, "Unknown trace topic {name}: use {known}")
 
 
 def parse_realm_pv(text: str) -> bytes:
@@ -546,6 +561,12 @@ def parse_hostfwd(text: str) -> HostForward:
             raise CmdlineError(f"hostfwd {text!r}: invalid {what} port {raw!r}")
         ports.append(port)
     return HostForward(host_addr, ports[0], ports[1], guest_addr, proto)
+
+
+def _attacks(values: Sequence[str]) -> frozenset[str]:
+    from .hostile import ATTACKS
+
+    return _names(values, tuple(ATTACKS), "--hostile: unknown attack {name} (one of {known})")
 
 
 def _int(text: str, what: str, base: int = 10) -> int:

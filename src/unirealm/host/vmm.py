@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 from unirealm.arch.esr import Ec, esr_ec
 from unirealm.arch.memory import GRANULE_SIZE, World
 from unirealm.arch.net import ip_bytes, mac_bytes
-from unirealm.arch.rmi import RmiFid, RmiRecExitReason
+from unirealm.arch.rmi import RmiFid, RmiRecEnterFlags, RmiRecExitReason, RmiRipas
 from unirealm.arch.smccc import (
     PSCI_VERSION_1_1,
     SMCCC_NOT_SUPPORTED,
@@ -64,6 +64,7 @@ from .devices.virtio_9p import P9Server, Virtio9p
 from .devices.virtio_mmio import RamView, SharedView, VirtioMmioDevice
 from .devices.virtio_net import VirtioNet, VirtioNetDevice
 from .fdt import FdtConfig, VirtioMmioNode, dump_dtb, generate_fdt, kvmtool_serial_ports
+from .hostile import LONG_TAG, Hostile, readdir_forever
 from .image import ImageFormatError, inspect_image
 from .kvm import (
     DataStep,
@@ -267,6 +268,9 @@ class Vmm:
         if cfg.shares_9p and cfg.virtio_transport != "mmio":
             raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
         self.console = Console(stdout or sys.stdout.buffer, stdin)
+        self.hostile = Hostile(cfg.hostile) if cfg.hostile else None
+        if self.hostile:
+            log.warning("hostile VMM (a test mode): %s", ", ".join(sorted(cfg.hostile)))
         self.kernel = read_file(cfg.kernel, "kernel", cfg.ram_size) or b""
         self.initrd = read_file(cfg.initrd, "initrd", cfg.ram_size)
         if not self.kernel:
@@ -303,7 +307,10 @@ class Vmm:
         virtio_nodes = self._add_9p_devices(irqs, space) + self._add_net_devices(irqs, space)
         fdt_cfg = FdtConfig.for_layout(self.layout, nrcpus=cfg.nrcpus, bootargs=self.bootargs, serials=self.serials,
                                        virtio_mmio=virtio_nodes)
-        self.dtb = generate_fdt(dataclasses.replace(fdt_cfg, rtc=(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE)))
+        rtc_base = ARM_RTC_MMIO_BASE
+        if self.hostile and "dtb-device-in-ram" in self.hostile:
+            rtc_base = self.layout.ram_base + (self.layout.ram_size // 2 & ~0xFFFFF)
+        self.dtb = generate_fdt(dataclasses.replace(fdt_cfg, rtc=(rtc_base, RTC_MMIO_SIZE)))
         if cfg.dump_dtb:
             try:
                 dump_dtb(cfg.dump_dtb, self.dtb)
@@ -326,7 +333,12 @@ class Vmm:
                 raise VmmError(str(exc)) from None
             base = space.alloc()
             name = f"virtio-9p:{share.tag}"
-            device = VirtioMmioDevice(Virtio9p(server, share.tag), access_platform=self.cfg.realm, name=name)
+            backend = Virtio9p(server, LONG_TAG if self.hostile and "p9-tag-long" in self.hostile else share.tag)
+            if self.hostile and "p9-readdir-loop" in self.hostile:
+                honest = backend.handle
+                backend.handle = lambda q, req, cap, honest=honest: readdir_forever(req) or honest(q, req, cap)  # type: ignore[method-assign]
+            device = VirtioMmioDevice(backend, access_platform=self.cfg.realm, name=name)
+            device.hostile = self.hostile
             self.bus.register(base, VIRTIO_MMIO_IO_SIZE, device, name)
             self.virtio.append(device)
             nodes.append(VirtioMmioNode(base, irqs.alloc()))
@@ -341,6 +353,7 @@ class Vmm:
             base = space.alloc()
             name = f"virtio-net:{i}"
             device = VirtioNetDevice(VirtioNet(mac_bytes(nic.guest_mac)), access_platform=self.cfg.realm, name=name)
+            device.hostile = self.hostile
             self.bus.register(base, VIRTIO_MMIO_IO_SIZE, device, name)
             self.virtio.append(device)
             self.nics.append((device, nic))
@@ -407,10 +420,21 @@ class Vmm:
             self.console.poll_input()
         if self.usernets and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL:
             self.poll_networks()
+        hostile = self.hostile
+        if hostile:
+            hostile.at_exit()
+            region = self.bus.find(ipa, size)
+            if hostile.faults(region.name if region is not None else None):
+                return None
         access = self.bus.write(ipa, size, value) if is_write else self.bus.read(ipa, size)
         if not access.handled:
             return None
-        return 0 if is_write else access.value
+        if is_write:
+            return 0
+        if hostile:
+            region = self.bus.find(ipa, size)
+            return hostile.mmio_read(region.name if region is not None else "", access.value, size)
+        return access.value
 
     def wait(self) -> None:
         """The guest is idle (WFI): give it input if any, and notice a guest that stopped.
@@ -504,6 +528,10 @@ class Vmm:
         for device in self.virtio:  # devices see only the pages the host mapped unprotected
             device.memory = SharedView(vm.pages.mem, vm.shared, vm.unprotected_bit)
         vm.on_host_call = lambda imm, gprs: gprs
+        if self.hostile and "uart-ram" in self.hostile:
+            # The console's window becomes host memory: its alias no longer traps.
+            pa = vm.map_shared(self.serials[0].base | vm.unprotected_bit)
+            vm.pages.mem.write(pa, b"\xff" * GRANULE_SIZE)
         status = 0
         try:
             while True:
@@ -541,11 +569,22 @@ class Vmm:
             elif ex.reason == RmiRecExitReason.IRQ:
                 self.wait()
             elif ex.reason == RmiRecExitReason.RIPAS_CHANGE:
-                flags = vm.handle_ripas_change(rec, ex)
+                flags = self.ripas_change(vm, rec, ex)
             elif ex.reason == RmiRecExitReason.HOST_CALL:
                 gprs = list(ex.gprs)
             elif ex.reason == RmiRecExitReason.PSCI:
                 return ex
+
+    def ripas_change(self, vm: RealmVm, rec: RealmRec, ex: RecExitInfo) -> int:
+        """The host's answer to a RIPAS change request; `--hostile ripas-refuse` does nothing
+        (the realm sees no progress), `ripas-reject` changes one granule of a change to RAM
+        and then REJECTs the rest."""
+        if self.hostile and "ripas-refuse" in self.hostile:
+            return 0
+        if self.hostile and "ripas-reject" in self.hostile and ex.ripas_value == RmiRipas.RAM:
+            vm.handle_ripas_change(rec, dataclasses.replace(ex, ripas_top=ex.ripas_base + GRANULE_SIZE))
+            return RmiRecEnterFlags.RIPAS_RESPONSE
+        return vm.handle_ripas_change(rec, ex)
 
     # --- a normal VM on a host-owned stage 2 ---------------------------------------------
     def run_vm(self, machine: Machine) -> RunResult:
