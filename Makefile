@@ -65,6 +65,7 @@ clean:
 
 # examples/sqlite: Debian's sqlite3 in an image, its database in an initrd
 $(BUILD)/sqlite3.img: setup
+	@mkdir -p $(BUILD)
 	$(VENV)/bin/unirealm build --debian sqlite3 --app /usr/bin/sqlite3 -o $@
 
 $(BUILD)/db.cpio: setup examples/sqlite/schema.sql examples/sqlite/make_db.sh
@@ -80,6 +81,7 @@ $(BUILD)/pthreads.img: $(BUILD)/pthreads $(GUEST_SOURCES) | setup
 
 # Debian's busybox-static: applets by name, e.g. --params="-- sh -c \"ls /data | wc -l\""
 $(BUILD)/busybox.img: setup
+	@mkdir -p $(BUILD)
 	$(VENV)/bin/unirealm build --debian busybox-static --app /bin/busybox -o $@
 
 # examples/httpreply: a static HTTP server on guest port 8123 (-n mode=user,hostfwd=tcp:127.0.0.1:8123-:8123)
@@ -92,4 +94,5 @@ $(BUILD)/httpreply.img: $(BUILD)/httpreply $(GUEST_SOURCES) | setup
 
 # examples: Debian's redis-server (clients: the host's redis-cli and redis-benchmark)
 $(BUILD)/redis.img: setup
+	@mkdir -p $(BUILD)
 	$(VENV)/bin/unirealm build --debian redis-server --app /usr/bin/redis-server -o $@

@@ -210,7 +210,7 @@ def cli(*argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     [
         (["run", "-k", "/nonexistent/kernel.img"], "not found"),
         (["run", "--frobnicate"], "unrecognized arguments"),
-        (["run", "-k", "X", "--realm", "--realm-pv", "a" * 65], "at most 64"),
+        (["run", "-k", "X", "--realm", "--realm-pv", "aa" * 65], "at most 64"),
         (["run", "-k", "X", "--realm-pv", "abc"], "realm"),
         (["run", "-k", "X", "--platform", "kvm", "--realm"], "realm"),
     ],

@@ -332,3 +332,37 @@ def test_ip_option() -> None:
     assert parse_ip_option("10.0.0.5") == (net.ip_bytes("10.0.0.5"), 24, None)
     with pytest.raises(ValueError):
         parse_ip_option("10.0.0/8")
+
+
+def test_rst_resets_only_exactly_in_sequence(peer: Peer) -> None:
+    """RFC 5961 §3.2: an in-window RST that is not at rcv_nxt gets a challenge ACK and the
+    connection lives on; one outside the window is dropped; only an exact one resets."""
+    listener = peer.stack.listen(8123, 4)
+    seq, _ = peer.handshake(8123)
+    tcb = listener.ready.popleft()
+    (challenge,) = peer.tcp(40000, 8123, seq + 1, 0, F.RST)
+    assert challenge.tcp is not None and challenge.tcp.flags == F.ACK and challenge.tcp.ack == seq
+    assert peer.tcp(40000, 8123, seq + 10_000_000, 0, F.RST) == []
+    assert peer.tcp(40000, 8123, seq - 1, 0, F.RST) == []
+    assert tcb.state == tcpmod.ESTABLISHED
+    assert peer.tcp(40000, 8123, seq, 0, F.RST) == []
+    assert tcb.state == tcpmod.CLOSED and tcb.error == errno.ECONNRESET
+
+
+def test_handshake_completes_only_on_the_right_ack(peer: Peer) -> None:
+    """SYN_RCVD: an ACK that does not acknowledge our SYN is answered with a RST and the
+    connection is not established (RFC 9293 §3.10.7.4); SYN_SENT: likewise for a SYN-ACK."""
+    listener = peer.stack.listen(8123, 4)
+    (synack,) = peer.tcp(40000, 8123, 1000, 0, F.SYN)
+    assert synack.tcp is not None
+    (rst,) = peer.tcp(40000, 8123, 1001, synack.tcp.seq + 2, F.ACK)
+    assert rst.tcp is not None and rst.tcp.flags & F.RST and rst.tcp.seq == synack.tcp.seq + 2
+    assert not listener.ready
+    assert peer.tcp(40000, 8123, 1001, synack.tcp.seq + 1, F.ACK) == []
+    assert len(listener.ready) == 1
+    tcb = peer.stack.connect(50000, HOST, 80)
+    (syn,) = peer.take()
+    assert syn.tcp is not None
+    (rst2,) = peer.tcp(80, 50000, 7000, syn.tcp.seq + 5, F.SYN | F.ACK)
+    assert rst2.tcp is not None and rst2.tcp.flags & F.RST
+    assert tcb.state == tcpmod.SYN_SENT

@@ -76,13 +76,13 @@ def test_linux_realm_command_line():
             "-p",
             "earlycon=ttyS0 console=ttyS0",
             "--realm-pv",
-            "tenant-42",
+            "0x7465",
             "--pmu-counters",
             "6",
         ]
     )
     assert cfg.hash_algo == RmiHashAlgorithm.SHA_512
-    assert cfg.realm_pv == b"tenant-42"
+    assert cfg.realm_pv == b"te"
     assert cfg.pmu_counters == 6
     assert cfg.irqchip == "gicv3"
     assert cfg.ram_size == 256 * MiB and cfg.nrcpus == 2
@@ -98,7 +98,7 @@ def test_sve_vl():
 
 
 def test_realm_pv_exactly_64_bytes_ok():
-    assert len(parse_run_args(["--realm", "--realm-pv", "x" * 64]).realm_pv) == 64
+    assert parse_run_args(["--realm", "--realm-pv", "ab" * 64]).realm_pv == b"\xab" * 64
 
 
 def test_platform_rme_for_normal_vm():
@@ -182,8 +182,10 @@ def test_console_virtio_and_transport():
         (["--pmu-counters", "2"], "--pmu-counters valid only with --realm"),
         # realm option values
         (["--realm", "--measurement-algo", "md5"], "unknown realm measurement algorithm"),
-        (["--realm", "--realm-pv", "x" * 65], "Realm Personalization Value"),
-        (["--realm", "--realm-pv", "é" * 33], "Realm Personalization Value"),  # 66 bytes in UTF-8
+        (["--realm", "--realm-pv", "00" * 65], "Realm Personalization Value"),
+        (["--realm", "--realm-pv", "zz"], "not an even number of hex digits"),
+        (["--realm", "--realm-pv", "abc"], "not an even number of hex digits"),
+        (["--realm", "--realm-pv", ""], "not an even number of hex digits"),
         (["--realm", "--sve-vl", "100"], "multiple of 128"),
         (["--realm", "--sve-vl", "0"], "multiple of 128"),
         (["--realm", "--sve-vl", "4096"], "multiple of 128"),
@@ -217,6 +219,15 @@ def test_console_virtio_and_transport():
         (["--trace", ""], "Unknown trace topic"),
         (["--9p", ",tag"], "missing directory"),
         (["--9p", "dir,"], "empty mount tag"),
+        (["--9p", "dir,a,b"], "may hold only letters"),
+        (["--9p", "dir,a:b"], "may hold only letters"),
+        (["--9p", "dir," + "t" * 33], "longer than 32"),
+        (["--9p", "a,x", "--9p", "b,x"], "given twice"),
+        (["-p", "a\x01b"], "control character 0x01"),
+        (["-p", "a\x7fb"], "control character 0x7f"),
+        (["-p", "a\udcffb"], "byte 0xff at offset 1 is not UTF-8"),
+        (["-n", "mode=user,guest_ip=10.0.0.2,host_ip=10.0.0.2"], "host_ip and guest_ip are both 10.0.0.2"),
+        (["-n", "mode=user,guest_ip=10.0.0.2,host_ip=10.0.1.1"], "not in guest_ip"),
         (["-d", ""], "needs a path"),
         (["--kaslr-seed", "nope"], "Invalid KASLR seed"),
         (["--kaslr-seed", str(1 << 64)], "does not fit in 64 bits"),
@@ -249,3 +260,11 @@ def test_errors(argv, fragment):
         parse_run_args(argv)
     assert fragment in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_params_keep_tabs_newlines_and_text():
+    assert parse_run_args(["-p", "a\tb\nc é"]).params == "a\tb\nc é"
+
+
+def test_9p_tag_of_32_characters_ok():
+    assert parse_run_args(["--9p", "d," + "T_.-9" * 6 + "ab"]).shares_9p[0].tag == "T_.-9" * 6 + "ab"

@@ -158,7 +158,7 @@ def test_request_round_trip(plain):
 
 
 @pytest.mark.parametrize("case", ["out_of_bounds", "loop", "length_overflow", "wraps", "head", "next",
-                                  "indirect", "read_after_write", "ring_outside", "avail_jump"])
+                                  "head_one_past", "next_one_past", "indirect", "read_after_write", "ring_outside", "avail_jump"])
 def test_hostile_chains_are_refused(plain, case: str):
     drv, dev = plain
     drv.setup()
@@ -181,6 +181,15 @@ def test_hostile_chains_are_refused(plain, case: str):
         head = NUM + 3
     elif case == "next":
         drv.desc(0, OUT, len(msg), VirtqDescFlags.NEXT, 200)
+    elif case in ("head_one_past", "next_one_past"):
+        # Descriptor NUM lies just past the table: make it a well-formed request, so that
+        # only the index check can refuse it.
+        drv.view.write(DESC + 16 * NUM, pack_desc(OUT, len(msg), VirtqDescFlags.NEXT, 1))
+        drv.desc(1, IN, 4096, VirtqDescFlags.WRITE)
+        if case == "head_one_past":
+            head = NUM
+        else:
+            drv.desc(0, OUT, len(msg), VirtqDescFlags.NEXT, NUM)
     elif case == "indirect":
         drv.desc(0, OUT, 32, VirtqDescFlags.INDIRECT)
     elif case == "read_after_write":

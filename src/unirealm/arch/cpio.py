@@ -54,7 +54,7 @@ def _pad4(n: int) -> int:
 
 
 def pack_entry(e: Entry) -> bytes:
-    name = e.name.encode() + b"\0"
+    name = e.name.encode("utf-8", "surrogateescape") + b"\0"  # names as the host gave them
     values = (e.ino, e.mode, e.uid, e.gid, e.nlink, e.mtime, len(e.data), e.devmajor, e.devminor,
               e.rdevmajor, e.rdevminor, len(name), 0)
     header = MAGIC_NEWC + b"".join(b"%08X" % (v & 0xFFFFFFFF) for v in values)

@@ -44,6 +44,16 @@ LIFECYCLE_STATES = (
 )
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """A short repr of a claim value for messages: never fails (bignums past Python's digit
+    limit print in hex) and never runs past `limit` characters."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = hex(value) if isinstance(value, int) else f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def lifecycle_name(value: int) -> str | None:
     for first, last, name in LIFECYCLE_STATES:
         if first <= value <= last:
@@ -93,7 +103,7 @@ def _text(v: Any) -> str | None:
 def _hash_name(v: Any) -> str | None:
     if (bad := _text(v)) is not None:
         return bad
-    return None if v in IANA_HASH_NAMES else f"unknown hash algorithm {v!r}"
+    return None if v in IANA_HASH_NAMES else f"unknown hash algorithm {shown(v)}"
 
 
 def _ueid(v: Any) -> str | None:
@@ -116,13 +126,13 @@ def _measurements(v: Any) -> str | None:
 def _realm_profile(v: Any) -> str | None:
     if (bad := _text(v)) is not None:
         return bad
-    return None if v in REALM_PROFILES else f"unknown realm profile {v!r}"
+    return None if v in REALM_PROFILES else f"unknown realm profile {shown(v)}"
 
 
 def _platform_profile(v: Any) -> str | None:
     if (bad := _text(v)) is not None:
         return bad
-    return None if v in PLATFORM_PROFILES else f"unknown platform profile {v!r}"
+    return None if v in PLATFORM_PROFILES else f"unknown platform profile {shown(v)}"
 
 
 def _raw_rak(v: Any) -> str | None:
@@ -145,9 +155,9 @@ def _cose_key_rak(v: Any) -> str | None:
     if not isinstance(key, Mapping):
         return "not a COSE_Key map"
     if key.get(t.COSE_KEY_KTY) != t.COSE_KTY_EC2:
-        return f"COSE_Key kty {key.get(t.COSE_KEY_KTY)!r}, expected 2 (EC2)"
+        return f"COSE_Key kty {shown(key.get(t.COSE_KEY_KTY))}, expected 2 (EC2)"
     if key.get(t.COSE_KEY_CRV) not in (t.COSE_CRV_P256, t.COSE_CRV_P384, t.COSE_CRV_P521):
-        return f"COSE_Key crv {key.get(t.COSE_KEY_CRV)!r}, expected P-256, P-384 or P-521"
+        return f"COSE_Key crv {shown(key.get(t.COSE_KEY_CRV))}, expected P-256, P-384 or P-521"
     for label in (t.COSE_KEY_X, t.COSE_KEY_Y):
         if not isinstance(key.get(label), bytes):
             return f"COSE_Key has no {'x' if label == t.COSE_KEY_X else 'y'} coordinate"
@@ -158,11 +168,11 @@ def _mec_policy(v: Any) -> str | None:
     # DEN0137 2.0: shared = 0, private = 1; Veraison and TF-M tools also write the names.
     if v in (0, 1, "shared", "private") and not isinstance(v, bool):
         return None
-    return f"{v!r} is neither 0/1 nor shared/private"
+    return f"{shown(v)} is neither 0/1 nor shared/private"
 
 
 def _policy_bit(v: Any) -> str | None:
-    return None if v in (0, 1) and not isinstance(v, bool) else f"{v!r} is neither 0 nor 1"
+    return None if v in (0, 1) and not isinstance(v, bool) else f"{shown(v)} is neither 0 nor 1"
 
 
 def _lifecycle(v: Any) -> str | None:
@@ -191,7 +201,7 @@ def _sw_components(v: Any) -> str | None:
             return f"component {i}: not a map"
         for key in c:
             if key not in SWC_NAMES:
-                return f"component {i}: unknown key {key!r}"
+                return f"component {i}: unknown key {shown(key)}"
         for key, check in (
             (t.SWC_MEASUREMENT_VALUE, _bytes(*MEASUREMENT_LENGTHS)),
             (t.SWC_SIGNER_ID, _bytes(*MEASUREMENT_LENGTHS)),
@@ -294,7 +304,7 @@ def _validate(
     for key in claims:
         if key not in known:
             # EAT lets a token carry more claims; a verifier does not rely on them.
-            warnings.append(Problem(f"{what} claim {key!r}", "not defined by the profile; ignored"))
+            warnings.append(Problem(f"{what} claim {shown(key)}", "not defined by the profile; ignored"))
     return problems, warnings
 
 
@@ -307,7 +317,7 @@ def validate_realm_claims(
     carry 64-byte values with sha-256) are a warning, or a problem when `strict`."""
     profile = claims.get(t.REALM_PROFILE)
     if profile is not None and (not isinstance(profile, str) or profile not in REALM_PROFILES):
-        return [Problem("cca-realm-profile", f"unknown realm profile {profile!r}")], []
+        return [Problem("cca-realm-profile", f"unknown realm profile {shown(profile)}")], []
     problems, warnings = _validate(claims, REALM_TABLES[profile], "realm")
     algo = claims.get(t.REALM_HASH_ALGO_ID)
     if isinstance(algo, str) and algo in HASH_LENGTHS:
@@ -321,7 +331,7 @@ def validate_realm_claims(
                 p = Problem(name, f"{len(value)} bytes, but cca-realm-hash-algo-id {algo} gives {want}")
                 (problems if strict else warnings).append(p)
     elif isinstance(algo, str):
-        warnings.append(Problem("cca-realm-hash-algo-id", f"unknown hash algorithm {algo!r}"))
+        warnings.append(Problem("cca-realm-hash-algo-id", f"unknown hash algorithm {shown(algo)}"))
     return problems, warnings
 
 
@@ -331,7 +341,7 @@ def validate_platform_claims(claims: Mapping[Any, Any]) -> tuple[list[Problem], 
     if profile is None:
         return [Problem("cca-platform-profile", "mandatory claim missing")], []
     if not isinstance(profile, str) or profile not in PLATFORM_TABLES:
-        return [Problem("cca-platform-profile", f"unknown platform profile {profile!r}")], []
+        return [Problem("cca-platform-profile", f"unknown platform profile {shown(profile)}")], []
     return _validate(claims, PLATFORM_TABLES[profile], "platform")
 
 
@@ -371,7 +381,7 @@ def _from_json_value(spec: ClaimSpec, value: Any) -> Any:
             c: dict[int, Any] = {}
             for field, v in comp.items():
                 if field not in SWC_KEYS:
-                    raise ClaimsJsonError(Problem(name, f"component {i}: unknown field {field!r}"))
+                    raise ClaimsJsonError(Problem(name, f"component {i}: unknown field {shown(field)}"))
                 key = SWC_KEYS[field]
                 if key in (t.SWC_MEASUREMENT_VALUE, t.SWC_SIGNER_ID):
                     c[key] = _b64decode(f"{name}: component {i}: {field}", v)
@@ -409,7 +419,7 @@ def _to_json_value(value: Any) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if isinstance(value, Mapping):
-        return {SWC_NAMES.get(k, str(k)): _to_json_value(v) for k, v in value.items()}
+        return {SWC_NAMES.get(k, k if isinstance(k, str) else shown(k)): _to_json_value(v) for k, v in value.items()}
     if isinstance(value, Sequence) and not isinstance(value, str):
         return [_to_json_value(v) for v in value]
     return value
@@ -420,7 +430,7 @@ def claims_to_json(claims: Mapping[Any, Any], names: Mapping[int, ClaimSpec]) ->
     out: dict[str, Any] = {}
     for key, value in claims.items():
         spec = names.get(key)
-        out[spec.name if spec else str(key)] = _to_json_value(value)
+        out[spec.name if spec else key if isinstance(key, str) else shown(key)] = _to_json_value(value)
     return out
 
 

@@ -29,7 +29,7 @@ only when it must would leave them:
 
 from __future__ import annotations
 
-import json
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from unirealm.arch.memory import (
     level_size,
 )
 from unirealm.arch.rmi import RmiDataFlags, RmiHashAlgorithm, RmiRealmFlags, RmiRecFlags
+from unirealm.attest.inputs import DATA_LIMIT, InputError, load_json, read_bounded
 from unirealm.rmm.measurement import RimLog
 
 HASH_ALGORITHMS = {
@@ -52,6 +53,7 @@ HASH_ALGORITHMS = {
 }
 REALM_FLAG_NAMES = {"lpa2": RmiRealmFlags.LPA2, "sve": RmiRealmFlags.SVE, "pmu": RmiRealmFlags.PMU}
 MAX_GPRS = 8  # RmiRecParams.gprs[0..7]
+MAX_RIPAS_ENTRIES = 1 << 20  # RTT entries one ripas operation may measure (4 GiB at level 3)
 
 
 class LaunchError(ValueError):
@@ -137,10 +139,18 @@ def ripas_entries(
         size = level_size(level)
         if base % size or top % size:
             raise LaunchError(f"ripas [{base:#x}, {top:#x}) is not aligned to level {level} ({size:#x})")
+        if (top - base) // size > MAX_RIPAS_ENTRIES:
+            raise LaunchError(
+                f"ripas [{base:#x}, {top:#x}) is {(top - base) // size} level-{level} entries;"
+                f" at most {MAX_RIPAS_ENTRIES} are measured"
+            )
         return [(a, a + size) for a in range(base, top, size)]
 
+    granules = sorted(data_granules)
+
     def has_data(lo: int, hi: int) -> bool:
-        return any(lo <= g < hi for g in data_granules)
+        i = bisect_left(granules, lo)
+        return i < len(granules) and granules[i] < hi
 
     entries: list[tuple[int, int]] = []
     addr = base
@@ -211,7 +221,8 @@ def _int(value: Any, what: str) -> int:
         try:
             result = int(value, 0)
         except ValueError:
-            raise LaunchError(f"{what}: {value!r} is not an integer") from None
+            shown = value if len(value) <= 40 else f"{value[:40]}... ({len(value)} characters)"
+            raise LaunchError(f"{what}: {shown!r} is not an integer") from None
     else:
         raise LaunchError(f"{what}: expected an integer")
     if result < 0:
@@ -279,9 +290,9 @@ def _operation(obj: Any, i: int, base_dir: Path) -> Operation:
         if "file" in obj:
             path = base_dir / str(obj["file"])
             try:
-                content = path.read_bytes()
-            except OSError as exc:
-                raise LaunchError(f"{where}: cannot read {path}: {exc.strerror}") from None
+                content = read_bounded(path, DATA_LIMIT, "data file")
+            except InputError as exc:
+                raise LaunchError(f"{where}: {exc}") from None
         else:
             try:
                 content = bytes.fromhex(str(obj["content_hex"]))
@@ -330,11 +341,9 @@ def launch_from_json(obj: Any, base_dir: Path | str = ".") -> Launch:
 def load_launch(path: Path | str) -> Launch:
     path = Path(path)
     try:
-        obj = json.loads(path.read_text())
-    except OSError as exc:
-        raise LaunchError(f"cannot read {path}: {exc.strerror}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise LaunchError(f"{path} is not valid JSON ({exc})") from None
+        obj = load_json(path, "launch description")
+    except InputError as exc:
+        raise LaunchError(str(exc)) from None
     return launch_from_json(obj, path.parent)
 
 

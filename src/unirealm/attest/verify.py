@@ -22,6 +22,7 @@ from unirealm.arch import token as t
 from unirealm.attest.claims import (
     HASH_LENGTHS,
     Problem,
+    shown,
     validate_platform_claims,
     validate_realm_claims,
 )
@@ -77,7 +78,7 @@ class CcaToken:
             return "realm 2.0.0 (COSE_Key RAK, realm instance ID)"
         if profile == t.PROFILE_REALM_1_0:
             return "realm 1.0.0 (COSE_Key RAK)"
-        return f"unknown realm profile {profile!r}"
+        return f"unknown realm profile {shown(profile)}"
 
 
 def _signed_token(raw: bytes, where: str) -> SignedToken:
@@ -144,7 +145,7 @@ def check_binding(platform_claims: Mapping[Any, Any], realm_claims: Mapping[Any,
     """The platform challenge must be the hash of the RAK claim (digest §5.2, Binding)."""
     algo = realm_claims.get(t.REALM_PUBLIC_KEY_HASH_ALGO_ID)
     if not isinstance(algo, str) or algo not in HASH_LENGTHS:
-        return Problem("cca-realm-public-key-hash-algo-id", f"cannot compute the binding with {algo!r}")
+        return Problem("cca-realm-public-key-hash-algo-id", f"cannot compute the binding with {shown(algo)}")
     expected = rak_binding(realm_claims)
     challenge = platform_claims.get(t.PLATFORM_CHALLENGE)
     if expected is None or not isinstance(challenge, bytes):

@@ -20,10 +20,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run)
 
 
-def _write(output: Path, image: bytes) -> None:
+DEFAULT_DIR = Path("build")
+
+
+def write_output(output: Path, data: bytes, default: bool = False) -> None:
+    """Write `data` to `output`, whose directory must exist; only the default output
+    directory `build/` (of the current directory) is created when missing."""
+    if default and output.parent == DEFAULT_DIR and not DEFAULT_DIR.exists():
+        try:
+            DEFAULT_DIR.mkdir()
+        except OSError as exc:
+            raise UsageError(f"cannot create {DEFAULT_DIR}/: {exc.strerror}") from None
+    if not output.parent.is_dir():
+        raise UsageError(f"cannot write {output}: directory {output.parent} does not exist")
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_bytes(image)
+        output.write_bytes(data)
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror}") from None
 
@@ -43,8 +54,8 @@ def run_debian(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"{exc.filename}: {exc.strerror}") from None
     image = build_image(None, extra=files)
-    output = args.output or Path("build") / f"{args.app.rsplit('/', 1)[-1]}.img"
-    _write(output, image)
+    output = args.output or DEFAULT_DIR / f"{args.app.rsplit('/', 1)[-1]}.img"
+    write_output(output, image, args.output is None)
     print(f"wrote {output} ({len(image)} bytes, app {args.app}, {len(files) - 1} files from {', '.join(args.debian)})")
     return 0
 
@@ -74,7 +85,7 @@ def build(args: argparse.Namespace) -> int:
     if len(elf) < 20 or int.from_bytes(elf[18:20], "little") != 183:
         raise UsageError(f"{args.elf} is not an AArch64 ELF (e_machine {int.from_bytes(elf[18:20], 'little')})")
     image = build_image(elf, args.name or args.elf.name)
-    output = args.output or Path("build") / f"{args.name or args.elf.name}.img"
-    _write(output, image)
+    output = args.output or DEFAULT_DIR / f"{args.name or args.elf.name}.img"
+    write_output(output, image, args.output is None)
     print(f"wrote {output} ({len(image)} bytes, app {args.name or args.elf.name})")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from unirealm.cli.build import write_output
 from unirealm.cli.main import UsageError
 
 
@@ -25,10 +26,6 @@ def run(args: argparse.Namespace) -> int:
         data = write_initrd(args.directory, args.gzip)
     except OSError as exc:
         raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
-    try:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_bytes(data)
-    except OSError as exc:
-        raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+    write_output(args.output, data)
     print(f"wrote {args.output} ({len(data)} bytes)")
     return 0

@@ -13,8 +13,9 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
+
+import cbor2
 
 from unirealm.arch import token as t
 from unirealm.arch.remlog import RemLogError, parse_rem_log, replay
@@ -29,6 +30,7 @@ from unirealm.attest.claims import (
     validate_platform_claims,
     validate_realm_claims,
 )
+from unirealm.attest.inputs import KEY_LIMIT, TOKEN_LIMIT, InputError, load_json, read_bounded
 from unirealm.attest.keys import AttestKeyError, load_public_key
 from unirealm.attest.refvals import ReferenceValues, ReferenceValuesError, reference_values_from_json
 from unirealm.attest.verify import CcaToken, decode_token, verify_token
@@ -62,21 +64,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     token_create.register(sub)
 
 
-def _read(path: str, what: str) -> bytes:
+def _read(path: str, what: str, limit: int) -> bytes:
     try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        return read_bounded(path, limit, what)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _load_token(path: str) -> CcaToken:
-    data = _read(path, "token")
+    data = _read(path, "token", TOKEN_LIMIT)
     try:
         return decode_token(data)
     except t.TokenFormatError as exc:
         raise UsageError(f"{path}: {exc}") from None
     except Exception as exc:  # malformed input must never end in a traceback
         raise UsageError(f"{path}: malformed token ({type(exc).__name__}: {exc})") from None
+
+
+def _dumps(obj: Any) -> str:
+    """JSON of decoded claims; a claim may hold what JSON has no form for (CBOR tags,
+    `undefined`, simple values, bignums), written as a tagged object or a string."""
+    return json.dumps(_jsonable(obj), indent=2)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, str) else _text_value(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= 64 else hex(value)
+    if isinstance(value, cbor2.CBORTag):
+        return {"cbor-tag": value.tag, "value": _jsonable(value.value)}
+    if isinstance(value, bytes):
+        return value.hex()
+    return repr(value)  # undefined, CBORSimpleValue, ...
 
 
 def _summary(token: CcaToken) -> dict[str, Any]:
@@ -96,16 +120,20 @@ def _claims_json(token: CcaToken) -> dict[str, Any]:
 
 
 def _text_value(value: Any) -> str:
+    """A claim value as text; what JSON and repr() cannot always print (bignums past
+    Python's digit limit, CBOR tags, undefined) goes through _jsonable."""
     if isinstance(value, bytes):
         return value.hex()
-    return str(value)
+    if isinstance(value, str):
+        return value
+    return json.dumps(_jsonable(value))
 
 
 def _print_claims(title: str, claims: Mapping[Any, Any], names: Mapping[int, ClaimSpec]) -> None:
     print(f"{title}:")
     for key, value in claims.items():
         spec = names.get(key)
-        name = spec.name if spec else f"claim {key}"
+        name = spec.name if spec else f"claim {_text_value(key)}"
         if key == t.PLATFORM_SW_COMPONENTS and names is PLATFORM_NAMES and isinstance(value, Sequence):
             print(f"  {name}:")
             for i, comp in enumerate(value):
@@ -114,7 +142,7 @@ def _print_claims(title: str, claims: Mapping[Any, Any], names: Mapping[int, Cla
                     continue
                 for j, (k, v) in enumerate(comp.items()):
                     prefix = f"    [{i}] " if j == 0 else " " * (len(f"    [{i}] "))
-                    print(f"{prefix}{SWC_NAMES.get(k, str(k))}: {_text_value(v)}")
+                    print(f"{prefix}{SWC_NAMES.get(k, _text_value(k))}: {_text_value(v)}")
         elif isinstance(value, Sequence) and not isinstance(value, str | bytes):
             print(f"  {name}:")
             for i, item in enumerate(value):
@@ -129,7 +157,7 @@ def _print_claims(title: str, claims: Mapping[Any, Any], names: Mapping[int, Cla
 def _decode(args: argparse.Namespace) -> int:
     token = _load_token(args.file)
     if args.json:
-        print(json.dumps({**_summary(token), **_claims_json(token)}, indent=2))
+        print(_dumps({**_summary(token), **_claims_json(token)}))
     else:
         summary = _summary(token)
         print(f"format: {summary['format']}")
@@ -162,7 +190,7 @@ def _verify(args: argparse.Namespace) -> int:
         raise UsageError("give the token once: FILE or -t/--token FILE")
     args.file = args.file or args.token_file
     try:
-        cpak = load_public_key(_read(args.cpak, "CPAK"))
+        cpak = load_public_key(_read(args.cpak, "CPAK", KEY_LIMIT))
     except AttestKeyError as exc:
         raise UsageError(f"--cpak {args.cpak}: {exc}") from None
     challenge = None
@@ -176,10 +204,11 @@ def _verify(args: argparse.Namespace) -> int:
     reference = None
     if args.ref is not None:
         try:
-            reference = reference_values_from_json(json.loads(_read(args.ref, "reference values")))
-        except (ValueError, UnicodeDecodeError) as exc:
-            kind = "" if isinstance(exc, ReferenceValuesError) else "not valid JSON: "
-            raise UsageError(f"--ref {args.ref}: {kind}{exc}") from None
+            reference = reference_values_from_json(load_json(args.ref, "reference values"))
+        except InputError as exc:
+            raise UsageError(f"--ref: {exc}") from None
+        except ReferenceValuesError as exc:
+            raise UsageError(f"--ref {args.ref}: {exc}") from None
     token = _load_token(args.file)
     if args.rem_log is not None:
         reference = reference or ReferenceValues()
@@ -201,7 +230,7 @@ def _verify(args: argparse.Namespace) -> int:
             "warnings": [{"claim": p.claim, "reason": p.reason} for p in result.warnings],
             **_claims_json(token),
         }
-        print(json.dumps(out, indent=2))
+        print(_dumps(out))
     else:
         summary = _summary(token)
         print(f"format: {summary['format']}")

@@ -14,7 +14,13 @@ MSR = 6
 LSR_DR = 0x01
 LSR_THRE = 0x20
 MSR_DCD = 0x80
+IIR_FIFO_16550A = 0xC0  # IIR bits 7:6 with FIFOs enabled: a 16550A (Linux 8250 autoconfig)
 FIFO_SIZE = 16
+THRE_POLLS = 100_000  # LSR reads a byte may wait for the transmitter before the UART counts as dead
+
+
+class ConsoleError(Exception):
+    """The UART does not behave as an ns16550a (missing, or memory where registers should be)."""
 
 
 class Ns16550:
@@ -25,6 +31,12 @@ class Ns16550:
         self._out(LCR, 0x03)  # 8N1
         self._out(FCR_IIR, 0x01)  # FIFOs on (no reset: keep input that already arrived)
         self._out(MCR, 0x03)  # DTR, RTS
+        # FCR and IIR share an offset: memory (a host page mapped where the registers should
+        # be) reads back what was written, a 16550A reports its FIFOs in IIR[7:6].
+        iir = self._in(FCR_IIR)
+        if iir & IIR_FIFO_16550A != IIR_FIFO_16550A:
+            raise ConsoleError(f"UART at {base:#x} is not an ns16550a (IIR {iir:#04x} with FIFOs enabled)")
+        self.dead = False
 
     def _out(self, reg: int, value: int) -> None:
         self.cpu.mmio_write(self.base + reg, 1, value)
@@ -33,9 +45,17 @@ class Ns16550:
         return self.cpu.mmio_read(self.base + reg, 1)
 
     def write(self, data: bytes) -> None:
+        """Transmit `data`; a transmitter that never empties makes the UART dead (output is
+        then dropped) rather than a kernel that spins."""
         for i in range(0, len(data), FIFO_SIZE):
-            while not self._in(LSR) & LSR_THRE:
-                pass
+            if self.dead:
+                return
+            for _ in range(THRE_POLLS):
+                if self._in(LSR) & LSR_THRE:
+                    break
+            else:
+                self.dead = True
+                return
             for byte in data[i : i + FIFO_SIZE]:
                 self._out(RBR_THR, byte)
 

@@ -24,7 +24,7 @@ from ..arch.memory import GRANULE_SIZE
 from ..arch.rsi import RsiRipas
 from ..arch.smccc import PsciFid
 from . import ukrsi
-from .console import Ns16550
+from .console import ConsoleError, Ns16550
 from .mm import PageAllocator
 
 FDT_MAGIC = 0xD00DFEED
@@ -244,9 +244,21 @@ class Kernel:
         if not uarts:
             return
         index = next((i for i, d in enumerate(uarts) if d.path == target), 0)
-        self.console = Ns16550(self.cpu, uarts[index].address)
         log_uart = uarts[index + 1] if index + 1 < len(uarts) else uarts[index]
-        self.log_device = self.console if log_uart is uarts[index] else Ns16550(self.cpu, log_uart.address)
+        problem = None
+        try:
+            self.console = Ns16550(self.cpu, uarts[index].address)
+        except ConsoleError as exc:  # the app runs without stdio: input at end, output dropped
+            problem = exc
+        try:
+            self.log_device = self.console if log_uart is uarts[index] else Ns16550(self.cpu, log_uart.address)
+        except ConsoleError:
+            self.log_device = None
+        if self.log_device is None:
+            self._early_log = []
+            return
+        if problem is not None:
+            self.log(f"console {uarts[index].path}: {problem}; no console", error=True)
         early, self._early_log = self._early_log, []
         self.log_device.write("".join(early).encode())
 
@@ -265,9 +277,14 @@ class Kernel:
         if rtc is None:
             self.log("no RTC: the wall clock starts at the epoch")
             return
-        from .rtc import Mc146818
+        from .rtc import Mc146818, RtcError
 
-        self.realtime_offset_ns = Mc146818(self.cpu, rtc.address).seconds() * 1_000_000_000 - self.monotonic_ns()
+        try:
+            seconds = Mc146818(self.cpu, rtc.address).seconds()
+        except RtcError as exc:
+            self.log(f"RTC: {exc}; the wall clock starts at the epoch", error=True)
+            return
+        self.realtime_offset_ns = seconds * 1_000_000_000 - self.monotonic_ns()
 
     def parse_cmdline(self, bootargs: str) -> None:
         """Unikernel options, then `--`, then the app's argv (Unikraft's convention)."""
@@ -320,8 +337,11 @@ def boot(cpu: Any) -> None:
     try:
         status = kernel.boot()
     except Exception as exc:  # a kernel panic: report it on the console, then power off
-        kernel.log(f"panic: {type(exc).__name__}: {exc}", error=True)
         status = 125
-        if kernel.log_device is None:
-            kernel.emergency_console()
+        try:
+            kernel.log(f"panic: {type(exc).__name__}: {exc}", error=True)
+            if kernel.log_device is None:
+                kernel.emergency_console()
+        except Exception:  # the console itself faults (a host injecting aborts): stop all the same
+            pass
     kernel.power_off(status)

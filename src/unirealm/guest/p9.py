@@ -22,7 +22,7 @@ from ..arch import p9
 from ..arch.cpio import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
 from ..arch.memory import GRANULE_SIZE
 from ..arch.p9 import P9
-from ..arch.virtio import VIRTIO_9P_MOUNT_TAG, VirtioDeviceId, feature
+from ..arch.virtio import VIRTIO_9P_MOUNT_TAG, VIRTIO_MMIO_CONFIG, VirtioDeviceId, feature
 from .mm import OutOfMemory
 from .ukrsi import RsiError
 from .vfs import (
@@ -40,6 +40,7 @@ from .vfs import (
 from .virtio import DmaPool, RequestQueue, VirtioError, virtio_devices
 
 MSIZE = 64 * 1024
+MAX_DIR_ENTRIES = 1 << 16  # a listing longer than this is a server that never ends it: EIO
 NSEC = 1_000_000_000
 
 
@@ -338,6 +339,8 @@ class P9Dir(_P9Node, DirInode):
                 except p9.P9ProtocolError:
                     raise FsError(errno.EIO) from None
                 names += [e.name for e in entries if e.name not in (".", "..")]
+                if len(names) > MAX_DIR_ENTRIES:  # a server that never ends the listing
+                    raise FsError(errno.EIO)
                 if entries[-1].offset <= offset:
                     break
                 offset = entries[-1].offset
@@ -412,8 +415,11 @@ def read_tag(transport: Any) -> str:
         transport.fail()
         raise VirtioError("no mount tag")
     tag_len = int.from_bytes(transport.config(0, 2), "little")
-    tag = transport.config(2, min(tag_len, 255)).decode("utf-8", "replace")
-    return tag
+    room = transport.size - VIRTIO_MMIO_CONFIG - 2
+    if tag_len > room:
+        transport.fail()
+        raise VirtioError(f"mount tag of {tag_len} bytes does not fit the {room} bytes of config space")
+    return transport.config(2, tag_len).decode("utf-8", "replace")
 
 
 def attach(kernel: Any, transport: Any) -> P9Client:

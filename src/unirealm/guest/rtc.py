@@ -17,6 +17,13 @@ def _bcd(value: int) -> int:
     return (value >> 4) * 10 + (value & 0xF)
 
 
+SNAPSHOT_TRIES = 8
+
+
+class RtcError(Exception):
+    """The RTC's registers do not read as a clock."""
+
+
 class Mc146818:
     def __init__(self, cpu: Any, base: int) -> None:
         self.cpu = cpu
@@ -34,13 +41,21 @@ class Mc146818:
                                              RTC_YEAR, RTC_CENTURY))
 
     def seconds(self) -> int:
-        """Seconds since the Unix epoch, read twice until two reads agree."""
+        """Seconds since the Unix epoch, read twice until two reads agree (a few tries: an
+        RTC whose every read differs is broken). RtcError for a clock that cannot be read."""
         first = self._snapshot()
-        while (second := self._snapshot()) != first:
+        for _ in range(SNAPSHOT_TRIES):
+            second = self._snapshot()
+            if second == first:
+                break
             first = second
+        else:
+            raise RtcError("no two reads of the RTC agree")
         binary = self._read(RTC_REG_B) & REG_B_BINARY
         sec, minute, hour, mday, mon, year, century = (v if binary else _bcd(v) for v in first)
         if not self._read(RTC_REG_B) & REG_B_24H and hour & 0x80:  # 12-hour mode, PM
             hour = (hour & 0x7F) % 12 + 12
         full_year = (century or 20) * 100 + year
+        if not (1 <= mon <= 12 and 1 <= mday <= 31 and hour < 24 and minute < 60 and sec < 61):
+            raise RtcError(f"the RTC reads an invalid time {full_year}-{mon}-{mday} {hour}:{minute}:{sec}")
         return calendar.timegm((full_year, mon, mday, hour, minute, sec, 0, 0, 0))

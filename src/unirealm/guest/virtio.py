@@ -88,9 +88,10 @@ class DmaPool:
 
 
 class VirtioMmioTransport:
-    def __init__(self, cpu: Any, address: int) -> None:
+    def __init__(self, cpu: Any, address: int, size: int = 0x200) -> None:
         self.cpu = cpu
         self.address = address
+        self.size = size  # the window's size from the device tree: config reads stay inside it
         self.features = 0
 
     def r(self, reg: int) -> int:
@@ -109,6 +110,8 @@ class VirtioMmioTransport:
         return self.r(VirtioMmio.DEVICE_ID)
 
     def config(self, offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0 or VIRTIO_MMIO_CONFIG + offset + size > self.size:
+            raise VirtioError(f"config read [{offset}, {offset + size}) runs past the device's window")
         return bytes(self.cpu.mmio_read(self.address + VIRTIO_MMIO_CONFIG + offset + i, 1) for i in range(size))
 
     def negotiate(self, wanted: int) -> int:
@@ -244,7 +247,7 @@ def virtio_devices(kernel: Any) -> list[tuple[Any, VirtioMmioTransport, int]]:
     for dev in kernel.info.devices:
         if dev.compatible != "virtio,mmio":
             continue
-        t = VirtioMmioTransport(kernel.cpu, dev.address)
+        t = VirtioMmioTransport(kernel.cpu, dev.address, dev.size)
         try:
             device_id = t.probe()
         except VirtioError as exc:

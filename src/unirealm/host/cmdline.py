@@ -255,6 +255,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="rsi,rmi,mmio,psci",
         help="trace these layers",
     )
+    debug.add_argument(
+        "--hostile",
+        dest="hostile",
+        action="append",
+        default=[],
+        metavar="ATTACK[,ATTACK...]",
+        help="test mode: the VMM misbehaves in these named ways (see unirealm.host.hostile)",
+    )
 
 
 @dataclass(frozen=True)
@@ -286,6 +294,7 @@ class RunConfig:
     token_format: int = TAG_CCA_TOKEN_COLLECTION
     realm_profile: str = PROFILE_REALM_1_0
     notes: tuple[str, ...] = ()  # one line each, for stderr: flags accepted that change nothing
+    hostile: frozenset[str] = frozenset()
 
     @property
     def hash_algo(self) -> RmiHashAlgorithm:
@@ -347,11 +356,7 @@ class RunConfig:
 
         realm_pv = b""
         if args.realm_pv is not None:
-            realm_pv = args.realm_pv.encode()
-            if len(realm_pv) > RPV_SIZE:
-                raise CmdlineError(
-                    f"Invalid size for Realm Personalization Value: {len(realm_pv)} bytes, at most {RPV_SIZE}"
-                )
+            realm_pv = parse_realm_pv(args.realm_pv)
 
         disable_sve = bool(args.disable_sve)
         sve_vl = None
@@ -421,7 +426,7 @@ class RunConfig:
         return cls(
             kernel=args.kernel,
             initrd=args.initrd,
-            params=args.params or "",
+            params=check_params(args.params or ""),
             nrcpus=nrcpus,
             ram_size=ram_size,
             ram_addr=ram_addr,
@@ -437,7 +442,7 @@ class RunConfig:
             loglevel=loglevel,
             dump_dtb=args.dump_dtb,
             trace=trace,
-            shares_9p=tuple(parse_9p(a) for a in args.shares_9p),
+            shares_9p=parse_shares(args.shares_9p),
             networks=parse_networks(args.networks),
             disks=tuple(_nonempty(d, "-d/--disk") for d in args.disks),
             irqchip=irqchip,
@@ -446,6 +451,7 @@ class RunConfig:
             token_format=TOKEN_FORMATS[token_format],
             realm_profile=REALM_PROFILES_BY_NAME[profile],
             notes=tuple(notes),
+            hostile=_attacks(getattr(args, "hostile", [])),
         )
 
 
@@ -465,25 +471,72 @@ def parse_run_args(argv: Sequence[str]) -> RunConfig:
     return RunConfig.from_args(run_parser().parse_args(list(argv)))
 
 
-def parse_trace(values: Sequence[str]) -> frozenset[str]:
-    topics: set[str] = set()
+def check_params(text: str) -> str:
+    """The kernel command line is text: bytes that are not UTF-8 and control characters other
+    than tab and newline (which separate words, as spaces do) are refused."""
+    for i, ch in enumerate(text):
+        if "\udc80" <= ch <= "\udcff":
+            raise CmdlineError(f"-p: byte {ord(ch) - 0xDC00:#04x} at offset {i} is not UTF-8 text")
+        if (ord(ch) < 0x20 and ch not in "\t\n") or 0x7F <= ord(ch) < 0xA0:
+            raise CmdlineError(f"-p: control character {ord(ch):#04x} at offset {i}")
+    return text
+
+
+def _names(values: Sequence[str], known: Sequence[str], unknown: str) -> frozenset[str]:
+    """Comma-separated names from repeatable flags, each one of `known`."""
+    names: set[str] = set()
     for value in values:
-        for topic in value.split(","):
-            topic = topic.strip()
-            if topic not in TRACE_TOPICS:
-                raise CmdlineError(f"Unknown trace topic {topic!r}: use {','.join(TRACE_TOPICS)}")
-            topics.add(topic)
-    return frozenset(topics)
+        for name in value.split(","):
+            name = name.strip()
+            if name not in known:
+                raise CmdlineError(unknown.format(name=repr(name), known=",".join(known)))
+            names.add(name)
+    return frozenset(names)
+
+
+def parse_trace(values: Sequence[str]) -> frozenset[str]:
+    return _names(values, TRACE_TOPICS, "Unknown trace topic {name}: use {known}")
+
+
+def parse_realm_pv(text: str) -> bytes:
+    """`--realm-pv HEX`: the RPV as hex digits (optionally 0x-prefixed), at most 64 bytes;
+    `token create --rpv` and reference values spell it the same way. (kvmtool copies the
+    string's characters; a hex value says exactly which bytes the token will carry.)"""
+    digits = text.removeprefix("0x")
+    if not digits or len(digits) % 2 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+        raise CmdlineError(f"--realm-pv {text!r}: not an even number of hex digits")
+    rpv = bytes.fromhex(digits)
+    if len(rpv) > RPV_SIZE:
+        raise CmdlineError(f"Invalid size for Realm Personalization Value: {len(rpv)} bytes, at most {RPV_SIZE}")
+    return rpv
+
+
+NINEP_TAG_MAX = 32  # MAX_TAG_LEN of QEMU's virtio-9p
+_NINEP_TAG = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def parse_9p(arg: str) -> NinePShare:
-    """`dir[,tag]`; the tag defaults to kvm_9p. The directory is not checked here."""
+    """`dir[,tag]`; the tag defaults to kvm_9p. The directory is not checked here. A tag is
+    at most 32 characters of letters, digits, `_`, `.` and `-`: the kernel option
+    `9p=TAG:/PATH[,TAG:/PATH]` could not name one holding `,` or `:`."""
     path, comma, tag = arg.partition(",")
     if not path:
         raise CmdlineError(f"--9p {arg!r}: missing directory")
     if comma and not tag:
         raise CmdlineError(f"--9p {arg!r}: empty mount tag")
+    if comma and not _NINEP_TAG.fullmatch(tag):
+        raise CmdlineError(f"--9p {arg!r}: mount tag {tag!r} may hold only letters, digits, '_', '.' and '-'")
+    if len(tag) > NINEP_TAG_MAX:
+        raise CmdlineError(f"--9p {arg!r}: mount tag longer than {NINEP_TAG_MAX} characters")
     return NinePShare(path, tag or DEFAULT_9P_TAG)
+
+
+def parse_shares(args: Sequence[str]) -> tuple[NinePShare, ...]:
+    shares = tuple(parse_9p(a) for a in args)
+    tags = [s.tag for s in shares]
+    if dup := next((t for t in tags if tags.count(t) > 1), None):
+        raise CmdlineError(f"--9p: mount tag {dup!r} is given twice")
+    return shares
 
 
 def parse_networks(args: Sequence[str]) -> tuple[NetParams, ...]:
@@ -522,6 +575,12 @@ def parse_network(arg: str, index: int = 0) -> NetParams:
         else:
             values[key] = value
     net = NetParams(**values)  # type: ignore[arg-type]
+    if net.mode == "user":
+        guest, host = ipaddress.IPv4Address(net.guest_ip), ipaddress.IPv4Address(net.host_ip)
+        if guest == host:
+            raise CmdlineError(f"-n: host_ip and guest_ip are both {guest}")
+        if ipaddress.IPv4Network(f"{guest}/24", strict=False) != ipaddress.IPv4Network(f"{host}/24", strict=False):
+            raise CmdlineError(f"-n: host_ip {host} is not in guest_ip {guest}'s /24 network (the DHCP lease)")
     if forwards:
         if net.mode != "user":
             raise CmdlineError("hostfwd needs a user-mode NIC (mode=user)")
@@ -567,6 +626,12 @@ def parse_hostfwd(text: str) -> HostForward:
             raise CmdlineError(f"hostfwd {text!r}: invalid {what} port {raw!r}")
         ports.append(port)
     return HostForward(host_addr, ports[0], ports[1], guest_addr, proto)
+
+
+def _attacks(values: Sequence[str]) -> frozenset[str]:
+    from .hostile import ATTACKS
+
+    return _names(values, tuple(ATTACKS), "--hostile: unknown attack {name} (one of {known})")
 
 
 def _int(text: str, what: str, base: int = 10) -> int:

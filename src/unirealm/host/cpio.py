@@ -25,7 +25,7 @@ def entries_from_dir(root: Path) -> list[Entry]:
             mode = st.st_mode
             data = b""
             if stat.S_ISLNK(mode):
-                data = os.readlink(path).encode()
+                data = os.fsencode(os.readlink(path))
             elif stat.S_ISREG(mode):
                 data = path.read_bytes()
             elif not stat.S_ISDIR(mode):

@@ -19,16 +19,19 @@ import dataclasses
 import logging
 import os
 import select
+import signal
+import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from unirealm.arch.esr import Ec, esr_ec
 from unirealm.arch.memory import GRANULE_SIZE, World
 from unirealm.arch.net import ip_bytes, mac_bytes
-from unirealm.arch.rmi import RmiFid, RmiRecExitReason
+from unirealm.arch.rmi import RmiFid, RmiRecEnterFlags, RmiRecExitReason, RmiRipas
 from unirealm.arch.smccc import (
     PSCI_VERSION_1_1,
     SMCCC_NOT_SUPPORTED,
@@ -39,11 +42,13 @@ from unirealm.arch.smccc import (
 )
 from unirealm.machine.board import Machine
 from unirealm.machine.cpu import Cpu
+from unirealm.machine.interrupt import HOST_IRQ
 from unirealm.machine.vcpu import (
     CpuErrorTrap,
     DataAbortTrap,
     HvcTrap,
     InstructionAbortTrap,
+    IrqTrap,
     Mapping,
     SmcTrap,
     SvcTrap,
@@ -61,6 +66,7 @@ from .devices.virtio_9p import P9Server, Virtio9p
 from .devices.virtio_mmio import RamView, SharedView, VirtioMmioDevice
 from .devices.virtio_net import VirtioNet, VirtioNetDevice
 from .fdt import FdtConfig, VirtioMmioNode, dump_dtb, generate_fdt, kvmtool_serial_ports
+from .hostile import LONG_TAG, Hostile, readdir_forever
 from .image import ImageFormatError, inspect_image
 from .kvm import (
     DataStep,
@@ -93,6 +99,82 @@ NET_POLL_INTERVAL = 0.0005  # seconds between network polls at MMIO exits
 
 class VmmError(Exception):
     """A launch problem reported as one line (bad kernel file, memory too small, ...)."""
+
+
+class VmmStopped(Exception):
+    """SIGINT or SIGTERM reached the VMM: the guest is stopped at its next exit."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class SignalWatch:
+    """SIGINT and SIGTERM stop the VMM whatever the guest does. The Python handler only
+    notes the signal; since a guest in a tight loop never leaves Unicorn's emu_start, where
+    no Python handler runs, the signal's wakeup fd also wakes a watchdog thread that raises
+    the host's interrupt (machine.interrupt): the vCPU stops with an IRQ exit and the run
+    loop ends the run. Installed only from the main thread (signals go there)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+        self._pipe: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+        self._old_wakeup = -1
+        self._done = False
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+        HOST_IRQ.raise_()
+
+    def _watch(self, fd: int) -> None:
+        while not self._done:
+            ready, _, _ = select.select([fd], [], [], 0.05 if HOST_IRQ.pending else None)
+            if ready:
+                try:
+                    data = os.read(fd, 64)
+                except BlockingIOError:
+                    continue
+                if any(b in self.SIGNALS for b in data):
+                    HOST_IRQ.raise_()
+            elif HOST_IRQ.pending:
+                HOST_IRQ.kick()  # a CPU that entered emu_start after the last kick
+
+    def __enter__(self) -> SignalWatch:
+        HOST_IRQ.clear()
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        self._pipe = (r, w)
+        for sig in self.SIGNALS:
+            self._old[sig] = signal.signal(sig, self._on_signal)
+        self._old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._watch, args=(r,), name="unirealm-signals", daemon=True)
+        self._thread.start()
+        return self
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise VmmStopped(self.signum)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            for sig, old in self._old.items():
+                signal.signal(sig, old)
+            self._done = True
+            os.write(self._pipe[1], b"\0")
+            if self._thread is not None:
+                self._thread.join(1)
+            for fd in self._pipe:
+                os.close(fd)
+        HOST_IRQ.clear()
 
 
 @dataclass
@@ -138,18 +220,28 @@ class Console:
                 self.uart.set_eof()
 
 
-def read_file(path: str | None, what: str) -> bytes | None:
+def read_file(path: str | None, what: str, limit: int) -> bytes | None:
+    """A kernel or initrd: a regular file or a pipe of at most `limit` bytes (the guest's
+    RAM), never a device read without end."""
     if path is None:
         return None
     try:
         with open(path, "rb") as f:
-            return f.read()
+            st = os.fstat(f.fileno())
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+                raise VmmError(f"{what} {path!r} is not a regular file")
+            data = bytearray()
+            while len(data) <= limit and (chunk := f.read(min(1 << 24, limit + 1 - len(data)))):
+                data += chunk
     except FileNotFoundError:
         raise VmmError(f"{what} {path!r} not found") from None
     except IsADirectoryError:
         raise VmmError(f"{what} {path!r} is a directory") from None
     except OSError as exc:
         raise VmmError(f"cannot read {what} {path!r}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise VmmError(f"{what} {path!r} is larger than the guest's RAM ({limit >> 20} MiB)")
+    return bytes(data)
 
 
 class Vmm:
@@ -180,8 +272,11 @@ class Vmm:
         if cfg.shares_9p and cfg.virtio_transport != "mmio":
             raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
         self.console = Console(stdout or sys.stdout.buffer, stdin)
-        self.kernel = read_file(cfg.kernel, "kernel") or b""
-        self.initrd = read_file(cfg.initrd, "initrd")
+        self.hostile = Hostile(cfg.hostile) if cfg.hostile else None
+        if self.hostile:
+            log.warning("hostile VMM (a test mode): %s", ", ".join(sorted(cfg.hostile)))
+        self.kernel = read_file(cfg.kernel, "kernel", cfg.ram_size) or b""
+        self.initrd = read_file(cfg.initrd, "initrd", cfg.ram_size)
         if not self.kernel:
             raise VmmError(f"kernel {cfg.kernel!r} is empty")
         try:
@@ -221,18 +316,18 @@ class Vmm:
         self.timers = [GenericTimer(self.gic, cpu) for cpu in range(cfg.nrcpus)]
         fdt_cfg = FdtConfig.for_layout(self.layout, nrcpus=cfg.nrcpus, bootargs=self.bootargs, serials=self.serials,
                                        virtio_mmio=virtio_nodes, kaslr_seed=cfg.kaslr_seed)
-        self.dtb = generate_fdt(dataclasses.replace(fdt_cfg, rtc=(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE)))
+        rtc_base = ARM_RTC_MMIO_BASE
+        if self.hostile and "dtb-device-in-ram" in self.hostile:
+            rtc_base = self.layout.ram_base + (self.layout.ram_size // 2 & ~0xFFFFF)
+        self.dtb = generate_fdt(dataclasses.replace(fdt_cfg, rtc=(rtc_base, RTC_MMIO_SIZE)))
         if cfg.dump_dtb:
-            dump_dtb(cfg.dump_dtb, self.dtb)
-        lay = self.layout
-        log.info(
-            "kernel %#x-%#x, dtb %#x, initrd %s, RAM %#x+%#x, IPA width %d",
-            lay.kernel_start, lay.kernel_end, lay.dtb_start,
-            f"{lay.initrd_start:#x}+{lay.initrd_size:#x}" if self.initrd else "none",
-            lay.ram_base, lay.ram_size, lay.ipa_bits,
-        )
+            try:
+                dump_dtb(cfg.dump_dtb, self.dtb)
+            except OSError as exc:
+                raise VmmError(f"--dump-dtb {cfg.dump_dtb}: {exc.strerror or exc}") from None
         self.idle = 0
         self.exits = 0
+        self.signals = SignalWatch()
 
     def _add_9p_devices(self, irqs: IrqLines, space: VirtioMmioSpace) -> list[VirtioMmioNode]:
         """One virtio-9p device per `--9p DIR[,TAG]`, windows and SPIs in registration order
@@ -247,7 +342,12 @@ class Vmm:
                 raise VmmError(str(exc)) from None
             base = space.alloc()
             name = f"virtio-9p:{share.tag}"
-            device = VirtioMmioDevice(Virtio9p(server, share.tag), access_platform=self.cfg.realm, name=name)
+            backend = Virtio9p(server, LONG_TAG if self.hostile and "p9-tag-long" in self.hostile else share.tag)
+            if self.hostile and "p9-readdir-loop" in self.hostile:
+                honest = backend.handle
+                backend.handle = lambda q, req, cap, honest=honest: readdir_forever(req) or honest(q, req, cap)  # type: ignore[method-assign]
+            device = VirtioMmioDevice(backend, access_platform=self.cfg.realm, name=name)
+            device.hostile = self.hostile
             self.bus.register(base, VIRTIO_MMIO_IO_SIZE, device, name)
             self.virtio.append(device)
             nodes.append(VirtioMmioNode(base, irqs.alloc()))
@@ -262,6 +362,7 @@ class Vmm:
             base = space.alloc()
             name = f"virtio-net:{i}"
             device = VirtioNetDevice(VirtioNet(mac_bytes(nic.guest_mac)), access_platform=self.cfg.realm, name=name)
+            device.hostile = self.hostile
             self.bus.register(base, VIRTIO_MMIO_IO_SIZE, device, name)
             self.virtio.append(device)
             self.nics.append((device, nic))
@@ -328,10 +429,21 @@ class Vmm:
             self.console.poll_input()
         if self.usernets and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL:
             self.poll_networks()
+        hostile = self.hostile
+        if hostile:
+            hostile.at_exit()
+            region = self.bus.find(ipa, size)
+            if hostile.faults(region.name if region is not None else None):
+                return None
         access = self.bus.write(ipa, size, value) if is_write else self.bus.read(ipa, size)
         if not access.handled:
             return None
-        return 0 if is_write else access.value
+        if is_write:
+            return 0
+        if hostile:
+            region = self.bus.find(ipa, size)
+            return hostile.mmio_read(region.name if region is not None else "", access.value, size)
+        return access.value
 
     def wait(self) -> None:
         """The guest is idle (WFI): give it input if any, and notice a guest that stopped.
@@ -351,15 +463,30 @@ class Vmm:
 
     # --- launching ------------------------------------------------------------------------
     def run(self) -> RunResult:
-        self.start_networks()
-        try:
-            return self._run()
-        finally:
-            self.stop_networks()
+        with self.signals:
+            self.start_networks()
+            try:
+                return self._run()
+            except VmmStopped as stop:
+                self._write_log(f"unirealm: stopped by {stop}\n".encode())
+                return RunResult(128 + stop.signum, self.exits)
+            finally:
+                self.stop_networks()
 
     def _run(self) -> RunResult:
         rme = self.cfg.realm or self.cfg.platform == "rme"
-        machine = Machine(dram_size=self.cfg.ram_size + (128 << 20), rme=rme)
+        try:
+            machine = Machine(dram_size=self.cfg.ram_size + (128 << 20), rme=rme)
+        except (OSError, MemoryError, OverflowError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise VmmError(f"cannot allocate {self.cfg.ram_size >> 20} MiB of guest RAM: {reason}") from None
+        lay = self.layout  # logged once the machine's memory exists
+        log.info(
+            "kernel %#x-%#x, dtb %#x, initrd %s, RAM %#x+%#x, IPA width %d",
+            lay.kernel_start, lay.kernel_end, lay.dtb_start,
+            f"{lay.initrd_start:#x}+{lay.initrd_size:#x}" if self.initrd else "none",
+            lay.ram_base, lay.ram_size, lay.ipa_bits,
+        )
         if rme:
             from unirealm.rmm.core import Rmm, RmmConfig
 
@@ -410,6 +537,10 @@ class Vmm:
         for device in self.virtio:  # devices see only the pages the host mapped unprotected
             device.memory = SharedView(vm.pages.mem, vm.shared, vm.unprotected_bit)
         vm.on_host_call = lambda imm, gprs: gprs
+        if self.hostile and "uart-ram" in self.hostile:
+            # The console's window becomes host memory: its alias no longer traps.
+            pa = vm.map_shared(self.serials[0].base | vm.unprotected_bit)
+            vm.pages.mem.write(pa, b"\xff" * GRANULE_SIZE)
         status = 0
         try:
             while True:
@@ -437,6 +568,7 @@ class Vmm:
         while True:
             ex = vm.enter(rec, flags, gprs)
             self.exits += 1
+            self.signals.check()
             flags, gprs = 0, None
             if ex.reason == RmiRecExitReason.SYNC:
                 if esr_ec(ex.esr) == Ec.WFX:
@@ -446,11 +578,22 @@ class Vmm:
             elif ex.reason == RmiRecExitReason.IRQ:
                 self.wait()
             elif ex.reason == RmiRecExitReason.RIPAS_CHANGE:
-                flags = vm.handle_ripas_change(rec, ex)
+                flags = self.ripas_change(vm, rec, ex)
             elif ex.reason == RmiRecExitReason.HOST_CALL:
                 gprs = list(ex.gprs)
             elif ex.reason == RmiRecExitReason.PSCI:
                 return ex
+
+    def ripas_change(self, vm: RealmVm, rec: RealmRec, ex: RecExitInfo) -> int:
+        """The host's answer to a RIPAS change request; `--hostile ripas-refuse` does nothing
+        (the realm sees no progress), `ripas-reject` changes one granule of a change to RAM
+        and then REJECTs the rest."""
+        if self.hostile and "ripas-refuse" in self.hostile:
+            return 0
+        if self.hostile and "ripas-reject" in self.hostile and ex.ripas_value == RmiRipas.RAM:
+            vm.handle_ripas_change(rec, dataclasses.replace(ex, ripas_top=ex.ripas_base + GRANULE_SIZE))
+            return RmiRecEnterFlags.RIPAS_RESPONSE
+        return vm.handle_ripas_change(rec, ex)
 
     # --- a normal VM on a host-owned stage 2 ---------------------------------------------
     def run_vm(self, machine: Machine) -> RunResult:
@@ -476,6 +619,7 @@ class Vmm:
             while True:
                 trap = cpu.run()
                 self.exits += 1
+                self.signals.check()
                 if isinstance(trap, SmcTrap | HvcTrap):
                     regs = trap.regs
                     if is_psci(regs[0]):
@@ -500,6 +644,8 @@ class Vmm:
                         cpu.complete_mmio_read(trap.syndrome, value)
                 elif isinstance(trap, WfxTrap):
                     self.wait()
+                elif isinstance(trap, IrqTrap):
+                    continue  # the host's interrupt, taken: nothing for the guest
                 elif isinstance(trap, InstructionAbortTrap):
                     cpu.inject_sea(trap.ipa, is_fetch=True)
                 elif isinstance(trap, UndefinedTrap | CpuErrorTrap | SvcTrap):

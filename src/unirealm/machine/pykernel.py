@@ -54,6 +54,7 @@ from unirealm.arch.esr import AccessSyndrome
 from unirealm.arch.image import UNIKERNEL_HEADER, UNIKERNEL_HEADER_OFFSET, UNIKERNEL_MAGIC
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
 
+from .interrupt import HOST_IRQ
 from .memory import GranuleProtectionFault, MemoryAccessor, PhysicalMemory
 from .vcpu import (
     CPU_MODELS,
@@ -61,6 +62,7 @@ from .vcpu import (
     GPR_IDS,
     DataAbortTrap,
     HvcTrap,
+    IrqTrap,
     Mapping,
     SmcTrap,
     Translate,
@@ -258,14 +260,20 @@ class El0Space:
         ("svc", pc after the svc, imm), ("fault", pc, address), ("undef", pc, 0),
         ("count", pc, 0)."""
         self._stop = None
+        if HOST_IRQ.pending:  # the host's interrupt: its REC exits before EL0 runs on
+            self._cpu._engine.trap_and_wait(IrqTrap(pc))
         try:
-            self.uc.emu_start(pc, 0xFFFF_FFFF_FFFF_FFFF, count=count)
+            with HOST_IRQ.running(self.uc):
+                self.uc.emu_start(pc, 0xFFFF_FFFF_FFFF_FFFF, count=count)
         except UcError as exc:
             if self._stop is None:
                 self._stop = ("fault", self.uc.reg_read(a64.UC_ARM64_REG_PC), 0)
                 self._error = str(exc)
         if self._stop is None:
-            return ("count", self.uc.reg_read(a64.UC_ARM64_REG_PC), 0)
+            pc = self.uc.reg_read(a64.UC_ARM64_REG_PC)
+            if HOST_IRQ.pending:
+                self._cpu._engine.trap_and_wait(IrqTrap(pc))
+            return ("count", pc, 0)
         return self._stop
 
     def _raw_intr(self, _uch: int, intno: int, _ud: int) -> None:

@@ -50,6 +50,7 @@ from unirealm.arch.esr import (
 )
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
 
+from .interrupt import HOST_IRQ
 from .memory import GranuleProtectionFault, PhysicalMemory
 
 # A permission fault is reported as the access kind of the matching unmapped fault.
@@ -138,6 +139,11 @@ class WfxTrap(Trap):
 @dataclass
 class UndefinedTrap(Trap):
     insn: int = 0
+
+
+@dataclass
+class IrqTrap(Trap):
+    """A physical interrupt for the host stopped the PE at pc (machine.interrupt)."""
 
 
 @dataclass
@@ -335,8 +341,11 @@ class VCpu:
         self._fault = None
         self._fault_gpf = False
         error = ""
+        if HOST_IRQ.pending:
+            return IrqTrap(self.pc)
         try:
-            self.uc.emu_start(self.pc, 0xFFFF_FFFF_FFFF_FFFF)
+            with HOST_IRQ.running(self.uc):
+                self.uc.emu_start(self.pc, 0xFFFF_FFFF_FFFF_FFFF)
         except UcError as exc:
             error = str(exc)
         pc = self.pc
@@ -358,6 +367,8 @@ class VCpu:
         insn = self.read_insn(pc - 4)
         if insn in (WFI_INSN, WFE_INSN):
             return WfxTrap(pc, insn == WFE_INSN)
+        if HOST_IRQ.pending:
+            return IrqTrap(pc)
         return CpuErrorTrap(pc, "emulation stopped without a trap")
 
     def complete_mmio_read(self, syndrome: AccessSyndrome, value: int) -> None:

@@ -44,6 +44,7 @@ from unirealm.machine.vcpu import (
     DataAbortTrap,
     HvcTrap,
     InstructionAbortTrap,
+    IrqTrap,
     SmcTrap,
     SvcTrap,
     UndefinedTrap,
@@ -186,6 +187,8 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
             rec.injected_in_a_row = 0
             return RecExit(RmiRecExitReason.IRQ)
         trap = engine.run()
+        if isinstance(trap, IrqTrap):  # a physical interrupt for the host (machine.interrupt)
+            return RecExit(RmiRecExitReason.IRQ)
         if isinstance(trap, SmcTrap):
             rec.injected_in_a_row = 0
             result = rmm.monitor.smc(Caller.R_EL1, trap.regs)

@@ -234,16 +234,19 @@ class Tcb:
         if self.state == CLOSED:
             return
         seq = seg.seq
-        # Acceptability (RFC 9293 §3.10.7.4), simplified: RST only exactly in sequence or
-        # inside the window; data trimmed to rcv_nxt; a segment from the future is dropped.
+        # Acceptability (RFC 9293 §3.10.7.4 with RFC 5961 §3.2): a RST resets only exactly in
+        # sequence; elsewhere in the window it gets a challenge ACK, outside it is dropped
+        # (a blind attacker must guess rcv_nxt, not just land in the window). Data is trimmed
+        # to rcv_nxt; a segment from the future is dropped.
         if f & TcpFlags.RST:
             wnd = max(self.rcv_wnd(), 1)
-            if seq == self.rcv_nxt or (seq_le(self.rcv_nxt, seq) and seq_lt(seq, self.rcv_nxt + wnd)):
-                if self.state == SYN_RCVD and self.listener is not None:
-                    self.release()
-                else:
-                    self.error = errno.EPIPE if self.state in (CLOSING, LAST_ACK, TIME_WAIT) else errno.ECONNRESET
-                    self.release()
+            if seq != self.rcv_nxt:
+                if seq_le(self.rcv_nxt, seq) and seq_lt(seq, self.rcv_nxt + wnd):
+                    self.segment(TcpFlags.ACK)
+                return
+            if not (self.state == SYN_RCVD and self.listener is not None):
+                self.error = errno.EPIPE if self.state in (CLOSING, LAST_ACK, TIME_WAIT) else errno.ECONNRESET
+            self.release()
             return
         if f & TcpFlags.SYN:
             if self.state == SYN_RCVD and seq == self.irs:

@@ -27,7 +27,7 @@ import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.virtio import (
@@ -201,6 +201,7 @@ class VirtioMmioDevice:
         self.queues = [Virtqueue(backend.queue_num_max) for _ in range(backend.num_queues)]
         self.errors: list[str] = []
         self.requests = 0
+        self.hostile: Any = None  # host.hostile.Hostile in a `--hostile` run: it writes the used entries
         self.reset()
 
     def reset(self) -> None:
@@ -347,9 +348,14 @@ class VirtioMmioDevice:
                     break
                 piece = reply[done : done + n]
                 mem.write(a, piece)
+                if self.hostile is not None:
+                    self.hostile.note_reply(mem, a, len(piece))
                 done += len(piece)
+            used_id, used_len = head, len(reply)
+            if self.hostile is not None:
+                used_id, used_len = self.hostile.used_entry(q.num, head, used_len, chain.capacity)
             slot = q.used + used_ring_entry(q.used_idx % q.num)
-            mem.write(slot, struct.pack("<II", head, len(reply)))
+            mem.write(slot, struct.pack("<II", used_id, used_len))
             q.used_idx = (q.used_idx + 1) & 0xFFFF
             mem.write(q.used + 2, struct.pack("<H", q.used_idx))
             q.last_avail = (q.last_avail + 1) & 0xFFFF
