@@ -50,6 +50,7 @@ from unirealm.arch.fdt import (
 from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.rmi import RmiRealmFlags, RmiRecFlags
 from unirealm.attest import measure as m
+from unirealm.attest.inputs import DATA_LIMIT, JSON_LIMIT, InputError, read_bounded
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -336,10 +337,10 @@ def _load_config(name: str) -> dict[str, int | bool]:
     if profile is not None and not Path(name).is_file():
         return profile
     try:
-        text = Path(name).read_text()
-    except OSError as exc:
+        text = read_bounded(name, JSON_LIMIT, "host configuration").decode()
+    except (InputError, UnicodeDecodeError) as exc:
         raise KvmtoolError(f"-c {name}: not a host profile ({', '.join(HOST_PROFILES)}) nor a readable file: "
-                           f"{exc.strerror or exc}") from None
+                           f"{exc}") from None
     out: dict[str, int | bool] = {}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
@@ -360,9 +361,9 @@ def _load_config(name: str) -> dict[str, int | bool]:
 
 def _read(path: str, what: str) -> bytes:
     try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise KvmtoolError(f"{what} {path}: {exc.strerror or exc}") from None
+        return read_bounded(path, DATA_LIMIT, what)
+    except InputError as exc:
+        raise KvmtoolError(str(exc)) from None
 
 
 @dataclass

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -30,7 +31,7 @@ from unirealm.attest.claims import (
     validate_platform_claims,
     validate_realm_claims,
 )
-from unirealm.attest.inputs import KEY_LIMIT, TOKEN_LIMIT, InputError, load_json, read_bounded
+from unirealm.attest.inputs import JSON_LIMIT, KEY_LIMIT, TOKEN_LIMIT, InputError, load_json, read_bounded
 from unirealm.attest.keys import AttestKeyError, load_public_key
 from unirealm.attest.refvals import ReferenceValues, ReferenceValuesError, reference_values_from_json
 from unirealm.attest.verify import CcaToken, decode_token, verify_token
@@ -179,7 +180,7 @@ def _decode(args: argparse.Namespace) -> int:
 def rems_of_log(path: str, algorithm: Any = None) -> list[bytes]:
     """The REMs a measurement log (arch/remlog.py) replays to, for the realm's algorithm."""
     try:
-        text = _read(path, "REM log").decode()
+        text = _read(path, "REM log", JSON_LIMIT).decode()
         return replay(parse_rem_log(text), algorithm if isinstance(algorithm, str) else None)
     except (RemLogError, UnicodeDecodeError) as exc:
         raise UsageError(f"--rem-log {path}: {exc}") from None

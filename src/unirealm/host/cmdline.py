@@ -199,7 +199,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
     arch = parser.add_argument_group("Arm options")
     arch.add_argument(
-        "--irqchip", dest="irqchip", metavar="gicv3", help="interrupt controller (gicv3; gicv3-its, gicv2 and gicv2m are not modelled)"
+        "--irqchip", dest="irqchip", metavar="gicv3", help="interrupt controller: gicv3 (the only one modelled)"
     )
     arch.add_argument("--kaslr-seed", dest="kaslr_seed", metavar="seed", help="/chosen/kaslr-seed value")
     arch.add_argument("--disable-sve", dest="disable_sve", action="store_true", help="disable SVE")

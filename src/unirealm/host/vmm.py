@@ -260,8 +260,6 @@ class Vmm:
             raise VmmError("only the serial console is available (--console serial)")
         if cfg.disks:
             raise VmmError("virtio block devices (-d) are not available in this release")
-        if cfg.irqchip != "gicv3":
-            raise VmmError(f"--irqchip {cfg.irqchip}: only the GICv3 (without ITS) is modelled; use --irqchip gicv3")
         for nic in cfg.nics:
             if nic.mode == "tap":
                 raise VmmError("-n mode=tap: this VMM does not create tap devices; use -n mode=user")
