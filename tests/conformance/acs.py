@@ -128,10 +128,10 @@ class AcsEnv(Env):
         return self.delegated()
 
     def code_realm(self, words: Sequence[int], *, data_pages: Sequence[int] = (DATA_IPA,), activate: bool = True,
-                   gprs: Sequence[int] = ()) -> CodeRealm:
+                   gprs: Sequence[int] = (), realm_params: dict[str, int] | None = None) -> CodeRealm:
         """The ACS's default realm with `words` at CODE_IPA (measured DATA) and one REC at it,
         running on the RMM's vCPU; `data_pages` are further protected RAM pages."""
-        realm = self.default_realm()
+        realm = self.create_realm(**{**DEFAULT_REALM, **(realm_params or {})})  # type: ignore[arg-type]
         for ipa in (CODE_IPA, *data_pages):
             self.ensure_rtts(realm, ipa, 3)
         self.data_create(realm, CODE_IPA, code_bytes(words))
