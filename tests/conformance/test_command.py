@@ -493,3 +493,40 @@ def test_cmd_secure_test(acs: AcsEnv) -> None:
     acs.ensure_rtts(realm, 0, 3)
     acs.fails(INPUT, RmiFid.DATA_CREATE, realm.rd, acs.delegated(), 0, pa, 0)
     acs.fails(INPUT, RmiFid.REALM_CREATE, acs.delegated(), pa)
+
+
+def _rsi_realm(acs: AcsEnv):  # type: ignore[no-untyped-def]
+    realm = acs.default_realm()
+    acs.ensure_rtts(realm, 0x10_0000, 3)
+    acs.data_create(realm, 0x10_0000)
+    rec = acs.create_rec(realm)
+    acs.ok(RmiFid.REALM_ACTIVATE, realm.rd)
+    return realm, rec
+
+
+def test_cmd_realm_config(acs: AcsEnv) -> None:
+    realm, rec = _rsi_realm(acs)
+    outs, _ = _calls(acs, rec, [RsiFid.REALM_CONFIG, 0x10_0000 + 8], [RsiFid.REALM_CONFIG, 1 << 31],
+                     [RsiFid.REALM_CONFIG, 0x20_0000], [RsiFid.REALM_CONFIG, 0x10_0000])
+    assert [o[0] for o in outs] == [1, 1, 1, 0]  # misaligned, unprotected, RIPAS EMPTY; then SUCCESS
+    data = acs.rmm.stage2_translate(acs.realm(realm), 0x10_0000)
+    assert data is not None and acs.realm_mem.read_u64(data.pa) == 32  # ipa_width
+
+
+def test_cmd_ipa_state_get(acs: AcsEnv) -> None:
+    _, rec = _rsi_realm(acs)
+    outs, _ = _calls(acs, rec, [RsiFid.IPA_STATE_GET, 0x10_0000 + 8, 0x10_1000],
+                     [RsiFid.IPA_STATE_GET, 0x10_1000, 0x10_1000], [RsiFid.IPA_STATE_GET, 1 << 31, (1 << 31) + L3],
+                     [RsiFid.IPA_STATE_GET, 0x10_0000, 0x10_2000])
+    assert [o[0] for o in outs] == [1, 1, 1, 0]
+    assert outs[3][1:3] == [0x10_1000, 1]  # RAM up to where EMPTY begins
+
+
+def test_cmd_ipa_state_set(acs: AcsEnv) -> None:
+    _, rec = _rsi_realm(acs)
+    outs, run = _calls(acs, rec, [RsiFid.IPA_STATE_SET, 0, L3, 2, 0], [RsiFid.IPA_STATE_SET, 8, L3, 1, 0],
+                       [RsiFid.IPA_STATE_SET, L3, L3, 1, 0], [RsiFid.IPA_STATE_SET, 0, (1 << 31) + L3, 1, 0],
+                       [RsiFid.IPA_STATE_SET, 0, 2 * L3, 1, 0])
+    assert [o[0] for o in outs[:4]] == [1, 1, 1, 1]  # bad RIPAS, misaligned, empty range, beyond the PAR
+    assert run["exit_reason"] == RmiRecExitReason.RIPAS_CHANGE
+    assert (run["exit_ripas_base"], run["exit_ripas_top"], run["exit_ripas_value"]) == (0, 2 * L3, 1)
