@@ -73,11 +73,9 @@ class AccessSyndrome:
     sign_extend: bool = False
     sixty_four: bool = False  # SF: the register is 64-bit
 
-    def iss(self, level: int = 3, dfsc_base: int = DFSC_TRANSLATION_L0) -> int:
-        """The hardware's data-abort ISS for this access: a translation fault at `level`,
-        or whatever `dfsc_base` + level names (a permission fault)."""
+    def iss(self, level: int = 3) -> int:
         sas = {1: 0, 2: 1, 4: 2, 8: 3}[self.size]
-        iss = ISV | (sas << SAS_SHIFT) | (self.srt << SRT_SHIFT) | (dfsc_base + level)
+        iss = ISV | (sas << SAS_SHIFT) | (self.srt << SRT_SHIFT) | (DFSC_TRANSLATION_L0 + level)
         if self.sign_extend:
             iss |= SSE
         if self.sixty_four:

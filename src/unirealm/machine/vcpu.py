@@ -169,6 +169,7 @@ class VCpu:
         self._trap: Trap | None = None
         self._fault: tuple[int, int, int, int] | None = None  # (kind, address, size, value)
         self._fault_gpf = False
+        self._store_done = False
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self.uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(UC_HOOK_MEM_PROT, self._on_forbidden)
@@ -303,7 +304,20 @@ class VCpu:
         is_write = access == UC_MEM_WRITE_UNMAPPED
         is_fetch = access == UC_MEM_FETCH_UNMAPPED
         mapping = self.translate(page, is_write, is_fetch)
-        if mapping is not None:
+        if mapping is not None and not mapping.readable:
+            # Unicorn lets a load through a page a store has touched whatever its
+            # permissions, so a page that forbids reads is never mapped: each store is made
+            # here and the instruction stepped over; anything else is a permission fault.
+            if is_write and mapping.writable:
+                try:
+                    offset = address & GRANULE_MASK
+                    self.memory.accessor(mapping.world).write(mapping.pa + offset, value.to_bytes(size, "little"))
+                    self._store_done = True
+                    uc.emu_stop()
+                    return False
+                except GranuleProtectionFault:
+                    self._fault_gpf = True
+        elif mapping is not None:
             try:
                 self._map_page(page, mapping)
                 return True
@@ -343,11 +357,17 @@ class VCpu:
         error = ""
         if HOST_IRQ.pending:
             return IrqTrap(self.pc)
-        try:
-            with HOST_IRQ.running(self.uc):
-                self.uc.emu_start(self.pc, 0xFFFF_FFFF_FFFF_FFFF)
-        except UcError as exc:
-            error = str(exc)
+        self._store_done = True
+        while self._store_done:  # a store made by _on_unmapped: step over it and go on
+            self._store_done = False
+            try:
+                with HOST_IRQ.running(self.uc):
+                    self.uc.emu_start(self.pc, 0xFFFF_FFFF_FFFF_FFFF)
+            except UcError as exc:
+                error = str(exc)
+            if self._store_done:
+                self.pc = self.pc + 4
+                error = ""
         pc = self.pc
         if self._fault is not None:
             access, address, size, value = self._fault

@@ -18,7 +18,6 @@ from unirealm.arch.esr import (
     REC_EXIT_ABORT_ESR_MASK,
     REC_EXIT_EMULATABLE_ABORT_ESR_MASK,
     REC_EXIT_WFX_ESR_MASK,
-    WNR,
     Ec,
     esr,
     esr_ec,
@@ -254,15 +253,17 @@ def data_abort(rmm: RmmState, realm: Realm, rec: Rec, trap: DataAbortTrap) -> Re
     rec.mmio = trap.syndrome
     rec.mmio_is_write = trap.is_write
     walk = realm.stage2.walk(ipa)
-    # A mapped unprotected IPA faults only on what its S2AP forbids: a permission fault.
-    dfsc_base = DFSC_PERMISSION_L0 if walk.entry.kind == s2tte.Kind.ASSIGNED_NS else DFSC_TRANSLATION_L0
-    if trap.syndrome is None:
-        iss = (dfsc_base + walk.level) | (WNR if trap.is_write else 0)
-    else:
-        iss = trap.syndrome.iss(walk.level, dfsc_base)
+    if walk.entry.kind == s2tte.Kind.ASSIGNED_NS or trap.syndrome is None:
+        # Non-emulatable: a mapped unprotected IPA faults only on what its S2AP forbids (a
+        # permission fault), or the access has no instruction syndrome. The host sees EC,
+        # SET, FnV, EA, the fault status and HPFAR; no FAR and no written value.
+        dfsc = (DFSC_PERMISSION_L0 if walk.entry.kind == s2tte.Kind.ASSIGNED_NS else DFSC_TRANSLATION_L0) + walk.level
+        return RecExit(
+            RmiRecExitReason.SYNC, esr=esr(Ec.DABT_LOWER, dfsc) & REC_EXIT_ABORT_ESR_MASK, hpfar=hpfar_for_ipa(ipa)
+        )
     return RecExit(
         RmiRecExitReason.SYNC,
-        esr=esr(Ec.DABT_LOWER, iss) & REC_EXIT_EMULATABLE_ABORT_ESR_MASK,
+        esr=esr(Ec.DABT_LOWER, trap.syndrome.iss(walk.level)) & REC_EXIT_EMULATABLE_ABORT_ESR_MASK,
         far=ipa & GRANULE_MASK,
         hpfar=hpfar_for_ipa(ipa),
         gprs=[trap.value] if trap.is_write else [],
