@@ -549,6 +549,8 @@ class Vmm:
                 if target is None:
                     raise VmmError(f"the realm asked PSCI about an unknown CPU {ex.gprs[1]:#x}")
                 vm.rmi.call(RmiFid.PSCI_COMPLETE, recs[0].pa, target.pa, status_arg)
+        except RmiCallError as exc:  # e.g. an exit the host cannot serve: memory it destroyed
+            raise VmmError(f"the realm cannot go on: {exc}") from None
         finally:
             vm.destroy()
         return RunResult(status, self.exits)
