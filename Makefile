@@ -9,7 +9,7 @@ APT_PKGS := gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-de
             device-tree-compiler cpio sqlite3 curl redis-tools
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all setup toolchain test lint demo clean bench
+.PHONY: all setup toolchain test lint demo clean bench fuzz corpus
 
 all: test
 
@@ -35,6 +35,14 @@ setup: toolchain $(STAMP)
 test: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m pytest -p no:cacheprovider
+
+# Long fuzzing runs with invariants (tests/fuzz; >= 10^5 RMI calls); totals in build/fuzz-report.json.
+fuzz: setup
+	CI=true UNIREALM_FUZZ=long $(PY) -m pytest -p no:cacheprovider -q -s tests/fuzz
+
+# Rewrite the checked-in corpora of malformed inputs the fuzz tests replay.
+corpus: setup
+	$(PY) tests/fuzz/make_corpus.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
