@@ -64,7 +64,7 @@ from .devices.virtio_9p import P9Server, Virtio9p
 from .devices.virtio_mmio import RamView, SharedView, VirtioMmioDevice
 from .devices.virtio_net import VirtioNet, VirtioNetDevice
 from .fdt import FdtConfig, VirtioMmioNode, dump_dtb, generate_fdt, kvmtool_serial_ports
-from .hostile import LONG_TAG, Hostile, readdir_forever
+from .hostile import LONG_TAG, Hostile, check_attacks, readdir_forever
 from .image import ImageFormatError, inspect_image
 from .kvm import (
     DataStep,
@@ -269,6 +269,8 @@ class Vmm:
             raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
         self.console = Console(stdout or sys.stdout.buffer, stdin)
         self.hostile = Hostile(cfg.hostile) if cfg.hostile else None
+        if problem := check_attacks(cfg.hostile, cfg.realm, len(cfg.shares_9p), len(cfg.nics)):
+            raise VmmError(problem)
         if self.hostile:
             log.warning("hostile VMM (a test mode): %s", ", ".join(sorted(cfg.hostile)))
         self.kernel = read_file(cfg.kernel, "kernel", cfg.ram_size) or b""
