@@ -123,7 +123,7 @@ def test_corpus(target: str) -> None:
 def _fuzz(target: str) -> Callable[[], None]:
     kind, check = TARGETS[target]
 
-    @fuzz_settings(120, 20_000)
+    @fuzz_settings(120, 3_000)
     @given(mutated(kind))
     def run(data: bytes) -> None:
         check(data)
@@ -186,7 +186,7 @@ def test_9p_server(tmp_path: Path) -> None:
         mutated("9p"),
     )
 
-    @fuzz_settings(120, 20_000)
+    @fuzz_settings(120, 3_000)
     @given(st.lists(structured, min_size=1, max_size=8))
     def run(messages: list[bytes]) -> None:
         for message in messages:
