@@ -18,5 +18,5 @@ class CountingRmm(RmmMachine):
         return super().smc(fid, *args)
 
 
-CountingRmm.TestCase.settings = settings(fuzz_settings(3, 100), stateful_step_count=budget(40, 50))
+CountingRmm.TestCase.settings = settings(fuzz_settings(3, 200), stateful_step_count=budget(40, 50))
 TestRmiStream = CountingRmm.TestCase
