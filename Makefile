@@ -9,7 +9,7 @@ APT_PKGS := gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-de
             device-tree-compiler cpio sqlite3 curl redis-tools
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all setup toolchain test test-fast lint demo clean bench
+.PHONY: all setup toolchain test test-fast lint demo clean bench fuzz corpus
 
 all: test
 
@@ -39,6 +39,14 @@ test: setup
 # the unit tests alone (no image boots): a quick loop while working
 test-fast: setup
 	$(PY) -m pytest -p no:cacheprovider -m "not e2e"
+
+# Long fuzzing runs with invariants (tests/fuzz; >= 10^5 RMI calls); totals in build/fuzz-report.json.
+fuzz: setup
+	CI=true UNIREALM_FUZZ=long $(PY) -m pytest -p no:cacheprovider -q -s tests/fuzz
+
+# Rewrite the checked-in corpora of malformed inputs the fuzz tests replay.
+corpus: setup
+	$(PY) tests/fuzz/make_corpus.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

@@ -152,7 +152,16 @@ def test_device_window_in_protected_ram_is_not_shared(probe_image: Path, tmp_pat
     assert "mapped unprotected at" not in err.split("rtc@")[1].split("\n")[0]
 
 
-def test_unknown_attack_is_refused(probe_image: Path, tmp_path: Path) -> None:
-    proc = subprocess.run([*UNIREALM, "run", "-k", str(probe_image), "--hostile", "nope"], capture_output=True,
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--hostile", "nope"], "unknown attack 'nope'"),
+        (["--hostile", "uart-ram"], "--hostile uart-ram needs --realm"),
+        (["--realm", "--hostile", "p9-readdir-loop"], "needs a --9p share"),
+        (["--realm", "--hostile", "toctou"], "needs a virtio device (--9p or -n)"),
+    ],
+)
+def test_attacks_that_cannot_act_are_refused(probe_image: Path, argv: list[str], message: str) -> None:
+    proc = subprocess.run([*UNIREALM, "run", "-k", str(probe_image), *argv], capture_output=True,
                           text=True, timeout=60, check=False)
-    assert proc.returncode == 2 and "unknown attack 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

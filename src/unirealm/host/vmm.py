@@ -19,14 +19,12 @@ import dataclasses
 import logging
 import os
 import select
-import signal
 import stat
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from unirealm.arch.esr import Ec, esr_ec
 from unirealm.arch.memory import GRANULE_SIZE, World
@@ -42,7 +40,6 @@ from unirealm.arch.smccc import (
 )
 from unirealm.machine.board import Machine
 from unirealm.machine.cpu import Cpu
-from unirealm.machine.interrupt import HOST_IRQ
 from unirealm.machine.vcpu import (
     CpuErrorTrap,
     DataAbortTrap,
@@ -66,7 +63,7 @@ from .devices.virtio_9p import P9Server, Virtio9p
 from .devices.virtio_mmio import RamView, SharedView, VirtioMmioDevice
 from .devices.virtio_net import VirtioNet, VirtioNetDevice
 from .fdt import FdtConfig, VirtioMmioNode, dump_dtb, generate_fdt, kvmtool_serial_ports
-from .hostile import LONG_TAG, Hostile, readdir_forever
+from .hostile import LONG_TAG, Hostile, check_attacks, readdir_forever
 from .image import ImageFormatError, inspect_image
 from .kvm import (
     DataStep,
@@ -90,6 +87,7 @@ from .memmap import (
     VirtioMmioSpace,
 )
 from .net.usernet import Forward, UserNet, UserNetError
+from .signals import SignalWatch, VmmStopped
 
 log = logging.getLogger("unirealm.vmm")
 IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
@@ -99,82 +97,6 @@ NET_POLL_INTERVAL = 0.0005  # seconds between network polls at MMIO exits
 
 class VmmError(Exception):
     """A launch problem reported as one line (bad kernel file, memory too small, ...)."""
-
-
-class VmmStopped(Exception):
-    """SIGINT or SIGTERM reached the VMM: the guest is stopped at its next exit."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class SignalWatch:
-    """SIGINT and SIGTERM stop the VMM whatever the guest does. The Python handler only
-    notes the signal; since a guest in a tight loop never leaves Unicorn's emu_start, where
-    no Python handler runs, the signal's wakeup fd also wakes a watchdog thread that raises
-    the host's interrupt (machine.interrupt): the vCPU stops with an IRQ exit and the run
-    loop ends the run. Installed only from the main thread (signals go there)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-        self._pipe: tuple[int, int] | None = None
-        self._thread: threading.Thread | None = None
-        self._old_wakeup = -1
-        self._done = False
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        if self.signum is None:
-            self.signum = signum
-        HOST_IRQ.raise_()
-
-    def _watch(self, fd: int) -> None:
-        while not self._done:
-            ready, _, _ = select.select([fd], [], [], 0.05 if HOST_IRQ.pending else None)
-            if ready:
-                try:
-                    data = os.read(fd, 64)
-                except BlockingIOError:
-                    continue
-                if any(b in self.SIGNALS for b in data):
-                    HOST_IRQ.raise_()
-            elif HOST_IRQ.pending:
-                HOST_IRQ.kick()  # a CPU that entered emu_start after the last kick
-
-    def __enter__(self) -> SignalWatch:
-        HOST_IRQ.clear()
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        r, w = os.pipe()
-        os.set_blocking(r, False)
-        os.set_blocking(w, False)
-        self._pipe = (r, w)
-        for sig in self.SIGNALS:
-            self._old[sig] = signal.signal(sig, self._on_signal)
-        self._old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        self._thread = threading.Thread(target=self._watch, args=(r,), name="unirealm-signals", daemon=True)
-        self._thread.start()
-        return self
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise VmmStopped(self.signum)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pipe is not None:
-            signal.set_wakeup_fd(self._old_wakeup)
-            for sig, old in self._old.items():
-                signal.signal(sig, old)
-            self._done = True
-            os.write(self._pipe[1], b"\0")
-            if self._thread is not None:
-                self._thread.join(1)
-            for fd in self._pipe:
-                os.close(fd)
-        HOST_IRQ.clear()
 
 
 @dataclass
@@ -271,6 +193,8 @@ class Vmm:
             raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
         self.console = Console(stdout or sys.stdout.buffer, stdin)
         self.hostile = Hostile(cfg.hostile) if cfg.hostile else None
+        if problem := check_attacks(cfg.hostile, cfg.realm, len(cfg.shares_9p), len(cfg.nics)):
+            raise VmmError(problem)
         if self.hostile:
             log.warning("hostile VMM (a test mode): %s", ", ".join(sorted(cfg.hostile)))
         self.kernel = read_file(cfg.kernel, "kernel", cfg.ram_size) or b""
@@ -556,6 +480,8 @@ class Vmm:
                 if target is None:
                     raise VmmError(f"the realm asked PSCI about an unknown CPU {ex.gprs[1]:#x}")
                 vm.rmi.call(RmiFid.PSCI_COMPLETE, recs[0].pa, target.pa, status_arg)
+        except RmiCallError as exc:  # e.g. an exit the host cannot serve: memory it destroyed
+            raise VmmError(f"the realm cannot go on: {exc}") from None
         finally:
             vm.destroy()
         return RunResult(status, self.exits)
