@@ -287,7 +287,7 @@ class GicV3:
         for source in self._sources[cpu]:
             source()
 
-    def send_sgi(self, cpu: int, intid: int, allow_group1: bool, sender: int | None = None) -> None:
+    def send_sgi(self, cpu: int, intid: int, allow_group1: bool) -> None:
         """Make SGI `intid` pending on `cpu`. A Group 0 request (ICC_SGI0R, ICC_ASGI1R with one
         Security state) makes only Group 0 SGIs pending; a Group 1 one (ICC_SGI1R) either."""
         if not (0 <= cpu < self.nr_cpus and 0 <= intid < NR_SGIS):
