@@ -556,6 +556,7 @@ class GicRedistributors:
             return 0
         cpu, off = where
         if off >= GICR_SGI_BASE:
+            self.gic.sync(cpu)  # a timer PPI's pending bit shows its line as of now
             value = self.regs[cpu].read(off - GICR_SGI_BASE, size)
             return value or 0
         if GicrRd.TYPER <= off < GicrRd.TYPER + 8:
