@@ -8,7 +8,7 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from unirealm.arch.gic import GICD_CTLR_EnableGrp1, IccSysreg
+from unirealm.arch.gic import GICR_SGI_BASE, GICD_CTLR_EnableGrp1, GicrSgi, IccSysreg
 from unirealm.arch.timer import (
     CNT_CTL_ENABLE,
     CNT_CTL_IMASK,
@@ -82,6 +82,16 @@ def test_virtual_timer_fires_at_cval_and_is_level() -> None:
     assert not gic.irq_pending(0)
     # ISTATUS shows the condition even while masked
     assert timer.read_sysreg(CntSysreg.CNTV_CTL_EL0) == CNT_CTL_ENABLE | CNT_CTL_IMASK | CNT_CTL_ISTATUS
+
+
+def test_the_redistributor_shows_a_fired_timer_as_pending() -> None:
+    gic, [timer], clock = make()
+    timer.write_sysreg(CntSysreg.CNTV_TVAL_EL0, 10)
+    timer.write_sysreg(CntSysreg.CNTV_CTL_EL0, CNT_CTL_ENABLE)
+    ispendr0 = GICR_SGI_BASE + GicrSgi.ISPENDR0
+    assert gic.redistributors.mmio_read(ispendr0, 4) == 0
+    clock.now += 10  # no GIC decision in between: the read itself must see the line
+    assert gic.redistributors.mmio_read(ispendr0, 4) == 1 << PPI_VIRT_TIMER
 
 
 def test_physical_timer_uses_ppi_30_and_the_physical_count() -> None:

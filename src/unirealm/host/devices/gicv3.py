@@ -287,7 +287,7 @@ class GicV3:
         for source in self._sources[cpu]:
             source()
 
-    def send_sgi(self, cpu: int, intid: int, allow_group1: bool, sender: int | None = None) -> None:
+    def send_sgi(self, cpu: int, intid: int, allow_group1: bool) -> None:
         """Make SGI `intid` pending on `cpu`. A Group 0 request (ICC_SGI0R, ICC_ASGI1R with one
         Security state) makes only Group 0 SGIs pending; a Group 1 one (ICC_SGI1R) either."""
         if not (0 <= cpu < self.nr_cpus and 0 <= intid < NR_SGIS):
@@ -556,6 +556,7 @@ class GicRedistributors:
             return 0
         cpu, off = where
         if off >= GICR_SGI_BASE:
+            self.gic.sync(cpu)  # a timer PPI's pending bit shows its line as of now
             value = self.regs[cpu].read(off - GICR_SGI_BASE, size)
             return value or 0
         if GicrRd.TYPER <= off < GicrRd.TYPER + 8:

@@ -188,7 +188,7 @@ class CpuInterface:
                     if cpu is not None:
                         targets.append(cpu)
         for cpu in targets:
-            self.gic.send_sgi(cpu, intid, allow_group1, sender=self.index)
+            self.gic.send_sgi(cpu, intid, allow_group1)
 
     # --- ICC_CTLR_EL1 -------------------------------------------------------------------------
     def icc_ctlr(self) -> int:
