@@ -30,8 +30,6 @@ from unirealm.arch.memory import GRANULE_SIZE, World
 from unirealm.arch.net import ip_bytes, mac_bytes
 from unirealm.arch.rmi import RmiFid, RmiRecExitReason
 from unirealm.arch.smccc import (
-    PSCI_VERSION_1_1,
-    SMCCC_NOT_SUPPORTED,
     PsciFid,
     PsciReturn,
     is_psci,
@@ -46,7 +44,7 @@ from unirealm.machine.vcpu import (
     InstructionAbortTrap,
     Mapping,
     SmcTrap,
-    SvcTrap,
+    SysRegTrap,
     UndefinedTrap,
     WfxTrap,
 )
@@ -82,6 +80,7 @@ from .memmap import (
     VirtioMmioSpace,
 )
 from .net.usernet import Forward, UserNet, UserNetError
+from .smccc import SmcccServices, VmPsci
 
 log = logging.getLogger("unirealm.vmm")
 IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
@@ -224,6 +223,8 @@ class Vmm:
         )
         self.idle = 0
         self.exits = 0
+        self.smccc = SmcccServices()
+        self.psci = VmPsci(self.smccc, cfg.nrcpus)
 
     def _add_9p_devices(self, irqs: IrqLines, space: VirtioMmioSpace) -> list[VirtioMmioNode]:
         """One virtio-9p device per `--9p DIR[,TAG]`, windows and SPIs in registration order
@@ -400,7 +401,7 @@ class Vmm:
         vm.on_mmio = self.mmio
         for device in self.virtio:  # devices see only the pages the host mapped unprotected
             device.memory = SharedView(vm.pages.mem, vm.shared, vm.unprotected_bit)
-        vm.on_host_call = lambda imm, gprs: gprs
+        vm.on_host_call = self.host_call
         status = 0
         try:
             while True:
@@ -439,7 +440,7 @@ class Vmm:
             elif ex.reason == RmiRecExitReason.RIPAS_CHANGE:
                 flags = vm.handle_ripas_change(rec, ex)
             elif ex.reason == RmiRecExitReason.HOST_CALL:
-                gprs = list(ex.gprs)
+                gprs = self.host_call(ex.imm, list(ex.gprs))
             elif ex.reason == RmiRecExitReason.PSCI:
                 return ex
 
@@ -468,6 +469,8 @@ class Vmm:
                 trap = cpu.run()
                 self.exits += 1
                 if isinstance(trap, SmcTrap | HvcTrap):
+                    # The DT's PSCI conduit is HVC; KVM answers SMCCC calls over SMC alike
+                    # (NOT_SUPPORTED for RSI, which only an RMM implements).
                     regs = trap.regs
                     if is_psci(regs[0]):
                         fid = regs[0] & ~(1 << 30)
@@ -476,8 +479,8 @@ class Vmm:
                             return RunResult(regs[1] & 0xFF, self.exits)
                         cpu.set_gpr(0, self.vm_psci(regs))
                     else:
-                        # KVM answers SMCCC calls it does not implement (RSI among them).
-                        cpu.set_gpr(0, SMCCC_NOT_SUPPORTED)
+                        for i, value in enumerate(self.smccc.call(regs)):
+                            cpu.set_gpr(i, value)
                 elif isinstance(trap, DataAbortTrap):
                     if trap.syndrome is None:
                         cpu.inject_sea(trap.ipa)
@@ -493,18 +496,19 @@ class Vmm:
                     self.wait()
                 elif isinstance(trap, InstructionAbortTrap):
                     cpu.inject_sea(trap.ipa, is_fetch=True)
-                elif isinstance(trap, UndefinedTrap | CpuErrorTrap | SvcTrap):
-                    cpu.inject_undef()
+                elif isinstance(trap, UndefinedTrap | SysRegTrap):
+                    cpu.inject_undef()  # an access EL2 traps that KVM does not emulate
+                elif isinstance(trap, CpuErrorTrap):
+                    raise VmmError(f"the guest CPU stopped at {trap.pc:#x}: {trap.message}")
         finally:
             cpu.close()
 
     def vm_psci(self, regs: list[int]) -> int:
-        fid = regs[0] & ~(1 << 30)
-        self.psci_trace(f"PSCI {fid:#x}")
-        if fid == PsciFid.VERSION:
-            return PSCI_VERSION_1_1
-        if fid == PsciFid.FEATURES:
-            asked = regs[1] & ~(1 << 30) & 0xFFFF_FFFF
-            ok = asked in (PsciFid.VERSION, PsciFid.FEATURES, PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET)
-            return unsigned64(PsciReturn.SUCCESS if ok else PsciReturn.NOT_SUPPORTED)
-        return unsigned64(PsciReturn.NOT_SUPPORTED)
+        self.psci_trace(f"PSCI {regs[0] & ~(1 << 30):#x}")
+        return self.psci.call(regs)
+
+    def host_call(self, imm: int, gprs: list[int]) -> list[int]:
+        """RSI_HOST_CALL: the realm's x0.. are an SMCCC call to this hypervisor (imm is
+        not interpreted); the results replace the leading registers."""
+        result = self.smccc.call(list(gprs))
+        return result + list(gprs[len(result):])

@@ -17,7 +17,7 @@ from unirealm.arch.smccc import NUM_ARG_REGS, SMCCC_NOT_SUPPORTED, RmmEl3Fid, Rm
 from unirealm.arch.token import TAG_CCA_TOKEN_COLLECTION
 from unirealm.machine.cpu import Cpu
 from unirealm.machine.monitor import Caller, Monitor
-from unirealm.machine.vcpu import Mapping
+from unirealm.machine.vcpu import El2Context, Mapping
 
 from . import s2tte
 from .realm import ExecutionEngine, Realm, Rec
@@ -52,7 +52,9 @@ EngineFactory = Callable[["Rmm", Realm, int], ExecutionEngine]
 
 
 def default_engine(rmm: Rmm, realm: Realm, index: int) -> ExecutionEngine:
-    return Cpu(rmm.monitor.memory, lambda ipa, w, f: rmm.stage2_translate(realm, ipa), rmm.config.cpu_model)
+    # The EL3/EL2 context TF-RMM gives a REC: realm world, ID registers and SVE trapped.
+    context = El2Context(World.REALM, trap_id_registers=True, trap_sve=True)
+    return Cpu(rmm.monitor.memory, lambda ipa, w, f: rmm.stage2_translate(realm, ipa), rmm.config.cpu_model, context)
 
 
 class Rmm:
