@@ -15,9 +15,9 @@ from unirealm.arch.memory import GRANULE_SIZE, Pas, World
 from unirealm.machine.memory import PhysicalMemory
 from unirealm.machine.vcpu import (
     DataAbortTrap,
+    HvcTrap,
     Mapping,
     SmcTrap,
-    UndefinedTrap,
     VCpu,
     WfxTrap,
 )
@@ -161,11 +161,10 @@ def test_wfi_and_hvc(tmp_path: Path) -> None:
     trap = g.cpu.run()
     assert isinstance(trap, WfxTrap) and not trap.is_wfe and trap.pc == CODE + 4
     trap = g.cpu.run()
-    # HVC with EL2 absent (SCR_EL3.HCE clear) is UNDEFINED, reported at the instruction.
-    assert isinstance(trap, UndefinedTrap)
-    assert trap.pc == CODE + 4
-    assert trap.insn == 0xD400_0002 | (0x42 << 5)
-    g.cpu.skip_instruction()
+    # SCR_EL3.HCE is set as EL3 firmware sets it: HVC is a hypervisor call with its
+    # immediate, and the PC is after it (the preferred return address).
+    assert isinstance(trap, HvcTrap)
+    assert trap.pc == CODE + 8 and trap.imm == 0x42
     trap = g.cpu.run()
     assert isinstance(trap, SmcTrap) and trap.pc == CODE + 12
     g.cpu.close()

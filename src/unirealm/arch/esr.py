@@ -20,9 +20,14 @@ class Ec(IntEnum):
     HVC64 = 0x16
     SMC64 = 0x17
     SYSREG = 0x18
+    SVE = 0x19
     IABT_LOWER = 0x20
+    IABT_CUR = 0x21
+    PC_ALIGNMENT = 0x22
     DABT_LOWER = 0x24
+    DABT_CUR = 0x25
     SERROR = 0x2F
+    BRK64 = 0x3C
 
 
 # Data abort ISS fields
@@ -61,6 +66,59 @@ def esr(ec: int, iss: int = 0) -> int:
 
 def esr_ec(value: int) -> int:
     return (value >> EC_SHIFT) & 0x3F
+
+
+def esr_iss(value: int) -> int:
+    return value & 0x1FF_FFFF
+
+
+# Abort DFSC/IFSC values (ESR_ELx ISS for EC 0x20-0x25).
+DFSC_SEA_ON_WALK_L0 = 0x14  # + level, 0..3
+DFSC_ALIGNMENT = 0x21
+
+
+def is_sea_on_walk(fsc: int) -> bool:
+    """A synchronous external abort on a stage-1 translation table walk (level 0..3)."""
+    return DFSC_SEA_ON_WALK_L0 <= fsc <= DFSC_SEA_ON_WALK_L0 + 3
+
+
+def is_translation_fault(fsc: int) -> bool:
+    return DFSC_TRANSLATION_L0 <= fsc <= DFSC_TRANSLATION_L0 + 3
+
+
+def may_be_unmapped_table(fsc: int) -> bool:
+    """A stage-1 fault a walk through a table page stage 2 had not mapped yet can cause."""
+    return is_translation_fault(fsc) or is_sea_on_walk(fsc)
+
+
+@dataclass(frozen=True)
+class SysRegAccess:
+    """The ISS of an EC 0x18 trap (MSR/MRS): Op0[21:20] Op2[19:17] Op1[16:14] CRn[13:10]
+    Rt[9:5] CRm[4:1] Direction[0] (1 = read)."""
+
+    op0: int
+    op1: int
+    crn: int
+    crm: int
+    op2: int
+    rt: int
+    is_read: bool
+
+    @classmethod
+    def from_iss(cls, iss: int) -> SysRegAccess:
+        return cls(
+            op0=(iss >> 20) & 3,
+            op1=(iss >> 14) & 7,
+            crn=(iss >> 10) & 0xF,
+            crm=(iss >> 1) & 0xF,
+            op2=(iss >> 17) & 7,
+            rt=(iss >> 5) & 0x1F,
+            is_read=bool(iss & 1),
+        )
+
+    @property
+    def encoding(self) -> tuple[int, int, int, int, int]:
+        return (self.op0, self.op1, self.crn, self.crm, self.op2)
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,6 @@ from unirealm.arch.memory import GRANULE_SIZE, World
 from unirealm.arch.net import ip_bytes, mac_bytes
 from unirealm.arch.rmi import RmiFid, RmiRecEnterFlags, RmiRecExitReason, RmiRipas
 from unirealm.arch.smccc import (
-    PSCI_VERSION_1_1,
-    SMCCC_NOT_SUPPORTED,
     PsciFid,
     PsciReturn,
     is_psci,
@@ -48,7 +46,7 @@ from unirealm.machine.vcpu import (
     IrqTrap,
     Mapping,
     SmcTrap,
-    SvcTrap,
+    SysRegTrap,
     UndefinedTrap,
     WfxTrap,
 )
@@ -88,6 +86,7 @@ from .memmap import (
 )
 from .net.usernet import Forward, UserNet, UserNetError
 from .signals import SignalWatch, VmmStopped
+from .smccc import SmcccServices, VmPsci
 
 log = logging.getLogger("unirealm.vmm")
 IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
@@ -250,6 +249,8 @@ class Vmm:
         self.idle = 0
         self.exits = 0
         self.signals = SignalWatch()
+        self.smccc = SmcccServices()
+        self.psci = VmPsci(self.smccc, cfg.nrcpus)
 
     def _add_9p_devices(self, irqs: IrqLines, space: VirtioMmioSpace) -> list[VirtioMmioNode]:
         """One virtio-9p device per `--9p DIR[,TAG]`, windows and SPIs in registration order
@@ -458,7 +459,7 @@ class Vmm:
         vm.on_mmio = self.mmio
         for device in self.virtio:  # devices see only the pages the host mapped unprotected
             device.memory = SharedView(vm.pages.mem, vm.shared, vm.unprotected_bit)
-        vm.on_host_call = lambda imm, gprs: gprs
+        vm.on_host_call = self.host_call
         if self.hostile and "uart-ram" in self.hostile:
             # The console's window becomes host memory: its alias no longer traps.
             pa = vm.map_shared(self.serials[0].base | vm.unprotected_bit)
@@ -504,7 +505,7 @@ class Vmm:
             elif ex.reason == RmiRecExitReason.RIPAS_CHANGE:
                 flags = self.ripas_change(vm, rec, ex)
             elif ex.reason == RmiRecExitReason.HOST_CALL:
-                gprs = list(ex.gprs)
+                gprs = self.host_call(ex.imm, list(ex.gprs))
             elif ex.reason == RmiRecExitReason.PSCI:
                 return ex
 
@@ -545,6 +546,8 @@ class Vmm:
                 self.exits += 1
                 self.signals.check()
                 if isinstance(trap, SmcTrap | HvcTrap):
+                    # The DT's PSCI conduit is HVC; KVM answers SMCCC calls over SMC alike
+                    # (NOT_SUPPORTED for RSI, which only an RMM implements).
                     regs = trap.regs
                     if is_psci(regs[0]):
                         fid = regs[0] & ~(1 << 30)
@@ -553,8 +556,8 @@ class Vmm:
                             return RunResult(regs[1] & 0xFF, self.exits)
                         cpu.set_gpr(0, self.vm_psci(regs))
                     else:
-                        # KVM answers SMCCC calls it does not implement (RSI among them).
-                        cpu.set_gpr(0, SMCCC_NOT_SUPPORTED)
+                        for i, value in enumerate(self.smccc.call(regs)):
+                            cpu.set_gpr(i, value)
                 elif isinstance(trap, DataAbortTrap):
                     if trap.syndrome is None:
                         cpu.inject_sea(trap.ipa)
@@ -572,18 +575,19 @@ class Vmm:
                     continue  # the host's interrupt, taken: nothing for the guest
                 elif isinstance(trap, InstructionAbortTrap):
                     cpu.inject_sea(trap.ipa, is_fetch=True)
-                elif isinstance(trap, UndefinedTrap | CpuErrorTrap | SvcTrap):
-                    cpu.inject_undef()
+                elif isinstance(trap, UndefinedTrap | SysRegTrap):
+                    cpu.inject_undef()  # an access EL2 traps that KVM does not emulate
+                elif isinstance(trap, CpuErrorTrap):
+                    raise VmmError(f"the guest CPU stopped at {trap.pc:#x}: {trap.message}")
         finally:
             cpu.close()
 
     def vm_psci(self, regs: list[int]) -> int:
-        fid = regs[0] & ~(1 << 30)
-        self.psci_trace(f"PSCI {fid:#x}")
-        if fid == PsciFid.VERSION:
-            return PSCI_VERSION_1_1
-        if fid == PsciFid.FEATURES:
-            asked = regs[1] & ~(1 << 30) & 0xFFFF_FFFF
-            ok = asked in (PsciFid.VERSION, PsciFid.FEATURES, PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET)
-            return unsigned64(PsciReturn.SUCCESS if ok else PsciReturn.NOT_SUPPORTED)
-        return unsigned64(PsciReturn.NOT_SUPPORTED)
+        self.psci_trace(f"PSCI {regs[0] & ~(1 << 30):#x}")
+        return self.psci.call(regs)
+
+    def host_call(self, imm: int, gprs: list[int]) -> list[int]:
+        """RSI_HOST_CALL: the realm's x0.. are an SMCCC call to this hypervisor (imm is
+        not interpreted); the results replace the leading registers."""
+        result = self.smccc.call(list(gprs))
+        return result + list(gprs[len(result):])

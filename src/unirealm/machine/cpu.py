@@ -7,10 +7,11 @@ import logging
 
 from unirealm.arch.esr import AccessSyndrome
 from unirealm.arch.memory import GRANULE_MASK
+from unirealm.arch.sysreg import SysReg
 
 from .memory import GranuleProtectionFault, PhysicalMemory
 from .pykernel import PyKernelEngine, image_at
-from .vcpu import Translate, Trap, VCpu
+from .vcpu import El2Context, Translate, Trap, VCpu
 
 log = logging.getLogger("unirealm.machine.cpu")
 
@@ -18,10 +19,12 @@ log = logging.getLogger("unirealm.machine.cpu")
 class Cpu:
     """The ExecutionEngine a REC or a VM vCPU gets: it picks its mode at the first run."""
 
-    def __init__(self, memory: PhysicalMemory, translate: Translate, cpu_model: str = "max") -> None:
+    def __init__(self, memory: PhysicalMemory, translate: Translate, cpu_model: str = "max",
+                 context: El2Context | None = None) -> None:
         self.memory = memory
         self.translate = translate
         self.cpu_model = cpu_model
+        self.context = context or El2Context()
         self._pc = 0
         self._gprs: list[int] = []
         self._impl: VCpu | PyKernelEngine | None = None
@@ -42,7 +45,7 @@ class Cpu:
                 log.debug("vCPU: unirealm kernel image at %#x", self._pc)
                 self._impl = PyKernelEngine(self.memory, self.translate, self._pc, self._gprs, self.cpu_model)
             else:
-                vcpu = VCpu(self.memory, self.translate, self.cpu_model)
+                vcpu = VCpu(self.memory, self.translate, self.cpu_model, self.context)
                 vcpu.reset(self._pc, self._gprs)
                 self._impl = vcpu
         return self._impl
@@ -94,6 +97,14 @@ class Cpu:
 
     def inject_undef(self) -> None:
         self.impl.inject_undef()
+
+    def read_sysreg(self, reg: SysReg) -> int:
+        """The hardware value of a system register (machine-code guests only: the Python
+        kernel makes no access EL2 traps)."""
+        impl = self.impl
+        if not isinstance(impl, VCpu):
+            raise TypeError("system registers are read only on a machine-code vCPU")
+        return impl.read_sysreg(reg)
 
     def take_exception(self, esr_value: int, far: int = 0, preferred_return: int | None = None) -> None:
         self.impl.take_exception(esr_value, far, preferred_return)

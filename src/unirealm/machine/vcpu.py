@@ -1,11 +1,17 @@
 """An AArch64 vCPU on Unicorn, with a stage-2 translation supplied by its owner.
 
-The vCPU runs guest code at EL1 with its MMU off (VA = IPA) until something needs its
-hypervisor: an SMC or HVC, a stage-2 fault, WFI/WFE, an undefined instruction, an SVC.
-`run()` returns that event as a Trap, with the PC where the architecture leaves it:
-after the SMC/HVC/SVC/WFx, at the faulting load or store. The owner (the RMM for a REC,
-the host's KVM layer for a normal VM) handles the trap and calls `run()` again; the guest
-resumes exactly where it stopped.
+The vCPU presents EL1 as an RME machine does: SCR_EL3 and HCR_EL2 are programmed as EL3
+firmware and the hypervisor (KVM, or the RMM for a realm) program them, so EL1 and EL0 are
+AArch64 and the guest's own stage-1 tables are walked in the VMSAv8-64 format. Unicorn's
+address space is the guest's IPA space: stage 1 is the guest's, stage 2 is the owner's.
+
+The vCPU runs guest code until something needs its hypervisor: an SMC or HVC, a stage-2
+fault, WFI/WFE, an access EL2 traps (ID registers of a realm). `run()` returns that event as
+a Trap, with the PC where the architecture leaves it: after the SMC/HVC/WFx, at the faulting
+load or store or trapped instruction. The owner (the RMM for a REC, the host's KVM layer
+for a normal VM) handles the trap and calls `run()` again; the guest resumes exactly where
+it stopped. Exceptions the architecture takes to EL1 (SVC, stage-1 aborts, undefined
+instructions, BRK, alignment faults) never leave the vCPU: see `_enter_el1`.
 
 Guest memory is never copied: each IPA page is mapped on first touch with
 `mem_map_ptr` onto the machine's physical memory, after the owner's stage-2 lookup and the
@@ -16,6 +22,8 @@ mapped granule drops its mappings too.
 
 from __future__ import annotations
 
+import ctypes
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,15 +46,21 @@ from unicorn import (
     UcError,
 )
 from unicorn import arm64_const as a64
+from unicorn.unicorn_py3.unicorn import uclib
 
+from unirealm.arch import sysreg
 from unirealm.arch.esr import (
     DFSC_SEA,
     WFE_INSN,
     WFI_INSN,
     AccessSyndrome,
     Ec,
+    SysRegAccess,
     decode_load_store,
     esr,
+    esr_ec,
+    esr_iss,
+    may_be_unmapped_table,
 )
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
 
@@ -63,8 +77,12 @@ PROT_AS_UNMAPPED = {
 # Unicorn interrupt numbers (QEMU EXCP_*) seen by UC_HOOK_INTR for AArch64.
 EXCP_UDEF = 1
 EXCP_SWI = 2
+EXCP_PREFETCH_ABORT = 3
+EXCP_DATA_ABORT = 4
+EXCP_BKPT = 7
 EXCP_HVC = 11
 EXCP_SMC = 13
+SYNC_EXCEPTIONS = (EXCP_UDEF, EXCP_SWI, EXCP_PREFETCH_ABORT, EXCP_DATA_ABORT, EXCP_BKPT, EXCP_HVC, EXCP_SMC)
 
 GPR_IDS: tuple[int, ...] = (
     *(a64.UC_ARM64_REG_X0 + i for i in range(29)),
@@ -74,8 +92,70 @@ GPR_IDS: tuple[int, ...] = (
 NUM_SMC_ARGS = 18
 PSTATE_EL1H_DAIF = 0x3C5  # EL1h, D/A/I/F masked: the reset state of a REC (digest §2.2)
 PSTATE_EL0T = 0x0
+SP_EL_IDS = (a64.UC_ARM64_REG_SP_EL0, a64.UC_ARM64_REG_SP_EL1)
+# In-vCPU exceptions in a row whose handler's first instruction faults again: the guest's
+# vectors are broken, and the vCPU stops rather than spin as the hardware would.
+MAX_RECURSIVE_EXCEPTIONS = 8
 
 CPU_MODELS = {"a72": a64.UC_CPU_ARM64_A72, "a53": a64.UC_CPU_ARM64_A53, "max": a64.UC_CPU_ARM64_MAX}
+
+
+class ExceptionRecord:
+    """Where the CPU model keeps the exception it is about to take.
+
+    When the translated code raises a synchronous exception, QEMU's target code fills
+    `env->exception` (syndrome in ESR format, faulting virtual address, target EL) before
+    the exception is taken; Unicorn then calls UC_HOOK_INTR instead of taking it. The
+    record is read out of the CPU context: its offset is found once per process by
+    raising an SVC with a known immediate in a scratch CPU and locating the syndrome that
+    SVC must produce (Arm ARM: EC 0x15, IL 1, ISS = imm16)."""
+
+    PROBE_IMM = 0xA5C3
+    _offset: int | None = None
+
+    def __init__(self, uc: Uc) -> None:
+        self.uc = uc
+        self.ctx = uc.context_save()
+        self._data = self._data_address(uc, self.ctx)
+        self.offset = ExceptionRecord.find_offset()
+
+    @staticmethod
+    def _data_address(uc: Uc, ctx: object) -> int:
+        pointer = ctypes.cast(ctx.context, ctypes.c_void_p).value  # type: ignore[attr-defined]
+        assert pointer is not None
+        cpu_size = ctypes.c_size_t.from_address(pointer).value  # uc_context.context_size
+        return pointer + uclib.uc_context_size(uc._uch) - cpu_size  # uc_context.data
+
+    @classmethod
+    def find_offset(cls) -> int:
+        if cls._offset is None:
+            uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+            uc.mem_map(0, 0x1000)
+            uc.mem_write(0, (0xD4000001 | cls.PROBE_IMM << 5).to_bytes(4, "little"))  # svc #imm
+            seen: list[bytes] = []
+
+            def hook(uc: Uc, intno: int, _ud: object) -> None:
+                ctx = uc.context_save()
+                address = cls._data_address(uc, ctx)
+                size = uclib.uc_context_size(uc._uch) - (address - ctypes.cast(ctx.context, ctypes.c_void_p).value)  # type: ignore[attr-defined, operator]
+                seen.append(ctypes.string_at(address, size))
+                uc.emu_stop()
+
+            uc.hook_add(UC_HOOK_INTR, hook)
+            uc.emu_start(0, 4)
+            expected = struct.pack("<I", esr(Ec.SVC64, cls.PROBE_IMM))
+            if len(seen) != 1 or seen[0].count(expected) != 1:
+                raise RuntimeError("this Unicorn build does not expose its exception record")
+            cls._offset = seen[0].index(expected)
+        return cls._offset
+
+    def read(self) -> tuple[int, int, int]:
+        """(syndrome, virtual address, target EL) of the exception being raised."""
+        self.uc.context_update(self.ctx)
+        syndrome, _fsr, vaddress, target_el = struct.unpack(
+            "<IIQI", ctypes.string_at(self._data + self.offset, 20)
+        )
+        return syndrome, vaddress, target_el
 
 
 @dataclass(frozen=True)
@@ -124,6 +204,7 @@ class DataAbortTrap(Trap):
     syndrome: AccessSyndrome | None = None
     value: int = 0  # the value a store would have written
     gpf: bool = False  # the stage-2 mapping exists but the GPT refused the access
+    s1ptw: bool = False  # the access was the stage-1 table walk's, to a table at `ipa`
 
 
 @dataclass
@@ -138,7 +219,18 @@ class WfxTrap(Trap):
 
 @dataclass
 class UndefinedTrap(Trap):
+    """An exception EL2 or EL3 configuration routes to the hypervisor that has no handler
+    of its own here (an SVE access EL2 traps, for one); `esr` is its syndrome."""
+
     insn: int = 0
+    esr: int = 0
+
+
+@dataclass
+class SysRegTrap(Trap):
+    """An MRS/MSR EL2 traps (EC 0x18), e.g. an ID register read with HCR_EL2.TID3 set."""
+
+    access: SysRegAccess = field(default_factory=lambda: SysRegAccess.from_iss(0))
 
 
 @dataclass
@@ -151,6 +243,24 @@ class CpuErrorTrap(Trap):
     message: str = ""
 
 
+@dataclass(frozen=True)
+class El2Context:
+    """How EL3 firmware and the hypervisor configure the PE for a guest."""
+
+    world: World = World.NON_SECURE
+    trap_id_registers: bool = False  # HCR_EL2.TID3, as the RMM sets it for realms
+    trap_sve: bool = False  # CPTR_EL2.TZ
+
+    @property
+    def scr_el3(self) -> int:
+        world = sysreg.SCR_NS | (sysreg.SCR_NSE if self.world == World.REALM else 0)
+        return world | sysreg.SCR_HCE | sysreg.SCR_RW
+
+    @property
+    def hcr_el2(self) -> int:
+        return sysreg.HCR_RW | (sysreg.HCR_TID3 if self.trap_id_registers else 0)
+
+
 class VCpu:
     """One AArch64 processing element, executing guest machine code on Unicorn."""
 
@@ -159,22 +269,51 @@ class VCpu:
         memory: PhysicalMemory,
         translate: Translate,
         cpu_model: str = "max",
+        context: El2Context | None = None,
     ) -> None:
         self.memory = memory
         self.translate = translate
+        self.context = context or El2Context()
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         self.uc.ctl_set_cpu_model(CPU_MODELS[cpu_model])
+        self._program_el3_el2()
+        self._exception = ExceptionRecord(self.uc)
         self._mapped: dict[int, int] = {}  # ipa page -> pa
         self._by_pa: dict[int, set[int]] = {}  # pa -> ipa pages mapping it
         self._trap: Trap | None = None
         self._fault: tuple[int, int, int, int] | None = None  # (kind, address, size, value)
         self._fault_gpf = False
         self._store_done = False
+        self._last_vector: int | None = None
+        self._entry: tuple[int, int | None, int] | None = None  # an exception for EL1 (ESR, FAR, ELR)
+        self._recursive = 0
+        self._last_syndrome = 0
         self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
         self.uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(UC_HOOK_MEM_PROT, self._on_forbidden)
         memory.on_pas_change(self._on_pas_change)
         self.instructions_hint = 0
+        self.exceptions_taken = 0
+
+    def _program_el3_el2(self) -> None:
+        """SCR_EL3 and HCR_EL2 as the firmware and hypervisor leave them when they enter EL1.
+
+        The CPU model predates FEAT_RME and keeps only SCR_EL3 bits it knows: NSE is not
+        retained, and the realm world of this PE's accesses is the PAS of each stage-2
+        mapping, checked against the GPT (`Mapping.world`)."""
+        ctx = self.context
+        self.write_sysreg(sysreg.SCR_EL3, ctx.scr_el3)
+        self.write_sysreg(sysreg.HCR_EL2, ctx.hcr_el2)
+        if ctx.trap_sve:
+            self.write_sysreg(sysreg.CPTR_EL2, self.read_sysreg(sysreg.CPTR_EL2) | sysreg.CPTR_EL2_TZ)
+
+    def read_sysreg(self, reg: sysreg.SysReg) -> int:
+        return int(self.uc.cpr_read(reg.op0, reg.op1, reg.crn, reg.crm, reg.op2))
+
+    def write_sysreg(self, reg: sysreg.SysReg, value: int) -> None:
+        """Write a system register the way EL3/EL2 software would (the CPU model's own
+        write function), then refresh the CPU's cached translation regime state."""
+        self.uc.cpr_write(reg.op0, reg.op1, reg.crn, reg.crm, reg.op2, value)
 
     def close(self) -> None:
         self.memory.remove_pas_listener(self._on_pas_change)
@@ -223,37 +362,66 @@ class VCpu:
         self.uc.reg_write(a64.UC_ARM64_REG_PSTATE, PSTATE_EL1H_DAIF)
         self.pc = pc
 
-    def read_insn(self, pc: int) -> int | None:
+    def read_insn(self, ipa: int) -> int | None:
         try:
-            return int.from_bytes(self.uc.mem_read(pc, 4), "little")
+            return int.from_bytes(self.uc.mem_read(ipa, 4), "little")
         except UcError:
             return None
 
     # --- exceptions into the guest ------------------------------------------------------
+    def _enter_el1(self, syndrome: int, far: int | None, elr: int) -> None:
+        """Take a synchronous exception to EL1 as the Arm ARM's AArch64.TakeException does
+        (D1.10): ESR_EL1 = syndrome, FAR_EL1 = the faulting VA for aborts (`far`),
+        ELR_EL1 = the preferred return address, SPSR_EL1 = PSTATE; PSTATE becomes EL1h
+        with D, A, I, F masked and PAN set unless SCTLR_EL1.SPAN; the stack pointer of the
+        level left is saved and SP_EL1 selected; PC = VBAR_EL1 + the vector offset for
+        the level and stack the exception came from."""
+        uc = self.uc
+        self._recursive = self._recursive + 1 if elr == self._last_vector else 0
+        self._last_syndrome = syndrome
+        pstate = uc.reg_read(a64.UC_ARM64_REG_PSTATE)
+        el = sysreg.pstate_el(pstate)
+        if el == 0:
+            offset = sysreg.VECTOR_LOWER_A64
+        elif pstate & sysreg.PSTATE_SP:
+            offset = sysreg.VECTOR_CURRENT_SPX
+        else:
+            offset = sysreg.VECTOR_CURRENT_SP0
+        uc.reg_write(a64.UC_ARM64_REG_ESR_EL1, syndrome)
+        if far is not None:
+            uc.reg_write(a64.UC_ARM64_REG_FAR_EL1, far)
+        uc.reg_write(a64.UC_ARM64_REG_ELR_EL1, elr)
+        # The SP in use is the one PSTATE.SP selects: SP_EL0, or SP_ELx of the current EL.
+        current_sp = uc.reg_read(a64.UC_ARM64_REG_SP)
+        uc.reg_write(SP_EL_IDS[el] if pstate & sysreg.PSTATE_SP else SP_EL_IDS[0], current_sp)
+        new = sysreg.PSTATE_DAIF | sysreg.PSTATE_EL1H | (pstate & sysreg.PSTATE_PAN)
+        if not self.read_sysreg(sysreg.SCTLR_EL1) & sysreg.SCTLR_SPAN:
+            new |= sysreg.PSTATE_PAN
+        uc.reg_write(a64.UC_ARM64_REG_PSTATE, new)
+        uc.reg_write(a64.UC_ARM64_REG_SP, uc.reg_read(a64.UC_ARM64_REG_SP_EL1))
+        # SPSR_EL1 is written through the system-register path, which also rebuilds the
+        # CPU's cached EL/translation-regime state for the new PSTATE: the handler's code
+        # is translated as EL1 code, with EL1's privileges and translation regime.
+        self.write_sysreg(sysreg.SPSR_EL1, pstate)
+        vector = uc.reg_read(a64.UC_ARM64_REG_VBAR_EL1) + offset
+        uc.reg_write(a64.UC_ARM64_REG_PC, vector)
+        self._last_vector = vector
+        self.exceptions_taken += 1
+
     def take_exception(self, esr_value: int, far: int = 0, preferred_return: int | None = None) -> None:
-        """Take a synchronous exception to EL1, as the hardware would after an injection:
-        ESR/FAR/ELR/SPSR_EL1 set and PC at the matching VBAR_EL1 vector."""
-        pstate = self.pstate
-        from_el0 = (pstate >> 2) & 3 == 0
-        elr = self.pc if preferred_return is None else preferred_return
-        self.uc.reg_write(a64.UC_ARM64_REG_ESR_EL1, esr_value)
-        self.uc.reg_write(a64.UC_ARM64_REG_FAR_EL1, far)
-        self.uc.reg_write(a64.UC_ARM64_REG_ELR_EL1, elr)
-        self.uc.cpr_write(3, 0, 4, 0, 0, pstate)  # SPSR_EL1
-        vbar = self.uc.reg_read(a64.UC_ARM64_REG_VBAR_EL1)
-        offset = 0x400 if from_el0 else (0x200 if pstate & 1 else 0x000)
-        self.uc.reg_write(a64.UC_ARM64_REG_PSTATE, PSTATE_EL1H_DAIF)
-        self.pc = vbar + offset
+        """Take a synchronous exception to EL1 that the hypervisor injects (ESR as given)."""
+        self._enter_el1(esr_value, far, self.pc if preferred_return is None else preferred_return)
 
     def inject_sea(self, far: int, is_fetch: bool = False) -> None:
         """A synchronous external abort at the current PC (the faulting instruction)."""
         ec = Ec.IABT_LOWER if is_fetch else Ec.DABT_LOWER
-        from_el0 = (self.pstate >> 2) & 3 == 0
+        from_el0 = sysreg.pstate_el(self.pstate) == 0
         ec_value = ec if from_el0 else ec + 1  # "same EL" variants are EC + 1
         self.take_exception(esr(ec_value, DFSC_SEA), far)
 
-    def inject_undef(self) -> None:
-        self.take_exception(esr(Ec.UNKNOWN))
+    def inject_undef(self, preferred_return: int | None = None) -> None:
+        """An UNDEFINED exception (EC 0); FAR_EL1 is left as it was."""
+        self._enter_el1(esr(Ec.UNKNOWN), None, self.pc if preferred_return is None else preferred_return)
 
     # --- stage-2 mappings ---------------------------------------------------------------
     def invalidate(self, ipa: int, size: int) -> None:
@@ -335,45 +503,126 @@ class VCpu:
 
     def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
         pc = uc.reg_read(a64.UC_ARM64_REG_PC)
+        if intno not in SYNC_EXCEPTIONS:
+            self._trap = CpuErrorTrap(pc, f"unexpected CPU exception {intno}")
+            uc.emu_stop()
+            return
+        syndrome, vaddress, target_el = self._exception.read()
+        if target_el == 1:
+            if intno in (EXCP_DATA_ABORT, EXCP_PREFETCH_ABORT) and may_be_unmapped_table(syndrome & 0x3F):
+                if self._walk_for(vaddress, pc):
+                    return  # a table page was mapped at stage 2: the access retries
+                if self._trap is not None:
+                    uc.emu_stop()
+                    return
+            is_abort = intno in (EXCP_DATA_ABORT, EXCP_PREFETCH_ABORT)
+            # Taken once emulation has stopped: a PC written inside the hook would leave
+            # the next translation block's PC bookkeeping stale.
+            self._entry = (syndrome, vaddress if is_abort else None, pc)
+            uc.emu_stop()
+            return
+        ec = esr_ec(syndrome)
         if intno == EXCP_SMC:
             self._trap = SmcTrap(pc, [uc.reg_read(GPR_IDS[i]) for i in range(NUM_SMC_ARGS)])
         elif intno == EXCP_HVC:
-            insn = self.read_insn(pc - 4) or 0
-            self._trap = HvcTrap(pc, [uc.reg_read(GPR_IDS[i]) for i in range(NUM_SMC_ARGS)], (insn >> 5) & 0xFFFF)
-        elif intno == EXCP_SWI:
-            insn = self.read_insn(pc - 4) or 0
-            self._trap = SvcTrap(pc, (insn >> 5) & 0xFFFF)
+            self._trap = HvcTrap(pc, [uc.reg_read(GPR_IDS[i]) for i in range(NUM_SMC_ARGS)], syndrome & 0xFFFF)
+        elif ec == Ec.SYSREG:
+            self._trap = SysRegTrap(pc, SysRegAccess.from_iss(esr_iss(syndrome)))
         else:
-            # UNDEF (including HVC while SCR_EL3.HCE is clear): PC is the instruction itself.
-            self._trap = UndefinedTrap(pc, self.read_insn(pc) or 0)
+            self._trap = UndefinedTrap(pc, self.read_insn_at(pc) or 0, syndrome)
         uc.emu_stop()
+
+    def _walk_for(self, va: int, pc: int) -> bool:
+        """The CPU's stage-1 walk for `va` may have read a table at an IPA not mapped yet
+        (it reads as zero, or aborts): map the table pages on the way (see `stage1`). True if one was mapped (the access retries);
+        False with `_trap` set if stage 2 has no mapping for a table (the hypervisor's
+        fault), or False with no trap for an external abort the guest takes itself."""
+        _, mapped_any = self.stage1(va, pc)
+        return mapped_any
+
+    def stage1(self, va: int, pc: int | None = None) -> tuple[int | None, bool]:
+        """The guest's own stage-1 translation of `va` in the EL1&0 regime (VMSAv8-64,
+        TTBRn_EL1 and TCR_EL1, 4, 16 or 64 KiB granules), mapping at stage 2 each table page
+        the walk reads. Returns (IPA or None if stage 1 faults, whether a page was mapped);
+        with `pc` given, a table stage 2 cannot map becomes the trap of this run."""
+        if not self.read_sysreg(sysreg.SCTLR_EL1) & 1:  # SCTLR_EL1.M: MMU off, VA = IPA
+            return va, False
+        tcr = self.read_sysreg(sysreg.TCR_EL1)
+        if (va >> 55) & 1:
+            tsz, tg = (tcr >> 16) & 0x3F, {1: 14, 2: 12, 3: 16}.get((tcr >> 30) & 3, 12)
+            ttbr = self.uc.reg_read(a64.UC_ARM64_REG_TTBR1_EL1)
+        else:
+            tsz, tg = tcr & 0x3F, {0: 12, 1: 16, 2: 14}.get((tcr >> 14) & 3, 12)
+            ttbr = self.uc.reg_read(a64.UC_ARM64_REG_TTBR0_EL1)
+        stride, va_bits = tg - 3, 64 - tsz
+        level = 4 - -(-(va_bits - tg) // stride)
+        oa_mask = ((1 << 48) - 1) & ~((1 << tg) - 1)
+        table = ttbr & ((1 << 48) - 1) & ~1
+        mapped_any = False
+        while True:
+            shift = tg + stride * (3 - level)
+            index = (va >> shift) & ((1 << min(stride, va_bits - shift)) - 1)
+            entry_ipa = table + 8 * index
+            page = entry_ipa & ~GRANULE_MASK
+            if page not in self._mapped:
+                mapping = self.translate(page, False, False)
+                gpf = False
+                if mapping is not None:
+                    try:
+                        self._map_page(page, mapping)
+                        mapped_any = True
+                    except GranuleProtectionFault:
+                        gpf = True
+                if mapping is None or gpf:
+                    if pc is not None:
+                        self._trap = DataAbortTrap(pc, entry_ipa, False, 8, None, 0, gpf, True)
+                    return None, mapped_any
+            desc = int.from_bytes(self.uc.mem_read(entry_ipa, 8), "little")
+            if not desc & 1 or (level == 3 and not desc & 2):
+                return None, mapped_any
+            if level == 3 or not desc & 2:  # page, or block
+                return (desc & oa_mask & ~((1 << shift) - 1)) | (va & ((1 << shift) - 1)), mapped_any
+            table = desc & oa_mask
+            level += 1
+
+    def read_insn_at(self, va: int) -> int | None:
+        """The instruction word at virtual address `va`, through the guest's stage 1."""
+        ipa, _ = self.stage1(va)
+        return None if ipa is None else self.read_insn(ipa)
 
     # --- running ------------------------------------------------------------------------
     def run(self) -> Trap:
-        """Run from the current PC until the next trap."""
-        self._trap = None
-        self._fault = None
-        self._fault_gpf = False
-        error = ""
+        """Run from the current PC until the next trap, taking the exceptions that go to
+        EL1 on the way."""
         if HOST_IRQ.pending:
             return IrqTrap(self.pc)
-        self._store_done = True
-        while self._store_done:  # a store made by _on_unmapped: step over it and go on
+        while True:
+            if self._recursive >= MAX_RECURSIVE_EXCEPTIONS:
+                vector = self._last_vector or 0
+                return CpuErrorTrap(vector, f"the exception vector at {vector:#x} faults (ESR {self._last_syndrome:#x})")
+            self._trap = None
+            self._fault = None
+            self._fault_gpf = False
+            self._entry = None
             self._store_done = False
+            error = ""
             try:
                 with HOST_IRQ.running(self.uc):
                     self.uc.emu_start(self.pc, 0xFFFF_FFFF_FFFF_FFFF)
             except UcError as exc:
                 error = str(exc)
-            if self._store_done:
+            if self._store_done:  # a store made by _on_unmapped: step over it and go on
                 self.pc = self.pc + 4
-                error = ""
+                continue
+            if self._entry is None or self._fault is not None or self._trap is not None or error:
+                break
+            self._enter_el1(*self._entry)
         pc = self.pc
         if self._fault is not None:
             access, address, size, value = self._fault
             if access == UC_MEM_FETCH_UNMAPPED:
                 return InstructionAbortTrap(pc, address)
-            insn = self.read_insn(pc)
+            insn = self.read_insn_at(pc)
             syndrome = decode_load_store(insn) if insn is not None else None
             if syndrome is not None and syndrome.is_write:
                 value = self.get_gpr(syndrome.srt) & ((1 << (8 * syndrome.size)) - 1)
@@ -384,7 +633,7 @@ class VCpu:
             return self._trap
         if error:
             return CpuErrorTrap(pc, error)
-        insn = self.read_insn(pc - 4)
+        insn = self.read_insn_at(pc - 4)
         if insn in (WFI_INSN, WFE_INSN):
             return WfxTrap(pc, insn == WFE_INSN)
         if HOST_IRQ.pending:

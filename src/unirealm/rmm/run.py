@@ -46,11 +46,12 @@ from unirealm.machine.vcpu import (
     IrqTrap,
     SmcTrap,
     SvcTrap,
+    SysRegTrap,
     UndefinedTrap,
     WfxTrap,
 )
 
-from . import s2tte
+from . import s2tte, sysreg
 from .realm import PendingKind, Realm, Rec
 from .state import RmiError, RmmState
 
@@ -222,10 +223,19 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
             engine.take_exception(esr(Ec.SVC64, trap.imm))
             rec.injected_in_a_row += 1
             continue
+        if isinstance(trap, SysRegTrap):
+            value = sysreg.emulate(realm, trap.access, engine.read_sysreg)
+            if value is None:
+                engine.inject_undef()
+            else:
+                engine.set_gpr(trap.access.rt, value)
+                engine.skip_instruction()
+            continue
         if isinstance(trap, UndefinedTrap | HvcTrap | CpuErrorTrap):
-            # HVC is not a conduit for realms: the RMM makes it UNDEFINED (digest §1.1).
-            if isinstance(trap, HvcTrap):
-                engine.pc = engine.pc - 4
+            # HVC is not a conduit for realms: the RMM makes it UNDEFINED (digest §1.1),
+            # with ELR = the HVC's preferred return address, the next instruction, as
+            # TF-RMM's realm_inject_undef_abort() does; other traps return to the
+            # instruction that trapped.
             engine.inject_undef()
             rec.injected_in_a_row += 1
             continue

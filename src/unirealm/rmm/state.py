@@ -17,7 +17,7 @@ from unirealm.arch.smccc import RmmEl3Fid, RmmEl3Status
 from unirealm.arch.token import PROFILE_REALM_1_0, TAG_CCA_TOKEN_COLLECTION
 from unirealm.machine.cpu import Cpu
 from unirealm.machine.monitor import Caller, Monitor
-from unirealm.machine.vcpu import Mapping
+from unirealm.machine.vcpu import El2Context, Mapping
 
 from . import s2tte
 from .realm import ExecutionEngine, Realm, Rec
@@ -53,7 +53,9 @@ EngineFactory = Callable[["RmmState", Realm, int], ExecutionEngine]
 
 
 def default_engine(rmm: RmmState, realm: Realm, index: int) -> ExecutionEngine:
-    return Cpu(rmm.monitor.memory, lambda ipa, w, f: rmm.stage2_translate(realm, ipa), rmm.config.cpu_model)
+    # The EL3/EL2 context TF-RMM gives a REC: realm world, ID registers and SVE trapped.
+    context = El2Context(World.REALM, trap_id_registers=True, trap_sve=True)
+    return Cpu(rmm.monitor.memory, lambda ipa, w, f: rmm.stage2_translate(realm, ipa), rmm.config.cpu_model, context)
 
 
 class RmmState:
