@@ -22,6 +22,7 @@ from unicorn import arm64_const as a64
 
 from ..arch.image import PAYLOAD_APP_DIR, PAYLOAD_VDSO
 from ..arch.memory import GRANULE_SIZE
+from .mm import OutOfMemory
 from .sched import NSEC, Blocked, ProcessExit, Scheduler, Thread
 from .syscalls import Syscalls
 from .vfs import (
@@ -45,6 +46,7 @@ STACK_TOP = 0x0000_FFFF_FFFF_0000
 STACK_SIZE = 8 << 20
 MMAP_BASE = 0x0000_FFFF_8000_0000
 MMAP_TOP = STACK_TOP - STACK_SIZE - (1 << 20)
+MMAP_LOW = 1 << 32
 VVAR_BASE = MMAP_TOP + 0x10000  # the vDSO's data page, then the vDSO, in the gap below the stack
 VDSO_BASE = VVAR_BASE + GRANULE_SIZE
 VVAR_MULT_SHIFT = 24  # guest/asm/vdso.S: ns = (ticks * mult) >> 24
@@ -240,8 +242,13 @@ class Process:
         return None
 
     def populate(self, va: int, prot: int, vma: Vma | None = None) -> int:
-        """Back one page with guest RAM (zeroed, or a copy of the file page); returns its IPA."""
-        ipa = self.kernel.pages.alloc(1)
+        """Back one page with guest RAM (zeroed, or a copy of the file page); returns its IPA.
+        With no RAM left the process is killed, as Linux's OOM killer does."""
+        try:
+            ipa = self.kernel.pages.alloc(1)
+        except OutOfMemory:
+            self.kernel.log(f"Out of memory: killed process {self.pid} ({self.argv[0]})", error=True)
+            raise ProcessExit(128 + 9) from None
         content = self._page_content(vma, va) if vma is not None and vma.data is not None else None
         if content is None:
             self.cpu.zero(ipa, GRANULE_SIZE)
@@ -268,8 +275,8 @@ class Process:
         if page in self.owned:
             return False
         vma = self.find_vma(page)
-        if vma is None or not vma.prot:
-            return False
+        if vma is None or not vma.prot or not self.kernel.pages.free:
+            return False  # no RAM: the fault ends in fault(), outside the CPU's hook
         self.populate(page, vma.prot, vma)
         return True
 
@@ -311,7 +318,20 @@ class Process:
     def sync_shared(self) -> None:
         self._write_back(0, 1 << 64)
 
-    def protect(self, start: int, end: int, prot: int) -> None:
+    def protect(self, start: int, end: int, prot: int) -> int:
+        """mprotect: 0, or -ENOMEM where [start, end) is not all mapped (as Linux, the
+        mapped part before the first hole changes)."""
+        covered = start
+        for v in sorted((v for v in self.vmas if v.end > start and v.start < end and v.end > v.start),
+                        key=lambda v: v.start):
+            if v.start > covered:
+                break
+            covered = v.end
+        stop = min(covered, end)
+        result = 0 if stop == end else -errno.ENOMEM
+        if stop <= start:
+            return result
+        end = stop
         for v in list(self.vmas):
             if v.end <= start or v.start >= end:
                 continue
@@ -324,9 +344,19 @@ class Process:
         self.space.protect(start, end - start, prot)
         if prot & PROT_EXEC:
             self.space.flush_code(start, end - start)
+        return result
 
     def find_free(self, size: int, top: int = MMAP_TOP, bottom: int = MMAP_BASE) -> int:
-        """The highest gap of `size` bytes below `top` (top-down, as Linux's mmap)."""
+        """The highest gap of `size` bytes below `top` (top-down, as Linux's mmap); what
+        does not fit above MMAP_BASE goes lower, above the first 4 GiB."""
+        try:
+            return self._find_free(size, top, bottom)
+        except FsError:
+            if bottom != MMAP_BASE:
+                raise
+            return self._find_free(size, top, MMAP_LOW)
+
+    def _find_free(self, size: int, top: int, bottom: int) -> int:
         spans = sorted((v.start, v.end) for v in self.vmas if v.end > bottom and v.start < top)
         hi = top
         for s, e in reversed(spans):
@@ -382,9 +412,16 @@ class Process:
                          vma.shared)
         return new
 
+    def may_commit(self, size: int) -> bool:
+        """Linux's heuristic overcommit (OVERCOMMIT_GUESS): one writable private mapping may
+        not be larger than all of RAM."""
+        return size <= self.kernel.pages.total
+
     def set_brk(self, addr: int) -> int:
         if addr and addr >= self.brk_start:
             old_top, new_top = page_up(self.brk), page_up(addr)
+            if not self.may_commit(new_top - old_top):
+                return self.brk
             if new_top > old_top and any(v.start < new_top and v.end > old_top for v in self.vmas):
                 return self.brk
             if new_top < old_top:
@@ -398,15 +435,39 @@ class Process:
             self.brk = addr
         return self.brk
 
+    def user_prot(self, va: int) -> int:
+        """The protection a user address has now: its page table entry's, or its VMA's."""
+        page = page_down(va)
+        if page in self.owned:
+            entry = self.space.pages.get(page)
+            return entry[1] if entry is not None else 0
+        vma = self.find_vma(va)
+        return vma.prot if vma is not None else 0
+
     def va_to_ipa(self, va: int, write: bool = False) -> int:
+        """The IPA behind a user address for a kernel access (copy_from_user/copy_to_user):
+        MemoryError (EFAULT) unless it is mapped with the access's permission, as Linux's
+        uaccess takes the permission fault EL0 would (a store needs PROT_WRITE; any mapping
+        but PROT_NONE may be read)."""
+        prot = self.user_prot(va)
+        if not prot or (write and not prot & PROT_WRITE):
+            raise MemoryError(f"EFAULT at {va:#x}")
         page = page_down(va)
         ipa = self.owned.get(page)
         if ipa is None:
-            vma = self.find_vma(va)
-            if vma is None:
-                raise MemoryError(f"EFAULT at {va:#x}")
-            ipa = self.populate(page, vma.prot, vma)
+            ipa = self.populate(page, prot, self.find_vma(va))
         return ipa + (va - page)
+
+    def accessible(self, va: int, size: int, write: bool) -> int:
+        """How many bytes from `va` (up to `size`) a kernel access reaches before the first
+        page it would fault on: where Linux's partial copies stop."""
+        done = 0
+        while done < size:
+            prot = self.user_prot(va + done)
+            if not prot or (write and not prot & PROT_WRITE):
+                break
+            done += min(size - done, GRANULE_SIZE - ((va + done) & (GRANULE_SIZE - 1)))
+        return done
 
     def read(self, va: int, size: int) -> bytes:
         out = bytearray()
@@ -605,6 +666,8 @@ class Process:
                 self.syscalls.warned_clone = True
                 self.kernel.log(f"clone with flags {flags:#x} is not supported (ENOSYS)")
             return -errno.ENOSYS
+        if self.kernel.pages.free_bytes < (len(self.owned) + 1) * GRANULE_SIZE:
+            return -errno.ENOMEM  # the copy would not fit
         child = Process.__new__(Process)
         child.kernel, child.cpu, child.vfs, child.sched = self.kernel, self.cpu, self.vfs, self.sched
         child.argv, child.envp, child.exe_path = list(self.argv), list(self.envp), self.exe_path
