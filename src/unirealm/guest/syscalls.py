@@ -425,14 +425,13 @@ class Syscalls(SocketCalls):
             f = self.file(fd)
             if not isinstance(f, RegFile):
                 return -errno.ENODEV
-            if not f.readable:
+            if not f.readable or (flags & 3 == MAP_SHARED and prot & 2 and not f.writable):
                 return -errno.EACCES
-            data = f.inode.data
-            if not isinstance(data, bytes):
-                data = bytes(data)
             name = f.path
             if flags & 3 == MAP_SHARED:
-                shared_file = f.inode
+                shared_file = f.inode  # the file's own pages, coherent with read and write
+            else:
+                data = f.inode.data
         size = page_up(length)
         if prot & 2 and (flags & 3 != MAP_SHARED or shared_file is None) and not self.p.may_commit(size):
             return -errno.ENOMEM
@@ -712,7 +711,7 @@ class Syscalls(SocketCalls):
         if mode & FALLOC_FL_PUNCH_HOLE:
             end = min(offset + length, size)
             if end > offset:
-                f.pwrite(bytes(end - offset), offset)
+                f.punch(offset, end - offset)
         elif not mode & FALLOC_FL_KEEP_SIZE and offset + length > size:
             f.truncate(offset + length)
         return 0
@@ -791,7 +790,7 @@ class Syscalls(SocketCalls):
         size = node.size()
         t = node.mtime_ns
         return struct.pack("<QQIIIIQQqiiqqQqQqQII", 0x801, node.ino, node.mode, node.nlink, node.uid, node.gid,
-                           node.rdev, 0, size, 4096, 0, (size + 511) // 512, t // NSEC, t % NSEC,
+                           node.rdev, 0, size, 4096, 0, node.blocks(), t // NSEC, t % NSEC,
                            t // NSEC, t % NSEC, t // NSEC, t % NSEC, 0, 0)
 
     def _stat_target(self, dirfd: int, pathp: int, flags: int) -> Inode:
@@ -822,7 +821,7 @@ class Syscalls(SocketCalls):
         t = node.mtime_ns
         ts = struct.pack("<qIi", t // NSEC, t % NSEC, 0)
         out = struct.pack("<IIQIIIHHQQQQ", STATX_BASIC_STATS, 4096, 0, node.nlink, node.uid, node.gid,
-                          node.mode, 0, node.ino, size, (size + 511) // 512, 0)
+                          node.mode, 0, node.ino, size, node.blocks(), 0)
         out += ts * 4 + struct.pack("<IIII", node.rdev >> 8, node.rdev & 0xFF, 8, 1)
         self.p.write(buf, out.ljust(256, b"\0"))
         return 0
