@@ -12,7 +12,7 @@ from unirealm.guest import syscalls as sc
 from unirealm.guest.errors import FsError
 from unirealm.guest.mm import PageAllocator
 from unirealm.guest.pagecache import PAGE, FilePages, HeapRam, PageStore, Store
-from unirealm.guest.vfs import O_CREAT, O_RDWR, RegInode
+from unirealm.guest.vfs import O_CREAT, O_RDWR, Pipe, PipeEnd, RegInode
 
 from .test_vfs import FakeProcess
 
@@ -91,3 +91,17 @@ def test_payload_file_copied_in_on_first_write() -> None:
     assert node.pages is None and node.read_at(5, 3) == b"the" and node.size() == 14
     node.write_at(0, b"FROM")
     assert node.pages is not None and node.data == b"FROM the image"
+
+
+def test_pipe_contents_in_pages_given_back_as_read() -> None:
+    Store.current = s = store(64)
+    try:
+        pipe = Pipe()
+        r, w = PipeEnd(pipe, 0, False), PipeEnd(pipe, 0, True)
+        data = bytes(range(256)) * 256  # 64 KiB: a full pipe
+        assert w.write(data) == len(data) and s.used == len(data)
+        assert r.read(5000) == data[:5000] and s.used == len(data) - PAGE
+        assert r.read(1 << 20) == data[5000:] and s.used <= PAGE
+        assert w.write(b"more") == 4 and r.read(10) == b"more"
+    finally:
+        Store.current = None

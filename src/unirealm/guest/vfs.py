@@ -467,9 +467,32 @@ class ConsoleFile(OpenFile):
         return 0
 
 
+class PipeBuffer:
+    """A pipe's bytes in flight, in page-cache pages of guest RAM: a FIFO over a sparse file
+    whose consumed pages are given back as the reader passes them."""
+
+    def __init__(self) -> None:
+        self.pages = FilePages()
+        self.head = 0  # the offset of the first unread byte; the file's size is the tail
+
+    def __len__(self) -> int:
+        return self.pages.size - self.head
+
+    def put(self, data: bytes) -> int:
+        return self.pages.write(self.pages.size, data)
+
+    def take(self, size: int) -> bytes:
+        out = self.pages.read(self.head, size)
+        done = self.head // PAGE
+        self.head += len(out)
+        if self.head // PAGE > done:
+            self.pages.punch(done * PAGE, (self.head // PAGE - done) * PAGE)
+        return out
+
+
 class Pipe:
     def __init__(self) -> None:
-        self.buf = bytearray()
+        self.buf = PipeBuffer()
         self.readers = 0
         self.writers = 0
         self.inode = Inode(S_IFIFO | 0o600)
@@ -493,9 +516,7 @@ class PipeEnd(OpenFile):
             if p.writers == 0 or size == 0:
                 return b""
             raise WouldBlock()
-        out = bytes(p.buf[:size])
-        del p.buf[:size]
-        return out
+        return p.buf.take(size)
 
     def write(self, data: bytes) -> int:
         p = self.pipe
@@ -506,8 +527,7 @@ class PipeEnd(OpenFile):
         room = PIPE_SIZE - len(p.buf)
         if room <= 0:
             raise WouldBlock()
-        p.buf += data[:room]
-        return min(room, len(data))
+        return p.buf.put(data[:room])
 
     def poll(self) -> int:
         p = self.pipe
