@@ -12,6 +12,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import demand_paging
 import launch
 import net_bench
 import sqlite_bench
@@ -23,6 +24,7 @@ def main() -> int:
     for col in ("benchmark", "measured", "baseline", "ratio"):
         table.add_column(col)
     rows = launch.run()
+    rows += demand_paging.run()
     for name, module in (("sqlite", sqlite_bench), ("network", net_bench)):
         try:
             rows += module.run()

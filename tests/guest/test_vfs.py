@@ -92,6 +92,9 @@ class FakeProcess:
     def write(self, va: int, data: bytes) -> None:
         self.mem[va : va + len(data)] = data
 
+    def accessible(self, va: int, n: int, write: bool) -> int:
+        return max(0, min(n, len(self.mem) - va))
+
     def read_cstring(self, va: int) -> bytes:
         return bytes(self.mem[va : self.mem.index(0, va)])
 

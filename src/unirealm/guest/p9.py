@@ -24,10 +24,12 @@ from ..arch.memory import GRANULE_SIZE
 from ..arch.p9 import P9
 from ..arch.virtio import VIRTIO_9P_MOUNT_TAG, VIRTIO_MMIO_CONFIG, VirtioDeviceId, feature
 from .mm import OutOfMemory
+from .pagecache import PAGE, FilePages
 from .ukrsi import RsiError
 from .vfs import (
     O_ACCMODE,
     O_APPEND,
+    O_RDWR,
     O_TRUNC,
     DirInode,
     FsError,
@@ -162,9 +164,10 @@ class _P9Node:
 class P9Reg(_P9Node, RegInode):
     def __init__(self, mount: Mount, fid: int, attrs: dict[str, Any]) -> None:
         Inode.__init__(self, S_IFREG | 0o644)
-        self._data = None
         self.loader = None
         self.gen = None
+        self._image = None
+        self.pages = None  # the page cache, once the file is mapped MAP_SHARED
         self.pending_fid: int | None = None  # the open fid Tlcreate left, for the next open
         self._setup(mount, fid, attrs)
 
@@ -180,8 +183,41 @@ class P9Reg(_P9Node, RegInode):
         finally:
             f.close()
 
-    def writable_data(self) -> bytearray:
-        raise FsError(errno.EOPNOTSUPP)
+    def blocks(self) -> int:
+        return Inode.blocks(self)  # from the server's size, whatever is cached
+
+    def file_pages(self) -> FilePages:
+        if self.pages is None:
+            self.pages = FilePages()
+        return self.pages
+
+    def map_page(self, idx: int) -> int:
+        """A page of the file for a MAP_SHARED mapping: read from the server into the page
+        cache the first time, then the same page for every mapping, read and write."""
+        cache = self.file_pages()
+        ipa = cache.pages.get(idx)
+        if ipa is None:
+            f = self.open(0, "")
+            try:
+                data = f.server_read(PAGE, idx * PAGE)
+            finally:
+                f.close()
+            ipa = cache.page(idx)
+            cache.store.ram.write(ipa, data)
+        return cache.store.ref(ipa)
+
+    def sync_pages(self) -> None:
+        """msync, munmap, fsync: the cached pages go back to the server (up to its size)."""
+        if self.pages is None or not self.pages.pages:
+            return
+        size = self.refresh()
+        f = self.open(O_RDWR, "")
+        try:
+            for idx, ipa in sorted(self.pages.pages.items()):
+                if idx * PAGE < size:
+                    f.server_write(self.pages.store.ram.read(ipa, min(PAGE, size - idx * PAGE)), idx * PAGE)
+        finally:
+            f.close()
 
     def open(self, flags: int, path: str) -> OpenFile:
         c = self.client
@@ -203,6 +239,26 @@ class P9Reg(_P9Node, RegInode):
 
     def truncate(self, length: int) -> None:
         self.client.setattr(self.fid, p9.SETATTR_SIZE, size=length)
+        if self.pages is not None:
+            self.pages.drop_from(length)
+
+    def cached(self, data: bytes, offset: int, store: bool) -> bytes:
+        """Keep read and write coherent with shared mappings: `data` at `offset` with the
+        cached pages laid over it (a read), or written into them (a write)."""
+        cache = self.pages
+        if cache is None or not cache.pages or not data:
+            return data
+        out = bytearray(data)
+        for idx in range(offset // PAGE, (offset + len(data) - 1) // PAGE + 1):
+            ipa = cache.pages.get(idx)
+            if ipa is None:
+                continue
+            lo, hi = max(offset, idx * PAGE), min(offset + len(data), (idx + 1) * PAGE)
+            if store:
+                cache.store.ram.write(ipa + lo - idx * PAGE, out[lo - offset : hi - offset])
+            else:
+                out[lo - offset : hi - offset] = cache.store.ram.read(ipa + lo - idx * PAGE, hi - lo)
+        return bytes(out)
 
 
 class P9File(RegFile):
@@ -217,6 +273,9 @@ class P9File(RegFile):
     def pread(self, size: int, offset: int) -> bytes:
         if not self.readable:
             raise FsError(errno.EBADF)
+        return self.inode.cached(self.server_read(size, offset), offset, False)
+
+    def server_read(self, size: int, offset: int) -> bytes:
         out = bytearray()
         while len(out) < size:
             want = min(size - len(out), self.iounit)
@@ -231,6 +290,14 @@ class P9File(RegFile):
     def pwrite(self, data: bytes, offset: int) -> int:
         if not self.writable:
             raise FsError(errno.EBADF)
+        n = self.server_write(data, offset)
+        self.inode.cached(data[:n], offset, True)
+        return n
+
+    def punch(self, offset: int, length: int) -> None:
+        self.pwrite(bytes(length), offset)
+
+    def server_write(self, data: bytes, offset: int) -> int:
         done = 0
         while done < len(data):
             piece = data[done : done + self.iounit]
@@ -267,9 +334,10 @@ class P9File(RegFile):
         return self.pos
 
     def truncate(self, length: int) -> None:
-        self.inode.client.setattr(self.fid, p9.SETATTR_SIZE, size=length)
+        self.inode.truncate(length)
 
     def fsync(self) -> None:
+        self.inode.sync_pages()
         self.inode.client.rpc(P9.TFSYNC, fid=self.fid, datasync=0)
 
     def close(self) -> None:

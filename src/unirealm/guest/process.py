@@ -22,6 +22,8 @@ from unicorn import arm64_const as a64
 
 from ..arch.image import PAYLOAD_APP_DIR, PAYLOAD_VDSO
 from ..arch.memory import GRANULE_SIZE
+from .mm import OutOfMemory
+from .pagecache import PageStore, Store
 from .sched import NSEC, Blocked, ProcessExit, Scheduler, Thread
 from .syscalls import Syscalls
 from .vfs import (
@@ -45,6 +47,7 @@ STACK_TOP = 0x0000_FFFF_FFFF_0000
 STACK_SIZE = 8 << 20
 MMAP_BASE = 0x0000_FFFF_8000_0000
 MMAP_TOP = STACK_TOP - STACK_SIZE - (1 << 20)
+MMAP_LOW = 1 << 32
 VVAR_BASE = MMAP_TOP + 0x10000  # the vDSO's data page, then the vDSO, in the gap below the stack
 VDSO_BASE = VVAR_BASE + GRANULE_SIZE
 VVAR_MULT_SHIFT = 24  # guest/asm/vdso.S: ns = (ticks * mult) >> 24
@@ -125,6 +128,7 @@ class Process:
         self.space.on_fault = self.demand_page
         self.vmas: list[Vma] = []
         self.owned: dict[int, int] = {}  # va page -> ipa page this process owns
+        self.borrowed: set[int] = set()  # the va pages in `owned` that are page-cache pages (MAP_SHARED)
         self.brk_start = 0
         self.brk = 0
         self.sched = sched if sched is not None else Scheduler(kernel)
@@ -240,8 +244,16 @@ class Process:
         return None
 
     def populate(self, va: int, prot: int, vma: Vma | None = None) -> int:
-        """Back one page with guest RAM (zeroed, or a copy of the file page); returns its IPA."""
-        ipa = self.kernel.pages.alloc(1)
+        """Back one page with guest RAM (zeroed, or a copy of the file page); returns its IPA.
+        With no RAM left the process is killed, as Linux's OOM killer does. A MAP_SHARED
+        file page is the file's own page-cache page (MemoryError past the end of the file)."""
+        if vma is not None and vma.shared is not None:
+            return self._map_shared(va, prot, vma)
+        try:
+            ipa = self.kernel.pages.alloc(1)
+        except OutOfMemory:
+            self.kernel.log(f"Out of memory: killed process {self.pid} ({self.argv[0]})", error=True)
+            raise ProcessExit(128 + 9) from None
         content = self._page_content(vma, va) if vma is not None and vma.data is not None else None
         if content is None:
             self.cpu.zero(ipa, GRANULE_SIZE)
@@ -252,6 +264,31 @@ class Process:
         if prot & PROT_EXEC:
             self.space.flush_code(va, GRANULE_SIZE)
         return ipa
+
+    def _map_shared(self, va: int, prot: int, vma: Vma) -> int:
+        off = va - vma.data_va
+        if off < 0 or off >= page_up(vma.shared.size()):
+            raise MemoryError(f"SIGBUS at {va:#x}: past the end of {vma.name}")
+        try:
+            ipa = vma.shared.map_page(off // GRANULE_SIZE)
+        except FsError:
+            self.kernel.log(f"Out of memory: killed process {self.pid} ({self.argv[0]})", error=True)
+            raise ProcessExit(128 + 9) from None
+        self.owned[va] = ipa
+        self.borrowed.add(va)
+        self.space.map(va, ipa, GRANULE_SIZE, prot)
+        if prot & PROT_EXEC:
+            self.space.flush_code(va, GRANULE_SIZE)
+        return ipa
+
+    def _free(self, va: int, ipa: int) -> None:
+        """A page this process no longer maps: back to the allocator, or one reference less
+        on a page-cache page."""
+        if va in self.borrowed:
+            self.borrowed.discard(va)
+            Store.get().unref(ipa)
+        else:
+            self.kernel.pages.release(ipa)
 
     @staticmethod
     def _page_content(vma: Vma, va: int) -> bytes:
@@ -268,18 +305,28 @@ class Process:
         if page in self.owned:
             return False
         vma = self.find_vma(page)
-        if vma is None or not vma.prot:
+        if vma is None or not vma.prot or not self.kernel.pages.free:
+            return False  # no RAM: the fault ends in fault(), outside the CPU's hook
+        try:
+            self.populate(page, vma.prot, vma)
+        except MemoryError:
             return False
-        self.populate(page, vma.prot, vma)
         return True
+
+    def owned_in(self, start: int, end: int) -> list[int]:
+        """The backed pages of [start, end), in order, in time proportional to the smaller of
+        the range and the pages this process has (an app may name the whole address space)."""
+        if (end - start) // GRANULE_SIZE <= len(self.owned):
+            return [va for va in range(page_down(start), end, GRANULE_SIZE) if va in self.owned]
+        return sorted(va for va in self.owned if start <= va < end)
 
     def discard(self, start: int, end: int) -> None:
         """Drop the pages (MADV_DONTNEED): the next touch sees zeroes or the file again."""
-        for va in range(start, end, GRANULE_SIZE):
+        for va in self.owned_in(start, end):
             ipa = self.owned.pop(va, None)
             if ipa is not None:
                 self.space.unmap(va, GRANULE_SIZE)
-                self.kernel.pages.release(ipa)
+                self._free(va, ipa)
 
     def unmap(self, start: int, end: int) -> None:
         self._write_back(start, end)
@@ -296,22 +343,28 @@ class Process:
         self.vmas = kept
 
     def _write_back(self, start: int, end: int) -> None:
+        """msync: shared file pages to where their file lives (a 9p file's server)."""
         for v in self.vmas:
-            if v.shared is None or v.end <= start or v.start >= end:
-                continue
-            d = v.shared.writable_data()
-            for va in range(max(v.start, start), min(v.end, end), GRANULE_SIZE):
-                ipa = self.owned.get(va)
-                off = va - v.data_va
-                if ipa is None or off >= len(d):
-                    continue
-                n = min(GRANULE_SIZE, len(d) - off)
-                d[off : off + n] = self.cpu.read(ipa, n)
+            if v.shared is not None and v.end > start and v.start < end and v.prot & PROT_WRITE:
+                v.shared.sync_pages()
 
     def sync_shared(self) -> None:
         self._write_back(0, 1 << 64)
 
-    def protect(self, start: int, end: int, prot: int) -> None:
+    def protect(self, start: int, end: int, prot: int) -> int:
+        """mprotect: 0, or -ENOMEM where [start, end) is not all mapped (as Linux, the
+        mapped part before the first hole changes)."""
+        covered = start
+        for v in sorted((v for v in self.vmas if v.end > start and v.start < end and v.end > v.start),
+                        key=lambda v: v.start):
+            if v.start > covered:
+                break
+            covered = v.end
+        stop = min(covered, end)
+        result = 0 if stop == end else -errno.ENOMEM
+        if stop <= start:
+            return result
+        end = stop
         for v in list(self.vmas):
             if v.end <= start or v.start >= end:
                 continue
@@ -321,12 +374,23 @@ class Process:
             self.vmas.append(Vma(max(v.start, start), min(v.end, end), prot, v.name, v.data, v.data_va, v.shared))
             if end < v.end:
                 self.vmas.append(Vma(end, v.end, v.prot, v.name, v.data, v.data_va, v.shared))
-        self.space.protect(start, end - start, prot)
-        if prot & PROT_EXEC:
-            self.space.flush_code(start, end - start)
+        for va in self.owned_in(start, end):
+            self.space.protect(va, GRANULE_SIZE, prot)
+            if prot & PROT_EXEC:
+                self.space.flush_code(va, GRANULE_SIZE)
+        return result
 
     def find_free(self, size: int, top: int = MMAP_TOP, bottom: int = MMAP_BASE) -> int:
-        """The highest gap of `size` bytes below `top` (top-down, as Linux's mmap)."""
+        """The highest gap of `size` bytes below `top` (top-down, as Linux's mmap); what
+        does not fit above MMAP_BASE goes lower, above the first 4 GiB."""
+        try:
+            return self._find_free(size, top, bottom)
+        except FsError:
+            if bottom != MMAP_BASE:
+                raise
+            return self._find_free(size, top, MMAP_LOW)
+
+    def _find_free(self, size: int, top: int, bottom: int) -> int:
         spans = sorted((v.start, v.end) for v in self.vmas if v.end > bottom and v.start < top)
         hi = top
         for s, e in reversed(spans):
@@ -366,12 +430,15 @@ class Process:
         if fixed is not None:
             self.unmap(new, new + new_size)
         moved = [v for v in self.vmas if v.start < end and v.end > old]
-        for va in range(old, end, GRANULE_SIZE):
+        for va in self.owned_in(old, end):
             ipa = self.owned.pop(va, None)
             if ipa is not None:
                 v = self.find_vma(va)
                 self.space.unmap(va, GRANULE_SIZE)
                 self.owned[new + va - old] = ipa
+                if va in self.borrowed:
+                    self.borrowed.discard(va)
+                    self.borrowed.add(new + va - old)
                 self.space.map(new + va - old, ipa, GRANULE_SIZE, v.prot if v else vma.prot)
         self.vmas = [v for v in self.vmas if v not in moved]
         for v in moved:
@@ -382,9 +449,16 @@ class Process:
                          vma.shared)
         return new
 
+    def may_commit(self, size: int) -> bool:
+        """Linux's heuristic overcommit (OVERCOMMIT_GUESS): one writable private mapping may
+        not be larger than all of RAM."""
+        return size <= self.kernel.pages.total
+
     def set_brk(self, addr: int) -> int:
         if addr and addr >= self.brk_start:
             old_top, new_top = page_up(self.brk), page_up(addr)
+            if not self.may_commit(new_top - old_top):
+                return self.brk
             if new_top > old_top and any(v.start < new_top and v.end > old_top for v in self.vmas):
                 return self.brk
             if new_top < old_top:
@@ -398,15 +472,39 @@ class Process:
             self.brk = addr
         return self.brk
 
+    def user_prot(self, va: int) -> int:
+        """The protection a user address has now: its page table entry's, or its VMA's."""
+        page = page_down(va)
+        if page in self.owned:
+            entry = self.space.pages.get(page)
+            return entry[1] if entry is not None else 0
+        vma = self.find_vma(va)
+        return vma.prot if vma is not None else 0
+
     def va_to_ipa(self, va: int, write: bool = False) -> int:
+        """The IPA behind a user address for a kernel access (copy_from_user/copy_to_user):
+        MemoryError (EFAULT) unless it is mapped with the access's permission, as Linux's
+        uaccess takes the permission fault EL0 would (a store needs PROT_WRITE; any mapping
+        but PROT_NONE may be read)."""
+        prot = self.user_prot(va)
+        if not prot or (write and not prot & PROT_WRITE):
+            raise MemoryError(f"EFAULT at {va:#x}")
         page = page_down(va)
         ipa = self.owned.get(page)
         if ipa is None:
-            vma = self.find_vma(va)
-            if vma is None:
-                raise MemoryError(f"EFAULT at {va:#x}")
-            ipa = self.populate(page, vma.prot, vma)
+            ipa = self.populate(page, prot, self.find_vma(va))
         return ipa + (va - page)
+
+    def accessible(self, va: int, size: int, write: bool) -> int:
+        """How many bytes from `va` (up to `size`) a kernel access reaches before the first
+        page it would fault on: where Linux's partial copies stop."""
+        done = 0
+        while done < size:
+            prot = self.user_prot(va + done)
+            if not prot or (write and not prot & PROT_WRITE):
+                break
+            done += min(size - done, GRANULE_SIZE - ((va + done) & (GRANULE_SIZE - 1)))
+        return done
 
     def read(self, va: int, size: int) -> bytes:
         out = bytearray()
@@ -605,6 +703,8 @@ class Process:
                 self.syscalls.warned_clone = True
                 self.kernel.log(f"clone with flags {flags:#x} is not supported (ENOSYS)")
             return -errno.ENOSYS
+        if self.kernel.pages.free_bytes < (len(self.owned) + 1) * GRANULE_SIZE:
+            return -errno.ENOMEM  # the copy would not fit
         child = Process.__new__(Process)
         child.kernel, child.cpu, child.vfs, child.sched = self.kernel, self.cpu, self.vfs, self.sched
         child.argv, child.envp, child.exe_path = list(self.argv), list(self.envp), self.exe_path
@@ -614,6 +714,7 @@ class Process:
         child.space.on_svc = self.space.on_svc
         child.vmas = [Vma(v.start, v.end, v.prot, v.name, v.data, v.data_va, v.shared) for v in self.vmas]
         child.owned = {}
+        child.borrowed = set()
         child.brk_start, child.brk = self.brk_start, self.brk
         child.threads = []
         child.sigactions = dict(self.sigactions)
@@ -631,8 +732,12 @@ class Process:
         self.children.append(child)
         # memory: every page this process has, copied (no copy-on-write)
         for va, ipa in self.owned.items():
-            new = self.kernel.pages.alloc(1)
-            self.cpu.write(new, self.cpu.read(ipa, GRANULE_SIZE))
+            if va in self.borrowed:  # a shared mapping stays shared
+                new = Store.get().ref(ipa)
+                child.borrowed.add(va)
+            else:
+                new = self.kernel.pages.alloc(1)
+                self.cpu.write(new, self.cpu.read(ipa, GRANULE_SIZE))
             child.owned[va] = new
             child.space.map(va, new, GRANULE_SIZE, self.space.pages[va][1] if va in self.space.pages else 0)
         # files
@@ -689,9 +794,10 @@ class Process:
         for t in list(self.threads):
             if t is not me:
                 self.sched.kill(t)
+        self.sync_shared()
         for va in sorted(self.owned):
             self.space.unmap(va, GRANULE_SIZE)
-            self.kernel.pages.release(self.owned[va])
+            self._free(va, self.owned[va])
         self.owned.clear()
         self.vmas = []
         for fd in [fd for fd, e in self.syscalls.fds.items() if e.cloexec]:
@@ -799,7 +905,11 @@ class Process:
             vma = self.find_vma(detail)
             page = page_down(detail)
             if vma is not None and page not in self.owned and vma.prot:
-                self.populate(page, vma.prot, vma)  # demand paging
+                try:
+                    self.populate(page, vma.prot, vma)  # demand paging
+                except MemoryError as exc:
+                    self.kernel.log(f"{self.argv[0]}: bus error: {exc} (pc {pc:#x})")
+                    raise ProcessExit(128 + 7) from None
                 return
             self.kernel.log(f"{self.argv[0]}: segmentation fault at {detail:#x} (pc {pc:#x})")
             raise ProcessExit(128 + 11)
@@ -831,8 +941,8 @@ class Process:
             self.syscalls.close_fd(fd)
         self.sync_shared()
         self.space.close()
-        for ipa in self.owned.values():
-            self.kernel.pages.release(ipa)
+        for va, ipa in self.owned.items():
+            self._free(va, ipa)
         self.owned.clear()
         if self.trampoline_ipa is not None:
             self.kernel.pages.release(self.trampoline_ipa)
@@ -845,6 +955,7 @@ def build_vfs(kernel: Any) -> tuple[Vfs, str | None]:
     Returns the VFS and the app's path inside it (None without an app)."""
     cpu = kernel.cpu
     Clock.now_ns = staticmethod(kernel.realtime_ns)  # type: ignore[method-assign]
+    Store.current = PageStore(kernel.pages, cpu)  # file contents live in the realm's RAM
     vfs = Vfs()
     from .tsm import mount_tsm
 

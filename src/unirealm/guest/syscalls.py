@@ -74,6 +74,7 @@ AT_REMOVEDIR = 0x200
 AT_EMPTY_PATH = 0x1000
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE = 1, 2, 0x10, 0x20, 0x100000
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
+PROT_GROWSDOWN, PROT_GROWSUP = 0x01000000, 0x02000000
 MADV_DONTNEED, MADV_FREE = 4, 8
 RLIMIT_STACK, RLIMIT_NOFILE = 3, 7
 WNOHANG = 1
@@ -413,8 +414,10 @@ class Syscalls(SocketCalls):
     def sys_mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
         from .process import page_up
 
-        if length == 0 or offset & 0xFFF or length > 1 << 40:
+        if length == 0 or offset & 0xFFF:
             return -errno.EINVAL
+        if length > 1 << 48:  # more than the address space (TASK_SIZE)
+            return -errno.ENOMEM
         data = None
         name = "anon"
         shared_file = None
@@ -422,15 +425,16 @@ class Syscalls(SocketCalls):
             f = self.file(fd)
             if not isinstance(f, RegFile):
                 return -errno.ENODEV
-            if not f.readable:
+            if not f.readable or (flags & 3 == MAP_SHARED and prot & 2 and not f.writable):
                 return -errno.EACCES
-            data = f.inode.data
-            if not isinstance(data, bytes):
-                data = bytes(data)
             name = f.path
             if flags & 3 == MAP_SHARED:
-                shared_file = f.inode
+                shared_file = f.inode  # the file's own pages, coherent with read and write
+            else:
+                data = f.inode.data
         size = page_up(length)
+        if prot & 2 and (flags & 3 != MAP_SHARED or shared_file is None) and not self.p.may_commit(size):
+            return -errno.ENOMEM
         fixed = bool(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
         if fixed and addr & 0xFFF:
             return -errno.EINVAL
@@ -448,10 +452,19 @@ class Syscalls(SocketCalls):
     def sys_mprotect(self, addr: int, length: int, prot: int, *_: int) -> int:
         from .process import page_up
 
-        if addr & 0xFFF:
+        # do_mprotect_pkey's checks in order; this CPU has neither BTI nor MTE
+        grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
+        prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP)
+        if grows == PROT_GROWSDOWN | PROT_GROWSUP or addr & 0xFFF:
             return -errno.EINVAL
-        self.p.protect(addr, addr + page_up(length), prot & 7)
-        return 0
+        if not length:
+            return 0
+        end = (addr + page_up(length)) & (2**64 - 1)
+        if end <= addr:
+            return -errno.ENOMEM
+        if prot & ~0xF:  # PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM
+            return -errno.EINVAL
+        return self.p.protect(addr, end, prot & 7)
 
     def sys_madvise(self, addr: int, length: int, advice: int, *_: int) -> int:
         from .process import page_up
@@ -465,6 +478,8 @@ class Syscalls(SocketCalls):
 
         if old & 0xFFF or new_size == 0:
             return -errno.EINVAL
+        if new_size > 1 << 48 or not self.p.may_commit(page_up(new_size) - page_up(old_size)):
+            return -errno.ENOMEM
         return self.p.remap(old, page_up(old_size), page_up(new_size), bool(flags & MREMAP_MAYMOVE),
                             new_addr if flags & MREMAP_FIXED else None)
 
@@ -537,11 +552,19 @@ class Syscalls(SocketCalls):
                                   what=f"{'read from' if want == POLLIN else 'write to'} {f.path}"):
                     raise FsError(errno.EAGAIN) from None
 
+    def user_span(self, buf: int, count: int, write: bool) -> int:
+        """How much of [buf, buf+count) a copy may use: the part before the first page that
+        faults (a short transfer, as Linux's); EFAULT if that is nothing."""
+        n = self.p.accessible(buf, count, write)
+        if count and not n:
+            raise MemoryError
+        return n
+
     def sys_read(self, fd: int, buf: int, count: int, *_: int) -> int:
         f = self.file(fd)
         if not f.readable:
             return -errno.EBADF
-        count = min(count, 1 << 24)
+        count = self.user_span(buf, min(count, 1 << 24), True)
         data = self._io(f, lambda: f.read(count), POLLIN)
         if data:
             self.p.write(buf, data)
@@ -551,7 +574,7 @@ class Syscalls(SocketCalls):
         f = self.file(fd)
         if not f.writable:
             return -errno.EBADF
-        data = self.p.read(buf, min(count, 1 << 24))
+        data = self.p.read(buf, self.user_span(buf, min(count, 1 << 24), False))
         return self._io(f, lambda: f.write(data), POLLOUT)
 
     def _iovecs(self, iov: int, iovcnt: int) -> list[tuple[int, int]]:
@@ -577,10 +600,22 @@ class Syscalls(SocketCalls):
         f = self.file(fd)
         if not f.writable:
             return -errno.EBADF
-        data = b"".join(self.p.read(b, n) for b, n in self._iovecs(iov, iovcnt) if n)
+        data = self._gather(self._iovecs(iov, iovcnt))
         if not data:
             return 0
         return self._io(f, lambda: f.write(data), POLLOUT)
+
+    def _gather(self, iovecs: list[tuple[int, int]]) -> bytes:
+        """The bytes of an iovec array up to the first page that faults (EFAULT if none)."""
+        out = bytearray()
+        for base, length in iovecs:
+            n = self.p.accessible(base, length, False)
+            out += self.p.read(base, n)
+            if n < length:
+                if not out:
+                    raise MemoryError
+                break
+        return bytes(out)
 
     def sys_pread64(self, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
         f = self.file(fd)
@@ -588,7 +623,7 @@ class Syscalls(SocketCalls):
             return -errno.EBADF
         if _s64(offset) < 0:
             return -errno.EINVAL
-        data = f.pread(min(count, 1 << 24), offset)
+        data = f.pread(self.user_span(buf, min(count, 1 << 24), True), offset)
         if data:
             self.p.write(buf, data)
         return len(data)
@@ -599,7 +634,7 @@ class Syscalls(SocketCalls):
             return -errno.EBADF
         if _s64(offset) < 0:
             return -errno.EINVAL
-        return f.pwrite(self.p.read(buf, min(count, 1 << 24)), offset)
+        return f.pwrite(self.p.read(buf, self.user_span(buf, min(count, 1 << 24), False)), offset)
 
     def sys_preadv(self, fd: int, iov: int, iovcnt: int, offset: int, *_: int) -> int:
         total = 0
@@ -613,8 +648,12 @@ class Syscalls(SocketCalls):
         return total
 
     def sys_pwritev(self, fd: int, iov: int, iovcnt: int, offset: int, *_: int) -> int:
-        data = b"".join(self.p.read(b, n) for b, n in self._iovecs(iov, iovcnt) if n)
-        return self.file(fd).pwrite(data, offset)
+        f = self.file(fd)
+        if not f.writable:
+            return -errno.EBADF
+        if _s64(offset) < 0:
+            return -errno.EINVAL
+        return f.pwrite(self._gather(self._iovecs(iov, iovcnt)), offset)
 
     def sys_sendfile(self, out_fd: int, in_fd: int, offp: int, count: int, *_: int) -> int:
         src, dst = self.file(in_fd), self.file(out_fd)
@@ -631,12 +670,14 @@ class Syscalls(SocketCalls):
 
     def sys_ftruncate(self, fd: int, length: int, *_: int) -> int:
         f = self.file(fd)
-        if not isinstance(f, RegFile) or not f.writable:
+        if _s64(length) < 0 or not isinstance(f, RegFile) or not f.writable:
             return -errno.EINVAL
         f.truncate(length)
         return 0
 
     def sys_truncate(self, pathp: int, length: int, *_: int) -> int:
+        if _s64(length) < 0:
+            return -errno.EINVAL
         node, _ = self.vfs.walk(self.path(pathp), self.cwd)
         if not isinstance(node, RegInode):
             return -errno.EISDIR if isinstance(node, DirInode) else -errno.EINVAL
@@ -670,7 +711,7 @@ class Syscalls(SocketCalls):
         if mode & FALLOC_FL_PUNCH_HOLE:
             end = min(offset + length, size)
             if end > offset:
-                f.pwrite(bytes(end - offset), offset)
+                f.punch(offset, end - offset)
         elif not mode & FALLOC_FL_KEEP_SIZE and offset + length > size:
             f.truncate(offset + length)
         return 0
@@ -749,7 +790,7 @@ class Syscalls(SocketCalls):
         size = node.size()
         t = node.mtime_ns
         return struct.pack("<QQIIIIQQqiiqqQqQqQII", 0x801, node.ino, node.mode, node.nlink, node.uid, node.gid,
-                           node.rdev, 0, size, 4096, 0, (size + 511) // 512, t // NSEC, t % NSEC,
+                           node.rdev, 0, size, 4096, 0, node.blocks(), t // NSEC, t % NSEC,
                            t // NSEC, t % NSEC, t // NSEC, t % NSEC, 0, 0)
 
     def _stat_target(self, dirfd: int, pathp: int, flags: int) -> Inode:
@@ -780,7 +821,7 @@ class Syscalls(SocketCalls):
         t = node.mtime_ns
         ts = struct.pack("<qIi", t // NSEC, t % NSEC, 0)
         out = struct.pack("<IIQIIIHHQQQQ", STATX_BASIC_STATS, 4096, 0, node.nlink, node.uid, node.gid,
-                          node.mode, 0, node.ino, size, (size + 511) // 512, 0)
+                          node.mode, 0, node.ino, size, node.blocks(), 0)
         out += ts * 4 + struct.pack("<IIII", node.rdev >> 8, node.rdev & 0xFF, 8, 1)
         self.p.write(buf, out.ljust(256, b"\0"))
         return 0

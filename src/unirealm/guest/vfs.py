@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..arch.cpio import S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG
+from .errors import FsError
+from .pagecache import PAGE, FilePages
 
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR = 3, 0, 1, 2
 O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_APPEND, O_NONBLOCK = 0o100, 0o200, 0o400, 0o1000, 0o2000, 0o4000
@@ -24,12 +26,6 @@ PIPE_SIZE = 65536
 SYMLOOP_MAX = 40
 
 _inos = itertools.count(2)
-
-
-class FsError(Exception):
-    def __init__(self, code: int, what: str = "") -> None:
-        super().__init__(f"{errno.errorcode.get(code, code)} {what}".strip())
-        self.errno = code
 
 
 class WouldBlock(Exception):
@@ -57,46 +53,90 @@ class Inode:
     def size(self) -> int:
         return 0
 
+    def blocks(self) -> int:
+        """st_blocks: 512-byte units of storage."""
+        return (self.size() + 511) // 512
+
     def open(self, flags: int, path: str) -> OpenFile:
         raise FsError(errno.ENXIO)
 
 
 class RegInode(Inode):
+    """A regular file. Its contents are page-cache pages in guest RAM (`pages`); a file of the
+    image's payload (`loader`) is read from there until it is first written or shared-mapped;
+    a procfs file (`gen`) makes its contents at open time."""
+
     def __init__(self, data: bytes | bytearray = b"", mode: int = 0o644, loader: Callable[[], bytes] | None = None,
                  gen: Callable[[], bytes] | None = None, **kw: Any) -> None:
         super().__init__(S_IFREG | (mode & 0o7777), **kw)
-        self._data: bytes | bytearray | None = data if loader is None else None
         self.loader = loader
-        self.gen = gen  # procfs: content made at open time
+        self.gen = gen
+        self._image: bytes | None = None
+        self.pages: FilePages | None = FilePages(data) if loader is None and gen is None else None
+
+    def _loaded(self) -> bytes:
+        if self._image is None:
+            assert self.loader is not None
+            self._image = self.loader()
+        return self._image
 
     @property
-    def data(self) -> bytes | bytearray:
-        if self._data is None:
-            assert self.loader is not None
-            self._data = self.loader()
-            self.loader = None
-        return self._data
+    def data(self) -> bytes:
+        """The whole file (exec, private file mappings)."""
+        return self.read_at(0, self.size())
 
-    def writable_data(self) -> bytearray:
-        d = self.data
-        if not isinstance(d, bytearray):
-            d = self._data = bytearray(d)
-        return d
+    def file_pages(self) -> FilePages:
+        """The contents as page-cache pages (a payload file is copied in on first need)."""
+        if self.pages is None:
+            self.pages = FilePages(self._loaded() if self.loader is not None else b"")
+            self.loader = self._image = None
+        return self.pages
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        if self.pages is not None:
+            return self.pages.read(offset, size)
+        if self.loader is not None:
+            return self._loaded()[offset : offset + size]
+        return b""
+
+    def write_at(self, offset: int, data: bytes) -> int:
+        n = self.file_pages().write(offset, data)
+        self.mtime_ns = Clock.now_ns()
+        return n
 
     def truncate(self, length: int) -> None:
-        RegFile(self, O_RDWR, "").truncate(length)
+        self.file_pages().truncate(length)
+        self.mtime_ns = Clock.now_ns()
+
+    def punch(self, offset: int, length: int) -> None:
+        self.file_pages().punch(offset, length)
 
     def size(self) -> int:
-        if self._data is None and self.gen is None and self.loader is not None:
-            return len(self.data)
-        return 0 if self.gen is not None else len(self.data)
+        if self.pages is not None:
+            return self.pages.size
+        return len(self._loaded()) if self.loader is not None else 0
+
+    def blocks(self) -> int:
+        if self.pages is not None:
+            return len(self.pages.pages) * (PAGE // 512)  # a hole takes none
+        return super().blocks()
+
+    # MAP_SHARED: the process maps the cache pages themselves, each with a reference
+    def map_page(self, idx: int) -> int:
+        pages = self.file_pages()
+        return pages.store.ref(pages.page(idx))
+
+    def unmap_page(self, ipa: int) -> None:
+        self.file_pages().store.unref(ipa)
+
+    def sync_pages(self) -> None:
+        """Write mapped pages back to where the file lives (nothing to do in RAM)."""
 
     def open(self, flags: int, path: str) -> OpenFile:
         if self.gen is not None:
             return RegFile(RegInode(self.gen(), mode=self.mode), flags, path)
         if flags & O_TRUNC and (flags & O_ACCMODE) != O_RDONLY:
-            self._data = bytearray()
-            self.loader = None
+            self.truncate(0)
         return RegFile(self, flags, path)
 
 
@@ -254,11 +294,11 @@ class RegFile(OpenFile):
     def pread(self, size: int, offset: int) -> bytes:
         if not self.readable:
             raise FsError(errno.EBADF)
-        return bytes(self.inode.data[offset : offset + size])
+        return self.inode.read_at(offset, size)
 
     def write(self, data: bytes) -> int:
         if self.flags & O_APPEND:
-            self.pos = len(self.inode.data)
+            self.pos = self.inode.size()
         n = self.pwrite(data, self.pos)
         self.pos += n
         return n
@@ -266,30 +306,41 @@ class RegFile(OpenFile):
     def pwrite(self, data: bytes, offset: int) -> int:
         if not self.writable:
             raise FsError(errno.EBADF)
-        d = self.inode.writable_data()
-        if offset > len(d):
-            d.extend(bytes(offset - len(d)))
-        d[offset : offset + len(data)] = data
-        self.inode.mtime_ns = Clock.now_ns()
-        return len(data)
+        return self.inode.write_at(offset, data)
 
     def seek(self, offset: int, whence: int) -> int:
-        base = {0: 0, 1: self.pos, 2: len(self.inode.data)}.get(whence)
+        size = self.inode.size()
+        base = {0: 0, 1: self.pos, 2: size}.get(whence)
         if whence in (3, 4):  # SEEK_DATA, SEEK_HOLE
-            if offset >= len(self.inode.data):
+            if offset < 0 or offset >= size:
                 raise FsError(errno.ENXIO)
-            base, offset = (offset, 0) if whence == 3 else (len(self.inode.data), 0)
+            base, offset = self._seek_data(offset, whence == 3), 0
         if base is None or base + offset < 0:
             raise FsError(errno.EINVAL)
         self.pos = base + offset
         return self.pos
 
+    def _seek_data(self, offset: int, data: bool) -> int:
+        """SEEK_DATA: the next offset with data; SEEK_HOLE: the next hole (EOF at the end)."""
+        pages = self.inode.pages
+        size = self.inode.size()
+        extents = pages.data_extents() if pages is not None else [(0, size)]
+        for lo, hi in extents:
+            if data and offset < hi:
+                return max(lo, offset)
+            if not data and offset < lo:
+                return offset
+            if not data and offset < hi:
+                return hi
+        if data:
+            raise FsError(errno.ENXIO)
+        return offset
+
     def truncate(self, length: int) -> None:
-        d = self.inode.writable_data()
-        if length < len(d):
-            del d[length:]
-        else:
-            d.extend(bytes(length - len(d)))
+        self.inode.truncate(length)
+
+    def punch(self, offset: int, length: int) -> None:
+        self.inode.punch(offset, length)
 
 
 class DirFile(OpenFile):
@@ -423,9 +474,32 @@ class ConsoleFile(OpenFile):
         return 0
 
 
+class PipeBuffer:
+    """A pipe's bytes in flight, in page-cache pages of guest RAM: a FIFO over a sparse file
+    whose consumed pages are given back as the reader passes them."""
+
+    def __init__(self) -> None:
+        self.pages = FilePages()
+        self.head = 0  # the offset of the first unread byte; the file's size is the tail
+
+    def __len__(self) -> int:
+        return self.pages.size - self.head
+
+    def put(self, data: bytes) -> int:
+        return self.pages.write(self.pages.size, data)
+
+    def take(self, size: int) -> bytes:
+        out = self.pages.read(self.head, size)
+        done = self.head // PAGE
+        self.head += len(out)
+        if self.head // PAGE > done:
+            self.pages.punch(done * PAGE, (self.head // PAGE - done) * PAGE)
+        return out
+
+
 class Pipe:
     def __init__(self) -> None:
-        self.buf = bytearray()
+        self.buf = PipeBuffer()
         self.readers = 0
         self.writers = 0
         self.inode = Inode(S_IFIFO | 0o600)
@@ -449,9 +523,7 @@ class PipeEnd(OpenFile):
             if p.writers == 0 or size == 0:
                 return b""
             raise WouldBlock()
-        out = bytes(p.buf[:size])
-        del p.buf[:size]
-        return out
+        return p.buf.take(size)
 
     def write(self, data: bytes) -> int:
         p = self.pipe
@@ -462,8 +534,7 @@ class PipeEnd(OpenFile):
         room = PIPE_SIZE - len(p.buf)
         if room <= 0:
             raise WouldBlock()
-        p.buf += data[:room]
-        return min(room, len(data))
+        return p.buf.put(data[:room])
 
     def poll(self) -> int:
         p = self.pipe
@@ -615,5 +686,5 @@ class Vfs:
         node, _ = self.walk(path)
         if not isinstance(node, RegInode):
             raise FsError(errno.EISDIR if isinstance(node, DirInode) else errno.EACCES, path)
-        return bytes(node.data)
+        return node.data
 

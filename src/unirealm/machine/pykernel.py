@@ -147,6 +147,23 @@ _INTR_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_voi
 _SVC_REG_IDS = [a64.UC_ARM64_REG_X8, *(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(6)), a64.UC_ARM64_REG_PC]
 
 
+def _pages_in(index: dict[int, Any], ipa: int, size: int) -> list[int]:
+    """The pages of [ipa, ipa+size) that `index` holds: by walking the range when it is the
+    smaller, else by scanning the index."""
+    start = ipa & ~GRANULE_MASK
+    if (ipa + size - start) // GRANULE_SIZE <= len(index):
+        return [p for p in range(start, ipa + size, GRANULE_SIZE) if p in index]
+    return [p for p in index if ipa <= p < ipa + size]
+
+
+def _unindex(index: dict[int, set[int]], key: int, value: int) -> None:
+    """Take `value` out of a reverse index's set for `key` (and the key once it is empty)."""
+    values = index[key]
+    values.discard(value)
+    if not values:
+        del index[key]
+
+
 class El0Space:
     """An EL0 address space on Unicorn: the kernel's VA -> IPA pages, mapped by pointer.
 
@@ -161,6 +178,7 @@ class El0Space:
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
         self.uc.ctl_set_cpu_model(CPU_MODELS[cpu_model])
         self.pages: dict[int, tuple[int, int]] = {}  # va page -> (ipa page, prot)
+        self._by_ipa: dict[int, set[int]] = {}  # ipa page -> the va pages mapping it
         self._live: set[int] = set()  # va pages mapped into unicorn
         self._stop: tuple[str, int, int] | None = None
         # The kernel's page-fault handler: called with an unmapped page; True if it mapped it.
@@ -192,12 +210,19 @@ class El0Space:
     def map(self, va: int, ipa: int, size: int, prot: int) -> None:
         for off in range(0, size, GRANULE_SIZE):
             self._drop(va + off)
+            self._forget(va + off)
             self.pages[va + off] = (ipa + off, prot)
+            self._by_ipa.setdefault(ipa + off, set()).add(va + off)
 
     def unmap(self, va: int, size: int) -> None:
         for off in range(0, size, GRANULE_SIZE):
             self._drop(va + off)
-            self.pages.pop(va + off, None)
+            self._forget(va + off)
+
+    def _forget(self, va: int) -> None:
+        entry = self.pages.pop(va, None)
+        if entry is not None:
+            _unindex(self._by_ipa, entry[0], va)
 
     def protect(self, va: int, size: int, prot: int) -> None:
         for off in range(0, size, GRANULE_SIZE):
@@ -217,9 +242,10 @@ class El0Space:
             self.uc.ctl_remove_cache(va, va + GRANULE_SIZE)
 
     def drop_ipa(self, ipa: int, size: int) -> None:
-        """TLBI: stage 2 changed under these IPAs."""
-        for va, (page_ipa, _) in list(self.pages.items()):
-            if ipa <= page_ipa < ipa + size:
+        """TLBI: stage 2 changed under these IPAs (work in proportion to the range, or to the
+        pages mapped when that is less)."""
+        for page in _pages_in(self._by_ipa, ipa, size):
+            for va in self._by_ipa.get(page, ()):
                 self._drop(va)
 
     # registers
@@ -441,6 +467,7 @@ class PyKernelEngine:
             self.regs[i] = v
         self.boot_regs = list(self.regs[:4])
         self._tlb: dict[int, tuple[MemoryAccessor, int, bool]] = {}  # page -> (accessor, pa, writable)
+        self._tlb_by_pa: dict[int, set[int]] = {}  # pa -> the IPA pages the TLB maps to it
         self._accessors = {w: memory.accessor(w) for w in (World.REALM, World.NON_SECURE)}
         self._host: greenlet.greenlet | None = None
         self._kernel = greenlet.greenlet(self._main)
@@ -493,10 +520,15 @@ class PyKernelEngine:
         self._pending_fault = GuestFault(f"exception (ESR {esr_value:#x})", far)
 
     def invalidate(self, ipa: int, size: int) -> None:
-        for page in [p for p in self._tlb if ipa <= p < ipa + size]:
-            del self._tlb[page]
+        for page in _pages_in(self._tlb, ipa, size):
+            self._tlb_drop(page)
         for space in self.cpu._spaces:
             space.drop_ipa(ipa, size)
+
+    def _tlb_drop(self, page: int) -> None:
+        hit = self._tlb.pop(page, None)
+        if hit is not None:
+            _unindex(self._tlb_by_pa, hit[1], page)
 
     def close(self) -> None:
         self.memory.remove_pas_listener(self._on_pas_change)
@@ -507,8 +539,8 @@ class PyKernelEngine:
                 self._kernel.throw(KernelExit())
 
     def _on_pas_change(self, pa: int) -> None:
-        for page in [p for p, hit in self._tlb.items() if hit[1] == pa]:
-            del self._tlb[page]
+        for page in list(self._tlb_by_pa.get(pa, ())):
+            self._tlb_drop(page)
             for space in self.cpu._spaces:
                 space.drop_ipa(page, GRANULE_SIZE)
 
@@ -547,8 +579,10 @@ class PyKernelEngine:
                     acc.memory.check(acc.world, mapping.pa, GRANULE_SIZE)
                 except GranuleProtectionFault:
                     raise GuestFault("granule protection fault", ipa) from None
+                self._tlb_drop(page)
                 if mapping.readable:  # a write-only page is never cached: reads must fault
                     self._tlb[page] = (acc, mapping.pa, mapping.writable)
+                    self._tlb_by_pa.setdefault(mapping.pa, set()).add(page)
                 return acc, mapping.pa + (ipa & GRANULE_MASK)
             site = self.pc
             syndrome = AccessSyndrome(write, 8, 0, sixty_four=True)
