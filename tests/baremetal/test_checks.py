@@ -134,3 +134,16 @@ def test_a_broken_vector_table_is_reported_not_spun_on(tmp_path: Path) -> None:
         guest_build.HERE = monkey
     with pytest.raises(VmmError, match="exception vector at 0x40000200 faults"):
         run(broken, ENVS["kvm"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--sve-vl", "256"], "--sve-vl: this RMM offers realms no SVE"),
+     (["--pmu-counters", "4"], "--pmu-counters: this RMM offers realms no PMU")],
+)
+def test_realm_features_the_rmm_does_not_offer_are_refused(guest: Guest, flags: list[str], message: str) -> None:
+    from unirealm.host.vmm import VmmError
+
+    cfg = RunConfig.from_args(run_parser().parse_args(["--realm", *flags, "-k", str(guest.image)]))
+    with pytest.raises(VmmError, match=message):
+        Vmm(cfg, io.BytesIO(), None)
