@@ -149,6 +149,13 @@ el1_dabt_at:
 el0_done:
     say s_back
 
+    // --- a VA that is not its IPA: RAM seen again at 5 GiB; in a realm, RIPAS EMPTY there -
+    say s_alias
+    mov x28, #1
+    movq x1, 0x140600008             // -> IPA 0x80600008
+alias_ldr_at:
+    ldr x2, [x1]
+
     // --- hypervisor calls and ID registers -------------------------------------------
     say s_idregs
     mrs x0, id_aa64pfr0_el1
@@ -366,6 +373,7 @@ s_el1_dabt: .asciz "el1 data abort\n"
 s_el1_iabt: .asciz "el1 prefetch abort\n"
 s_el0:      .asciz "el0 program\n"
 s_back:     .asciz "back at el1\n"
+s_alias:    .asciz "alias load\n"
 s_idregs:   .asciz "id registers\n"
 s_realm_hvc: .asciz "hvc in a realm\n"
 s_hostcall: .asciz "host call\n"
@@ -390,7 +398,8 @@ l1:
     .quad l2 + 3                     // [2] 2..3 GiB: RAM, through L2
     .quad 0
     .quad 0x0060000100000401         // [4] 4..5 GiB: the realm's unprotected alias (33-bit IPA)
-    .fill 507, 8, 0
+    .quad 0x0000000080000705         // [5] 5..6 GiB: RAM again, a Normal block
+    .fill 506, 8, 0
 l2:
     .quad l3 + 3                     // [0] 0x80000000..0x80200000 through L3
     .set blk, 0x80200000

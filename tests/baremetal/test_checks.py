@@ -92,6 +92,14 @@ def test_bare_metal_guest(guest: Guest, name: str) -> None:
         assert taken[5] == USER_STACK_TOP and taken[6] == stack_top
     assert "back at el1" in lines
 
+    # A load through VA 0x140600008 (IPA 0x80600008): plain RAM in a VM; in a realm the IPA
+    # is RIPAS EMPTY and the RMM injects an SEA whose FAR is the VA, not the IPA.
+    taken = exceptions_after(lines, "alias load")
+    if realm:
+        assert [t[:4] for t in taken] == [[0x200, 0x9600_0010, 0x1_4060_0008, sym["alias_ldr_at"]]]
+    else:
+        assert taken == []
+
     pfr0, dfr0 = values_after(lines, "id registers", 2)
     sve, pmuver = (pfr0 >> 32) & 0xF, (dfr0 >> 8) & 0xF
     if realm:
@@ -134,3 +142,16 @@ def test_a_broken_vector_table_is_reported_not_spun_on(tmp_path: Path) -> None:
         guest_build.HERE = monkey
     with pytest.raises(VmmError, match="exception vector at 0x40000200 faults"):
         run(broken, ENVS["kvm"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--sve-vl", "256"], "--sve-vl: this RMM offers realms no SVE"),
+     (["--pmu-counters", "4"], "--pmu-counters: this RMM offers realms no PMU")],
+)
+def test_realm_features_the_rmm_does_not_offer_are_refused(guest: Guest, flags: list[str], message: str) -> None:
+    from unirealm.host.vmm import VmmError
+
+    cfg = RunConfig.from_args(run_parser().parse_args(["--realm", *flags, "-k", str(guest.image)]))
+    with pytest.raises(VmmError, match=message):
+        Vmm(cfg, io.BytesIO(), None)

@@ -175,6 +175,9 @@ class RealmVm:
     on_host_call: Callable[[int, list[int]], list[int]] | None = None
     on_mmio: Callable[[int, bool, int, int], int | None] | None = None
     ram_ranges: list[tuple[int, int]] = field(default_factory=list)
+    # Map the unprotected alias of RAM the realm converts to EMPTY right away, in one
+    # batch per RIPAS change, so that its first touch of each shared page is no REC exit.
+    map_shared_ahead: bool = True
 
     def __post_init__(self) -> None:
         self.rmi = RmiClient(self.machine)
@@ -223,6 +226,8 @@ class RealmVm:
         """Create the missing RTTs on the walk to `level` for `ipa`."""
         for lvl in range(self.start_level + 1, level + 1):
             base = ipa & ~(level_size(lvl - 1) - 1)
+            if (base, lvl) in self.rtts:  # one this host created: it is still there
+                continue
             entry = self.rmi.call(RmiFid.RTT_READ_ENTRY, self.rd, base, lvl - 1)
             if entry[2] == RttEntryState.TABLE:
                 continue
@@ -386,12 +391,21 @@ class RealmVm:
                 new = out[1]
                 if ex.ripas_value == RmiRipas.EMPTY:
                     self._destroy_data(addr, new)
+                    if self.map_shared_ahead:
+                        self._map_shared_range(addr, new)
                 addr = new
             elif status == RmiStatus.ERROR_RTT and index_of(out[0]) < RTT_PAGE_LEVEL:
                 self.ensure_rtt(addr, index_of(out[0]) + 1)
             else:
                 raise RmiCallError(RmiFid.RTT_SET_RIPAS, status, index_of(out[0]))
         return 0
+
+    def _map_shared_range(self, base: int, top: int) -> None:
+        """RTT_MAP_UNPROTECTED over the alias of the RAM in [base, top) not mapped yet."""
+        for page in range(base & ~(GRANULE_SIZE - 1), top, GRANULE_SIZE):
+            alias = page | self.unprotected_bit
+            if self.in_ram(page) and alias not in self.shared:
+                self.map_shared(alias)
 
     def _destroy_data(self, base: int, top: int) -> None:
         """Data going EMPTY is destroyed and its granules return to the host (as kvmtool)."""

@@ -181,6 +181,12 @@ class Vmm:
             raise VmmError("only the serial console is available (--console serial)")
         if cfg.disks:
             raise VmmError("virtio block devices (-d) are not available in this release")
+        # RmiRealmParams SVE/PMU need an RMM that offers them (RMI_FEATURES SVE_EN, PMU_EN)
+        # and a vCPU that honours them; this RMM offers neither, and realms see neither.
+        if cfg.sve_vl is not None:
+            raise VmmError("--sve-vl: this RMM offers realms no SVE (RMI_FEATURES SVE_EN = 0); run without it")
+        if cfg.pmu_counters is not None:
+            raise VmmError("--pmu-counters: this RMM offers realms no PMU (RMI_FEATURES PMU_EN = 0); run without it")
         for nic in cfg.nics:
             if nic.mode == "tap":
                 raise VmmError("-n mode=tap: this VMM does not create tap devices; use -n mode=user")

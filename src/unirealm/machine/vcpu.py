@@ -49,6 +49,7 @@ from unicorn import arm64_const as a64
 from unicorn.unicorn_py3.unicorn import uclib
 
 from unirealm.arch import sysreg
+from unirealm.arch.a64 import access_address
 from unirealm.arch.esr import (
     DFSC_SEA,
     WFE_INSN,
@@ -205,6 +206,7 @@ class DataAbortTrap(Trap):
     value: int = 0  # the value a store would have written
     gpf: bool = False  # the stage-2 mapping exists but the GPT refused the access
     s1ptw: bool = False  # the access was the stage-1 table walk's, to a table at `ipa`
+    va: int | None = None  # the virtual address accessed (FAR), when it can be known
 
 
 @dataclass
@@ -627,7 +629,8 @@ class VCpu:
             if syndrome is not None and syndrome.is_write:
                 value = self.get_gpr(syndrome.srt) & ((1 << (8 * syndrome.size)) - 1)
             return DataAbortTrap(
-                pc, address, access == UC_MEM_WRITE_UNMAPPED, size, syndrome, value, self._fault_gpf
+                pc, address, access == UC_MEM_WRITE_UNMAPPED, size, syndrome, value, self._fault_gpf,
+                va=self._fault_va(insn, address, pc),
             )
         if self._trap is not None:
             return self._trap
@@ -639,6 +642,19 @@ class VCpu:
         if HOST_IRQ.pending:
             return IrqTrap(pc)
         return CpuErrorTrap(pc, "emulation stopped without a trap")
+
+    def _fault_va(self, insn: int | None, ipa: int, pc: int) -> int | None:
+        """The VA of a stage-2 data abort at `ipa`: the IPA itself with the MMU off, else the
+        instruction's address (the part of a wider access that faulted: same page offset)."""
+        if not self.read_sysreg(sysreg.SCTLR_EL1) & 1:
+            return ipa
+        if insn is None:
+            return None
+        first = access_address(insn, self.get_gpr, self.sp, pc)
+        if first is None:
+            return None
+        delta = ((ipa & GRANULE_MASK) - (first & GRANULE_MASK)) & GRANULE_MASK
+        return first + delta if delta < 64 else None
 
     def complete_mmio_read(self, syndrome: AccessSyndrome, value: int) -> None:
         """Finish an emulated load: write Rt as the syndrome says, then step past it."""

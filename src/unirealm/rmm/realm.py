@@ -88,6 +88,7 @@ class Rec:
     pending: PendingKind = PendingKind.NONE
     mmio: AccessSyndrome | None = None
     mmio_is_write: bool = False
+    mmio_va: int = 0  # the VA of the pending emulatable access (FAR if the host injects an SEA)
     ripas_request: RipasRequest | None = None
     host_call_ipa: int = 0
     psci_request: PsciRequest | None = None

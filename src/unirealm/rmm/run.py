@@ -144,7 +144,7 @@ def complete_pending(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFl
     kind, rec.pending = rec.pending, PendingKind.NONE
     if kind == PendingKind.MMIO:
         if flags & RmiRecEnterFlags.INJECT_SEA:
-            engine.inject_sea(0)
+            engine.inject_sea(rec.mmio_va)  # FAR_EL1 = the VA of the access the host refused
         elif flags & RmiRecEnterFlags.EMULATED_MMIO and rec.mmio is not None:
             if rec.mmio_is_write:
                 engine.skip_instruction()
@@ -246,14 +246,15 @@ def data_abort(rmm: RmmState, realm: Realm, rec: Rec, trap: DataAbortTrap) -> Re
     """Route a stage-2 data abort: SEA into the realm, or a SYNC exit to the host."""
     ipa = trap.ipa
     engine = rec.engine
+    va = ipa if trap.va is None else trap.va  # FAR_EL1 of an injected SEA holds the VA
     if ipa >= realm.ipa_size or trap.gpf:
-        engine.inject_sea(ipa)
+        engine.inject_sea(va)
         rec.injected_in_a_row += 1
         return None
     if realm.addr_in_par(ipa):
         ripas, _, level = rmm.ripas_at(realm, ipa)
         if ripas == RmiRipas.EMPTY:
-            engine.inject_sea(ipa)
+            engine.inject_sea(va)
             rec.injected_in_a_row += 1
             return None
         rec.injected_in_a_row = 0
@@ -262,6 +263,7 @@ def data_abort(rmm: RmmState, realm: Realm, rec: Rec, trap: DataAbortTrap) -> Re
     rec.pending = PendingKind.MMIO
     rec.mmio = trap.syndrome
     rec.mmio_is_write = trap.is_write
+    rec.mmio_va = va
     walk = realm.stage2.walk(ipa)
     if walk.entry.kind == s2tte.Kind.ASSIGNED_NS or trap.syndrome is None:
         # Non-emulatable: a mapped unprotected IPA faults only on what its S2AP forbids (a
