@@ -119,3 +119,20 @@ def test_whole_address_space_ranges_are_cheap(proc: Process, call: str) -> None:
     finally:
         signal.alarm(0)
     assert result is not None and -4095 <= result < 1 << 64
+
+
+def test_failed_write_back_is_no_panic(proc: Process) -> None:
+    """A shared file whose server refuses the write-back: munmap and exit still succeed."""
+    from unirealm.guest.errors import FsError
+    from unirealm.guest.vfs import RegInode
+
+    class Refusing(RegInode):
+        def sync_pages(self) -> None:
+            raise FsError(5)
+
+    node = Refusing(b"x" * 4096)
+    start = proc.map_region(0, 4096, 3, "/data/f", None, 0, node)
+    proc.write(start, b"y")
+    assert proc.syscalls.call(sc.NR["msync"], [start, 4096, 4, 0, 0, 0]) == 0
+    assert proc.syscalls.call(sc.NR["munmap"], [start, 4096, 0, 0, 0, 0]) == 0
+    assert node.read_at(0, 1) == b"y"

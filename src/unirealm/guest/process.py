@@ -346,7 +346,10 @@ class Process:
         """msync: shared file pages to where their file lives (a 9p file's server)."""
         for v in self.vmas:
             if v.shared is not None and v.end > start and v.start < end and v.prot & PROT_WRITE:
-                v.shared.sync_pages()
+                try:
+                    v.shared.sync_pages()
+                except FsError as exc:  # as Linux's writeback: munmap and exit still succeed
+                    self.kernel.log(f"{v.name}: writing shared pages back failed: {exc}", error=True)
 
     def sync_shared(self) -> None:
         self._write_back(0, 1 << 64)
