@@ -125,3 +125,15 @@ def test_context_carries_tpidr_el0_and_registers() -> None:
     assert space.reg("tpidr_el0") == 0x1111 and space.gpr(3) == 33
     assert space.save_context(saved) is saved
     space.close()
+
+
+def test_slices_only_while_another_thread_could_run(sched: Scheduler) -> None:
+    p, (a, b, c) = proc(sched, 3)
+    sched.futex_wait(a, (p, 0x10), 0xFFFFFFFF, None)
+    sched.futex_wait(b, (p, 0x20), 0xFFFFFFFF, None)
+    assert not sched.may_preempt()  # only a syscall of the running thread can wake them
+    sched.futex_wake((p, 0x10), 1)
+    assert sched.may_preempt()  # a is runnable
+    sched.runq.clear()
+    sched.futex_wait(c, (p, 0x30), 0xFFFFFFFF, 5_000)
+    assert sched.may_preempt()  # c's timeout can pass while EL0 runs

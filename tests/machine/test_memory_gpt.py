@@ -252,3 +252,19 @@ def test_failed_delegation_leaves_pas_and_content_alone(machine: Machine, rmm: R
     assert out[0] == RmiStatus.ERROR_INPUT
     assert machine.memory.pas(sec) == Pas.SECURE
     assert rmm.granule_state(sec) == GranuleState.UNDELEGATED
+
+
+def test_view_and_copy_are_gpt_checked_and_copy_in_place() -> None:
+    mem = PhysicalMemory(size=1 << 20)
+    ns, realm = mem.accessor(World.NON_SECURE), mem.accessor(World.REALM)
+    src, dst = mem.base, mem.base + GRANULE_SIZE
+    ns.write(src, b"granule" * 100)
+    mem.set_pas(World.ROOT, dst, Pas.REALM)
+    realm.copy(dst, src, GRANULE_SIZE)  # the realm world reaches both PAS
+    assert bytes(realm.view(dst, 700)) == b"granule" * 100
+    with pytest.raises(GranuleProtectionFault):
+        ns.view(dst, 8)
+    with pytest.raises(GranuleProtectionFault):
+        ns.copy(src, dst, GRANULE_SIZE)
+    with pytest.raises(TypeError):
+        realm.view(dst, 8)[0] = 1  # type: ignore[index]

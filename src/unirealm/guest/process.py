@@ -54,6 +54,7 @@ VVAR_MULT_SHIFT = 24  # guest/asm/vdso.S: ns = (ticks * mult) >> 24
 INTERP_BASE = 0x0000_FFFF_7000_0000
 PIE_BASE = 0x0000_AAAA_0000_0000
 TRAMPOLINE_VA = 0x1000
+FAULT_AROUND = 16  # pages a file-backed demand fault backs at once (the aligned block around it)
 ROOTFS_DIR = "rootfs/"
 ROOTFS_META = "rootfs.json"
 SYSCALL_REGS = [a64.UC_ARM64_REG_X8, *(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(6))]
@@ -243,17 +244,19 @@ class Process:
                 return v
         return None
 
-    def populate(self, va: int, prot: int, vma: Vma | None = None) -> int:
-        """Back one page with guest RAM (zeroed, or a copy of the file page); returns its IPA.
-        With no RAM left the process is killed, as Linux's OOM killer does. A MAP_SHARED
-        file page is the file's own page-cache page (MemoryError past the end of the file)."""
+    def populate(self, va: int, prot: int, vma: Vma | None = None, ipa: int | None = None) -> int:
+        """Back one page with guest RAM (zeroed, or a copy of the file page), at `ipa` if
+        given (allocated by the caller); returns its IPA. With no RAM left the process is
+        killed, as Linux's OOM killer does. A MAP_SHARED file page is the file's own
+        page-cache page (MemoryError past the end of the file)."""
         if vma is not None and vma.shared is not None:
             return self._map_shared(va, prot, vma)
-        try:
-            ipa = self.kernel.pages.alloc(1)
-        except OutOfMemory:
-            self.kernel.log(f"Out of memory: killed process {self.pid} ({self.argv[0]})", error=True)
-            raise ProcessExit(128 + 9) from None
+        if ipa is None:
+            try:
+                ipa = self.kernel.pages.alloc(1)
+            except OutOfMemory:
+                self.kernel.log(f"Out of memory: killed process {self.pid} ({self.argv[0]})", error=True)
+                raise ProcessExit(128 + 9) from None
         content = self._page_content(vma, va) if vma is not None and vma.data is not None else None
         if content is None:
             self.cpu.zero(ipa, GRANULE_SIZE)
@@ -301,12 +304,31 @@ class Process:
         return bytes(lo - rel) + data[lo:hi] + bytes(GRANULE_SIZE - (hi - rel))
 
     def demand_page(self, page: int) -> bool:
-        """EL0 touched an unbacked page: back it if a VMA covers it (called from the CPU)."""
+        """EL0 touched an unbacked page: back it if a VMA covers it (called from the CPU).
+        A file-backed page comes with the unbacked pages of its VMA around it in its
+        FAULT_AROUND block, on contiguous guest RAM (so the CPU maps them as one region);
+        anonymous memory is backed a page at a time, as Linux does."""
         if page in self.owned:
             return False
         vma = self.find_vma(page)
         if vma is None or not vma.prot or not self.kernel.pages.free:
             return False  # no RAM: the fault ends in fault(), outside the CPU's hook
+        # fault-around: a private file page brings its neighbours in the same block along
+        block = (FAULT_AROUND if vma.data is not None and vma.shared is None else 1) * GRANULE_SIZE
+        lo = hi = page
+        while lo - GRANULE_SIZE >= max(vma.start, page & -block) and lo - GRANULE_SIZE not in self.owned:
+            lo -= GRANULE_SIZE
+        while hi + GRANULE_SIZE < min(vma.end, (page & -block) + block) and hi + GRANULE_SIZE not in self.owned:
+            hi += GRANULE_SIZE
+        if hi > lo:
+            try:
+                ipa = self.kernel.pages.alloc((hi - lo) // GRANULE_SIZE + 1)
+            except OutOfMemory:
+                pass
+            else:
+                for va in range(lo, hi + GRANULE_SIZE, GRANULE_SIZE):
+                    self.populate(va, vma.prot, vma, ipa + va - lo)
+                return True
         try:
             self.populate(page, vma.prot, vma)
         except MemoryError:

@@ -88,6 +88,7 @@ class Scheduler:
         self.live = 0  # threads not dead, all processes
         self.processes: list[Any] = []
         self.pending: BaseException | str | None = None  # what the SVC fast path left to do
+        self.sliced = False  # whether EL0 runs in instruction-count slices now
 
     def now_ns(self) -> int:
         return self.cpu.cntvct() * NSEC // self.cpu.cntfrq
@@ -108,7 +109,10 @@ class Scheduler:
         self.runq.append(t)
 
     def may_preempt(self) -> bool:
-        return bool(self.runq or self.waiting)
+        """Whether another thread can run now or could become runnable without a syscall of
+        the running one (a deadline, a condition polled on devices): EL0 then runs in
+        slices. A thread in a futex wait without a timeout is woken only by a syscall."""
+        return bool(self.runq) or any(t.deadline is not None or t.ready is not None for t in self.waiting)
 
     def park(self, t: Thread, blocked: Blocked) -> None:
         """The running thread waits for a restart of its syscall (PC already rewound)."""
@@ -270,6 +274,9 @@ class Scheduler:
         if t.state != RUNNING:
             self.pending = "done"  # it blocked, yielded or exited: someone else runs
             return False
+        if self.runq and not self.sliced:
+            self.pending = "done"  # it woke a thread: EL0 goes on in slices
+            return False
         return True
 
     def switch(self, old: Thread, new: Thread) -> None:
@@ -290,7 +297,8 @@ class Scheduler:
         while True:
             t = self.current
             p = t.proc
-            reason, pc, detail = p.space.run(pc, SLICE if self.runq or self.waiting else 0)
+            self.sliced = self.may_preempt()
+            reason, pc, detail = p.space.run(pc, SLICE if self.sliced else 0)
             try:
                 pending, self.pending = self.pending, None
                 if reason == "svc" and pending is not None:

@@ -44,6 +44,7 @@ class PhysicalMemory:
         # Pin the buffer: vCPUs map it by raw pointer, so it must never move or close.
         self._anchor = ctypes.c_char.from_buffer(self._mem)
         self._host_base = ctypes.addressof(self._anchor)
+        self._view = memoryview(self._mem).toreadonly()  # for reads in place (hashing)
         self._gpt = bytearray(size >> GRANULE_SHIFT)  # Pas per granule; all NON_SECURE at reset
         self._pas_listeners: list[Callable[[int], None]] = []
 
@@ -124,6 +125,18 @@ class MemoryAccessor:
     def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
         self.memory.check(self.world, pa, len(data))
         self.memory._mem[self.memory._slice(pa, len(data))] = bytes(data)
+
+    def view(self, pa: int, size: int) -> memoryview:
+        """A read-only view of [pa, pa+size), GPT-checked now: to hash memory in place.
+        Hold it only for the access at hand (a later PAS change is not seen by it)."""
+        self.memory.check(self.world, pa, size)
+        return self.memory._view[self.memory._slice(pa, size)]
+
+    def copy(self, dst: int, src: int, size: int) -> None:
+        """memmove within this world's reach: [src, src+size) to [dst, dst+size), no copy in Python."""
+        self.memory.check(self.world, src, size)
+        self.memory.check(self.world, dst, size)
+        self.memory._mem.move(dst - self.memory.base, src - self.memory.base, size)
 
     def read_u64(self, pa: int) -> int:
         return struct.unpack("<Q", self.read(pa, 8))[0]

@@ -33,13 +33,20 @@ from typing import Any
 import greenlet
 from unicorn import (
     UC_ARCH_ARM64,
+    UC_CTL_IO_WRITE,
+    UC_CTL_TLB_FLUSH,
+    UC_ERR_EXCEPTION,
     UC_HOOK_INTR,
-    UC_HOOK_MEM_INVALID,
-    UC_MEM_FETCH_PROT,
-    UC_MEM_FETCH_UNMAPPED,
-    UC_MEM_WRITE_PROT,
-    UC_MEM_WRITE_UNMAPPED,
+    UC_HOOK_TLB_FILL,
+    UC_MEM_FETCH,
+    UC_MEM_READ,
+    UC_MEM_WRITE,
     UC_MODE_ARM,
+    UC_PROT_ALL,
+    UC_PROT_EXEC,
+    UC_PROT_READ,
+    UC_PROT_WRITE,
+    UC_TLB_VIRTUAL,
     Uc,
     UcError,
 )
@@ -143,8 +150,23 @@ class _PayloadImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 _INTR_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
+
+
+class _TlbEntry(ctypes.Structure):
+    _fields_ = (("paddr", ctypes.c_uint64), ("perms", ctypes.c_uint32))
+
+
+_TLB_FILL_CB = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
+                                ctypes.POINTER(_TlbEntry), ctypes.c_void_p)
 # x8 (the syscall number), x0..x5 (its arguments), then PC
 _SVC_REG_IDS = [a64.UC_ARM64_REG_X8, *(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(6)), a64.UC_ARM64_REG_PC]
+# the permission a TLB fill needs, by access type
+_NEEDS = {UC_MEM_READ: UC_PROT_READ, UC_MEM_WRITE: UC_PROT_WRITE, UC_MEM_FETCH: UC_PROT_EXEC}
+# Physical fault-around: a page of guest RAM is mapped into the CPU together with its
+# present neighbours in the same block of this many granules, as one region.
+PHYS_BLOCK = 512
+EL0_VA_TOP = 1 << 48  # EL0 addresses are below this (TTBR0, 48-bit VAs)
+RUN_UNTIL = 0xFFFF_FFFF_FFFF_FFFF  # emu_start's end address: never reached
 
 
 def _pages_in(index: dict[int, Any], ipa: int, size: int) -> list[int]:
@@ -167,6 +189,17 @@ def _unindex(index: dict[int, set[int]], key: int, value: int) -> None:
 class El0Space:
     """An EL0 address space on Unicorn: the kernel's VA -> IPA pages, mapped by pointer.
 
+    The CPU's physical address space is the kernel's IPA space: a page of guest RAM is
+    mapped there by pointer (`mem_map_ptr`) only after its stage-2 translation and GPT
+    check, together with the already-present neighbours in its PHYS_BLOCK whose host
+    memory is contiguous with it (each checked the same way), as one region. The MMU is a
+    software-filled TLB (Unicorn's virtual TLB mode): a miss asks `pages` for the IPA and
+    the permissions, so a page without PROT_EXEC is not executable and its stores take
+    Unicorn's fast path. A miss on a page the kernel has not backed calls `on_fault`
+    (demand paging inside the fill); a miss it cannot satisfy stops `run()` with a fault.
+    Changing or removing a page flushes the TLB; a stage-2 or PAS change under a mapped
+    IPA unmaps it (TLBI).
+
     SVC fast path: when the kernel sets `on_svc`, every SVC calls it inside the CPU's
     interrupt hook with (nr, x0..x5), read in one batch through the library; if it
     returns True the syscall is complete (x0 written with `set_x0`) and EL0 continues
@@ -176,15 +209,21 @@ class El0Space:
     def __init__(self, cpu: GuestCpu, cpu_model: str) -> None:
         self._cpu = cpu
         self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        self.uc.ctl_set_page_size(GRANULE_SIZE)
         self.uc.ctl_set_cpu_model(CPU_MODELS[cpu_model])
         self.pages: dict[int, tuple[int, int]] = {}  # va page -> (ipa page, prot)
-        self._by_ipa: dict[int, set[int]] = {}  # ipa page -> the va pages mapping it
-        self._live: set[int] = set()  # va pages mapped into unicorn
+        self._phys: set[int] = set()  # ipa pages mapped into the CPU's physical space
+        self._code: set[int] = set()  # ipa pages the TLB has let EL0 execute (translated code may exist)
         self._stop: tuple[str, int, int] | None = None
+        self._miss: int = 0  # the VA of the last TLB fill that failed
+        self._running = False  # demand paging happens only in fills during run()
+        self._identity = False  # fills made by Unicorn's own cache maintenance by physical address
+        self._error = ""
         # The kernel's page-fault handler: called with an unmapped page; True if it mapped it.
         self.on_fault: Callable[[int], bool] | None = None
         # The kernel's syscall handler for the fast path: (nr, x0..x5) -> handled.
         self.on_svc: Callable[[int, int, int, int, int, int, int], bool] | None = None
+        self.uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         if _uclib is not None:
             self._uch = self.uc._uch
             self._ids = (ctypes.c_int * 8)(*_SVC_REG_IDS)
@@ -192,13 +231,15 @@ class El0Space:
             base = ctypes.addressof(self._vals)
             self._ptrs = (ctypes.c_void_p * 8)(*(base + 8 * i for i in range(8)))
             self._x0 = ctypes.c_uint64()
-            self._intr_cb = _INTR_CB(self._raw_intr)  # referenced for as long as the hook exists
-            handle = ctypes.c_size_t()
-            _uclib.uc_hook_add(self._uch, ctypes.byref(handle), UC_HOOK_INTR,
-                               ctypes.cast(self._intr_cb, ctypes.c_void_p), None, 1, 0)
+            # the callbacks are referenced for as long as the hooks exist
+            self._intr_cb = _INTR_CB(self._raw_intr)
+            self._tlb_cb = _TLB_FILL_CB(self._raw_tlb_fill)
+            for kind, cb in ((UC_HOOK_INTR, self._intr_cb), (UC_HOOK_TLB_FILL, self._tlb_cb)):
+                handle = ctypes.c_size_t()
+                _uclib.uc_hook_add(self._uch, ctypes.byref(handle), kind, ctypes.cast(cb, ctypes.c_void_p), None, 1, 0)
         else:
             self.uc.hook_add(UC_HOOK_INTR, self._on_intr)
-        self.uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid)
+            self.uc.hook_add(UC_HOOK_TLB_FILL, self._on_tlb_fill)
         # EL0 may read CTR_EL0, use DC ZVA and WFI/WFE as on Linux (SCTLR_EL1 UCT, DZE, nTWI, nTWE, UCI).
         sctlr = self.uc.cpr_read(3, 0, 1, 0, 0)
         self.uc.cpr_write(3, 0, 1, 0, 0, sctlr | (1 << 15) | (1 << 14) | (1 << 16) | (1 << 18) | (1 << 26))
@@ -208,45 +249,96 @@ class El0Space:
 
     # the kernel's page table
     def map(self, va: int, ipa: int, size: int, prot: int) -> None:
+        changed = False
         for off in range(0, size, GRANULE_SIZE):
-            self._drop(va + off)
-            self._forget(va + off)
+            changed |= self.pages.get(va + off) is not None
             self.pages[va + off] = (ipa + off, prot)
-            self._by_ipa.setdefault(ipa + off, set()).add(va + off)
+        if changed:
+            self._flush_tlb()
 
     def unmap(self, va: int, size: int) -> None:
+        changed = False
         for off in range(0, size, GRANULE_SIZE):
-            self._drop(va + off)
-            self._forget(va + off)
-
-    def _forget(self, va: int) -> None:
-        entry = self.pages.pop(va, None)
-        if entry is not None:
-            _unindex(self._by_ipa, entry[0], va)
+            changed |= self.pages.pop(va + off, None) is not None
+        if changed:
+            self._flush_tlb()
 
     def protect(self, va: int, size: int, prot: int) -> None:
+        changed = False
         for off in range(0, size, GRANULE_SIZE):
             entry = self.pages.get(va + off)
             if entry is not None:
                 self.pages[va + off] = (entry[0], prot)
-                if va + off in self._live:
-                    self.uc.mem_protect(va + off, GRANULE_SIZE, prot)
+                changed = True
+        if changed:
+            self._flush_tlb()
 
     def flush_code(self, va: int, size: int) -> None:
-        self.uc.ctl_remove_cache(va, va + size)
-
-    def _drop(self, va: int) -> None:
-        if va in self._live:
-            self._live.discard(va)
-            self.uc.mem_unmap(va, GRANULE_SIZE)
-            self.uc.ctl_remove_cache(va, va + GRANULE_SIZE)
+        """Drop translated code of these pages (new code was written where code may have run)."""
+        for off in range(0, size, GRANULE_SIZE):
+            entry = self.pages.get(va + off)
+            if entry is not None and entry[0] in self._code and entry[1] & UC_PROT_EXEC:
+                self.uc.ctl_remove_cache(va + off, va + off + GRANULE_SIZE)
 
     def drop_ipa(self, ipa: int, size: int) -> None:
-        """TLBI: stage 2 changed under these IPAs (work in proportion to the range, or to the
-        pages mapped when that is less)."""
-        for page in _pages_in(self._by_ipa, ipa, size):
-            for va in self._by_ipa.get(page, ()):
-                self._drop(va)
+        """TLBI: stage 2 changed under these IPAs."""
+        gone = [p for p in self._phys if ipa <= p < ipa + size] if size > GRANULE_SIZE else \
+            [ipa] if ipa in self._phys else []
+        if not gone:
+            return
+        # Unicorn drops the region's translated code looking its address up through the
+        # TLB: fills answer with the identity meanwhile, and the TLB is flushed after.
+        self._identity = True
+        try:
+            for page in gone:
+                self._phys.discard(page)
+                self._code.discard(page)
+                self.uc.mem_unmap(page, GRANULE_SIZE)
+        finally:
+            self._identity = False
+            self._flush_tlb()
+
+    def _flush_tlb(self) -> None:
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+
+    def _map_phys(self, ipa: int) -> bool:
+        """Map guest RAM page `ipa` (faulting it in through stage 2) and its present,
+        host-contiguous neighbours in the same PHYS_BLOCK as one region."""
+        got = self._cpu.host_pointer(ipa, True)
+        if got is None:
+            return False
+        ptr, writable = got
+        block = ipa & ~(PHYS_BLOCK * GRANULE_SIZE - 1)
+        lo = hi = ipa
+        while lo > block and lo - GRANULE_SIZE not in self._phys and \
+                self._cpu.probe(lo - GRANULE_SIZE) == (ptr - (ipa - lo) - GRANULE_SIZE, writable):
+            lo -= GRANULE_SIZE
+        while hi + GRANULE_SIZE < block + PHYS_BLOCK * GRANULE_SIZE and hi + GRANULE_SIZE not in self._phys and \
+                self._cpu.probe(hi + GRANULE_SIZE) == (ptr + (hi - ipa) + GRANULE_SIZE, writable):
+            hi += GRANULE_SIZE
+        perms = UC_PROT_ALL if writable else UC_PROT_READ | UC_PROT_EXEC
+        self.uc.mem_map_ptr(lo, hi + GRANULE_SIZE - lo, perms, ptr - (ipa - lo))
+        self._phys.update(range(lo, hi + GRANULE_SIZE, GRANULE_SIZE))
+        return True
+
+    def _fill(self, va: int, access: int) -> tuple[int, int] | None:
+        """A TLB miss: (IPA, permissions) of the page at `va`, or None (a fault)."""
+        if self._identity or va >= EL0_VA_TOP:
+            # Unicorn's own look-ups: cache maintenance by physical address, and the page
+            # before emu_start's end address (RUN_UNTIL), fetched when it counts instructions.
+            # Nothing is mapped at these physical addresses: an access there still faults.
+            return va, UC_PROT_READ | UC_PROT_EXEC
+        entry = self.pages.get(va)
+        if entry is None and self._running and self.on_fault is not None and self.on_fault(va):
+            # Demand paging inside the fill: the access then completes as if mapped all along.
+            entry = self.pages.get(va)
+        if entry is not None and entry[1] & _NEEDS.get(access, 0) and (entry[0] in self._phys or
+                                                                      self._map_phys(entry[0])):
+            if entry[1] & UC_PROT_EXEC:
+                self._code.add(entry[0])
+            return entry
+        self._miss = va
+        return None
 
     # registers
     def reg(self, name: str) -> int:
@@ -288,19 +380,45 @@ class El0Space:
         self._stop = None
         if HOST_IRQ.pending:  # the host's interrupt: its REC exits before EL0 runs on
             self._cpu._engine.trap_and_wait(IrqTrap(pc))
+        self._running = True
         try:
             with HOST_IRQ.running(self.uc):
-                self.uc.emu_start(pc, 0xFFFF_FFFF_FFFF_FFFF, count=count)
+                self.uc.emu_start(pc, RUN_UNTIL, count=count)
         except UcError as exc:
+            if self.uc._hook_exception is not None:
+                raise self.uc._hook_exception from None
             if self._stop is None:
-                self._stop = ("fault", self.uc.reg_read(a64.UC_ARM64_REG_PC), 0)
+                # a failed TLB fill (UC_ERR_EXCEPTION) faults at _miss; PC is the faulting instruction
+                address = self._miss if exc.errno == UC_ERR_EXCEPTION else 0
+                self._stop = ("fault", self.uc.reg_read(a64.UC_ARM64_REG_PC), address)
                 self._error = str(exc)
+        finally:
+            self._running = False
         if self._stop is None:
             pc = self.uc.reg_read(a64.UC_ARM64_REG_PC)
             if HOST_IRQ.pending:
                 self._cpu._engine.trap_and_wait(IrqTrap(pc))
             return ("count", pc, 0)
         return self._stop
+
+    def _raw_tlb_fill(self, _uch: int, va: int, access: int, entry: Any, _ud: int) -> bool:
+        try:
+            hit = self._fill(va, access)
+        except BaseException as exc:  # raised again by run()
+            if self.uc._hook_exception is None:
+                self.uc._hook_exception = exc
+            return False
+        if hit is None:
+            return False
+        entry[0].paddr, entry[0].perms = hit
+        return True
+
+    def _on_tlb_fill(self, uc: Uc, va: int, access: int, entry: Any, _ud: object) -> bool:
+        hit = self._fill(va, access)
+        if hit is None:
+            return False
+        entry.paddr, entry.perms = hit
+        return True
 
     def _raw_intr(self, _uch: int, intno: int, _ud: int) -> None:
         try:
@@ -328,31 +446,13 @@ class El0Space:
             self._stop = ("undef", pc, intno)
         uc.emu_stop()
 
-    def _on_invalid(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
-        page = address & ~GRANULE_MASK
-        entry = self.pages.get(page)
-        if entry is None and self.on_fault is not None and self.on_fault(page):
-            # Demand paging inside the hook: stopping here would leave a stale PC (the TB's
-            # start), and resuming there re-runs instructions that already executed.
-            entry = self.pages.get(page)
-        wants_write = access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT)
-        wants_exec = access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT)
-        if entry is not None and page not in self._live:
-            ipa, prot = entry
-            ptr = self._cpu.host_pointer(ipa, wants_write)
-            if ptr is not None:
-                self.uc.mem_map_ptr(page, GRANULE_SIZE, prot, ptr)
-                self._live.add(page)
-                needed = 2 if wants_write else (4 if wants_exec else 1)
-                if prot & needed:
-                    return True
-        self._stop = ("fault", uc.reg_read(a64.UC_ARM64_REG_PC), address)
-        uc.emu_stop()
-        return False
-
     def close(self) -> None:
-        for va in list(self._live):
-            self._drop(va)
+        self._identity = True
+        for begin, _end, _perms in list(self.uc.mem_regions()):
+            self.uc.mem_unmap(begin, _end + 1 - begin)
+        self._identity = False
+        self._phys.clear()
+        self._code.clear()
         if self in self._cpu._spaces:
             self._cpu._spaces.remove(self)
 
@@ -412,13 +512,19 @@ class GuestCpu:
     def mmio_write(self, ipa: int, size: int, value: int) -> None:
         self._engine.mmio(ipa, size, value)
 
-    def host_pointer(self, ipa: int, write: bool) -> int | None:
-        """Host address of a guest page for EL0 mapping, faulting it in through stage 2."""
+    def host_pointer(self, ipa: int, write: bool) -> tuple[int, bool] | None:
+        """(host address, writable) of a guest page for EL0 mapping, faulting it in
+        through stage 2; None if the access faults."""
         try:
-            acc, pa = self._engine.resolve(ipa & ~GRANULE_MASK, write)
+            self._engine.resolve(ipa & ~GRANULE_MASK, write)
         except GuestFault:
             return None
-        return acc.memory.host_pointer(acc.world, pa, GRANULE_SIZE)
+        return self.probe(ipa)
+
+    def probe(self, ipa: int) -> tuple[int, bool] | None:
+        """(host address, writable) of a guest page that stage 2 maps now and the GPT lets
+        this world reach; None otherwise. Never faults."""
+        return self._engine.probe(ipa & ~GRANULE_MASK)
 
     # --- EL0 ----------------------------------------------------------------------------
     def el0_space(self) -> El0Space:
@@ -564,30 +670,50 @@ class PyKernelEngine:
             self.pc = site
             return self.regs[:18]
 
+    def _stage2(self, page: int, write: bool) -> tuple[MemoryAccessor, int, bool] | None:
+        """(accessor, PA, writable) of a page stage 2 maps for this access now, GPT-checked
+        (GranuleProtectionFault otherwise); None on a stage-2 fault."""
+        hit = self._tlb.get(page)
+        if hit is not None and (hit[2] or not write):
+            return hit
+        mapping = self.translate(page, write, False)
+        if mapping is None or not (mapping.writable if write else mapping.readable):
+            return None
+        acc = self._accessors[mapping.world]
+        acc.memory.check(acc.world, mapping.pa, GRANULE_SIZE)
+        hit = (acc, mapping.pa, mapping.writable)
+        self._tlb_drop(page)
+        if mapping.readable:  # a write-only page is never cached: reads must fault
+            self._tlb[page] = hit
+            self._tlb_by_pa.setdefault(mapping.pa, set()).add(page)
+        return hit
+
     def resolve(self, ipa: int, write: bool) -> tuple[MemoryAccessor, int]:
         """(accessor, PA) for a normal-memory access; stage-2 faults go to the hypervisor and
         the access retries once it returns, as a faulting load or store would."""
         page = ipa & ~GRANULE_MASK
         while True:
-            hit = self._tlb.get(page)
-            if hit is not None and (hit[2] or not write):
+            try:
+                hit = self._stage2(page, write)
+            except GranuleProtectionFault:
+                raise GuestFault("granule protection fault", ipa) from None
+            if hit is not None:
                 return hit[0], hit[1] + (ipa & GRANULE_MASK)
-            mapping = self.translate(page, write, False)
-            if mapping is not None and (mapping.writable if write else mapping.readable):
-                acc = self._accessors[mapping.world]
-                try:
-                    acc.memory.check(acc.world, mapping.pa, GRANULE_SIZE)
-                except GranuleProtectionFault:
-                    raise GuestFault("granule protection fault", ipa) from None
-                self._tlb_drop(page)
-                if mapping.readable:  # a write-only page is never cached: reads must fault
-                    self._tlb[page] = (acc, mapping.pa, mapping.writable)
-                    self._tlb_by_pa.setdefault(mapping.pa, set()).add(page)
-                return acc, mapping.pa + (ipa & GRANULE_MASK)
             site = self.pc
             syndrome = AccessSyndrome(write, 8, 0, sixty_four=True)
             self.trap_and_wait(DataAbortTrap(site, ipa, write, 8, syndrome, 0))
             self.pc = site
+
+    def probe(self, page: int) -> tuple[int, bool] | None:
+        """(host address, writable) of a page stage 2 maps now and the GPT allows; never traps."""
+        try:
+            hit = self._stage2(page, False)
+        except GranuleProtectionFault:
+            return None
+        if hit is None:
+            return None
+        acc, pa, writable = hit
+        return acc.memory.host_pointer(acc.world, pa, GRANULE_SIZE), writable
 
     def mmio(self, ipa: int, size: int, value: int | None) -> int:
         write = value is not None

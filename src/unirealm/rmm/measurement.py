@@ -41,8 +41,9 @@ def realm_create_rim(params: dict[str, object]) -> bytes:
     return hash_bytes(int(params["hash_algo"]), page)  # type: ignore[call-overload]
 
 
-def extend_data(rim: bytes, algo: int, ipa: int, flags: int, content: bytes | None) -> bytes:
-    """DATA_CREATE of one granule: H(DataDescriptor(RIM, ipa, flags, H(content) or 0))."""
+def extend_data(rim: bytes, algo: int, ipa: int, flags: int, content: bytes | memoryview | None) -> bytes:
+    """DATA_CREATE of one granule: H(DataDescriptor(RIM, ipa, flags, H(content) or 0)).
+    `content` may be a view of the granule itself: it is hashed in place."""
     content_hash = hash_bytes(algo, content) if flags == RmiDataFlags.MEASURED and content is not None else ZERO_SLOT
     return hash_bytes(algo, data_descriptor(rim, ipa, flags, content_hash))
 

@@ -266,9 +266,8 @@ def _data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int | None, f
     if entry.kind != s2tte.Kind.UNASSIGNED:
         raise fail(RmiStatus.ERROR_RTT, RTT_PAGE_LEVEL)
     if src is not None:
-        content = rmm.mem.read(src, GRANULE_SIZE)
-        rmm.mem.write(data, content)
-        realm.rim = measurement.extend_data(realm.rim, realm.hash_algo, ipa, flags, content)
+        rmm.mem.copy(data, src, GRANULE_SIZE)
+        realm.rim = measurement.extend_data(realm.rim, realm.hash_algo, ipa, flags, rmm.mem.view(data, GRANULE_SIZE))
         new = s2tte.assigned(RmiRipas.RAM, data)
     else:
         new = s2tte.assigned(entry.ripas, data)
