@@ -6,7 +6,7 @@ BUILD  := build
 STAMP  := $(VENV)/.installed
 # Cross toolchain (guest code, examples), what pylibfdt's build needs, and the tools tests compare with.
 APT_PKGS := gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-dev python3-venv \
-            device-tree-compiler cpio sqlite3 curl redis-tools
+            device-tree-compiler cpio sqlite3 curl redis-tools qemu-user-static
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all setup toolchain test test-fast lint demo clean bench fuzz corpus
@@ -65,7 +65,6 @@ $(BUILD)/helloworld.img: $(BUILD)/hello $(GUEST_SOURCES) | setup
 	$(VENV)/bin/unirealm build $(BUILD)/hello -o $@ --name helloworld
 
 bench: setup $(BUILD)/sqlite3.img $(BUILD)/redis.img
-	@command -v qemu-aarch64-static >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static; }
 	$(PY) bench/run.py
 
 clean:
