@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from .sysreg import sysreg_key
+
 # --- §2.2 INTIDs -------------------------------------------------------------------------
 
 SGI_BASE = 0
@@ -188,41 +190,35 @@ GICR_WAKER_ChildrenAsleep = 1 << 2
 # --- §12.2 CPU interface system registers ------------------------------------------------
 
 
-def sysreg(op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
-    """A system register's S<op0>_<op1>_C<n>_C<m>_<op2> name packed as op0:op1:CRn:CRm:op2
-    (2:3:4:4:3 bits): one integer key per register."""
-    return (op0 << 14) | (op1 << 11) | (crn << 7) | (crm << 3) | op2
-
-
 class IccSysreg(IntEnum):
     """ICC_*_EL1 encodings (S3_0_C4_C6_0 is ICC_PMR_EL1, the rest S3_0_C12_*)."""
 
-    PMR = sysreg(3, 0, 4, 6, 0)
-    IAR0 = sysreg(3, 0, 12, 8, 0)
-    EOIR0 = sysreg(3, 0, 12, 8, 1)
-    HPPIR0 = sysreg(3, 0, 12, 8, 2)
-    BPR0 = sysreg(3, 0, 12, 8, 3)
-    AP0R0 = sysreg(3, 0, 12, 8, 4)
-    AP0R1 = sysreg(3, 0, 12, 8, 5)
-    AP0R2 = sysreg(3, 0, 12, 8, 6)
-    AP0R3 = sysreg(3, 0, 12, 8, 7)
-    AP1R0 = sysreg(3, 0, 12, 9, 0)
-    AP1R1 = sysreg(3, 0, 12, 9, 1)
-    AP1R2 = sysreg(3, 0, 12, 9, 2)
-    AP1R3 = sysreg(3, 0, 12, 9, 3)
-    DIR = sysreg(3, 0, 12, 11, 1)
-    RPR = sysreg(3, 0, 12, 11, 3)
-    SGI1R = sysreg(3, 0, 12, 11, 5)
-    ASGI1R = sysreg(3, 0, 12, 11, 6)
-    SGI0R = sysreg(3, 0, 12, 11, 7)
-    IAR1 = sysreg(3, 0, 12, 12, 0)
-    EOIR1 = sysreg(3, 0, 12, 12, 1)
-    HPPIR1 = sysreg(3, 0, 12, 12, 2)
-    BPR1 = sysreg(3, 0, 12, 12, 3)
-    CTLR = sysreg(3, 0, 12, 12, 4)
-    SRE = sysreg(3, 0, 12, 12, 5)
-    IGRPEN0 = sysreg(3, 0, 12, 12, 6)
-    IGRPEN1 = sysreg(3, 0, 12, 12, 7)
+    PMR = sysreg_key(3, 0, 4, 6, 0)
+    IAR0 = sysreg_key(3, 0, 12, 8, 0)
+    EOIR0 = sysreg_key(3, 0, 12, 8, 1)
+    HPPIR0 = sysreg_key(3, 0, 12, 8, 2)
+    BPR0 = sysreg_key(3, 0, 12, 8, 3)
+    AP0R0 = sysreg_key(3, 0, 12, 8, 4)
+    AP0R1 = sysreg_key(3, 0, 12, 8, 5)
+    AP0R2 = sysreg_key(3, 0, 12, 8, 6)
+    AP0R3 = sysreg_key(3, 0, 12, 8, 7)
+    AP1R0 = sysreg_key(3, 0, 12, 9, 0)
+    AP1R1 = sysreg_key(3, 0, 12, 9, 1)
+    AP1R2 = sysreg_key(3, 0, 12, 9, 2)
+    AP1R3 = sysreg_key(3, 0, 12, 9, 3)
+    DIR = sysreg_key(3, 0, 12, 11, 1)
+    RPR = sysreg_key(3, 0, 12, 11, 3)
+    SGI1R = sysreg_key(3, 0, 12, 11, 5)
+    ASGI1R = sysreg_key(3, 0, 12, 11, 6)
+    SGI0R = sysreg_key(3, 0, 12, 11, 7)
+    IAR1 = sysreg_key(3, 0, 12, 12, 0)
+    EOIR1 = sysreg_key(3, 0, 12, 12, 1)
+    HPPIR1 = sysreg_key(3, 0, 12, 12, 2)
+    BPR1 = sysreg_key(3, 0, 12, 12, 3)
+    CTLR = sysreg_key(3, 0, 12, 12, 4)
+    SRE = sysreg_key(3, 0, 12, 12, 5)
+    IGRPEN0 = sysreg_key(3, 0, 12, 12, 6)
+    IGRPEN1 = sysreg_key(3, 0, 12, 12, 7)
 
 
 ICC_READ_ONLY = frozenset({IccSysreg.IAR0, IccSysreg.IAR1, IccSysreg.HPPIR0, IccSysreg.HPPIR1, IccSysreg.RPR})

@@ -10,12 +10,22 @@ from __future__ import annotations
 from typing import NamedTuple
 
 
+def sysreg_key(op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+    """A system register's S<op0>_<op1>_C<n>_C<m>_<op2> name packed as op0:op1:CRn:CRm:op2
+    (2:3:4:4:3 bits): one integer key per register."""
+    return (op0 << 14) | (op1 << 11) | (crn << 7) | (crm << 3) | op2
+
+
 class SysReg(NamedTuple):
     op0: int
     op1: int
     crn: int
     crm: int
     op2: int
+
+    @property
+    def key(self) -> int:
+        return sysreg_key(*self)
 
 
 SCR_EL3 = SysReg(3, 6, 1, 1, 0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from .gic import sysreg
+from .sysreg import sysreg_key
 
 CNT_CTL_ENABLE = 1 << 0
 CNT_CTL_IMASK = 1 << 1
@@ -37,15 +37,15 @@ PPI_HYP_TIMER = 26
 class CntSysreg(IntEnum):
     """Generic timer system register encodings (S3_3_C14_*)."""
 
-    CNTFRQ_EL0 = sysreg(3, 3, 14, 0, 0)
-    CNTPCT_EL0 = sysreg(3, 3, 14, 0, 1)
-    CNTVCT_EL0 = sysreg(3, 3, 14, 0, 2)
-    CNTP_TVAL_EL0 = sysreg(3, 3, 14, 2, 0)
-    CNTP_CTL_EL0 = sysreg(3, 3, 14, 2, 1)
-    CNTP_CVAL_EL0 = sysreg(3, 3, 14, 2, 2)
-    CNTV_TVAL_EL0 = sysreg(3, 3, 14, 3, 0)
-    CNTV_CTL_EL0 = sysreg(3, 3, 14, 3, 1)
-    CNTV_CVAL_EL0 = sysreg(3, 3, 14, 3, 2)
+    CNTFRQ_EL0 = sysreg_key(3, 3, 14, 0, 0)
+    CNTPCT_EL0 = sysreg_key(3, 3, 14, 0, 1)
+    CNTVCT_EL0 = sysreg_key(3, 3, 14, 0, 2)
+    CNTP_TVAL_EL0 = sysreg_key(3, 3, 14, 2, 0)
+    CNTP_CTL_EL0 = sysreg_key(3, 3, 14, 2, 1)
+    CNTP_CVAL_EL0 = sysreg_key(3, 3, 14, 2, 2)
+    CNTV_TVAL_EL0 = sysreg_key(3, 3, 14, 3, 0)
+    CNTV_CTL_EL0 = sysreg_key(3, 3, 14, 3, 1)
+    CNTV_CVAL_EL0 = sysreg_key(3, 3, 14, 3, 2)
 
 
 def tval_signed(tval: int) -> int:
