@@ -9,7 +9,7 @@ APT_PKGS := gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-de
             device-tree-compiler cpio sqlite3 curl redis-tools qemu-user-static
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all setup toolchain test test-fast lint demo clean bench fuzz corpus
+.PHONY: all setup toolchain test test-fast typecheck lint demo clean bench fuzz corpus
 
 all: test
 
@@ -32,9 +32,13 @@ $(STAMP): pyproject.toml
 
 setup: toolchain $(STAMP)
 
-test: setup
+test: setup typecheck
 	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m pytest -p no:cacheprovider
+
+# mypy over src/ with pyproject.toml's [tool.mypy] settings
+typecheck: setup
+	$(VENV)/bin/mypy
 
 # the unit tests alone (no image boots): a quick loop while working
 test-fast: setup

@@ -143,7 +143,8 @@ def pack_desc(addr: int, length: int, flags: int, next_: int) -> bytes:
 
 def unpack_desc(raw: bytes) -> tuple[int, int, int, int]:
     """(addr, len, flags, next)."""
-    return struct.unpack_from("<QIHH", raw)  # type: ignore[return-value]
+    addr, length, flags, next_ = struct.unpack_from("<QIHH", raw)
+    return addr, length, flags, next_
 
 
 def ninep_config(tag: str) -> bytes:

@@ -130,7 +130,7 @@ def platform_comid(
     cpak_public_pem: bytes,
     implementation_id: bytes,
     instance_id: bytes,
-    sw_components: list[dict],  # type: ignore[type-arg]
+    sw_components: list[dict[str, Any]],
     *,
     platform_config: bytes | None = None,
     tag_id: str | None = None,

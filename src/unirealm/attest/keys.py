@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -32,9 +32,10 @@ COSE_ECDSA = {
     t.COSE_ALG_ES384: (ec.SECP384R1, hashes.SHA384, "ES384"),
     t.COSE_ALG_ES512: (ec.SECP521R1, hashes.SHA512, "ES512"),
 }
-COSE_CURVES = {t.COSE_CRV_P256: ec.SECP256R1, t.COSE_CRV_P384: ec.SECP384R1, t.COSE_CRV_P521: ec.SECP521R1}
-JWK_CURVES = {"P-256": ec.SECP256R1, "P-384": ec.SECP384R1, "P-521": ec.SECP521R1}
-SEC1_CURVES = {65: ec.SECP256R1, 97: ec.SECP384R1, 133: ec.SECP521R1}
+Curve = Callable[[], ec.EllipticCurve]
+COSE_CURVES: dict[int, Curve] = {t.COSE_CRV_P256: ec.SECP256R1, t.COSE_CRV_P384: ec.SECP384R1, t.COSE_CRV_P521: ec.SECP521R1}
+JWK_CURVES: dict[str, Curve] = {"P-256": ec.SECP256R1, "P-384": ec.SECP384R1, "P-521": ec.SECP521R1}
+SEC1_CURVES: dict[int, Curve] = {65: ec.SECP256R1, 97: ec.SECP384R1, 133: ec.SECP521R1}
 CURVE_COSE = {"secp256r1": t.COSE_CRV_P256, "secp384r1": t.COSE_CRV_P384, "secp521r1": t.COSE_CRV_P521}
 CURVE_ALG = {"secp256r1": t.COSE_ALG_ES256, "secp384r1": t.COSE_ALG_ES384, "secp521r1": t.COSE_ALG_ES512}
 
@@ -78,7 +79,7 @@ def _from_jwk(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey | ec.Elliptic
 
 def public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
     """The RFC 7518 §6.2.1 JWK of an EC public key (the form evcli and Veraison read)."""
-    names = {cls.name: crv for crv, cls in JWK_CURVES.items()}
+    names = {make().name: crv for crv, make in JWK_CURVES.items()}
     crv = names.get(key.curve.name)
     if crv is None:
         raise AttestKeyError(f"no JWK curve name for {key.curve.name}")
@@ -115,15 +116,15 @@ def _load_any(data: bytes) -> ec.EllipticCurvePublicKey | ec.EllipticCurvePrivat
         if not isinstance(jwk, dict):
             raise AttestKeyError("JWK is not a JSON object")
         return _from_jwk(jwk)
-    loaders = (
-        (serialization.load_pem_public_key, False),
-        (serialization.load_pem_private_key, True),
-        (serialization.load_der_public_key, False),
-        (serialization.load_der_private_key, True),
+    loaders: tuple[Callable[[bytes], object], ...] = (
+        serialization.load_pem_public_key,
+        lambda d: serialization.load_pem_private_key(d, None),
+        serialization.load_der_public_key,
+        lambda d: serialization.load_der_private_key(d, None),
     )
-    for loader, private in loaders:
+    for loader in loaders:
         try:
-            key = loader(data, None) if private else loader(data)  # type: ignore[operator]
+            key = loader(data)
         except (ValueError, TypeError):
             continue
         except Exception:  # unsupported key types raise their own errors

@@ -34,6 +34,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from unirealm.arch.fdt import (
     FDT_BEGIN_NODE,
@@ -303,7 +304,7 @@ def vmm_parser() -> argparse.ArgumentParser:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise KvmtoolError(f"{self.prog}: {message}")
 
 

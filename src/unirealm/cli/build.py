@@ -9,7 +9,7 @@ from pathlib import Path
 from unirealm.cli.main import UsageError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("build", help="build a kernel image from an AArch64 ELF program")
     p.add_argument("elf", type=Path, nargs="?", help="the program (static AArch64 ELF)")
     p.add_argument("-o", "--output", type=Path, help="the kernel image to write (default: build/<app>.img)")

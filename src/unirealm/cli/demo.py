@@ -23,7 +23,7 @@ from unirealm.cli.main import UsageError
 REPO = Path(unirealm.__file__).resolve().parents[2]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("demo", help="boot helloworld as a realm, verify its token and RIM")
     p.add_argument("--image", type=Path, default=REPO / "build" / "helloworld.img")
     p.set_defaults(func=run)

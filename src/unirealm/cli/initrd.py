@@ -9,7 +9,7 @@ from unirealm.cli.build import write_output
 from unirealm.cli.main import UsageError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("initrd", help="pack a directory into a newc cpio initrd")
     p.add_argument("directory", type=Path, help="the tree to pack (it becomes the guest's /)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the initrd file to write")

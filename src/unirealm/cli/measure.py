@@ -14,6 +14,7 @@ import argparse
 import io
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from unirealm.arch.rmi import RmiHashAlgorithm, RmiRecFlags
@@ -34,7 +35,7 @@ from unirealm.attest.measure import (
 from unirealm.cli.main import UsageError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("measure", help="compute the RIM of a realm launch offline")
     p.add_argument("launch", metavar="LAUNCH.json", nargs="?", help="realm parameters and host operations")
     p.add_argument("--json", action="store_true", help="print the RIM and the log as JSON")
@@ -51,7 +52,9 @@ class _KvmtoolForm(argparse.ArgumentParser):
     """`measure [HOST OPTIONS] kvmtool VMM-ARGS...` has options of its own (attest/kvmtool.py):
     the whole argument list goes there untouched."""
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+    def parse_known_args(  # type: ignore[override]  # argparse's overloads: this form takes the plain one
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         if args is not None and "kvmtool" in args:
             return argparse.Namespace(func=_measure_kvmtool, kvmtool_argv=list(args)), []
         return super().parse_known_args(args, namespace)

@@ -12,11 +12,15 @@ import argparse
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unirealm.cli.main import UsageError
 
+if TYPE_CHECKING:
+    from unirealm.machine.platform import PlatformRoT
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("platform", help="show or export the platform identity")
     sub = p.add_subparsers(dest="platform_command", metavar="ACTION", parser_class=type(p))
     sub.required = True
@@ -30,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     export.set_defaults(func=run_export)
 
 
-def _rot():  # type: ignore[no-untyped-def]
+def _rot() -> PlatformRoT:
     from unirealm.machine.platform import PlatformRoT
 
     try:

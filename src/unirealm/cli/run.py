@@ -10,7 +10,7 @@ from typing import BinaryIO
 from unirealm.cli.main import UsageError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from unirealm.host.cmdline import add_run_arguments
 
     p = subparsers.add_parser("run", help="run a kernel image as a VM or a realm (lkvm run flags)")

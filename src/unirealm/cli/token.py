@@ -39,7 +39,7 @@ from unirealm.cli import token_create
 from unirealm.cli.main import UsageError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("token", help="decode, verify and create CCA attestation tokens")
     sub = p.add_subparsers(dest="token_command", metavar="ACTION", parser_class=type(p))
     sub.required = True
@@ -213,7 +213,9 @@ def _verify(args: argparse.Namespace) -> int:
     token = _load_token(args.file)
     if args.rem_log is not None:
         reference = reference or ReferenceValues()
-        reference.rems = rems_of_log(args.rem_log, token.realm.claims.get(t.REALM_HASH_ALGO_ID) if token.realm else None)
+        replayed: list[bytes | None] = list(
+            rems_of_log(args.rem_log, token.realm.claims.get(t.REALM_HASH_ALGO_ID) if token.realm else None))
+        reference.rems = replayed
     try:
         result = verify_token(token, cpak, challenge=challenge, reference=reference, strict=args.strict)
     except Exception as exc:  # malformed input must never end in a traceback

@@ -50,7 +50,7 @@ def parse_rem(text: str) -> tuple[int, bytes]:
     return index, parse_hex(value_text, f"--rem {index}", MAX_MEASUREMENT_SIZE)
 
 
-def register(token_sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(token_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = token_sub.add_parser("create", help="boot a minimal realm and write its attestation token")
     p.add_argument("--out", "-o", required=True, type=Path, help="where to write the CCA token (CBOR)")
     p.add_argument("--challenge", default="", help=f"challenge, hex, at most {CHALLENGE_SIZE} bytes (zero-padded)")

@@ -3,15 +3,18 @@ the VFS at boot. The format is in arch/cpio.py (shared with the host's writer)."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..arch.cpio import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, CpioError, iter_archive
 from .vfs import DirInode, LinkInode, RegInode, Vfs
 
+if TYPE_CHECKING:
+    from .interfaces import Cpu
+
 __all__ = ["CpioError", "load_cpio", "read_initrd"]
 
 
-def read_initrd(cpu: Any, start: int, end: int) -> bytes:
+def read_initrd(cpu: Cpu, start: int, end: int) -> bytes:
     """The initrd bytes the VMM placed at /chosen linux,initrd-start..end."""
     return cpu.read(start, max(0, end - start))
 

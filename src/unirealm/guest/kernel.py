@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import libfdt
 
@@ -26,6 +26,9 @@ from ..arch.smccc import PsciFid
 from . import ukrsi
 from .console import ConsoleError, Ns16550
 from .mm import PageAllocator
+
+if TYPE_CHECKING:
+    from .interfaces import Cpu
 
 FDT_MAGIC = 0xD00DFEED
 ARM64_IMAGE_SIZE_OFFSET = 0x10
@@ -104,7 +107,7 @@ def parse_fdt(blob: bytes) -> BootInfo:
 
 
 class Kernel:
-    def __init__(self, cpu: Any) -> None:
+    def __init__(self, cpu: Cpu) -> None:
         self.cpu = cpu
         self.rsi = ukrsi.Rsi(cpu)
         self.realm: ukrsi.RealmConfig | None = None
@@ -330,7 +333,7 @@ class Kernel:
         return run_app(self)
 
 
-def boot(cpu: Any) -> None:
+def boot(cpu: Cpu) -> None:
     """Image entry point."""
     kernel = Kernel(cpu)
     status = 1

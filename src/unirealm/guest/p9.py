@@ -35,7 +35,6 @@ from .vfs import (
     FsError,
     Inode,
     LinkInode,
-    OpenFile,
     RegFile,
     RegInode,
 )
@@ -114,7 +113,7 @@ class Mount:
     def __init__(self, client: P9Client, tag: str) -> None:
         self.client = client
         self.tag = tag
-        self.nodes: dict[int, Inode] = {}  # qid.path -> inode
+        self.nodes: dict[int, P9Reg | P9Link | P9Dir] = {}  # qid.path -> inode
 
     def node(self, fid: int, attrs: dict[str, Any]) -> Inode:
         """The inode for a freshly walked fid (kept by the inode, or clunked if the inode
@@ -123,9 +122,9 @@ class Mount:
         kind = attrs["mode"] & S_IFMT
         old = self.nodes.get(key)
         if old is not None and old.kind == kind:
-            self.client.clunk(old.fid)  # type: ignore[attr-defined]
-            old.fid = fid  # type: ignore[attr-defined]
-            old.apply(attrs)  # type: ignore[attr-defined]
+            self.client.clunk(old.fid)
+            old.fid = fid
+            old.apply(attrs)
             return old
         cls = P9Dir if kind == S_IFDIR else P9Link if kind == S_IFLNK else P9Reg
         node = cls(self, fid, attrs)
@@ -175,7 +174,7 @@ class P9Reg(_P9Node, RegInode):
         return self.refresh()
 
     @property
-    def data(self) -> bytes:  # type: ignore[override]
+    def data(self) -> bytes:
         """The whole file (for mmap and exec of a file on the share)."""
         f = self.open(0, "")
         try:
@@ -219,13 +218,13 @@ class P9Reg(_P9Node, RegInode):
         finally:
             f.close()
 
-    def open(self, flags: int, path: str) -> OpenFile:
+    def open(self, flags: int, path: str) -> P9File:
         c = self.client
         if self.pending_fid is not None:
-            fid, self.pending_fid = self.pending_fid, None
+            pending, self.pending_fid = self.pending_fid, None
             if flags & O_TRUNC:
-                c.setattr(fid, p9.SETATTR_SIZE, size=0)
-            return P9File(self, flags, path, fid, c.msize - p9.IOHDRSZ)
+                c.setattr(pending, p9.SETATTR_SIZE, size=0)
+            return P9File(self, flags, path, pending, c.msize - p9.IOHDRSZ)
         fid = c.walk(self.fid, [])
         if fid is None:
             raise FsError(errno.EIO)

@@ -9,11 +9,13 @@ into the CPU's EL0 address space by pointer, never copied.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.constants import P_FLAGS
@@ -41,6 +43,9 @@ from .vfs import (
     Vfs,
     ZeroFile,
 )
+
+if TYPE_CHECKING:
+    from .interfaces import Kernel
 
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 STACK_TOP = 0x0000_FFFF_FFFF_0000
@@ -87,7 +92,7 @@ class Vma:
     name: str
     data: bytes | None = None  # file contents backing this range (private copy on fault)
     data_va: int = 0  # the VA where data[0] lives
-    shared: Any = None  # the RegInode a MAP_SHARED file mapping writes back to
+    shared: RegInode | None = None  # the RegInode a MAP_SHARED file mapping writes back to
 
 
 def page_down(x: int) -> int:
@@ -116,7 +121,7 @@ def parse_elf(data: bytes, what: str) -> tuple[ELFFile, list[Any]]:
 
 
 class Process:
-    def __init__(self, kernel: Any, elf_bytes: bytes, argv: list[str], exe_path: str,
+    def __init__(self, kernel: Kernel, elf_bytes: bytes, argv: list[str], exe_path: str,
                  envp: list[str] | None = None, vfs: Vfs | None = None, sched: Scheduler | None = None) -> None:
         self.kernel = kernel
         self.cpu = kernel.cpu
@@ -192,7 +197,7 @@ class Process:
 
     def _proc_self(self) -> dict[str, Inode]:
         current = self.sched.current
-        if current is not None and current.proc is not self:
+        if current is not None and current.proc is not self and isinstance(current.proc, Process):
             return current.proc._proc_self()
         fd_dir = DirInode(0o500, dynamic=lambda: {
             str(fd): LinkInode(e.file.path) for fd, e in sorted(self.syscalls.fds.items())})
@@ -233,7 +238,7 @@ class Process:
 
     # --- memory ---------------------------------------------------------------------------
     def add_vma(self, start: int, end: int, prot: int, name: str, data: bytes | None = None, data_va: int = 0,
-                shared: Any = None) -> Vma:
+                shared: RegInode | None = None) -> Vma:
         v = Vma(start, end, prot, name, data, data_va, shared)
         self.vmas.append(v)
         return v
@@ -270,10 +275,12 @@ class Process:
 
     def _map_shared(self, va: int, prot: int, vma: Vma) -> int:
         off = va - vma.data_va
-        if off < 0 or off >= page_up(vma.shared.size()):
+        shared = vma.shared
+        assert shared is not None
+        if off < 0 or off >= page_up(shared.size()):
             raise MemoryError(f"SIGBUS at {va:#x}: past the end of {vma.name}")
         try:
-            ipa = vma.shared.map_page(off // GRANULE_SIZE)
+            ipa = shared.map_page(off // GRANULE_SIZE)
         except FsError:
             self.kernel.log(f"Out of memory: killed process {self.pid} ({self.argv[0]})", error=True)
             raise ProcessExit(128 + 9) from None
@@ -427,7 +434,7 @@ class Process:
         raise FsError(errno.ENOMEM)
 
     def map_region(self, addr: int, size: int, prot: int, name: str, data: bytes | None = None,
-                   offset: int = 0, shared: Any = None) -> int:
+                   offset: int = 0, shared: RegInode | None = None) -> int:
         if addr:
             self.unmap(addr, addr + size)
             start = addr
@@ -661,7 +668,7 @@ class Process:
 
     # --- registers ------------------------------------------------------------------------
     def syscall_args(self) -> list[int]:
-        return self.uc.reg_read_batch(SYSCALL_REGS)
+        return list(self.uc.reg_read_batch(SYSCALL_REGS))
 
     def set_result(self, value: int) -> None:
         self.space.set_x0(value)
@@ -695,7 +702,7 @@ class Process:
         self.sched.yield_current()
         return 0
 
-    def clone(self, flags: int, stack: int, ptid: int, tls: int, ctid: int) -> int:
+    def clone(self, flags: int, stack: int, ptid: int, tls: int, ctid: int) -> int | None:
         if not flags & CLONE_VM or not flags & CLONE_THREAD:
             return self.fork(flags, stack, ptid, tls, ctid)
         if not flags & CLONE_SIGHAND:
@@ -887,7 +894,7 @@ class Process:
     def idle(self) -> None:
         self.sched.idle(True)
 
-    def wait(self, ready: Any, timeout_ns: int | None, console: bool, what: str = "waiting") -> bool:
+    def wait(self, ready: Callable[[], bool], timeout_ns: int | None, console: bool, what: str = "waiting") -> bool:
         """Wait until `ready()`; False once the timeout passes. A lone thread waits in place;
         otherwise the thread is parked and its syscall restarts when `ready()` holds (with the
         same absolute deadline)."""
@@ -975,11 +982,11 @@ class Process:
 
 
 # --- booting an app ---------------------------------------------------------------------
-def build_vfs(kernel: Any) -> tuple[Vfs, str | None]:
+def build_vfs(kernel: Kernel) -> tuple[Vfs, str | None]:
     """The root file system: the image's rootfs/ and app/ files, then the initrd on top.
     Returns the VFS and the app's path inside it (None without an app)."""
     cpu = kernel.cpu
-    Clock.now_ns = staticmethod(kernel.realtime_ns)  # type: ignore[method-assign]
+    Clock.now_ns = staticmethod(kernel.realtime_ns)
     Store.current = PageStore(kernel.pages, cpu)  # file contents live in the realm's RAM
     vfs = Vfs()
     from .tsm import mount_tsm
@@ -1000,7 +1007,7 @@ def build_vfs(kernel: Any) -> tuple[Vfs, str | None]:
         else:
             continue
         mode = modes.get(path, 0o755 if name.startswith(PAYLOAD_APP_DIR) else 0o644)
-        vfs.install(path, RegInode(mode=mode, loader=lambda n=name: cpu.read_image_file(n)))
+        vfs.install(path, RegInode(mode=mode, loader=functools.partial(cpu.read_image_file, name)))
     for path, target in sorted(meta.get("links", {}).items()):
         vfs.install(path, LinkInode(target))
     app = meta.get("app")
@@ -1047,7 +1054,7 @@ def split_cmdline(text: str) -> list[tuple[str, bool]]:
     return words
 
 
-def app_argv(kernel: Any) -> list[str]:
+def app_argv(kernel: Kernel) -> list[str]:
     """The app's arguments: the words after the command line's first `--`, with quoting
     (`-- sh -c "ls /data | wc -l"`)."""
     words = split_cmdline(kernel.info.bootargs)
@@ -1057,7 +1064,7 @@ def app_argv(kernel: Any) -> list[str]:
     return list(kernel.argv)
 
 
-def run_app(kernel: Any) -> int:
+def run_app(kernel: Kernel) -> int:
     from ..arch.cpio import CpioError
 
     try:

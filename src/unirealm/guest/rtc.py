@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import calendar
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .interfaces import Cpu
 
 RTC_SECONDS, RTC_MINUTES, RTC_HOURS = 0x00, 0x02, 0x04
 RTC_DAY_OF_MONTH, RTC_MONTH, RTC_YEAR = 0x07, 0x08, 0x09
@@ -25,7 +28,7 @@ class RtcError(Exception):
 
 
 class Mc146818:
-    def __init__(self, cpu: Any, base: int) -> None:
+    def __init__(self, cpu: Cpu, base: int) -> None:
         self.cpu = cpu
         self.base = base
 

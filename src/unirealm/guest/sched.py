@@ -24,13 +24,17 @@ import errno
 import itertools
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .interfaces import CpuContext, Kernel, Task
 
 RUNNING, RUNNABLE, BLOCKED, DEAD = "running", "runnable", "blocked", "dead"
 SLICE = 200_000  # instructions per time slice while several threads could run
 DEADLOCK_STATUS = 134
 NSEC = 1_000_000_000
+FutexKey = tuple[object, int]  # (the address space, the futex word's address)
 
 
 class Blocked(Exception):
@@ -57,8 +61,8 @@ class ProcessExit(Exception):
 @dataclass(eq=False)
 class Thread:
     tid: int
-    proc: Any = None
-    ctx: Any = None  # the saved register context while not running
+    proc: Task
+    ctx: CpuContext | None = None  # the saved register context while not running
     clear_tid: int = 0  # CLONE_CHILD_CLEARTID / set_tid_address: zeroed and woken at exit
     robust_list: tuple[int, int] = (0, 0)
     sigmask: int = 0
@@ -68,25 +72,24 @@ class Thread:
     ready: Callable[[], bool] | None = None
     deadline: int | None = None
     console: bool = False
-    futex: tuple[Any, int] | None = None  # (key, bitset)
+    futex: tuple[FutexKey, int] | None = None  # (key, bitset)
     what: str = ""
     result: int | None = None  # x0 to deliver when it runs again
     ready_result: int | None = None  # x0 for a park_until waiter once ready
     restart: tuple[int | None] | None = None  # the deadline of a restarted syscall
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Scheduler:
-    def __init__(self, kernel: Any) -> None:
+    def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.cpu = kernel.cpu
         self.ids = itertools.count(1)
         self.current: Thread | None = None
         self.runq: deque[Thread] = deque()
         self.waiting: list[Thread] = []
-        self.futexes: dict[tuple[Any, int], list[Thread]] = {}
+        self.futexes: dict[FutexKey, list[Thread]] = {}
         self.live = 0  # threads not dead, all processes
-        self.processes: list[Any] = []
+        self.processes: list[Task] = []
         self.pending: BaseException | str | None = None  # what the SVC fast path left to do
         self.sliced = False  # whether EL0 runs in instruction-count slices now
 
@@ -94,7 +97,7 @@ class Scheduler:
         return self.cpu.cntvct() * NSEC // self.cpu.cntfrq
 
     # --- threads ----------------------------------------------------------------------
-    def new_thread(self, proc: Any, tid: int | None = None) -> Thread:
+    def new_thread(self, proc: Task, tid: int | None = None) -> Thread:
         t = Thread(next(self.ids) if tid is None else tid, proc)
         proc.threads.append(t)
         self.live += 1
@@ -130,7 +133,7 @@ class Scheduler:
         t.ready_result = result
         self.waiting.append(t)
 
-    def futex_wait(self, t: Thread, key: tuple[Any, int], bitset: int, deadline: int | None) -> None:
+    def futex_wait(self, t: Thread, key: FutexKey, bitset: int, deadline: int | None) -> None:
         t.state = BLOCKED
         t.ready, t.deadline, t.console = None, deadline, False
         t.futex = (key, bitset)
@@ -138,7 +141,7 @@ class Scheduler:
         self.futexes.setdefault(key, []).append(t)
         self.waiting.append(t)
 
-    def futex_wake(self, key: tuple[Any, int], count: int, bitset: int = 0xFFFFFFFF) -> int:
+    def futex_wake(self, key: FutexKey, count: int, bitset: int = 0xFFFFFFFF) -> int:
         queue = self.futexes.get(key)
         woken = 0
         if not queue:
@@ -152,7 +155,7 @@ class Scheduler:
                 woken += 1
         return woken
 
-    def futex_requeue(self, key: tuple[Any, int], key2: tuple[Any, int], wake: int, move: int) -> int:
+    def futex_requeue(self, key: FutexKey, key2: FutexKey, wake: int, move: int) -> int:
         woken = self.futex_wake(key, wake)
         queue = self.futexes.get(key, [])
         moved = 0
@@ -283,6 +286,7 @@ class Scheduler:
         if new is not old:
             if old.state != DEAD and not old.proc.released:
                 old.ctx = old.proc.space.save_context(old.ctx)
+            assert new.ctx is not None, "a thread that is not running has its registers saved"
             new.proc.space.restore_context(new.ctx)
         self.current = new
         new.state = RUNNING
@@ -290,7 +294,7 @@ class Scheduler:
             new.proc.space.set_gpr(0, new.result)
             new.result = None
 
-    def run(self, init: Any, pc: int) -> int:
+    def run(self, init: Task, pc: int) -> int:
         """Run until the first process ends; returns its exit status."""
         self.current = init.threads[0]
         self.current.state = RUNNING

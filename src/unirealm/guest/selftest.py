@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..arch.memory import GRANULE_SIZE
 from ..arch.rsi import RSI_ABI_VERSION, RsiRipas, RsiStatus, version
 
+if TYPE_CHECKING:
+    from .interfaces import Kernel
 
-def run_selftest(kernel: Any) -> None:
+
+def run_selftest(kernel: Kernel) -> None:
     rsi = kernel.rsi
     if kernel.realm is None:
         kernel.log("ukrsi.selftest: not a realm, skipped")

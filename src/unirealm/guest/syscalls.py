@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .net.socket import SocketCalls
 from .vfs import (
@@ -41,8 +41,12 @@ from .vfs import (
     PipeEnd,
     RegFile,
     RegInode,
+    Vfs,
     WouldBlock,
 )
+
+if TYPE_CHECKING:
+    from .process import Process
 
 NR: dict[str, int] = {
     "getcwd": 17, "eventfd2": 19, "epoll_create1": 20, "epoll_ctl": 21, "epoll_pwait": 22, "dup": 23,
@@ -125,7 +129,7 @@ class FdEntry:
 
 
 class Syscalls(SocketCalls):
-    def __init__(self, process: Any) -> None:
+    def __init__(self, process: Process) -> None:
         self.p = process
         self.table: dict[int, Handler] = {}
         for name, nr in NR.items():
@@ -178,7 +182,7 @@ class Syscalls(SocketCalls):
 
     # --- helpers ------------------------------------------------------------------------
     @property
-    def vfs(self) -> Any:
+    def vfs(self) -> Vfs:
         return self.p.vfs
 
     def file(self, fd: int) -> OpenFile:
@@ -230,7 +234,7 @@ class Syscalls(SocketCalls):
         input could make it ready)."""
         return self.p.wait(ready, timeout_ns, console, what)
 
-    def on_console(self, fds: Any) -> bool:
+    def on_console(self, fds: Iterable[int]) -> bool:
         """Whether a device (console input, the NIC) could make one of `fds` ready."""
         return any(isinstance(e.file, ConsoleFile) or getattr(e.file, "external", False)
                    for fd in fds if (e := self.fds.get(fd)) is not None)
@@ -377,7 +381,7 @@ class Syscalls(SocketCalls):
         if not children:
             return -errno.ECHILD
 
-        def zombie() -> Any:
+        def zombie() -> Process | None:
             return next((c for c in children if c.exit_status is not None), None)
 
         if zombie() is None:
@@ -386,6 +390,8 @@ class Syscalls(SocketCalls):
             if not self.block(lambda: zombie() is not None, console=False, what=f"wait4({pid})"):
                 return -errno.ECHILD
         child = zombie()
+        if child is None or child.exit_status is None:
+            return -errno.ECHILD
         self.p.children.remove(child)
         if wstatus:
             self.p.write(wstatus, ((child.exit_status & 0xFF) << 8).to_bytes(4, "little"))
@@ -510,9 +516,9 @@ class Syscalls(SocketCalls):
             if exc.errno != errno.ENOENT or not flags & O_CREAT:
                 raise
             parent, name, dcanon = self.vfs.parent_of(path, base)
-            if isinstance(parent.get(name), LinkInode):
-                target = parent.get(name).target  # type: ignore[union-attr]
-                parent, name, dcanon = self.vfs.parent_of(target, dcanon)
+            dangling = parent.get(name)
+            if isinstance(dangling, LinkInode):
+                parent, name, dcanon = self.vfs.parent_of(dangling.target, dcanon)
             node = parent.add(name, RegInode(b"", mode & ~self.umask & 0o7777))
             canon = dcanon.rstrip("/") + "/" + name
         if isinstance(node, LinkInode):
@@ -678,7 +684,7 @@ class Syscalls(SocketCalls):
     def sys_truncate(self, pathp: int, length: int, *_: int) -> int:
         if _s64(length) < 0:
             return -errno.EINVAL
-        node, _ = self.vfs.walk(self.path(pathp), self.cwd)
+        node = self.vfs.walk(self.path(pathp), self.cwd)[0]
         if not isinstance(node, RegInode):
             return -errno.EISDIR if isinstance(node, DirInode) else -errno.EINVAL
         node.truncate(length)
@@ -803,7 +809,7 @@ class Syscalls(SocketCalls):
                 return node
             f = self.file(dirfd)
             return f.inode if f.inode is not None else Inode(0o20620)
-        node, _ = self.lookup(dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW)
+        node = self.lookup(dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW)[0]
         return node
 
     def sys_newfstatat(self, dirfd: int, pathp: int, buf: int, flags: int, *_: int) -> int:
@@ -827,7 +833,7 @@ class Syscalls(SocketCalls):
         return 0
 
     def sys_readlinkat(self, dirfd: int, pathp: int, buf: int, size: int, *_: int) -> int:
-        node, _ = self.lookup(dirfd, self.path(pathp), follow=False)
+        node = self.lookup(dirfd, self.path(pathp), follow=False)[0]
         if not isinstance(node, LinkInode):
             return -errno.EINVAL
         target = node.target.encode()[:size]
@@ -835,7 +841,7 @@ class Syscalls(SocketCalls):
         return len(target)
 
     def sys_faccessat(self, dirfd: int, pathp: int, mode: int, *_: int) -> int:
-        node, _ = self.lookup(dirfd, self.path(pathp))
+        node = self.lookup(dirfd, self.path(pathp))[0]
         if mode & 1 and not node.mode & 0o111 and not isinstance(node, DirInode):
             return -errno.EACCES
         return 0
@@ -867,7 +873,7 @@ class Syscalls(SocketCalls):
 
     def sys_mkdirat(self, dirfd: int, pathp: int, mode: int, *_: int) -> int:
         path = self.path(pathp)
-        parent, name, _ = self.vfs.parent_of(path, self.base_dir(dirfd, path))
+        parent, name, _canon = self.vfs.parent_of(path, self.base_dir(dirfd, path))
         if parent.get(name) is not None:
             return -errno.EEXIST
         parent.mkdir(name, mode & ~self.umask & 0o7777)
@@ -875,7 +881,7 @@ class Syscalls(SocketCalls):
 
     def sys_unlinkat(self, dirfd: int, pathp: int, flags: int, *_: int) -> int:
         path = self.path(pathp)
-        parent, name, _ = self.vfs.parent_of(path, self.base_dir(dirfd, path))
+        parent, name, _canon = self.vfs.parent_of(path, self.base_dir(dirfd, path))
         node = parent.get(name)
         if node is None:
             return -errno.ENOENT
@@ -891,16 +897,16 @@ class Syscalls(SocketCalls):
 
     def sys_symlinkat(self, target: int, dirfd: int, linkp: int, *_: int) -> int:
         path = self.path(linkp)
-        parent, name, _ = self.vfs.parent_of(path, self.base_dir(dirfd, path))
+        parent, name, _canon = self.vfs.parent_of(path, self.base_dir(dirfd, path))
         if parent.get(name) is not None:
             return -errno.EEXIST
         parent.add(name, LinkInode(self.path(target)))
         return 0
 
     def sys_linkat(self, olddir: int, oldp: int, newdir: int, newp: int, flags: int, *_: int) -> int:
-        node, _ = self.lookup(olddir, self.path(oldp), follow=bool(flags & 0x400))
+        node = self.lookup(olddir, self.path(oldp), follow=bool(flags & 0x400))[0]
         path = self.path(newp)
-        parent, name, _ = self.vfs.parent_of(path, self.base_dir(newdir, path))
+        parent, name, _canon = self.vfs.parent_of(path, self.base_dir(newdir, path))
         if parent.get(name) is not None:
             return -errno.EEXIST
         if isinstance(node, DirInode):
@@ -910,8 +916,8 @@ class Syscalls(SocketCalls):
 
     def sys_renameat2(self, olddir: int, oldp: int, newdir: int, newp: int, flags: int, *_: int) -> int:
         op, np_ = self.path(oldp), self.path(newp)
-        src_dir, src_name, _ = self.vfs.parent_of(op, self.base_dir(olddir, op))
-        dst_dir, dst_name, _ = self.vfs.parent_of(np_, self.base_dir(newdir, np_))
+        src_dir, src_name, _canon = self.vfs.parent_of(op, self.base_dir(olddir, op))
+        dst_dir, dst_name, _canon = self.vfs.parent_of(np_, self.base_dir(newdir, np_))
         node = src_dir.get(src_name)
         if node is None:
             return -errno.ENOENT
@@ -964,7 +970,7 @@ class Syscalls(SocketCalls):
         return old
 
     def sys_fchmodat(self, dirfd: int, pathp: int, mode: int, *_: int) -> int:
-        node, _ = self.lookup(dirfd, self.path(pathp))
+        node = self.lookup(dirfd, self.path(pathp))[0]
         node.mode = (node.mode & ~0o7777) | (mode & 0o7777)
         return 0
 
@@ -1094,7 +1100,7 @@ class Syscalls(SocketCalls):
         t = _s32(timeout)
         self.block(ready, None if t < 0 else t * 1_000_000, self.on_console(ep.interest), "epoll_pwait")
         out = b"".join(struct.pack("<IxxxxQ", rev, data) for _, rev, data in found)
-        for fd, _, _ in found:
+        for fd, _rev, _data in found:
             f, want, data = ep.interest[fd]
             if want & EPOLLONESHOT:
                 ep.interest[fd] = (f, 0, data)

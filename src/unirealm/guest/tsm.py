@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..arch.cpio import S_IFREG
 from ..arch.memory import GRANULE_SIZE
 from ..arch.remlog import REM_LOG_PATH, RemLogEntry
 from ..arch.rsi import RsiStatus
-from .vfs import O_ACCMODE, O_RDONLY, O_WRONLY, DirInode, FsError, Inode, LinkInode, OpenFile
+from .vfs import O_ACCMODE, O_RDONLY, O_WRONLY, DirInode, FsError, Inode, LinkInode, OpenFile, Vfs
+
+if TYPE_CHECKING:
+    from .interfaces import Kernel
 
 TSM_INBLOB_MAX = 64
 TSM_OUTBLOB_MAX = 32 * 1024
@@ -152,8 +155,9 @@ class GroupDir(DirInode):
         self.make_item = make_item
 
     def mkdir(self, name: str, mode: int) -> None:
-        self._children[name] = self.make_item(name)
-        self._children[name].parent = self
+        item = self.make_item(name)
+        item.parent = self
+        self._children[name] = item
 
     def add(self, name: str, node: Inode) -> Inode:
         raise FsError(errno.EPERM)
@@ -251,7 +255,7 @@ class Rtmr:
 class Tsm:
     """The TSM core and, in a realm, the arm_cca_guest provider over the kernel's RSI."""
 
-    def __init__(self, kernel: Any) -> None:
+    def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.log: list[RemLogEntry] = []
 
@@ -299,18 +303,21 @@ class Tsm:
             self.kernel.pages.release(granule, 1)
 
     def extend(self, index: int, data: bytes) -> int:
+        realm = self.kernel.realm
+        if realm is None:  # an rtmr item is made only with a provider
+            return -errno.ENXIO
         status = self.kernel.rsi.measurement_extend(index, data)
         if status != RsiStatus.SUCCESS:
             self.kernel.log(f"tsm: RSI_MEASUREMENT_EXTEND({index}) returned {status}")
             return -errno.EIO
-        self.log.append(RemLogEntry(index - 1, HASH_NAMES[self.kernel.realm.hash_algo & 1], data))
+        self.log.append(RemLogEntry(index - 1, HASH_NAMES[realm.hash_algo & 1], data))
         return 0
 
     def rem_log(self) -> bytes:
         return "".join(e.line() for e in self.log).encode()
 
 
-def mount_tsm(kernel: Any, vfs: Any) -> Tsm:
+def mount_tsm(kernel: Kernel, vfs: Vfs) -> Tsm:
     """The configfs-tsm tree, the REM log and (in a realm) the RSI platform device."""
     tsm = Tsm(kernel)
     root = vfs.makedirs("sys/kernel/config/tsm")

@@ -8,7 +8,7 @@ results from X0. 64-byte values are eight little-endian registers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..arch.memory import GRANULE_SIZE
 from ..arch.rsi import (
@@ -25,6 +25,9 @@ from ..arch.rsi import (
     version_minor,
 )
 from ..arch.smccc import SMCCC_NOT_SUPPORTED
+
+if TYPE_CHECKING:
+    from .interfaces import Cpu
 
 
 class RsiError(Exception):
@@ -51,7 +54,7 @@ class RealmConfig:
 class Rsi:
     """The ten RSI commands over a CPU's SMC conduit."""
 
-    def __init__(self, cpu: Any) -> None:
+    def __init__(self, cpu: Cpu) -> None:
         self.cpu = cpu
 
     def _call(self, fid: int, *args: int) -> list[int]:

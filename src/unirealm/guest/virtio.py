@@ -22,7 +22,7 @@ written for a realm first.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..arch.memory import GRANULE_SIZE
 from ..arch.virtio import (
@@ -45,6 +45,9 @@ from ..arch.virtio import (
     used_ring_size,
 )
 
+if TYPE_CHECKING:
+    from .interfaces import Cpu, DeviceFacts, Kernel
+
 QUEUE_SIZE = 8
 POLL_LIMIT = 100_000
 
@@ -57,7 +60,7 @@ class DmaPool:
     """Pages the device may read and write. `cpu_base` is where the kernel accesses them,
     `dma_base` what the device is told; both are the unprotected alias in a realm."""
 
-    def __init__(self, kernel: Any, pages: int) -> None:
+    def __init__(self, kernel: Kernel, pages: int) -> None:
         self.cpu = kernel.cpu
         base = kernel.pages.alloc(pages)
         self.size = pages * GRANULE_SIZE
@@ -88,7 +91,7 @@ class DmaPool:
 
 
 class VirtioMmioTransport:
-    def __init__(self, cpu: Any, address: int, size: int = 0x200) -> None:
+    def __init__(self, cpu: Cpu, address: int, size: int = 0x200) -> None:
         self.cpu = cpu
         self.address = address
         self.size = size  # the window's size from the device tree: config reads stay inside it
@@ -241,7 +244,7 @@ class RequestQueue:
         return reply
 
 
-def virtio_devices(kernel: Any) -> list[tuple[Any, VirtioMmioTransport, int]]:
+def virtio_devices(kernel: Kernel) -> list[tuple[DeviceFacts, VirtioMmioTransport, int]]:
     """(DT device, transport, device id) for every virtio,mmio node with a device behind it."""
     found = []
     for dev in kernel.info.devices:

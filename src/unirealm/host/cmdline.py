@@ -19,6 +19,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from unirealm.arch.rmi import RmiHashAlgorithm
 from unirealm.arch.rsi import RPV_SIZE
@@ -456,7 +457,7 @@ class RunConfig:
 
 
 class _RaisingParser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise CmdlineError(message)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 DEFAULT_CACHE = Path(os.environ.get("UNIREALM_DEBIAN_CACHE", "build/debian"))
 LIB_DIRS = ("/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib", "/usr/lib")
@@ -146,15 +147,19 @@ def _elf_needs(data: bytes) -> tuple[str | None, list[str], list[str]]:
         needed: list[str] = []
         runpath: list[str] = []
         for seg in elf.iter_segments():
-            if seg["p_type"] == "PT_INTERP":
+            if isinstance(seg, InterpSegment):
                 interp = seg.get_interp_name()
         for sec in elf.iter_sections():
             if isinstance(sec, DynamicSection):
                 for tag in sec.iter_tags():
-                    if tag.entry.d_tag == "DT_NEEDED":
-                        needed.append(tag.needed)
-                    elif tag.entry.d_tag in ("DT_RUNPATH", "DT_RPATH"):
-                        runpath += [d for d in (tag.runpath if hasattr(tag, "runpath") else tag.rpath).split(":") if d]
+                    kind = tag.entry.d_tag
+                    if kind not in ("DT_NEEDED", "DT_RUNPATH", "DT_RPATH"):
+                        continue
+                    value = str(getattr(tag, kind[3:].lower()))  # pyelftools: DT_NEEDED -> .needed
+                    if kind == "DT_NEEDED":
+                        needed.append(value)
+                    else:
+                        runpath += [d for d in value.split(":") if d]
         return interp, needed, runpath
     except (ELFError, ValueError, KeyError):
         return None, [], []

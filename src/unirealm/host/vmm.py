@@ -274,7 +274,12 @@ class Vmm:
             backend = Virtio9p(server, LONG_TAG if self.hostile and "p9-tag-long" in self.hostile else share.tag)
             if self.hostile and "p9-readdir-loop" in self.hostile:
                 honest = backend.handle
-                backend.handle = lambda q, req, cap, honest=honest: readdir_forever(req) or honest(q, req, cap)  # type: ignore[method-assign]
+
+                def lying(queue: int, request: bytes, capacity: int, honest: Callable[[int, bytes, int], bytes] = honest
+                          ) -> bytes:
+                    return readdir_forever(request) or honest(queue, request, capacity)
+
+                backend.handle = lying  # type: ignore[method-assign]  # this one device's answers
             device = VirtioMmioDevice(backend, access_platform=self.cfg.realm, name=name)
             device.hostile = self.hostile
             self.bus.register(base, VIRTIO_MMIO_IO_SIZE, device, name)
@@ -568,13 +573,13 @@ class Vmm:
                     if trap.syndrome is None:
                         cpu.inject_sea(trap.ipa)
                         continue
-                    value = self.mmio(trap.ipa, trap.is_write, trap.size, trap.value)
-                    if value is None:
+                    answer = self.mmio(trap.ipa, trap.is_write, trap.size, trap.value)
+                    if answer is None:
                         cpu.inject_sea(trap.ipa)
                     elif trap.is_write:
                         cpu.skip_instruction()
                     else:
-                        cpu.complete_mmio_read(trap.syndrome, value)
+                        cpu.complete_mmio_read(trap.syndrome, answer)
                 elif isinstance(trap, WfxTrap):
                     self.wait()
                 elif isinstance(trap, IrqTrap):

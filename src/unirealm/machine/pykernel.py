@@ -47,15 +47,12 @@ from unicorn import (
     UC_PROT_READ,
     UC_PROT_WRITE,
     UC_TLB_VIRTUAL,
-    Uc,
     UcError,
 )
 from unicorn import arm64_const as a64
-
-try:  # the library under the binding: the SVC fast path calls it directly
-    from unicorn.unicorn_py3.unicorn import uclib as _uclib
-except ImportError:  # pragma: no cover - older bindings: the binding's own hook
-    _uclib = None
+from unicorn.unicorn_py3.arch.arm64 import UcAArch64
+from unicorn.unicorn_py3.unicorn import Uc
+from unicorn.unicorn_py3.unicorn import uclib as _uclib  # the library under the binding: the SVC fast path
 
 from unirealm.arch.esr import AccessSyndrome
 from unirealm.arch.image import UNIKERNEL_HEADER, UNIKERNEL_HEADER_OFFSET, UNIKERNEL_MAGIC
@@ -208,7 +205,7 @@ class El0Space:
 
     def __init__(self, cpu: GuestCpu, cpu_model: str) -> None:
         self._cpu = cpu
-        self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        self.uc = UcAArch64(UC_ARCH_ARM64, UC_MODE_ARM)
         self.uc.ctl_set_page_size(GRANULE_SIZE)
         self.uc.ctl_set_cpu_model(CPU_MODELS[cpu_model])
         self.pages: dict[int, tuple[int, int]] = {}  # va page -> (ipa page, prot)
@@ -406,7 +403,7 @@ class El0Space:
             hit = self._fill(va, access)
         except BaseException as exc:  # raised again by run()
             if self.uc._hook_exception is None:
-                self.uc._hook_exception = exc
+                self.uc._hook_exception = exc  # type: ignore[assignment]  # declared Exception; re-raised alike
             return False
         if hit is None:
             return False
@@ -435,7 +432,7 @@ class El0Space:
             _uclib.uc_emu_stop(self._uch)
         except BaseException as exc:  # raised again by emu_start, as the binding's hooks do
             if self.uc._hook_exception is None:
-                self.uc._hook_exception = exc
+                self.uc._hook_exception = exc  # type: ignore[assignment]  # declared Exception; re-raised alike
             _uclib.uc_emu_stop(self._uch)
 
     def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:

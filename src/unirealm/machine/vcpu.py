@@ -42,11 +42,11 @@ from unicorn import (
     UC_PROT_EXEC,
     UC_PROT_READ,
     UC_PROT_WRITE,
-    Uc,
     UcError,
 )
 from unicorn import arm64_const as a64
-from unicorn.unicorn_py3.unicorn import uclib
+from unicorn.unicorn_py3.arch.arm64 import UcAArch64
+from unicorn.unicorn_py3.unicorn import Uc, uclib
 
 from unirealm.arch import sysreg
 from unirealm.arch.a64 import access_address
@@ -130,7 +130,7 @@ class ExceptionRecord:
     @classmethod
     def find_offset(cls) -> int:
         if cls._offset is None:
-            uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+            uc = UcAArch64(UC_ARCH_ARM64, UC_MODE_ARM)
             uc.mem_map(0, 0x1000)
             uc.mem_write(0, (0xD4000001 | cls.PROBE_IMM << 5).to_bytes(4, "little"))  # svc #imm
             seen: list[bytes] = []
@@ -138,7 +138,8 @@ class ExceptionRecord:
             def hook(uc: Uc, intno: int, _ud: object) -> None:
                 ctx = uc.context_save()
                 address = cls._data_address(uc, ctx)
-                size = uclib.uc_context_size(uc._uch) - (address - ctypes.cast(ctx.context, ctypes.c_void_p).value)  # type: ignore[attr-defined, operator]
+                start = ctypes.cast(ctx.context, ctypes.c_void_p).value or 0
+                size = uclib.uc_context_size(uc._uch) - (address - start)
                 seen.append(ctypes.string_at(address, size))
                 uc.emu_stop()
 
@@ -276,7 +277,7 @@ class VCpu:
         self.memory = memory
         self.translate = translate
         self.context = context or El2Context()
-        self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
+        self.uc = UcAArch64(UC_ARCH_ARM64, UC_MODE_ARM)
         self.uc.ctl_set_cpu_model(CPU_MODELS[cpu_model])
         self._program_el3_el2()
         self._exception = ExceptionRecord(self.uc)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from unirealm.arch.rmi import RMI_ARGS, RMI_RESULTS, RmiFid, RmiStatus, pack_status
 from unirealm.arch.rsi import RSI_ARGS, RSI_RESULTS, RsiFid
 from unirealm.arch.smccc import MASK64, NUM_ARG_REGS, SMCCC_NOT_SUPPORTED, PsciFid
+from unirealm.machine.monitor import Monitor
 
 from . import psci, rmi, rsi, run
 from .realm import Rec
@@ -119,6 +120,12 @@ REALM_COMMANDS: dict[int, RealmCommand] = {c.fid: c for c in (*RSI_TABLE, *PSCI_
 
 class Rmm(RmmState):
     """The Realm Management Monitor: its state plus the SMC entry points the monitor calls."""
+
+    def __init__(
+        self, monitor: Monitor, config: RmmConfig | None = None, engine_factory: EngineFactory | None = None
+    ) -> None:
+        super().__init__(monitor, config, engine_factory)
+        monitor.attach_rmm(self)  # the monitor routes RMI and realm calls here from now on
 
     def handle_rmi(self, regs: list[int]) -> list[int]:
         """One RMI call: x0 = status | index << 8, X1..X4 from a zeroed result set, and the

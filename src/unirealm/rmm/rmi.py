@@ -225,6 +225,7 @@ def psci_complete(rmm: RmmState, calling: int, target: int, status: int) -> tupl
         raise fail(RmiStatus.ERROR_INPUT)
     denied = psci_status != PsciReturn.SUCCESS
     fid = request.fid & ~(1 << 30)
+    result: int
     if fid == PsciFid.CPU_ON:
         if denied:
             result = PsciReturn.DENIED

@@ -86,7 +86,6 @@ class RmmState:
         self.recs: dict[int, Rec] = {}
         self.current_rec: Rec | None = None
         self.pending_irq = False  # a physical interrupt for the host is pending
-        monitor.attach_rmm(self)
 
     # --- granules -----------------------------------------------------------------------
     def _granule_index(self, pa: int) -> int | None:

@@ -126,7 +126,9 @@ class SharedView:
 class VirtioBackend(Protocol):
     """What a device type adds to the transport."""
 
-    device_id: int
+    @property
+    def device_id(self) -> int: ...  # read-only: a device type's class attribute (a VirtioDeviceId)
+
     features: int  # device-specific feature bits (the transport adds VERSION_1 etc.)
     num_queues: int
     queue_num_max: int
