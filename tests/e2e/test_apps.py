@@ -66,7 +66,7 @@ def _bad_images(tmp: Path, good: bytes) -> dict[str, tuple[Path, str]]:
     dyn = bytearray(_elf_header(183))
     # one PT_INTERP program header naming an interpreter the image does not carry
     struct.pack_into("<HH", dyn, 54, 56, 1)
-    ph = struct.pack("<IIQQQQQQ", 3, 4, 120, 120, 120, 20, 20, 1)
+    ph = struct.pack("<IIQQQQQQ", 3, 4, 120, 120, 120, 19, 19, 1)  # p_filesz: the path and its NUL
     cases["no-interpreter"] = (bytes(dyn) + ph + b"/lib/ld-missing.so\0", "interpreter /lib/ld-missing.so not found")
     out = {}
     for name, (data, msg) in cases.items():

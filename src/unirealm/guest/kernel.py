@@ -18,13 +18,12 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import libfdt
-
 from ..arch.memory import GRANULE_SIZE
 from ..arch.rsi import RsiRipas
 from ..arch.smccc import PsciFid
 from . import ukrsi
 from .console import ConsoleError, Ns16550
+from .fdt import read_fdt
 from .mm import PageAllocator
 
 if TYPE_CHECKING:
@@ -73,19 +72,11 @@ def _reg_pairs(prop: bytes, addr_cells: int = 2, size_cells: int = 2) -> list[tu
 
 
 def parse_fdt(blob: bytes) -> BootInfo:
-    fdt = libfdt.Fdt(blob)
     info = BootInfo()
-    node = fdt.first_subnode(0, [libfdt.FDT_ERR_NOTFOUND])
-    while node >= 0:
-        name = fdt.get_name(node)
+    for node in read_fdt(blob).children:
+        name = node.name
         path = "/" + name
-
-        def prop(n: str, _node: int = node) -> bytes | None:
-            try:
-                return bytes(fdt.getprop(_node, n))
-            except libfdt.FdtException:
-                return None
-
+        prop = node.prop
         device_type = (prop("device_type") or b"").rstrip(b"\0")
         reg = prop("reg")
         if device_type == b"memory" and reg:
@@ -102,7 +93,6 @@ def parse_fdt(blob: bytes) -> BootInfo:
             compatible = (prop("compatible") or b"").split(b"\0")[0].decode(errors="replace")
             for base, size in _reg_pairs(reg):
                 info.devices.append(Device(path, compatible, base, size))
-        node = fdt.next_subnode(node, [libfdt.FDT_ERR_NOTFOUND])
     return info
 
 

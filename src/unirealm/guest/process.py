@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import errno
 import functools
-import io
 import json
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.constants import P_FLAGS
-from elftools.elf.elffile import ELFFile
 from unicorn import arm64_const as a64
 
+from ..arch.elf import EI_CLASS, EI_DATA, ELFCLASS64, ELFDATA2LSB, EM_AARCH64, ElfType, PFlags, PType
 from ..arch.image import PAYLOAD_APP_DIR, PAYLOAD_VDSO
 from ..arch.memory import GRANULE_SIZE
+from .elf import ElfError, ElfFile, read_elf
 from .mm import OutOfMemory
 from .pagecache import PageStore, Store
 from .sched import NSEC, Blocked, ProcessExit, Scheduler, Thread
@@ -103,21 +101,22 @@ def page_up(x: int) -> int:
     return (x + GRANULE_SIZE - 1) & ~(GRANULE_SIZE - 1)
 
 
-def parse_elf(data: bytes, what: str) -> tuple[ELFFile, list[Any]]:
+def parse_elf(data: bytes, what: str) -> ElfFile:
+    """The program's ELF headers, if it is an AArch64 executable this loader can run."""
+    if data[:4] != b"\x7fELF":
+        raise ExecError(f"{what}: not an ELF file")
+    if len(data) > EI_DATA and (data[EI_CLASS], data[EI_DATA]) != (ELFCLASS64, ELFDATA2LSB):
+        raise ExecError(f"{what}: not an AArch64 ELF (EI_CLASS {data[EI_CLASS]}, EI_DATA {data[EI_DATA]})")
     try:
-        if data[:4] != b"\x7fELF":
-            raise ExecError(f"{what}: not an ELF file")
-        elf = ELFFile(io.BytesIO(data))
-        if elf["e_machine"] != "EM_AARCH64" or elf.elfclass != 64 or not elf.little_endian:
-            raise ExecError(f"{what}: not an AArch64 ELF ({elf['e_machine']}, {elf.elfclass}-bit)")
-        if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
-            raise ExecError(f"{what}: not an executable ({elf['e_type']})")
-        segments = list(elf.iter_segments())
-    except ELFError as exc:
+        elf = read_elf(data)
+    except ElfError as exc:
         raise ExecError(f"{what}: malformed ELF: {exc}") from None
-    except (struct.error, ValueError, KeyError, OverflowError) as exc:
-        raise ExecError(f"{what}: malformed ELF: {exc}") from None
-    return elf, segments
+    if elf.e_machine != EM_AARCH64:
+        raise ExecError(f"{what}: not an AArch64 ELF (e_machine {elf.e_machine})")
+    if elf.e_type not in (ElfType.ET_EXEC, ElfType.ET_DYN):
+        kind = ElfType(elf.e_type).name if elf.e_type in set(ElfType) else f"e_type {elf.e_type}"
+        raise ExecError(f"{what}: not an executable ({kind})")
+    return elf
 
 
 class Process:
@@ -566,56 +565,53 @@ class Process:
 
     # --- loading --------------------------------------------------------------------------
     def load(self, data: bytes) -> tuple[int, dict[str, int]]:
-        elf, segments = parse_elf(data, self.exe_path)
-        interp = next((s for s in segments if s["p_type"] == "PT_INTERP"), None)
+        elf = parse_elf(data, self.exe_path)
+        name = elf.interp
         idata = b""
-        if interp is not None:
-            off, size = interp["p_offset"], interp["p_filesz"]
-            name = data[off : off + size].split(b"\0")[0].decode(errors="replace")
+        if name is not None:
             try:
                 idata = self.vfs.read_file(name)
             except FsError:
                 raise ExecError(f"{self.exe_path}: interpreter {name} not found in the image") from None
-        base = PIE_BASE if elf["e_type"] == "ET_DYN" else 0
-        entry, phdr, end = self.load_segments(elf, segments, data, base, self.exe_path)
+        base = PIE_BASE if elf.e_type == ElfType.ET_DYN else 0
+        entry, phdr, end = self.load_segments(elf, data, base, self.exe_path)
         self.brk_start = self.brk = end
         self.add_vma(self.brk_start, self.brk_start, PROT_READ | PROT_WRITE, "heap")
-        info = {"phdr": phdr, "phnum": elf["e_phnum"], "phent": elf["e_phentsize"], "base": 0, "entry": entry}
+        info = {"phdr": phdr, "phnum": elf.e_phnum, "phent": elf.e_phentsize, "base": 0, "entry": entry}
         start = entry
-        if interp is not None:
-            ielf, isegs = parse_elf(idata, name)
-            if any(s["p_type"] == "PT_INTERP" for s in isegs):
+        if name is not None:
+            ielf = parse_elf(idata, name)
+            if ielf.of_type(PType.PT_INTERP):
                 raise ExecError(f"{name}: the interpreter itself asks for an interpreter")
-            ibase = INTERP_BASE if ielf["e_type"] == "ET_DYN" else 0
-            start, _, _ = self.load_segments(ielf, isegs, idata, ibase, name)
+            ibase = INTERP_BASE if ielf.e_type == ElfType.ET_DYN else 0
+            start, _, _ = self.load_segments(ielf, idata, ibase, name)
             info["base"] = ibase
         return start, info
 
-    def load_segments(self, elf: ELFFile, segments: list[Any], data: bytes, base: int, what: str
-                      ) -> tuple[int, int, int]:
-        loads = [s for s in segments if s["p_type"] == "PT_LOAD"]
+    def load_segments(self, elf: ElfFile, data: bytes, base: int, what: str) -> tuple[int, int, int]:
+        loads = elf.of_type(PType.PT_LOAD)
         if not loads:
             raise ExecError(f"{what}: no loadable segments")
-        phdr = next((base + s["p_vaddr"] for s in segments if s["p_type"] == "PT_PHDR"), 0)
+        phdr = next((base + s.p_vaddr for s in elf.of_type(PType.PT_PHDR)), 0)
         end = 0
         for seg in loads:
-            vaddr, memsz, filesz, offset = base + seg["p_vaddr"], seg["p_memsz"], seg["p_filesz"], seg["p_offset"]
+            vaddr, memsz, filesz, offset = base + seg.p_vaddr, seg.p_memsz, seg.p_filesz, seg.p_offset
             if filesz > memsz or offset + filesz > len(data):
                 raise ExecError(f"{what}: malformed ELF: segment extends past the file")
             if vaddr + memsz >= 1 << 48:
                 raise ExecError(f"{what}: malformed ELF: segment outside the address space")
-            flags = seg["p_flags"]
-            prot = (PROT_READ if flags & P_FLAGS.PF_R else 0) | (PROT_WRITE if flags & P_FLAGS.PF_W else 0)
-            prot |= PROT_EXEC if flags & P_FLAGS.PF_X else 0
+            flags = seg.p_flags
+            prot = (PROT_READ if flags & PFlags.PF_R else 0) | (PROT_WRITE if flags & PFlags.PF_W else 0)
+            prot |= PROT_EXEC if flags & PFlags.PF_X else 0
             start, stop = page_down(vaddr), page_up(vaddr + memsz)
             self.unmap(start, stop)
             # as the kernel maps it: the file from the page holding p_offset, zero past p_filesz
             lead = vaddr - start
             self.add_vma(start, stop, prot, what, bytes(data[max(0, offset - lead) : offset + filesz]), start)
-            if not phdr and offset <= elf["e_phoff"] < offset + filesz:
-                phdr = vaddr + elf["e_phoff"] - offset
+            if not phdr and offset <= elf.e_phoff < offset + filesz:
+                phdr = vaddr + elf.e_phoff - offset
             end = max(end, stop)
-        return base + elf["e_entry"], phdr, end
+        return base + elf.e_entry, phdr, end
 
     def map_vdso(self) -> int:
         """Map the image's vDSO after its data page (vvar): clock_gettime and gettimeofday
