@@ -24,7 +24,7 @@ from unirealm.attest.claims import PLATFORM_NAMES, REALM_NAMES
 from unirealm.attest.verify import decode_token
 from unirealm.cli import token as token_cli
 from unirealm.guest.cpio import load_cpio
-from unirealm.guest.process import ExecError, parse_elf
+from unirealm.guest.loader import ExecError, parse_elf
 from unirealm.guest.vfs import FsError, Vfs
 from unirealm.host.devices.virtio_9p import P9Server
 from unirealm.host.image import ImageFormatError, inspect_image

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from unirealm.guest.process import app_argv, split_cmdline
+from unirealm.guest.rootfs import app_argv, split_cmdline
 
 
 def kernel(bootargs: str) -> SimpleNamespace:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from unirealm.arch.elf import ELF64_EHDR, ELF64_PHDR, PType
 from unirealm.guest.elf import ElfError, ElfFile, read_elf
-from unirealm.guest.process import ExecError, parse_elf
+from unirealm.guest.loader import ExecError, parse_elf
 
 CC = shutil.which("aarch64-linux-gnu-gcc")
 LD_SO = Path("/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1")

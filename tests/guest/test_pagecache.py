@@ -12,7 +12,8 @@ from unirealm.guest import syscalls as sc
 from unirealm.guest.errors import FsError
 from unirealm.guest.mm import PageAllocator
 from unirealm.guest.pagecache import PAGE, FilePages, HeapRam, PageStore, Store
-from unirealm.guest.vfs import O_CREAT, O_RDWR, Pipe, PipeEnd, RegInode
+from unirealm.guest.pipes import Pipe, PipeEnd
+from unirealm.guest.vfs import O_CREAT, O_RDWR, RegInode
 
 from .test_vfs import FakeProcess
 

@@ -72,7 +72,7 @@ def make_process() -> Process:
                              realtime_offset_ns=0, realtime_ns=lambda: 0, monotonic_ns=cpu.cntvct,
                              write_console=lambda data: None, argv=[])
     Store.current = PageStore(pages, cpu)
-    p = Process(kernel, tiny_elf(), ["/app"], "/app")
+    p = Process.spawn(kernel, tiny_elf(), ["/app"], "/app", sc.Syscalls)
     p.sched.current = p.threads[0]
     p.setup_stack()
     return p
@@ -131,7 +131,7 @@ def test_failed_write_back_is_no_panic(proc: Process) -> None:
             raise FsError(5)
 
     node = Refusing(b"x" * 4096)
-    start = proc.map_region(0, 4096, 3, "/data/f", None, 0, node)
+    start = proc.mm.map_region(0, 4096, 3, "/data/f", None, 0, node)
     proc.write(start, b"y")
     assert proc.syscalls.call(sc.NR["msync"], [start, 4096, 4, 0, 0, 0]) == 0
     assert proc.syscalls.call(sc.NR["munmap"], [start, 4096, 0, 0, 0, 0]) == 0

@@ -7,7 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from unirealm.guest import fileio
 from unirealm.guest import syscalls as sc
+from unirealm.guest.pipes import Pipe, PipeEnd
+from unirealm.guest.process import ProcState
 from unirealm.guest.vfs import (
     O_CREAT,
     O_RDWR,
@@ -17,8 +20,6 @@ from unirealm.guest.vfs import (
     DirInode,
     FsError,
     LinkInode,
-    Pipe,
-    PipeEnd,
     RegInode,
     Vfs,
     WouldBlock,
@@ -82,6 +83,7 @@ class FakeProcess:
 
     def __init__(self) -> None:
         self.mem = bytearray(1 << 16)
+        self.state = ProcState(["/app"], [], "/app", 0)
         self.vfs = Vfs()
         self.kernel = SimpleNamespace(options={}, log=lambda *a, **k: None, console=None)
         self.current = SimpleNamespace(tid=1, sigmask=0, altstack=None)
@@ -149,9 +151,9 @@ def test_fallocate_checks_as_linux() -> None:
     assert s.call(fall, [wfd, 0, 2**64 - 1, 10, 0, 0]) == -errno.EINVAL  # negative offset
     assert s.call(fall, [wfd, 0, 0, 0, 0, 0]) == -errno.EINVAL  # zero length
     assert s.call(fall, [wfd, 0x80, 0, 10, 0, 0]) == -errno.EOPNOTSUPP  # unknown mode bit
-    assert s.call(fall, [wfd, sc.FALLOC_FL_PUNCH_HOLE, 0, 10, 0, 0]) == -errno.EOPNOTSUPP  # without KEEP_SIZE
+    assert s.call(fall, [wfd, fileio.FALLOC_FL_PUNCH_HOLE, 0, 10, 0, 0]) == -errno.EOPNOTSUPP  # without KEEP_SIZE
     assert s.call(fall, [wfd, 0, 2**62, 2**62, 0, 0]) == -errno.EFBIG
-    assert s.call(fall, [wfd, sc.FALLOC_FL_KEEP_SIZE, 0, 4096, 0, 0]) == 0
+    assert s.call(fall, [wfd, fileio.FALLOC_FL_KEEP_SIZE, 0, 4096, 0, 0]) == 0
     assert s.call(sc.NR["fstat"], [rfd, 0x400, 0, 0, 0, 0]) == 0
     assert int.from_bytes(p.mem[0x430:0x438], "little") == 0  # KEEP_SIZE: size unchanged
     assert s.call(fall, [wfd, 0, 0, 6, 0, 0]) == 0
@@ -159,7 +161,7 @@ def test_fallocate_checks_as_linux() -> None:
     assert int.from_bytes(p.mem[0x430:0x438], "little") == 6
     p.write(0x200, b"abcdef")
     assert s.call(sc.NR["pwrite64"], [wfd, 0x200, 6, 0, 0, 0]) == 6
-    assert s.call(fall, [wfd, sc.FALLOC_FL_PUNCH_HOLE | sc.FALLOC_FL_KEEP_SIZE, 1, 2, 0, 0]) == 0
+    assert s.call(fall, [wfd, fileio.FALLOC_FL_PUNCH_HOLE | fileio.FALLOC_FL_KEEP_SIZE, 1, 2, 0, 0]) == 0
     assert s.call(sc.NR["pread64"], [rfd, 0x300, 10, 0, 0, 0]) == 6 and p.mem[0x300:0x306] == b"a\0\0def"
     assert s.call(sc.NR["pipe2"], [0x500, 0, 0, 0, 0, 0]) == 0
     pw = int.from_bytes(p.mem[0x504:0x508], "little")

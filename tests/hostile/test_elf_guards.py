@@ -1,5 +1,5 @@
 """The kernel's ELF loader refuses segments past the end of the file and segments beyond
-the 48-bit VA space (each check is one line in guest/process.py; each has its test here)."""
+the 48-bit VA space (each check is one line in guest/loader.py check_segment; each has its test here)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ layouts in arch/elf.py), as Linux's binfmt_elf reads them before it maps anythin
 It checks what a reader must before trusting an offset: the identification bytes, that
 the program header table is whole inside the file with 56-byte entries (at most 64 KiB of
 them, Linux's elf_read_phdrs bound), and that PT_INTERP names a NUL-terminated path inside
-the file. Everything else (machine, type, segment bounds) is the loader's policy. Malformed input raises ElfError with a one-line reason, nothing else.
+the file. Everything else (machine, type, segment bounds) is the loader's policy
+(guest/loader.py). Malformed input raises ElfError with a one-line reason, nothing else.
 """
 
 from __future__ import annotations

@@ -318,7 +318,7 @@ class Kernel:
         self.log("end of attestation token")
 
     def run_app(self) -> int:
-        from .process import run_app
+        from .rootfs import run_app
 
         return run_app(self)
 

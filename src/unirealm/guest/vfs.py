@@ -1,5 +1,6 @@
 """The unikernel's virtual file system: a ramfs (from the initrd and the image payload),
-devfs, procfs, and the open-file objects (files, directories, pipes, eventfds, the console).
+devfs, procfs, and the open-file objects (files, directories, the console); pipes, eventfds
+and epoll instances are guest/pipes.py's.
 
 Everything lives in kernel memory; errors are raised as FsError(errno) and turned into
 -errno by the syscall layer.
@@ -22,7 +23,6 @@ O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC, O_PATH = 0o40000, 0o100000, 0o2000000, 0o100
 O_TMPFILE = 0o20000000 | O_DIRECTORY
 POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 1, 2, 4, 8, 0x10, 0x20
 DT = {S_IFREG: 8, S_IFDIR: 4, S_IFLNK: 10, S_IFCHR: 2, S_IFIFO: 1}
-PIPE_SIZE = 65536
 SYMLOOP_MAX = 40
 
 _inos = itertools.count(2)
@@ -471,126 +471,6 @@ class ConsoleFile(OpenFile):
             mem.write(arg, (1 if self.poll() & POLLIN else 0).to_bytes(4, "little"))
         else:
             raise FsError(errno.EINVAL)
-        return 0
-
-
-class PipeBuffer:
-    """A pipe's bytes in flight, in page-cache pages of guest RAM: a FIFO over a sparse file
-    whose consumed pages are given back as the reader passes them."""
-
-    def __init__(self) -> None:
-        self.pages = FilePages()
-        self.head = 0  # the offset of the first unread byte; the file's size is the tail
-
-    def __len__(self) -> int:
-        return self.pages.size - self.head
-
-    def put(self, data: bytes) -> int:
-        return self.pages.write(self.pages.size, data)
-
-    def take(self, size: int) -> bytes:
-        out = self.pages.read(self.head, size)
-        done = self.head // PAGE
-        self.head += len(out)
-        if self.head // PAGE > done:
-            self.pages.punch(done * PAGE, (self.head // PAGE - done) * PAGE)
-        return out
-
-
-class Pipe:
-    def __init__(self) -> None:
-        self.buf = PipeBuffer()
-        self.readers = 0
-        self.writers = 0
-        self.inode = Inode(S_IFIFO | 0o600)
-
-
-class PipeEnd(OpenFile):
-    def __init__(self, pipe: Pipe, flags: int, write_end: bool) -> None:
-        super().__init__(pipe.inode, flags | (O_WRONLY if write_end else O_RDONLY), f"pipe:[{pipe.inode.ino}]")
-        self.pipe = pipe
-        self.write_end = write_end
-        if write_end:
-            pipe.writers += 1
-        else:
-            pipe.readers += 1
-
-    def read(self, size: int) -> bytes:
-        p = self.pipe
-        if self.write_end:
-            raise FsError(errno.EBADF)
-        if not p.buf:
-            if p.writers == 0 or size == 0:
-                return b""
-            raise WouldBlock()
-        return p.buf.take(size)
-
-    def write(self, data: bytes) -> int:
-        p = self.pipe
-        if not self.write_end:
-            raise FsError(errno.EBADF)
-        if p.readers == 0:
-            raise FsError(errno.EPIPE)
-        room = PIPE_SIZE - len(p.buf)
-        if room <= 0:
-            raise WouldBlock()
-        return p.buf.put(data[:room])
-
-    def poll(self) -> int:
-        p = self.pipe
-        if self.write_end:
-            return (POLLERR if p.readers == 0 else 0) | (POLLOUT if len(p.buf) < PIPE_SIZE else 0)
-        return (POLLIN if p.buf else 0) | (POLLHUP if p.writers == 0 else 0)
-
-    def ioctl(self, req: int, arg: int, mem: Any) -> int:
-        if req == FIONREAD:
-            mem.write(arg, len(self.pipe.buf).to_bytes(4, "little"))
-            return 0
-        raise FsError(errno.ENOTTY)
-
-    def close(self) -> None:
-        if self.write_end:
-            self.pipe.writers -= 1
-        else:
-            self.pipe.readers -= 1
-
-
-class EventFd(OpenFile):
-    def __init__(self, initval: int, flags: int, semaphore: bool) -> None:
-        super().__init__(Inode(S_IFREG | 0o600), flags | O_RDWR, "anon_inode:[eventfd]")
-        self.value = initval
-        self.semaphore = semaphore
-
-    def read(self, size: int) -> bytes:
-        if size < 8:
-            raise FsError(errno.EINVAL)
-        if self.value == 0:
-            raise WouldBlock()
-        v = 1 if self.semaphore else self.value
-        self.value -= v
-        return v.to_bytes(8, "little")
-
-    def write(self, data: bytes) -> int:
-        if len(data) < 8:
-            raise FsError(errno.EINVAL)
-        v = int.from_bytes(data[:8], "little")
-        if v == 0xFFFF_FFFF_FFFF_FFFF:
-            raise FsError(errno.EINVAL)
-        if self.value + v > 0xFFFF_FFFF_FFFF_FFFE:
-            raise WouldBlock()
-        self.value += v
-        return 8
-
-    def poll(self) -> int:
-        return (POLLIN if self.value else 0) | POLLOUT
-
-
-class EpollFile(OpenFile):
-    def __init__(self, flags: int) -> None:
-        super().__init__(Inode(S_IFREG | 0o600), flags | O_RDWR, "anon_inode:[eventpoll]")
-        self.interest: dict[int, tuple[OpenFile, int, int]] = {}  # fd -> (file, events, data)
-
-    def poll(self) -> int:
         return 0
 
 

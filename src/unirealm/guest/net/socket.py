@@ -15,6 +15,7 @@ import struct
 from typing import Any
 
 from ...arch.net import ANY_IP, BROADCAST_IP
+from ..systable import SyscallSet
 from ..vfs import (
     O_CLOEXEC,
     O_NONBLOCK,
@@ -494,3 +495,7 @@ class SocketCalls:
             sock.tcb.shutdown_write()
             sock.stack.flush()
         return 0
+
+
+# The sockets subsystem's syscalls: every sys_<name> method of SocketCalls.
+calls = SyscallSet.of_methods("sockets", SocketCalls)

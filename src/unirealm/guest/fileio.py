@@ -1,0 +1,341 @@
+"""The files subsystem's descriptor syscalls: open and close, read and write (plain,
+vectored, positioned), seek, truncate and fallocate, sync, dup and fcntl, ioctl, pipes and
+eventfds (the file objects are guest/vfs.py's)."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import TYPE_CHECKING
+
+from .pipes import EventFd, Pipe, PipeEnd
+from .sysctx import (
+    SyscallContext,
+    _s32,
+    _s64,
+)
+from .systable import SyscallSet
+from .vfs import (
+    O_APPEND,
+    O_CLOEXEC,
+    O_CREAT,
+    O_DIRECTORY,
+    O_EXCL,
+    O_NOFOLLOW,
+    O_NONBLOCK,
+    O_PATH,
+    O_TMPFILE,
+    POLLIN,
+    POLLOUT,
+    DirFile,
+    DirInode,
+    FsError,
+    LinkInode,
+    OpenFile,
+    RegFile,
+    RegInode,
+)
+
+if TYPE_CHECKING:
+    pass
+
+F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW = 0, 1, 2, 3, 4, 5, 6, 7
+F_DUPFD_CLOEXEC, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW, F_GETPIPE_SZ = 1030, 36, 37, 38, 1032
+F_UNLCK = 2
+# fallocate(2) modes (include/uapi/linux/falloc.h) and Linux's MAX_LFS_FILESIZE
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+FALLOC_FL_SUPPORTED_MASK = 0x01 | 0x02 | 0x08 | 0x10 | 0x20 | 0x40  # + COLLAPSE/ZERO/INSERT/UNSHARE_RANGE
+MAX_FILE_SIZE = (1 << 63) - 1
+
+calls = SyscallSet("files")
+
+
+class FileIo(SyscallContext):
+    @calls("openat")
+    def sys_openat(self, dirfd: int, pathp: int, flags: int, mode: int, *_: int) -> int:
+        path = self.path(pathp)
+        return self.install(self.open_path(dirfd, path, flags, mode), bool(flags & O_CLOEXEC))
+
+    def open_path(self, dirfd: int, path: str, flags: int, mode: int = 0) -> OpenFile:
+        base = self.base_dir(dirfd, path)
+        if flags & O_TMPFILE == O_TMPFILE:
+            node, canon = self.vfs.walk(path, base)
+            return RegFile(RegInode(b"", mode & ~self.umask), flags, canon + "/#tmpfile")
+        try:
+            node, canon = self.vfs.walk(path, base, follow=not flags & O_NOFOLLOW)
+            if flags & O_CREAT and flags & O_EXCL:
+                raise FsError(errno.EEXIST)
+        except FsError as exc:
+            if exc.errno != errno.ENOENT or not flags & O_CREAT:
+                raise
+            parent, name, dcanon = self.vfs.parent_of(path, base)
+            dangling = parent.get(name)
+            if isinstance(dangling, LinkInode):
+                parent, name, dcanon = self.vfs.parent_of(dangling.target, dcanon)
+            node = parent.add(name, RegInode(b"", mode & ~self.umask & 0o7777))
+            canon = dcanon.rstrip("/") + "/" + name
+        if isinstance(node, LinkInode):
+            if flags & O_PATH:
+                return OpenFile(node, flags, canon)
+            raise FsError(errno.ELOOP)
+        if flags & O_DIRECTORY and not isinstance(node, DirInode):
+            raise FsError(errno.ENOTDIR)
+        if flags & O_PATH:
+            if isinstance(node, DirInode):
+                return DirFile(node, flags, canon)
+            return OpenFile(node, flags, canon)
+        return node.open(flags, canon)
+
+    @calls("close")
+    def sys_close(self, fd: int, *_: int) -> int:
+        self.close_fd(_s32(fd))
+        return 0
+
+    @calls("close_range")
+    def sys_close_range(self, first: int, last: int, flags: int, *_: int) -> int:
+        for fd in [f for f in self.fds if first <= f <= last]:
+            if flags & 4:  # CLOSE_RANGE_CLOEXEC
+                self.fds.entries[fd].cloexec = True
+            else:
+                self.close_fd(fd)
+        return 0
+
+    @calls("read")
+    def sys_read(self, fd: int, buf: int, count: int, *_: int) -> int:
+        f = self.file(fd)
+        if not f.readable:
+            return -errno.EBADF
+        count = self.user_span(buf, min(count, 1 << 24), True)
+        data = self._io(f, lambda: f.read(count), POLLIN)
+        if data:
+            self.p.write(buf, data)
+        return len(data)
+
+    @calls("write")
+    def sys_write(self, fd: int, buf: int, count: int, *_: int) -> int:
+        f = self.file(fd)
+        if not f.writable:
+            return -errno.EBADF
+        data = self.p.read(buf, self.user_span(buf, min(count, 1 << 24), False))
+        return self._io(f, lambda: f.write(data), POLLOUT)
+
+    @calls("readv")
+    def sys_readv(self, fd: int, iov: int, iovcnt: int, *_: int) -> int:
+        total = 0
+        for base, length in self._iovecs(iov, iovcnt):
+            if not length:
+                continue
+            r = self.sys_read(fd, base, length)
+            if r < 0:
+                return r if total == 0 else total
+            total += r
+            if r < length:
+                break
+        return total
+
+    @calls("writev")
+    def sys_writev(self, fd: int, iov: int, iovcnt: int, *_: int) -> int:
+        f = self.file(fd)
+        if not f.writable:
+            return -errno.EBADF
+        data = self._gather(self._iovecs(iov, iovcnt))
+        if not data:
+            return 0
+        return self._io(f, lambda: f.write(data), POLLOUT)
+
+    def _gather(self, iovecs: list[tuple[int, int]]) -> bytes:
+        """The bytes of an iovec array up to the first page that faults (EFAULT if none)."""
+        out = bytearray()
+        for base, length in iovecs:
+            n = self.p.accessible(base, length, False)
+            out += self.p.read(base, n)
+            if n < length:
+                if not out:
+                    raise MemoryError
+                break
+        return bytes(out)
+
+    @calls("pread64")
+    def sys_pread64(self, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
+        f = self.file(fd)
+        if not f.readable:
+            return -errno.EBADF
+        if _s64(offset) < 0:
+            return -errno.EINVAL
+        data = f.pread(self.user_span(buf, min(count, 1 << 24), True), offset)
+        if data:
+            self.p.write(buf, data)
+        return len(data)
+
+    @calls("pwrite64")
+    def sys_pwrite64(self, fd: int, buf: int, count: int, offset: int, *_: int) -> int:
+        f = self.file(fd)
+        if not f.writable:
+            return -errno.EBADF
+        if _s64(offset) < 0:
+            return -errno.EINVAL
+        return f.pwrite(self.p.read(buf, self.user_span(buf, min(count, 1 << 24), False)), offset)
+
+    @calls("preadv")
+    def sys_preadv(self, fd: int, iov: int, iovcnt: int, offset: int, *_: int) -> int:
+        total = 0
+        for base, length in self._iovecs(iov, iovcnt):
+            r = self.sys_pread64(fd, base, length, offset + total)
+            if r < 0:
+                return r
+            total += r
+            if r < length:
+                break
+        return total
+
+    @calls("pwritev")
+    def sys_pwritev(self, fd: int, iov: int, iovcnt: int, offset: int, *_: int) -> int:
+        f = self.file(fd)
+        if not f.writable:
+            return -errno.EBADF
+        if _s64(offset) < 0:
+            return -errno.EINVAL
+        return f.pwrite(self._gather(self._iovecs(iov, iovcnt)), offset)
+
+    @calls("sendfile")
+    def sys_sendfile(self, out_fd: int, in_fd: int, offp: int, count: int, *_: int) -> int:
+        src, dst = self.file(in_fd), self.file(out_fd)
+        if offp:
+            off = int.from_bytes(self.p.read(offp, 8), "little")
+            data = src.pread(count, off)
+            self.p.write(offp, (off + len(data)).to_bytes(8, "little"))
+        else:
+            data = src.read(count)
+        return dst.write(data) if data else 0
+
+    @calls("lseek")
+    def sys_lseek(self, fd: int, offset: int, whence: int, *_: int) -> int:
+        return self.file(fd).seek(_s64(offset), whence)
+
+    @calls("ftruncate")
+    def sys_ftruncate(self, fd: int, length: int, *_: int) -> int:
+        f = self.file(fd)
+        if _s64(length) < 0 or not isinstance(f, RegFile) or not f.writable:
+            return -errno.EINVAL
+        f.truncate(length)
+        return 0
+
+    @calls("truncate")
+    def sys_truncate(self, pathp: int, length: int, *_: int) -> int:
+        if _s64(length) < 0:
+            return -errno.EINVAL
+        node = self.vfs.walk(self.path(pathp), self.cwd)[0]
+        if not isinstance(node, RegInode):
+            return -errno.EISDIR if isinstance(node, DirInode) else -errno.EINVAL
+        node.truncate(length)
+        return 0
+
+    @calls("fallocate")
+    def sys_fallocate(self, fd: int, mode: int, offset: int, length: int, *_: int) -> int:
+        """vfs_fallocate's checks in Linux's order; ramfs and 9p files take mode 0 (allocate,
+        growing the size), FALLOC_FL_KEEP_SIZE, and FALLOC_FL_PUNCH_HOLE | KEEP_SIZE."""
+        f = self.file(fd)
+        mode, offset, length = mode & 0xFFFFFFFF, _s64(offset), _s64(length)
+        if offset < 0 or length <= 0:
+            return -errno.EINVAL
+        if mode & ~FALLOC_FL_SUPPORTED_MASK:
+            return -errno.EOPNOTSUPP
+        if mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:
+            return -errno.EOPNOTSUPP
+        if not f.writable:
+            return -errno.EBADF
+        if isinstance(f, PipeEnd):
+            return -errno.ESPIPE
+        if isinstance(f, DirFile):
+            return -errno.EISDIR
+        if not isinstance(f, RegFile):
+            return -errno.ENODEV
+        if offset + length > MAX_FILE_SIZE:
+            return -errno.EFBIG
+        if mode not in (0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE):
+            return -errno.EOPNOTSUPP  # the range operations: not in ramfs or 9p
+        size = f.inode.size()
+        if mode & FALLOC_FL_PUNCH_HOLE:
+            end = min(offset + length, size)
+            if end > offset:
+                f.punch(offset, end - offset)
+        elif not mode & FALLOC_FL_KEEP_SIZE and offset + length > size:
+            f.truncate(offset + length)
+        return 0
+
+    @calls("fsync", "fdatasync")
+    def sys_fsync(self, fd: int, *_: int) -> int:
+        self.file(fd).fsync()
+        return 0
+
+    @calls("sync")
+    def sys_sync(self, *_: int) -> int:
+        return 0
+
+    @calls("flock")
+    def sys_flock(self, fd: int, op: int, *_: int) -> int:
+        self.file(fd)
+        return 0
+
+    @calls("dup")
+    def sys_dup(self, fd: int, *_: int) -> int:
+        return self.install(self.file(fd))
+
+    @calls("dup3")
+    def sys_dup3(self, old: int, new: int, flags: int, *_: int) -> int:
+        f = self.file(old)
+        old, new = _s32(old), _s32(new)
+        if old == new or new < 0 or new >= 1024:
+            return -errno.EINVAL
+        self.fds.install_at(new, f, bool(flags & O_CLOEXEC))
+        return new
+
+    @calls("fcntl")
+    def sys_fcntl(self, fd: int, cmd: int, arg: int, *_: int) -> int:
+        f = self.file(fd)
+        entry = self.fds.get(_s32(fd))
+        assert entry is not None  # file() found it
+        if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
+            return self.install(f, cmd == F_DUPFD_CLOEXEC, lowest=arg)
+        if cmd == F_GETFD:
+            return int(entry.cloexec)
+        if cmd == F_SETFD:
+            entry.cloexec = bool(arg & 1)
+            return 0
+        if cmd == F_GETFL:
+            return f.flags
+        if cmd == F_SETFL:
+            f.flags = (f.flags & ~(O_APPEND | O_NONBLOCK)) | (arg & (O_APPEND | O_NONBLOCK))
+            return 0
+        if cmd in (F_GETLK, F_OFD_GETLK):
+            lock = bytearray(self.p.read(arg, 32))
+            lock[0:2] = F_UNLCK.to_bytes(2, "little")
+            self.p.write(arg, bytes(lock))
+            return 0
+        if cmd in (F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW):
+            return 0  # one process: every lock is granted
+        if cmd == F_GETPIPE_SZ:
+            return 65536
+        return -errno.EINVAL
+
+    @calls("ioctl")
+    def sys_ioctl(self, fd: int, req: int, arg: int, *_: int) -> int:
+        return self.file(fd).ioctl(req & 0xFFFFFFFF, arg, self.p)
+
+    @calls("pipe2")
+    def sys_pipe2(self, fds: int, flags: int, *_: int) -> int:
+        pipe = Pipe()
+        r = PipeEnd(pipe, flags & O_NONBLOCK, False)
+        w = PipeEnd(pipe, flags & O_NONBLOCK, True)
+        rfd = self.install(r, bool(flags & O_CLOEXEC))
+        wfd = self.install(w, bool(flags & O_CLOEXEC))
+        self.p.write(fds, struct.pack("<ii", rfd, wfd))
+        return 0
+
+    @calls("eventfd2")
+    def sys_eventfd2(self, initval: int, flags: int, *_: int) -> int:
+        return self.install(EventFd(initval & 0xFFFFFFFF, flags & O_NONBLOCK, bool(flags & 1)),
+                            bool(flags & O_CLOEXEC))
+    @calls("fadvise64")
+    def sys_fadvise64(self, *_: int) -> int:
+        return 0  # advice only: ramfs and 9p files have nothing to prefetch

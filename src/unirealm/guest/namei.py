@@ -1,0 +1,255 @@
+"""The files subsystem's name and metadata syscalls: stat/statx, readlink, access,
+getdents64, mkdir/unlink/symlink/link/rename, the working directory and umask, chmod and
+chown, utimensat (the namespace is guest/vfs.py's)."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import TYPE_CHECKING
+
+from .sysctx import (
+    AT_EMPTY_PATH,
+    AT_FDCWD,
+    AT_REMOVEDIR,
+    AT_SYMLINK_NOFOLLOW,
+    NSEC,
+    SyscallContext,
+    _s32,
+)
+from .systable import SyscallSet
+from .vfs import (
+    DT,
+    DirFile,
+    DirInode,
+    FsError,
+    Inode,
+    LinkInode,
+)
+
+if TYPE_CHECKING:
+    pass
+
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+STATX_BASIC_STATS = 0x7FF
+
+calls = SyscallSet("files")
+
+
+class Namei(SyscallContext):
+    def stat_bytes(self, node: Inode) -> bytes:
+        size = node.size()
+        t = node.mtime_ns
+        return struct.pack("<QQIIIIQQqiiqqQqQqQII", 0x801, node.ino, node.mode, node.nlink, node.uid, node.gid,
+                           node.rdev, 0, size, 4096, 0, node.blocks(), t // NSEC, t % NSEC,
+                           t // NSEC, t % NSEC, t // NSEC, t % NSEC, 0, 0)
+
+    def _stat_target(self, dirfd: int, pathp: int, flags: int) -> Inode:
+        path = self.path(pathp)
+        if not path:
+            if not flags & AT_EMPTY_PATH:
+                raise FsError(errno.ENOENT)
+            if _s32(dirfd) == AT_FDCWD:
+                node, _ = self.vfs.walk(self.cwd)
+                return node
+            f = self.file(dirfd)
+            return f.inode if f.inode is not None else Inode(0o20620)
+        node = self.lookup(dirfd, path, follow=not flags & AT_SYMLINK_NOFOLLOW)[0]
+        return node
+
+    @calls("newfstatat")
+    def sys_newfstatat(self, dirfd: int, pathp: int, buf: int, flags: int, *_: int) -> int:
+        self.p.write(buf, self.stat_bytes(self._stat_target(dirfd, pathp, flags)))
+        return 0
+
+    @calls("fstat")
+    def sys_fstat(self, fd: int, buf: int, *_: int) -> int:
+        f = self.file(fd)
+        self.p.write(buf, self.stat_bytes(f.inode if f.inode is not None else Inode(0o20620)))
+        return 0
+
+    @calls("statx")
+    def sys_statx(self, dirfd: int, pathp: int, flags: int, mask: int, buf: int, *_: int) -> int:
+        node = self._stat_target(dirfd, pathp, flags)
+        size = node.size()
+        t = node.mtime_ns
+        ts = struct.pack("<qIi", t // NSEC, t % NSEC, 0)
+        out = struct.pack("<IIQIIIHHQQQQ", STATX_BASIC_STATS, 4096, 0, node.nlink, node.uid, node.gid,
+                          node.mode, 0, node.ino, size, node.blocks(), 0)
+        out += ts * 4 + struct.pack("<IIII", node.rdev >> 8, node.rdev & 0xFF, 8, 1)
+        self.p.write(buf, out.ljust(256, b"\0"))
+        return 0
+
+    @calls("readlinkat")
+    def sys_readlinkat(self, dirfd: int, pathp: int, buf: int, size: int, *_: int) -> int:
+        node = self.lookup(dirfd, self.path(pathp), follow=False)[0]
+        if not isinstance(node, LinkInode):
+            return -errno.EINVAL
+        target = node.target.encode()[:size]
+        self.p.write(buf, target)
+        return len(target)
+
+    @calls("faccessat")
+    def sys_faccessat(self, dirfd: int, pathp: int, mode: int, *_: int) -> int:
+        node = self.lookup(dirfd, self.path(pathp))[0]
+        if mode & 1 and not node.mode & 0o111 and not isinstance(node, DirInode):
+            return -errno.EACCES
+        return 0
+
+    @calls("faccessat2")
+    def sys_faccessat2(self, dirfd: int, pathp: int, mode: int, flags: int, *_: int) -> int:
+        return self.sys_faccessat(dirfd, pathp, mode)
+
+    @calls("getdents64")
+    def sys_getdents64(self, fd: int, buf: int, count: int, *_: int) -> int:
+        f = self.file(fd)
+        if not isinstance(f, DirFile):
+            return -errno.ENOTDIR
+        entries = f.entries()
+        out = bytearray()
+        while f.pos < len(entries):
+            name, node = entries[f.pos]
+            raw = name.encode("utf-8", "surrogateescape") + b"\0"
+            reclen = (19 + len(raw) + 7) & ~7
+            if len(out) + reclen > count:
+                if not out:
+                    return -errno.EINVAL
+                break
+            rec = struct.pack("<QqHB", node.ino, f.pos + 1, reclen, DT.get(node.kind, 0)) + raw
+            out += rec.ljust(reclen, b"\0")
+            f.pos += 1
+        self.p.write(buf, bytes(out))
+        return len(out)
+
+    @calls("mkdirat")
+    def sys_mkdirat(self, dirfd: int, pathp: int, mode: int, *_: int) -> int:
+        path = self.path(pathp)
+        parent, name, _canon = self.vfs.parent_of(path, self.base_dir(dirfd, path))
+        if parent.get(name) is not None:
+            return -errno.EEXIST
+        parent.mkdir(name, mode & ~self.umask & 0o7777)
+        return 0
+
+    @calls("unlinkat")
+    def sys_unlinkat(self, dirfd: int, pathp: int, flags: int, *_: int) -> int:
+        path = self.path(pathp)
+        parent, name, _canon = self.vfs.parent_of(path, self.base_dir(dirfd, path))
+        node = parent.get(name)
+        if node is None:
+            return -errno.ENOENT
+        if flags & AT_REMOVEDIR:
+            if not isinstance(node, DirInode):
+                return -errno.ENOTDIR
+            if not node.empty():
+                return -errno.ENOTEMPTY
+        elif isinstance(node, DirInode):
+            return -errno.EISDIR
+        parent.remove(name, node)
+        return 0
+
+    @calls("symlinkat")
+    def sys_symlinkat(self, target: int, dirfd: int, linkp: int, *_: int) -> int:
+        path = self.path(linkp)
+        parent, name, _canon = self.vfs.parent_of(path, self.base_dir(dirfd, path))
+        if parent.get(name) is not None:
+            return -errno.EEXIST
+        parent.add(name, LinkInode(self.path(target)))
+        return 0
+
+    @calls("linkat")
+    def sys_linkat(self, olddir: int, oldp: int, newdir: int, newp: int, flags: int, *_: int) -> int:
+        node = self.lookup(olddir, self.path(oldp), follow=bool(flags & 0x400))[0]
+        path = self.path(newp)
+        parent, name, _canon = self.vfs.parent_of(path, self.base_dir(newdir, path))
+        if parent.get(name) is not None:
+            return -errno.EEXIST
+        if isinstance(node, DirInode):
+            return -errno.EPERM
+        parent.link(name, node)
+        return 0
+
+    @calls("renameat2")
+    def sys_renameat2(self, olddir: int, oldp: int, newdir: int, newp: int, flags: int, *_: int) -> int:
+        op, np_ = self.path(oldp), self.path(newp)
+        src_dir, src_name, _canon = self.vfs.parent_of(op, self.base_dir(olddir, op))
+        dst_dir, dst_name, _canon = self.vfs.parent_of(np_, self.base_dir(newdir, np_))
+        node = src_dir.get(src_name)
+        if node is None:
+            return -errno.ENOENT
+        existing = dst_dir.get(dst_name)
+        if flags & RENAME_NOREPLACE and existing is not None:
+            return -errno.EEXIST
+        if flags & RENAME_EXCHANGE:
+            if existing is None:
+                return -errno.ENOENT
+            src_dir.exchange(src_name, dst_dir, dst_name)
+            return 0
+        if existing is node:
+            return 0
+        if isinstance(existing, DirInode):
+            if not isinstance(node, DirInode):
+                return -errno.EISDIR
+            if existing.children:
+                return -errno.ENOTEMPTY
+        elif existing is not None and isinstance(node, DirInode):
+            return -errno.ENOTDIR
+        src_dir.move(src_name, dst_dir, dst_name, node)
+        return 0
+
+    @calls("renameat")
+    def sys_renameat(self, olddir: int, oldp: int, newdir: int, newp: int, *_: int) -> int:
+        return self.sys_renameat2(olddir, oldp, newdir, newp, 0)
+
+    @calls("getcwd")
+    def sys_getcwd(self, buf: int, size: int, *_: int) -> int:
+        raw = self.cwd.encode() + b"\0"
+        if size < len(raw):
+            return -errno.ERANGE
+        self.p.write(buf, raw)
+        return len(raw)
+
+    @calls("chdir")
+    def sys_chdir(self, pathp: int, *_: int) -> int:
+        node, canon = self.vfs.walk(self.path(pathp), self.cwd)
+        if not isinstance(node, DirInode):
+            return -errno.ENOTDIR
+        self.cwd = canon
+        return 0
+
+    @calls("fchdir")
+    def sys_fchdir(self, fd: int, *_: int) -> int:
+        f = self.file(fd)
+        if not isinstance(f, DirFile):
+            return -errno.ENOTDIR
+        self.cwd = f.path
+        return 0
+
+    @calls("umask")
+    def sys_umask(self, mask: int, *_: int) -> int:
+        old, self.umask = self.umask, mask & 0o777
+        return old
+
+    @calls("fchmodat")
+    def sys_fchmodat(self, dirfd: int, pathp: int, mode: int, *_: int) -> int:
+        node = self.lookup(dirfd, self.path(pathp))[0]
+        node.mode = (node.mode & ~0o7777) | (mode & 0o7777)
+        return 0
+
+    @calls("fchmod")
+    def sys_fchmod(self, fd: int, mode: int, *_: int) -> int:
+        f = self.file(fd)
+        if f.inode is not None:
+            f.inode.mode = (f.inode.mode & ~0o7777) | (mode & 0o7777)
+        return 0
+
+    @calls("fchownat", "fchown")
+    def sys_fchownat(self, *_: int) -> int:
+        return 0
+
+    @calls("utimensat")
+    def sys_utimensat(self, dirfd: int, pathp: int, times: int, flags: int, *_: int) -> int:
+        node = self._stat_target(dirfd, pathp, flags | (AT_EMPTY_PATH if not pathp else 0)) if pathp else \
+            self.file(dirfd).inode
+        if node is not None:
+            node.mtime_ns = self.now_ns()
+        return 0

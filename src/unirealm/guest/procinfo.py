@@ -1,0 +1,95 @@
+"""The process subsystem's identity and resource syscalls: exit_group, pids and ids,
+process groups, rlimits and rusage, uname, prctl, sysinfo."""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from .sched import ProcessExit
+from .sysctx import (
+    NSEC,
+    SyscallContext,
+)
+from .systable import SyscallSet
+
+if TYPE_CHECKING:
+    pass
+
+RLIMIT_STACK, RLIMIT_NOFILE = 3, 7
+RLIM_INFINITY = (1 << 64) - 1
+UTSNAME_FIELD = 65
+
+calls = SyscallSet("process")
+
+
+class ProcInfo(SyscallContext):
+    @calls("exit_group")
+    def sys_exit_group(self, status: int, *_: int) -> int:
+        raise ProcessExit(status & 0xFF)
+
+    @calls("getpid")
+    def sys_getpid(self, *_: int) -> int:
+        return self.p.pid
+
+    @calls("getppid")
+    def sys_getppid(self, *_: int) -> int:
+        parent = self.p.parent
+        return parent.pid if parent is not None and parent.exit_status is None else 0
+
+    @calls("getuid", "geteuid", "getgid", "getegid")
+    def sys_getuid(self, *_: int) -> int:
+        return 0
+
+    @calls("getpgid", "getsid", "setsid")
+    def sys_getpgid(self, *_: int) -> int:
+        return self.p.pid
+
+    @calls("setpgid")
+    def sys_setpgid(self, *_: int) -> int:
+        return 0
+
+    @calls("getgroups")
+    def sys_getgroups(self, *_: int) -> int:
+        return 0
+
+    @calls("prlimit64")
+    def sys_prlimit64(self, pid: int, resource: int, new: int, old: int, *_: int) -> int:
+        if old:
+            limits = {RLIMIT_STACK: (8 << 20, RLIM_INFINITY), RLIMIT_NOFILE: (1024, 1024)}.get(
+                resource, (RLIM_INFINITY, RLIM_INFINITY))
+            self.p.write(old, struct.pack("<QQ", *limits))
+        return 0
+
+    @calls("getrlimit")
+    def sys_getrlimit(self, resource: int, old: int, *_: int) -> int:
+        return self.sys_prlimit64(0, resource, 0, old)
+
+    @calls("setrlimit")
+    def sys_setrlimit(self, *_: int) -> int:
+        return 0
+
+    @calls("getrusage")
+    def sys_getrusage(self, who: int, buf: int, *_: int) -> int:
+        self.p.write(buf, bytes(144))
+        return 0
+
+    @calls("uname")
+    def sys_uname(self, buf: int, *_: int) -> int:
+        fields = ["Linux", "unirealm", "6.1.0-unirealm", "#1 SMP", "aarch64", "(none)"]
+        self.p.write(buf, b"".join(f.encode().ljust(UTSNAME_FIELD, b"\0") for f in fields))
+        return 0
+
+    @calls("prctl")
+    def sys_prctl(self, option: int, arg2: int, *_: int) -> int:
+        if option == 16:  # PR_GET_NAME
+            self.p.write(arg2, self.p.argv[0].rsplit("/", 1)[-1].encode()[:15].ljust(16, b"\0"))
+        return 0
+
+    @calls("sysinfo")
+    def sys_sysinfo(self, buf: int, *_: int) -> int:
+        pages = self.p.kernel.pages
+        uptime = (self.now_ns() - self.p.state.start_ns) // NSEC
+        info = struct.pack("<q3Q6QHH", uptime, 0, 0, 0, pages.total, pages.free_bytes, 0, 0, 0, 0, 1, 0)
+        self.p.write(buf, info.ljust(112, b"\0"))
+        return 0

@@ -1,0 +1,168 @@
+"""The threads subsystem: clone of a thread, thread exit (CLONE_CHILD_CLEARTID and its
+wake-up), futexes (FUTEX_WAIT/WAKE, their _BITSET forms, REQUEUE/CMP_REQUEUE, with relative,
+absolute CLOCK_MONOTONIC or CLOCK_REALTIME timeouts), and the thread syscalls. The wait
+queues and the green threads themselves are guest/sched.py's.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import TYPE_CHECKING
+
+from unicorn import arm64_const as a64
+
+from .sched import NSEC, ProcessExit, Thread
+from .sysctx import SyscallContext
+from .systable import SyscallSet
+
+if TYPE_CHECKING:
+    from .process import Process
+
+CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND, CLONE_VFORK = 0x100, 0x200, 0x400, 0x800, 0x4000
+CLONE_THREAD, CLONE_SYSVSEM, CLONE_SETTLS, CLONE_PARENT_SETTID = 0x10000, 0x40000, 0x80000, 0x100000
+CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID = 0x200000, 0x1000000
+FUTEX_WAIT, FUTEX_WAKE, FUTEX_REQUEUE, FUTEX_CMP_REQUEUE, FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 0, 1, 3, 4, 9, 10
+FUTEX_CLOCK_REALTIME = 256
+
+calls = SyscallSet("threads")
+
+
+def clone_thread(p: Process, flags: int, stack: int, ptid: int, tls: int, ctid: int) -> int:
+    """clone(CLONE_VM | CLONE_THREAD | CLONE_SIGHAND ...): a thread of `p` that starts after
+    the caller's svc with x0 = 0 (and its own stack and TLS)."""
+    if not flags & CLONE_SIGHAND:
+        return -errno.EINVAL
+    parent = p.current
+    t = p.sched.new_thread(p)
+    ctx = p.space.save_context()  # the parent's registers, PC just after its svc
+    ctx.reg_write(a64.UC_ARM64_REG_X0, 0)
+    if stack:
+        ctx.reg_write(a64.UC_ARM64_REG_SP, stack)
+    if flags & CLONE_SETTLS:
+        ctx.reg_write(a64.UC_ARM64_REG_TPIDR_EL0, tls)
+    t.ctx = ctx
+    start_clone(p, p, parent, t, flags, ptid, ctid)
+    return t.tid
+
+
+def start_clone(p: Process, child: Process, caller: Thread, t: Thread, flags: int, ptid: int, ctid: int) -> None:
+    """The end of every clone: the caller's signal mask, the TID stores CLONE_PARENT_SETTID
+    (in the caller's memory) and CLONE_CHILD_SETTID (in the child's) ask for,
+    CLONE_CHILD_CLEARTID's address, and the new thread runnable."""
+    t.sigmask = caller.sigmask
+    tid = t.tid.to_bytes(4, "little")
+    if flags & CLONE_PARENT_SETTID:
+        p.write(ptid, tid)
+    if flags & CLONE_CHILD_SETTID:
+        child.write(ctid, tid)
+    if flags & CLONE_CHILD_CLEARTID:
+        t.clear_tid = ctid
+    p.sched.start(t)
+
+
+def exit_thread(p: Process, status: int) -> int | None:
+    """`exit`: the calling thread ends; the last one ends the process."""
+    t = p.current
+    if len(p.threads) <= 1:
+        raise ProcessExit(status)
+    thread_gone(p, t)
+    p.sched.kill(t)
+    return None
+
+
+def thread_gone(p: Process, t: Thread) -> None:
+    """CLONE_CHILD_CLEARTID: zero the TID word and wake its waiter (pthread_join)."""
+    if t.clear_tid:
+        try:
+            p.write(t.clear_tid, bytes(4))
+        except MemoryError:
+            return
+        p.sched.futex_wake((p, t.clear_tid), 1)
+
+
+def futex(p: Process, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, val3: int) -> int | None:
+    cmd = op & 0x7F  # without FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME
+    key = (p, uaddr)
+    if uaddr & 3:
+        return -errno.EINVAL
+    if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
+        bitset = 0xFFFFFFFF if cmd == FUTEX_WAIT else val3 & 0xFFFFFFFF
+        if not bitset:
+            return -errno.EINVAL
+        if int.from_bytes(p.read(uaddr, 4), "little") != val & 0xFFFFFFFF:
+            return -errno.EAGAIN
+        deadline = None
+        if timeout:
+            sec, nsec = struct.unpack("<qq", p.read(timeout, 16))
+            if sec < 0 or not 0 <= nsec < NSEC:
+                return -errno.EINVAL
+            now = p.sched.now_ns()
+            if cmd == FUTEX_WAIT:  # relative
+                deadline = now + sec * NSEC + nsec
+            elif op & FUTEX_CLOCK_REALTIME:  # absolute CLOCK_REALTIME
+                deadline = sec * NSEC + nsec - p.kernel.realtime_offset_ns
+            else:  # absolute CLOCK_MONOTONIC
+                deadline = sec * NSEC + nsec
+            if deadline <= now:
+                return -errno.ETIMEDOUT
+        p.sched.futex_wait(p.current, key, bitset, deadline)
+        return None  # x0 arrives with the wake-up (0) or the timeout (-ETIMEDOUT)
+    if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
+        bitset = 0xFFFFFFFF if cmd == FUTEX_WAKE else val3 & 0xFFFFFFFF
+        if not bitset:
+            return -errno.EINVAL
+        return p.sched.futex_wake(key, val & 0x7FFFFFFF, bitset)
+    if cmd in (FUTEX_REQUEUE, FUTEX_CMP_REQUEUE):
+        if uaddr2 & 3:
+            return -errno.EINVAL
+        if cmd == FUTEX_CMP_REQUEUE and int.from_bytes(p.read(uaddr, 4), "little") != val3 & 0xFFFFFFFF:
+            return -errno.EAGAIN
+        return p.sched.futex_requeue(key, (p, uaddr2), val & 0x7FFFFFFF, timeout & 0x7FFFFFFF)
+    return -errno.ENOSYS
+
+
+class Threads(SyscallContext):
+    @calls("exit")
+    def sys_exit(self, status: int, *_: int) -> int | None:
+        return exit_thread(self.p, status & 0xFF)
+
+    @calls("set_tid_address")
+    def sys_set_tid_address(self, addr: int, *_: int) -> int:
+        self.p.current.clear_tid = addr
+        return self.p.current.tid
+
+    @calls("set_robust_list")
+    def sys_set_robust_list(self, head: int, length: int, *_: int) -> int:
+        if length != 24:
+            return -errno.EINVAL
+        self.p.current.robust_list = (head, length)
+        return 0
+
+    @calls("gettid")
+    def sys_gettid(self, *_: int) -> int:
+        return self.p.current.tid
+
+    @calls("sched_getaffinity")
+    def sys_sched_getaffinity(self, pid: int, size: int, mask: int, *_: int) -> int:
+        if size < 8:
+            return -errno.EINVAL
+        self.p.write(mask, (1).to_bytes(8, "little"))
+        return 8
+
+    @calls("sched_setaffinity")
+    def sys_sched_setaffinity(self, *_: int) -> int:
+        return 0
+
+    @calls("sched_yield")
+    def sys_sched_yield(self, *_: int) -> int:
+        self.p.sched.yield_current()
+        return 0
+
+    @calls("futex")
+    def sys_futex(self, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, val3: int) -> int | None:
+        return futex(self.p, uaddr, op, val, timeout, uaddr2, val3)
+
+    @calls("membarrier")
+    def sys_membarrier(self, *_: int) -> int:
+        return 0
