@@ -82,8 +82,8 @@ def test_dtc_decompiles_all_nodes(tmp_path):
     chosen = node_text(dts, "chosen")
     assert 'bootargs = "console=ttyS0 earlycon";' in chosen
     assert 'stdout-path = "/U6_16550A@1000000";' in chosen
-    assert "linux,initrd-start = <0x00 0x8fdfe000>;" in chosen
-    assert "linux,initrd-end = <0x00 0x8fdff234>;" in chosen
+    assert "linux,initrd-start = <0x00 0x8fdfedc8>;" in chosen
+    assert "linux,initrd-end = <0x00 0x8fdffffc>;" in chosen
     assert "kaslr-seed = <0xdeadbeef 0x01>;" in chosen
 
     memory = node_text(dts, "memory")
@@ -153,8 +153,8 @@ def test_pylibfdt_parses_back():
     assert u64s(fdt, "/memory", "reg") == (0x8000_0000, 256 * MiB)
     chosen = fdt.path_offset("/chosen")
     assert fdt.getprop(chosen, "bootargs").as_str() == "console=ttyS0 earlycon"
-    assert u64s(fdt, "/chosen", "linux,initrd-start") == (0x8FDF_E000,)
-    assert u64s(fdt, "/chosen", "linux,initrd-end") == (0x8FDF_F234,)
+    assert u64s(fdt, "/chosen", "linux,initrd-start") == (0x8FDF_EDC8,)
+    assert u64s(fdt, "/chosen", "linux,initrd-end") == (0x8FDF_FFFC,)
     assert fdt.getprop(chosen, "kaslr-seed").as_uint64() == 0xDEAD_BEEF_0000_0001
     stdout = fdt.getprop(chosen, "stdout-path").as_str()
     assert fdt.path_offset(stdout) == fdt.path_offset("serial0")  # alias resolves to the same node
