@@ -3,28 +3,32 @@
 
 HOST OPTIONS describe the host's capabilities and the files: `--ipa-bits --num-bps
 --num-wps --pmu-num-ctrs --sve-vl --pmu --lpa2`, `-c HOSTCONF` (a profile name: fvp, qemu,
-kvm, rmm-1.0-eac5, or a `key = value` file with those keys; several may be given and each
-can only lower what is set), `-f/--firmware FILE`, `-i/--initrd FILE`, `--dtb FILE` (the DTB
-to measure as it is), `--output-dtb FILE`, `--print-b64`. VMM-ARGS are `lkvm run`'s.
+kvm, rmm-1.0-eac5, unirealm -- this platform: its RMM's FeatReg0 and a GIC without an ITS --
+or a `key = value` file with those keys and `its`; several may be given and each can only
+lower what is set), `-k/--kernel FILE`, `-f/--firmware FILE`, `-i/--initrd FILE`, `--dtb FILE`
+(the DTB to measure as it is), `--output-dtb FILE`, `--print-b64`. VMM-ARGS are `lkvm run`'s.
 
 What is modelled, as kvmtool-cca and the tool do it:
-  * realm parameters: IPA bits from the top of RAM (at least 33), restricted by the host;
-    num_bps/num_wps from the host (required); SVE (`--disable-sve`, `--sve-max-vl`), PMU
-    (`--pmu`, `--pmu-counters`), LPA2 and the hash algorithm (`--measurement-algo`);
+  * realm parameters: IPA bits from the top of RAM (kvmtool's minimum plus the unprotected
+    half; refused beyond the host's), num_bps/num_wps from the host (required); SVE
+    (`--disable-sve`, `--sve-max-vl`, refused on a host without SVE), a PMU only with `--pmu`
+    (refused on a host without one; `--pmu-counters` lowers the count), LPA2 and the hash
+    algorithm (`--measurement-algo`);
   * launch order: RIPAS RAM over all of RAM first (RMI_RTT_INIT_RIPAS entries of the largest
     block the host's tables allow), then every image in ascending address order, then the
-    REC (pc = the firmware, or 0 without one; x0 = the DTB);
-  * images: firmware at the start of RAM (or `--firmware-address`), the initrd 4-byte
-    aligned just below the DTB, the DTB 2 MiB aligned below min(top of RAM, RAM + 256 MiB)
-    and padded to 64 KiB;
-  * kvmtool's arm64 DTB byte for byte: its nodes and properties in kvmtool's order, a
-    default virtio NIC on PCI (no node; a virtio-mmio transport adds one node per device),
-    the GICv3 with its ITS unless `--irqchip gicv3`, the PCI host bridge, and the bootargs
-    kvmtool builds (" console=hvc0 root=/dev/vda rw " then -p), in the strings-table order
-    of the tool's writer.
-A kernel (`-k`) is refused: its placement is not modelled here. Flags that change nothing in
-a realm's measurement (`--debug*`, `--no-pvtime`, `--disable-mte`, `--force-pci`,
-`--vcpu-affinity`, `--loglevel`, ...) are accepted, as the tool accepts them.
+    REC (pc = the kernel or the firmware, or 0 without either; x0 = the DTB);
+  * images: the kernel at RAM + its Image header's text_offset, firmware at the start of RAM
+    (or `--firmware-address`), the initrd 4-byte aligned just below the DTB, the DTB 2 MiB
+    aligned below min(top of RAM, RAM + 256 MiB) and padded to 64 KiB (host/memmap.py);
+  * kvmtool's arm64 DTB byte for byte (host/fdt.KvmtoolFdt, which `unirealm run` uses too):
+    its nodes and properties in kvmtool's order, a user-mode NIC when no `-n` names one
+    (none with mode=none; on PCI it has no node, on virtio-mmio one node per device), the
+    GICv3 with its ITS unless `--irqchip gicv3` or the host has none, the PCI host bridge,
+    and the bootargs kvmtool builds (the console, " root=/dev/vda rw " unless -p names a
+    root, then -p; -p verbatim with --nodefaults).
+Flags that change nothing in a realm's measurement (`--debug*`, `--no-pvtime`,
+`--disable-mte`, `--force-pci`, `--vcpu-affinity`, `--loglevel`, ...) are accepted, as the
+tool accepts them.
 """
 
 from __future__ import annotations
@@ -83,8 +87,6 @@ def unirealm_profile() -> dict[str, int | bool]:
             "sve_vl": (feat_reg0_get(feat, "SVE_VL") + 1) * 128 if sve else 0,
             "lpa2": bool(feat_reg0_get(feat, "LPA2")), "its": False}
 
-
-HOST_PROFILES["unirealm"] = unirealm_profile()
 
 
 class KvmtoolError(m.LaunchError):
@@ -167,13 +169,14 @@ class HostCaps:
 
 
 def _load_config(name: str) -> dict[str, int | bool]:
-    profile = HOST_PROFILES.get(name) or HOST_PROFILES.get(name.removesuffix(".conf").rsplit("/", 1)[-1])
+    profiles = {**HOST_PROFILES, "unirealm": unirealm_profile()}
+    profile = profiles.get(name) or profiles.get(name.removesuffix(".conf").rsplit("/", 1)[-1])
     if profile is not None and not Path(name).is_file():
         return profile
     try:
         text = read_bounded(name, JSON_LIMIT, "host configuration").decode()
     except (InputError, UnicodeDecodeError) as exc:
-        raise KvmtoolError(f"-c {name}: not a host profile ({', '.join(HOST_PROFILES)}) nor a readable file: "
+        raise KvmtoolError(f"-c {name}: not a host profile ({', '.join(profiles)}) nor a readable file: "
                            f"{exc}") from None
     out: dict[str, int | bool] = {}
     for number, line in enumerate(text.splitlines(), 1):

@@ -282,6 +282,7 @@ class RunConfig:
     measurement_algo: str = DEFAULT_MEASUREMENT_ALGO
     realm_pv: bytes = b""
     sve_vl: int | None = None
+    sve_flag: str = "--sve-vl"  # the spelling given (--sve-max-vl is kvmtool-cca's)
     disable_sve: bool = False
     pmu_counters: int | None = None
     pmu: bool = False
@@ -368,11 +369,11 @@ class RunConfig:
 
         disable_sve = bool(args.disable_sve)
         sve_vl = None
-        sve_text = args.sve_vl
+        sve_text, sve_flag = args.sve_vl, "--sve-vl"
         if getattr(args, "sve_max_vl", None) is not None:
             if sve_text is not None and sve_text != args.sve_max_vl:
                 raise CmdlineError("--sve-vl and --sve-max-vl name different vector lengths")
-            sve_text = args.sve_max_vl
+            sve_text, sve_flag = args.sve_max_vl, "--sve-max-vl"
         if sve_text is not None:
             sve_vl = _int(sve_text, "SVE vector length")
             if disable_sve:
@@ -453,6 +454,7 @@ class RunConfig:
             measurement_algo=algo,
             realm_pv=realm_pv,
             sve_vl=sve_vl,
+            sve_flag=sve_flag,
             disable_sve=disable_sve,
             pmu_counters=pmu_counters,
             pmu=bool(getattr(args, "pmu", False)),

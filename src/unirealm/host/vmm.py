@@ -168,13 +168,13 @@ def check_features(cfg: RunConfig, feat: int) -> None:
         if pmu:
             raise VmmError("--pmu: the vCPU model has no PMUv3; run without it")
         return
-    sve = "--sve-max-vl" if cfg.sve_vl is not None else ""
+    sve = cfg.sve_flag
     if cfg.sve_vl is not None and cfg.sve_vq is not None:
         if not feat_reg0_get(feat, "SVE_EN"):
-            raise VmmError(f"--sve-vl/{sve} {cfg.sve_vl}: this RMM offers realms no SVE "
+            raise VmmError(f"{sve}: this RMM offers realms no SVE "
                            "(RMI_FEATURES FeatReg0.SVE_EN = 0); run without it")
         if cfg.sve_vq > feat_reg0_get(feat, "SVE_VL"):
-            raise VmmError(f"--sve-vl/{sve} {cfg.sve_vl}: this RMM offers at most "
+            raise VmmError(f"{sve} {cfg.sve_vl}: this RMM offers at most "
                            f"{(feat_reg0_get(feat, 'SVE_VL') + 1) * 128} bits")
     if pmu:
         flag = "--pmu" if cfg.pmu else "--pmu-counters"
