@@ -70,7 +70,7 @@ from .devices.virtio_9p import P9Server, Virtio9p
 from .devices.virtio_mmio import RamView, SharedView, VirtioMmioDevice
 from .devices.virtio_net import VirtioNet, VirtioNetDevice
 from .fdt import FdtError, KvmtoolFdt, VirtioMmioNode, dump_dtb, kvmtool_bootargs, kvmtool_serial_ports
-from .hostile import LONG_TAG, Hostile, check_attacks, readdir_forever
+from .hostile import LONG_TAG, Hostile, RipasReplay, check_attacks, readdir_forever
 from .image import ImageFormatError, inspect_image
 from .kvm import (
     DataStep,
@@ -243,6 +243,7 @@ class Vmm:
             raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
         self.console = Console(stdout or sys.stdout.buffer, stdin)
         self.hostile = Hostile(cfg.hostile) if cfg.hostile else None
+        self.ripas_replay = RipasReplay()
         if problem := check_attacks(cfg.hostile, cfg.realm, len(cfg.shares_9p), len(cfg.nics)):
             raise VmmError(problem)
         if self.hostile:
@@ -585,6 +586,12 @@ class Vmm:
         if self.hostile and "ripas-reject" in self.hostile and ex.ripas_value == RmiRipas.RAM:
             vm.handle_ripas_change(rec, dataclasses.replace(ex, ripas_top=ex.ripas_base + GRANULE_SIZE))
             return RmiRecEnterFlags.RIPAS_RESPONSE
+        if self.hostile and "ripas-replay" in self.hostile:
+            replay = self.ripas_replay
+            replay.before(vm, rec, ex)
+            flags = vm.handle_ripas_change(rec, ex)
+            replay.after(vm, rec, ex)
+            return flags
         return vm.handle_ripas_change(rec, ex)
 
     # --- a normal VM on a host-owned stage 2 ---------------------------------------------
