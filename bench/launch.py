@@ -46,6 +46,21 @@ def launch_to_main(image: Path, env: list[str]) -> float:
     return out.at - start
 
 
+def realm_build_seconds(image: Path, mem: str) -> float:
+    """REALM_CREATE .. REALM_ACTIVATE of `run --realm -m MEM` (RIPAS RAM over all of RAM,
+    then the images): it must not grow with RAM (RTT_INIT_RIPAS per block, not per granule)."""
+    vmm = Vmm(RunConfig.from_args(run_parser().parse_args(["--realm", "-k", str(image), "-m", mem])), io.BytesIO(),
+              None)
+    machine = Machine(dram_size=vmm.cfg.ram_size + (128 << 20), rme=True)
+    Rmm(machine.monitor)
+    vm = vmm.realm_vm(machine)
+    start = time.perf_counter()
+    vmm.build_realm(vm)
+    elapsed = time.perf_counter() - start
+    vm.destroy()
+    return elapsed
+
+
 def data_create_seconds(size: int) -> tuple[float, float]:
     machine = Machine(dram_size=size * 3 + (64 << 20))
     Rmm(machine.monitor)
@@ -77,6 +92,9 @@ def run(repeat: int = 3) -> list[tuple[str, float, float, str]]:
         vm = min(launch_to_main(image, ["--platform", "kvm"]) for _ in range(repeat))
         realm = min(launch_to_main(image, ["--realm"]) for _ in range(repeat))
         rows.append(("launch -> app main: realm vs plain VM", realm, vm, "s"))
+        small = min(realm_build_seconds(image, "64M") for _ in range(repeat))
+        large = min(realm_build_seconds(image, "2G") for _ in range(repeat))
+        rows.append(("realm build (CREATE..ACTIVATE): -m 2G vs -m 64M", large, small, "s"))
         size = 8 << 20
         rmi, sha = min(data_create_seconds(size) for _ in range(repeat))
         rows.append((f"DATA_CREATE {size >> 20} MiB measured vs hashlib SHA-256", rmi, sha, "s"))

@@ -108,10 +108,15 @@ def test_mmio_devices_and_nics(cli: Cli, tmp_path: Path) -> None:
     out = tmp_path / "out.dtb"
     rim(cli, "--output-dtb", out, *HOST, *VMM, "--virtio-transport", "mmio", "--9p", "dir", "-n", "mode=user")
     fdt = libfdt.Fdt(out.read_bytes())
-    for i in range(3):  # the 9p share, the default NIC and the user NIC
+    for i in range(2):  # the 9p share and the user NIC: a -n replaces kvmtool's default NIC
         fdt.path_offset(f"/virtio@{0x3000000 + i * 0x200:x}")
     with pytest.raises(libfdt.FdtException):
-        fdt.path_offset("/virtio@3000600")
+        fdt.path_offset("/virtio@3000400")
+    # with no -n kvmtool adds its user-mode NIC: the same two windows
+    assert rim(cli, *HOST, *VMM, "--virtio-transport", "mmio", "--9p", "dir") == \
+        rim(cli, *HOST, *VMM, "--virtio-transport", "mmio", "--9p", "dir", "-n", "mode=user")
+    assert rim(cli, *HOST, *VMM, "--virtio-transport", "mmio", "--9p", "dir", "-n", "mode=none") != \
+        rim(cli, *HOST, *VMM, "--virtio-transport", "mmio", "--9p", "dir")
     assert rim(cli, *HOST, *VMM, "-n", "mode=none").startswith(GOLDEN_MINIMAL)  # no node on PCI either way
 
 
@@ -145,7 +150,13 @@ def test_host_profiles_and_capabilities(cli: Cli, tmp_path: Path) -> None:
     ([*HOST, "kvmtool", "--realm", "-m", "512M"], "number of vCPUs is not known"),
     ([*HOST, "kvmtool", "--realm", "-c", "1"], "default guest RAM size"),
     ([*HOST, "kvmtool", "-c", "1", "-m", "512M"], "only a realm"),
-    ([*HOST, *VMM, "-k", "Image"], "kernel's placement is not modelled"),
+    ([*HOST, *VMM, "-k", "Image"], "give the file as a host option"),
+    ([*HOST, "-k", "x", "-f", "y", *VMM, "-k", "x", "-f", "y"], "a firmware launch loads no kernel"),
+    ([*HOST, *VMM, "--pmu-counters", "2"], "needs --pmu"),
+    (["-c", "unirealm", *VMM, "--pmu"], "the host offers realms no PMU"),
+    (["-c", "unirealm", *VMM, "--sve-max-vl", "256"], "the host offers realms no SVE"),
+    (["-c", "unirealm", *VMM, "--irqchip", "gicv3-its"], "the host's GIC has no ITS"),
+    (["-c", "unirealm", *VMM[:-1], "256T"], "Memory too large"),
     ([*HOST, *VMM, "--firmware", "fw"], "give the file as a host option"),
     ([*HOST, *VMM, "--irqchip", "gicv2"], "a realm needs gicv3 or gicv3-its"),
     ([*HOST, *VMM, "--colour"], "unrecognized arguments: --colour"),

@@ -150,7 +150,18 @@ el0_done:
     say s_back
 
     // --- a VA that is not its IPA: RAM seen again at 5 GiB; in a realm, RIPAS EMPTY there -
-    say s_alias
+    cbz x19, 7f                      // a realm first gives that page to the host (all RAM starts RIPAS RAM)
+    movq x1, 0x80600000
+8:  movq x0, RSI_IPA_STATE_SET
+    movq x2, 0x80601000
+    mov x3, #0                       // RIPAS_EMPTY
+    mov x4, #0
+    smc #0
+    cbnz x0, fail
+    movq x2, 0x80601000
+    cmp x1, x2
+    b.lo 8b
+7:  say s_alias
     mov x28, #1
     movq x1, 0x140600008             // -> IPA 0x80600008
 alias_ldr_at:

@@ -256,10 +256,9 @@ def test_layout_realm_256m_with_initrd():
     assert lay.ipa_bits == 33
     assert lay.unprotected_ipa_bit == 0x1_0000_0000
     assert lay.kernel_end == 0x8009_3000  # rounded to a granule for a realm
-    assert lay.initrd_start == 0x8FDC_F000  # page aligned, directly below the DTB
-    assert lay.initrd_start % 4096 == 0
-    assert lay.initrd_end <= lay.dtb_start
-    assert lay.dtb_start - lay.initrd_end < 4096
+    assert lay.initrd_start == 0x8FDC_FFFC  # kvmtool's: 4-byte aligned, size + 4 below the DTB
+    assert lay.initrd_start % 4 == 0
+    assert lay.initrd_end == 0x8FDF_FFFD <= lay.dtb_start - 3
 
 
 def test_layout_normal_kernel_end_not_rounded():
@@ -342,6 +341,6 @@ def test_layout_realm_initrd_never_shares_kernel_granule():
             0x8000_0000, 64 * MiB, kernel_size=0x100_0001, initrd_size=0x2D8_0000, is_realm=True
         )
     lay = GuestLayout.compute(
-        0x8000_0000, 64 * MiB, kernel_size=0x100_0001, initrd_size=0x2D7_F000, is_realm=True
+        0x8000_0000, 64 * MiB, kernel_size=0x100_0001, initrd_size=0x2D7_EFFC, is_realm=True
     )
     assert lay.kernel_end == 0x8108_1000 == lay.initrd_start

@@ -11,10 +11,15 @@ from pathlib import Path
 import libfdt
 import pytest
 
+from unirealm.arch.rmi import RmiRealmFlags, feat_reg0_pack
 from unirealm.cli.main import main
 from unirealm.host.cmdline import CmdlineError, parse_run_args, run_parser
 from unirealm.host.image import build_image
+from unirealm.host.kvm import RmiCallError
 from unirealm.host.vmm import Vmm, VmmError
+from unirealm.machine.board import Machine
+from unirealm.rmm.core import Rmm
+from unirealm.rmm.state import RmmState
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +103,99 @@ def test_kvmtool_flags_that_change_nothing_get_a_note(flag: str, image: Path, tm
 def test_debug_mmio_traces_mmio() -> None:
     assert parse_run_args(["--debug-mmio"]).trace == {"mmio"}
     assert parse_run_args([]).trace == frozenset()
+
+
+# --- SVE and the PMU: RmiRealmParams and the DT when the RMM offers them, refused otherwise ---
+OFFERING = feat_reg0_pack(S2SZ=48, NUM_BPS=5, NUM_WPS=3, HASH_SHA_256=1, HASH_SHA_512=1, GICV3_NUM_LRS=15,
+                          MAX_RECS_ORDER=9, SVE_EN=1, SVE_VL=3, PMU_EN=1, PMU_NUM_CTRS=8)
+
+
+@pytest.fixture
+def offering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An RMM whose FeatReg0 offers realms SVE up to 512 bits and a PMU with 8 counters."""
+    monkeypatch.setattr(RmmState, "feat_reg0", OFFERING)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--sve-max-vl", "256"], "--sve-max-vl: this RMM offers realms no SVE (RMI_FEATURES FeatReg0.SVE_EN = 0)"),
+    (["--sve-vl", "256"], "--sve-vl: this RMM offers realms no SVE"),
+    (["--pmu"], "--pmu: this RMM offers realms no PMU (RMI_FEATURES FeatReg0.PMU_EN = 0)"),
+    (["--pmu-counters", "4"], "--pmu-counters: this RMM offers realms no PMU"),
+])
+def test_sve_and_pmu_this_rmm_does_not_offer_are_refused(flags: list[str], message: str, image: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("run", "measure"):
+        assert main([command, "--realm", "-k", str(image), *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+
+def test_pmu_is_refused_for_a_plain_vm(image: Path) -> None:
+    with pytest.raises(VmmError, match="--pmu: the vCPU model has no PMUv3"):
+        vmm(image, "--pmu")
+
+
+def test_sve_max_vl_reaches_the_realm_params_and_the_rim(offering: None, image: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = vmm(image, "--realm", "--sve-max-vl", "256").realm_config()
+    assert cfg.flags == RmiRealmFlags.SVE and cfg.sve_vl == 1  # 256 bits: two quadwords, minus one
+    assert vmm(image, "--realm").realm_config().flags == 0
+    base = rim(image, capsys)
+    assert rim(image, capsys, "--sve-max-vl", "256") == rim(image, capsys, "--sve-vl", "256") != base
+    assert rim(image, capsys, "--sve-max-vl", "512") not in (base, rim(image, capsys, "--sve-max-vl", "256"))
+    with pytest.raises(VmmError, match="--sve-max-vl 1024: this RMM offers at most 512 bits"):
+        vmm(image, "--realm", "--sve-max-vl", "1024")
+    with pytest.raises(CmdlineError, match="name different vector lengths"):
+        vmm(image, "--realm", "--sve-max-vl", "256", "--sve-vl", "512")
+
+
+def test_pmu_reaches_the_realm_params_the_dt_and_the_rim(offering: None, image: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    pmu = vmm(image, "--realm", "--pmu")
+    assert pmu.realm_config().flags == RmiRealmFlags.PMU and pmu.realm_config().pmu_num_ctrs == 8
+    assert vmm(image, "--realm", "--pmu", "--pmu-counters", "3").realm_config().pmu_num_ctrs == 3
+    fdt = libfdt.Fdt(pmu.dtb)
+    assert fdt.getprop(fdt.path_offset("/pmu"), "compatible").as_str() == "arm,armv8-pmuv3"
+    fdt = libfdt.Fdt(vmm(image, "--realm").dtb)
+    with pytest.raises(libfdt.FdtException):
+        fdt.path_offset("/pmu")
+    base = rim(image, capsys)
+    assert rim(image, capsys, "--pmu") not in (base, rim(image, capsys, "--pmu", "--pmu-counters", "3"))
+    with pytest.raises(VmmError, match="--pmu-counters 9: this RMM offers at most 8 counters"):
+        vmm(image, "--realm", "--pmu", "--pmu-counters", "9")
+
+
+def test_an_rmm_that_offers_sve_and_pmu_creates_the_realm_and_one_that_does_not_refuses(
+        image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parameters reach REALM_CREATE: accepted as FeatReg0 offers, ERROR_INPUT beyond it."""
+    def build(*flags: str) -> None:
+        v = vmm(image, "--realm", *flags)
+        machine = Machine(dram_size=v.cfg.ram_size + (128 << 20), rme=True)
+        Rmm(machine.monitor)
+        realm = v.realm_vm(machine)
+        v.build_realm(realm)
+        realm.destroy()
+
+    monkeypatch.setattr(RmmState, "feat_reg0", OFFERING)
+    build("--sve-max-vl", "512", "--pmu")
+    v = vmm(image, "--realm", "--sve-max-vl", "512", "--pmu")
+    monkeypatch.setattr(RmmState, "feat_reg0", feat_reg0_pack(S2SZ=48, NUM_BPS=5, NUM_WPS=3, HASH_SHA_256=1))
+    machine = Machine(dram_size=v.cfg.ram_size + (128 << 20), rme=True)
+    Rmm(machine.monitor)
+    with pytest.raises(RmiCallError, match="REALM_CREATE failed: ERROR_INPUT"):
+        v.realm_vm(machine).create()
+
+
+def test_measure_models_sve_and_pmu_on_a_host_that_has_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def measured(*vmm_args: str) -> tuple[str, bytes]:
+        out = tmp_path / "out.dtb"
+        assert main(["measure", "-c", "fvp", "--output-dtb", str(out), "kvmtool", "--realm", "-c", "1", "-m", "256M",
+                     *vmm_args]) == 0
+        return capsys.readouterr().out.splitlines()[0], out.read_bytes()
+
+    base, dtb = measured()
+    with_pmu, pmu_dtb = measured("--pmu")
+    assert with_pmu != base and b"arm,armv8-pmuv3" in pmu_dtb and b"arm,armv8-pmuv3" not in dtb
+    # fvp's SVE is 512 bits: the realm gets it unless --sve-max-vl lowers it or --disable-sve drops it
+    assert measured("--sve-max-vl", "512")[0] == base
+    assert len({base, measured("--sve-max-vl", "256")[0], measured("--disable-sve")[0]}) == 3

@@ -143,6 +143,21 @@ def test_refused_ripas_change_is_noticed(probe_image: Path, tmp_path: Path) -> N
     assert status == 125 and "RSI_IPA_STATE_SET (no progress)" in err, err[-2000:]
 
 
+def test_replayed_and_unrequested_ripas_changes_are_refused(probe_image: Path, share: Path, tmp_path: Path) -> None:
+    """Around each RIPAS change (the boot's RAM change, the DMA pool going EMPTY) the host
+    calls RTT_SET_RIPAS below the request, past its top, for the previous change and for the
+    finished one: the RMM answers each with ERROR_INPUT, no RTT entry moves, and the realm
+    goes on reading its share correctly."""
+    status, out, err, _ = run(probe_image, tmp_path, "--realm", "--9p", str(share), "--hostile", "ripas-replay",
+                              params="-- cat /mnt/kvm_9p/d/f3")
+    assert (status, out) == (0, "file 3\n"), err[-2000:]
+    refused = [line for line in err.splitlines() if "hostile ripas-replay: RTT_SET_RIPAS" in line]
+    kinds = {line.split("(", 1)[1].split(")", 1)[0] for line in refused}
+    assert kinds == {"below the range asked for", "past the top asked for", "a replay of the previous change",
+                     "a replay of this change, already done"}, err[-3000:]
+    assert all("-> ERROR_INPUT, RTT entries unchanged" in line for line in refused), refused
+
+
 def test_device_window_in_protected_ram_is_not_shared(probe_image: Path, tmp_path: Path) -> None:
     """The device tree puts the RTC inside the realm's RAM: the kernel keeps that memory
     protected (RIPAS RAM, not EMPTY) and reads a clock from it no more than it trusts it."""

@@ -3,78 +3,65 @@
 
 HOST OPTIONS describe the host's capabilities and the files: `--ipa-bits --num-bps
 --num-wps --pmu-num-ctrs --sve-vl --pmu --lpa2`, `-c HOSTCONF` (a profile name: fvp, qemu,
-kvm, rmm-1.0-eac5, or a `key = value` file with those keys; several may be given and each
-can only lower what is set), `-f/--firmware FILE`, `-i/--initrd FILE`, `--dtb FILE` (the DTB
-to measure as it is), `--output-dtb FILE`, `--print-b64`. VMM-ARGS are `lkvm run`'s.
+kvm, rmm-1.0-eac5, unirealm -- this platform: its RMM's FeatReg0 and a GIC without an ITS --
+or a `key = value` file with those keys and `its`; several may be given and each can only
+lower what is set), `-k/--kernel FILE`, `-f/--firmware FILE`, `-i/--initrd FILE`, `--dtb FILE`
+(the DTB to measure as it is), `--output-dtb FILE`, `--print-b64`. VMM-ARGS are `lkvm run`'s.
 
 What is modelled, as kvmtool-cca and the tool do it:
-  * realm parameters: IPA bits from the top of RAM (at least 33), restricted by the host;
-    num_bps/num_wps from the host (required); SVE (`--disable-sve`, `--sve-max-vl`), PMU
-    (`--pmu`, `--pmu-counters`), LPA2 and the hash algorithm (`--measurement-algo`);
+  * realm parameters: IPA bits from the top of RAM (kvmtool's minimum plus the unprotected
+    half; refused beyond the host's), num_bps/num_wps from the host (required); SVE
+    (`--disable-sve`, `--sve-max-vl`, refused on a host without SVE), a PMU only with `--pmu`
+    (refused on a host without one; `--pmu-counters` lowers the count), LPA2 and the hash
+    algorithm (`--measurement-algo`);
   * launch order: RIPAS RAM over all of RAM first (RMI_RTT_INIT_RIPAS entries of the largest
     block the host's tables allow), then every image in ascending address order, then the
-    REC (pc = the firmware, or 0 without one; x0 = the DTB);
-  * images: firmware at the start of RAM (or `--firmware-address`), the initrd 4-byte
-    aligned just below the DTB, the DTB 2 MiB aligned below min(top of RAM, RAM + 256 MiB)
-    and padded to 64 KiB;
-  * kvmtool's arm64 DTB byte for byte: its nodes and properties in kvmtool's order, a
-    default virtio NIC on PCI (no node; a virtio-mmio transport adds one node per device),
-    the GICv3 with its ITS unless `--irqchip gicv3`, the PCI host bridge, and the bootargs
-    kvmtool builds (" console=hvc0 root=/dev/vda rw " then -p), in the strings-table order
-    of the tool's writer.
-A kernel (`-k`) is refused: its placement is not modelled here. Flags that change nothing in
-a realm's measurement (`--debug*`, `--no-pvtime`, `--disable-mte`, `--force-pci`,
-`--vcpu-affinity`, `--loglevel`, ...) are accepted, as the tool accepts them.
+    REC (pc = the kernel or the firmware, or 0 without either; x0 = the DTB);
+  * images: the kernel at RAM + its Image header's text_offset, firmware at the start of RAM
+    (or `--firmware-address`), the initrd 4-byte aligned just below the DTB, the DTB 2 MiB
+    aligned below min(top of RAM, RAM + 256 MiB) and padded to 64 KiB (host/memmap.py);
+  * kvmtool's arm64 DTB byte for byte (host/fdt.KvmtoolFdt, which `unirealm run` uses too):
+    its nodes and properties in kvmtool's order, a user-mode NIC when no `-n` names one
+    (none with mode=none; on PCI it has no node, on virtio-mmio one node per device), the
+    GICv3 with its ITS unless `--irqchip gicv3` or the host has none, the PCI host bridge,
+    and the bootargs kvmtool builds (the console, " root=/dev/vda rw " unless -p names a
+    root, then -p; -p verbatim with --nodefaults).
+Flags that change nothing in a realm's measurement (`--debug*`, `--no-pvtime`,
+`--disable-mte`, `--force-pci`, `--vcpu-affinity`, `--loglevel`, ...) are accepted, as the
+tool accepts them.
 """
 
 from __future__ import annotations
 
 import argparse
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from unirealm.arch.fdt import (
-    FDT_BEGIN_NODE,
-    FDT_END,
-    FDT_END_NODE,
-    FDT_HEADER,
-    FDT_LAST_COMP_VERSION,
-    FDT_MAGIC,
-    FDT_PROP,
-    FDT_PROP_HEADER,
-    FDT_RESERVE_ENTRY,
-    FDT_VERSION,
-)
 from unirealm.arch.memory import GRANULE_SIZE
-from unirealm.arch.rmi import RmiRealmFlags, RmiRecFlags
+from unirealm.arch.rmi import RmiRealmFlags, RmiRecFlags, feat_reg0_get
 from unirealm.attest import measure as m
 from unirealm.attest.inputs import DATA_LIMIT, JSON_LIMIT, InputError, read_bounded
+from unirealm.host.fdt import FdtError, KvmtoolFdt, VirtioMmioNode, kvmtool_bootargs
+from unirealm.host.memmap import (
+    ARM_MEMORY_AREA,
+    FDT_MAX_SIZE,
+    KVM_IRQ_OFFSET,
+    KVM_VIRTIO_MMIO_AREA,
+    SERIAL8250_NR_PORTS,
+    VIRTIO_MMIO_IO_SIZE,
+    GuestLayout,
+    MemoryLayoutError,
+    fdt_start,
+    initrd_start_below,
+    ipa_bits_for,
+)
 
 KiB, MiB = 1 << 10, 1 << 20
 
-MEM_BASE = 0x8000_0000
-UART_BASE, UART_SIZE, UART_STRIDE, UART_COUNT = 0x0100_0000, 8, 0x1000, 4
-RTC_BASE, RTC_SIZE = 0x0101_0000, 2
-VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE = 0x0300_0000, 0x200
-IOPORT_BASE, IOPORT_SIZE = 0, 0x1_0000
-PCI_CFG_BASE, PCI_CFG_SIZE = 0x4000_0000, 1 << 28
-PCI_MMIO_BASE = PCI_CFG_BASE + PCI_CFG_SIZE
-PCI_MMIO_SIZE = MEM_BASE - PCI_MMIO_BASE
-GIC_DIST_BASE, GIC_DIST_SIZE, GIC_REDIST_SIZE, GIC_ITS_SIZE = 0x3FFF_0000, 0x1_0000, 0x2_0000, 128 * KiB
-SPI_UART, SPI_VIRTIO_MMIO, SPI_PCI = 0, 4, 64
-GIC_PHANDLE, ITS_PHANDLE = 1, 2
-FDT_LIMIT = MEM_BASE + 256 * MiB
-FDT_ALIGN = 2 * MiB
-FDT_SIZE = 0x1_0000
-INITRD_ALIGN = 4
-BOOTARGS = " console=hvc0 root=/dev/vda rw "
-# GIC interrupt specifier cells
-IRQ_SPI, IRQ_PPI = 0, 1
-IRQ_EDGE_LO_HI, IRQ_LEVEL_HI, IRQ_LEVEL_LO = 1, 4, 8
-PCI_RANGE_IOPORT, PCI_RANGE_MMIO = 0x0100_0000, 0x0200_0000
+MEM_BASE = ARM_MEMORY_AREA
+FDT_SIZE = FDT_MAX_SIZE
 
 # the tool's host profiles (configs/*.conf)
 HOST_PROFILES: dict[str, dict[str, int | bool]] = {
@@ -85,184 +72,26 @@ HOST_PROFILES: dict[str, dict[str, int | bool]] = {
     "kvm": {"lpa2": False},
     "rmm-1.0-eac5": {"num_bps": 2, "num_wps": 2, "lpa2": False},
 }
-HOST_KEYS = ("ipa_bits", "num_bps", "num_wps", "pmu_num_ctrs", "sve_vl", "pmu", "lpa2")
+HOST_KEYS = ("ipa_bits", "num_bps", "num_wps", "pmu_num_ctrs", "sve_vl", "pmu", "lpa2", "its")
+
+
+def unirealm_profile() -> dict[str, int | bool]:
+    """This platform as a host profile (`-c unirealm`): what its RMM's FeatReg0 offers realms,
+    and a GIC without an ITS (host/devices/gicv3.py), so kvmtool's --irqchip default is gicv3."""
+    from unirealm.rmm.state import RmmState
+
+    feat = RmmState.feat_reg0
+    sve = feat_reg0_get(feat, "SVE_EN")
+    return {"ipa_bits": feat_reg0_get(feat, "S2SZ"), "num_bps": feat_reg0_get(feat, "NUM_BPS") + 1,
+            "num_wps": feat_reg0_get(feat, "NUM_WPS") + 1, "pmu": bool(feat_reg0_get(feat, "PMU_EN")),
+            "pmu_num_ctrs": feat_reg0_get(feat, "PMU_NUM_CTRS"),
+            "sve_vl": (feat_reg0_get(feat, "SVE_VL") + 1) * 128 if sve else 0,
+            "lpa2": bool(feat_reg0_get(feat, "LPA2")), "its": False}
+
 
 
 class KvmtoolError(m.LaunchError):
     """A host option or VMM argument this model cannot honour; one line."""
-
-
-# --- the device tree, written as the tool's FDT writer lays it out --------------------------
-class FdtWriter:
-    """Sequential FDT writer: an empty reservation map after the 40-byte header, the
-    structure block, then the strings, each new name appended once in first-use order."""
-
-    def __init__(self) -> None:
-        self.struct = bytearray()
-        self.strings = bytearray()
-        self.offsets: dict[str, int] = {}
-
-    def _token(self, token: int) -> None:
-        self.struct += token.to_bytes(4, "big")
-
-    def _pad(self) -> None:
-        self.struct += bytes(-len(self.struct) % 4)
-
-    def begin(self, name: str) -> None:
-        self._token(FDT_BEGIN_NODE)
-        self.struct += name.encode() + b"\0"
-        self._pad()
-
-    def end(self) -> None:
-        self._token(FDT_END_NODE)
-
-    def prop(self, name: str, value: bytes = b"") -> None:
-        if name not in self.offsets:
-            self.offsets[name] = len(self.strings)
-            self.strings += name.encode() + b"\0"
-        self.struct += FDT_PROP_HEADER.pack(FDT_PROP, len(value), self.offsets[name]) + value
-        self._pad()
-
-    def string(self, name: str, *values: str) -> None:
-        self.prop(name, b"".join(v.encode() + b"\0" for v in values))
-
-    def u32(self, name: str, *values: int) -> None:
-        self.prop(name, struct.pack(f">{len(values)}I", *values))
-
-    def u64(self, name: str, *values: int) -> None:
-        self.prop(name, struct.pack(f">{len(values)}Q", *values))
-
-    def finish(self) -> bytes:
-        self._token(FDT_END)
-        off_rsvmap = FDT_HEADER.size
-        off_struct = off_rsvmap + FDT_RESERVE_ENTRY.size
-        off_strings = off_struct + len(self.struct)
-        total = off_strings + len(self.strings)
-        header = FDT_HEADER.pack(FDT_MAGIC, total, off_struct, off_strings, off_rsvmap, FDT_VERSION,
-                                 FDT_LAST_COMP_VERSION, 0, len(self.strings), len(self.struct))
-        return header + FDT_RESERVE_ENTRY.pack(0, 0) + bytes(self.struct) + bytes(self.strings)
-
-
-@dataclass
-class KvmtoolLaunch:
-    """What kvmtool-cca puts in the device tree for one command line."""
-
-    nrcpus: int
-    mem_size: int
-    bootargs: str
-    its: bool = True
-    pmu: bool = False
-    virtio_mmio_devices: int = 0
-    initrd: tuple[int, int] | None = None  # (start, size)
-
-    def dtb(self) -> bytes:
-        f = FdtWriter()
-        f.begin("")
-        f.string("compatible", "linux,dummy-virt")
-        f.string("model", "linux,dummy-virt-realm")
-        f.u32("#address-cells", 2)
-        f.u32("#size-cells", 2)
-        f.u32("interrupt-parent", GIC_PHANDLE)
-        f.begin("chosen")
-        f.string("bootargs", self.bootargs)
-        if self.initrd is not None:
-            f.u64("linux,initrd-start", self.initrd[0])
-            f.u64("linux,initrd-end", self.initrd[0] + self.initrd[1])
-        f.end()
-        f.begin(f"memory@{MEM_BASE:x}")
-        f.string("device_type", "memory")
-        f.u64("reg", MEM_BASE, self.mem_size)
-        f.end()
-        f.begin("cpus")
-        f.u32("#size-cells", 0)
-        f.u32("#address-cells", 1)
-        for i in range(self.nrcpus):
-            f.begin(f"cpu@{i}")
-            f.u32("reg", i)
-            f.string("enable-method", "psci")
-            f.string("compatible", "arm,armv8")
-            f.string("device_type", "cpu")
-            f.end()
-        f.end()
-        f.begin("psci")
-        f.u32("cpu_on", 0xC400_0003)
-        f.u32("cpu_off", 0x8400_0002)
-        f.string("method", "smc")
-        f.string("compatible", "arm,psci-1.0", "arm,psci-0.2", "arm,psci")
-        f.end()
-        redist_size = self.nrcpus * GIC_REDIST_SIZE
-        redist_base = GIC_DIST_BASE - redist_size
-        f.begin("intc")
-        f.string("compatible", "arm,gic-v3")
-        f.u32("#interrupt-cells", 3)
-        f.prop("interrupt-controller")
-        f.u64("reg", GIC_DIST_BASE, GIC_DIST_SIZE, redist_base, redist_size)
-        f.u32("phandle", GIC_PHANDLE)
-        f.u32("#address-cells", 2)
-        f.u32("#size-cells", 2)
-        f.prop("ranges")
-        if self.its:
-            f.begin("msic")
-            f.string("compatible", "arm,gic-v3-its")
-            f.prop("msi-controller")
-            f.u32("phandle", ITS_PHANDLE)
-            f.u64("reg", redist_base - GIC_ITS_SIZE, GIC_ITS_SIZE)
-            f.end()
-        f.end()
-        f.begin("timer")
-        f.u32("interrupts", *(c for irq in (13, 14, 11) for c in (IRQ_PPI, irq, IRQ_LEVEL_LO)))
-        f.prop("always-on")
-        f.string("compatible", "arm,armv8-timer", "arm,armv7-timer")
-        f.end()
-        if self.pmu:
-            f.begin("pmu")
-            f.u32("interrupts", IRQ_PPI, 7, IRQ_LEVEL_HI)
-            f.string("compatible", "arm,armv8-pmuv3")
-            f.end()
-        for i in range(UART_COUNT):
-            addr = UART_BASE + i * UART_STRIDE
-            f.begin(f"U6_16550A@{addr:x}")
-            f.string("compatible", "ns16550a")
-            f.u64("reg", addr, UART_SIZE)
-            f.u32("interrupts", IRQ_SPI, SPI_UART + i, IRQ_LEVEL_HI)
-            f.u32("clock-frequency", 1843200)
-            f.end()
-        for i in range(self.virtio_mmio_devices):
-            addr = VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_SIZE
-            f.begin(f"virtio@{addr:x}")
-            f.string("compatible", "virtio,mmio")
-            f.u64("reg", addr, VIRTIO_MMIO_SIZE)
-            f.prop("dma-coherent")
-            f.u32("interrupts", IRQ_SPI, SPI_VIRTIO_MMIO + i, IRQ_EDGE_LO_HI)
-            f.end()
-        f.begin(f"rtc@{RTC_BASE:x}")
-        f.string("compatible", "motorola,mc146818")
-        f.u64("reg", RTC_BASE, RTC_SIZE)
-        f.end()
-        f.begin(f"pci@{PCI_CFG_BASE:x}")
-        f.string("device_type", "pci")
-        f.u32("#address-cells", 3)
-        f.u32("#size-cells", 2)
-        f.prop("dma-coherent")
-        f.u32("bus-range", 0, 0)
-        f.string("compatible", "pci-host-ecam-generic")
-        f.u64("reg", PCI_CFG_BASE, PCI_CFG_SIZE)
-        f.u32("ranges", PCI_RANGE_IOPORT, 0, 0, 0, IOPORT_BASE, 0, IOPORT_SIZE,
-              PCI_RANGE_MMIO, 0, PCI_MMIO_BASE, 0, PCI_MMIO_BASE, 0, PCI_MMIO_SIZE)
-        imap: list[int] = []
-        for slot in range(32):  # one SPI per slot, pin INTA only
-            imap += [slot << 3 << 8, 0, 0, 1, GIC_PHANDLE, 0, 0, IRQ_SPI, SPI_PCI + slot, IRQ_LEVEL_HI]
-        f.u32("interrupt-map", *imap)
-        f.u32("interrupt-map-mask", 0x1F << 3 << 8, 0, 0, 7)
-        f.u32("#interrupt-cells", 1)
-        if self.its:
-            f.u32("msi-map", 0, ITS_PHANDLE, 0, 0x1_0000)
-        f.end()
-        f.end()
-        blob = f.finish()
-        if len(blob) > FDT_SIZE:
-            raise KvmtoolError(f"the device tree is too large ({len(blob)} > {FDT_SIZE} bytes)")
-        return blob.ljust(FDT_SIZE, b"\0")
 
 
 # --- command lines ------------------------------------------------------------------------
@@ -308,6 +137,13 @@ class _Parser(argparse.ArgumentParser):
         raise KvmtoolError(f"{self.prog}: {message}")
 
 
+def _number(text: str, flag: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise KvmtoolError(f"kvmtool {flag} {text}: not a number") from None
+
+
 def _size(text: str) -> int:
     """kvmtool's -m: a size in MiB by default, or with a B/K/M/G/T suffix."""
     units = {"B": 1, "K": KiB, "M": MiB, "G": 1 << 30, "T": 1 << 40}
@@ -334,13 +170,14 @@ class HostCaps:
 
 
 def _load_config(name: str) -> dict[str, int | bool]:
-    profile = HOST_PROFILES.get(name) or HOST_PROFILES.get(name.removesuffix(".conf").rsplit("/", 1)[-1])
+    profiles = {**HOST_PROFILES, "unirealm": unirealm_profile()}
+    profile = profiles.get(name) or profiles.get(name.removesuffix(".conf").rsplit("/", 1)[-1])
     if profile is not None and not Path(name).is_file():
         return profile
     try:
         text = read_bounded(name, JSON_LIMIT, "host configuration").decode()
     except (InputError, UnicodeDecodeError) as exc:
-        raise KvmtoolError(f"-c {name}: not a host profile ({', '.join(HOST_PROFILES)}) nor a readable file: "
+        raise KvmtoolError(f"-c {name}: not a host profile ({', '.join(profiles)}) nor a readable file: "
                            f"{exc}") from None
     out: dict[str, int | bool] = {}
     for number, line in enumerate(text.splitlines(), 1):
@@ -378,9 +215,8 @@ class KvmtoolMeasurement:
 def _check_vmm(vmm: argparse.Namespace, host: argparse.Namespace) -> None:
     if not vmm.realm:
         raise KvmtoolError("kvmtool: only a realm (--realm) has a RIM")
-    if vmm.kernel is not None or host.kernel is not None:
-        raise KvmtoolError("kvmtool -k: the kernel's placement is not modelled here; measure a kernel launch "
-                           "with unirealm run's flags or LAUNCH.json")
+    if vmm.kernel is not None and vmm.firmware is not None:
+        raise KvmtoolError("kvmtool -k with -f/--firmware: a firmware launch loads no kernel")
     if vmm.flash is not None:
         raise KvmtoolError("kvmtool -F/--flash: no CFI flash is modelled")
     if vmm.measurement_log:
@@ -391,8 +227,8 @@ def _check_vmm(vmm: argparse.Namespace, host: argparse.Namespace) -> None:
         raise KvmtoolError("kvmtool: the number of vCPUs is not known: give -c N")
     if vmm.mem is None:
         raise KvmtoolError("kvmtool: the default guest RAM size is host-dependent: give -m SIZE")
-    for given, name in ((vmm.firmware, "-f/--firmware"), (vmm.initrd, "-i/--initrd")):
-        host_file = host.firmware if name.startswith("-f") else host.initrd
+    for given, name, host_file in ((vmm.firmware, "-f/--firmware", host.firmware),
+                                   (vmm.initrd, "-i/--initrd", host.initrd), (vmm.kernel, "-k/--kernel", host.kernel)):
         if given is not None and host_file is None:
             raise KvmtoolError(f"kvmtool {name} {given}: give the file as a host option before `kvmtool`")
 
@@ -431,16 +267,26 @@ def measure_kvmtool(argv: Sequence[str]) -> KvmtoolMeasurement:
     algo = vmm.measurement_algo or "sha256"
     if algo not in m.HASH_ALGORITHMS:
         raise KvmtoolError(f"kvmtool --measurement-algo {algo}: use sha256 or sha512")
-    if vmm.pmu:
-        caps.restrict("pmu", True)
+    if vmm.pmu and caps.get("pmu") is False:
+        raise KvmtoolError("kvmtool --pmu: the host offers realms no PMU")
+    pmu = bool(vmm.pmu)
     if vmm.pmu_counters is not None:
-        caps.restrict("pmu_num_ctrs", int(vmm.pmu_counters, 0))
+        if not pmu:
+            raise KvmtoolError("kvmtool --pmu-counters: needs --pmu")
+        caps.restrict("pmu_num_ctrs", _number(vmm.pmu_counters, "--pmu-counters"))
+    if vmm.sve_max_vl is not None and caps.get("sve_vl") == 0:
+        raise KvmtoolError("kvmtool --sve-max-vl: the host offers realms no SVE")
     if vmm.disable_sve:
         caps.restrict("sve_vl", 0)
     elif vmm.sve_max_vl is not None:
-        caps.restrict("sve_vl", int(vmm.sve_max_vl, 0))
-    last_ipa = MEM_BASE + mem_size - 1
-    caps.restrict("ipa_bits", max(last_ipa.bit_length() - 1, 32) + 1)
+        caps.restrict("sve_vl", _number(vmm.sve_max_vl, "--sve-max-vl"))
+    try:
+        ipa_bits = ipa_bits_for(MEM_BASE, mem_size, True)  # kvmtool's minimum, plus the unprotected half
+    except MemoryLayoutError as exc:
+        raise KvmtoolError(f"kvmtool -m {vmm.mem}: {exc}") from None
+    if ipa_bits > int(caps.get("ipa_bits") or ipa_bits):
+        raise KvmtoolError(f"kvmtool -m {vmm.mem}: needs {ipa_bits} IPA bits, the host has {caps.get('ipa_bits')}")
+    caps.values["ipa_bits"] = ipa_bits
     for key in ("num_wps", "num_bps"):
         if caps.get(key) is None:
             raise KvmtoolError(f"{key} is not known: give --{key.replace('_', '-')} N or -c HOSTCONF")
@@ -449,7 +295,6 @@ def measure_kvmtool(argv: Sequence[str]) -> KvmtoolMeasurement:
     sve_vl = int(caps.get("sve_vl") or 0)
     if sve_vl and (sve_vl % 128 or sve_vl > 2048):
         raise KvmtoolError(f"SVE vector length {sve_vl} is not a multiple of 128 bits up to 2048")
-    pmu = bool(caps.get("pmu"))
     flags = (RmiRealmFlags.SVE if sve_vl else 0) | (RmiRealmFlags.LPA2 if caps.get("lpa2") else 0) | \
         (RmiRealmFlags.PMU if pmu else 0)
     rpv = b""
@@ -462,58 +307,79 @@ def measure_kvmtool(argv: Sequence[str]) -> KvmtoolMeasurement:
         hash_algo=m.HASH_ALGORITHMS[algo],
         num_bps=int(caps.get("num_bps") or 0) - 1,
         num_wps=int(caps.get("num_wps") or 0) - 1,
-        pmu_num_ctrs=int(caps.get("pmu_num_ctrs") or 0),
+        pmu_num_ctrs=int(caps.get("pmu_num_ctrs") or 0) if pmu else 0,
         sve_vl=sve_vl // 128 - 1 if sve_vl else 0,
         flags=int(flags),
         rpv=rpv.ljust(64, b"\0"),
     )
 
-    its = True  # the host is assumed to have an ITS, as the tool assumes
+    its = caps.get("its") is not False  # an ITS unless the host profile says it has none, as the tool assumes
     if vmm.irqchip is not None:
         if vmm.irqchip not in ("gicv3", "gicv3-its"):
             raise KvmtoolError(f"kvmtool --irqchip {vmm.irqchip}: a realm needs gicv3 or gicv3-its")
+        if vmm.irqchip == "gicv3-its" and not its:
+            raise KvmtoolError("kvmtool --irqchip gicv3-its: the host's GIC has no ITS")
         its = vmm.irqchip == "gicv3-its"
     transport = vmm.virtio_transport or "pci"
     if transport not in ("pci", "mmio"):
         raise KvmtoolError(f"kvmtool --virtio-transport {transport}: use pci or mmio")
     devices = int(vmm.balloon) + int(vmm.rng) + len(vmm.p9) + int(vmm.vsock is not None) + \
         int(vmm.console == "virtio") + len(vmm.disk)
-    nics = 1  # kvmtool's default NIC, unless mode=none
+    nics, no_net = 0, False  # kvmtool adds a user-mode NIC when no -n names one, unless mode=none
     for net in vmm.network:
+        mode = "tap"
         for item in net.split(","):
             key, eq, value = item.partition("=")
             if not eq:
                 raise KvmtoolError(f"kvmtool -n {net}: malformed parameter {item}")
             if key == "mode":
-                nics = 0 if value == "none" else nics + 1
+                mode = value
             elif key == "trans" and value != transport:
                 raise KvmtoolError(f"kvmtool -n trans={value}: differs from --virtio-transport {transport}")
+        if mode == "none":
+            no_net = True
+        else:
+            nics += 1
+    if not nics and not no_net:
+        nics = 1
     mmio_devices = devices + nics if transport == "mmio" else 0
+    virtio = [VirtioMmioNode(KVM_VIRTIO_MMIO_AREA + i * VIRTIO_MMIO_IO_SIZE, KVM_IRQ_OFFSET + SERIAL8250_NR_PORTS + i)
+              for i in range(mmio_devices)]
 
-    dtb_base = min(MEM_BASE + mem_size, FDT_LIMIT) - FDT_ALIGN - FDT_SIZE
-    dtb_base = -(-dtb_base // FDT_ALIGN) * FDT_ALIGN
     images: dict[int, bytes] = {}
-    initrd = None
-    if vmm.initrd is not None:
-        content = _read(host.initrd, "initrd")
-        start = dtb_base - len(content) - INITRD_ALIGN
-        start = -(-start // INITRD_ALIGN) * INITRD_ALIGN
-        initrd = (start, len(content))
-        images[start] = content
+    kernel = _read(host.kernel, "kernel") if vmm.kernel is not None else None
+    initrd_content = _read(host.initrd, "initrd") if vmm.initrd is not None else None
     pc = 0
+    if kernel is not None:
+        try:
+            layout = GuestLayout.for_images(MEM_BASE, mem_size, kernel, initrd_content, is_realm=True)
+        except MemoryLayoutError as exc:
+            raise KvmtoolError(f"kvmtool -k: {exc}") from None
+        dtb_base = layout.dtb_start
+        pc = layout.kernel_start
+        images[pc] = kernel
+    else:
+        dtb_base = fdt_start(MEM_BASE, mem_size)
+    initrd = None
+    if initrd_content is not None:
+        start = initrd_start_below(dtb_base, len(initrd_content))
+        initrd = (start, start + len(initrd_content))
+        images[start] = initrd_content
     if vmm.firmware is not None:
         pc = int(vmm.firmware_address, 0) if vmm.firmware_address is not None else MEM_BASE
         images[pc] = _read(host.firmware, "firmware")
-    bootargs = BOOTARGS + (" " + vmm.params if vmm.params else "")
-    model = KvmtoolLaunch(nrcpus, mem_size, bootargs, its=its, pmu=pmu, virtio_mmio_devices=mmio_devices,
-                          initrd=initrd)
+    bootargs = kvmtool_bootargs(vmm.params or "", vmm.console, vmm.nodefaults)
+    model = KvmtoolFdt(nrcpus, MEM_BASE, mem_size, bootargs, its=its, pmu=pmu, virtio_mmio=virtio, initrd=initrd)
     if host.dtb is not None:
         dtb = _read(host.dtb, "DTB")
         if len(dtb) > FDT_SIZE:
             raise KvmtoolError(f"--dtb {host.dtb}: larger than {FDT_SIZE} bytes")
         dtb = dtb.ljust(FDT_SIZE, b"\0")
     else:
-        dtb = model.dtb()
+        try:
+            dtb = model.dtb()
+        except FdtError as exc:
+            raise KvmtoolError(str(exc)) from None
     images[dtb_base] = dtb
 
     ops: list[m.Operation] = ripas_entries(MEM_BASE, MEM_BASE + mem_size, params.s2sz)

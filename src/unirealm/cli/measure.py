@@ -102,6 +102,9 @@ def launch_of_run(args: argparse.Namespace) -> Launch:
         hash_algo=RmiHashAlgorithm(realm.hash_algo),
         num_bps=realm.num_bps - 1,
         num_wps=realm.num_wps - 1,
+        pmu_num_ctrs=realm.pmu_num_ctrs,
+        sve_vl=realm.sve_vl,
+        flags=realm.flags,
         rpv=realm.rpv.ljust(64, b"\0"),
     )
     ops: list[Operation] = []

@@ -204,6 +204,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     arch.add_argument("--kaslr-seed", dest="kaslr_seed", metavar="seed", help="/chosen/kaslr-seed value")
     arch.add_argument("--disable-sve", dest="disable_sve", action="store_true", help="disable SVE")
+    arch.add_argument("--pmu", dest="pmu", action="store_true", help="give the guest a PMUv3 (DT node, realm PMU)")
     arch.add_argument("--force-pci", dest="force_pci", action="store_true",
                       help=argparse.SUPPRESS)  # refused: there is no PCI
     for flag, dest, what in IGNORED_FLAGS:
@@ -230,6 +231,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     realm.add_argument(
         "--sve-vl", dest="sve_vl", metavar="bits", help="realm SVE vector length (multiple of 128)"
+    )
+    realm.add_argument(
+        "--sve-max-vl", dest="sve_max_vl", metavar="bits", help="the same, as kvmtool-cca spells it"
     )
     realm.add_argument("--pmu-counters", dest="pmu_counters", metavar="N", help="realm PMU event counters")
     realm.add_argument(
@@ -279,9 +283,13 @@ class RunConfig:
     measurement_algo: str = DEFAULT_MEASUREMENT_ALGO
     realm_pv: bytes = b""
     sve_vl: int | None = None
+    sve_flag: str = "--sve-vl"  # the spelling given (--sve-max-vl is kvmtool-cca's)
     disable_sve: bool = False
     pmu_counters: int | None = None
+    pmu: bool = False
     console: str = "serial"
+    console_option: str | None = None  # --console as given (kvmtool's command line names it)
+    virtio_transport_option: str | None = None  # --virtio-transport as given (kvmtool's default is pci)
     nodefaults: bool = False
     loglevel: str = "info"
     dump_dtb: str | None = None
@@ -344,6 +352,7 @@ class RunConfig:
                 ("--measurement-algo", args.measurement_algo),
                 ("--realm-pv", args.realm_pv),
                 ("--sve-vl", args.sve_vl),
+                ("--sve-max-vl", getattr(args, "sve_max_vl", None)),
                 ("--pmu-counters", args.pmu_counters),
                 ("--token-format", getattr(args, "token_format", None)),
                 ("--token-profile", getattr(args, "token_profile", None)),
@@ -361,8 +370,13 @@ class RunConfig:
 
         disable_sve = bool(args.disable_sve)
         sve_vl = None
-        if args.sve_vl is not None:
-            sve_vl = _int(args.sve_vl, "SVE vector length")
+        sve_text, sve_flag = args.sve_vl, "--sve-vl"
+        if getattr(args, "sve_max_vl", None) is not None:
+            if sve_text is not None and sve_text != args.sve_max_vl:
+                raise CmdlineError("--sve-vl and --sve-max-vl name different vector lengths")
+            sve_text, sve_flag = args.sve_max_vl, "--sve-max-vl"
+        if sve_text is not None:
+            sve_vl = _int(sve_text, "SVE vector length")
             if disable_sve:
                 raise CmdlineError("SVE VL requested when SVE is disabled")
             if sve_vl % SVE_VL_ALIGN or not SVE_VL_ALIGN <= sve_vl <= SVE_VL_MAX:
@@ -422,6 +436,11 @@ class RunConfig:
                                  ("--debug-iodelay", "debug_iodelay", "no I/O delay is emulated")):
             if getattr(args, dest, None) is not None:
                 notes.append(f"{flag}: accepted, changes nothing ({what})")
+        networks = parse_networks(args.networks)
+        if args.virtio_transport is None and (args.shares_9p or any(n.mode != "none" for n in networks)):
+            notes.append("--virtio-transport not given: the virtio devices use mmio (kvmtool's default, pci, is not "
+                         "modelled) and no default NIC is added; kvmtool's equivalent adds --virtio-transport mmio"
+                         + ("" if networks else " -n mode=none"))
         trace = parse_trace(args.trace) | ({"mmio"} if getattr(args, "debug_mmio", False) else set())
 
         return cls(
@@ -436,15 +455,19 @@ class RunConfig:
             measurement_algo=algo,
             realm_pv=realm_pv,
             sve_vl=sve_vl,
+            sve_flag=sve_flag,
             disable_sve=disable_sve,
             pmu_counters=pmu_counters,
+            pmu=bool(getattr(args, "pmu", False)),
             console=console,
+            console_option=args.console,
+            virtio_transport_option=args.virtio_transport,
             nodefaults=bool(args.nodefaults),
             loglevel=loglevel,
             dump_dtb=args.dump_dtb,
             trace=trace,
             shares_9p=parse_shares(args.shares_9p),
-            networks=parse_networks(args.networks),
+            networks=networks,
             disks=tuple(_nonempty(d, "-d/--disk") for d in args.disks),
             irqchip=irqchip,
             kaslr_seed=kaslr_seed,

@@ -10,11 +10,20 @@ error, a refusal, or a stop with a panic status -- never a hang, a leak or a tra
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from unirealm.arch import p9
+from unirealm.arch.memory import GRANULE_SIZE, RTT_PAGE_LEVEL
 from unirealm.arch.p9 import P9, Qid, QidType
+from unirealm.arch.rmi import RmiFid, RmiStatus, status_of
+
+if TYPE_CHECKING:
+    from .kvm import RealmRec, RealmVm, RecExitInfo
+
+log = logging.getLogger("unirealm.hostile")
 
 ATTACKS = {
     "mmio-sea": "every MMIO access to a device other than the UARTs ends in a synchronous external abort",
@@ -27,10 +36,12 @@ ATTACKS = {
     "toctou": "each reply in shared memory is overwritten with garbage at every later exit",
     "ripas-reject": "a RIPAS change to RAM is done for one granule, then REJECTed",
     "ripas-refuse": "a RIPAS change is acknowledged without any RTT_SET_RIPAS (no progress)",
+    "ripas-replay": "around each RIPAS change, RTT_SET_RIPAS over ranges the realm did not ask for: below it, "
+                    "past its top, the previous change again, and this one again once done",
     "dtb-device-in-ram": "the device tree puts the RTC's window inside the realm's protected RAM",
 }
 LONG_TAG = "t" * 5000
-REALM_ONLY = ("uart-ram", "ripas-reject", "ripas-refuse")  # they act through RMI
+REALM_ONLY = ("uart-ram", "ripas-reject", "ripas-refuse", "ripas-replay")  # they act through RMI
 NEEDS_9P = ("p9-readdir-loop", "p9-tag-long")
 NEEDS_VIRTIO = ("used-bogus", "toctou")
 
@@ -108,3 +119,41 @@ class Hostile:
             except Exception:  # a page the guest took back: nothing to overwrite
                 continue
 
+
+
+@dataclass
+class RipasReplay:
+    """`ripas-replay`: the host answers each RIPAS change honestly, and around it calls
+    RMI_RTT_SET_RIPAS over ranges the realm did not ask for -- the granule below the request,
+    the request grown past its top, the previous change replayed, and this change again once
+    it is complete. Each must fail with RMI_ERROR_INPUT (the base is not the REC's progress
+    pointer, or the top exceeds the requested top) and leave every RTT entry it names as it
+    was; anything else is logged as an error."""
+
+    last: tuple[int, int] | None = None
+    refused: int = 0
+
+    def before(self, vm: RealmVm, rec: RealmRec, ex: RecExitInfo) -> None:
+        base, top = ex.ripas_base, ex.ripas_top
+        if base >= GRANULE_SIZE:
+            self.attempt(vm, rec, "below the range asked for", base - GRANULE_SIZE, base)
+        self.attempt(vm, rec, "past the top asked for", base, top + GRANULE_SIZE)
+        if self.last is not None and (self.last[0] != base or self.last[1] > top):  # else it asks this again
+            self.attempt(vm, rec, "a replay of the previous change", *self.last)
+        self.last = (base, top)
+
+    def after(self, vm: RealmVm, rec: RealmRec, ex: RecExitInfo) -> None:
+        self.attempt(vm, rec, "a replay of this change, already done", ex.ripas_base, ex.ripas_top)
+
+    def attempt(self, vm: RealmVm, rec: RealmRec, what: str, base: int, top: int) -> None:
+        ends = sorted({base, max(base, top - GRANULE_SIZE)})
+        before = [vm.rmi.try_call(RmiFid.RTT_READ_ENTRY, vm.rd, ipa, RTT_PAGE_LEVEL)[:5] for ipa in ends]
+        status = status_of(vm.rmi.try_call(RmiFid.RTT_SET_RIPAS, vm.rd, rec.pa, base, top)[0])
+        after = [vm.rmi.try_call(RmiFid.RTT_READ_ENTRY, vm.rd, ipa, RTT_PAGE_LEVEL)[:5] for ipa in ends]
+        if status == RmiStatus.ERROR_INPUT and before == after:
+            self.refused += 1
+            log.warning("hostile ripas-replay: RTT_SET_RIPAS [%#x, %#x) (%s) -> %s, RTT entries unchanged",
+                        base, top, what, status.name)
+        else:
+            log.error("hostile ripas-replay: RTT_SET_RIPAS [%#x, %#x) (%s) -> %s, RTT entries %s",
+                      base, top, what, status.name, "unchanged" if before == after else "CHANGED")

@@ -120,6 +120,9 @@ class RealmConfig:
     num_bps: int = 2
     num_wps: int = 2
     vmid: int = 1
+    flags: int = 0  # RmiRealmFlags: LPA2, SVE, PMU
+    sve_vl: int = 0  # quadwords - 1
+    pmu_num_ctrs: int = 0
 
 
 @dataclass(frozen=True)
@@ -205,8 +208,10 @@ class RealmVm:
         self.pages.mem.write(
             params,
             RMI_REALM_PARAMS.pack(
-                flags=0,
+                flags=cfg.flags,
                 s2sz=cfg.ipa_bits,
+                sve_vl=cfg.sve_vl,
+                pmu_num_ctrs=cfg.pmu_num_ctrs,
                 num_bps=cfg.num_bps - 1,
                 num_wps=cfg.num_wps - 1,
                 hash_algo=cfg.hash_algo,

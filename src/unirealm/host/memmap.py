@@ -15,7 +15,7 @@ The map is kvmtool's `arm/include/arm-common/kvm-arch.h` (same for realms and no
 
 Image placement follows kvmtool's `kvm__arch_load_kernel_image` (arm/kvm.c, with the realm
 changes of the Arm kvmtool-cca branch): kernel at RAM + text_offset, DTB 2 MiB-aligned near
-the top of min(RAM, 256 MiB), initrd directly below the DTB.
+the top of min(RAM, 256 MiB), the initrd 4-byte aligned just below the DTB.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ FDT_MAX_SIZE = SZ_64K
 FDT_ALIGN = SZ_2M
 ARM_KERN_OFFSET_DEFAULT = 0x80000  # TEXT_OFFSET assumed when the Image header says nothing
 LOWMEM_LIMIT = SZ_256M  # Linux needs DTB and initrd inside the first 256 MiB (lowmem)
-INITRD_ALIGN = SZ_4K  # page-aligned so a realm's initrd granules are its own
+INITRD_ALIGN = 4  # kvmtool's: the initrd ends at least 4 bytes below the DTB
 MIN_RAM_SIZE = SZ_64M
 DEFAULT_RAM_PER_CPU = SZ_64M
 
@@ -349,6 +349,20 @@ def _align_down(value: int, align: int) -> int:
     return value & ~(align - 1)
 
 
+def fdt_start(ram_base: int, ram_size: int) -> int:
+    """Where kvmtool puts the DTB: FDT_ALIGN-aligned, FDT_MAX_SIZE + FDT_ALIGN below the last
+    byte of lowmem (min(RAM, 256 MiB))."""
+    limit = ram_base + min(ram_size, LOWMEM_LIMIT) - 1
+    return _align_up(limit - (FDT_MAX_SIZE + FDT_ALIGN), FDT_ALIGN)
+
+
+def initrd_start_below(dtb_start: int, initrd_size: int) -> int:
+    """kvmtool's initrd placement: INITRD_ALIGN-aligned, its size plus INITRD_ALIGN below
+    the DTB. In a realm the initrd's first granule is populated from its granule base (the
+    bytes before it zero), so it may share that granule with nothing else."""
+    return _align_up(dtb_start - initrd_size - INITRD_ALIGN, INITRD_ALIGN)
+
+
 @dataclass(frozen=True)
 class GuestLayout:
     """Where kvmtool puts the kernel, initrd and DTB in guest RAM, and the VM's IPA width."""
@@ -400,7 +414,7 @@ class GuestLayout:
             kernel_end = _align_up(kernel_end, GRANULE_SIZE)
 
         # Load backwards from the top of lowmem so the kernel has room to decompress / grow.
-        dtb_start = _align_up(limit - (FDT_MAX_SIZE + FDT_ALIGN), FDT_ALIGN)
+        dtb_start = fdt_start(ram_base, ram_size)
         if dtb_start < ram_base:
             raise MemoryLayoutError(f"RAM of {ram_size:#x} bytes is too small to hold the fdt")
         if dtb_start < kernel_end:
@@ -410,7 +424,7 @@ class GuestLayout:
 
         initrd_start = dtb_start
         if initrd_size:
-            initrd_start = _align_down(dtb_start - initrd_size, INITRD_ALIGN)
+            initrd_start = initrd_start_below(dtb_start, initrd_size)
             if initrd_start < ram_base:
                 raise MemoryLayoutError(f"initrd too big to contain in guest memory ({initrd_size:#x} bytes)")
             if initrd_start < kernel_end:

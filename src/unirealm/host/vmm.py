@@ -6,8 +6,9 @@ It lays out guest memory as kvmtool does (memmap.GuestLayout), builds the device
 - `--platform kvm`: a machine without RME; the host's KVM layer owns stage 2.
 - `--platform rme`: the RME machine with its RMM booted; the VM still runs in the normal
   world on a host-owned stage 2, and its SMCs never reach the RMM.
-- `--realm`: a realm built through RMI in kvmtool's order (REALM_CREATE; kernel DATA_CREATE
-  measured, kernel BSS by RTT_INIT_RIPAS; initrd; DTB; REC 0; ACTIVATE), run over REC_ENTER.
+- `--realm`: a realm built through RMI in kvmtool-cca's order (REALM_CREATE; RTT_INIT_RIPAS
+  over all of RAM; kernel, initrd and DTB DATA_CREATE measured, in address order; REC 0;
+  ACTIVATE), run over REC_ENTER.
 
 The guest's PSCI SYSTEM_OFF/RESET ends the run; x1 of that call carries the guest's exit
 status (a unirealm convention; PSCI ignores x1), which becomes the VMM's exit status.
@@ -29,7 +30,14 @@ from typing import BinaryIO
 from unirealm.arch.esr import Ec, esr_ec
 from unirealm.arch.memory import GRANULE_SIZE, World
 from unirealm.arch.net import ip_bytes, mac_bytes
-from unirealm.arch.rmi import RmiFid, RmiRecEnterFlags, RmiRecExitReason, RmiRipas
+from unirealm.arch.rmi import (
+    RmiFid,
+    RmiRealmFlags,
+    RmiRecEnterFlags,
+    RmiRecExitReason,
+    RmiRipas,
+    feat_reg0_get,
+)
 from unirealm.arch.smccc import (
     PsciFid,
     PsciReturn,
@@ -56,12 +64,13 @@ from .devices.arch_timer import GenericTimer
 from .devices.gicv3 import GicV3, nr_spis_for_lines
 from .devices.mmio import MmioBus
 from .devices.ns16550 import Ns16550
+from .devices.pci import EmptyPciBus
 from .devices.rtc import RTC_MMIO_SIZE, Mc146818
 from .devices.virtio_9p import P9Server, Virtio9p
 from .devices.virtio_mmio import RamView, SharedView, VirtioMmioDevice
 from .devices.virtio_net import VirtioNet, VirtioNetDevice
-from .fdt import FdtConfig, VirtioMmioNode, dump_dtb, generate_fdt, kvmtool_serial_ports
-from .hostile import LONG_TAG, Hostile, check_attacks, readdir_forever
+from .fdt import FdtError, KvmtoolFdt, VirtioMmioNode, dump_dtb, kvmtool_bootargs, kvmtool_serial_ports
+from .hostile import LONG_TAG, Hostile, RipasReplay, check_attacks, readdir_forever
 from .image import ImageFormatError, inspect_image
 from .kvm import (
     DataStep,
@@ -76,8 +85,10 @@ from .kvm import (
     RmiCallError,
 )
 from .memmap import (
+    ARM_PCI_CFG_SIZE,
     ARM_RTC_MMIO_BASE,
     FDT_MAX_SIZE,
+    KVM_PCI_CFG_AREA,
     VIRTIO_MMIO_IO_SIZE,
     GuestLayout,
     IrqLines,
@@ -141,6 +152,39 @@ class Console:
                 self.uart.set_eof()
 
 
+def platform_features() -> int:
+    """FeatReg0 of the RMM this machine boots (RMI_FEATURES index 0)."""
+    from unirealm.rmm.state import RmmState
+
+    return RmmState.feat_reg0
+
+
+def check_features(cfg: RunConfig, feat: int) -> None:
+    """SVE and a PMU reach RmiRealmParams only when the RMM offers them (FeatReg0 SVE_EN,
+    SVE_VL, PMU_EN, PMU_NUM_CTRS; REALM_CREATE refuses anything else); a plain VM's vCPU
+    model has no PMUv3."""
+    pmu = cfg.pmu or cfg.pmu_counters is not None
+    if not cfg.realm:
+        if pmu:
+            raise VmmError("--pmu: the vCPU model has no PMUv3; run without it")
+        return
+    sve = cfg.sve_flag
+    if cfg.sve_vl is not None and cfg.sve_vq is not None:
+        if not feat_reg0_get(feat, "SVE_EN"):
+            raise VmmError(f"{sve}: this RMM offers realms no SVE "
+                           "(RMI_FEATURES FeatReg0.SVE_EN = 0); run without it")
+        if cfg.sve_vq > feat_reg0_get(feat, "SVE_VL"):
+            raise VmmError(f"{sve} {cfg.sve_vl}: this RMM offers at most "
+                           f"{(feat_reg0_get(feat, 'SVE_VL') + 1) * 128} bits")
+    if pmu:
+        flag = "--pmu" if cfg.pmu else "--pmu-counters"
+        if not feat_reg0_get(feat, "PMU_EN"):
+            raise VmmError(f"{flag}: this RMM offers realms no PMU (RMI_FEATURES FeatReg0.PMU_EN = 0); run without it")
+        if cfg.pmu_counters is not None and cfg.pmu_counters > feat_reg0_get(feat, "PMU_NUM_CTRS"):
+            raise VmmError(f"--pmu-counters {cfg.pmu_counters}: this RMM offers at most "
+                           f"{feat_reg0_get(feat, 'PMU_NUM_CTRS')} counters")
+
+
 def read_file(path: str | None, what: str, limit: int) -> bytes | None:
     """A kernel or initrd: a regular file or a pipe of at most `limit` bytes (the guest's
     RAM), never a device read without end."""
@@ -181,23 +225,25 @@ class Vmm:
             raise VmmError("only the serial console is available (--console serial)")
         if cfg.disks:
             raise VmmError("virtio block devices (-d) are not available in this release")
-        # RmiRealmParams SVE/PMU need an RMM that offers them (RMI_FEATURES SVE_EN, PMU_EN)
-        # and a vCPU that honours them; this RMM offers neither, and realms see neither.
-        if cfg.sve_vl is not None:
-            raise VmmError("--sve-vl: this RMM offers realms no SVE (RMI_FEATURES SVE_EN = 0); run without it")
-        if cfg.pmu_counters is not None:
-            raise VmmError("--pmu-counters: this RMM offers realms no PMU (RMI_FEATURES PMU_EN = 0); run without it")
-        for nic in cfg.nics:
+        self.features = platform_features() if cfg.realm else 0
+        check_features(cfg, self.features)
+        # kvmtool adds a user-mode NIC when no -n names one (virtio/net.c); on the pci
+        # transport it would be a PCI function, which this VMM does not model.
+        self.nic_params = cfg.nics
+        if not cfg.networks and cfg.virtio_transport_option is not None:
+            self.nic_params = (NetParams(mode="user"),)
+        for nic in self.nic_params:
             if nic.mode == "tap":
                 raise VmmError("-n mode=tap: this VMM does not create tap devices; use -n mode=user")
             if nic.trans is not None and nic.trans != "mmio":
                 raise VmmError(f"-n trans={nic.trans}: only the modern virtio-mmio transport is available (trans=mmio)")
-        if cfg.nics and cfg.virtio_transport != "mmio":
+        if self.nic_params and cfg.virtio_transport != "mmio":
             raise VmmError("-n needs the modern virtio-mmio transport (--virtio-transport mmio)")
         if cfg.shares_9p and cfg.virtio_transport != "mmio":
             raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
         self.console = Console(stdout or sys.stdout.buffer, stdin)
         self.hostile = Hostile(cfg.hostile) if cfg.hostile else None
+        self.ripas_replay = RipasReplay()
         if problem := check_attacks(cfg.hostile, cfg.realm, len(cfg.shares_9p), len(cfg.nics)):
             raise VmmError(problem)
         if self.hostile:
@@ -226,10 +272,9 @@ class Vmm:
             else:
                 device = Ns16550(name=f"ttyS{i}")
             self.bus.register(port.base, 0x1000, device, f"ttyS{i}")
-        self.bootargs = cfg.params or ""
-        if not cfg.nodefaults:
-            self.bootargs = ("console=ttyS0 " + self.bootargs).strip()
+        self.bootargs = kvmtool_bootargs(cfg.params or "", cfg.console_option, cfg.nodefaults)
         self.bus.register(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE, Mc146818(), "rtc")
+        self.bus.register(KVM_PCI_CFG_AREA, ARM_PCI_CFG_SIZE, EmptyPciBus(), "pci")
         self.virtio: list[VirtioMmioDevice] = []
         self.nics: list[tuple[VirtioNetDevice, NetParams]] = []
         self.usernets: list[UserNet] = []
@@ -241,12 +286,19 @@ class Vmm:
         self.gic = GicV3(cfg.nrcpus, nr_spis_for_lines(irqs.allocated))
         self.gic.attach(self.bus)
         self.timers = [GenericTimer(self.gic, cpu) for cpu in range(cfg.nrcpus)]
-        fdt_cfg = FdtConfig.for_layout(self.layout, nrcpus=cfg.nrcpus, bootargs=self.bootargs, serials=self.serials,
-                                       virtio_mmio=virtio_nodes, kaslr_seed=cfg.kaslr_seed)
         rtc_base = ARM_RTC_MMIO_BASE
         if self.hostile and "dtb-device-in-ram" in self.hostile:
             rtc_base = self.layout.ram_base + (self.layout.ram_size // 2 & ~0xFFFFF)
-        self.dtb = generate_fdt(dataclasses.replace(fdt_cfg, rtc=(rtc_base, RTC_MMIO_SIZE)))
+        lay = self.layout
+        # kvmtool-cca's device tree for these devices, as `unirealm measure ... kvmtool` models it.
+        self.fdt = KvmtoolFdt(cfg.nrcpus, lay.ram_base, lay.ram_size, self.bootargs, realm=cfg.realm, its=False,
+                              pmu=cfg.pmu, virtio_mmio=virtio_nodes,
+                              initrd=(lay.initrd_start, lay.initrd_end) if lay.has_initrd else None,
+                              kaslr_seed=cfg.kaslr_seed, rtc_base=rtc_base, serial_ports=len(self.serials))
+        try:
+            self.dtb = self.fdt.dtb()
+        except FdtError as exc:
+            raise VmmError(str(exc)) from None
         if cfg.dump_dtb:
             try:
                 dump_dtb(cfg.dump_dtb, self.dtb)
@@ -292,7 +344,7 @@ class Vmm:
         """One virtio-net device per user-mode `-n`, after the 9p devices. Its network (the
         gateway and its host sockets) opens when the guest starts, in `start_networks`."""
         nodes = []
-        for i, nic in enumerate(self.cfg.nics):
+        for i, nic in enumerate(self.nic_params):
             base = space.alloc()
             name = f"virtio-net:{i}"
             device = VirtioNetDevice(VirtioNet(mac_bytes(nic.guest_mac)), access_platform=self.cfg.realm, name=name)
@@ -431,23 +483,33 @@ class Vmm:
         return self.run_vm(machine)
 
     def realm_config(self) -> RealmConfig:
-        return RealmConfig(ipa_bits=self.layout.ipa_bits, hash_algo=self.cfg.hash_algo, rpv=self.cfg.realm_pv)
+        """RmiRealmParams as kvmtool-cca and KVM fill them: the host's breakpoints and
+        watchpoints (FeatReg0), SVE and the PMU only when asked for."""
+        cfg, feat = self.cfg, self.features
+        pmu = cfg.pmu or cfg.pmu_counters is not None
+        flags = (RmiRealmFlags.SVE if cfg.sve_vl is not None else 0) | (RmiRealmFlags.PMU if pmu else 0)
+        ctrs = feat_reg0_get(feat, "PMU_NUM_CTRS") if cfg.pmu_counters is None else cfg.pmu_counters
+        return RealmConfig(ipa_bits=self.layout.ipa_bits, hash_algo=cfg.hash_algo, rpv=cfg.realm_pv,
+                           num_bps=feat_reg0_get(feat, "NUM_BPS") + 1, num_wps=feat_reg0_get(feat, "NUM_WPS") + 1,
+                           flags=int(flags), sve_vl=cfg.sve_vq or 0, pmu_num_ctrs=ctrs if pmu else 0)
 
     def realm_vm(self, machine: Machine) -> RealmVm:
         return RealmVm(machine, HostPages(machine), self.realm_config())
 
     def realm_plan(self) -> list[LaunchStep]:
-        """kvmtool's realm launch order after REALM_CREATE: the kernel (measured), its BSS by
-        RTT_INIT_RIPAS, the initrd, the DTB, then REC 0 (runnable, x0 = DTB) and the
-        secondary RECs. `unirealm measure` predicts the RIM from this same plan."""
+        """kvmtool-cca's realm launch after REALM_CREATE: RIPAS RAM over all of RAM
+        (RTT_INIT_RIPAS), then the images in ascending address order (the kernel file, the
+        initrd from the granule it starts in, the 64 KiB DTB), then REC 0 (runnable, pc the
+        kernel, x0 the DTB) and the secondary RECs. `unirealm measure` predicts the RIM from
+        this same plan, and `unirealm measure -c unirealm ... kvmtool ARGS` from its model
+        of kvmtool."""
         lay = self.layout
-        plan: list[LaunchStep] = [DataStep(lay.kernel_start, self.kernel)]
-        file_end = lay.kernel_start + -(-len(self.kernel) // GRANULE_SIZE) * GRANULE_SIZE
-        if lay.kernel_end > file_end:
-            plan.append(RipasStep(file_end, lay.kernel_end))
+        images = {lay.kernel_start: self.kernel, lay.dtb_start: self.dtb.ljust(FDT_MAX_SIZE, b"\0")}
         if self.initrd:
-            plan.append(DataStep(lay.initrd_start, self.initrd))
-        plan.append(DataStep(lay.dtb_start, self.dtb.ljust(FDT_MAX_SIZE, b"\0")))
+            base = lay.initrd_start & ~(GRANULE_SIZE - 1)
+            images[base] = bytes(lay.initrd_start - base) + self.initrd
+        plan: list[LaunchStep] = [RipasStep(lay.ram_base, lay.ram_end)]
+        plan.extend(DataStep(ipa, images[ipa]) for ipa in sorted(images))
         plan.append(RecStep(lay.kernel_start, (lay.dtb_start, 0, 0, 0, 0, 0, 0, 0), True))
         plan.extend(RecStep(0, (0,) * 8, False) for _ in range(1, self.cfg.nrcpus))
         return plan
@@ -529,6 +591,12 @@ class Vmm:
         if self.hostile and "ripas-reject" in self.hostile and ex.ripas_value == RmiRipas.RAM:
             vm.handle_ripas_change(rec, dataclasses.replace(ex, ripas_top=ex.ripas_base + GRANULE_SIZE))
             return RmiRecEnterFlags.RIPAS_RESPONSE
+        if self.hostile and "ripas-replay" in self.hostile:
+            replay = self.ripas_replay
+            replay.before(vm, rec, ex)
+            flags = vm.handle_ripas_change(rec, ex)
+            replay.after(vm, rec, ex)
+            return flags
         return vm.handle_ripas_change(rec, ex)
 
     # --- a normal VM on a host-owned stage 2 ---------------------------------------------

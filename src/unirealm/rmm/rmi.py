@@ -35,6 +35,7 @@ from unirealm.arch.rmi import (
     RmiRecFlags,
     RmiRipas,
     RmiStatus,
+    feat_reg0_get,
 )
 from unirealm.arch.smccc import PsciFid, PsciReturn
 
@@ -86,8 +87,13 @@ def _validate_realm_params(rmm: RmmState, p: dict[str, Any]) -> None:
     flags = p["flags"]
     if flags & ~int(RmiRealmFlags.LPA2 | RmiRealmFlags.SVE | RmiRealmFlags.PMU):
         raise fail(RmiStatus.ERROR_INPUT)
-    # This RMM offers neither LPA2, SVE nor a PMU to realms (FeatReg0 says so).
-    if flags & (RmiRealmFlags.LPA2 | RmiRealmFlags.SVE | RmiRealmFlags.PMU):
+    # LPA2, SVE and a PMU only as FeatReg0 offers them (this RMM's offers none of them).
+    if flags & RmiRealmFlags.LPA2 and not feat_reg0_get(feat, "LPA2"):
+        raise fail(RmiStatus.ERROR_INPUT)
+    if flags & RmiRealmFlags.SVE and (not feat_reg0_get(feat, "SVE_EN") or p["sve_vl"] > feat_reg0_get(feat, "SVE_VL")):
+        raise fail(RmiStatus.ERROR_INPUT)
+    if flags & RmiRealmFlags.PMU and (not feat_reg0_get(feat, "PMU_EN")
+                                      or p["pmu_num_ctrs"] > feat_reg0_get(feat, "PMU_NUM_CTRS")):
         raise fail(RmiStatus.ERROR_INPUT)
     if not MIN_IPA_BITS <= p["s2sz"] <= (feat & 0xFF):
         raise fail(RmiStatus.ERROR_INPUT)
