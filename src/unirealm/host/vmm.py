@@ -310,7 +310,6 @@ class Vmm:
                     device.receive,
                     guest_ip=ip_bytes(nic.guest_ip),
                     gateway_ip=ip_bytes(nic.host_ip),
-                    guest_mac=device.mac,
                     forwards=[Forward(f.host_addr, f.host_port, f.guest_port) for f in nic.hostfwd],
                 )
             except UserNetError as exc:
