@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import net_bench  # noqa: E402
+import net_bench
 
 REPO = net_bench.REPO
 USERNET = "src/unirealm/host/net/usernet.py"

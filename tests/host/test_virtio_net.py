@@ -317,7 +317,7 @@ def test_vmm_wait_moves_host_traffic_to_the_guest(image: str):
     towards the guest lands in a posted RX buffer."""
     import socket
 
-    from unirealm.arch.net import TcpFlags, parse_frame
+    from unirealm.arch.net import KVMTOOL_GATEWAY_IP, KVMTOOL_GUEST_IP, ArpOp, TcpFlags, arp_frame, parse_frame
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -331,6 +331,9 @@ def test_vmm_wait_moves_host_traffic_to_the_guest(image: str):
         drv = NetDriver(vmm.bus, view)
         drv.setup()
         drv.post_rx()
+        # the guest ARPs for its gateway first (the network learns its MAC from that)
+        drv.send(arp_frame(ArpOp.REQUEST, dev.mac, KVMTOOL_GUEST_IP, bytes(6), KVMTOOL_GATEWAY_IP))
+        assert parse_frame(drv.received()[0][1]).arp.op == ArpOp.REPLY
         client = socket.create_connection(("127.0.0.1", port), timeout=3)
         try:
             got = []
