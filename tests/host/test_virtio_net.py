@@ -298,8 +298,8 @@ def test_vmm_nic_wiring_and_refusals(image: str):
 
     assert vmm_for(image).nics == []  # no -n: no NIC (see README)
     assert vmm_for(image, "-n", "mode=none").nics == []
-    for argv, message in ((["-n", "mode=tap"], "does not create tap devices"), (["-n"], "does not create tap"),
-                          (["-n", "mode=user,trans=pci"], "trans=pci")):
+    for argv, message in ((["-n", "mode=tap,vhost=1"], "vhost-net"), (["-n", "mode=tap,mq=2"], "one queue pair"),
+                          (["-n", "mode=user,fd=3"], "needs mode=tap"), (["-n", "mode=user,trans=pci"], "trans=pci")):
         with pytest.raises(VmmError, match=message):
             vmm_for(image, *argv)
     vmm = vmm_for(image, "-n", "mode=user,guest_mac=02:00:00:00:00:07", "--realm")

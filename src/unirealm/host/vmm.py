@@ -84,6 +84,7 @@ from .memmap import (
     MemoryLayoutError,
     VirtioMmioSpace,
 )
+from .net.tap import TapError, TapNet
 from .net.usernet import Forward, UserNet, UserNetError
 from .signals import SignalWatch, VmmStopped
 from .smccc import SmcccServices, VmPsci
@@ -188,8 +189,12 @@ class Vmm:
         if cfg.pmu_counters is not None:
             raise VmmError("--pmu-counters: this RMM offers realms no PMU (RMI_FEATURES PMU_EN = 0); run without it")
         for nic in cfg.nics:
-            if nic.mode == "tap":
-                raise VmmError("-n mode=tap: this VMM does not create tap devices; use -n mode=user")
+            if nic.vhost:
+                raise VmmError("-n vhost=1: vhost-net needs KVM's ioeventfds, which this VMM does not have; use vhost=0")
+            if nic.mq > 1:
+                raise VmmError(f"-n mq={nic.mq}: the virtio-net device has one queue pair (mq=1)")
+            if nic.mode == "user" and nic.fd is not None:
+                raise VmmError("-n fd= names a tap file descriptor: it needs mode=tap")
             if nic.trans is not None and nic.trans != "mmio":
                 raise VmmError(f"-n trans={nic.trans}: only the modern virtio-mmio transport is available (trans=mmio)")
         if cfg.nics and cfg.virtio_transport != "mmio":
@@ -232,7 +237,7 @@ class Vmm:
         self.bus.register(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE, Mc146818(), "rtc")
         self.virtio: list[VirtioMmioDevice] = []
         self.nics: list[tuple[VirtioNetDevice, NetParams]] = []
-        self.usernets: list[UserNet] = []
+        self.networks: list[UserNet | TapNet] = []
         self._net_polled = 0.0
         space = VirtioMmioSpace()
         virtio_nodes = self._add_9p_devices(irqs, space) + self._add_net_devices(irqs, space)
@@ -296,38 +301,48 @@ class Vmm:
             self.virtio.append(device)
             self.nics.append((device, nic))
             nodes.append(VirtioMmioNode(base, irqs.alloc()))
+            if nic.mode == "tap":
+                log.info("%s: tap %s, guest %s at %#x", name, nic.tapif or "(new)", nic.guest_mac, base)
+                continue
             fwd = ", ".join(f"{f.host_addr}:{f.host_port}->{f.guest_port}" for f in nic.hostfwd)
             log.info("%s: user mode, guest %s (%s), gateway %s%s at %#x", name, nic.guest_ip, nic.guest_mac,
                      nic.host_ip, f", hostfwd {fwd}" if fwd else "", base)
         return nodes
 
     def start_networks(self) -> None:
-        """Open each NIC's user-mode network: its gateway, and the listening sockets of its
-        port forwards."""
+        """Open each NIC's network: a user-mode network (libslirp, with the listening sockets
+        of its port forwards) or the host's tap device."""
         for device, nic in self.nics:
+            net: UserNet | TapNet
             try:
-                net = UserNet(
-                    device.receive,
-                    guest_ip=ip_bytes(nic.guest_ip),
-                    gateway_ip=ip_bytes(nic.host_ip),
-                    forwards=[Forward(f.host_addr, f.host_port, f.guest_port) for f in nic.hostfwd],
-                )
-            except UserNetError as exc:
+                if nic.mode == "tap":
+                    net = TapNet(device.receive, tapif=nic.tapif, host_ip=ip_bytes(nic.host_ip), script=nic.script,
+                                 downscript=nic.downscript, fd=nic.fd)
+                else:
+                    net = UserNet(
+                        device.receive,
+                        guest_ip=ip_bytes(nic.guest_ip),
+                        gateway_ip=ip_bytes(nic.host_ip),
+                        forwards=[Forward(f.host_addr, f.host_port, f.guest_port) for f in nic.hostfwd],
+                    )
+            except (UserNetError, TapError) as exc:
                 self.stop_networks()
                 raise VmmError(str(exc)) from None
             device.backend.sink = net.input
-            self.usernets.append(net)
+            self.networks.append(net)
 
     def stop_networks(self) -> None:
-        for net in self.usernets:
+        for net in self.networks:
             net.close()
-        self.usernets.clear()
+        self.networks.clear()
 
     def poll_networks(self, timeout: float = 0.0) -> None:
-        """Let host sockets make progress and hand waiting frames to the guest's RX buffers."""
+        """Let host sockets and taps make progress and hand waiting frames to the guest's RX
+        buffers (only the first network waits up to `timeout`)."""
         self._net_polled = time.monotonic()
-        for net in self.usernets:
+        for net in self.networks:
             net.poll(timeout)
+            timeout = 0.0
         for device, _ in self.nics:
             device.deliver()
 
@@ -355,7 +370,7 @@ class Vmm:
         self.idle = 0
         if not is_write:
             self.console.poll_input()
-        if self.usernets and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL:
+        if self.networks and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL:
             self.poll_networks()
         hostile = self.hostile
         if hostile:
@@ -378,7 +393,7 @@ class Vmm:
         With a network, the WFI waits a little for host sockets (a server waits for clients
         as long as it likes: no idle limit then)."""
         self.console.poll_input()
-        if self.usernets:
+        if self.networks:
             self.poll_networks(NET_IDLE_WAIT)
             return
         self.idle += 1
