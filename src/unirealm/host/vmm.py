@@ -61,7 +61,7 @@ from .devices.virtio_9p import P9Server, Virtio9p
 from .devices.virtio_mmio import RamView, SharedView, VirtioMmioDevice
 from .devices.virtio_net import VirtioNet, VirtioNetDevice
 from .fdt import FdtConfig, VirtioMmioNode, dump_dtb, generate_fdt, kvmtool_serial_ports
-from .hostile import LONG_TAG, Hostile, check_attacks, readdir_forever
+from .hostile import LONG_TAG, NET_ATTACKS, Hostile, HostileNet, check_attacks, readdir_forever
 from .image import ImageFormatError, inspect_image
 from .kvm import (
     DataStep,
@@ -93,6 +93,16 @@ log = logging.getLogger("unirealm.vmm")
 IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
 NET_IDLE_WAIT = 0.001  # seconds a WFI may wait on the user network's host sockets
 NET_POLL_INTERVAL = 0.0005  # seconds between network polls at MMIO exits
+
+
+def _watched(watch: Callable[[bytes], None], sink: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """A frame sink that shows each frame to `watch` first."""
+
+    def both(frame: bytes) -> None:
+        watch(frame)
+        sink(frame)
+
+    return both
 
 
 class VmmError(Exception):
@@ -238,6 +248,7 @@ class Vmm:
         self.virtio: list[VirtioMmioDevice] = []
         self.nics: list[tuple[VirtioNetDevice, NetParams]] = []
         self.networks: list[UserNet | TapNet] = []
+        self.net_attacks: list[HostileNet] = []
         self._net_polled = 0.0
         space = VirtioMmioSpace()
         virtio_nodes = self._add_9p_devices(irqs, space) + self._add_net_devices(irqs, space)
@@ -314,13 +325,19 @@ class Vmm:
         of its port forwards) or the host's tap device."""
         for device, nic in self.nics:
             net: UserNet | TapNet
+            attack = None
+            to_guest: Callable[[bytes], None] = device.receive
+            if self.hostile and any(name in self.hostile for name in NET_ATTACKS):
+                attack = HostileNet(self.hostile, device.receive)
+                self.net_attacks.append(attack)
+                to_guest = attack.to_guest
             try:
                 if nic.mode == "tap":
-                    net = TapNet(device.receive, tapif=nic.tapif, host_ip=ip_bytes(nic.host_ip), script=nic.script,
+                    net = TapNet(to_guest, tapif=nic.tapif, host_ip=ip_bytes(nic.host_ip), script=nic.script,
                                  downscript=nic.downscript, fd=nic.fd)
                 else:
                     net = UserNet(
-                        device.receive,
+                        to_guest,
                         guest_ip=ip_bytes(nic.guest_ip),
                         gateway_ip=ip_bytes(nic.host_ip),
                         forwards=[Forward(f.host_addr, f.host_port, f.guest_port) for f in nic.hostfwd],
@@ -329,12 +346,18 @@ class Vmm:
                 self.stop_networks()
                 raise VmmError(str(exc)) from None
             device.backend.sink = net.input
+            if attack is not None:
+                device.backend.sink = _watched(attack.from_guest, net.input)
             self.networks.append(net)
 
     def stop_networks(self) -> None:
         for net in self.networks:
             net.close()
         self.networks.clear()
+        if self.net_attacks:
+            forged = sum(attack.forged for attack in self.net_attacks)
+            log.warning("hostile: %d frames forged into the guest's network", forged)
+            self.net_attacks.clear()
 
     def poll_networks(self, timeout: float = 0.0) -> None:
         """Let host sockets and taps make progress and hand waiting frames to the guest's RX
