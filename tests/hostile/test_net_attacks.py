@@ -8,6 +8,7 @@ bytes intact. Each check fails if the guard it relies on is removed from guest/n
 from __future__ import annotations
 
 import random
+from collections import deque
 
 import pytest
 
@@ -22,41 +23,38 @@ GUEST, PEER = net.KVMTOOL_GUEST_IP, net.KVMTOOL_GATEWAY_IP
 M32 = 0xFFFF_FFFF
 
 
-class Nic:
-    def __init__(self) -> None:
-        self.mac = GUEST_MAC
-        self.inbox: list[bytes] = []
-        self.sent: list[bytes] = []
+class Wire:
+    """Peer <-> HostileNet <-> guest stack (the stack's NIC is this object). `out` keeps every
+    frame the guest sent, parsed."""
 
+    def __init__(self, attacks: tuple[str, ...], seed: int) -> None:
+        self.now = 10**12
+        self.mac = GUEST_MAC
+        self.inbox: deque[bytes] = deque()
+        self.sent: list[bytes] = []
+        rng = random.Random(seed)
+        self.stack = NetStack(self, lambda: self.now, lambda: rng.getrandbits(32))
+        self.stack.configure(GUEST, 24, PEER)
+        self.stack.arp[PEER] = PEER_MAC
+        self.attack = HostileNet(Hostile(frozenset(attacks), rng=random.Random(seed + 1)), self.inbox.append)
+        self.out: list[net.ParsedFrame] = []
+
+    # the NIC's side, as guest/net/virtio_net.py offers it to the stack
     def poll(self) -> list[bytes]:
-        out, self.inbox = self.inbox, []
-        return out
+        frames = list(self.inbox)
+        self.inbox.clear()
+        return frames
 
     def send(self, frame: bytes) -> bool:
         self.sent.append(frame)
         return True
 
-
-class Wire:
-    """Peer <-> HostileNet <-> guest stack. `out` keeps every frame the guest sent, parsed."""
-
-    def __init__(self, attacks: tuple[str, ...], seed: int) -> None:
-        self.now = 10**12
-        self.nic = Nic()
-        rng = random.Random(seed)
-        self.stack = NetStack(self.nic, lambda: self.now, lambda: rng.getrandbits(32))
-        self.stack.configure(GUEST, 24, PEER)
-        self.stack.arp[PEER] = PEER_MAC
-        hostile = Hostile(frozenset(attacks), rng=random.Random(seed + 1))
-        self.attack = HostileNet(hostile, lambda frame: self.nic.inbox.append(frame))
-        self.out: list[net.ParsedFrame] = []
-
     def run(self) -> list[net.ParsedFrame]:
         new: list[net.ParsedFrame] = []
         for _ in range(10):
             self.stack.poll()
-            sent, self.nic.sent = self.nic.sent, []
-            if not sent and not self.nic.inbox:
+            sent, self.sent = self.sent, []
+            if not sent and not self.inbox:
                 break
             for frame in sent:
                 self.attack.from_guest(frame)  # forged answers go to the guest's inbox first
@@ -64,7 +62,7 @@ class Wire:
         self.out += new
         return new
 
-    def send(self, sport: int, dport: int, seq: int, ack: int, flags: int, data: bytes = b"",
+    def peer(self, sport: int, dport: int, seq: int, ack: int, flags: int, data: bytes = b"",
              window: int = 65535) -> list[net.ParsedFrame]:
         seg = net.Tcp(sport, dport, seq & M32, ack & M32, flags, window, net.TcpOptions(mss=1460))
         self.attack.to_guest(net.tcp_frame(GUEST_MAC, PEER_MAC, PEER, GUEST, seg, data))
@@ -79,7 +77,7 @@ def test_passive_open_and_data_survive_every_network_attack(seed: int) -> None:
     w = Wire(NET_ATTACKS, seed)
     listener = w.stack.listen(8123, 4)
     peer_seq = 5000 + seed
-    out = w.send(40000, 8123, peer_seq, 0, F.SYN)
+    out = w.peer(40000, 8123, peer_seq, 0, F.SYN)
     (synack,) = [t for t in w.real(out, 8123) if t.flags & F.SYN]
     iss = synack.seq
     # net-bad-ack forged two ACKs with wrong acknowledgment numbers after this SYN-ACK: each
@@ -91,13 +89,13 @@ def test_passive_open_and_data_survive_every_network_attack(seed: int) -> None:
     (tcb,) = listener.pending
     assert tcb.state == tcpmod.SYN_RCVD
     peer_seq += 1
-    w.send(40000, 8123, peer_seq, iss + 1, F.ACK)
+    w.peer(40000, 8123, peer_seq, iss + 1, F.ACK)
     assert len(listener.ready) == 1 and listener.ready[0] is tcb and tcb.state == tcpmod.ESTABLISHED
     # data through the storm and the garbage: every byte once, in order, unchanged
     sent = b""
     for i in range(40):
         chunk = bytes(random.Random(i).randbytes(1 + i * 31))
-        out = w.send(40000, 8123, peer_seq, iss + 1, F.ACK | F.PSH, chunk)
+        out = w.peer(40000, 8123, peer_seq, iss + 1, F.ACK | F.PSH, chunk)
         peer_seq += len(chunk)
         sent += chunk
         for t in w.real(out, 8123):
@@ -109,7 +107,7 @@ def test_passive_open_and_data_survive_every_network_attack(seed: int) -> None:
     out = w.run()
     data = [t for t in w.real(out, 8123) if t.flags & F.PSH]
     assert data and data[0].seq == iss + 1
-    out = w.send(40000, 8123, peer_seq, iss + 6, F.ACK)
+    out = w.peer(40000, 8123, peer_seq, iss + 6, F.ACK)
     assert tcb.snd_una == (iss + 6) & M32 and tcb.state == tcpmod.ESTABLISHED
     assert w.attack.forged > 40 * 6
     assert w.stack.stats["dropped"] > 40  # the garbage was dropped, not parsed
@@ -126,10 +124,10 @@ def test_active_open_refuses_a_synack_with_a_wrong_ack(seed: int) -> None:
     rst = [f.tcp for f in out if f.tcp is not None and f.tcp.flags & F.RST]
     assert rst and ((rst[0].seq - syn.seq) & M32) > 0x1000_0000  # reset of the forged SYN-ACK
     assert tcb.state == tcpmod.SYN_SENT
-    w.send(80, 50000, 9000, syn.seq + 1, F.SYN | F.ACK)
+    w.peer(80, 50000, 9000, syn.seq + 1, F.SYN | F.ACK)
     assert tcb.state == tcpmod.ESTABLISHED and tcb.rcv_nxt == 9001
     for i in range(10):
-        w.send(80, 50000, 9001 + i * 3, syn.seq + 1, F.ACK | F.PSH, b"abc")
+        w.peer(80, 50000, 9001 + i * 3, syn.seq + 1, F.ACK | F.PSH, b"abc")
     assert tcb.recv(100) == b"abc" * 10 and tcb.state == tcpmod.ESTABLISHED
 
 
@@ -138,13 +136,13 @@ def test_exact_rst_still_resets_through_the_storm() -> None:
     connection (the guard is a check, not a deaf ear)."""
     w = Wire(("net-rst-storm", "net-garbage"), 0)
     listener = w.stack.listen(8123, 4)
-    out = w.send(40000, 8123, 100, 0, F.SYN)
+    out = w.peer(40000, 8123, 100, 0, F.SYN)
     (synack,) = [t for t in w.real(out, 8123) if t.flags & F.SYN]
-    w.send(40000, 8123, 101, synack.seq + 1, F.ACK)
+    w.peer(40000, 8123, 101, synack.seq + 1, F.ACK)
     tcb = listener.ready.popleft()
-    w.send(40000, 8123, 101, synack.seq + 1, F.ACK | F.PSH, b"x")
+    w.peer(40000, 8123, 101, synack.seq + 1, F.ACK | F.PSH, b"x")
     assert tcb.state == tcpmod.ESTABLISHED
-    w.send(40000, 8123, 102, 0, F.RST)
+    w.peer(40000, 8123, 102, 0, F.RST)
     assert tcb.state == tcpmod.CLOSED
 
 
