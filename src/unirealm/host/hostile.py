@@ -274,11 +274,12 @@ class HostileNet:
             seg = Tcp(tcp.dport, tcp.sport, seq & M32, ack & M32, flags, 65535)
             self._forge(tcp_frame(pf.eth.src, pf.eth.dst, ip.dst, ip.src, seg))
 
-        # Wrong acknowledgments of the guest's SYN: its own ISS (nothing acknowledged) and one
-        # far past it. The guest's reset for each carries SEQ = the forged ACK: outside any
-        # window the real peer has, so the real connection is not hurt by it.
+        # Wrong acknowledgments of the guest's SYN, far past it. The guest's reset for each
+        # carries SEQ = the forged ACK, beyond any window of the real peer, so the real
+        # connection is not hurt by the guest's correct answer. (Never behind: libslirp, like
+        # 4.4BSD, trims a segment left of its window to rcv_nxt and takes its RST.)
         if tcp.flags & TcpFlags.ACK:  # the guest's SYN-ACK: forge the handshake's last ACK
-            forge(TcpFlags.ACK, tcp.ack, tcp.seq)
+            forge(TcpFlags.ACK, tcp.ack, tcp.seq + 0x1000_0000 + rng.randrange(1 << 20))
             forge(TcpFlags.ACK, tcp.ack, tcp.seq + 0x4000_0000 + rng.randrange(1 << 20))
         else:  # the guest's SYN: forge the SYN-ACK
             forge(TcpFlags.SYN | TcpFlags.ACK, rng.getrandbits(32), tcp.seq + 0x4000_0000 + rng.randrange(1 << 20))
