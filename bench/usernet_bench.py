@@ -1,7 +1,12 @@
-"""The user-mode network on libslirp against the hand-written gateway it replaced, in the same
-run: the same image, the same VMM and guest, only host/net/usernet.py differs (the old one
-is taken from the last git revision that had it and laid over a copy of today's sources).
-Plain VM; httpreply req/s (a new connection per request) and redis GET/s with one client.
+"""A network change measured against the revision before it, in the same run: the same
+image, the same VMM and guest, only the named source files differ (the old ones are taken
+from git history and laid over a copy of today's sources). Plain VM; httpreply req/s (a new
+connection per request) and redis GET/s with one client (`redis-benchmark -c 1`).
+
+- user-mode network: libslirp against the hand-written gateway it replaced
+  (host/net/usernet.py);
+- guest network path: RX notification suppression and lazy TX reclaim against the driver
+  and device before them (guest/net/virtio_net.py, host/devices/virtio_net.py).
 
     python bench/usernet_bench.py [ROUNDS]
 """
@@ -20,69 +25,84 @@ sys.path.insert(0, str(Path(__file__).parent))
 import net_bench
 
 REPO = net_bench.REPO
-USERNET = "src/unirealm/host/net/usernet.py"
-OLD_MARK = "class TcpConn"  # the hand-written gateway's TCP endpoint
+# (what, marker, files): the baseline is the parent of the last commit that added or removed
+# `marker` in the first file; every file is taken from that baseline.
+CHANGES = (
+    ("libslirp vs hand-written gateway", "class TcpConn", ("src/unirealm/host/net/usernet.py",)),
+    ("RX notify suppression vs before", "def notify_wanted",
+     ("src/unirealm/guest/net/virtio_net.py", "src/unirealm/host/devices/virtio_net.py")),
+)
 
 
-def old_gateway_source() -> str | None:
-    """usernet.py from the revision before the one that removed the hand-written gateway."""
+def baseline_sources(marker: str, files: tuple[str, ...]) -> dict[str, str] | None:
     try:
-        gone = subprocess.run(["git", "log", "-1", "--format=%H", f"-S{OLD_MARK}", "--", USERNET], cwd=REPO,
-                              capture_output=True, text=True, check=True).stdout.strip()
-        if not gone:
+        change = subprocess.run(["git", "log", "-1", "--format=%H", f"-S{marker}", "--", files[0]], cwd=REPO,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        if not change:
             return None
-        return subprocess.run(["git", "show", f"{gone}^:{USERNET}"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout
+        return {f: subprocess.run(["git", "show", f"{change}^:{f}"], cwd=REPO, capture_output=True, text=True,
+                                  check=True).stdout for f in files}
     except (OSError, subprocess.CalledProcessError):
         return None
 
 
-def tree_with_old_gateway(tmp: Path, source: str) -> Path:
-    src = tmp / "old-src"
+def overlay(tmp: Path, name: str, sources: dict[str, str]) -> Path:
+    src = tmp / name
     shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
-    (src / "unirealm/host/net/usernet.py").write_text(source)
+    for path, text in sources.items():
+        (src / Path(path).relative_to("src")).write_text(text)
     return src
 
 
-def with_src(src: Path) -> None:
+def measure(src: Path, elf: Path, with_redis: bool, tmp: str) -> tuple[float, float | None]:
+    """httpreply req/s and redis GET/s (None without redis) with the sources in `src`; the
+    images are built from that tree (the guest travels in the image)."""
     os.environ["PYTHONPATH"] = str(src)
+    image = Path(tmp) / f"{src.name}-httpreply.img"
+    if not image.exists():
+        subprocess.run([*net_bench.UNIREALM, "build", str(elf), "-o", str(image)], check=True, capture_output=True)
+    http = net_bench.httpreply_rate(image, "kvm", tmp)
+    if not with_redis:
+        return http, None
+    redis = Path(tmp) / f"{src.name}-redis.img"
+    if not redis.exists():
+        subprocess.run([*net_bench.UNIREALM, "build", "--debian", "redis-server", "--app", "/usr/bin/redis-server",
+                        "-o", str(redis)], check=True, capture_output=True,
+                       env=dict(os.environ, UNIREALM_DEBIAN_CACHE=str(REPO / "build" / "debian")))
+    return http, net_bench.redis_rates(redis, "kvm", tmp)[1]
 
 
 def run(rounds: int = 3) -> list[tuple[str, float, float, str]]:
-    source = old_gateway_source()
-    if source is None:
-        raise RuntimeError("no git revision with the hand-written gateway")
     rows: list[tuple[str, float, float, str]] = []
     saved = os.environ.get("PYTHONPATH")
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        old_src, new_src = tree_with_old_gateway(tmp, source), REPO / "src"
-        elf, image = tmp / "httpreply", tmp / "httpreply.img"
-        subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-O2", "-o", str(elf),
-                        str(REPO / "examples/httpreply/httpreply.c")], check=True)
-        with_src(new_src)
-        subprocess.run([*net_bench.UNIREALM, "build", str(elf), "-o", str(image)], check=True, capture_output=True)
-        redis = REPO / "build" / "redis.img"
-        have_redis = redis.exists() and shutil.which("redis-benchmark") is not None
-        http: dict[str, list[float]] = {"old": [], "new": []}
-        get: dict[str, list[float]] = {"old": [], "new": []}
-        try:
-            for _ in range(rounds):  # interleaved, so load on the machine hits both alike
-                for kind, src in (("old", old_src), ("new", new_src)):
-                    with_src(src)
-                    http[kind].append(net_bench.httpreply_rate(image, "kvm", tmp_name))
-                    if have_redis:
-                        get[kind].append(net_bench.redis_rates(redis, "kvm", tmp_name)[1])
-        finally:
-            if saved is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = saved
-    rows.append(("httpreply req/s, plain VM: libslirp vs hand-written gateway", max(http["new"]), max(http["old"]),
-                 "req/s"))
-    if have_redis:
-        rows.append(("redis GET/s -c 1, plain VM: libslirp vs hand-written gateway", max(get["new"]),
-                     max(get["old"]), "req/s"))
+    have_redis = shutil.which("redis-benchmark") is not None
+    try:
+        for what, marker, files in CHANGES:
+            old = baseline_sources(marker, files)
+            if old is None:
+                raise RuntimeError(f"{what}: no git revision before the change")
+            with tempfile.TemporaryDirectory() as tmp_name:
+                tmp = Path(tmp_name)
+                elf = tmp / "httpreply"
+                subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-O2", "-o", str(elf),
+                                str(REPO / "examples/httpreply/httpreply.c")], check=True)
+                trees = {"old": overlay(tmp, "old", old), "new": overlay(tmp, "new", {})}
+                http: dict[str, list[float]] = {"old": [], "new": []}
+                get: dict[str, list[float]] = {"old": [], "new": []}
+                for _ in range(rounds):  # interleaved, so load on the machine hits both alike
+                    for kind, src in trees.items():
+                        h, g = measure(src, elf, have_redis, tmp_name)
+                        http[kind].append(h)
+                        if g is not None:
+                            get[kind].append(g)
+            rows.append((f"httpreply req/s, plain VM: {what}", max(http["new"]), max(http["old"]), "req/s"))
+            if get["new"]:
+                rows.append((f"redis GET/s -c 1, plain VM: {what}", max(get["new"]), max(get["old"]), "req/s"))
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
     return rows
 
 
