@@ -16,6 +16,7 @@ import demand_paging
 import launch
 import net_bench
 import sqlite_bench
+import usernet_bench
 
 
 def main() -> int:
@@ -25,7 +26,7 @@ def main() -> int:
         table.add_column(col)
     rows = launch.run()
     rows += demand_paging.run()
-    for name, module in (("sqlite", sqlite_bench), ("network", net_bench)):
+    for name, module in (("sqlite", sqlite_bench), ("network", net_bench), ("user-mode network", usernet_bench)):
         try:
             rows += module.run()
         except RuntimeError as exc:

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -62,12 +63,14 @@ class BackgroundRun:
     """`unirealm run` of a server in the background, reachable on a loopback port forwarded
     to `guest_port` (`-n mode=user,hostfwd=...`); its output goes to files."""
 
-    def __init__(self, image: Path, platform: str, tmp: Path, guest_port: int, params: str = "--") -> None:
+    def __init__(self, image: Path, platform: str, tmp: Path, guest_port: int, params: str = "--",
+                 net: str | None = None, wrap: Sequence[str] = ()) -> None:
+        """`net` replaces the -n argument; `wrap` goes before the command (e.g. `ip netns exec NS`)."""
         self.port = free_port()
         self.out, self.err = tmp / "stdout", tmp / "stderr"
         env = dict(os.environ, UNIREALM_DATA_DIR=str(tmp / "data"))
-        cmd = [*UNIREALM, "run", "-k", str(image), *PLATFORMS[platform],
-               "-n", f"mode=user,hostfwd=tcp:127.0.0.1:{self.port}-:{guest_port}", f"--params={params}"]
+        cmd = [*wrap, *UNIREALM, "run", "-k", str(image), *PLATFORMS[platform],
+               "-n", net or f"mode=user,hostfwd=tcp:127.0.0.1:{self.port}-:{guest_port}", f"--params={params}"]
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
 

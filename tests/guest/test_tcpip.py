@@ -366,3 +366,40 @@ def test_handshake_completes_only_on_the_right_ack(peer: Peer) -> None:
     (rst2,) = peer.tcp(80, 50000, 7000, syn.tcp.seq + 5, F.SYN | F.ACK)
     assert rst2.tcp is not None and rst2.tcp.flags & F.RST
     assert tcb.state == tcpmod.SYN_SENT
+
+
+def test_syn_in_a_synchronized_connection_gets_a_challenge_ack(peer: Peer) -> None:
+    """RFC 5961 §4: a SYN on an established connection, wherever its sequence number, is
+    answered with an ACK and changes nothing (RFC 793 would have reset the connection)."""
+    listener = peer.stack.listen(8123, 4)
+    seq, gseq = peer.handshake(8123)
+    tcb = listener.ready.popleft()
+    for syn_seq in (seq, seq + 100, seq - 5000, seq + 3_000_000_000):
+        (challenge,) = peer.tcp(40000, 8123, syn_seq, 0, F.SYN)
+        assert challenge.tcp is not None and challenge.tcp.flags == F.ACK
+        assert (challenge.tcp.seq, challenge.tcp.ack) == (gseq, seq)
+        assert tcb.state == tcpmod.ESTABLISHED
+    peer.tcp(40000, 8123, seq, gseq, F.ACK | F.PSH, b"still here")
+    assert tcb.recv(100) == b"still here"
+
+
+def test_ack_outside_what_was_sent_or_offered_discards_the_segment(peer: Peer) -> None:
+    """RFC 5961 §5.2: SEG.ACK must lie in [SND.UNA - MAX.SND.WND, SND.NXT]; otherwise the
+    segment, data and all, is discarded and answered with an ACK."""
+    listener = peer.stack.listen(8123, 4)
+    seq, gseq = peer.handshake(8123, window=8000)
+    tcb = listener.ready.popleft()
+    assert tcb.send(b"x" * 100) == 100
+    peer.take()
+    # acknowledges bytes never sent: dropped with its data
+    (ack,) = peer.tcp(40000, 8123, seq, gseq + 101, F.ACK | F.PSH, b"future", window=8000)
+    assert ack.tcp is not None and ack.tcp.ack == seq and tcb.recv(100) is None
+    assert tcb.snd_una == gseq
+    # older than the largest window ever offered (8000): dropped too
+    (ack,) = peer.tcp(40000, 8123, seq, gseq - 8001, F.ACK | F.PSH, b"ancient", window=8000)
+    assert ack.tcp is not None and ack.tcp.ack == seq and tcb.recv(100) is None
+    # a duplicate ACK inside that range is fine: the data is taken
+    peer.tcp(40000, 8123, seq, gseq - 10, F.ACK | F.PSH, b"fine", window=8000)
+    assert tcb.recv(100) == b"fine"
+    peer.tcp(40000, 8123, seq + 4, gseq + 100, F.ACK, window=8000)
+    assert tcb.snd_una == gseq + 100

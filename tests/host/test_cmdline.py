@@ -268,3 +268,14 @@ def test_params_keep_tabs_newlines_and_text():
 
 def test_9p_tag_of_32_characters_ok():
     assert parse_run_args(["--9p", "d," + "T_.-9" * 6 + "ab"]).shares_9p[0].tag == "T_.-9" * 6 + "ab"
+
+
+def test_tap_refuses_what_it_would_ignore():
+    for arg, message in (("mode=tap,guest_ip=10.0.0.2", "guest_ip= is the user-mode network's DHCP lease"),
+                         ("guest_ip=10.0.0.2", "guest_ip= is the user-mode network's DHCP lease"),
+                         ("mode=tap,tapif=tap3,host_ip=10.0.0.1", "only to a tap the VMM creates"),
+                         ("mode=tap,script=/bin/true,host_ip=10.0.0.1", "only to a tap the VMM creates")):
+        with pytest.raises(CmdlineError, match=message):
+            parse_run_args(["-n", arg])
+    (net,) = parse_run_args(["-n", "mode=tap,script=none,host_ip=10.0.0.1"]).networks
+    assert (net.mode, net.host_ip, net.tapif) == ("tap", "10.0.0.1", None)

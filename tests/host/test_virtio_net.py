@@ -12,6 +12,7 @@ from unirealm.arch.virtio import (
     VIRTIO_F_ACCESS_PLATFORM,
     VIRTIO_F_VERSION_1,
     VIRTIO_MMIO_CONFIG,
+    VIRTQ_USED_F_NO_NOTIFY,
     VirtioMmio,
     VirtioStatus,
     VirtqDescFlags,
@@ -189,6 +190,30 @@ def test_rx_waits_for_buffers_and_is_delivered_on_poll(plain):
     assert [f for _, f in drv.received()] == [FRAME[:20]]
 
 
+def test_rx_notifications_wanted_only_while_frames_wait(plain):
+    """virtio 1.2 §2.7.10: the RX used ring's VIRTQ_USED_F_NO_NOTIFY is clear exactly while
+    frames wait in the backlog for buffers, so the driver notifies only then."""
+    drv, dev, _ = plain
+    drv.setup()
+    used = QUEUES[0][2]
+
+    def flags() -> int:
+        return struct.unpack("<H", drv.view.read(used, 2))[0]
+
+    drv.post_rx(1)
+    assert flags() == VIRTQ_USED_F_NO_NOTIFY  # nothing waits: buffers are found at delivery
+    dev.receive(FRAME)
+    dev.receive(FRAME + b"y")
+    assert dev.deliver() == 1 and flags() == 0  # one frame waits for a buffer: notify me
+    drv.post(0, 1, QUEUES[0][3] + BUF, BUF, VirtqDescFlags.WRITE, notify=True)
+    assert len(drv.received()) == 2 and flags() == VIRTQ_USED_F_NO_NOTIFY
+    drv.post(0, 2, QUEUES[0][3] + 2 * BUF, BUF, VirtqDescFlags.WRITE, notify=False)
+    dev.receive(FRAME)
+    assert dev.deliver() == 1  # an unnotified buffer is used all the same
+    drv.w(VirtioMmio.STATUS, 0)  # reset: the flag is the driver's again
+    assert dev.rx_notify_wanted
+
+
 def test_rx_frame_larger_than_buffer_is_dropped(plain):
     drv, dev, _ = plain
     drv.setup()
@@ -298,8 +323,8 @@ def test_vmm_nic_wiring_and_refusals(image: str):
 
     assert vmm_for(image).nics == []  # no -n: no NIC (see README)
     assert vmm_for(image, "-n", "mode=none").nics == []
-    for argv, message in ((["-n", "mode=tap"], "does not create tap devices"), (["-n"], "does not create tap"),
-                          (["-n", "mode=user,trans=pci"], "trans=pci")):
+    for argv, message in ((["-n", "mode=tap,vhost=1"], "vhost-net"), (["-n", "mode=tap,mq=2"], "one queue pair"),
+                          (["-n", "mode=user,fd=3"], "needs mode=tap"), (["-n", "mode=user,trans=pci"], "trans=pci")):
         with pytest.raises(VmmError, match=message):
             vmm_for(image, *argv)
     vmm = vmm_for(image, "-n", "mode=user,guest_mac=02:00:00:00:00:07", "--realm")
@@ -317,7 +342,14 @@ def test_vmm_wait_moves_host_traffic_to_the_guest(image: str):
     towards the guest lands in a posted RX buffer."""
     import socket
 
-    from unirealm.arch.net import TcpFlags, parse_frame
+    from unirealm.arch.net import (
+        KVMTOOL_GATEWAY_IP,
+        KVMTOOL_GUEST_IP,
+        ArpOp,
+        TcpFlags,
+        arp_frame,
+        parse_frame,
+    )
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -331,6 +363,9 @@ def test_vmm_wait_moves_host_traffic_to_the_guest(image: str):
         drv = NetDriver(vmm.bus, view)
         drv.setup()
         drv.post_rx()
+        # the guest ARPs for its gateway first (the network learns its MAC from that)
+        drv.send(arp_frame(ArpOp.REQUEST, dev.mac, KVMTOOL_GUEST_IP, bytes(6), KVMTOOL_GATEWAY_IP))
+        assert parse_frame(drv.received()[0][1]).arp.op == ArpOp.REPLY
         client = socket.create_connection(("127.0.0.1", port), timeout=3)
         try:
             got = []

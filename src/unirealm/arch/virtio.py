@@ -110,6 +110,7 @@ VIRTQ_USED_ELEM = Layout(
     (Field("id", 0, "I"), Field("len", 4, "I")),
 )
 VIRTQ_RING_HEADER = 4  # flags le16, idx le16: the start of both rings
+VIRTQ_USED_F_NO_NOTIFY = 1  # virtio 1.2 §2.7.10: used ring flags, the device needs no notification
 VIRTQ_DESC_ALIGN, VIRTQ_AVAIL_ALIGN, VIRTQ_USED_ALIGN = 16, 2, 4
 VIRTQ_MAX_SIZE = 32768  # §2.7: Queue Size is at most 32768
 

@@ -605,6 +605,12 @@ def parse_network(arg: str, index: int = 0) -> NetParams:
             raise CmdlineError(f"-n: host_ip and guest_ip are both {guest}")
         if ipaddress.IPv4Network(f"{guest}/24", strict=False) != ipaddress.IPv4Network(f"{host}/24", strict=False):
             raise CmdlineError(f"-n: host_ip {host} is not in guest_ip {guest}'s /24 network (the DHCP lease)")
+    if net.mode == "tap":
+        if "guest_ip" in values:
+            raise CmdlineError("-n guest_ip= is the user-mode network's DHCP lease; with mode=tap the guest "
+                               "takes ip= from its command line or DHCP on the tap's network")
+        if "host_ip" in values and (net.tapif is not None or net.script != "none" or net.fd is not None):
+            raise CmdlineError("-n host_ip= is given only to a tap the VMM creates (script=none, no tapif or fd)")
     if forwards:
         if net.mode != "user":
             raise CmdlineError("hostfwd needs a user-mode NIC (mode=user)")

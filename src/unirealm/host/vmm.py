@@ -70,7 +70,7 @@ from .devices.virtio_9p import P9Server, Virtio9p
 from .devices.virtio_mmio import RamView, SharedView, VirtioMmioDevice
 from .devices.virtio_net import VirtioNet, VirtioNetDevice
 from .fdt import FdtError, KvmtoolFdt, VirtioMmioNode, dump_dtb, kvmtool_bootargs, kvmtool_serial_ports
-from .hostile import LONG_TAG, Hostile, RipasReplay, check_attacks, readdir_forever
+from .hostile import LONG_TAG, NET_ATTACKS, Hostile, HostileNet, RipasReplay, check_attacks, readdir_forever
 from .image import ImageFormatError, inspect_image
 from .kvm import (
     DataStep,
@@ -95,6 +95,7 @@ from .memmap import (
     MemoryLayoutError,
     VirtioMmioSpace,
 )
+from .net.tap import TapError, TapNet
 from .net.usernet import Forward, UserNet, UserNetError
 from .signals import SignalWatch, VmmStopped
 from .smccc import SmcccServices, VmPsci
@@ -103,6 +104,16 @@ log = logging.getLogger("unirealm.vmm")
 IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
 NET_IDLE_WAIT = 0.001  # seconds a WFI may wait on the user network's host sockets
 NET_POLL_INTERVAL = 0.0005  # seconds between network polls at MMIO exits
+
+
+def _watched(watch: Callable[[bytes], None], sink: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """A frame sink that shows each frame to `watch` first."""
+
+    def both(frame: bytes) -> None:
+        watch(frame)
+        sink(frame)
+
+    return both
 
 
 class VmmError(Exception):
@@ -233,8 +244,12 @@ class Vmm:
         if not cfg.networks and cfg.virtio_transport_option is not None:
             self.nic_params = (NetParams(mode="user"),)
         for nic in self.nic_params:
-            if nic.mode == "tap":
-                raise VmmError("-n mode=tap: this VMM does not create tap devices; use -n mode=user")
+            if nic.vhost:
+                raise VmmError("-n vhost=1: vhost-net needs KVM's ioeventfds, which this VMM does not have; use vhost=0")
+            if nic.mq > 1:
+                raise VmmError(f"-n mq={nic.mq}: the virtio-net device has one queue pair (mq=1)")
+            if nic.mode == "user" and nic.fd is not None:
+                raise VmmError("-n fd= names a tap file descriptor: it needs mode=tap")
             if nic.trans is not None and nic.trans != "mmio":
                 raise VmmError(f"-n trans={nic.trans}: only the modern virtio-mmio transport is available (trans=mmio)")
         if self.nic_params and cfg.virtio_transport != "mmio":
@@ -277,7 +292,8 @@ class Vmm:
         self.bus.register(KVM_PCI_CFG_AREA, ARM_PCI_CFG_SIZE, EmptyPciBus(), "pci")
         self.virtio: list[VirtioMmioDevice] = []
         self.nics: list[tuple[VirtioNetDevice, NetParams]] = []
-        self.usernets: list[UserNet] = []
+        self.networks: list[UserNet | TapNet] = []
+        self.net_attacks: list[HostileNet] = []
         self._net_polled = 0.0
         space = VirtioMmioSpace()
         virtio_nodes = self._add_9p_devices(irqs, space) + self._add_net_devices(irqs, space)
@@ -353,39 +369,60 @@ class Vmm:
             self.virtio.append(device)
             self.nics.append((device, nic))
             nodes.append(VirtioMmioNode(base, irqs.alloc()))
+            if nic.mode == "tap":
+                log.info("%s: tap %s, guest %s at %#x", name, nic.tapif or "(new)", nic.guest_mac, base)
+                continue
             fwd = ", ".join(f"{f.host_addr}:{f.host_port}->{f.guest_port}" for f in nic.hostfwd)
             log.info("%s: user mode, guest %s (%s), gateway %s%s at %#x", name, nic.guest_ip, nic.guest_mac,
                      nic.host_ip, f", hostfwd {fwd}" if fwd else "", base)
         return nodes
 
     def start_networks(self) -> None:
-        """Open each NIC's user-mode network: its gateway, and the listening sockets of its
-        port forwards."""
+        """Open each NIC's network: a user-mode network (libslirp, with the listening sockets
+        of its port forwards) or the host's tap device."""
         for device, nic in self.nics:
+            net: UserNet | TapNet
+            attack = None
+            to_guest: Callable[[bytes], None] = device.receive
+            if self.hostile and any(name in self.hostile for name in NET_ATTACKS):
+                attack = HostileNet(self.hostile, device.receive)
+                self.net_attacks.append(attack)
+                to_guest = attack.to_guest
             try:
-                net = UserNet(
-                    device.receive,
-                    guest_ip=ip_bytes(nic.guest_ip),
-                    gateway_ip=ip_bytes(nic.host_ip),
-                    guest_mac=device.mac,
-                    forwards=[Forward(f.host_addr, f.host_port, f.guest_port) for f in nic.hostfwd],
-                )
-            except UserNetError as exc:
+                if nic.mode == "tap":
+                    net = TapNet(to_guest, tapif=nic.tapif, host_ip=ip_bytes(nic.host_ip), script=nic.script,
+                                 downscript=nic.downscript, fd=nic.fd)
+                else:
+                    net = UserNet(
+                        to_guest,
+                        guest_ip=ip_bytes(nic.guest_ip),
+                        gateway_ip=ip_bytes(nic.host_ip),
+                        forwards=[Forward(f.host_addr, f.host_port, f.guest_port) for f in nic.hostfwd],
+                    )
+            except (UserNetError, TapError) as exc:
                 self.stop_networks()
                 raise VmmError(str(exc)) from None
             device.backend.sink = net.input
-            self.usernets.append(net)
+            if attack is not None:
+                device.backend.sink = _watched(attack.from_guest, net.input)
+            self.networks.append(net)
 
     def stop_networks(self) -> None:
-        for net in self.usernets:
+        for net in self.networks:
             net.close()
-        self.usernets.clear()
+        self.networks.clear()
+        if self.net_attacks:
+            forged = sum(attack.forged for attack in self.net_attacks)
+            log.warning("hostile: %d frames forged into the guest's network", forged)
+            self.net_attacks.clear()
 
     def poll_networks(self, timeout: float = 0.0) -> None:
-        """Let host sockets make progress and hand waiting frames to the guest's RX buffers."""
+        """Let host sockets and taps make progress and hand waiting frames to the guest's RX
+        buffers (only the first network waits up to `timeout`)."""
         self._net_polled = time.monotonic()
-        for net in self.usernets:
+        for net in self.networks:
             net.poll(timeout)
+            timeout = 0.0
         for device, _ in self.nics:
             device.deliver()
 
@@ -413,7 +450,7 @@ class Vmm:
         self.idle = 0
         if not is_write:
             self.console.poll_input()
-        if self.usernets and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL:
+        if self.networks and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL:
             self.poll_networks()
         hostile = self.hostile
         if hostile:
@@ -436,7 +473,7 @@ class Vmm:
         With a network, the WFI waits a little for host sockets (a server waits for clients
         as long as it likes: no idle limit then)."""
         self.console.poll_input()
-        if self.usernets:
+        if self.networks:
             self.poll_networks(NET_IDLE_WAIT)
             return
         self.idle += 1

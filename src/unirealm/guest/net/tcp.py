@@ -66,6 +66,7 @@ class Tcb:
         self.iss = stack.rand32()
         self.snd_una = self.snd_nxt = self.iss
         self.snd_wnd = 0
+        self.max_snd_wnd = 0  # the largest window the peer offered (RFC 5961 §5.2 MAX.SND.WND)
         self.snd_wl1 = self.snd_wl2 = 0
         self.irs = self.rcv_nxt = 0
         self.peer_mss = TCP_DEFAULT_MSS
@@ -281,6 +282,7 @@ class Tcb:
             self.state = ESTABLISHED
             self.snd_una = ack
             self.snd_wnd = seg.window << self.peer_wscale
+            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
             self.snd_wl1, self.snd_wl2 = seq, ack
             self.rtx_deadline = None
             self.retries = 0
@@ -299,12 +301,15 @@ class Tcb:
             self.rtx_deadline = None
             if self.snd_nxt != self.snd_una:
                 self.arm(now)
-        elif seq_lt(self.snd_nxt, ack):
-            self.ack_pending = True  # acknowledges something never sent
+        elif seq_lt(self.snd_nxt, ack) or seq_lt(ack, (self.snd_una - self.max_snd_wnd) & M32):
+            # RFC 5961 §5.2: an ACK of something never sent, or older than any window the peer
+            # offered, is discarded (its data too) and answered with an ACK
+            self.ack_pending = True
             self.stack.flush_later(self)
             return
         if seq_lt(self.snd_wl1, seq) or (self.snd_wl1 == seq and seq_le(self.snd_wl2, ack)):
             self.snd_wnd = seg.window << self.peer_wscale
+            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
             self.snd_wl1, self.snd_wl2 = seq, ack
         fin_acked = self.fin_sent and seq_lt(self.fin_seq, self.snd_una)
         if fin_acked:
@@ -359,7 +364,7 @@ class Tcb:
         self.irs = seg.seq
         self.rcv_nxt = (seg.seq + 1) & M32
         self.snd_una = seg.ack
-        self.snd_wnd = seg.window  # never scaled in a SYN
+        self.snd_wnd = self.max_snd_wnd = seg.window  # never scaled in a SYN
         self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
         self.state = ESTABLISHED
         self.rtx_deadline = None

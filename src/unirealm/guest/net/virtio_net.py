@@ -14,7 +14,10 @@
   and the ring resynchronised; it is never trusted.
 - TX: the header and frame are copied into a free buffer, posted, and the queue notified:
   the device takes the chain at the notify's MMIO exit. Completed buffers are reclaimed
-  from the used ring before the next send.
+  from the used ring when no free one is left.
+- RX buffers given back are notified only while the device asks for it (the used ring's
+  VIRTQ_USED_F_NO_NOTIFY clear: frames are waiting for buffers); otherwise the device
+  finds them at its next delivery, and an MMIO exit is saved.
 - No interrupt is delivered: the driver polls (the scheduler calls `poll` when it idles and
   whenever a socket is waited on).
 """
@@ -34,6 +37,7 @@ from ...arch.net import (
     VirtioNetHdr,
 )
 from ...arch.virtio import (
+    VIRTQ_USED_F_NO_NOTIFY,
     VirtioMmio,
     VirtqDescFlags,
     avail_ring_entry,
@@ -79,6 +83,11 @@ class NetQueue:
 
     def notify(self) -> None:
         self.t.w(VirtioMmio.QUEUE_NOTIFY, self.index)
+
+    def notify_wanted(self) -> bool:
+        """Whether the device asks to be notified (virtio 1.2 §2.7.10: VIRTQ_USED_F_NO_NOTIFY
+        clear). A lying device only costs itself frames or exits."""
+        return not self.pool.read(self.used, 2)[0] & VIRTQ_USED_F_NO_NOTIFY
 
     def buffer(self, i: int) -> int:
         return self.bufs + BUF_SIZE * i
@@ -137,8 +146,8 @@ class VirtioNet:
         if not ETH_HLEN <= len(frame) <= ETH_FRAME_MAX:
             self.tx_dropped += 1
             return False
-        for i, _ in self.tx.completed():
-            self.tx_free.append(i)
+        if not self.tx_free:  # reclaim only when needed: the device completes a chain at its notify
+            self.tx_free.extend(i for i, _ in self.tx.completed())
         if not self.tx_free:
             self.tx_dropped += 1  # the device holds every buffer: the frame is lost, as on a full NIC
             return False
@@ -163,7 +172,8 @@ class VirtioNet:
             self.rx.post(i)
         if done:
             self.rx.publish()
-            self.rx.notify()
+            if self.rx.notify_wanted():  # frames wait in the device for these buffers
+                self.rx.notify()
             self.rx_frames += len(frames)
         return frames
 

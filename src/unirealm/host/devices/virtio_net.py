@@ -36,6 +36,7 @@ from unirealm.arch.net import (
     virtio_net_config,
 )
 from unirealm.arch.virtio import (
+    VIRTQ_USED_F_NO_NOTIFY,
     VirtioDeviceId,
     VirtioInterrupt,
     VirtioStatus,
@@ -104,6 +105,7 @@ class VirtioNetDevice(VirtioMmioDevice):
     def __init__(self, backend: VirtioNet, access_platform: bool = False, name: str = "virtio-net",
                  memory: MemoryView | None = None, on_error: Callable[[str], None] | None = None) -> None:
         self.rx_pending: deque[bytes] = deque()
+        self.rx_notify_wanted = True  # the used ring's flags start at 0: notifications wanted
         self.rx_frames = 0
         self.rx_dropped = 0
         super().__init__(backend, access_platform=access_platform, name=name, memory=memory, on_error=on_error)
@@ -122,8 +124,12 @@ class VirtioNetDevice(VirtioMmioDevice):
         self.rx_pending.append(bytes(frame))
 
     def deliver(self) -> int:
-        """Move waiting frames into posted RX buffers; returns how many were delivered."""
-        if not self.rx_pending:
+        """Move waiting frames into posted RX buffers; returns how many were delivered.
+        The RX used ring's VIRTQ_USED_F_NO_NOTIFY tells the driver whether it must notify
+        after posting buffers: only while frames wait for buffers (virtio 1.2 §2.7.10). The
+        device reads the available ring at every delivery anyway, and every path that adds
+        to the backlog ends in a delivery."""
+        if not self.rx_pending and not self.rx_notify_wanted:
             return 0
         q = self.queues[RX_QUEUE]
         if (self.status & VirtioStatus.DEVICE_NEEDS_RESET or not self.status & VirtioStatus.DRIVER_OK
@@ -160,6 +166,10 @@ class VirtioNetDevice(VirtioMmioDevice):
                 pending -= 1
                 done += 1
                 self.rx_frames += 1
+            want = bool(self.rx_pending)
+            if want != self.rx_notify_wanted:
+                mem.write(q.used, struct.pack("<H", 0 if want else VIRTQ_USED_F_NO_NOTIFY))
+                self.rx_notify_wanted = want
         except (DmaError, ChainError) as exc:
             self.fail(str(exc))
         return done
@@ -175,6 +185,7 @@ class VirtioNetDevice(VirtioMmioDevice):
     def reset(self) -> None:
         super().reset()
         self.rx_pending.clear()
+        self.rx_notify_wanted = True
 
     def notify(self, index: int) -> None:
         if index == RX_QUEUE:

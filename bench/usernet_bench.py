@@ -1,0 +1,117 @@
+"""A network change measured against the revision before it, in the same run: the same
+image, the same VMM and guest, only the named source files differ (the old ones are taken
+from git history and laid over a copy of today's sources). Plain VM; httpreply req/s (a new
+connection per request) and redis GET/s with one client (`redis-benchmark -c 1`).
+
+- user-mode network: libslirp against the hand-written gateway it replaced
+  (host/net/usernet.py);
+- guest network path: RX notification suppression and lazy TX reclaim against the driver
+  and device before them (guest/net/virtio_net.py, host/devices/virtio_net.py).
+
+    python bench/usernet_bench.py [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import net_bench
+
+REPO = net_bench.REPO
+# (what, marker, files): the baseline is the parent of the last commit that added or removed
+# `marker` in the first file; every file is taken from that baseline.
+CHANGES = (
+    ("libslirp vs hand-written gateway", "class TcpConn", ("src/unirealm/host/net/usernet.py",)),
+    ("RX notify suppression vs before", "def notify_wanted",
+     ("src/unirealm/guest/net/virtio_net.py", "src/unirealm/host/devices/virtio_net.py")),
+)
+
+
+def baseline_sources(marker: str, files: tuple[str, ...]) -> dict[str, str] | None:
+    try:
+        change = subprocess.run(["git", "log", "-1", "--format=%H", f"-S{marker}", "--", files[0]], cwd=REPO,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        if not change:
+            return None
+        return {f: subprocess.run(["git", "show", f"{change}^:{f}"], cwd=REPO, capture_output=True, text=True,
+                                  check=True).stdout for f in files}
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def overlay(tmp: Path, name: str, sources: dict[str, str]) -> Path:
+    src = tmp / name
+    shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
+    for path, text in sources.items():
+        (src / Path(path).relative_to("src")).write_text(text)
+    return src
+
+
+def measure(src: Path, elf: Path, with_redis: bool, tmp: str) -> tuple[float, float | None]:
+    """httpreply req/s and redis GET/s (None without redis) with the sources in `src`; the
+    images are built from that tree (the guest travels in the image)."""
+    os.environ["PYTHONPATH"] = str(src)
+    image = Path(tmp) / f"{src.name}-httpreply.img"
+    if not image.exists():
+        subprocess.run([*net_bench.UNIREALM, "build", str(elf), "-o", str(image)], check=True, capture_output=True)
+    http = net_bench.httpreply_rate(image, "kvm", tmp)
+    if not with_redis:
+        return http, None
+    redis = Path(tmp) / f"{src.name}-redis.img"
+    if not redis.exists():
+        subprocess.run([*net_bench.UNIREALM, "build", "--debian", "redis-server", "--app", "/usr/bin/redis-server",
+                        "-o", str(redis)], check=True, capture_output=True,
+                       env=dict(os.environ, UNIREALM_DEBIAN_CACHE=str(REPO / "build" / "debian")))
+    return http, net_bench.redis_rates(redis, "kvm", tmp)[1]
+
+
+def run(rounds: int = 3) -> list[tuple[str, float, float, str]]:
+    rows: list[tuple[str, float, float, str]] = []
+    saved = os.environ.get("PYTHONPATH")
+    have_redis = shutil.which("redis-benchmark") is not None
+    try:
+        for what, marker, files in CHANGES:
+            old = baseline_sources(marker, files)
+            if old is None:
+                raise RuntimeError(f"{what}: no git revision before the change")
+            with tempfile.TemporaryDirectory() as tmp_name:
+                tmp = Path(tmp_name)
+                elf = tmp / "httpreply"
+                subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-O2", "-o", str(elf),
+                                str(REPO / "examples/httpreply/httpreply.c")], check=True)
+                trees = {"old": overlay(tmp, "old", old), "new": overlay(tmp, "new", {})}
+                http: dict[str, list[float]] = {"old": [], "new": []}
+                get: dict[str, list[float]] = {"old": [], "new": []}
+                for _ in range(rounds):  # interleaved, so load on the machine hits both alike
+                    for kind, src in trees.items():
+                        h, g = measure(src, elf, have_redis, tmp_name)
+                        http[kind].append(h)
+                        if g is not None:
+                            get[kind].append(g)
+            rows.append((f"httpreply req/s, plain VM: {what}", max(http["new"]), max(http["old"]), "req/s"))
+            if get["new"]:
+                rows.append((f"redis GET/s -c 1, plain VM: {what}", max(get["new"]), max(get["old"]), "req/s"))
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    return rows
+
+
+def main() -> int:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    for name, value, base, unit in run(rounds):
+        print(f"{name}: {value:.1f} {unit} vs {base:.1f} {unit} = {value / base:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
