@@ -1,6 +1,7 @@
-/* console_burst N [echo]: writes N bytes of a known pattern to stdout (one write() per call,
-   resumed on short writes), then copies stdin to stdout with `echo`, or else only counts it;
-   ends with one line "in=<bytes> sum=<hash>" so a test can compare every byte exactly. */
+/* console_burst N [echo] [mark]: writes N bytes of a known pattern to stdout (one write() per
+   call, resumed on short writes; with `mark`, one "#" written alone first, so a benchmark
+   can time the burst from its start), then copies stdin to stdout with `echo`, or else only
+   counts it; ends with one line "in=<bytes> sum=<hash>" so a test can compare every byte. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +20,17 @@ static int write_all(const char *p, size_t n) {
 
 int main(int argc, char **argv) {
     size_t n = argc > 1 ? strtoul(argv[1], 0, 0) : 0;
-    int echo = argc > 2 && strcmp(argv[2], "echo") == 0;
+    int echo = 0, mark = 0;
+    for (int i = 2; i < argc; i++) {
+        echo |= strcmp(argv[i], "echo") == 0;
+        mark |= strcmp(argv[i], "mark") == 0;
+    }
     char *buf = malloc(n + 1);
     if (!buf)
         return 2;
     for (size_t i = 0; i < n; i++)
         buf[i] = (char)('a' + (i * 7 + i / 97) % 26);
-    if (write_all(buf, n))
+    if ((mark && write_all("#", 1)) || write_all(buf, n))
         return 3;
     unsigned long long sum = 1469598103934665603ULL, count = 0;
     static char in[65536];
