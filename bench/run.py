@@ -12,6 +12,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import console_bench
 import demand_paging
 import launch
 import net_bench
@@ -26,6 +27,7 @@ def main() -> int:
         table.add_column(col)
     rows = launch.run()
     rows += demand_paging.run()
+    rows += console_bench.run()
     for name, module in (("sqlite", sqlite_bench), ("network", net_bench), ("user-mode network", usernet_bench)):
         try:
             rows += module.run()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from pathlib import Path
 
 import cbor2
@@ -14,9 +15,10 @@ import pytest
 
 from unirealm.arch import token as tk
 from unirealm.arch.layout import Layout
-from unirealm.arch.measurement import DATA_DESCRIPTOR, REC_DESCRIPTOR, RIPAS_DESCRIPTOR
+from unirealm.arch.measurement import DATA_DESCRIPTOR, REC_DESCRIPTOR, RIPAS_DESCRIPTOR, data_descriptor
 from unirealm.arch.rmi import RMI_REALM_PARAMS, RMI_REC_PARAMS, RMI_REC_RUN
 from unirealm.arch.rsi import RSI_HOST_CALL, RSI_REALM_CONFIG
+from unirealm.arch.virtio import VIRTIO_CONSOLE_CONFIG
 
 # (field, offset, width in bytes, element count) as the digest's tables give them.
 REALM_PARAMS = [  # §2.5 RmiRealmParams
@@ -170,3 +172,21 @@ def test_binding_vector(tf_rmm: Path) -> None:
     claims = cbor2.loads(token.value[2])
     assert claims[10].hex() == BINDING
     assert claims[265] == "tag:arm.com,2023:cca_platform#1.0.0"
+
+
+def test_compiled_layout_packs_as_the_field_by_field_pack() -> None:
+    """Layout.compiled (DATA_CREATE's descriptor, packed at once) gives the very bytes the
+    field-by-field pack gives, gaps zero, for every measurement descriptor and the console
+    config; an array field is refused."""
+    rng = random.Random(7)
+    for layout in (DATA_DESCRIPTOR, RIPAS_DESCRIPTOR, VIRTIO_CONSOLE_CONFIG):
+        values = {f.name: rng.randbytes(f.size) if f.fmt.endswith("s") else rng.getrandbits(8 * f.size)
+                  for f in layout.fields}
+        ordered = [values[f.name] for f in sorted(layout.fields, key=lambda f: f.offset)]
+        assert layout.compiled().pack(*ordered) == layout.pack(**values)
+        assert layout.compiled().size == layout.size
+    rim, content = rng.randbytes(64), rng.randbytes(64)
+    assert data_descriptor(rim, 0x8000_1000, 1, content) == DATA_DESCRIPTOR.pack(
+        desc_type=0, len=0x100, rim=rim, ipa=0x8000_1000, flags=1, content=content)
+    with pytest.raises(ValueError, match="array"):
+        RMI_REC_PARAMS.compiled()

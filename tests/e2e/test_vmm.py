@@ -110,9 +110,10 @@ def test_exit_status_becomes_the_vmm_status(tmp_path: Path) -> None:
 
 
 @needs_cc
-def test_measure_predicts_the_rim_the_realm_reads_and_reports(hello_image: Path) -> None:
+@pytest.mark.parametrize("console", [[], ["--console", "virtio"]], ids=["serial", "virtio"])
+def test_measure_predicts_the_rim_the_realm_reads_and_reports(hello_image: Path, console: list[str]) -> None:
     challenge = bytes(range(48))
-    argv = ["--realm", "-k", str(hello_image), "-p", f"attest={challenge.hex()} ukrsi.selftest -- x"]
+    argv = ["--realm", "-k", str(hello_image), *console, "-p", f"attest={challenge.hex()} ukrsi.selftest -- x"]
     predicted = measure_launch(launch_of_run(run_parser().parse_args(argv))).digest
     status, out = run_vmm(*argv)
     assert status == 0

@@ -69,17 +69,37 @@ def test_irqchips_not_modelled_are_refused(chip: str, image: Path) -> None:
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["-d", "disk.img"], "virtio block devices \\(-d\\) are not available"),
-    (["--console", "virtio"], "only the serial console is available"),
+    (["--console", "virtio", "--virtio-transport", "mmio-legacy"], "--console virtio needs the modern virtio-mmio"),
 ])
 def test_devices_not_modelled_are_refused(flags: list[str], message: str, image: Path) -> None:
     with pytest.raises(VmmError, match=message):
         vmm(image, *flags)
 
 
+def test_console_virtio_is_a_virtio_mmio_node_and_hvc0(image: Path) -> None:
+    """`--console virtio`: one virtio-mmio window after the others, whose device is a
+    virtio-console (id 3), and console=hvc0 on the command line; the UARTs stay."""
+    v = vmm(image, "--console", "virtio", "-n", "mode=user")
+    fdt = libfdt.Fdt(v.dtb)
+    chosen = fdt.path_offset("/chosen")
+    assert fdt.getprop(chosen, "bootargs").as_str().startswith("console=hvc0")
+    windows = sorted(d.name for d in v.virtio)
+    assert windows == ["virtio-console", "virtio-net:0"]
+    hvc = v.console.hvc
+    assert hvc is not None and v.virtio[-1] is hvc
+    region = next(r for r in v.bus.regions if r.name == "virtio-console")
+    assert v.bus.read(region.base + 8, 4).value == 3  # DeviceID: console
+    assert fdt.path_offset(f"/virtio@{region.base:x}") >= 0
+    plain = vmm(image)
+    assert plain.console.hvc is None and not plain.virtio
+    assert libfdt.Fdt(plain.dtb).getprop(libfdt.Fdt(plain.dtb).path_offset("/chosen"), "bootargs").as_str() \
+        .startswith("console=ttyS0")
+
+
 def test_help_lists_only_what_works() -> None:
     text = run_parser().format_help()
     assert "--disk" not in text and "-d image" not in text and "--force-pci" not in text
-    assert "virtio" not in text.split("--console", 1)[1].split("\n", 1)[0]
+    assert "hv" not in text.split("--console", 1)[1].split("\n", 1)[0].replace("hvc0", "")
     assert "gicv2" not in text and "gicv3-its" not in text
 
 

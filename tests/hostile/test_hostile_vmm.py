@@ -173,7 +173,7 @@ def test_device_window_in_protected_ram_is_not_shared(probe_image: Path, tmp_pat
         (["--hostile", "nope"], "unknown attack 'nope'"),
         (["--hostile", "uart-ram"], "--hostile uart-ram needs --realm"),
         (["--realm", "--hostile", "p9-readdir-loop"], "needs a --9p share"),
-        (["--realm", "--hostile", "toctou"], "needs a virtio device (--9p or -n)"),
+        (["--realm", "--hostile", "toctou"], "needs a virtio device (--9p, -n or --console virtio)"),
     ],
 )
 def test_attacks_that_cannot_act_are_refused(probe_image: Path, argv: list[str], message: str) -> None:

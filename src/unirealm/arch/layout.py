@@ -48,6 +48,17 @@ class Layout:
         if end > self.size:
             raise ValueError(f"{self.name}: fields run past {self.size} bytes")
 
+    def compiled(self) -> struct.Struct:
+        """One struct.Struct for the whole layout (gaps as pad bytes), its values in field
+        order: for hot paths packing a layout of scalar and byte-string fields at once."""
+        fmt, end = "<", 0
+        for f in sorted(self.fields, key=lambda f: f.offset):
+            if f.is_array:
+                raise ValueError(f"{self.name}: field {f.name} is an array")
+            fmt += f"{f.offset - end}x{f.fmt}" if f.offset > end else f.fmt
+            end = f.offset + f.size
+        return struct.Struct(fmt + (f"{self.size - end}x" if self.size > end else ""))
+
     def __getitem__(self, name: str) -> Field:
         return self._by_name[name]
 

@@ -76,15 +76,12 @@ def hash_bytes(algo: int, data: bytes | bytearray | memoryview) -> bytes:
     return digest.ljust(MEASUREMENT_MAX, b"\0")
 
 
+_DATA_DESCRIPTOR_STRUCT = DATA_DESCRIPTOR.compiled()  # desc_type, len, rim, ipa, flags, content
+
+
 def data_descriptor(rim: bytes, ipa: int, flags: int, content_hash: bytes) -> bytes:
-    return DATA_DESCRIPTOR.pack(
-        desc_type=MeasurementDescriptorType.DATA,
-        len=DESCRIPTOR_SIZE,
-        rim=rim,
-        ipa=ipa,
-        flags=flags,
-        content=content_hash,
-    )
+    """Packed at once: DATA_CREATE builds one per granule."""
+    return _DATA_DESCRIPTOR_STRUCT.pack(MeasurementDescriptorType.DATA, DESCRIPTOR_SIZE, rim, ipa, flags, content_hash)
 
 
 def rec_descriptor(rim: bytes, rec_params_hash: bytes) -> bytes:

@@ -7,6 +7,8 @@
   avail_event), with their alignments (§2.7.10 in 1.2, "Virtqueue Layout": desc 16,
   avail 2, used 4).
 - §5.1/5.2 device ids; §5.11 (1.2) virtio-9p configuration: tag_len le16, tag[tag_len].
+- §5.3 (1.2) virtio-console: receiveq 0 / transmitq 1 of port 0, virtio_console_config
+  (cols, rows, max_nr_ports, emerg_wr).
 
 Both the host's device model and the guest's driver use these names; neither repeats a
 layout.
@@ -109,8 +111,8 @@ VIRTQ_USED_ELEM = Layout(
     8,
     (Field("id", 0, "I"), Field("len", 4, "I")),
 )
+VIRTQ_USED_F_NO_NOTIFY = 1  # §2.7.10: used->flags bit 0, the device needs no notifications
 VIRTQ_RING_HEADER = 4  # flags le16, idx le16: the start of both rings
-VIRTQ_USED_F_NO_NOTIFY = 1  # virtio 1.2 §2.7.10: used ring flags, the device needs no notification
 VIRTQ_DESC_ALIGN, VIRTQ_AVAIL_ALIGN, VIRTQ_USED_ALIGN = 16, 2, 4
 VIRTQ_MAX_SIZE = 32768  # §2.7: Queue Size is at most 32768
 
@@ -152,3 +154,17 @@ def ninep_config(tag: str) -> bytes:
     """§5.11.4 virtio_9p_config: tag_len le16, then the tag (not NUL-terminated)."""
     raw = tag.encode()
     return struct.pack("<H", len(raw)) + raw
+
+
+# §5.3 virtio-console (device id 3), without VIRTIO_CONSOLE_F_MULTIPORT: one port, two queues.
+VIRTIO_CONSOLE_F_SIZE = 0  # cols and rows are valid
+VIRTIO_CONSOLE_F_MULTIPORT = 1
+VIRTIO_CONSOLE_F_EMERG_WRITE = 2
+VIRTIO_CONSOLE_RX_QUEUE = 0  # receiveq (port 0): device-writable buffers, host -> guest
+VIRTIO_CONSOLE_TX_QUEUE = 1  # transmitq (port 0): device-readable buffers, guest -> host
+VIRTIO_CONSOLE_CONFIG = Layout(
+    "virtio_console_config",
+    "virtio 1.2 §5.3.4 Device configuration layout",
+    12,
+    (Field("cols", 0, "H"), Field("rows", 2, "H"), Field("max_nr_ports", 4, "I"), Field("emerg_wr", 8, "I")),
+)

@@ -11,6 +11,12 @@ LCR = 3
 MCR = 4
 LSR = 5
 MSR = 6
+IER_RDI = 0x01  # received data available: reported in IIR (the line is never enabled at the GIC)
+IIR_ID = 0x0F
+IIR_RDI = 0x04  # the receive FIFO holds at least the trigger level
+IIR_RX_TIMEOUT = 0x0C  # data below the trigger level: at least one byte
+FCR_FIFO_TRIGGER_14 = 0xC1  # FIFOs on, receive trigger level 14
+RX_TRIGGER = 14
 LSR_DR = 0x01
 LSR_THRE = 0x20
 MSR_DCD = 0x80
@@ -36,6 +42,10 @@ class Ns16550:
         iir = self._in(FCR_IIR)
         if iir & IIR_FIFO_16550A != IIR_FIFO_16550A:
             raise ConsoleError(f"UART at {base:#x} is not an ns16550a (IIR {iir:#04x} with FIFOs enabled)")
+        # Still polled, but IIR now tells how much input waits: RDI once the receive FIFO
+        # reaches 14 bytes, so a burst is read 14 bytes per IIR instead of LSR per byte.
+        self._out(FCR_IIR, FCR_FIFO_TRIGGER_14)
+        self._out(IER, IER_RDI)
         self.dead = False
 
     def _out(self, reg: int, value: int) -> None:
@@ -58,13 +68,28 @@ class Ns16550:
                 return
             for byte in data[i : i + FIFO_SIZE]:
                 self._out(RBR_THR, byte)
+        if data and not self.dead:
+            self._in(LSR)  # as Linux's console write ends: the transmitter drains
+
+    def input_state(self) -> tuple[bool, bool]:
+        """(bytes ready, at end of input): LSR.DR, then MSR.DCD (the line hung up)."""
+        if self._in(LSR) & LSR_DR:
+            return True, False
+        return False, not self._in(MSR) & MSR_DCD
+
+    def touch(self) -> None:
+        """Device activity while idle: the VMM sees the guest polling the line."""
+        self._in(LSR)
 
     def read(self, limit: int, block: bool = True) -> bytes:
         """Up to `limit` bytes; empty only at end of input (carrier lost) or when not blocking."""
         out = bytearray()
         while len(out) < limit:
-            lsr = self._in(LSR)
-            if lsr & LSR_DR:
+            iid = self._in(FCR_IIR) & IIR_ID
+            if iid == IIR_RDI:  # the FIFO holds at least the trigger level: no LSR per byte
+                out += bytes(self._in(RBR_THR) for _ in range(min(RX_TRIGGER, limit - len(out))))
+                continue
+            if iid == IIR_RX_TIMEOUT or (iid != 1 and self._in(LSR) & LSR_DR):
                 out.append(self._in(RBR_THR))
                 continue
             if out or not block:

@@ -7,7 +7,9 @@
    RSI_IPA_STATE_SET to RAM over all RAM, checking ACCEPT; every device region named in the
    device tree is reached through its unprotected alias (after checking with
    RSI_IPA_STATE_GET that the host, not the realm, owns it: RIPAS EMPTY).
-4. The console, then the command line: unikernel options, `--`, the app's argv.
+4. The console, then the command line: unikernel options, `--`, the app's argv. With a
+   virtio-console in the device tree (`--console virtio`), the app's stdio moves to it
+   (hvc0) once the page allocator exists; kernel messages stay on the UART.
 5. Run the app; its exit status travels in x1 of PSCI SYSTEM_OFF (ignored by PSCI itself).
 """
 
@@ -101,7 +103,7 @@ class Kernel:
         self.cpu = cpu
         self.rsi = ukrsi.Rsi(cpu)
         self.realm: ukrsi.RealmConfig | None = None
-        self.console: Ns16550 | None = None  # the app's stdio: the stdout-path UART (ttyS0)
+        self.console: Any = None  # the app's stdio: the stdout-path UART (ttyS0), or hvc0
         self.log_device: Ns16550 | None = None  # kernel messages: the next UART (ttyS1) if any
         self._early_log: list[str] = []
         self.pages = PageAllocator()
@@ -180,6 +182,7 @@ class Kernel:
         self.log(f"memory: {self.pages.free_bytes >> 20} MiB free of {sum(s for _, s in self.info.ram) >> 20} MiB")
 
         self.parse_cmdline(self.info.bootargs)
+        self.start_hvc()
         if "ukrsi.selftest" in self.options:
             from .selftest import run_selftest
 
@@ -188,6 +191,28 @@ class Kernel:
             self.print_token(self.options["attest"])
         self.start_network()
         return self.run_app()
+
+    def start_hvc(self) -> None:
+        """hvc0 for the app's stdio: the first virtio-console, unless the command line's last
+        `console=` names a UART. A device that fails to come up leaves stdio on the UART."""
+        if not any(d.compatible == "virtio,mmio" for d in self.info.devices):
+            return
+        if not self.options.get("console", "hvc0").startswith("hvc"):
+            return
+        from ..arch.virtio import VirtioDeviceId
+        from .hvc import VirtioConsole
+        from .virtio import VirtioError, virtio_devices
+
+        for dev, transport, device_id in virtio_devices(self):
+            if device_id != VirtioDeviceId.CONSOLE:
+                continue
+            try:
+                self.console = VirtioConsole(self, transport)
+            except VirtioError as exc:
+                self.log(f"virtio-console {dev.path}: {exc}; stdio stays on the UART", error=True)
+                return
+            self.log(f"hvc0: virtio-console {dev.path} at {dev.address:#x} is the console")
+            return
 
     def start_network(self) -> None:
         """The first virtio-net NIC, configured by `ip=ADDR/PREFIX,GATEWAY`, DHCP or kvmtool's

@@ -243,7 +243,7 @@ class Scheduler:
     def idle(self, console: bool) -> None:
         self.cpu.wfi()
         if self.kernel.console is not None:
-            self.kernel.console._in(5)  # device activity: the VMM sees us polling the line
+            self.kernel.console.touch()  # device activity: the VMM sees us polling the console
         self.poll_devices()
 
     def poll_devices(self) -> None:

@@ -419,7 +419,8 @@ DEFAULT_TERMIOS = (0x500).to_bytes(4, "little") + (0x5).to_bytes(4, "little") + 
 
 
 class ConsoleFile(OpenFile):
-    """The ns16550 console. `tty` says whether it answers terminal ioctls (TCGETS...)."""
+    """The console: ttyS0 (the ns16550) or hvc0 (the virtio-console). `tty` says whether it
+    answers terminal ioctls (TCGETS...)."""
 
     def __init__(self, kernel: Any, flags: int, path: str, tty: bool) -> None:
         super().__init__(None, flags, path)
@@ -443,9 +444,10 @@ class ConsoleFile(OpenFile):
         console = self.kernel.console
         if console is None:
             return POLLIN | POLLOUT | POLLHUP
-        if console._in(5) & 1:  # LSR.DR
+        ready, eof = console.input_state()
+        if ready:
             return POLLIN | POLLOUT
-        if not console._in(6) & 0x80:  # MSR.DCD dropped: end of input
+        if eof:
             return POLLIN | POLLOUT | POLLHUP
         return POLLOUT
 

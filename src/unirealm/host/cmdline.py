@@ -167,7 +167,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="share a directory over 9p",
     )
     basic.add_argument(
-        "--console", dest="console", metavar="serial", help="console device: serial (the only one modelled)"
+        "--console", dest="console", metavar="serial|virtio",
+        help="the guest's console: serial (ttyS0, the default) or virtio (a virtio-console, hvc0)"
     )
     basic.add_argument(
         "--nodefaults",

@@ -68,15 +68,15 @@ NEEDS_VIRTIO = ("used-bogus", "toctou")
 NET_ATTACKS = ("net-garbage", "net-rst-storm", "net-bad-ack")
 
 
-def check_attacks(attacks: frozenset[str], realm: bool, shares: int, nics: int) -> str | None:
+def check_attacks(attacks: frozenset[str], realm: bool, shares: int, nics: int, consoles: int = 0) -> str | None:
     """Why these attacks cannot act in this run (an attack is never accepted and ignored)."""
     for name in sorted(attacks):
         if name in REALM_ONLY and not realm:
             return f"--hostile {name} needs --realm"
         if name in NEEDS_9P and not shares:
             return f"--hostile {name} needs a --9p share"
-        if name in NEEDS_VIRTIO and not shares + nics:
-            return f"--hostile {name} needs a virtio device (--9p or -n)"
+        if name in NEEDS_VIRTIO and not shares + nics + consoles:
+            return f"--hostile {name} needs a virtio device (--9p, -n or --console virtio)"
         if name in NET_ATTACKS and not nics:
             return f"--hostile {name} needs a network device (-n)"
     return None

@@ -67,6 +67,7 @@ from .devices.ns16550 import Ns16550
 from .devices.pci import EmptyPciBus
 from .devices.rtc import RTC_MMIO_SIZE, Mc146818
 from .devices.virtio_9p import P9Server, Virtio9p
+from .devices.virtio_console import VirtioConsole, VirtioConsoleDevice
 from .devices.virtio_mmio import RamView, SharedView, VirtioMmioDevice
 from .devices.virtio_net import VirtioNet, VirtioNetDevice
 from .fdt import FdtError, KvmtoolFdt, VirtioMmioNode, dump_dtb, kvmtool_bootargs, kvmtool_serial_ports
@@ -128,39 +129,57 @@ class RunResult:
 
 @dataclass
 class Console:
-    """ttyS0: guest output to `output`, `input` fed in as the guest polls for it."""
+    """ttyS0, or hvc0 with `--console virtio`: guest output to `output`, `input` fed in as
+    the guest polls for it. With hvc0 the host's stdin goes to it alone (ttyS0 reads as at
+    end of input); ttyS0's output still reaches `output`."""
 
     output: BinaryIO
     input: BinaryIO | None
+    virtio: bool = False
+    access_platform: bool = False
     uart: Ns16550 = field(init=False)
+    hvc: VirtioConsoleDevice | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.uart = Ns16550(output=self._write, name="ttyS0")
-        if self.input is None:
+        if self.virtio:
+            self.hvc = VirtioConsoleDevice(VirtioConsole(self._write), access_platform=self.access_platform,
+                                           name="virtio-console")
             self.uart.set_eof()
+        if self.input is None:
+            self._sink.set_eof()
+
+    @property
+    def _sink(self) -> Ns16550 | VirtioConsoleDevice:
+        return self.hvc if self.hvc is not None else self.uart
 
     def _write(self, data: bytes) -> None:
         self.output.write(data)
         self.output.flush()
 
     def poll_input(self) -> None:
-        """Move whatever stdin has ready into the UART without blocking the guest."""
-        if self.input is None or self.uart._eof:
+        """Move whatever stdin has ready into the console without blocking the guest."""
+        sink = self._sink
+        if self.hvc is not None:
+            self.hvc.deliver()
+        if self.input is None or sink._eof:
             return
         try:
             fd = self.input.fileno()
         except (OSError, ValueError, AttributeError):
             data = self.input.read()
-            self.uart.feed(data or b"")
-            self.uart.set_eof()
+            sink.feed(data or b"")
+            sink.set_eof()
             return
         ready, _, _ = select.select([fd], [], [], 0)
         if ready:
             data = os.read(fd, 65536)
             if data:
-                self.uart.feed(data)
+                sink.feed(data)
             else:
-                self.uart.set_eof()
+                sink.set_eof()
+        if self.hvc is not None:
+            self.hvc.deliver()
 
 
 def platform_features() -> int:
@@ -232,8 +251,6 @@ class Vmm:
         self.cfg = cfg
         self.log_output = log_output if log_output is not None else sys.stderr.buffer
         self.trace = trace
-        if cfg.console != "serial":
-            raise VmmError("only the serial console is available (--console serial)")
         if cfg.disks:
             raise VmmError("virtio block devices (-d) are not available in this release")
         self.features = platform_features() if cfg.realm else 0
@@ -254,12 +271,16 @@ class Vmm:
                 raise VmmError(f"-n trans={nic.trans}: only the modern virtio-mmio transport is available (trans=mmio)")
         if self.nic_params and cfg.virtio_transport != "mmio":
             raise VmmError("-n needs the modern virtio-mmio transport (--virtio-transport mmio)")
+        if cfg.console == "virtio" and cfg.virtio_transport != "mmio":
+            raise VmmError("--console virtio needs the modern virtio-mmio transport (--virtio-transport mmio)")
         if cfg.shares_9p and cfg.virtio_transport != "mmio":
             raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
-        self.console = Console(stdout or sys.stdout.buffer, stdin)
+        self.console = Console(stdout or sys.stdout.buffer, stdin, virtio=cfg.console == "virtio",
+                               access_platform=cfg.realm)
         self.hostile = Hostile(cfg.hostile) if cfg.hostile else None
         self.ripas_replay = RipasReplay()
-        if problem := check_attacks(cfg.hostile, cfg.realm, len(cfg.shares_9p), len(cfg.nics)):
+        if problem := check_attacks(cfg.hostile, cfg.realm, len(cfg.shares_9p), len(cfg.nics),
+                                    int(cfg.console == "virtio")):
             raise VmmError(problem)
         if self.hostile:
             log.warning("hostile VMM (a test mode): %s", ", ".join(sorted(cfg.hostile)))
@@ -278,6 +299,7 @@ class Vmm:
         self.bus = MmioBus(trace=self._trace_mmio if self._tracing("mmio") else None)
         irqs = IrqLines()
         self.serials = kvmtool_serial_ports(irqs, 4)
+        self.uarts: list[Ns16550] = []
         for i, port in enumerate(self.serials):
             # ttyS0 is the guest's console (stdin/stdout); ttyS1 carries its kernel log to stderr.
             if i == 0:
@@ -286,6 +308,7 @@ class Vmm:
                 device = Ns16550(output=self._write_log, name="ttyS1")
             else:
                 device = Ns16550(name=f"ttyS{i}")
+            self.uarts.append(device)
             self.bus.register(port.base, 0x1000, device, f"ttyS{i}")
         self.bootargs = kvmtool_bootargs(cfg.params or "", cfg.console_option, cfg.nodefaults)
         self.bus.register(ARM_RTC_MMIO_BASE, RTC_MMIO_SIZE, Mc146818(), "rtc")
@@ -296,7 +319,8 @@ class Vmm:
         self.net_attacks: list[HostileNet] = []
         self._net_polled = 0.0
         space = VirtioMmioSpace()
-        virtio_nodes = self._add_9p_devices(irqs, space) + self._add_net_devices(irqs, space)
+        virtio_nodes = (self._add_9p_devices(irqs, space) + self._add_net_devices(irqs, space)
+                        + self._add_console_device(irqs, space))
         # KVM's vGIC behind kvmtool's GIC windows, sized as kvmtool sizes it, and each vCPU's
         # generic timers; the vCPUs do not take interrupts from it yet.
         self.gic = GicV3(cfg.nrcpus, nr_spis_for_lines(irqs.allocated))
@@ -376,6 +400,19 @@ class Vmm:
             log.info("%s: user mode, guest %s (%s), gateway %s%s at %#x", name, nic.guest_ip, nic.guest_mac,
                      nic.host_ip, f", hostfwd {fwd}" if fwd else "", base)
         return nodes
+
+    def _add_console_device(self, irqs: IrqLines, space: VirtioMmioSpace) -> list[VirtioMmioNode]:
+        """`--console virtio`: the virtio-console (hvc0) after the other virtio devices, as
+        kvmtool's init order places it."""
+        device = self.console.hvc
+        if device is None:
+            return []
+        base = space.alloc()
+        device.hostile = self.hostile
+        self.bus.register(base, VIRTIO_MMIO_IO_SIZE, device, device.name)
+        self.virtio.append(device)
+        log.info("%s: hvc0 at %#x", device.name, base)
+        return [VirtioMmioNode(base, irqs.alloc())]
 
     def start_networks(self) -> None:
         """Open each NIC's network: a user-mode network (libslirp, with the listening sockets
@@ -494,6 +531,8 @@ class Vmm:
                 self._write_log(f"unirealm: stopped by {stop}\n".encode())
                 return RunResult(128 + stop.signum, self.exits)
             finally:
+                for uart in self.uarts:  # bytes still in a transmit FIFO
+                    uart.flush()
                 self.stop_networks()
 
     def _run(self) -> RunResult:

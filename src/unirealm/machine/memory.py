@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 from unirealm.arch.memory import ACCESSIBLE_PAS, GRANULE_MASK, GRANULE_SHIFT, GRANULE_SIZE, Pas, World
 
+_U64 = struct.Struct("<Q")
 DRAM_BASE = 0x8_8000_0000  # the machine's DRAM bank; PAs are never equal to guest IPAs
 DEFAULT_DRAM_SIZE = 4 << 30
 
@@ -84,6 +85,11 @@ class PhysicalMemory:
             self._pas_listeners.remove(listener)
 
     def check(self, world: World, pa: int, size: int) -> None:
+        off = pa - self.base
+        if size > 0 and off >= 0 and off + size <= self.size:  # the common case, checked inline
+            first, last = off >> GRANULE_SHIFT, (off + size - 1) >> GRANULE_SHIFT
+            if first == last and self._gpt[first] in ACCESSIBLE_PAS[world]:
+                return
         if size <= 0:
             if not self.contains(pa, 0):
                 raise GranuleProtectionFault(pa, world, None)
@@ -139,10 +145,14 @@ class MemoryAccessor:
         self.memory._mem.move(dst - self.memory.base, src - self.memory.base, size)
 
     def read_u64(self, pa: int) -> int:
-        return struct.unpack("<Q", self.read(pa, 8))[0]
+        memory = self.memory
+        memory.check(self.world, pa, 8)
+        return int(_U64.unpack_from(memory._mem, pa - memory.base)[0])
 
     def write_u64(self, pa: int, value: int) -> None:
-        self.write(pa, struct.pack("<Q", value & 0xFFFF_FFFF_FFFF_FFFF))
+        memory = self.memory
+        memory.check(self.world, pa, 8)
+        _U64.pack_into(memory._mem, pa - memory.base, value & 0xFFFF_FFFF_FFFF_FFFF)
 
     def zero(self, pa: int, size: int) -> None:
         self.write(pa, bytes(size))

@@ -32,7 +32,6 @@ from unirealm.arch.smccc import (
     fid_number,
     is_psci,
     strip_sve_hint,
-    unsigned64,
 )
 
 from .memory import PhysicalMemory
@@ -115,7 +114,7 @@ class Monitor:
     # --- the SMC conduit ----------------------------------------------------------------
     def smc(self, caller: Caller, regs: list[int] | tuple[int, ...]) -> list[int] | object:
         """One SMC: x0..x17 in; registers out (or, for a realm call, a REC exit request)."""
-        args = [unsigned64(r) for r in regs[:NUM_ARG_REGS]]
+        args = [r & MASK64 for r in regs[:NUM_ARG_REGS]]
         args += [0] * (NUM_ARG_REGS - len(args))
         fid = strip_sve_hint(args[0]) if caller == Caller.R_EL1 else args[0] & 0xFFFF_FFFF
         args[0] = fid

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from unirealm.arch.rmi import RMI_ARGS, RMI_RESULTS, RmiFid, RmiStatus, pack_status
 from unirealm.arch.rsi import RSI_ARGS, RSI_RESULTS, RsiFid
@@ -37,11 +38,11 @@ class RmiCommand:
     fid: RmiFid
     handler: Callable[..., tuple[int, ...]]
 
-    @property
+    @cached_property
     def nargs(self) -> int:
         return len(RMI_ARGS[self.fid])
 
-    @property
+    @cached_property
     def nresults(self) -> int:
         return len(RMI_RESULTS.get(self.fid, ()))
 

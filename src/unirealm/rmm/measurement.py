@@ -7,6 +7,7 @@ always 64 bytes; with SHA-256 only the first 32 are meaningful and the rest stay
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from unirealm.arch.measurement import (
@@ -28,6 +29,7 @@ from unirealm.arch.rmi import (
 )
 
 ZERO_SLOT = bytes(MEASUREMENT_MAX)
+_PAD32 = bytes(32)  # a SHA-256 digest padded to a 64-byte slot
 
 
 def hash_length(algo: int) -> int:
@@ -44,6 +46,11 @@ def realm_create_rim(params: dict[str, object]) -> bytes:
 def extend_data(rim: bytes, algo: int, ipa: int, flags: int, content: bytes | memoryview | None) -> bytes:
     """DATA_CREATE of one granule: H(DataDescriptor(RIM, ipa, flags, H(content) or 0)).
     `content` may be a view of the granule itself: it is hashed in place."""
+    if algo == RmiHashAlgorithm.SHA_256:  # the common case without the generic dispatch: one call per granule
+        content_hash = ZERO_SLOT
+        if flags == RmiDataFlags.MEASURED and content is not None:
+            content_hash = hashlib.sha256(content).digest() + _PAD32
+        return hashlib.sha256(data_descriptor(rim, ipa, flags, content_hash)).digest() + _PAD32
     content_hash = hash_bytes(algo, content) if flags == RmiDataFlags.MEASURED and content is not None else ZERO_SLOT
     return hash_bytes(algo, data_descriptor(rim, ipa, flags, content_hash))
 

@@ -9,22 +9,23 @@ vCPU's stage-2 lookups follow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from unirealm.arch.memory import GRANULE_SIZE, S2TTES_PER_RTT, level_index, level_shift, level_size
+from unirealm.arch.memory import GRANULE_SIZE, S2TTES_PER_RTT, level_shift, level_size
 from unirealm.machine.memory import MemoryAccessor
 
 from . import s2tte
 from .s2tte import Entry
 
+_LEVEL_SHIFTS = tuple(level_shift(level) for level in range(4))  # level_index's shifts, precomputed
 
-@dataclass(frozen=True)
-class Walk:
-    """Where a walk for an IPA stopped."""
+
+class Walk(NamedTuple):
+    """Where a walk for an IPA stopped (a tuple: every RMI command that names an IPA makes one)."""
 
     level: int  # the level of `entry`
     rtt: int  # PA of the RTT granule holding the entry
-    index: int  # index of the entry in that RTT
+    index: int  # type: ignore[assignment]  # the entry's index in that RTT (shadows tuple.index)
     entry: Entry
     raw: int
 
@@ -69,14 +70,16 @@ class Stage2:
         """Walk towards `target_level`, stopping early at any entry that is not a table."""
         rtt, index = self.root_slot(ipa)
         level = self.start_level
+        read_u64 = self.mem.read_u64
         while True:
-            raw = self.read_raw(rtt, index)
-            entry = s2tte.decode(raw, level)
-            if level == target_level or entry.kind != s2tte.Kind.TABLE:
-                return Walk(level, rtt, index, entry, raw)
-            rtt = entry.pa
-            level += 1
-            index = level_index(ipa, level)
+            raw = read_u64(rtt + 8 * index)
+            # A table descriptor is followed without decoding it (s2tte.decode's first case).
+            if level < target_level and raw & s2tte.DESC_TYPE_MASK == s2tte.DESC_TABLE_OR_PAGE:
+                rtt = raw & s2tte.OA_MASK
+                level += 1
+                index = (ipa >> _LEVEL_SHIFTS[level]) & (S2TTES_PER_RTT - 1)
+                continue
+            return Walk(level, rtt, index, s2tte.decode(raw, level), raw)
 
     def root_rtts(self) -> list[int]:
         return [self.rtt_base + i * GRANULE_SIZE for i in range(self.num_root)]

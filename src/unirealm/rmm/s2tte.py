@@ -11,8 +11,9 @@ RIPAS in [6:5], and for ASSIGNED entries the output address in [47:12].
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
+from typing import NamedTuple
 
 from unirealm.arch.memory import RTT_PAGE_LEVEL, level_size
 from unirealm.arch.rmi import RmiHipas, RmiRipas, RttEntryState
@@ -50,9 +51,8 @@ class Kind(Enum):
     TABLE = "table"
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A decoded stage-2 entry."""
+class Entry(NamedTuple):
+    """A decoded stage-2 entry (a tuple: cheap to make, as the RMM makes many)."""
 
     kind: Kind
     ripas: RmiRipas = RmiRipas.EMPTY
@@ -99,7 +99,14 @@ def encode(entry: Entry, level: int) -> int:
     return pa | (hipas << HIPAS_SHIFT) | (entry.ripas << RIPAS_SHIFT)
 
 
+@lru_cache(maxsize=1 << 14)
 def decode(desc: int, level: int) -> Entry:
+    """The Entry a descriptor encodes (a pure function of its bits: memoised, since walks
+    decode the same unassigned and table descriptors over and over)."""
+    return _decode(desc, level)
+
+
+def _decode(desc: int, level: int) -> Entry:
     typ = desc & DESC_TYPE_MASK
     if typ == DESC_TABLE_OR_PAGE and level < RTT_PAGE_LEVEL:
         return Entry(Kind.TABLE, pa=desc & OA_MASK)

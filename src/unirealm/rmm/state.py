@@ -90,9 +90,10 @@ class RmmState:
     # --- granules -----------------------------------------------------------------------
     def _granule_index(self, pa: int) -> int | None:
         memory = self.monitor.memory
-        if pa & GRANULE_MASK or not memory.contains(pa, GRANULE_SIZE):
+        off = pa - memory.base
+        if pa & GRANULE_MASK or off < 0 or off + GRANULE_SIZE > memory.size:
             return None
-        return (pa - memory.base) >> GRANULE_SHIFT
+        return off >> GRANULE_SHIFT
 
     def granule_state(self, pa: int) -> GranuleState | None:
         """State of a valid granule address, None for an address that names no granule."""
@@ -105,12 +106,15 @@ class RmmState:
         self._granules[i] = state
 
     def require_granule(self, pa: int, state: GranuleState) -> None:
-        if self.granule_state(pa) != state:
+        i = self._granule_index(pa)
+        if i is None or self._granules[i] != state:
             raise RmiError(RmiStatus.ERROR_INPUT)
 
     def is_ns_granule(self, pa: int) -> bool:
         """A granule the host owns: valid address, UNDELEGATED, and in the non-secure PAS."""
-        return self.granule_state(pa) == GranuleState.UNDELEGATED and self.monitor.memory.pas(pa) == Pas.NON_SECURE
+        i = self._granule_index(pa)
+        memory = self.monitor.memory
+        return i is not None and self._granules[i] == GranuleState.UNDELEGATED and memory._gpt[i] == Pas.NON_SECURE
 
     def gtsi(self, pa: int, delegate: bool) -> bool:
         fid = RmmEl3Fid.GTSI_DELEGATE if delegate else RmmEl3Fid.GTSI_UNDELEGATE
@@ -123,8 +127,7 @@ class RmmState:
         self.mem.zero(pa, GRANULE_SIZE)
 
     def realm_of(self, rd: int) -> Realm:
-        if self.granule_state(rd) != GranuleState.RD:
-            raise RmiError(RmiStatus.ERROR_INPUT)
+        self.require_granule(rd, GranuleState.RD)
         return self.realms[rd]
 
     def rec_of(self, rec: int) -> Rec:

@@ -4,8 +4,12 @@ Registers and bits are those of the National Semiconductor PC16550D datasheet, n
 Linux include/uapi/linux/serial_reg.h. kvmtool exposes the UART with byte-wide registers at
 consecutive offsets (reg-shift 0, reg-io-width 1), DT `reg` size 8.
 
-Timing is not modelled: a byte written to THR is sent at once (THRE and TEMT stay set), and a
-byte the VMM feeds in arrives in the receive FIFO as soon as there is room. With FIFOs enabled,
+Timing is not modelled: a byte written to THR is sent at once, and a byte the VMM feeds in
+arrives in the receive FIFO as soon as there is room. With FIFOs enabled, transmitted bytes
+gather in the 16-byte transmit FIFO and leave in one `output` call when it is full, before
+any register read or other register write takes effect, and at `flush()` (the VMM's, at the end of a
+run): THRE and TEMT therefore always read as set, and a driver may write up to 16 bytes per
+THRE it sees (the datasheet's rule for FIFO mode) with the host writing them as one burst. With FIFOs enabled,
 received data below the trigger level reports the character-timeout interrupt straight away,
 since "no activity for four character times" is always true in a model without time.
 
@@ -126,6 +130,8 @@ class Ns16550:
 
     def reset(self) -> None:
         """Master reset: the datasheet's reset values. Host-side input and EOF are kept."""
+        if getattr(self, "_tx", None):
+            self.flush()
         self.ier = 0
         self.lcr = 0
         self.mcr = 0
@@ -134,6 +140,7 @@ class Ns16550:
         self.dll = 0
         self.dlm = 0
         self._rx: deque[int] = deque()
+        self._tx = bytearray()  # the transmit FIFO (FIFO mode only): bytes not yet handed on
         self._lsr_errors = 0
         self._msr_delta = 0
         self._msr_lines = self._modem_inputs()
@@ -220,7 +227,15 @@ class Ns16550:
         if offset < 8:
             self.write_reg(offset, value & 0xFF)
 
+    def flush(self) -> None:
+        """Hand the transmit FIFO's bytes to `output` (they have left the UART)."""
+        if self._tx:
+            data, self._tx = bytes(self._tx), bytearray()
+            if self.output is not None:
+                self.output(data)
+
     def read_reg(self, offset: int) -> int:
+        self.flush()  # by the time the guest looks, the FIFO's bytes have gone out
         dlab = bool(self.lcr & UART_LCR_DLAB)
         if offset == UART_RX:
             value = self.dll if dlab else self._read_rbr()
@@ -251,6 +266,8 @@ class Ns16550:
     def write_reg(self, offset: int, value: int) -> None:
         value &= 0xFF
         dlab = bool(self.lcr & UART_LCR_DLAB)
+        if offset != UART_TX or dlab:
+            self.flush()  # only THR writes gather in the transmit FIFO
         if offset == UART_TX:
             if dlab:
                 self.dll = value
@@ -309,6 +326,10 @@ class Ns16550:
                 self._lsr_errors |= UART_LSR_OE
                 if not self.fifo_enabled:
                     self._rx[-1] = value  # the holding register is overwritten
+        elif self.fifo_enabled:
+            self._tx.append(value)
+            if len(self._tx) >= UART_FIFO_SIZE:
+                self.flush()
         elif self.output is not None:
             self.output(bytes((value,)))
         # The byte left at once, so THR is empty again: that is a new THRE event.
@@ -324,7 +345,7 @@ class Ns16550:
             if not self.fifo_enabled or value & UART_FCR_CLEAR_RCVR:
                 self._rx.clear()  # toggling the FIFO mode resets both FIFOs
             self.fcr = value & (UART_FCR_ENABLE_FIFO | UART_FCR_DMA_SELECT | UART_FCR_TRIGGER_MASK)
-            # CLEAR_XMIT has nothing to do: the transmit FIFO is always empty here.
+            # CLEAR_XMIT has nothing to do: the transmit FIFO was just flushed.
         self._receive()
 
     def _write_mcr(self, value: int) -> None:

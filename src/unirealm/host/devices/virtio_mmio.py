@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -344,15 +344,7 @@ class VirtioMmioDevice:
             except Exception as exc:  # a device bug must not take the VMM down
                 raise ChainError(f"device error: {type(exc).__name__}: {exc}") from None
             reply = reply[: chain.capacity]
-            done = 0
-            for a, n in chain.writable:
-                if done >= len(reply):
-                    break
-                piece = reply[done : done + n]
-                mem.write(a, piece)
-                if self.hostile is not None:
-                    self.hostile.note_reply(mem, a, len(piece))
-                done += len(piece)
+            self._scatter(mem, chain, reply, note=True)
             used_id, used_len = head, len(reply)
             if self.hostile is not None:
                 used_id, used_len = self.hostile.used_entry(q.num, head, used_len, chain.capacity)
@@ -362,6 +354,53 @@ class VirtioMmioDevice:
             mem.write(q.used + 2, struct.pack("<H", q.used_idx))
             q.last_avail = (q.last_avail + 1) & 0xFFFF
             self.interrupt_status |= VirtioInterrupt.USED_BUFFER
+
+    def _scatter(self, mem: MemoryView, chain: Chain, data: bytes | bytearray, note: bool) -> int:
+        """Write `data` across the chain's device-writable buffers; the bytes written. `note`:
+        a reply `--hostile toctou` may overwrite later."""
+        done = 0
+        for addr, n in chain.writable:
+            if done >= len(data):
+                break
+            piece = bytes(data[done : done + n])
+            mem.write(addr, piece)
+            if note and self.hostile is not None:
+                self.hostile.note_reply(mem, addr, len(piece))
+            done += len(piece)
+        return done
+
+    def _receive_queue(self, index: int) -> tuple[Virtqueue, MemoryView] | None:
+        """Queue `index` and the memory view, if the device may fill that queue now."""
+        q = self.queues[index]
+        if (self.status & VirtioStatus.DEVICE_NEEDS_RESET or not self.status & VirtioStatus.DRIVER_OK
+                or not q.ready):
+            return None
+        if self.memory is None:
+            self.fail("no guest memory view")
+            return None
+        return q, self.memory
+
+    def _push_used(self, mem: MemoryView, q: Virtqueue, used_id: int, length: int) -> None:
+        """One used entry, the used index, and the next available entry consumed."""
+        mem.write(q.used + used_ring_entry(q.used_idx % q.num), struct.pack("<II", used_id, length))
+        q.used_idx = (q.used_idx + 1) & 0xFFFF
+        mem.write(q.used + 2, struct.pack("<H", q.used_idx))
+        q.last_avail = (q.last_avail + 1) & 0xFFFF
+        self.interrupt_status |= VirtioInterrupt.USED_BUFFER
+
+    def _receive_chains(self, mem: MemoryView, q: Virtqueue, more: Callable[[], bool]) -> Iterator[Chain]:
+        """The driver's posted device-writable chains, one at a time while `more()` says the
+        device has something to put in them (a receive queue: virtio-net RX, console input)."""
+        avail_idx = self._u16(mem, q.avail + 2)
+        pending = (avail_idx - q.last_avail) & 0xFFFF
+        if pending > q.num:
+            raise ChainError(f"available index moved by {pending} on a queue of {q.num}")
+        # The consumer moves last_avail when it uses a chain; one it leaves is offered again.
+        while (avail_idx - q.last_avail) & 0xFFFF and more():
+            chain = self._walk(mem, q, self._u16(mem, q.avail + avail_ring_entry(q.last_avail % q.num)))
+            if chain.readable:
+                raise ChainError("device-readable descriptor in a receive chain")
+            yield chain
 
     def _walk(self, mem: MemoryView, q: Virtqueue, head: int) -> Chain:
         if head >= q.num:
@@ -407,3 +446,50 @@ class VirtioMmioDevice:
             mem.read(start, 1)
             page += GRANULE_SIZE
         mem.read(end - 1, 1)
+
+
+class ReceivingDevice(VirtioMmioDevice):
+    """A device with a receive queue it fills from the host side (virtio-net RX, console
+    input): waiting data goes into posted buffers whenever the driver touches the device
+    (a notify of that queue, any register access) and whenever the VMM calls `deliver`."""
+
+    receive_queue = 0
+
+    def has_input(self) -> bool:
+        """Whether anything waits for a receive buffer."""
+        raise NotImplementedError
+
+    def fill(self, mem: MemoryView, q: Virtqueue, chain: Chain) -> int:
+        """Put waiting data into one posted chain and push its used entry (1), or leave the
+        chain for the next data (0)."""
+        raise NotImplementedError
+
+    def deliver(self) -> int:
+        """Fill posted receive buffers; how many were used."""
+        if not self.has_input():
+            return 0
+        ready = self._receive_queue(self.receive_queue)
+        if ready is None:
+            return 0
+        q, mem = ready
+        done = 0
+        try:
+            for chain in self._receive_chains(mem, q, self.has_input):
+                done += self.fill(mem, q, chain)
+        except (DmaError, ChainError) as exc:
+            self.fail(str(exc))
+        return done
+
+    def notify(self, index: int) -> None:
+        if index == self.receive_queue:
+            self.deliver()  # new buffers: fill them with whatever is waiting
+        else:
+            super().notify(index)
+
+    def mmio_read(self, offset: int, size: int) -> int:
+        self.deliver()  # a polling driver sees data as soon as it looks
+        return super().mmio_read(offset, size)
+
+    def mmio_write(self, offset: int, size: int, value: int) -> None:
+        super().mmio_write(offset, size, value)
+        self.deliver()

@@ -38,14 +38,11 @@ from unirealm.arch.net import (
 from unirealm.arch.virtio import (
     VIRTQ_USED_F_NO_NOTIFY,
     VirtioDeviceId,
-    VirtioInterrupt,
     VirtioStatus,
-    avail_ring_entry,
     feature,
-    used_ring_entry,
 )
 
-from .virtio_mmio import ChainError, DmaError, MemoryView, VirtioMmioDevice, Virtqueue
+from .virtio_mmio import Chain, DmaError, MemoryView, ReceivingDevice, Virtqueue
 
 log = logging.getLogger("unirealm.net")
 
@@ -97,10 +94,11 @@ class VirtioNet:
         return b""
 
 
-class VirtioNetDevice(VirtioMmioDevice):
+class VirtioNetDevice(ReceivingDevice):
     """The transport for a `VirtioNet`: RX buffers are held until frames arrive."""
 
     backend: VirtioNet
+    receive_queue = RX_QUEUE
 
     def __init__(self, backend: VirtioNet, access_platform: bool = False, name: str = "virtio-net",
                  memory: MemoryView | None = None, on_error: Callable[[str], None] | None = None) -> None:
@@ -123,6 +121,9 @@ class VirtioNetDevice(VirtioMmioDevice):
             return
         self.rx_pending.append(bytes(frame))
 
+    def has_input(self) -> bool:
+        return bool(self.rx_pending)
+
     def deliver(self) -> int:
         """Move waiting frames into posted RX buffers; returns how many were delivered.
         The RX used ring's VIRTQ_USED_F_NO_NOTIFY tells the driver whether it must notify
@@ -131,72 +132,31 @@ class VirtioNetDevice(VirtioMmioDevice):
         to the backlog ends in a delivery."""
         if not self.rx_pending and not self.rx_notify_wanted:
             return 0
-        q = self.queues[RX_QUEUE]
-        if (self.status & VirtioStatus.DEVICE_NEEDS_RESET or not self.status & VirtioStatus.DRIVER_OK
-                or not q.ready):
-            return 0
-        if self.memory is None:
-            self.fail("no guest memory view")
-            return 0
-        mem = self.memory
-        done = 0
-        try:
-            avail_idx = self._u16(mem, q.avail + 2)
-            pending = (avail_idx - q.last_avail) & 0xFFFF
-            if pending > q.num:
-                raise ChainError(f"available index moved by {pending} on a queue of {q.num}")
-            while pending and self.rx_pending:
-                head = self._u16(mem, q.avail + avail_ring_entry(q.last_avail % q.num))
-                chain = self._walk(mem, q, head)
-                if chain.readable:
-                    raise ChainError("device-readable descriptor in a receive chain")
-                frame = self.rx_pending.popleft()
-                data = RX_HEADER + frame
-                if len(data) > chain.capacity:
-                    self.rx_dropped += 1  # too long for the buffer: the frame goes, the buffer stays
-                    continue
-                off = 0
-                for addr, n in chain.writable:
-                    if off >= len(data):
-                        break
-                    piece = data[off : off + n]
-                    mem.write(addr, piece)
-                    off += len(piece)
-                self._push_used(mem, q, head, len(data))
-                pending -= 1
-                done += 1
-                self.rx_frames += 1
-            want = bool(self.rx_pending)
-            if want != self.rx_notify_wanted:
+        done = super().deliver()
+        want = bool(self.rx_pending)
+        if want != self.rx_notify_wanted and (ready := self._receive_queue(RX_QUEUE)) is not None:
+            q, mem = ready
+            try:
                 mem.write(q.used, struct.pack("<H", 0 if want else VIRTQ_USED_F_NO_NOTIFY))
-                self.rx_notify_wanted = want
-        except (DmaError, ChainError) as exc:
-            self.fail(str(exc))
+            except DmaError as exc:
+                self.fail(str(exc))
+                return done
+            self.rx_notify_wanted = want
         return done
 
-    def _push_used(self, mem: MemoryView, q: Virtqueue, head: int, length: int) -> None:
-        mem.write(q.used + used_ring_entry(q.used_idx % q.num), struct.pack("<II", head, length))
-        q.used_idx = (q.used_idx + 1) & 0xFFFF
-        mem.write(q.used + 2, struct.pack("<H", q.used_idx))
-        q.last_avail = (q.last_avail + 1) & 0xFFFF
-        self.interrupt_status |= VirtioInterrupt.USED_BUFFER
+    def fill(self, mem: MemoryView, q: Virtqueue, chain: Chain) -> int:
+        """One waiting frame, behind its header, into one RX chain."""
+        data = RX_HEADER + self.rx_pending.popleft()
+        if len(data) > chain.capacity:
+            self.rx_dropped += 1  # too long for the buffer: the frame goes, the buffer stays
+            return 0
+        self._scatter(mem, chain, data, note=False)
+        self._push_used(mem, q, chain.head, len(data))
+        self.rx_frames += 1
+        return 1
 
     # --- the transport's hooks ------------------------------------------------------------
     def reset(self) -> None:
         super().reset()
         self.rx_pending.clear()
         self.rx_notify_wanted = True
-
-    def notify(self, index: int) -> None:
-        if index == RX_QUEUE:
-            self.deliver()  # new buffers: fill them with whatever is waiting
-        else:
-            super().notify(index)
-
-    def mmio_read(self, offset: int, size: int) -> int:
-        self.deliver()  # a polling driver sees frames as soon as it looks
-        return super().mmio_read(offset, size)
-
-    def mmio_write(self, offset: int, size: int, value: int) -> None:
-        super().mmio_write(offset, size, value)
-        self.deliver()
