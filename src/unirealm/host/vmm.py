@@ -544,7 +544,7 @@ class Vmm:
                 return Mapping(ram_pa + ipa - lay.ram_base, World.NON_SECURE)
             return None
 
-        cpu = Cpu(machine.memory, translate)
+        cpu = Cpu(machine.memory, translate, ram_size=lay.ram_size)
         cpu.reset(lay.kernel_start, [lay.dtb_start])
         try:
             while True:
