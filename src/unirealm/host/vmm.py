@@ -38,6 +38,7 @@ from unirealm.arch.smccc import (
 )
 from unirealm.machine.board import Machine
 from unirealm.machine.cpu import Cpu
+from unirealm.machine.kernel_process import KernelProcessStopped
 from unirealm.machine.vcpu import (
     CpuErrorTrap,
     DataAbortTrap,
@@ -421,9 +422,12 @@ class Vmm:
 
             Rmm(machine.monitor, RmmConfig(token_format=self.cfg.token_format, realm_profile=self.cfg.realm_profile))
             machine.monitor.trace = self._monitor_trace if self.trace else None
-        if self.cfg.realm:
-            return self.run_realm(machine)
-        return self.run_vm(machine)
+        try:
+            if self.cfg.realm:
+                return self.run_realm(machine)
+            return self.run_vm(machine)
+        except KernelProcessStopped as exc:  # the guest's own kernel process ended (its CPU stopped)
+            raise VmmError(f"the guest's kernel process stopped: {exc}") from None
 
     def realm_config(self) -> RealmConfig:
         return RealmConfig(ipa_bits=self.layout.ipa_bits, hash_algo=self.cfg.hash_algo, rpv=self.cfg.realm_pv)

@@ -320,6 +320,7 @@ def main(argv: list[str]) -> int:
     chan_fd, memfd, memfd_ro, irq_fd, limit = (int(a) for a in argv[:5])
     cpu_model = argv[5]
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.environ.clear()  # started with none; the interpreter's own locale coercion (LC_CTYPE) goes too
     for name in PRELOAD:
         importlib.import_module(name)
     El0Space.tcg_buffer_size = TCG_BUFFER
