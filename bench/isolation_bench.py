@@ -80,8 +80,26 @@ def build(elf: Path, env: dict[str, str]) -> Path:
     return image
 
 
-def run(repeat: int = 3) -> list[Row]:
-    rows: list[Row] = []
+class Rows(list[Row]):
+    """The rows so far; each is printed as it is measured (a long run shows progress)."""
+
+    def append(self, row: Row) -> None:
+        super().append(row)
+        if self.echo:
+            print(describe(row), flush=True)
+
+    echo = False
+
+
+def describe(row: Row) -> str:
+    name, measured, baseline, unit = row
+    ratio = measured / baseline if baseline else float("nan")
+    return f"{name}: {measured:.4g} {unit} vs {baseline:.4g} {unit} (ratio {ratio:.2f})"
+
+
+def run(repeat: int = 3, echo: bool = False) -> list[Row]:
+    rows = Rows()
+    rows.echo = echo
     with tempfile.TemporaryDirectory() as tmp:
         data = {"UNIREALM_DATA_DIR": tmp}
         hello = build(compile_static(REPO / "examples/helloworld/hello.c", Path(tmp) / "hello"), data)
@@ -135,9 +153,7 @@ def run(repeat: int = 3) -> list[Row]:
 
 
 def main() -> int:
-    for name, measured, baseline, unit in run():
-        ratio = measured / baseline if baseline else float("nan")
-        print(f"{name}: {measured:.4g} {unit} vs {baseline:.4g} {unit} (ratio {ratio:.2f})", flush=True)
+    run(echo=True)
     return 0
 
 

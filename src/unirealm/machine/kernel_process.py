@@ -108,6 +108,9 @@ class KernelProcess:
             self._kill()
             raise KernelProcessStopped("the kernel process failed to start (seccomp or resource limits refused)")
         self._listener = fds_in[0]
+        self._poller = select.poll()
+        self._poller.register(parent, select.POLLIN)
+        self._poller.register(self._listener, select.POLLIN)
         log.debug("kernel process %d started (limit %d MiB)", self._proc.pid, self.limit >> 20)
 
     @property
@@ -170,12 +173,9 @@ class KernelProcess:
     def _serve(self) -> Trap:
         """Answer the child until it traps."""
         assert self._sock is not None
-        poller = select.poll()
-        poller.register(self._sock, select.POLLIN)
-        poller.register(self._listener, select.POLLIN)
         sock_fd = self._sock.fileno()
         while True:
-            for fd, _ in poller.poll():
+            for fd, _ in self._poller.poll():
                 if fd == self._listener:
                     self._judge()
                     continue
@@ -367,7 +367,7 @@ class KernelProcess:
             self._sock.send(ch.REVOKE.pack(ch.Msg.REVOKE, start, end - start))
             while True:
                 left = deadline - time.monotonic()
-                ready, _, _ = select.select([self._sock, self._listener], [], [], max(0.0, left))
+                ready, _, _ = select.select([self._sock.fileno(), self._listener], [], [], max(0.0, left))
                 if not ready:
                     raise TimeoutError
                 if self._listener in ready:
