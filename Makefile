@@ -6,7 +6,8 @@ BUILD  := build
 STAMP  := $(VENV)/.installed
 # Cross toolchain (guest code, examples), what pylibfdt's build needs, and the tools tests compare with.
 APT_PKGS := gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-dev python3-venv \
-            device-tree-compiler cpio sqlite3 curl redis-tools qemu-user-static libslirp0
+            device-tree-compiler cpio sqlite3 curl redis-tools qemu-user-static libslirp0 \
+            libseccomp2
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all setup toolchain test test-fast typecheck lint demo clean bench fuzz corpus

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import console_bench
 import demand_paging
+import isolation_bench
 import launch
 import net_bench
 import sqlite_bench
@@ -28,7 +29,8 @@ def main() -> int:
     rows = launch.run()
     rows += demand_paging.run()
     rows += console_bench.run()
-    for name, module in (("sqlite", sqlite_bench), ("network", net_bench), ("user-mode network", usernet_bench)):
+    for name, module in (("sqlite", sqlite_bench), ("network", net_bench), ("user-mode network", usernet_bench),
+                         ("isolation", isolation_bench)):
         try:
             rows += module.run()
         except RuntimeError as exc:

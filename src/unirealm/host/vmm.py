@@ -46,6 +46,7 @@ from unirealm.arch.smccc import (
 )
 from unirealm.machine.board import Machine
 from unirealm.machine.cpu import Cpu
+from unirealm.machine.kernel_process import KernelProcessStopped
 from unirealm.machine.vcpu import (
     CpuErrorTrap,
     DataAbortTrap,
@@ -554,9 +555,12 @@ class Vmm:
 
             Rmm(machine.monitor, RmmConfig(token_format=self.cfg.token_format, realm_profile=self.cfg.realm_profile))
             machine.monitor.trace = self._monitor_trace if self.trace else None
-        if self.cfg.realm:
-            return self.run_realm(machine)
-        return self.run_vm(machine)
+        try:
+            if self.cfg.realm:
+                return self.run_realm(machine)
+            return self.run_vm(machine)
+        except KernelProcessStopped as exc:  # the guest's own kernel process ended (its CPU stopped)
+            raise VmmError(f"the guest's kernel process stopped: {exc}") from None
 
     def realm_config(self) -> RealmConfig:
         """RmiRealmParams as kvmtool-cca and KVM fill them: the host's breakpoints and
@@ -693,7 +697,7 @@ class Vmm:
                 return Mapping(ram_pa + ipa - lay.ram_base, World.NON_SECURE)
             return None
 
-        cpu = Cpu(machine.memory, translate)
+        cpu = Cpu(machine.memory, translate, ram_size=lay.ram_size)
         cpu.reset(lay.kernel_start, [lay.dtb_start])
         try:
             while True:

@@ -4,30 +4,36 @@ for a unirealm kernel image, the Python unikernel in that image (see pykernel)."
 from __future__ import annotations
 
 import logging
+import os
 
 from unirealm.arch.esr import AccessSyndrome
 from unirealm.arch.memory import GRANULE_MASK
 from unirealm.arch.sysreg import SysReg
 
+from .kernel_process import KernelProcess
 from .memory import GranuleProtectionFault, PhysicalMemory
 from .pykernel import PyKernelEngine, image_at
 from .vcpu import El2Context, Translate, Trap, VCpu
 
 log = logging.getLogger("unirealm.machine.cpu")
+# Internal switch for the benchmarks' baseline: the Python kernel as a greenlet of this
+# interpreter (no isolation). Anything else runs it in a kernel process.
+IN_PROCESS_ENV = "UNIREALM_IN_PROCESS_KERNEL"
 
 
 class Cpu:
     """The ExecutionEngine a REC or a VM vCPU gets: it picks its mode at the first run."""
 
     def __init__(self, memory: PhysicalMemory, translate: Translate, cpu_model: str = "max",
-                 context: El2Context | None = None) -> None:
+                 context: El2Context | None = None, ram_size: int | None = None) -> None:
         self.memory = memory
+        self.ram_size = ram_size  # bounds a kernel process (None: the machine's DRAM)
         self.translate = translate
         self.cpu_model = cpu_model
         self.context = context or El2Context()
         self._pc = 0
         self._gprs: list[int] = []
-        self._impl: VCpu | PyKernelEngine | None = None
+        self._impl: VCpu | PyKernelEngine | KernelProcess | None = None
 
     def _read(self, ipa: int, size: int) -> bytes | None:
         mapping = self.translate(ipa & ~GRANULE_MASK, False, False)
@@ -39,11 +45,15 @@ class Cpu:
             return None
 
     @property
-    def impl(self) -> VCpu | PyKernelEngine:
+    def impl(self) -> VCpu | PyKernelEngine | KernelProcess:
         if self._impl is None:
             if image_at(self._read, self._pc):
                 log.debug("vCPU: unirealm kernel image at %#x", self._pc)
-                self._impl = PyKernelEngine(self.memory, self.translate, self._pc, self._gprs, self.cpu_model)
+                if os.environ.get(IN_PROCESS_ENV) == "1":
+                    self._impl = PyKernelEngine(self.memory, self.translate, self._pc, self._gprs, self.cpu_model)
+                else:
+                    self._impl = KernelProcess(self.memory, self.translate, self._pc, self._gprs, self.cpu_model,
+                                               self.ram_size)
             else:
                 vcpu = VCpu(self.memory, self.translate, self.cpu_model, self.context)
                 vcpu.reset(self._pc, self._gprs)
@@ -52,7 +62,7 @@ class Cpu:
 
     @property
     def is_python_kernel(self) -> bool:
-        return isinstance(self._impl, PyKernelEngine)
+        return isinstance(self._impl, PyKernelEngine | KernelProcess)
 
     # --- ExecutionEngine ------------------------------------------------------------------
     def run(self) -> Trap:

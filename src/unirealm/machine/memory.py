@@ -1,6 +1,8 @@
 """Physical memory and the granule protection table (GPT).
 
-All physical memory is one anonymous mmap (lazily committed by the host OS). Every 4 KiB
+All physical memory is one memfd (lazily committed by the host OS), mapped shared once in
+the monitor's process; a realm process (machine/kernelproc.py) maps the granules it may
+reach from the same file at their offsets (`fd`, `offset`), and nothing else. Every 4 KiB
 granule has a PAS in the GPT. Software reaches memory only through a world's accessor,
 which raises GranuleProtectionFault on a granule whose PAS that world may not access —
 the check real RME hardware makes on every access. Only the root world (the EL3 monitor)
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import struct
+import weakref
 from collections.abc import Callable, Iterator
 
 from unirealm.arch.memory import ACCESSIBLE_PAS, GRANULE_MASK, GRANULE_SHIFT, GRANULE_SIZE, Pas, World
@@ -41,7 +45,11 @@ class PhysicalMemory:
             raise ValueError("physical memory base and size must be granule aligned")
         self.base = base
         self.size = size
-        self._mem = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        # The backing file: a child process maps single granules of it at their offsets.
+        self.fd = os.memfd_create("unirealm-dram", os.MFD_CLOEXEC)
+        weakref.finalize(self, os.close, self.fd)
+        os.ftruncate(self.fd, size)
+        self._mem = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         # Pin the buffer: vCPUs map it by raw pointer, so it must never move or close.
         self._anchor = ctypes.c_char.from_buffer(self._mem)
         self._host_base = ctypes.addressof(self._anchor)
@@ -56,6 +64,12 @@ class PhysicalMemory:
 
     def contains(self, pa: int, size: int = 1) -> bool:
         return self.base <= pa and pa + size <= self.top and size >= 0
+
+    def offset(self, pa: int) -> int:
+        """The offset of PA `pa` in the backing file `fd`."""
+        if not self.contains(pa):
+            raise GranuleProtectionFault(pa, World.ROOT, None)
+        return pa - self.base
 
     def granules(self) -> Iterator[int]:
         return (self.base + (i << GRANULE_SHIFT) for i in range(len(self._gpt)))

@@ -203,10 +203,16 @@ class El0Space:
     without leaving `run()`. False stops `run()` with ("svc", pc, 0) as without a handler.
     """
 
+    # The translation buffer of each CPU (None: Unicorn's default, 1 GiB of address space);
+    # a kernel process sets it so that its address-space limit holds several EL0 spaces.
+    tcg_buffer_size: int | None = None
+
     def __init__(self, cpu: GuestCpu, cpu_model: str) -> None:
         self._cpu = cpu
         self.uc = UcAArch64(UC_ARCH_ARM64, UC_MODE_ARM)
         self.uc.ctl_set_page_size(GRANULE_SIZE)
+        if self.tcg_buffer_size is not None:
+            self.uc.ctl_set_tcg_buffer_size(self.tcg_buffer_size)
         self.uc.ctl_set_cpu_model(CPU_MODELS[cpu_model])
         self.pages: dict[int, tuple[int, int]] = {}  # va page -> (ipa page, prot)
         self._phys: set[int] = set()  # ipa pages mapped into the CPU's physical space
@@ -457,7 +463,7 @@ class El0Space:
 class GuestCpu:
     """What the Python kernel has of its processing element."""
 
-    def __init__(self, engine: PyKernelEngine) -> None:
+    def __init__(self, engine: KernelCore) -> None:
         self._engine = engine
         self._spaces: list[El0Space] = []
         self.cpu_model = engine.cpu_model
@@ -556,12 +562,14 @@ class GuestCpu:
         return sorted(self._engine.importer.names)
 
 
-class PyKernelEngine:
-    """An ExecutionEngine (see rmm.realm) that runs the unirealm kernel of the image at PC."""
+class KernelCore:
+    """What the Python kernel's engine is in either process: the register file and PC, the
+    SMC/HVC calling sequence and booting the image. Subclasses say how a trap reaches the
+    hypervisor (`trap_and_wait`) and how memory is reached (`resolve`, `probe`, `mmio`)."""
 
-    def __init__(self, memory: PhysicalMemory, translate: Translate, pc: int, gprs: list[int], cpu_model: str) -> None:
-        self.memory = memory
-        self.translate = translate
+    importer: _PayloadImporter
+
+    def __init__(self, pc: int, gprs: list[int] | tuple[int, ...], cpu_model: str) -> None:
         self.cpu_model = cpu_model
         self.pc = pc
         self.image_base = pc
@@ -569,15 +577,80 @@ class PyKernelEngine:
         for i, v in enumerate(gprs):
             self.regs[i] = v
         self.boot_regs = list(self.regs[:4])
+        self.cpu = GuestCpu(self)
+        self.finished: BaseException | None = None
+
+    def trap_and_wait(self, trap: Trap) -> None:
+        raise NotImplementedError
+
+    def resolve(self, ipa: int, write: bool) -> tuple[Any, int]:
+        raise NotImplementedError
+
+    def probe(self, page: int) -> tuple[int, bool] | None:
+        raise NotImplementedError
+
+    def mmio(self, ipa: int, size: int, value: int | None) -> int:
+        raise NotImplementedError
+
+    def call(self, kind: type[SmcTrap] | type[HvcTrap], regs: list[int]) -> list[int]:
+        regs = [r & 0xFFFF_FFFF_FFFF_FFFF for r in regs[:18]] + [0] * (18 - len(regs))
+        site = self.pc
+        while True:
+            self.regs[:18] = regs
+            self.pc = site + 4
+            self.trap_and_wait(kind(self.pc, list(regs)))
+            if self.pc == site:  # the hypervisor rewound the call: issue it again
+                continue
+            self.pc = site
+            return self.regs[:18]
+
+    # --- booting ------------------------------------------------------------------------
+    def _load_payload(self) -> tuple[_PayloadImporter, str]:
+        header_ipa = self.image_base + UNIKERNEL_HEADER_OFFSET
+        header = UNIKERNEL_HEADER.unpack(self.cpu.read(header_ipa, UNIKERNEL_HEADER.size))
+        if header["magic"] != UNIKERNEL_MAGIC:
+            raise ImageError("no unirealm kernel at the boot address")
+        payload = self.cpu.read(self.image_base + header["payload_offset"], header["payload_size"])
+        if hashlib.sha256(payload).digest() != header["payload_sha256"]:
+            raise ImageError("kernel payload does not match its header's hash")
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(payload))
+        except zipfile.BadZipFile:
+            raise ImageError("kernel payload is not a zip archive") from None
+        entry = header["entry"].rstrip(b"\0").decode("ascii", "replace")
+        root = f"_unirealm_image_{next(_boot_ids)}"
+        return _PayloadImporter(root, archive), entry
+
+    def boot_image(self) -> None:
+        """Load the kernel out of guest memory and run it until it returns (or raises)."""
+        self.importer, entry = self._load_payload()
+        sys.meta_path.insert(0, self.importer)
+        try:
+            module_name, _, func = entry.partition(":")
+            module = importlib.import_module(f"{self.importer.root}.{module_name}")
+            boot: Callable[[GuestCpu], object] = getattr(module, func)
+            boot(self.cpu)
+        finally:
+            sys.meta_path.remove(self.importer)
+            for name in [n for n in sys.modules if n.startswith(self.importer.root)]:
+                del sys.modules[name]
+
+
+class PyKernelEngine(KernelCore):
+    """An ExecutionEngine (see rmm.realm) that runs the unirealm kernel of the image at PC in
+    this process (the kernel is a greenlet of the VMM's interpreter: no isolation; the
+    kernel process of kernel_process.py is the isolated form)."""
+
+    def __init__(self, memory: PhysicalMemory, translate: Translate, pc: int, gprs: list[int], cpu_model: str) -> None:
+        super().__init__(pc, gprs, cpu_model)
+        self.memory = memory
+        self.translate = translate
         self._tlb: dict[int, tuple[MemoryAccessor, int, bool]] = {}  # page -> (accessor, pa, writable)
         self._tlb_by_pa: dict[int, set[int]] = {}  # pa -> the IPA pages the TLB maps to it
         self._accessors = {w: memory.accessor(w) for w in (World.REALM, World.NON_SECURE)}
         self._host: greenlet.greenlet | None = None
         self._kernel = greenlet.greenlet(self._main)
         self._pending_fault: GuestFault | None = None
-        self.cpu = GuestCpu(self)
-        self.importer: _PayloadImporter
-        self.finished: BaseException | None = None
         memory.on_pas_change(self._on_pas_change)
 
     # --- the ExecutionEngine protocol -----------------------------------------------------
@@ -655,18 +728,6 @@ class PyKernelEngine:
             fault, self._pending_fault = self._pending_fault, None
             raise fault
 
-    def call(self, kind: type[SmcTrap] | type[HvcTrap], regs: list[int]) -> list[int]:
-        regs = [r & 0xFFFF_FFFF_FFFF_FFFF for r in regs[:18]] + [0] * (18 - len(regs))
-        site = self.pc
-        while True:
-            self.regs[:18] = regs
-            self.pc = site + 4
-            self.trap_and_wait(kind(self.pc, list(regs)))
-            if self.pc == site:  # the hypervisor rewound the call: issue it again
-                continue
-            self.pc = site
-            return self.regs[:18]
-
     def _stage2(self, page: int, write: bool) -> tuple[MemoryAccessor, int, bool] | None:
         """(accessor, PA, writable) of a page stage 2 maps for this access now, GPT-checked
         (GranuleProtectionFault otherwise); None on a stage-2 fault."""
@@ -730,36 +791,9 @@ class PyKernelEngine:
         self.pc = site
         return 0 if write else self.regs[0] & ((1 << (8 * size)) - 1)
 
-    # --- booting ------------------------------------------------------------------------
-    def _load_payload(self) -> tuple[_PayloadImporter, str]:
-        header_ipa = self.image_base + UNIKERNEL_HEADER_OFFSET
-        header = UNIKERNEL_HEADER.unpack(self.cpu.read(header_ipa, UNIKERNEL_HEADER.size))
-        if header["magic"] != UNIKERNEL_MAGIC:
-            raise ImageError("no unirealm kernel at the boot address")
-        payload = self.cpu.read(self.image_base + header["payload_offset"], header["payload_size"])
-        if hashlib.sha256(payload).digest() != header["payload_sha256"]:
-            raise ImageError("kernel payload does not match its header's hash")
-        try:
-            archive = zipfile.ZipFile(io.BytesIO(payload))
-        except zipfile.BadZipFile:
-            raise ImageError("kernel payload is not a zip archive") from None
-        entry = header["entry"].rstrip(b"\0").decode("ascii", "replace")
-        root = f"_unirealm_image_{next(_boot_ids)}"
-        return _PayloadImporter(root, archive), entry
-
     def _main(self) -> Trap:
         try:
-            self.importer, entry = self._load_payload()
-            sys.meta_path.insert(0, self.importer)
-            try:
-                module_name, _, func = entry.partition(":")
-                module = importlib.import_module(f"{self.importer.root}.{module_name}")
-                boot: Callable[[GuestCpu], object] = getattr(module, func)
-                boot(self.cpu)
-            finally:
-                sys.meta_path.remove(self.importer)
-                for name in [n for n in sys.modules if n.startswith(self.importer.root)]:
-                    del sys.modules[name]
+            self.boot_image()
         except KernelExit:
             pass
         except BaseException as exc:  # the guest crashed: the CPU stops, as a halted core would
@@ -774,4 +808,4 @@ def image_at(memory_read: Callable[[int, int], bytes | None], pc: int) -> bool:
     return data == UNIKERNEL_MAGIC
 
 
-__all__ = ["El0Space", "GuestCpu", "GuestFault", "ImageError", "Mapping", "PyKernelEngine", "image_at"]
+__all__ = ["El0Space", "GuestCpu", "GuestFault", "ImageError", "KernelCore", "Mapping", "PyKernelEngine", "image_at"]

@@ -1,0 +1,401 @@
+"""The engine of a vCPU whose Python kernel runs in a kernel process of its own.
+
+`KernelProcess` has PyKernelEngine's API (run() -> Trap, registers, completions, TLBI), so
+the RMM's REC_ENTER and the host's KVM loop drive it unchanged. It keeps the vCPU's register
+file and PC here, as a hypervisor sees them between runs, and starts the kernel in a fresh
+interpreter (kernel_child.py: empty environment, only its channel, the memory file and an
+interrupt eventfd; address-space limit; seccomp) at the first run. The channel carries the
+register file in and out with each trap and resume, and stage-2 questions: the child asks
+for the granule behind an IPA, and this side answers with the translate callback (the RMM's
+stage 2 and the GPT for a realm, the VM's RAM for a normal VM) — a GRANT of memory-file
+offsets the child may map, or the trap the access makes. The child's mmap of the memory file
+is a seccomp user notification answered here: only granted offsets, at their IPA in the
+window, with the granted writability. A stage-2 change or a PAS change of a granted granule
+revokes it at once (REVOKE, then /proc/PID/maps shows the offsets gone, or the process is
+killed) — as a TLBI or a GPT invalidation completes before the change is relied on.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import mmap
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from unirealm.arch.esr import AccessSyndrome
+from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
+
+from . import kernel_channel as ch
+from . import seccomp as sc
+from .interrupt import HOST_IRQ
+from .kernel_channel import WINDOW, WINDOW_SIZE
+from .memory import GranuleProtectionFault, PhysicalMemory
+from .vcpu import DataAbortTrap, HvcTrap, IrqTrap, Mapping, SmcTrap, Translate, Trap, WfxTrap
+
+log = logging.getLogger("unirealm.machine.kernel_process")
+
+# The fixed part of a kernel process's address-space limit, measured: the interpreter with
+# Unicorn, pyelftools, libfdt and cbor2 loaded is ~60 MiB of address space, the kernel's own
+# heap stays below 100 MiB in the e2e apps, and each EL0 CPU reserves a 32 MiB translation
+# buffer (kernel_child.TCG_BUFFER); 512 MiB holds a dozen live processes.
+OVERHEAD = 512 << 20
+GRANT_RUN = 64  # granules granted at once: the faulting one and its mapped, contiguous neighbours
+START_TIMEOUT = 60.0  # seconds for the child to be ready (a loaded machine)
+REVOKE_TIMEOUT = 10.0
+SRC_ROOT = str(Path(__file__).resolve().parents[2])  # where the unirealm package lives
+BOOTSTRAP = (f"import sys; sys.path.insert(0, {SRC_ROOT!r}); "
+             "from unirealm.machine.kernel_child import main; sys.exit(main(sys.argv[1:]))")
+NR_MMAP = sc.syscall_number("mmap")
+MEMFD_NAME = "/memfd:unirealm-dram"
+
+
+class KernelProcessStopped(Exception):
+    """The kernel process ended: its kernel returned or crashed, or it was killed."""
+
+
+class KernelProcess:
+    """An ExecutionEngine (see rmm.realm) running the unirealm kernel at PC in a child process."""
+
+    def __init__(self, memory: PhysicalMemory, translate: Translate, pc: int, gprs: list[int] | tuple[int, ...],
+                 cpu_model: str, ram_size: int | None = None) -> None:
+        self.memory = memory
+        self.translate = translate
+        self.cpu_model = cpu_model
+        self.limit = (ram_size if ram_size is not None else memory.size) + OVERHEAD
+        self.pc = pc
+        self.regs = [0] * 31
+        for i, v in enumerate(gprs):
+            self.regs[i] = v
+        self._fault = (ch.Fault.NONE, 0, 0)
+        self._grants: dict[int, tuple[int, bool]] = {}  # IPA page -> (PA, writable)
+        self._by_pa: dict[int, set[int]] = {}  # PA -> the IPA pages granted on it
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._listener = -1
+        self._memfd_ro = -1
+        self._irq = -1
+        self.stopped: str | None = None
+        self.counts = {"traps": 0, "grants": 0, "mmaps": 0, "revokes": 0}
+        memory.on_pas_change(self._on_pas_change)
+
+    # --- the child -----------------------------------------------------------------------
+    def _start(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._memfd_ro = os.open(f"/proc/self/fd/{self.memory.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        self._irq = os.eventfd(0, os.EFD_CLOEXEC)
+        fds = (child.fileno(), self.memory.fd, self._memfd_ro, self._irq)
+        argv = [sys.executable, "-I", "-c", BOOTSTRAP, *map(str, fds), str(self.limit), self.cpu_model]
+        self._proc = subprocess.Popen(argv, env={}, cwd="/", pass_fds=fds, close_fds=True, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, start_new_session=True)
+        child.close()
+        self._sock = parent
+        ready, _, _ = select.select([parent], [], [], START_TIMEOUT)
+        if not ready:
+            self._kill()
+            raise KernelProcessStopped("the kernel process did not start")
+        try:
+            msg, fds_in, _, _ = socket.recv_fds(parent, ch.MAX_MESSAGE, 1)
+        except OSError:
+            msg, fds_in = b"", []
+        if not msg or msg[0] != ch.Msg.HELLO or len(fds_in) != 1:
+            self._kill()
+            raise KernelProcessStopped("the kernel process failed to start (seccomp or resource limits refused)")
+        self._listener = fds_in[0]
+        self._poller = select.poll()
+        self._poller.register(parent, select.POLLIN)
+        self._poller.register(self._listener, select.POLLIN)
+        log.debug("kernel process %d started (limit %d MiB)", self._proc.pid, self.limit >> 20)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._grants.clear()
+        self._by_pa.clear()
+
+    def _died(self) -> KernelProcessStopped:
+        assert self._proc is not None
+        self._proc.kill()
+        code = self._proc.wait()
+        self._grants.clear()
+        self._by_pa.clear()
+        if self.stopped is None:
+            if code == -signal.SIGSYS:
+                self.stopped = "killed by its seccomp filter"
+            else:
+                self.stopped = f"the kernel process ended (status {code})"
+        return KernelProcessStopped(self.stopped)
+
+    def close(self) -> None:
+        self.memory.remove_pas_listener(self._on_pas_change)
+        self._kill()
+        for fd in (self._listener, self._memfd_ro, self._irq):
+            if fd >= 0:
+                os.close(fd)
+        self._listener = self._memfd_ro = self._irq = -1
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    # --- HOST_IRQ's view: a running CPU it can stop ---------------------------------------
+    def emu_stop(self) -> None:
+        if self._irq >= 0:
+            os.eventfd_write(self._irq, 1)
+
+    # --- the ExecutionEngine protocol -------------------------------------------------------
+    def run(self) -> Trap:
+        if self.stopped is not None:
+            raise KernelProcessStopped(self.stopped)
+        if self._proc is None:
+            self._start()
+        assert self._sock is not None
+        fault, address, esr_value = self._fault
+        self._fault = (ch.Fault.NONE, 0, 0)
+        try:
+            self._sock.send(ch.RESUME.pack(ch.Msg.RESUME, fault, HOST_IRQ.pending, self.pc, *self.regs,
+                                           address, esr_value))
+        except OSError:
+            raise self._died() from None
+        with HOST_IRQ.running(self):
+            return self._serve()
+
+    def _serve(self) -> Trap:
+        """Answer the child until it traps."""
+        assert self._sock is not None
+        sock_fd = self._sock.fileno()
+        while True:
+            for fd, _ in self._poller.poll():
+                if fd == self._listener:
+                    self._judge()
+                    continue
+                data = self._sock.recv(ch.MAX_MESSAGE) if fd == sock_fd else b""
+                if not data:
+                    raise self._died()
+                if data[0] == ch.Msg.STOPPED:
+                    self.stopped = data[1:].decode("utf-8", "replace")
+                    self._kill()
+                    raise KernelProcessStopped(self.stopped)
+                if data[0] != ch.Msg.TRAP or len(data) != ch.TRAP.size:
+                    self.stopped = "the kernel process broke the channel protocol"
+                    raise self._died()
+                trap = self._trap(data)
+                if trap is not None:
+                    self.counts["traps"] += 1
+                    return trap
+
+    def _trap(self, data: bytes) -> Trap | None:
+        _, kind, flags, size, pc, *regs, ipa, value = ch.TRAP.unpack(data)
+        self.pc = pc
+        self.regs[:] = regs
+        if kind == ch.TrapKind.SMC:
+            return SmcTrap(pc, self.regs[:18])
+        if kind == ch.TrapKind.HVC:
+            return HvcTrap(pc, self.regs[:18])
+        if kind == ch.TrapKind.WFI:
+            return WfxTrap(pc, False)
+        if kind == ch.TrapKind.IRQ:
+            return IrqTrap(pc)
+        if kind != ch.TrapKind.DATA_ABORT or size not in (1, 2, 4, 8):
+            self.stopped = "the kernel process broke the channel protocol"
+            raise self._died()
+        write = bool(flags & ch.TRAP_WRITE)
+        if flags & (ch.TRAP_PROBE | ch.TRAP_QUERY):
+            answer = self._grant(ipa & ~GRANULE_MASK, write)
+            if answer is not None:
+                assert self._sock is not None
+                self._sock.send(answer)
+                return None
+            if flags & ch.TRAP_QUERY:
+                assert self._sock is not None
+                self._sock.send(ch.DENY.pack(ch.Msg.DENY, ch.Deny.UNMAPPED))
+                return None
+        syndrome = AccessSyndrome(write, size, 0, sixty_four=bool(flags & ch.TRAP_SIXTY_FOUR))
+        return DataAbortTrap(pc, ipa, write, size, syndrome, value if write else 0)
+
+    def get_gpr(self, n: int) -> int:
+        return 0 if n == 31 else self.regs[n]
+
+    def set_gpr(self, n: int, value: int) -> None:
+        if n != 31:
+            self.regs[n] = value & 0xFFFF_FFFF_FFFF_FFFF
+
+    def get_gprs(self, count: int = 31) -> list[int]:
+        return self.regs[:count]
+
+    def reset(self, pc: int, gprs: list[int] | tuple[int, ...] = ()) -> None:
+        self.regs = [0] * 31
+        for i, v in enumerate(gprs):
+            self.regs[i] = v
+        self.pc = pc
+
+    def skip_instruction(self) -> None:
+        self.pc += 4
+
+    def complete_mmio_read(self, syndrome: AccessSyndrome, value: int) -> None:
+        self.set_gpr(syndrome.srt, value & ((1 << (8 * syndrome.size)) - 1))
+        self.pc += 4
+
+    def inject_sea(self, far: int, is_fetch: bool = False) -> None:
+        self._fault = (ch.Fault.SEA, far, 0)
+
+    def inject_undef(self) -> None:
+        self._fault = (ch.Fault.UNDEF, self.pc, 0)
+
+    def take_exception(self, esr_value: int, far: int = 0, preferred_return: int | None = None) -> None:
+        self._fault = (ch.Fault.EXCEPTION, far, esr_value)
+
+    def invalidate(self, ipa: int, size: int) -> None:
+        self._revoke(ipa, size)
+
+    # --- stage 2 ----------------------------------------------------------------------------
+    def _lookup(self, page: int, write: bool) -> Mapping | None:
+        """The mapping the child may have for this access (GranuleProtectionFault if the GPT
+        refuses it), or None: the access traps. Write-only pages cannot be mapped."""
+        mapping = self.translate(page, write, False)
+        if mapping is None or not mapping.readable or (write and not mapping.writable):
+            return None
+        self.memory.check(mapping.world, mapping.pa, GRANULE_SIZE)
+        return mapping
+
+    def _grant(self, page: int, write: bool) -> bytes | None:
+        """GRANT (or DENY for the GPT) for an access to `page`, with up to GRANT_RUN - 1 of
+        the following pages of the same block that stage 2 maps on contiguous granules."""
+        if not 0 <= page < WINDOW_SIZE:
+            return ch.DENY.pack(ch.Msg.DENY, ch.Deny.GPF)
+        try:
+            first = self._lookup(page, write)
+        except GranuleProtectionFault:
+            return ch.DENY.pack(ch.Msg.DENY, ch.Deny.GPF)
+        if first is None:
+            return None
+        count = 1
+        block_end = (page | (GRANT_RUN * GRANULE_SIZE - 1)) + 1
+        while page + count * GRANULE_SIZE < block_end:
+            nxt = page + count * GRANULE_SIZE
+            if nxt in self._grants:
+                break
+            try:
+                m = self._lookup(nxt, False)
+            except GranuleProtectionFault:
+                break
+            if m is None or m.world != first.world or m.writable != first.writable or \
+                    m.pa != first.pa + count * GRANULE_SIZE:
+                break
+            count += 1
+        for i in range(count):
+            ipa, pa = page + i * GRANULE_SIZE, first.pa + i * GRANULE_SIZE
+            old = self._grants.get(ipa)
+            if old is not None:
+                self._ungrant(ipa)
+            self._grants[ipa] = (pa, first.writable)
+            self._by_pa.setdefault(pa, set()).add(ipa)
+        self.counts["grants"] += 1
+        return ch.GRANT.pack(ch.Msg.GRANT, first.writable, count, page, self.memory.offset(first.pa))
+
+    def _ungrant(self, ipa: int) -> int | None:
+        """Forget a grant; the PA if no other IPA holds it any more."""
+        pa, _ = self._grants.pop(ipa)
+        holders = self._by_pa[pa]
+        holders.discard(ipa)
+        if holders:
+            return None
+        del self._by_pa[pa]
+        return pa
+
+    def _judge(self) -> None:
+        """A seccomp notification: the child's mmap of the memory file."""
+        try:
+            note = sc.receive(self._listener)
+        except OSError:  # the caller died meanwhile
+            return
+        error = errno.EPERM
+        if note.nr == NR_MMAP:
+            addr, length, prot, flags, fd, offset = note.args
+            error = self._judge_mmap(addr, length, prot, flags, fd & 0xFFFF_FFFF, offset)
+        sc.respond(self._listener, note, error)
+
+    def _judge_mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
+        self.counts["mmaps"] += 1
+        writable = bool(prot & mmap.PROT_WRITE)
+        if fd not in (self.memory.fd, self._memfd_ro) or (writable and fd != self.memory.fd):
+            return errno.EPERM
+        if prot & ~(mmap.PROT_READ | mmap.PROT_WRITE) or not flags & mmap.MAP_SHARED or not flags & 0x10:
+            return errno.EPERM  # MAP_FIXED, shared, no PROT_EXEC
+        if length <= 0 or length & GRANULE_MASK or addr & GRANULE_MASK or offset & GRANULE_MASK:
+            return errno.EINVAL
+        if not (addr >= WINDOW and addr + length <= WINDOW + WINDOW_SIZE):
+            return errno.EPERM
+        for off in range(0, length, GRANULE_SIZE):
+            grant = self._grants.get(addr - WINDOW + off)
+            if grant is None or grant[0] != self.memory.base + offset + off or (writable and not grant[1]):
+                return errno.EACCES
+        return 0
+
+    def _on_pas_change(self, pa: int) -> None:
+        ipas = self._by_pa.get(pa)
+        if ipas:
+            for ipa in sorted(ipas):
+                self._revoke(ipa, GRANULE_SIZE)
+
+    def _revoke(self, ipa: int, size: int) -> None:
+        """TLBI: the child unmaps [ipa, ipa+size) before this returns (or is killed)."""
+        if not self._grants or self._proc is None or self._proc.poll() is not None:
+            return
+        start, end = ipa & ~GRANULE_MASK, ipa + size
+        if (end - start) // GRANULE_SIZE <= len(self._grants):
+            pages = [p for p in range(start, end, GRANULE_SIZE) if p in self._grants]
+        else:
+            pages = [p for p in self._grants if start <= p < end]
+        if not pages:
+            return
+        gone = {pa for pa in (self._ungrant(p) for p in pages) if pa is not None}
+        self.counts["revokes"] += 1
+        assert self._sock is not None
+        deadline = time.monotonic() + REVOKE_TIMEOUT
+        try:
+            self._sock.send(ch.REVOKE.pack(ch.Msg.REVOKE, start, end - start))
+            while True:
+                left = deadline - time.monotonic()
+                ready, _, _ = select.select([self._sock.fileno(), self._listener], [], [], max(0.0, left))
+                if not ready:
+                    raise TimeoutError
+                if self._listener in ready:
+                    self._judge()
+                    continue
+                data = self._sock.recv(ch.MAX_MESSAGE)
+                if data[:1] == bytes([ch.Msg.ACK]):
+                    break
+                raise ConnectionError
+        except (OSError, TimeoutError, ConnectionError):
+            self.stopped = "the kernel process did not complete a TLB invalidation"
+            self._kill()
+            return
+        if gone and self._still_mapped(gone):
+            self.stopped = "the kernel process kept a revoked mapping"
+            self._kill()
+
+    def _still_mapped(self, pas: set[int]) -> bool:
+        """Whether any mapping of the child's covers one of these PAs (its /proc maps)."""
+        assert self._proc is not None
+        offsets = sorted(pa - self.memory.base for pa in pas)
+        with open(f"/proc/{self._proc.pid}/maps") as maps:
+            for line in maps:
+                if MEMFD_NAME not in line:
+                    continue
+                fields = line.split()
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                base = int(fields[2], 16)
+                if any(base <= off < base + hi - lo for off in offsets):
+                    return True
+        return False
