@@ -270,10 +270,11 @@ class Vmm:
                 raise VmmError("-n fd= names a tap file descriptor: it needs mode=tap")
             if nic.trans is not None and nic.trans != "mmio":
                 raise VmmError(f"-n trans={nic.trans}: only the modern virtio-mmio transport is available (trans=mmio)")
-        if self.nic_params and cfg.virtio_transport != "mmio":
-            raise VmmError("-n needs the modern virtio-mmio transport (--virtio-transport mmio)")
         if cfg.console == "virtio" and cfg.virtio_transport != "mmio":
             raise VmmError("--console virtio needs the modern virtio-mmio transport (--virtio-transport mmio)")
+        if self.nic_params and cfg.virtio_transport != "mmio":
+            what = "-n" if cfg.networks else "the default NIC (kvmtool adds one when no -n is given)"
+            raise VmmError(f"{what} needs the modern virtio-mmio transport (--virtio-transport mmio)")
         if cfg.shares_9p and cfg.virtio_transport != "mmio":
             raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
         self.console = Console(stdout or sys.stdout.buffer, stdin, virtio=cfg.console == "virtio",
