@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from unirealm.arch.fdt import FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_HEADER, FDT_MAGIC, FDT_NOP, FDT_PROP
 from unirealm.guest.fdt import FdtError, Node, read_fdt
 from unirealm.guest.kernel import parse_fdt
-from unirealm.host.fdt import FdtConfig, SerialPort, VirtioMmioNode, generate_fdt
+from unirealm.host.fdt import KvmtoolFdt, VirtioMmioNode
+from unirealm.host.memmap import ARM_RTC_MMIO_BASE, ARM_UART_MMIO_BASE
 
 DTC = shutil.which("dtc")
 needs_dtc = pytest.mark.skipif(DTC is None, reason="dtc (device-tree-compiler) is not installed")
@@ -51,16 +52,16 @@ def reader_tree(node: Node) -> Tree:
 
 
 def vmm_blob() -> bytes:
-    return generate_fdt(FdtConfig(
-        memory=[(0x8000_0000, 256 << 20), (0x1_0000_0000, 64 << 20)],
+    return KvmtoolFdt(
         nrcpus=2,
+        mem_base=0x8000_0000,
+        mem_size=256 << 20,
         bootargs="quiet -- sh -c 'ls /'",
         initrd=(0x8800_0000, 0x8801_2345),
-        serials=[SerialPort(0x1000000, 32), SerialPort(0x1000008, 33)],
         virtio_mmio=[VirtioMmioNode(0x1010000, 40), VirtioMmioNode(0x1010200, 41)],
-        rtc=(0x1010_4000, 0x1000),
         kaslr_seed=0x1234_5678_9ABC_DEF0,
-    ))
+        pmu=True,
+    ).dtb()
 
 
 DTS = """/dts-v1/;
@@ -111,13 +112,13 @@ def test_dtc_blobs_read_as_libfdt_reads_them(tmp_path: Path, version: int) -> No
 
 def test_kernel_boot_facts_from_the_vmm_blob() -> None:
     info = parse_fdt(vmm_blob())
-    assert info.ram == [(0x8000_0000, 256 << 20), (0x1_0000_0000, 64 << 20)]
+    assert info.ram == [(0x8000_0000, 256 << 20)]
     assert info.bootargs == "quiet -- sh -c 'ls /'"
     assert info.initrd == (0x8800_0000, 0x8801_2345)
-    assert info.psci_method == "hvc"
+    assert info.psci_method == "smc"  # a realm's DTB (KvmtoolFdt.realm defaults to True)
     found = {(d.compatible, d.base) for d in info.devices}
-    assert {("virtio,mmio", 0x1010000), ("virtio,mmio", 0x1010200), ("ns16550a", 0x1000000),
-            ("motorola,mc146818", 0x1010_4000)} <= found
+    assert {("virtio,mmio", 0x1010000), ("virtio,mmio", 0x1010200), ("ns16550a", ARM_UART_MMIO_BASE),
+            ("motorola,mc146818", ARM_RTC_MMIO_BASE)} <= found
 
 
 # --- malformed blobs: each check on its own ----------------------------------------------------
