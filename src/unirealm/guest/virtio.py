@@ -83,7 +83,7 @@ class DmaPool:
     def read(self, off: int, size: int) -> bytes:
         return self.cpu.read(self.cpu_base + off, size)
 
-    def write(self, off: int, data: bytes) -> None:
+    def write(self, off: int, data: bytes | memoryview) -> None:
         self.cpu.write(self.cpu_base + off, data)
 
 
