@@ -1,10 +1,12 @@
 """The console at speed, end to end: a static C program (tests/e2e/progs/console_burst.c,
 built at test time) writes a large burst to stdout and reads stdin through `unirealm run
 --console virtio` (hvc0) in a plain VM, a VM on the RME machine and a realm, and through
-the ns16550 (ttyS0); every byte of stdout is compared with what it must be."""
+the ns16550 (ttyS0); every byte of stdout is compared with what it must be. Debian's
+busybox `cat` and `sha256sum` read stdin through hvc0 too."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 import subprocess
@@ -79,3 +81,18 @@ def test_hostile_used_ring_on_the_console_is_refused(burst_image: Path, tmp_path
     assert "hvc0:" in err and "console disabled" in err, err[-2000:]
     assert "Traceback" not in err
     assert len(res.stdout) <= 1000 + 5000 + 40 and res.stdout == pattern(1000)[: len(res.stdout)]
+
+
+@pytest.mark.parametrize("platform", ["kvm", "realm"])
+def test_busybox_cat_and_sha256sum_over_hvc0(busybox_image: Path, platform: str, tmp_path: Path) -> None:
+    """Debian's busybox through hvc0: `cat` echoes 300 KB of arbitrary stdin byte for byte,
+    and `sha256sum` of stdin equals hashlib's."""
+    data = random.Random(platform + "bb").randbytes(300_000)
+    res = unirealm_run(busybox_image, *PLATFORMS[platform], "--console", "virtio", params="quiet -- cat",
+                       stdin=data, tmp=tmp_path)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]
+    assert res.stdout == data
+    res = unirealm_run(busybox_image, *PLATFORMS[platform], "--console", "virtio", params="quiet -- sha256sum",
+                       stdin=data, tmp=tmp_path)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]
+    assert res.stdout == f"{hashlib.sha256(data).hexdigest()}  -\n".encode()

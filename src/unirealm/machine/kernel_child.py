@@ -49,7 +49,7 @@ WINDOW, WINDOW_SIZE = ch.WINDOW, ch.WINDOW_SIZE
 PRELOAD = ("base64", "calendar", "cbor2", "collections", "collections.abc", "contextlib", "dataclasses",
            "elftools.common.exceptions", "elftools.elf.constants", "elftools.elf.elffile", "enum", "errno", "gzip",
            "hashlib", "io", "itertools", "json", "libfdt", "struct", "typing", "unicorn", "unicorn.arm64_const",
-           "weakref", "zlib", "zipfile", "encodings.idna", "encodings.cp437", "encodings.latin_1", "encodings.ascii", "datetime", "locale", "bisect", "heapq", "math", "random",
+           "weakref", "zlib", "zipfile", "encodings.idna", "encodings.cp437", "encodings.latin_1", "encodings.ascii", "datetime", "functools", "locale", "bisect", "heapq", "math", "random",
            "string", "textwrap", "traceback", "binascii")
 # Each EL0 CPU's translation buffer (Unicorn's default takes 1 GiB of address space).
 TCG_BUFFER = 32 << 20

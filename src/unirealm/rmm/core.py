@@ -31,6 +31,7 @@ __all__ = ["REC_AUX_COUNT", "EngineFactory", "RmiError", "Rmm", "RmmConfig", "de
 
 # RMI results live in X1..X4 (TF-RMM's smc_result): at most four per command.
 RMI_RESULT_REGS = 4
+RMI_SUCCESS = pack_status(RmiStatus.SUCCESS)
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,13 @@ class Rmm(RmmState):
         results = [0] * RMI_RESULT_REGS
         try:
             values = command.handler(self, *regs[1 : 1 + command.nargs])
-            out[0] = pack_status(RmiStatus.SUCCESS)
+            out[0] = RMI_SUCCESS
         except RmiError as err:
             values = err.outputs
             out[0] = pack_status(err.status, err.index)
         assert len(values) <= command.nresults, f"{command.fid.name} gave {len(values)} results"
-        results[: len(values)] = [v & MASK64 for v in values]
+        if values:
+            results[: len(values)] = [v & MASK64 for v in values]
         out[1 : 1 + RMI_RESULT_REGS] = results
         return out
 

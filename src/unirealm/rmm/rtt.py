@@ -63,7 +63,7 @@ class Stage2:
     # --- walking ------------------------------------------------------------------------
     def root_slot(self, ipa: int) -> tuple[int, int]:
         """(RTT granule, index) of `ipa` in the concatenated root tables."""
-        idx = (ipa >> level_shift(self.start_level)) & (S2TTES_PER_RTT * self.num_root - 1)
+        idx = (ipa >> _LEVEL_SHIFTS[self.start_level]) & (S2TTES_PER_RTT * self.num_root - 1)
         return self.rtt_base + (idx // S2TTES_PER_RTT) * GRANULE_SIZE, idx % S2TTES_PER_RTT
 
     def walk(self, ipa: int, target_level: int = 3) -> Walk:

@@ -46,7 +46,7 @@ RX_QUEUE, TX_QUEUE = VIRTIO_CONSOLE_RX_QUEUE, VIRTIO_CONSOLE_TX_QUEUE
 class VirtioConsole:
     """The virtio-console device type: port 0's output goes to `output`."""
 
-    device_id = VirtioDeviceId.CONSOLE
+    device_id: int = VirtioDeviceId.CONSOLE
     features = 0
     num_queues = 2
     queue_num_max = QUEUE_NUM_MAX
