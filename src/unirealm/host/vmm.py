@@ -238,6 +238,9 @@ class Vmm:
             if nic.trans is not None and nic.trans != "mmio":
                 raise VmmError(f"-n trans={nic.trans}: only the modern virtio-mmio transport is available (trans=mmio)")
         if self.nic_params and cfg.virtio_transport != "mmio":
+            if not cfg.networks:
+                raise VmmError(f"--virtio-transport {cfg.virtio_transport}: kvmtool adds its default NIC there and only "
+                               "the modern virtio-mmio transport is modelled; use mmio, or add -n mode=none")
             raise VmmError("-n needs the modern virtio-mmio transport (--virtio-transport mmio)")
         if cfg.shares_9p and cfg.virtio_transport != "mmio":
             raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
