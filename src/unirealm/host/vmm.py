@@ -592,9 +592,9 @@ class Vmm:
         if self.hostile and "ripas-replay" in self.hostile:
             replay = self.ripas_replay
             replay.before(vm, rec, ex)
-            flags = vm.handle_ripas_change(rec, ex)
+            vm.handle_ripas_change(rec, ex)
             replay.after(vm, rec, ex)
-            return flags
+            return replay.response()
         return vm.handle_ripas_change(rec, ex)
 
     # --- a normal VM on a host-owned stage 2 ---------------------------------------------
