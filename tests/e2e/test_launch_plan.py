@@ -104,5 +104,7 @@ def test_measure_from_kvmtool_flags_is_the_rim_the_realm_reports(
     host = ["-k", str(image)] + (["-i", str(initrd)] if "-i" in vmm else [])
     predicted = kvmtool_rim(capsys, host, argv)
     assert run_rim(capsys, argv) == predicted  # run's own plan says the same
-    reported, _ = token_rim(argv)
+    reported, log = token_rim(argv)
     assert reported == predicted
+    if "-i" in vmm:  # the kernel found the cpio at /chosen's 4-byte aligned linux,initrd-start
+        assert "initrd: 2 entries unpacked into /" in log, log
