@@ -247,7 +247,7 @@ class Vmm:
         self.console = Console(stdout or sys.stdout.buffer, stdin)
         self.hostile = Hostile(cfg.hostile) if cfg.hostile else None
         self.ripas_replay = RipasReplay()
-        if problem := check_attacks(cfg.hostile, cfg.realm, len(cfg.shares_9p), len(cfg.nics)):
+        if problem := check_attacks(cfg.hostile, cfg.realm, len(cfg.shares_9p), len(self.nic_params)):
             raise VmmError(problem)
         if self.hostile:
             log.warning("hostile VMM (a test mode): %s", ", ".join(sorted(cfg.hostile)))
