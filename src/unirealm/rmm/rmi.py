@@ -87,7 +87,7 @@ def _validate_realm_params(rmm: RmmState, p: dict[str, Any]) -> None:
     flags = p["flags"]
     if flags & ~int(RmiRealmFlags.LPA2 | RmiRealmFlags.SVE | RmiRealmFlags.PMU):
         raise fail(RmiStatus.ERROR_INPUT)
-    # LPA2, SVE and a PMU only as FeatReg0 offers them (this RMM's offers none of them).
+    # LPA2, SVE and a PMU only as FeatReg0 offers them (this RMM offers none of them).
     if flags & RmiRealmFlags.LPA2 and not feat_reg0_get(feat, "LPA2"):
         raise fail(RmiStatus.ERROR_INPUT)
     if flags & RmiRealmFlags.SVE and (not feat_reg0_get(feat, "SVE_EN") or p["sve_vl"] > feat_reg0_get(feat, "SVE_VL")):
