@@ -69,8 +69,9 @@ def kvmtool_rim(capsys: pytest.CaptureFixture[str], host: list[str], vmm: list[s
     assert main(["measure", "-c", "unirealm", *host, "kvmtool", *vmm]) == 0
     line = capsys.readouterr().out.splitlines()[0]
     rim = bytes.fromhex(line.removeprefix("RIM: "))  # printed as the RMM's 64-byte register
-    assert rim[32:] == bytes(32)
-    return rim[:32]
+    size = 64 if "sha512" in vmm else 32
+    assert rim[size:] == bytes(64 - size)
+    return rim[:size]
 
 
 def run_rim(capsys: pytest.CaptureFixture[str], argv: list[str]) -> bytes:
@@ -84,10 +85,11 @@ def run_rim(capsys: pytest.CaptureFixture[str], argv: list[str]) -> bytes:
     ["-c", "1", "-m", "256M"],
     ["-c", "2", "-m", "128M", "-i", "INITRD"],
     ["-c", "1", "-m", "1G", "-i", "INITRD", "-p", "root=/dev/vda2"],
+    ["-c", "3", "-m", "2G", "--measurement-algo", "sha512", "--console", "serial"],
     ["-c", "1", "-m", "96M", "--9p", "SHARE", "--virtio-transport", "mmio"],
     ["-c", "1", "-m", "64M", "--virtio-transport", "mmio", "-n", "mode=user", "--9p", "SHARE,data",
      "--console", "serial"],
-], ids=["kernel", "smp-initrd", "1G-initrd", "9p-default-nic", "nic-9p"])
+], ids=["kernel", "smp-initrd", "1G-initrd", "2G-sha512", "9p-default-nic", "nic-9p"])
 def test_measure_from_kvmtool_flags_is_the_rim_the_realm_reports(
         flags: list[str], image: Path, initrd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     share = tmp_path / "share"
@@ -102,5 +104,7 @@ def test_measure_from_kvmtool_flags_is_the_rim_the_realm_reports(
     host = ["-k", str(image)] + (["-i", str(initrd)] if "-i" in vmm else [])
     predicted = kvmtool_rim(capsys, host, argv)
     assert run_rim(capsys, argv) == predicted  # run's own plan says the same
-    reported, _ = token_rim(argv)
+    reported, log = token_rim(argv)
     assert reported == predicted
+    if "-i" in vmm:  # the kernel found the cpio at /chosen's 4-byte aligned linux,initrd-start
+        assert "initrd: 2 entries unpacked into /" in log, log

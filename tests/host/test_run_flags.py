@@ -221,3 +221,25 @@ def test_measure_models_sve_and_pmu_on_a_host_that_has_them(tmp_path: Path, caps
     # fvp's SVE is 512 bits: the realm gets it unless --sve-max-vl lowers it or --disable-sve drops it
     assert measured("--sve-max-vl", "512")[0] == base
     assert len({base, measured("--sve-max-vl", "256")[0], measured("--disable-sve")[0]}) == 3
+
+
+def test_virtio_transport_mmio_adds_kvmtools_default_nic(image: Path, tmp_path: Path) -> None:
+    """kvmtool adds a user-mode NIC when no -n names one; on virtio-mmio it is a DT node."""
+    fdt = libfdt.Fdt(vmm(image, "--virtio-transport", "mmio").dtb)
+    assert fdt.getprop(fdt.path_offset("/virtio@3000000"), "compatible").as_str() == "virtio,mmio"
+    for flags in ([], ["--virtio-transport", "mmio", "-n", "mode=none"]):
+        with pytest.raises(libfdt.FdtException):
+            libfdt.Fdt(vmm(image, *flags).dtb).path_offset("/virtio@3000000")
+    with pytest.raises(VmmError, match="--virtio-transport mmio-legacy: kvmtool adds its default NIC there"):
+        vmm(image, "--virtio-transport", "mmio-legacy")
+    assert vmm(image, "--virtio-transport", "mmio-legacy", "-n", "mode=none").dtb == vmm(image).dtb
+
+
+def test_virtio_devices_without_a_transport_get_a_note(image: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "-k", str(tmp_path / "none.img"), "--9p", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("unirealm run: note: --virtio-transport not given: the virtio devices use mmio (kvmtool's "
+                      "default, pci, is not modelled) and no default NIC is added; kvmtool's equivalent adds "
+                      "--virtio-transport mmio -n mode=none")
+    assert parse_run_args(["--9p", str(tmp_path), "--virtio-transport", "mmio"]).notes == ()

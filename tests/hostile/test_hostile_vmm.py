@@ -146,8 +146,9 @@ def test_refused_ripas_change_is_noticed(probe_image: Path, tmp_path: Path) -> N
 def test_replayed_and_unrequested_ripas_changes_are_refused(probe_image: Path, share: Path, tmp_path: Path) -> None:
     """Around each RIPAS change (the boot's RAM change, the DMA pool going EMPTY) the host
     calls RTT_SET_RIPAS below the request, past its top, for the previous change and for the
-    finished one: the RMM answers each with ERROR_INPUT, no RTT entry moves, and the realm
-    goes on reading its share correctly."""
+    finished one: the RMM answers each with ERROR_INPUT, no RTT entry moves; the REJECT
+    response it then sends over the completed change is not passed on (the kernel would
+    stop on a REJECT), and the realm goes on reading its share correctly."""
     status, out, err, _ = run(probe_image, tmp_path, "--realm", "--9p", str(share), "--hostile", "ripas-replay",
                               params="-- cat /mnt/kvm_9p/d/f3")
     assert (status, out) == (0, "file 3\n"), err[-2000:]
@@ -156,6 +157,8 @@ def test_replayed_and_unrequested_ripas_changes_are_refused(probe_image: Path, s
     assert kinds == {"below the range asked for", "past the top asked for", "a replay of the previous change",
                      "a replay of this change, already done"}, err[-3000:]
     assert all("-> ERROR_INPUT, RTT entries unchanged" in line for line in refused), refused
+    assert "REC_ENTER with RIPAS_RESPONSE (REJECT) over a completed change" in err
+    assert "host rejected the change" not in err
 
 
 def test_device_window_in_protected_ram_is_not_shared(probe_image: Path, tmp_path: Path) -> None:

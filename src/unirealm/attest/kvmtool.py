@@ -366,7 +366,7 @@ def measure_kvmtool(argv: Sequence[str]) -> KvmtoolMeasurement:
         initrd = (start, start + len(initrd_content))
         images[start] = initrd_content
     if vmm.firmware is not None:
-        pc = int(vmm.firmware_address, 0) if vmm.firmware_address is not None else MEM_BASE
+        pc = _number(vmm.firmware_address, "--firmware-address") if vmm.firmware_address is not None else MEM_BASE
         images[pc] = _read(host.firmware, "firmware")
     bootargs = kvmtool_bootargs(vmm.params or "", vmm.console, vmm.nodefaults)
     model = KvmtoolFdt(nrcpus, MEM_BASE, mem_size, bootargs, its=its, pmu=pmu, virtio_mmio=virtio, initrd=initrd)

@@ -3,7 +3,9 @@
 LAUNCH.json holds the realm parameters and the host's operations (see
 `unirealm.attest.measure` for the format and the RIPAS block-size rule). With `unirealm run`'s
 flags instead (`unirealm measure --realm -k IMAGE ...`) it predicts the RIM of that launch from
-the VMM's own launch plan, without running anything. Prints the RIM
+the VMM's own launch plan, without running anything; that plan is kvmtool-cca's, so
+`unirealm measure -c unirealm -k IMAGE kvmtool ARGS` (attest/kvmtool.py) gives the same RIM
+for the same ARGS. Prints the RIM
 and the measurement log, as text or `--json`; `--comid OUT.json` also writes the realm's
 reference values as a CoMID for Veraison.
 """

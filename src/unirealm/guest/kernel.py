@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .interfaces import Cpu
 
 FDT_MAGIC = 0xD00DFEED
+UNDRIVEN = ("pci-host-ecam-generic",)  # kvmtool's PCI host bridge: this kernel has no PCI driver
 ARM64_IMAGE_SIZE_OFFSET = 0x10
 
 
@@ -225,6 +226,8 @@ class Kernel:
 
     def map_devices(self) -> None:
         for dev in self.info.devices:
+            if dev.compatible in UNDRIVEN:
+                continue  # no driver here: its window is never touched
             if self.realm is None:
                 dev.address = dev.base
                 continue

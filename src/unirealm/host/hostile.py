@@ -33,7 +33,7 @@ from unirealm.arch.net import (
     tcp_frame,
 )
 from unirealm.arch.p9 import P9, Qid, QidType
-from unirealm.arch.rmi import RmiFid, RmiStatus, status_of
+from unirealm.arch.rmi import RmiFid, RmiRecEnterFlags, RmiStatus, status_of
 
 if TYPE_CHECKING:
     from .kvm import RealmRec, RealmVm, RecExitInfo
@@ -52,7 +52,8 @@ ATTACKS = {
     "ripas-reject": "a RIPAS change to RAM is done for one granule, then REJECTed",
     "ripas-refuse": "a RIPAS change is acknowledged without any RTT_SET_RIPAS (no progress)",
     "ripas-replay": "around each RIPAS change, RTT_SET_RIPAS over ranges the realm did not ask for: below it, "
-                    "past its top, the previous change again, and this one again once done",
+                    "past its top, the previous change again, and this one again once done; then a REJECT "
+                    "response over the completed change",
     "dtb-device-in-ram": "the device tree puts the RTC's window inside the realm's protected RAM",
     "net-garbage": "malformed frames (bad Ethernet/IPv4/TCP headers, lengths and checksums, corrupted "
                    "copies of the real segment) before every frame to the guest",
@@ -152,7 +153,9 @@ class RipasReplay:
     the request grown past its top, the previous change replayed, and this change again once
     it is complete. Each must fail with RMI_ERROR_INPUT (the base is not the REC's progress
     pointer, or the top exceeds the requested top) and leave every RTT entry it names as it
-    was; anything else is logged as an error."""
+    was; anything else is logged as an error. The REC_ENTER that completes the change then
+    carries RIPAS_RESPONSE (REJECT): the RMM reports REJECT only for a range left incomplete,
+    so the realm is told ACCEPT and goes on (were it told REJECT, its kernel would stop)."""
 
     last: tuple[int, int] | None = None
     refused: int = 0
@@ -165,6 +168,10 @@ class RipasReplay:
         if self.last is not None and (self.last[0] != base or self.last[1] > top):  # else it asks this again
             self.attempt(vm, rec, "a replay of the previous change", *self.last)
         self.last = (base, top)
+
+    def response(self) -> int:
+        log.warning("hostile ripas-replay: REC_ENTER with RIPAS_RESPONSE (REJECT) over a completed change")
+        return int(RmiRecEnterFlags.RIPAS_RESPONSE)
 
     def after(self, vm: RealmVm, rec: RealmRec, ex: RecExitInfo) -> None:
         self.attempt(vm, rec, "a replay of this change, already done", ex.ripas_base, ex.ripas_top)

@@ -273,15 +273,17 @@ class Vmm:
         if cfg.console == "virtio" and cfg.virtio_transport != "mmio":
             raise VmmError("--console virtio needs the modern virtio-mmio transport (--virtio-transport mmio)")
         if self.nic_params and cfg.virtio_transport != "mmio":
-            what = "-n" if cfg.networks else "the default NIC (kvmtool adds one when no -n is given)"
-            raise VmmError(f"{what} needs the modern virtio-mmio transport (--virtio-transport mmio)")
+            if not cfg.networks:
+                raise VmmError(f"--virtio-transport {cfg.virtio_transport}: kvmtool adds its default NIC there and only "
+                               "the modern virtio-mmio transport is modelled; use mmio, or add -n mode=none")
+            raise VmmError("-n needs the modern virtio-mmio transport (--virtio-transport mmio)")
         if cfg.shares_9p and cfg.virtio_transport != "mmio":
             raise VmmError("--9p needs the modern virtio-mmio transport (--virtio-transport mmio)")
         self.console = Console(stdout or sys.stdout.buffer, stdin, virtio=cfg.console == "virtio",
                                access_platform=cfg.realm)
         self.hostile = Hostile(cfg.hostile) if cfg.hostile else None
         self.ripas_replay = RipasReplay()
-        if problem := check_attacks(cfg.hostile, cfg.realm, len(cfg.shares_9p), len(cfg.nics),
+        if problem := check_attacks(cfg.hostile, cfg.realm, len(cfg.shares_9p), len(self.nic_params),
                                     int(cfg.console == "virtio")):
             raise VmmError(problem)
         if self.hostile:
@@ -675,9 +677,9 @@ class Vmm:
         if self.hostile and "ripas-replay" in self.hostile:
             replay = self.ripas_replay
             replay.before(vm, rec, ex)
-            flags = vm.handle_ripas_change(rec, ex)
+            vm.handle_ripas_change(rec, ex)
             replay.after(vm, rec, ex)
-            return flags
+            return replay.response()
         return vm.handle_ripas_change(rec, ex)
 
     # --- a normal VM on a host-owned stage 2 ---------------------------------------------

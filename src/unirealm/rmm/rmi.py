@@ -87,7 +87,7 @@ def _validate_realm_params(rmm: RmmState, p: dict[str, Any]) -> None:
     flags = p["flags"]
     if flags & ~int(RmiRealmFlags.LPA2 | RmiRealmFlags.SVE | RmiRealmFlags.PMU):
         raise fail(RmiStatus.ERROR_INPUT)
-    # LPA2, SVE and a PMU only as FeatReg0 offers them (this RMM's offers none of them).
+    # LPA2, SVE and a PMU only as FeatReg0 offers them (this RMM offers none of them).
     if flags & RmiRealmFlags.LPA2 and not feat_reg0_get(feat, "LPA2"):
         raise fail(RmiStatus.ERROR_INPUT)
     if flags & RmiRealmFlags.SVE and (not feat_reg0_get(feat, "SVE_EN") or p["sve_vl"] > feat_reg0_get(feat, "SVE_VL")):
@@ -473,18 +473,28 @@ def rtt_init_ripas(rmm: RmmState, rd: int, base: int, top: int) -> tuple[int, ..
     size = level_size(level)
     if level < RTT_MIN_BLOCK_LEVEL or base & (size - 1):
         raise fail(RmiStatus.ERROR_RTT, level)
-    addr, index = base, walk.index
+    # The rest of the RTT is read and written back in one access each, not entry by entry.
+    first = walk.index
+    table = bytearray(realm.stage2.read_span(walk.rtt, first))
+    ram = s2tte.encode(s2tte.unassigned(RmiRipas.RAM), level)
+    empty = s2tte.encode(s2tte.unassigned(RmiRipas.EMPTY), level)
+    addr, index = base, first
     while index < S2TTES_PER_RTT and addr + size <= top:
-        entry = s2tte.decode(realm.stage2.read_raw(walk.rtt, index), level)
-        if entry.kind != s2tte.Kind.UNASSIGNED or entry.ripas == RmiRipas.DESTROYED:
-            break
-        if entry.ripas == RmiRipas.EMPTY:
-            realm.stage2.write(walk.rtt, index, s2tte.unassigned(RmiRipas.RAM), level)
+        off = 8 * (index - first)
+        raw = int.from_bytes(table[off : off + 8], "little")
+        if raw not in (ram, empty):
+            entry = s2tte.decode(raw, level)
+            if entry.kind != s2tte.Kind.UNASSIGNED or entry.ripas == RmiRipas.DESTROYED:
+                break
+            raw = empty if entry.ripas == RmiRipas.EMPTY else ram
+        if raw == empty:
+            table[off : off + 8] = ram.to_bytes(8, "little")
         realm.rim = measurement.extend_ripas(realm.rim, realm.hash_algo, addr, addr + size)
         addr += size
         index += 1
     if addr == base:
         raise fail(RmiStatus.ERROR_RTT, level)
+    realm.stage2.write_span(walk.rtt, first, bytes(table[: 8 * (index - first)]))
     return (addr,)
 
 

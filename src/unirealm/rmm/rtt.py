@@ -51,6 +51,15 @@ class Stage2:
     def write(self, rtt: int, index: int, entry: Entry, level: int) -> None:
         self.mem.write_u64(rtt + 8 * index, s2tte.encode(entry, level))
 
+    def read_span(self, rtt: int, index: int) -> bytes:
+        """The raw entries from `index` to the end of the RTT, in one read."""
+        return bytes(self.mem.read(rtt + 8 * index, 8 * (S2TTES_PER_RTT - index)))
+
+    def write_span(self, rtt: int, index: int, data: bytes) -> None:
+        """Raw entries from `index` on, in one write."""
+        if data:
+            self.mem.write(rtt + 8 * index, data)
+
     def entries(self, rtt: int, level: int) -> list[Entry]:
         data = self.mem.read(rtt, GRANULE_SIZE)
         return [
