@@ -13,6 +13,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).parent))
 
 import demand_paging
+import guest_net_bench
 import launch
 import net_bench
 import sqlite_bench
@@ -26,7 +27,8 @@ def main() -> int:
         table.add_column(col)
     rows = launch.run()
     rows += demand_paging.run()
-    for name, module in (("sqlite", sqlite_bench), ("network", net_bench), ("user-mode network", usernet_bench)):
+    for name, module in (("sqlite", sqlite_bench), ("network", net_bench), ("user-mode network", usernet_bench),
+                         ("guest network path", guest_net_bench)):
         try:
             rows += module.run()
         except RuntimeError as exc:

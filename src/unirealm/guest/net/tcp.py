@@ -35,6 +35,7 @@ RTO_MAX = 8000 * MS
 MAX_RETRIES = 8
 TIME_WAIT_NS = 1000 * MS  # short: one second, not 2*MSL
 FIN_WAIT_2_NS = 10_000 * MS  # an orphaned FIN_WAIT_2 does not wait for ever
+DELACK_NS = 40 * MS  # RFC 9293 §3.8.6.3: an ACK may wait (< 0.5 s) for data to ride on; Linux's 40 ms
 RCVBUF = 65535
 SNDBUF = 65536
 LOCAL_MSS = 1460  # Ethernet MTU 1500 - 20 (IPv4) - 20 (TCP)
@@ -84,7 +85,10 @@ class Tcb:
         self.error = 0  # errno for the app: ECONNRESET, ECONNREFUSED, ETIMEDOUT
         self.listener: Listener | None = None
         self.orphan = False  # closed by the app; lives on until the FIN handshake ends
-        self.ack_pending = False
+        self.ack_pending = False  # an ACK is owed now
+        self.ack_delayed = False  # in-order data is unacknowledged: an ACK is owed by `delack`
+        self.segs_unacked = 0
+        self.delack: int | None = None
         self.last_wnd = RCVBUF
         self.rto = RTO_INITIAL
         self.srtt = 0
@@ -120,7 +124,9 @@ class Tcb:
                   self.rcv_nxt if flags & F_ACK else 0, flags, min(wnd, 0xFFFF),
                   options or TcpOptions())
         if flags & F_ACK:
-            self.ack_pending = False
+            self.ack_pending = self.ack_delayed = False
+            self.segs_unacked = 0
+            self.delack = None
         self.stack.send_tcp(self.rip, tcp, data)
 
     def syn_options(self, wscale: bool) -> TcpOptions:
@@ -171,8 +177,14 @@ class Tcb:
             if (self.snd_wnd == 0 and len(self.sndbuf) > self.unsent_offset()
                     and self.snd_nxt == self.snd_una):
                 self.arm(now)  # zero window: the timer probes it
-        if self.ack_pending and not sent and self.state in SYNCHRONIZED:
-            self.segment(F_ACK)
+        if not sent and self.state in SYNCHRONIZED:
+            # Delayed ACK (RFC 9293 §3.8.6.3, RFC 1122 §4.2.3.2): in-order data is ACKed at once
+            # only every second segment; else the ACK waits up to DELACK_NS for the app's
+            # answer to carry it. Everything else (FIN, duplicates, out of order) is ACKed now.
+            if self.ack_pending or (self.ack_delayed and self.segs_unacked >= 2):
+                self.segment(F_ACK)
+            elif self.ack_delayed and self.delack is None:
+                self.delack = now + DELACK_NS
 
     def window_update(self) -> None:
         """After the app reads: tell the peer when the window opened by a useful amount."""
@@ -184,6 +196,10 @@ class Tcb:
         if self.deadline is not None and now >= self.deadline:
             self.release()
             return
+        if self.delack is not None and now >= self.delack:
+            self.delack = None
+            if self.ack_delayed and self.state in SYNCHRONIZED:
+                self.segment(F_ACK)
         if self.rtx_deadline is None or now < self.rtx_deadline:
             return
         self.rtx_deadline = None
@@ -331,7 +347,8 @@ class Tcb:
                 data, fin = data[:room], False
             self.rcvbuf += data
             self.rcv_nxt = (self.rcv_nxt + len(data)) & M32
-            self.ack_pending = True
+            self.ack_delayed = True
+            self.segs_unacked += 1
         if fin and self.state in RECEIVING:
             self.rcv_nxt = (self.rcv_nxt + 1) & M32
             self.peer_fin = True
