@@ -6,9 +6,10 @@ connection per request) and redis GET/s with one client (`redis-benchmark -c 1`)
 - user-mode network: libslirp against the hand-written gateway it replaced
   (host/net/usernet.py);
 - guest network path: RX notification suppression and lazy TX reclaim against the driver
-  and device before them (guest/net/virtio_net.py, host/devices/virtio_net.py).
+  and device before them (guest/net/virtio_net.py, host/devices/virtio_net.py);
+- the guest's delayed ACK against immediate ACKs (guest/net/tcp.py).
 
-    python bench/usernet_bench.py [ROUNDS]
+    python bench/usernet_bench.py [ROUNDS [WHAT]]   (WHAT: run only changes whose name has it)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ CHANGES = (
     ("libslirp vs hand-written gateway", "class TcpConn", ("src/unirealm/host/net/usernet.py",)),
     ("RX notify suppression vs before", "def notify_wanted",
      ("src/unirealm/guest/net/virtio_net.py", "src/unirealm/host/devices/virtio_net.py")),
+    ("delayed ACK vs immediate", "DELACK_NS", ("src/unirealm/guest/net/tcp.py",)),
 )
 
 
@@ -72,12 +74,14 @@ def measure(src: Path, elf: Path, with_redis: bool, tmp: str) -> tuple[float, fl
     return http, net_bench.redis_rates(redis, "kvm", tmp)[1]
 
 
-def run(rounds: int = 3) -> list[tuple[str, float, float, str]]:
+def run(rounds: int = 3, only: str = "") -> list[tuple[str, float, float, str]]:
     rows: list[tuple[str, float, float, str]] = []
     saved = os.environ.get("PYTHONPATH")
     have_redis = shutil.which("redis-benchmark") is not None
     try:
         for what, marker, files in CHANGES:
+            if only not in what:
+                continue
             old = baseline_sources(marker, files)
             if old is None:
                 raise RuntimeError(f"{what}: no git revision before the change")
@@ -108,7 +112,7 @@ def run(rounds: int = 3) -> list[tuple[str, float, float, str]]:
 
 def main() -> int:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    for name, value, base, unit in run(rounds):
+    for name, value, base, unit in run(rounds, sys.argv[2] if len(sys.argv) > 2 else ""):
         print(f"{name}: {value:.1f} {unit} vs {base:.1f} {unit} = {value / base:.2f}x")
     return 0
 
