@@ -6,8 +6,11 @@ connection for accept), active open, data both ways within the peer's advertised
 from the peer's SYN, retransmission on timeout (RFC 6298 RTO from measured RTTs, Karn's
 rule, exponential backoff, the connection aborted after MAX_RETRIES), zero-window probes,
 FIN handshakes in every order (FIN_WAIT_1/2, CLOSING, CLOSE_WAIT, LAST_ACK), RST both ways,
-a short TIME_WAIT. Out-of-order segments are not queued: they are dropped and answered
-with a duplicate ACK; the peer retransmits.
+a short TIME_WAIT, delayed ACKs (every second segment, else within DELACK_NS). Out-of-order
+segments are not queued: they are dropped and answered with a duplicate ACK; the peer
+retransmits. Against blind attacks (RFC 5961): a RST resets only exactly at rcv_nxt, a SYN
+on a synchronized connection gets a challenge ACK, and an ACK outside [SND.UNA - MAX.SND.WND,
+SND.NXT] is discarded with its segment.
 """
 
 from __future__ import annotations
