@@ -7,7 +7,8 @@ connection per request) and redis GET/s with one client (`redis-benchmark -c 1`)
   (host/net/usernet.py);
 - guest network path: RX notification suppression and lazy TX reclaim against the driver
   and device before them (guest/net/virtio_net.py, host/devices/virtio_net.py);
-- the guest's delayed ACK against immediate ACKs (guest/net/tcp.py).
+- the guest's delayed ACK against immediate ACKs (guest/net/tcp.py);
+- libslirp's poll set kept between its calls against a full fill/poll round at every poll.
 
     python bench/usernet_bench.py [ROUNDS [WHAT]]   (WHAT: run only changes whose name has it)
 """
@@ -33,6 +34,7 @@ CHANGES = (
     ("RX notify suppression vs before", "def notify_wanted",
      ("src/unirealm/guest/net/virtio_net.py", "src/unirealm/host/devices/virtio_net.py")),
     ("delayed ACK vs immediate", "DELACK_NS", ("src/unirealm/guest/net/tcp.py",)),
+    ("libslirp poll set kept vs filled at every poll", "SLIRP_HORIZON_MS", ("src/unirealm/host/net/usernet.py",)),
 )
 
 
@@ -95,7 +97,7 @@ def run(rounds: int = 3, only: str = "") -> list[tuple[str, float, float, str]]:
                 trees = {"old": overlay(tmp, "old", old), "new": overlay(tmp, "new", {})}
                 http: dict[str, list[float]] = {"old": [], "new": []}
                 get: dict[str, list[float]] = {"old": [], "new": []}
-                cpu = {kind: {"http": [], "redis": []} for kind in trees}
+                cpu: dict[str, dict[str, list[float]]] = {kind: {"http": [], "redis": []} for kind in trees}
                 for _ in range(rounds):  # interleaved, so load on the machine hits both alike
                     for kind, src in trees.items():
                         h, g = measure(src, elf, have_redis, tmp_name, cpu[kind])
