@@ -136,15 +136,15 @@ def test_passive_open_data_and_fin(peer: Peer) -> None:
     assert len(listener.ready) == 1
     tcb = listener.ready.popleft()
     assert tcb.state == tcpmod.ESTABLISHED
-    (ack,) = peer.tcp(40000, 8123, seq, gseq, F.ACK | F.PSH, b"GET / HTTP/1.1\r\n\r\n")
-    assert ack.tcp is not None and ack.tcp.flags == F.ACK and ack.tcp.ack == seq + 18 and ack.payload == b""
+    # the request's ACK waits for the answer to carry it (delayed ACK)
+    assert peer.tcp(40000, 8123, seq, gseq, F.ACK | F.PSH, b"GET / HTTP/1.1\r\n\r\n") == []
     seq += 18
     assert tcb.recv(100) == b"GET / HTTP/1.1\r\n\r\n"
     assert tcb.recv(100) is None
     assert tcb.send(b"HTTP/1.1 200 OK\r\n\r\nHello, World!\n") == 33
     (data,) = peer.take()
     assert data.tcp is not None and data.tcp.seq == gseq and data.payload.endswith(b"Hello, World!\n")
-    assert data.tcp.flags & F.PSH
+    assert data.tcp.flags & F.PSH and data.tcp.ack == seq
     gseq += 33
     tcb.close()  # the server closes first: FIN_WAIT_1
     (fin,) = peer.take()
@@ -241,9 +241,11 @@ def test_our_receive_window_and_out_of_order(peer: Peer) -> None:
     tcb = listener.ready.popleft()
     (dup,) = peer.tcp(40000, 8123, seq + 100, gseq, F.ACK, b"future")  # a gap: duplicate ACK
     assert dup.tcp is not None and dup.tcp.ack == seq and tcb.recv(10) is None
-    (ack,) = peer.tcp(40000, 8123, seq, gseq, F.ACK, b"abc")
+    assert peer.tcp(40000, 8123, seq, gseq, F.ACK, b"abc") == []  # in order: the ACK is delayed
+    (ack,) = peer.advance(tcpmod.DELACK_NS)
     assert ack.tcp is not None and ack.tcp.ack == seq + 3 and ack.tcp.window == tcpmod.RCVBUF - 3
-    (ack2,) = peer.tcp(40000, 8123, seq + 1, gseq, F.ACK, b"bcdef")  # overlaps: trimmed
+    assert peer.tcp(40000, 8123, seq + 1, gseq, F.ACK, b"bcdef") == []  # overlaps: trimmed
+    (ack2,) = peer.advance(tcpmod.DELACK_NS)
     assert ack2.tcp is not None and ack2.tcp.ack == seq + 6 and tcb.recv(100) == b"abcdef"
 
 
@@ -403,3 +405,32 @@ def test_ack_outside_what_was_sent_or_offered_discards_the_segment(peer: Peer) -
     assert tcb.recv(100) == b"fine"
     peer.tcp(40000, 8123, seq + 4, gseq + 100, F.ACK, window=8000)
     assert tcb.snd_una == gseq + 100
+
+
+def test_delayed_ack(peer: Peer) -> None:
+    """RFC 9293 §3.8.6.3 / RFC 1122 §4.2.3.2: one in-order segment is ACKed after at most
+    DELACK_NS (< 0.5 s) unless data of ours carries the ACK first; every second segment,
+    a FIN and anything out of order are ACKed at once."""
+    listener = peer.stack.listen(8123, 4)
+    seq, gseq = peer.handshake(8123)
+    tcb = listener.ready.popleft()
+    assert tcpmod.DELACK_NS < 500 * MS
+    assert peer.tcp(40000, 8123, seq, gseq, F.ACK, b"a" * 100) == []
+    assert peer.advance(tcpmod.DELACK_NS - 1) == []
+    (ack,) = peer.advance(1)
+    assert ack.tcp is not None and ack.tcp.ack == seq + 100 and ack.payload == b""
+    seq += 100
+    assert peer.tcp(40000, 8123, seq, gseq, F.ACK, b"b" * 1460) == []
+    (ack,) = peer.tcp(40000, 8123, seq + 1460, gseq, F.ACK, b"c" * 1460)  # the second: at once
+    assert ack.tcp is not None and ack.tcp.ack == seq + 2920
+    seq += 2920
+    (dup,) = peer.tcp(40000, 8123, seq - 50, gseq, F.ACK, b"d" * 50)  # old data: at once
+    assert dup.tcp is not None and dup.tcp.ack == seq
+    assert peer.tcp(40000, 8123, seq, gseq, F.ACK, b"ping") == []
+    assert tcb.send(b"pong") == 4  # our answer carries the ACK: no pure ACK follows
+    (data,) = peer.take()
+    assert data.payload == b"pong" and data.tcp is not None and data.tcp.ack == seq + 4
+    assert peer.advance(tcpmod.DELACK_NS) == []
+    (fin_ack,) = peer.tcp(40000, 8123, seq + 4, gseq + 4, F.ACK | F.FIN)
+    assert fin_ack.tcp is not None and fin_ack.tcp.ack == seq + 5
+    assert tcb.recv(10000) == b"a" * 100 + b"b" * 1460 + b"c" * 1460 + b"ping"

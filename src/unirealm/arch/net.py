@@ -104,14 +104,16 @@ def checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
 
 
 def checksum_partial(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
-    """The folded (16-bit) ones' complement sum, not yet complemented."""
-    raw = bytes(data)
-    if len(raw) & 1:
-        raw += b"\x00"
-    total = initial + sum(struct.unpack(f"!{len(raw) // 2}H", raw))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
+    """The folded (16-bit) ones' complement sum, not yet complemented. The data is read as
+    one big-endian integer: 2^16 = 1 modulo 0xFFFF, so the sum of its 16-bit words is that
+    integer modulo 0xFFFF, which end-around carries fold into 1..0xFFFF (0 only for 0)."""
+    total = int.from_bytes(data, "big")
+    if len(data) & 1:
+        total <<= 8  # the odd final byte padded with zero
+    total += initial
+    if not total:
+        return 0
+    return total % 0xFFFF or 0xFFFF
 
 
 def pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
@@ -570,23 +572,14 @@ class Tcp:
         """Header and payload with the pseudo-header checksum for src -> dst."""
         opts = self.options.pack()
         hlen = TCP_HLEN + len(opts)
-        body = (
-            _TCP.pack(
-                self.sport,
-                self.dport,
-                self.seq & 0xFFFF_FFFF,
-                self.ack & 0xFFFF_FFFF,
-                (hlen // 4) << 4,
-                int(self.flags) & 0xFF,
-                self.window,
-                0,
-                self.urgent,
-            )
-            + opts
-            + payload
-        )
-        csum = checksum(body, pseudo_header_sum(src, dst, IpProto.TCP, len(body)))
-        return body[:16] + struct.pack("!H", csum) + body[18:]
+        fields = [self.sport, self.dport, self.seq & 0xFFFF_FFFF, self.ack & 0xFFFF_FFFF, (hlen // 4) << 4,
+                  int(self.flags) & 0xFF, self.window, 0, self.urgent]
+        head = _TCP.pack(*fields) + opts
+        # the header is a whole number of 16-bit words, so the payload's sum simply adds on
+        partial = checksum_partial(payload, checksum_partial(head, pseudo_header_sum(src, dst, IpProto.TCP,
+                                                                                      hlen + len(payload))))
+        fields[7] = ~partial & 0xFFFF
+        return b"".join((_TCP.pack(*fields), opts, payload))
 
     @classmethod
     def parse(
@@ -602,7 +595,7 @@ class Tcp:
         if src and dst and checksum(raw, pseudo_header_sum(src, dst, IpProto.TCP, len(raw))) != 0:
             raise NetParseError("bad TCP checksum")
         options = TcpOptions.parse(raw[TCP_HLEN:hlen])
-        return cls(sport, dport, seq, ack, TcpFlags(flags), window, options, urg, csum, hlen), bytes(
+        return cls(sport, dport, seq, ack, flags, window, options, urg, csum, hlen), bytes(
             raw[hlen:]
         )
 

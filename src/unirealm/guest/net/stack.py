@@ -25,7 +25,6 @@ from ...arch.net import (
     IpProto,
     NetParseError,
     Tcp,
-    TcpFlags,
     arp_frame,
     ethernet_frame,
     ip_int,
@@ -35,7 +34,7 @@ from ...arch.net import (
     prefix_mask,
     udp_datagram,
 )
-from .tcp import TIME_WAIT, Listener, Tcb
+from .tcp import F_ACK, F_FIN, F_RST, F_SYN, TIME_WAIT, Listener, Tcb
 
 ARP_RETRY_NS = 1_000_000_000
 ARP_TRIES = 3
@@ -244,7 +243,7 @@ class NetStack:
     # --- TCP demultiplexing -----------------------------------------------------------------
     def tcp_input(self, src: bytes, seg: Tcp, data: bytes) -> None:
         tcb = self.conns.get((seg.dport, src, seg.sport))
-        if tcb is not None and tcb.state == TIME_WAIT and seg.flags & TcpFlags.SYN and not seg.flags & TcpFlags.ACK:
+        if tcb is not None and tcb.state == TIME_WAIT and seg.flags & F_SYN and not seg.flags & F_ACK:
             tcb.release()  # a new incarnation of the connection (RFC 9293 §3.10.7.4 note)
             tcb = None
         if tcb is not None:
@@ -253,12 +252,12 @@ class NetStack:
         listener = self.listeners.get(seg.dport)
         if listener is not None and not listener.closed:
             f = seg.flags
-            if f & TcpFlags.RST:
+            if f & F_RST:
                 return
-            if f & TcpFlags.ACK:
+            if f & F_ACK:
                 self.send_rst_for(src, seg, len(data))
                 return
-            if not f & TcpFlags.SYN or listener.full():
+            if not f & F_SYN or listener.full():
                 return  # a full backlog drops the SYN; the peer retries
             tcb = Tcb(self, seg.dport, src, seg.sport)
             tcb.listener = listener
@@ -273,17 +272,17 @@ class NetStack:
             tcb.snd_nxt = (tcb.iss + 1) & 0xFFFF_FFFF
             tcb.arm(self.now_ns())
             return
-        if not seg.flags & TcpFlags.RST:
+        if not seg.flags & F_RST:
             self.send_rst_for(src, seg, len(data))
 
     def send_rst_for(self, dst: bytes, seg: Tcp, data_len: int) -> None:
         """RFC 9293 §3.10.7.1: the reset for a segment no connection accepts."""
         self.stats["rst_sent"] += 1
-        if seg.flags & TcpFlags.ACK:
-            rst = Tcp(seg.dport, seg.sport, seg.ack, 0, TcpFlags.RST, 0)
+        if seg.flags & F_ACK:
+            rst = Tcp(seg.dport, seg.sport, seg.ack, 0, F_RST, 0)
         else:
-            seg_len = data_len + (1 if seg.flags & TcpFlags.SYN else 0) + (1 if seg.flags & TcpFlags.FIN else 0)
-            rst = Tcp(seg.dport, seg.sport, 0, (seg.seq + seg_len) & 0xFFFF_FFFF, TcpFlags.RST | TcpFlags.ACK, 0)
+            seg_len = data_len + (1 if seg.flags & F_SYN else 0) + (1 if seg.flags & F_FIN else 0)
+            rst = Tcp(seg.dport, seg.sport, 0, (seg.seq + seg_len) & 0xFFFF_FFFF, F_RST | F_ACK, 0)
         self.send_tcp(dst, rst)
 
     def forget(self, tcb: Tcb) -> None:

@@ -6,8 +6,11 @@ connection for accept), active open, data both ways within the peer's advertised
 from the peer's SYN, retransmission on timeout (RFC 6298 RTO from measured RTTs, Karn's
 rule, exponential backoff, the connection aborted after MAX_RETRIES), zero-window probes,
 FIN handshakes in every order (FIN_WAIT_1/2, CLOSING, CLOSE_WAIT, LAST_ACK), RST both ways,
-a short TIME_WAIT. Out-of-order segments are not queued: they are dropped and answered
-with a duplicate ACK; the peer retransmits.
+a short TIME_WAIT, delayed ACKs (every second segment, else within DELACK_NS). Out-of-order
+segments are not queued: they are dropped and answered with a duplicate ACK; the peer
+retransmits. Against blind attacks (RFC 5961): a RST resets only exactly at rcv_nxt, a SYN
+on a synchronized connection gets a challenge ACK, and an ACK outside [SND.UNA - MAX.SND.WND,
+SND.NXT] is discarded with its segment.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from collections import deque
 from typing import Any
 
 from ...arch.net import TCP_DEFAULT_MSS, Tcp, TcpFlags, TcpOptions, seq_le, seq_lt
+
+# the control bits as plain ints: IntFlag arithmetic costs a Python call per operation
+F_FIN, F_SYN, F_RST, F_PSH, F_ACK = (int(TcpFlags[name]) for name in ("FIN", "SYN", "RST", "PSH", "ACK"))
 
 CLOSED, LISTEN, SYN_SENT, SYN_RCVD, ESTABLISHED = "CLOSED", "LISTEN", "SYN_SENT", "SYN_RCVD", "ESTABLISHED"
 FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT = (
@@ -32,6 +38,7 @@ RTO_MAX = 8000 * MS
 MAX_RETRIES = 8
 TIME_WAIT_NS = 1000 * MS  # short: one second, not 2*MSL
 FIN_WAIT_2_NS = 10_000 * MS  # an orphaned FIN_WAIT_2 does not wait for ever
+DELACK_NS = 40 * MS  # RFC 9293 §3.8.6.3: an ACK may wait (< 0.5 s) for data to ride on; Linux's 40 ms
 RCVBUF = 65535
 SNDBUF = 65536
 LOCAL_MSS = 1460  # Ethernet MTU 1500 - 20 (IPv4) - 20 (TCP)
@@ -81,7 +88,10 @@ class Tcb:
         self.error = 0  # errno for the app: ECONNRESET, ECONNREFUSED, ETIMEDOUT
         self.listener: Listener | None = None
         self.orphan = False  # closed by the app; lives on until the FIN handshake ends
-        self.ack_pending = False
+        self.ack_pending = False  # an ACK is owed now
+        self.ack_delayed = False  # in-order data is unacknowledged: an ACK is owed by `delack`
+        self.segs_unacked = 0
+        self.delack: int | None = None
         self.last_wnd = RCVBUF
         self.rto = RTO_INITIAL
         self.srtt = 0
@@ -114,20 +124,22 @@ class Tcb:
         wnd = self.rcv_wnd()
         self.last_wnd = wnd
         tcp = Tcp(self.lport, self.rport, self.snd_nxt if seq is None else seq,
-                  self.rcv_nxt if flags & TcpFlags.ACK else 0, flags, min(wnd, 0xFFFF),
+                  self.rcv_nxt if flags & F_ACK else 0, flags, min(wnd, 0xFFFF),
                   options or TcpOptions())
-        if flags & TcpFlags.ACK:
-            self.ack_pending = False
+        if flags & F_ACK:
+            self.ack_pending = self.ack_delayed = False
+            self.segs_unacked = 0
+            self.delack = None
         self.stack.send_tcp(self.rip, tcp, data)
 
     def syn_options(self, wscale: bool) -> TcpOptions:
         return TcpOptions(mss=LOCAL_MSS, wscale=0 if wscale else None)
 
     def send_syn(self) -> None:
-        self.segment(TcpFlags.SYN, self.iss, options=self.syn_options(True))
+        self.segment(F_SYN, self.iss, options=self.syn_options(True))
 
     def send_synack(self) -> None:
-        self.segment(TcpFlags.SYN | TcpFlags.ACK, self.iss, options=self.syn_options(self.wscale_ok))
+        self.segment(F_SYN | F_ACK, self.iss, options=self.syn_options(self.wscale_ok))
 
     def arm(self, now: int) -> None:
         if self.rtx_deadline is None:
@@ -147,7 +159,7 @@ class Tcb:
                 n = min(avail, self.mss, room)
                 if n <= 0:
                     break
-                flags = TcpFlags.ACK | (TcpFlags.PSH if n == avail else 0)
+                flags = F_ACK | (F_PSH if n == avail else 0)
                 self.segment(flags, data=bytes(self.sndbuf[off : off + n]))
                 if self.rtt_probe is None:
                     self.rtt_probe = (self.snd_nxt, now)
@@ -156,7 +168,7 @@ class Tcb:
                 sent = True
             if self.fin_queued and self.unsent_offset() == len(self.sndbuf):
                 self.fin_seq = self.snd_nxt
-                self.segment(TcpFlags.FIN | TcpFlags.ACK)
+                self.segment(F_FIN | F_ACK)
                 self.snd_nxt = (self.snd_nxt + 1) & M32
                 self.fin_sent = True
                 if self.state == ESTABLISHED:
@@ -168,19 +180,29 @@ class Tcb:
             if (self.snd_wnd == 0 and len(self.sndbuf) > self.unsent_offset()
                     and self.snd_nxt == self.snd_una):
                 self.arm(now)  # zero window: the timer probes it
-        if self.ack_pending and not sent and self.state in SYNCHRONIZED:
-            self.segment(TcpFlags.ACK)
+        if not sent and self.state in SYNCHRONIZED:
+            # Delayed ACK (RFC 9293 §3.8.6.3, RFC 1122 §4.2.3.2): in-order data is ACKed at once
+            # only every second segment; else the ACK waits up to DELACK_NS for the app's
+            # answer to carry it. Everything else (FIN, duplicates, out of order) is ACKed now.
+            if self.ack_pending or (self.ack_delayed and self.segs_unacked >= 2):
+                self.segment(F_ACK)
+            elif self.ack_delayed and self.delack is None:
+                self.delack = now + DELACK_NS
 
     def window_update(self) -> None:
         """After the app reads: tell the peer when the window opened by a useful amount."""
         if self.state in RECEIVING and self.rcv_wnd() - self.last_wnd >= min(RCVBUF // 2, 2 * self.mss):
-            self.segment(TcpFlags.ACK)
+            self.segment(F_ACK)
 
     # --- timers ---------------------------------------------------------------------------
     def timers(self, now: int) -> None:
         if self.deadline is not None and now >= self.deadline:
             self.release()
             return
+        if self.delack is not None and now >= self.delack:
+            self.delack = None
+            if self.ack_delayed and self.state in SYNCHRONIZED:
+                self.segment(F_ACK)
         if self.rtx_deadline is None or now < self.rtx_deadline:
             return
         self.rtx_deadline = None
@@ -201,7 +223,7 @@ class Tcb:
         elif self.snd_wnd == 0 and len(self.sndbuf) > self.unsent_offset():
             # Zero-window probe: one byte past the window (RFC 9293 §3.8.6.1).
             off = self.unsent_offset()
-            self.segment(TcpFlags.ACK, data=bytes(self.sndbuf[off : off + 1]))
+            self.segment(F_ACK, data=bytes(self.sndbuf[off : off + 1]))
             self.snd_nxt = (self.snd_nxt + 1) & M32
             self.rto = min(self.rto * 2, RTO_MAX)
             self.arm(now)
@@ -241,25 +263,25 @@ class Tcb:
         # sequence; elsewhere in the window it gets a challenge ACK, outside it is dropped
         # (a blind attacker must guess rcv_nxt, not just land in the window). Data is trimmed
         # to rcv_nxt; a segment from the future is dropped.
-        if f & TcpFlags.RST:
+        if f & F_RST:
             wnd = max(self.rcv_wnd(), 1)
             if seq != self.rcv_nxt:
                 if seq_le(self.rcv_nxt, seq) and seq_lt(seq, self.rcv_nxt + wnd):
-                    self.segment(TcpFlags.ACK)
+                    self.segment(F_ACK)
                 return
             if not (self.state == SYN_RCVD and self.listener is not None):
                 self.error = errno.EPIPE if self.state in (CLOSING, LAST_ACK, TIME_WAIT) else errno.ECONNRESET
             self.release()
             return
-        if f & TcpFlags.SYN:
+        if f & F_SYN:
             if self.state == SYN_RCVD and seq == self.irs:
                 self.send_synack()  # our SYN-ACK was lost
             else:
-                self.segment(TcpFlags.ACK)  # RFC 5961 challenge ACK
+                self.segment(F_ACK)  # RFC 5961 challenge ACK
             return
-        if not f & TcpFlags.ACK:
+        if not f & F_ACK:
             return
-        fin = bool(f & TcpFlags.FIN)
+        fin = bool(f & F_FIN)
         if seq != self.rcv_nxt:
             if seq_lt(seq, self.rcv_nxt):
                 trim = (self.rcv_nxt - seq) & M32
@@ -330,7 +352,8 @@ class Tcb:
                 data, fin = data[:room], False
             self.rcvbuf += data
             self.rcv_nxt = (self.rcv_nxt + len(data)) & M32
-            self.ack_pending = True
+            self.ack_delayed = True
+            self.segs_unacked += 1
         if fin and self.state in RECEIVING:
             self.rcv_nxt = (self.rcv_nxt + 1) & M32
             self.peer_fin = True
@@ -349,16 +372,16 @@ class Tcb:
 
     def input_syn_sent(self, seg: Tcp) -> None:
         f = seg.flags
-        if f & TcpFlags.ACK and seg.ack != (self.iss + 1) & M32:
-            if not f & TcpFlags.RST:
+        if f & F_ACK and seg.ack != (self.iss + 1) & M32:
+            if not f & F_RST:
                 self.stack.send_rst_for(self.rip, seg, 0)
             return
-        if f & TcpFlags.RST:
-            if f & TcpFlags.ACK:
+        if f & F_RST:
+            if f & F_ACK:
                 self.error = errno.ECONNREFUSED
                 self.release()
             return
-        if not f & TcpFlags.SYN or not f & TcpFlags.ACK:
+        if not f & F_SYN or not f & F_ACK:
             return  # simultaneous open is not supported
         self.take_syn_options(seg, True)
         self.irs = seg.seq
@@ -369,7 +392,7 @@ class Tcb:
         self.state = ESTABLISHED
         self.rtx_deadline = None
         self.retries = 0
-        self.segment(TcpFlags.ACK)
+        self.segment(F_ACK)
         self.output()
 
     def take_syn_options(self, seg: Tcp, we_offered_wscale: bool) -> None:
@@ -445,7 +468,7 @@ class Tcb:
 
     def abort(self, send_rst: bool) -> None:
         if send_rst and self.state in (*SYNCHRONIZED, SYN_RCVD) and self.state != TIME_WAIT:
-            self.segment(TcpFlags.RST | TcpFlags.ACK)
+            self.segment(F_RST | F_ACK)
         if not self.error:
             self.error = errno.ECONNRESET
         self.release()

@@ -60,6 +60,7 @@ log = logging.getLogger("unirealm.usernet")
 
 MTU = 1500
 DNS_HOST = 3  # the DNS server's host number on the NIC's network (QEMU: 10.0.2.3)
+SLIRP_HORIZON_MS = 1000  # the longest a poll set is trusted without asking libslirp again
 
 # poll(2) bits <-> SLIRP_POLL_* bits
 _TO_POLL = ((SLIRP_POLL_IN, select.POLLIN), (SLIRP_POLL_OUT, select.POLLOUT), (SLIRP_POLL_PRI, select.POLLPRI))
@@ -120,6 +121,8 @@ class UserNet:
         self._revents: dict[int, int] = {}
         self._poller = select.poll()
         self._registered: dict[int, int] = {}
+        self._dirty = True  # libslirp was called since its poll set was filled
+        self._due_ms = 0  # its next timer (monotonic ms)
 
         net = ip_int(self.gateway_ip) & ip_int(self.mask)
         self.cfg = SlirpConfig(
@@ -216,6 +219,7 @@ class UserNet:
         timer = self.timers.get(handle or 0)
         if timer is not None:
             timer[2] = expire_ms
+            self._dirty = True  # perhaps sooner than the next round was planned
 
     def _add_poll_fd(self, fd: int, events: int, _opaque: object) -> int:
         mask = 0
@@ -240,17 +244,29 @@ class UserNet:
     # --- the event loop ----------------------------------------------------------------------
     def poll(self, timeout: float = 0.0) -> None:
         """Serve ready host sockets (waiting at most `timeout` seconds, less if a TCP timer
-        of libslirp's is due) and expired timers."""
+        of libslirp's is due) and expired timers.
+
+        libslirp's state changes only inside its own calls, so the poll set it filled last
+        stays right until the next one: while no frame came in since and its next timer is
+        not due, a poll waits on that set alone and calls into libslirp only when a socket
+        is ready (poll(2) is level-triggered: the full round sees the same events)."""
         if not self.slirp:
             return
-        self._fds.clear()
-        wait = ctypes.c_uint32(int(timeout * 1000))
-        self.lib.slirp_pollfds_fill(self.slirp, ctypes.byref(wait), self._add_poll, None)
-        ms = wait.value
+        ms = int(timeout * 1000)
         now_ms = time.monotonic_ns() // 1_000_000
+        if not self._dirty and now_ms < self._due_ms:
+            ready = self._poller.poll(min(ms, self._due_ms - now_ms)) if self._registered or ms else []
+            if not ready and time.monotonic_ns() // 1_000_000 < self._due_ms:
+                return
+            ms = 0  # a socket is ready or a timer due: the full round, without waiting again
+        self._fds.clear()
+        wait = ctypes.c_uint32(SLIRP_HORIZON_MS)  # libslirp lowers it to its next timer
+        self.lib.slirp_pollfds_fill(self.slirp, ctypes.byref(wait), self._add_poll, None)
+        due = now_ms + wait.value
         for _tid, _cb, expiry in self.timers.values():
             if expiry is not None:
-                ms = max(0, min(ms, expiry - now_ms))
+                due = min(due, expiry)
+        ms = max(0, min(ms, due - now_ms))
         wanted: dict[int, int] = {}
         for fd, mask in self._fds:
             wanted[fd] = wanted.get(fd, 0) | mask
@@ -262,8 +278,10 @@ class UserNet:
                 self._poller.register(fd, mask)
                 self._registered[fd] = mask
         self._revents = dict(self._poller.poll(ms)) if wanted or ms else {}
+        self._dirty = False
         self.lib.slirp_pollfds_poll(self.slirp, 0, self._get_revents, None)
         self._run_timers()
+        self._due_ms = due
 
     def _run_timers(self) -> None:
         now_ms = time.monotonic_ns() // 1_000_000
@@ -277,6 +295,7 @@ class UserNet:
         """One frame the guest transmitted; libslirp checks and drops what it cannot use."""
         self.frames_in += 1
         if self.slirp:
+            self._dirty = True
             self.lib.slirp_input(self.slirp, frame, len(frame))
 
     def connections(self) -> list[str]:
