@@ -33,6 +33,7 @@ BUILD = REPO / "build"
 UNIREALM = [sys.executable, "-m", "unirealm.cli.main"]
 ENVS = {"plain VM": ["--platform", "kvm"], "realm": ["--realm"]}
 Row = tuple[str, float, float, str]
+BYTES = 5000
 
 
 @contextlib.contextmanager
@@ -123,6 +124,20 @@ def run(repeat: int = 3, echo: bool = False) -> list[Row]:
             iso, base = both(per_call)
             rows.append((f"one getpid syscall ({name}, CPU time): kernel process vs in-process", iso, base, "µs"))
         del env
+
+        # One trap round trip: a byte to the console is two MMIO accesses (LSR read, THR write).
+        putchar = build(compile_static(REPO / "examples/bench/putchar.c", Path(tmp) / "putchar"), data)
+        for name, flags in ENVS.items():
+            base_cmd = [*UNIREALM, "run", *flags, "-k", str(putchar)]
+
+            def per_exit(base_cmd: list[str] = base_cmd) -> float:
+                env = dict(os.environ, **data)
+                busy = sqlite_bench.best([*base_cmd, "-p", f"-- {BYTES}"], env=env, repeat=repeat)
+                idle = sqlite_bench.best([*base_cmd, "-p", "-- 0"], env=env, repeat=repeat)
+                return (busy - idle) / (2 * BYTES) * 1e6
+
+            iso, base = both(per_exit)
+            rows.append((f"one console MMIO access ({name}, CPU time): kernel process vs in-process", iso, base, "µs"))
 
         image = BUILD / "sqlite3.img"
         if image.exists():
