@@ -38,7 +38,7 @@ def build(name: str, workdir: Path, defsyms: dict[str, int] | None = None) -> Gu
     obj, elf, image = (workdir / f"{name}.{ext}" for ext in ("o", "elf", "bin"))
     defines = [f"--defsym={k}={v:#x}" for k, v in (defsyms or {}).items()]
     for cmd in (
-        [CROSS + "as", *defines, str(source), "-o", str(obj)],
+        [CROSS + "as", "-I", str(HERE), *defines, str(source), "-o", str(obj)],
         [CROSS + "ld", f"-Ttext={LOAD_ADDRESS:#x}", "-e", f"{LOAD_ADDRESS:#x}", str(obj), "-o", str(elf)],
         [CROSS + "objcopy", "-O", "binary", str(elf), str(image)],
     ):

@@ -23,12 +23,7 @@
     .equ SGI_INTID, 5
     .equ REC_SIZE, 64                // per CPU: intid, elr, spsr, esr, count, vio_status
 
-    .macro movq reg, val
-    movz \reg, #((\val) & 0xffff)
-    movk \reg, #(((\val) >> 16) & 0xffff), lsl #16
-    movk \reg, #(((\val) >> 32) & 0xffff), lsl #32
-    movk \reg, #(((\val) >> 48) & 0xffff), lsl #48
-    .endm
+    .include "console.inc"             // movq
 
     .macro say label
     adr x0, \label
@@ -348,39 +343,7 @@ print_record0:                       // CPU 0's record: intid elr spsr esr
     bl puthex_line
     ret x16
 
-puts:
-    ldrb w1, [x0], #1
-    cbz w1, 1f
-    strb w1, [x20]
-    b puts
-1:  ret
-
-puthex_line:
-    mov x4, x30
-    bl puthex
-    mov x1, #'\n'
-    strb w1, [x20]
-    ret x4
-
-puthex_sp:
-    mov x4, x30
-    bl puthex
-    mov x1, #' '
-    strb w1, [x20]
-    ret x4
-
-puthex:
-    mov x3, #60
-1:  lsr x1, x0, x3
-    and x1, x1, #0xf
-    cmp x1, #10
-    add x2, x1, #'0'
-    add x1, x1, #('a' - 10)
-    csel x1, x2, x1, lo
-    strb w1, [x20]
-    subs x3, x3, #4
-    b.ge 1b
-    ret
+    .include "console.inc"             // puts, puthex_line, puthex_sp, puthex
 
 // --- exceptions -----------------------------------------------------------------------
     .macro vector target
