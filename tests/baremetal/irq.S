@@ -3,6 +3,7 @@
 // redistributor, the system-register CPU interface), takes the virtual timer's PPI first
 // while masked and then after the unmask, sleeps in WFI until the timer wakes it, starts
 // CPUs 1-3 with PSCI CPU_ON (each stores its MPIDR_EL1), asks AFFINITY_INFO on the way,
+// lets CPU 2 wait in a CPU_SUSPEND standby for its own timer,
 // sends CPU 3 an SGI, and takes a virtio-9p device's SPI after a notify. CPU 0 prints one
 // line per result on ttyS0; PSCI SYSTEM_OFF ends the run with x1 = 0.
 //
@@ -16,6 +17,7 @@
     .equ UART, 0x01000000
     .equ GICD, 0x3fff0000
     .equ ESR_MARK, 0x5600abcd        // written to ESR_EL1: an IRQ must leave it alone
+    .equ PSCI_CPU_SUSPEND, 0xc4000001
     .equ PSCI_CPU_OFF, 0x84000002
     .equ PSCI_CPU_ON, 0xc4000003
     .equ PSCI_AFFINITY_INFO, 0xc4000004
@@ -139,6 +141,14 @@ after_unmask:
     adr x5, secondary
     psci PSCI_CPU_ON, #3, x5, #3
     bl puthex_line                   // CPU 3 is ON (waiting for its SGI): ALREADY_ON
+    adr x12, suspend_result + 8
+    wait_nonzero x12
+    say s_suspend
+    adr x12, suspend_result
+    ldr x0, [x12]
+    bl puthex_sp
+    ldr x0, [x12, #8]
+    bl puthex_line                   // CPU 2's CPU_SUSPEND: SUCCESS, after its timer's 1 ms
     say s_mpidr
     adr x11, mailbox
     ldr x0, [x11, #8]
@@ -265,7 +275,22 @@ secondary:                           // x0 = context_id = CPU index
     mrs x1, mpidr_el1
     adr x2, mailbox
     str x1, [x2, x19, lsl #3]
-    cmp x19, #3
+    cmp x19, #2
+    b.ne 9f
+    mrs x22, cntvct_el0              // CPU 2: a standby until its own timer's PPI is pending
+    movq x0, 62500                   // 1 ms
+    msr cntv_tval_el0, x0
+    mov x0, #1
+    msr cntv_ctl_el0, x0
+    psci PSCI_CPU_SUSPEND            // power_state 0: standby; IRQs stay masked
+    mov x23, x0
+    mrs x0, cntvct_el0
+    sub x22, x0, x22
+    msr cntv_ctl_el0, xzr
+    adr x2, suspend_result
+    stp x23, x22, [x2]
+    b 8f
+9:  cmp x19, #3
     b.ne 8f
     adr x2, ready3
     mov x1, #1
@@ -418,6 +443,7 @@ s_aff:        .asciz "aff "
 s_on:         .asciz "on "
 s_mpidr:      .asciz "mpidr "
 s_off:        .asciz "off "
+s_suspend:    .asciz "suspend "
 s_sgi:        .asciz "sgi "
 s_virtio:     .asciz "virtio "
 s_done:       .asciz "done\n"
@@ -438,6 +464,7 @@ records:  .skip 4 * REC_SIZE
 mailbox:  .skip 4 * 8
 ready3:   .quad 0
 sgi_done: .quad 0
+suspend_result: .quad 0, 0           // CPU 2: x0 of CPU_SUSPEND, ticks it slept
     .balign 16
 vq_desc:  .skip 8 * 16
     .balign 16

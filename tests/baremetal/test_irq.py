@@ -2,7 +2,8 @@
 the VMM with `-c 4`: the virtual timer's PPI (INTID 27) acknowledged and EOIed, not taken
 while PSTATE.I masks it and taken right after the unmask (ELR = the next instruction, SPSR
 with I clear, ESR untouched), WFI woken by the timer, CPUs 1-3 started with PSCI CPU_ON
-each storing its MPIDR_EL1 (KVM's: bit 31 set, Aff0 = index), AFFINITY_INFO states
+each storing its MPIDR_EL1 (KVM's: bit 31 set, Aff0 = index), a CPU_SUSPEND standby
+ended by the CPU's own timer, AFFINITY_INFO states
 (DEN0022 §5.7: ON 0, OFF 1, ON_PENDING 2), PSCI return codes for a bad MPIDR and a CPU that
 is on, an SGI from CPU 0 to CPU 3 through ICC_SGI1R_EL1, and a virtio-9p device's SPI after
 a notify (the INTID the DT gives it).
@@ -20,7 +21,7 @@ import pytest
 from unirealm.arch.smccc import PsciAffinityState, PsciReturn, unsigned64
 from unirealm.host.cmdline import RunConfig, run_parser
 from unirealm.host.memmap import KVM_IRQ_OFFSET, KVM_VIRTIO_MMIO_AREA, gic_redists_base
-from unirealm.host.vmm import Vmm
+from unirealm.host.vmm import Vmm, VmmError
 
 from .guest_build import Guest, build
 
@@ -81,6 +82,9 @@ def test_interrupts_timers_and_smp(guest: Guest, name: str, tmp_path: Path) -> N
     assert cpu0 == PsciAffinityState.ON and bad == unsigned64(PsciReturn.INVALID_PARAMETERS)
     assert r["on"] == [unsigned64(PsciReturn.INVALID_PARAMETERS), unsigned64(PsciReturn.ALREADY_ON)]
     assert r["mpidr"] == [0x8000_0001, 0x8000_0002, 0x8000_0003]
+    # CPU 2's CPU_SUSPEND standby (IRQs masked) returned SUCCESS once its timer's PPI was pending.
+    result, ticks = r["suspend"]
+    assert result == PsciReturn.SUCCESS and ticks >= TICKS_5MS // 5
     assert r["off"] == [PsciAffinityState.OFF]
     # The SGI reached CPU 3 (its handler acknowledged INTID 5), not CPU 0.
     assert r["sgi"] == [5, 2]
@@ -99,3 +103,11 @@ def test_trace_irq_reports_injection_acknowledge_and_eoi(guest: Guest, tmp_path:
     assert any(line.startswith("IRQ sgi intid=5 vcpu=3") for line in irq)
     assert any(line.startswith("IRQ ack intid=5 vcpu=3") for line in irq)
     assert any(line.startswith(f"IRQ ack intid={VIRTIO_SPI} vcpu=0") for line in irq)
+
+
+@pytest.mark.parametrize("name", list(ENVS))
+def test_a_wfi_nothing_can_end_stops_the_run_with_one_line(name: str, tmp_path: Path) -> None:
+    image = build("wfi_forever", tmp_path).image
+    cfg = RunConfig.from_args(run_parser().parse_args([*ENVS[name], "-c", "2", "-k", str(image)]))
+    with pytest.raises(VmmError, match="every vCPU waits for an interrupt and nothing can raise one"):
+        Vmm(cfg, io.BytesIO(), None, log_output=io.BytesIO()).run()
