@@ -28,12 +28,12 @@ ROUNDS = 2  # best of, alternating the two trees
 T = TypeVar("T")
 
 
-def under(src: Path, fn: Callable[..., T], *args: object) -> T:
+def under(src: Path, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
     """Run `fn` with `unirealm` imported from the source tree `src` in the VMMs it starts."""
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(src)
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     finally:
         if old is None:
             del os.environ["PYTHONPATH"]

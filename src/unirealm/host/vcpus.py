@@ -59,7 +59,7 @@ class GicLines:
         return self.cpuif.write_sysreg(key, value) or self.timer.write_sysreg(key, value)
 
 
-@dataclass
+@dataclass(eq=False)
 class VmCpu:
     index: int
     mpidr: int
@@ -84,6 +84,7 @@ class VmCpus:
         self.vcpus = [VmCpu(i, vcpu_mpidr(i), GicLines(gic, timers[i], i)) for i in range(len(timers))]
         self._last = -1
         self.running: VmCpu | None = None
+        self.waiting: set[VmCpu] = set()  # the vCPUs in WFI or a standby
         gic.on_kick = self.kick
         psci.on_cpu_on = self.cpu_on
 
@@ -99,6 +100,7 @@ class VmCpus:
         cpu.reset(pc, gprs)
         vcpu.cpu = cpu
         vcpu.waiting = vcpu.suspend = False
+        self.waiting.discard(vcpu)
         return cpu
 
     def boot(self, pc: int, gprs: list[int]) -> Cpu:
@@ -111,6 +113,7 @@ class VmCpus:
     def cpu_off(self, index: int) -> None:
         vcpu = self.vcpus[index]
         vcpu.waiting = vcpu.suspend = False
+        self.waiting.discard(vcpu)
 
     def kick(self, index: int) -> None:
         """What vCPU `index` has pending may have changed: a waiting one looks again, and the
@@ -135,12 +138,11 @@ class VmCpus:
         if vcpu.lines.pending():
             return False
         vcpu.waiting, vcpu.suspend, vcpu.wake_at = True, suspend, wake_at
+        self.waiting.add(vcpu)
         return True
 
     def _wake_check(self, now: float) -> None:
-        for vcpu in self.vcpus:
-            if not vcpu.waiting or not self.powered(vcpu):
-                continue
+        for vcpu in list(self.waiting):
             if vcpu.kicked or (vcpu.wake_at is not None and vcpu.wake_at <= now):
                 vcpu.kicked = False
                 wake_at = vcpu.lines.next_deadline()
@@ -151,39 +153,49 @@ class VmCpus:
 
     def wake(self, vcpu: VmCpu) -> None:
         vcpu.waiting = False
+        self.waiting.discard(vcpu)
         if vcpu.suspend and vcpu.cpu is not None:
             vcpu.cpu.set_gpr(0, 0)  # CPU_SUSPEND returns SUCCESS
         vcpu.suspend = False
 
     def wake_all(self) -> None:
         """Something WFI may wake on without an interrupt (console input): let all look."""
-        for vcpu in self.vcpus:
-            if vcpu.waiting:
-                self.wake(vcpu)
+        for vcpu in list(self.waiting):
+            self.wake(vcpu)
 
-    def runnable(self) -> list[VmCpu]:
-        return [v for v in self.vcpus if self.powered(v) and not v.waiting]
+    def shared(self) -> bool:
+        """Whether more than one vCPU is runnable (then each runs in time slices)."""
+        if len(self.vcpus) == 1:
+            return False
+        return sum(1 for v in self.vcpus if not v.waiting and self.powered(v)) > 1
 
     def any_on(self) -> bool:
         return any(self.powered(v) for v in self.vcpus)
 
     def next(self, now: float) -> VmCpu | None:
         """The next vCPU to run, round robin after the last one; None if all wait or are off."""
-        self._wake_check(now)
+        if self.waiting:
+            self._wake_check(now)
         n = len(self.vcpus)
+        if n == 1:
+            vcpu = self.vcpus[0]
+            self.running = vcpu if not vcpu.waiting and self.powered(vcpu) else None
+            return self.running
         for step in range(1, n + 1):
             vcpu = self.vcpus[(self._last + step) % n]
             if self.powered(vcpu) and not vcpu.waiting:
                 self._last = vcpu.index
-                self.psci.started(vcpu.index)
+                if self.psci.states[vcpu.index] == PsciAffinityState.ON_PENDING:
+                    self.psci.started(vcpu.index)
                 self.running = vcpu
                 return vcpu
         self.running = None
         return None
 
     def earliest_deadline(self) -> float | None:
-        deadlines = [v.wake_at for v in self.vcpus if v.waiting and self.powered(v) and v.wake_at is not None]
-        return min(deadlines, default=None)
+        if not self.waiting:
+            return None
+        return min((v.wake_at for v in self.waiting if v.wake_at is not None), default=None)
 
     def close(self) -> None:
         for vcpu in self.vcpus:

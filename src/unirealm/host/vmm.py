@@ -578,7 +578,7 @@ class Vmm:
                 assert cpu is not None
                 # A time slice when another vCPU could run, or a network wants the host now
                 # and then; at the latest, a waiting vCPU's timer deadline.
-                until = now + SLICE if self.usernets or len(vcpus.runnable()) > 1 else None
+                until = now + SLICE if self.usernets or vcpus.shared() else None
                 wake = vcpus.earliest_deadline()
                 if wake is not None:
                     until = wake if until is None else min(until, wake)
@@ -626,7 +626,7 @@ class Vmm:
             else:
                 cpu.complete_mmio_read(trap.syndrome, value)
         elif isinstance(trap, WfxTrap):
-            if cpu.is_python_kernel or (trap.is_wfe and len(vcpus.runnable()) == 1):
+            if cpu.is_python_kernel or (trap.is_wfe and not vcpus.shared()):
                 self.wait()  # the Python kernel polls; a lone WFE: look at devices, go on
             elif not trap.is_wfe:
                 self.idle = 0

@@ -301,9 +301,13 @@ class VirtioMmioDevice:
 
     # --- the virtqueue engine --------------------------------------------------------------
     def raise_interrupt(self, reason: int) -> None:
-        """Set `reason` in InterruptStatus (§4.2.2) and signal the device's interrupt line."""
+        """Set `reason` in InterruptStatus (§4.2.2) and, when that sets a bit the driver has
+        not acknowledged yet, signal the device's interrupt line (an edge). Notifications
+        while the bit is still set are coalesced: the driver's handler, which acknowledges
+        InterruptStatus before it looks at the rings, sees those buffers as well."""
+        new = reason & ~self.interrupt_status
         self.interrupt_status |= reason
-        if self.on_interrupt is not None:
+        if new and self.on_interrupt is not None:
             self.on_interrupt()
 
     def fail(self, why: str) -> None:
