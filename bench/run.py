@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import console_bench
 import demand_paging
 import guest_net_bench
+import irq_bench
 import isolation_bench
 import launch
 import net_bench
@@ -31,7 +32,8 @@ def main() -> int:
     rows += demand_paging.run()
     rows += console_bench.run()
     for name, module in (("sqlite", sqlite_bench), ("network", net_bench), ("user-mode network", usernet_bench),
-                         ("guest network path", guest_net_bench), ("isolation", isolation_bench)):
+                         ("guest network path", guest_net_bench), ("isolation", isolation_bench),
+                         ("interrupts", irq_bench)):
         try:
             rows += module.run()
         except RuntimeError as exc:

@@ -150,6 +150,13 @@ class TapNet:
             if exc.errno not in (errno.EIO, errno.EINVAL):  # EIO: the tap is down
                 log.info("tap %s: %s", self.ifname, exc.strerror)
 
+    def watched(self) -> dict[int, int]:
+        """The descriptor a sleeping VMM waits on (fd -> poll mask)."""
+        return {self.fd: select.POLLIN} if self.fd >= 0 else {}
+
+    def next_deadline(self) -> float | None:
+        return None  # a tap has no timers: only its descriptor wakes the VMM
+
     def poll(self, timeout: float = 0.0) -> None:
         """Frames the host sent, to the guest (waiting at most `timeout` seconds for one)."""
         if self.fd < 0:

@@ -283,6 +283,19 @@ class UserNet:
         self._run_timers()
         self._due_ms = due
 
+    def watched(self) -> dict[int, int]:
+        """The host sockets libslirp asked to be watched at its last poll (fd -> poll mask)."""
+        return dict(self._registered)
+
+    def next_deadline(self) -> float | None:
+        """When the next poll is due without any socket event (time.monotonic() seconds):
+        now if libslirp was called since its poll set was filled, else its next timer."""
+        if not self.slirp:
+            return None
+        if self._dirty:
+            return time.monotonic()
+        return self._due_ms / 1000
+
     def _run_timers(self) -> None:
         now_ms = time.monotonic_ns() // 1_000_000
         for timer in list(self.timers.values()):
