@@ -29,17 +29,22 @@ def active_rec(acs: AcsEnv) -> RecHandle:
 
 
 def test_gic_hcr_invalid(acs: AcsEnv) -> None:
-    """ICH_HCR_EL2 bits the host may not set (here TC, TALL0, TALL1, TSEI) fail REC_ENTER."""
+    """ICH_HCR_EL2 bits the host may not set fail REC_ENTER: the ACS's vSGIEOICount (8) and
+    TALL0 (11), and with TF-RMM every bit but UIE, LRENPIE, NPIE, VGrp{0,1}{E,D}IE and TDIR
+    (En and EOIcount are the RMM's)."""
     rec = active_rec(acs)
-    for bit in (10, 11, 12, 13):
+    for bit in (0, 8, 9, 10, 11, 12, 13, 15, 27, 31, 63):
         assert_status(enter_with_gic(acs, rec, hcr=1 << bit), RmiStatus.ERROR_REC)
-    assert_status(enter_with_gic(acs, rec, hcr=1), RmiStatus.SUCCESS)  # En
+    assert_status(enter_with_gic(acs, rec, hcr=0xFE | 1 << 14), RmiStatus.SUCCESS)
 
 
 def test_gic_ctrl_list_invalid(acs: AcsEnv) -> None:
-    """A list register with HW = 1 fails REC_ENTER; the exit mirrors valid list registers."""
+    """A list register with HW = 1 fails REC_ENTER in every valid state (the ACS's vINTID 0x35,
+    pINTID 0x32); the exit mirrors valid list registers."""
     rec = active_rec(acs)
-    assert_status(enter_with_gic(acs, rec, lrs=(1 << 61,)), RmiStatus.ERROR_REC)
+    for state in (1, 2, 3):
+        lr = (state << 62) | (1 << 61) | (0x32 << 32) | 0x35
+        assert_status(enter_with_gic(acs, rec, lrs=(lr,)), RmiStatus.ERROR_REC)
     lr = (1 << 62) | 0x20  # pending, vINTID 32
     assert_status(enter_with_gic(acs, rec, lrs=(lr,)), RmiStatus.SUCCESS)
     run = RMI_REC_RUN.unpack(acs.ns.read(rec.run, GRANULE_SIZE))

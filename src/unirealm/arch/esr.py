@@ -120,6 +120,18 @@ class SysRegAccess:
     def encoding(self) -> tuple[int, int, int, int, int]:
         return (self.op0, self.op1, self.crn, self.crm, self.op2)
 
+    @property
+    def iss(self) -> int:
+        return (
+            (self.op0 << 20)
+            | (self.op2 << 17)
+            | (self.op1 << 14)
+            | (self.crn << 10)
+            | (self.rt << 5)
+            | (self.crm << 1)
+            | int(self.is_read)
+        )
+
 
 @dataclass(frozen=True)
 class AccessSyndrome:

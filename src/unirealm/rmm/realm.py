@@ -19,6 +19,7 @@ from unirealm.arch.sysreg import SysReg
 from unirealm.machine.vcpu import Trap
 
 from .rtt import Stage2
+from .vgic import VirtualCpuInterface
 
 
 class ExecutionEngine(Protocol):
@@ -98,6 +99,7 @@ class Rec:
     # EMULATED_MMIO and INJECT_SEA flags are checked against.
     last_exit_esr: int = 0
     last_exit_hpfar: int = 0
+    gic: VirtualCpuInterface = field(default_factory=VirtualCpuInterface)
 
 
 @dataclass

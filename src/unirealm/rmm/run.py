@@ -19,6 +19,7 @@ from unirealm.arch.esr import (
     REC_EXIT_EMULATABLE_ABORT_ESR_MASK,
     REC_EXIT_WFX_ESR_MASK,
     Ec,
+    SysRegAccess,
     esr,
     esr_ec,
     hpfar_for_ipa,
@@ -26,7 +27,6 @@ from unirealm.arch.esr import (
 )
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
 from unirealm.arch.rmi import (
-    NUM_GICV3_LRS,
     NUM_REC_GPRS,
     REC_EXIT_OFFSET,
     RMI_REC_RUN,
@@ -37,6 +37,7 @@ from unirealm.arch.rmi import (
     RmiStatus,
 )
 from unirealm.arch.rsi import RSI_HOST_CALL, RsiResponse, RsiStatus
+from unirealm.arch.sysreg import SysReg
 from unirealm.machine.monitor import Caller
 from unirealm.machine.vcpu import (
     CpuErrorTrap,
@@ -51,13 +52,10 @@ from unirealm.machine.vcpu import (
     WfxTrap,
 )
 
-from . import s2tte, sysreg
+from . import s2tte, sysreg, vgic
 from .realm import PendingKind, Realm, Rec
 from .state import RmiError, RmmState
 
-# ICH_HCR_EL2 bits the host may set: En, UIE, LRENPIE, NPIE, VGrp{0,1}{E,D}IE, TDIR, EOIcount.
-GICV3_HCR_ALLOWED = 0xFF | (1 << 14) | (0x1F << 27)
-ICH_LR_HW = 1 << 61
 # Injected exceptions in a row after which the REC yields to the host, as a host timer
 # interrupt would end a realm that is stuck taking the same fault.
 MAX_INJECTIONS_IN_A_ROW = 64
@@ -107,8 +105,11 @@ def enter(rmm: RmmState, rec_pa: int, run_pa: int) -> tuple[int, ...]:
     if not rec.runnable or rec.psci_request is not None or rec.running:
         raise RmiError(RmiStatus.ERROR_REC)
     run = RMI_REC_RUN.unpack(rmm.mem.read(run_pa, GRANULE_SIZE))
-    if run["enter_gicv3_hcr"] & ~GICV3_HCR_ALLOWED or any(lr & ICH_LR_HW for lr in run["enter_gicv3_lrs"]):
+    # The GIC state is checked after the REC's own state, before anything with side effects
+    # (TF-RMM smc_rec_enter), and taken into the REC at once.
+    if not vgic.entry_state_valid(run["enter_gicv3_hcr"], run["enter_gicv3_lrs"]):
         raise RmiError(RmiStatus.ERROR_REC)
+    rec.gic.load_entry(run["enter_gicv3_hcr"], run["enter_gicv3_lrs"])
 
     flags = RmiRecEnterFlags(run["enter_flags"] & 0x1F)
     check_exit_completion_flags(realm, rec, flags)
@@ -123,7 +124,7 @@ def enter(rmm: RmmState, rec_pa: int, run_pa: int) -> tuple[int, ...]:
         rmm.current_rec = None
     if rec_exit.reason == RmiRecExitReason.SYNC:
         rec.last_exit_esr, rec.last_exit_hpfar = rec_exit.esr, rec_exit.hpfar
-    write_exit(rmm, run_pa, rec_exit, run)
+    write_exit(rmm, run_pa, rec, rec_exit)
     return ()
 
 
@@ -183,6 +184,8 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
         if rmm.pending_irq:
             rmm.pending_irq = False
             return RecExit(RmiRecExitReason.IRQ)
+        if rec.gic.maintenance():  # the maintenance interrupt is the host's physical PPI
+            return RecExit(RmiRecExitReason.IRQ)
         if rec.injected_in_a_row >= MAX_INJECTIONS_IN_A_ROW:
             rec.injected_in_a_row = 0
             return RecExit(RmiRecExitReason.IRQ)
@@ -211,11 +214,16 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
             rec.injected_in_a_row += 1
             continue
         if isinstance(trap, WfxTrap):
-            rec.injected_in_a_row = 0
             trapped = RmiRecEnterFlags.TRAP_WFE if trap.is_wfe else RmiRecEnterFlags.TRAP_WFI
             if flags & trapped:
+                rec.injected_in_a_row = 0
                 iss = ISS_WFX_TI_WFE if trap.is_wfe else 0
                 return RecExit(RmiRecExitReason.SYNC, esr=esr(Ec.WFX, iss) & REC_EXIT_WFX_ESR_MASK)
+            if rec.gic.any_pending():
+                # An interrupt is pending (masked or not): the WFI completes at once. A REC
+                # that keeps waiting on a masked one yields to the host's tick.
+                rec.injected_in_a_row += 1
+                continue
             # Untrapped WFI waits for an interrupt; the host's next interrupt ends REC_ENTER.
             return RecExit(RmiRecExitReason.IRQ)
         if isinstance(trap, SvcTrap):
@@ -224,7 +232,10 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
             rec.injected_in_a_row += 1
             continue
         if isinstance(trap, SysRegTrap):
-            value = sysreg.emulate(realm, trap.access, engine.read_sysreg)
+            access = trap.access
+            if rec.gic.traps(SysReg(*access.encoding).key, not access.is_read):
+                return gic_sysreg_exit(rec, access)
+            value = sysreg.emulate(realm, access, engine.read_sysreg)
             if value is None:
                 engine.inject_undef()
             else:
@@ -240,6 +251,15 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
             rec.injected_in_a_row += 1
             continue
         raise AssertionError(f"unexpected trap {trap!r}")
+
+
+def gic_sysreg_exit(rec: Rec, access: SysRegAccess) -> RecExit:
+    """A write to the GIC CPU interface that traps to EL2 (ICC_SGI*R, ICC_DIR with TDIR): a
+    SYNC exit with the EC 0x18 syndrome and the value written in gprs[0]; the REC continues
+    after the MSR (TF-RMM handle_icc_el1_sysreg_trap, emulate_sysreg_access_ns)."""
+    value = 0 if access.rt == 31 else rec.engine.get_gpr(access.rt)
+    rec.engine.skip_instruction()
+    return RecExit(RmiRecExitReason.SYNC, esr=esr(Ec.SYSREG, access.iss), gprs=[value])
 
 
 def data_abort(rmm: RmmState, realm: Realm, rec: Rec, trap: DataAbortTrap) -> RecExit | None:
@@ -282,7 +302,9 @@ def data_abort(rmm: RmmState, realm: Realm, rec: Rec, trap: DataAbortTrap) -> Re
     )
 
 
-def write_exit(rmm: RmmState, run_pa: int, rec_exit: RecExit, run: dict[str, object]) -> None:
+def write_exit(rmm: RmmState, run_pa: int, rec: Rec, rec_exit: RecExit) -> None:
+    """RmiRecExit: the exit's own fields, and at every exit the REC's GIC state and EL1 timers
+    (TF-RMM gic_copy_state_to_rec_exit, report_timer_state_to_ns)."""
     page = bytearray(GRANULE_SIZE)
     RMI_REC_RUN.pack_into(
         page,
@@ -292,8 +314,7 @@ def write_exit(rmm: RmmState, run_pa: int, rec_exit: RecExit, run: dict[str, obj
         exit_far=rec_exit.far,
         exit_hpfar=rec_exit.hpfar,
         exit_gprs=rec_exit.gprs[:NUM_REC_GPRS],
-        exit_gicv3_hcr=run["enter_gicv3_hcr"],
-        exit_gicv3_lrs=list(run["enter_gicv3_lrs"])[:NUM_GICV3_LRS],  # type: ignore[call-overload]
+        **rec.gic.exit_state(),
         exit_ripas_base=rec_exit.ripas_base,
         exit_ripas_top=rec_exit.ripas_top,
         exit_ripas_value=rec_exit.ripas_value,
