@@ -229,6 +229,7 @@ def psci_complete(rmm: RmmState, calling: int, target: int, status: int) -> tupl
     denied = psci_status == unsigned64(PsciReturn.DENIED)
     on = callee.running or callee.runnable
     outcome = RmiStatus.SUCCESS
+    result: int
     if request.fid & ~(1 << 30) == PsciFid.CPU_ON:
         if psci_status != PsciReturn.SUCCESS and not denied:
             raise fail(RmiStatus.ERROR_INPUT)
