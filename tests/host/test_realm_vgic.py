@@ -15,9 +15,9 @@ from unirealm.arch.gic import (
     make_lr,
 )
 from unirealm.arch.timer import CNT_CTL_ENABLE, CNT_CTL_IMASK, CNT_CTL_ISTATUS, PPI_VIRT_TIMER
-from unirealm.host.devices.arch_timer import GenericTimer
 from unirealm.host.devices.gicv3 import GicV3
 from unirealm.host.realm_vgic import RealmVgic
+from unirealm.machine.timer import GenericTimer
 
 
 class Clock:

@@ -19,9 +19,9 @@ from unirealm.arch.timer import (
     condition_met,
     tval_signed,
 )
-from unirealm.host.devices.arch_timer import GenericTimer, system_count
 from unirealm.host.devices.gicv3 import GicV3
 from unirealm.machine.pykernel import SYSTEM_COUNTER_HZ
+from unirealm.machine.timer import GenericTimer, system_count
 
 
 class Clock:

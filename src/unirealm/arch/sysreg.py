@@ -40,6 +40,7 @@ ID_AA64PFR0_EL1 = SysReg(3, 0, 0, 4, 0)
 ID_AA64PFR1_EL1 = SysReg(3, 0, 0, 4, 1)
 ID_AA64ZFR0_EL1 = SysReg(3, 0, 0, 4, 4)
 ID_AA64DFR0_EL1 = SysReg(3, 0, 0, 5, 0)
+CNTKCTL_EL1 = SysReg(3, 0, 14, 1, 0)
 
 # SCR_EL3 (D19.2.116): NS and NSE select the world of EL2/EL1 ({NSE,NS} = {0,1} non-secure,
 # {1,1} realm); HCE enables HVC; RW makes the next lower EL AArch64.
@@ -65,6 +66,8 @@ SCTLR_SPAN = 1 << 23
 PSTATE_SP = 1 << 0
 PSTATE_EL_SHIFT = 2
 PSTATE_DAIF = 0xF << 6
+PSTATE_I = 1 << 7
+PSTATE_F = 1 << 6
 PSTATE_PAN = 1 << 22
 PSTATE_EL1H = (1 << PSTATE_EL_SHIFT) | PSTATE_SP
 
@@ -72,6 +75,9 @@ PSTATE_EL1H = (1 << PSTATE_EL_SHIFT) | PSTATE_SP
 VECTOR_CURRENT_SP0 = 0x000
 VECTOR_CURRENT_SPX = 0x200
 VECTOR_LOWER_A64 = 0x400
+# ... plus the exception type's offset within each group of four: IRQ 0x080, FIQ 0x100.
+VECTOR_IRQ = 0x080
+VECTOR_FIQ = 0x100
 
 
 def pstate_el(pstate: int) -> int:

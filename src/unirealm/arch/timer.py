@@ -57,3 +57,27 @@ def tval_signed(tval: int) -> int:
 def condition_met(count: int, cval: int) -> bool:
     """The timer condition: count - CVAL >= 0 as unsigned 64-bit values."""
     return (count & COUNTER_MASK) >= (cval & COUNTER_MASK)
+
+
+# CNTKCTL_EL1 (D19.12): the EL0 access controls of the EL1&0 timers (HCR_EL2.E2H = 0).
+CNTKCTL_EL0PCTEN = 1 << 0  # CNTPCT_EL0 (and CNTFRQ_EL0)
+CNTKCTL_EL0VCTEN = 1 << 1  # CNTVCT_EL0 (and CNTFRQ_EL0)
+CNTKCTL_EL0VTEN = 1 << 8  # CNTV_CTL/CVAL/TVAL_EL0
+CNTKCTL_EL0PTEN = 1 << 9  # CNTP_CTL/CVAL/TVAL_EL0
+_EL0_ENABLES = {
+    CntSysreg.CNTFRQ_EL0: CNTKCTL_EL0PCTEN | CNTKCTL_EL0VCTEN,
+    CntSysreg.CNTPCT_EL0: CNTKCTL_EL0PCTEN,
+    CntSysreg.CNTVCT_EL0: CNTKCTL_EL0VCTEN,
+    CntSysreg.CNTV_CTL_EL0: CNTKCTL_EL0VTEN,
+    CntSysreg.CNTV_CVAL_EL0: CNTKCTL_EL0VTEN,
+    CntSysreg.CNTV_TVAL_EL0: CNTKCTL_EL0VTEN,
+    CntSysreg.CNTP_CTL_EL0: CNTKCTL_EL0PTEN,
+    CntSysreg.CNTP_CVAL_EL0: CNTKCTL_EL0PTEN,
+    CntSysreg.CNTP_TVAL_EL0: CNTKCTL_EL0PTEN,
+}
+
+
+def el0_may_access(key: int, cntkctl: int) -> bool:
+    """Whether EL0 may access system register `key` as a timer register: only the generic
+    timer's, and only those CNTKCTL_EL1 enables (other accesses from EL0 are UNDEFINED)."""
+    return bool(_EL0_ENABLES.get(key, 0) & cntkctl)  # type: ignore[call-overload]

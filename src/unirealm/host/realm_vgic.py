@@ -30,8 +30,8 @@ from unirealm.arch.gic import (
     lr_state,
     make_lr,
 )
+from unirealm.machine.timer import GenericTimer
 
-from .devices.arch_timer import GenericTimer
 from .devices.gicv3 import GicV3, Irq
 
 NUM_LRS = 16  # what RMI_FEATURES reports (GICV3_NUM_LRS + 1)

@@ -40,6 +40,7 @@ from unirealm.arch.sysreg import SysReg
 from unirealm.machine.board import Machine
 from unirealm.machine.cpu import Cpu
 from unirealm.machine.interrupt import HOST_IRQ
+from unirealm.machine.timer import GenericTimer
 from unirealm.machine.vcpu import (
     CpuErrorTrap,
     DataAbortTrap,
@@ -54,7 +55,6 @@ from unirealm.machine.vcpu import (
 )
 
 from .cmdline import NetParams, RunConfig
-from .devices.arch_timer import GenericTimer
 from .devices.gicv3 import GicV3, nr_spis_for_lines
 from .devices.mmio import MmioBus
 from .devices.ns16550 import Ns16550

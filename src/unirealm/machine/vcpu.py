@@ -13,6 +13,15 @@ for a normal VM) handles the trap and calls `run()` again; the guest resumes exa
 it stopped. Exceptions the architecture takes to EL1 (SVC, stage-1 aborts, undefined
 instructions, BRK, alignment faults) never leave the vCPU: see `_enter_el1`.
 
+With `interrupts` set (machine/irq.py), the owner's interrupt controller and timers are the
+PE's: their MRS/MSR are served inside `run()` (an UC_HOOK_INSN on MRS/MSR), and an IRQ or
+FIQ the lines signal is taken as the architecture takes it, at `run()` entry and at the
+first instruction boundary where PSTATE lets it in. QEMU ends a translation block after
+every write of PSTATE.DAIF (MSR DAIFClr/DAIFSet/DAIF) and after ERET, so while an interrupt
+is pending but masked a UC_HOOK_BLOCK, present only then, sees the unmask at the first
+instruction it allows. `emu_start`'s timeout ends a run at the lines' next deadline; the
+owner gets an IrqTrap (a physical interrupt for the hypervisor).
+
 Guest memory is never copied: each IPA page is mapped on first touch with
 `mem_map_ptr` onto the machine's physical memory, after the owner's stage-2 lookup and the
 GPT check for the world the mapping belongs to. `invalidate()` is the TLBI: it drops
@@ -24,11 +33,14 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from unicorn import (
     UC_ARCH_ARM64,
+    UC_HOOK_BLOCK,
+    UC_HOOK_INSN,
     UC_HOOK_INTR,
     UC_HOOK_MEM_PROT,
     UC_HOOK_MEM_UNMAPPED,
@@ -64,8 +76,10 @@ from unirealm.arch.esr import (
     may_be_unmapped_table,
 )
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
+from unirealm.arch.timer import el0_may_access
 
 from .interrupt import HOST_IRQ
+from .irq import PENDING_FIQ, PENDING_IRQ, InterruptLines
 from .memory import GranuleProtectionFault, PhysicalMemory
 
 # A permission fault is reported as the access kind of the matching unmapped fault.
@@ -97,6 +111,10 @@ SP_EL_IDS = (a64.UC_ARM64_REG_SP_EL0, a64.UC_ARM64_REG_SP_EL1)
 # In-vCPU exceptions in a row whose handler's first instruction faults again: the guest's
 # vectors are broken, and the vCPU stops rather than spin as the hardware would.
 MAX_RECURSIVE_EXCEPTIONS = 8
+
+RUN_FOREVER = 0xFFFF_FFFF_FFFF_FFFF
+# An IRQ or FIQ the PSTATE bit masks.
+INTERRUPT_MASKS = ((PENDING_IRQ, sysreg.PSTATE_I), (PENDING_FIQ, sysreg.PSTATE_F))
 
 CPU_MODELS = {"a72": a64.UC_CPU_ARM64_A72, "a53": a64.UC_CPU_ARM64_A53, "max": a64.UC_CPU_ARM64_MAX}
 
@@ -245,6 +263,11 @@ class CpuErrorTrap(Trap):
     message: str = ""
 
 
+def _masked(pstate: int) -> int:
+    """The PENDING_* bits PSTATE's I and F mask."""
+    return sum(bit for bit, mask in INTERRUPT_MASKS if pstate & mask)
+
+
 @dataclass(frozen=True)
 class El2Context:
     """How EL3 firmware and the hypervisor configure the PE for a guest."""
@@ -296,6 +319,13 @@ class VCpu:
         memory.on_pas_change(self._on_pas_change)
         self.instructions_hint = 0
         self.exceptions_taken = 0
+        self.interrupts: InterruptLines | None = None  # set by the owner; None: no interrupt inputs
+        self.interrupts_taken = 0
+        self._sysreg_hooks = False
+        self._unmask_hook: int | None = None
+        self._seen_pending = 0  # what the lines signalled when last looked at
+        self._irq_stop = False  # a hook stopped emulation to look at the lines again
+        self._run_deadline: float | None = None  # the lines' deadline the current emu_start stops at
 
     def _program_el3_el2(self) -> None:
         """SCR_EL3 and HCR_EL2 as the firmware and hypervisor leave them when they enter EL1.
@@ -371,16 +401,19 @@ class VCpu:
             return None
 
     # --- exceptions into the guest ------------------------------------------------------
-    def _enter_el1(self, syndrome: int, far: int | None, elr: int) -> None:
-        """Take a synchronous exception to EL1 as the Arm ARM's AArch64.TakeException does
-        (D1.10): ESR_EL1 = syndrome, FAR_EL1 = the faulting VA for aborts (`far`),
+    def _enter_el1(self, syndrome: int | None, far: int | None, elr: int, kind: int = 0) -> None:
+        """Take an exception to EL1 as the Arm ARM's AArch64.TakeException does
+        (D1.10): ESR_EL1 = syndrome (unchanged for an interrupt: `syndrome` None), FAR_EL1 =
+        the faulting VA for aborts (`far`),
         ELR_EL1 = the preferred return address, SPSR_EL1 = PSTATE; PSTATE becomes EL1h
         with D, A, I, F masked and PAN set unless SCTLR_EL1.SPAN; the stack pointer of the
         level left is saved and SP_EL1 selected; PC = VBAR_EL1 + the vector offset for
-        the level and stack the exception came from."""
+        the level and stack the exception came from, plus `kind` (0 synchronous,
+        VECTOR_IRQ, VECTOR_FIQ)."""
         uc = self.uc
-        self._recursive = self._recursive + 1 if elr == self._last_vector else 0
-        self._last_syndrome = syndrome
+        if syndrome is not None:
+            self._recursive = self._recursive + 1 if elr == self._last_vector else 0
+            self._last_syndrome = syndrome
         pstate = uc.reg_read(a64.UC_ARM64_REG_PSTATE)
         el = sysreg.pstate_el(pstate)
         if el == 0:
@@ -389,7 +422,8 @@ class VCpu:
             offset = sysreg.VECTOR_CURRENT_SPX
         else:
             offset = sysreg.VECTOR_CURRENT_SP0
-        uc.reg_write(a64.UC_ARM64_REG_ESR_EL1, syndrome)
+        if syndrome is not None:
+            uc.reg_write(a64.UC_ARM64_REG_ESR_EL1, syndrome)
         if far is not None:
             uc.reg_write(a64.UC_ARM64_REG_FAR_EL1, far)
         uc.reg_write(a64.UC_ARM64_REG_ELR_EL1, elr)
@@ -405,10 +439,17 @@ class VCpu:
         # CPU's cached EL/translation-regime state for the new PSTATE: the handler's code
         # is translated as EL1 code, with EL1's privileges and translation regime.
         self.write_sysreg(sysreg.SPSR_EL1, pstate)
-        vector = uc.reg_read(a64.UC_ARM64_REG_VBAR_EL1) + offset
+        vector = uc.reg_read(a64.UC_ARM64_REG_VBAR_EL1) + offset + kind
         uc.reg_write(a64.UC_ARM64_REG_PC, vector)
         self._last_vector = vector
         self.exceptions_taken += 1
+
+    def _take_interrupt(self, signalled: int) -> None:
+        """Take the IRQ or FIQ that `signalled` (PENDING_*) brings in (FIQ first), with
+        ELR_EL1 = the next instruction to execute."""
+        kind = sysreg.VECTOR_FIQ if signalled & PENDING_FIQ else sysreg.VECTOR_IRQ
+        self._enter_el1(None, None, self.pc, kind)
+        self.interrupts_taken += 1
 
     def take_exception(self, esr_value: int, far: int = 0, preferred_return: int | None = None) -> None:
         """Take a synchronous exception to EL1 that the hypervisor injects (ESR as given)."""
@@ -534,6 +575,70 @@ class VCpu:
             self._trap = UndefinedTrap(pc, self.read_insn_at(pc) or 0, syndrome)
         uc.emu_stop()
 
+    def _on_sysreg(self, uc: Uc, rt: int, cp: object, is_write: bool) -> int:
+        """An MRS/MSR: the interrupt lines' registers are served here and the instruction
+        skipped (1); any other register goes on to the CPU model (0)."""
+        lines = self.interrupts
+        if lines is None:
+            return 0
+        key = sysreg.sysreg_key(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)  # type: ignore[attr-defined]
+        if sysreg.pstate_el(uc.reg_read(a64.UC_ARM64_REG_PSTATE)) == 0 and not el0_may_access(
+            key, self.read_sysreg(sysreg.CNTKCTL_EL1)
+        ):
+            return 0  # the CPU model makes it UNDEFINED
+        if is_write:
+            if not lines.write_sysreg(key, cp.val):  # type: ignore[attr-defined]
+                return 0
+        else:
+            value = lines.read_sysreg(key)
+            if value is None:
+                return 0
+            if rt != a64.UC_ARM64_REG_XZR:
+                uc.reg_write(rt, value)
+        uc.reg_write(a64.UC_ARM64_REG_PC, uc.reg_read(a64.UC_ARM64_REG_PC) + 4)
+        pending = lines.pending()
+        # Look at the lines again in run() when something new is signalled, or when a write
+        # brought the lines' deadline before the one this run stops at (a timer armed).
+        if pending & ~self._seen_pending or (is_write and self._deadline_sooner(lines)):
+            self._irq_stop = True
+            uc.emu_stop()
+        self._seen_pending = pending
+        return 1
+
+    def _deadline_sooner(self, lines: InterruptLines) -> bool:
+        due = lines.next_deadline()
+        return due is not None and (self._run_deadline is None or due < self._run_deadline)
+
+    def _on_block(self, uc: Uc, address: int, size: int, _ud: object) -> None:
+        """Present while an interrupt is pending but masked: stop at the first translation
+        block PSTATE lets it into (blocks end after each DAIF write and ERET)."""
+        if self._seen_pending & ~_masked(uc.reg_read(a64.UC_ARM64_REG_PSTATE)):
+            self._irq_stop = True
+            uc.emu_stop()
+
+    def _install_sysreg_hooks(self) -> None:
+        self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, False, 1, 0, a64.UC_ARM64_INS_MRS)
+        self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, True, 1, 0, a64.UC_ARM64_INS_MSR)
+        self.uc.ctl_flush_tb()  # code translated before has no hook calls
+        self._sysreg_hooks = True
+
+    def _watch_unmask(self, on: bool) -> None:
+        if on and self._unmask_hook is None:
+            self._unmask_hook = self.uc.hook_add(UC_HOOK_BLOCK, self._on_block)
+            self.uc.ctl_flush_tb()
+        elif not on and self._unmask_hook is not None:
+            # Blocks translated meanwhile keep a call into Unicorn that finds no hook: cheap.
+            self.uc.hook_del(self._unmask_hook)
+            self._unmask_hook = None
+
+    def _interrupt_window(self, lines: InterruptLines) -> tuple[int, float | None]:
+        """Look at the lines before running: (what to take now, the deadline to stop at)."""
+        pending = lines.pending()
+        self._seen_pending = pending
+        deliverable = pending & ~_masked(self.pstate)
+        self._watch_unmask(bool(pending) and not deliverable)
+        return deliverable, lines.next_deadline()
+
     def _walk_for(self, va: int, pc: int) -> bool:
         """The CPU's stage-1 walk for `va` may have read a table at an IPA not mapped yet
         (it reads as zero, or aborts): map the table pages on the way (see `stage1`). True if one was mapped (the access retries);
@@ -598,10 +703,27 @@ class VCpu:
         EL1 on the way."""
         if HOST_IRQ.pending:
             return IrqTrap(self.pc)
+        lines = self.interrupts
+        if lines is not None and not self._sysreg_hooks:
+            self._install_sysreg_hooks()
+        deadline: float | None = None
         while True:
             if self._recursive >= MAX_RECURSIVE_EXCEPTIONS:
                 vector = self._last_vector or 0
                 return CpuErrorTrap(vector, f"the exception vector at {vector:#x} faults (ESR {self._last_syndrome:#x})")
+            timeout_us = 0
+            if lines is not None:
+                deliverable, deadline = self._interrupt_window(lines)
+                if deliverable:
+                    self._take_interrupt(deliverable)
+                    continue
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return IrqTrap(self.pc)
+                    timeout_us = max(1, int(left * 1e6) + 1)
+            self._irq_stop = False
+            self._run_deadline = deadline
             self._trap = None
             self._fault = None
             self._fault_gpf = False
@@ -610,13 +732,15 @@ class VCpu:
             error = ""
             try:
                 with HOST_IRQ.running(self.uc):
-                    self.uc.emu_start(self.pc, 0xFFFF_FFFF_FFFF_FFFF)
+                    self.uc.emu_start(self.pc, RUN_FOREVER, timeout_us)
             except UcError as exc:
                 error = str(exc)
             if self._store_done:  # a store made by _on_unmapped: step over it and go on
                 self.pc = self.pc + 4
                 continue
             if self._entry is None or self._fault is not None or self._trap is not None or error:
+                if self._irq_stop and self._entry is None and self._fault is None and self._trap is None and not error:
+                    continue  # a hook wants the lines looked at again
                 break
             self._enter_el1(*self._entry)
         pc = self.pc
@@ -639,8 +763,8 @@ class VCpu:
         insn = self.read_insn_at(pc - 4)
         if insn in (WFI_INSN, WFE_INSN):
             return WfxTrap(pc, insn == WFE_INSN)
-        if HOST_IRQ.pending:
-            return IrqTrap(pc)
+        if HOST_IRQ.pending or deadline is not None:
+            return IrqTrap(pc)  # the host's interrupt, or the lines' deadline passed
         return CpuErrorTrap(pc, "emulation stopped without a trap")
 
     def _fault_va(self, insn: int | None, ipa: int, pc: int) -> int | None:

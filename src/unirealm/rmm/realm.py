@@ -19,7 +19,7 @@ from unirealm.arch.sysreg import SysReg
 from unirealm.machine.vcpu import Trap
 
 from .rtt import Stage2
-from .vgic import VirtualCpuInterface
+from .vgic import RecInterruptLines, VirtualCpuInterface
 
 
 class ExecutionEngine(Protocol):
@@ -100,6 +100,10 @@ class Rec:
     last_exit_esr: int = 0
     last_exit_hpfar: int = 0
     gic: VirtualCpuInterface = field(default_factory=VirtualCpuInterface)
+    lines: RecInterruptLines = field(init=False)  # the PE's interrupt inputs while this REC runs
+
+    def __post_init__(self) -> None:
+        self.lines = RecInterruptLines(self.gic)
 
 
 @dataclass

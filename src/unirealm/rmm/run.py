@@ -117,6 +117,7 @@ def enter(rmm: RmmState, rec_pa: int, run_pa: int) -> tuple[int, ...]:
     rec.last_exit_esr = rec.last_exit_hpfar = 0
     rec.running = True
     rmm.current_rec = rec
+    attach_interrupt_lines(rec)
     try:
         rec_exit = run_until_exit(rmm, realm, rec, flags)
     finally:
@@ -126,6 +127,15 @@ def enter(rmm: RmmState, rec_pa: int, run_pa: int) -> tuple[int, ...]:
         rec.last_exit_esr, rec.last_exit_hpfar = rec_exit.esr, rec_exit.hpfar
     write_exit(rmm, run_pa, rec, rec_exit)
     return ()
+
+
+def attach_interrupt_lines(rec: Rec) -> None:
+    """Give the PE that runs the REC its interrupt lines (machine.irq): the REC's virtual CPU
+    interface and timers. A machine.cpu.Cpu picks its mode at first use; a mode without
+    interrupt inputs (the Python kernel, a scripted engine) has no `interrupts`."""
+    target = getattr(rec.engine, "impl", rec.engine)
+    if hasattr(target, "interrupts"):
+        target.interrupts = rec.lines
 
 
 def check_exit_completion_flags(realm: Realm, rec: Rec, flags: RmiRecEnterFlags) -> None:
@@ -186,10 +196,14 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
             return RecExit(RmiRecExitReason.IRQ)
         if rec.gic.maintenance():  # the maintenance interrupt is the host's physical PPI
             return RecExit(RmiRecExitReason.IRQ)
+        if rec.lines.check_timers():  # the host must learn a timer's new output level
+            return RecExit(RmiRecExitReason.IRQ)
         if rec.injected_in_a_row >= MAX_INJECTIONS_IN_A_ROW:
             rec.injected_in_a_row = 0
             return RecExit(RmiRecExitReason.IRQ)
         trap = engine.run()
+        if rec.lines.trapped is not None:  # an MSR the virtual CPU interface traps to EL2
+            return gic_trap_exit(rec)
         if isinstance(trap, IrqTrap):  # a physical interrupt for the host (machine.interrupt)
             return RecExit(RmiRecExitReason.IRQ)
         if isinstance(trap, SmcTrap):
@@ -242,6 +256,9 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
                 engine.set_gpr(trap.access.rt, value)
                 engine.skip_instruction()
             continue
+        if isinstance(trap, UndefinedTrap) and (trapped := gic_trapped_insn(rec, trap.insn)) is not None:
+            # The CPU model has no such register: on hardware this MSR traps to EL2.
+            return gic_sysreg_exit(rec, trapped)
         if isinstance(trap, UndefinedTrap | HvcTrap | CpuErrorTrap):
             # HVC is not a conduit for realms: the RMM makes it UNDEFINED (digest §1.1),
             # with ELR = the HVC's preferred return address, the next instruction, as
@@ -251,6 +268,28 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
             rec.injected_in_a_row += 1
             continue
         raise AssertionError(f"unexpected trap {trap!r}")
+
+
+def gic_trap_exit(rec: Rec) -> RecExit:
+    """The SYNC exit for the GIC register write the REC's interrupt lines took as a trap: the
+    vCPU has completed the MSR, so its Rt is read from the instruction just executed."""
+    assert rec.lines.trapped is not None
+    key, value = rec.lines.trapped
+    rec.lines.trapped = None
+    target = getattr(rec.engine, "impl", rec.engine)
+    insn = target.read_insn_at(rec.engine.pc - 4) if hasattr(target, "read_insn_at") else None
+    decoded = SysRegAccess.from_insn(insn) if insn is not None else None
+    rt = decoded.rt if decoded is not None else 0
+    access = SysRegAccess(key >> 14, (key >> 11) & 7, (key >> 7) & 0xF, (key >> 3) & 0xF, key & 7, rt, False)
+    return RecExit(RmiRecExitReason.SYNC, esr=esr(Ec.SYSREG, access.iss), gprs=[value])
+
+
+def gic_trapped_insn(rec: Rec, insn: int) -> SysRegAccess | None:
+    """The access of an MSR to a GIC register that traps to EL2, or None."""
+    access = SysRegAccess.from_insn(insn)
+    if access is None or not rec.gic.traps(SysReg(*access.encoding).key, not access.is_read):
+        return None
+    return access
 
 
 def gic_sysreg_exit(rec: Rec, access: SysRegAccess) -> RecExit:
@@ -315,6 +354,7 @@ def write_exit(rmm: RmmState, run_pa: int, rec: Rec, rec_exit: RecExit) -> None:
         exit_hpfar=rec_exit.hpfar,
         exit_gprs=rec_exit.gprs[:NUM_REC_GPRS],
         **rec.gic.exit_state(),
+        **rec.lines.at_exit(),
         exit_ripas_base=rec_exit.ripas_base,
         exit_ripas_top=rec_exit.ripas_top,
         exit_ripas_value=rec_exit.ripas_value,

@@ -30,6 +30,9 @@ PREbits 4, IDbits 0).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from unirealm.arch.gic import (
     ICC_SRE_DFB,
     ICC_SRE_DIB,
@@ -81,6 +84,10 @@ from unirealm.arch.gic import (
     lr_state,
     lr_with_state,
 )
+from unirealm.arch.timer import COUNTER_MASK
+from unirealm.machine.interrupt import HOST_IRQ
+from unirealm.machine.pykernel import SYSTEM_COUNTER_PERIOD_NS
+from unirealm.machine.timer import GenericTimer
 
 NUM_LRS = 16  # ICH_VTR_EL2.ListRegs + 1; RMI_FEATURES reports GICV3_NUM_LRS = NUM_LRS - 1
 PRIORITY_BITS = 5  # ICH_VTR_EL2.PRIbits + 1 (and PREbits + 1)
@@ -396,3 +403,104 @@ class VirtualCpuInterface:
             case _:
                 return False
         return True
+
+
+class _TimerOutputs:
+    """Where a REC's timers present their outputs: the physical PPIs 27 and 30 of the PE, which
+    belong to the host (TimerGic for machine.timer.GenericTimer)."""
+
+    def __init__(self) -> None:
+        self.levels: dict[int, bool] = {}
+
+    def set_ppi_level(self, cpu: int, intid: int, level: bool) -> None:
+        self.levels[intid] = level
+
+    def add_source(self, cpu: int, sync: Callable[[], None]) -> None:
+        pass
+
+
+# How long an asserted maintenance interrupt takes to reach EL2 while the realm runs: a
+# physical interrupt is taken "in finite time", and code that runs on for a few instructions
+# after the EOI that asserted it (to an RSI call, say) reaches that exit first, as on hardware.
+MAINTENANCE_LATENCY = 0.05
+
+
+class RecInterruptLines:
+    """The interrupt lines of a PE running a REC (machine.irq.InterruptLines): the REC's virtual
+    CPU interface signals the virtual IRQ/FIQ and serves the ICC_* registers; the REC's own EL1
+    timers (CNTV, CNTP; CNTVOFF 0) serve the CNT* registers. What ends REC_ENTER with an IRQ
+    exit is a physical interrupt for the host, so `next_deadline()` is the first of: the
+    host's own EL2 timer (machine.interrupt HOST_IRQ.deadline), the maintenance interrupt
+    (due now while asserted), and the REC's timers whose output the RMM has not masked.
+
+    As TF-RMM's check_pending_timers, every entry into the realm masks (CNTHCTL_EL2.CNTxMASK)
+    a timer whose output is asserted, so it does not exit again at once, and unmasks it
+    otherwise; a change of either output since the last REC exit ends REC_ENTER with an IRQ
+    exit before the realm runs, so the host always learns the timer level from the exit.
+    The maintenance interrupt ends REC_ENTER at once when it is asserted as the realm is
+    entered, and within MAINTENANCE_LATENCY while the realm runs."""
+
+    def __init__(self, gic: VirtualCpuInterface) -> None:
+        self.gic = gic
+        self.timers = GenericTimer(_TimerOutputs(), 0)
+        self.masked = (False, False)  # CNTVMASK, CNTPMASK
+        self.asserted_at_exit = (False, False)
+        self.maintenance_since: float | None = None  # when the maintenance interrupt was seen asserted
+        # A write that traps to EL2 (`VirtualCpuInterface.traps`): (key, value). The vCPU has
+        # completed the MSR; the deadline is due at once, so the run ends and the RMM reports it.
+        self.trapped: tuple[int, int] | None = None
+
+    def asserted(self) -> tuple[bool, bool]:
+        return self.timers.virtual.output(), self.timers.physical.output()
+
+    def check_timers(self) -> bool:
+        """At each entry into the realm: set the masks; True if an output changed since the
+        last exit (REC_ENTER ends with an IRQ exit)."""
+        now = self.asserted()
+        self.masked = now
+        return now != self.asserted_at_exit
+
+    def at_exit(self) -> dict[str, int]:
+        """Remember the outputs, and give RmiRecExit's timer fields (CVAL less CNTVOFF, 0)."""
+        self.asserted_at_exit = self.asserted()
+        v, p = self.timers.virtual, self.timers.physical
+        return {
+            "exit_cntv_ctl": v.read_ctl(),
+            "exit_cntv_cval": v.cval,
+            "exit_cntp_ctl": p.read_ctl(),
+            "exit_cntp_cval": p.cval,
+        }
+
+    # --- machine.irq.InterruptLines ---------------------------------------------------------
+    def pending(self) -> int:
+        return self.gic.pending()
+
+    def next_deadline(self) -> float | None:
+        if self.trapped is not None:
+            return 0.0
+        deadlines = [HOST_IRQ.deadline] if HOST_IRQ.deadline is not None else []
+        if self.gic.maintenance():
+            if self.maintenance_since is None:
+                self.maintenance_since = time.monotonic()
+            deadlines.append(self.maintenance_since + MAINTENANCE_LATENCY)
+        else:
+            self.maintenance_since = None
+        for channel, masked, ppi_offset in zip(self.timers.channels, self.masked, (self.timers.cntvoff, 0), strict=True):
+            if masked:
+                continue
+            if channel.output():
+                return 0.0
+            count = channel.deadline()
+            if count is not None:
+                deadlines.append(((count + ppi_offset) & COUNTER_MASK) * SYSTEM_COUNTER_PERIOD_NS / 1e9)
+        return min(deadlines, default=None)
+
+    def read_sysreg(self, key: int) -> int | None:
+        value = self.gic.read_sysreg(key)
+        return self.timers.read_sysreg(key) if value is None else value
+
+    def write_sysreg(self, key: int, value: int) -> bool:
+        if self.gic.traps(key, True):
+            self.trapped = (key, value & ((1 << 64) - 1))
+            return True
+        return self.gic.write_sysreg(key, value) or self.timers.write_sysreg(key, value)

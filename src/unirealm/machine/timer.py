@@ -1,6 +1,7 @@
-"""The EL1 generic timers of one vCPU, CNTV (virtual, PPI 27) and CNTP (EL1 physical, PPI 30),
-over the machine's system counter, driving their PPIs through the GIC as level interrupts
-(facts in `arch/timer.py`).
+"""The EL1 generic timers of one PE, CNTV (virtual, PPI 27) and CNTP (EL1 physical, PPI 30),
+over the machine's system counter, driving their PPIs through an interrupt controller as
+level interrupts (facts in `arch/timer.py`). The timers are PE hardware: a plain VM's vCPU
+gets one from the VMM, wired to its redistributor; the RMM can give each REC its own.
 
 The count is the machine's: the host's monotonic clock at 62.5 MHz, the same counter a guest
 reads with `mrs CNTVCT_EL0` (machine/pykernel.py); the virtual count is the physical count
@@ -34,7 +35,8 @@ from unirealm.arch.timer import (
     condition_met,
     tval_signed,
 )
-from unirealm.machine.pykernel import SYSTEM_COUNTER_HZ, SYSTEM_COUNTER_PERIOD_NS
+
+from .pykernel import SYSTEM_COUNTER_HZ, SYSTEM_COUNTER_PERIOD_NS
 
 Counter = Callable[[], int]
 
@@ -45,7 +47,7 @@ def system_count() -> int:
 
 
 class TimerGic(Protocol):
-    """What a timer needs of the GIC (GicV3 provides it)."""
+    """What a timer needs of its interrupt controller (host/devices/gicv3.py GicV3 provides it)."""
 
     def set_ppi_level(self, cpu: int, intid: int, level: bool) -> None: ...
 
@@ -97,7 +99,7 @@ class TimerChannel:
 
 
 class GenericTimer:
-    """CNTV and CNTP of vCPU `cpu`, wired to that vCPU's redistributor."""
+    """CNTV and CNTP of PE `cpu`, wired to that PE's PPIs 27 and 30 in `gic`."""
 
     def __init__(self, gic: TimerGic, cpu: int, counter: Counter = system_count, cntvoff: int = 0) -> None:
         self.gic = gic
@@ -139,6 +141,13 @@ class GenericTimer:
         if deadline is None:
             return None
         return max(deadline - self.cntpct(), 0) / self.frequency
+
+    def monotonic_deadline(self) -> float | None:
+        """`next_deadline()` as a time.monotonic() value (the counter is that clock's)."""
+        deadline = self.next_deadline()
+        if deadline is None:
+            return None
+        return deadline * SYSTEM_COUNTER_PERIOD_NS / 1e9
 
     # --- system registers ---------------------------------------------------------------------
     def read_sysreg(self, reg: int) -> int | None:
@@ -183,3 +192,4 @@ class GenericTimer:
                 return None, ""
         virtual = reg in (CntSysreg.CNTV_CTL_EL0, CntSysreg.CNTV_CVAL_EL0, CntSysreg.CNTV_TVAL_EL0)
         return (self.virtual if virtual else self.physical), field
+
