@@ -13,6 +13,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).parent))
 
 import demand_paging
+import irq_bench
 import launch
 import net_bench
 import sqlite_bench
@@ -25,7 +26,7 @@ def main() -> int:
         table.add_column(col)
     rows = launch.run()
     rows += demand_paging.run()
-    for name, module in (("sqlite", sqlite_bench), ("network", net_bench)):
+    for name, module in (("sqlite", sqlite_bench), ("network", net_bench), ("interrupts", irq_bench)):
         try:
             rows += module.run()
         except RuntimeError as exc:

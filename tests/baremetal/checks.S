@@ -18,12 +18,7 @@
     .equ RSI_HOST_CALL, 0xC4000199
     .equ RSI_IPA_STATE_SET, 0xC4000197
 
-    .macro movq reg, val
-    movz \reg, #((\val) & 0xffff)
-    movk \reg, #(((\val) >> 16) & 0xffff), lsl #16
-    movk \reg, #(((\val) >> 32) & 0xffff), lsl #32
-    movk \reg, #(((\val) >> 48) & 0xffff), lsl #48
-    .endm
+    .include "console.inc"             // movq
 
     .macro say label
     adr x0, \label
@@ -262,39 +257,7 @@ user_exit_at:
 user_program_end:
 
 // --- console ------------------------------------------------------------------------
-puts:                                // x0 = NUL-terminated string
-    ldrb w1, [x0], #1
-    cbz w1, 1f
-    strb w1, [x20]
-    b puts
-1:  ret
-
-puthex_line:                         // x0 in hex, then a newline
-    mov x4, x30
-    bl puthex
-    mov x1, #'\n'
-    strb w1, [x20]
-    ret x4
-
-puthex_sp:                           // x0 in hex, then a space
-    mov x4, x30
-    bl puthex
-    mov x1, #' '
-    strb w1, [x20]
-    ret x4
-
-puthex:                              // x0 in hex (clobbers x1-x3)
-    mov x3, #60
-1:  lsr x1, x0, x3
-    and x1, x1, #0xf
-    cmp x1, #10
-    add x2, x1, #'0'
-    add x1, x1, #('a' - 10)
-    csel x1, x2, x1, lo
-    strb w1, [x20]
-    subs x3, x3, #4
-    b.ge 1b
-    ret
+    .include "console.inc"             // puts, puthex_line, puthex_sp, puthex
 
 // --- exceptions ---------------------------------------------------------------------
 // Every synchronous exception prints: exc <vector offset> <ESR> <FAR> <ELR> <SPSR> <SP_EL0> <SP>

@@ -31,12 +31,14 @@ def require_toolchain() -> None:
             pytest.skip(message)
 
 
-def build(name: str, workdir: Path) -> Guest:
+def build(name: str, workdir: Path, defsyms: dict[str, int] | None = None) -> Guest:
+    """Assemble tests/baremetal/<name>.S (with `--defsym NAME=value` for each of `defsyms`)."""
     require_toolchain()
     source = HERE / f"{name}.S"
     obj, elf, image = (workdir / f"{name}.{ext}" for ext in ("o", "elf", "bin"))
+    defines = [f"--defsym={k}={v:#x}" for k, v in (defsyms or {}).items()]
     for cmd in (
-        [CROSS + "as", str(source), "-o", str(obj)],
+        [CROSS + "as", "-I", str(HERE), *defines, str(source), "-o", str(obj)],
         [CROSS + "ld", f"-Ttext={LOAD_ADDRESS:#x}", "-e", f"{LOAD_ADDRESS:#x}", str(obj), "-o", str(elf)],
         [CROSS + "objcopy", "-O", "binary", str(elf), str(image)],
     ):

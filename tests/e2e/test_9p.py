@@ -46,6 +46,20 @@ def test_sqlite_over_9p_equals_host(platform: str, sqlite_image: Path, share: Pa
         assert "buffers in shared pages" in log
 
 
+@pytest.mark.parametrize("platform", ["kvm", "rme"])
+def test_sqlite_over_9p_with_two_vcpus(platform: str, sqlite_image: Path, share: Path, tmp_path: Path) -> None:
+    """-c 2: the unikernel runs on the boot CPU and never starts the second (the DT and GIC
+    have two CPUs, PSCI keeps CPU 1 OFF), and the app's output is unchanged."""
+    script = (ROOT / "examples/sqlite/script.sql").read_bytes()
+    reference = tmp_path / "reference.db"
+    shutil.copy(share / "data/test.db", reference)
+    host = subprocess.run(["sqlite3", str(reference)], input=script, capture_output=True, check=True).stdout
+    res = run(sqlite_image, *PLATFORMS[platform], "-c", "2", "--9p", f"{share},kvm_9p",
+              params=f"{MOUNT} -- /data/data/test.db", stdin=script, tmp=tmp_path)
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout == host
+
+
 @pytest.mark.parametrize("platform", ["realm", "kvm"])
 def test_sqlite_writes_through_9p(platform: str, sqlite_image: Path, share: Path,
                                   tmp_path: Path) -> None:

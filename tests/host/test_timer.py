@@ -185,6 +185,35 @@ def test_wfi_sleep_length_follows_the_deadline() -> None:
     assert timer.seconds_until_deadline() is None  # fired: the line is up, nothing to wait for
 
 
+def test_the_deadline_is_a_monotonic_time_on_the_system_counter() -> None:
+    gic = GicV3(1)
+    timer = GenericTimer(gic, 0)
+    assert timer.monotonic_deadline() is None
+    before = time.monotonic()
+    timer.write_sysreg(CntSysreg.CNTV_TVAL_EL0, SYSTEM_COUNTER_HZ // 20)  # 50 ms
+    after = time.monotonic()
+    timer.write_sysreg(CntSysreg.CNTV_CTL_EL0, CNT_CTL_ENABLE)
+    deadline = timer.monotonic_deadline()
+    tick = 1 / SYSTEM_COUNTER_HZ
+    assert deadline is not None and before + 0.05 - tick <= deadline <= after + 0.05 + tick
+    while time.monotonic() < deadline:
+        assert not timer.virtual.istatus()
+        time.sleep(0.005)
+    assert timer.virtual.istatus() and timer.monotonic_deadline() is None
+
+
+def test_el0_access_follows_cntkctl() -> None:
+    from unirealm.arch.timer import CNTKCTL_EL0PTEN, CNTKCTL_EL0VCTEN, el0_may_access
+
+    assert not any(el0_may_access(reg, 0) for reg in CntSysreg)
+    assert el0_may_access(CntSysreg.CNTVCT_EL0, CNTKCTL_EL0VCTEN)
+    assert el0_may_access(CntSysreg.CNTFRQ_EL0, CNTKCTL_EL0VCTEN)
+    assert not el0_may_access(CntSysreg.CNTPCT_EL0, CNTKCTL_EL0VCTEN)
+    assert el0_may_access(CntSysreg.CNTP_CVAL_EL0, CNTKCTL_EL0PTEN)
+    assert not el0_may_access(CntSysreg.CNTV_CTL_EL0, CNTKCTL_EL0PTEN)
+    assert not el0_may_access(IccSysreg.IAR1, 0xFFFF)  # never the GIC's from EL0
+
+
 def test_system_count_runs_at_the_machine_frequency() -> None:
     first = system_count()
     time.sleep(0.002)

@@ -41,6 +41,10 @@ ID_AA64PFR1_EL1 = SysReg(3, 0, 0, 4, 1)
 ID_AA64ZFR0_EL1 = SysReg(3, 0, 0, 4, 4)
 ID_AA64DFR0_EL1 = SysReg(3, 0, 0, 5, 0)
 CNTKCTL_EL1 = SysReg(3, 0, 14, 1, 0)
+VMPIDR_EL2 = SysReg(3, 4, 0, 0, 5)  # what EL1 reads as MPIDR_EL1 (EL2 enabled)
+
+# MPIDR_EL1 bit 31 is RES1; KVM gives a vCPU (1 << 31) | its affinity.
+MPIDR_RES1 = 1 << 31
 
 # SCR_EL3 (D19.2.116): NS and NSE select the world of EL2/EL1 ({NSE,NS} = {0,1} non-secure,
 # {1,1} realm); HCE enables HVC; RW makes the next lower EL AArch64.

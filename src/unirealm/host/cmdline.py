@@ -49,7 +49,7 @@ TOKEN_FORMATS = {"399": TAG_CCA_TOKEN_COLLECTION, "907": TAG_CMW_COLLECTION}
 PLATFORMS = ("kvm", "rme")
 CONSOLES = ("serial", "virtio")
 LOGLEVELS = ("error", "warning", "info", "debug")
-TRACE_TOPICS = ("rsi", "rmi", "mmio", "psci")
+TRACE_TOPICS = ("rsi", "rmi", "mmio", "psci", "irq")
 IRQCHIPS = ("gicv2", "gicv2m", "gicv3", "gicv3-its")
 REALM_IRQCHIPS = ("gicv3", "gicv3-its")
 MODELLED_IRQCHIPS = ("gicv3",)  # host/devices/gicv3.py; no ITS, no GICv2
@@ -252,7 +252,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         dest="trace",
         action="append",
         default=[],
-        metavar="rsi,rmi,mmio,psci",
+        metavar="rsi,rmi,mmio,psci,irq",
         help="trace these layers",
     )
     debug.add_argument(

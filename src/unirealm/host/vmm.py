@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import os
 import select
+import selectors
 import stat
 import sys
 import time
@@ -40,6 +41,7 @@ from unirealm.arch.sysreg import SysReg
 from unirealm.machine.board import Machine
 from unirealm.machine.cpu import Cpu
 from unirealm.machine.interrupt import HOST_IRQ
+from unirealm.machine.irq import PENDING_IRQ
 from unirealm.machine.timer import GenericTimer
 from unirealm.machine.vcpu import (
     CpuErrorTrap,
@@ -50,6 +52,7 @@ from unirealm.machine.vcpu import (
     Mapping,
     SmcTrap,
     SysRegTrap,
+    Trap,
     UndefinedTrap,
     WfxTrap,
 )
@@ -91,6 +94,7 @@ from .net.usernet import Forward, UserNet, UserNetError
 from .realm_vgic import RealmVgic
 from .signals import SignalWatch, VmmStopped
 from .smccc import SmcccServices, VmPsci
+from .vcpus import SLICE, VmCpus
 
 log = logging.getLogger("unirealm.vmm")
 REALM_TIME_SLICE = 0.005  # seconds a REC runs while another could (the host's EL2 timer)
@@ -98,6 +102,7 @@ REALM_IDLE_POLL = 0.01  # seconds at most between input/network polls while ever
 IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
 NET_IDLE_WAIT = 0.001  # seconds a WFI may wait on the user network's host sockets
 NET_POLL_INTERVAL = 0.0005  # seconds between network polls at MMIO exits
+SIGNAL_CHECK = 0.25  # the longest idle sleep between two looks at SIGINT/SIGTERM
 
 
 class VmmError(Exception):
@@ -137,6 +142,15 @@ class Console:
     def _write(self, data: bytes) -> None:
         self.output.write(data)
         self.output.flush()
+
+    def input_fd(self) -> int | None:
+        """The file descriptor console input arrives on, while more can arrive."""
+        if self.input is None or self.uart._eof:
+            return None
+        try:
+            return self.input.fileno()
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def poll_input(self) -> None:
         """Move whatever stdin has ready into the UART without blocking the guest."""
@@ -253,11 +267,16 @@ class Vmm:
         self._net_polled = 0.0
         space = VirtioMmioSpace()
         virtio_nodes = self._add_9p_devices(irqs, space) + self._add_net_devices(irqs, space)
+        self.virtio_nodes = virtio_nodes  # windows and INTIDs, as the DT gives them
         # KVM's vGIC behind kvmtool's GIC windows, sized as kvmtool sizes it, and each vCPU's
-        # generic timers; the vCPUs do not take interrupts from it yet.
+        # generic timers; a virtio device pulses its SPI when it updates a used ring.
         self.gic = GicV3(cfg.nrcpus, nr_spis_for_lines(irqs.allocated))
         self.gic.attach(self.bus)
+        if self._tracing("irq"):
+            self.gic.trace = self._trace_irq
         self.timers = [GenericTimer(self.gic, cpu) for cpu in range(cfg.nrcpus)]
+        for virtio, node in zip(self.virtio, virtio_nodes, strict=True):
+            virtio.on_interrupt = lambda intid=node.irq: self.gic.pulse_spi(intid)
         fdt_cfg = FdtConfig.for_layout(self.layout, nrcpus=cfg.nrcpus, bootargs=self.bootargs, serials=self.serials,
                                        virtio_mmio=virtio_nodes, kaslr_seed=cfg.kaslr_seed)
         rtc_base = ARM_RTC_MMIO_BASE
@@ -273,7 +292,7 @@ class Vmm:
         self.exits = 0
         self.signals = SignalWatch()
         self.smccc = SmcccServices()
-        self.psci = VmPsci(self.smccc, cfg.nrcpus)
+        self.psci = VmPsci(self.smccc, cfg.nrcpus, [vcpu_mpidr(i) for i in range(cfg.nrcpus)])
 
     def _add_9p_devices(self, irqs: IrqLines, space: VirtioMmioSpace) -> list[VirtioMmioNode]:
         """One virtio-9p device per `--9p DIR[,TAG]`, windows and SPIs in registration order
@@ -642,53 +661,128 @@ class Vmm:
                 return Mapping(ram_pa + ipa - lay.ram_base, World.NON_SECURE)
             return None
 
-        cpu = Cpu(machine.memory, translate)
-        cpu.reset(lay.kernel_start, [lay.dtb_start])
+        vcpus = VmCpus(machine.memory, translate, self.gic, self.timers, self.psci,
+                       self._trace_inject if self._tracing("irq") else None)
+        vcpus.boot(lay.kernel_start, [lay.dtb_start])
         try:
             while True:
-                trap = cpu.run()
+                now = time.monotonic()
+                vcpu = vcpus.next(now)
+                if vcpu is None:
+                    self.idle_sleep(vcpus)
+                    continue
+                cpu = vcpu.cpu
+                assert cpu is not None
+                # A time slice when another vCPU could run, or a network wants the host now
+                # and then; at the latest, a waiting vCPU's timer deadline.
+                until = now + SLICE if self.usernets or vcpus.shared() else None
+                wake = vcpus.earliest_deadline()
+                if wake is not None:
+                    until = wake if until is None else min(until, wake)
+                trap = cpu.run(until)
                 self.exits += 1
                 self.signals.check()
-                if isinstance(trap, SmcTrap | HvcTrap):
-                    # The DT's PSCI conduit is HVC; KVM answers SMCCC calls over SMC alike
-                    # (NOT_SUPPORTED for RSI, which only an RMM implements).
-                    regs = trap.regs
-                    if is_psci(regs[0]):
-                        fid = regs[0] & ~(1 << 30)
-                        if fid in (PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET):
-                            self.psci_trace(f"PSCI {PsciFid(fid).name} status={regs[1] & 0xFF}")
-                            return RunResult(regs[1] & 0xFF, self.exits)
-                        cpu.set_gpr(0, self.vm_psci(regs))
-                    else:
-                        for i, value in enumerate(self.smccc.call(regs)):
-                            cpu.set_gpr(i, value)
-                elif isinstance(trap, DataAbortTrap):
-                    if trap.syndrome is None:
-                        cpu.inject_sea(trap.ipa)
-                        continue
-                    value = self.mmio(trap.ipa, trap.is_write, trap.size, trap.value)
-                    if value is None:
-                        cpu.inject_sea(trap.ipa)
-                    elif trap.is_write:
-                        cpu.skip_instruction()
-                    else:
-                        cpu.complete_mmio_read(trap.syndrome, value)
-                elif isinstance(trap, WfxTrap):
-                    self.wait()
-                elif isinstance(trap, IrqTrap):
-                    continue  # the host's interrupt, taken: nothing for the guest
-                elif isinstance(trap, InstructionAbortTrap):
-                    cpu.inject_sea(trap.ipa, is_fetch=True)
-                elif isinstance(trap, UndefinedTrap | SysRegTrap):
-                    cpu.inject_undef()  # an access EL2 traps that KVM does not emulate
-                elif isinstance(trap, CpuErrorTrap):
-                    raise VmmError(f"the guest CPU stopped at {trap.pc:#x}: {trap.message}")
+                status = self._vm_trap(vcpus, vcpu.index, cpu, trap)
+                if status is not None:
+                    return RunResult(status, self.exits)
         finally:
-            cpu.close()
+            vcpus.close()
 
-    def vm_psci(self, regs: list[int]) -> int:
-        self.psci_trace(f"PSCI {regs[0] & ~(1 << 30):#x}")
-        return self.psci.call(regs)
+    def _vm_trap(self, vcpus: VmCpus, index: int, cpu: Cpu, trap: Trap) -> int | None:
+        """Handle one exit of vCPU `index`; the VM's exit status when it ends."""
+        if isinstance(trap, SmcTrap | HvcTrap):
+            # The DT's PSCI conduit is HVC; KVM answers SMCCC calls over SMC alike
+            # (NOT_SUPPORTED for RSI, which only an RMM implements).
+            regs = trap.regs
+            if is_psci(regs[0]):
+                fid = regs[0] & ~(1 << 30)
+                if fid in (PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET):
+                    self.psci_trace(f"PSCI {PsciFid(fid).name} status={regs[1] & 0xFF}")
+                    return regs[1] & 0xFF
+                result = self.vm_psci(regs, index)
+                if result is None:  # CPU_OFF
+                    vcpus.cpu_off(index)
+                    if not vcpus.any_on():
+                        raise VmmError("every vCPU is off (PSCI CPU_OFF): nothing left to run")
+                    return None
+                cpu.set_gpr(0, result)
+                if fid == PsciFid.CPU_SUSPEND and not cpu.is_python_kernel:
+                    vcpus.wait(index, suspend=True)
+            else:
+                for i, out in enumerate(self.smccc.call(regs)):
+                    cpu.set_gpr(i, out)
+        elif isinstance(trap, DataAbortTrap):
+            if trap.syndrome is None:
+                cpu.inject_sea(trap.ipa)
+                return None
+            value = self.mmio(trap.ipa, trap.is_write, trap.size, trap.value)
+            if value is None:
+                cpu.inject_sea(trap.ipa)
+            elif trap.is_write:
+                cpu.skip_instruction()
+            else:
+                cpu.complete_mmio_read(trap.syndrome, value)
+        elif isinstance(trap, WfxTrap):
+            if cpu.is_python_kernel or (trap.is_wfe and not vcpus.shared()):
+                self.wait()  # the Python kernel polls; a lone WFE: look at devices, go on
+            elif not trap.is_wfe:
+                self.idle = 0
+                vcpus.wait(index)  # WFI: not scheduled until an interrupt is pending
+            # A WFE with other vCPUs runnable yields to them.
+        elif isinstance(trap, IrqTrap):
+            # The host's interrupt (a slice's end, a timer deadline): nothing for the guest.
+            if self.usernets and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL:
+                self.poll_networks()
+        elif isinstance(trap, InstructionAbortTrap):
+            cpu.inject_sea(trap.ipa, is_fetch=True)
+        elif isinstance(trap, UndefinedTrap | SysRegTrap):
+            cpu.inject_undef()  # an access EL2 traps that KVM does not emulate
+        elif isinstance(trap, CpuErrorTrap):
+            raise VmmError(f"the guest CPU stopped at {trap.pc:#x}: {trap.message}")
+        return None
+
+    def idle_sleep(self, vcpus: VmCpus) -> None:
+        """No vCPU can run: sleep until the earliest timer deadline of a waiting vCPU, a host
+        socket of a user-mode network, console input, or a signal; then let devices work."""
+        if not vcpus.any_on():
+            raise VmmError("every vCPU is off (PSCI CPU_OFF): nothing left to run")
+        deadlines = [d for d in (vcpus.earliest_deadline(), *(n.next_deadline() for n in self.usernets))
+                     if d is not None]
+        readers, writers = [], []
+        for net in self.usernets:
+            for key in net.sel.get_map().values():
+                if key.events & selectors.EVENT_READ:
+                    readers.append(key.fd)
+                if key.events & selectors.EVENT_WRITE:
+                    writers.append(key.fd)
+        console = self.console.input_fd()
+        if console is not None:
+            readers.append(console)
+        if not deadlines and not readers and not writers and not self.usernets:
+            raise VmmError("the guest stopped: every vCPU waits for an interrupt and nothing can raise one")
+        timeout = SIGNAL_CHECK
+        if deadlines:
+            timeout = min(timeout, max(0.0, min(deadlines) - time.monotonic()))
+        ready = select.select(readers, writers, [], timeout)
+        self.signals.check()
+        if self.usernets:
+            self.poll_networks()
+        if console is not None and console in ready[0]:
+            self.console.poll_input()
+            vcpus.wake_all()  # the UART has no interrupt line here: a waiting guest looks again
+
+    def vm_psci(self, regs: list[int], caller: int = 0) -> int | None:
+        self.psci_trace(f"PSCI {regs[0] & ~(1 << 30):#x} vcpu={caller}")
+        return self.psci.call(regs, caller)
+
+    def _trace_inject(self, vcpu: int, kind: int) -> None:
+        if self.trace is not None:
+            line = "IRQ" if kind == PENDING_IRQ else "FIQ"
+            self.trace(f"IRQ inject intid={self.gic.highest_pending(vcpu)} vcpu={vcpu} ({line})")
+
+    def _trace_irq(self, event: str, vcpu: int, intid: int) -> None:
+        if self.trace is not None:
+            self.trace(f"IRQ {event} intid={intid} vcpu={vcpu}")
 
     def host_call(self, imm: int, gprs: list[int]) -> list[int]:
         """RSI_HOST_CALL: the realm's x0.. are an SMCCC call to this hypervisor (imm is

@@ -4,11 +4,13 @@ for a unirealm kernel image, the Python unikernel in that image (see pykernel)."
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from unirealm.arch.esr import AccessSyndrome
 from unirealm.arch.memory import GRANULE_MASK
 from unirealm.arch.sysreg import SysReg
 
+from .irq import InterruptLines
 from .memory import GranuleProtectionFault, PhysicalMemory
 from .pykernel import PyKernelEngine, image_at
 from .vcpu import El2Context, Translate, Trap, VCpu
@@ -28,6 +30,11 @@ class Cpu:
         self._pc = 0
         self._gprs: list[int] = []
         self._impl: VCpu | PyKernelEngine | None = None
+        # A machine-code vCPU's interrupt inputs, MPIDR and entry notice (the Python kernel
+        # takes no interrupts and reads no MPIDR).
+        self.interrupts: InterruptLines | None = None
+        self.mpidr: int | None = None
+        self.on_interrupt: Callable[[int], None] | None = None
 
     def _read(self, ipa: int, size: int) -> bytes | None:
         mapping = self.translate(ipa & ~GRANULE_MASK, False, False)
@@ -47,6 +54,10 @@ class Cpu:
             else:
                 vcpu = VCpu(self.memory, self.translate, self.cpu_model, self.context)
                 vcpu.reset(self._pc, self._gprs)
+                vcpu.interrupts = self.interrupts
+                vcpu.on_interrupt = self.on_interrupt
+                if self.mpidr is not None:
+                    vcpu.set_mpidr(self.mpidr)
                 self._impl = vcpu
         return self._impl
 
@@ -55,8 +66,11 @@ class Cpu:
         return isinstance(self._impl, PyKernelEngine)
 
     # --- ExecutionEngine ------------------------------------------------------------------
-    def run(self) -> Trap:
-        return self.impl.run()
+    def run(self, until: float | None = None) -> Trap:
+        """Run to the next trap; a machine-code vCPU stops with an IrqTrap by `until` at the
+        latest (the Python kernel runs to its next trap)."""
+        impl = self.impl
+        return impl.run(until) if isinstance(impl, VCpu) else impl.run()
 
     def reset(self, pc: int, gprs: list[int] | tuple[int, ...] = ()) -> None:
         if self._impl is None:
@@ -85,6 +99,11 @@ class Cpu:
 
     def get_gprs(self, count: int = 31) -> list[int]:
         return self.impl.get_gprs(count)
+
+    def kick(self) -> None:
+        """End a machine-code vCPU's current run with an IrqTrap (see VCpu.kick)."""
+        if isinstance(self._impl, VCpu):
+            self._impl.kick()
 
     def skip_instruction(self) -> None:
         self.impl.skip_instruction()

@@ -325,7 +325,8 @@ class VCpu:
         self._unmask_hook: int | None = None
         self._seen_pending = 0  # what the lines signalled when last looked at
         self._irq_stop = False  # a hook stopped emulation to look at the lines again
-        self._run_deadline: float | None = None  # the lines' deadline the current emu_start stops at
+        self.on_interrupt: Callable[[int], None] | None = None  # told PENDING_IRQ/FIQ at each entry
+        self._kicked = False
 
     def _program_el3_el2(self) -> None:
         """SCR_EL3 and HCR_EL2 as the firmware and hypervisor leave them when they enter EL1.
@@ -448,6 +449,8 @@ class VCpu:
         """Take the IRQ or FIQ that `signalled` (PENDING_*) brings in (FIQ first), with
         ELR_EL1 = the next instruction to execute."""
         kind = sysreg.VECTOR_FIQ if signalled & PENDING_FIQ else sysreg.VECTOR_IRQ
+        if self.on_interrupt is not None:
+            self.on_interrupt(PENDING_FIQ if kind == sysreg.VECTOR_FIQ else PENDING_IRQ)
         self._enter_el1(None, None, self.pc, kind)
         self.interrupts_taken += 1
 
@@ -595,19 +598,14 @@ class VCpu:
                 return 0
             if rt != a64.UC_ARM64_REG_XZR:
                 uc.reg_write(rt, value)
+        # The hook's "skip" result restarts the block in this Unicorn, so the PC moves past
+        # the instruction here; a PC written in a hook is not re-synced at a later fault of
+        # the same emu_start, so emulation stops and run() resumes at once, looking at the
+        # lines again (the access may have changed what is signalled).
         uc.reg_write(a64.UC_ARM64_REG_PC, uc.reg_read(a64.UC_ARM64_REG_PC) + 4)
-        pending = lines.pending()
-        # Look at the lines again in run() when something new is signalled, or when a write
-        # brought the lines' deadline before the one this run stops at (a timer armed).
-        if pending & ~self._seen_pending or (is_write and self._deadline_sooner(lines)):
-            self._irq_stop = True
-            uc.emu_stop()
-        self._seen_pending = pending
+        self._irq_stop = True
+        uc.emu_stop()
         return 1
-
-    def _deadline_sooner(self, lines: InterruptLines) -> bool:
-        due = lines.next_deadline()
-        return due is not None and (self._run_deadline is None or due < self._run_deadline)
 
     def _on_block(self, uc: Uc, address: int, size: int, _ud: object) -> None:
         """Present while an interrupt is pending but masked: stop at the first translation
@@ -633,11 +631,12 @@ class VCpu:
 
     def _interrupt_window(self, lines: InterruptLines) -> tuple[int, float | None]:
         """Look at the lines before running: (what to take now, the deadline to stop at)."""
+        deadline = lines.next_deadline()  # first: a deadline passing now shows in pending()
         pending = lines.pending()
         self._seen_pending = pending
         deliverable = pending & ~_masked(self.pstate)
         self._watch_unmask(bool(pending) and not deliverable)
-        return deliverable, lines.next_deadline()
+        return deliverable, deadline
 
     def _walk_for(self, va: int, pc: int) -> bool:
         """The CPU's stage-1 walk for `va` may have read a table at an IPA not mapped yet
@@ -698,15 +697,27 @@ class VCpu:
         return None if ipa is None else self.read_insn(ipa)
 
     # --- running ------------------------------------------------------------------------
-    def run(self) -> Trap:
+    def kick(self) -> None:
+        """Make the current `run()` end with an IrqTrap as soon as emulation stops: the host's
+        IPI to the PE running this vCPU (another vCPU's SGI, a device for a sleeping one)."""
+        self._kicked = True
+        self.uc.emu_stop()
+
+    def set_mpidr(self, mpidr: int) -> None:
+        """The MPIDR_EL1 EL1 reads, as the hypervisor sets it (VMPIDR_EL2)."""
+        self.write_sysreg(sysreg.VMPIDR_EL2, mpidr | sysreg.MPIDR_RES1)
+
+    def run(self, until: float | None = None) -> Trap:
         """Run from the current PC until the next trap, taking the exceptions that go to
-        EL1 on the way."""
+        EL1 on the way. `until` (a time.monotonic() value) ends the run with an IrqTrap at
+        the latest then: the host's own timer interrupt (a scheduler's time slice)."""
         if HOST_IRQ.pending:
             return IrqTrap(self.pc)
         lines = self.interrupts
         if lines is not None and not self._sysreg_hooks:
             self._install_sysreg_hooks()
-        deadline: float | None = None
+        self._kicked = False
+        deadline: float | None = until
         while True:
             if self._recursive >= MAX_RECURSIVE_EXCEPTIONS:
                 vector = self._last_vector or 0
@@ -717,13 +728,14 @@ class VCpu:
                 if deliverable:
                     self._take_interrupt(deliverable)
                     continue
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return IrqTrap(self.pc)
-                    timeout_us = max(1, int(left * 1e6) + 1)
+                if until is not None:
+                    deadline = until if deadline is None else min(deadline, until)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return IrqTrap(self.pc)
+                timeout_us = max(1, int(left * 1e6) + 1)
             self._irq_stop = False
-            self._run_deadline = deadline
             self._trap = None
             self._fault = None
             self._fault_gpf = False
@@ -740,6 +752,8 @@ class VCpu:
                 continue
             if self._entry is None or self._fault is not None or self._trap is not None or error:
                 if self._irq_stop and self._entry is None and self._fault is None and self._trap is None and not error:
+                    if self._kicked:
+                        return IrqTrap(self.pc)
                     continue  # a hook wants the lines looked at again
                 break
             self._enter_el1(*self._entry)
@@ -763,7 +777,7 @@ class VCpu:
         insn = self.read_insn_at(pc - 4)
         if insn in (WFI_INSN, WFE_INSN):
             return WfxTrap(pc, insn == WFE_INSN)
-        if HOST_IRQ.pending or deadline is not None:
+        if HOST_IRQ.pending or deadline is not None or self._kicked:
             return IrqTrap(pc)  # the host's interrupt, or the lines' deadline passed
         return CpuErrorTrap(pc, "emulation stopped without a trap")
 

@@ -167,5 +167,10 @@ def mpidr_to_rec_index(mpidr: int) -> int:
     return aff0 | (aff1 << 4) | (aff2 << 12) | (aff3 << 20)
 
 
+def rec_mpidr_to_mpidr(rec_mpidr: int) -> int:
+    """The MPIDR_EL1 value of a REC's RmiRecMpidr: Aff3 moves from [31:24] to [39:32]."""
+    return (rec_mpidr & 0xFF_FFFF) | (((rec_mpidr >> 24) & 0xFF) << 32)
+
+
 def rec_index_to_mpidr(index: int) -> int:
     return (index & 0xF) | (((index >> 4) & 0xFF) << 8) | (((index >> 12) & 0xFF) << 16) | (((index >> 20) & 0xFF) << 24)

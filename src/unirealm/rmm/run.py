@@ -53,7 +53,7 @@ from unirealm.machine.vcpu import (
 )
 
 from . import s2tte, sysreg, vgic
-from .realm import PendingKind, Realm, Rec
+from .realm import PendingKind, Realm, Rec, rec_mpidr_to_mpidr
 from .state import RmiError, RmmState
 
 # Injected exceptions in a row after which the REC yields to the host, as a host timer
@@ -131,11 +131,14 @@ def enter(rmm: RmmState, rec_pa: int, run_pa: int) -> tuple[int, ...]:
 
 def attach_interrupt_lines(rec: Rec) -> None:
     """Give the PE that runs the REC its interrupt lines (machine.irq): the REC's virtual CPU
-    interface and timers. A machine.cpu.Cpu picks its mode at first use; a mode without
-    interrupt inputs (the Python kernel, a scripted engine) has no `interrupts`."""
+    interface and timers, and the MPIDR it reads. A machine.cpu.Cpu picks its mode at first
+    use; a mode without interrupt inputs (the Python kernel, a scripted engine) has no
+    `interrupts`."""
     target = getattr(rec.engine, "impl", rec.engine)
     if hasattr(target, "interrupts"):
         target.interrupts = rec.lines
+    if hasattr(target, "set_mpidr"):  # VMPIDR_EL2 from RmiRecParams.mpidr (TF-RMM init_rec_sysregs)
+        target.set_mpidr(rec_mpidr_to_mpidr(rec.mpidr))
 
 
 def check_exit_completion_flags(realm: Realm, rec: Rec, flags: RmiRecEnterFlags) -> None:

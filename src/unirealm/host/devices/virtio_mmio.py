@@ -202,6 +202,7 @@ class VirtioMmioDevice:
         self.errors: list[str] = []
         self.requests = 0
         self.hostile: Any = None  # host.hostile.Hostile in a `--hostile` run: it writes the used entries
+        self.on_interrupt: Callable[[], None] | None = None  # pulses the device's SPI (kvm__irq_trigger)
         self.reset()
 
     def reset(self) -> None:
@@ -299,9 +300,19 @@ class VirtioMmioDevice:
         self.status = int(new) | keep
 
     # --- the virtqueue engine --------------------------------------------------------------
+    def raise_interrupt(self, reason: int) -> None:
+        """Set `reason` in InterruptStatus (§4.2.2) and, when that sets a bit the driver has
+        not acknowledged yet, signal the device's interrupt line (an edge). Notifications
+        while the bit is still set are coalesced: the driver's handler, which acknowledges
+        InterruptStatus before it looks at the rings, sees those buffers as well."""
+        new = reason & ~self.interrupt_status
+        self.interrupt_status |= reason
+        if new and self.on_interrupt is not None:
+            self.on_interrupt()
+
     def fail(self, why: str) -> None:
         self.status |= VirtioStatus.DEVICE_NEEDS_RESET
-        self.interrupt_status |= VirtioInterrupt.CONFIG_CHANGE
+        self.raise_interrupt(VirtioInterrupt.CONFIG_CHANGE)
         self.errors.append(why)
         log.warning("%s: %s; device needs reset", self.name, why)
         if self.on_error is not None:
@@ -359,7 +370,7 @@ class VirtioMmioDevice:
             q.used_idx = (q.used_idx + 1) & 0xFFFF
             mem.write(q.used + 2, struct.pack("<H", q.used_idx))
             q.last_avail = (q.last_avail + 1) & 0xFFFF
-            self.interrupt_status |= VirtioInterrupt.USED_BUFFER
+            self.raise_interrupt(VirtioInterrupt.USED_BUFFER)
 
     def _walk(self, mem: MemoryView, q: Virtqueue, head: int) -> Chain:
         if head >= q.num:

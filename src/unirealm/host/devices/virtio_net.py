@@ -169,7 +169,7 @@ class VirtioNetDevice(VirtioMmioDevice):
         q.used_idx = (q.used_idx + 1) & 0xFFFF
         mem.write(q.used + 2, struct.pack("<H", q.used_idx))
         q.last_avail = (q.last_avail + 1) & 0xFFFF
-        self.interrupt_status |= VirtioInterrupt.USED_BUFFER
+        self.raise_interrupt(VirtioInterrupt.USED_BUFFER)
 
     # --- the transport's hooks ------------------------------------------------------------
     def reset(self) -> None:
