@@ -13,7 +13,7 @@ timer model (`timers.virtual.load(cntv_ctl, cntv_cval)`, `.physical`), which rai
 PPIs 27 and 30 as KVM does for realms, and then reads the list registers back: a pending one
 the realm acknowledged has its edge latch cleared, and each interrupt's active state becomes
 the list register's. A level interrupt whose line is still high stays pending and goes back
-in the next flush.
+in the next flush; while it is active it goes back active only, with the EOI bit set.
 """
 
 from __future__ import annotations
@@ -70,10 +70,19 @@ class RealmVgic:
         self.gic.sync(self.cpu)
         candidates = self._candidates()
         self.in_lrs = candidates[: self.num_lrs]
+        # A level interrupt is never written pending and active: the realm may have lowered
+        # its line already (a timer it disabled), and software resampling needs the
+        # deactivation first; the EOI bit brings a maintenance exit when that happens, and
+        # the next flush samples the line again (KVM's vgic_v3_populate_lr).
         self.in_states = [
-            (LR_STATE_PENDING if irq.pending else 0) | (LR_STATE_ACTIVE if irq.active else 0) for irq in self.in_lrs
+            LR_STATE_ACTIVE if irq.active and not irq.edge else
+            (LR_STATE_PENDING if irq.pending else 0) | (LR_STATE_ACTIVE if irq.active else 0)
+            for irq in self.in_lrs
         ]
-        lrs = [make_lr(irq.intid, st, irq.priority, irq.group) for irq, st in zip(self.in_lrs, self.in_states, strict=True)]
+        lrs = [
+            make_lr(irq.intid, st, irq.priority, irq.group, eoi=not irq.edge)
+            for irq, st in zip(self.in_lrs, self.in_states, strict=True)
+        ]
         hcr = ICH_HCR_UIE if len(candidates) > self.num_lrs else 0
         return hcr, lrs
 

@@ -524,24 +524,34 @@ class Vmm:
         runs. When every REC that is on waits, the host sleeps until the earliest timer deadline
         or device event."""
         last = len(vcpus) - 1
+        current: RealmVcpu | None = None
+        slice_end = 0.0
         while True:
-            ready = [v for v in vcpus if v.on and (not v.waiting or v.vgic.has_pending())]
-            if not ready:
-                self.wait_realm(vcpus)
-                for v in vcpus:  # the wait is over: each WFI completes (a spurious wake-up at worst)
-                    v.waiting = False
-                continue
-            vcpu = next((v for v in ready if v.rec.index > last), ready[0])
-            last = vcpu.rec.index
-            vcpu.waiting = False
-            HOST_IRQ.deadline = time.monotonic() + REALM_TIME_SLICE if len(vcpus) > 1 else None
+            now = time.monotonic()
+            if current is not None and current.on and not current.waiting and now < slice_end:
+                vcpu = current  # a PSCI call the host answered: the caller's slice goes on
+            else:
+                ready = [v for v in vcpus if v.on and (not v.waiting or v.vgic.has_pending())]
+                if not ready:
+                    self.wait_realm(vcpus)
+                    for v in vcpus:  # the wait is over: each WFI completes (a spurious wake-up at worst)
+                        v.waiting = False
+                    current = None
+                    continue
+                vcpu = next((v for v in ready if v.rec.index > last), ready[0])
+                last = vcpu.rec.index
+                vcpu.waiting = False
+                slice_end = now + REALM_TIME_SLICE
+            HOST_IRQ.deadline = slice_end if len(vcpus) > 1 else None
             ex = self._run_rec(vm, vcpu)
             HOST_IRQ.deadline = None
+            current = None
             if ex is None:
                 continue
             status = self._realm_psci(vm, vcpus, vcpu, ex)
             if status is not None:
                 return status
+            current = vcpu
 
     def _realm_psci(self, vm: RealmVm, vcpus: list[RealmVcpu], vcpu: RealmVcpu, ex: RecExitInfo) -> int | None:
         """The host's side of a realm PSCI exit: the run's status for SYSTEM_OFF/RESET, else None.
