@@ -121,13 +121,15 @@ after_unmask:
     msr cntv_tval_el0, x0
     mov x0, #1
     msr cntv_ctl_el0, x0
-    msr daifclr, #2
-3:  wfi
-    ldr x0, [x10, #32]
+3:  ldr x0, [x10, #32]               // IRQs masked: no wake-up is lost between look and WFI
     cmp x0, x21
-    b.eq 3b
+    b.ne 4f
+    wfi                              // wakes on the pending PPI, masked or not
+    msr daifclr, #2                  // and takes it here
+    isb
     msr daifset, #2
-    mrs x0, cntvct_el0
+    b 3b
+4:  mrs x0, cntvct_el0
     sub x22, x0, x22
     say s_wfi
     ldr x0, [x10, #0]
@@ -334,12 +336,14 @@ secondary:                           // x0 = context_id = CPU index
     str x1, [x2]
     adr x10, records
     add x10, x10, #(3 * REC_SIZE)
+7:  ldr x0, [x10, #32]
+    cbnz x0, 10f
+    wfi
     msr daifclr, #2
-7:  wfi
-    ldr x0, [x10, #32]
-    cbz x0, 7b
+    isb
     msr daifset, #2
-    adr x2, sgi_done
+    b 7b
+10: adr x2, sgi_done
     mov x1, #1
     str x1, [x2]
 8:  psci PSCI_CPU_OFF

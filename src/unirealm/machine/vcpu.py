@@ -752,7 +752,7 @@ class VCpu:
                 continue
             if self._entry is None or self._fault is not None or self._trap is not None or error:
                 if self._irq_stop and self._entry is None and self._fault is None and self._trap is None and not error:
-                    if self._kicked:
+                    if self._kicked or HOST_IRQ.pending:
                         return IrqTrap(self.pc)
                     continue  # a hook wants the lines looked at again
                 break
