@@ -26,8 +26,11 @@ from unirealm.arch.gic import (
     make_lr,
 )
 from unirealm.arch.rmi import RmiFid, RmiRecExitReason, RmiStatus, feat_reg0_get
+from unirealm.arch.timer import CNT_CTL_ENABLE, CNT_CTL_ISTATUS, CntSysreg
+from unirealm.machine.interrupt import HOST_IRQ
+from unirealm.machine.pykernel import SYSTEM_COUNTER_PERIOD_NS
 from unirealm.rmm import vgic
-from unirealm.rmm.vgic import VirtualCpuInterface
+from unirealm.rmm.vgic import RecInterruptLines, VirtualCpuInterface
 
 from .rsi_support import ScriptedRealm, build_realm
 
@@ -240,3 +243,40 @@ def test_sgi_writes_trap_and_write_only_registers_are_undefined() -> None:
     assert gic.read_sysreg(IccSysreg.EOIR1) is None
     assert not gic.write_sysreg(IccSysreg.IAR1, 0)
     assert gic.read_sysreg(IccSysreg.SRE) == 7
+
+
+def test_rec_lines_mask_an_asserted_timer_and_report_level_changes() -> None:
+    """TF-RMM check_pending_timers: an output that changed since the last exit ends REC_ENTER;
+    while asserted at entry it is masked (no deadline); unmasked again once it drops."""
+    lines = RecInterruptLines(VirtualCpuInterface())
+    clock = [1000]
+    lines.timers.counter = lambda: clock[0]
+    v = lines.timers.virtual
+    assert not lines.check_timers() and lines.next_deadline() is None
+    lines.write_sysreg(CntSysreg.CNTV_CVAL_EL0, 1500)
+    lines.write_sysreg(CntSysreg.CNTV_CTL_EL0, CNT_CTL_ENABLE)
+    due = lines.next_deadline()
+    assert due is not None and abs(due - 1500 * SYSTEM_COUNTER_PERIOD_NS / 1e9) < 1e-9
+    clock[0] = 1500
+    assert lines.next_deadline() == 0.0  # fired and unmasked: a physical interrupt now
+    fields = lines.at_exit()
+    assert fields["exit_cntv_ctl"] == CNT_CTL_ENABLE | CNT_CTL_ISTATUS and fields["exit_cntv_cval"] == 1500
+    assert not lines.check_timers()  # asserted at the exit and now: masked, the realm runs
+    assert lines.next_deadline() is None
+    v.write_ctl(0)  # the realm's handler disables it
+    lines.at_exit()
+    v.write_ctl(CNT_CTL_ENABLE)  # and re-enables it, already due, before the next entry
+    assert lines.check_timers()  # changed since the last exit: an IRQ exit before the realm runs
+
+
+def test_rec_lines_take_the_hosts_timer_and_trapped_writes() -> None:
+    lines = RecInterruptLines(VirtualCpuInterface())
+    try:
+        HOST_IRQ.deadline = 123.0
+        assert lines.next_deadline() == 123.0
+    finally:
+        HOST_IRQ.deadline = None
+    assert lines.write_sysreg(IccSysreg.SGI1R, 0x0C00_0008)  # completed, and the run ends at once
+    assert lines.trapped == (IccSysreg.SGI1R, 0x0C00_0008) and lines.next_deadline() == 0.0
+    assert lines.read_sysreg(CntSysreg.CNTFRQ_EL0) == 62_500_000
+    assert lines.read_sysreg(IccSysreg.SRE) == 7 and lines.read_sysreg(0x1234) is None

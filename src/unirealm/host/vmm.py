@@ -617,7 +617,8 @@ class Vmm:
                     vcpu.waiting = True
                     return None
                 if ec == Ec.SYSREG:
-                    self.realm_sysreg(vcpu, ex)
+                    if self.realm_sysreg(vcpu, ex):
+                        return None  # an SGI: the turn ends, so that a vCPU it woke runs soon
                     continue
                 flags, gprs = vm.handle_sync(ex)
             elif ex.reason == RmiRecExitReason.IRQ:
@@ -633,14 +634,16 @@ class Vmm:
             elif ex.reason == RmiRecExitReason.PSCI:
                 return ex
 
-    def realm_sysreg(self, vcpu: RealmVcpu, ex: RecExitInfo) -> None:
+    def realm_sysreg(self, vcpu: RealmVcpu, ex: RecExitInfo) -> bool:
         """A realm's write to a GIC register that traps to the host: an SGI (ICC_SGI1R_EL1 a
-        Group 1 one, ICC_SGI0R/ASGI1R Group 0), sent through the host's vGIC from this vCPU."""
+        Group 1 one, ICC_SGI0R/ASGI1R Group 0), sent through the host's vGIC from this vCPU.
+        True if it was one."""
         access = SysRegAccess.from_iss(esr_iss(ex.esr))
         key = SysReg(*access.encoding).key
         if access.is_read or key not in (IccSysreg.SGI1R, IccSysreg.SGI0R, IccSysreg.ASGI1R):
-            return
+            return False
         self.gic.cpu(vcpu.rec.index).generate_sgi(ex.gprs[0], allow_group1=key == IccSysreg.SGI1R)
+        return True
 
     def ripas_change(self, vm: RealmVm, rec: RealmRec, ex: RecExitInfo) -> int:
         """The host's answer to a RIPAS change request; `--hostile ripas-refuse` does nothing
