@@ -10,6 +10,10 @@
 // The test assembles it with --defsym: REDIST0 (CPU 0's RD frame), VIRTIO_BASE and
 // VIRTIO_SPI (the first virtio-mmio window and its INTID, as the DT gives them).
 //
+// In a realm (RSI_VERSION answers) PSCI goes over SMC, the devices (UART, GIC) are reached
+// through the unprotected alias of their IPAs, and the virtio part is left out (its rings
+// would have to be shared memory).
+//
 // Every IRQ goes through irq_handler, which acknowledges it (ICC_IAR1_EL1), records
 // INTID, ELR, SPSR and ESR in its CPU's record, quiets the source (the timer's ENABLE,
 // the virtio InterruptStatus) and EOIs it.
@@ -22,6 +26,8 @@
     .equ PSCI_CPU_ON, 0xc4000003
     .equ PSCI_AFFINITY_INFO, 0xc4000004
     .equ PSCI_SYSTEM_OFF, 0x84000008
+    .equ RSI_VERSION, 0xc4000190
+    .equ RSI_REALM_CONFIG, 0xc4000196
     .equ SGI_INTID, 5
     .equ REC_SIZE, 64                // per CPU: intid, elr, spsr, esr, count, vio_status
 
@@ -37,7 +43,20 @@
     mov x2, \a2
     mov x3, \a3
     movq x0, \fid
-    hvc #0
+    adr x9, dev_alias
+    ldr x9, [x9]
+    cbz x9, 91f
+    smc #0                           // a realm's conduit
+    b 92f
+91: hvc #0
+92:
+    .endm
+
+    .macro devaddr reg, addr         // a device's address: its IPA, in a realm its unprotected alias
+    movq \reg, \addr
+    adr x9, dev_alias
+    ldr x9, [x9]
+    orr \reg, \reg, x9
     .endm
 
     .macro wait_nonzero addr_reg
@@ -48,7 +67,21 @@
     .text
     .global _start
 _start:
-    movq x20, UART
+    movq x0, RSI_VERSION
+    mov x1, #0x10000
+    smc #0                           // a plain VM's KVM answers NOT_SUPPORTED
+    cbnz x0, 1f
+    movq x0, RSI_REALM_CONFIG
+    adr x1, rsi_config
+    smc #0
+    adr x1, rsi_config
+    ldr x2, [x1]                     // ipa_width
+    sub x2, x2, #1
+    mov x3, #1
+    lsl x3, x3, x2
+    adr x1, dev_alias
+    str x3, [x1]
+1:  devaddr x20, UART
     mov x0, #0
     bl cpu_setup
     bl gic_dist_setup
@@ -185,6 +218,9 @@ after_unmask:
     bl puthex_line                   // SGI INTID on CPU 3; CPU 0's count is unchanged
 
 // --- 4. a virtio-9p request: notify, WFI, the device's SPI ------------------------------
+    adr x9, dev_alias
+    ldr x9, [x9]
+    cbnz x9, skip_virtio             // not in a realm
     bl virtio_tversion
     say s_virtio
     adr x10, records
@@ -199,6 +235,7 @@ after_unmask:
     ldrb w0, [x1, #4]
     bl puthex_line                   // reply type: Rversion (101)
 
+skip_virtio:
     say s_done
     psci PSCI_SYSTEM_OFF, #0
     b .
@@ -320,7 +357,7 @@ cpu_setup:                           // x0 = CPU index: stack, vectors, redistri
     mov sp, x1
     adr x1, vectors
     msr vbar_el1, x1
-    movq x1, REDIST0
+    devaddr x1, REDIST0
     mov x2, #0x20000
     madd x1, x0, x2, x1              // this CPU's RD frame
     str wzr, [x1, #0x14]             // GICR_WAKER: ProcessorSleep = 0
@@ -338,7 +375,7 @@ cpu_setup:                           // x0 = CPU index: stack, vectors, redistri
     ret
 
 gic_dist_setup:
-    movq x1, GICD
+    devaddr x1, GICD
     mov w2, #2
     str w2, [x1, #0]                 // GICD_CTLR.EnableGrp1 (ARE is RAO)
     movq x3, VIRTIO_SPI
@@ -395,7 +432,7 @@ vectors:
     .endr
 
 unexpected:
-    movq x20, UART
+    devaddr x20, UART
     say s_unexpected
     mrs x0, esr_el1
     bl puthex_sp
@@ -464,6 +501,7 @@ tversion:                            // size[4] Tversion[1] tag[2] msize[4] vers
 tversion_end:
 
     .balign 64
+dev_alias: .quad 0                   // the unprotected IPA bit in a realm, else 0
 records:  .skip 4 * REC_SIZE
 mailbox:  .skip 4 * 8
 ready3:   .quad 0
@@ -479,3 +517,5 @@ vq_used:  .skip 4 + 8 * 8 + 2
 resp:     .skip 256
     .balign 16
 stacks:   .skip 4 * 1024
+    .balign 4096
+rsi_config: .skip 4096               // RsiRealmConfig

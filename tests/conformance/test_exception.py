@@ -3,14 +3,16 @@ RmiRecExit; the realm is the ACS's default, s2sz 32 starting at level 1 with one
 
 from __future__ import annotations
 
-import pytest
+import time
 
 from unirealm.arch.rmi import RmiFid, RmiRecEnterFlags, RmiRecExitReason, RmiStatus
 from unirealm.arch.rsi import RsiFid
+from unirealm.machine.interrupt import HOST_IRQ
 from unirealm.machine.vcpu import WfxTrap
 
 from .acs import (
     B_SELF,
+    CODE_IPA,
     DATA_IPA,
     HVC0,
     PSCI_SYSTEM_OFF,
@@ -69,9 +71,20 @@ def test_exception_rec_exit_wfe(acs: AcsEnv) -> None:
     assert (run["exit_reason"], run["exit_esr"]) == (RmiRecExitReason.SYNC, EC_WFX | 1)  # TI = WFE
 
 
-@pytest.mark.skip(reason="needs a GIC model: the ACS raises a physical interrupt while the realm runs")
-def test_exception_rec_exit_irq() -> None:
-    raise AssertionError("not modelled")
+def test_exception_rec_exit_irq(acs: AcsEnv) -> None:
+    """A physical interrupt for the host while the realm runs (the host's EL2 timer here, as
+    the ACS raises one): an IRQ exit with nothing else reported; the REC resumes where it was."""
+    code = acs.code_realm([*mov64(2, 1 << 40), 0xF100_0442, 0x54FF_FFE1, *mov64(0, PSCI_SYSTEM_OFF), SMC0])
+    HOST_IRQ.deadline = time.monotonic() + 0.05
+    try:
+        out, run = acs.enter(code.rec)  # subs x2, x2, #1; b.ne .-4: a long loop
+    finally:
+        HOST_IRQ.deadline = None
+    assert_status(out, RmiStatus.SUCCESS)
+    assert run["exit_reason"] == RmiRecExitReason.IRQ
+    assert (run["exit_esr"], run["exit_far"], run["exit_hpfar"]) == (0, 0, 0)
+    pc = acs.rmm.recs[code.rec.rec].engine.pc
+    assert CODE_IPA + 16 <= pc <= CODE_IPA + 20  # inside the loop
 
 
 def test_exception_rec_exit_hostcall(acs: AcsEnv) -> None:

@@ -16,7 +16,7 @@ LAYERS = {
     "core": 6,  # dispatch
     "rmi": 5, "rsi": 5, "psci": 5,  # handlers
     "run": 4, "attestation": 4,
-    "state": 3, "sysreg": 3, "realm": 2, "rtt": 1, "s2tte": 0, "measurement": 0,  # objects
+    "state": 3, "sysreg": 3, "realm": 2, "rtt": 1, "vgic": 1, "s2tte": 0, "measurement": 0,  # objects
 }
 
 

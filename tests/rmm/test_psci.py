@@ -245,3 +245,52 @@ def test_psci_complete_across_realms_is_refused(tmp_path: Path) -> None:
     other.create_rec(pc=RAM_BASE, gprs=[0] * 8, runnable=False)
     out = a.rmi(RmiFid.PSCI_COMPLETE, a.rec(0).pa, other.recs[1].pa, SUCCESS)
     assert out[0] == RmiStatus.ERROR_INPUT
+
+
+def test_cpu_on_checks_the_entry_point_before_the_target(realm: ScriptedRealm) -> None:
+    (out,) = run_calls(realm, [[CPU_ON, 5, PAR_SIZE, 0]])  # no REC 5 either
+    assert out[0] == INVALID_ADDRESS
+
+
+def test_affinity_info_of_the_caller_is_on_without_an_exit(realm: ScriptedRealm) -> None:
+    (out,) = run_calls(realm, [[AFFINITY_INFO, 0, 0]])
+    assert out[0] == 0  # ON
+    assert realm.rmi(RmiFid.PSCI_COMPLETE, realm.rec(0).pa, realm.rec(1).pa, SUCCESS)[0] == RmiStatus.ERROR_INPUT
+
+
+def test_affinity_info_takes_success_only(realm: ScriptedRealm) -> None:
+    seen: list[list[int]] = []
+
+    def program(cpu):  # type: ignore[no-untyped-def]
+        seen.append((yield [AFFINITY_INFO, 1, 0]))
+
+    run_program(realm, program)
+    rec0, rec1 = realm.rec(0).pa, realm.rec(1).pa
+    assert realm.rmi(RmiFid.PSCI_COMPLETE, rec0, rec1, DENIED)[0] == RmiStatus.ERROR_INPUT
+    assert realm.rmi(RmiFid.PSCI_COMPLETE, rec0, rec1, SUCCESS)[0] == RmiStatus.SUCCESS
+    realm.vm.enter(realm.rec(0))
+    assert seen[0][:4] == [1, 0, 0, 0]  # OFF, and x1..x3 cleared
+
+
+def test_cpu_on_of_a_started_rec_is_already_on_and_a_denial_of_it_is_refused(realm: ScriptedRealm) -> None:
+    seen: list[list[int]] = []
+
+    def program(cpu):  # type: ignore[no-untyped-def]
+        seen.append((yield [CPU_ON, 1, ENTRY, CONTEXT]))
+        seen.append((yield [CPU_ON, 1, ENTRY, CONTEXT]))
+        seen.append((yield [CPU_ON, 1, ENTRY, CONTEXT]))
+
+    rec0, rec1 = realm.rec(0).pa, realm.rec(1).pa
+    run_program(realm, program)
+    assert realm.rmi(RmiFid.PSCI_COMPLETE, rec0, rec1, SUCCESS)[0] == RmiStatus.SUCCESS
+    realm.vm.enter(realm.rec(0))
+    assert seen[0][:4] == [SUCCESS, 0, 0, 0]
+    # REC 1 is runnable now: SUCCESS from the host gives the realm ALREADY_ON ...
+    assert realm.rmi(RmiFid.PSCI_COMPLETE, rec0, rec1, SUCCESS)[0] == RmiStatus.SUCCESS
+    realm.vm.enter(realm.rec(0))
+    assert seen[1][0] == ALREADY_ON
+    # ... and a DENIED for it fails ERROR_INPUT, yet completes the call (TF-RMM).
+    assert realm.rmi(RmiFid.PSCI_COMPLETE, rec0, rec1, DENIED)[0] == RmiStatus.ERROR_INPUT
+    realm.vm.enter(realm.rec(0))
+    assert seen[2][0] == ALREADY_ON
+    assert realm.engines[1].resets.count((ENTRY, [CONTEXT])) == 1  # started once only

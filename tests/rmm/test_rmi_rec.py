@@ -258,7 +258,8 @@ def test_rec_enter_invalid_gic_state(env: Env) -> None:
     from unirealm.arch.rmi import RMI_REC_RUN
 
     _, rec = env.active_realm_with_rec()
-    for values in ({"enter_gicv3_hcr": 1 << 13}, {"enter_gicv3_lrs": [1 << 61] + [0] * 15}):
+    # TSEI is not the host's to set; HW = 1 in a pending list register (an invalid one is not checked).
+    for values in ({"enter_gicv3_hcr": 1 << 13}, {"enter_gicv3_lrs": [1 << 62 | 1 << 61 | 32] + [0] * 15}):
         page = RMI_REC_RUN.pack(**values)
         env.ns.write(rec.run, page[:0x800])
         assert_status(env.smc(RmiFid.REC_ENTER, rec.rec, rec.run), RmiStatus.ERROR_REC)

@@ -63,6 +63,52 @@ G = GranuleState
 SUCCESS = RmiStatus.SUCCESS
 
 
+# --- the GIC state a host puts in RmiRecEnter, and TF-RMM's rules for it (gic_validate_state)
+HOST_HCR_BITS = 0xFE | 1 << 14  # UIE, LRENPIE, NPIE, VGrp{0,1}{E,D}IE, TDIR
+HCRS = st.one_of(
+    st.just(0),
+    st.builds(lambda bits: bits & HOST_HCR_BITS, U64),
+    st.sampled_from([1, 1 << 8, 1 << 10, 1 << 11, 1 << 12, 1 << 13, 1 << 15, 1 << 27]),
+    U64,
+)
+INTIDS = st.one_of(st.sampled_from([0, 12, 27, 30, 32, 59, 1019, 8192, 0xFFFF]), st.integers(0, 1 << 17))
+LRS = st.one_of(
+    st.builds(
+        lambda state, intid, prio, group, eoi: state << 62 | group << 60 | (prio & 0xF8) << 48 | eoi << 41 | intid,
+        st.integers(1, 3), INTIDS, st.integers(0, 255), st.integers(0, 1), st.integers(0, 1),
+    ),
+    st.just(0),
+    U64,
+)
+
+
+def gic_entry_valid(hcr: int, lrs: list[int]) -> bool:
+    if hcr & ~HOST_HCR_BITS:
+        return False
+    seen = set()
+    for lr in lrs:
+        if lr >> 62 == 0:
+            continue
+        intid = lr & 0xFFFF_FFFF
+        if lr >> 61 & 1 or lr >> 48 & 7 or lr >> 32 & 0x1FFF & ~(1 << 9):
+            return False
+        if not (intid <= 1019 or 8192 <= intid <= 0xFFFF) or intid in seen:
+            return False
+        seen.add(intid)
+    return True
+
+
+def gic_model_misr(hcr: int, lrs: list[int]) -> int:
+    """ICH_MISR_EL2 at entry for a REC whose realm has enabled neither group (VMCR 0)."""
+    states = [lr >> 62 for lr in lrs]
+    misr = int(any(s == 0 and lr >> 41 & 1 and not lr >> 61 & 1 for s, lr in zip(states, lrs, strict=True)))
+    misr |= 2 if hcr & 2 and sum(s != 0 for s in states) <= 1 else 0  # U
+    misr |= 8 if hcr & 8 and 1 not in states else 0  # NP
+    misr |= 0x20 if hcr & 0x20 else 0  # VGrp0D
+    misr |= 0x80 if hcr & 0x80 else 0  # VGrp1D
+    return misr
+
+
 @dataclass
 class RealmModel:
     roots: list[int]
@@ -423,12 +469,21 @@ class RmmMachine(RuleBasedStateMachine):
             model.engine.push(*script)
             model.engine.idle_wfi = data.draw(st.integers(0, 9), label="off") != 0
         flags = data.draw(st.sampled_from([0, 0x10, 0x1, 0x2, 0xC]), label="flags")
+        hcr = data.draw(HCRS, label="gicv3_hcr")
+        lrs = data.draw(st.lists(LRS, max_size=16), label="gicv3_lrs")
+        written = False
         if self.model_state(run) == G.UNDELEGATED and run in self.states:
-            self.env.ns.write(run, RMI_REC_RUN.pack(enter_flags=flags)[:0x800])
+            page = RMI_REC_RUN.pack(enter_flags=flags, enter_gicv3_hcr=hcr, enter_gicv3_lrs=lrs)
+            self.env.ns.write(run, page[:0x800])
+            written = True
+        logged = len(model.engine.log) if model is not None else 0
         _, status, index = self.smc(RmiFid.REC_ENTER, rec, run)
         if model is None:
             assert status == RmiStatus.ERROR_INPUT
             return
+        if written and not gic_entry_valid(hcr, lrs):
+            assert status != SUCCESS  # ERROR_REC, or an earlier check's error
+            event("REC_ENTER refused its GIC state")
         realm = self.realms[model.rd]
         if run == model.run:
             if realm.state == RealmState.NEW:
@@ -439,6 +494,18 @@ class RmmMachine(RuleBasedStateMachine):
             return
         exit_ = RMI_REC_RUN.unpack(self.env.ns.read(run, GRANULE_SIZE))
         reason = exit_["exit_reason"]
+        if written:
+            # Scripted RECs touch no GIC register: the list registers and the host's HCR bits
+            # come back as they went in (EOIcount 0), and a maintenance condition that holds
+            # at entry ends REC_ENTER with an IRQ exit before the REC runs.
+            padded = lrs + [0] * (16 - len(lrs))
+            assert list(exit_["exit_gicv3_lrs"]) == padded
+            assert exit_["exit_gicv3_hcr"] == hcr
+            misr = gic_model_misr(hcr, padded)
+            assert exit_["exit_gicv3_misr"] == misr
+            if misr:
+                assert reason == RmiRecExitReason.IRQ and len(model.engine.log) == logged
+                event("maintenance interrupt at entry")
         if reason == RmiRecExitReason.PSCI and exit_["exit_gprs"][0] & ~(1 << 30) in (
             PSCI_SYSTEM_OFF,
             PSCI_SYSTEM_OFF + 1,

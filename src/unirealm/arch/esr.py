@@ -120,6 +120,35 @@ class SysRegAccess:
     def encoding(self) -> tuple[int, int, int, int, int]:
         return (self.op0, self.op1, self.crn, self.crm, self.op2)
 
+    @classmethod
+    def from_insn(cls, insn: int) -> SysRegAccess | None:
+        """The access an MSR/MRS (register) instruction makes — what its EC 0x18 trap reports —
+        or None for any other instruction. MSR is 0xD51<op0-2:1><op1:3><CRn:4><CRm:4><op2:3><Rt:5>,
+        MRS the same with L (bit 21) set (C6.2 "MSR (register)", "MRS")."""
+        if insn & 0xFFD0_0000 != 0xD510_0000:
+            return None
+        return cls(
+            op0=2 + ((insn >> 19) & 1),
+            op1=(insn >> 16) & 7,
+            crn=(insn >> 12) & 0xF,
+            crm=(insn >> 8) & 0xF,
+            op2=(insn >> 5) & 7,
+            rt=insn & 0x1F,
+            is_read=bool(insn & (1 << 21)),
+        )
+
+    @property
+    def iss(self) -> int:
+        return (
+            (self.op0 << 20)
+            | (self.op2 << 17)
+            | (self.op1 << 14)
+            | (self.crn << 10)
+            | (self.rt << 5)
+            | (self.crm << 1)
+            | int(self.is_read)
+        )
+
 
 @dataclass(frozen=True)
 class AccessSyndrome:

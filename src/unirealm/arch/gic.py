@@ -263,3 +263,97 @@ ICC_SGIR_IRM = 1 << 40  # 1: every PE but the sender
 ICC_SGIR_RS_SHIFT = 44
 ICC_SGIR_RS_MASK = 0xF
 ICC_SGIR_Aff3_SHIFT = 48
+
+# --- §12.4/§12.5 virtualization: the ICH_*_EL2 state of a virtual CPU interface ----------------
+# (the hypervisor's view of one vCPU's interface; a realm's REC carries it through RmiRecRun)
+
+# ICH_HCR_EL2
+ICH_HCR_En = 1 << 0
+ICH_HCR_UIE = 1 << 1  # maintenance when zero or one LR holds a valid interrupt
+ICH_HCR_LRENPIE = 1 << 2  # maintenance while EOIcount is not zero
+ICH_HCR_NPIE = 1 << 3  # maintenance while no LR holds a pending interrupt
+ICH_HCR_VGrp0EIE = 1 << 4
+ICH_HCR_VGrp0DIE = 1 << 5
+ICH_HCR_VGrp1EIE = 1 << 6
+ICH_HCR_VGrp1DIE = 1 << 7
+ICH_HCR_vSGIEOICount = 1 << 8
+ICH_HCR_TC = 1 << 10
+ICH_HCR_TALL0 = 1 << 11
+ICH_HCR_TALL1 = 1 << 12
+ICH_HCR_TSEI = 1 << 13
+ICH_HCR_TDIR = 1 << 14  # ICV_DIR_EL1 writes trap to EL2
+ICH_HCR_DVIM = 1 << 15
+ICH_HCR_EOIcount_SHIFT = 27
+ICH_HCR_EOIcount_MASK = 0x1F << ICH_HCR_EOIcount_SHIFT
+
+# ICH_LR<n>_EL2
+ICH_LR_vINTID_MASK = 0xFFFF_FFFF
+ICH_LR_pINTID_SHIFT = 32
+ICH_LR_pINTID_MASK = 0x1FFF << ICH_LR_pINTID_SHIFT
+ICH_LR_EOI = 1 << 41  # with HW == 0: maintenance interrupt when the interrupt is deactivated
+ICH_LR_Priority_SHIFT = 48
+ICH_LR_Priority_MASK = 0xFF << ICH_LR_Priority_SHIFT
+ICH_LR_Group = 1 << 60
+ICH_LR_HW = 1 << 61
+ICH_LR_State_SHIFT = 62
+ICH_LR_State_MASK = 0b11 << ICH_LR_State_SHIFT
+LR_STATE_INVALID = 0b00
+LR_STATE_PENDING = 0b01
+LR_STATE_ACTIVE = 0b10
+LR_STATE_PENDING_ACTIVE = 0b11
+
+# ICH_VMCR_EL2: the virtual machine's ICV_* control state
+ICH_VMCR_VENG0 = 1 << 0
+ICH_VMCR_VENG1 = 1 << 1
+ICH_VMCR_VAckCtl = 1 << 2
+ICH_VMCR_VFIQEn = 1 << 3
+ICH_VMCR_VCBPR = 1 << 4
+ICH_VMCR_VEOIM = 1 << 9
+ICH_VMCR_VBPR1_SHIFT = 18
+ICH_VMCR_VBPR0_SHIFT = 21
+ICH_VMCR_VPMR_SHIFT = 24
+
+# ICH_MISR_EL2: maintenance interrupt status
+ICH_MISR_EOI = 1 << 0
+ICH_MISR_U = 1 << 1
+ICH_MISR_LRENP = 1 << 2
+ICH_MISR_NP = 1 << 3
+ICH_MISR_VGrp0E = 1 << 4
+ICH_MISR_VGrp0D = 1 << 5
+ICH_MISR_VGrp1E = 1 << 6
+ICH_MISR_VGrp1D = 1 << 7
+
+# INTID ranges a list register may name (§2.2): SGIs/PPIs/SPIs, and LPIs from 8192.
+MIN_LPI = 8192
+PPI_MAINTENANCE = 25  # the virtual CPU interface's maintenance interrupt (SBSA)
+
+
+def lr_state(lr: int) -> int:
+    return (lr >> ICH_LR_State_SHIFT) & 0b11
+
+
+def lr_with_state(lr: int, state: int) -> int:
+    return (lr & ~ICH_LR_State_MASK) | ((state & 0b11) << ICH_LR_State_SHIFT)
+
+
+def lr_intid(lr: int) -> int:
+    return lr & ICH_LR_vINTID_MASK
+
+
+def lr_priority(lr: int) -> int:
+    return (lr >> ICH_LR_Priority_SHIFT) & 0xFF
+
+
+def lr_group(lr: int) -> int:
+    return int(bool(lr & ICH_LR_Group))
+
+
+def make_lr(intid: int, state: int, priority: int, group: int = 1, eoi: bool = False) -> int:
+    """A software (HW == 0) list register value."""
+    return (
+        (intid & ICH_LR_vINTID_MASK)
+        | (ICH_LR_EOI if eoi else 0)
+        | ((priority & 0xFF) << ICH_LR_Priority_SHIFT)
+        | (ICH_LR_Group if group else 0)
+        | ((state & 0b11) << ICH_LR_State_SHIFT)
+    )

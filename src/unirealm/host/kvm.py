@@ -106,6 +106,15 @@ class RecExitInfo:
     ripas_top: int
     ripas_value: int
     imm: int
+    # The REC's virtual CPU interface and EL1 timers, reported at every exit.
+    gicv3_hcr: int = 0
+    gicv3_lrs: list[int] = field(default_factory=list)
+    gicv3_misr: int = 0
+    gicv3_vmcr: int = 0
+    cntv_ctl: int = 0
+    cntv_cval: int = 0
+    cntp_ctl: int = 0
+    cntp_cval: int = 0
 
     @property
     def ipa(self) -> int:
@@ -311,9 +320,18 @@ class RealmVm:
         self.rmi.call(RmiFid.REALM_ACTIVATE, self.rd)
 
     # --- running ------------------------------------------------------------------------
-    def enter(self, rec: RealmRec, flags: int = 0, gprs: list[int] | None = None) -> RecExitInfo:
+    def enter(
+        self,
+        rec: RealmRec,
+        flags: int = 0,
+        gprs: list[int] | None = None,
+        gicv3_hcr: int = 0,
+        gicv3_lrs: list[int] | None = None,
+    ) -> RecExitInfo:
         mem = self.pages.mem
-        enter = RMI_REC_RUN.pack(enter_flags=flags, enter_gprs=gprs or [])
+        enter = RMI_REC_RUN.pack(
+            enter_flags=flags, enter_gprs=gprs or [], enter_gicv3_hcr=gicv3_hcr, enter_gicv3_lrs=gicv3_lrs or []
+        )
         mem.write(rec.run, enter[:REC_EXIT_OFFSET])
         self.rmi.call(RmiFid.REC_ENTER, rec.pa, rec.run)
         run = RMI_REC_RUN.unpack(mem.read(rec.run, GRANULE_SIZE))
@@ -327,6 +345,14 @@ class RealmVm:
             run["exit_ripas_top"],
             run["exit_ripas_value"],
             run["exit_imm"],
+            run["exit_gicv3_hcr"],
+            list(run["exit_gicv3_lrs"]),
+            run["exit_gicv3_misr"],
+            run["exit_gicv3_vmcr"],
+            run["exit_cntv_ctl"],
+            run["exit_cntv_cval"],
+            run["exit_cntp_ctl"],
+            run["exit_cntp_cval"],
         )
 
     def in_ram(self, ipa: int) -> bool:

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from unirealm.arch.esr import Ec, esr_ec
+from unirealm.arch.esr import Ec, SysRegAccess, esr_ec, esr_iss
+from unirealm.arch.gic import IccSysreg
 from unirealm.arch.memory import GRANULE_SIZE, World
 from unirealm.arch.net import ip_bytes, mac_bytes
 from unirealm.arch.rmi import (
@@ -42,10 +43,11 @@ from unirealm.arch.smccc import (
     PsciFid,
     PsciReturn,
     is_psci,
-    unsigned64,
 )
+from unirealm.arch.sysreg import SysReg
 from unirealm.machine.board import Machine
 from unirealm.machine.cpu import Cpu
+from unirealm.machine.interrupt import HOST_IRQ
 from unirealm.machine.irq import PENDING_IRQ
 from unirealm.machine.kernel_process import KernelProcessStopped
 from unirealm.machine.timer import GenericTimer
@@ -102,11 +104,14 @@ from .memmap import (
 )
 from .net.tap import TapError, TapNet
 from .net.usernet import Forward, UserNet, UserNetError
+from .realm_vgic import RealmVgic
 from .signals import SignalWatch, VmmStopped
 from .smccc import SmcccServices, VmPsci
 from .vcpus import SLICE, VmCpus
 
 log = logging.getLogger("unirealm.vmm")
+REALM_TIME_SLICE = 0.005  # seconds a REC runs while another could (the host's EL2 timer)
+REALM_IDLE_POLL = 0.01  # seconds at most between input/network polls while every REC waits
 IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
 NET_IDLE_WAIT = 0.001  # seconds a WFI may wait on the user network's host sockets
 NET_POLL_INTERVAL = 0.0005  # seconds between network polls at MMIO exits
@@ -125,6 +130,17 @@ def _watched(watch: Callable[[bytes], None], sink: Callable[[bytes], None]) -> C
 
 class VmmError(Exception):
     """A launch problem reported as one line (bad kernel file, memory too small, ...)."""
+
+
+@dataclass
+class RealmVcpu:
+    """One realm vCPU as the VMM schedules it: its REC, its vGIC view, whether it is on
+    (REC 0 from the start, the others once CPU_ON succeeded) and whether it waits in WFI."""
+
+    rec: RealmRec
+    vgic: RealmVgic
+    on: bool
+    waiting: bool = False
 
 
 @dataclass
@@ -639,50 +655,144 @@ class Vmm:
             # The console's window becomes host memory: its alias no longer traps.
             pa = vm.map_shared(self.serials[0].base | vm.unprotected_bit)
             vm.pages.mem.write(pa, b"\xff" * GRANULE_SIZE)
-        status = 0
+        vcpus = [RealmVcpu(rec, RealmVgic(self.gic, self.timers[rec.index], rec.index), on=rec.index == 0) for rec in recs]
         try:
-            while True:
-                ex = self._run_rec(vm, recs[0])
-                fid = ex.gprs[0] & ~(1 << 30)
-                if fid in (PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET):
-                    self.psci_trace(f"PSCI {PsciFid(fid).name} status={ex.gprs[1] & 0xFF}")
-                    status = ex.gprs[1] & 0xFF
-                    break
-                # This VMM runs REC 0 only: it refuses CPU_ON, and AFFINITY_INFO is answered
-                # by the RMM from the REC's real state.
-                target = next((r for r in recs if r.index == (ex.gprs[1] & 0xF)), None)
-                status_arg = unsigned64(PsciReturn.DENIED) if fid == PsciFid.CPU_ON else PsciReturn.SUCCESS
-                self.psci_trace(f"PSCI {PsciFid(fid).name} target {ex.gprs[1]:#x} -> PSCI_COMPLETE({status_arg:#x})")
-                if target is None:
-                    raise VmmError(f"the realm asked PSCI about an unknown CPU {ex.gprs[1]:#x}")
-                vm.rmi.call(RmiFid.PSCI_COMPLETE, recs[0].pa, target.pa, status_arg)
+            status = self._schedule_realm(vm, vcpus)
         except RmiCallError as exc:  # e.g. an exit the host cannot serve: memory it destroyed
             raise VmmError(f"the realm cannot go on: {exc}") from None
         finally:
+            HOST_IRQ.deadline = None
             vm.destroy()
         return RunResult(status, self.exits)
 
-    def _run_rec(self, vm: RealmVm, rec: RealmRec) -> RecExitInfo:
-        """REC_ENTER until a PSCI exit that ends or needs the VMM."""
+    def _schedule_realm(self, vm: RealmVm, vcpus: list[RealmVcpu]) -> int:
+        """Run the realm's RECs round robin until one calls SYSTEM_OFF/RESET (its x1 is the
+        status). A REC runs until its time slice ends (the host's EL2 timer, armed only while
+        another REC could run: an IRQ exit), it waits in a trapped WFI with nothing pending, it
+        is turned off, or a PSCI exit needs the host; then the next runnable REC in index order
+        runs. When every REC that is on waits, the host sleeps until the earliest timer deadline
+        or device event."""
+        last = len(vcpus) - 1
+        current: RealmVcpu | None = None
+        slice_end = 0.0
+        while True:
+            now = time.monotonic()
+            if current is not None and current.on and not current.waiting and now < slice_end:
+                vcpu = current  # a PSCI call the host answered: the caller's slice goes on
+            else:
+                ready = [v for v in vcpus if v.on and (not v.waiting or v.vgic.has_pending())]
+                if not ready:
+                    self.wait_realm(vcpus)
+                    for v in vcpus:  # the wait is over: each WFI completes (a spurious wake-up at worst)
+                        v.waiting = False
+                    current = None
+                    continue
+                vcpu = next((v for v in ready if v.rec.index > last), ready[0])
+                last = vcpu.rec.index
+                vcpu.waiting = False
+                slice_end = now + REALM_TIME_SLICE
+            HOST_IRQ.deadline = slice_end if len(vcpus) > 1 else None
+            ex = self._run_rec(vm, vcpu)
+            HOST_IRQ.deadline = None
+            current = None
+            if ex is None:
+                continue
+            status = self._realm_psci(vm, vcpus, vcpu, ex)
+            if status is not None:
+                return status
+            current = vcpu
+
+    def _realm_psci(self, vm: RealmVm, vcpus: list[RealmVcpu], vcpu: RealmVcpu, ex: RecExitInfo) -> int | None:
+        """The host's side of a realm PSCI exit: the run's status for SYSTEM_OFF/RESET, else None.
+        CPU_ON and AFFINITY_INFO are completed with PSCI_COMPLETE on the REC the realm named;
+        the RMM answers the realm from the target REC's real state."""
+        fid = ex.gprs[0] & ~(1 << 30)
+        if fid in (PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET):
+            self.psci_trace(f"PSCI {PsciFid(fid).name} status={ex.gprs[1] & 0xFF}")
+            return ex.gprs[1] & 0xFF
+        if fid == PsciFid.CPU_OFF:
+            self.psci_trace(f"PSCI CPU_OFF cpu {vcpu.rec.index}")
+            vcpu.on = False
+            return None
+        if fid == PsciFid.CPU_SUSPEND:
+            vcpu.waiting = True  # a standby state: woken as from WFI
+            return None
+        if fid not in (PsciFid.CPU_ON, PsciFid.AFFINITY_INFO):
+            return None
+        target = next((v for v in vcpus if vcpu_mpidr(v.rec.index) == ex.gprs[1] & 0xFF_FFFF and ex.gprs[1] >> 24 == 0), None)
+        if target is None:
+            raise VmmError(f"the realm asked PSCI about an unknown CPU {ex.gprs[1]:#x}")
+        self.psci_trace(f"PSCI {PsciFid(fid).name} target {ex.gprs[1]:#x} -> PSCI_COMPLETE(SUCCESS)")
+        vm.rmi.call(RmiFid.PSCI_COMPLETE, vcpu.rec.pa, target.rec.pa, PsciReturn.SUCCESS)
+        if fid == PsciFid.CPU_ON:
+            target.on = True  # runnable now, or it already was
+        return None
+
+    def wait_realm(self, vcpus: list[RealmVcpu]) -> None:
+        """Every REC that is on waits for an interrupt: sleep until the first of their timers
+        is due (the host's timer models hold what the last exits reported), or until input or
+        a network event; with no timer armed this is an idle WFI (`wait`)."""
+        due = [d for v in vcpus if v.on and (d := self.timers[v.rec.index].seconds_until_deadline()) is not None]
+        if not due:
+            self.wait()
+            return
+        self.idle = 0
+        self.console.poll_input()
+        timeout = min(min(due), REALM_IDLE_POLL)
+        if self.networks:
+            self.poll_networks(timeout)
+        elif timeout > 0:
+            time.sleep(timeout)
+
+    def _run_rec(self, vm: RealmVm, vcpu: RealmVcpu) -> RecExitInfo | None:
+        """REC_ENTER until a PSCI exit (returned), or None when the REC's turn ends: its time
+        slice is over, or it waits in WFI with nothing pending.
+        Before each entry the vGIC fills the list registers; after each exit it reads them
+        back with the REC's timer state."""
+        rec = vcpu.rec
         flags, gprs = 0, None
         while True:
-            ex = vm.enter(rec, flags, gprs)
+            hcr, lrs = vcpu.vgic.flush()
+            ex = vm.enter(rec, flags | RmiRecEnterFlags.TRAP_WFI, gprs, gicv3_hcr=hcr, gicv3_lrs=lrs)
             self.exits += 1
+            vcpu.vgic.sync(ex.gicv3_lrs, ex.cntv_ctl, ex.cntv_cval, ex.cntp_ctl, ex.cntp_cval)
             self.signals.check()
             flags, gprs = 0, None
             if ex.reason == RmiRecExitReason.SYNC:
-                if esr_ec(ex.esr) == Ec.WFX:
-                    self.wait()
+                ec = esr_ec(ex.esr)
+                if ec == Ec.WFX:
+                    if vcpu.vgic.has_pending():
+                        continue  # an interrupt for it is on its way: the WFI completes
+                    vcpu.waiting = True
+                    return None
+                if ec == Ec.SYSREG:
+                    if self.realm_sysreg(vcpu, ex):
+                        return None  # an SGI: the turn ends, so that a vCPU it woke runs soon
                     continue
                 flags, gprs = vm.handle_sync(ex)
             elif ex.reason == RmiRecExitReason.IRQ:
-                self.wait()
+                self.console.poll_input()
+                if self.networks and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL:
+                    self.poll_networks()
+                if HOST_IRQ.deadline is not None and time.monotonic() >= HOST_IRQ.deadline:
+                    return None  # the time slice is over
             elif ex.reason == RmiRecExitReason.RIPAS_CHANGE:
                 flags = self.ripas_change(vm, rec, ex)
             elif ex.reason == RmiRecExitReason.HOST_CALL:
                 gprs = self.host_call(ex.imm, list(ex.gprs))
             elif ex.reason == RmiRecExitReason.PSCI:
                 return ex
+
+    def realm_sysreg(self, vcpu: RealmVcpu, ex: RecExitInfo) -> bool:
+        """A realm's write to a GIC register that traps to the host: an SGI (ICC_SGI1R_EL1 a
+        Group 1 one, ICC_SGI0R/ASGI1R Group 0), sent through the host's vGIC from this vCPU.
+        True if it was one."""
+        access = SysRegAccess.from_iss(esr_iss(ex.esr))
+        key = SysReg(*access.encoding).key
+        if access.is_read or key not in (IccSysreg.SGI1R, IccSysreg.SGI0R, IccSysreg.ASGI1R):
+            return False
+        self.gic.cpu(vcpu.rec.index).generate_sgi(ex.gprs[0], allow_group1=key == IccSysreg.SGI1R)
+        return True
 
     def ripas_change(self, vm: RealmVm, rec: RealmRec, ex: RecExitInfo) -> int:
         """The host's answer to a RIPAS change request; `--hostile ripas-refuse` does nothing

@@ -20,6 +20,10 @@ from typing import Any
 class HostInterrupt:
     def __init__(self) -> None:
         self.pending = False
+        # The host's own EL2 timer (CNTHP_EL2) as a time.monotonic() deadline: when it passes
+        # while a guest runs, the PE takes a physical interrupt for the host (a REC exits with
+        # reason IRQ). The VMM arms it to end a vCPU's time slice.
+        self.deadline: float | None = None
         self._running: set[Any] = set()  # Uc objects inside emu_start
         self._lock = threading.RLock()  # a signal handler may run while the main thread holds it
 

@@ -8,7 +8,14 @@ RMI_PSCI_COMPLETE. Each handler gets the RMM, the calling REC and the call's reg
 from __future__ import annotations
 
 from unirealm.arch.rmi import RealmState, RmiRecExitReason
-from unirealm.arch.smccc import PSCI_VERSION_1_1, SMCCC_VERSION, PsciFid, PsciReturn, unsigned64
+from unirealm.arch.smccc import (
+    PSCI_VERSION_1_1,
+    SMCCC_VERSION,
+    PsciAffinityState,
+    PsciFid,
+    PsciReturn,
+    unsigned64,
+)
 
 from .realm import PendingKind, PsciRequest, Rec, mpidr_to_rec_index
 from .run import RecExit
@@ -51,12 +58,13 @@ def _target_index(rmm: RmmState, rec: Rec, mpidr: int) -> int | None:
 
 
 def cpu_on(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
+    """The entry point is checked first, then the target (TF-RMM psci_cpu_on)."""
     fid, target, entry, context_id = regs
+    if not rmm.realms[rec.rd].addr_in_par(entry):
+        return _ret(PsciReturn.INVALID_ADDRESS)
     index = _target_index(rmm, rec, target)
     if index is None:
         return _ret(PsciReturn.INVALID_PARAMETERS)
-    if not rmm.realms[rec.rd].addr_in_par(entry):
-        return _ret(PsciReturn.INVALID_ADDRESS)
     if index == rec.index:
         return _ret(PsciReturn.ALREADY_ON)
     rec.psci_request = PsciRequest(fid, target, entry, context_id)
@@ -64,9 +72,13 @@ def cpu_on(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
 
 
 def affinity_info(rmm: RmmState, rec: Rec, regs: list[int]) -> Result:
+    """A REC asking about itself is ON without an exit (TF-RMM psci_affinity_info)."""
     fid, target, lowest_level = regs
-    if _target_index(rmm, rec, target) is None or lowest_level != 0:
+    index = _target_index(rmm, rec, target)
+    if lowest_level != 0 or index is None:
         return _ret(PsciReturn.INVALID_PARAMETERS)
+    if index == rec.index:
+        return _ret(PsciAffinityState.ON)
     rec.psci_request = PsciRequest(fid, target)
     return _exit(regs)
 

@@ -19,6 +19,7 @@ from unirealm.arch.sysreg import SysReg
 from unirealm.machine.vcpu import Trap
 
 from .rtt import Stage2
+from .vgic import RecInterruptLines, VirtualCpuInterface
 
 
 class ExecutionEngine(Protocol):
@@ -98,6 +99,11 @@ class Rec:
     # EMULATED_MMIO and INJECT_SEA flags are checked against.
     last_exit_esr: int = 0
     last_exit_hpfar: int = 0
+    gic: VirtualCpuInterface = field(default_factory=VirtualCpuInterface)
+    lines: RecInterruptLines = field(init=False)  # the PE's interrupt inputs while this REC runs
+
+    def __post_init__(self) -> None:
+        self.lines = RecInterruptLines(self.gic)
 
 
 @dataclass
@@ -159,6 +165,11 @@ def mpidr_to_rec_index(mpidr: int) -> int:
     if aff0 > 0xF or mpidr >> 32:
         return -1
     return aff0 | (aff1 << 4) | (aff2 << 12) | (aff3 << 20)
+
+
+def rec_mpidr_to_mpidr(rec_mpidr: int) -> int:
+    """The MPIDR_EL1 value of a REC's RmiRecMpidr: Aff3 moves from [31:24] to [39:32]."""
+    return (rec_mpidr & 0xFF_FFFF) | (((rec_mpidr >> 24) & 0xFF) << 32)
 
 
 def rec_index_to_mpidr(index: int) -> int:

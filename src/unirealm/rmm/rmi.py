@@ -37,7 +37,7 @@ from unirealm.arch.rmi import (
     RmiStatus,
     feat_reg0_get,
 )
-from unirealm.arch.smccc import PsciFid, PsciReturn
+from unirealm.arch.smccc import PsciAffinityState, PsciFid, PsciReturn, unsigned64
 
 from . import measurement, s2tte
 from .realm import PendingKind, Realm, Rec, mpidr_to_rec_index
@@ -221,30 +221,44 @@ def rec_aux_count(rmm: RmmState, rd: int) -> tuple[int, ...]:
 
 
 def psci_complete(rmm: RmmState, calling: int, target: int, status: int) -> tuple[int, ...]:
+    """Complete the caller's CPU_ON or AFFINITY_INFO on the target REC (TF-RMM
+    psci_complete_request): CPU_ON takes SUCCESS or DENIED and answers ALREADY_ON for a
+    target that runs or is runnable (a DENIED for such a target completes the call but fails
+    ERROR_INPUT); AFFINITY_INFO takes SUCCESS only. The caller gets the result in x0 and
+    x1..x3 = 0."""
     caller = rmm.rec_of(calling)
     callee = rmm.rec_of(target)
     request = caller.psci_request
     if request is None or caller.rd != callee.rd or callee.mpidr != request.target_mpidr:
         raise fail(RmiStatus.ERROR_INPUT)
     psci_status = status & 0xFFFF_FFFF_FFFF_FFFF
-    if psci_status not in (PsciReturn.SUCCESS, PsciReturn.DENIED & 0xFFFF_FFFF_FFFF_FFFF):
-        raise fail(RmiStatus.ERROR_INPUT)
-    denied = psci_status != PsciReturn.SUCCESS
-    fid = request.fid & ~(1 << 30)
+    denied = psci_status == unsigned64(PsciReturn.DENIED)
+    on = callee.running or callee.runnable
+    outcome = RmiStatus.SUCCESS
     result: int
-    if fid == PsciFid.CPU_ON:
-        if denied:
-            result = PsciReturn.DENIED
-        elif callee.runnable:
+    if request.fid & ~(1 << 30) == PsciFid.CPU_ON:
+        if psci_status != PsciReturn.SUCCESS and not denied:
+            raise fail(RmiStatus.ERROR_INPUT)
+        if on:
             result = PsciReturn.ALREADY_ON
+            if denied:
+                outcome = RmiStatus.ERROR_INPUT
+        elif denied:
+            result = PsciReturn.DENIED
         else:
             callee.engine.reset(request.entry, [request.context_id])
             callee.runnable = True
             result = PsciReturn.SUCCESS
-    else:  # AFFINITY_INFO: ON (0) or OFF (1)
-        result = 0 if callee.runnable else 1
-    caller.engine.set_gpr(0, result & 0xFFFF_FFFF_FFFF_FFFF)
+    else:  # AFFINITY_INFO
+        if psci_status != PsciReturn.SUCCESS:
+            raise fail(RmiStatus.ERROR_INPUT)
+        result = PsciAffinityState.ON if on else PsciAffinityState.OFF
+    caller.engine.set_gpr(0, unsigned64(result))
+    for i in (1, 2, 3):
+        caller.engine.set_gpr(i, 0)
     caller.psci_request = None
+    if outcome != RmiStatus.SUCCESS:
+        raise fail(outcome)
     return ()
 
 

@@ -19,6 +19,7 @@ from unirealm.arch.esr import (
     REC_EXIT_EMULATABLE_ABORT_ESR_MASK,
     REC_EXIT_WFX_ESR_MASK,
     Ec,
+    SysRegAccess,
     esr,
     esr_ec,
     hpfar_for_ipa,
@@ -26,7 +27,6 @@ from unirealm.arch.esr import (
 )
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
 from unirealm.arch.rmi import (
-    NUM_GICV3_LRS,
     NUM_REC_GPRS,
     REC_EXIT_OFFSET,
     RMI_REC_RUN,
@@ -37,6 +37,7 @@ from unirealm.arch.rmi import (
     RmiStatus,
 )
 from unirealm.arch.rsi import RSI_HOST_CALL, RsiResponse, RsiStatus
+from unirealm.arch.sysreg import SysReg
 from unirealm.machine.monitor import Caller
 from unirealm.machine.vcpu import (
     CpuErrorTrap,
@@ -51,13 +52,10 @@ from unirealm.machine.vcpu import (
     WfxTrap,
 )
 
-from . import s2tte, sysreg
-from .realm import PendingKind, Realm, Rec
+from . import s2tte, sysreg, vgic
+from .realm import PendingKind, Realm, Rec, rec_mpidr_to_mpidr
 from .state import RmiError, RmmState
 
-# ICH_HCR_EL2 bits the host may set: En, UIE, LRENPIE, NPIE, VGrp{0,1}{E,D}IE, TDIR, EOIcount.
-GICV3_HCR_ALLOWED = 0xFF | (1 << 14) | (0x1F << 27)
-ICH_LR_HW = 1 << 61
 # Injected exceptions in a row after which the REC yields to the host, as a host timer
 # interrupt would end a realm that is stuck taking the same fault.
 MAX_INJECTIONS_IN_A_ROW = 64
@@ -107,8 +105,11 @@ def enter(rmm: RmmState, rec_pa: int, run_pa: int) -> tuple[int, ...]:
     if not rec.runnable or rec.psci_request is not None or rec.running:
         raise RmiError(RmiStatus.ERROR_REC)
     run = RMI_REC_RUN.unpack(rmm.mem.read(run_pa, GRANULE_SIZE))
-    if run["enter_gicv3_hcr"] & ~GICV3_HCR_ALLOWED or any(lr & ICH_LR_HW for lr in run["enter_gicv3_lrs"]):
+    # The GIC state is checked after the REC's own state, before anything with side effects
+    # (TF-RMM smc_rec_enter), and taken into the REC at once.
+    if not vgic.entry_state_valid(run["enter_gicv3_hcr"], run["enter_gicv3_lrs"]):
         raise RmiError(RmiStatus.ERROR_REC)
+    rec.gic.load_entry(run["enter_gicv3_hcr"], run["enter_gicv3_lrs"])
 
     flags = RmiRecEnterFlags(run["enter_flags"] & 0x1F)
     check_exit_completion_flags(realm, rec, flags)
@@ -116,6 +117,7 @@ def enter(rmm: RmmState, rec_pa: int, run_pa: int) -> tuple[int, ...]:
     rec.last_exit_esr = rec.last_exit_hpfar = 0
     rec.running = True
     rmm.current_rec = rec
+    attach_interrupt_lines(rec)
     try:
         rec_exit = run_until_exit(rmm, realm, rec, flags)
     finally:
@@ -123,8 +125,20 @@ def enter(rmm: RmmState, rec_pa: int, run_pa: int) -> tuple[int, ...]:
         rmm.current_rec = None
     if rec_exit.reason == RmiRecExitReason.SYNC:
         rec.last_exit_esr, rec.last_exit_hpfar = rec_exit.esr, rec_exit.hpfar
-    write_exit(rmm, run_pa, rec_exit, run)
+    write_exit(rmm, run_pa, rec, rec_exit)
     return ()
+
+
+def attach_interrupt_lines(rec: Rec) -> None:
+    """Give the PE that runs the REC its interrupt lines (machine.irq): the REC's virtual CPU
+    interface and timers, and the MPIDR it reads. A machine.cpu.Cpu picks its mode at first
+    use; a mode without interrupt inputs (the Python kernel, a scripted engine) has no
+    `interrupts`."""
+    target = getattr(rec.engine, "impl", rec.engine)
+    if hasattr(target, "interrupts"):
+        target.interrupts = rec.lines
+    if hasattr(target, "set_mpidr"):  # VMPIDR_EL2 from RmiRecParams.mpidr (TF-RMM init_rec_sysregs)
+        target.set_mpidr(rec_mpidr_to_mpidr(rec.mpidr))
 
 
 def check_exit_completion_flags(realm: Realm, rec: Rec, flags: RmiRecEnterFlags) -> None:
@@ -183,10 +197,16 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
         if rmm.pending_irq:
             rmm.pending_irq = False
             return RecExit(RmiRecExitReason.IRQ)
+        if rec.gic.maintenance():  # the maintenance interrupt is the host's physical PPI
+            return RecExit(RmiRecExitReason.IRQ)
+        if rec.lines.check_timers():  # the host must learn a timer's new output level
+            return RecExit(RmiRecExitReason.IRQ)
         if rec.injected_in_a_row >= MAX_INJECTIONS_IN_A_ROW:
             rec.injected_in_a_row = 0
             return RecExit(RmiRecExitReason.IRQ)
         trap = engine.run()
+        if rec.lines.trapped is not None:  # an MSR the virtual CPU interface traps to EL2
+            return gic_trap_exit(rec)
         if isinstance(trap, IrqTrap):  # a physical interrupt for the host (machine.interrupt)
             return RecExit(RmiRecExitReason.IRQ)
         if isinstance(trap, SmcTrap):
@@ -211,11 +231,16 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
             rec.injected_in_a_row += 1
             continue
         if isinstance(trap, WfxTrap):
-            rec.injected_in_a_row = 0
             trapped = RmiRecEnterFlags.TRAP_WFE if trap.is_wfe else RmiRecEnterFlags.TRAP_WFI
             if flags & trapped:
+                rec.injected_in_a_row = 0
                 iss = ISS_WFX_TI_WFE if trap.is_wfe else 0
                 return RecExit(RmiRecExitReason.SYNC, esr=esr(Ec.WFX, iss) & REC_EXIT_WFX_ESR_MASK)
+            if rec.gic.any_pending():
+                # An interrupt is pending (masked or not): the WFI completes at once. A REC
+                # that keeps waiting on a masked one yields to the host's tick.
+                rec.injected_in_a_row += 1
+                continue
             # Untrapped WFI waits for an interrupt; the host's next interrupt ends REC_ENTER.
             return RecExit(RmiRecExitReason.IRQ)
         if isinstance(trap, SvcTrap):
@@ -224,13 +249,19 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
             rec.injected_in_a_row += 1
             continue
         if isinstance(trap, SysRegTrap):
-            value = sysreg.emulate(realm, trap.access, engine.read_sysreg)
+            access = trap.access
+            if rec.gic.traps(SysReg(*access.encoding).key, not access.is_read):
+                return gic_sysreg_exit(rec, access)
+            value = sysreg.emulate(realm, access, engine.read_sysreg)
             if value is None:
                 engine.inject_undef()
             else:
                 engine.set_gpr(trap.access.rt, value)
                 engine.skip_instruction()
             continue
+        if isinstance(trap, UndefinedTrap) and (gic_access := gic_trapped_insn(rec, trap.insn)) is not None:
+            # The CPU model has no such register: on hardware this MSR traps to EL2.
+            return gic_sysreg_exit(rec, gic_access)
         if isinstance(trap, UndefinedTrap | HvcTrap | CpuErrorTrap):
             # HVC is not a conduit for realms: the RMM makes it UNDEFINED (digest §1.1),
             # with ELR = the HVC's preferred return address, the next instruction, as
@@ -240,6 +271,37 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
             rec.injected_in_a_row += 1
             continue
         raise AssertionError(f"unexpected trap {trap!r}")
+
+
+def gic_trap_exit(rec: Rec) -> RecExit:
+    """The SYNC exit for the GIC register write the REC's interrupt lines took as a trap: the
+    vCPU has completed the MSR, so its Rt is read from the instruction just executed."""
+    assert rec.lines.trapped is not None
+    key, value = rec.lines.trapped
+    rec.lines.trapped = None
+    target = getattr(rec.engine, "impl", rec.engine)
+    insn = target.read_insn_at(rec.engine.pc - 4) if hasattr(target, "read_insn_at") else None
+    decoded = SysRegAccess.from_insn(insn) if insn is not None else None
+    rt = decoded.rt if decoded is not None else 0
+    access = SysRegAccess(key >> 14, (key >> 11) & 7, (key >> 7) & 0xF, (key >> 3) & 0xF, key & 7, rt, False)
+    return RecExit(RmiRecExitReason.SYNC, esr=esr(Ec.SYSREG, access.iss), gprs=[value])
+
+
+def gic_trapped_insn(rec: Rec, insn: int) -> SysRegAccess | None:
+    """The access of an MSR to a GIC register that traps to EL2, or None."""
+    access = SysRegAccess.from_insn(insn)
+    if access is None or not rec.gic.traps(SysReg(*access.encoding).key, not access.is_read):
+        return None
+    return access
+
+
+def gic_sysreg_exit(rec: Rec, access: SysRegAccess) -> RecExit:
+    """A write to the GIC CPU interface that traps to EL2 (ICC_SGI*R, ICC_DIR with TDIR): a
+    SYNC exit with the EC 0x18 syndrome and the value written in gprs[0]; the REC continues
+    after the MSR (TF-RMM handle_icc_el1_sysreg_trap, emulate_sysreg_access_ns)."""
+    value = 0 if access.rt == 31 else rec.engine.get_gpr(access.rt)
+    rec.engine.skip_instruction()
+    return RecExit(RmiRecExitReason.SYNC, esr=esr(Ec.SYSREG, access.iss), gprs=[value])
 
 
 def data_abort(rmm: RmmState, realm: Realm, rec: Rec, trap: DataAbortTrap) -> RecExit | None:
@@ -282,7 +344,9 @@ def data_abort(rmm: RmmState, realm: Realm, rec: Rec, trap: DataAbortTrap) -> Re
     )
 
 
-def write_exit(rmm: RmmState, run_pa: int, rec_exit: RecExit, run: dict[str, object]) -> None:
+def write_exit(rmm: RmmState, run_pa: int, rec: Rec, rec_exit: RecExit) -> None:
+    """RmiRecExit: the exit's own fields, and at every exit the REC's GIC state and EL1 timers
+    (TF-RMM gic_copy_state_to_rec_exit, report_timer_state_to_ns)."""
     page = bytearray(GRANULE_SIZE)
     RMI_REC_RUN.pack_into(
         page,
@@ -292,8 +356,8 @@ def write_exit(rmm: RmmState, run_pa: int, rec_exit: RecExit, run: dict[str, obj
         exit_far=rec_exit.far,
         exit_hpfar=rec_exit.hpfar,
         exit_gprs=rec_exit.gprs[:NUM_REC_GPRS],
-        exit_gicv3_hcr=run["enter_gicv3_hcr"],
-        exit_gicv3_lrs=list(run["enter_gicv3_lrs"])[:NUM_GICV3_LRS],  # type: ignore[call-overload]
+        **rec.gic.exit_state(),
+        **rec.lines.at_exit(),
         exit_ripas_base=rec_exit.ripas_base,
         exit_ripas_top=rec_exit.ripas_top,
         exit_ripas_value=rec_exit.ripas_value,

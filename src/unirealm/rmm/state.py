@@ -19,7 +19,7 @@ from unirealm.machine.cpu import Cpu
 from unirealm.machine.monitor import Caller, Monitor
 from unirealm.machine.vcpu import El2Context, Mapping
 
-from . import s2tte
+from . import s2tte, vgic
 from .realm import ExecutionEngine, Realm, Rec
 
 REC_AUX_COUNT = 16
@@ -27,7 +27,7 @@ MAX_RECS_ORDER = 10
 SUPPORTED_S2SZ = 48
 NUM_BPS = 6
 NUM_WPS = 4
-GICV3_NUM_LRS = 16
+GICV3_NUM_LRS = vgic.NUM_LRS  # the list registers of a REC's virtual CPU interface
 
 
 @dataclass
