@@ -10,7 +10,7 @@ APT_PKGS := gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-de
             libseccomp2
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all setup toolchain test test-fast typecheck lint demo clean bench fuzz corpus
+.PHONY: all setup toolchain test test-fast typecheck coverage lint demo clean bench fuzz corpus
 
 all: test
 
@@ -44,6 +44,17 @@ typecheck: setup
 # the unit tests alone (no image boots): a quick loop while working
 test-fast: setup
 	$(PY) -m pytest -p no:cacheprovider -m "not e2e"
+
+# Coverage of every Python process the tests start, `unirealm run` subprocesses included, with
+# the guest code that ran inside realms (its image:// modules mapped back to src/ by
+# tests/coverage_support/image_files.py). COVERAGE_TESTS narrows it (default: the whole suite).
+COVERAGE_TESTS ?=
+COVERAGE_ENV := COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml PYTHONPATH=$(CURDIR)/src:$(CURDIR)/tests/coverage_support
+coverage: setup
+	rm -f .coverage .coverage.*
+	$(COVERAGE_ENV) $(PY) -m pytest -p no:cacheprovider $(COVERAGE_TESTS)
+	$(COVERAGE_ENV) $(PY) -m coverage combine -q
+	$(COVERAGE_ENV) $(PY) -m coverage report
 
 # Long fuzzing runs with invariants (tests/fuzz; >= 10^5 RMI calls); totals in build/fuzz-report.json.
 fuzz: setup

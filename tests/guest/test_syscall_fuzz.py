@@ -64,14 +64,19 @@ def tiny_elf() -> bytes:
     return ehdr + phdr + code
 
 
-def make_process() -> Process:
+def make_kernel() -> SimpleNamespace:
+    """Just enough of a Kernel for processes over a FakeCpu (and its page cache)."""
     cpu = FakeCpu()
     pages = PageAllocator()
     pages.add(RAM_BASE, RAM_BASE + RAM_PAGES * 4096)
-    kernel = SimpleNamespace(cpu=cpu, pages=pages, options={}, log=lambda *a, **k: None, console=None,
-                             realtime_offset_ns=0, realtime_ns=lambda: 0, monotonic_ns=cpu.cntvct,
-                             write_console=lambda data: None, argv=[])
     Store.current = PageStore(pages, cpu)
+    return SimpleNamespace(cpu=cpu, pages=pages, options={}, log=lambda *a, **k: None, console=None,
+                           realtime_offset_ns=0, realtime_ns=lambda: 0, monotonic_ns=cpu.cntvct,
+                           write_console=lambda data: None, argv=[])
+
+
+def make_process() -> Process:
+    kernel = make_kernel()
     p = Process.spawn(kernel, tiny_elf(), ["/app"], "/app", sc.Syscalls)
     p.sched.current = p.threads[0]
     p.setup_stack()

@@ -1,0 +1,44 @@
+"""`make coverage` sees guest code that ran inside a realm: the unikernel's modules run
+under `image://<member>` names, and tests/coverage_support/image_files.py maps each back to
+src/unirealm/<member> (and leaves alone a name it cannot map)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+coverage = pytest.importorskip("coverage", reason="coverage is in the test extras")
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("image_files", ROOT / "tests/coverage_support/image_files.py")
+assert _spec is not None and _spec.loader is not None
+image_files = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(image_files)
+
+
+def test_image_names_map_to_their_sources() -> None:
+    plugin = image_files.ImageFiles()
+    tracer = plugin.file_tracer(f"{ROOT}/image:/guest/fdt.py")  # coverage's canonical form of image://guest/fdt.py
+    assert tracer is not None and tracer.source_filename() == str(ROOT / "src/unirealm/guest/fdt.py")
+    assert plugin.file_tracer(str(ROOT / "src/unirealm/guest/fdt.py")) is None  # ordinary files: not ours
+    assert plugin.file_tracer(f"{ROOT}/image:/app/hello") is None  # no source to map to
+
+
+def test_code_run_under_an_image_name_is_reported_on_the_source(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "tests/coverage_support"))  # where coverage finds the plugin
+    config = tmp_path / "cov.toml"
+    config.write_text(f'[tool.coverage.run]\nsource = ["{ROOT / "src/unirealm"}"]\nplugins = ["image_files"]\n')
+    source = ROOT / "src/unirealm/guest/systable.py"
+    cov = coverage.Coverage(config_file=str(config), data_file=str(tmp_path / ".coverage"))
+    cov.start()
+    try:
+        exec(compile(source.read_bytes(), "image://guest/systable.py", "exec"), {"__name__": "imaged"})
+    finally:
+        cov.stop()
+    data = cov.get_data()
+    assert str(source) in data.measured_files()
+    assert len(data.lines(str(source)) or []) > 20  # the module's top level ran, on the source's line numbers
+    assert all("image:" not in f for f in data.measured_files())
