@@ -12,13 +12,13 @@ from pathlib import Path
 
 from unirealm.arch.memory import GRANULE_SIZE, Pas, World
 from unirealm.machine import kernel_child
-from unirealm.machine.kernel_channel import WINDOW
+from unirealm.machine.kernel_channel import MAP_FIXED, WINDOW
 from unirealm.machine.kernel_process import KernelProcess
 from unirealm.machine.memory import PhysicalMemory
 from unirealm.machine.vcpu import Mapping
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "unirealm"
-MAP_FIXED = 0x10
+
 RAM_IPA = 0x8000_0000
 
 

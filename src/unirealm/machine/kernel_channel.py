@@ -19,6 +19,7 @@ NUM_GPRS = 31
 # only place a mapping of the memory file may be (seccomp and the engine's approval).
 WINDOW = 0x1000_0000_0000
 WINDOW_SIZE = 1 << 44
+MAP_FIXED = 0x10  # <sys/mman.h>; the mmap module does not name it
 
 
 class Msg(IntEnum):

@@ -46,15 +46,17 @@ from .vcpu import DataAbortTrap, HvcTrap, IrqTrap, SmcTrap, Trap, WfxTrap
 # offsets merge into one mapping, and an EL0 CPU maps neighbours as one region.
 WINDOW, WINDOW_SIZE = ch.WINDOW, ch.WINDOW_SIZE
 # What a unirealm kernel may import from outside its image (guest/ and arch/ import these).
-PRELOAD = ("base64", "calendar", "cbor2", "collections", "collections.abc", "contextlib", "dataclasses",
-           "elftools.common.exceptions", "elftools.elf.constants", "elftools.elf.elffile", "enum", "errno", "gzip",
-           "hashlib", "io", "itertools", "json", "libfdt", "struct", "typing", "unicorn", "unicorn.arm64_const",
-           "weakref", "zlib", "zipfile", "encodings.idna", "encodings.cp437", "encodings.latin_1", "encodings.ascii", "datetime", "functools", "locale", "bisect", "heapq", "math", "random",
-           "string", "textwrap", "traceback", "binascii")
+PRELOAD = (
+    "base64", "binascii", "bisect", "calendar", "cbor2", "collections", "collections.abc", "contextlib",
+    "dataclasses", "datetime",
+    "encodings.ascii", "encodings.cp437", "encodings.idna", "encodings.latin_1", "enum", "errno", "functools", "gzip",
+    "hashlib", "heapq", "io", "itertools", "json", "locale", "math", "random", "string", "struct",
+    "textwrap", "traceback", "typing", "unicorn", "unicorn.arm64_const", "weakref", "zipfile", "zlib",
+)
 # Each EL0 CPU's translation buffer (Unicorn's default takes 1 GiB of address space).
 TCG_BUFFER = 32 << 20
 PROT_READ, PROT_WRITE = mmap.PROT_READ, mmap.PROT_WRITE
-MAP_SHARED, MAP_FIXED = mmap.MAP_SHARED, 0x10
+MAP_SHARED, MAP_FIXED = mmap.MAP_SHARED, ch.MAP_FIXED
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _mmap = _libc.mmap

@@ -35,14 +35,14 @@ from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
 from . import kernel_channel as ch
 from . import seccomp as sc
 from .interrupt import HOST_IRQ
-from .kernel_channel import WINDOW, WINDOW_SIZE
+from .kernel_channel import MAP_FIXED, WINDOW, WINDOW_SIZE
 from .memory import GranuleProtectionFault, PhysicalMemory
 from .vcpu import DataAbortTrap, HvcTrap, IrqTrap, Mapping, SmcTrap, Translate, Trap, WfxTrap
 
 log = logging.getLogger("unirealm.machine.kernel_process")
 
 # The fixed part of a kernel process's address-space limit, measured: the interpreter with
-# Unicorn, pyelftools, libfdt and cbor2 loaded is ~60 MiB of address space, the kernel's own
+# Unicorn and cbor2 loaded is ~60 MiB of address space, the kernel's own
 # heap stays below 100 MiB in the e2e apps, and each EL0 CPU reserves a 32 MiB translation
 # buffer (kernel_child.TCG_BUFFER); 512 MiB holds a dozen live processes.
 OVERHEAD = 512 << 20
@@ -330,7 +330,7 @@ class KernelProcess:
         writable = bool(prot & mmap.PROT_WRITE)
         if fd not in (self.memory.fd, self._memfd_ro) or (writable and fd != self.memory.fd):
             return errno.EPERM
-        if prot & ~(mmap.PROT_READ | mmap.PROT_WRITE) or not flags & mmap.MAP_SHARED or not flags & 0x10:
+        if prot & ~(mmap.PROT_READ | mmap.PROT_WRITE) or not flags & mmap.MAP_SHARED or not flags & MAP_FIXED:
             return errno.EPERM  # MAP_FIXED, shared, no PROT_EXEC
         if length <= 0 or length & GRANULE_MASK or addr & GRANULE_MASK or offset & GRANULE_MASK:
             return errno.EINVAL
