@@ -18,7 +18,9 @@ class ImageFiles(coverage.CoveragePlugin):
     def file_tracer(self, filename: str) -> coverage.FileTracer | None:
         at = filename.find(MARK)
         if at < 0:
-            return None
+            # The checkout's own files are this plugin's too: `coverage combine` merges a file's
+            # data only when every process measured it with the same tracer.
+            return _Tracer(filename) if Path(filename).is_relative_to(SRC) else None
         path = SRC / filename[at + len(MARK) :].lstrip("/")
         return _Tracer(str(path)) if path.is_file() else None
 

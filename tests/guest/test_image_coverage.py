@@ -22,7 +22,9 @@ def test_image_names_map_to_their_sources() -> None:
     plugin = image_files.ImageFiles()
     tracer = plugin.file_tracer(f"{ROOT}/image:/guest/fdt.py")  # coverage's canonical form of image://guest/fdt.py
     assert tracer is not None and tracer.source_filename() == str(ROOT / "src/unirealm/guest/fdt.py")
-    assert plugin.file_tracer(str(ROOT / "src/unirealm/guest/fdt.py")) is None  # ordinary files: not ours
+    same = plugin.file_tracer(str(ROOT / "src/unirealm/guest/fdt.py"))  # the checkout's files: as they are
+    assert same is not None and same.source_filename() == str(ROOT / "src/unirealm/guest/fdt.py")
+    assert plugin.file_tracer("/usr/lib/python3/dist-packages/x.py") is None  # anything else: not ours
     assert plugin.file_tracer(f"{ROOT}/image:/app/hello") is None  # no source to map to
 
 
