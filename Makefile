@@ -10,7 +10,7 @@ APT_PKGS := gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-de
             libseccomp2
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all setup toolchain test test-fast typecheck lint demo clean bench fuzz corpus
+.PHONY: all setup toolchain test test-fast typecheck lint demo clean bench fuzz corpus coverage mutate
 
 all: test
 
@@ -44,6 +44,18 @@ typecheck: setup
 # the unit tests alone (no image boots): a quick loop while working
 test-fast: setup
 	$(PY) -m pytest -p no:cacheprovider -m "not e2e"
+
+# Line coverage over test-fast's tests (pyproject.toml [tool.coverage.*]). Booted kernels run
+# in-process (UNIREALM_IN_PROCESS_KERNEL) so that the `unirealm run` processes the tests start
+# measure them; tests/image_coverage.py reports the image's image:// modules as their sources.
+COVERAGE_TESTS ?= tests
+coverage: setup
+	@mkdir -p $(BUILD)
+	rm -f $(BUILD)/.coverage $(BUILD)/.coverage.*
+	UNIREALM_IN_PROCESS_KERNEL=1 PYTHONPATH=$(CURDIR) $(PY) -m coverage run -m pytest -p no:cacheprovider -m "not e2e" $(COVERAGE_TESTS)
+	PYTHONPATH=$(CURDIR) $(PY) -m coverage combine -q
+	PYTHONPATH=$(CURDIR) $(PY) -m coverage report
+	@echo "guest:"; PYTHONPATH=$(CURDIR) $(PY) -m coverage report --include='src/unirealm/guest/*' | tail -1
 
 # Long fuzzing runs with invariants (tests/fuzz; >= 10^5 RMI calls); totals in build/fuzz-report.json.
 fuzz: setup
