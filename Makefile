@@ -57,6 +57,14 @@ coverage: setup
 	PYTHONPATH=$(CURDIR) $(PY) -m coverage report
 	@echo "guest:"; PYTHONPATH=$(CURDIR) $(PY) -m coverage report --include='src/unirealm/guest/*' | tail -1
 
+# Mutation testing (mutmut, in a scratch copy: build/mutate): rmm/, attest/, machine/,
+# host/devices/ against tests/rmm, tests/attest, tests/machine, tests/host; narrow it with
+# e.g. MUTATE_ONLY=src/unirealm/rmm/s2tte.py MUTATE_TESTS=tests/rmm. Scores in build/mutate/score.json.
+MUTATE_ONLY ?=
+MUTATE_TESTS ?=
+mutate: setup
+	$(PY) tests/mutation.py $(if $(MUTATE_ONLY),--only $(MUTATE_ONLY)) $(if $(MUTATE_TESTS),--tests $(MUTATE_TESTS))
+
 # Long fuzzing runs with invariants (tests/fuzz; >= 10^5 RMI calls); totals in build/fuzz-report.json.
 fuzz: setup
 	CI=true UNIREALM_FUZZ=long $(PY) -m pytest -p no:cacheprovider -q -s tests/fuzz
