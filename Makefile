@@ -10,7 +10,7 @@ APT_PKGS := gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-de
             libseccomp2
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all setup toolchain test test-fast typecheck coverage lint demo clean bench fuzz corpus
+.PHONY: all setup toolchain test test-fast typecheck lint demo clean bench fuzz corpus coverage mutate
 
 all: test
 
@@ -48,13 +48,24 @@ test-fast: setup
 # Coverage of every Python process the tests start, `unirealm run` subprocesses included, with
 # the guest code that ran inside realms (its image:// modules mapped back to src/ by
 # tests/coverage_support/image_files.py). COVERAGE_TESTS narrows it (default: the whole suite).
+# Booted kernels run in the VMM's process here (UNIREALM_IN_PROCESS_KERNEL=1): a kernel
+# process has no file system to write coverage data to.
 COVERAGE_TESTS ?=
-COVERAGE_ENV := COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml PYTHONPATH=$(CURDIR)/src:$(CURDIR)/tests/coverage_support
+COVERAGE_ENV := COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml PYTHONPATH=$(CURDIR)/src:$(CURDIR)/tests/coverage_support \
+                UNIREALM_IN_PROCESS_KERNEL=1
 coverage: setup
 	rm -f .coverage .coverage.*
 	$(COVERAGE_ENV) $(PY) -m pytest -p no:cacheprovider $(COVERAGE_TESTS)
 	$(COVERAGE_ENV) $(PY) -m coverage combine -q
 	$(COVERAGE_ENV) $(PY) -m coverage report
+
+# Mutation testing (mutmut, in a scratch copy: build/mutate): rmm/, attest/, machine/,
+# host/devices/ against tests/rmm, tests/attest, tests/machine, tests/host; narrow it with
+# e.g. MUTATE_ONLY=src/unirealm/rmm/s2tte.py MUTATE_TESTS=tests/rmm. Scores in build/mutate/score.json.
+MUTATE_ONLY ?=
+MUTATE_TESTS ?=
+mutate: setup
+	$(PY) tests/mutation.py $(if $(MUTATE_ONLY),--only $(MUTATE_ONLY)) $(if $(MUTATE_TESTS),--tests $(MUTATE_TESTS))
 
 # Long fuzzing runs with invariants (tests/fuzz; >= 10^5 RMI calls); totals in build/fuzz-report.json.
 fuzz: setup

@@ -254,3 +254,23 @@ def test_realm_shared_view_only(tmp_path: Path):
         view.read(RAM_BASE + 0x20000 | bit, 1)
     with pytest.raises(DmaError):
         view.read(OUT + 0xFFF, 2)  # runs into a page that is not shared
+
+
+@pytest.mark.parametrize("case", ["head_last", "next_last"])
+def test_the_last_descriptor_of_the_queue_is_accepted(plain, case: str):
+    """Index NUM - 1 is inside the table (the one-past cases above are its other side)."""
+    drv, dev = plain
+    drv.setup()
+    msg = p9.encode(P9.TVERSION, 1, msize=8192, version="9P2000.L")
+    drv.view.write(OUT, msg)
+    last = NUM - 1
+    if case == "head_last":
+        drv.desc(last, OUT, len(msg), VirtqDescFlags.NEXT, 1)
+        drv.desc(1, IN, 4096, VirtqDescFlags.WRITE)
+    else:
+        drv.desc(0, OUT, len(msg), VirtqDescFlags.NEXT, last)
+        drv.desc(last, IN, 4096, VirtqDescFlags.WRITE)
+    drv.post(last if case == "head_last" else 0)
+    idx, uid, ulen = drv.used()
+    assert not drv.needs_reset and (idx, uid) == (1, last if case == "head_last" else 0)
+    assert p9.decode(drv.view.read(IN, ulen))[0] == P9.RVERSION and dev.requests == 1

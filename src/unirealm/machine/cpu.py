@@ -57,6 +57,8 @@ class Cpu:
             if image_at(self._read, self._pc):
                 log.debug("vCPU: unirealm kernel image at %#x", self._pc)
                 if os.environ.get(IN_PROCESS_ENV) == "1":
+                    log.warning("%s=1: the Python kernel runs in the VMM's own process, not isolated "
+                                "(a benchmark baseline only)", IN_PROCESS_ENV)
                     self._impl = PyKernelEngine(self.memory, self.translate, self._pc, self._gprs, self.cpu_model)
                 else:
                     self._impl = KernelProcess(self.memory, self.translate, self._pc, self._gprs, self.cpu_model,

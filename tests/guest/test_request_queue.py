@@ -1,0 +1,84 @@
+"""The guest's request virtqueue (guest/virtio.py RequestQueue, under 9p) against the VMM's
+virtio-9p device, with a device that breaks the rules in its used ring: the used index may
+move by exactly the one request in flight, the used id must be the head posted, the length
+at most the buffer (a length equal to the buffer is fine)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from tests.host.virtio_support import FlatMemory
+
+from unirealm.arch import p9
+from unirealm.arch.p9 import P9
+from unirealm.arch.virtio import VirtioDeviceId, used_ring_entry
+from unirealm.guest.virtio import DmaPool, RequestQueue, VirtioError, VirtioMmioTransport
+from unirealm.host.devices.mmio import MmioBus
+from unirealm.host.devices.virtio_9p import P9Server, Virtio9p
+from unirealm.host.devices.virtio_mmio import RamView, VirtioMmioDevice
+
+from .test_console_drivers import RAM_BASE, RAM_SIZE, FakeCpu, FakeKernel
+
+DEV = 0x1200_0000
+BUFFER = 8192
+TVERSION = p9.encode(P9.TVERSION, p9.NOTAG, msize=BUFFER, version="9P2000.L")
+
+
+def queue_pair(tmp_path: Path) -> tuple[RequestQueue, VirtioMmioDevice, RamView]:
+    ram = FlatMemory(RAM_BASE, RAM_SIZE)
+    view = RamView(ram, RAM_BASE, RAM_BASE, RAM_SIZE)
+    device = VirtioMmioDevice(Virtio9p(P9Server(str(tmp_path)), "kvm_9p"), memory=view)
+    bus = MmioBus()
+    bus.register(DEV, 0x200, device, "virtio-9p")
+    transport = VirtioMmioTransport(FakeCpu(bus, ram), DEV)
+    assert transport.probe() == VirtioDeviceId.NINEP
+    transport.negotiate(0)
+    queue = RequestQueue(transport, DmaPool(FakeKernel(transport.cpu), 8), 0, BUFFER)  # type: ignore[arg-type]
+    transport.driver_ok()
+    return queue, device, view
+
+
+def tamper_after_notify(device: VirtioMmioDevice, view: RamView, uid: int | None = None,
+                        length: int | None = None, used_idx: int | None = None) -> None:
+    """After the device answers, rewrite its newest used entry (what a hostile VMM may do)."""
+    orig = device.notify
+
+    def notify(index: int) -> None:
+        orig(index)
+        q = device.queues[index]
+        slot = q.used + used_ring_entry((q.used_idx - 1) % q.num)
+        old_id, old_len = struct.unpack("<II", view.read(slot, 8))
+        view.write(slot, struct.pack("<II", old_id if uid is None else uid, old_len if length is None else length))
+        if used_idx is not None:
+            view.write(q.used + 2, struct.pack("<H", used_idx))
+    device.notify = notify  # type: ignore[method-assign]
+
+
+def test_a_request_round_trips(tmp_path: Path) -> None:
+    queue, _, _ = queue_pair(tmp_path)
+    for _ in range(3):
+        assert p9.decode(queue.request(TVERSION))[0] == P9.RVERSION
+    assert not queue.broken and queue.requests == 3
+
+
+def test_a_length_equal_to_the_buffer_is_accepted(tmp_path: Path) -> None:
+    queue, device, view = queue_pair(tmp_path)
+    tamper_after_notify(device, view, length=BUFFER)
+    assert len(queue.request(TVERSION)) == BUFFER and not queue.broken
+
+
+@pytest.mark.parametrize(("tamper", "message"), [
+    ({"length": BUFFER + 1}, "does not match the request"),
+    ({"uid": 1}, "does not match the request"),
+    ({"uid": 0xFFFF_FFFF}, "does not match the request"),
+    ({"used_idx": 2}, "used index moved from 0 to 2"),
+    ({"used_idx": 0xFFFF}, "used index moved from 0 to 65535"),
+])
+def test_hostile_used_entries_are_refused(tmp_path: Path, tamper: dict[str, int], message: str) -> None:
+    queue, device, view = queue_pair(tmp_path)
+    tamper_after_notify(device, view, **tamper)
+    with pytest.raises(VirtioError, match=message):
+        queue.request(TVERSION)
+    assert queue.broken
