@@ -207,9 +207,11 @@ class Tcb:
             return
         self.rtx_deadline = None
         if self.state == SYN_SENT:
-            self.retry(now) and self.send_syn()
+            if self.retry(now):
+                self.send_syn()
         elif self.state == SYN_RCVD:
-            self.retry(now) and self.send_synack()
+            if self.retry(now):
+                self.send_synack()
         elif self.snd_nxt != self.snd_una:
             if self.retry(now):
                 # Go back to the oldest unacknowledged byte (a sent FIN is sent again too).
