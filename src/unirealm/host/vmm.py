@@ -554,6 +554,10 @@ class Vmm:
             if status is not None:
                 return status
             current = vcpu
+            if ex.gprs[0] & ~(1 << 30) == PsciFid.CPU_ON:
+                # The caller of CPU_ON runs on first, in a slice of its own (as it would on
+                # its own PE while the new CPU comes up).
+                slice_end = time.monotonic() + REALM_TIME_SLICE
 
     def _realm_psci(self, vm: RealmVm, vcpus: list[RealmVcpu], vcpu: RealmVcpu, ex: RecExitInfo) -> int | None:
         """The host's side of a realm PSCI exit: the run's status for SYSTEM_OFF/RESET, else None.
