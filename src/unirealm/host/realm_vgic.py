@@ -47,9 +47,12 @@ class RealmVgic:
     num_lrs: int = NUM_LRS
     in_lrs: list[Irq] = field(default_factory=list)  # the interrupts the last flush wrote, in LR order
     in_states: list[int] = field(default_factory=list)  # and the states it wrote them with
+    active: set[Irq] = field(default_factory=set)  # what the realm holds active, as its exits showed
 
     def _candidates(self) -> list[Irq]:
         gic, cpu = self.gic, self.cpu
+        if not self.active and not any(irq.cpu == cpu for irq in gic.pending_irqs()):
+            return []  # the common case, without a scan
         spis = gic.spis if gic.nr_irqs > SPI_BASE else []
         out = []
         for irq in (*gic.private[cpu], *spis):
@@ -102,5 +105,9 @@ class RealmVgic:
             if (acked or written & LR_STATE_ACTIVE) and not state & LR_STATE_ACTIVE:
                 gic.trace_event("deactivate", self.cpu, irq.intid)
             gic.set_active(irq, bool(state & LR_STATE_ACTIVE))
+            if irq.active:
+                self.active.add(irq)
+            else:
+                self.active.discard(irq)
         self.in_lrs, self.in_states = [], []
         self.timers.sync()
