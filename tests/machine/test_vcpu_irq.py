@@ -14,6 +14,8 @@ import pytest
 
 from unirealm.arch.sysreg import sysreg_key
 from unirealm.machine.irq import PENDING_FIQ, PENDING_IRQ
+from unirealm.machine.pykernel import SYSTEM_COUNTER_HZ
+from unirealm.machine.timer import system_count
 from unirealm.machine.vcpu import HvcTrap, IrqTrap
 
 from .asm_snippet import assemble
@@ -91,9 +93,10 @@ class Lines:
         return True
 
 
-def guest(tmp_path: Path, body: str, lines: Lines | None) -> Guest:
+def guest(tmp_path: Path, body: str, lines: Lines | None, native_counter: bool = False) -> Guest:
     g = Guest(assemble(VECTORS + body, CODE, tmp_path, "irq"))
     g.cpu.interrupts = lines
+    g.cpu.native_counter = native_counter  # False: CNTVCT reads go to the Lines as well
     return g
 
 
@@ -129,6 +132,22 @@ def test_handled_sysregs_never_leave_run(tmp_path: Path) -> None:
     assert g.cpu.get_gpr(1) == 27 and g.cpu.get_gpr(3) == 0x1234_5678
     assert lines.writes == [(EOIR1, 28)]
     assert g.cpu.interrupts_taken == 0
+
+
+def test_counter_reads_stay_with_the_cpu_model_and_match_the_system_counter(tmp_path: Path) -> None:
+    lines = Lines()
+    g = guest(tmp_path, """
+    mrs x1, CNTVCT_EL0
+    mrs x2, CNTPCT_EL0
+    mrs x3, CNTFRQ_EL0
+    hvc #1
+    """, lines, native_counter=True)
+    before = system_count()
+    trap = g.cpu.run()
+    after = system_count()
+    assert isinstance(trap, HvcTrap)
+    assert before <= g.cpu.get_gpr(1) <= g.cpu.get_gpr(2) <= after
+    assert g.cpu.get_gpr(3) == SYSTEM_COUNTER_HZ and lines.reads == []
 
 
 def test_a_register_the_lines_refuse_is_undefined(tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ from unirealm.arch.esr import (
     may_be_unmapped_table,
 )
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
-from unirealm.arch.timer import el0_may_access
+from unirealm.arch.timer import CntSysreg, el0_may_access
 
 from .interrupt import HOST_IRQ
 from .irq import PENDING_FIQ, PENDING_IRQ, InterruptLines
@@ -113,6 +113,7 @@ SP_EL_IDS = (a64.UC_ARM64_REG_SP_EL0, a64.UC_ARM64_REG_SP_EL1)
 MAX_RECURSIVE_EXCEPTIONS = 8
 
 RUN_FOREVER = 0xFFFF_FFFF_FFFF_FFFF
+COUNTER_KEYS = frozenset((CntSysreg.CNTPCT_EL0, CntSysreg.CNTVCT_EL0, CntSysreg.CNTFRQ_EL0))
 # An IRQ or FIQ the PSTATE bit masks.
 INTERRUPT_MASKS = ((PENDING_IRQ, sysreg.PSTATE_I), (PENDING_FIQ, sysreg.PSTATE_F))
 
@@ -263,6 +264,24 @@ class CpuErrorTrap(Trap):
     message: str = ""
 
 
+class RawRegs:
+    """Register reads and writes through Unicorn's C API, for hooks on the hot path (the
+    Python binding's reg_read/reg_write cost several times more per call)."""
+
+    def __init__(self, uc: Uc) -> None:
+        self._uch = uc._uch
+        self._value = ctypes.c_uint64()
+        self._ref = ctypes.byref(self._value)
+
+    def read(self, reg: int) -> int:
+        uclib.uc_reg_read(self._uch, reg, self._ref)
+        return self._value.value
+
+    def write(self, reg: int, value: int) -> None:
+        self._value.value = value & 0xFFFF_FFFF_FFFF_FFFF
+        uclib.uc_reg_write(self._uch, reg, self._ref)
+
+
 def _masked(pstate: int) -> int:
     """The PENDING_* bits PSTATE's I and F mask."""
     return sum(bit for bit, mask in INTERRUPT_MASKS if pstate & mask)
@@ -327,6 +346,11 @@ class VCpu:
         self._irq_stop = False  # a hook stopped emulation to look at the lines again
         self.on_interrupt: Callable[[int], None] | None = None  # told PENDING_IRQ/FIQ at each entry
         self._kicked = False
+        # CNTPCT/CNTVCT/CNTFRQ reads left to the CPU model, whose counter is the machine's
+        # system counter (host CLOCK_MONOTONIC at 62.5 MHz, machine/timer.py system_count)
+        # with CNTVOFF_EL2 = 0: an owner whose timers count otherwise sets this False.
+        self.native_counter = True
+        self._raw = RawRegs(self.uc)
 
     def _program_el3_el2(self) -> None:
         """SCR_EL3 and HCR_EL2 as the firmware and hypervisor leave them when they enter EL1.
@@ -585,7 +609,10 @@ class VCpu:
         if lines is None:
             return 0
         key = sysreg.sysreg_key(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)  # type: ignore[attr-defined]
-        if sysreg.pstate_el(uc.reg_read(a64.UC_ARM64_REG_PSTATE)) == 0 and not el0_may_access(
+        if not is_write and key in COUNTER_KEYS and self.native_counter:
+            return 0  # the same count, without stopping emulation
+        raw = self._raw
+        if sysreg.pstate_el(raw.read(a64.UC_ARM64_REG_PSTATE)) == 0 and not el0_may_access(
             key, self.read_sysreg(sysreg.CNTKCTL_EL1)
         ):
             return 0  # the CPU model makes it UNDEFINED
@@ -597,12 +624,12 @@ class VCpu:
             if value is None:
                 return 0
             if rt != a64.UC_ARM64_REG_XZR:
-                uc.reg_write(rt, value)
+                raw.write(rt, value)
         # The hook's "skip" result restarts the block in this Unicorn, so the PC moves past
         # the instruction here; a PC written in a hook is not re-synced at a later fault of
         # the same emu_start, so emulation stops and run() resumes at once, looking at the
         # lines again (the access may have changed what is signalled).
-        uc.reg_write(a64.UC_ARM64_REG_PC, uc.reg_read(a64.UC_ARM64_REG_PC) + 4)
+        raw.write(a64.UC_ARM64_REG_PC, raw.read(a64.UC_ARM64_REG_PC) + 4)
         self._irq_stop = True
         uc.emu_stop()
         return 1
@@ -610,7 +637,7 @@ class VCpu:
     def _on_block(self, uc: Uc, address: int, size: int, _ud: object) -> None:
         """Present while an interrupt is pending but masked: stop at the first translation
         block PSTATE lets it into (blocks end after each DAIF write and ERET)."""
-        if self._seen_pending & ~_masked(uc.reg_read(a64.UC_ARM64_REG_PSTATE)):
+        if self._seen_pending & ~_masked(self._raw.read(a64.UC_ARM64_REG_PSTATE)):
             self._irq_stop = True
             uc.emu_stop()
 
@@ -634,7 +661,7 @@ class VCpu:
         deadline = lines.next_deadline()  # first: a deadline passing now shows in pending()
         pending = lines.pending()
         self._seen_pending = pending
-        deliverable = pending & ~_masked(self.pstate)
+        deliverable = pending & ~_masked(self._raw.read(a64.UC_ARM64_REG_PSTATE)) if pending else 0
         self._watch_unmask(bool(pending) and not deliverable)
         return deliverable, deadline
 
