@@ -1,7 +1,9 @@
 """The plain VM's network hot path with interrupts on (this tree: virtio SPIs pulsed on every
 used-ring update, the vCPU scheduler and its interrupt lines in every exit) against the same
 server on the tree before them (BASELINE: the VMM that only polled), measured back to back
-in one run: httpreply sequential req/s and, when build/redis.img exists, redis GET/s.
+in one run: httpreply sequential req/s and, when build/redis.img exists, redis GET/s. The
+realm's httpreply row does the same for a realm (list registers filled and read back, the
+REC's interrupt lines and timer state in every REC_ENTER and exit).
 
 `python bench/irq_bench.py [BASELINE]` (a git revision; default the last commit without
 interrupt lines). Rates are higher-is-better: the ratio is interrupts ÷ polling."""
@@ -62,11 +64,13 @@ def run(rev: str = BASELINE) -> list[tuple[str, float, float, str]]:
                         str(REPO / "examples/httpreply/httpreply.c")], check=True)
         under(new_src, subprocess.run, [*net_bench.UNIREALM, "build", str(elf), "-o", str(image)],
               check=True, capture_output=True)
-        rates: dict[Path, list[float]] = {old_src: [], new_src: []}
-        for _ in range(ROUNDS):
-            for src in (old_src, new_src):
-                rates[src].append(under(src, net_bench.httpreply_rate, image, "kvm", tmp))
-        rows.append(("httpreply req/s, plain VM: interrupts vs polling", max(rates[new_src]), max(rates[old_src]), "req/s"))
+        for env, label in (("kvm", "plain VM"), ("realm", "realm")):
+            rates: dict[Path, list[float]] = {old_src: [], new_src: []}
+            for _ in range(ROUNDS):
+                for src in (old_src, new_src):
+                    rates[src].append(under(src, net_bench.httpreply_rate, image, env, tmp))
+            rows.append((f"httpreply req/s, {label}: interrupts vs polling", max(rates[new_src]),
+                         max(rates[old_src]), "req/s"))
         redis = REPO / "build" / "redis.img"
         if redis.exists() and shutil.which("redis-benchmark"):
             gets: dict[Path, list[float]] = {old_src: [], new_src: []}

@@ -109,6 +109,19 @@ def test_trace_irq_reports_injection_acknowledge_and_eoi(guest: Guest, tmp_path:
     assert any(line.startswith(f"IRQ ack intid={VIRTIO_SPI} vcpu=0") for line in irq)
 
 
+def test_trace_irq_in_a_realm_shows_what_the_host_sees(guest: Guest, tmp_path: Path) -> None:
+    """In a realm the host sees its own side only: the list registers it fills (inject) and
+    what the exits give back (ack, deactivate), and the SGI the realm's trapped write sent."""
+    trace: list[str] = []
+    status, _ = run(guest, ENVS["realm"], tmp_path, trace)
+    assert status == 0
+    irq = [line.split()[:4] for line in trace if line.startswith("IRQ ")]
+    for event in ("inject", "ack", "deactivate"):
+        assert ["IRQ", event, "intid=27", "vcpu=0"] in irq, event
+    assert ["IRQ", "sgi", "intid=5", "vcpu=3"] in irq
+    assert ["IRQ", "inject", "intid=5", "vcpu=3"] in irq and ["IRQ", "ack", "intid=5", "vcpu=3"] in irq
+
+
 @pytest.mark.parametrize("name", ["kvm", "rme"])
 def test_a_wfi_nothing_can_end_stops_the_run_with_one_line(name: str, tmp_path: Path) -> None:
     image = build("wfi_forever", tmp_path).image

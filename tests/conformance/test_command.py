@@ -4,7 +4,7 @@ one root table; realms that run are its default (s2sz 32, level 1, one root)."""
 
 from __future__ import annotations
 
-import pytest
+import threading
 
 from unirealm.arch.rmi import (
     RMI_ABI_VERSION,
@@ -467,10 +467,43 @@ def test_cmd_rtt_fold(acs: AcsEnv) -> None:
     assert acs.state(other) == GranuleState.DELEGATED and rtt
 
 
-@pytest.mark.skip(reason="needs several RECs running at once (the interrupts/SMP issue): the ACS runs one "
-                  "realm's RECs on two physical CPUs")
-def test_cmd_multithread_realm_mp() -> None:
-    raise AssertionError("not modelled")
+def test_cmd_multithread_realm_mp(acs: AcsEnv) -> None:
+    """The ACS's MP flow: REC 0 starts REC 1 with CPU_ON; the host completes it and a second
+    host CPU (a thread here) enters REC 1, which runs to CPU_OFF, while the first waits; then
+    REC 0 resumes to its host call. While REC 1 is inside REC_ENTER on the other CPU, REC 0
+    cannot run there and PSCI_COMPLETE has nothing pending."""
+    realm = acs.default_realm()
+    acs.ensure_rtts(realm, 0x20_0000, 3)
+    acs.data_create(realm, 0x20_0000)  # the RsiHostCall of REC 0's return to the host
+    rec0, rec1 = (acs.create_rec(realm, runnable=i == 0) for i in range(2))
+    acs.ok(RmiFid.REALM_ACTIVATE, realm.rd)
+    rec0.engine.push([PSCI_CPU_ON, rec1.mpidr, 0x2000, 0], [RsiFid.HOST_CALL, 0x20_0000])
+    _, run = acs.enter(rec0)
+    assert run["exit_reason"] == RmiRecExitReason.PSCI and run["exit_gprs"][0] == PSCI_CPU_ON
+    acs.ok(RmiFid.PSCI_COMPLETE, rec0.rec, rec1.rec, 0)
+    inside: list[list[int]] = []
+    secondary_exit: list[dict] = []  # type: ignore[type-arg]
+
+    run_rec1 = rec1.engine.run
+
+    def while_rec1_runs():  # type: ignore[no-untyped-def]
+        if not inside:  # the first CPU's view while REC 1 runs on the second
+            inside.append(acs.smc(RmiFid.REC_ENTER, rec1.rec, rec1.run))
+            inside.append(acs.smc(RmiFid.PSCI_COMPLETE, rec0.rec, rec1.rec, 0))
+        return run_rec1()
+
+    rec1.engine.run = while_rec1_runs  # type: ignore[method-assign]
+    rec1.engine.push([PSCI_CPU_OFF])
+    secondary = threading.Thread(target=lambda: secondary_exit.append(acs.enter(rec1)[1]))
+    secondary.start()
+    secondary.join(timeout=60)
+    assert not secondary.is_alive() and secondary_exit
+    assert secondary_exit[0]["exit_reason"] == RmiRecExitReason.PSCI
+    assert secondary_exit[0]["exit_gprs"][0] == PSCI_CPU_OFF
+    assert_status(inside[0], RmiStatus.ERROR_REC)
+    assert_status(inside[1], RmiStatus.ERROR_INPUT)
+    _, run = acs.enter(rec0)
+    assert run["exit_reason"] == RmiRecExitReason.HOST_CALL
 
 
 def test_cmd_multithread_realm_up(acs: AcsEnv) -> None:

@@ -14,6 +14,10 @@ PPIs 27 and 30 as KVM does for realms, and then reads the list registers back: a
 the realm acknowledged has its edge latch cleared, and each interrupt's active state becomes
 the list register's. A level interrupt whose line is still high stays pending and goes back
 in the next flush; while it is active it goes back active only, with the EOI bit set.
+
+`--trace irq` sees `inject` when an interrupt first goes into a list register pending, `ack`
+when a list register the host wrote pending comes back without it, and `deactivate` when one
+comes back inactive (the host cannot tell a realm's EOI from its DIR).
 """
 
 from __future__ import annotations
@@ -47,9 +51,13 @@ class RealmVgic:
     num_lrs: int = NUM_LRS
     in_lrs: list[Irq] = field(default_factory=list)  # the interrupts the last flush wrote, in LR order
     in_states: list[int] = field(default_factory=list)  # and the states it wrote them with
+    active: set[Irq] = field(default_factory=set)  # what the realm holds active, as its exits showed
+    offered: set[Irq] = field(default_factory=set)  # what the last flush wrote pending (for --trace irq)
 
     def _candidates(self) -> list[Irq]:
         gic, cpu = self.gic, self.cpu
+        if not self.active and not any(irq.cpu == cpu for irq in gic.pending_irqs()):
+            return []  # the common case, without a scan
         spis = gic.spis if gic.nr_irqs > SPI_BASE else []
         out = []
         for irq in (*gic.private[cpu], *spis):
@@ -83,6 +91,10 @@ class RealmVgic:
             make_lr(irq.intid, st, irq.priority, irq.group, eoi=not irq.edge)
             for irq, st in zip(self.in_lrs, self.in_states, strict=True)
         ]
+        offered = {irq for irq, st in zip(self.in_lrs, self.in_states, strict=True) if st & LR_STATE_PENDING}
+        for irq in offered - self.offered:  # newly in a list register as pending: injected
+            self.gic.trace_event("inject", self.cpu, irq.intid)
+        self.offered = offered
         hcr = ICH_HCR_UIE if len(candidates) > self.num_lrs else 0
         return hcr, lrs
 
@@ -102,5 +114,9 @@ class RealmVgic:
             if (acked or written & LR_STATE_ACTIVE) and not state & LR_STATE_ACTIVE:
                 gic.trace_event("deactivate", self.cpu, irq.intid)
             gic.set_active(irq, bool(state & LR_STATE_ACTIVE))
+            if irq.active:
+                self.active.add(irq)
+            else:
+                self.active.discard(irq)
         self.in_lrs, self.in_states = [], []
         self.timers.sync()

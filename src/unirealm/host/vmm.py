@@ -667,11 +667,11 @@ class Vmm:
 
     def _schedule_realm(self, vm: RealmVm, vcpus: list[RealmVcpu]) -> int:
         """Run the realm's RECs round robin until one calls SYSTEM_OFF/RESET (its x1 is the
-        status). A REC runs until its time slice ends (the host's EL2 timer, armed only while
-        another REC could run: an IRQ exit), it waits in a trapped WFI with nothing pending, it
-        is turned off, or a PSCI exit needs the host; then the next runnable REC in index order
-        runs. When every REC that is on waits, the host sleeps until the earliest timer deadline
-        or device event."""
+        status). A REC runs until its time slice ends (the host's EL2 timer, armed when the
+        realm has more than one REC or a user-mode network: an IRQ exit), it waits in a trapped
+        WFI with nothing pending, it sends an SGI, it is turned off, or a PSCI exit needs the
+        host; then the next runnable REC in index order runs. When every REC that is on
+        waits, the host sleeps until the earliest timer deadline or device event."""
         last = len(vcpus) - 1
         current: RealmVcpu | None = None
         slice_end = 0.0
@@ -691,7 +691,9 @@ class Vmm:
                 last = vcpu.rec.index
                 vcpu.waiting = False
                 slice_end = now + REALM_TIME_SLICE
-            HOST_IRQ.deadline = slice_end if len(vcpus) > 1 else None
+            # The host's EL2 timer bounds the slice when another REC could run, or a
+            # user-mode network wants the host thread now and then.
+            HOST_IRQ.deadline = slice_end if len(vcpus) > 1 or self.networks else None
             ex = self._run_rec(vm, vcpu)
             HOST_IRQ.deadline = None
             current = None
@@ -701,6 +703,10 @@ class Vmm:
             if status is not None:
                 return status
             current = vcpu
+            if ex.gprs[0] & ~(1 << 30) == PsciFid.CPU_ON:
+                # The caller of CPU_ON runs on first, in a slice of its own (as it would on
+                # its own PE while the new CPU comes up).
+                slice_end = time.monotonic() + REALM_TIME_SLICE
 
     def _realm_psci(self, vm: RealmVm, vcpus: list[RealmVcpu], vcpu: RealmVcpu, ex: RecExitInfo) -> int | None:
         """The host's side of a realm PSCI exit: the run's status for SYSTEM_OFF/RESET, else None.

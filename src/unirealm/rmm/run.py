@@ -37,7 +37,6 @@ from unirealm.arch.rmi import (
     RmiStatus,
 )
 from unirealm.arch.rsi import RSI_HOST_CALL, RsiResponse, RsiStatus
-from unirealm.arch.sysreg import SysReg
 from unirealm.machine.monitor import Caller
 from unirealm.machine.vcpu import (
     CpuErrorTrap,
@@ -249,19 +248,13 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
             rec.injected_in_a_row += 1
             continue
         if isinstance(trap, SysRegTrap):
-            access = trap.access
-            if rec.gic.traps(SysReg(*access.encoding).key, not access.is_read):
-                return gic_sysreg_exit(rec, access)
-            value = sysreg.emulate(realm, access, engine.read_sysreg)
+            value = sysreg.emulate(realm, trap.access, engine.read_sysreg)
             if value is None:
                 engine.inject_undef()
             else:
                 engine.set_gpr(trap.access.rt, value)
                 engine.skip_instruction()
             continue
-        if isinstance(trap, UndefinedTrap) and (gic_access := gic_trapped_insn(rec, trap.insn)) is not None:
-            # The CPU model has no such register: on hardware this MSR traps to EL2.
-            return gic_sysreg_exit(rec, gic_access)
         if isinstance(trap, UndefinedTrap | HvcTrap | CpuErrorTrap):
             # HVC is not a conduit for realms: the RMM makes it UNDEFINED (digest §1.1),
             # with ELR = the HVC's preferred return address, the next instruction, as
@@ -284,23 +277,6 @@ def gic_trap_exit(rec: Rec) -> RecExit:
     decoded = SysRegAccess.from_insn(insn) if insn is not None else None
     rt = decoded.rt if decoded is not None else 0
     access = SysRegAccess(key >> 14, (key >> 11) & 7, (key >> 7) & 0xF, (key >> 3) & 0xF, key & 7, rt, False)
-    return RecExit(RmiRecExitReason.SYNC, esr=esr(Ec.SYSREG, access.iss), gprs=[value])
-
-
-def gic_trapped_insn(rec: Rec, insn: int) -> SysRegAccess | None:
-    """The access of an MSR to a GIC register that traps to EL2, or None."""
-    access = SysRegAccess.from_insn(insn)
-    if access is None or not rec.gic.traps(SysReg(*access.encoding).key, not access.is_read):
-        return None
-    return access
-
-
-def gic_sysreg_exit(rec: Rec, access: SysRegAccess) -> RecExit:
-    """A write to the GIC CPU interface that traps to EL2 (ICC_SGI*R, ICC_DIR with TDIR): a
-    SYNC exit with the EC 0x18 syndrome and the value written in gprs[0]; the REC continues
-    after the MSR (TF-RMM handle_icc_el1_sysreg_trap, emulate_sysreg_access_ns)."""
-    value = 0 if access.rt == 31 else rec.engine.get_gpr(access.rt)
-    rec.engine.skip_instruction()
     return RecExit(RmiRecExitReason.SYNC, esr=esr(Ec.SYSREG, access.iss), gprs=[value])
 
 

@@ -485,14 +485,16 @@ class RecInterruptLines:
             deadlines.append(self.maintenance_since + MAINTENANCE_LATENCY)
         else:
             self.maintenance_since = None
-        for channel, masked, ppi_offset in zip(self.timers.channels, self.masked, (self.timers.cntvoff, 0), strict=True):
+        # Each channel's deadline on the physical count (the virtual count is CNTVOFF behind).
+        offsets = (self.timers.cntvoff, 0)
+        for channel, masked, offset in zip(self.timers.channels, self.masked, offsets, strict=True):
             if masked:
                 continue
             if channel.output():
                 return 0.0
             count = channel.deadline()
             if count is not None:
-                deadlines.append(((count + ppi_offset) & COUNTER_MASK) * SYSTEM_COUNTER_PERIOD_NS / 1e9)
+                deadlines.append(((count + offset) & COUNTER_MASK) * SYSTEM_COUNTER_PERIOD_NS / 1e9)
         return min(deadlines, default=None)
 
     def read_sysreg(self, key: int) -> int | None:

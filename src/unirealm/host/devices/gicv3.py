@@ -319,6 +319,10 @@ class GicV3:
                 best = irq
         return best
 
+    def pending_irqs(self) -> set[Irq]:
+        """Every interrupt that is pending now, on any CPU (read-only)."""
+        return self._pending
+
     def highest_pending(self, cpu: int) -> int:
         """The INTID the CPU interface of `cpu` would signal now (after PMR and the running
         priority), or 1023."""
