@@ -430,15 +430,33 @@ class SocketCalls:
                 raise FsError(errno.EAGAIN) from None
         return self._io(sock, op, want)  # type: ignore[attr-defined]
 
+    def _send_span(self, sock: SocketFile, buf: int, size: int) -> int:
+        """How much of a send buffer is copied: a stream socket takes the bytes before the
+        first page that faults (Linux's tcp_sendmsg returns what it copied), a datagram is
+        all or nothing; EFAULT when nothing can be copied."""
+        n = self.p.accessible(buf, size, False)
+        if size and (not n or (sock.kind == SOCK_DGRAM and n < size)):
+            raise MemoryError(f"EFAULT at {buf + n:#x}")
+        return n
+
+    def _recv_span(self, sock: SocketFile, buf: int, size: int) -> int:
+        """How much a receive may deliver: up to the first page that faults, so that the
+        bytes past it stay queued (a stream), or EFAULT before anything is taken."""
+        n = self.p.accessible(buf, size, True)
+        if size and (not n or (sock.kind == SOCK_DGRAM and n < size)):
+            raise MemoryError(f"EFAULT at {buf + n:#x}")
+        return n
+
     def sys_sendto(self, fd: int, buf: int, size: int, flags: int, addr: int, length: int) -> int:
         sock = self._sock(fd)
-        data = self.p.read(buf, min(size, 1 << 20)) if size else b""
+        size = min(size, 1 << 20)
+        data = self.p.read(buf, self._send_span(sock, buf, size)) if size else b""
         dest = self._read_addr(addr, length) if addr and sock.kind == SOCK_DGRAM else None
         return self._sock_io(sock, lambda: sock.send(data, dest), POLLOUT, flags)
 
     def sys_recvfrom(self, fd: int, buf: int, size: int, flags: int, addr: int, lenp: int) -> int:
         sock = self._sock(fd)
-        size = min(size, 1 << 20)
+        size = self._recv_span(sock, buf, min(size, 1 << 20))
         data, src = self._sock_io(sock, lambda: sock.recv(size, bool(flags & MSG_PEEK)), POLLIN, flags)
         if data:
             self.p.write(buf, data)
@@ -456,13 +474,40 @@ class SocketCalls:
     def sys_sendmsg(self, fd: int, msg: int, flags: int, *_: int) -> int:
         sock = self._sock(fd)
         name, namelen, iovs = self._msghdr(msg)
-        data = b"".join(self.p.read(b, n) for b, n in iovs if n)
+        data = self._gather_send(sock, iovs)
         dest = self._read_addr(name, namelen) if name and sock.kind == SOCK_DGRAM else None
         return self._sock_io(sock, lambda: sock.send(data, dest), POLLOUT, flags)
+
+    def _gather_send(self, sock: SocketFile, iovs: list[tuple[int, int]]) -> bytes:
+        """An iovec array's bytes up to the first page that faults (a stream), all of them (a
+        datagram), or EFAULT if nothing can be copied."""
+        out = bytearray()
+        for base, length in iovs:
+            n = self.p.accessible(base, length, False)
+            out += self.p.read(base, n)
+            if n < length:
+                if not out or sock.kind == SOCK_DGRAM:
+                    raise MemoryError(f"EFAULT at {base + n:#x}")
+                break
+        return bytes(out)
+
+    def _recv_iovs(self, sock: SocketFile, iovs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The receive buffers a recvmsg may fill: cut at the first page that faults."""
+        usable: list[tuple[int, int]] = []
+        for base, length in iovs:
+            n = self.p.accessible(base, length, True)
+            if n:
+                usable.append((base, n))
+            if n < length:
+                if not usable or sock.kind == SOCK_DGRAM:
+                    raise MemoryError(f"EFAULT at {base + n:#x}")
+                break
+        return usable
 
     def sys_recvmsg(self, fd: int, msg: int, flags: int, *_: int) -> int:
         sock = self._sock(fd)
         name, namelen, iovs = self._msghdr(msg)
+        iovs = self._recv_iovs(sock, iovs) if sum(n for _, n in iovs) else iovs
         total = sum(n for _, n in iovs)
         data, src = self._sock_io(sock, lambda: sock.recv(min(total, 1 << 20), bool(flags & MSG_PEEK)),
                                   POLLIN, flags)
