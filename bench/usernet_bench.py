@@ -54,7 +54,11 @@ def overlay(tmp: Path, name: str, sources: dict[str, str]) -> Path:
     src = tmp / name
     shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__"))
     for path, text in sources.items():
-        (src / Path(path).relative_to("src")).write_text(text)
+        dest = src / Path(path).relative_to("src")
+        package = dest.with_suffix("")
+        if dest.suffix == ".py" and (package / "__init__.py").exists():
+            shutil.rmtree(package)  # the baseline had a module where the tree now has a package
+        dest.write_text(text)
     return src
 
 

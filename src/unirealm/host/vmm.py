@@ -16,7 +16,6 @@ status (a unirealm convention; PSCI ignores x1), which becomes the VMM's exit st
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import select
@@ -27,43 +26,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from unirealm.arch.esr import Ec, SysRegAccess, esr_ec, esr_iss
-from unirealm.arch.gic import IccSysreg
-from unirealm.arch.memory import GRANULE_SIZE, World
+from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.net import ip_bytes, mac_bytes
 from unirealm.arch.rmi import (
-    RmiFid,
     RmiRealmFlags,
-    RmiRecEnterFlags,
-    RmiRecExitReason,
-    RmiRipas,
     feat_reg0_get,
 )
-from unirealm.arch.smccc import (
-    PsciFid,
-    PsciReturn,
-    is_psci,
-)
-from unirealm.arch.sysreg import SysReg
 from unirealm.machine.board import Machine
-from unirealm.machine.cpu import Cpu
-from unirealm.machine.interrupt import HOST_IRQ
 from unirealm.machine.irq import PENDING_IRQ
 from unirealm.machine.kernel_process import KernelProcessStopped
 from unirealm.machine.timer import GenericTimer
-from unirealm.machine.vcpu import (
-    CpuErrorTrap,
-    DataAbortTrap,
-    HvcTrap,
-    InstructionAbortTrap,
-    IrqTrap,
-    Mapping,
-    SmcTrap,
-    SysRegTrap,
-    Trap,
-    UndefinedTrap,
-    WfxTrap,
-)
 
 from .cmdline import NetParams, RunConfig
 from .devices.gicv3 import GicV3, nr_spis_for_lines
@@ -73,7 +45,7 @@ from .devices.pci import EmptyPciBus
 from .devices.rtc import RTC_MMIO_SIZE, Mc146818
 from .devices.virtio_9p import P9Server, Virtio9p
 from .devices.virtio_console import VirtioConsole, VirtioConsoleDevice
-from .devices.virtio_mmio import RamView, SharedView, VirtioMmioDevice
+from .devices.virtio_mmio import VirtioMmioDevice
 from .devices.virtio_net import VirtioNet, VirtioNetDevice
 from .fdt import FdtError, KvmtoolFdt, VirtioMmioNode, dump_dtb, kvmtool_bootargs, kvmtool_serial_ports
 from .hostile import LONG_TAG, NET_ATTACKS, Hostile, HostileNet, RipasReplay, check_attacks, readdir_forever
@@ -85,10 +57,8 @@ from .kvm import (
     RealmConfig,
     RealmRec,
     RealmVm,
-    RecExitInfo,
     RecStep,
     RipasStep,
-    RmiCallError,
 )
 from .memmap import (
     ARM_PCI_CFG_SIZE,
@@ -104,18 +74,15 @@ from .memmap import (
 )
 from .net.tap import TapError, TapNet
 from .net.usernet import Forward, UserNet, UserNetError
-from .realm_vgic import RealmVgic
+from .realm_run import run_realm
 from .signals import SignalWatch, VmmStopped
 from .smccc import SmcccServices, VmPsci
-from .vcpus import SLICE, VmCpus
+from .vm_run import run_vm
+from .vmm_result import NET_POLL_INTERVAL, RunResult, VmmError
 
 log = logging.getLogger("unirealm.vmm")
-REALM_TIME_SLICE = 0.005  # seconds a REC runs while another could (the host's EL2 timer)
-REALM_IDLE_POLL = 0.01  # seconds at most between input/network polls while every REC waits
 IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
 NET_IDLE_WAIT = 0.001  # seconds a WFI may wait on the user network's host sockets
-NET_POLL_INTERVAL = 0.0005  # seconds between network polls at MMIO exits
-SIGNAL_CHECK = 0.25  # the longest idle sleep between two looks at SIGINT/SIGTERM
 
 
 def _watched(watch: Callable[[bytes], None], sink: Callable[[bytes], None]) -> Callable[[bytes], None]:
@@ -126,27 +93,6 @@ def _watched(watch: Callable[[bytes], None], sink: Callable[[bytes], None]) -> C
         sink(frame)
 
     return both
-
-
-class VmmError(Exception):
-    """A launch problem reported as one line (bad kernel file, memory too small, ...)."""
-
-
-@dataclass
-class RealmVcpu:
-    """One realm vCPU as the VMM schedules it: its REC, its vGIC view, whether it is on
-    (REC 0 from the start, the others once CPU_ON succeeded) and whether it waits in WFI."""
-
-    rec: RealmRec
-    vgic: RealmVgic
-    on: bool
-    waiting: bool = False
-
-
-@dataclass
-class RunResult:
-    status: int
-    exits: int = 0
 
 
 @dataclass
@@ -595,8 +541,8 @@ class Vmm:
             machine.monitor.trace = self._monitor_trace if self.trace else None
         try:
             if self.cfg.realm:
-                return self.run_realm(machine)
-            return self.run_vm(machine)
+                return run_realm(self, machine)
+            return run_vm(self, machine)
         except KernelProcessStopped as exc:  # the guest's own kernel process ended (its CPU stopped)
             raise VmmError(f"the guest's kernel process stopped: {exc}") from None
 
@@ -637,310 +583,6 @@ class Vmm:
         recs = vm.execute(self.realm_plan())
         vm.activate()
         return recs
-
-    def run_realm(self, machine: Machine) -> RunResult:
-        vm = self.realm_vm(machine)
-        vm.ram_ranges = [(self.layout.ram_base, self.layout.ram_end)]
-        try:
-            recs = self.build_realm(vm)
-        except RmiCallError as exc:
-            raise VmmError(f"realm creation failed: {exc}") from None
-        # The host never learns the RIM from the RMM: `unirealm measure` predicts it, the token reports it.
-        log.info("realm activated: %d RECs", len(recs))
-        vm.on_mmio = self.mmio
-        for device in self.virtio:  # devices see only the pages the host mapped unprotected
-            device.memory = SharedView(vm.pages.mem, vm.shared, vm.unprotected_bit)
-        vm.on_host_call = self.host_call
-        if self.hostile and "uart-ram" in self.hostile:
-            # The console's window becomes host memory: its alias no longer traps.
-            pa = vm.map_shared(self.serials[0].base | vm.unprotected_bit)
-            vm.pages.mem.write(pa, b"\xff" * GRANULE_SIZE)
-        vcpus = [RealmVcpu(rec, RealmVgic(self.gic, self.timers[rec.index], rec.index), on=rec.index == 0) for rec in recs]
-        try:
-            status = self._schedule_realm(vm, vcpus)
-        except RmiCallError as exc:  # e.g. an exit the host cannot serve: memory it destroyed
-            raise VmmError(f"the realm cannot go on: {exc}") from None
-        finally:
-            HOST_IRQ.deadline = None
-            vm.destroy()
-        return RunResult(status, self.exits)
-
-    def _schedule_realm(self, vm: RealmVm, vcpus: list[RealmVcpu]) -> int:
-        """Run the realm's RECs round robin until one calls SYSTEM_OFF/RESET (its x1 is the
-        status). A REC runs until its time slice ends (the host's EL2 timer, armed when the
-        realm has more than one REC or a user-mode network: an IRQ exit), it waits in a trapped
-        WFI with nothing pending, it sends an SGI, it is turned off, or a PSCI exit needs the
-        host; then the next runnable REC in index order runs. When every REC that is on
-        waits, the host sleeps until the earliest timer deadline or device event."""
-        last = len(vcpus) - 1
-        current: RealmVcpu | None = None
-        slice_end = 0.0
-        while True:
-            now = time.monotonic()
-            if current is not None and current.on and not current.waiting and now < slice_end:
-                vcpu = current  # a PSCI call the host answered: the caller's slice goes on
-            else:
-                ready = [v for v in vcpus if v.on and (not v.waiting or v.vgic.has_pending())]
-                if not ready:
-                    self.wait_realm(vcpus)
-                    for v in vcpus:  # the wait is over: each WFI completes (a spurious wake-up at worst)
-                        v.waiting = False
-                    current = None
-                    continue
-                vcpu = next((v for v in ready if v.rec.index > last), ready[0])
-                last = vcpu.rec.index
-                vcpu.waiting = False
-                slice_end = now + REALM_TIME_SLICE
-            # The host's EL2 timer bounds the slice when another REC could run, or a
-            # user-mode network wants the host thread now and then.
-            HOST_IRQ.deadline = slice_end if len(vcpus) > 1 or self.networks else None
-            ex = self._run_rec(vm, vcpu)
-            HOST_IRQ.deadline = None
-            current = None
-            if ex is None:
-                continue
-            status = self._realm_psci(vm, vcpus, vcpu, ex)
-            if status is not None:
-                return status
-            current = vcpu
-            if ex.gprs[0] & ~(1 << 30) == PsciFid.CPU_ON:
-                # The caller of CPU_ON runs on first, in a slice of its own (as it would on
-                # its own PE while the new CPU comes up).
-                slice_end = time.monotonic() + REALM_TIME_SLICE
-
-    def _realm_psci(self, vm: RealmVm, vcpus: list[RealmVcpu], vcpu: RealmVcpu, ex: RecExitInfo) -> int | None:
-        """The host's side of a realm PSCI exit: the run's status for SYSTEM_OFF/RESET, else None.
-        CPU_ON and AFFINITY_INFO are completed with PSCI_COMPLETE on the REC the realm named;
-        the RMM answers the realm from the target REC's real state."""
-        fid = ex.gprs[0] & ~(1 << 30)
-        if fid in (PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET):
-            self.psci_trace(f"PSCI {PsciFid(fid).name} status={ex.gprs[1] & 0xFF}")
-            return ex.gprs[1] & 0xFF
-        if fid == PsciFid.CPU_OFF:
-            self.psci_trace(f"PSCI CPU_OFF cpu {vcpu.rec.index}")
-            vcpu.on = False
-            return None
-        if fid == PsciFid.CPU_SUSPEND:
-            vcpu.waiting = True  # a standby state: woken as from WFI
-            return None
-        if fid not in (PsciFid.CPU_ON, PsciFid.AFFINITY_INFO):
-            return None
-        target = next((v for v in vcpus if vcpu_mpidr(v.rec.index) == ex.gprs[1] & 0xFF_FFFF and ex.gprs[1] >> 24 == 0), None)
-        if target is None:
-            raise VmmError(f"the realm asked PSCI about an unknown CPU {ex.gprs[1]:#x}")
-        self.psci_trace(f"PSCI {PsciFid(fid).name} target {ex.gprs[1]:#x} -> PSCI_COMPLETE(SUCCESS)")
-        vm.rmi.call(RmiFid.PSCI_COMPLETE, vcpu.rec.pa, target.rec.pa, PsciReturn.SUCCESS)
-        if fid == PsciFid.CPU_ON:
-            target.on = True  # runnable now, or it already was
-        return None
-
-    def wait_realm(self, vcpus: list[RealmVcpu]) -> None:
-        """Every REC that is on waits for an interrupt: sleep until the first of their timers
-        is due (the host's timer models hold what the last exits reported), or until input or
-        a network event; with no timer armed this is an idle WFI (`wait`)."""
-        due = [d for v in vcpus if v.on and (d := self.timers[v.rec.index].seconds_until_deadline()) is not None]
-        if not due:
-            self.wait()
-            return
-        self.idle = 0
-        self.console.poll_input()
-        timeout = min(min(due), REALM_IDLE_POLL)
-        if self.networks:
-            self.poll_networks(timeout)
-        elif timeout > 0:
-            time.sleep(timeout)
-
-    def _run_rec(self, vm: RealmVm, vcpu: RealmVcpu) -> RecExitInfo | None:
-        """REC_ENTER until a PSCI exit (returned), or None when the REC's turn ends: its time
-        slice is over, or it waits in WFI with nothing pending.
-        Before each entry the vGIC fills the list registers; after each exit it reads them
-        back with the REC's timer state."""
-        rec = vcpu.rec
-        flags, gprs = 0, None
-        while True:
-            hcr, lrs = vcpu.vgic.flush()
-            ex = vm.enter(rec, flags | RmiRecEnterFlags.TRAP_WFI, gprs, gicv3_hcr=hcr, gicv3_lrs=lrs)
-            self.exits += 1
-            vcpu.vgic.sync(ex.gicv3_lrs, ex.cntv_ctl, ex.cntv_cval, ex.cntp_ctl, ex.cntp_cval)
-            self.signals.check()
-            flags, gprs = 0, None
-            if ex.reason == RmiRecExitReason.SYNC:
-                ec = esr_ec(ex.esr)
-                if ec == Ec.WFX:
-                    if vcpu.vgic.has_pending():
-                        continue  # an interrupt for it is on its way: the WFI completes
-                    vcpu.waiting = True
-                    return None
-                if ec == Ec.SYSREG:
-                    if self.realm_sysreg(vcpu, ex):
-                        return None  # an SGI: the turn ends, so that a vCPU it woke runs soon
-                    continue
-                flags, gprs = vm.handle_sync(ex)
-            elif ex.reason == RmiRecExitReason.IRQ:
-                self.console.poll_input()
-                if self.networks and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL:
-                    self.poll_networks()
-                if HOST_IRQ.deadline is not None and time.monotonic() >= HOST_IRQ.deadline:
-                    return None  # the time slice is over
-            elif ex.reason == RmiRecExitReason.RIPAS_CHANGE:
-                flags = self.ripas_change(vm, rec, ex)
-            elif ex.reason == RmiRecExitReason.HOST_CALL:
-                gprs = self.host_call(ex.imm, list(ex.gprs))
-            elif ex.reason == RmiRecExitReason.PSCI:
-                return ex
-
-    def realm_sysreg(self, vcpu: RealmVcpu, ex: RecExitInfo) -> bool:
-        """A realm's write to a GIC register that traps to the host: an SGI (ICC_SGI1R_EL1 a
-        Group 1 one, ICC_SGI0R/ASGI1R Group 0), sent through the host's vGIC from this vCPU.
-        True if it was one."""
-        access = SysRegAccess.from_iss(esr_iss(ex.esr))
-        key = SysReg(*access.encoding).key
-        if access.is_read or key not in (IccSysreg.SGI1R, IccSysreg.SGI0R, IccSysreg.ASGI1R):
-            return False
-        self.gic.cpu(vcpu.rec.index).generate_sgi(ex.gprs[0], allow_group1=key == IccSysreg.SGI1R)
-        return True
-
-    def ripas_change(self, vm: RealmVm, rec: RealmRec, ex: RecExitInfo) -> int:
-        """The host's answer to a RIPAS change request; `--hostile ripas-refuse` does nothing
-        (the realm sees no progress), `ripas-reject` changes one granule of a change to RAM
-        and then REJECTs the rest."""
-        if self.hostile and "ripas-refuse" in self.hostile:
-            return 0
-        if self.hostile and "ripas-reject" in self.hostile and ex.ripas_value == RmiRipas.RAM:
-            vm.handle_ripas_change(rec, dataclasses.replace(ex, ripas_top=ex.ripas_base + GRANULE_SIZE))
-            return RmiRecEnterFlags.RIPAS_RESPONSE
-        if self.hostile and "ripas-replay" in self.hostile:
-            replay = self.ripas_replay
-            replay.before(vm, rec, ex)
-            vm.handle_ripas_change(rec, ex)
-            replay.after(vm, rec, ex)
-            return replay.response()
-        return vm.handle_ripas_change(rec, ex)
-
-    # --- a normal VM on a host-owned stage 2 ---------------------------------------------
-    def run_vm(self, machine: Machine) -> RunResult:
-        lay = self.layout
-        pages = HostPages(machine)
-        ram_pa = pages.alloc_contiguous(lay.ram_size // GRANULE_SIZE)
-        ns = machine.ns_memory()
-        ns.write(ram_pa + lay.kernel_start - lay.ram_base, self.kernel)
-        if self.initrd:
-            ns.write(ram_pa + lay.initrd_start - lay.ram_base, self.initrd)
-        ns.write(ram_pa + lay.dtb_start - lay.ram_base, self.dtb)
-        for device in self.virtio:  # the host's own mapping of the VM's RAM
-            device.memory = RamView(ns, ram_pa, lay.ram_base, lay.ram_size)
-
-        def translate(ipa: int, write: bool, fetch: bool) -> Mapping | None:
-            if lay.ram_base <= ipa < lay.ram_end:
-                return Mapping(ram_pa + ipa - lay.ram_base, World.NON_SECURE)
-            return None
-
-        vcpus = VmCpus(machine.memory, translate, self.gic, self.timers, self.psci,
-                       self._trace_inject if self._tracing("irq") else None, ram_size=lay.ram_size)
-        vcpus.boot(lay.kernel_start, [lay.dtb_start])
-        try:
-            while True:
-                now = time.monotonic()
-                vcpu = vcpus.next(now)
-                if vcpu is None:
-                    self.idle_sleep(vcpus)
-                    continue
-                cpu = vcpu.cpu
-                assert cpu is not None
-                # A time slice when another vCPU could run, or a network wants the host now
-                # and then; at the latest, a waiting vCPU's timer deadline.
-                until = now + SLICE if self.networks or vcpus.shared() else None
-                wake = vcpus.earliest_deadline()
-                if wake is not None:
-                    until = wake if until is None else min(until, wake)
-                trap = cpu.run(until)
-                self.exits += 1
-                self.signals.check()
-                status = self._vm_trap(vcpus, vcpu.index, cpu, trap)
-                if status is not None:
-                    return RunResult(status, self.exits)
-        finally:
-            vcpus.close()
-
-    def _vm_trap(self, vcpus: VmCpus, index: int, cpu: Cpu, trap: Trap) -> int | None:
-        """Handle one exit of vCPU `index`; the VM's exit status when it ends."""
-        if isinstance(trap, SmcTrap | HvcTrap):
-            # The DT's PSCI conduit is HVC; KVM answers SMCCC calls over SMC alike
-            # (NOT_SUPPORTED for RSI, which only an RMM implements).
-            regs = trap.regs
-            if is_psci(regs[0]):
-                fid = regs[0] & ~(1 << 30)
-                if fid in (PsciFid.SYSTEM_OFF, PsciFid.SYSTEM_RESET):
-                    self.psci_trace(f"PSCI {PsciFid(fid).name} status={regs[1] & 0xFF}")
-                    return regs[1] & 0xFF
-                result = self.vm_psci(regs, index)
-                if result is None:  # CPU_OFF
-                    vcpus.cpu_off(index)
-                    if not vcpus.any_on():
-                        raise VmmError("every vCPU is off (PSCI CPU_OFF): nothing left to run")
-                    return None
-                cpu.set_gpr(0, result)
-                if fid == PsciFid.CPU_SUSPEND and not cpu.is_python_kernel:
-                    vcpus.wait(index, suspend=True)
-            else:
-                for i, out in enumerate(self.smccc.call(regs)):
-                    cpu.set_gpr(i, out)
-        elif isinstance(trap, DataAbortTrap):
-            if trap.syndrome is None:
-                cpu.inject_sea(trap.ipa)
-                return None
-            value = self.mmio(trap.ipa, trap.is_write, trap.size, trap.value)
-            if value is None:
-                cpu.inject_sea(trap.ipa)
-            elif trap.is_write:
-                cpu.skip_instruction()
-            else:
-                cpu.complete_mmio_read(trap.syndrome, value)
-        elif isinstance(trap, WfxTrap):
-            if cpu.is_python_kernel or (trap.is_wfe and not vcpus.shared()):
-                self.wait()  # the Python kernel polls; a lone WFE: look at devices, go on
-            elif not trap.is_wfe:
-                self.idle = 0
-                vcpus.wait(index)  # WFI: not scheduled until an interrupt is pending
-            # A WFE with other vCPUs runnable yields to them.
-        elif isinstance(trap, IrqTrap):
-            # The host's interrupt (a slice's end, a timer deadline): nothing for the guest.
-            if self.networks and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL:
-                self.poll_networks()
-        elif isinstance(trap, InstructionAbortTrap):
-            cpu.inject_sea(trap.ipa, is_fetch=True)
-        elif isinstance(trap, UndefinedTrap | SysRegTrap):
-            cpu.inject_undef()  # an access EL2 traps that KVM does not emulate
-        elif isinstance(trap, CpuErrorTrap):
-            raise VmmError(f"the guest CPU stopped at {trap.pc:#x}: {trap.message}")
-        return None
-
-    def idle_sleep(self, vcpus: VmCpus) -> None:
-        """No vCPU can run: sleep until the earliest timer deadline of a waiting vCPU, a host
-        socket of a user-mode network, console input, or a signal; then let devices work."""
-        if not vcpus.any_on():
-            raise VmmError("every vCPU is off (PSCI CPU_OFF): nothing left to run")
-        deadlines = [d for d in (vcpus.earliest_deadline(), *(n.next_deadline() for n in self.networks))
-                     if d is not None]
-        poller = select.poll()
-        for net in self.networks:
-            for fd, mask in net.watched().items():
-                poller.register(fd, mask)
-        console = self.console.input_fd()
-        if console is not None:
-            poller.register(console, select.POLLIN)
-        if not deadlines and console is None and not self.networks:
-            raise VmmError("the guest stopped: every vCPU waits for an interrupt and nothing can raise one")
-        timeout = SIGNAL_CHECK
-        if deadlines:
-            timeout = min(timeout, max(0.0, min(deadlines) - time.monotonic()))
-        ready = {fd for fd, _ in poller.poll(int(timeout * 1000 + 0.999))}
-        self.signals.check()
-        if self.networks:
-            self.poll_networks()
-        if console is not None and console in ready:
-            self.console.poll_input()
-            vcpus.wake_all()  # the UART has no interrupt line here: a waiting guest looks again
 
     def vm_psci(self, regs: list[int], caller: int = 0) -> int | None:
         self.psci_trace(f"PSCI {regs[0] & ~(1 << 30):#x} vcpu={caller}")

@@ -11,12 +11,12 @@ a Trap, with the PC where the architecture leaves it: after the SMC/HVC/WFx, at 
 load or store or trapped instruction. The owner (the RMM for a REC, the host's KVM layer
 for a normal VM) handles the trap and calls `run()` again; the guest resumes exactly where
 it stopped. Exceptions the architecture takes to EL1 (SVC, stage-1 aborts, undefined
-instructions, BRK, alignment faults) never leave the vCPU: see `_enter_el1`.
+instructions, BRK, alignment faults) never leave the vCPU: see `_enter_el1` (machine/vcpu_entry.py).
 
 With `interrupts` set (machine/irq.py), the owner's interrupt controller and timers are the
 PE's: their MRS/MSR are served inside `run()` (an UC_HOOK_INSN on MRS/MSR), and an IRQ or
 FIQ the lines signal is taken as the architecture takes it, at `run()` entry and at the
-first instruction boundary where PSTATE lets it in. QEMU ends a translation block after
+first instruction boundary where PSTATE lets it in (machine/vcpu_entry.py). QEMU ends a translation block after
 every write of PSTATE.DAIF (MSR DAIFClr/DAIFSet/DAIF) and after ERET, so while an interrupt
 is pending but masked a UC_HOOK_BLOCK, present only then, sees the unmask at the first
 instruction it allows. `emu_start`'s timeout ends a run at the lines' next deadline; the
@@ -27,6 +27,10 @@ Guest memory is never copied: each IPA page is mapped on first touch with
 GPT check for the world the mapping belongs to. `invalidate()` is the TLBI: it drops
 mappings (and translated code) when the owner changes stage 2, and any PAS change of a
 mapped granule drops its mappings too.
+
+Exception entry to EL1 and the interrupt lines' MRS/MSR are `El1Entry` (machine/vcpu_entry.py);
+what stays here (a little over 600 lines) is one state machine: `run()`, the Unicorn hooks it
+arms and the stage-2 mappings they fill share the vCPU's private fault/trap state.
 """
 
 from __future__ import annotations
@@ -39,8 +43,6 @@ from dataclasses import dataclass, field
 
 from unicorn import (
     UC_ARCH_ARM64,
-    UC_HOOK_BLOCK,
-    UC_HOOK_INSN,
     UC_HOOK_INTR,
     UC_HOOK_MEM_PROT,
     UC_HOOK_MEM_UNMAPPED,
@@ -63,7 +65,6 @@ from unicorn.unicorn_py3.unicorn import Uc, uclib
 from unirealm.arch import sysreg
 from unirealm.arch.a64 import access_address
 from unirealm.arch.esr import (
-    DFSC_SEA,
     WFE_INSN,
     WFI_INSN,
     AccessSyndrome,
@@ -76,11 +77,11 @@ from unirealm.arch.esr import (
     may_be_unmapped_table,
 )
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
-from unirealm.arch.timer import CntSysreg, el0_may_access
 
 from .interrupt import HOST_IRQ
-from .irq import PENDING_FIQ, PENDING_IRQ, InterruptLines
+from .irq import InterruptLines
 from .memory import GranuleProtectionFault, PhysicalMemory
+from .vcpu_entry import El1Entry, RawRegs
 
 # A permission fault is reported as the access kind of the matching unmapped fault.
 PROT_AS_UNMAPPED = {
@@ -107,15 +108,11 @@ GPR_IDS: tuple[int, ...] = (
 NUM_SMC_ARGS = 18
 PSTATE_EL1H_DAIF = 0x3C5  # EL1h, D/A/I/F masked: the reset state of a REC (digest §2.2)
 PSTATE_EL0T = 0x0
-SP_EL_IDS = (a64.UC_ARM64_REG_SP_EL0, a64.UC_ARM64_REG_SP_EL1)
 # In-vCPU exceptions in a row whose handler's first instruction faults again: the guest's
 # vectors are broken, and the vCPU stops rather than spin as the hardware would.
 MAX_RECURSIVE_EXCEPTIONS = 8
 
 RUN_FOREVER = 0xFFFF_FFFF_FFFF_FFFF
-COUNTER_KEYS = frozenset((CntSysreg.CNTPCT_EL0, CntSysreg.CNTVCT_EL0, CntSysreg.CNTFRQ_EL0))
-# An IRQ or FIQ the PSTATE bit masks.
-INTERRUPT_MASKS = ((PENDING_IRQ, sysreg.PSTATE_I), (PENDING_FIQ, sysreg.PSTATE_F))
 
 CPU_MODELS = {"a72": a64.UC_CPU_ARM64_A72, "a53": a64.UC_CPU_ARM64_A53, "max": a64.UC_CPU_ARM64_MAX}
 
@@ -265,29 +262,6 @@ class CpuErrorTrap(Trap):
     message: str = ""
 
 
-class RawRegs:
-    """Register reads and writes through Unicorn's C API, for hooks on the hot path (the
-    Python binding's reg_read/reg_write cost several times more per call)."""
-
-    def __init__(self, uc: Uc) -> None:
-        self._uch = uc._uch
-        self._value = ctypes.c_uint64()
-        self._ref = ctypes.byref(self._value)
-
-    def read(self, reg: int) -> int:
-        uclib.uc_reg_read(self._uch, reg, self._ref)
-        return self._value.value
-
-    def write(self, reg: int, value: int) -> None:
-        self._value.value = value & 0xFFFF_FFFF_FFFF_FFFF
-        uclib.uc_reg_write(self._uch, reg, self._ref)
-
-
-def _masked(pstate: int) -> int:
-    """The PENDING_* bits PSTATE's I and F mask."""
-    return sum(bit for bit, mask in INTERRUPT_MASKS if pstate & mask)
-
-
 @dataclass(frozen=True)
 class El2Context:
     """How EL3 firmware and the hypervisor configure the PE for a guest."""
@@ -306,7 +280,7 @@ class El2Context:
         return sysreg.HCR_RW | (sysreg.HCR_TID3 if self.trap_id_registers else 0)
 
 
-class VCpu:
+class VCpu(El1Entry):
     """One AArch64 processing element, executing guest machine code on Unicorn."""
 
     def __init__(
@@ -426,74 +400,6 @@ class VCpu:
         except UcError:
             return None
 
-    # --- exceptions into the guest ------------------------------------------------------
-    def _enter_el1(self, syndrome: int | None, far: int | None, elr: int, kind: int = 0) -> None:
-        """Take an exception to EL1 as the Arm ARM's AArch64.TakeException does
-        (D1.10): ESR_EL1 = syndrome (unchanged for an interrupt: `syndrome` None), FAR_EL1 =
-        the faulting VA for aborts (`far`),
-        ELR_EL1 = the preferred return address, SPSR_EL1 = PSTATE; PSTATE becomes EL1h
-        with D, A, I, F masked and PAN set unless SCTLR_EL1.SPAN; the stack pointer of the
-        level left is saved and SP_EL1 selected; PC = VBAR_EL1 + the vector offset for
-        the level and stack the exception came from, plus `kind` (0 synchronous,
-        VECTOR_IRQ, VECTOR_FIQ)."""
-        uc = self.uc
-        if syndrome is not None:
-            self._recursive = self._recursive + 1 if elr == self._last_vector else 0
-            self._last_syndrome = syndrome
-        pstate = uc.reg_read(a64.UC_ARM64_REG_PSTATE)
-        el = sysreg.pstate_el(pstate)
-        if el == 0:
-            offset = sysreg.VECTOR_LOWER_A64
-        elif pstate & sysreg.PSTATE_SP:
-            offset = sysreg.VECTOR_CURRENT_SPX
-        else:
-            offset = sysreg.VECTOR_CURRENT_SP0
-        if syndrome is not None:
-            uc.reg_write(a64.UC_ARM64_REG_ESR_EL1, syndrome)
-        if far is not None:
-            uc.reg_write(a64.UC_ARM64_REG_FAR_EL1, far)
-        uc.reg_write(a64.UC_ARM64_REG_ELR_EL1, elr)
-        # The SP in use is the one PSTATE.SP selects: SP_EL0, or SP_ELx of the current EL.
-        current_sp = uc.reg_read(a64.UC_ARM64_REG_SP)
-        uc.reg_write(SP_EL_IDS[el] if pstate & sysreg.PSTATE_SP else SP_EL_IDS[0], current_sp)
-        new = sysreg.PSTATE_DAIF | sysreg.PSTATE_EL1H | (pstate & sysreg.PSTATE_PAN)
-        if not self.read_sysreg(sysreg.SCTLR_EL1) & sysreg.SCTLR_SPAN:
-            new |= sysreg.PSTATE_PAN
-        uc.reg_write(a64.UC_ARM64_REG_PSTATE, new)
-        uc.reg_write(a64.UC_ARM64_REG_SP, uc.reg_read(a64.UC_ARM64_REG_SP_EL1))
-        # SPSR_EL1 is written through the system-register path, which also rebuilds the
-        # CPU's cached EL/translation-regime state for the new PSTATE: the handler's code
-        # is translated as EL1 code, with EL1's privileges and translation regime.
-        self.write_sysreg(sysreg.SPSR_EL1, pstate)
-        vector = uc.reg_read(a64.UC_ARM64_REG_VBAR_EL1) + offset + kind
-        uc.reg_write(a64.UC_ARM64_REG_PC, vector)
-        self._last_vector = vector
-        self.exceptions_taken += 1
-
-    def _take_interrupt(self, signalled: int) -> None:
-        """Take the IRQ or FIQ that `signalled` (PENDING_*) brings in (FIQ first), with
-        ELR_EL1 = the next instruction to execute."""
-        kind = sysreg.VECTOR_FIQ if signalled & PENDING_FIQ else sysreg.VECTOR_IRQ
-        if self.on_interrupt is not None:
-            self.on_interrupt(PENDING_FIQ if kind == sysreg.VECTOR_FIQ else PENDING_IRQ)
-        self._enter_el1(None, None, self.pc, kind)
-        self.interrupts_taken += 1
-
-    def take_exception(self, esr_value: int, far: int = 0, preferred_return: int | None = None) -> None:
-        """Take a synchronous exception to EL1 that the hypervisor injects (ESR as given)."""
-        self._enter_el1(esr_value, far, self.pc if preferred_return is None else preferred_return)
-
-    def inject_sea(self, far: int, is_fetch: bool = False) -> None:
-        """A synchronous external abort at the current PC (the faulting instruction)."""
-        ec = Ec.IABT_LOWER if is_fetch else Ec.DABT_LOWER
-        from_el0 = sysreg.pstate_el(self.pstate) == 0
-        ec_value = ec if from_el0 else ec + 1  # "same EL" variants are EC + 1
-        self.take_exception(esr(ec_value, DFSC_SEA), far)
-
-    def inject_undef(self, preferred_return: int | None = None) -> None:
-        """An UNDEFINED exception (EC 0); FAR_EL1 is left as it was."""
-        self._enter_el1(esr(Ec.UNKNOWN), None, self.pc if preferred_return is None else preferred_return)
-
     # --- stage-2 mappings ---------------------------------------------------------------
     def invalidate(self, ipa: int, size: int) -> None:
         """Drop the mappings and translated code of [ipa, ipa+size) (TLBI IPAS2E1 + IC IALLU)."""
@@ -602,69 +508,6 @@ class VCpu:
         else:
             self._trap = UndefinedTrap(pc, self.read_insn_at(pc) or 0, syndrome)
         uc.emu_stop()
-
-    def _on_sysreg(self, uc: Uc, rt: int, cp: object, is_write: bool) -> int:
-        """An MRS/MSR: the interrupt lines' registers are served here and the instruction
-        skipped (1); any other register goes on to the CPU model (0)."""
-        lines = self.interrupts
-        if lines is None:
-            return 0
-        key = sysreg.sysreg_key(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)  # type: ignore[attr-defined]
-        if not is_write and key in COUNTER_KEYS and self.native_counter:
-            return 0  # the same count, without stopping emulation
-        raw = self._raw
-        if sysreg.pstate_el(raw.read(a64.UC_ARM64_REG_PSTATE)) == 0 and not el0_may_access(
-            key, self.read_sysreg(sysreg.CNTKCTL_EL1)
-        ):
-            return 0  # the CPU model makes it UNDEFINED
-        if is_write:
-            if not lines.write_sysreg(key, cp.val):  # type: ignore[attr-defined]
-                return 0
-        else:
-            value = lines.read_sysreg(key)
-            if value is None:
-                return 0
-            if rt != a64.UC_ARM64_REG_XZR:
-                raw.write(rt, value)
-        # The hook's "skip" result restarts the block in this Unicorn, so the PC moves past
-        # the instruction here; a PC written in a hook is not re-synced at a later fault of
-        # the same emu_start, so emulation stops and run() resumes at once, looking at the
-        # lines again (the access may have changed what is signalled).
-        raw.write(a64.UC_ARM64_REG_PC, raw.read(a64.UC_ARM64_REG_PC) + 4)
-        self._irq_stop = True
-        uc.emu_stop()
-        return 1
-
-    def _on_block(self, uc: Uc, address: int, size: int, _ud: object) -> None:
-        """Present while an interrupt is pending but masked: stop at the first translation
-        block PSTATE lets it into (blocks end after each DAIF write and ERET)."""
-        if self._seen_pending & ~_masked(self._raw.read(a64.UC_ARM64_REG_PSTATE)):
-            self._irq_stop = True
-            uc.emu_stop()
-
-    def _install_sysreg_hooks(self) -> None:
-        self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, False, 1, 0, a64.UC_ARM64_INS_MRS)
-        self.uc.hook_add(UC_HOOK_INSN, self._on_sysreg, True, 1, 0, a64.UC_ARM64_INS_MSR)
-        self.uc.ctl_flush_tb()  # code translated before has no hook calls
-        self._sysreg_hooks = True
-
-    def _watch_unmask(self, on: bool) -> None:
-        if on and self._unmask_hook is None:
-            self._unmask_hook = self.uc.hook_add(UC_HOOK_BLOCK, self._on_block)
-            self.uc.ctl_flush_tb()
-        elif not on and self._unmask_hook is not None:
-            # Blocks translated meanwhile keep a call into Unicorn that finds no hook: cheap.
-            self.uc.hook_del(self._unmask_hook)
-            self._unmask_hook = None
-
-    def _interrupt_window(self, lines: InterruptLines) -> tuple[int, float | None]:
-        """Look at the lines before running: (what to take now, the deadline to stop at)."""
-        deadline = lines.next_deadline()  # first: a deadline passing now shows in pending()
-        pending = lines.pending()
-        self._seen_pending = pending
-        deliverable = pending & ~_masked(self._raw.read(a64.UC_ARM64_REG_PSTATE)) if pending else 0
-        self._watch_unmask(bool(pending) and not deliverable)
-        return deliverable, deadline
 
     def _walk_for(self, va: int, pc: int) -> bool:
         """The CPU's stage-1 walk for `va` may have read a table at an IPA not mapped yet
