@@ -37,8 +37,8 @@ from unirealm.arch.smccc import (
     unsigned64,
 )
 from unirealm.machine.board import Machine
-from unirealm.machine.cpu import Cpu
-from unirealm.machine.kernel_process import KernelProcessStopped
+from unirealm.machine.cpu import IN_PROCESS_ENV, Cpu
+from unirealm.machine.kernel_process import KernelProcessStopped, discard_spare, prestart
 from unirealm.machine.vcpu import (
     CpuErrorTrap,
     DataAbortTrap,
@@ -422,12 +422,17 @@ class Vmm:
 
             Rmm(machine.monitor, RmmConfig(token_format=self.cfg.token_format, realm_profile=self.cfg.realm_profile))
             machine.monitor.trace = self._monitor_trace if self.trace else None
+        if inspect_image(self.kernel) is not None and os.environ.get(IN_PROCESS_ENV) != "1":
+            # The Python kernel's process starts on another core while the VM is built.
+            prestart(machine.memory, None if self.cfg.realm else lay.ram_size)
         try:
             if self.cfg.realm:
                 return self.run_realm(machine)
             return self.run_vm(machine)
         except KernelProcessStopped as exc:  # the guest's own kernel process ended (its CPU stopped)
             raise VmmError(f"the guest's kernel process stopped: {exc}") from None
+        finally:
+            discard_spare(machine.memory)
 
     def realm_config(self) -> RealmConfig:
         return RealmConfig(ipa_bits=self.layout.ipa_bits, hash_algo=self.cfg.hash_algo, rpv=self.cfg.realm_pv)
