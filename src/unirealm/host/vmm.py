@@ -33,8 +33,9 @@ from unirealm.arch.rmi import (
     feat_reg0_get,
 )
 from unirealm.machine.board import Machine
+from unirealm.machine.cpu import IN_PROCESS_ENV
 from unirealm.machine.irq import PENDING_IRQ
-from unirealm.machine.kernel_process import KernelProcessStopped
+from unirealm.machine.kernel_process import KernelProcessStopped, discard_spare, prestart
 from unirealm.machine.timer import GenericTimer
 
 from .cmdline import NetParams, RunConfig
@@ -539,12 +540,17 @@ class Vmm:
 
             Rmm(machine.monitor, RmmConfig(token_format=self.cfg.token_format, realm_profile=self.cfg.realm_profile))
             machine.monitor.trace = self._monitor_trace if self.trace else None
+        if inspect_image(self.kernel) is not None and os.environ.get(IN_PROCESS_ENV) != "1":
+            # The Python kernel's process starts on another core while the VM is built.
+            prestart(machine.memory, None if self.cfg.realm else lay.ram_size)
         try:
             if self.cfg.realm:
                 return run_realm(self, machine)
             return run_vm(self, machine)
         except KernelProcessStopped as exc:  # the guest's own kernel process ended (its CPU stopped)
             raise VmmError(f"the guest's kernel process stopped: {exc}") from None
+        finally:
+            discard_spare(machine.memory)
 
     def realm_config(self) -> RealmConfig:
         """RmiRealmParams as kvmtool-cca and KVM fill them: the host's breakpoints and

@@ -4,8 +4,8 @@
 started by kernel_process.KernelProcess with an empty environment and exactly these
 descriptors. Before it reads a byte of the image it:
 
-1. bounds its address space (RLIMIT_AS = LIMIT: the VM's RAM plus a fixed overhead) and its
-   data segment (RLIMIT_DATA: the overhead; guest RAM is the shared memory file, not data);
+1. bounds its address space (RLIMIT_AS = LIMIT: the VM's RAM plus a fixed overhead, the
+   mappings of guest RAM included) and clears its environment;
 2. imports the modules a unirealm kernel may use (nothing can be opened later);
 3. closes every other descriptor, ignores the terminal's signals, dies with its parent;
 4. installs a seccomp filter: the system calls an interpreter running Unicorn makes, reads

@@ -60,6 +60,48 @@ class KernelProcessStopped(Exception):
     """The kernel process ended: its kernel returned or crashed, or it was killed."""
 
 
+class _Spawn:
+    """A kernel process started, not yet handed its vCPU: the child end of its channel, the
+    read-only memory file and the interrupt eventfd are its descriptors."""
+
+    def __init__(self, memory: PhysicalMemory, limit: int, cpu_model: str) -> None:
+        self.limit, self.cpu_model = limit, cpu_model
+        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.memfd_ro = os.open(f"/proc/self/fd/{memory.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        self.irq = os.eventfd(0, os.EFD_CLOEXEC)
+        fds = (child.fileno(), memory.fd, self.memfd_ro, self.irq)
+        argv = [sys.executable, "-I", "-c", BOOTSTRAP, *map(str, fds), str(limit), cpu_model]
+        self.proc = subprocess.Popen(argv, env={}, cwd="/", pass_fds=fds, close_fds=True, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, start_new_session=True)
+        child.close()
+
+    def discard(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.sock.close()
+        os.close(self.memfd_ro)
+        os.close(self.irq)
+
+
+# Kernel processes started ahead of their vCPU, by machine (at most one each).
+_SPARES: dict[int, _Spawn] = {}
+
+
+def prestart(memory: PhysicalMemory, ram_size: int | None, cpu_model: str = "max") -> None:
+    """Start the kernel process of `memory`'s first Python-kernel vCPU now, while the VMM still
+    builds the VM: its interpreter starts on another core. The first KernelProcess of this
+    memory with the same limit and CPU model takes it; `discard_spare` ends an unused one."""
+    if id(memory) not in _SPARES:
+        _SPARES[id(memory)] = _Spawn(memory, (ram_size if ram_size is not None else memory.size) + OVERHEAD,
+                                     cpu_model)
+
+
+def discard_spare(memory: PhysicalMemory) -> None:
+    spare = _SPARES.pop(id(memory), None)
+    if spare is not None:
+        spare.discard()
+
+
 class KernelProcess:
     """An ExecutionEngine (see rmm.realm) running the unirealm kernel at PC in a child process."""
 
@@ -87,14 +129,13 @@ class KernelProcess:
 
     # --- the child -----------------------------------------------------------------------
     def _start(self) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._memfd_ro = os.open(f"/proc/self/fd/{self.memory.fd}", os.O_RDONLY | os.O_CLOEXEC)
-        self._irq = os.eventfd(0, os.EFD_CLOEXEC)
-        fds = (child.fileno(), self.memory.fd, self._memfd_ro, self._irq)
-        argv = [sys.executable, "-I", "-c", BOOTSTRAP, *map(str, fds), str(self.limit), self.cpu_model]
-        self._proc = subprocess.Popen(argv, env={}, cwd="/", pass_fds=fds, close_fds=True, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, start_new_session=True)
-        child.close()
+        spare = _SPARES.pop(id(self.memory), None)
+        if spare is not None and (spare.limit, spare.cpu_model) != (self.limit, self.cpu_model):
+            spare.discard()
+            spare = None
+        spare = spare or _Spawn(self.memory, self.limit, self.cpu_model)
+        self._proc, self._memfd_ro, self._irq = spare.proc, spare.memfd_ro, spare.irq
+        parent = spare.sock
         self._sock = parent
         ready, _, _ = select.select([parent], [], [], START_TIMEOUT)
         if not ready:
