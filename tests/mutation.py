@@ -82,6 +82,9 @@ def main() -> int:
         return 2
     work = workspace(args.only, args.tests)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    vectors = ROOT.parent / "shared" / "vectors"  # where tests/attest looks from the real tree
+    if "UNIREALM_VECTORS" not in env and vectors.is_dir():
+        env["UNIREALM_VECTORS"] = str(vectors)
     run = subprocess.run([mutmut, "run", "--max-children", str(args.children)], cwd=work, env=env,
                          stdout=subprocess.DEVNULL)
     if run.returncode != 0:
