@@ -170,3 +170,25 @@ def test_format_errors_name_the_half_they_are_in(realm: bytes, reason: str) -> N
         decode_token(t.encode_collection(GOOD, realm))
     with pytest.raises(TokenFormatError, match=f"^platform token[: ].*{reason}"):
         decode_token(t.encode_collection(realm, GOOD))
+
+
+def test_a_sign1_that_is_not_one_names_its_half() -> None:
+    for bad in (cbor2.dumps(5), cbor2.dumps(cbor2.CBORTag(18, 5))):
+        with pytest.raises(TokenFormatError, match=r"^realm delegated token"):
+            decode_token(t.encode_collection(GOOD, bad))
+
+
+def test_the_result_carries_the_token_and_worded_reasons() -> None:
+    data = token()
+    result = verify_token(data, CPAK.public_key(), challenge=b"\1")
+    assert result.token.platform.raw == decode_token(data).platform.raw
+    assert result.reasons() == ["cca-realm-challenge: does not match the expected challenge"]
+
+
+def test_reference_values_apply_to_a_bare_platform_token() -> None:
+    from unirealm.attest.refvals import ReferenceValues
+
+    data = signed(platform_claims(bytes(32)), CPAK)
+    assert problems(data, reference=ReferenceValues(rims=[bytes(32)], implementation_id=bytes(32))) == []
+    (problem,) = problems(data, reference=ReferenceValues(implementation_id=b"\1" * 32))
+    assert problem.claim == "cca-platform-implementation-id"
