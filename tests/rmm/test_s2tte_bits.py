@@ -21,6 +21,13 @@ from unirealm.rmm.s2tte import (
     unassigned,
 )
 
+
+@pytest.fixture(autouse=True)
+def _uncached() -> None:
+    """decode() memoises: start each test empty, so that every case reaches the decoder."""
+    decode.cache_clear()
+
+
 NS_ATTRS = (0b0001 << 2) | (0b11 << 6)  # Device-nGnRE, read/write
 CASES = [
     # (entry, level, descriptor)
