@@ -103,3 +103,7 @@ def test_entry_defaults() -> None:
     assert Entry(Kind.UNASSIGNED) == (Kind.UNASSIGNED, RmiRipas.EMPTY, 0, 0)
     assert unassigned(RmiRipas.RAM) == (Kind.UNASSIGNED, RmiRipas.RAM, 0, 0)
     assert assigned(RmiRipas.RAM, 0x5000) == (Kind.ASSIGNED, RmiRipas.RAM, 0x5000, 0)
+
+
+def test_an_unassigned_entry_never_encodes_an_address() -> None:
+    assert encode(Entry(Kind.UNASSIGNED, RmiRipas.RAM, 0x5000), 3) == 0x20
