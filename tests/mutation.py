@@ -40,8 +40,7 @@ def mutmut_table(only: list[str], tests: list[str]) -> str:
     )
 
 
-def workspace(only: list[str], tests: list[str]) -> Path:
-    work = ROOT / "build" / "mutate"
+def workspace(work: Path, only: list[str], tests: list[str]) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -70,6 +69,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", default=SCOPE, help="files to mutate (globs)")
     ap.add_argument("--tests", nargs="+", default=TESTS, help="the tests that must kill the mutants")
+    ap.add_argument("--work", type=Path, default=ROOT / "build" / "mutate", help="the scratch copy (replaced)")
     ap.add_argument("--children", type=int, default=os.cpu_count() or 1, help="mutants run in parallel")
     args = ap.parse_args()
     bad = [g for g in args.only if not list(ROOT.glob(g))]
@@ -80,8 +80,11 @@ def main() -> int:
     if mutmut is None:
         print("mutate: mutmut is not installed (pip install -e '.[test]')", file=sys.stderr)
         return 2
-    work = workspace(args.only, args.tests)
+    work = workspace(args.work.resolve(), args.only, args.tests)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    vectors = ROOT.parent / "shared" / "vectors"  # where tests/attest looks from the real tree
+    if "UNIREALM_VECTORS" not in env and vectors.is_dir():
+        env["UNIREALM_VECTORS"] = str(vectors)
     run = subprocess.run([mutmut, "run", "--max-children", str(args.children)], cwd=work, env=env,
                          stdout=subprocess.DEVNULL)
     if run.returncode != 0:

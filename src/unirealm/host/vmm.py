@@ -523,6 +523,12 @@ class Vmm:
 
     def _run(self) -> RunResult:
         rme = self.cfg.realm or self.cfg.platform == "rme"
+        host_ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if self.cfg.ram_size > host_ram:
+            # Guest RAM is a sparse memory file: it would be granted now and fail as the
+            # guest touches it, so a VM larger than the host is refused up front.
+            raise VmmError(f"cannot allocate {self.cfg.ram_size >> 20} MiB of guest RAM: "
+                           f"more than this host's {host_ram >> 20} MiB")
         try:
             machine = Machine(dram_size=self.cfg.ram_size + (128 << 20), rme=rme)
         except (OSError, MemoryError, OverflowError) as exc:
