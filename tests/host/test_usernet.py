@@ -395,3 +395,21 @@ def test_struct_layouts_match_libslirp_h():
     assert (c.disable_host_loopback.offset, c.outbound_addr.offset, c.disable_dns.offset) == (152, 160, 176)
     assert ctypes.sizeof(c) == 184 and ctypes.sizeof(libslirp.SlirpCb) == 11 * 8
 
+
+
+def test_hostfwd_takes_a_burst_of_clients_before_the_vmm_polls():
+    """A forwarded port's accept queue holds a burst of clients (libslirp's own backlog of 1
+    would leave the third connect waiting out SYN retransmissions until the next poll)."""
+    import socket
+
+    port = free_port()
+    net = UserNet(lambda f: None, forwards=[Forward("127.0.0.1", port, 80)])
+    clients = []
+    try:
+        for _ in range(16):  # no poll in between: nothing accepts them yet
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=0.5))
+    finally:
+        for c in clients:
+            c.close()
+        net.close()
+    assert len(clients) == 16

@@ -29,6 +29,8 @@ import ipaddress
 import logging
 import os
 import select
+import socket
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -183,6 +185,32 @@ class UserNet:
             err = ctypes.get_errno()
             reason = os.strerror(err) if err else "cannot listen"
             raise UserNetError(f"hostfwd {fwd.host_addr}:{fwd.host_port}: {reason}")
+        self._widen_backlog(fwd)
+
+    @staticmethod
+    def _widen_backlog(fwd: Forward) -> None:
+        """libslirp listens for a forwarded port with a backlog of 1 (tcp_listen), so a burst
+        of clients finds the accept queue full and waits out SYN retransmissions (1 s, 2 s,
+        ...) until the VMM's next poll accepts. Listening again on the same socket only
+        resizes its queue (listen(2) on a listening socket), so the socket libslirp made for
+        this forward (found by its address among this process's descriptors) gets
+        SOMAXCONN. It stays libslirp's: the duplicate used here is closed at once."""
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                fd = int(name)
+                if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    continue
+                dup = socket.socket(fileno=os.dup(fd))
+            except (ValueError, OSError):
+                continue
+            with dup:
+                try:
+                    if (dup.family == socket.AF_INET and dup.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                            and dup.getsockname() == (fwd.host_addr, fwd.host_port)):
+                        dup.listen(socket.SOMAXCONN)
+                        return
+                except OSError:
+                    continue
 
     def close(self) -> None:
         if self.slirp:
