@@ -157,6 +157,19 @@ def test_request_round_trip(plain):
     assert not drv.needs_reset and dev.requests == 5
 
 
+HOSTILE_REASONS = {
+    "out_of_bounds": f"DMA to [{RAM_BASE + RAM_SIZE:#x}, +0x1) is outside guest RAM", "loop": "descriptor chain from 0 loops",
+    "length_overflow": f"descriptor chain from 0 is longer than {16 << 20} bytes", "wraps": "descriptor 0 wraps the address space",
+    "head": f"descriptor head {NUM + 3} is outside a queue of {NUM}",
+    "next": f"descriptor 0 chains to 200, outside a queue of {NUM}",
+    "head_one_past": f"descriptor head {NUM} is outside a queue of {NUM}",
+    "next_one_past": f"descriptor 0 chains to {NUM}, outside a queue of {NUM}",
+    "indirect": "indirect descriptor (VIRTIO_F_INDIRECT_DESC was not offered)",
+    "read_after_write": "device-readable descriptor 1 after a device-writable one",
+    "ring_outside": "DMA to [0x1000, +0x80) is outside guest RAM", "avail_jump": f"available index moved by 500 on a queue of {NUM}",
+}
+
+
 @pytest.mark.parametrize("case", ["out_of_bounds", "loop", "length_overflow", "wraps", "head", "next",
                                   "head_one_past", "next_one_past", "indirect", "read_after_write", "ring_outside", "avail_jump"])
 def test_hostile_chains_are_refused(plain, case: str):
@@ -210,6 +223,7 @@ def test_hostile_chains_are_refused(plain, case: str):
     else:
         drv.post(head)
     assert drv.needs_reset, case
+    assert dev.errors == [HOSTILE_REASONS[case]]
     assert drv.r(VirtioMmio.INTERRUPT_STATUS) & 2  # config change
     assert drv.used()[0] == 0  # nothing completed
     assert dev.requests == 0
@@ -274,3 +288,23 @@ def test_the_last_descriptor_of_the_queue_is_accepted(plain, case: str):
     idx, uid, ulen = drv.used()
     assert not drv.needs_reset and (idx, uid) == (1, last if case == "head_last" else 0)
     assert p9.decode(drv.view.read(IN, ulen))[0] == P9.RVERSION and dev.requests == 1
+
+
+def test_a_full_ring_posted_at_once_is_served(plain):
+    """The available index may move by exactly the queue size (every entry posted at once),
+    each used entry and the used index written as unsigned little-endian values."""
+    drv, dev = plain
+    drv.setup()
+    msg = p9.encode(P9.TVERSION, 1, msize=8192, version="9P2000.L")
+    drv.view.write(OUT, msg)
+    drv.desc(0, OUT, len(msg), VirtqDescFlags.NEXT, NUM - 1)
+    drv.desc(NUM - 1, IN, 4096, VirtqDescFlags.WRITE)
+    for slot in range(NUM):
+        drv.view.write(AVAIL + avail_ring_entry(slot), struct.pack("<H", 0))
+    drv.view.write(AVAIL + 2, struct.pack("<H", NUM))
+    drv.w(VirtioMmio.QUEUE_NOTIFY, 0)
+    assert not drv.needs_reset and dev.errors == [] and dev.requests == NUM
+    assert struct.unpack("<H", drv.view.read(USED + 2, 2))[0] == NUM
+    for slot in range(NUM):
+        uid, ulen = struct.unpack("<II", drv.view.read(USED + used_ring_entry(slot), 8))
+        assert uid == 0 and 0 < ulen <= 4096
