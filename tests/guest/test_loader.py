@@ -1,5 +1,6 @@
 """The ELF loader's segment checks at their boundaries (guest/loader.py, as binfmt_elf):
-a PT_LOAD may end exactly at the end of the file and just below 2^48, not one byte further;
+a PT_LOAD may end exactly at the end of the file and at 2^48 (Linux's vaddr + memsz <= TASK_SIZE),
+not one byte further;
 PIE programs are checked where they are loaded (PIE_BASE + p_vaddr)."""
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def seg(offset: int = 0, vaddr: int = 0x400000, filesz: int = 0x100, memsz: int 
     (seg(filesz=0x100, memsz=0x100), 0, 0x100, True),
     (seg(filesz=0x101, memsz=0x100), 0, 0x200, False),  # more file than memory
     (seg(vaddr=VA_LIMIT - 0x101, memsz=0x100), 0, 0x200, True),  # last byte at 2^48 - 2
-    (seg(vaddr=VA_LIMIT - 0x100, memsz=0x100), 0, 0x200, False),  # reaches 2^48
+    (seg(vaddr=VA_LIMIT - 0x100, memsz=0x100), 0, 0x200, True),  # ends at 2^48: its last byte is 2^48 - 1
+    (seg(vaddr=VA_LIMIT - 0xFF, memsz=0x100), 0, 0x200, False),  # one byte past 2^48
     (seg(vaddr=VA_LIMIT - PIE_BASE - 0x80, memsz=0x100), PIE_BASE, 0x200, False),  # past 2^48 only with the PIE base
     (seg(vaddr=0x1000, memsz=0x100), PIE_BASE, 0x200, True),
 ])

@@ -1,6 +1,7 @@
 """The loader's PT_LOAD bounds, both sides of each edge, through load_segments (what exec
 runs): a segment's file part may end exactly at the end of the file, not one byte past it,
-and be no larger than its memory part; the segment may reach up to 2^48 - 1, not to 2^48."""
+and be no larger than its memory part; the segment may end at 2^48 (its last byte at
+2^48 - 1: Linux's vaddr + memsz <= TASK_SIZE), not one byte further."""
 
 from __future__ import annotations
 
@@ -54,15 +55,15 @@ def test_file_part_past_the_file_is_refused(offset: int, filesz: int, memsz: int
         load(program(offset, 0x400000 + HEADERS, filesz, memsz))
 
 
-def test_segment_reaching_the_last_byte_below_2_48_loads() -> None:
+@pytest.mark.parametrize("end", [VA_LIMIT - 1, VA_LIMIT])
+def test_segment_reaching_the_last_byte_below_2_48_loads(end: int) -> None:
     vaddr = VA_LIMIT - 0x2000 + HEADERS
-    memsz = VA_LIMIT - 1 - vaddr  # ends at 2^48 - 1
-    (vma,) = load(program(HEADERS, vaddr, 0x100, memsz)).vmas
+    (vma,) = load(program(HEADERS, vaddr, 0x100, end - vaddr)).vmas  # its last byte at end - 1
     assert vma[1] == VA_LIMIT and VA_LIMIT == 1 << 48
 
 
-@pytest.mark.parametrize("end", [VA_LIMIT, VA_LIMIT + 1, 1 << 56, 1 << 64])
-def test_segment_at_or_past_2_48_is_refused(end: int) -> None:
+@pytest.mark.parametrize("end", [VA_LIMIT + 1, VA_LIMIT + 0x1000, 1 << 56, 1 << 64])
+def test_segment_past_2_48_is_refused(end: int) -> None:
     vaddr = VA_LIMIT - 0x2000 + HEADERS
     with pytest.raises(ExecError, match="segment outside the address space"):
         load(program(HEADERS, vaddr, 0x100, end - vaddr))

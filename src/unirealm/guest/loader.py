@@ -63,7 +63,7 @@ def check_segment(seg: ProgramHeader, base: int, file_size: int, what: str) -> N
     memory part), all of it below the top of the 48-bit address space."""
     if seg.p_filesz > seg.p_memsz or seg.p_offset + seg.p_filesz > file_size:
         raise ExecError(f"{what}: malformed ELF: segment extends past the file")
-    if base + seg.p_vaddr + seg.p_memsz >= VA_LIMIT:
+    if base + seg.p_vaddr + seg.p_memsz > VA_LIMIT:  # Linux: vaddr + memsz <= TASK_SIZE
         raise ExecError(f"{what}: malformed ELF: segment outside the address space")
 
 
