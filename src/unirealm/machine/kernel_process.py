@@ -37,6 +37,7 @@ from . import seccomp as sc
 from .interrupt import HOST_IRQ
 from .kernel_channel import MAP_FIXED, WINDOW, WINDOW_SIZE
 from .memory import GranuleProtectionFault, PhysicalMemory
+from .regfile import RegisterFile
 from .vcpu import DataAbortTrap, HvcTrap, IrqTrap, Mapping, SmcTrap, Translate, Trap, WfxTrap
 
 log = logging.getLogger("unirealm.machine.kernel_process")
@@ -102,7 +103,7 @@ def discard_spare(memory: PhysicalMemory) -> None:
         spare.discard()
 
 
-class KernelProcess:
+class KernelProcess(RegisterFile):
     """An ExecutionEngine (see rmm.realm) running the unirealm kernel at PC in a child process."""
 
     def __init__(self, memory: PhysicalMemory, translate: Translate, pc: int, gprs: list[int] | tuple[int, ...],
@@ -263,29 +264,6 @@ class KernelProcess:
                 return None
         syndrome = AccessSyndrome(write, size, 0, sixty_four=bool(flags & ch.TRAP_SIXTY_FOUR))
         return DataAbortTrap(pc, ipa, write, size, syndrome, value if write else 0)
-
-    def get_gpr(self, n: int) -> int:
-        return 0 if n == 31 else self.regs[n]
-
-    def set_gpr(self, n: int, value: int) -> None:
-        if n != 31:
-            self.regs[n] = value & 0xFFFF_FFFF_FFFF_FFFF
-
-    def get_gprs(self, count: int = 31) -> list[int]:
-        return self.regs[:count]
-
-    def reset(self, pc: int, gprs: list[int] | tuple[int, ...] = ()) -> None:
-        self.regs = [0] * 31
-        for i, v in enumerate(gprs):
-            self.regs[i] = v
-        self.pc = pc
-
-    def skip_instruction(self) -> None:
-        self.pc += 4
-
-    def complete_mmio_read(self, syndrome: AccessSyndrome, value: int) -> None:
-        self.set_gpr(syndrome.srt, value & ((1 << (8 * syndrome.size)) - 1))
-        self.pc += 4
 
     def inject_sea(self, far: int, is_fetch: bool = False) -> None:
         self._fault = (ch.Fault.SEA, far, 0)

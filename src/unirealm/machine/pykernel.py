@@ -63,6 +63,7 @@ from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
 
 from .interrupt import HOST_IRQ
 from .memory import GranuleProtectionFault, MemoryAccessor, PhysicalMemory
+from .regfile import RegisterFile
 from .vcpu import (
     CPU_MODELS,
     EXCP_SWI,
@@ -639,7 +640,7 @@ class KernelCore:
                 del sys.modules[name]
 
 
-class PyKernelEngine(KernelCore):
+class PyKernelEngine(KernelCore, RegisterFile):
     """An ExecutionEngine (see rmm.realm) that runs the unirealm kernel of the image at PC in
     this process (the kernel is a greenlet of the VMM's interpreter: no isolation; the
     kernel process of kernel_process.py is the isolated form)."""
@@ -664,30 +665,6 @@ class PyKernelEngine(KernelCore):
         trap = self._kernel.switch()
         assert isinstance(trap, Trap)
         return trap
-
-    def get_gpr(self, n: int) -> int:
-        return 0 if n == 31 else self.regs[n]
-
-    def set_gpr(self, n: int, value: int) -> None:
-        if n != 31:
-            self.regs[n] = value & 0xFFFF_FFFF_FFFF_FFFF
-
-    def get_gprs(self, count: int = 31) -> list[int]:
-        return self.regs[:count]
-
-    def reset(self, pc: int, gprs: list[int] | tuple[int, ...] = ()) -> None:
-        self.regs = [0] * 31
-        for i, v in enumerate(gprs):
-            self.regs[i] = v
-        self.pc = pc
-
-    def skip_instruction(self) -> None:
-        self.pc += 4
-
-    def complete_mmio_read(self, syndrome: AccessSyndrome, value: int) -> None:
-        bits = 8 * syndrome.size
-        self.set_gpr(syndrome.srt, value & ((1 << bits) - 1))
-        self.pc += 4
 
     def inject_sea(self, far: int, is_fetch: bool = False) -> None:
         self._pending_fault = GuestFault("synchronous external abort", far)
