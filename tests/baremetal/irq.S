@@ -10,9 +10,9 @@
 // The test assembles it with --defsym: REDIST0 (CPU 0's RD frame), VIRTIO_BASE and
 // VIRTIO_SPI (the first virtio-mmio window and its INTID, as the DT gives them).
 //
-// In a realm (RSI_VERSION answers) PSCI goes over SMC, the devices (UART, GIC) are reached
-// through the unprotected alias of their IPAs, and the virtio part is left out (its rings
-// would have to be shared memory).
+// In a realm (RSI_VERSION answers) PSCI goes over SMC, the devices (UART, GIC, virtio) are
+// reached through the unprotected alias of their IPAs, and the virtqueue's page is shared
+// memory: RIPAS EMPTY, used through its alias, as a Linux realm's DMA API does.
 //
 // Every IRQ goes through irq_handler, which acknowledges it (ICC_IAR1_EL1), records
 // INTID, ELR, SPSR and ESR in its CPU's record, quiets the source (the timer's ENABLE,
@@ -28,6 +28,12 @@
     .equ PSCI_SYSTEM_OFF, 0x84000008
     .equ RSI_VERSION, 0xc4000190
     .equ RSI_REALM_CONFIG, 0xc4000196
+    .equ RSI_IPA_STATE_SET, 0xc4000197
+    .equ VQ_DESC, 0                  // offsets in vio_page: 8 descriptors,
+    .equ VQ_AVAIL, 128               // the driver ring,
+    .equ VQ_USED, 256                // the device ring,
+    .equ VQ_REQ, 512                 // the Tversion request,
+    .equ VQ_RESP, 1024               // the reply buffer (256 bytes)
     .equ SGI_INTID, 5
     .equ REC_SIZE, 64                // per CPU: intid, elr, spsr, esr, count, vio_status
 
@@ -218,9 +224,6 @@ after_unmask:
     bl puthex_line                   // SGI INTID on CPU 3; CPU 0's count is unchanged
 
 // --- 4. a virtio-9p request: notify, WFI, the device's SPI ------------------------------
-    adr x9, dev_alias
-    ldr x9, [x9]
-    cbnz x9, skip_virtio             // not in a realm
     bl virtio_tversion
     say s_virtio
     adr x10, records
@@ -228,46 +231,86 @@ after_unmask:
     bl puthex_sp                     // INTID
     ldr x0, [x10, #40]
     bl puthex_sp                     // InterruptStatus seen by the handler
-    adr x1, vq_used
-    ldrh w0, [x1, #2]
+    adr x8, vio_dma
+    ldr x8, [x8]
+    ldrh w0, [x8, #(VQ_USED + 2)]
     bl puthex_sp                     // used index
-    adr x1, resp
-    ldrb w0, [x1, #4]
-    bl puthex_line                   // reply type: Rversion (101)
-
-skip_virtio:
+    ldr w0, [x8, #(VQ_USED + 4)]
+    bl puthex_sp                     // used ring[0].id
+    ldr w0, [x8, #(VQ_USED + 8)]
+    bl puthex_sp                     // used ring[0].len
+    ldr w0, [x8, #VQ_RESP]
+    bl puthex_sp                     // the reply's size[4]
+    ldrb w0, [x8, #(VQ_RESP + 4)]
+    bl puthex_line                   // its type: Rversion (101)
     say s_done
     psci PSCI_SYSTEM_OFF, #0
     b .
 
 // --- the virtio-9p request ------------------------------------------------------------
+// Rings and buffers live in one page, vio_page. In a realm, as a Linux realm's DMA API
+// does, the page is first made RIPAS EMPTY (RSI_IPA_STATE_SET) and then used through its
+// unprotected alias, which is also the address the device is given; elsewhere the page is
+// used as it is.
 virtio_tversion:
     mov x15, x30
-    movq x1, VIRTIO_BASE
+    adr x8, vio_page
+    adr x9, dev_alias
+    ldr x9, [x9]
+    cbz x9, 2f
+    mov x1, x8                       // base
+1:  movq x0, RSI_IPA_STATE_SET
+    add x2, x8, #4096                // top
+    mov x3, #0                       // RIPAS_EMPTY
+    mov x4, #0                       // flags
+    smc #0
+    cbnz x0, virtio_fail
+    cbnz x2, virtio_fail             // the host REJECTed it
+    add x2, x8, #4096
+    cmp x1, x2
+    b.lo 1b
+    adr x9, dev_alias
+    ldr x9, [x9]
+    orr x8, x8, x9
+2:  adr x2, vio_dma
+    str x8, [x2]
+    adr x2, tversion                 // the request into the (shared) page
+    add x3, x8, #VQ_REQ
+    mov x4, #(tversion_end - tversion)
+3:  ldrb w5, [x2], #1
+    strb w5, [x3], #1
+    subs x4, x4, #1
+    b.ne 3b
+    devaddr x1, VIRTIO_BASE
     str wzr, [x1, #0x70]             // Status: reset
     mov w0, #1
     str w0, [x1, #0x70]              // ACKNOWLEDGE
     mov w0, #3
     str w0, [x1, #0x70]              // DRIVER
     mov w0, #1
+    str w0, [x1, #0x14]              // DeviceFeaturesSel 1
+    ldr w2, [x1, #0x10]
+    and w2, w2, #3                   // VIRTIO_F_VERSION_1 (32), ACCESS_PLATFORM (33) if offered
     str w0, [x1, #0x24]              // DriverFeaturesSel 1
-    str w0, [x1, #0x20]              // VIRTIO_F_VERSION_1 (bit 32)
+    str w2, [x1, #0x20]
     str wzr, [x1, #0x24]
     str wzr, [x1, #0x20]
     mov w0, #0xb
     str w0, [x1, #0x70]              // FEATURES_OK
+    ldr w0, [x1, #0x70]
+    tbz w0, #3, virtio_fail          // the device did not accept the features
     str wzr, [x1, #0x30]             // QueueSel 0
     mov w0, #8
     str w0, [x1, #0x38]              // QueueNum 8
-    adr x2, vq_desc
+    add x2, x8, #VQ_DESC
     str w2, [x1, #0x80]
     lsr x3, x2, #32
     str w3, [x1, #0x84]
-    adr x2, vq_avail
+    add x2, x8, #VQ_AVAIL
     str w2, [x1, #0x90]
     lsr x3, x2, #32
     str w3, [x1, #0x94]
-    adr x2, vq_used
+    add x2, x8, #VQ_USED
     str w2, [x1, #0xa0]
     lsr x3, x2, #32
     str w3, [x1, #0xa4]
@@ -276,21 +319,21 @@ virtio_tversion:
     mov w0, #0xf
     str w0, [x1, #0x70]              // DRIVER_OK
     // descriptor 0: the Tversion request, then descriptor 1: the reply buffer
-    adr x2, vq_desc
-    adr x3, tversion
+    add x2, x8, #VQ_DESC
+    add x3, x8, #VQ_REQ
     str x3, [x2, #0]
     mov w3, #(tversion_end - tversion)
     str w3, [x2, #8]
     mov w3, #1                       // VIRTQ_DESC_F_NEXT
     strh w3, [x2, #12]
     strh w3, [x2, #14]               // next = 1
-    adr x3, resp
+    add x3, x8, #VQ_RESP
     str x3, [x2, #16]
     mov w3, #256
     str w3, [x2, #24]
     mov w3, #2                       // VIRTQ_DESC_F_WRITE
     strh w3, [x2, #28]
-    adr x2, vq_avail
+    add x2, x8, #VQ_AVAIL
     strh wzr, [x2, #4]               // ring[0] = descriptor 0
     mov w3, #1
     strh w3, [x2, #2]                // idx = 1
@@ -306,6 +349,11 @@ virtio_tversion:
     cmp x0, x21
     b.eq 6b
     ret x15
+
+virtio_fail:
+    say s_virtio_fail
+    psci PSCI_SYSTEM_OFF, #1
+    b .
 
 // --- CPUs 1-3 -------------------------------------------------------------------------
 secondary:                           // x0 = context_id = CPU index
@@ -444,6 +492,7 @@ unexpected:
 irq_handler:
     stp x0, x1, [sp, #-16]!
     stp x2, x3, [sp, #-16]!
+    stp x9, xzr, [sp, #-16]!
     mrs x0, ICC_IAR1_EL1
     mrs x1, mpidr_el1
     and x1, x1, #0xf
@@ -463,7 +512,7 @@ irq_handler:
 1:  movq x1, VIRTIO_SPI
     cmp x0, x1
     b.ne 2f
-    movq x1, VIRTIO_BASE
+    devaddr x1, VIRTIO_BASE
     ldr w3, [x1, #0x60]              // InterruptStatus
     str x3, [x2, #40]
     str w3, [x1, #0x64]              // InterruptACK
@@ -471,6 +520,7 @@ irq_handler:
     ldr x3, [x2, #32]
     add x3, x3, #1
     str x3, [x2, #32]
+    ldp x9, xzr, [sp], #16
     ldp x2, x3, [sp], #16
     ldp x0, x1, [sp], #16
     eret
@@ -487,6 +537,7 @@ s_off:        .asciz "off "
 s_suspend:    .asciz "suspend "
 s_sgi:        .asciz "sgi "
 s_virtio:     .asciz "virtio "
+s_virtio_fail: .asciz "virtio set-up failed\n"
 s_done:       .asciz "done\n"
 s_unexpected: .asciz "unexpected "
 
@@ -507,15 +558,9 @@ mailbox:  .skip 4 * 8
 ready3:   .quad 0
 sgi_done: .quad 0
 suspend_result: .quad 0, 0           // CPU 2: x0 of CPU_SUSPEND, ticks it slept
-    .balign 16
-vq_desc:  .skip 8 * 16
-    .balign 16
-vq_avail: .skip 4 + 2 * 8 + 2
-    .balign 16
-vq_used:  .skip 4 + 8 * 8 + 2
-    .balign 16
-resp:     .skip 256
+vio_dma:  .quad 0                   // vio_page as the guest and the device address it
     .balign 16
 stacks:   .skip 4 * 1024
     .balign 4096
 rsi_config: .skip 4096               // RsiRealmConfig
+vio_page: .skip 4096                 // the virtqueue: VQ_DESC, VQ_AVAIL, VQ_USED, VQ_REQ, VQ_RESP

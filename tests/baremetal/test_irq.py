@@ -10,8 +10,9 @@ a notify (the INTID the DT gives it).
 
 Environments are parametrised by name: "kvm" and "rme" run the guest as a normal VM;
 "realm" runs it as a realm (its RECs' interrupts through the list registers the host fills,
-SGIs through the host's vGIC, PSCI through the RMM and PSCI_COMPLETE), where the guest
-leaves the virtio part out."""
+SGIs through the host's vGIC, PSCI through the RMM and PSCI_COMPLETE), where the virtqueue
+lies in a page the guest made RIPAS EMPTY with RSI_IPA_STATE_SET and addresses through its
+unprotected alias, the device's SPI reaching the REC through a list register."""
 
 from __future__ import annotations
 
@@ -90,11 +91,11 @@ def test_interrupts_timers_and_smp(guest: Guest, name: str, tmp_path: Path) -> N
     assert r["off"] == [PsciAffinityState.OFF]
     # The SGI reached CPU 3 (its handler acknowledged INTID 5), not CPU 0.
     assert r["sgi"] == [5, 2]
-    # The 9p request completed inside the notify; its used-buffer interrupt was the SPI.
-    if name == "realm":
-        assert "virtio" not in r
-    else:
-        assert r["virtio"] == [VIRTIO_SPI, 1, 1, 101]
+    # The 9p request completed inside the notify; its used-buffer interrupt was the SPI
+    # (InterruptStatus: used buffer), and the used ring holds descriptor 0's chain with the
+    # length of the Rversion written (size[4] type[1] tag[2] msize[4] version[s]).
+    rversion = 4 + 1 + 2 + 4 + 2 + len("9P2000.L")
+    assert r["virtio"] == [VIRTIO_SPI, 1, 1, 0, rversion, rversion, 101]
 
 
 def test_trace_irq_reports_injection_acknowledge_and_eoi(guest: Guest, tmp_path: Path) -> None:
@@ -120,6 +121,10 @@ def test_trace_irq_in_a_realm_shows_what_the_host_sees(guest: Guest, tmp_path: P
         assert ["IRQ", event, "intid=27", "vcpu=0"] in irq, event
     assert ["IRQ", "sgi", "intid=5", "vcpu=3"] in irq
     assert ["IRQ", "inject", "intid=5", "vcpu=3"] in irq and ["IRQ", "ack", "intid=5", "vcpu=3"] in irq
+    # The 9p device's SPI: raised by the host's device model, then in a list register, then acked.
+    spi = f"intid={VIRTIO_SPI}"
+    for event in ("raise", "inject", "ack", "deactivate"):
+        assert ["IRQ", event, spi, "vcpu=0"] in irq, event
 
 
 @pytest.mark.parametrize("name", ["kvm", "rme"])
