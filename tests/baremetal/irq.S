@@ -18,31 +18,18 @@
 // INTID, ELR, SPSR and ESR in its CPU's record, quiets the source (the timer's ENABLE,
 // the virtio InterruptStatus) and EOIs it.
 
-    .equ UART, 0x01000000
-    .equ GICD, 0x3fff0000
     .equ ESR_MARK, 0x5600abcd        // written to ESR_EL1: an IRQ must leave it alone
     .equ PSCI_CPU_SUSPEND, 0xc4000001
     .equ PSCI_CPU_OFF, 0x84000002
     .equ PSCI_CPU_ON, 0xc4000003
     .equ PSCI_AFFINITY_INFO, 0xc4000004
     .equ PSCI_SYSTEM_OFF, 0x84000008
-    .equ RSI_VERSION, 0xc4000190
-    .equ RSI_REALM_CONFIG, 0xc4000196
-    .equ RSI_IPA_STATE_SET, 0xc4000197
-    .equ VQ_DESC, 0                  // offsets in vio_page: 8 descriptors,
-    .equ VQ_AVAIL, 128               // the driver ring,
-    .equ VQ_USED, 256                // the device ring,
-    .equ VQ_REQ, 512                 // the Tversion request,
-    .equ VQ_RESP, 1024               // the reply buffer (256 bytes)
     .equ SGI_INTID, 5
     .equ REC_SIZE, 64                // per CPU: intid, elr, spsr, esr, count, vio_status
 
     .include "console.inc"             // movq
-
-    .macro say label
-    adr x0, \label
-    bl puts
-    .endm
+    .include "gicv3.inc"               // devaddr, UART, GICD
+    .include "virtio9p.inc"            // the layout of vio_page
 
     .macro psci fid, a1=xzr, a2=xzr, a3=xzr
     mov x1, \a1
@@ -58,13 +45,6 @@
 92:
     .endm
 
-    .macro devaddr reg, addr         // a device's address: its IPA, in a realm its unprotected alias
-    movq \reg, \addr
-    adr x9, dev_alias
-    ldr x9, [x9]
-    orr \reg, \reg, x9
-    .endm
-
     .macro wait_nonzero addr_reg
 1:  ldr x9, [\addr_reg]
     cbz x9, 1b
@@ -73,21 +53,8 @@
     .text
     .global _start
 _start:
-    movq x0, RSI_VERSION
-    mov x1, #0x10000
-    smc #0                           // a plain VM's KVM answers NOT_SUPPORTED
-    cbnz x0, 1f
-    movq x0, RSI_REALM_CONFIG
-    adr x1, rsi_config
-    smc #0
-    adr x1, rsi_config
-    ldr x2, [x1]                     // ipa_width
-    sub x2, x2, #1
-    mov x3, #1
-    lsl x3, x3, x2
-    adr x1, dev_alias
-    str x3, [x1]
-1:  devaddr x20, UART
+    bl realm_detect
+    devaddr x20, UART
     mov x0, #0
     bl cpu_setup
     bl gic_dist_setup
@@ -248,99 +215,13 @@ after_unmask:
     b .
 
 // --- the virtio-9p request ------------------------------------------------------------
-// Rings and buffers live in one page, vio_page. In a realm, as a Linux realm's DMA API
-// does, the page is first made RIPAS EMPTY (RSI_IPA_STATE_SET) and then used through its
-// unprotected alias, which is also the address the device is given; elsewhere the page is
-// used as it is.
 virtio_tversion:
     mov x15, x30
-    adr x8, vio_page
-    adr x9, dev_alias
-    ldr x9, [x9]
-    cbz x9, 2f
-    mov x1, x8                       // base
-1:  movq x0, RSI_IPA_STATE_SET
-    add x2, x8, #4096                // top
-    mov x3, #0                       // RIPAS_EMPTY
-    mov x4, #0                       // flags
-    smc #0
-    cbnz x0, virtio_fail
-    cbnz x2, virtio_fail             // the host REJECTed it
-    add x2, x8, #4096
-    cmp x1, x2
-    b.lo 1b
-    adr x9, dev_alias
-    ldr x9, [x9]
-    orr x8, x8, x9
-2:  adr x2, vio_dma
-    str x8, [x2]
-    adr x2, tversion                 // the request into the (shared) page
-    add x3, x8, #VQ_REQ
-    mov x4, #(tversion_end - tversion)
-3:  ldrb w5, [x2], #1
-    strb w5, [x3], #1
-    subs x4, x4, #1
-    b.ne 3b
-    devaddr x1, VIRTIO_BASE
-    str wzr, [x1, #0x70]             // Status: reset
-    mov w0, #1
-    str w0, [x1, #0x70]              // ACKNOWLEDGE
-    mov w0, #3
-    str w0, [x1, #0x70]              // DRIVER
-    mov w0, #1
-    str w0, [x1, #0x14]              // DeviceFeaturesSel 1
-    ldr w2, [x1, #0x10]
-    and w2, w2, #3                   // VIRTIO_F_VERSION_1 (32), ACCESS_PLATFORM (33) if offered
-    str w0, [x1, #0x24]              // DriverFeaturesSel 1
-    str w2, [x1, #0x20]
-    str wzr, [x1, #0x24]
-    str wzr, [x1, #0x20]
-    mov w0, #0xb
-    str w0, [x1, #0x70]              // FEATURES_OK
-    ldr w0, [x1, #0x70]
-    tbz w0, #3, virtio_fail          // the device did not accept the features
-    str wzr, [x1, #0x30]             // QueueSel 0
-    mov w0, #8
-    str w0, [x1, #0x38]              // QueueNum 8
-    add x2, x8, #VQ_DESC
-    str w2, [x1, #0x80]
-    lsr x3, x2, #32
-    str w3, [x1, #0x84]
-    add x2, x8, #VQ_AVAIL
-    str w2, [x1, #0x90]
-    lsr x3, x2, #32
-    str w3, [x1, #0x94]
-    add x2, x8, #VQ_USED
-    str w2, [x1, #0xa0]
-    lsr x3, x2, #32
-    str w3, [x1, #0xa4]
-    mov w0, #1
-    str w0, [x1, #0x44]              // QueueReady
-    mov w0, #0xf
-    str w0, [x1, #0x70]              // DRIVER_OK
-    // descriptor 0: the Tversion request, then descriptor 1: the reply buffer
-    add x2, x8, #VQ_DESC
-    add x3, x8, #VQ_REQ
-    str x3, [x2, #0]
-    mov w3, #(tversion_end - tversion)
-    str w3, [x2, #8]
-    mov w3, #1                       // VIRTQ_DESC_F_NEXT
-    strh w3, [x2, #12]
-    strh w3, [x2, #14]               // next = 1
-    add x3, x8, #VQ_RESP
-    str x3, [x2, #16]
-    mov w3, #256
-    str w3, [x2, #24]
-    mov w3, #2                       // VIRTQ_DESC_F_WRITE
-    strh w3, [x2, #28]
-    add x2, x8, #VQ_AVAIL
-    strh wzr, [x2, #4]               // ring[0] = descriptor 0
-    mov w3, #1
-    strh w3, [x2, #2]                // idx = 1
-    dsb sy
+    bl vio_init
     adr x10, records
     ldr x21, [x10, #32]
-    str wzr, [x1, #0x50]             // QueueNotify 0, IRQs still masked
+    mov w0, #0
+    bl vio_post                      // QueueNotify, IRQs still masked
 6:  wfi                              // the SPI is pending: WFI does not wait
     msr daifclr, #2
     isb
@@ -352,6 +233,7 @@ virtio_tversion:
 
 virtio_fail:
     say s_virtio_fail
+fail_off:
     psci PSCI_SYSTEM_OFF, #1
     b .
 
@@ -408,40 +290,7 @@ cpu_setup:                           // x0 = CPU index: stack, vectors, redistri
     devaddr x1, REDIST0
     mov x2, #0x20000
     madd x1, x0, x2, x1              // this CPU's RD frame
-    str wzr, [x1, #0x14]             // GICR_WAKER: ProcessorSleep = 0
-    add x1, x1, #0x10000             // SGI frame
-    mov w2, #-1
-    str w2, [x1, #0x80]              // GICR_IGROUPR0: Group 1
-    movz w2, #0xffff
-    movk w2, #(1 << (27 - 16)), lsl #16
-    str w2, [x1, #0x100]             // GICR_ISENABLER0: SGIs and the virtual timer's PPI 27
-    mov x1, #0xf0
-    msr ICC_PMR_EL1, x1
-    mov x1, #1
-    msr ICC_IGRPEN1_EL1, x1
-    isb
-    ret
-
-gic_dist_setup:
-    devaddr x1, GICD
-    mov w2, #2
-    str w2, [x1, #0]                 // GICD_CTLR.EnableGrp1 (ARE is RAO)
-    movq x3, VIRTIO_SPI
-    lsr x4, x3, #4                   // ICFGR<n>: 16 INTIDs each
-    add x5, x1, #0xc00
-    and x6, x3, #15
-    lsl x6, x6, #1
-    add x6, x6, #1
-    mov w7, #1
-    lsl w7, w7, w6
-    str w7, [x5, x4, lsl #2]         // edge-triggered, as the DT says
-    lsr x4, x3, #5
-    add x5, x1, #0x100
-    and x6, x3, #31
-    mov w7, #1
-    lsl w7, w7, w6
-    str w7, [x5, x4, lsl #2]         // GICD_ISENABLER<n>
-    ret
+    b gic_redist_setup
 
 // --- output ---------------------------------------------------------------------------
 print_record0:                       // CPU 0's record: intid elr spsr esr
@@ -458,36 +307,10 @@ print_record0:                       // CPU 0's record: intid elr spsr esr
     ret x16
 
     .include "console.inc"             // puts, puthex_line, puthex_sp, puthex
+    .include "gicv3.inc"               // realm_detect, gic_redist_setup, gic_dist_setup, tversion
+    .include "virtio9p.inc"            // vio_init, vio_post
 
-// --- exceptions -----------------------------------------------------------------------
-    .macro vector target
-    .balign 0x80
-    b \target
-    .endm
-
-    .balign 0x800
-vectors:
-    vector unexpected                // current EL, SP0
-    vector unexpected
-    vector unexpected
-    vector unexpected
-    vector unexpected                // current EL, SPx: synchronous
-    vector irq_handler               // IRQ
-    vector unexpected                // FIQ
-    vector unexpected
-    .rept 8
-    vector unexpected                // lower EL
-    .endr
-
-unexpected:
-    devaddr x20, UART
-    say s_unexpected
-    mrs x0, esr_el1
-    bl puthex_sp
-    mrs x0, elr_el1
-    bl puthex_line
-    psci PSCI_SYSTEM_OFF, #1
-    b .
+// --- exceptions (vectors, unexpected: gicv3.inc) -------------------------------------
 
 irq_handler:
     stp x0, x1, [sp, #-16]!
@@ -539,17 +362,6 @@ s_sgi:        .asciz "sgi "
 s_virtio:     .asciz "virtio "
 s_virtio_fail: .asciz "virtio set-up failed\n"
 s_done:       .asciz "done\n"
-s_unexpected: .asciz "unexpected "
-
-    .balign 8
-tversion:                            // size[4] Tversion[1] tag[2] msize[4] version[s]
-    .word tversion_end - tversion
-    .byte 100
-    .hword 0xffff
-    .word 8192
-    .hword 8
-    .ascii "9P2000.L"
-tversion_end:
 
     .balign 64
 dev_alias: .quad 0                   // the unprotected IPA bit in a realm, else 0

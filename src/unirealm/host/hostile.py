@@ -61,6 +61,10 @@ ATTACKS = {
                      "segment to the guest",
     "net-bad-ack": "after every SYN-ACK the guest sends, forged ACKs with wrong acknowledgment numbers; "
                    "after every SYN, a forged SYN-ACK with a wrong one",
+    "irq-storm": "interrupts at every exit: all SGIs and PPIs pending, spurious device SPIs, list registers "
+                 "full of random vINTIDs, bursts withdrawn before their acknowledge, an SPI line stuck high; "
+                 "a realm also gets REC_ENTERs with forbidden list register and HCR contents "
+                 "(unirealm.host.hostile_irq)",
 }
 LONG_TAG = "t" * 5000
 REALM_ONLY = ("uart-ram", "ripas-reject", "ripas-refuse", "ripas-replay")  # they act through RMI

@@ -329,10 +329,7 @@ class RealmVm:
         gicv3_lrs: list[int] | None = None,
     ) -> RecExitInfo:
         mem = self.pages.mem
-        enter = RMI_REC_RUN.pack(
-            enter_flags=flags, enter_gprs=gprs or [], enter_gicv3_hcr=gicv3_hcr, enter_gicv3_lrs=gicv3_lrs or []
-        )
-        mem.write(rec.run, enter[:REC_EXIT_OFFSET])
+        self.write_entry(rec, flags, gprs, gicv3_hcr, gicv3_lrs)
         self.rmi.call(RmiFid.REC_ENTER, rec.pa, rec.run)
         run = RMI_REC_RUN.unpack(mem.read(rec.run, GRANULE_SIZE))
         return RecExitInfo(
@@ -354,6 +351,14 @@ class RealmVm:
             run["exit_cntp_ctl"],
             run["exit_cntp_cval"],
         )
+
+    def write_entry(self, rec: RealmRec, flags: int, gprs: list[int] | None, gicv3_hcr: int,
+                    gicv3_lrs: list[int] | None) -> None:
+        """RmiRecEnter in REC `rec`'s run page."""
+        enter = RMI_REC_RUN.pack(
+            enter_flags=flags, enter_gprs=gprs or [], enter_gicv3_hcr=gicv3_hcr, enter_gicv3_lrs=gicv3_lrs or []
+        )
+        self.pages.mem.write(rec.run, enter[:REC_EXIT_OFFSET])
 
     def in_ram(self, ipa: int) -> bool:
         return any(lo <= ipa < hi for lo, hi in self.ram_ranges)

@@ -172,7 +172,12 @@ def _run_rec(vmm: Vmm, vm: RealmVm, vcpu: RealmVcpu) -> RecExitInfo | None:
     flags, gprs = 0, None
     while True:
         hcr, lrs = vcpu.vgic.flush()
+        honest, storm = len(lrs), vmm.irq_storm
+        if storm is not None:  # --hostile irq-storm
+            hcr, lrs = storm.realm_entry(vm, rec, flags | RmiRecEnterFlags.TRAP_WFI, gprs, hcr, lrs)
         ex = vm.enter(rec, flags | RmiRecEnterFlags.TRAP_WFI, gprs, gicv3_hcr=hcr, gicv3_lrs=lrs)
+        if storm is not None:
+            storm.realm_exit(rec, honest, ex.gicv3_lrs)
         vmm.exits += 1
         vcpu.vgic.sync(ex.gicv3_lrs, ex.cntv_ctl, ex.cntv_cval, ex.cntp_ctl, ex.cntp_cval)
         vmm.signals.check()

@@ -58,6 +58,9 @@ def run_vm(vmm: Vmm, machine: Machine) -> RunResult:
     vcpus = VmCpus(machine.memory, translate, vmm.gic, vmm.timers, vmm.psci,
                    vmm._trace_inject if vmm._tracing("irq") else None, ram_size=lay.ram_size)
     vcpus.boot(lay.kernel_start, [lay.dtb_start])
+    storm = vmm.irq_storm  # --hostile irq-storm
+    if storm is not None:
+        storm.start_vm(vmm.gic)
     try:
         while True:
             now = time.monotonic()
@@ -75,6 +78,8 @@ def run_vm(vmm: Vmm, machine: Machine) -> RunResult:
                 until = wake if until is None else min(until, wake)
             trap = cpu.run(until)
             vmm.exits += 1
+            if storm is not None:
+                storm.vm_exit(vmm.gic, vcpu.index)
             vmm.signals.check()
             status = _vm_trap(vmm, vcpus, vcpu.index, cpu, trap)
             if status is not None:

@@ -50,6 +50,7 @@ from .devices.virtio_mmio import VirtioMmioDevice
 from .devices.virtio_net import VirtioNet, VirtioNetDevice
 from .fdt import FdtError, KvmtoolFdt, VirtioMmioNode, dump_dtb, kvmtool_bootargs, kvmtool_serial_ports
 from .hostile import LONG_TAG, NET_ATTACKS, Hostile, HostileNet, RipasReplay, check_attacks, readdir_forever
+from .hostile_irq import IrqStorm
 from .image import ImageFormatError, inspect_image
 from .kvm import (
     DataStep,
@@ -312,6 +313,12 @@ class Vmm:
         self.timers = [GenericTimer(self.gic, cpu) for cpu in range(cfg.nrcpus)]
         for virtio, node in zip(self.virtio, virtio_nodes, strict=True):
             virtio.on_interrupt = lambda intid=node.irq: self.gic.pulse_spi(intid)
+        self.irq_storm: IrqStorm | None = None
+        if self.hostile and "irq-storm" in self.hostile:
+            owned = {node.irq for node in virtio_nodes} | {port.irq for port in self.serials}
+            last = self.gic.nr_irqs - 1  # an SPI no device owns, its line stuck high
+            self.irq_storm = IrqStorm(self.hostile.rng, [node.irq for node in virtio_nodes],
+                                      last if last not in owned else None)
         rtc_base = ARM_RTC_MMIO_BASE
         if self.hostile and "dtb-device-in-ram" in self.hostile:
             rtc_base = self.layout.ram_base + (self.layout.ram_size // 2 & ~0xFFFFF)
@@ -520,6 +527,8 @@ class Vmm:
                 for uart in self.uarts:  # bytes still in a transmit FIFO
                     uart.flush()
                 self.stop_networks()
+                if self.irq_storm is not None:
+                    self.irq_storm.report()
 
     def _run(self) -> RunResult:
         rme = self.cfg.realm or self.cfg.platform == "rme"
