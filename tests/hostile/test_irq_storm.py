@@ -109,3 +109,5 @@ def test_the_unikernel_and_its_app_complete_under_the_storm(
     assert honest[:2] == (0, (share / "big").read_text()), honest[2][-2000:]
     assert stormed[:2] == honest[:2], stormed[2][-2000:]
     assert "hostile irq-storm:" in stormed[2] and "interrupts injected" in stormed[2]
+    if platform == ["--realm"]:
+        assert "refused with ERROR_REC" in stormed[2], stormed[2][-2000:]
