@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 from pathlib import Path
 
 import pytest
 from tests.baremetal.guest_build import Guest, build
 
+from unirealm.arch.gic import LR_STATE_ACTIVE, LR_STATE_PENDING, lr_state, lr_with_state, make_lr
+from unirealm.arch.rmi import RmiStatus
 from unirealm.host.cmdline import RunConfig, run_parser
-from unirealm.host.hostile_irq import FORBIDDEN
+from unirealm.host.hostile_irq import FORBIDDEN, REFUSE_EVERY, IrqStorm, _forbidden
+from unirealm.host.kvm import RealmRec
 from unirealm.host.memmap import KVM_IRQ_OFFSET, KVM_VIRTIO_MMIO_AREA, gic_redists_base
 from unirealm.host.vmm import Vmm, VmmError
+from unirealm.rmm.vgic import entry_state_valid
 
 from .test_hostile_vmm import probe_image
 from .test_hostile_vmm import run as run_cli
@@ -111,3 +116,41 @@ def test_the_unikernel_and_its_app_complete_under_the_storm(
     assert "hostile irq-storm:" in stormed[2] and "interrupts injected" in stormed[2]
     if platform == ["--realm"]:
         assert "refused with ERROR_REC" in stormed[2], stormed[2][-2000:]
+
+
+class _RefusingRmi:
+    """An RMM that refuses every REC_ENTER with ERROR_REC (what the storm expects of its
+    forbidden entries)."""
+
+    def try_call(self, fid: int, *args: int) -> list[int]:
+        return [int(RmiStatus.ERROR_REC)]
+
+
+class _Vm:
+    rmi = _RefusingRmi()
+
+    def write_entry(self, *args: object) -> None:
+        pass
+
+
+def test_the_storms_own_entries_are_valid_and_each_forbidden_one_breaks_a_rule() -> None:
+    """The storm's list registers pass TF-RMM's checks (else its realm runs would stop on
+    ERROR_REC) and keep the honest vGIC's first and unchanged; each forbidden variant is
+    one the RMM's check refuses."""
+    rng = random.Random(7)
+    honest = [make_lr(27, LR_STATE_PENDING, 0x80, eoi=True), make_lr(VIRTIO_SPI, LR_STATE_ACTIVE, 0)]
+    assert entry_state_valid(0, honest)
+    for kind in FORBIDDEN:
+        assert not entry_state_valid(*_forbidden(rng, honest, 0, kind)), kind
+    storm = IrqStorm(rng, [VIRTIO_SPI], 63)
+    rec = RealmRec(pa=0, aux=[], run=0, index=0)
+    sizes = set()
+    for _ in range(300):
+        hcr, lrs = storm.realm_entry(_Vm(), rec, 0, None, 0, honest)  # type: ignore[arg-type]
+        assert entry_state_valid(hcr, lrs) and lrs[:2] == honest and len(lrs) <= 16
+        sizes.add(len(lrs))
+        # The realm acknowledged some (active now) and deactivated others (invalid).
+        seen = [lr_with_state(lr, rng.choice((0, LR_STATE_ACTIVE, lr_state(lr)))) for lr in lrs]
+        storm.realm_exit(rec, len(honest), seen)
+    assert max(sizes) == 16 and min(sizes) < 16  # full, and withdrawn
+    assert sum(storm.refused.values()) == 300 // REFUSE_EVERY and set(storm.refused) == set(FORBIDDEN)
