@@ -101,7 +101,7 @@ class Scheduler:
         self.live = 0  # threads not dead, all processes
         self.processes: list[Task] = []
         self.pending: BaseException | str | None = None  # what the SVC fast path left to do
-        self.sliced = False  # whether EL0 runs in instruction-count slices now
+        self.sliced = False  # whether EL0 is preempted now (instruction-count slices, or the tick)
         self.tick_at: int | None = None  # the preemption tick armed (GIC only)
         self.preemptions = 0
 
@@ -366,7 +366,7 @@ class Scheduler:
                 self.sliced = self.may_preempt()
             else:
                 self.arm_tick(irq)
-            reason, pc, detail = p.space.run(pc, SLICE if self.sliced else 0)
+            reason, pc, detail = p.space.run(pc, SLICE if self.sliced and irq is None else 0)
             try:
                 pending, self.pending = self.pending, None
                 if reason == "svc" and pending is not None:

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING
 from ..arch.memory import GRANULE_SIZE
 from ..arch.virtio import (
     VIRTIO_F_ACCESS_PLATFORM,
-    VIRTQ_AVAIL_F_NO_INTERRUPT,
     VIRTIO_F_VERSION_1,
     VIRTIO_MMIO_CONFIG,
     VIRTIO_MMIO_MAGIC,
     VIRTIO_MMIO_VERSION,
+    VIRTQ_AVAIL_F_NO_INTERRUPT,
     VIRTQ_DESC_ALIGN,
     VIRTQ_USED_ALIGN,
     VirtioMmio,

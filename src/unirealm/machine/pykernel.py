@@ -393,6 +393,7 @@ class El0Space:
             engine.trap_and_wait(IrqTrap(pc))  # the host's interrupt: its REC exits before EL0 runs on
             deadline = engine.lines_deadline()
         if engine.lines() & PENDING_IRQ:
+            self.uc.reg_write(a64.UC_ARM64_REG_PC, pc)  # the PC the exception would return to
             return ("irq", pc, 0)
         timeout = 0 if deadline is None else max(1, int((deadline - time.monotonic()) * 1e6) + 1)
         self._running = True
