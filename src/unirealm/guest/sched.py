@@ -3,11 +3,13 @@
 Every thread of every process runs on its process's EL0 address space (one Unicorn
 instance per process). A thread gives the CPU away inside a syscall: when it blocks
 (futex, a read on an empty pipe, poll, sleep, wait4), yields or exits; and when it is
-preempted. With the GIC (Kernel.irq) preemption is the virtual timer's tick: while another
-thread is runnable (or a waiter's condition may have become true through the running
-thread), the timer is armed TICK_NS ahead, and its interrupt, taken when EL0 is stopped for
-it, sends the running thread behind the runnable ones; a lone thread runs without a tick.
-Without a GIC, EL0 runs in instruction-count slices instead.
+preempted. While another thread is runnable (or a waiter's condition may have become true
+through the running thread), EL0 runs in instruction-count slices, at whose ends the PE's
+IRQ input is sampled (EL0 code cannot be stopped from another thread: machine/pykernel.py).
+With the GIC (Kernel.irq) preemption is the virtual timer's tick: the timer is armed TICK_NS
+ahead, and its interrupt, taken at the first slice end after it fires, sends the running
+thread behind the runnable ones; a lone thread runs without a tick or slices. Without a
+GIC, every slice end preempts.
 
 Before EL0 runs and before every idle WFI the virtual timer is armed for the earliest
 deadline: a sleeper's, a poll/epoll/futex timeout, the TCP and ARP timers, the tick. Device
@@ -366,7 +368,7 @@ class Scheduler:
                 self.sliced = self.may_preempt()
             else:
                 self.arm_tick(irq)
-            reason, pc, detail = p.space.run(pc, SLICE if self.sliced and irq is None else 0)
+            reason, pc, detail = p.space.run(pc, SLICE if self.sliced else 0)
             try:
                 pending, self.pending = self.pending, None
                 if reason == "svc" and pending is not None:
@@ -384,7 +386,8 @@ class Scheduler:
                     else:
                         t.restart = None
                 elif reason == "count":
-                    self.yield_current()
+                    if irq is None:
+                        self.yield_current()  # without a GIC the slice is the preemption
                 elif reason == "irq":
                     self.interrupted(irq)
                 else:
