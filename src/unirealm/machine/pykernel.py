@@ -64,8 +64,6 @@ from unirealm.arch.timer import CNT_CTL_ENABLE, CNT_CTL_IMASK, CntSysreg
 
 from .interrupt import HOST_IRQ
 from .irq import PENDING_IRQ, InterruptLines
-
-CNTV_ENABLE_IMASK = CNT_CTL_ENABLE | CNT_CTL_IMASK
 from .memory import GranuleProtectionFault, MemoryAccessor, PhysicalMemory
 from .regfile import RegisterFile
 from .vcpu import (
@@ -83,6 +81,7 @@ from .vcpu import (
 )
 
 _boot_ids = itertools.count(1)
+CNTV_ENABLE_IMASK = CNT_CTL_ENABLE | CNT_CTL_IMASK
 # The system counter as Unicorn's generic timer model implements it: 62.5 MHz, 16 ns a tick.
 SYSTEM_COUNTER_HZ = 62_500_000
 SYSTEM_COUNTER_PERIOD_NS = 1_000_000_000 // SYSTEM_COUNTER_HZ
