@@ -35,6 +35,7 @@ from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
 from . import kernel_channel as ch
 from . import seccomp as sc
 from .interrupt import HOST_IRQ
+from .irq import InterruptLines
 from .kernel_channel import MAP_FIXED, WINDOW, WINDOW_SIZE
 from .memory import GranuleProtectionFault, PhysicalMemory
 from .regfile import RegisterFile
@@ -125,7 +126,10 @@ class KernelProcess(RegisterFile):
         self._memfd_ro = -1
         self._irq = -1
         self.stopped: str | None = None
-        self.counts = {"traps": 0, "grants": 0, "mmaps": 0, "revokes": 0}
+        self.counts = {"traps": 0, "grants": 0, "mmaps": 0, "revokes": 0, "sysregs": 0}
+        # The PE's interrupt inputs, as the owner wires them (machine.irq; None: none): the
+        # kernel's SYSREG traps are served by them, and RESUME carries what they signal.
+        self.interrupts: InterruptLines | None = None
         memory.on_pas_change(self._on_pas_change)
 
     # --- the child -----------------------------------------------------------------------
@@ -197,6 +201,9 @@ class KernelProcess(RegisterFile):
 
     # --- the ExecutionEngine protocol -------------------------------------------------------
     def run(self) -> Trap:
+        """Resume the kernel and serve it until its next trap. The kernel stops its own EL0
+        code for its timer (machine/pykernel.py El0Space.run); only the host's signal stops
+        it from here (HOST_IRQ, the eventfd)."""
         if self.stopped is not None:
             raise KernelProcessStopped(self.stopped)
         if self._proc is None:
@@ -205,12 +212,41 @@ class KernelProcess(RegisterFile):
         fault, address, esr_value = self._fault
         self._fault = (ch.Fault.NONE, 0, 0)
         try:
-            self._sock.send(ch.RESUME.pack(ch.Msg.RESUME, fault, HOST_IRQ.pending, self.pc, *self.regs,
-                                           address, esr_value))
+            self._sock.send(ch.RESUME.pack(ch.Msg.RESUME, fault, self._lines(HOST_IRQ.pending), self.pc,
+                                           *self.regs, address, esr_value))
         except OSError:
             raise self._died() from None
         with HOST_IRQ.running(self):
             return self._serve()
+
+    def _lines(self, host_irq: bool) -> int:
+        """RESUME's line byte: the host's interrupt and what the PE's inputs signal now."""
+        lines = self.interrupts
+        signalled = 0
+        if lines is not None:
+            lines.next_deadline()  # first: a deadline passing now shows in pending()
+            signalled = lines.pending() << ch.LINES_SHIFT
+        return signalled | (ch.LINE_HOST_IRQ if host_irq else 0)
+
+    def _sysreg(self, key: int, value: int | None) -> bytes:
+        """SYSREG_DONE for the kernel's MRS (value None) or MSR of `key`, served by the
+        interrupt lines as a machine-code vCPU's UC_HOOK_INSN serves it; an access they do
+        not serve is UNDEFINED."""
+        self.counts["sysregs"] += 1
+        lines = self.interrupts
+        result, served = 0, False
+        if lines is not None:
+            if value is None:
+                read = lines.read_sysreg(key)
+                served = read is not None
+                result = read or 0
+            else:
+                served = lines.write_sysreg(key, value)
+        flags = self._lines(False)
+        deadline = lines.next_deadline() if lines is not None else None
+        if deadline is not None and deadline <= time.monotonic():
+            flags |= ch.LINE_EXIT
+        return ch.SYSREG_DONE.pack(ch.Msg.SYSREG_DONE, served, flags, result & 0xFFFF_FFFF_FFFF_FFFF)
 
     def _serve(self) -> Trap:
         """Answer the child until it traps."""
@@ -248,6 +284,10 @@ class KernelProcess(RegisterFile):
             return WfxTrap(pc, False)
         if kind == ch.TrapKind.IRQ:
             return IrqTrap(pc)
+        if kind == ch.TrapKind.SYSREG:
+            assert self._sock is not None
+            self._sock.send(self._sysreg(ipa, value if flags & ch.TRAP_WRITE else None))
+            return None
         if kind != ch.TrapKind.DATA_ABORT or size not in (1, 2, 4, 8):
             self.stopped = "the kernel process broke the channel protocol"
             raise self._died()
