@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from unirealm.arch.memory import ACCESSIBLE_PAS, GRANULE_MASK, GRANULE_SHIFT, GRANULE_SIZE, Pas, World
 
 _U64 = struct.Struct("<Q")
+_ZERO_GRANULE = bytes(GRANULE_SIZE)
 DRAM_BASE = 0x8_8000_0000  # the machine's DRAM bank; PAs are never equal to guest IPAs
 DEFAULT_DRAM_SIZE = 4 << 30
 
@@ -132,44 +133,72 @@ class PhysicalMemory:
 
 
 class MemoryAccessor:
-    """One world's view of physical memory: every access is checked against the GPT."""
+    """One world's view of physical memory: every access is checked against the GPT.
+
+    The hot accesses (a granule or less, the common case) check inline: offset in range,
+    one granule, its PAS in this world's reach; anything else takes PhysicalMemory.check,
+    which raises the fault or accepts an access that spans granules."""
 
     def __init__(self, memory: PhysicalMemory, world: World) -> None:
         self.memory = memory
         self.world = world
+        self._allowed = ACCESSIBLE_PAS[world]
+        self._gpt = memory._gpt
+        self._mem = memory._mem
+        self._base = memory.base
+        self._size = memory.size
+
+    def _offset(self, pa: int, size: int) -> int:
+        """The offset of [pa, pa+size) in the mapping, after the GPT check."""
+        off = pa - self._base
+        if (
+            off < 0
+            or off + size > self._size
+            or size <= 0
+            or off >> GRANULE_SHIFT != (off + size - 1) >> GRANULE_SHIFT
+            or self._gpt[off >> GRANULE_SHIFT] not in self._allowed
+        ):
+            self.memory.check(self.world, pa, size)
+        return off
 
     def read(self, pa: int, size: int) -> bytes:
-        self.memory.check(self.world, pa, size)
-        return self.memory._mem[self.memory._slice(pa, size)]
+        off = self._offset(pa, size)
+        return self._mem[off : off + size]
 
     def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
-        self.memory.check(self.world, pa, len(data))
-        self.memory._mem[self.memory._slice(pa, len(data))] = bytes(data)
+        size = len(data) if not isinstance(data, memoryview) else data.nbytes
+        off = self._offset(pa, size)
+        self._mem[off : off + size] = data
 
     def view(self, pa: int, size: int) -> memoryview:
         """A read-only view of [pa, pa+size), GPT-checked now: to hash memory in place.
         Hold it only for the access at hand (a later PAS change is not seen by it)."""
-        self.memory.check(self.world, pa, size)
-        return self.memory._view[self.memory._slice(pa, size)]
+        off = self._offset(pa, size)
+        return self.memory._view[off : off + size]
 
     def copy(self, dst: int, src: int, size: int) -> None:
         """memmove within this world's reach: [src, src+size) to [dst, dst+size), no copy in Python."""
-        self.memory.check(self.world, src, size)
-        self.memory.check(self.world, dst, size)
-        self.memory._mem.move(dst - self.memory.base, src - self.memory.base, size)
+        self._mem.move(self._offset(dst, size), self._offset(src, size), size)
 
     def read_u64(self, pa: int) -> int:
-        memory = self.memory
-        memory.check(self.world, pa, 8)
-        return int(_U64.unpack_from(memory._mem, pa - memory.base)[0])
+        off = pa - self._base
+        if off & 7 or off < 0 or off + 8 > self._size or self._gpt[off >> GRANULE_SHIFT] not in self._allowed:
+            self.memory.check(self.world, pa, 8)  # an aligned u64 lies in one granule
+        value: int = _U64.unpack_from(self._mem, off)[0]
+        return value
 
     def write_u64(self, pa: int, value: int) -> None:
-        memory = self.memory
-        memory.check(self.world, pa, 8)
-        _U64.pack_into(memory._mem, pa - memory.base, value & 0xFFFF_FFFF_FFFF_FFFF)
+        off = pa - self._base
+        if off & 7 or off < 0 or off + 8 > self._size or self._gpt[off >> GRANULE_SHIFT] not in self._allowed:
+            self.memory.check(self.world, pa, 8)
+        _U64.pack_into(self._mem, off, value & 0xFFFF_FFFF_FFFF_FFFF)
 
     def zero(self, pa: int, size: int) -> None:
-        self.write(pa, bytes(size))
+        if size == GRANULE_SIZE:
+            off = self._offset(pa, size)
+            self._mem[off : off + size] = _ZERO_GRANULE
+        else:
+            self.write(pa, bytes(size))
 
     def is_zero(self, pa: int, size: int) -> bool:
         return self.read(pa, size).count(0) == size

@@ -52,12 +52,19 @@ class RealmWorldFirmware(Protocol):
     def handle_realm_call(self, regs: list[int]) -> list[int] | object: ...
 
 
+_NS_EL2 = Caller.NS_EL2
+_ZERO_REGS = [0] * NUM_ARG_REGS
+_SMCCC_ARCH = frozenset((SMCCC_VERSION, SMCCC_ARCH_FEATURES))
+_SMC64_STANDARD_SECURE = 0xC400_0000  # fast call, SMC64, OEN 4 (standard secure service)
+_RMI_FIRST, _RMI_LAST = rmi.RMI_FNUM_FIRST, rmi.RMI_FNUM_LAST
+
+
 def is_rmi(fid: int) -> bool:
-    return (fid & 0xFFFF_0000) == 0xC400_0000 and rmi.RMI_FNUM_FIRST <= fid_number(fid) <= rmi.RMI_FNUM_LAST
+    return (fid & 0xFFFF_0000) == _SMC64_STANDARD_SECURE and rmi.RMI_FNUM_FIRST <= fid_number(fid) <= rmi.RMI_FNUM_LAST
 
 
 def is_rsi(fid: int) -> bool:
-    return (fid & 0xFFFF_0000) == 0xC400_0000 and rsi.RSI_FNUM_FIRST <= fid_number(fid) <= rsi.RSI_FNUM_LAST
+    return (fid & 0xFFFF_0000) == _SMC64_STANDARD_SECURE and rsi.RSI_FNUM_FIRST <= fid_number(fid) <= rsi.RSI_FNUM_LAST
 
 
 def _fmt(names: tuple[str, ...], values: list[int]) -> str:
@@ -115,21 +122,27 @@ class Monitor:
     def smc(self, caller: Caller, regs: list[int] | tuple[int, ...]) -> list[int] | object:
         """One SMC: x0..x17 in; registers out (or, for a realm call, a REC exit request)."""
         args = [r & MASK64 for r in regs[:NUM_ARG_REGS]]
-        args += [0] * (NUM_ARG_REGS - len(args))
+        if len(args) < NUM_ARG_REGS:
+            args += _ZERO_REGS[len(args) :]
+        if caller == _NS_EL2:  # the host's RMI calls first: the hot path
+            fid = args[0] = args[0] & 0xFFFF_FFFF
+            if fid & 0xFFFF_0000 == _SMC64_STANDARD_SECURE and _RMI_FIRST <= fid & 0xFFFF <= _RMI_LAST:
+                if self.rmm is not None:
+                    out = self.rmm.handle_rmi(args)
+                    if self.trace is not None:
+                        line = describe_rmi(args, out)
+                        if fid == rmi.RmiFid.REC_ENTER and out[0] == 0:
+                            line += f" exit={self._exit_reason(args[2])}"
+                        self.trace(line)
+                    return out
+                return self._not_supported(args)
+            if fid in _SMCCC_ARCH:
+                return self._smccc_arch(args)
+            return self._not_supported(args)
         fid = strip_sve_hint(args[0]) if caller == Caller.R_EL1 else args[0] & 0xFFFF_FFFF
         args[0] = fid
-        if fid in (SMCCC_VERSION, SMCCC_ARCH_FEATURES):
+        if fid in _SMCCC_ARCH:
             return self._smccc_arch(args)
-        if caller == Caller.NS_EL2:
-            if is_rmi(fid) and self.rmm is not None:
-                out = self.rmm.handle_rmi(args)
-                if self.trace is not None:
-                    line = describe_rmi(args, out)
-                    if fid == rmi.RmiFid.REC_ENTER and out[0] == 0:
-                        line += f" exit={self._exit_reason(args[2])}"
-                    self.trace(line)
-                return out
-            return self._not_supported(args)
         if caller == Caller.R_EL1:
             if (is_rsi(fid) or is_psci(fid)) and self.rmm is not None:
                 result = self.rmm.handle_realm_call(args)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from unirealm.arch.memory import (
+    GRANULE_MASK,
     GRANULE_SIZE,
     MAX_ROOT_RTTS,
     MIN_IPA_BITS,
@@ -264,7 +265,7 @@ def psci_complete(rmm: RmmState, calling: int, target: int, status: int) -> tupl
 
 # --- data granules ----------------------------------------------------------------------
 def _page_walk(rmm: RmmState, realm: Realm, ipa: int) -> Any:
-    if not is_granule_aligned(ipa) or not realm.addr_in_par(ipa):
+    if ipa & GRANULE_MASK or not 0 <= ipa < realm.par_size:
         raise fail(RmiStatus.ERROR_INPUT)
     walk = realm.stage2.walk(ipa, RTT_PAGE_LEVEL)
     if walk.level < RTT_PAGE_LEVEL:
@@ -272,28 +273,35 @@ def _page_walk(rmm: RmmState, realm: Realm, ipa: int) -> Any:
     return walk
 
 
+_DELEGATED, _DATA, _NEW = GranuleState.DELEGATED, GranuleState.DATA, RealmState.NEW
+_UNASSIGNED, _RAM, _MEASURED = s2tte.Kind.UNASSIGNED, RmiRipas.RAM, RmiDataFlags.MEASURED
+_DATA_FLAGS = frozenset((RmiDataFlags.UNMEASURED, RmiDataFlags.MEASURED))
+
+
 def _data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int | None, flags: int) -> None:
     if src is not None:
-        if flags not in (RmiDataFlags.UNMEASURED, RmiDataFlags.MEASURED):
+        if flags not in _DATA_FLAGS:
             raise fail(RmiStatus.ERROR_INPUT)
         if not rmm.is_ns_granule(src):
             raise fail(RmiStatus.ERROR_INPUT)
-    rmm.require_granule(data, GranuleState.DELEGATED)
+    rmm.require_granule(data, _DELEGATED)
     realm = rmm.realm_of(rd)
-    if src is not None and realm.state != RealmState.NEW:
+    if src is not None and realm.state != _NEW:
         raise fail(RmiStatus.ERROR_REALM)
     walk = _page_walk(rmm, realm, ipa)
     entry = walk.entry
-    if entry.kind != s2tte.Kind.UNASSIGNED:
+    if entry.kind is not _UNASSIGNED:
         raise fail(RmiStatus.ERROR_RTT, RTT_PAGE_LEVEL)
     if src is not None:
-        rmm.mem.copy(data, src, GRANULE_SIZE)
-        realm.rim = measurement.extend_data(realm.rim, realm.hash_algo, ipa, flags, rmm.mem.view(data, GRANULE_SIZE))
-        new = s2tte.assigned(RmiRipas.RAM, data)
+        mem = rmm.mem
+        mem.copy(data, src, GRANULE_SIZE)
+        content = mem.view(data, GRANULE_SIZE) if flags == _MEASURED else None
+        realm.rim = measurement.extend_data(realm.rim, realm.hash_algo, ipa, flags, content)
+        ripas = _RAM
     else:
-        new = s2tte.assigned(entry.ripas, data)
-    realm.stage2.write(walk.rtt, walk.index, new, RTT_PAGE_LEVEL)
-    rmm.set_granule_state(data, GranuleState.DATA)
+        ripas = entry.ripas
+    realm.stage2.write(walk.rtt, walk.index, s2tte.assigned(ripas, data), RTT_PAGE_LEVEL)
+    rmm.set_granule_state(data, _DATA)
 
 
 def data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int, flags: int) -> tuple[int, ...]:

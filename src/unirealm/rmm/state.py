@@ -28,6 +28,7 @@ SUPPORTED_S2SZ = 48
 NUM_BPS = 6
 NUM_WPS = 4
 GICV3_NUM_LRS = vgic.NUM_LRS  # the list registers of a REC's virtual CPU interface
+_UNDELEGATED, _PAS_NS = GranuleState.UNDELEGATED, Pas.NON_SECURE
 
 
 @dataclass
@@ -82,6 +83,7 @@ class RmmState:
         memory = monitor.memory
         self.mem = memory.accessor(World.REALM)
         self._granules = bytearray(memory.size >> GRANULE_SHIFT)
+        self._mem_base, self._mem_size, self._gpt = memory.base, memory.size, memory._gpt
         self.realms: dict[int, Realm] = {}
         self.recs: dict[int, Rec] = {}
         self.current_rec: Rec | None = None
@@ -89,9 +91,8 @@ class RmmState:
 
     # --- granules -----------------------------------------------------------------------
     def _granule_index(self, pa: int) -> int | None:
-        memory = self.monitor.memory
-        off = pa - memory.base
-        if pa & GRANULE_MASK or off < 0 or off + GRANULE_SIZE > memory.size:
+        off = pa - self._mem_base
+        if pa & GRANULE_MASK or off < 0 or off >= self._mem_size:
             return None
         return off >> GRANULE_SHIFT
 
@@ -106,15 +107,17 @@ class RmmState:
         self._granules[i] = state
 
     def require_granule(self, pa: int, state: GranuleState) -> None:
-        i = self._granule_index(pa)
-        if i is None or self._granules[i] != state:
+        off = pa - self._mem_base  # _granule_index inline: every RMI command checks its granules
+        if pa & GRANULE_MASK or off < 0 or off >= self._mem_size or self._granules[off >> GRANULE_SHIFT] != state:
             raise RmiError(RmiStatus.ERROR_INPUT)
 
     def is_ns_granule(self, pa: int) -> bool:
         """A granule the host owns: valid address, UNDELEGATED, and in the non-secure PAS."""
-        i = self._granule_index(pa)
-        memory = self.monitor.memory
-        return i is not None and self._granules[i] == GranuleState.UNDELEGATED and memory._gpt[i] == Pas.NON_SECURE
+        off = pa - self._mem_base
+        if pa & GRANULE_MASK or off < 0 or off >= self._mem_size:
+            return False
+        i = off >> GRANULE_SHIFT
+        return self._granules[i] == _UNDELEGATED and self._gpt[i] == _PAS_NS
 
     def gtsi(self, pa: int, delegate: bool) -> bool:
         fid = RmmEl3Fid.GTSI_DELEGATE if delegate else RmmEl3Fid.GTSI_UNDELEGATE
