@@ -16,6 +16,7 @@ from unirealm.arch.memory import (
     GRANULE_SIZE,
     RTT_PAGE_LEVEL,
     default_start_level,
+    level_shift,
     level_size,
     num_root_rtts,
 )
@@ -77,6 +78,10 @@ class HostPages:
         self._free.append(pa)
 
 
+_SUCCESS = int(RmiStatus.SUCCESS)
+L2_SHIFT = level_shift(RTT_PAGE_LEVEL - 1)  # a level-3 RTT covers one level-2 block
+
+
 class RmiClient:
     """Typed RMI calls through the monitor; a failing status raises RmiCallError."""
 
@@ -85,7 +90,7 @@ class RmiClient:
 
     def call(self, fid: RmiFid, *args: int) -> list[int]:
         out = self.machine.host_smc(fid, *args)
-        if out[0] & 0xFF != RmiStatus.SUCCESS:
+        if out[0] & 0xFF != _SUCCESS:
             raise RmiCallError(fid, status_of(out[0]), index_of(out[0]))
         return out
 
@@ -252,15 +257,23 @@ class RealmVm:
     def populate(self, ipa: int, content: bytes, measured: bool = True) -> None:
         """DATA_CREATE each granule of `content` at `ipa` (zero-padded), as KVM's populate."""
         src = self.pages.alloc()
+        flags = int(RmiDataFlags.MEASURED if measured else RmiDataFlags.UNMEASURED)
+        data_create, delegate, rd = RmiFid.DATA_CREATE, RmiFid.GRANULE_DELEGATE, self.rd
+        call, write, alloc = self.rmi.call, self.pages.mem.write, self.pages.alloc
+        view = memoryview(content)
+        block = -1  # the level-3 RTT's 2 MiB block last made sure of
         try:
             for off in range(0, len(content), GRANULE_SIZE):
-                page = content[off : off + GRANULE_SIZE].ljust(GRANULE_SIZE, b"\0")
-                self.pages.mem.write(src, page)
-                self.ensure_rtt(ipa + off, RTT_PAGE_LEVEL)
-                data = self.delegated()
-                flags = RmiDataFlags.MEASURED if measured else RmiDataFlags.UNMEASURED
-                self.rmi.call(RmiFid.DATA_CREATE, self.rd, data, ipa + off, src, flags)
-                self.data[ipa + off] = data
+                page = view[off : off + GRANULE_SIZE]
+                write(src, page if len(page) == GRANULE_SIZE else bytes(page).ljust(GRANULE_SIZE, b"\0"))
+                here = ipa + off
+                if here >> L2_SHIFT != block:
+                    self.ensure_rtt(here, RTT_PAGE_LEVEL)
+                    block = here >> L2_SHIFT
+                data = alloc()
+                call(delegate, data)
+                call(data_create, rd, data, here, src, flags)
+                self.data[here] = data
         finally:
             self.pages.free(src)
 

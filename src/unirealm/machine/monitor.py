@@ -19,7 +19,7 @@ from enum import IntEnum
 from typing import Protocol
 
 from unirealm.arch import rmi, rsi
-from unirealm.arch.memory import GRANULE_MASK, Pas, World
+from unirealm.arch.memory import GRANULE_MASK, GRANULE_SHIFT, Pas, World
 from unirealm.arch.smccc import (
     MASK64,
     NUM_ARG_REGS,
@@ -53,6 +53,7 @@ class RealmWorldFirmware(Protocol):
 
 
 _NS_EL2 = Caller.NS_EL2
+_PAS_NS, _PAS_REALM, _ROOT, _EL3_OK = Pas.NON_SECURE, Pas.REALM, World.ROOT, RmmEl3Status.OK
 _ZERO_REGS = [0] * NUM_ARG_REGS
 _SMCCC_ARCH = frozenset((SMCCC_VERSION, SMCCC_ARCH_FEATURES))
 _SMC64_STANDARD_SECURE = 0xC400_0000  # fast call, SMC64, OEN 4 (standard secure service)
@@ -181,14 +182,14 @@ class Monitor:
 
     def _gtsi(self, pa: int, delegate: bool) -> int:
         """Granule transition NS <-> Realm. Refused for any other PAS."""
-        if pa & GRANULE_MASK or not self.memory.contains(pa, GRANULE_MASK + 1):
+        memory = self.memory
+        if pa & GRANULE_MASK or not memory.contains(pa, GRANULE_MASK + 1):
             return RmmEl3Status.BAD_ADDR
-        current = self.memory.pas(pa)
-        want_from, want_to = (Pas.NON_SECURE, Pas.REALM) if delegate else (Pas.REALM, Pas.NON_SECURE)
-        if current != want_from:
+        want_from, want_to = (_PAS_NS, _PAS_REALM) if delegate else (_PAS_REALM, _PAS_NS)
+        if memory._gpt[(pa - memory.base) >> GRANULE_SHIFT] != want_from:  # the GPT is the monitor's
             return RmmEl3Status.BAD_PAS
-        self.memory.set_pas(World.ROOT, pa, want_to)
-        return RmmEl3Status.OK
+        memory.set_pas(_ROOT, pa, want_to)
+        return _EL3_OK
 
     def attest_platform_token(self, challenge: bytes) -> bytes:
         """RMM_ATTEST_GET_PLAT_TOKEN: the root of trust signs a platform token."""

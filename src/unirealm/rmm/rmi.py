@@ -61,13 +61,16 @@ def rmi_features(rmm: RmmState, index: int) -> tuple[int, ...]:
     return (rmm.feat_reg0 if index == 0 else 0,)
 
 
+_UNDELEGATED, _DELEGATED, _DATA = GranuleState.UNDELEGATED, GranuleState.DELEGATED, GranuleState.DATA
+_NEW = RealmState.NEW
+
+
 # --- granules ---------------------------------------------------------------------------
 def granule_delegate(rmm: RmmState, pa: int) -> tuple[int, ...]:
-    if rmm.granule_state(pa) != GranuleState.UNDELEGATED:
-        raise fail(RmiStatus.ERROR_INPUT)
+    rmm.require_granule(pa, _UNDELEGATED)  # ERROR_INPUT
     if not rmm.gtsi(pa, delegate=True):
         raise fail(RmiStatus.ERROR_INPUT)
-    rmm.set_granule_state(pa, GranuleState.DELEGATED)
+    rmm.set_granule_state(pa, _DELEGATED)
     rmm.scrub(pa)
     return ()
 
@@ -273,7 +276,6 @@ def _page_walk(rmm: RmmState, realm: Realm, ipa: int) -> Any:
     return walk
 
 
-_DELEGATED, _DATA, _NEW = GranuleState.DELEGATED, GranuleState.DATA, RealmState.NEW
 _UNASSIGNED, _RAM, _MEASURED = s2tte.Kind.UNASSIGNED, RmiRipas.RAM, RmiDataFlags.MEASURED
 _DATA_FLAGS = frozenset((RmiDataFlags.UNMEASURED, RmiDataFlags.MEASURED))
 
@@ -293,14 +295,12 @@ def _data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int | None, f
     if entry.kind is not _UNASSIGNED:
         raise fail(RmiStatus.ERROR_RTT, RTT_PAGE_LEVEL)
     if src is not None:
-        mem = rmm.mem
-        mem.copy(data, src, GRANULE_SIZE)
-        content = mem.view(data, GRANULE_SIZE) if flags == _MEASURED else None
+        content = rmm.mem.copy_view(data, src, GRANULE_SIZE)  # measured from the copy, in place
         realm.rim = measurement.extend_data(realm.rim, realm.hash_algo, ipa, flags, content)
         ripas = _RAM
     else:
         ripas = entry.ripas
-    realm.stage2.write(walk.rtt, walk.index, s2tte.assigned(ripas, data), RTT_PAGE_LEVEL)
+    realm.stage2.write_raw(walk.rtt, walk.index, s2tte.encode_assigned(ripas, data, RTT_PAGE_LEVEL))
     rmm.set_granule_state(data, _DATA)
 
 

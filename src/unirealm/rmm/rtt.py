@@ -25,6 +25,7 @@ _DESC_TYPE_MASK = s2tte.DESC_TYPE_MASK
 _DESC_TABLE_OR_PAGE = s2tte.DESC_TABLE_OR_PAGE
 _OA_MASK = s2tte.OA_MASK
 _decode = s2tte.decode
+_new_tuple = tuple.__new__
 
 
 class Walk(NamedTuple):
@@ -59,6 +60,10 @@ class Stage2:
 
     def write(self, rtt: int, index: int, entry: Entry, level: int) -> None:
         self.mem.write_u64(rtt + 8 * index, s2tte.encode(entry, level))
+
+    def write_raw(self, rtt: int, index: int, desc: int) -> None:
+        """An entry already encoded (s2tte.encode_assigned)."""
+        self.mem.write_u64(rtt + 8 * index, desc)
 
     def read_span(self, rtt: int, index: int) -> bytes:
         """The raw entries from `index` to the end of the RTT, in one read."""
@@ -99,7 +104,8 @@ class Stage2:
                 level += 1
                 index = (ipa >> _LEVEL_SHIFTS[level]) & _RTT_INDEX_MASK
                 continue
-            return Walk(level, rtt, index, _decode(raw, level), raw)
+            # tuple.__new__ directly: a NamedTuple's generated __new__ is one more Python frame.
+            return _new_tuple(Walk, (level, rtt, index, _decode(raw, level), raw))
 
     def root_rtts(self) -> list[int]:
         return [self.rtt_base + i * GRANULE_SIZE for i in range(self.num_root)]

@@ -94,6 +94,13 @@ _HIPAS_UNASSIGNED = RmiHipas.UNASSIGNED << HIPAS_SHIFT
 _HIPAS_UNASSIGNED_NS = RmiHipas.UNASSIGNED_NS << HIPAS_SHIFT
 
 
+def encode_assigned(ripas: RmiRipas, pa: int, level: int) -> int:
+    """encode(assigned(ripas, pa), level) without the Entry (DATA_CREATE's write)."""
+    if ripas == _RAM:
+        return (pa & OA_MASK) | _RAM_ATTRS | (DESC_TABLE_OR_PAGE if level == RTT_PAGE_LEVEL else DESC_VALID)
+    return (pa & OA_MASK) | _HIPAS_ASSIGNED | (ripas << RIPAS_SHIFT)
+
+
 def encode(entry: Entry, level: int) -> int:
     kind = entry.kind
     if kind is _TABLE:
@@ -102,10 +109,7 @@ def encode(entry: Entry, level: int) -> int:
         typ = DESC_TABLE_OR_PAGE if level == RTT_PAGE_LEVEL else DESC_VALID
         return (entry.pa & OA_MASK) | entry.attrs | _NS_ATTRS | typ
     if kind is _ASSIGNED:
-        if entry.ripas == _RAM:
-            typ = DESC_TABLE_OR_PAGE if level == RTT_PAGE_LEVEL else DESC_VALID
-            return (entry.pa & OA_MASK) | _RAM_ATTRS | typ
-        return (entry.pa & OA_MASK) | _HIPAS_ASSIGNED | (entry.ripas << RIPAS_SHIFT)
+        return encode_assigned(entry.ripas, entry.pa, level)
     if kind is _UNASSIGNED_NS:
         return _HIPAS_UNASSIGNED_NS
     return _HIPAS_UNASSIGNED | (entry.ripas << RIPAS_SHIFT)

@@ -29,6 +29,8 @@ NUM_BPS = 6
 NUM_WPS = 4
 GICV3_NUM_LRS = vgic.NUM_LRS  # the list registers of a REC's virtual CPU interface
 _UNDELEGATED, _PAS_NS = GranuleState.UNDELEGATED, Pas.NON_SECURE
+_R_EL2, _EL3_OK = Caller.R_EL2, int(RmmEl3Status.OK)
+_GTSI_DELEGATE, _GTSI_UNDELEGATE = int(RmmEl3Fid.GTSI_DELEGATE), int(RmmEl3Fid.GTSI_UNDELEGATE)
 
 
 @dataclass
@@ -120,10 +122,9 @@ class RmmState:
         return self._granules[i] == _UNDELEGATED and self._gpt[i] == _PAS_NS
 
     def gtsi(self, pa: int, delegate: bool) -> bool:
-        fid = RmmEl3Fid.GTSI_DELEGATE if delegate else RmmEl3Fid.GTSI_UNDELEGATE
-        out = self.monitor.smc(Caller.R_EL2, [fid, pa])
-        assert isinstance(out, list)
-        return out[0] == RmmEl3Status.OK
+        out = self.monitor.smc(_R_EL2, [_GTSI_DELEGATE if delegate else _GTSI_UNDELEGATE, pa])
+        assert type(out) is list
+        return bool(out[0] == _EL3_OK)
 
     def scrub(self, pa: int) -> None:
         """Zero a granule: the DELEGATED state always holds zeros (digest §2.3)."""
