@@ -80,6 +80,7 @@ class HostPages:
 
 _SUCCESS = int(RmiStatus.SUCCESS)
 L2_SHIFT = level_shift(RTT_PAGE_LEVEL - 1)  # a level-3 RTT covers one level-2 block
+FAULT_AROUND = 16  # granules: the aligned 64 KiB window a protected fault fills
 
 
 class RmiClient:
@@ -401,11 +402,13 @@ class RealmVm:
         ipa = ex.ipa
         page = ipa & ~(GRANULE_SIZE - 1)
         if not ipa & self.unprotected_bit:
-            # A protected page with RIPAS RAM that was never populated: fault it in.
+            # A protected page with RIPAS RAM that was never populated: fault it in, and its
+            # neighbours with it.
             self.ensure_rtt(page, RTT_PAGE_LEVEL)
             data = self.delegated()
             self.rmi.call(RmiFid.DATA_CREATE_UNKNOWN, self.rd, data, page)
             self.data[page] = data
+            self.fault_around(page)
             return 0, None
         canonical = page & ~self.unprotected_bit
         if self.in_ram(canonical):
@@ -418,6 +421,29 @@ class RealmVm:
         if value is None:
             return RmiRecEnterFlags.INJECT_SEA, None
         return RmiRecEnterFlags.EMULATED_MMIO, [value]
+
+    def fault_around(self, page: int) -> int:
+        """DATA_CREATE_UNKNOWN over the rest of the FAULT_AROUND-granule window around a
+        protected fault (Linux's fault-around, 64 KiB; KVM maps a realm fault by the size of
+        the host's mapping): the granules still UNASSIGNED with RIPAS RAM, so the realm's
+        next touches there are no exits. Returns how many it made."""
+        made = 0
+        first = page & ~(FAULT_AROUND * GRANULE_SIZE - 1)
+        for nxt in range(first, first + FAULT_AROUND * GRANULE_SIZE, GRANULE_SIZE):
+            if nxt in self.data or not self.in_ram(nxt):
+                continue
+            entry = self.rmi.try_call(RmiFid.RTT_READ_ENTRY, self.rd, nxt, RTT_PAGE_LEVEL)
+            if entry[0] != _SUCCESS or entry[1] != RTT_PAGE_LEVEL or entry[2] != RttEntryState.UNASSIGNED \
+                    or entry[4] != RmiRipas.RAM:
+                continue
+            data = self.delegated()
+            if self.rmi.try_call(RmiFid.DATA_CREATE_UNKNOWN, self.rd, data, nxt)[0] != _SUCCESS:
+                self.rmi.call(RmiFid.GRANULE_UNDELEGATE, data)
+                self.pages.free(data)
+                continue
+            self.data[nxt] = data
+            made += 1
+        return made
 
     def map_shared(self, page: int) -> int:
         self.ensure_rtt(page, RTT_PAGE_LEVEL)

@@ -280,7 +280,8 @@ _UNASSIGNED, _RAM, _MEASURED = s2tte.Kind.UNASSIGNED, RmiRipas.RAM, RmiDataFlags
 _DATA_FLAGS = frozenset((RmiDataFlags.UNMEASURED, RmiDataFlags.MEASURED))
 
 
-def _data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int | None, flags: int) -> None:
+def data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int | None, flags: int) -> tuple[int, ...]:
+    """DATA_CREATE, and with no `src` DATA_CREATE_UNKNOWN (one handler: one frame less per call)."""
     if src is not None:
         if flags not in _DATA_FLAGS:
             raise fail(RmiStatus.ERROR_INPUT)
@@ -302,16 +303,11 @@ def _data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int | None, f
         ripas = entry.ripas
     realm.stage2.write_raw(walk.rtt, walk.index, s2tte.encode_assigned(ripas, data, RTT_PAGE_LEVEL))
     rmm.set_granule_state(data, _DATA)
-
-
-def data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int, flags: int) -> tuple[int, ...]:
-    _data_create(rmm, rd, data, ipa, src, flags)
     return ()
 
 
 def data_create_unknown(rmm: RmmState, rd: int, data: int, ipa: int) -> tuple[int, ...]:
-    _data_create(rmm, rd, data, ipa, None, RmiDataFlags.UNMEASURED)
-    return ()
+    return data_create(rmm, rd, data, ipa, None, RmiDataFlags.UNMEASURED)
 
 
 def data_destroy(rmm: RmmState, rd: int, ipa: int) -> tuple[int, ...]:
