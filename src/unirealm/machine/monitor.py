@@ -53,6 +53,7 @@ class RealmWorldFirmware(Protocol):
 
 
 _NS_EL2 = Caller.NS_EL2
+_MASK64_AND = MASK64.__and__
 _PAS_NS, _PAS_REALM, _ROOT, _EL3_OK = Pas.NON_SECURE, Pas.REALM, World.ROOT, RmmEl3Status.OK
 _ZERO_REGS = [0] * NUM_ARG_REGS
 _SMCCC_ARCH = frozenset((SMCCC_VERSION, SMCCC_ARCH_FEATURES))
@@ -122,7 +123,7 @@ class Monitor:
     # --- the SMC conduit ----------------------------------------------------------------
     def smc(self, caller: Caller, regs: list[int] | tuple[int, ...]) -> list[int] | object:
         """One SMC: x0..x17 in; registers out (or, for a realm call, a REC exit request)."""
-        args = [r & MASK64 for r in regs[:NUM_ARG_REGS]]
+        args = list(map(_MASK64_AND, regs[:NUM_ARG_REGS]))  # each register as a 64-bit value
         if len(args) < NUM_ARG_REGS:
             args += _ZERO_REGS[len(args) :]
         if caller == _NS_EL2:  # the host's RMI calls first: the hot path

@@ -267,15 +267,6 @@ def psci_complete(rmm: RmmState, calling: int, target: int, status: int) -> tupl
 
 
 # --- data granules ----------------------------------------------------------------------
-def _page_walk(rmm: RmmState, realm: Realm, ipa: int) -> Any:
-    if ipa & GRANULE_MASK or not 0 <= ipa < realm.par_size:
-        raise fail(RmiStatus.ERROR_INPUT)
-    walk = realm.stage2.walk(ipa, RTT_PAGE_LEVEL)
-    if walk.level < RTT_PAGE_LEVEL:
-        raise fail(RmiStatus.ERROR_RTT, walk.level)
-    return walk
-
-
 _UNASSIGNED, _RAM, _MEASURED = s2tte.Kind.UNASSIGNED, RmiRipas.RAM, RmiDataFlags.MEASURED
 _DATA_FLAGS = frozenset((RmiDataFlags.UNMEASURED, RmiDataFlags.MEASURED))
 
@@ -291,13 +282,18 @@ def data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int | None, fl
     realm = rmm.realm_of(rd)
     if src is not None and realm.state != _NEW:
         raise fail(RmiStatus.ERROR_REALM)
-    walk = _page_walk(rmm, realm, ipa)
+    if ipa & GRANULE_MASK or not 0 <= ipa < realm.par_size:
+        raise fail(RmiStatus.ERROR_INPUT)
+    walk = realm.stage2.walk(ipa, RTT_PAGE_LEVEL)
+    if walk.level < RTT_PAGE_LEVEL:
+        raise fail(RmiStatus.ERROR_RTT, walk.level)
     entry = walk.entry
     if entry.kind is not _UNASSIGNED:
         raise fail(RmiStatus.ERROR_RTT, RTT_PAGE_LEVEL)
     if src is not None:
         content = rmm.mem.copy_view(data, src, GRANULE_SIZE)  # measured from the copy, in place
-        realm.rim = measurement.extend_data(realm.rim, realm.hash_algo, ipa, flags, content)
+        rim = realm.measurements  # RIM in slot 0 (Realm.rim), reached without the property
+        rim[0] = measurement.extend_data(rim[0], realm.hash_algo, ipa, flags, content)
         ripas = _RAM
     else:
         ripas = entry.ripas

@@ -28,7 +28,7 @@ SUPPORTED_S2SZ = 48
 NUM_BPS = 6
 NUM_WPS = 4
 GICV3_NUM_LRS = vgic.NUM_LRS  # the list registers of a REC's virtual CPU interface
-_UNDELEGATED, _PAS_NS = GranuleState.UNDELEGATED, Pas.NON_SECURE
+_UNDELEGATED, _RD, _PAS_NS = GranuleState.UNDELEGATED, GranuleState.RD, Pas.NON_SECURE
 _R_EL2, _EL3_OK = Caller.R_EL2, int(RmmEl3Status.OK)
 _GTSI_DELEGATE, _GTSI_UNDELEGATE = int(RmmEl3Fid.GTSI_DELEGATE), int(RmmEl3Fid.GTSI_UNDELEGATE)
 
@@ -104,9 +104,9 @@ class RmmState:
         return None if i is None else GranuleState(self._granules[i])
 
     def set_granule_state(self, pa: int, state: GranuleState) -> None:
-        i = self._granule_index(pa)
-        assert i is not None
-        self._granules[i] = state
+        off = pa - self._mem_base
+        assert not pa & GRANULE_MASK and 0 <= off < self._mem_size
+        self._granules[off >> GRANULE_SHIFT] = state
 
     def require_granule(self, pa: int, state: GranuleState) -> None:
         off = pa - self._mem_base  # _granule_index inline: every RMI command checks its granules
@@ -131,7 +131,9 @@ class RmmState:
         self.mem.zero(pa, GRANULE_SIZE)
 
     def realm_of(self, rd: int) -> Realm:
-        self.require_granule(rd, GranuleState.RD)
+        off = rd - self._mem_base  # require_granule(rd, RD) inline: every realm command starts here
+        if rd & GRANULE_MASK or off < 0 or off >= self._mem_size or self._granules[off >> GRANULE_SHIFT] != _RD:
+            raise RmiError(RmiStatus.ERROR_INPUT)
         return self.realms[rd]
 
     def rec_of(self, rec: int) -> Rec:
