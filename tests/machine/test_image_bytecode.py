@@ -4,10 +4,15 @@ source, and compiles the source otherwise."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import marshal
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +21,7 @@ from unirealm.host.image import bytecode, payload_zip
 from unirealm.machine import pykernel
 
 SOURCE = b"VALUE = 6 * 7\n"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def importer(members: dict[str, bytes]) -> pykernel._PayloadImporter:
@@ -63,6 +69,18 @@ def test_bytecode_is_reproducible() -> None:
     source = b"KEYS = {'a', 'b', 'c', 'd'}\nNAMES = ('x', 'x', 'y')\n"
     assert bytecode("guest/m.py", source) == bytecode("guest/m.py", source)
     assert marshal.dumps(compile_member("guest/m.py", source), PYC_MARSHAL_VERSION) in bytecode("guest/m.py", source)
+
+
+def test_the_payload_is_the_same_in_another_process() -> None:
+    """String hashing differs per process (PYTHONHASHSEED): sets of constants and interned
+    names must not change the image's bytes, and so its RIM."""
+    script = "import hashlib, sys; from unirealm.host.image import payload_zip; " \
+             "sys.stdout.write(hashlib.sha256(payload_zip(b'app', 'a')).hexdigest())"
+    here = hashlib.sha256(payload_zip(b"app", "a")).hexdigest()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(SRC)}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout == here
 
 
 def test_the_loader_runs_the_images_bytecode(compiles: list[str]) -> None:
