@@ -16,12 +16,9 @@ loaded (and, in a realm, measured).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .layout import Field, Layout
-
-if TYPE_CHECKING:
-    from types import CodeType
 
 UNIKERNEL_HEADER_OFFSET = 0x40
 UNIKERNEL_MAGIC = b"UNIREALM"
@@ -71,6 +68,7 @@ PYC_MARSHAL_VERSION = 2
 DEFAULT_ENTRY = "guest.kernel:boot"
 
 
-def compile_member(member: str, source: bytes) -> CodeType:
-    """A module of an image as the kernel's loader compiles it, and its NAME.pyc is made."""
+def compile_member(member: str, source: bytes) -> Any:
+    """A module of an image as the kernel's loader compiles it, and its NAME.pyc is made (a
+    code object; `types` is not among the guest's imports)."""
     return compile(source, f"image://{member}", "exec")
