@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
@@ -19,13 +20,23 @@ class Field:
     offset: int
     fmt: str  # a struct format without byte-order prefix, e.g. "Q", "B", "64s", "31Q"
 
-    @property
+    # Derived once per field (a REC exit packs and unpacks its run page's fields every time).
+    @cached_property
     def size(self) -> int:
-        return struct.calcsize("<" + self.fmt)
+        return self.packer.size
 
-    @property
+    @cached_property
     def is_array(self) -> bool:
         return self.fmt[:-1].isdigit() and self.fmt[-1] != "s"
+
+    @cached_property
+    def count(self) -> int:
+        """Elements of an array field."""
+        return int(self.fmt[:-1]) if self.is_array else 1
+
+    @cached_property
+    def packer(self) -> struct.Struct:
+        return struct.Struct("<" + self.fmt)
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ class Layout:
             raise ValueError(f"{self.name}: need {self.size} bytes, got {len(data)}")
         out: dict[str, Any] = {}
         for f in self.fields:
-            vals = struct.unpack_from("<" + f.fmt, data, f.offset)
+            vals = f.packer.unpack_from(data, f.offset)
             out[f.name] = list(vals) if f.is_array else vals[0]
         return out
 
@@ -85,8 +96,8 @@ class Layout:
             if f is None:
                 raise KeyError(f"{self.name} has no field {name!r}")
             if f.is_array:
-                count = int(f.fmt[:-1])
+                count = f.count
                 vals = list(value) + [0] * (count - len(value))
-                struct.pack_into("<" + f.fmt, buf, base + f.offset, *vals[:count])
+                f.packer.pack_into(buf, base + f.offset, *vals[:count])
             else:
-                struct.pack_into("<" + f.fmt, buf, base + f.offset, value)
+                f.packer.pack_into(buf, base + f.offset, value)

@@ -79,9 +79,14 @@ def hash_bytes(algo: int, data: bytes | bytearray | memoryview) -> bytes:
 _DATA_DESCRIPTOR_STRUCT = DATA_DESCRIPTOR.compiled()  # desc_type, len, rim, ipa, flags, content
 
 
+_DATA_DESCRIPTOR_PACK = _DATA_DESCRIPTOR_STRUCT.pack
+_DESC_TYPE_DATA = int(MeasurementDescriptorType.DATA)
+
+
 def data_descriptor(rim: bytes, ipa: int, flags: int, content_hash: bytes) -> bytes:
-    """Packed at once: DATA_CREATE builds one per granule."""
-    return _DATA_DESCRIPTOR_STRUCT.pack(MeasurementDescriptorType.DATA, DESCRIPTOR_SIZE, rim, ipa, flags, content_hash)
+    """Packed at once: DATA_CREATE builds one per granule. `rim` and `content_hash` may be
+    shorter than their 64-byte slots (a SHA-256 digest): the packing zero-fills the rest."""
+    return _DATA_DESCRIPTOR_PACK(_DESC_TYPE_DATA, DESCRIPTOR_SIZE, rim, ipa, flags, content_hash)
 
 
 def rec_descriptor(rim: bytes, rec_params_hash: bytes) -> bytes:

@@ -286,6 +286,7 @@ class Kernel:
         self.net = start_network(self)
 
     def map_devices(self) -> None:
+        mapped: dict[str, list[int]] = {}  # compatible -> the bases mapped through the alias
         for dev in self.info.devices:
             if dev.compatible in UNDRIVEN:
                 continue  # no driver here: its window is never touched
@@ -303,7 +304,11 @@ class Kernel:
                 dev.address = dev.base
                 continue
             dev.address = dev.base | self.realm.unprotected_bit
-            self.log(f"device {dev.path} ({dev.compatible}) {dev.base:#x} mapped unprotected at {dev.address:#x}")
+            mapped.setdefault(dev.compatible, []).append(dev.base)
+        if mapped and self.realm is not None:
+            # One line for all: each byte of the kernel log is an exit on a 16550.
+            devices = ", ".join(f"{c} " + " ".join(f"{b:#x}" for b in bases) for c, bases in mapped.items())
+            self.log(f"mapped unprotected at IPA | {self.realm.unprotected_bit:#x}: {devices}")
 
     def emergency_console(self) -> None:
         """A panic before the console came up: reach the UARTs the plain way, or through the

@@ -7,7 +7,9 @@ same sources and app always give the same bytes — and so the same RIM.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
+import marshal
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +19,16 @@ from unirealm.arch.image import (
     DEFAULT_ENTRY,
     PAYLOAD_ALIGN,
     PAYLOAD_APP_DIR,
+    PAYLOAD_BYTECODE_SUFFIX,
     PAYLOAD_VDSO,
+    PYC_FLAGS_CHECKED_HASH,
+    PYC_HEADER,
+    PYC_MARSHAL_VERSION,
     UNIKERNEL_HEADER,
     UNIKERNEL_HEADER_OFFSET,
     UNIKERNEL_MAGIC,
     UNIKERNEL_VERSION,
+    compile_member,
 )
 from unirealm.arch.memory import GRANULE_SIZE
 
@@ -54,11 +61,21 @@ def _add(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     zf.writestr(info, data)
 
 
+def bytecode(member: str, source: bytes) -> bytes:
+    """NAME.pyc of an image's module NAME.py (arch/image.py): compiled as the kernel's loader
+    compiles it, marshalled reproducibly."""
+    header = PYC_HEADER.pack(magic=importlib.util.MAGIC_NUMBER, flags=PYC_FLAGS_CHECKED_HASH,
+                             source_hash=importlib.util.source_hash(source))
+    return header + marshal.dumps(compile_member(member, source), PYC_MARSHAL_VERSION)
+
+
 def payload_zip(app: bytes | None, app_name: str = "app", extra: dict[str, bytes] | None = None) -> bytes:
     files: dict[str, bytes] = {}
     for package in ("guest", "arch"):
         for path in sorted((PACKAGE_ROOT / package).rglob("*.py")):
-            files[path.relative_to(PACKAGE_ROOT).as_posix()] = path.read_bytes()
+            member, source = path.relative_to(PACKAGE_ROOT).as_posix(), path.read_bytes()
+            files[member] = source
+            files[member + PAYLOAD_BYTECODE_SUFFIX] = bytecode(member, source)
     files[PAYLOAD_VDSO] = vdso()
     if app is not None:
         files[PAYLOAD_APP_DIR + app_name] = app

@@ -16,6 +16,7 @@ from unirealm.arch.memory import (
     GRANULE_SIZE,
     RTT_PAGE_LEVEL,
     default_start_level,
+    level_shift,
     level_size,
     num_root_rtts,
 )
@@ -77,6 +78,11 @@ class HostPages:
         self._free.append(pa)
 
 
+_SUCCESS = int(RmiStatus.SUCCESS)
+L2_SHIFT = level_shift(RTT_PAGE_LEVEL - 1)  # a level-3 RTT covers one level-2 block
+FAULT_AROUND = 16  # granules: the aligned 64 KiB window a protected fault fills
+
+
 class RmiClient:
     """Typed RMI calls through the monitor; a failing status raises RmiCallError."""
 
@@ -85,7 +91,7 @@ class RmiClient:
 
     def call(self, fid: RmiFid, *args: int) -> list[int]:
         out = self.machine.host_smc(fid, *args)
-        if out[0] & 0xFF != RmiStatus.SUCCESS:
+        if out[0] & 0xFF != _SUCCESS:
             raise RmiCallError(fid, status_of(out[0]), index_of(out[0]))
         return out
 
@@ -252,15 +258,23 @@ class RealmVm:
     def populate(self, ipa: int, content: bytes, measured: bool = True) -> None:
         """DATA_CREATE each granule of `content` at `ipa` (zero-padded), as KVM's populate."""
         src = self.pages.alloc()
+        flags = int(RmiDataFlags.MEASURED if measured else RmiDataFlags.UNMEASURED)
+        data_create, delegate, rd = RmiFid.DATA_CREATE, RmiFid.GRANULE_DELEGATE, self.rd
+        call, write, alloc = self.rmi.call, self.pages.mem.write, self.pages.alloc
+        view = memoryview(content)
+        block = -1  # the level-3 RTT's 2 MiB block last made sure of
         try:
             for off in range(0, len(content), GRANULE_SIZE):
-                page = content[off : off + GRANULE_SIZE].ljust(GRANULE_SIZE, b"\0")
-                self.pages.mem.write(src, page)
-                self.ensure_rtt(ipa + off, RTT_PAGE_LEVEL)
-                data = self.delegated()
-                flags = RmiDataFlags.MEASURED if measured else RmiDataFlags.UNMEASURED
-                self.rmi.call(RmiFid.DATA_CREATE, self.rd, data, ipa + off, src, flags)
-                self.data[ipa + off] = data
+                page = view[off : off + GRANULE_SIZE]
+                write(src, page if len(page) == GRANULE_SIZE else bytes(page).ljust(GRANULE_SIZE, b"\0"))
+                here = ipa + off
+                if here >> L2_SHIFT != block:
+                    self.ensure_rtt(here, RTT_PAGE_LEVEL)
+                    block = here >> L2_SHIFT
+                data = alloc()
+                call(delegate, data)
+                call(data_create, rd, data, here, src, flags)
+                self.data[here] = data
         finally:
             self.pages.free(src)
 
@@ -393,11 +407,13 @@ class RealmVm:
         ipa = ex.ipa
         page = ipa & ~(GRANULE_SIZE - 1)
         if not ipa & self.unprotected_bit:
-            # A protected page with RIPAS RAM that was never populated: fault it in.
+            # A protected page with RIPAS RAM that was never populated: fault it in, and its
+            # neighbours with it.
             self.ensure_rtt(page, RTT_PAGE_LEVEL)
             data = self.delegated()
             self.rmi.call(RmiFid.DATA_CREATE_UNKNOWN, self.rd, data, page)
             self.data[page] = data
+            self.fault_around(page)
             return 0, None
         canonical = page & ~self.unprotected_bit
         if self.in_ram(canonical):
@@ -410,6 +426,29 @@ class RealmVm:
         if value is None:
             return RmiRecEnterFlags.INJECT_SEA, None
         return RmiRecEnterFlags.EMULATED_MMIO, [value]
+
+    def fault_around(self, page: int) -> int:
+        """DATA_CREATE_UNKNOWN over the rest of the FAULT_AROUND-granule window around a
+        protected fault (Linux's fault-around, 64 KiB; KVM maps a realm fault by the size of
+        the host's mapping): the granules still UNASSIGNED with RIPAS RAM, so the realm's
+        next touches there are no exits. Returns how many it made."""
+        made = 0
+        first = page & ~(FAULT_AROUND * GRANULE_SIZE - 1)
+        for nxt in range(first, first + FAULT_AROUND * GRANULE_SIZE, GRANULE_SIZE):
+            if nxt in self.data or not self.in_ram(nxt):
+                continue
+            entry = self.rmi.try_call(RmiFid.RTT_READ_ENTRY, self.rd, nxt, RTT_PAGE_LEVEL)
+            if entry[0] != _SUCCESS or entry[1] != RTT_PAGE_LEVEL or entry[2] != RttEntryState.UNASSIGNED \
+                    or entry[4] != RmiRipas.RAM:
+                continue
+            data = self.delegated()
+            if self.rmi.try_call(RmiFid.DATA_CREATE_UNKNOWN, self.rd, data, nxt)[0] != _SUCCESS:
+                self.rmi.call(RmiFid.GRANULE_UNDELEGATE, data)
+                self.pages.free(data)
+                continue
+            self.data[nxt] = data
+            made += 1
+        return made
 
     def map_shared(self, page: int) -> int:
         self.ensure_rtt(page, RTT_PAGE_LEVEL)

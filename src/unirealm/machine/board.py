@@ -10,6 +10,8 @@ from .memory import DEFAULT_DRAM_SIZE, MemoryAccessor, PhysicalMemory
 from .monitor import Caller, Monitor
 from .platform import PlatformRoT
 
+_NS_EL2 = Caller.NS_EL2
+
 
 class Machine:
     """The platform a host boots on. `rme=False` models a machine without RME: no root of
@@ -27,6 +29,6 @@ class Machine:
 
     def host_smc(self, *regs: int) -> list[int]:
         """An SMC from the host hypervisor (NS-EL2)."""
-        out = self.monitor.smc(Caller.NS_EL2, list(regs))
-        assert isinstance(out, list)
+        out = self.monitor.smc(_NS_EL2, regs)
+        assert type(out) is list
         return out

@@ -16,12 +16,15 @@ import ctypes
 import mmap
 import os
 import struct
+import sys
 import weakref
 from collections.abc import Callable, Iterator
 
 from unirealm.arch.memory import ACCESSIBLE_PAS, GRANULE_MASK, GRANULE_SHIFT, GRANULE_SIZE, Pas, World
 
 _U64 = struct.Struct("<Q")
+_ZERO_GRANULE = bytes(GRANULE_SIZE)
+_ROOT = World.ROOT
 DRAM_BASE = 0x8_8000_0000  # the machine's DRAM bank; PAs are never equal to guest IPAs
 DEFAULT_DRAM_SIZE = 4 << 30
 
@@ -54,6 +57,10 @@ class PhysicalMemory:
         self._anchor = ctypes.c_char.from_buffer(self._mem)
         self._host_base = ctypes.addressof(self._anchor)
         self._view = memoryview(self._mem).toreadonly()  # for reads in place (hashing)
+        # Aligned 64-bit words (RTT entries) in place, in the host's order: little-endian, as
+        # the descriptors are (the hosts unirealm runs on, x86_64 and AArch64, all are).
+        assert sys.byteorder == "little"
+        self._u64 = memoryview(self._mem).cast("Q")
         self._gpt = bytearray(size >> GRANULE_SHIFT)  # Pas per granule; all NON_SECURE at reset
         self._pas_listeners: list[Callable[[int], None]] = []
 
@@ -82,11 +89,12 @@ class PhysicalMemory:
 
     def set_pas(self, world: World, pa: int, pas: Pas) -> None:
         """Change a granule's PAS. Only the root world may (the GPT lives in root memory)."""
-        if world != World.ROOT:
+        if world != _ROOT:
             raise GranuleProtectionFault(pa, world, Pas.ROOT)
-        if pa & GRANULE_MASK or not self.contains(pa, GRANULE_SIZE):
+        off = pa - self.base
+        if pa & GRANULE_MASK or not 0 <= off < self.size:
             raise ValueError(f"PA {pa:#x} is not a granule of this machine")
-        self._gpt[(pa - self.base) >> GRANULE_SHIFT] = pas
+        self._gpt[off >> GRANULE_SHIFT] = pas
         for listener in self._pas_listeners:
             listener(pa)
 
@@ -132,44 +140,95 @@ class PhysicalMemory:
 
 
 class MemoryAccessor:
-    """One world's view of physical memory: every access is checked against the GPT."""
+    """One world's view of physical memory: every access is checked against the GPT.
+
+    The hot accesses (a granule or less, the common case) check inline: offset in range,
+    one granule, its PAS in this world's reach; anything else takes PhysicalMemory.check,
+    which raises the fault or accepts an access that spans granules."""
 
     def __init__(self, memory: PhysicalMemory, world: World) -> None:
         self.memory = memory
         self.world = world
+        self._allowed = ACCESSIBLE_PAS[world]
+        self._gpt = memory._gpt
+        self._mem = memory._mem
+        self._u64 = memory._u64
+        self._view = memory._view
+        self._base = memory.base
+        self._size = memory.size
+
+    def _offset(self, pa: int, size: int) -> int:
+        """The offset of [pa, pa+size) in the mapping, after the GPT check."""
+        off = pa - self._base
+        if (
+            off < 0
+            or off + size > self._size
+            or size <= 0
+            or off >> GRANULE_SHIFT != (off + size - 1) >> GRANULE_SHIFT
+            or self._gpt[off >> GRANULE_SHIFT] not in self._allowed
+        ):
+            self.memory.check(self.world, pa, size)
+        return off
 
     def read(self, pa: int, size: int) -> bytes:
-        self.memory.check(self.world, pa, size)
-        return self.memory._mem[self.memory._slice(pa, size)]
+        off = self._offset(pa, size)
+        return self._mem[off : off + size]
 
     def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
-        self.memory.check(self.world, pa, len(data))
-        self.memory._mem[self.memory._slice(pa, len(data))] = bytes(data)
+        size = len(data) if not isinstance(data, memoryview) else data.nbytes
+        off = self._offset(pa, size)
+        self._mem[off : off + size] = data
 
     def view(self, pa: int, size: int) -> memoryview:
         """A read-only view of [pa, pa+size), GPT-checked now: to hash memory in place.
         Hold it only for the access at hand (a later PAS change is not seen by it)."""
-        self.memory.check(self.world, pa, size)
-        return self.memory._view[self.memory._slice(pa, size)]
+        off = self._offset(pa, size)
+        return self._view[off : off + size]
 
     def copy(self, dst: int, src: int, size: int) -> None:
         """memmove within this world's reach: [src, src+size) to [dst, dst+size), no copy in Python."""
-        self.memory.check(self.world, src, size)
-        self.memory.check(self.world, dst, size)
-        self.memory._mem.move(dst - self.memory.base, src - self.memory.base, size)
+        self._mem.move(self._offset(dst, size), self._offset(src, size), size)
+
+    def copy_view(self, dst: int, src: int, size: int) -> memoryview:
+        """`copy`, then a read-only view of the copy (`view(dst, size)`): what was copied, to
+        hash in place — never the source, which its owner may change meanwhile."""
+        off, src_off = dst - self._base, src - self._base
+        gpt, allowed = self._gpt, self._allowed  # _offset inline, for both: DATA_CREATE's copy
+        if (
+            size != GRANULE_SIZE
+            or off & GRANULE_MASK
+            or src_off & GRANULE_MASK
+            or not 0 <= off < self._size
+            or not 0 <= src_off < self._size
+            or gpt[off >> GRANULE_SHIFT] not in allowed
+            or gpt[src_off >> GRANULE_SHIFT] not in allowed
+        ):
+            off, src_off = self._offset(dst, size), self._offset(src, size)
+        self._mem.move(off, src_off, size)
+        return self._view[off : off + size]
 
     def read_u64(self, pa: int) -> int:
-        memory = self.memory
-        memory.check(self.world, pa, 8)
-        return int(_U64.unpack_from(memory._mem, pa - memory.base)[0])
+        off = pa - self._base
+        if off & 7 or off < 0 or off + 8 > self._size or self._gpt[off >> GRANULE_SHIFT] not in self._allowed:
+            self.memory.check(self.world, pa, 8)  # an aligned u64 lies in one granule
+            value: int = _U64.unpack_from(self._mem, off)[0]
+            return value
+        return self._u64[off >> 3]
 
     def write_u64(self, pa: int, value: int) -> None:
-        memory = self.memory
-        memory.check(self.world, pa, 8)
-        _U64.pack_into(memory._mem, pa - memory.base, value & 0xFFFF_FFFF_FFFF_FFFF)
+        off = pa - self._base
+        if off & 7 or off < 0 or off + 8 > self._size or self._gpt[off >> GRANULE_SHIFT] not in self._allowed:
+            self.memory.check(self.world, pa, 8)
+            _U64.pack_into(self._mem, off, value & 0xFFFF_FFFF_FFFF_FFFF)
+            return
+        self._u64[off >> 3] = value & 0xFFFF_FFFF_FFFF_FFFF
 
     def zero(self, pa: int, size: int) -> None:
-        self.write(pa, bytes(size))
+        if size == GRANULE_SIZE:
+            off = self._offset(pa, size)
+            self._mem[off : off + size] = _ZERO_GRANULE
+        else:
+            self.write(pa, bytes(size))
 
     def is_zero(self, pa: int, size: int) -> bool:
         return self.read(pa, size).count(0) == size

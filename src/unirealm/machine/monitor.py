@@ -19,7 +19,7 @@ from enum import IntEnum
 from typing import Protocol
 
 from unirealm.arch import rmi, rsi
-from unirealm.arch.memory import GRANULE_MASK, Pas, World
+from unirealm.arch.memory import GRANULE_MASK, GRANULE_SHIFT, Pas, World
 from unirealm.arch.smccc import (
     MASK64,
     NUM_ARG_REGS,
@@ -52,12 +52,21 @@ class RealmWorldFirmware(Protocol):
     def handle_realm_call(self, regs: list[int]) -> list[int] | object: ...
 
 
+_NS_EL2 = Caller.NS_EL2
+_MASK64_AND = MASK64.__and__
+_PAS_NS, _PAS_REALM, _ROOT, _EL3_OK = Pas.NON_SECURE, Pas.REALM, World.ROOT, RmmEl3Status.OK
+_ZERO_REGS = [0] * NUM_ARG_REGS
+_SMCCC_ARCH = frozenset((SMCCC_VERSION, SMCCC_ARCH_FEATURES))
+_SMC64_STANDARD_SECURE = 0xC400_0000  # fast call, SMC64, OEN 4 (standard secure service)
+_RMI_FIRST, _RMI_LAST = rmi.RMI_FNUM_FIRST, rmi.RMI_FNUM_LAST
+
+
 def is_rmi(fid: int) -> bool:
-    return (fid & 0xFFFF_0000) == 0xC400_0000 and rmi.RMI_FNUM_FIRST <= fid_number(fid) <= rmi.RMI_FNUM_LAST
+    return (fid & 0xFFFF_0000) == _SMC64_STANDARD_SECURE and rmi.RMI_FNUM_FIRST <= fid_number(fid) <= rmi.RMI_FNUM_LAST
 
 
 def is_rsi(fid: int) -> bool:
-    return (fid & 0xFFFF_0000) == 0xC400_0000 and rsi.RSI_FNUM_FIRST <= fid_number(fid) <= rsi.RSI_FNUM_LAST
+    return (fid & 0xFFFF_0000) == _SMC64_STANDARD_SECURE and rsi.RSI_FNUM_FIRST <= fid_number(fid) <= rsi.RSI_FNUM_LAST
 
 
 def _fmt(names: tuple[str, ...], values: list[int]) -> str:
@@ -114,22 +123,28 @@ class Monitor:
     # --- the SMC conduit ----------------------------------------------------------------
     def smc(self, caller: Caller, regs: list[int] | tuple[int, ...]) -> list[int] | object:
         """One SMC: x0..x17 in; registers out (or, for a realm call, a REC exit request)."""
-        args = [r & MASK64 for r in regs[:NUM_ARG_REGS]]
-        args += [0] * (NUM_ARG_REGS - len(args))
+        args = list(map(_MASK64_AND, regs[:NUM_ARG_REGS]))  # each register as a 64-bit value
+        if len(args) < NUM_ARG_REGS:
+            args += _ZERO_REGS[len(args) :]
+        if caller == _NS_EL2:  # the host's RMI calls first: the hot path
+            fid = args[0] = args[0] & 0xFFFF_FFFF
+            if fid & 0xFFFF_0000 == _SMC64_STANDARD_SECURE and _RMI_FIRST <= fid & 0xFFFF <= _RMI_LAST:
+                if self.rmm is not None:
+                    out = self.rmm.handle_rmi(args)
+                    if self.trace is not None:
+                        line = describe_rmi(args, out)
+                        if fid == rmi.RmiFid.REC_ENTER and out[0] == 0:
+                            line += f" exit={self._exit_reason(args[2])}"
+                        self.trace(line)
+                    return out
+                return self._not_supported(args)
+            if fid in _SMCCC_ARCH:
+                return self._smccc_arch(args)
+            return self._not_supported(args)
         fid = strip_sve_hint(args[0]) if caller == Caller.R_EL1 else args[0] & 0xFFFF_FFFF
         args[0] = fid
-        if fid in (SMCCC_VERSION, SMCCC_ARCH_FEATURES):
+        if fid in _SMCCC_ARCH:
             return self._smccc_arch(args)
-        if caller == Caller.NS_EL2:
-            if is_rmi(fid) and self.rmm is not None:
-                out = self.rmm.handle_rmi(args)
-                if self.trace is not None:
-                    line = describe_rmi(args, out)
-                    if fid == rmi.RmiFid.REC_ENTER and out[0] == 0:
-                        line += f" exit={self._exit_reason(args[2])}"
-                    self.trace(line)
-                return out
-            return self._not_supported(args)
         if caller == Caller.R_EL1:
             if (is_rsi(fid) or is_psci(fid)) and self.rmm is not None:
                 result = self.rmm.handle_realm_call(args)
@@ -168,14 +183,14 @@ class Monitor:
 
     def _gtsi(self, pa: int, delegate: bool) -> int:
         """Granule transition NS <-> Realm. Refused for any other PAS."""
-        if pa & GRANULE_MASK or not self.memory.contains(pa, GRANULE_MASK + 1):
+        memory = self.memory
+        if pa & GRANULE_MASK or not memory.contains(pa, GRANULE_MASK + 1):
             return RmmEl3Status.BAD_ADDR
-        current = self.memory.pas(pa)
-        want_from, want_to = (Pas.NON_SECURE, Pas.REALM) if delegate else (Pas.REALM, Pas.NON_SECURE)
-        if current != want_from:
+        want_from, want_to = (_PAS_NS, _PAS_REALM) if delegate else (_PAS_REALM, _PAS_NS)
+        if memory._gpt[(pa - memory.base) >> GRANULE_SHIFT] != want_from:  # the GPT is the monitor's
             return RmmEl3Status.BAD_PAS
-        self.memory.set_pas(World.ROOT, pa, want_to)
-        return RmmEl3Status.OK
+        memory.set_pas(_ROOT, pa, want_to)
+        return _EL3_OK
 
     def attest_platform_token(self, challenge: bytes) -> bytes:
         """RMM_ATTEST_GET_PLAT_TOKEN: the root of trust signs a platform token."""

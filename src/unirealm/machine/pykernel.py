@@ -25,6 +25,7 @@ import importlib.machinery
 import importlib.util
 import io
 import itertools
+import marshal
 import secrets
 import sys
 import time
@@ -58,7 +59,15 @@ from unicorn.unicorn_py3.unicorn import Uc
 from unicorn.unicorn_py3.unicorn import uclib as _uclib  # the library under the binding: the SVC fast path
 
 from unirealm.arch.esr import AccessSyndrome
-from unirealm.arch.image import UNIKERNEL_HEADER, UNIKERNEL_HEADER_OFFSET, UNIKERNEL_MAGIC
+from unirealm.arch.image import (
+    PAYLOAD_BYTECODE_SUFFIX,
+    PYC_FLAGS_CHECKED_HASH,
+    PYC_HEADER,
+    UNIKERNEL_HEADER,
+    UNIKERNEL_HEADER_OFFSET,
+    UNIKERNEL_MAGIC,
+    compile_member,
+)
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
 from unirealm.arch.timer import CNT_CTL_ENABLE, CNT_CTL_IMASK, CntSysreg
 
@@ -146,8 +155,25 @@ class _PayloadImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         if not member:
             return
         source = self.archive.read(member)
-        code = compile(source, f"image://{member}", "exec")
+        code = self._bytecode(member, source) or compile_member(member, source)
         exec(code, module.__dict__)
+
+    def _bytecode(self, member: str, source: bytes) -> types.CodeType | None:
+        """The image's own bytecode of `member` (arch/image.py), if it is this interpreter's
+        and of this source: a boot then compiles nothing."""
+        name = member + PAYLOAD_BYTECODE_SUFFIX
+        if name not in self.names:
+            return None
+        data = self.archive.read(name)
+        want = PYC_HEADER.pack(magic=importlib.util.MAGIC_NUMBER, flags=PYC_FLAGS_CHECKED_HASH,
+                               source_hash=importlib.util.source_hash(source))
+        if data[: PYC_HEADER.size] != want:
+            return None
+        try:
+            code = marshal.loads(memoryview(data)[PYC_HEADER.size :])
+        except (EOFError, ValueError, TypeError):
+            return None
+        return code if isinstance(code, types.CodeType) else None
 
     def read_file(self, member: str) -> bytes:
         return self.archive.read(member)

@@ -117,6 +117,11 @@ PSCI_TABLE: tuple[RealmCommand, ...] = (
 )
 
 RMI_COMMANDS: dict[int, RmiCommand] = {c.fid: c for c in RMI_TABLE}
+# The table as the dispatch reads it per call: FID -> (handler, argument count, result count).
+_RMI_DISPATCH: dict[int, tuple[Callable[..., tuple[int, ...]], int, int]] = {
+    int(c.fid): (c.handler, c.nargs, c.nresults) for c in RMI_TABLE
+}
+_ZERO_RESULTS = [0] * RMI_RESULT_REGS
 REALM_COMMANDS: dict[int, RealmCommand] = {c.fid: c for c in (*RSI_TABLE, *PSCI_TABLE)}
 
 
@@ -132,23 +137,22 @@ class Rmm(RmmState):
     def handle_rmi(self, regs: list[int]) -> list[int]:
         """One RMI call: x0 = status | index << 8, X1..X4 from a zeroed result set, and the
         registers above X4 keep their values. An unassigned FID returns NOT_SUPPORTED in x0 only."""
-        out = list(regs)
-        command = RMI_COMMANDS.get(regs[0])
-        if command is None:  # an unassigned number in the RMI range: SMCCC's unknown function
-            out[0] = SMCCC_NOT_SUPPORTED
-            return out
-        results = [0] * RMI_RESULT_REGS
+        row = _RMI_DISPATCH.get(regs[0])
+        if row is None:  # an unassigned number in the RMI range: SMCCC's unknown function
+            return [SMCCC_NOT_SUPPORTED, *regs[1:]]
+        handler, nargs, nresults = row
         try:
-            values = command.handler(self, *regs[1 : 1 + command.nargs])
-            out[0] = RMI_SUCCESS
+            values = handler(self, *regs[1 : 1 + nargs])
+            status = RMI_SUCCESS
         except RmiError as err:
             values = err.outputs
-            out[0] = pack_status(err.status, err.index)
-        assert len(values) <= command.nresults, f"{command.fid.name} gave {len(values)} results"
-        if values:
-            results[: len(values)] = [v & MASK64 for v in values]
-        out[1 : 1 + RMI_RESULT_REGS] = results
-        return out
+            status = pack_status(err.status, err.index)
+        if not values:  # most commands return nothing: X1..X4 are zero
+            return [status, *_ZERO_RESULTS, *regs[1 + RMI_RESULT_REGS :]]
+        assert len(values) <= nresults, f"{regs[0]:#x} gave {len(values)} results"
+        results = [v & MASK64 for v in values]
+        results += _ZERO_RESULTS[len(results) :]
+        return [status, *results, *regs[1 + RMI_RESULT_REGS :]]
 
     def handle_realm_call(self, regs: list[int]) -> list[int] | object:
         """An SMC made by the REC now running: RSI or PSCI. Returns the registers the realm

@@ -43,14 +43,18 @@ def realm_create_rim(params: dict[str, object]) -> bytes:
     return hash_bytes(int(params["hash_algo"]), page)  # type: ignore[call-overload]
 
 
+_SHA256 = hashlib.sha256
+_SHA_256 = int(RmiHashAlgorithm.SHA_256)
+_MEASURED = int(RmiDataFlags.MEASURED)
+
+
 def extend_data(rim: bytes, algo: int, ipa: int, flags: int, content: bytes | memoryview | None) -> bytes:
     """DATA_CREATE of one granule: H(DataDescriptor(RIM, ipa, flags, H(content) or 0)).
     `content` may be a view of the granule itself: it is hashed in place."""
-    if algo == RmiHashAlgorithm.SHA_256:  # the common case without the generic dispatch: one call per granule
-        content_hash = ZERO_SLOT
-        if flags == RmiDataFlags.MEASURED and content is not None:
-            content_hash = hashlib.sha256(content).digest() + _PAD32
-        return hashlib.sha256(data_descriptor(rim, ipa, flags, content_hash)).digest() + _PAD32
+    if algo == _SHA_256:  # the common case without the generic dispatch: one call per granule
+        # A 32-byte digest packs into its 64-byte slot zero-filled, as the slot holds it.
+        content_hash = _SHA256(content).digest() if flags == _MEASURED and content is not None else ZERO_SLOT
+        return _SHA256(data_descriptor(rim, ipa, flags, content_hash)).digest() + _PAD32
     content_hash = hash_bytes(algo, content) if flags == RmiDataFlags.MEASURED and content is not None else ZERO_SLOT
     return hash_bytes(algo, data_descriptor(rim, ipa, flags, content_hash))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Any, Protocol
 
 from unirealm.arch.esr import AccessSyndrome
@@ -117,11 +118,12 @@ class Realm:
     rec_count: int = 0  # REC_CREATE calls so far: the index the next REC must use
     attestation_key: Any = None  # rmm.attestation.RealmAttestationKey, made on first use
 
-    @property
+    # The parameters are fixed at REALM_CREATE: what the RMI path reads per call is kept.
+    @cached_property
     def ipa_width(self) -> int:
         return int(self.params["s2sz"])
 
-    @property
+    @cached_property
     def hash_algo(self) -> int:
         return int(self.params["hash_algo"])
 
@@ -133,11 +135,11 @@ class Realm:
     def vmid(self) -> int:
         return int(self.params["vmid"])
 
-    @property
+    @cached_property
     def par_size(self) -> int:
         return par_size(self.ipa_width)
 
-    @property
+    @cached_property
     def ipa_size(self) -> int:
         return 1 << self.ipa_width
 

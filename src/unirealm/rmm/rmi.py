@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from unirealm.arch.memory import (
+    GRANULE_MASK,
     GRANULE_SIZE,
     MAX_ROOT_RTTS,
     MIN_IPA_BITS,
@@ -60,13 +61,16 @@ def rmi_features(rmm: RmmState, index: int) -> tuple[int, ...]:
     return (rmm.feat_reg0 if index == 0 else 0,)
 
 
+_UNDELEGATED, _DELEGATED, _DATA = GranuleState.UNDELEGATED, GranuleState.DELEGATED, GranuleState.DATA
+_NEW = RealmState.NEW
+
+
 # --- granules ---------------------------------------------------------------------------
 def granule_delegate(rmm: RmmState, pa: int) -> tuple[int, ...]:
-    if rmm.granule_state(pa) != GranuleState.UNDELEGATED:
-        raise fail(RmiStatus.ERROR_INPUT)
+    rmm.require_granule(pa, _UNDELEGATED)  # ERROR_INPUT
     if not rmm.gtsi(pa, delegate=True):
         raise fail(RmiStatus.ERROR_INPUT)
-    rmm.set_granule_state(pa, GranuleState.DELEGATED)
+    rmm.set_granule_state(pa, _DELEGATED)
     rmm.scrub(pa)
     return ()
 
@@ -263,47 +267,43 @@ def psci_complete(rmm: RmmState, calling: int, target: int, status: int) -> tupl
 
 
 # --- data granules ----------------------------------------------------------------------
-def _page_walk(rmm: RmmState, realm: Realm, ipa: int) -> Any:
-    if not is_granule_aligned(ipa) or not realm.addr_in_par(ipa):
+_UNASSIGNED, _RAM, _MEASURED = s2tte.Kind.UNASSIGNED, RmiRipas.RAM, RmiDataFlags.MEASURED
+_DATA_FLAGS = frozenset((RmiDataFlags.UNMEASURED, RmiDataFlags.MEASURED))
+
+
+def data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int | None, flags: int) -> tuple[int, ...]:
+    """DATA_CREATE, and with no `src` DATA_CREATE_UNKNOWN (one handler: one frame less per call)."""
+    if src is not None:
+        if flags not in _DATA_FLAGS:
+            raise fail(RmiStatus.ERROR_INPUT)
+        if not rmm.is_ns_granule(src):
+            raise fail(RmiStatus.ERROR_INPUT)
+    rmm.require_granule(data, _DELEGATED)
+    realm = rmm.realm_of(rd)
+    if src is not None and realm.state != _NEW:
+        raise fail(RmiStatus.ERROR_REALM)
+    if ipa & GRANULE_MASK or not 0 <= ipa < realm.par_size:
         raise fail(RmiStatus.ERROR_INPUT)
     walk = realm.stage2.walk(ipa, RTT_PAGE_LEVEL)
     if walk.level < RTT_PAGE_LEVEL:
         raise fail(RmiStatus.ERROR_RTT, walk.level)
-    return walk
-
-
-def _data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int | None, flags: int) -> None:
-    if src is not None:
-        if flags not in (RmiDataFlags.UNMEASURED, RmiDataFlags.MEASURED):
-            raise fail(RmiStatus.ERROR_INPUT)
-        if not rmm.is_ns_granule(src):
-            raise fail(RmiStatus.ERROR_INPUT)
-    rmm.require_granule(data, GranuleState.DELEGATED)
-    realm = rmm.realm_of(rd)
-    if src is not None and realm.state != RealmState.NEW:
-        raise fail(RmiStatus.ERROR_REALM)
-    walk = _page_walk(rmm, realm, ipa)
     entry = walk.entry
-    if entry.kind != s2tte.Kind.UNASSIGNED:
+    if entry.kind is not _UNASSIGNED:
         raise fail(RmiStatus.ERROR_RTT, RTT_PAGE_LEVEL)
     if src is not None:
-        rmm.mem.copy(data, src, GRANULE_SIZE)
-        realm.rim = measurement.extend_data(realm.rim, realm.hash_algo, ipa, flags, rmm.mem.view(data, GRANULE_SIZE))
-        new = s2tte.assigned(RmiRipas.RAM, data)
+        content = rmm.mem.copy_view(data, src, GRANULE_SIZE)  # measured from the copy, in place
+        rim = realm.measurements  # RIM in slot 0 (Realm.rim), reached without the property
+        rim[0] = measurement.extend_data(rim[0], realm.hash_algo, ipa, flags, content)
+        ripas = _RAM
     else:
-        new = s2tte.assigned(entry.ripas, data)
-    realm.stage2.write(walk.rtt, walk.index, new, RTT_PAGE_LEVEL)
-    rmm.set_granule_state(data, GranuleState.DATA)
-
-
-def data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int, flags: int) -> tuple[int, ...]:
-    _data_create(rmm, rd, data, ipa, src, flags)
+        ripas = entry.ripas
+    realm.stage2.write_raw(walk.rtt, walk.index, s2tte.encode_assigned(ripas, data, RTT_PAGE_LEVEL))
+    rmm.set_granule_state(data, _DATA)
     return ()
 
 
 def data_create_unknown(rmm: RmmState, rd: int, data: int, ipa: int) -> tuple[int, ...]:
-    _data_create(rmm, rd, data, ipa, None, RmiDataFlags.UNMEASURED)
-    return ()
+    return data_create(rmm, rd, data, ipa, None, RmiDataFlags.UNMEASURED)
 
 
 def data_destroy(rmm: RmmState, rd: int, ipa: int) -> tuple[int, ...]:

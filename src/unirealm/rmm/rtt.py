@@ -18,6 +18,14 @@ from . import s2tte
 from .s2tte import Entry
 
 _LEVEL_SHIFTS = tuple(level_shift(level) for level in range(4))  # level_index's shifts, precomputed
+_RTT_INDEX_BITS = S2TTES_PER_RTT.bit_length() - 1
+_RTT_INDEX_MASK = S2TTES_PER_RTT - 1
+# The walk's constants as module globals (cheaper to reach than module attributes).
+_DESC_TYPE_MASK = s2tte.DESC_TYPE_MASK
+_DESC_TABLE_OR_PAGE = s2tte.DESC_TABLE_OR_PAGE
+_OA_MASK = s2tte.OA_MASK
+_decode = s2tte.decode
+_new_tuple = tuple.__new__
 
 
 class Walk(NamedTuple):
@@ -43,6 +51,8 @@ class Stage2:
         self.start_level = start_level
         self.num_root = num_root
         self.ipa_width = ipa_width
+        self._root_shift = _LEVEL_SHIFTS[start_level]
+        self._root_mask = S2TTES_PER_RTT * num_root - 1
 
     # --- raw entries --------------------------------------------------------------------
     def read_raw(self, rtt: int, index: int) -> int:
@@ -50,6 +60,10 @@ class Stage2:
 
     def write(self, rtt: int, index: int, entry: Entry, level: int) -> None:
         self.mem.write_u64(rtt + 8 * index, s2tte.encode(entry, level))
+
+    def write_raw(self, rtt: int, index: int, desc: int) -> None:
+        """An entry already encoded (s2tte.encode_assigned)."""
+        self.mem.write_u64(rtt + 8 * index, desc)
 
     def read_span(self, rtt: int, index: int) -> bytes:
         """The raw entries from `index` to the end of the RTT, in one read."""
@@ -72,23 +86,26 @@ class Stage2:
     # --- walking ------------------------------------------------------------------------
     def root_slot(self, ipa: int) -> tuple[int, int]:
         """(RTT granule, index) of `ipa` in the concatenated root tables."""
-        idx = (ipa >> _LEVEL_SHIFTS[self.start_level]) & (S2TTES_PER_RTT * self.num_root - 1)
+        idx = (ipa >> self._root_shift) & self._root_mask
         return self.rtt_base + (idx // S2TTES_PER_RTT) * GRANULE_SIZE, idx % S2TTES_PER_RTT
 
     def walk(self, ipa: int, target_level: int = 3) -> Walk:
         """Walk towards `target_level`, stopping early at any entry that is not a table."""
-        rtt, index = self.root_slot(ipa)
+        idx = (ipa >> self._root_shift) & self._root_mask
+        rtt = self.rtt_base + (idx >> _RTT_INDEX_BITS) * GRANULE_SIZE
+        index = idx & _RTT_INDEX_MASK
         level = self.start_level
         read_u64 = self.mem.read_u64
         while True:
             raw = read_u64(rtt + 8 * index)
             # A table descriptor is followed without decoding it (s2tte.decode's first case).
-            if level < target_level and raw & s2tte.DESC_TYPE_MASK == s2tte.DESC_TABLE_OR_PAGE:
-                rtt = raw & s2tte.OA_MASK
+            if level < target_level and raw & _DESC_TYPE_MASK == _DESC_TABLE_OR_PAGE:
+                rtt = raw & _OA_MASK
                 level += 1
-                index = (ipa >> _LEVEL_SHIFTS[level]) & (S2TTES_PER_RTT - 1)
+                index = (ipa >> _LEVEL_SHIFTS[level]) & _RTT_INDEX_MASK
                 continue
-            return Walk(level, rtt, index, s2tte.decode(raw, level), raw)
+            # tuple.__new__ directly: a NamedTuple's generated __new__ is one more Python frame.
+            return _new_tuple(Walk, (level, rtt, index, _decode(raw, level), raw))
 
     def root_rtts(self) -> list[int]:
         return [self.rtt_base + i * GRANULE_SIZE for i in range(self.num_root)]

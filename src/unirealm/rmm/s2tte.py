@@ -83,20 +83,36 @@ def assigned(ripas: RmiRipas, pa: int) -> Entry:
 UNASSIGNED_NS = Entry(Kind.UNASSIGNED_NS)
 
 
+# The members as module globals: an Enum member reached through its class costs an attribute
+# lookup on the enum type, and encode/decode run on every RTT write and walk.
+_TABLE, _ASSIGNED, _ASSIGNED_NS, _UNASSIGNED_NS = Kind.TABLE, Kind.ASSIGNED, Kind.ASSIGNED_NS, Kind.UNASSIGNED_NS
+_RAM = RmiRipas.RAM
+_RAM_ATTRS = (MEMATTR_NORMAL_WB << MEMATTR_SHIFT) | S2AP_MASK | AF  # a protected RAM mapping
+_NS_ATTRS = AF | NS | XN
+_HIPAS_ASSIGNED = RmiHipas.ASSIGNED << HIPAS_SHIFT
+_HIPAS_UNASSIGNED = RmiHipas.UNASSIGNED << HIPAS_SHIFT
+_HIPAS_UNASSIGNED_NS = RmiHipas.UNASSIGNED_NS << HIPAS_SHIFT
+
+
+def encode_assigned(ripas: RmiRipas, pa: int, level: int) -> int:
+    """encode(assigned(ripas, pa), level) without the Entry (DATA_CREATE's write)."""
+    if ripas == _RAM:
+        return (pa & OA_MASK) | _RAM_ATTRS | (DESC_TABLE_OR_PAGE if level == RTT_PAGE_LEVEL else DESC_VALID)
+    return (pa & OA_MASK) | _HIPAS_ASSIGNED | (ripas << RIPAS_SHIFT)
+
+
 def encode(entry: Entry, level: int) -> int:
-    if entry.kind == Kind.TABLE:
+    kind = entry.kind
+    if kind is _TABLE:
         return (entry.pa & OA_MASK) | DESC_TABLE_OR_PAGE
-    if entry.kind == Kind.ASSIGNED_NS:
+    if kind is _ASSIGNED_NS:
         typ = DESC_TABLE_OR_PAGE if level == RTT_PAGE_LEVEL else DESC_VALID
-        return (entry.pa & OA_MASK) | entry.attrs | AF | NS | XN | typ
-    if entry.kind == Kind.ASSIGNED and entry.ripas == RmiRipas.RAM:
-        typ = DESC_TABLE_OR_PAGE if level == RTT_PAGE_LEVEL else DESC_VALID
-        return (entry.pa & OA_MASK) | (MEMATTR_NORMAL_WB << MEMATTR_SHIFT) | S2AP_MASK | AF | typ
-    if entry.kind == Kind.UNASSIGNED_NS:
-        return RmiHipas.UNASSIGNED_NS << HIPAS_SHIFT
-    hipas = RmiHipas.ASSIGNED if entry.kind == Kind.ASSIGNED else RmiHipas.UNASSIGNED
-    pa = entry.pa & OA_MASK if entry.kind == Kind.ASSIGNED else 0
-    return pa | (hipas << HIPAS_SHIFT) | (entry.ripas << RIPAS_SHIFT)
+        return (entry.pa & OA_MASK) | entry.attrs | _NS_ATTRS | typ
+    if kind is _ASSIGNED:
+        return encode_assigned(entry.ripas, entry.pa, level)
+    if kind is _UNASSIGNED_NS:
+        return _HIPAS_UNASSIGNED_NS
+    return _HIPAS_UNASSIGNED | (entry.ripas << RIPAS_SHIFT)
 
 
 @lru_cache(maxsize=1 << 14)

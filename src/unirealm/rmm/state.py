@@ -28,6 +28,9 @@ SUPPORTED_S2SZ = 48
 NUM_BPS = 6
 NUM_WPS = 4
 GICV3_NUM_LRS = vgic.NUM_LRS  # the list registers of a REC's virtual CPU interface
+_UNDELEGATED, _RD, _PAS_NS = GranuleState.UNDELEGATED, GranuleState.RD, Pas.NON_SECURE
+_R_EL2, _EL3_OK = Caller.R_EL2, int(RmmEl3Status.OK)
+_GTSI_DELEGATE, _GTSI_UNDELEGATE = int(RmmEl3Fid.GTSI_DELEGATE), int(RmmEl3Fid.GTSI_UNDELEGATE)
 
 
 @dataclass
@@ -82,6 +85,7 @@ class RmmState:
         memory = monitor.memory
         self.mem = memory.accessor(World.REALM)
         self._granules = bytearray(memory.size >> GRANULE_SHIFT)
+        self._mem_base, self._mem_size, self._gpt = memory.base, memory.size, memory._gpt
         self.realms: dict[int, Realm] = {}
         self.recs: dict[int, Rec] = {}
         self.current_rec: Rec | None = None
@@ -89,9 +93,8 @@ class RmmState:
 
     # --- granules -----------------------------------------------------------------------
     def _granule_index(self, pa: int) -> int | None:
-        memory = self.monitor.memory
-        off = pa - memory.base
-        if pa & GRANULE_MASK or off < 0 or off + GRANULE_SIZE > memory.size:
+        off = pa - self._mem_base
+        if pa & GRANULE_MASK or off < 0 or off >= self._mem_size:
             return None
         return off >> GRANULE_SHIFT
 
@@ -101,33 +104,36 @@ class RmmState:
         return None if i is None else GranuleState(self._granules[i])
 
     def set_granule_state(self, pa: int, state: GranuleState) -> None:
-        i = self._granule_index(pa)
-        assert i is not None
-        self._granules[i] = state
+        off = pa - self._mem_base
+        assert not pa & GRANULE_MASK and 0 <= off < self._mem_size
+        self._granules[off >> GRANULE_SHIFT] = state
 
     def require_granule(self, pa: int, state: GranuleState) -> None:
-        i = self._granule_index(pa)
-        if i is None or self._granules[i] != state:
+        off = pa - self._mem_base  # _granule_index inline: every RMI command checks its granules
+        if pa & GRANULE_MASK or off < 0 or off >= self._mem_size or self._granules[off >> GRANULE_SHIFT] != state:
             raise RmiError(RmiStatus.ERROR_INPUT)
 
     def is_ns_granule(self, pa: int) -> bool:
         """A granule the host owns: valid address, UNDELEGATED, and in the non-secure PAS."""
-        i = self._granule_index(pa)
-        memory = self.monitor.memory
-        return i is not None and self._granules[i] == GranuleState.UNDELEGATED and memory._gpt[i] == Pas.NON_SECURE
+        off = pa - self._mem_base
+        if pa & GRANULE_MASK or off < 0 or off >= self._mem_size:
+            return False
+        i = off >> GRANULE_SHIFT
+        return self._granules[i] == _UNDELEGATED and self._gpt[i] == _PAS_NS
 
     def gtsi(self, pa: int, delegate: bool) -> bool:
-        fid = RmmEl3Fid.GTSI_DELEGATE if delegate else RmmEl3Fid.GTSI_UNDELEGATE
-        out = self.monitor.smc(Caller.R_EL2, [fid, pa])
-        assert isinstance(out, list)
-        return out[0] == RmmEl3Status.OK
+        out = self.monitor.smc(_R_EL2, [_GTSI_DELEGATE if delegate else _GTSI_UNDELEGATE, pa])
+        assert type(out) is list
+        return bool(out[0] == _EL3_OK)
 
     def scrub(self, pa: int) -> None:
         """Zero a granule: the DELEGATED state always holds zeros (digest §2.3)."""
         self.mem.zero(pa, GRANULE_SIZE)
 
     def realm_of(self, rd: int) -> Realm:
-        self.require_granule(rd, GranuleState.RD)
+        off = rd - self._mem_base  # require_granule(rd, RD) inline: every realm command starts here
+        if rd & GRANULE_MASK or off < 0 or off >= self._mem_size or self._granules[off >> GRANULE_SHIFT] != _RD:
+            raise RmiError(RmiStatus.ERROR_INPUT)
         return self.realms[rd]
 
     def rec_of(self, rec: int) -> Rec:
