@@ -1,6 +1,7 @@
 """Demand paging: an app touching 4/8/16/32 MiB of fresh anonymous memory one page at a time,
-as a realm (every first touch a REC exit, DATA_CREATE_UNKNOWN and a PAS change) against the
-same image as a plain VM in the same run.
+as a realm (the first touch of each 64 KiB window a REC exit, then DATA_CREATE_UNKNOWN and a
+PAS change for each granule of the window: the host's fault-around) against the same image
+as a plain VM in the same run.
 
     python bench/demand_paging.py [MIB...]
 """

@@ -88,15 +88,16 @@ class RmiClient:
 
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
+        self._smc = machine.host_smc
 
     def call(self, fid: RmiFid, *args: int) -> list[int]:
-        out = self.machine.host_smc(fid, *args)
+        out = self._smc(fid, *args)
         if out[0] & 0xFF != _SUCCESS:
             raise RmiCallError(fid, status_of(out[0]), index_of(out[0]))
         return out
 
     def try_call(self, fid: RmiFid, *args: int) -> list[int]:
-        return self.machine.host_smc(fid, *args)
+        return self._smc(fid, *args)
 
 
 @dataclass

@@ -123,9 +123,10 @@ class Monitor:
     # --- the SMC conduit ----------------------------------------------------------------
     def smc(self, caller: Caller, regs: list[int] | tuple[int, ...]) -> list[int] | object:
         """One SMC: x0..x17 in; registers out (or, for a realm call, a REC exit request)."""
-        args = list(map(_MASK64_AND, regs[:NUM_ARG_REGS]))  # each register as a 64-bit value
-        if len(args) < NUM_ARG_REGS:
-            args += _ZERO_REGS[len(args) :]
+        n = len(regs)
+        args = list(map(_MASK64_AND, regs if n <= NUM_ARG_REGS else regs[:NUM_ARG_REGS]))  # as 64-bit values
+        if n < NUM_ARG_REGS:
+            args += _ZERO_REGS[n:]
         if caller == _NS_EL2:  # the host's RMI calls first: the hot path
             fid = args[0] = args[0] & 0xFFFF_FFFF
             if fid & 0xFFFF_0000 == _SMC64_STANDARD_SECURE and _RMI_FIRST <= fid & 0xFFFF <= _RMI_LAST:
