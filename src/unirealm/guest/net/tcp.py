@@ -114,6 +114,10 @@ class Tcb:
     def rcv_wnd(self) -> int:
         return max(0, RCVBUF - len(self.rcvbuf))
 
+    def send_room(self) -> int:
+        """Free space in the send buffer: what the next `send` takes at most."""
+        return max(0, SNDBUF - len(self.sndbuf))
+
     def unsent_offset(self) -> int:
         """Bytes of sndbuf already sent (snd_nxt - snd_una, less a sent FIN)."""
         return min((self.snd_nxt - self.snd_una) & M32, len(self.sndbuf))
@@ -146,7 +150,12 @@ class Tcb:
             self.rtx_deadline = now + self.rto
 
     def output(self) -> None:
-        """Send what the window allows, the FIN when due, else a pending ACK."""
+        """Send what the window allows, the FIN when due, else a pending ACK (the NIC is
+        told of the burst once)."""
+        with self.stack.tx_batch():
+            self._output()
+
+    def _output(self) -> None:
         now = self.stack.now_ns()
         sent = False
         if self.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK) and not self.fin_sent:
