@@ -30,7 +30,7 @@ from ..vfs import (
     WouldBlock,
 )
 from .stack import UdpEndpoint
-from .tcp import ESTABLISHED, SYN_RCVD, SYN_SENT, Tcb
+from .tcp import ESTABLISHED, RCVBUF, SNDBUF, SYN_RCVD, SYN_SENT, Tcb
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 SOCK_STREAM, SOCK_DGRAM = 1, 2
@@ -419,7 +419,7 @@ class SocketCalls:
         elif level == SOL_SOCKET and name == SO_ACCEPTCONN:
             value = int(sock.listener is not None)
         elif level == SOL_SOCKET and name in (SO_SNDBUF, SO_RCVBUF):
-            value = 65536
+            value = SNDBUF if name == SO_SNDBUF else RCVBUF
         elif level == IPPROTO_TCP and name == TCP_MAXSEG:
             value = sock.tcb.mss if sock.tcb is not None else 536
         else:

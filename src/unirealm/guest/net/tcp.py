@@ -40,7 +40,7 @@ TIME_WAIT_NS = 1000 * MS  # short: one second, not 2*MSL
 FIN_WAIT_2_NS = 10_000 * MS  # an orphaned FIN_WAIT_2 does not wait for ever
 DELACK_NS = 40 * MS  # RFC 9293 §3.8.6.3: an ACK may wait (< 0.5 s) for data to ride on; Linux's 40 ms
 RCVBUF = 65535
-SNDBUF = 65536
+SNDBUF = 256 << 10  # four 64 KiB windows: the app refills it while a window is in flight
 LOCAL_MSS = 1460  # Ethernet MTU 1500 - 20 (IPv4) - 20 (TCP)
 M32 = 0xFFFF_FFFF
 
@@ -496,4 +496,6 @@ class Tcb:
 
     @property
     def writable(self) -> bool:
-        return self.state in SENDING and not self.fin_queued and len(self.sndbuf) < SNDBUF
+        # Linux's sk_stream_is_writeable: free space of at least half what is queued, so that
+        # an app woken for writing has a useful amount of room, not the few bytes one ACK freed
+        return self.state in SENDING and not self.fin_queued and 3 * len(self.sndbuf) <= 2 * SNDBUF

@@ -51,16 +51,18 @@ from ..virtio import DmaPool, VirtioError, VirtioMmioTransport
 
 TX_HEADER = VirtioNetHdr().pack()  # no offloads: all zero
 BUF_SIZE = 1536  # header + the largest frame (1514), rounded up
-RING_SIZE = 32
-POOL_PAGES = 28
+RING_SIZE = 32  # RX: the device holds frames beyond these in its backlog
+TX_RING_SIZE = 128  # TX: a TCP burst (a 64 KiB window is 45 frames) with room to spare, one notify
+POOL_PAGES = 64
 
 
 class NetQueue:
     """A split virtqueue whose descriptor i always points at buffer i of BUF_SIZE bytes."""
 
-    def __init__(self, t: VirtioMmioTransport, pool: DmaPool, index: int, writable: bool) -> None:
+    def __init__(self, t: VirtioMmioTransport, pool: DmaPool, index: int, writable: bool,
+                 size: int = RING_SIZE) -> None:
         self.t, self.pool, self.index = t, pool, index
-        self.num, self.desc, self.avail, self.used = t.setup_queue(index, pool, RING_SIZE)
+        self.num, self.desc, self.avail, self.used = t.setup_queue(index, pool, size)
         n = self.num
         self.bufs = pool.alloc(BUF_SIZE * n, 64)
         flags = VirtqDescFlags.WRITE if writable else 0
@@ -132,7 +134,7 @@ class VirtioNet:
             self.mac = bytes([0x02]) + kernel.cpu.rndr().to_bytes(8, "little")[:5]
         self.pool = DmaPool(kernel, POOL_PAGES)
         self.rx = NetQueue(t, self.pool, VIRTIO_NET_RX_QUEUE, writable=True)
-        self.tx = NetQueue(t, self.pool, VIRTIO_NET_TX_QUEUE, writable=False)
+        self.tx = NetQueue(t, self.pool, VIRTIO_NET_TX_QUEUE, writable=False, size=TX_RING_SIZE)
         self.tx_free = list(range(self.tx.num))
         self.tx_unannounced = False
         for i in range(self.rx.num):
