@@ -135,13 +135,16 @@ def run() -> list[tuple[str, float, float, str]]:
             path.write_bytes(os.urandom(size))
             values[size] = path
         base = qemu_times(values)
+        plain: dict[int, tuple[float, float]] = {}
         for env in ENVS:
             got = unirealm_times(image, env, values, tmp)
+            plain = plain or got
             for size in SIZES:
                 rows.append((f"redis GET of {size >> 20} MiB, {env} vs redis-server under qemu-user (wall)",
                              got[size][0], base[size][0], "s"))
-                rows.append(("the same GET, CPU of the VMM and its kernel process vs qemu-user's",
-                             got[size][1], base[size][1], "s"))
+                if got is not plain:  # qemu-user's CPU for a GET is below the clock tick: the plain VM's
+                    rows.append((f"the same GET, CPU of the VMM and its kernel process: {env} vs plain VM",
+                                 got[size][1], plain[size][1], "s"))
     return rows
 
 
