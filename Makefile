@@ -10,7 +10,7 @@ APT_PKGS := gcc gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu swig python3-de
             libseccomp2
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all setup toolchain test test-fast typecheck lint demo clean bench fuzz corpus coverage mutate
+.PHONY: all setup toolchain test test-huge test-fast typecheck lint demo clean bench fuzz corpus coverage mutate
 
 all: test
 
@@ -40,6 +40,10 @@ test: setup typecheck
 # mypy over src/ with pyproject.toml's [tool.mypy] settings
 typecheck: setup
 	$(VENV)/bin/mypy
+
+# the tests too long for `make test` (16 MiB redis values in each environment: minutes each)
+test-huge: setup
+	$(PY) -m pytest -p no:cacheprovider -m huge
 
 # the unit tests alone (no image boots): a quick loop while working
 test-fast: setup

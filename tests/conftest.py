@@ -7,6 +7,8 @@
 - Hypothesis runs derandomised (a fixed seed, no example database) under `CI=true`, and
   randomised locally; `HYPOTHESIS_PROFILE` picks a profile by name.
 - Tests under tests/e2e carry the `e2e` marker (`make test-fast` leaves them out).
+- Tests marked `huge` (minutes each, beyond the suite's CI budget) are deselected unless the
+  `-m` expression names them: `make test-huge` runs them.
 """
 
 from __future__ import annotations
@@ -28,10 +30,15 @@ settings.register_profile("dev", print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if CI else "dev"))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if E2E in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
+    if "huge" not in (config.getoption("markexpr", "") or ""):
+        huge = [item for item in items if item.get_closest_marker("huge") is not None]
+        if huge:
+            config.hook.pytest_deselected(items=huge)
+            items[:] = [item for item in items if item.get_closest_marker("huge") is None]
 
 
 def _decided_skip(item: pytest.Item) -> bool:

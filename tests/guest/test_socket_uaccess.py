@@ -57,6 +57,9 @@ class FakeSocket:
         self.sent += data
         return len(data)
 
+    def io_limit(self, size: int, write: bool) -> int:
+        return size
+
     def recv(self, size: int, peek: bool) -> tuple[bytes, Any]:
         data, rest = self.queued[:size], self.queued[size:]
         if not peek:

@@ -105,8 +105,8 @@ class FileIo(SyscallContext):
         f = self.file(fd)
         if not f.readable:
             return -errno.EBADF
-        count = self.user_span(buf, min(count, 1 << 24), True)
-        data = self._io(f, lambda: f.read(count), POLLIN)
+        cap = min(count, 1 << 24)
+        data = self._io(f, lambda: f.read(self.user_span(buf, f.io_limit(cap, False), True)), POLLIN)
         if data:
             self.p.write(buf, data)
         return len(data)
@@ -116,8 +116,9 @@ class FileIo(SyscallContext):
         f = self.file(fd)
         if not f.writable:
             return -errno.EBADF
-        data = self.p.read(buf, self.user_span(buf, min(count, 1 << 24), False))
-        return self._io(f, lambda: f.write(data), POLLOUT)
+        cap = min(count, 1 << 24)
+        return self._io(f, lambda: f.write(self.p.read(buf, self.user_span(buf, f.io_limit(cap, True), False))),
+                        POLLOUT)
 
     @calls("readv")
     def sys_readv(self, fd: int, iov: int, iovcnt: int, *_: int) -> int:
@@ -138,17 +139,31 @@ class FileIo(SyscallContext):
         f = self.file(fd)
         if not f.writable:
             return -errno.EBADF
-        data = self._gather(self._iovecs(iov, iovcnt))
-        if not data:
+        iovecs = self._iovecs(iov, iovcnt)
+        total = sum(length for _, length in iovecs)
+        if not total:
             return 0
-        return self._io(f, lambda: f.write(data), POLLOUT)
 
-    def _gather(self, iovecs: list[tuple[int, int]]) -> bytes:
-        """The bytes of an iovec array up to the first page that faults (EFAULT if none)."""
+        def op() -> int:
+            limit = f.io_limit(total, True)
+            return f.write(self._gather(iovecs, limit)) if limit else f.write(b"")
+
+        return self._io(f, op, POLLOUT)
+
+    def _gather(self, iovecs: list[tuple[int, int]], limit: int | None = None) -> bytes:
+        """The bytes of an iovec array (its first `limit` bytes) up to the first page that
+        faults (EFAULT if none)."""
         out = bytearray()
+        left = (1 << 64) if limit is None else limit
         for base, length in iovecs:
+            length = min(length, left)
+            if not length:
+                if left:
+                    continue
+                break
             n = self.p.accessible(base, length, False)
             out += self.p.read(base, n)
+            left -= n
             if n < length:
                 if not out:
                     raise MemoryError

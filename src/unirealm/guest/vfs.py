@@ -258,6 +258,12 @@ class OpenFile:
     def write(self, data: bytes) -> int:
         raise FsError(errno.EINVAL)
 
+    def io_limit(self, size: int, write: bool) -> int:
+        """How many of `size` bytes one read or write can move now, so that the syscall layer
+        copies no more than that from or to the app (a socket's free send space, the bytes it
+        holds); the rest of the app's buffer is left for its next call."""
+        return size
+
     def pread(self, size: int, offset: int) -> bytes:
         raise FsError(errno.ESPIPE)
 

@@ -30,7 +30,7 @@ from ..vfs import (
     WouldBlock,
 )
 from .stack import UdpEndpoint
-from .tcp import ESTABLISHED, SYN_RCVD, SYN_SENT, Tcb
+from .tcp import ESTABLISHED, RCVBUF, SNDBUF, SYN_RCVD, SYN_SENT, Tcb
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 SOCK_STREAM, SOCK_DGRAM = 1, 2
@@ -178,6 +178,16 @@ class SocketFile(OpenFile):
 
     def write(self, data: bytes) -> int:
         return self.send(data)
+
+    def io_limit(self, size: int, write: bool) -> int:
+        """A stream takes no more than its free send space and gives no more than it holds
+        (when it holds nothing, the whole size: the read waits or ends the stream)."""
+        t = self.tcb
+        if self.kind != SOCK_STREAM or t is None:
+            return size
+        if write:
+            return min(size, t.send_room())
+        return min(size, len(t.rcvbuf)) if t.rcvbuf else size
 
     def poll(self) -> int:
         self.stack.poll()
@@ -409,7 +419,7 @@ class SocketCalls:
         elif level == SOL_SOCKET and name == SO_ACCEPTCONN:
             value = int(sock.listener is not None)
         elif level == SOL_SOCKET and name in (SO_SNDBUF, SO_RCVBUF):
-            value = 65536
+            value = SNDBUF if name == SO_SNDBUF else RCVBUF
         elif level == IPPROTO_TCP and name == TCP_MAXSEG:
             value = sock.tcb.mss if sock.tcb is not None else 536
         else:
@@ -450,14 +460,20 @@ class SocketCalls:
     def sys_sendto(self, fd: int, buf: int, size: int, flags: int, addr: int, length: int) -> int:
         sock = self._sock(fd)
         size = min(size, 1 << 20)
-        data = self.p.read(buf, self._send_span(sock, buf, size)) if size else b""
         dest = self._read_addr(addr, length) if addr and sock.kind == SOCK_DGRAM else None
-        return self._sock_io(sock, lambda: sock.send(data, dest), POLLOUT, flags)
+
+        def op() -> int:
+            n = sock.io_limit(size, True)
+            return sock.send(self.p.read(buf, self._send_span(sock, buf, n)) if n else b"", dest)
+
+        return self._sock_io(sock, op, POLLOUT, flags)
 
     def sys_recvfrom(self, fd: int, buf: int, size: int, flags: int, addr: int, lenp: int) -> int:
         sock = self._sock(fd)
-        size = self._recv_span(sock, buf, min(size, 1 << 20))
-        data, src = self._sock_io(sock, lambda: sock.recv(size, bool(flags & MSG_PEEK)), POLLIN, flags)
+        size = min(size, 1 << 20)
+        data, src = self._sock_io(
+            sock, lambda: sock.recv(self._recv_span(sock, buf, sock.io_limit(size, False)), bool(flags & MSG_PEEK)),
+            POLLIN, flags)
         if data:
             self.p.write(buf, data)
         if addr and lenp:
@@ -474,15 +490,20 @@ class SocketCalls:
     def sys_sendmsg(self, fd: int, msg: int, flags: int, *_: int) -> int:
         sock = self._sock(fd)
         name, namelen, iovs = self._msghdr(msg)
-        data = self._gather_send(sock, iovs)
         dest = self._read_addr(name, namelen) if name and sock.kind == SOCK_DGRAM else None
-        return self._sock_io(sock, lambda: sock.send(data, dest), POLLOUT, flags)
+        total = sum(length for _, length in iovs)
+        return self._sock_io(sock, lambda: sock.send(self._gather_send(sock, iovs, sock.io_limit(total, True)), dest),
+                             POLLOUT, flags)
 
-    def _gather_send(self, sock: SocketFile, iovs: list[tuple[int, int]]) -> bytes:
-        """An iovec array's bytes up to the first page that faults (a stream), all of them (a
-        datagram), or EFAULT if nothing can be copied."""
+    def _gather_send(self, sock: SocketFile, iovs: list[tuple[int, int]], limit: int | None = None) -> bytes:
+        """An iovec array's bytes (its first `limit`) up to the first page that faults (a
+        stream), all of them (a datagram), or EFAULT if nothing can be copied."""
         out = bytearray()
         for base, length in iovs:
+            if limit is not None:
+                if len(out) >= limit:
+                    break
+                length = min(length, limit - len(out))
             n = self.p.accessible(base, length, False)
             out += self.p.read(base, n)
             if n < length:

@@ -3,14 +3,16 @@ fragments dropped), ICMP echo replies (RFC 792), UDP (RFC 768) sockets and TCP (
 
 `input(frame)` takes one Ethernet frame; anything malformed or not for this host is
 dropped and counted, never raised. `poll()` drains the NIC, runs the TCP timers and flushes
-pending ACKs. Frames go out through `nic.send`.
+pending ACKs. Frames go out through `nic.send`; inside `tx_batch()` (a TCP burst, a poll)
+a NIC that can (one with `kick`) is told of them once, at the end.
 """
 
 from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ...arch.net import (
@@ -74,6 +76,8 @@ class NetStack:
         self.next_port = EPHEMERAL[0] + self.rand32() % (EPHEMERAL[1] - EPHEMERAL[0])
         self.stats = {"rx": 0, "tx": 0, "dropped": 0, "rst_sent": 0, "echo": 0}
         self.polling = False
+        self.batching = 0  # nesting depth of tx_batch
+        self.kick = getattr(nic, "kick", None)
 
     # --- configuration --------------------------------------------------------------------
     def configure(self, ip: bytes, prefix: int, gateway: bytes | None, dns: list[bytes] | None = None) -> None:
@@ -90,19 +94,38 @@ class NetStack:
         return f"{ip_str(self.ip)}/{self.prefix} gateway {gw} mac {mac}"
 
     # --- the loop -------------------------------------------------------------------------
+    @contextmanager
+    def tx_batch(self) -> Iterator[None]:
+        """Frames sent inside are announced to the NIC once, when the outermost batch ends."""
+        self.batching += 1
+        try:
+            yield
+        finally:
+            self.batching -= 1
+            if not self.batching and self.kick is not None:
+                self.kick()
+
+    def transmit(self, frame: bytes) -> None:
+        if self.batching and self.kick is not None:
+            self.nic.send(frame, notify=False)
+        else:
+            self.nic.send(frame)
+        self.stats["tx"] += 1
+
     def poll(self) -> None:
         if self.polling:
             return
         self.polling = True
         try:
-            for _ in range(8):
-                frames = self.nic.poll()
-                for frame in frames:
-                    self.input(frame)
-                if not frames:
-                    break
-            self.timers()
-            self.flush()
+            with self.tx_batch():
+                for _ in range(8):
+                    frames = self.nic.poll()
+                    for frame in frames:
+                        self.input(frame)
+                    if not frames:
+                        break
+                self.timers()
+                self.flush()
         finally:
             self.polling = False
 
@@ -195,8 +218,7 @@ class NetStack:
         if for_us or arp.spa in self.arp:
             self.arp[arp.spa] = arp.sha
         if for_us and arp.op == ArpOp.REQUEST:
-            self.nic.send(arp_frame(ArpOp.REPLY, self.mac, self.ip, arp.sha, arp.spa))
-            self.stats["tx"] += 1
+            self.transmit(arp_frame(ArpOp.REPLY, self.mac, self.ip, arp.sha, arp.spa))
         entry = self.arp_wait.pop(arp.spa, None) if arp.spa in self.arp else None
         if entry is not None:
             for dst, proto, payload in entry[0]:
@@ -220,14 +242,12 @@ class NetStack:
             if len(entry[0]) < ARP_QUEUE:
                 entry[0].append((dst, proto, payload))
             return
-        self.nic.send(ethernet_frame(mac, self.mac, EtherType.IPV4, packet))
-        self.stats["tx"] += 1
+        self.transmit(ethernet_frame(mac, self.mac, EtherType.IPV4, packet))
 
     def arp_request(self, ip: bytes, entry: list[Any]) -> None:
         entry[1] += 1
         entry[2] = self.now_ns() + ARP_RETRY_NS
-        self.nic.send(arp_frame(ArpOp.REQUEST, self.mac, self.ip, ZERO_MAC, ip))
-        self.stats["tx"] += 1
+        self.transmit(arp_frame(ArpOp.REQUEST, self.mac, self.ip, ZERO_MAC, ip))
 
     def send_udp(self, dst: bytes, sport: int, dport: int, data: bytes, src: bytes | None = None) -> None:
         source = self.ip if src is None else src

@@ -40,7 +40,7 @@ TIME_WAIT_NS = 1000 * MS  # short: one second, not 2*MSL
 FIN_WAIT_2_NS = 10_000 * MS  # an orphaned FIN_WAIT_2 does not wait for ever
 DELACK_NS = 40 * MS  # RFC 9293 §3.8.6.3: an ACK may wait (< 0.5 s) for data to ride on; Linux's 40 ms
 RCVBUF = 65535
-SNDBUF = 65536
+SNDBUF = 256 << 10  # four 64 KiB windows: the app refills it while a window is in flight
 LOCAL_MSS = 1460  # Ethernet MTU 1500 - 20 (IPv4) - 20 (TCP)
 M32 = 0xFFFF_FFFF
 
@@ -114,6 +114,10 @@ class Tcb:
     def rcv_wnd(self) -> int:
         return max(0, RCVBUF - len(self.rcvbuf))
 
+    def send_room(self) -> int:
+        """Free space in the send buffer: what the next `send` takes at most."""
+        return max(0, SNDBUF - len(self.sndbuf))
+
     def unsent_offset(self) -> int:
         """Bytes of sndbuf already sent (snd_nxt - snd_una, less a sent FIN)."""
         return min((self.snd_nxt - self.snd_una) & M32, len(self.sndbuf))
@@ -146,7 +150,12 @@ class Tcb:
             self.rtx_deadline = now + self.rto
 
     def output(self) -> None:
-        """Send what the window allows, the FIN when due, else a pending ACK."""
+        """Send what the window allows, the FIN when due, else a pending ACK (the NIC is
+        told of the burst once)."""
+        with self.stack.tx_batch():
+            self._output()
+
+    def _output(self) -> None:
         now = self.stack.now_ns()
         sent = False
         if self.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK) and not self.fin_sent:
@@ -487,4 +496,6 @@ class Tcb:
 
     @property
     def writable(self) -> bool:
-        return self.state in SENDING and not self.fin_queued and len(self.sndbuf) < SNDBUF
+        # Linux's sk_stream_is_writeable: free space of at least half what is queued, so that
+        # an app woken for writing has a useful amount of room, not the few bytes one ACK freed
+        return self.state in SENDING and not self.fin_queued and 3 * len(self.sndbuf) <= 2 * SNDBUF

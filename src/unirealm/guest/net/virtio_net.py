@@ -13,8 +13,10 @@
   and only then hands it on; the buffer is posted again. A bad entry is dropped and counted,
   and the ring resynchronised; it is never trusted.
 - TX: the header and frame are copied into a free buffer, posted, and the queue notified:
-  the device takes the chain at the notify's MMIO exit. Completed buffers are reclaimed
-  from the used ring when no free one is left.
+  the device takes the chains at the notify's MMIO exit. A sender with a burst to send
+  (`send(frame, notify=False)` then `kick()`) posts every frame and notifies once. Completed
+  buffers are reclaimed from the used ring when no free one is left (after notifying the
+  chains still unannounced, so that the device can complete them).
 - RX buffers given back are notified only while the device asks for it (the used ring's
   VIRTQ_USED_F_NO_NOTIFY clear: frames are waiting for buffers); otherwise the device
   finds them at its next delivery, and an MMIO exit is saved.
@@ -53,16 +55,18 @@ from ..virtio import DmaPool, VirtioError, VirtioMmioTransport
 
 TX_HEADER = VirtioNetHdr().pack()  # no offloads: all zero
 BUF_SIZE = 1536  # header + the largest frame (1514), rounded up
-RING_SIZE = 32
-POOL_PAGES = 28
+RING_SIZE = 32  # RX: the device holds frames beyond these in its backlog
+TX_RING_SIZE = 128  # TX: a TCP burst (a 64 KiB window is 45 frames) with room to spare, one notify
+POOL_PAGES = 64
 
 
 class NetQueue:
     """A split virtqueue whose descriptor i always points at buffer i of BUF_SIZE bytes."""
 
-    def __init__(self, t: VirtioMmioTransport, pool: DmaPool, index: int, writable: bool) -> None:
+    def __init__(self, t: VirtioMmioTransport, pool: DmaPool, index: int, writable: bool,
+                 size: int = RING_SIZE) -> None:
         self.t, self.pool, self.index = t, pool, index
-        self.num, self.desc, self.avail, self.used = t.setup_queue(index, pool, RING_SIZE)
+        self.num, self.desc, self.avail, self.used = t.setup_queue(index, pool, size)
         n = self.num
         self.bufs = pool.alloc(BUF_SIZE * n, 64)
         flags = VirtqDescFlags.WRITE if writable else 0
@@ -134,9 +138,10 @@ class VirtioNet:
             self.mac = bytes([0x02]) + kernel.cpu.rndr().to_bytes(8, "little")[:5]
         self.pool = DmaPool(kernel, POOL_PAGES)
         self.rx = NetQueue(t, self.pool, VIRTIO_NET_RX_QUEUE, writable=True)
-        self.tx = NetQueue(t, self.pool, VIRTIO_NET_TX_QUEUE, writable=False)
+        self.tx = NetQueue(t, self.pool, VIRTIO_NET_TX_QUEUE, writable=False, size=TX_RING_SIZE)
         self.tx_free = list(range(self.tx.num))
         self.pool.write(self.tx.avail, struct.pack("<H", VIRTQ_AVAIL_F_NO_INTERRUPT))
+        self.tx_unannounced = False
         for i in range(self.rx.num):
             self.rx.post(i)
         self.rx.publish()
@@ -148,11 +153,13 @@ class VirtioNet:
     def bad_entries(self) -> int:
         return self.rx.bad + self.tx.bad
 
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, notify: bool = True) -> bool:
+        """Post one frame; with `notify` False the device hears of it at the next `kick`."""
         if not ETH_HLEN <= len(frame) <= ETH_FRAME_MAX:
             self.tx_dropped += 1
             return False
         if not self.tx_free:  # reclaim only when needed: the device completes a chain at its notify
+            self.kick()
             self.tx_free.extend(i for i, _ in self.tx.completed())
         if not self.tx_free:
             self.tx_dropped += 1  # the device holds every buffer: the frame is lost, as on a full NIC
@@ -162,9 +169,17 @@ class VirtioNet:
         self.pool.write(self.tx.buffer(i), data)  # bounce in
         self.tx.post(i, len(data))
         self.tx.publish()
-        self.tx.notify()
         self.tx_frames += 1
+        self.tx_unannounced = True
+        if notify:
+            self.kick()
         return True
+
+    def kick(self) -> None:
+        """Notify the TX queue of the frames posted since the last notify."""
+        if self.tx_unannounced:
+            self.tx_unannounced = False
+            self.tx.notify()
 
     def poll(self) -> list[bytes]:
         frames = []
