@@ -40,6 +40,10 @@ from unirealm.machine.board import Machine
 from unirealm.machine.memory import GranuleProtectionFault
 
 NS_NORMAL_RW_DESC = (0b1111 << 2) | (0b11 << 6)  # MemAttr normal write-back, S2AP read/write
+# Granules one stage-2 fault on unpopulated protected RAM creates: the faulting granule and
+# the unpopulated RIPAS RAM granules of its aligned 64 KiB, as KVM maps a whole host page
+# (64 KiB on a 64K-page host) at a realm's fault: one REC exit for each 16 granules touched.
+FAULT_AROUND = 16
 
 
 class RmiCallError(Exception):
@@ -388,11 +392,7 @@ class RealmVm:
         ipa = ex.ipa
         page = ipa & ~(GRANULE_SIZE - 1)
         if not ipa & self.unprotected_bit:
-            # A protected page with RIPAS RAM that was never populated: fault it in.
-            self.ensure_rtt(page, RTT_PAGE_LEVEL)
-            data = self.delegated()
-            self.rmi.call(RmiFid.DATA_CREATE_UNKNOWN, self.rd, data, page)
-            self.data[page] = data
+            self.fault_in(page)
             return 0, None
         canonical = page & ~self.unprotected_bit
         if self.in_ram(canonical):
@@ -405,6 +405,25 @@ class RealmVm:
         if value is None:
             return RmiRecEnterFlags.INJECT_SEA, None
         return RmiRecEnterFlags.EMULATED_MMIO, [value]
+
+    def fault_in(self, page: int) -> None:
+        """A protected page with RIPAS RAM that was never populated: DATA_CREATE_UNKNOWN it,
+        and the granules of its FAULT_AROUND block that are RAM, unassigned and RIPAS RAM
+        (RTT_READ_ENTRY says so; what the realm made EMPTY stays unpopulated)."""
+        self.ensure_rtt(page, RTT_PAGE_LEVEL)
+        self._create_unknown(page)
+        base = page & -(FAULT_AROUND * GRANULE_SIZE)
+        for ipa in range(base, base + FAULT_AROUND * GRANULE_SIZE, GRANULE_SIZE):
+            if ipa == page or ipa in self.data or not self.in_ram(ipa):
+                continue
+            _, level, state, _, ripas = self.rmi.call(RmiFid.RTT_READ_ENTRY, self.rd, ipa, RTT_PAGE_LEVEL)[:5]
+            if level == RTT_PAGE_LEVEL and state == RttEntryState.UNASSIGNED and ripas == RmiRipas.RAM:
+                self._create_unknown(ipa)
+
+    def _create_unknown(self, page: int) -> None:
+        data = self.delegated()
+        self.rmi.call(RmiFid.DATA_CREATE_UNKNOWN, self.rd, data, page)
+        self.data[page] = data
 
     def map_shared(self, page: int) -> int:
         self.ensure_rtt(page, RTT_PAGE_LEVEL)
