@@ -76,7 +76,7 @@ def run(sizes: tuple[int, ...] = (4, 16)) -> list[tuple[str, float, float, str]]
             realm = touch_cpu(image, ["--realm"], mib)
             rows.append((f"touch {mib} MiB page by page (CPU, net of a 0 MiB run): realm vs plain VM", realm, vm, "s"))
             pages = mib << 8
-            rows.append((f"  the same per page (linear if flat across sizes): realm vs plain VM",
+            rows.append((f"touch {mib} MiB, per page (linear if flat across sizes): realm vs plain VM",
                          realm / pages * 1e6, vm / pages * 1e6, "µs"))
     return rows
 
