@@ -208,7 +208,8 @@ class El0Space:
     The CPU's physical address space is the kernel's IPA space: a page of guest RAM is
     mapped there by pointer (`mem_map_ptr`) only after its stage-2 translation and GPT
     check, together with the already-present neighbours in its PHYS_BLOCK whose host
-    memory is contiguous with it (each checked the same way), as one region. The MMU is a
+    memory is contiguous with it (each checked the same way), as one region that replaces
+    the adjacent regions of the block it continues (so a process has few regions). The MMU is a
     software-filled TLB (Unicorn's virtual TLB mode): a miss asks `pages` for the IPA and
     the permissions, so a page without PROT_EXEC is not executable and its stores take
     Unicorn's fast path. A miss on a page the kernel has not backed calls `on_fault`
