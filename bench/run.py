@@ -21,6 +21,7 @@ import isolation_bench
 import launch
 import net_bench
 import sqlite_bench
+import svc_bench
 import usernet_bench
 
 
@@ -31,6 +32,7 @@ def main() -> int:
         table.add_column(col)
     rows = launch.run()
     rows += demand_paging.run()
+    rows += svc_bench.run()
     rows += console_bench.run()
     for name, module in (("sqlite", sqlite_bench), ("network", net_bench), ("user-mode network", usernet_bench),
                          ("guest network path", guest_net_bench), ("isolation", isolation_bench),

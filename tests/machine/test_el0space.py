@@ -9,7 +9,7 @@ import pytest
 
 from unirealm.arch.memory import GRANULE_SIZE, Pas, World
 from unirealm.machine.memory import GranuleProtectionFault, PhysicalMemory
-from unirealm.machine.pykernel import El0Space
+from unirealm.machine.pykernel import PHYS_BLOCK, El0Space
 
 RAM_IPA = 0x8000_0000  # IPA of the first granule of physical memory in this test
 R, W, X = 1, 2, 4
@@ -35,6 +35,8 @@ class Stage2Cpu:
             return self.memory.host_pointer(World.NON_SECURE, self.pa(ipa), GRANULE_SIZE), True
         except GranuleProtectionFault:
             return None
+
+    peek = probe  # this stage 2 is known without asking anyone
 
     def host_pointer(self, ipa: int, write: bool) -> tuple[int, bool] | None:
         self.faults += 1
@@ -125,3 +127,92 @@ def test_unmapped_page_is_demand_paged_inside_the_fill(cpu: Stage2Cpu) -> None:
     assert space.run(CODE_VA)[0] == "svc"
     assert backed == [DATA_VA]
     assert cpu.read_u64(RAM_IPA + 8 * GRANULE_SIZE + 24) == 0x1122_3344_5566_7788
+
+
+class GrowingStage2Cpu(Stage2Cpu):
+    """A stage 2 that maps a page only once it is `present` (as a realm's host populates
+    granules one fault at a time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.present: set[int] = set()
+
+    def probe(self, ipa: int) -> tuple[int, bool] | None:
+        return super().probe(ipa) if ipa & ~(GRANULE_SIZE - 1) in self.present else None
+
+    peek = probe
+
+
+def regions(space: El0Space) -> list[tuple[int, int]]:
+    """Unicorn's regions as [start, end) IPA pairs (its table and ours must agree)."""
+    found = sorted((begin, end + 1) for begin, end, _ in space.uc.mem_regions())
+    assert found == sorted((start, r[0]) for start, r in space._regions.items())
+    return found
+
+
+def touch_each(space: El0Space, cpu: GrowingStage2Cpu, pages: range) -> None:
+    """Store to each data page in turn, each page appearing at stage 2 just before its touch."""
+    for n in pages:
+        cpu.present.add(RAM_IPA + n * GRANULE_SIZE)
+        space.set_gpr(2, DATA_VA + (n - 1) * GRANULE_SIZE)
+        assert space.run(CODE_VA)[0] == "svc"
+
+
+def growing_space(data_pages: int, first: int = 1) -> tuple[GrowingStage2Cpu, El0Space]:
+    """Code at IPA page 0 that has run once (its store found no data page yet), and
+    `data_pages` data pages from IPA page `first`, none present at stage 2."""
+    cpu = GrowingStage2Cpu()
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    cpu.present.add(RAM_IPA)
+    program(cpu, space, STR_X1_X2, SVC_0)
+    space.map(DATA_VA, RAM_IPA + first * GRANULE_SIZE, data_pages * GRANULE_SIZE, R | W)
+    space.set_gpr(2, DATA_VA)
+    assert space.run(CODE_VA) == ("fault", CODE_VA, DATA_VA)
+    return cpu, space
+
+
+def test_pages_that_appear_one_at_a_time_merge_into_one_region_but_code_keeps_its_own() -> None:
+    cpu, space = growing_space(8)
+    touch_each(space, cpu, range(1, 9))
+    # the code page's region is never remapped (its translated code would go): two regions
+    assert regions(space) == [(RAM_IPA, RAM_IPA + GRANULE_SIZE), (RAM_IPA + GRANULE_SIZE, RAM_IPA + 9 * GRANULE_SIZE)]
+    for n in range(1, 9):
+        assert cpu.read_u64(RAM_IPA + n * GRANULE_SIZE) == 0x1122_3344_5566_7788
+    space.close()
+    assert not list(space.uc.mem_regions())
+
+
+def test_a_dropped_page_in_a_merged_region_faults_again_and_its_neighbours_stay() -> None:
+    cpu, space = growing_space(6)
+    touch_each(space, cpu, range(1, 7))
+    middle = RAM_IPA + 3 * GRANULE_SIZE
+    cpu.present.discard(middle)  # stage 2 takes the page away, then the TLBI
+    space.drop_ipa(middle, GRANULE_SIZE)
+    assert regions(space) == [(RAM_IPA, RAM_IPA + GRANULE_SIZE), (RAM_IPA + GRANULE_SIZE, middle),
+                              (middle + GRANULE_SIZE, RAM_IPA + 7 * GRANULE_SIZE)]
+    space.set_gpr(2, DATA_VA + 2 * GRANULE_SIZE)  # the dropped page: a fault, nothing mapped
+    assert space.run(CODE_VA) == ("fault", CODE_VA, DATA_VA + 2 * GRANULE_SIZE)
+    for n in (2, 4):  # its neighbours on both sides are still reachable
+        space.set_gpr(2, DATA_VA + (n - 1) * GRANULE_SIZE + 8)
+        assert space.run(CODE_VA)[0] == "svc"
+    cpu.present.add(middle)  # mapped again: the three pieces merge back into one region
+    space.set_gpr(2, DATA_VA + 2 * GRANULE_SIZE)
+    assert space.run(CODE_VA)[0] == "svc"
+    assert regions(space) == [(RAM_IPA, RAM_IPA + GRANULE_SIZE), (RAM_IPA + GRANULE_SIZE, RAM_IPA + 7 * GRANULE_SIZE)]
+
+
+def test_a_range_drop_takes_every_page_and_regions_stay_inside_their_block() -> None:
+    block = PHYS_BLOCK * GRANULE_SIZE
+    first = PHYS_BLOCK - 2  # data pages on both sides of a PHYS_BLOCK boundary
+    cpu, space = growing_space(4, first)
+    for i in range(4):
+        cpu.present.add(RAM_IPA + (first + i) * GRANULE_SIZE)
+        space.set_gpr(2, DATA_VA + i * GRANULE_SIZE)
+        assert space.run(CODE_VA)[0] == "svc"
+    assert regions(space)[1:] == [(RAM_IPA + first * GRANULE_SIZE, RAM_IPA + block),
+                                  (RAM_IPA + block, RAM_IPA + block + 2 * GRANULE_SIZE)]
+    cpu.present.clear()
+    space.drop_ipa(RAM_IPA, 2 * block)
+    assert regions(space) == []
+    space.set_gpr(2, DATA_VA)
+    assert space.run(CODE_VA)[0] == "fault"

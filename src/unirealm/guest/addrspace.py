@@ -28,7 +28,7 @@ STACK_SIZE = 8 << 20
 MMAP_BASE = 0x0000_FFFF_8000_0000
 MMAP_TOP = STACK_TOP - STACK_SIZE - (1 << 20)
 MMAP_LOW = 1 << 32
-FAULT_AROUND = 16  # pages a file-backed demand fault backs at once (the aligned block around it)
+FAULT_AROUND = 16  # pages a private demand fault backs at once (the aligned block around it)
 
 
 @dataclass
@@ -138,29 +138,38 @@ class AddressSpace:
 
     def demand_page(self, page: int) -> bool:
         """EL0 touched an unbacked page: back it if a VMA covers it (called from the CPU).
-        A file-backed page comes with the unbacked pages of its VMA around it in its
-        FAULT_AROUND block, on contiguous guest RAM (so the CPU maps them as one region);
-        anonymous memory is backed a page at a time, as Linux does."""
+        A private page comes with the unbacked pages of its VMA around it in its
+        FAULT_AROUND block (zeroed, or copies of the file), on contiguous guest RAM, so the
+        CPU maps them as one region and the next touches do not fault; a MAP_SHARED file
+        page is backed alone. A VMA has one protection, so a block never spans two."""
         if page in self.owned:
             return False
         vma = self.find_vma(page)
         if vma is None or not vma.prot or not self.kernel.pages.free:
             return False  # no RAM: the fault ends in fault(), outside the CPU's hook
-        # fault-around: a private file page brings its neighbours in the same block along
-        block = (FAULT_AROUND if vma.data is not None and vma.shared is None else 1) * GRANULE_SIZE
+        block = (FAULT_AROUND if vma.shared is None else 1) * GRANULE_SIZE
         lo = hi = page
         while lo - GRANULE_SIZE >= max(vma.start, page & -block) and lo - GRANULE_SIZE not in self.owned:
             lo -= GRANULE_SIZE
         while hi + GRANULE_SIZE < min(vma.end, (page & -block) + block) and hi + GRANULE_SIZE not in self.owned:
             hi += GRANULE_SIZE
         if hi > lo:
+            count = (hi - lo) // GRANULE_SIZE + 1
             try:
-                ipa = self.kernel.pages.alloc((hi - lo) // GRANULE_SIZE + 1)
+                ipa = self.kernel.pages.alloc(count)
             except OutOfMemory:
                 pass
             else:
-                for va in range(lo, hi + GRANULE_SIZE, GRANULE_SIZE):
-                    self.populate(va, vma.prot, vma, ipa + va - lo)
+                if vma.data is None:  # anonymous: zeroed and mapped as one run
+                    self.cpu.zero(ipa, count * GRANULE_SIZE)
+                    for i in range(count):
+                        self.owned[lo + i * GRANULE_SIZE] = ipa + i * GRANULE_SIZE
+                    self.space.map(lo, ipa, count * GRANULE_SIZE, vma.prot)
+                    if vma.prot & PROT_EXEC:
+                        self.space.flush_code(lo, count * GRANULE_SIZE)
+                else:
+                    for va in range(lo, hi + GRANULE_SIZE, GRANULE_SIZE):
+                        self.populate(va, vma.prot, vma, ipa + va - lo)
                 return True
         try:
             self.populate(page, vma.prot, vma)

@@ -53,7 +53,6 @@ class Syscalls(fileio.FileIo, namei.Namei, poll.Poll, mman.Mman, fork.Fork, proc
     def __init__(self, process: Process, log: SyscallLog | None = None) -> None:
         super().__init__(process, log)
         self.table: dict[int, Handler] = {nr: getattr(self, method) for nr, (_, method) in self.TABLE.items()}
-        self.counts: dict[int, int] = {}
         self.trace = "strace" in process.kernel.options
         self.slow_path = SLOW_PATH
 
@@ -69,10 +68,7 @@ class Syscalls(fileio.FileIo, namei.Namei, poll.Poll, mman.Mman, fork.Fork, proc
             self.p.set_result(result)
 
     def handle(self, nr: int, args: list[int]) -> int | None:
-        """Count, run and trace one syscall; its result (None: x0 is not to be written)."""
-        self.counts[nr] = self.counts.get(nr, 0) + 1
-        if not self.trace:
-            return self.call(nr, args)
+        """Run (and trace) one syscall; its result (None: x0 is not to be written)."""
         result = self.call(nr, args)
         if self.trace:
             shown = ", ".join(hex(a) for a in args[:4])

@@ -41,6 +41,10 @@ from unirealm.machine.board import Machine
 from unirealm.machine.memory import GranuleProtectionFault
 
 NS_NORMAL_RW_DESC = (0b1111 << 2) | (0b11 << 6)  # MemAttr normal write-back, S2AP read/write
+# Granules one stage-2 fault on unpopulated protected RAM creates: the faulting granule and
+# the unpopulated RIPAS RAM granules of its aligned 64 KiB, as KVM maps a whole host page
+# (64 KiB on a 64K-page host) at a realm's fault: one REC exit for each 16 granules touched.
+FAULT_AROUND = 16
 
 
 class RmiCallError(Exception):
@@ -80,7 +84,6 @@ class HostPages:
 
 _SUCCESS = int(RmiStatus.SUCCESS)
 L2_SHIFT = level_shift(RTT_PAGE_LEVEL - 1)  # a level-3 RTT covers one level-2 block
-FAULT_AROUND = 16  # granules: the aligned 64 KiB window a protected fault fills
 
 
 class RmiClient:
@@ -408,13 +411,7 @@ class RealmVm:
         ipa = ex.ipa
         page = ipa & ~(GRANULE_SIZE - 1)
         if not ipa & self.unprotected_bit:
-            # A protected page with RIPAS RAM that was never populated: fault it in, and its
-            # neighbours with it.
-            self.ensure_rtt(page, RTT_PAGE_LEVEL)
-            data = self.delegated()
-            self.rmi.call(RmiFid.DATA_CREATE_UNKNOWN, self.rd, data, page)
-            self.data[page] = data
-            self.fault_around(page)
+            self.fault_in(page)
             return 0, None
         canonical = page & ~self.unprotected_bit
         if self.in_ram(canonical):
@@ -427,6 +424,15 @@ class RealmVm:
         if value is None:
             return RmiRecEnterFlags.INJECT_SEA, None
         return RmiRecEnterFlags.EMULATED_MMIO, [value]
+
+    def fault_in(self, page: int) -> None:
+        """A protected page with RIPAS RAM that was never populated: DATA_CREATE_UNKNOWN it
+        (this one must succeed, or the realm stops), then its neighbours (`fault_around`)."""
+        self.ensure_rtt(page, RTT_PAGE_LEVEL)
+        data = self.delegated()
+        self.rmi.call(RmiFid.DATA_CREATE_UNKNOWN, self.rd, data, page)
+        self.data[page] = data
+        self.fault_around(page)
 
     def fault_around(self, page: int) -> int:
         """DATA_CREATE_UNKNOWN over the rest of the FAULT_AROUND-granule window around a

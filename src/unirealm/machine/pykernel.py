@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -27,6 +28,7 @@ import io
 import itertools
 import marshal
 import secrets
+import struct
 import sys
 import time
 import types
@@ -180,6 +182,19 @@ class _PayloadImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 _INTR_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
+_UNPACK_SVC_REGS = struct.Struct("<8Q").unpack
+
+
+def _bound_call(function: Any, *args: Any) -> Callable[[], int]:
+    """`function` (a library function) with its arguments bound once, already converted:
+    the SVC fast path's calls skip the binding's per-call argument conversion. The call
+    keeps the GIL (it is a register copy inside a hook that holds it anyway)."""
+    address = ctypes.cast(function, ctypes.c_void_p).value
+    assert address is not None
+    raw: Any = ctypes.PYFUNCTYPE(ctypes.c_int)(address)
+    raw.argtypes = None  # the bound arguments are ctypes objects: passed as they are
+    return functools.partial(raw, *args)
+
 
 
 class _TlbEntry(ctypes.Structure):
@@ -199,7 +214,7 @@ EL0_VA_TOP = 1 << 48  # EL0 addresses are below this (TTBR0, 48-bit VAs)
 RUN_UNTIL = 0xFFFF_FFFF_FFFF_FFFF  # emu_start's end address: never reached
 
 
-def _pages_in(index: dict[int, Any], ipa: int, size: int) -> list[int]:
+def _pages_in(index: dict[int, Any] | set[int], ipa: int, size: int) -> list[int]:
     """The pages of [ipa, ipa+size) that `index` holds: by walking the range when it is the
     smaller, else by scanning the index."""
     start = ipa & ~GRANULE_MASK
@@ -222,7 +237,8 @@ class El0Space:
     The CPU's physical address space is the kernel's IPA space: a page of guest RAM is
     mapped there by pointer (`mem_map_ptr`) only after its stage-2 translation and GPT
     check, together with the already-present neighbours in its PHYS_BLOCK whose host
-    memory is contiguous with it (each checked the same way), as one region. The MMU is a
+    memory is contiguous with it (each checked the same way), as one region that replaces
+    the adjacent regions of the block it continues (so a process has few regions). The MMU is a
     software-filled TLB (Unicorn's virtual TLB mode): a miss asks `pages` for the IPA and
     the permissions, so a page without PROT_EXEC is not executable and its stores take
     Unicorn's fast path. A miss on a page the kernel has not backed calls `on_fault`
@@ -249,6 +265,9 @@ class El0Space:
         self.uc.ctl_set_cpu_model(CPU_MODELS[cpu_model])
         self.pages: dict[int, tuple[int, int]] = {}  # va page -> (ipa page, prot)
         self._phys: set[int] = set()  # ipa pages mapped into the CPU's physical space
+        # the CPU's regions (each inside one PHYS_BLOCK): start -> (end, host address of start, perms)
+        self._regions: dict[int, tuple[int, int, int]] = {}
+        self._region_ends: dict[int, int] = {}  # end -> start
         self._code: set[int] = set()  # ipa pages the TLB has let EL0 execute (translated code may exist)
         self._stop: tuple[str, int, int] | None = None
         self._miss: int = 0  # the VA of the last TLB fill that failed
@@ -263,10 +282,14 @@ class El0Space:
         if _uclib is not None:
             self._uch = self.uc._uch
             self._ids = (ctypes.c_int * 8)(*_SVC_REG_IDS)
-            self._vals = (ctypes.c_uint64 * 8)()
-            base = ctypes.addressof(self._vals)
+            self._svc_regs = bytearray(64)  # x8, x0..x5, PC as the library writes them
+            base = ctypes.addressof((ctypes.c_uint64 * 8).from_buffer(self._svc_regs))
             self._ptrs = (ctypes.c_void_p * 8)(*(base + 8 * i for i in range(8)))
+            self._read_svc_regs = _bound_call(_uclib.uc_reg_read_batch, self._uch, ctypes.c_void_p(
+                ctypes.addressof(self._ids)), ctypes.c_void_p(ctypes.addressof(self._ptrs)), ctypes.c_int(8))
             self._x0 = ctypes.c_uint64()
+            self._write_x0 = _bound_call(_uclib.uc_reg_write, self._uch, ctypes.c_int(a64.UC_ARM64_REG_X0),
+                                         ctypes.c_void_p(ctypes.addressof(self._x0)))
             # the callbacks are referenced for as long as the hooks exist
             self._intr_cb = _INTR_CB(self._raw_intr)
             self._tlb_cb = _TLB_FILL_CB(self._raw_tlb_fill)
@@ -318,18 +341,25 @@ class El0Space:
 
     def drop_ipa(self, ipa: int, size: int) -> None:
         """TLBI: stage 2 changed under these IPAs."""
-        gone = [p for p in self._phys if ipa <= p < ipa + size] if size > GRANULE_SIZE else \
-            [ipa] if ipa in self._phys else []
+        gone = sorted(_pages_in(self._phys, ipa, size))
         if not gone:
             return
+        runs: list[list[int]] = []  # [first, end) of each run of contiguous mapped pages
+        for page in gone:
+            if runs and runs[-1][1] == page:
+                runs[-1][1] = page + GRANULE_SIZE
+            else:
+                runs.append([page, page + GRANULE_SIZE])
         # Unicorn drops the region's translated code looking its address up through the
         # TLB: fills answer with the identity meanwhile, and the TLB is flushed after.
         self._identity = True
         try:
-            for page in gone:
-                self._phys.discard(page)
-                self._code.discard(page)
-                self.uc.mem_unmap(page, GRANULE_SIZE)
+            for first, end in runs:
+                self._cut_regions(first, end)
+                self.uc.mem_unmap(first, end - first)
+                for page in range(first, end, GRANULE_SIZE):
+                    self._phys.discard(page)
+                    self._code.discard(page)
         finally:
             self._identity = False
             self._flush_tlb()
@@ -337,24 +367,84 @@ class El0Space:
     def _flush_tlb(self) -> None:
         self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
 
+    # the CPU's physical regions
+    def _add_region(self, start: int, end: int, ptr: int, perms: int) -> None:
+        self._regions[start] = (end, ptr, perms)
+        self._region_ends[end] = start
+
+    def _del_region(self, start: int) -> tuple[int, int, int]:
+        region = self._regions.pop(start)
+        del self._region_ends[region[0]]
+        return region
+
+    def _region_of(self, page: int) -> int | None:
+        """The start of the region holding mapped page `page` (regions never cross a PHYS_BLOCK)."""
+        block = page & ~(PHYS_BLOCK * GRANULE_SIZE - 1)
+        for start in range(page, block - GRANULE_SIZE, -GRANULE_SIZE):
+            region = self._regions.get(start)
+            if region is not None:
+                return start if page < region[0] else None
+        return None
+
+    def _cut_regions(self, first: int, end: int) -> None:
+        """Take [first, end) (all mapped) out of the region table, as Unicorn splits its regions."""
+        start = self._region_of(first)
+        while start is not None and start < end:
+            r_end, ptr, perms = self._del_region(start)
+            if start < first:
+                self._add_region(start, first, ptr, perms)
+            if end < r_end:
+                self._add_region(end, r_end, ptr + (end - start), perms)
+            start = r_end if r_end in self._regions else None
+
+    def _has_code(self, start: int, end: int) -> bool:
+        return any(page in self._code for page in range(start, end, GRANULE_SIZE))
+
     def _map_phys(self, ipa: int) -> bool:
-        """Map guest RAM page `ipa` (faulting it in through stage 2) and its present,
-        host-contiguous neighbours in the same PHYS_BLOCK as one region."""
+        """Map guest RAM page `ipa` (faulting it in through stage 2) with its neighbours in
+        the same PHYS_BLOCK that stage 2 already maps on host-contiguous memory (each checked
+        the same way), as one region merged with the adjacent regions it continues. Regions
+        where EL0 has executed are not remapped (their translated code would go)."""
         got = self._cpu.host_pointer(ipa, True)
         if got is None:
             return False
         ptr, writable = got
         block = ipa & ~(PHYS_BLOCK * GRANULE_SIZE - 1)
-        lo = hi = ipa
+        block_end = block + PHYS_BLOCK * GRANULE_SIZE
+        lo, hi = ipa, ipa + GRANULE_SIZE
         while lo > block and lo - GRANULE_SIZE not in self._phys and \
-                self._cpu.probe(lo - GRANULE_SIZE) == (ptr - (ipa - lo) - GRANULE_SIZE, writable):
+                self._cpu.peek(lo - GRANULE_SIZE) == (ptr - (ipa - lo) - GRANULE_SIZE, writable):
             lo -= GRANULE_SIZE
-        while hi + GRANULE_SIZE < block + PHYS_BLOCK * GRANULE_SIZE and hi + GRANULE_SIZE not in self._phys and \
-                self._cpu.probe(hi + GRANULE_SIZE) == (ptr + (hi - ipa) + GRANULE_SIZE, writable):
+        while hi < block_end and hi not in self._phys and \
+                self._cpu.peek(hi) == (ptr + (hi - ipa), writable):
             hi += GRANULE_SIZE
         perms = UC_PROT_ALL if writable else UC_PROT_READ | UC_PROT_EXEC
-        self.uc.mem_map_ptr(lo, hi + GRANULE_SIZE - lo, perms, ptr - (ipa - lo))
-        self._phys.update(range(lo, hi + GRANULE_SIZE, GRANULE_SIZE))
+        start, end, base = lo, hi, ptr - (ipa - lo)
+        merged = []
+        left = self._region_ends.get(start)
+        if left is not None and left >= block:
+            _, l_ptr, l_perms = self._regions[left]
+            if l_perms == perms and l_ptr + (start - left) == base and not self._has_code(left, start):
+                merged.append(left)
+                start, base = left, l_ptr
+        right = self._regions.get(end)
+        if right is not None and end < block_end:
+            r_end, r_ptr, r_perms = right
+            if r_perms == perms and r_ptr == base + (end - start) and not self._has_code(end, r_end):
+                merged.append(end)
+                end = r_end
+        if merged:
+            self._identity = True  # as in drop_ipa: Unicorn's own look-ups while it unmaps
+            try:
+                for first in merged:
+                    self.uc.mem_unmap(first, self._del_region(first)[0] - first)
+            finally:
+                self._identity = False
+        self.uc.mem_map_ptr(start, end - start, perms, base)
+        self._add_region(start, end, base, perms)
+        self._phys.update(range(lo, hi, GRANULE_SIZE))
+        if merged:
+            self._flush_tlb()  # entries made through the regions just replaced
         return True
 
     def _fill(self, va: int, access: int) -> tuple[int, int] | None:
@@ -392,7 +482,7 @@ class El0Space:
             self.uc.reg_write(a64.UC_ARM64_REG_X0, value & 0xFFFF_FFFF_FFFF_FFFF)
             return
         self._x0.value = value & 0xFFFF_FFFF_FFFF_FFFF
-        _uclib.uc_reg_write(self._uch, a64.UC_ARM64_REG_X0, ctypes.byref(self._x0))
+        self._write_x0()
 
     def set_gpr(self, n: int, value: int) -> None:
         self.uc.reg_write(GPR_IDS[n], value & 0xFFFF_FFFF_FFFF_FFFF)
@@ -472,9 +562,8 @@ class El0Space:
 
     def _raw_intr(self, _uch: int, intno: int, _ud: int) -> None:
         try:
-            assert _uclib is not None
-            _uclib.uc_reg_read_batch(self._uch, self._ids, self._ptrs, 8)
-            nr, a0, a1, a2, a3, a4, a5, pc = self._vals
+            self._read_svc_regs()
+            nr, a0, a1, a2, a3, a4, a5, pc = _UNPACK_SVC_REGS(self._svc_regs)
             if intno == EXCP_SWI:
                 handler = self.on_svc
                 if handler is not None and handler(nr, a0, a1, a2, a3, a4, a5):
@@ -501,6 +590,8 @@ class El0Space:
         for begin, _end, _perms in list(self.uc.mem_regions()):
             self.uc.mem_unmap(begin, _end + 1 - begin)
         self._identity = False
+        self._regions.clear()
+        self._region_ends.clear()
         self._phys.clear()
         self._code.clear()
         if self in self._cpu._spaces:
@@ -609,6 +700,11 @@ class GuestCpu:
         this world reach; None otherwise. Never faults."""
         return self._engine.probe(ipa & ~GRANULE_MASK)
 
+    def peek(self, ipa: int) -> tuple[int, bool] | None:
+        """As `probe`, for a page this CPU's memory already reaches: None where finding out
+        would cost a question to the hypervisor."""
+        return self._engine.peek(ipa & ~GRANULE_MASK)
+
     # --- EL0 ----------------------------------------------------------------------------
     def el0_space(self) -> El0Space:
         return El0Space(self, self.cpu_model)
@@ -698,6 +794,9 @@ class KernelCore:
 
     def probe(self, page: int) -> tuple[int, bool] | None:
         raise NotImplementedError
+
+    def peek(self, page: int) -> tuple[int, bool] | None:
+        return self.probe(page)
 
     def mmio(self, ipa: int, size: int, value: int | None) -> int:
         raise NotImplementedError
