@@ -303,6 +303,7 @@ class VCpu(El1Entry):
         self._fault: tuple[int, int, int, int] | None = None  # (kind, address, size, value)
         self._fault_gpf = False
         self._store_done = False
+        self._remapped = False  # _on_unmapped mapped the page of a load or store: it runs again
         self._last_vector: int | None = None
         self._entry: tuple[int, int | None, int] | None = None  # an exception for EL1 (ESR, FAR, ELR)
         self._recursive = 0
@@ -465,9 +466,20 @@ class VCpu(El1Entry):
         elif mapping is not None:
             try:
                 self._map_page(page, mapping)
-                return True
             except GranuleProtectionFault:
                 self._fault_gpf = True
+            else:
+                if is_fetch:
+                    return True  # fetched for translation: no instruction has run yet
+                # A load or store goes on after a hook that returns True, and a stop
+                # requested meanwhile (the run's timeout, a kick) is seen right after the
+                # access, with the PC put back at the instruction that has already written
+                # its register: `ldr x9, [x9]` would run again from the value it loaded.
+                # The access is refused instead, before it is made, and run() starts it
+                # again with its page mapped.
+                self._remapped = True
+                uc.emu_stop()
+                return False
         self._fault = (access, address, size, value)
         uc.emu_stop()
         return False
@@ -612,6 +624,7 @@ class VCpu(El1Entry):
             self._fault_gpf = False
             self._entry = None
             self._store_done = False
+            self._remapped = False
             error = ""
             try:
                 with HOST_IRQ.running(self.uc):
@@ -621,6 +634,10 @@ class VCpu(El1Entry):
             if self._store_done:  # a store made by _on_unmapped: step over it and go on
                 self.pc = self.pc + 4
                 continue
+            if self._remapped and self._trap is None and self._entry is None:
+                if self._kicked or HOST_IRQ.pending:
+                    return IrqTrap(self.pc)
+                continue  # the access's page is mapped now: it runs from the start
             if self._entry is None or self._fault is not None or self._trap is not None or error:
                 if self._irq_stop and self._entry is None and self._fault is None and self._trap is None and not error:
                     if self._kicked or HOST_IRQ.pending:
