@@ -7,12 +7,20 @@ Python hook inside the access): `ldr x9, [x9]` replaces its own base register, s
 that resumed it after it had loaded would load again from the value it loaded. Here the
 stop is the host's kick (what `HOST_IRQ` and another vCPU's SGI do) made from inside the
 stage-2 lookup, and the run's own time limit (`until`, the emulation timeout) in a loop of
-short time slices over a chain of pages."""
+short time slices over a chain of pages, first touched or mapped already (then a stop
+comes while the loop runs translated code only).
+
+A store that stage 2 refuses (an MMIO write) must also end the run at once, before the
+instructions after it in its block: the store's block here goes on with a store to RAM, a
+register update and a system register write, none of which may have happened when the
+host sees the MMIO exit."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+from unicorn import arm64_const as a64
 
 from unirealm.arch.memory import GRANULE_SIZE, World
 from unirealm.machine.memory import PhysicalMemory
@@ -66,19 +74,30 @@ class Chain:
         self.cpu.close()
 
 
-def test_a_kick_during_the_first_touch_of_a_load_stops_before_the_load(tmp_path: Path) -> None:
+def at_a_boundary(cpu: VCpu, loads: int = CHAIN_PAGES) -> None:
+    """The loop's invariant between instructions: at its head x9 is the address of the
+    page the next load reads (of `loads`, x10 are left); after it, x10 is 0."""
+    pc, x9, left = cpu.pc, cpu.get_gpr(9), cpu.get_gpr(10)
+    if pc == CODE:
+        assert x9 == CHAIN + 8 + ((loads - left) % CHAIN_PAGES) * GRANULE_SIZE
+    else:
+        assert left == 0 and pc > CODE
+
+
+def test_a_kick_during_the_first_touch_of_a_load_stops_between_instructions(tmp_path: Path) -> None:
     guest = Chain(assemble(CHASE, CODE, tmp_path, "chase"))
     cpu = guest.cpu
     guest.on_translate = lambda ipa: cpu.kick() if ipa == CHAIN else None
     trap = cpu.run()
-    # Stopped at the load, which has not been made: x9 still holds its address.
+    # The load was made once and the stop came at the next block: the loop's head, with
+    # x9 the second page's address, not the first page's load made again from it.
     assert isinstance(trap, IrqTrap) and trap.pc == CODE
-    assert (cpu.get_gpr(9), cpu.get_gpr(10)) == (CHAIN + 8, CHAIN_PAGES)
+    assert (cpu.get_gpr(9), cpu.get_gpr(10)) == (CHAIN + GRANULE_SIZE + 8, CHAIN_PAGES - 1)
     guest.on_translate = lambda ipa: None
     guest.finish(cpu.run())
 
 
-def test_a_kick_at_every_first_touch_stops_each_load_before_it_runs(tmp_path: Path) -> None:
+def test_a_kick_at_every_first_touch_stops_between_instructions(tmp_path: Path) -> None:
     guest = Chain(assemble(CHASE, CODE, tmp_path, "chase"))
     cpu = guest.cpu
     chain_pages = set(range(CHAIN, CHAIN + CHAIN_PAGES * GRANULE_SIZE, GRANULE_SIZE))
@@ -86,8 +105,7 @@ def test_a_kick_at_every_first_touch_stops_each_load_before_it_runs(tmp_path: Pa
     kicks = 0
     while isinstance(trap := cpu.run(), IrqTrap):
         kicks += 1
-        # Each stop is at the load, with x9 the address of the page being touched.
-        assert trap.pc == CODE and cpu.get_gpr(9) == CHAIN + 8 + (CHAIN_PAGES - cpu.get_gpr(10)) * GRANULE_SIZE
+        at_a_boundary(cpu)
     assert kicks == CHAIN_PAGES
     guest.finish(trap)
 
@@ -106,3 +124,53 @@ def test_time_slices_ending_during_first_touches_never_run_a_load_twice(tmp_path
             assert stopped < 100_000, "the chain never completes"
         guest.finish(trap)
     assert stopped > 0  # the slices did end runs
+
+
+def test_chasing_mapped_pages_under_time_slices_never_runs_a_load_twice(tmp_path: Path) -> None:
+    code = assemble(CHASE, CODE, tmp_path, "chase")
+    guest = Chain(code)
+    last = CHAIN + (CHAIN_PAGES - 1) * GRANULE_SIZE
+    guest.memory.accessor(World.NON_SECURE).write(guest.pages[last] + 8, (CHAIN + 8).to_bytes(8, "little"))
+    rounds = 100_000  # times round the now circular chain
+    guest.cpu.set_gpr(10, rounds * CHAIN_PAGES)
+    stopped = 0
+    while isinstance(trap := guest.cpu.run(until=time.monotonic() + 1e-3), IrqTrap):
+        stopped += 1
+        at_a_boundary(guest.cpu, rounds * CHAIN_PAGES)
+    assert isinstance(trap, SmcTrap) and (trap.regs[0], trap.regs[1]) == (CHAIN + 8, 0)
+    assert stopped > 0
+    guest.cpu.close()
+
+
+MMIO_PAGE = 0x5000_0000
+STORE_THEN_MORE = """
+    str x1, [x2]            // MMIO: stage 2 maps nothing there
+    str x3, [x4]            // RAM, same block
+    add x5, x5, #1
+    msr tpidr_el0, x5
+    b 1f
+1:  hvc #0
+"""
+
+
+def test_a_refused_store_ends_the_run_before_the_rest_of_its_block(tmp_path: Path) -> None:
+    from unirealm.arch import sysreg
+    from unirealm.machine.vcpu import DataAbortTrap, HvcTrap
+
+    guest = Chain(assemble(STORE_THEN_MORE, CODE, tmp_path, "store"))
+    cpu = guest.cpu
+    sctlr, tcr = cpu.read_sysreg(sysreg.SCTLR_EL1), cpu.read_sysreg(sysreg.TCR_EL1)
+    cpu.set_gprs([0, 0xAB, MMIO_PAGE + 0x10, 0x1234, CHAIN + 0x40, 7])
+    trap = cpu.run()
+    assert isinstance(trap, DataAbortTrap) and trap.pc == CODE
+    assert (trap.ipa, trap.is_write, trap.value) == (MMIO_PAGE + 0x10, True, 0xAB)
+    ram = guest.memory.accessor(World.NON_SECURE)
+    assert ram.read(guest.pages[CHAIN] + 0x40, 8) == bytes(8)  # the next store was not made
+    assert cpu.get_gpr(5) == 7 and cpu.uc.reg_read(a64.UC_ARM64_REG_TPIDR_EL0) == 0
+    assert (cpu.read_sysreg(sysreg.SCTLR_EL1), cpu.read_sysreg(sysreg.TCR_EL1)) == (sctlr, tcr)
+    cpu.skip_instruction()  # the host emulated the MMIO store
+    trap = cpu.run()
+    assert isinstance(trap, HvcTrap)
+    assert int.from_bytes(ram.read(guest.pages[CHAIN] + 0x40, 8), "little") == 0x1234
+    assert cpu.get_gpr(5) == 8 and cpu.uc.reg_read(a64.UC_ARM64_REG_TPIDR_EL0) == 8
+    cpu.close()

@@ -82,6 +82,7 @@ from .interrupt import HOST_IRQ
 from .irq import InterruptLines
 from .memory import GranuleProtectionFault, PhysicalMemory
 from .vcpu_entry import El1Entry, RawRegs
+from .vcpu_stops import stop_at_block_boundaries
 
 # A permission fault is reported as the access kind of the matching unmapped fault.
 PROT_AS_UNMAPPED = {
@@ -113,6 +114,7 @@ PSTATE_EL0T = 0x0
 MAX_RECURSIVE_EXCEPTIONS = 8
 
 RUN_FOREVER = 0xFFFF_FFFF_FFFF_FFFF
+TCR_EPD0, TCR_EPD1 = 1 << 7, 1 << 23  # TCR_EL1: no walk for TTBR0_EL1, TTBR1_EL1 addresses
 
 CPU_MODELS = {"a72": a64.UC_CPU_ARM64_A72, "a53": a64.UC_CPU_ARM64_A53, "max": a64.UC_CPU_ARM64_MAX}
 
@@ -294,6 +296,7 @@ class VCpu(El1Entry):
         self.translate = translate
         self.context = context or El2Context()
         self.uc = UcAArch64(UC_ARCH_ARM64, UC_MODE_ARM)
+        stop_at_block_boundaries(self.uc)  # a stop never lands inside an instruction
         self.uc.ctl_set_cpu_model(CPU_MODELS[cpu_model])
         self._program_el3_el2()
         self._exception = ExceptionRecord(self.uc)
@@ -303,7 +306,8 @@ class VCpu(El1Entry):
         self._fault: tuple[int, int, int, int] | None = None  # (kind, address, size, value)
         self._fault_gpf = False
         self._store_done = False
-        self._remapped = False  # _on_unmapped mapped the page of a load or store: it runs again
+        # The state at a store a hook refused, while the rest of its block is made to fault.
+        self._before_store: object | None = None
         self._last_vector: int | None = None
         self._entry: tuple[int, int | None, int] | None = None  # an exception for EL1 (ESR, FAR, ELR)
         self._recursive = 0
@@ -457,6 +461,7 @@ class VCpu(El1Entry):
             if is_write and mapping.writable:
                 try:
                     offset = address & GRANULE_MASK
+                    self._refuse_store()  # the state before it: run() steps over the store
                     self.memory.accessor(mapping.world).write(mapping.pa + offset, value.to_bytes(size, "little"))
                     self._store_done = True
                     uc.emu_stop()
@@ -466,31 +471,40 @@ class VCpu(El1Entry):
         elif mapping is not None:
             try:
                 self._map_page(page, mapping)
+                return True
             except GranuleProtectionFault:
                 self._fault_gpf = True
-            else:
-                if is_fetch:
-                    return True  # fetched for translation: no instruction has run yet
-                # A load or store goes on after a hook that returns True, and a stop
-                # requested meanwhile (the run's timeout, a kick) is seen right after the
-                # access, with the PC put back at the instruction that has already written
-                # its register: `ldr x9, [x9]` would run again from the value it loaded.
-                # The access is refused instead, before it is made, and run() starts it
-                # again with its page mapped.
-                self._remapped = True
-                uc.emu_stop()
-                return False
+        if is_write:
+            self._refuse_store()
         self._fault = (access, address, size, value)
         uc.emu_stop()
         return False
 
     def _on_forbidden(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
         """An access the page's stage-2 permissions forbid: a stage-2 permission fault."""
+        if access == UC_MEM_WRITE_PROT:
+            self._refuse_store()
         self._fault = (PROT_AS_UNMAPPED[access], address, size, value)
         uc.emu_stop()
         return False
 
+    def _refuse_store(self) -> None:
+        """A store a hook refuses does not leave the block in this Unicorn (a load does:
+        machine/vcpu_stops.py): the rest of the block would run. The state before the store
+        (synced for the hook: the PC at the store) is kept, and stage 1 is made to fault
+        every access and fetch (SCTLR_EL1.M set, TCR_EL1.EPD0 and EPD1 set: no walk), so
+        the block's next access or fetch ends emulation with nothing written; run() puts
+        the kept state back, system registers included."""
+        if self._before_store is not None:
+            return
+        self._before_store = self.uc.context_save()
+        self.write_sysreg(sysreg.TCR_EL1, self.read_sysreg(sysreg.TCR_EL1) | TCR_EPD0 | TCR_EPD1)
+        self.write_sysreg(sysreg.SCTLR_EL1, self.read_sysreg(sysreg.SCTLR_EL1) | 1)
+
     def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
+        if self._before_store is not None:  # the rest of a refused store's block faulted
+            uc.emu_stop()
+            return
         pc = uc.reg_read(a64.UC_ARM64_REG_PC)
         if intno not in SYNC_EXCEPTIONS:
             self._trap = CpuErrorTrap(pc, f"unexpected CPU exception {intno}")
@@ -624,20 +638,18 @@ class VCpu(El1Entry):
             self._fault_gpf = False
             self._entry = None
             self._store_done = False
-            self._remapped = False
             error = ""
             try:
                 with HOST_IRQ.running(self.uc):
                     self.uc.emu_start(self.pc, RUN_FOREVER, timeout_us)
             except UcError as exc:
                 error = str(exc)
+            if self._before_store is not None:  # back to the state at the refused store
+                self.uc.context_restore(self._before_store)
+                self._before_store = None
             if self._store_done:  # a store made by _on_unmapped: step over it and go on
                 self.pc = self.pc + 4
                 continue
-            if self._remapped and self._trap is None and self._entry is None:
-                if self._kicked or HOST_IRQ.pending:
-                    return IrqTrap(self.pc)
-                continue  # the access's page is mapped now: it runs from the start
             if self._entry is None or self._fault is not None or self._trap is not None or error:
                 if self._irq_stop and self._entry is None and self._fault is None and self._trap is None and not error:
                     if self._kicked or HOST_IRQ.pending:

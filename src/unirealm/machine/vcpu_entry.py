@@ -72,6 +72,7 @@ class El1Entry:
     _unmask_hook: int | None
     _seen_pending: int
     _irq_stop: bool
+    _before_store: object | None
 
     if TYPE_CHECKING:  # VCpu's
         @property
@@ -157,6 +158,8 @@ class El1Entry:
         lines = self.interrupts
         if lines is None:
             return 0
+        if self._before_store is not None:
+            return 1  # after a refused store: the block is being left (VCpu._refuse_store)
         key = sysreg.sysreg_key(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)  # type: ignore[attr-defined]
         if not is_write and key in COUNTER_KEYS and self.native_counter:
             return 0  # the same count, without stopping emulation
