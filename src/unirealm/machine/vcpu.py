@@ -60,7 +60,7 @@ from unicorn import (
 )
 from unicorn import arm64_const as a64
 from unicorn.unicorn_py3.arch.arm64 import UcAArch64
-from unicorn.unicorn_py3.unicorn import Uc, uclib
+from unicorn.unicorn_py3.unicorn import Uc, UcContext, uclib
 
 from unirealm.arch import sysreg
 from unirealm.arch.a64 import access_address
@@ -307,7 +307,8 @@ class VCpu(El1Entry):
         self._fault_gpf = False
         self._store_done = False
         # The state at a store a hook refused, while the rest of its block is made to fault.
-        self._before_store: object | None = None
+        self._before_store: UcContext | None = None
+        self._store_context = self.uc.context_save()  # reused: one allocation per vCPU
         self._last_vector: int | None = None
         self._entry: tuple[int, int | None, int] | None = None  # an exception for EL1 (ESR, FAR, ELR)
         self._recursive = 0
@@ -497,7 +498,8 @@ class VCpu(El1Entry):
         the kept state back, system registers included."""
         if self._before_store is not None:
             return
-        self._before_store = self.uc.context_save()
+        self.uc.context_update(self._store_context)
+        self._before_store = self._store_context
         self.write_sysreg(sysreg.TCR_EL1, self.read_sysreg(sysreg.TCR_EL1) | TCR_EPD0 | TCR_EPD1)
         self.write_sysreg(sysreg.SCTLR_EL1, self.read_sysreg(sysreg.SCTLR_EL1) | 1)
 

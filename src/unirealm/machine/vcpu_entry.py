@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_INSN
 from unicorn import arm64_const as a64
 from unicorn.unicorn_py3.arch.arm64 import UcAArch64
-from unicorn.unicorn_py3.unicorn import Uc, uclib
+from unicorn.unicorn_py3.unicorn import Uc, UcContext, uclib
 
 from unirealm.arch import sysreg
 from unirealm.arch.esr import DFSC_SEA, Ec, esr
@@ -72,7 +72,7 @@ class El1Entry:
     _unmask_hook: int | None
     _seen_pending: int
     _irq_stop: bool
-    _before_store: object | None
+    _before_store: UcContext | None
 
     if TYPE_CHECKING:  # VCpu's
         @property
