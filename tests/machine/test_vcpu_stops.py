@@ -22,9 +22,10 @@ from pathlib import Path
 
 from unicorn import arm64_const as a64
 
+from unirealm.arch import sysreg
 from unirealm.arch.memory import GRANULE_SIZE, World
 from unirealm.machine.memory import PhysicalMemory
-from unirealm.machine.vcpu import IrqTrap, Mapping, SmcTrap, Trap, VCpu
+from unirealm.machine.vcpu import DataAbortTrap, HvcTrap, IrqTrap, Mapping, SmcTrap, Trap, VCpu
 
 from .asm_snippet import assemble
 
@@ -154,9 +155,6 @@ STORE_THEN_MORE = """
 
 
 def test_a_refused_store_ends_the_run_before_the_rest_of_its_block(tmp_path: Path) -> None:
-    from unirealm.arch import sysreg
-    from unirealm.machine.vcpu import DataAbortTrap, HvcTrap
-
     guest = Chain(assemble(STORE_THEN_MORE, CODE, tmp_path, "store"))
     cpu = guest.cpu
     sctlr, tcr = cpu.read_sysreg(sysreg.SCTLR_EL1), cpu.read_sysreg(sysreg.TCR_EL1)
