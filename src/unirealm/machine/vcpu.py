@@ -28,6 +28,11 @@ GPT check for the world the mapping belongs to. `invalidate()` is the TLBI: it d
 mappings (and translated code) when the owner changes stage 2, and any PAS change of a
 mapped granule drops its mappings too.
 
+A run that stops for a reason outside the guest (the timeout at the lines' deadline or the
+time slice's end, a kick) stops between two instructions, as the PE takes an interrupt:
+machine/vcpu_stops.py keeps Unicorn from stopping after a load or store with the PC still
+at it, and `_refuse_store` makes a store stage 2 refuses end its block at once.
+
 Exception entry to EL1 and the interrupt lines' MRS/MSR are `El1Entry` (machine/vcpu_entry.py);
 what stays here (a little over 600 lines) is one state machine: `run()`, the Unicorn hooks it
 arms and the stage-2 mappings they fill share the vCPU's private fault/trap state.
