@@ -17,6 +17,9 @@ unprotected alias, the device's SPI reaching the REC through a list register."""
 from __future__ import annotations
 
 import io
+import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,7 @@ from .guest_build import Guest, build
 NRCPUS = 4
 ENVS = {"kvm": ["--platform", "kvm"], "rme": ["--platform", "rme"], "realm": ["--realm"]}
 TICKS_5MS = 312_500
+RUN_LIMIT = 60.0  # seconds: a run takes a few; one past this is a hung guest
 # kvmtool's line order: four 8250 ports take the first SPIs, then the virtio devices.
 VIRTIO_SPI = KVM_IRQ_OFFSET + 4
 
@@ -52,8 +56,26 @@ def run(guest: Guest, env: list[str], share: Path, trace: list[str] | None = Non
     vmm = Vmm(cfg, out, None, trace=trace.append if trace is not None else None, log_output=io.BytesIO())
     # The guest was assembled with the window and INTID the DT gives the 9p device.
     assert [(n.base, n.irq) for n in vmm.virtio_nodes] == [(KVM_VIRTIO_MMIO_AREA, VIRTIO_SPI)]
-    status = vmm.run().status
+    # A guest that keeps aborting (its `unexpected` faulting again, CPU 0 spinning on a
+    # mailbox) must not hang the test: past RUN_LIMIT the VMM is stopped as SIGTERM stops
+    # it (status 143), and the test fails with one line and the guest's last output.
+    watchdog, fired = None, threading.Event()
+
+    def stop_the_vmm() -> None:
+        fired.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if threading.current_thread() is threading.main_thread():  # where the VMM's handler goes
+        watchdog = threading.Timer(RUN_LIMIT, stop_the_vmm)
+        watchdog.start()
+    try:
+        status = vmm.run().status
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
     lines = out.getvalue().decode().splitlines()
+    if fired.is_set():
+        pytest.fail(f"the guest ran past {RUN_LIMIT} s and was stopped; its last lines: {lines[-3:]}")
     assert lines[0] == "irq guest" and lines[-1] == "done", lines
     results = {}
     for line in lines[1:-1]:

@@ -134,6 +134,27 @@ def test_handled_sysregs_never_leave_run(tmp_path: Path) -> None:
     assert g.cpu.interrupts_taken == 0
 
 
+@pytest.mark.parametrize("register", ["CNTVCT_EL0", "ICC_IAR1_EL1"])
+def test_instructions_after_a_served_mrs_run_once(tmp_path: Path, register: str) -> None:
+    """A timer register (which the CPU model implements: the block goes on after its MRS)
+    and a GIC CPU interface register (which it does not: the block ends there), served
+    by the lines, then instructions and a load in the same block: each runs once."""
+    lines = Lines()
+    g = guest(tmp_path, f"""
+    mov x5, #0
+    mrs x1, {register}
+    add x5, x5, #1
+    add x5, x5, #1
+    adr x6, start
+    ldr x7, [x6]
+    add x5, x5, #1
+    hvc #1
+    """, lines)
+    trap = g.cpu.run()
+    assert isinstance(trap, HvcTrap) and trap.imm == 1
+    assert g.cpu.get_gpr(1) in (27, 0x1234_5678) and g.cpu.get_gpr(5) == 3
+
+
 def test_counter_reads_stay_with_the_cpu_model_and_match_the_system_counter(tmp_path: Path) -> None:
     lines = Lines()
     g = guest(tmp_path, """

@@ -28,6 +28,11 @@ GPT check for the world the mapping belongs to. `invalidate()` is the TLBI: it d
 mappings (and translated code) when the owner changes stage 2, and any PAS change of a
 mapped granule drops its mappings too.
 
+A run that stops for a reason outside the guest (the timeout at the lines' deadline or the
+time slice's end, a kick) stops between two instructions, as the PE takes an interrupt:
+machine/vcpu_stops.py keeps Unicorn from stopping after a load or store with the PC still
+at it, and `_refuse_store` makes a store stage 2 refuses end its block at once.
+
 Exception entry to EL1 and the interrupt lines' MRS/MSR are `El1Entry` (machine/vcpu_entry.py);
 what stays here (a little over 600 lines) is one state machine: `run()`, the Unicorn hooks it
 arms and the stage-2 mappings they fill share the vCPU's private fault/trap state.
@@ -60,7 +65,7 @@ from unicorn import (
 )
 from unicorn import arm64_const as a64
 from unicorn.unicorn_py3.arch.arm64 import UcAArch64
-from unicorn.unicorn_py3.unicorn import Uc, uclib
+from unicorn.unicorn_py3.unicorn import Uc, UcContext, uclib
 
 from unirealm.arch import sysreg
 from unirealm.arch.a64 import access_address
@@ -82,6 +87,7 @@ from .interrupt import HOST_IRQ
 from .irq import InterruptLines
 from .memory import GranuleProtectionFault, PhysicalMemory
 from .vcpu_entry import El1Entry, RawRegs
+from .vcpu_stops import stop_at_block_boundaries
 
 # A permission fault is reported as the access kind of the matching unmapped fault.
 PROT_AS_UNMAPPED = {
@@ -113,6 +119,7 @@ PSTATE_EL0T = 0x0
 MAX_RECURSIVE_EXCEPTIONS = 8
 
 RUN_FOREVER = 0xFFFF_FFFF_FFFF_FFFF
+TCR_EPD0, TCR_EPD1 = 1 << 7, 1 << 23  # TCR_EL1: no walk for TTBR0_EL1, TTBR1_EL1 addresses
 
 CPU_MODELS = {"a72": a64.UC_CPU_ARM64_A72, "a53": a64.UC_CPU_ARM64_A53, "max": a64.UC_CPU_ARM64_MAX}
 
@@ -294,6 +301,7 @@ class VCpu(El1Entry):
         self.translate = translate
         self.context = context or El2Context()
         self.uc = UcAArch64(UC_ARCH_ARM64, UC_MODE_ARM)
+        stop_at_block_boundaries(self.uc)  # a stop never lands inside an instruction
         self.uc.ctl_set_cpu_model(CPU_MODELS[cpu_model])
         self._program_el3_el2()
         self._exception = ExceptionRecord(self.uc)
@@ -303,6 +311,9 @@ class VCpu(El1Entry):
         self._fault: tuple[int, int, int, int] | None = None  # (kind, address, size, value)
         self._fault_gpf = False
         self._store_done = False
+        # The state at a store a hook refused, while the rest of its block is made to fault.
+        self._before_store: UcContext | None = None
+        self._store_context = self.uc.context_save()  # reused: one allocation per vCPU
         self._last_vector: int | None = None
         self._entry: tuple[int, int | None, int] | None = None  # an exception for EL1 (ESR, FAR, ELR)
         self._recursive = 0
@@ -456,6 +467,7 @@ class VCpu(El1Entry):
             if is_write and mapping.writable:
                 try:
                     offset = address & GRANULE_MASK
+                    self._refuse_store()  # the state before it: run() steps over the store
                     self.memory.accessor(mapping.world).write(mapping.pa + offset, value.to_bytes(size, "little"))
                     self._store_done = True
                     uc.emu_stop()
@@ -468,17 +480,38 @@ class VCpu(El1Entry):
                 return True
             except GranuleProtectionFault:
                 self._fault_gpf = True
+        if is_write:
+            self._refuse_store()
         self._fault = (access, address, size, value)
         uc.emu_stop()
         return False
 
     def _on_forbidden(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
         """An access the page's stage-2 permissions forbid: a stage-2 permission fault."""
+        if access == UC_MEM_WRITE_PROT:
+            self._refuse_store()
         self._fault = (PROT_AS_UNMAPPED[access], address, size, value)
         uc.emu_stop()
         return False
 
+    def _refuse_store(self) -> None:
+        """A store a hook refuses does not leave the block in this Unicorn (a load does:
+        machine/vcpu_stops.py): the rest of the block would run. The state before the store
+        (synced for the hook: the PC at the store) is kept, and stage 1 is made to fault
+        every access and fetch (SCTLR_EL1.M set, TCR_EL1.EPD0 and EPD1 set: no walk), so
+        the block's next access or fetch ends emulation with nothing written; run() puts
+        the kept state back, system registers included."""
+        if self._before_store is not None:
+            return
+        self.uc.context_update(self._store_context)
+        self._before_store = self._store_context
+        self.write_sysreg(sysreg.TCR_EL1, self.read_sysreg(sysreg.TCR_EL1) | TCR_EPD0 | TCR_EPD1)
+        self.write_sysreg(sysreg.SCTLR_EL1, self.read_sysreg(sysreg.SCTLR_EL1) | 1)
+
     def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
+        if self._before_store is not None:  # the rest of a refused store's block faulted
+            uc.emu_stop()
+            return
         pc = uc.reg_read(a64.UC_ARM64_REG_PC)
         if intno not in SYNC_EXCEPTIONS:
             self._trap = CpuErrorTrap(pc, f"unexpected CPU exception {intno}")
@@ -618,6 +651,9 @@ class VCpu(El1Entry):
                     self.uc.emu_start(self.pc, RUN_FOREVER, timeout_us)
             except UcError as exc:
                 error = str(exc)
+            if self._before_store is not None:  # back to the state at the refused store
+                self.uc.context_restore(self._before_store)
+                self._before_store = None
             if self._store_done:  # a store made by _on_unmapped: step over it and go on
                 self.pc = self.pc + 4
                 continue

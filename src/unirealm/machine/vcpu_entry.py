@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_INSN
 from unicorn import arm64_const as a64
 from unicorn.unicorn_py3.arch.arm64 import UcAArch64
-from unicorn.unicorn_py3.unicorn import Uc, uclib
+from unicorn.unicorn_py3.unicorn import Uc, UcContext, uclib
 
 from unirealm.arch import sysreg
 from unirealm.arch.esr import DFSC_SEA, Ec, esr
@@ -26,6 +26,8 @@ from .irq import PENDING_FIQ, PENDING_IRQ, InterruptLines
 
 SP_EL_IDS = (a64.UC_ARM64_REG_SP_EL0, a64.UC_ARM64_REG_SP_EL1)
 COUNTER_KEYS = frozenset((CntSysreg.CNTPCT_EL0, CntSysreg.CNTVCT_EL0, CntSysreg.CNTFRQ_EL0))
+# The generic timer's registers, which the CPU model implements (its MRS does not end a block).
+MODEL_TIMER_KEYS = frozenset(int(k) for k in CntSysreg)
 # An IRQ or FIQ the PSTATE bit masks.
 INTERRUPT_MASKS = ((PENDING_IRQ, sysreg.PSTATE_I), (PENDING_FIQ, sysreg.PSTATE_F))
 
@@ -70,6 +72,7 @@ class El1Entry:
     _unmask_hook: int | None
     _seen_pending: int
     _irq_stop: bool
+    _before_store: UcContext | None
 
     if TYPE_CHECKING:  # VCpu's
         @property
@@ -155,6 +158,8 @@ class El1Entry:
         lines = self.interrupts
         if lines is None:
             return 0
+        if self._before_store is not None:
+            return 1  # after a refused store: the block is being left (VCpu._refuse_store)
         key = sysreg.sysreg_key(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)  # type: ignore[attr-defined]
         if not is_write and key in COUNTER_KEYS and self.native_counter:
             return 0  # the same count, without stopping emulation
@@ -172,10 +177,18 @@ class El1Entry:
                 return 0
             if rt != a64.UC_ARM64_REG_XZR:
                 raw.write(rt, value)
-        # The hook's "skip" result restarts the block in this Unicorn, so the PC moves past
-        # the instruction here; a PC written in a hook is not re-synced at a later fault of
-        # the same emu_start, so emulation stops and run() resumes at once, looking at the
-        # lines again (the access may have changed what is signalled).
+            if key in MODEL_TIMER_KEYS:
+                # A register the CPU model implements: "skip" goes on with the next
+                # instruction of the block. Reading a timer changes nothing the lines
+                # signal, so emulation goes on too (a PC written here would be taken back
+                # to this instruction's successor at the block's end, after the rest of
+                # the block had executed: those instructions would run twice).
+                return 1
+        # A GIC CPU interface register, which the CPU model does not implement: its block
+        # ends at the instruction, and "skip" would restart the block, so the PC moves
+        # past it here. Emulation stops (at that block end: machine/vcpu_stops.py) and
+        # run() looks at the lines again (the access may have changed what is signalled);
+        # an MSR to a timer register ends its block too, and stops the same way.
         raw.write(a64.UC_ARM64_REG_PC, raw.read(a64.UC_ARM64_REG_PC) + 4)
         self._irq_stop = True
         uc.emu_stop()
