@@ -9,7 +9,9 @@ arrays at arbitrary offsets without hand-computed pad bytes, so each layout list
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
@@ -21,11 +23,20 @@ class Field:
 
     @property
     def size(self) -> int:
-        return struct.calcsize("<" + self.fmt)
+        return self.packer.size
 
-    @property
+    @cached_property
+    def packer(self) -> struct.Struct:
+        return struct.Struct("<" + self.fmt)
+
+    @cached_property
     def is_array(self) -> bool:
         return self.fmt[:-1].isdigit() and self.fmt[-1] != "s"
+
+    @cached_property
+    def count(self) -> int:
+        """How many values the field packs: its element count for an array, else 1."""
+        return int(self.fmt[:-1]) if self.is_array else 1
 
 
 @dataclass(frozen=True)
@@ -65,12 +76,18 @@ class Layout:
     def offset(self, name: str) -> int:
         return self._by_name[name].offset
 
+    def span(self, names: Iterable[str], start: int, end: int) -> Span:
+        """A compiled codec for the bytes [start, end) of this layout holding the fields `names`
+        (the other bytes of the span pack as zeros): one struct for a hot path that reads or
+        writes one part of a layout, e.g. RmiRecEnter or RmiRecExit of RmiRecRun."""
+        return Span(self, tuple(self._by_name[n] for n in names), start, end)
+
     def unpack(self, data: bytes | bytearray | memoryview) -> dict[str, Any]:
         if len(data) < self.size:
             raise ValueError(f"{self.name}: need {self.size} bytes, got {len(data)}")
         out: dict[str, Any] = {}
         for f in self.fields:
-            vals = struct.unpack_from("<" + f.fmt, data, f.offset)
+            vals = f.packer.unpack_from(data, f.offset)
             out[f.name] = list(vals) if f.is_array else vals[0]
         return out
 
@@ -85,8 +102,59 @@ class Layout:
             if f is None:
                 raise KeyError(f"{self.name} has no field {name!r}")
             if f.is_array:
-                count = int(f.fmt[:-1])
+                count = f.count
                 vals = list(value) + [0] * (count - len(value))
-                struct.pack_into("<" + f.fmt, buf, base + f.offset, *vals[:count])
+                f.packer.pack_into(buf, base + f.offset, *vals[:count])
             else:
-                struct.pack_into("<" + f.fmt, buf, base + f.offset, value)
+                f.packer.pack_into(buf, base + f.offset, value)
+
+
+class Span:
+    """Fields of a Layout in [start, end), packed and unpacked by one struct.Struct; bytes of
+    the span outside the fields pack as zeros. Arrays unpack as lists; packing pads a short
+    array with zeros and a missing field is zero."""
+
+    def __init__(self, layout: Layout, fields: tuple[Field, ...], start: int, end: int) -> None:
+        self.layout, self.start, self.end = layout, start, end
+        self.fields = tuple(sorted(fields, key=lambda f: f.offset))
+        fmt, at = "<", start
+        for f in self.fields:
+            if f.offset < at or f.offset + f.size > end:
+                raise ValueError(f"{layout.name}: field {f.name} is outside [{start:#x}, {end:#x})")
+            fmt += (f"{f.offset - at}x" if f.offset > at else "") + f.fmt
+            at = f.offset + f.size
+        self.packer = struct.Struct(fmt + (f"{end - at}x" if end > at else ""))
+        self.size = self.packer.size
+        # (name, index of the first value, count or 0 for a scalar) per field
+        self._slots: list[tuple[str, int, int]] = []
+        index = 0
+        for f in self.fields:
+            self._slots.append((f.name, index, f.count if f.is_array else 0))
+            index += f.count
+        self._names = frozenset(f.name for f in self.fields)
+
+    def unpack(self, data: bytes | bytearray | memoryview) -> dict[str, Any]:
+        """The fields from `data`, the span's bytes (data[0] is the layout's byte `start`)."""
+        vals = self.packer.unpack_from(data, 0)
+        return {name: list(vals[i : i + n]) if n else vals[i] for name, i, n in self._slots}
+
+    def pack(self, /, **values: Any) -> bytes:
+        """The span's bytes: each named field, zero elsewhere."""
+        if not values.keys() <= self._names:
+            unknown = sorted(values.keys() - self._names)[0]
+            raise KeyError(f"{self.layout.name} span has no field {unknown!r}")
+        flat: list[Any] = []
+        get = values.get
+        for name, _, n in self._slots:
+            if not n:
+                flat.append(get(name, 0))
+                continue
+            value = get(name)
+            if not value:
+                flat += (0,) * n
+                continue
+            value = list(value[:n])
+            flat += value
+            if len(value) < n:
+                flat += (0,) * (n - len(value))
+        return self.packer.pack(*flat)

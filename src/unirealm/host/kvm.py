@@ -22,8 +22,9 @@ from unirealm.arch.memory import (
 from unirealm.arch.rmi import (
     REC_EXIT_OFFSET,
     RMI_REALM_PARAMS,
+    RMI_REC_ENTER_SPAN,
+    RMI_REC_EXIT_SPAN,
     RMI_REC_PARAMS,
-    RMI_REC_RUN,
     RmiDataFlags,
     RmiFid,
     RmiRecEnterFlags,
@@ -40,6 +41,7 @@ from unirealm.machine.board import Machine
 from unirealm.machine.memory import GranuleProtectionFault
 
 NS_NORMAL_RW_DESC = (0b1111 << 2) | (0b11 << 6)  # MemAttr normal write-back, S2AP read/write
+_EXIT_REASONS = {int(r): r for r in RmiRecExitReason}
 
 
 class RmiCallError(Exception):
@@ -329,14 +331,14 @@ class RealmVm:
         gicv3_lrs: list[int] | None = None,
     ) -> RecExitInfo:
         mem = self.pages.mem
-        enter = RMI_REC_RUN.pack(
-            enter_flags=flags, enter_gprs=gprs or [], enter_gicv3_hcr=gicv3_hcr, enter_gicv3_lrs=gicv3_lrs or []
-        )
-        mem.write(rec.run, enter[:REC_EXIT_OFFSET])
+        mem.write(rec.run, RMI_REC_ENTER_SPAN.pack(
+            enter_flags=flags, enter_gprs=gprs or (), enter_gicv3_hcr=gicv3_hcr, enter_gicv3_lrs=gicv3_lrs or ()
+        ))
         self.rmi.call(RmiFid.REC_ENTER, rec.pa, rec.run)
-        run = RMI_REC_RUN.unpack(mem.read(rec.run, GRANULE_SIZE))
+        run = RMI_REC_EXIT_SPAN.unpack(mem.read(rec.run + REC_EXIT_OFFSET, RMI_REC_EXIT_SPAN.size))
+        reason = _EXIT_REASONS.get(run["exit_reason"])
         return RecExitInfo(
-            RmiRecExitReason(run["exit_reason"]),
+            RmiRecExitReason(run["exit_reason"]) if reason is None else reason,
             run["exit_esr"],
             run["exit_far"],
             run["exit_hpfar"],
@@ -346,7 +348,7 @@ class RealmVm:
             run["exit_ripas_value"],
             run["exit_imm"],
             run["exit_gicv3_hcr"],
-            list(run["exit_gicv3_lrs"]),
+            run["exit_gicv3_lrs"],
             run["exit_gicv3_misr"],
             run["exit_gicv3_vmcr"],
             run["exit_cntv_ctl"],

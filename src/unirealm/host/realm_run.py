@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("unirealm.vmm")
 REALM_TIME_SLICE = 0.005  # seconds a REC runs while another could (the host's EL2 timer)
 REALM_IDLE_POLL = 0.01  # seconds at most between input/network polls while every REC waits
+TRAP_WFI = int(RmiRecEnterFlags.TRAP_WFI)  # a plain int: or-ed in at every REC_ENTER
 
 
 @dataclass
@@ -172,7 +173,7 @@ def _run_rec(vmm: Vmm, vm: RealmVm, vcpu: RealmVcpu) -> RecExitInfo | None:
     flags, gprs = 0, None
     while True:
         hcr, lrs = vcpu.vgic.flush()
-        ex = vm.enter(rec, flags | RmiRecEnterFlags.TRAP_WFI, gprs, gicv3_hcr=hcr, gicv3_lrs=lrs)
+        ex = vm.enter(rec, flags | TRAP_WFI, gprs, gicv3_hcr=hcr, gicv3_lrs=lrs)
         vmm.exits += 1
         vcpu.vgic.sync(ex.gicv3_lrs, ex.cntv_ctl, ex.cntv_cval, ex.cntp_ctl, ex.cntp_cval)
         vmm.signals.check()
