@@ -110,51 +110,53 @@ class Layout:
 
 
 class Span:
-    """Fields of a Layout in [start, end), packed and unpacked by one struct.Struct; bytes of
-    the span outside the fields pack as zeros. Arrays unpack as lists; packing pads a short
-    array with zeros and a missing field is zero."""
+    """Fields of a Layout in [start, end), packed and unpacked by one struct.Struct for the
+    scalars (the arrays' bytes as padding in it) and one per array; bytes of the span outside
+    the fields pack as zeros. Arrays unpack as lists; packing pads a short array with zeros
+    and a missing field is zero."""
 
     def __init__(self, layout: Layout, fields: tuple[Field, ...], start: int, end: int) -> None:
         self.layout, self.start, self.end = layout, start, end
         self.fields = tuple(sorted(fields, key=lambda f: f.offset))
         fmt, at = "<", start
+        scalars: list[str] = []
+        self._arrays: list[tuple[str, int, struct.Struct, int]] = []  # name, offset in the span, codec, count
         for f in self.fields:
             if f.offset < at or f.offset + f.size > end:
                 raise ValueError(f"{layout.name}: field {f.name} is outside [{start:#x}, {end:#x})")
-            fmt += (f"{f.offset - at}x" if f.offset > at else "") + f.fmt
+            fmt += f"{f.offset - at}x" if f.offset > at else ""
+            if f.is_array:
+                fmt += f"{f.size}x"
+                self._arrays.append((f.name, f.offset - start, f.packer, f.count))
+            else:
+                fmt += f.fmt
+                scalars.append(f.name)
             at = f.offset + f.size
         self.packer = struct.Struct(fmt + (f"{end - at}x" if end > at else ""))
         self.size = self.packer.size
-        # (name, index of the first value, count or 0 for a scalar) per field
-        self._slots: list[tuple[str, int, int]] = []
-        index = 0
-        for f in self.fields:
-            self._slots.append((f.name, index, f.count if f.is_array else 0))
-            index += f.count
+        self._scalars = tuple(scalars)
         self._names = frozenset(f.name for f in self.fields)
 
     def unpack(self, data: bytes | bytearray | memoryview) -> dict[str, Any]:
         """The fields from `data`, the span's bytes (data[0] is the layout's byte `start`)."""
-        vals = self.packer.unpack_from(data, 0)
-        return {name: list(vals[i : i + n]) if n else vals[i] for name, i, n in self._slots}
+        out = dict(zip(self._scalars, self.packer.unpack_from(data, 0), strict=True))
+        for name, offset, packer, _ in self._arrays:
+            out[name] = list(packer.unpack_from(data, offset))
+        return out
 
     def pack(self, /, **values: Any) -> bytes:
         """The span's bytes: each named field, zero elsewhere."""
         if not values.keys() <= self._names:
             unknown = sorted(values.keys() - self._names)[0]
             raise KeyError(f"{self.layout.name} span has no field {unknown!r}")
-        flat: list[Any] = []
         get = values.get
-        for name, _, n in self._slots:
-            if not n:
-                flat.append(get(name, 0))
-                continue
+        packed = self.packer.pack(*[get(name, 0) for name in self._scalars])
+        if not any(get(name) for name, _, _, _ in self._arrays):
+            return packed
+        buf = bytearray(packed)
+        for name, offset, packer, count in self._arrays:
             value = get(name)
-            if not value:
-                flat += (0,) * n
-                continue
-            value = list(value[:n])
-            flat += value
-            if len(value) < n:
-                flat += (0,) * (n - len(value))
-        return self.packer.pack(*flat)
+            if value:
+                value = tuple(value[:count])
+                packer.pack_into(buf, offset, *value, *(0,) * (count - len(value)))
+        return bytes(buf)

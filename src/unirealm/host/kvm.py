@@ -42,6 +42,9 @@ from unirealm.machine.memory import GranuleProtectionFault
 
 NS_NORMAL_RW_DESC = (0b1111 << 2) | (0b11 << 6)  # MemAttr normal write-back, S2AP read/write
 _EXIT_REASONS = {int(r): r for r in RmiRecExitReason}
+# RmiRecEnter.flags the exit handlers return, as plain ints (or-ed at every REC_ENTER).
+INJECT_SEA = int(RmiRecEnterFlags.INJECT_SEA)
+EMULATED_MMIO = int(RmiRecEnterFlags.EMULATED_MMIO)
 
 
 class RmiCallError(Exception):
@@ -386,7 +389,7 @@ class RealmVm:
         if ec == Ec.WFX:
             return 0, None
         if ec not in (Ec.DABT_LOWER, Ec.IABT_LOWER):
-            return RmiRecEnterFlags.INJECT_SEA, None
+            return INJECT_SEA, None
         ipa = ex.ipa
         page = ipa & ~(GRANULE_SIZE - 1)
         if not ipa & self.unprotected_bit:
@@ -402,11 +405,11 @@ class RealmVm:
             return 0, None
         access = decode_esr_access(ex.esr)
         if access is None or self.on_mmio is None:
-            return RmiRecEnterFlags.INJECT_SEA, None
+            return INJECT_SEA, None
         value = self.on_mmio(canonical | (ipa & (GRANULE_SIZE - 1)), access.is_write, access.size, ex.gprs[0])
         if value is None:
-            return RmiRecEnterFlags.INJECT_SEA, None
-        return RmiRecEnterFlags.EMULATED_MMIO, [value]
+            return INJECT_SEA, None
+        return EMULATED_MMIO, [value]
 
     def map_shared(self, page: int) -> int:
         self.ensure_rtt(page, RTT_PAGE_LEVEL)

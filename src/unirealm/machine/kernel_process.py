@@ -55,6 +55,15 @@ BOOTSTRAP = (f"import sys; sys.path.insert(0, {SRC_ROOT!r}); "
              "from unirealm.machine.kernel_child import main; sys.exit(main(sys.argv[1:]))")
 NR_MMAP = sc.syscall_number("mmap")
 MEMFD_NAME = "/memfd:unirealm-dram"
+# The trap decoder's constants, as plain ints and prebuilt syndromes (an immutable
+# AccessSyndrome per direction, size and SF): decoded at every trap.
+_TRAP_UNPACK = ch.TRAP.unpack
+_SMC, _DATA_ABORT = int(ch.TrapKind.SMC), int(ch.TrapKind.DATA_ABORT)
+_PROBE_OR_QUERY = ch.TRAP_PROBE | ch.TRAP_QUERY
+_SIZES = (1, 2, 4, 8)
+_SYNDROMES = {(w, n, sf): AccessSyndrome(w, n, 0, sixty_four=sf)
+              for w in (False, True) for n in _SIZES for sf in (False, True)}
+_RESUME_PACK, _RESUME = ch.RESUME.pack, int(ch.Msg.RESUME)
 
 
 class KernelProcessStopped(Exception):
@@ -205,8 +214,7 @@ class KernelProcess(RegisterFile):
         fault, address, esr_value = self._fault
         self._fault = (ch.Fault.NONE, 0, 0)
         try:
-            self._sock.send(ch.RESUME.pack(ch.Msg.RESUME, fault, HOST_IRQ.pending, self.pc, *self.regs,
-                                           address, esr_value))
+            self._sock.send(_RESUME_PACK(_RESUME, fault, HOST_IRQ.pending, self.pc, *self.regs, address, esr_value))
         except OSError:
             raise self._died() from None
         with HOST_IRQ.running(self):
@@ -237,32 +245,37 @@ class KernelProcess(RegisterFile):
                     return trap
 
     def _trap(self, data: bytes) -> Trap | None:
-        _, kind, flags, size, pc, *regs, ipa, value = ch.TRAP.unpack(data)
+        t = _TRAP_UNPACK(data)  # msg, kind, flags, size, pc, x0..x30, ipa, value
+        kind, flags, pc = t[1], t[2], t[4]
         self.pc = pc
-        self.regs[:] = regs
-        if kind == ch.TrapKind.SMC:
+        self.regs[:] = t[5:36]
+        if kind == _SMC:
             return SmcTrap(pc, self.regs[:18])
+        if kind == _DATA_ABORT and flags & _PROBE_OR_QUERY == 0 and t[3] in _SIZES:  # MMIO: the common trap
+            write = bool(flags & ch.TRAP_WRITE)
+            return DataAbortTrap(pc, t[36], write, t[3], _SYNDROMES[write, t[3], bool(flags & ch.TRAP_SIXTY_FOUR)],
+                                 t[37] if write else 0)
         if kind == ch.TrapKind.HVC:
             return HvcTrap(pc, self.regs[:18])
         if kind == ch.TrapKind.WFI:
             return WfxTrap(pc, False)
         if kind == ch.TrapKind.IRQ:
             return IrqTrap(pc)
-        if kind != ch.TrapKind.DATA_ABORT or size not in (1, 2, 4, 8):
+        size, ipa, value = t[3], t[36], t[37]
+        if kind != _DATA_ABORT or size not in _SIZES:
             self.stopped = "the kernel process broke the channel protocol"
             raise self._died()
         write = bool(flags & ch.TRAP_WRITE)
-        if flags & (ch.TRAP_PROBE | ch.TRAP_QUERY):
-            answer = self._grant(ipa & ~GRANULE_MASK, write)
-            if answer is not None:
-                assert self._sock is not None
-                self._sock.send(answer)
-                return None
-            if flags & ch.TRAP_QUERY:
-                assert self._sock is not None
-                self._sock.send(ch.DENY.pack(ch.Msg.DENY, ch.Deny.UNMAPPED))
-                return None
-        syndrome = AccessSyndrome(write, size, 0, sixty_four=bool(flags & ch.TRAP_SIXTY_FOUR))
+        answer = self._grant(ipa & ~GRANULE_MASK, write)
+        if answer is not None:
+            assert self._sock is not None
+            self._sock.send(answer)
+            return None
+        if flags & ch.TRAP_QUERY:
+            assert self._sock is not None
+            self._sock.send(ch.DENY.pack(ch.Msg.DENY, ch.Deny.UNMAPPED))
+            return None
+        syndrome = _SYNDROMES[write, size, bool(flags & ch.TRAP_SIXTY_FOUR)]
         return DataAbortTrap(pc, ipa, write, size, syndrome, value if write else 0)
 
     def inject_sea(self, far: int, is_fetch: bool = False) -> None:
