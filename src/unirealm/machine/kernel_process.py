@@ -24,6 +24,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -63,7 +64,10 @@ _PROBE_OR_QUERY = ch.TRAP_PROBE | ch.TRAP_QUERY
 _SIZES = (1, 2, 4, 8)
 _SYNDROMES = {(w, n, sf): AccessSyndrome(w, n, 0, sixty_four=sf)
               for w in (False, True) for n in _SIZES for sf in (False, True)}
-_RESUME_PACK, _RESUME = ch.RESUME.pack, int(ch.Msg.RESUME)
+_RESUME_PACK, _RESUME, _TRAP = ch.RESUME.pack, int(ch.Msg.RESUME), int(ch.Msg.TRAP)
+# How long the channel may be quiet before the engine looks at the seccomp listener
+# unasked (SO_RCVTIMEO of its end of the channel).
+LISTENER_CHECK = 0.02
 
 
 class KernelProcessStopped(Exception):
@@ -131,6 +135,7 @@ class KernelProcess(RegisterFile):
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._listener = -1
+        self._granted = False  # a GRANT was sent: the child's mmap (a seccomp notification) comes next
         self._memfd_ro = -1
         self._irq = -1
         self.stopped: str | None = None
@@ -162,6 +167,8 @@ class KernelProcess(RegisterFile):
         self._poller = select.poll()
         self._poller.register(parent, select.POLLIN)
         self._poller.register(self._listener, select.POLLIN)
+        usec = int(LISTENER_CHECK * 1e6)
+        parent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", usec // 1_000_000, usec % 1_000_000))
         log.debug("kernel process %d started (limit %d MiB)", self._proc.pid, self.limit >> 20)
 
     @property
@@ -221,28 +228,53 @@ class KernelProcess(RegisterFile):
             return self._serve()
 
     def _serve(self) -> Trap:
-        """Answer the child until it traps."""
+        """Answer the child until it traps. The channel is read with a blocking recv, one
+        system call per message: the seccomp listener needs looking at only after a GRANT
+        (the child maps it next) or when the child has sent nothing for LISTENER_CHECK
+        seconds (a kernel that maps the memory file unasked waits that long for its EPERM)."""
+        assert self._sock is not None
+        sock = self._sock
+        while True:
+            if self._granted:
+                self._granted = False
+                data = self._next_with_listener()
+            else:
+                try:
+                    data = sock.recv(ch.MAX_MESSAGE)
+                except BlockingIOError:  # SO_RCVTIMEO: quiet for LISTENER_CHECK seconds
+                    self._judge_pending()
+                    continue
+            if not data:
+                raise self._died()
+            if data[0] != _TRAP or len(data) != ch.TRAP.size:
+                if data[0] == ch.Msg.STOPPED:
+                    self.stopped = data[1:].decode("utf-8", "replace")
+                    self._kill()
+                    raise KernelProcessStopped(self.stopped)
+                self.stopped = "the kernel process broke the channel protocol"
+                raise self._died()
+            trap = self._trap(data)
+            if trap is not None:
+                self.counts["traps"] += 1
+                return trap
+
+    def _next_with_listener(self) -> bytes:
+        """The child's next message, judging its seccomp notifications meanwhile."""
         assert self._sock is not None
         sock_fd = self._sock.fileno()
         while True:
             for fd, _ in self._poller.poll():
                 if fd == self._listener:
                     self._judge()
-                    continue
-                data = self._sock.recv(ch.MAX_MESSAGE) if fd == sock_fd else b""
-                if not data:
-                    raise self._died()
-                if data[0] == ch.Msg.STOPPED:
-                    self.stopped = data[1:].decode("utf-8", "replace")
-                    self._kill()
-                    raise KernelProcessStopped(self.stopped)
-                if data[0] != ch.Msg.TRAP or len(data) != ch.TRAP.size:
-                    self.stopped = "the kernel process broke the channel protocol"
-                    raise self._died()
-                trap = self._trap(data)
-                if trap is not None:
-                    self.counts["traps"] += 1
-                    return trap
+                elif fd == sock_fd:
+                    return self._sock.recv(ch.MAX_MESSAGE)
+                else:
+                    return b""
+
+    def _judge_pending(self) -> None:
+        """Judge the notifications waiting on the listener, if any, without blocking."""
+        while select.select([self._listener], [], [], 0)[0]:
+            self._judge()
 
     def _trap(self, data: bytes) -> Trap | None:
         t = _TRAP_UNPACK(data)  # msg, kind, flags, size, pc, x0..x30, ipa, value
@@ -269,6 +301,7 @@ class KernelProcess(RegisterFile):
         answer = self._grant(ipa & ~GRANULE_MASK, write)
         if answer is not None:
             assert self._sock is not None
+            self._granted = answer[0] == ch.Msg.GRANT  # the child's mmap comes next
             self._sock.send(answer)
             return None
         if flags & ch.TRAP_QUERY:
