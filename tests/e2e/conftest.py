@@ -64,13 +64,15 @@ class BackgroundRun:
     to `guest_port` (`-n mode=user,hostfwd=...`); its output goes to files."""
 
     def __init__(self, image: Path, platform: str, tmp: Path, guest_port: int, params: str = "--",
-                 net: str | None = None, wrap: Sequence[str] = ()) -> None:
-        """`net` replaces the -n argument; `wrap` goes before the command (e.g. `ip netns exec NS`)."""
+                 net: str | None = None, wrap: Sequence[str] = (), extra: Sequence[str] = ()) -> None:
+        """`net` replaces the -n argument; `wrap` goes before the command (e.g. `ip netns exec NS`);
+        `extra` are more `unirealm run` options."""
         self.port = free_port()
         self.out, self.err = tmp / "stdout", tmp / "stderr"
         env = dict(os.environ, UNIREALM_DATA_DIR=str(tmp / "data"))
         cmd = [*wrap, *UNIREALM, "run", "-k", str(image), *PLATFORMS[platform],
-               "-n", net or f"mode=user,hostfwd=tcp:127.0.0.1:{self.port}-:{guest_port}", f"--params={params}"]
+               "-n", net or f"mode=user,hostfwd=tcp:127.0.0.1:{self.port}-:{guest_port}", *extra,
+               f"--params={params}"]
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
 

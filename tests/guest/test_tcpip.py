@@ -307,7 +307,7 @@ def test_dhcp_client_against_scripted_server(peer: Peer) -> None:
     stack.configure(net.ANY_IP, 0, None)
     offered = net.ip_bytes("192.168.33.15")
 
-    def server() -> None:
+    def server(deadline: int | None = None) -> None:
         for frame in list(peer.nic.sent):
             f = net.parse_frame(frame)
             if f.udp is None or f.udp.dport != 67:

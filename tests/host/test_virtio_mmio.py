@@ -15,6 +15,7 @@ from unirealm.arch.virtio import (
     VIRTIO_F_ACCESS_PLATFORM,
     VIRTIO_F_VERSION_1,
     VIRTIO_MMIO_CONFIG,
+    VIRTQ_AVAIL_F_NO_INTERRUPT,
     VirtioMmio,
     VirtioStatus,
     VirtqDescFlags,
@@ -155,6 +156,19 @@ def test_request_round_trip(plain):
     reply = drv.view.read(IN, 5) + drv.view.read(IN + 0x100, ulen - 5)
     assert p9.decode(reply)[2]["data"] == b"contents"
     assert not drv.needs_reset and dev.requests == 5
+
+
+def test_a_driver_suppresses_used_buffer_interrupts_with_avail_no_interrupt(plain):
+    drv, dev = plain
+    edges: list[int] = []
+    dev.on_interrupt = lambda: edges.append(1)
+    drv.setup()
+    drv.view.write(AVAIL, struct.pack("<H", VIRTQ_AVAIL_F_NO_INTERRUPT))  # §2.7.7: no interrupt wanted
+    drv.request(p9.encode(P9.TVERSION, p9.NOTAG, msize=8192, version="9P2000.L"))
+    assert edges == [] and drv.r(VirtioMmio.INTERRUPT_STATUS) == 0  # completed all the same
+    drv.view.write(AVAIL, struct.pack("<H", 0))  # wanted again: the next used buffer signals
+    drv.request(p9.encode(P9.TATTACH, 1, fid=0, afid=p9.NOFID, uname="", aname="", n_uname=0))
+    assert edges == [1] and drv.r(VirtioMmio.INTERRUPT_STATUS) & 1
 
 
 HOSTILE_REASONS = {

@@ -112,6 +112,7 @@ VIRTQ_USED_ELEM = Layout(
     (Field("id", 0, "I"), Field("len", 4, "I")),
 )
 VIRTQ_USED_F_NO_NOTIFY = 1  # §2.7.10: used->flags bit 0, the device needs no notifications
+VIRTQ_AVAIL_F_NO_INTERRUPT = 1  # §2.7.7: avail->flags bit 0, the driver needs no used-buffer interrupts
 VIRTQ_RING_HEADER = 4  # flags le16, idx le16: the start of both rings
 VIRTQ_DESC_ALIGN, VIRTQ_AVAIL_ALIGN, VIRTQ_USED_ALIGN = 16, 2, 4
 VIRTQ_MAX_SIZE = 32768  # §2.7: Queue Size is at most 32768

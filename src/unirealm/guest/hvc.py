@@ -8,6 +8,9 @@ stdio when the VMM offers one (`unirealm run --console virtio`).
   (bounced) before its bytes are handed on, and the buffer is reposted. The device polls
   the available ring and says so with VIRTQ_USED_F_NO_NOTIFY; without that flag the driver
   notifies. A used entry of length 0 is the VMM's end of input (host/devices/virtio_console.py).
+- Interrupts: the device's SPI brings input (its handler harvests the receive ring); the
+  transmit queue keeps VIRTQ_AVAIL_F_NO_INTERRUPT set, since the device consumes a burst
+  inside its notify, and clears it only to wait for a burst it has not taken yet.
 - Shared memory is hostile: the used index may move only by buffers in flight, a used id
   must name a buffer in flight, and a length must fit the buffer. Anything else disables
   the console (output dropped, input at its end) with one line on the kernel log: never a
@@ -23,6 +26,7 @@ from ..arch.memory import GRANULE_SIZE
 from ..arch.virtio import (
     VIRTIO_CONSOLE_RX_QUEUE,
     VIRTIO_CONSOLE_TX_QUEUE,
+    VIRTQ_AVAIL_F_NO_INTERRUPT,
     VIRTQ_USED_F_NO_NOTIFY,
     VirtioMmio,
     VirtqDescFlags,
@@ -75,6 +79,11 @@ class VirtioConsole:
                        pack_desc(pool.dma_base + self.rx_bufs[slot], RX_CHUNK, VirtqDescFlags.WRITE, 0))
             self._post(self.rx, slot)
         self._publish(self.rx)
+        self._suppress_tx(transport.interrupt_driven)
+        transport.enable_interrupts(lambda status: self._receive())
+
+    def _suppress_tx(self, on: bool) -> None:
+        self.pool.write(self.tx.avail, struct.pack("<H", VIRTQ_AVAIL_F_NO_INTERRUPT if on else 0))
 
     # --- rings ----------------------------------------------------------------------------
     def _post(self, ring: _Ring, head: int) -> None:
@@ -142,15 +151,24 @@ class VirtioConsole:
     def _wait_tx(self, posted: int) -> None:
         """Until every posted chain is used: the device consumes them inside the notify, so
         this normally reads the used ring once."""
-        for spin in range(POLL_LIMIT):
-            self._harvest(self.tx, self.tx_lens)
-            if self.broken or not self.tx.in_flight:
-                return
-            if spin and self.t.needs_reset:
-                self._refuse("the device reported DEVICE_NEEDS_RESET")
-                return
-            self.cpu.wfi()
-        self._refuse(f"no answer for {posted} transmit buffers")
+        waiting = False
+        try:
+            for spin in range(POLL_LIMIT):
+                self._harvest(self.tx, self.tx_lens)
+                if self.broken or not self.tx.in_flight:
+                    return
+                if spin and self.t.needs_reset:
+                    self._refuse("the device reported DEVICE_NEEDS_RESET")
+                    return
+                if self.t.interrupt_driven and not waiting:
+                    waiting = True  # the transmit interrupt on, then look again before waiting
+                    self._suppress_tx(False)
+                    continue
+                self.t.wait(None)
+            self._refuse(f"no answer for {posted} transmit buffers")
+        finally:
+            if waiting:
+                self._suppress_tx(True)
 
     # --- input ----------------------------------------------------------------------------
     def _receive(self) -> None:
@@ -181,7 +199,7 @@ class VirtioConsole:
         """Up to `limit` bytes; empty only at end of input or when not blocking."""
         self._receive()
         while block and not self._input and not self.eof and not self.broken:
-            self.cpu.wfi()
+            self.t.wait(None)
             self.touch()
         out = bytes(self._input[:limit])
         del self._input[:limit]

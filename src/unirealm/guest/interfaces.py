@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .console import Ns16550
+    from .irq import Interrupts
     from .mm import PageAllocator
     from .sched import Thread
     from .ukrsi import RealmConfig, Rsi
@@ -89,6 +90,12 @@ class Cpu(Protocol):
 
     def wfi(self) -> None: ...
 
+    def read_sysreg(self, key: int) -> int: ...
+
+    def write_sysreg(self, key: int, value: int) -> None: ...
+
+    def irq_signalled(self) -> bool: ...
+
     def read(self, ipa: int, size: int) -> bytes: ...
 
     def write(self, ipa: int, data: bytes | bytearray | memoryview) -> None: ...
@@ -138,6 +145,9 @@ class DeviceFacts(Protocol):
     @property
     def address(self) -> int: ...
 
+    @property
+    def irq(self) -> int | None: ...
+
 
 class BootFacts(Protocol):
     """What the device tree told the kernel."""
@@ -181,6 +191,11 @@ class Kernel(Protocol):
 
     @property
     def realtime_offset_ns(self) -> int: ...
+
+    @property
+    def irq(self) -> Interrupts | None: ...
+
+    def wait(self, deadline_ns: int | None = None) -> None: ...
 
     def log(self, text: str, error: bool = False) -> None: ...
 

@@ -7,7 +7,9 @@
    RSI_IPA_STATE_SET to RAM over all RAM, checking ACCEPT; every device region named in the
    device tree is reached through its unprotected alias (after checking with
    RSI_IPA_STATE_GET that the host, not the realm, owns it: RIPAS EMPTY).
-4. The console, then the command line: unikernel options, `--`, the app's argv. With a
+4. The console, then the command line: unikernel options, `--`, the app's argv; then the
+   GICv3 and the virtual timer (guest/gic.py, guest/irq.py): from here on the kernel takes
+   interrupts and idles in WFI until one comes. With a
    virtio-console in the device tree (`--console virtio`), the app's stdio moves to it
    (hvc0) once the page allocator exists; kernel messages stay on the UART.
 5. Run the app; its exit status travels in x1 of PSCI SYSTEM_OFF (ignored by PSCI itself).
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..arch.memory import GRANULE_SIZE
 from ..arch.rsi import RsiRipas
 from ..arch.smccc import PsciFid
+from ..arch.timer import PPI_VIRT_TIMER
 from . import ukrsi
 from .console import ConsoleError, Ns16550
 from .fdt import read_fdt
@@ -30,6 +33,7 @@ from .mm import PageAllocator
 
 if TYPE_CHECKING:
     from .interfaces import Cpu
+    from .irq import Interrupts
 
 FDT_MAGIC = 0xD00DFEED
 UNDRIVEN = ("pci-host-ecam-generic",)  # kvmtool's PCI host bridge: this kernel has no PCI driver
@@ -43,6 +47,7 @@ class Device:
     base: int
     size: int
     address: int = 0  # where the kernel reaches it: base, or its unprotected alias
+    irq: int | None = None  # the INTID of its first `interrupts` entry (GIC binding: SPI n is 32 + n)
 
 
 @dataclass
@@ -53,6 +58,22 @@ class BootInfo:
     initrd: tuple[int, int] | None = None
     psci_method: str = "hvc"
     stdout_path: str = ""
+    timer_irq: int | None = None  # the virtual timer's INTID from the arm,armv8-timer node
+
+
+# GIC binding (arm,gic-v3): interrupt specifiers are (type, number, flags); INTID = base + number.
+GIC_SPI, GIC_PPI = 0, 1
+GIC_INTID_BASE = {GIC_SPI: 32, GIC_PPI: 16}
+TIMER_VIRTUAL = 2  # arm,armv8-timer: secure, non-secure, virtual, hypervisor
+
+
+def _intids(prop: bytes | None) -> list[int]:
+    """The INTIDs of an `interrupts` property of a node under the GIC (3 cells each)."""
+    if not prop or len(prop) % 12:
+        return []
+    cells = struct.unpack(f">{len(prop) // 4}I", prop)
+    return [GIC_INTID_BASE[kind] + number for kind, number, _ in zip(cells[::3], cells[1::3], cells[2::3], strict=True)
+            if kind in GIC_INTID_BASE]
 
 
 def _cells(prop: bytes, count: int) -> list[int]:
@@ -92,10 +113,14 @@ def parse_fdt(blob: bytes) -> BootInfo:
                 info.initrd = (int.from_bytes(start, "big"), int.from_bytes(end, "big"))
         elif name == "psci":
             info.psci_method = (prop("method") or b"hvc").rstrip(b"\0").decode()
+        elif name == "timer":
+            ppis = _intids(prop("interrupts"))
+            info.timer_irq = ppis[TIMER_VIRTUAL] if len(ppis) > TIMER_VIRTUAL else None
         elif reg and name not in ("cpus",):
             compatible = (prop("compatible") or b"").split(b"\0")[0].decode(errors="replace")
+            irqs = _intids(prop("interrupts"))
             for base, size in _reg_pairs(reg):
-                info.devices.append(Device(path, compatible, base, size))
+                info.devices.append(Device(path, compatible, base, size, irq=irqs[0] if irqs else None))
     return info
 
 
@@ -114,6 +139,7 @@ class Kernel:
         self.quiet = False  # kernel option `quiet`: only errors on the console
         self.realtime_offset_ns = 0  # CLOCK_REALTIME - CLOCK_MONOTONIC
         self.net: Any = None  # the IPv4 stack on the first virtio-net NIC (guest/net)
+        self.irq: Interrupts | None = None  # the GIC's interrupts (None: no GIC, the kernel polls)
 
     # --- logging ------------------------------------------------------------------------
     def log(self, text: str, error: bool = False) -> None:
@@ -183,6 +209,7 @@ class Kernel:
         self.log(f"memory: {self.pages.free_bytes >> 20} MiB free of {sum(s for _, s in self.info.ram) >> 20} MiB")
 
         self.parse_cmdline(self.info.bootargs)
+        self.start_interrupts()
         self.start_hvc()
         if "ukrsi.selftest" in self.options:
             from .selftest import run_selftest
@@ -192,6 +219,40 @@ class Kernel:
             self.print_token(self.options["attest"])
         self.start_network()
         return self.run_app()
+
+    def start_interrupts(self) -> None:
+        """The device tree's GICv3 (distributor, then redistributors) and the virtual timer.
+        A GIC that cannot be driven is reported, and the kernel polls its devices instead."""
+        from .gic import Gic, GicError
+        from .irq import Interrupts, VirtualTimer
+
+        regions = [d for d in self.info.devices if d.compatible == "arm,gic-v3"]
+        if len(regions) < 2:
+            self.log("no GICv3 in the device tree: devices are polled")
+            return
+        dist, redist = regions[0], regions[1]
+        try:
+            gic = Gic(self.cpu, dist.address, redist.address, redist.size)
+            gic.init()
+            irqs = Interrupts(self.cpu, gic)
+            VirtualTimer(self.cpu, irqs, self.info.timer_irq or PPI_VIRT_TIMER)
+        except GicError as exc:
+            self.log(f"GICv3 {dist.path}: {exc}; devices are polled", error=True)
+            return
+        except Exception as exc:  # an exception the PE delivered (an ICC_* register UNDEFINED)
+            self.log(f"GICv3 {dist.path}: CPU interface: {exc}; devices are polled", error=True)
+            return
+        self.irq = irqs
+        self.log(f"GICv3: distributor {dist.address:#x}, {gic.nr_irqs} INTIDs; virtual timer on PPI "
+                 f"{irqs.timer.intid if irqs.timer else '-'}")
+
+    def wait(self, deadline_ns: int | None = None) -> None:
+        """Idle until an interrupt (a device, or the timer armed for `deadline_ns` on the
+        monotonic clock), taking it; without a GIC one WFI."""
+        if self.irq is None:
+            self.cpu.wfi()
+        else:
+            self.irq.wait(deadline_ns)
 
     def start_hvc(self) -> None:
         """hvc0 for the app's stdio: the first virtio-console, unless the command line's last

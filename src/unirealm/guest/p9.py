@@ -494,6 +494,7 @@ def attach(kernel: Any, transport: Any) -> P9Client:
     pages = 1 + 2 * (MSIZE // GRANULE_SIZE)
     pool = DmaPool(kernel, pages)
     queue = RequestQueue(transport, pool, 0, MSIZE)
+    transport.enable_interrupts()
     transport.driver_ok()
     client = P9Client(queue, MSIZE)
     version = client.rpc(P9.TVERSION, msize=MSIZE, version=p9.VERSION_9P2000_L)

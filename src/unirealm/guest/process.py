@@ -141,8 +141,8 @@ class Process:
         assert t is not None
         return t
 
-    def idle(self) -> None:
-        self.sched.idle(True)
+    def idle(self, deadline: int | None = None) -> None:
+        self.sched.idle(True, deadline)
 
     def wait(self, ready: Callable[[], bool], timeout_ns: int | None, console: bool, what: str = "waiting") -> bool:
         """Wait until `ready()`; False once the timeout passes. A lone thread waits in place;
@@ -163,7 +163,7 @@ class Process:
         while True:
             if deadline is None and not console:
                 return False  # nothing could ever make it ready
-            self.idle()
+            self.idle(deadline)
             if ready():
                 return True
             if deadline is not None and self.sched.now_ns() >= deadline:

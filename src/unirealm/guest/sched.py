@@ -1,10 +1,18 @@
 """Threads on one vCPU: cooperative green threads, each a saved EL0 register context.
 
 Every thread of every process runs on its process's EL0 address space (one Unicorn
-instance per process). A thread gives the CPU away only inside a syscall: when it blocks
-(futex, a read on an empty pipe, poll, sleep, wait4), yields or exits. While more than one
-thread could run, EL0 runs in instruction-count slices so that a thread spinning in user
-space is preempted too; a lone thread runs without slicing.
+instance per process). A thread gives the CPU away inside a syscall: when it blocks
+(futex, a read on an empty pipe, poll, sleep, wait4), yields or exits; and when it is
+preempted. With the GIC (Kernel.irq) preemption is the virtual timer's tick: while another
+thread is runnable (or a waiter's condition may have become true through the running
+thread), the timer is armed TICK_NS ahead, and its interrupt, taken when EL0 is stopped for
+it, sends the running thread behind the runnable ones; a lone thread runs without a tick.
+Without a GIC, EL0 runs in instruction-count slices instead.
+
+Before EL0 runs and before every idle WFI the virtual timer is armed for the earliest
+deadline: a sleeper's, a poll/epoll/futex timeout, the TCP and ARP timers, the tick. Device
+interrupts (the NIC's SPI) are taken whenever EL0 stops and after every WFI (guest/irq.py);
+the waiters they may have made ready are looked at right after.
 
 Two ways to block:
 - a futex wait parks the thread with an explicit result: FUTEX_WAKE (or a timeout)
@@ -13,8 +21,8 @@ Two ways to block:
   runnable when its condition holds or its deadline passes, and the syscall runs again
   (seeing the same absolute deadline, so a timeout is measured once).
 
-When nothing can run but a thread waits for a deadline or for console input, the vCPU
-idles (WFI). When nothing can run and nothing could ever wake anyone, that is a deadlock:
+When nothing can run but a thread waits for a deadline or for a device, the vCPU
+idles (WFI) until an interrupt. When nothing can run and nothing could ever wake anyone, that is a deadlock:
 it is reported and the program ends with status DEADLOCK_STATUS.
 """
 
@@ -29,9 +37,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .interfaces import CpuContext, Kernel, Task
+    from .irq import Interrupts
 
 RUNNING, RUNNABLE, BLOCKED, DEAD = "running", "runnable", "blocked", "dead"
-SLICE = 200_000  # instructions per time slice while several threads could run
+SLICE = 200_000  # instructions per time slice while several threads could run (no GIC)
+TICK_NS = 10_000_000  # the preemption tick with the GIC (Linux's HZ=100)
 DEADLOCK_STATUS = 134
 NSEC = 1_000_000_000
 FutexKey = tuple[object, int]  # (the address space, the futex word's address)
@@ -91,7 +101,9 @@ class Scheduler:
         self.live = 0  # threads not dead, all processes
         self.processes: list[Task] = []
         self.pending: BaseException | str | None = None  # what the SVC fast path left to do
-        self.sliced = False  # whether EL0 runs in instruction-count slices now
+        self.sliced = False  # whether EL0 is preempted now (instruction-count slices, or the tick)
+        self.tick_at: int | None = None  # the preemption tick armed (GIC only)
+        self.preemptions = 0
 
     def now_ns(self) -> int:
         return self.cpu.cntvct() * NSEC // self.cpu.cntfrq
@@ -240,14 +252,36 @@ class Scheduler:
             console = any(t.console for t in self.waiting)
             self.idle(console)
 
-    def idle(self, console: bool) -> None:
-        self.cpu.wfi()
+    def next_deadline(self, extra: int | None = None) -> int | None:
+        """The earliest time something is due without an interrupt of a device: a waiter's
+        deadline, the network's timers, the preemption tick, `extra`."""
+        times = [t.deadline for t in self.waiting if t.deadline is not None]
+        net = getattr(self.kernel, "net", None)
+        if net is not None and (due := net.next_deadline()) is not None:
+            times.append(due)
+        if self.tick_at is not None:
+            times.append(self.tick_at)
+        if extra is not None:
+            times.append(extra)
+        return min(times, default=None)
+
+    def interrupts(self) -> Interrupts | None:
+        return getattr(self.kernel, "irq", None)  # None: no GIC (or a kernel without one)
+
+    def idle(self, console: bool, deadline: int | None = None) -> None:
+        """Nothing can run: WFI until an interrupt (the timer armed for the earliest
+        deadline, `deadline` included), then let devices work."""
+        if self.interrupts() is None:
+            self.cpu.wfi()
+        else:
+            self.kernel.wait(self.next_deadline(deadline))
         if self.kernel.console is not None:
             self.kernel.console.touch()  # device activity: the VMM sees us polling the console
         self.poll_devices()
 
     def poll_devices(self) -> None:
-        """No interrupts: the NIC's used ring is read here (frames in, TCP timers, ACKs out)."""
+        """The NIC's used ring is read here too (frames in, TCP timers, ACKs out): a load of
+        guest memory, and the only way to see frames without a GIC."""
         net = getattr(self.kernel, "net", None)
         if net is not None:
             net.poll()
@@ -282,6 +316,32 @@ class Scheduler:
             return False
         return True
 
+    def arm_tick(self, irq: Interrupts) -> None:
+        """Before EL0 runs: the tick while another thread could run (kept where it is until it
+        fires), and the timer for the earliest deadline."""
+        contended = self.may_preempt()
+        self.sliced = contended  # the fast path hands a woken thread over at once otherwise
+        if not contended:
+            self.tick_at = None
+        elif self.tick_at is None:
+            self.tick_at = self.now_ns() + TICK_NS
+        if irq.timer is not None:
+            irq.timer.arm(self.next_deadline())
+
+    def interrupted(self, irq: Interrupts | None) -> None:
+        """EL0 stopped for an interrupt: take it; the tick, or a waiter it made ready,
+        sends the running thread behind the runnable ones."""
+        if irq is None:
+            return
+        irq.take()
+        ticked = self.tick_at is not None and self.now_ns() >= self.tick_at
+        if ticked:
+            self.tick_at = None
+        self.poll()
+        if self.runq and ticked:
+            self.preemptions += 1
+            self.yield_current()
+
     def switch(self, old: Thread, new: Thread) -> None:
         if new is not old:
             if old.state != DEAD and not old.proc.released:
@@ -298,11 +358,15 @@ class Scheduler:
         """Run until the first process ends; returns its exit status."""
         self.current = init.threads[0]
         self.current.state = RUNNING
+        irq = self.interrupts()
         while True:
             t = self.current
             p = t.proc
-            self.sliced = self.may_preempt()
-            reason, pc, detail = p.space.run(pc, SLICE if self.sliced else 0)
+            if irq is None:
+                self.sliced = self.may_preempt()
+            else:
+                self.arm_tick(irq)
+            reason, pc, detail = p.space.run(pc, SLICE if self.sliced and irq is None else 0)
             try:
                 pending, self.pending = self.pending, None
                 if reason == "svc" and pending is not None:
@@ -321,6 +385,8 @@ class Scheduler:
                         t.restart = None
                 elif reason == "count":
                     self.yield_current()
+                elif reason == "irq":
+                    self.interrupted(irq)
                 else:
                     p.fault(reason, pc, detail)
             except ProcessExit as done:

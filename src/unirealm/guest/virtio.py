@@ -14,6 +14,12 @@ written for a realm first.
   the pool before a descriptor is posted and out of it after the used entry appears.
 - DMA addresses given to the device are the aliased ones (GPA | top IPA bit, Linux's
   convention since 6.15); the VMM masks the bit, so canonical addresses would work too.
+- Interrupts: each driver registers its device's SPI (edge, the DT's `interrupts`) through
+  `VirtioMmioTransport.enable_interrupts`; the handler acknowledges InterruptStatus. A
+  request queue keeps VIRTQ_AVAIL_F_NO_INTERRUPT set (§2.7.7): the device answers inside
+  the notify's MMIO exit, so an interrupt would only cost an acknowledge and an EOI; only
+  when the answer is not there yet does it clear the flag, look again (no lost wake-up),
+  and wait for the interrupt (Kernel.wait), setting the flag again after.
 - Shared memory is hostile: the used index may only move by the one request in flight,
   the used id must be the head posted and the length at most the buffer; the response is
   copied out of shared memory before it is parsed.
@@ -22,6 +28,7 @@ written for a realm first.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..arch.memory import GRANULE_SIZE
@@ -31,6 +38,7 @@ from ..arch.virtio import (
     VIRTIO_MMIO_CONFIG,
     VIRTIO_MMIO_MAGIC,
     VIRTIO_MMIO_VERSION,
+    VIRTQ_AVAIL_F_NO_INTERRUPT,
     VIRTQ_DESC_ALIGN,
     VIRTQ_USED_ALIGN,
     VirtioMmio,
@@ -47,6 +55,7 @@ from ..arch.virtio import (
 
 if TYPE_CHECKING:
     from .interfaces import Cpu, DeviceFacts, Kernel
+    from .irq import Interrupts
 
 QUEUE_SIZE = 8
 POLL_LIMIT = 100_000
@@ -96,6 +105,29 @@ class VirtioMmioTransport:
         self.address = address
         self.size = size  # the window's size from the device tree: config reads stay inside it
         self.features = 0
+        self.intid: int | None = None  # the device's SPI (from the device tree)
+        self.interrupts: Interrupts | None = None  # the kernel's, when it takes interrupts
+        self.wait: Callable[[int | None], None] = lambda deadline: cpu.wfi()  # Kernel.wait
+        self.on_interrupt: Callable[[int], None] | None = None  # gets InterruptStatus
+
+    @property
+    def interrupt_driven(self) -> bool:
+        return self.interrupts is not None and self.intid is not None
+
+    def enable_interrupts(self, handler: Callable[[int], None] | None = None) -> None:
+        """Take the device's used-buffer and configuration-change interrupts (its SPI, an
+        edge): InterruptStatus is acknowledged, then `handler(status)` runs."""
+        self.on_interrupt = handler
+        if self.interrupts is not None and self.intid is not None:
+            self.interrupts.register(self.intid, self._interrupt, edge=True)
+            self._interrupt()  # a status set before the SPI was enabled would hold back every later edge
+
+    def _interrupt(self) -> None:
+        status = self.r(VirtioMmio.INTERRUPT_STATUS)
+        if status:
+            self.w(VirtioMmio.INTERRUPT_ACK, status)
+        if self.on_interrupt is not None:
+            self.on_interrupt(status)
 
     def r(self, reg: int) -> int:
         return self.cpu.mmio_read(self.address + reg, 4)
@@ -199,6 +231,12 @@ class RequestQueue:
         self.used_idx = 0
         self.broken = False
         self.requests = 0
+        self.waits = 0  # requests that had to wait for the device's interrupt
+        self._suppress(transport.interrupt_driven)
+
+    def _suppress(self, on: bool) -> None:
+        """avail->flags: VIRTQ_AVAIL_F_NO_INTERRUPT while nobody waits for the device."""
+        self.pool.write(self.avail, struct.pack("<H", VIRTQ_AVAIL_F_NO_INTERRUPT if on else 0))
 
     def request(self, out: bytes) -> bytes:
         """Post `out`, notify, wait for the used entry; the reply is a private copy."""
@@ -219,17 +257,27 @@ class RequestQueue:
         pool.write(self.avail + 2, struct.pack("<H", self.avail_idx))
         self.t.w(VirtioMmio.QUEUE_NOTIFY, self.index)
         self.requests += 1
-        for spin in range(POLL_LIMIT):
-            used_idx = struct.unpack("<H", pool.read(self.used + 2, 2))[0]
-            if used_idx != self.used_idx:
-                break
-            if spin and self.t.needs_reset:
+        waiting = False
+        try:
+            for spin in range(POLL_LIMIT):
+                used_idx = struct.unpack("<H", pool.read(self.used + 2, 2))[0]
+                if used_idx != self.used_idx:
+                    break
+                if spin and self.t.needs_reset:
+                    self.broken = True
+                    raise VirtioError("the device reported DEVICE_NEEDS_RESET")
+                if self.t.interrupt_driven and not waiting:
+                    waiting = True  # interrupts on, then look again before waiting
+                    self.waits += 1
+                    self._suppress(False)
+                    continue
+                self.t.wait(None)
+            else:
                 self.broken = True
-                raise VirtioError("the device reported DEVICE_NEEDS_RESET")
-            self.t.cpu.wfi()
-        else:
-            self.broken = True
-            raise VirtioError("no answer from the device")
+                raise VirtioError("no answer from the device")
+        finally:
+            if waiting:
+                self._suppress(True)
         if (used_idx - self.used_idx) & 0xFFFF != 1:
             self.broken = True
             raise VirtioError(f"used index moved from {self.used_idx} to {used_idx} for one request")
@@ -240,7 +288,8 @@ class RequestQueue:
             self.broken = True
             raise VirtioError(f"used entry ({uid}, {length}) does not match the request ({head})")
         reply = pool.read(self.in_buf, length)  # bounce out, before any parsing
-        self.t.w(VirtioMmio.INTERRUPT_ACK, 1)
+        if not self.t.interrupt_driven:  # polled: InterruptStatus is acknowledged here
+            self.t.w(VirtioMmio.INTERRUPT_ACK, 1)
         return reply
 
 
@@ -251,6 +300,7 @@ def virtio_devices(kernel: Kernel) -> list[tuple[DeviceFacts, VirtioMmioTranspor
         if dev.compatible != "virtio,mmio":
             continue
         t = VirtioMmioTransport(kernel.cpu, dev.address, dev.size)
+        t.intid, t.interrupts, t.wait = dev.irq, kernel.irq, kernel.wait
         try:
             device_id = t.probe()
         except VirtioError as exc:

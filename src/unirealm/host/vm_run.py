@@ -118,8 +118,8 @@ def _vm_trap(vmm: Vmm, vcpus: VmCpus, index: int, cpu: Cpu, trap: Trap) -> int |
         else:
             cpu.complete_mmio_read(trap.syndrome, value)
     elif isinstance(trap, WfxTrap):
-        if cpu.is_python_kernel or (trap.is_wfe and not vcpus.shared()):
-            vmm.wait()  # the Python kernel polls; a lone WFE: look at devices, go on
+        if trap.is_wfe and not vcpus.shared():
+            vmm.wait()  # a lone WFE: look at devices, go on
         elif not trap.is_wfe:
             vmm.idle = 0
             vcpus.wait(index)  # WFI: not scheduled until an interrupt is pending

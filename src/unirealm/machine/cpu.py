@@ -36,8 +36,8 @@ class Cpu:
         self._pc = 0
         self._gprs: list[int] = []
         self._impl: VCpu | PyKernelEngine | KernelProcess | None = None
-        # A machine-code vCPU's interrupt inputs, MPIDR and entry notice (the Python kernel
-        # takes no interrupts and reads no MPIDR).
+        # The vCPU's interrupt inputs (the Python kernel's too: its SYSREG traps), and a
+        # machine-code vCPU's MPIDR and entry notice.
         self.interrupts: InterruptLines | None = None
         self.mpidr: int | None = None
         self.on_interrupt: Callable[[int], None] | None = None
@@ -59,10 +59,13 @@ class Cpu:
                 if os.environ.get(IN_PROCESS_ENV) == "1":
                     log.warning("%s=1: the Python kernel runs in the VMM's own process, not isolated "
                                 "(a benchmark baseline only)", IN_PROCESS_ENV)
-                    self._impl = PyKernelEngine(self.memory, self.translate, self._pc, self._gprs, self.cpu_model)
+                    engine: PyKernelEngine | KernelProcess = PyKernelEngine(
+                        self.memory, self.translate, self._pc, self._gprs, self.cpu_model)
                 else:
-                    self._impl = KernelProcess(self.memory, self.translate, self._pc, self._gprs, self.cpu_model,
-                                               self.ram_size)
+                    engine = KernelProcess(self.memory, self.translate, self._pc, self._gprs, self.cpu_model,
+                                           self.ram_size)
+                engine.interrupts = self.interrupts
+                self._impl = engine
             else:
                 vcpu = VCpu(self.memory, self.translate, self.cpu_model, self.context)
                 vcpu.reset(self._pc, self._gprs)
@@ -79,10 +82,10 @@ class Cpu:
 
     # --- ExecutionEngine ------------------------------------------------------------------
     def run(self, until: float | None = None) -> Trap:
-        """Run to the next trap; a machine-code vCPU stops with an IrqTrap by `until` at the
-        latest (the Python kernel runs to its next trap)."""
+        """Run to the next trap, with an IrqTrap by `until` at the latest (the Python kernel's
+        EL0 code is stopped then; its own Python code at its next trap)."""
         impl = self.impl
-        return impl.run(until) if isinstance(impl, VCpu) else impl.run()
+        return impl.run(until)
 
     def reset(self, pc: int, gprs: list[int] | tuple[int, ...] = ()) -> None:
         if self._impl is None:

@@ -4,7 +4,7 @@ One SOCK_SEQPACKET socket pair; every message is one packet of a fixed little-en
 whose first byte names it. What crosses is what the hardware carries between a PE and its
 hypervisor: the register file and PC at a trap and at the resume, the trap's syndrome
 (SMC/HVC, a data abort with its IPA, size, direction and stored value, WFI, a host
-interrupt), the completion the hypervisor injects (SEA, UNDEF, an exception), stage-2
+interrupt, an MRS/MSR of the CPU interface's or the timers' system registers), the completion the hypervisor injects (SEA, UNDEF, an exception), stage-2
 answers (a granule of the memory file and whether it is writable, or a fault) and TLB
 invalidations by IPA range. No Python object is ever serialised.
 """
@@ -33,6 +33,7 @@ class Msg(IntEnum):
     GRANT = 17  # a run of granules stage 2 maps for the access: GRANT layout
     DENY = 18  # the access faults without a trap (GPT): DENY layout
     REVOKE = 19  # unmap an IPA range now (stage-2 change, PAS change): REVOKE layout
+    SYSREG_DONE = 20  # a SYSREG trap served by the vCPU's interrupt lines: SYSREG_DONE layout
 
 
 class TrapKind(IntEnum):
@@ -41,6 +42,10 @@ class TrapKind(IntEnum):
     WFI = 3
     DATA_ABORT = 4
     IRQ = 5
+    # MRS/MSR of an ICC_*/CNT* register: ipa = arch.sysreg.sysreg_key, value = the MSR's value,
+    # TRAP_WRITE for an MSR. Served inside run() by the owner's InterruptLines, as a
+    # machine-code vCPU's UC_HOOK_INSN serves it; answered with SYSREG_DONE, never RESUME.
+    SYSREG = 6
 
 
 # TRAP flags
@@ -64,10 +69,21 @@ class Deny(IntEnum):
     GPF = 1  # stage 2 maps it, the GPT refuses this world's access
 
 
+# RESUME's line byte and SYSREG_DONE's lines: the host's interrupt (machine.interrupt
+# HOST_IRQ), and the PE's IRQ/FIQ inputs as its InterruptLines signal them (machine.irq
+# PENDING_IRQ/FIQ, shifted by LINES_SHIFT) before the kernel's own mask.
+LINE_HOST_IRQ = 1
+LINES_SHIFT = 1
+# SYSREG_DONE: the access changed what the owner must see now (a deadline passed, a write
+# that traps to EL2): the kernel sends an IRQ TRAP next, and the engine's run() ends.
+LINE_EXIT = 8
+
 # msg, kind, flags, size, pc, x0..x30, ipa, value
 TRAP = struct.Struct(f"<BBBB4xQ{NUM_GPRS}QQQ")
-# msg, fault, irq_pending, pc, x0..x30, fault address, esr
+# msg, fault, lines (LINE_HOST_IRQ | PENDING_* << LINES_SHIFT), pc, x0..x30, fault address, esr
 RESUME = struct.Struct(f"<BBB5xQ{NUM_GPRS}QQQ")
+# msg, served (0: UNDEFINED), lines, value read (0 for an MSR)
+SYSREG_DONE = struct.Struct("<BBB5xQ")
 # msg, writable, count (granules), ipa, file offset
 GRANT = struct.Struct("<BB2xIQQ")
 DENY = struct.Struct("<BB")

@@ -39,6 +39,7 @@ from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
 from . import kernel_channel as ch
 from . import seccomp as sc
 from .interrupt import HOST_IRQ
+from .irq import PENDING_FIQ, PENDING_IRQ
 from .pykernel import El0Space, GuestFault, KernelCore
 from .vcpu import DataAbortTrap, HvcTrap, IrqTrap, SmcTrap, Trap, WfxTrap
 
@@ -65,6 +66,7 @@ _mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, 
 _munmap = _libc.munmap
 _munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 MAP_FAILED = ctypes.c_void_p(-1).value
+SIGNALLED = PENDING_IRQ | PENDING_FIQ
 
 
 class ChannelClosed(Exception):
@@ -118,9 +120,10 @@ class ChildEngine(KernelCore):
     def _resumed(self, data: bytes) -> None:
         if data[0] != ch.Msg.RESUME:
             raise ChannelClosed
-        _, fault, irq, self.pc, *regs, address, esr = ch.RESUME.unpack(data)
+        _, fault, lines, self.pc, *regs, address, esr = ch.RESUME.unpack(data)
         self.regs[:] = regs
-        HOST_IRQ.pending = bool(irq)
+        HOST_IRQ.pending = bool(lines & ch.LINE_HOST_IRQ)
+        self.signalled = (lines >> ch.LINES_SHIFT) & SIGNALLED
         if fault == ch.Fault.SEA:
             self._pending_fault = GuestFault("synchronous external abort", address)
         elif fault == ch.Fault.UNDEF:
@@ -148,6 +151,19 @@ class ChildEngine(KernelCore):
         if self._pending_fault is not None:
             fault, self._pending_fault = self._pending_fault, None
             raise fault
+
+    def sysreg(self, key: int, value: int | None) -> int | None:
+        """A SYSREG trap, served by the engine's interrupt lines without leaving run()."""
+        flags = ch.TRAP_WRITE if value is not None else 0
+        self._send_trap(ch.TrapKind.SYSREG, flags, 8, key, value or 0)
+        data = self._receive()
+        if data[0] != ch.Msg.SYSREG_DONE:
+            raise ChannelClosed
+        _, served, lines, result = ch.SYSREG_DONE.unpack(data)
+        self.signalled = (lines >> ch.LINES_SHIFT) & SIGNALLED
+        if lines & ch.LINE_EXIT:  # the owner must look now: its run() ends here
+            self.trap_and_wait(IrqTrap(self.pc))
+        return result if served else None
 
     @staticmethod
     def _abort_flags(trap: DataAbortTrap) -> int:

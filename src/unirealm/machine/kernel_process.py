@@ -36,6 +36,7 @@ from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
 from . import kernel_channel as ch
 from . import seccomp as sc
 from .interrupt import HOST_IRQ
+from .irq import InterruptLines
 from .kernel_channel import MAP_FIXED, WINDOW, WINDOW_SIZE
 from .memory import GranuleProtectionFault, PhysicalMemory
 from .regfile import RegisterFile
@@ -139,7 +140,12 @@ class KernelProcess(RegisterFile):
         self._memfd_ro = -1
         self._irq = -1
         self.stopped: str | None = None
-        self.counts = {"traps": 0, "grants": 0, "mmaps": 0, "revokes": 0}
+        self.counts = {"traps": 0, "grants": 0, "mmaps": 0, "revokes": 0, "sysregs": 0}
+        # The PE's interrupt inputs, as the owner wires them (machine.irq; None: none): the
+        # kernel's SYSREG traps are served by them, and RESUME carries what they signal.
+        self.interrupts: InterruptLines | None = None
+        self._until: float | None = None
+        self._kicked = False
         memory.on_pas_change(self._on_pas_change)
 
     # --- the child -----------------------------------------------------------------------
@@ -212,7 +218,11 @@ class KernelProcess(RegisterFile):
             os.eventfd_write(self._irq, 1)
 
     # --- the ExecutionEngine protocol -------------------------------------------------------
-    def run(self) -> Trap:
+    def run(self, until: float | None = None) -> Trap:
+        """Resume the kernel and serve it until its next trap. `until` (time.monotonic())
+        and the interrupt lines' next deadline stop it by then as the host's interrupt does
+        (the child's eventfd): it traps IRQ at its next boundary, and the next RESUME shows
+        the lines."""
         if self.stopped is not None:
             raise KernelProcessStopped(self.stopped)
         if self._proc is None:
@@ -221,23 +231,64 @@ class KernelProcess(RegisterFile):
         fault, address, esr_value = self._fault
         self._fault = (ch.Fault.NONE, 0, 0)
         try:
-            self._sock.send(_RESUME_PACK(_RESUME, fault, HOST_IRQ.pending, self.pc, *self.regs, address, esr_value))
+            self._sock.send(_RESUME_PACK(_RESUME, fault, self._lines(HOST_IRQ.pending), self.pc, *self.regs,
+                                         address, esr_value))
         except OSError:
             raise self._died() from None
+        self._until = until
+        self._kicked = False
         with HOST_IRQ.running(self):
             return self._serve()
 
+    def _lines(self, host_irq: bool) -> int:
+        """RESUME's line byte: the host's interrupt and what the PE's inputs signal now."""
+        lines = self.interrupts
+        signalled = 0
+        if lines is not None:
+            lines.next_deadline()  # first: a deadline passing now shows in pending()
+            signalled = lines.pending() << ch.LINES_SHIFT
+        return signalled | (ch.LINE_HOST_IRQ if host_irq else 0)
+
+    def _deadline(self) -> float | None:
+        """When the running kernel must be stopped: `until`, or when the lines may change."""
+        deadline = self.interrupts.next_deadline() if self.interrupts is not None else None
+        if self._until is not None:
+            deadline = self._until if deadline is None else min(deadline, self._until)
+        return deadline
+
+    def _sysreg(self, key: int, value: int | None) -> bytes:
+        """SYSREG_DONE for the kernel's MRS (value None) or MSR of `key`, served by the
+        interrupt lines as a machine-code vCPU's UC_HOOK_INSN serves it; an access they do
+        not serve is UNDEFINED."""
+        self.counts["sysregs"] += 1
+        lines = self.interrupts
+        result, served = 0, False
+        if lines is not None:
+            if value is None:
+                read = lines.read_sysreg(key)
+                served = read is not None
+                result = read or 0
+            else:
+                served = lines.write_sysreg(key, value)
+        flags = self._lines(False)
+        deadline = self._deadline()
+        if deadline is not None and deadline <= time.monotonic():
+            flags |= ch.LINE_EXIT
+        return ch.SYSREG_DONE.pack(ch.Msg.SYSREG_DONE, served, flags, result & 0xFFFF_FFFF_FFFF_FFFF)
+
     def _serve(self) -> Trap:
-        """Answer the child until it traps. The channel is read with a blocking recv, one
-        system call per message: the seccomp listener needs looking at only after a GRANT
-        (the child maps it next) or when the child has sent nothing for LISTENER_CHECK
-        seconds (a kernel that maps the memory file unasked waits that long for its EPERM)."""
+        """Answer the child until it traps. With no deadline to keep, the channel is read
+        with a blocking recv, one system call per message: the seccomp listener needs looking
+        at only after a GRANT (the child maps it next) or when the child has sent nothing for
+        LISTENER_CHECK seconds (a kernel that maps the memory file unasked waits that long
+        for its EPERM). With a deadline, both are polled until it passes."""
         assert self._sock is not None
         sock = self._sock
         while True:
-            if self._granted:
+            deadline = None if self._kicked else self._deadline()
+            if self._granted or deadline is not None:
                 self._granted = False
-                data = self._next_with_listener()
+                data = self._next_with_listener(deadline)
             else:
                 try:
                     data = sock.recv(ch.MAX_MESSAGE)
@@ -258,14 +309,25 @@ class KernelProcess(RegisterFile):
                 self.counts["traps"] += 1
                 return trap
 
-    def _next_with_listener(self) -> bytes:
-        """The child's next message, judging its seccomp notifications meanwhile."""
+    def _next_with_listener(self, deadline: float | None) -> bytes:
+        """The child's next message, judging its seccomp notifications meanwhile; when the
+        deadline passes, the host's interrupt stops the kernel (it traps IRQ next)."""
         assert self._sock is not None
         sock_fd = self._sock.fileno()
         while True:
-            for fd, _ in self._poller.poll():
+            timeout = None
+            if deadline is not None and not self._kicked:
+                timeout = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+            ready = self._poller.poll(timeout)
+            if not ready:  # the deadline passed: the host's interrupt stops the kernel
+                self._kicked = True
+                self.emu_stop()
+                continue
+            for fd, _ in ready:
                 if fd == self._listener:
                     self._judge()
+                    if deadline is not None and not self._kicked:
+                        deadline = self._deadline()
                 elif fd == sock_fd:
                     return self._sock.recv(ch.MAX_MESSAGE)
                 else:
@@ -294,6 +356,10 @@ class KernelProcess(RegisterFile):
         if kind == ch.TrapKind.IRQ:
             return IrqTrap(pc)
         size, ipa, value = t[3], t[36], t[37]
+        if kind == ch.TrapKind.SYSREG:
+            assert self._sock is not None
+            self._sock.send(self._sysreg(ipa, value if flags & ch.TRAP_WRITE else None))
+            return None
         if kind != _DATA_ABORT or size not in _SIZES:
             self.stopped = "the kernel process broke the channel protocol"
             raise self._died()

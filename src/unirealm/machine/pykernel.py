@@ -62,6 +62,7 @@ from unirealm.arch.image import UNIKERNEL_HEADER, UNIKERNEL_HEADER_OFFSET, UNIKE
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
 
 from .interrupt import HOST_IRQ
+from .irq import PENDING_IRQ, InterruptLines
 from .memory import GranuleProtectionFault, MemoryAccessor, PhysicalMemory
 from .regfile import RegisterFile
 from .vcpu import (
@@ -383,14 +384,22 @@ class El0Space:
     def run(self, pc: int, count: int = 0) -> tuple[str, int, int]:
         """Run EL0 code from `pc` until it needs the kernel. Returns (reason, pc, detail):
         ("svc", pc after the svc, imm), ("fault", pc, address), ("undef", pc, 0),
-        ("count", pc, 0)."""
+        ("count", pc, 0), ("irq", pc, 0): the PE's IRQ input is signalled (EL0 runs with
+        PSTATE.I clear: it is taken before the instruction at pc)."""
         self._stop = None
-        if HOST_IRQ.pending:  # the host's interrupt: its REC exits before EL0 runs on
-            self._cpu._engine.trap_and_wait(IrqTrap(pc))
+        engine = self._cpu._engine
+        deadline = engine.lines_deadline()
+        if HOST_IRQ.pending or (deadline is not None and deadline <= time.monotonic()):
+            engine.trap_and_wait(IrqTrap(pc))  # the host's interrupt: its REC exits before EL0 runs on
+            deadline = engine.lines_deadline()
+        if engine.lines() & PENDING_IRQ:
+            self.uc.reg_write(a64.UC_ARM64_REG_PC, pc)  # the PC the exception would return to
+            return ("irq", pc, 0)
+        timeout = 0 if deadline is None else max(1, int((deadline - time.monotonic()) * 1e6) + 1)
         self._running = True
         try:
             with HOST_IRQ.running(self.uc):
-                self.uc.emu_start(pc, RUN_UNTIL, count=count)
+                self.uc.emu_start(pc, RUN_UNTIL, timeout, count)
         except UcError as exc:
             if self.uc._hook_exception is not None:
                 raise self.uc._hook_exception from None
@@ -403,8 +412,11 @@ class El0Space:
             self._running = False
         if self._stop is None:
             pc = self.uc.reg_read(a64.UC_ARM64_REG_PC)
-            if HOST_IRQ.pending:
-                self._cpu._engine.trap_and_wait(IrqTrap(pc))
+            deadline = engine.lines_deadline()
+            if HOST_IRQ.pending or (deadline is not None and deadline <= time.monotonic()):
+                engine.trap_and_wait(IrqTrap(pc))
+            if engine.lines() & PENDING_IRQ:
+                return ("irq", pc, 0)
             return ("count", pc, 0)
         return self._stop
 
@@ -482,6 +494,28 @@ class GuestCpu:
 
     def wfi(self) -> None:
         self._engine.trap_and_wait(WfxTrap(self._engine.pc, False))
+
+    # --- the GIC CPU interface and the generic timers (system registers) ----------------
+    def read_sysreg(self, key: int) -> int:
+        """MRS of an ICC_*_EL1 or CNT*_EL0 register (`key`: arch.sysreg.sysreg_key), served
+        by the vCPU's interrupt lines (the host's GIC CPU interface and timers in a VM, the
+        RMM's virtual CPU interface and the REC's timers in a realm). An access they do not
+        serve is UNDEFINED (GuestFault)."""
+        value = self._engine.sysreg(key, None)
+        if value is None:
+            raise GuestFault("undefined instruction", self._engine.pc)
+        return value
+
+    def write_sysreg(self, key: int, value: int) -> None:
+        """MSR of an ICC_*_EL1 or CNT*_EL0 register (see read_sysreg)."""
+        if self._engine.sysreg(key, value & 0xFFFF_FFFF_FFFF_FFFF) is None:
+            raise GuestFault("undefined instruction", self._engine.pc)
+
+    def irq_signalled(self) -> bool:
+        """Whether the PE's IRQ input is signalled, before any mask (the kernel's PSTATE.I is
+        its own): as the last trap's answer showed it. It changes only at a trap (a WFI,
+        an MRS/MSR above, the host's interrupt that stops EL0)."""
+        return bool(self._engine.lines() & PENDING_IRQ)
 
     # --- memory -------------------------------------------------------------------------
     def read(self, ipa: int, size: int) -> bytes:
@@ -583,9 +617,24 @@ class KernelCore:
         self.boot_regs = list(self.regs[:4])
         self.cpu = GuestCpu(self)
         self.finished: BaseException | None = None
+        # The PE's IRQ/FIQ inputs (machine.irq PENDING_*) as the last trap's answer showed them.
+        self.signalled = 0
 
     def trap_and_wait(self, trap: Trap) -> None:
         raise NotImplementedError
+
+    def sysreg(self, key: int, value: int | None) -> int | None:
+        """MRS (`value` None) or MSR of the system register `key` (arch.sysreg.sysreg_key)
+        that the PE's interrupt lines serve: the value read (0 for an MSR), None if UNDEFINED."""
+        raise NotImplementedError
+
+    def lines(self) -> int:
+        """What the PE's interrupt inputs signal (PENDING_IRQ | PENDING_FIQ), as last seen."""
+        return self.signalled
+
+    def lines_deadline(self) -> float | None:
+        """When EL0 must stop to let the owner look at the lines (None: the owner stops it)."""
+        return None
 
     def resolve(self, ipa: int, write: bool) -> tuple[Any, int]:
         raise NotImplementedError
@@ -655,10 +704,16 @@ class PyKernelEngine(KernelCore, RegisterFile):
         self._host: greenlet.greenlet | None = None
         self._kernel = greenlet.greenlet(self._main)
         self._pending_fault: GuestFault | None = None
+        # The PE's interrupt inputs, as the owner wires them (machine.irq; None: none).
+        self.interrupts: InterruptLines | None = None
+        self._until: float | None = None
         memory.on_pas_change(self._on_pas_change)
 
     # --- the ExecutionEngine protocol -----------------------------------------------------
-    def run(self) -> Trap:
+    def run(self, until: float | None = None) -> Trap:
+        """Run the kernel to its next trap; `until` and the lines' deadline stop its EL0 code
+        with an IrqTrap, as the kernel process's host interrupt does."""
+        self._until = until
         self._host = greenlet.getcurrent()
         if self._kernel.dead:
             return WfxTrap(self.pc, False)
@@ -707,6 +762,32 @@ class PyKernelEngine(KernelCore, RegisterFile):
         if self._pending_fault is not None:
             fault, self._pending_fault = self._pending_fault, None
             raise fault
+
+    def sysreg(self, key: int, value: int | None) -> int | None:
+        lines = self.interrupts
+        if lines is None:
+            return None
+        if value is None:
+            result = lines.read_sysreg(key)
+        else:
+            result = 0 if lines.write_sysreg(key, value) else None
+        deadline = self.lines_deadline()
+        if deadline is not None and deadline <= time.monotonic():
+            self.trap_and_wait(IrqTrap(self.pc))  # the owner must look now (as the kernel process)
+        return result
+
+    def lines(self) -> int:
+        lines = self.interrupts
+        if lines is None:
+            return 0
+        lines.next_deadline()  # first: a deadline passing now shows in pending()
+        return lines.pending()
+
+    def lines_deadline(self) -> float | None:
+        deadline = self.interrupts.next_deadline() if self.interrupts is not None else None
+        if self._until is not None:
+            deadline = self._until if deadline is None else min(deadline, self._until)
+        return deadline
 
     def _stage2(self, page: int, write: bool) -> tuple[MemoryAccessor, int, bool] | None:
         """(accessor, PA, writable) of a page stage 2 maps for this access now, GPT-checked

@@ -38,7 +38,7 @@ def parse_ip_option(text: str) -> tuple[bytes, int, bytes | None]:
 class DhcpClient:
     def __init__(self, stack: Any, wait: Any) -> None:
         self.stack = stack
-        self.wait = wait  # wait(): idle once (the VMM delivers frames meanwhile)
+        self.wait = wait  # wait(deadline_ns): idle until an interrupt or the deadline (frames come meanwhile)
         self.xid = stack.rand32()
         self.replies: list[Dhcp] = []
 
@@ -66,7 +66,7 @@ class DhcpClient:
                     return msg
                 if msg.message_type == DhcpMessageType.NAK:
                     return None
-            self.wait()
+            self.wait(deadline)
         return None
 
     def run(self) -> tuple[bytes, int, bytes | None, list[bytes]] | None:
@@ -107,7 +107,7 @@ def configure(kernel: Any, stack: Any) -> str:
         except ValueError:
             kernel.log(f"net: bad ip= option {option!r}; trying DHCP")
     if "nodhcp" not in kernel.options:
-        lease = DhcpClient(stack, kernel.cpu.wfi).run()
+        lease = DhcpClient(stack, kernel.wait).run()
         if lease is not None:
             stack.configure(*lease)
             return "dhcp"
@@ -125,6 +125,7 @@ def start_network(kernel: Any) -> Any:
         return None
     nic = nics[0]
     stack = NetStack(nic, kernel.monotonic_ns, kernel.cpu.rndr, kernel.log)
+    nic.t.enable_interrupts(lambda status: stack.poll())  # frames in: the NIC's SPI
     how = configure(kernel, stack)
     kernel.log(f"net: {stack.describe()} ({how})")
     return stack

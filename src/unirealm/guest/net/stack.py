@@ -115,6 +115,14 @@ class NetStack:
             if tcb.state != "CLOSED":
                 tcb.output()
 
+    def next_deadline(self) -> int | None:
+        """The earliest time `timers()` has something to do (retransmission, delayed ACK,
+        TIME_WAIT/FIN_WAIT_2 end, ARP retry); None: nothing is timed."""
+        times = [t for tcb in self.conns.values() for t in (tcb.rtx_deadline, tcb.delack, tcb.deadline)
+                 if t is not None]
+        times.extend(entry[2] for entry in self.arp_wait.values())
+        return min(times, default=None)
+
     def timers(self) -> None:
         now = self.now_ns()
         for tcb in list(self.conns.values()):

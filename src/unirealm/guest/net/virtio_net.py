@@ -18,8 +18,11 @@
 - RX buffers given back are notified only while the device asks for it (the used ring's
   VIRTQ_USED_F_NO_NOTIFY clear: frames are waiting for buffers); otherwise the device
   finds them at its next delivery, and an MMIO exit is saved.
-- No interrupt is delivered: the driver polls (the scheduler calls `poll` when it idles and
-  whenever a socket is waited on).
+- Interrupts: the NIC's SPI (an edge, the DT's) is taken for received frames: its handler
+  runs the stack's `poll` (guest/net/dhcp.py start_network registers it). The transmit queue
+  keeps VIRTQ_AVAIL_F_NO_INTERRUPT set (§2.7.7): its buffers are reclaimed when a send finds
+  none free, so a busy transmit queue never interrupts. Sockets still look at the used ring
+  when they are read (a load of guest memory, no exit).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ...arch.net import (
     VirtioNetHdr,
 )
 from ...arch.virtio import (
+    VIRTQ_AVAIL_F_NO_INTERRUPT,
     VIRTQ_USED_F_NO_NOTIFY,
     VirtioMmio,
     VirtqDescFlags,
@@ -132,6 +136,7 @@ class VirtioNet:
         self.rx = NetQueue(t, self.pool, VIRTIO_NET_RX_QUEUE, writable=True)
         self.tx = NetQueue(t, self.pool, VIRTIO_NET_TX_QUEUE, writable=False)
         self.tx_free = list(range(self.tx.num))
+        self.pool.write(self.tx.avail, struct.pack("<H", VIRTQ_AVAIL_F_NO_INTERRUPT))
         for i in range(self.rx.num):
             self.rx.post(i)
         self.rx.publish()

@@ -38,6 +38,7 @@ from unirealm.arch.virtio import (
     VIRTIO_MMIO_VERSION,
     VIRTIO_VENDOR_LKVM,
     VIRTQ_AVAIL_ALIGN,
+    VIRTQ_AVAIL_F_NO_INTERRUPT,
     VIRTQ_DESC,
     VIRTQ_DESC_ALIGN,
     VIRTQ_USED_ALIGN,
@@ -364,7 +365,7 @@ class VirtioMmioDevice:
             q.used_idx = (q.used_idx + 1) & 0xFFFF
             mem.write(q.used + 2, struct.pack("<H", q.used_idx))
             q.last_avail = (q.last_avail + 1) & 0xFFFF
-            self.raise_interrupt(VirtioInterrupt.USED_BUFFER)
+            self._used_buffer(mem, q)
 
     def _scatter(self, mem: MemoryView, chain: Chain, data: bytes | bytearray, note: bool) -> int:
         """Write `data` across the chain's device-writable buffers; the bytes written. `note`:
@@ -397,6 +398,15 @@ class VirtioMmioDevice:
         q.used_idx = (q.used_idx + 1) & 0xFFFF
         mem.write(q.used + 2, struct.pack("<H", q.used_idx))
         q.last_avail = (q.last_avail + 1) & 0xFFFF
+        self._used_buffer(mem, q)
+
+    def _used_buffer(self, mem: MemoryView, q: Virtqueue) -> None:
+        """The used-buffer notification after a used-ring update, unless the driver
+        suppressed it (virtio 1.2 §2.7.7.2, no VIRTIO_F_EVENT_IDX: avail->flags
+        VIRTQ_AVAIL_F_NO_INTERRUPT set, the device does not notify; InterruptStatus is left
+        alone too, as QEMU's and kvmtool's devices do)."""
+        if self._u16(mem, q.avail) & VIRTQ_AVAIL_F_NO_INTERRUPT:
+            return
         self.raise_interrupt(VirtioInterrupt.USED_BUFFER)
 
     def _receive_chains(self, mem: MemoryView, q: Virtqueue, more: Callable[[], bool]) -> Iterator[Chain]:
