@@ -5,7 +5,8 @@ its kernel process per byte, net of a run writing nothing).
 
 With `--before SRC` (the `src` directory of a second worktree, e.g. one at the commit before a
 change) every figure is also measured for that tree, alternately in the same run, so a change
-shows as a ratio against its own baseline: `python bench/exits_bench.py --before /tmp/old/src`.
+shows as a ratio against its own baseline: `python bench/exits_bench.py --before /tmp/old/src`
+(`--now SRC` measures another tree than this one in place of it).
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ def compile_static(source: Path, out: Path) -> Path:
     return out
 
 
-def build(elf: Path, data: str) -> Path:
+def build(elf: Path, data: str, src: Path) -> Path:
+    """The image of `elf` with the unikernel of the tree `src` (every tree runs the same image)."""
     image = elf.with_suffix(".img")
     subprocess.run([*UNIREALM, "build", str(elf), "-o", str(image)], check=True, capture_output=True,
-                   env=dict(os.environ, UNIREALM_DATA_DIR=data, PYTHONPATH=str(REPO / "src")))
+                   env=dict(os.environ, UNIREALM_DATA_DIR=data, PYTHONPATH=str(src)))
     return image
 
 
@@ -70,9 +72,10 @@ def net_cpu(cmd: list[str], count: int, data: str, repeat: int) -> float:
 
 def measure(trees: dict[str, Path], tmp: str, redis: Path | None, repeat: int) -> dict[str, dict[str, float]]:
     """Each figure for each tree, the trees alternating within each figure."""
-    httpreply = build(compile_static(REPO / "examples/httpreply/httpreply.c", Path(tmp) / "httpreply"), tmp)
-    burst = build(compile_static(REPO / "tests/e2e/progs/console_burst.c", Path(tmp) / "burst"), tmp)
-    putchar = build(compile_static(REPO / "examples/bench/putchar.c", Path(tmp) / "putchar"), tmp)
+    src = trees["now"]
+    httpreply = build(compile_static(REPO / "examples/httpreply/httpreply.c", Path(tmp) / "httpreply"), tmp, src)
+    burst = build(compile_static(REPO / "tests/e2e/progs/console_burst.c", Path(tmp) / "burst"), tmp, src)
+    putchar = build(compile_static(REPO / "examples/bench/putchar.c", Path(tmp) / "putchar"), tmp, src)
     out: dict[str, dict[str, float]] = {name: {} for name in trees}
 
     def each(key: str, fn: object) -> None:
@@ -120,8 +123,8 @@ def rows_of(results: dict[str, dict[str, float]]) -> list[Row]:
     return rows
 
 
-def run(before: Path | None = None, repeat: int = 1, redis: Path | None = None) -> list[Row]:
-    trees = {"now": REPO / "src"}
+def run(before: Path | None = None, repeat: int = 1, redis: Path | None = None, now: Path | None = None) -> list[Row]:
+    trees = {"now": now or REPO / "src"}
     if before is not None:
         trees["before"] = before
     redis = redis or REPO / "build" / "redis.img"
@@ -134,9 +137,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, help="the src directory of the tree to compare with")
     parser.add_argument("--redis", type=Path, help="redis image (default build/redis.img)")
+    parser.add_argument("--now", type=Path, help="the src directory of the tree measured (default this one's)")
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    for name, value, base, unit in run(args.before, args.repeat, args.redis):
+    for name, value, base, unit in run(args.before, args.repeat, args.redis, args.now):
         print(f"{name}: {value:.4g} {unit} vs {base:.4g} {unit} (ratio {value / base:.2f})")
     return 0
 
