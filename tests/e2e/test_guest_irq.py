@@ -67,7 +67,10 @@ def test_nanosleep_ends_on_the_virtual_timer_interrupt(platform: str, sleeper: P
     assert slept >= 400, res.stdout
     seen = events(res.stderr)
     acks = [e for e in seen if e == ("ack", 27)]
-    assert len(acks) >= 3, seen  # one timer interrupt per sleep (a wake-up may come early)
+    # A plain VM's WFI ends only on an interrupt: one timer interrupt per sleep. A realm's host
+    # may let a waiting REC look again early (a spurious wake-up), and a kernel that finds its
+    # deadline passed then re-arms the timer before taking the interrupt.
+    assert len(acks) >= (1 if platform == "realm" else 4), seen
     ended = {"eoi", "deactivate"} & {kind for kind, intid in seen if intid == 27}
     assert ended, seen  # the unikernel's EOI (in a realm, the list register's deactivation)
 

@@ -40,6 +40,13 @@ class Stage2Cpu:
         self.faults += 1
         return self.probe(ipa)
 
+    # no interrupt inputs
+    def timer_due(self) -> bool:
+        return False
+
+    def irq_signalled(self) -> bool:
+        return False
+
     def write(self, ipa: int, data: bytes) -> None:
         self.memory.accessor(World.NON_SECURE).write(self.pa(ipa), data)
 

@@ -84,7 +84,7 @@ def _engine(kind: str, image: bytes) -> tuple[KernelProcess | PyKernelEngine, Gi
 def _next_report(engine: KernelProcess | PyKernelEngine, limit: float = 20.0) -> list[int]:
     end = time.monotonic() + limit
     while time.monotonic() < end:
-        trap = engine.run(time.monotonic() + 0.5)
+        trap = engine.run()
         if isinstance(trap, HvcTrap) and trap.regs[0] == REPORT:
             return trap.regs[1:4]
         assert isinstance(trap, IrqTrap | WfxTrap), trap

@@ -3,11 +3,13 @@
 Every thread of every process runs on its process's EL0 address space (one Unicorn
 instance per process). A thread gives the CPU away inside a syscall: when it blocks
 (futex, a read on an empty pipe, poll, sleep, wait4), yields or exits; and when it is
-preempted. With the GIC (Kernel.irq) preemption is the virtual timer's tick: while another
-thread is runnable (or a waiter's condition may have become true through the running
-thread), the timer is armed TICK_NS ahead, and its interrupt, taken when EL0 is stopped for
-it, sends the running thread behind the runnable ones; a lone thread runs without a tick.
-Without a GIC, EL0 runs in instruction-count slices instead.
+preempted. While another thread is runnable (or a waiter's condition may have become true
+through the running thread), EL0 runs in instruction-count slices, at whose ends the PE's
+IRQ input is sampled (EL0 code cannot be stopped from another thread: machine/pykernel.py).
+With the GIC (Kernel.irq) preemption is the virtual timer's tick: the timer is armed TICK_NS
+ahead, and its interrupt, taken at the first slice end after it fires, sends the running
+thread behind the runnable ones; a lone thread runs without a tick or slices. Without a
+GIC, every slice end preempts.
 
 Before EL0 runs and before every idle WFI the virtual timer is armed for the earliest
 deadline: a sleeper's, a poll/epoll/futex timeout, the TCP and ARP timers, the tick. Device
@@ -271,12 +273,15 @@ class Scheduler:
     def idle(self, console: bool, deadline: int | None = None) -> None:
         """Nothing can run: WFI until an interrupt (the timer armed for the earliest
         deadline, `deadline` included), then let devices work."""
+        taken = 0
         if self.interrupts() is None:
             self.cpu.wfi()
         else:
-            self.kernel.wait(self.next_deadline(deadline))
-        if self.kernel.console is not None:
-            self.kernel.console.touch()  # device activity: the VMM sees us polling the console
+            taken = self.kernel.wait(self.next_deadline(deadline))
+        if self.kernel.console is not None and not taken:
+            # A wake-up no interrupt explains (console input, which has no interrupt here, or
+            # the host's spurious one): look at the console; the VMM sees the guest active.
+            self.kernel.console.touch()
         self.poll_devices()
 
     def poll_devices(self) -> None:
@@ -318,12 +323,15 @@ class Scheduler:
 
     def arm_tick(self, irq: Interrupts) -> None:
         """Before EL0 runs: the tick while another thread could run (kept where it is until it
-        fires), and the timer for the earliest deadline."""
+        fires), and the timer for the earliest deadline. A lone runnable thread leaves the
+        timer as it is: its EL0 code runs without slices, so no interrupt could stop it
+        before its next syscall, and the timer is armed again before the next WFI."""
         contended = self.may_preempt()
         self.sliced = contended  # the fast path hands a woken thread over at once otherwise
         if not contended:
-            self.tick_at = None
-        elif self.tick_at is None:
+            self.tick_at = None  # a lone thread stops only at its syscalls: no timer needed
+            return
+        if self.tick_at is None:
             self.tick_at = self.now_ns() + TICK_NS
         if irq.timer is not None:
             irq.timer.arm(self.next_deadline())
@@ -366,7 +374,7 @@ class Scheduler:
                 self.sliced = self.may_preempt()
             else:
                 self.arm_tick(irq)
-            reason, pc, detail = p.space.run(pc, SLICE if self.sliced and irq is None else 0)
+            reason, pc, detail = p.space.run(pc, SLICE if self.sliced else 0)
             try:
                 pending, self.pending = self.pending, None
                 if reason == "svc" and pending is not None:
@@ -384,7 +392,8 @@ class Scheduler:
                     else:
                         t.restart = None
                 elif reason == "count":
-                    self.yield_current()
+                    if irq is None:
+                        self.yield_current()  # without a GIC the slice is the preemption
                 elif reason == "irq":
                     self.interrupted(irq)
                 else:

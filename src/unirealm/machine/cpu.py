@@ -82,10 +82,11 @@ class Cpu:
 
     # --- ExecutionEngine ------------------------------------------------------------------
     def run(self, until: float | None = None) -> Trap:
-        """Run to the next trap, with an IrqTrap by `until` at the latest (the Python kernel's
-        EL0 code is stopped then; its own Python code at its next trap)."""
+        """Run to the next trap; a machine-code vCPU stops with an IrqTrap by `until` at the
+        latest (the Python kernel runs to its next trap: it stops its EL0 code for its own
+        timer, and Unicorn cannot be stopped from another thread and resumed safely)."""
         impl = self.impl
-        return impl.run(until)
+        return impl.run(until) if isinstance(impl, VCpu) else impl.run()
 
     def reset(self, pc: int, gprs: list[int] | tuple[int, ...] = ()) -> None:
         if self._impl is None:

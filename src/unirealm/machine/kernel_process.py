@@ -144,8 +144,6 @@ class KernelProcess(RegisterFile):
         # The PE's interrupt inputs, as the owner wires them (machine.irq; None: none): the
         # kernel's SYSREG traps are served by them, and RESUME carries what they signal.
         self.interrupts: InterruptLines | None = None
-        self._until: float | None = None
-        self._kicked = False
         memory.on_pas_change(self._on_pas_change)
 
     # --- the child -----------------------------------------------------------------------
@@ -218,11 +216,10 @@ class KernelProcess(RegisterFile):
             os.eventfd_write(self._irq, 1)
 
     # --- the ExecutionEngine protocol -------------------------------------------------------
-    def run(self, until: float | None = None) -> Trap:
-        """Resume the kernel and serve it until its next trap. `until` (time.monotonic())
-        and the interrupt lines' next deadline stop it by then as the host's interrupt does
-        (the child's eventfd): it traps IRQ at its next boundary, and the next RESUME shows
-        the lines."""
+    def run(self) -> Trap:
+        """Resume the kernel and serve it until its next trap. The kernel stops its own EL0
+        code for its timer (machine/pykernel.py El0Space.run); only the host's signal stops
+        it from here (HOST_IRQ, the eventfd)."""
         if self.stopped is not None:
             raise KernelProcessStopped(self.stopped)
         if self._proc is None:
@@ -235,8 +232,6 @@ class KernelProcess(RegisterFile):
                                          address, esr_value))
         except OSError:
             raise self._died() from None
-        self._until = until
-        self._kicked = False
         with HOST_IRQ.running(self):
             return self._serve()
 
@@ -248,13 +243,6 @@ class KernelProcess(RegisterFile):
             lines.next_deadline()  # first: a deadline passing now shows in pending()
             signalled = lines.pending() << ch.LINES_SHIFT
         return signalled | (ch.LINE_HOST_IRQ if host_irq else 0)
-
-    def _deadline(self) -> float | None:
-        """When the running kernel must be stopped: `until`, or when the lines may change."""
-        deadline = self.interrupts.next_deadline() if self.interrupts is not None else None
-        if self._until is not None:
-            deadline = self._until if deadline is None else min(deadline, self._until)
-        return deadline
 
     def _sysreg(self, key: int, value: int | None) -> bytes:
         """SYSREG_DONE for the kernel's MRS (value None) or MSR of `key`, served by the
@@ -271,24 +259,22 @@ class KernelProcess(RegisterFile):
             else:
                 served = lines.write_sysreg(key, value)
         flags = self._lines(False)
-        deadline = self._deadline()
+        deadline = lines.next_deadline() if lines is not None else None
         if deadline is not None and deadline <= time.monotonic():
             flags |= ch.LINE_EXIT
         return ch.SYSREG_DONE.pack(ch.Msg.SYSREG_DONE, served, flags, result & 0xFFFF_FFFF_FFFF_FFFF)
 
     def _serve(self) -> Trap:
-        """Answer the child until it traps. With no deadline to keep, the channel is read
-        with a blocking recv, one system call per message: the seccomp listener needs looking
-        at only after a GRANT (the child maps it next) or when the child has sent nothing for
-        LISTENER_CHECK seconds (a kernel that maps the memory file unasked waits that long
-        for its EPERM). With a deadline, both are polled until it passes."""
+        """Answer the child until it traps. The channel is read with a blocking recv, one
+        system call per message: the seccomp listener needs looking at only after a GRANT
+        (the child maps it next) or when the child has sent nothing for LISTENER_CHECK
+        seconds (a kernel that maps the memory file unasked waits that long for its EPERM)."""
         assert self._sock is not None
         sock = self._sock
         while True:
-            deadline = None if self._kicked else self._deadline()
-            if self._granted or deadline is not None:
+            if self._granted:
                 self._granted = False
-                data = self._next_with_listener(deadline)
+                data = self._next_with_listener()
             else:
                 try:
                     data = sock.recv(ch.MAX_MESSAGE)
@@ -309,25 +295,14 @@ class KernelProcess(RegisterFile):
                 self.counts["traps"] += 1
                 return trap
 
-    def _next_with_listener(self, deadline: float | None) -> bytes:
-        """The child's next message, judging its seccomp notifications meanwhile; when the
-        deadline passes, the host's interrupt stops the kernel (it traps IRQ next)."""
+    def _next_with_listener(self) -> bytes:
+        """The child's next message, judging its seccomp notifications meanwhile."""
         assert self._sock is not None
         sock_fd = self._sock.fileno()
         while True:
-            timeout = None
-            if deadline is not None and not self._kicked:
-                timeout = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-            ready = self._poller.poll(timeout)
-            if not ready:  # the deadline passed: the host's interrupt stops the kernel
-                self._kicked = True
-                self.emu_stop()
-                continue
-            for fd, _ in ready:
+            for fd, _ in self._poller.poll():
                 if fd == self._listener:
                     self._judge()
-                    if deadline is not None and not self._kicked:
-                        deadline = self._deadline()
                 elif fd == sock_fd:
                     return self._sock.recv(ch.MAX_MESSAGE)
                 else:

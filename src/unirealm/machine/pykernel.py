@@ -60,6 +60,7 @@ from unicorn.unicorn_py3.unicorn import uclib as _uclib  # the library under the
 from unirealm.arch.esr import AccessSyndrome
 from unirealm.arch.image import UNIKERNEL_HEADER, UNIKERNEL_HEADER_OFFSET, UNIKERNEL_MAGIC
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
+from unirealm.arch.timer import CNT_CTL_ENABLE, CNT_CTL_IMASK, CntSysreg
 
 from .interrupt import HOST_IRQ
 from .irq import PENDING_IRQ, InterruptLines
@@ -80,6 +81,7 @@ from .vcpu import (
 )
 
 _boot_ids = itertools.count(1)
+CNTV_ENABLE_IMASK = CNT_CTL_ENABLE | CNT_CTL_IMASK
 # The system counter as Unicorn's generic timer model implements it: 62.5 MHz, 16 ns a tick.
 SYSTEM_COUNTER_HZ = 62_500_000
 SYSTEM_COUNTER_PERIOD_NS = 1_000_000_000 // SYSTEM_COUNTER_HZ
@@ -385,21 +387,25 @@ class El0Space:
         """Run EL0 code from `pc` until it needs the kernel. Returns (reason, pc, detail):
         ("svc", pc after the svc, imm), ("fault", pc, address), ("undef", pc, 0),
         ("count", pc, 0), ("irq", pc, 0): the PE's IRQ input is signalled (EL0 runs with
-        PSTATE.I clear: it is taken before the instruction at pc)."""
+        PSTATE.I clear: it is taken before the instruction at pc).
+
+        The input is sampled at entry and when a run of `count` instructions ends: when the
+        kernel's virtual timer has fired by then, the PE takes the host's view first (an
+        IrqTrap: a REC exits so that its host raises the timer's PPI) and the answer shows
+        the input. EL0 is never stopped from another thread for a deadline (Unicorn, stopped
+        asynchronously inside translated code and resumed, was measured to corrupt EL0's
+        registers); only the host's own interrupt (HOST_IRQ: a signal for the VMM) does."""
         self._stop = None
-        engine = self._cpu._engine
-        deadline = engine.lines_deadline()
-        if HOST_IRQ.pending or (deadline is not None and deadline <= time.monotonic()):
-            engine.trap_and_wait(IrqTrap(pc))  # the host's interrupt: its REC exits before EL0 runs on
-            deadline = engine.lines_deadline()
-        if engine.lines() & PENDING_IRQ:
+        cpu = self._cpu
+        if HOST_IRQ.pending or cpu.timer_due():
+            cpu.host_interrupt(pc)  # the host's interrupt: its REC exits before EL0 runs on
+        if cpu.irq_signalled():
             self.uc.reg_write(a64.UC_ARM64_REG_PC, pc)  # the PC the exception would return to
             return ("irq", pc, 0)
-        timeout = 0 if deadline is None else max(1, int((deadline - time.monotonic()) * 1e6) + 1)
         self._running = True
         try:
             with HOST_IRQ.running(self.uc):
-                self.uc.emu_start(pc, RUN_UNTIL, timeout, count)
+                self.uc.emu_start(pc, RUN_UNTIL, count=count)
         except UcError as exc:
             if self.uc._hook_exception is not None:
                 raise self.uc._hook_exception from None
@@ -412,10 +418,9 @@ class El0Space:
             self._running = False
         if self._stop is None:
             pc = self.uc.reg_read(a64.UC_ARM64_REG_PC)
-            deadline = engine.lines_deadline()
-            if HOST_IRQ.pending or (deadline is not None and deadline <= time.monotonic()):
-                engine.trap_and_wait(IrqTrap(pc))
-            if engine.lines() & PENDING_IRQ:
+            if HOST_IRQ.pending or cpu.timer_due():
+                cpu.host_interrupt(pc)
+            if cpu.irq_signalled():
                 return ("irq", pc, 0)
             return ("count", pc, 0)
         return self._stop
@@ -508,8 +513,19 @@ class GuestCpu:
 
     def write_sysreg(self, key: int, value: int) -> None:
         """MSR of an ICC_*_EL1 or CNT*_EL0 register (see read_sysreg)."""
-        if self._engine.sysreg(key, value & 0xFFFF_FFFF_FFFF_FFFF) is None:
+        value &= 0xFFFF_FFFF_FFFF_FFFF
+        if self._engine.sysreg(key, value) is None:
             raise GuestFault("undefined instruction", self._engine.pc)
+        self._engine.note_sysreg(key, value)
+
+    def timer_due(self) -> bool:
+        """Whether the kernel's virtual timer has fired but the IRQ input does not show it yet."""
+        deadline = self._engine.timer_deadline()
+        return deadline is not None and deadline <= time.monotonic() and not self._engine.lines() & PENDING_IRQ
+
+    def host_interrupt(self, pc: int) -> None:
+        """EL0 stopped at `pc` for the host (its signal, or a timer it must see): an IrqTrap."""
+        self._engine.trap_and_wait(IrqTrap(pc))
 
     def irq_signalled(self) -> bool:
         """Whether the PE's IRQ input is signalled, before any mask (the kernel's PSTATE.I is
@@ -619,6 +635,8 @@ class KernelCore:
         self.finished: BaseException | None = None
         # The PE's IRQ/FIQ inputs (machine.irq PENDING_*) as the last trap's answer showed them.
         self.signalled = 0
+        self.cntv_ctl = 0
+        self.cntv_cval = 0
 
     def trap_and_wait(self, trap: Trap) -> None:
         raise NotImplementedError
@@ -632,9 +650,22 @@ class KernelCore:
         """What the PE's interrupt inputs signal (PENDING_IRQ | PENDING_FIQ), as last seen."""
         return self.signalled
 
-    def lines_deadline(self) -> float | None:
-        """When EL0 must stop to let the owner look at the lines (None: the owner stops it)."""
-        return None
+    def timer_deadline(self) -> float | None:
+        """The time.monotonic() at which the PE's virtual timer, as this kernel programmed it
+        (CNTV_CTL_EL0 / CNTV_CVAL_EL0, CNTVOFF 0), asserts its interrupt; None: it does not."""
+        if self.cntv_ctl & CNTV_ENABLE_IMASK != CNT_CTL_ENABLE:
+            return None
+        return self.cntv_cval * SYSTEM_COUNTER_PERIOD_NS / 1e9
+
+    def note_sysreg(self, key: int, value: int) -> None:
+        """An MSR the lines completed: the PE keeps its own timer registers' values."""
+        if key == CntSysreg.CNTV_CTL_EL0:
+            self.cntv_ctl = value
+        elif key == CntSysreg.CNTV_CVAL_EL0:
+            self.cntv_cval = value
+        elif key == CntSysreg.CNTV_TVAL_EL0:
+            tval = value & 0xFFFF_FFFF
+            self.cntv_cval = self.cpu.cntvct() + (tval - (1 << 32) if tval & (1 << 31) else tval)
 
     def resolve(self, ipa: int, write: bool) -> tuple[Any, int]:
         raise NotImplementedError
@@ -706,14 +737,10 @@ class PyKernelEngine(KernelCore, RegisterFile):
         self._pending_fault: GuestFault | None = None
         # The PE's interrupt inputs, as the owner wires them (machine.irq; None: none).
         self.interrupts: InterruptLines | None = None
-        self._until: float | None = None
         memory.on_pas_change(self._on_pas_change)
 
     # --- the ExecutionEngine protocol -----------------------------------------------------
-    def run(self, until: float | None = None) -> Trap:
-        """Run the kernel to its next trap; `until` and the lines' deadline stop its EL0 code
-        with an IrqTrap, as the kernel process's host interrupt does."""
-        self._until = until
+    def run(self) -> Trap:
         self._host = greenlet.getcurrent()
         if self._kernel.dead:
             return WfxTrap(self.pc, False)
@@ -771,7 +798,7 @@ class PyKernelEngine(KernelCore, RegisterFile):
             result = lines.read_sysreg(key)
         else:
             result = 0 if lines.write_sysreg(key, value) else None
-        deadline = self.lines_deadline()
+        deadline = lines.next_deadline()
         if deadline is not None and deadline <= time.monotonic():
             self.trap_and_wait(IrqTrap(self.pc))  # the owner must look now (as the kernel process)
         return result
@@ -782,12 +809,6 @@ class PyKernelEngine(KernelCore, RegisterFile):
             return 0
         lines.next_deadline()  # first: a deadline passing now shows in pending()
         return lines.pending()
-
-    def lines_deadline(self) -> float | None:
-        deadline = self.interrupts.next_deadline() if self.interrupts is not None else None
-        if self._until is not None:
-            deadline = self._until if deadline is None else min(deadline, self._until)
-        return deadline
 
     def _stage2(self, page: int, write: bool) -> tuple[MemoryAccessor, int, bool] | None:
         """(accessor, PA, writable) of a page stage 2 maps for this access now, GPT-checked
