@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bigxfer_bench
 import console_bench
 import demand_paging
+import exits_bench
 import guest_net_bench
 import irq_bench
 import isolation_bench
@@ -36,7 +37,7 @@ def main() -> int:
     rows += console_bench.run()
     for name, module in (("sqlite", sqlite_bench), ("network", net_bench), ("user-mode network", usernet_bench),
                          ("guest network path", guest_net_bench), ("isolation", isolation_bench),
-                         ("interrupts", irq_bench), ("large transfers", bigxfer_bench)):
+                         ("interrupts", irq_bench), ("large transfers", bigxfer_bench), ("exits", exits_bench)):
         try:
             rows += module.run()
         except RuntimeError as exc:

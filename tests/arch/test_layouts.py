@@ -16,7 +16,13 @@ import pytest
 from unirealm.arch import token as tk
 from unirealm.arch.layout import Layout
 from unirealm.arch.measurement import DATA_DESCRIPTOR, REC_DESCRIPTOR, RIPAS_DESCRIPTOR, data_descriptor
-from unirealm.arch.rmi import RMI_REALM_PARAMS, RMI_REC_PARAMS, RMI_REC_RUN
+from unirealm.arch.rmi import (
+    RMI_REALM_PARAMS,
+    RMI_REC_ENTER_SPAN,
+    RMI_REC_EXIT_SPAN,
+    RMI_REC_PARAMS,
+    RMI_REC_RUN,
+)
 from unirealm.arch.rsi import RSI_HOST_CALL, RSI_REALM_CONFIG
 from unirealm.arch.virtio import VIRTIO_CONSOLE_CONFIG
 
@@ -190,3 +196,31 @@ def test_compiled_layout_packs_as_the_field_by_field_pack() -> None:
         desc_type=0, len=0x100, rim=rim, ipa=0x8000_1000, flags=1, content=content)
     with pytest.raises(ValueError, match="array"):
         RMI_REC_PARAMS.compiled()
+
+
+def test_rec_run_spans_pack_as_the_field_by_field_pack() -> None:
+    """RmiRecEnter and RmiRecExit as compiled spans (the REC_ENTER hot path): the same bytes as
+    the field-by-field pack of RmiRecRun, the other bytes of each half zero, short arrays
+    padded with zeros, values read back as the field-by-field unpack reads them; a field
+    outside a span is refused."""
+    rng = random.Random(11)
+    values: dict[str, object] = {}
+    for f in RMI_REC_RUN.fields:
+        if f.is_array:
+            values[f.name] = [rng.getrandbits(64) for _ in range(rng.randrange(f.count + 1))]
+        else:
+            values[f.name] = rng.getrandbits(8 * f.size)
+    page = RMI_REC_RUN.pack(**values)
+    enter = {k: v for k, v in values.items() if k.startswith("enter_")}
+    exit_ = {k: v for k, v in values.items() if k.startswith("exit_")}
+    assert RMI_REC_ENTER_SPAN.pack(**enter) == page[:0x800]
+    assert RMI_REC_EXIT_SPAN.pack(**exit_) == page[0x800:]
+    assert RMI_REC_ENTER_SPAN.size == RMI_REC_EXIT_SPAN.size == 0x800
+    whole = RMI_REC_RUN.unpack(page)
+    assert RMI_REC_ENTER_SPAN.unpack(page[:0x800]) == {k: whole[k] for k in enter}
+    assert RMI_REC_EXIT_SPAN.unpack(page[0x800:]) == {k: whole[k] for k in exit_}
+    assert RMI_REC_EXIT_SPAN.pack() == bytes(0x800)
+    with pytest.raises(KeyError, match="enter_flags"):
+        RMI_REC_EXIT_SPAN.pack(exit_reason=1, enter_flags=1)
+    with pytest.raises(ValueError, match="outside"):
+        RMI_REC_RUN.span(["exit_reason"], 0, 0x800)

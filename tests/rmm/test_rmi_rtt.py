@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from unirealm.arch.memory import GRANULE_SIZE
+from unirealm.arch.memory import GRANULE_SIZE, World
 from unirealm.arch.rmi import GranuleState, RmiFid, RmiRipas, RmiStatus, RttEntryState
 
 from .conftest import L1, L2, L3, Env, RealmHandle, assert_status
@@ -493,3 +493,26 @@ def test_read_entry_bad_arguments(env: Env) -> None:
     realm48 = env.create_realm(48)
     assert env.read_entry(realm48, 0, 0) == (0, UNASSIGNED, 0, EMPTY)
     assert env.read_entry(realm48, (1 << 48) - (1 << 39), 0) == (0, UNASSIGNED, 0, EMPTY)
+
+
+def test_stage2_walk_memo_lives_one_rmi_call_and_no_rtt_write(env: Env) -> None:
+    """The RMM reuses its last stage-2 walk (an MMIO exit asks about one IPA twice in one
+    REC_ENTER), but never across an RTT write or past the RMI call that made it: a change
+    the RMM makes shows at once, and one made outside it (the root world writing an RTT
+    granule) shows from the next RMI call on."""
+    realm = env.create_realm(40)
+    ipa = ns_ipa(realm, IPA)
+    env.ensure_rtts(realm, ipa, 3)
+    stage2 = env.rmm.realms[realm.rd].stage2
+    first = stage2.walk(ipa)
+    assert stage2.walk(ipa) is first and stage2.walk(ipa + 8) is first
+    assert stage2.walk(ipa, 2) is not first  # another target level is another walk
+    env.ok(RmiFid.RTT_MAP_UNPROTECTED, realm.rd, ipa, 3, env.ns_granule() | NS_DESC)
+    mapped = stage2.walk(ipa)
+    assert mapped.raw != first.raw and mapped.entry_pa == first.entry_pa
+    env.m.memory.accessor(World.ROOT).write_u64(mapped.entry_pa, first.raw)
+    assert stage2.walk(ipa) is mapped  # still inside the same "call": nothing told the RMM
+    env.smc(RmiFid.VERSION, 0x10000)
+    assert stage2.walk(ipa).raw == first.raw
+    stage2.write(mapped.rtt, mapped.index, mapped.entry, 3)
+    assert stage2.walk(ipa).raw == mapped.raw

@@ -4,10 +4,12 @@ the realm's ICC_* accesses perform on the list registers."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
+import unirealm.arch.gic as g
 from unirealm.arch.gic import (
     ICH_MISR_EOI,
     ICH_MISR_LRENP,
@@ -280,3 +282,47 @@ def test_rec_lines_take_the_hosts_timer_and_trapped_writes() -> None:
     assert lines.trapped == (IccSysreg.SGI1R, 0x0C00_0008) and lines.next_deadline() == 0.0
     assert lines.read_sysreg(CntSysreg.CNTFRQ_EL0) == 62_500_000
     assert lines.read_sysreg(IccSysreg.SRE) == 7 and lines.read_sysreg(0x1234) is None
+
+
+def _misr_reference(gic: VirtualCpuInterface) -> int:
+    """ICH_MISR_EL2, condition by condition as the GICv3 architecture states them."""
+    states = [g.lr_state(lr) for lr in gic.lrs]
+    hcr, vmcr, misr = gic.hcr, gic.vmcr, 0
+    if any(s == g.LR_STATE_INVALID and lr & g.ICH_LR_EOI and not lr & g.ICH_LR_HW for s, lr in zip(states, gic.lrs, strict=True)):
+        misr |= g.ICH_MISR_EOI
+    if hcr & g.ICH_HCR_UIE and sum(s != g.LR_STATE_INVALID for s in states) <= 1:
+        misr |= g.ICH_MISR_U
+    if hcr & g.ICH_HCR_LRENPIE and gic.eoicount:
+        misr |= g.ICH_MISR_LRENP
+    if hcr & g.ICH_HCR_NPIE and g.LR_STATE_PENDING not in states:
+        misr |= g.ICH_MISR_NP
+    for eie, die, eng, e, d in ((g.ICH_HCR_VGrp0EIE, g.ICH_HCR_VGrp0DIE, g.ICH_VMCR_VENG0, g.ICH_MISR_VGrp0E,
+                                 g.ICH_MISR_VGrp0D),
+                                (g.ICH_HCR_VGrp1EIE, g.ICH_HCR_VGrp1DIE, g.ICH_VMCR_VENG1, g.ICH_MISR_VGrp1E,
+                                 g.ICH_MISR_VGrp1D)):
+        misr |= e if hcr & eie and vmcr & eng else 0
+        misr |= d if hcr & die and not vmcr & eng else 0
+    return misr
+
+
+def test_misr_matches_the_architecture_over_random_states() -> None:
+    """The RMM's ICH_MISR_EL2 (computed at every REC exit, with a fast path for empty list
+    registers) against the architecture's conditions, over random list registers, HCR, VMCR."""
+    rng = random.Random(5)
+    hcr_bits = [g.ICH_HCR_En, g.ICH_HCR_UIE, g.ICH_HCR_LRENPIE, g.ICH_HCR_NPIE, g.ICH_HCR_VGrp0EIE,
+                g.ICH_HCR_VGrp0DIE, g.ICH_HCR_VGrp1EIE, g.ICH_HCR_VGrp1DIE]
+    seen = set()
+    for _ in range(3000):
+        gic = VirtualCpuInterface()
+        gic.hcr = sum(b for b in hcr_bits if rng.random() < 0.3) | (rng.randrange(4) << g.ICH_HCR_EOIcount_SHIFT)
+        gic.vmcr = rng.choice([0, g.ICH_VMCR_VENG0, g.ICH_VMCR_VENG1, g.ICH_VMCR_VENG0 | g.ICH_VMCR_VENG1])
+        for i in range(len(gic.lrs)):
+            if rng.random() < 0.25:
+                lr = g.lr_with_state(rng.randrange(1, 64), rng.randrange(4))
+                lr |= g.ICH_LR_EOI if rng.random() < 0.3 else 0
+                lr |= g.ICH_LR_HW if rng.random() < 0.1 else 0
+                gic.lrs[i] = lr
+        expected = _misr_reference(gic)
+        assert gic.misr() == expected, (hex(gic.hcr), hex(gic.vmcr), [hex(lr) for lr in gic.lrs])
+        seen.add(expected)
+    assert len(seen) > 20  # the states reached many different combinations

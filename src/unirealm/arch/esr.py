@@ -6,6 +6,7 @@ when the access can be emulated), FAR_EL2 (the page offset only) and HPFAR_EL2 (
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -172,6 +173,7 @@ class AccessSyndrome:
         return iss
 
 
+@functools.lru_cache(maxsize=256)  # an AccessSyndrome is immutable; the host decodes one per MMIO exit
 def decode_esr_access(value: int) -> AccessSyndrome | None:
     """The access an emulatable data-abort ESR describes, or None if ISV is clear."""
     if esr_ec(value) != Ec.DABT_LOWER or not value & ISV:

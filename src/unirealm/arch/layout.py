@@ -9,6 +9,7 @@ arrays at arbitrary offsets without hand-computed pad bytes, so each layout list
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -76,6 +77,12 @@ class Layout:
     def offset(self, name: str) -> int:
         return self._by_name[name].offset
 
+    def span(self, names: Iterable[str], start: int, end: int) -> Span:
+        """A compiled codec for the bytes [start, end) of this layout holding the fields `names`
+        (the other bytes of the span pack as zeros): one struct for a hot path that reads or
+        writes one part of a layout, e.g. RmiRecEnter or RmiRecExit of RmiRecRun."""
+        return Span(self, tuple(self._by_name[n] for n in names), start, end)
+
     def unpack(self, data: bytes | bytearray | memoryview) -> dict[str, Any]:
         if len(data) < self.size:
             raise ValueError(f"{self.name}: need {self.size} bytes, got {len(data)}")
@@ -101,3 +108,56 @@ class Layout:
                 f.packer.pack_into(buf, base + f.offset, *vals[:count])
             else:
                 f.packer.pack_into(buf, base + f.offset, value)
+
+
+class Span:
+    """Fields of a Layout in [start, end), packed and unpacked by one struct.Struct for the
+    scalars (the arrays' bytes as padding in it) and one per array; bytes of the span outside
+    the fields pack as zeros. Arrays unpack as lists; packing pads a short array with zeros
+    and a missing field is zero."""
+
+    def __init__(self, layout: Layout, fields: tuple[Field, ...], start: int, end: int) -> None:
+        self.layout, self.start, self.end = layout, start, end
+        self.fields = tuple(sorted(fields, key=lambda f: f.offset))
+        fmt, at = "<", start
+        scalars: list[str] = []
+        self._arrays: list[tuple[str, int, struct.Struct, int]] = []  # name, offset in the span, codec, count
+        for f in self.fields:
+            if f.offset < at or f.offset + f.size > end:
+                raise ValueError(f"{layout.name}: field {f.name} is outside [{start:#x}, {end:#x})")
+            fmt += f"{f.offset - at}x" if f.offset > at else ""
+            if f.is_array:
+                fmt += f"{f.size}x"
+                self._arrays.append((f.name, f.offset - start, f.packer, f.count))
+            else:
+                fmt += f.fmt
+                scalars.append(f.name)
+            at = f.offset + f.size
+        self.packer = struct.Struct(fmt + (f"{end - at}x" if end > at else ""))
+        self.size = self.packer.size
+        self._scalars = tuple(scalars)
+        self._names = frozenset(f.name for f in self.fields)
+
+    def unpack(self, data: bytes | bytearray | memoryview) -> dict[str, Any]:
+        """The fields from `data`, the span's bytes (data[0] is the layout's byte `start`)."""
+        out = dict(zip(self._scalars, self.packer.unpack_from(data, 0), strict=True))
+        for name, offset, packer, _ in self._arrays:
+            out[name] = list(packer.unpack_from(data, offset))
+        return out
+
+    def pack(self, /, **values: Any) -> bytes:
+        """The span's bytes: each named field, zero elsewhere."""
+        if not values.keys() <= self._names:
+            unknown = sorted(values.keys() - self._names)[0]
+            raise KeyError(f"{self.layout.name} span has no field {unknown!r}")
+        get = values.get
+        packed = self.packer.pack(*[get(name, 0) for name in self._scalars])
+        if not any(get(name) for name, _, _, _ in self._arrays):
+            return packed
+        buf = bytearray(packed)
+        for name, offset, packer, count in self._arrays:
+            value = get(name)
+            if value:
+                value = tuple(value[:count])
+                packer.pack_into(buf, offset, *value, *(0,) * (count - len(value)))
+        return bytes(buf)

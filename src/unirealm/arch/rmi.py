@@ -260,6 +260,12 @@ RMI_REC_RUN = Layout(
     ),
 )
 RMI_REC_EXIT_FIELDS = tuple(f.name for f in RMI_REC_RUN.fields if f.name.startswith("exit_"))
+# RmiRecEnter and RmiRecExit, each as one compiled struct over its half of the granule: the
+# RMM reads the one and writes the other, whole, at every REC_ENTER (its other bytes zero).
+RMI_REC_ENTER_SPAN = RMI_REC_RUN.span(
+    (f.name for f in RMI_REC_RUN.fields if f.name.startswith("enter_")), 0, REC_EXIT_OFFSET
+)
+RMI_REC_EXIT_SPAN = RMI_REC_RUN.span(RMI_REC_EXIT_FIELDS, REC_EXIT_OFFSET, RMI_REC_RUN.size)
 
 # Argument and result register names, for traces and for decoding (digest §2.2).
 RMI_ARGS: dict[RmiFid, tuple[str, ...]] = {

@@ -88,13 +88,14 @@ class Interrupts:
             self.masked -= 1
         return taken
 
-    def wait(self, deadline_ns: int | None) -> None:
-        """Idle until an interrupt: the timer armed for `deadline_ns` (None: only a device or
-        the host can end the wait), WFI, then the interrupts taken."""
+    def wait(self, deadline_ns: int | None) -> int:
+        """Idle until an interrupt: the timer armed for `deadline_ns` at the latest (None:
+        only a device or the host can end the wait), WFI, then the interrupts taken (their
+        number)."""
         if self.timer is not None:
-            self.timer.arm(deadline_ns)
+            self.timer.arm(deadline_ns, early_ok=True)
         self.cpu.wfi()
-        self.take()
+        return self.take()
 
 
 class VirtualTimer:
@@ -114,14 +115,17 @@ class VirtualTimer:
         """The first count at or after `deadline_ns` on the kernel's monotonic clock."""
         return -(-deadline_ns * self.cpu.cntfrq // NSEC)
 
-    def arm(self, deadline_ns: int | None) -> None:
+    def arm(self, deadline_ns: int | None, early_ok: bool = False) -> None:
+        """Fire at `deadline_ns` (None: not at all). `early_ok`: a compare value already armed
+        earlier may stay (the wake-up it brings finds nothing due and arms again), which
+        saves the register write when the deadline only moves later."""
         if deadline_ns is None:
-            if self.cval is not None:
+            if self.cval is not None and not early_ok:
                 self.cpu.write_sysreg(CntSysreg.CNTV_CTL_EL0, 0)
                 self.cval = None
             return
         cval = self.ticks(deadline_ns)
-        if cval == self.cval:
+        if cval == self.cval or (early_ok and self.cval is not None and self.cval < cval):
             return
         self.cpu.write_sysreg(CntSysreg.CNTV_CVAL_EL0, cval)
         if self.cval is None:

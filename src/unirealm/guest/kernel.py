@@ -246,13 +246,13 @@ class Kernel:
         self.log(f"GICv3: distributor {dist.address:#x}, {gic.nr_irqs} INTIDs; virtual timer on PPI "
                  f"{irqs.timer.intid if irqs.timer else '-'}")
 
-    def wait(self, deadline_ns: int | None = None) -> None:
+    def wait(self, deadline_ns: int | None = None) -> int:
         """Idle until an interrupt (a device, or the timer armed for `deadline_ns` on the
-        monotonic clock), taking it; without a GIC one WFI."""
+        monotonic clock), taking it; the interrupts taken. Without a GIC one WFI."""
         if self.irq is None:
             self.cpu.wfi()
-        else:
-            self.irq.wait(deadline_ns)
+            return 0
+        return self.irq.wait(deadline_ns)
 
     def start_hvc(self) -> None:
         """hvc0 for the app's stdio: the first virtio-console, unless the command line's last

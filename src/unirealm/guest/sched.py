@@ -273,12 +273,15 @@ class Scheduler:
     def idle(self, console: bool, deadline: int | None = None) -> None:
         """Nothing can run: WFI until an interrupt (the timer armed for the earliest
         deadline, `deadline` included), then let devices work."""
+        taken = 0
         if self.interrupts() is None:
             self.cpu.wfi()
         else:
-            self.kernel.wait(self.next_deadline(deadline))
-        if self.kernel.console is not None:
-            self.kernel.console.touch()  # device activity: the VMM sees us polling the console
+            taken = self.kernel.wait(self.next_deadline(deadline))
+        if self.kernel.console is not None and not taken:
+            # A wake-up no interrupt explains (console input, which has no interrupt here, or
+            # the host's spurious one): look at the console; the VMM sees the guest active.
+            self.kernel.console.touch()
         self.poll_devices()
 
     def poll_devices(self) -> None:
@@ -320,12 +323,15 @@ class Scheduler:
 
     def arm_tick(self, irq: Interrupts) -> None:
         """Before EL0 runs: the tick while another thread could run (kept where it is until it
-        fires), and the timer for the earliest deadline."""
+        fires), and the timer for the earliest deadline. A lone runnable thread leaves the
+        timer as it is: its EL0 code runs without slices, so no interrupt could stop it
+        before its next syscall, and the timer is armed again before the next WFI."""
         contended = self.may_preempt()
         self.sliced = contended  # the fast path hands a woken thread over at once otherwise
         if not contended:
-            self.tick_at = None
-        elif self.tick_at is None:
+            self.tick_at = None  # a lone thread stops only at its syscalls: no timer needed
+            return
+        if self.tick_at is None:
             self.tick_at = self.now_ns() + TICK_NS
         if irq.timer is not None:
             irq.timer.arm(self.next_deadline())

@@ -41,6 +41,7 @@ from ..arch.virtio import (
     VIRTQ_AVAIL_F_NO_INTERRUPT,
     VIRTQ_DESC_ALIGN,
     VIRTQ_USED_ALIGN,
+    VirtioInterrupt,
     VirtioMmio,
     VirtioStatus,
     VirtqDescFlags,
@@ -107,7 +108,7 @@ class VirtioMmioTransport:
         self.features = 0
         self.intid: int | None = None  # the device's SPI (from the device tree)
         self.interrupts: Interrupts | None = None  # the kernel's, when it takes interrupts
-        self.wait: Callable[[int | None], None] = lambda deadline: cpu.wfi()  # Kernel.wait
+        self.wait: Callable[[int | None], object] = lambda deadline: cpu.wfi()  # Kernel.wait
         self.on_interrupt: Callable[[int], None] | None = None  # gets InterruptStatus
 
     @property
@@ -123,9 +124,12 @@ class VirtioMmioTransport:
             self._interrupt()  # a status set before the SPI was enabled would hold back every later edge
 
     def _interrupt(self) -> None:
-        status = self.r(VirtioMmio.INTERRUPT_STATUS)
-        if status:
-            self.w(VirtioMmio.INTERRUPT_ACK, status)
+        # Both causes are acknowledged without reading InterruptStatus first (an exit less
+        # per interrupt): a bit that is not set is left alone by the write, and these drivers
+        # treat a configuration change as the device failing (DEVICE_NEEDS_RESET, seen when
+        # they wait).
+        status = VirtioInterrupt.USED_BUFFER | VirtioInterrupt.CONFIG_CHANGE
+        self.w(VirtioMmio.INTERRUPT_ACK, status)
         if self.on_interrupt is not None:
             self.on_interrupt(status)
 

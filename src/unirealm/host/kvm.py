@@ -23,8 +23,9 @@ from unirealm.arch.memory import (
 from unirealm.arch.rmi import (
     REC_EXIT_OFFSET,
     RMI_REALM_PARAMS,
+    RMI_REC_ENTER_SPAN,
+    RMI_REC_EXIT_SPAN,
     RMI_REC_PARAMS,
-    RMI_REC_RUN,
     RmiDataFlags,
     RmiFid,
     RmiRecEnterFlags,
@@ -45,6 +46,10 @@ NS_NORMAL_RW_DESC = (0b1111 << 2) | (0b11 << 6)  # MemAttr normal write-back, S2
 # the unpopulated RIPAS RAM granules of its aligned 64 KiB, as KVM maps a whole host page
 # (64 KiB on a 64K-page host) at a realm's fault: one REC exit for each 16 granules touched.
 FAULT_AROUND = 16
+_EXIT_REASONS = {int(r): r for r in RmiRecExitReason}
+# RmiRecEnter.flags the exit handlers return, as plain ints (or-ed at every REC_ENTER).
+INJECT_SEA = int(RmiRecEnterFlags.INJECT_SEA)
+EMULATED_MMIO = int(RmiRecEnterFlags.EMULATED_MMIO)
 
 
 class RmiCallError(Exception):
@@ -349,9 +354,10 @@ class RealmVm:
         mem = self.pages.mem
         self.write_entry(rec, flags, gprs, gicv3_hcr, gicv3_lrs)
         self.rmi.call(RmiFid.REC_ENTER, rec.pa, rec.run)
-        run = RMI_REC_RUN.unpack(mem.read(rec.run, GRANULE_SIZE))
+        run = RMI_REC_EXIT_SPAN.unpack(mem.read(rec.run + REC_EXIT_OFFSET, RMI_REC_EXIT_SPAN.size))
+        reason = _EXIT_REASONS.get(run["exit_reason"])
         return RecExitInfo(
-            RmiRecExitReason(run["exit_reason"]),
+            RmiRecExitReason(run["exit_reason"]) if reason is None else reason,
             run["exit_esr"],
             run["exit_far"],
             run["exit_hpfar"],
@@ -361,7 +367,7 @@ class RealmVm:
             run["exit_ripas_value"],
             run["exit_imm"],
             run["exit_gicv3_hcr"],
-            list(run["exit_gicv3_lrs"]),
+            run["exit_gicv3_lrs"],
             run["exit_gicv3_misr"],
             run["exit_gicv3_vmcr"],
             run["exit_cntv_ctl"],
@@ -373,10 +379,9 @@ class RealmVm:
     def write_entry(self, rec: RealmRec, flags: int, gprs: list[int] | None, gicv3_hcr: int,
                     gicv3_lrs: list[int] | None) -> None:
         """RmiRecEnter in REC `rec`'s run page."""
-        enter = RMI_REC_RUN.pack(
-            enter_flags=flags, enter_gprs=gprs or [], enter_gicv3_hcr=gicv3_hcr, enter_gicv3_lrs=gicv3_lrs or []
-        )
-        self.pages.mem.write(rec.run, enter[:REC_EXIT_OFFSET])
+        self.pages.mem.write(rec.run, RMI_REC_ENTER_SPAN.pack(
+            enter_flags=flags, enter_gprs=gprs or (), enter_gicv3_hcr=gicv3_hcr, enter_gicv3_lrs=gicv3_lrs or ()
+        ))
 
     def in_ram(self, ipa: int) -> bool:
         return any(lo <= ipa < hi for lo, hi in self.ram_ranges)
@@ -407,7 +412,7 @@ class RealmVm:
         if ec == Ec.WFX:
             return 0, None
         if ec not in (Ec.DABT_LOWER, Ec.IABT_LOWER):
-            return RmiRecEnterFlags.INJECT_SEA, None
+            return INJECT_SEA, None
         ipa = ex.ipa
         page = ipa & ~(GRANULE_SIZE - 1)
         if not ipa & self.unprotected_bit:
@@ -419,11 +424,11 @@ class RealmVm:
             return 0, None
         access = decode_esr_access(ex.esr)
         if access is None or self.on_mmio is None:
-            return RmiRecEnterFlags.INJECT_SEA, None
+            return INJECT_SEA, None
         value = self.on_mmio(canonical | (ipa & (GRANULE_SIZE - 1)), access.is_write, access.size, ex.gprs[0])
         if value is None:
-            return RmiRecEnterFlags.INJECT_SEA, None
-        return RmiRecEnterFlags.EMULATED_MMIO, [value]
+            return INJECT_SEA, None
+        return EMULATED_MMIO, [value]
 
     def fault_in(self, page: int) -> None:
         """A protected page with RIPAS RAM that was never populated: DATA_CREATE_UNKNOWN it

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("unirealm.vmm")
 REALM_TIME_SLICE = 0.005  # seconds a REC runs while another could (the host's EL2 timer)
 REALM_IDLE_POLL = 0.01  # seconds at most between input/network polls while every REC waits
+TRAP_WFI = int(RmiRecEnterFlags.TRAP_WFI)  # a plain int: or-ed in at every REC_ENTER
 
 
 @dataclass
@@ -174,8 +175,8 @@ def _run_rec(vmm: Vmm, vm: RealmVm, vcpu: RealmVcpu) -> RecExitInfo | None:
         hcr, lrs = vcpu.vgic.flush()
         honest, storm = len(lrs), vmm.irq_storm
         if storm is not None:  # --hostile irq-storm
-            hcr, lrs = storm.realm_entry(vm, rec, flags | RmiRecEnterFlags.TRAP_WFI, gprs, hcr, lrs)
-        ex = vm.enter(rec, flags | RmiRecEnterFlags.TRAP_WFI, gprs, gicv3_hcr=hcr, gicv3_lrs=lrs)
+            hcr, lrs = storm.realm_entry(vm, rec, flags | TRAP_WFI, gprs, hcr, lrs)
+        ex = vm.enter(rec, flags | TRAP_WFI, gprs, gicv3_hcr=hcr, gicv3_lrs=lrs)
         if storm is not None:
             storm.realm_exit(rec, honest, ex.gicv3_lrs)
         vmm.exits += 1

@@ -147,6 +147,11 @@ def idle_sleep(vmm: Vmm, vcpus: VmCpus) -> None:
     socket of a user-mode network, console input, or a signal; then let devices work."""
     if not vcpus.any_on():
         raise VmmError("every vCPU is off (PSCI CPU_OFF): nothing left to run")
+    # hvc0 hands the input it holds to receive buffers its driver reposted without a notify
+    # (the device polls its available ring): an SPI that may wake a vCPU now.
+    vmm.console.poll_input()
+    if any(v.kicked for v in vcpus.waiting):
+        return
     deadlines = [d for d in (vcpus.earliest_deadline(), *(n.next_deadline() for n in vmm.networks))
                  if d is not None]
     poller = select.poll()

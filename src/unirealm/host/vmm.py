@@ -129,7 +129,7 @@ class Console:
 
     def input_fd(self) -> int | None:
         """The file descriptor console input arrives on, while more can arrive."""
-        if self.input is None or self.uart._eof:
+        if self.input is None or self._sink._eof:
             return None
         try:
             return self.input.fileno()

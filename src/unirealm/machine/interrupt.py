@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 
@@ -27,16 +26,9 @@ class HostInterrupt:
         self._running: set[Any] = set()  # Uc objects inside emu_start
         self._lock = threading.RLock()  # a signal handler may run while the main thread holds it
 
-    @contextlib.contextmanager
-    def running(self, uc: Any) -> Iterator[None]:
+    def running(self, uc: Any) -> _Running:
         """Around one `emu_start` of `uc`, so that an interrupt can stop it."""
-        with self._lock:
-            self._running.add(uc)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running.discard(uc)
+        return _Running(self, uc)
 
     def raise_(self) -> None:
         self.pending = True
@@ -52,6 +44,24 @@ class HostInterrupt:
 
     def clear(self) -> None:
         self.pending = False
+
+
+class _Running:
+    """HostInterrupt.running's context: `uc` is in the set of running CPUs while inside (a
+    plain class: it is entered at every trap of every vCPU)."""
+
+    __slots__ = ("irq", "uc")
+
+    def __init__(self, irq: HostInterrupt, uc: Any) -> None:
+        self.irq, self.uc = irq, uc
+
+    def __enter__(self) -> None:
+        with self.irq._lock:
+            self.irq._running.add(self.uc)
+
+    def __exit__(self, *exc: object) -> None:
+        with self.irq._lock:
+            self.irq._running.discard(self.uc)
 
 
 HOST_IRQ = HostInterrupt()

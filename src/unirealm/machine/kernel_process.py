@@ -24,6 +24,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -56,6 +57,18 @@ BOOTSTRAP = (f"import sys; sys.path.insert(0, {SRC_ROOT!r}); "
              "from unirealm.machine.kernel_child import main; sys.exit(main(sys.argv[1:]))")
 NR_MMAP = sc.syscall_number("mmap")
 MEMFD_NAME = "/memfd:unirealm-dram"
+# The trap decoder's constants, as plain ints and prebuilt syndromes (an immutable
+# AccessSyndrome per direction, size and SF): decoded at every trap.
+_TRAP_UNPACK = ch.TRAP.unpack
+_SMC, _DATA_ABORT = int(ch.TrapKind.SMC), int(ch.TrapKind.DATA_ABORT)
+_PROBE_OR_QUERY = ch.TRAP_PROBE | ch.TRAP_QUERY
+_SIZES = (1, 2, 4, 8)
+_SYNDROMES = {(w, n, sf): AccessSyndrome(w, n, 0, sixty_four=sf)
+              for w in (False, True) for n in _SIZES for sf in (False, True)}
+_RESUME_PACK, _RESUME, _TRAP = ch.RESUME.pack, int(ch.Msg.RESUME), int(ch.Msg.TRAP)
+# How long the channel may be quiet before the engine looks at the seccomp listener
+# unasked (SO_RCVTIMEO of its end of the channel).
+LISTENER_CHECK = 0.02
 
 
 class KernelProcessStopped(Exception):
@@ -123,6 +136,7 @@ class KernelProcess(RegisterFile):
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._listener = -1
+        self._granted = False  # a GRANT was sent: the child's mmap (a seccomp notification) comes next
         self._memfd_ro = -1
         self._irq = -1
         self.stopped: str | None = None
@@ -157,6 +171,8 @@ class KernelProcess(RegisterFile):
         self._poller = select.poll()
         self._poller.register(parent, select.POLLIN)
         self._poller.register(self._listener, select.POLLIN)
+        usec = int(LISTENER_CHECK * 1e6)
+        parent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", usec // 1_000_000, usec % 1_000_000))
         log.debug("kernel process %d started (limit %d MiB)", self._proc.pid, self.limit >> 20)
 
     @property
@@ -212,8 +228,8 @@ class KernelProcess(RegisterFile):
         fault, address, esr_value = self._fault
         self._fault = (ch.Fault.NONE, 0, 0)
         try:
-            self._sock.send(ch.RESUME.pack(ch.Msg.RESUME, fault, self._lines(HOST_IRQ.pending), self.pc,
-                                           *self.regs, address, esr_value))
+            self._sock.send(_RESUME_PACK(_RESUME, fault, self._lines(HOST_IRQ.pending), self.pc, *self.regs,
+                                         address, esr_value))
         except OSError:
             raise self._died() from None
         with HOST_IRQ.running(self):
@@ -249,60 +265,91 @@ class KernelProcess(RegisterFile):
         return ch.SYSREG_DONE.pack(ch.Msg.SYSREG_DONE, served, flags, result & 0xFFFF_FFFF_FFFF_FFFF)
 
     def _serve(self) -> Trap:
-        """Answer the child until it traps."""
+        """Answer the child until it traps. The channel is read with a blocking recv, one
+        system call per message: the seccomp listener needs looking at only after a GRANT
+        (the child maps it next) or when the child has sent nothing for LISTENER_CHECK
+        seconds (a kernel that maps the memory file unasked waits that long for its EPERM)."""
+        assert self._sock is not None
+        sock = self._sock
+        while True:
+            if self._granted:
+                self._granted = False
+                data = self._next_with_listener()
+            else:
+                try:
+                    data = sock.recv(ch.MAX_MESSAGE)
+                except BlockingIOError:  # SO_RCVTIMEO: quiet for LISTENER_CHECK seconds
+                    self._judge_pending()
+                    continue
+            if not data:
+                raise self._died()
+            if data[0] != _TRAP or len(data) != ch.TRAP.size:
+                if data[0] == ch.Msg.STOPPED:
+                    self.stopped = data[1:].decode("utf-8", "replace")
+                    self._kill()
+                    raise KernelProcessStopped(self.stopped)
+                self.stopped = "the kernel process broke the channel protocol"
+                raise self._died()
+            trap = self._trap(data)
+            if trap is not None:
+                self.counts["traps"] += 1
+                return trap
+
+    def _next_with_listener(self) -> bytes:
+        """The child's next message, judging its seccomp notifications meanwhile."""
         assert self._sock is not None
         sock_fd = self._sock.fileno()
         while True:
             for fd, _ in self._poller.poll():
                 if fd == self._listener:
                     self._judge()
-                    continue
-                data = self._sock.recv(ch.MAX_MESSAGE) if fd == sock_fd else b""
-                if not data:
-                    raise self._died()
-                if data[0] == ch.Msg.STOPPED:
-                    self.stopped = data[1:].decode("utf-8", "replace")
-                    self._kill()
-                    raise KernelProcessStopped(self.stopped)
-                if data[0] != ch.Msg.TRAP or len(data) != ch.TRAP.size:
-                    self.stopped = "the kernel process broke the channel protocol"
-                    raise self._died()
-                trap = self._trap(data)
-                if trap is not None:
-                    self.counts["traps"] += 1
-                    return trap
+                elif fd == sock_fd:
+                    return self._sock.recv(ch.MAX_MESSAGE)
+                else:
+                    return b""
+
+    def _judge_pending(self) -> None:
+        """Judge the notifications waiting on the listener, if any, without blocking."""
+        while select.select([self._listener], [], [], 0)[0]:
+            self._judge()
 
     def _trap(self, data: bytes) -> Trap | None:
-        _, kind, flags, size, pc, *regs, ipa, value = ch.TRAP.unpack(data)
+        t = _TRAP_UNPACK(data)  # msg, kind, flags, size, pc, x0..x30, ipa, value
+        kind, flags, pc = t[1], t[2], t[4]
         self.pc = pc
-        self.regs[:] = regs
-        if kind == ch.TrapKind.SMC:
+        self.regs[:] = t[5:36]
+        if kind == _SMC:
             return SmcTrap(pc, self.regs[:18])
+        if kind == _DATA_ABORT and flags & _PROBE_OR_QUERY == 0 and t[3] in _SIZES:  # MMIO: the common trap
+            write = bool(flags & ch.TRAP_WRITE)
+            return DataAbortTrap(pc, t[36], write, t[3], _SYNDROMES[write, t[3], bool(flags & ch.TRAP_SIXTY_FOUR)],
+                                 t[37] if write else 0)
         if kind == ch.TrapKind.HVC:
             return HvcTrap(pc, self.regs[:18])
         if kind == ch.TrapKind.WFI:
             return WfxTrap(pc, False)
         if kind == ch.TrapKind.IRQ:
             return IrqTrap(pc)
+        size, ipa, value = t[3], t[36], t[37]
         if kind == ch.TrapKind.SYSREG:
             assert self._sock is not None
             self._sock.send(self._sysreg(ipa, value if flags & ch.TRAP_WRITE else None))
             return None
-        if kind != ch.TrapKind.DATA_ABORT or size not in (1, 2, 4, 8):
+        if kind != _DATA_ABORT or size not in _SIZES:
             self.stopped = "the kernel process broke the channel protocol"
             raise self._died()
         write = bool(flags & ch.TRAP_WRITE)
-        if flags & (ch.TRAP_PROBE | ch.TRAP_QUERY):
-            answer = self._grant(ipa & ~GRANULE_MASK, write)
-            if answer is not None:
-                assert self._sock is not None
-                self._sock.send(answer)
-                return None
-            if flags & ch.TRAP_QUERY:
-                assert self._sock is not None
-                self._sock.send(ch.DENY.pack(ch.Msg.DENY, ch.Deny.UNMAPPED))
-                return None
-        syndrome = AccessSyndrome(write, size, 0, sixty_four=bool(flags & ch.TRAP_SIXTY_FOUR))
+        answer = self._grant(ipa & ~GRANULE_MASK, write)
+        if answer is not None:
+            assert self._sock is not None
+            self._granted = answer[0] == ch.Msg.GRANT  # the child's mmap comes next
+            self._sock.send(answer)
+            return None
+        if flags & ch.TRAP_QUERY:
+            assert self._sock is not None
+            self._sock.send(ch.DENY.pack(ch.Msg.DENY, ch.Deny.UNMAPPED))
+            return None
+        syndrome = _SYNDROMES[write, size, bool(flags & ch.TRAP_SIXTY_FOUR)]
         return DataAbortTrap(pc, ipa, write, size, syndrome, value if write else 0)
 
     def inject_sea(self, far: int, is_fetch: bool = False) -> None:

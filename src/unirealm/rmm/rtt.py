@@ -28,6 +28,19 @@ _decode = s2tte.decode
 _new_tuple = tuple.__new__
 
 
+class WalkEpoch:
+    """The lifetime of a Stage2's memo of its last walk: one RMI call. The RMM starts a new
+    epoch at every RMI call, so a walk is reused only inside the call that made it (the
+    REC_ENTER that asks stage 2 about an MMIO access twice: the vCPU's translation, then the
+    exit's syndrome), never across calls between which anything else could touch an RTT."""
+
+    current = 0
+
+    @classmethod
+    def advance(cls) -> None:
+        cls.current += 1
+
+
 class Walk(NamedTuple):
     """Where a walk for an IPA stopped (a tuple: every RMI command that names an IPA makes one)."""
 
@@ -53,16 +66,20 @@ class Stage2:
         self.ipa_width = ipa_width
         self._root_shift = _LEVEL_SHIFTS[start_level]
         self._root_mask = S2TTES_PER_RTT * num_root - 1
+        # (epoch, IPA >> 12, target level, walk): the last walk, forgotten at any RTT write
+        self._memo: tuple[int, int, int, Walk] | None = None
 
     # --- raw entries --------------------------------------------------------------------
     def read_raw(self, rtt: int, index: int) -> int:
         return self.mem.read_u64(rtt + 8 * index)
 
     def write(self, rtt: int, index: int, entry: Entry, level: int) -> None:
+        self._memo = None
         self.mem.write_u64(rtt + 8 * index, s2tte.encode(entry, level))
 
     def write_raw(self, rtt: int, index: int, desc: int) -> None:
         """An entry already encoded (s2tte.encode_assigned)."""
+        self._memo = None
         self.mem.write_u64(rtt + 8 * index, desc)
 
     def read_span(self, rtt: int, index: int) -> bytes:
@@ -71,6 +88,7 @@ class Stage2:
 
     def write_span(self, rtt: int, index: int, data: bytes) -> None:
         """Raw entries from `index` on, in one write."""
+        self._memo = None
         if data:
             self.mem.write(rtt + 8 * index, data)
 
@@ -81,6 +99,7 @@ class Stage2:
         ]
 
     def fill(self, rtt: int, level: int, entries: list[Entry]) -> None:
+        self._memo = None
         self.mem.write(rtt, b"".join(s2tte.encode(e, level).to_bytes(8, "little") for e in entries))
 
     # --- walking ------------------------------------------------------------------------
@@ -91,6 +110,14 @@ class Stage2:
 
     def walk(self, ipa: int, target_level: int = 3) -> Walk:
         """Walk towards `target_level`, stopping early at any entry that is not a table."""
+        memo = self._memo
+        if memo is not None and memo[1] == ipa >> 12 and memo[2] == target_level and memo[0] == WalkEpoch.current:
+            return memo[3]
+        walk = self._walk(ipa, target_level)
+        self._memo = (WalkEpoch.current, ipa >> 12, target_level, walk)
+        return walk
+
+    def _walk(self, ipa: int, target_level: int) -> Walk:
         idx = (ipa >> self._root_shift) & self._root_mask
         rtt = self.rtt_base + (idx >> _RTT_INDEX_BITS) * GRANULE_SIZE
         index = idx & _RTT_INDEX_MASK

@@ -25,11 +25,12 @@ from unirealm.arch.esr import (
     hpfar_for_ipa,
     ipa_from_hpfar_far,
 )
-from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
+from unirealm.arch.memory import GRANULE_MASK
 from unirealm.arch.rmi import (
     NUM_REC_GPRS,
     REC_EXIT_OFFSET,
-    RMI_REC_RUN,
+    RMI_REC_ENTER_SPAN,
+    RMI_REC_EXIT_SPAN,
     RealmState,
     RmiRecEnterFlags,
     RmiRecExitReason,
@@ -58,6 +59,13 @@ from .state import RmiError, RmmState
 # Injected exceptions in a row after which the REC yields to the host, as a host timer
 # interrupt would end a realm that is stuck taking the same fault.
 MAX_INJECTIONS_IN_A_ROW = 64
+# RmiRecEnter.flags as plain ints: tested at every REC_ENTER, where IntFlag arithmetic costs.
+EMULATED_MMIO = int(RmiRecEnterFlags.EMULATED_MMIO)
+INJECT_SEA = int(RmiRecEnterFlags.INJECT_SEA)
+TRAP_WFI = int(RmiRecEnterFlags.TRAP_WFI)
+TRAP_WFE = int(RmiRecEnterFlags.TRAP_WFE)
+RIPAS_RESPONSE = int(RmiRecEnterFlags.RIPAS_RESPONSE)
+ENTER_FLAGS_MASK = EMULATED_MMIO | INJECT_SEA | TRAP_WFI | TRAP_WFE | RIPAS_RESPONSE
 
 
 @dataclass
@@ -103,14 +111,14 @@ def enter(rmm: RmmState, rec_pa: int, run_pa: int) -> tuple[int, ...]:
         raise RmiError(RmiStatus.ERROR_REALM, 1)
     if not rec.runnable or rec.psci_request is not None or rec.running:
         raise RmiError(RmiStatus.ERROR_REC)
-    run = RMI_REC_RUN.unpack(rmm.mem.read(run_pa, GRANULE_SIZE))
+    run = RMI_REC_ENTER_SPAN.unpack(rmm.mem.read(run_pa, RMI_REC_ENTER_SPAN.size))
     # The GIC state is checked after the REC's own state, before anything with side effects
     # (TF-RMM smc_rec_enter), and taken into the REC at once.
     if not vgic.entry_state_valid(run["enter_gicv3_hcr"], run["enter_gicv3_lrs"]):
         raise RmiError(RmiStatus.ERROR_REC)
     rec.gic.load_entry(run["enter_gicv3_hcr"], run["enter_gicv3_lrs"])
 
-    flags = RmiRecEnterFlags(run["enter_flags"] & 0x1F)
+    flags = run["enter_flags"] & ENTER_FLAGS_MASK
     check_exit_completion_flags(realm, rec, flags)
     complete_pending(rmm, realm, rec, flags, run["enter_gprs"])
     rec.last_exit_esr = rec.last_exit_hpfar = 0
@@ -140,25 +148,25 @@ def attach_interrupt_lines(rec: Rec) -> None:
         target.set_mpidr(rec_mpidr_to_mpidr(rec.mpidr))
 
 
-def check_exit_completion_flags(realm: Realm, rec: Rec, flags: RmiRecEnterFlags) -> None:
+def check_exit_completion_flags(realm: Realm, rec: Rec, flags: int) -> None:
     """INJECT_SEA needs a last exit that was a data abort at an unprotected IPA; otherwise
     EMULATED_MMIO needs one that was an emulatable data abort (ISV set). ERROR_REC if not
     (digest §2.2 REC_ENTER; TF-RMM complete_sea_insertion, complete_mmio_emulation)."""
     data_abort = esr_ec(rec.last_exit_esr) == Ec.DABT_LOWER
-    if flags & RmiRecEnterFlags.INJECT_SEA:
+    if flags & INJECT_SEA:
         if not data_abort or realm.addr_in_par(ipa_from_hpfar_far(rec.last_exit_hpfar, 0)):
             raise RmiError(RmiStatus.ERROR_REC)
-    elif flags & RmiRecEnterFlags.EMULATED_MMIO and not (data_abort and rec.last_exit_esr & ISV):
+    elif flags & EMULATED_MMIO and not (data_abort and rec.last_exit_esr & ISV):
         raise RmiError(RmiStatus.ERROR_REC)
 
 
-def complete_pending(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlags, gprs: list[int]) -> None:
+def complete_pending(rmm: RmmState, realm: Realm, rec: Rec, flags: int, gprs: list[int]) -> None:
     engine = rec.engine
     kind, rec.pending = rec.pending, PendingKind.NONE
     if kind == PendingKind.MMIO:
-        if flags & RmiRecEnterFlags.INJECT_SEA:
+        if flags & INJECT_SEA:
             engine.inject_sea(rec.mmio_va)  # FAR_EL1 = the VA of the access the host refused
-        elif flags & RmiRecEnterFlags.EMULATED_MMIO and rec.mmio is not None:
+        elif flags & EMULATED_MMIO and rec.mmio is not None:
             if rec.mmio_is_write:
                 engine.skip_instruction()
             else:
@@ -168,7 +176,7 @@ def complete_pending(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFl
         req = rec.ripas_request
         assert req is not None
         rejected = (
-            bool(flags & RmiRecEnterFlags.RIPAS_RESPONSE) and req.ripas == RmiRipas.RAM and req.addr != req.top
+            bool(flags & RIPAS_RESPONSE) and req.ripas == RmiRipas.RAM and req.addr != req.top
         )
         engine.set_gpr(0, RsiStatus.SUCCESS)
         engine.set_gpr(1, req.addr)
@@ -190,7 +198,7 @@ def complete_pending(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFl
         engine.set_gpr(1, 0)
 
 
-def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlags) -> RecExit:
+def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: int) -> RecExit:
     engine = rec.engine
     while True:
         if rmm.pending_irq:
@@ -230,7 +238,7 @@ def run_until_exit(rmm: RmmState, realm: Realm, rec: Rec, flags: RmiRecEnterFlag
             rec.injected_in_a_row += 1
             continue
         if isinstance(trap, WfxTrap):
-            trapped = RmiRecEnterFlags.TRAP_WFE if trap.is_wfe else RmiRecEnterFlags.TRAP_WFI
+            trapped = TRAP_WFE if trap.is_wfe else TRAP_WFI
             if flags & trapped:
                 rec.injected_in_a_row = 0
                 iss = ISS_WFX_TI_WFE if trap.is_wfe else 0
@@ -321,22 +329,22 @@ def data_abort(rmm: RmmState, realm: Realm, rec: Rec, trap: DataAbortTrap) -> Re
 
 
 def write_exit(rmm: RmmState, run_pa: int, rec: Rec, rec_exit: RecExit) -> None:
-    """RmiRecExit: the exit's own fields, and at every exit the REC's GIC state and EL1 timers
-    (TF-RMM gic_copy_state_to_rec_exit, report_timer_state_to_ns)."""
-    page = bytearray(GRANULE_SIZE)
-    RMI_REC_RUN.pack_into(
-        page,
-        0,
-        exit_reason=rec_exit.reason,
-        exit_esr=rec_exit.esr,
-        exit_far=rec_exit.far,
-        exit_hpfar=rec_exit.hpfar,
-        exit_gprs=rec_exit.gprs[:NUM_REC_GPRS],
-        **rec.gic.exit_state(),
-        **rec.lines.at_exit(),
-        exit_ripas_base=rec_exit.ripas_base,
-        exit_ripas_top=rec_exit.ripas_top,
-        exit_ripas_value=rec_exit.ripas_value,
-        exit_imm=rec_exit.imm,
+    """RmiRecExit, all of it (the bytes between its fields zero): the exit's own fields, and
+    at every exit the REC's GIC state and EL1 timers (TF-RMM gic_copy_state_to_rec_exit,
+    report_timer_state_to_ns)."""
+    rmm.mem.write(
+        run_pa + REC_EXIT_OFFSET,
+        RMI_REC_EXIT_SPAN.pack(
+            exit_reason=rec_exit.reason,
+            exit_esr=rec_exit.esr,
+            exit_far=rec_exit.far,
+            exit_hpfar=rec_exit.hpfar,
+            exit_gprs=rec_exit.gprs,
+            **rec.gic.exit_state(),
+            **rec.lines.at_exit(),
+            exit_ripas_base=rec_exit.ripas_base,
+            exit_ripas_top=rec_exit.ripas_top,
+            exit_ripas_value=rec_exit.ripas_value,
+            exit_imm=rec_exit.imm,
+        ),
     )
-    rmm.mem.write(run_pa + REC_EXIT_OFFSET, page[REC_EXIT_OFFSET:])

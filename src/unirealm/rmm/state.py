@@ -137,7 +137,8 @@ class RmmState:
         return self.realms[rd]
 
     def rec_of(self, rec: int) -> Rec:
-        if self.granule_state(rec) != GranuleState.REC:
+        i = self._granule_index(rec)
+        if i is None or self._granules[i] != GranuleState.REC:
             raise RmiError(RmiStatus.ERROR_INPUT)
         return self.recs[rec]
 

@@ -74,6 +74,7 @@ from unirealm.arch.gic import (
     ICH_HCR_VGrp1DIE,
     ICH_HCR_VGrp1EIE,
     ICH_LR_pINTID_MASK,
+    ICH_LR_State_SHIFT,
     ICH_MISR_VGrp0D,
     ICH_MISR_VGrp0E,
     ICH_MISR_VGrp1D,
@@ -113,6 +114,11 @@ HCR_HOST_BITS = (
     | ICH_HCR_TDIR
 )
 HCR_EXIT_BITS = HCR_HOST_BITS | ICH_HCR_EOIcount_MASK
+# The HCR bits that enable a maintenance condition other than EOI.
+_MISR_ENABLES = (
+    ICH_HCR_UIE | ICH_HCR_LRENPIE | ICH_HCR_NPIE | ICH_HCR_VGrp0EIE | ICH_HCR_VGrp0DIE | ICH_HCR_VGrp1EIE
+    | ICH_HCR_VGrp1DIE
+)
 
 ICC_SRE_VALUE = ICC_SRE_SRE | ICC_SRE_DFB | ICC_SRE_DIB
 # Writes that trap to EL2 whatever the host chose: GICv3 does not virtualise SGI generation.
@@ -183,15 +189,25 @@ class VirtualCpuInterface:
     def misr(self) -> int:
         """ICH_MISR_EL2 from the current state."""
         hcr, vmcr = self.hcr, self.vmcr
-        states = [lr_state(lr) for lr in self.lrs]
-        misr = 0
-        if any(lr_state(lr) == LR_STATE_INVALID and lr & ICH_LR_EOI and not lr & ICH_LR_HW for lr in self.lrs):
-            misr |= ICH_MISR_EOI
-        if hcr & ICH_HCR_UIE and sum(s != LR_STATE_INVALID for s in states) <= 1:
+        misr = valid = 0
+        pending = False
+        for lr in self.lrs:
+            if not lr:  # invalid, no EOI: the common case of an empty list register
+                continue
+            state = (lr >> ICH_LR_State_SHIFT) & 0b11
+            if state == LR_STATE_INVALID:
+                if lr & ICH_LR_EOI and not lr & ICH_LR_HW:
+                    misr |= ICH_MISR_EOI
+                continue
+            valid += 1
+            pending = pending or state == LR_STATE_PENDING
+        if not hcr & _MISR_ENABLES:
+            return misr
+        if hcr & ICH_HCR_UIE and valid <= 1:
             misr |= ICH_MISR_U
         if hcr & ICH_HCR_LRENPIE and self.eoicount:
             misr |= ICH_MISR_LRENP
-        if hcr & ICH_HCR_NPIE and not any(s == LR_STATE_PENDING for s in states):
+        if hcr & ICH_HCR_NPIE and not pending:
             misr |= ICH_MISR_NP
         eng0, eng1 = bool(vmcr & ICH_VMCR_VENG0), bool(vmcr & ICH_VMCR_VENG1)
         for enabled_bit, disabled_bit, enabled, e_flag, d_flag in (

@@ -139,10 +139,11 @@ class NetStack:
                 tcb.output()
 
     def next_deadline(self) -> int | None:
-        """The earliest time `timers()` has something to do (retransmission, delayed ACK,
-        TIME_WAIT/FIN_WAIT_2 end, ARP retry); None: nothing is timed."""
-        times = [t for tcb in self.conns.values() for t in (tcb.rtx_deadline, tcb.delack, tcb.deadline)
-                 if t is not None]
+        """The earliest time `timers()` has something to do (retransmission, a delayed ACK
+        still owed (one that rode on data is not), TIME_WAIT/FIN_WAIT_2 end, ARP retry);
+        None: nothing is timed."""
+        times = [t for tcb in self.conns.values()
+                 for t in (tcb.rtx_deadline, tcb.delack if tcb.ack_delayed else None, tcb.deadline) if t is not None]
         times.extend(entry[2] for entry in self.arp_wait.values())
         return min(times, default=None)
 
