@@ -107,3 +107,72 @@ def test_hostile_toctou_overwrites_replies_the_guest_already_copied(tmp_path: Pa
     hostile.at_exit()
     assert view.read(addr, length) != reply  # overwritten in shared memory...
     assert p9.decode(reply)[0] == P9.RVERSION  # ...after the guest took its copy
+
+
+# --- registers: what the transport's other corners say ----------------------------------------
+def test_queues_that_do_not_exist_read_as_zero(plain) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    drv, _ = plain
+    drv.w(VirtioMmio.QUEUE_SEL, 5)  # virtio-9p has one queue
+    assert drv.r(VirtioMmio.QUEUE_NUM_MAX) == 0 and drv.r(VirtioMmio.QUEUE_READY) == 0
+    drv.w(VirtioMmio.QUEUE_READY, 1)  # ignored, no crash
+    assert drv.r(VirtioMmio.QUEUE_READY) == 0
+    for reserved in (0x0FC, 0x0A8, 0x0C0, VirtioMmio.QUEUE_DESC_LOW):  # reserved or write-only
+        assert drv.r(reserved) == 0
+
+
+def test_a_queue_of_one_entry_is_valid_and_ready_can_be_cleared(plain) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    drv, dev = plain
+    drv.negotiate(drv.features())
+    drv.w(VirtioMmio.QUEUE_SEL, 0)
+    drv.w(VirtioMmio.QUEUE_NUM, 1)  # 2^0: a power of two (virtio 1.2 §2.7)
+    drv.w(VirtioMmio.QUEUE_READY, 1)  # addresses left at their reset value 0: aligned
+    assert drv.r(VirtioMmio.QUEUE_READY) == 1 and dev.queues[0].num == 1
+    drv.w(VirtioMmio.QUEUE_READY, 0)
+    assert drv.r(VirtioMmio.QUEUE_READY) == 0
+    drv.w(VirtioMmio.QUEUE_NUM, 3)  # not a power of two
+    drv.w(VirtioMmio.QUEUE_READY, 1)
+    assert drv.r(VirtioMmio.QUEUE_READY) == 0
+
+
+def features_ok(drv, low: int | None, high: int | None) -> bool:  # type: ignore[no-untyped-def]
+    """ACKNOWLEDGE | DRIVER, then only the feature words given, then FEATURES_OK."""
+    drv.w(VirtioMmio.STATUS, 0)
+    drv.w(VirtioMmio.STATUS, VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER)
+    for sel, word in ((0, low), (1, high)):
+        if word is not None:
+            drv.w(VirtioMmio.DRIVER_FEATURES_SEL, sel)
+            drv.w(VirtioMmio.DRIVER_FEATURES, word)
+    drv.w(VirtioMmio.STATUS, VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK)
+    return bool(drv.r(VirtioMmio.STATUS) & VirtioStatus.FEATURES_OK)
+
+
+def test_driver_feature_words_replace_their_half_and_reset_clears_them(plain) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    drv, dev = plain
+    version_1 = 1  # VIRTIO_F_VERSION_1 is bit 32: bit 0 of the high word
+    assert features_ok(drv, 0xFFFF_FFFE, version_1) is False  # bits 1..31 are not offered
+    assert features_ok(drv, None, version_1)  # the reset cleared the low word
+    assert dev.driver_features == 1 << 32
+    drv.w(VirtioMmio.STATUS, 0)
+    drv.w(VirtioMmio.STATUS, VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER)
+    drv.w(VirtioMmio.DRIVER_FEATURES_SEL, 1)
+    drv.w(VirtioMmio.DRIVER_FEATURES, version_1)
+    drv.w(VirtioMmio.DRIVER_FEATURES, 0)  # written again: replaces, not ORs
+    drv.w(VirtioMmio.STATUS, VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK)
+    assert not drv.r(VirtioMmio.STATUS) & VirtioStatus.FEATURES_OK  # VERSION_1 is required
+    assert dev.driver_features == 0
+
+
+def test_a_used_buffer_raises_the_interrupt_once_until_acknowledged(plain) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    drv, dev = plain
+    edges: list[int] = []
+    dev.on_interrupt = lambda: edges.append(1)
+    drv.setup()
+    msg = p9.encode(P9.TVERSION, 1, msize=8192, version="9P2000.L")
+    drv.request(msg)
+    assert drv.r(VirtioMmio.INTERRUPT_STATUS) == 1 and edges == [1]
+    drv.request(msg)  # still unacknowledged: coalesced, no new edge
+    assert edges == [1]
+    drv.w(VirtioMmio.INTERRUPT_ACK, 1)
+    assert drv.r(VirtioMmio.INTERRUPT_STATUS) == 0
+    drv.request(msg)
+    assert edges == [1, 1]
