@@ -257,3 +257,127 @@ def test_attributes_refuse_the_wrong_direction(tmp_path: Path) -> None:
         return codes
 
     assert run_in_realm(tmp_path, body).result == [errno.EACCES] * 3 + [errno.EPERM]
+
+
+# --- configfs mechanics, without a realm ------------------------------------------------------
+@pytest.mark.parametrize(("text", "value"), [(b"4", 4), (b"4\n", 4), (b"0x3", 3), (b"04", 4), (b"010", 8),
+                                             (b"0", 0), (b"+2", 2)])
+def test_uint_is_kstrtouint_base_0(text: bytes, value: int) -> None:
+    from unirealm.guest.tsm import _uint
+
+    assert _uint(text) == value
+
+
+@pytest.mark.parametrize("text", [b"", b"\n", b"4\n\n", b" 4", b"4 ", b"09", b"0x", b"-1", b"1_0", b"\xff",
+                                  b"4\r\n"])
+def test_uint_refuses_what_kstrtouint_refuses(text: bytes) -> None:
+    from unirealm.guest.tsm import _uint
+
+    with pytest.raises(FsError) as exc:
+        _uint(text)
+    assert exc.value.errno == errno.EINVAL
+
+
+def test_generations_refuse_to_wrap_onto_the_last_read() -> None:
+    from unirealm.guest.tsm import GENERATION_MASK, Generations
+
+    g = Generations()
+    g.write = GENERATION_MASK - 1
+    g.advance()
+    assert g.write == GENERATION_MASK and g.show() == f"{GENERATION_MASK}\n".encode()
+    with pytest.raises(FsError) as exc:
+        g.advance()  # the next would be 0: the generation of the last read
+    assert exc.value.errno == errno.EBUSY
+    g.read = 5
+    g.write = 3
+    g.advance()
+    assert g.write == 4
+    with pytest.raises(FsError):
+        g.advance()
+
+
+def test_attribute_modes_and_file_directions() -> None:
+    from unirealm.guest.tsm import Attribute
+
+    both = Attribute(show=lambda: b"v\n", store=lambda data: None)
+    assert Attribute(show=lambda: b"").mode & 0o777 == 0o444
+    assert Attribute(store=lambda data: None).mode & 0o777 == 0o200
+    assert Attribute(commit=lambda data: None).mode & 0o777 == 0o200
+    assert both.mode & 0o777 == 0o644
+    w = both.open(O_WRONLY, "attr")
+    with pytest.raises(FsError) as exc:
+        w.pread(1, 0)
+    assert exc.value.errno == errno.EBADF
+    r = both.open(O_RDONLY, "attr")
+    with pytest.raises(FsError) as exc:
+        r.pwrite(b"x", 0)
+    assert exc.value.errno == errno.EBADF
+    assert r.read(1) == b"v" and r.seek(0, 1) == 1 and r.seek(0, 0) == 0 and r.read(9) == b"v\n"
+    for offset, whence in ((-1, 0), (-3, 1), (0, 2)):
+        with pytest.raises(FsError) as exc:
+            r.seek(offset, whence)
+        assert exc.value.errno == errno.EINVAL
+
+
+def test_a_binary_attribute_commits_only_what_was_written() -> None:
+    from unirealm.guest.tsm import Attribute
+
+    commits: list[bytes] = []
+    attr = Attribute(commit=commits.append, max_size=8)
+    attr.open(O_WRONLY, "blob").close()  # opened and closed: nothing committed
+    assert commits == []
+    f = attr.open(O_WRONLY, "blob")
+    f.pwrite(b"cd", 2)
+    f.pwrite(b"ab", 0)
+    f.pwrite(b"!", 6)  # a hole is zero-filled
+    f.close()
+    assert commits == [b"abcd\0\0!"]
+
+
+def test_items_are_removable_with_their_attributes() -> None:
+    vfs = Vfs()
+    kernel = PlainKernel()
+    kernel.realm = object()  # a provider: the RSI is never reached by mkdir
+    mount_tsm(kernel, vfs)  # type: ignore[arg-type]
+    mkdir(vfs, "/sys/kernel/config/tsm/report/a")
+    item, _ = vfs.walk("/sys/kernel/config/tsm/report/a")
+    assert item.empty()  # type: ignore[attr-defined]  # rmdir may remove it: its attributes go with it
+    assert sorted(item.children) == ["generation", "inblob", "outblob", "provider"]  # type: ignore[attr-defined]
+    group, _ = vfs.walk("/sys/kernel/config/tsm/report")
+    group.remove("a", item)  # type: ignore[attr-defined]
+    assert group.get("a") is None  # type: ignore[attr-defined]
+
+
+def test_a_token_exactly_at_the_bound_is_accepted(tmp_path: Path) -> None:
+    def body(kernel: Kernel) -> tuple[bytes, bytes, int]:
+        vfs = Vfs()
+        tsm = mount_tsm(kernel, vfs)
+        size = len(tsm.report_new(CHALLENGE))
+        real = kernel.rsi
+        kernel.rsi = CountingRsi(kernel, init=lambda r: (r[0], size))  # type: ignore[assignment]
+        exact = tsm.report_new(CHALLENGE)
+        kernel.rsi = real
+        kernel.rsi = CountingRsi(kernel, init=lambda r: (r[0], size - 1))  # type: ignore[assignment]
+        with pytest.raises(FsError) as exc:
+            tsm.report_new(CHALLENGE)
+        with pytest.raises(FsError) as short:
+            tsm.report_new(CHALLENGE[:31])
+        return exact, str(short.value), exc.value.errno
+
+    exact, short, code = run_in_realm(tmp_path, body).result
+    assert realm_challenge(exact) == CHALLENGE and code == errno.EFBIG
+    assert "32 to 64 bytes" in short
+
+
+def test_the_rem_log_has_one_line_per_extension(tmp_path: Path) -> None:
+    def body(kernel: Kernel) -> bytes:
+        vfs = Vfs()
+        mount_tsm(kernel, vfs)
+        for name, index, data in (("a", b"1", b"first"), ("b", b"4", b"second")):
+            mkdir(vfs, f"/sys/kernel/config/tsm/rtmr/{name}")
+            write(vfs, f"/sys/kernel/config/tsm/rtmr/{name}/index", index)
+            write(vfs, f"/sys/kernel/config/tsm/rtmr/{name}/data", data)
+        return read(vfs, REM_LOG_PATH)
+
+    log = run_in_realm(tmp_path, body).result
+    assert log == f"REM0 sha-256 {b'first'.hex()}\nREM3 sha-256 {b'second'.hex()}\n".encode()
