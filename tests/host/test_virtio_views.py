@@ -32,12 +32,13 @@ def shared_view(pages: dict[int, int]) -> tuple[SharedView, FlatMemory]:
 
 
 def test_shared_view_spans_pages_mapped_anywhere() -> None:
-    """Two consecutive IPA pages on non-adjacent, reversed host pages."""
-    view, mem = shared_view({RAM_BASE: 5, RAM_BASE + GRANULE_SIZE: 2})
-    data = bytes(range(256)) * 24  # 6 KiB from 2 KiB into the first page
+    """Three consecutive IPA pages on non-adjacent host pages, out of order."""
+    view, mem = shared_view({RAM_BASE: 5, RAM_BASE + GRANULE_SIZE: 2, RAM_BASE + 2 * GRANULE_SIZE: 9})
+    data = bytes(range(256)) * 40  # 10 KiB from 2 KiB into the first page
     view.write(RAM_BASE + 2048, data)
     assert mem.read(HOST + 5 * GRANULE_SIZE + 2048, 2048) == data[:2048]
-    assert mem.read(HOST + 2 * GRANULE_SIZE, 4096) == data[2048:]
+    assert mem.read(HOST + 2 * GRANULE_SIZE, 4096) == data[2048:6144]
+    assert mem.read(HOST + 9 * GRANULE_SIZE, 4096) == data[6144:]
     assert view.read(RAM_BASE + 2048, len(data)) == data
     assert view.read(RAM_BASE + 2048 | BIT, len(data)) == data  # the aliased address too
 
