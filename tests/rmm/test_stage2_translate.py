@@ -76,3 +76,27 @@ def test_outside_the_ipa_space_or_unmapped_is_none(env: Env) -> None:
     env.ensure_rtts(realm, IPA, 3)
     env.ok(RmiFid.RTT_INIT_RIPAS, realm.rd, IPA, IPA + GRANULE_SIZE)  # RIPAS RAM, but no data
     assert translate(env, realm, IPA) is None
+
+
+def test_write_only_unprotected_mapping(env: Env) -> None:
+    realm = env.create_realm(40)
+    ipa = ns_ipa(realm, IPA)
+    env.ensure_rtts(realm, ipa, 3)
+    env.ok(RmiFid.RTT_MAP_UNPROTECTED, realm.rd, ipa, 3, env.ns_granule() | MEMATTR_WB | (0b10 << 6))
+    m = translate(env, realm, ipa)
+    assert m is not None and not m.readable and m.writable
+
+
+def test_the_default_engine_is_a_trapping_realm_cpu_over_this_translation(env: Env) -> None:
+    from unirealm.rmm.state import default_engine
+
+    realm = env.create_realm(40)
+    env.ensure_rtts(realm, IPA, 3)
+    data = env.delegated()
+    env.ok(RmiFid.DATA_CREATE, realm.rd, data, IPA, env.ns_page(b"x"), 0)
+    cpu = default_engine(env.rmm, env.realm(realm), 0)
+    assert cpu.context.world == World.REALM
+    assert cpu.context.trap_id_registers is True and cpu.context.trap_sve is True
+    assert cpu.cpu_model == env.rmm.config.cpu_model
+    assert cpu.translate(IPA + 0x10, False, False) == translate(env, realm, IPA + 0x10)
+    assert cpu.translate(IPA, False, False).pa == data
