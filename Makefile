@@ -63,13 +63,16 @@ coverage: setup
 	$(COVERAGE_ENV) $(PY) -m coverage combine -q
 	$(COVERAGE_ENV) $(PY) -m coverage report
 
-# Mutation testing (mutmut, in a scratch copy: build/mutate): rmm/, attest/, machine/,
-# host/devices/ against tests/rmm, tests/attest, tests/machine, tests/host; narrow it with
+# Mutation testing (mutmut, in a scratch copy: build/mutate): rmm/, attest/, machine/, host/devices/
+# and guest/ against tests/rmm, tests/attest, tests/machine, tests/host, tests/guest; narrow it with
 # e.g. MUTATE_ONLY=src/unirealm/rmm/s2tte.py MUTATE_TESTS=tests/rmm. Scores in build/mutate/score.json.
+# MUTATE_SAMPLE=N scores a systematic sample of at most N mutants per module (README's table).
 MUTATE_ONLY ?=
 MUTATE_TESTS ?=
+MUTATE_SAMPLE ?=
 mutate: setup
-	$(PY) tests/mutation.py $(if $(MUTATE_ONLY),--only $(MUTATE_ONLY)) $(if $(MUTATE_TESTS),--tests $(MUTATE_TESTS))
+	$(PY) tests/mutation.py $(if $(MUTATE_ONLY),--only $(MUTATE_ONLY)) $(if $(MUTATE_TESTS),--tests $(MUTATE_TESTS)) \
+	  $(if $(MUTATE_SAMPLE),--sample $(MUTATE_SAMPLE))
 
 # Long fuzzing runs with invariants (tests/fuzz; >= 10^5 RMI calls); totals in build/fuzz-report.json.
 fuzz: setup

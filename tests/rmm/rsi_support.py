@@ -23,7 +23,7 @@ from unirealm.arch.rmi import RmiFid, RmiRecExitReason
 from unirealm.host.kvm import HostPages, RealmConfig, RealmRec, RealmVm
 from unirealm.machine.board import Machine
 from unirealm.machine.vcpu import SmcTrap, Trap, WfxTrap
-from unirealm.rmm.core import Rmm
+from unirealm.rmm.core import Rmm, RmmConfig
 
 MASK64 = (1 << 64) - 1
 Program = Callable[["ScriptedEngine"], Generator[list[int], list[int], None]]
@@ -190,9 +190,11 @@ def build_realm(
     hash_algo: int = 0,
     rpv: bytes = b"",
     recs: tuple[bool, ...] = (True,),
+    config: RmmConfig | None = None,
 ) -> ScriptedRealm:
     """A realm with POPULATED data granules at RAM_BASE, RIPAS RAM up to RAM_TOP, EMPTY
-    beyond, and one REC per entry of `recs` (True = runnable), activated."""
+    beyond, and one REC per entry of `recs` (True = runnable), activated; `config` is the
+    RMM's build configuration (token format, realm profile)."""
     machine = Machine(dram_size=32 << 20, data_dir=data_dir)
     engines: list[ScriptedEngine] = []
 
@@ -201,7 +203,7 @@ def build_realm(
         engines.append(engine)
         return engine
 
-    rmm = Rmm(machine.monitor, engine_factory=factory)
+    rmm = Rmm(machine.monitor, config, engine_factory=factory)
     vm = RealmVm(machine, HostPages(machine), RealmConfig(ipa_bits=IPA_BITS, hash_algo=hash_algo, rpv=rpv))
     vm.create()
     vm.populate(RAM_BASE, bytes(POPULATED * GRANULE_SIZE), measured=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .interfaces import Cpu
 
 RBR_THR = 0
 IER = 1
@@ -30,7 +33,7 @@ class ConsoleError(Exception):
 
 
 class Ns16550:
-    def __init__(self, cpu: Any, base: int) -> None:
+    def __init__(self, cpu: Cpu, base: int) -> None:
         self.cpu = cpu
         self.base = base
         self._out(IER, 0)  # polled: no interrupts

@@ -20,7 +20,7 @@ stdio when the VMM offers one (`unirealm run --console virtio`).
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..arch.memory import GRANULE_SIZE
 from ..arch.virtio import (
@@ -35,6 +35,9 @@ from ..arch.virtio import (
     used_ring_entry,
 )
 from .virtio import POLL_LIMIT, DmaPool, VirtioError, VirtioMmioTransport
+
+if TYPE_CHECKING:
+    from .interfaces import Kernel
 
 TX_SLOTS, TX_CHUNK = 4, 64 << 10
 RX_SLOTS, RX_CHUNK = 4, 16 << 10
@@ -54,7 +57,7 @@ class _Ring:
 
 
 class VirtioConsole:
-    def __init__(self, kernel: Any, transport: VirtioMmioTransport) -> None:
+    def __init__(self, kernel: Kernel, transport: VirtioMmioTransport) -> None:
         self.kernel = kernel
         self.t = transport
         self.cpu = kernel.cpu

@@ -8,6 +8,8 @@ nothing here runs).
   kernel (`guest/kernel.py` Kernel), with the boot facts they read (`BootFacts`).
 - `Task`, `SyscallEntry`: what the scheduler uses of a process and of its syscall layer, so
   `sched.py` needs nothing from `process.py`.
+- `Console`: the app's stdio device (the ns16550 driver or hvc0); `UserMemory`: a
+  process's memory as an ioctl reads and writes it.
 
 The guest imports this module for its names only; the protocols have no run-time part.
 """
@@ -18,7 +20,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .console import Ns16550
     from .irq import Interrupts
     from .mm import PageAllocator
     from .sched import Thread
@@ -162,6 +163,26 @@ class BootFacts(Protocol):
     def devices(self) -> Sequence[DeviceFacts]: ...
 
 
+class Console(Protocol):
+    """A console driver: guest/console.py Ns16550 or guest/hvc.py VirtioConsole."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def read(self, limit: int, block: bool = True) -> bytes: ...
+
+    def input_state(self) -> tuple[bool, bool]: ...  # (input ready, at its end)
+
+    def touch(self) -> None: ...
+
+
+class UserMemory(Protocol):
+    """A process's virtual memory as a syscall handler reads and writes it."""
+
+    def read(self, va: int, size: int) -> bytes: ...
+
+    def write(self, va: int, data: bytes) -> None: ...
+
+
 class Kernel(Protocol):
     """The kernel as its subsystems use it."""
 
@@ -187,7 +208,7 @@ class Kernel(Protocol):
     def realm(self) -> RealmConfig | None: ...
 
     @property
-    def console(self) -> Ns16550 | None: ...
+    def console(self) -> Console | None: ...
 
     @property
     def realtime_offset_ns(self) -> int: ...

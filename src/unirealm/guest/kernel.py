@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..arch.memory import GRANULE_SIZE
 from ..arch.rsi import RsiRipas
@@ -32,8 +32,9 @@ from .fdt import read_fdt
 from .mm import PageAllocator
 
 if TYPE_CHECKING:
-    from .interfaces import Cpu
+    from .interfaces import Console, Cpu
     from .irq import Interrupts
+    from .net.stack import NetStack
 
 FDT_MAGIC = 0xD00DFEED
 UNDRIVEN = ("pci-host-ecam-generic",)  # kvmtool's PCI host bridge: this kernel has no PCI driver
@@ -129,7 +130,7 @@ class Kernel:
         self.cpu = cpu
         self.rsi = ukrsi.Rsi(cpu)
         self.realm: ukrsi.RealmConfig | None = None
-        self.console: Any = None  # the app's stdio: the stdout-path UART (ttyS0), or hvc0
+        self.console: Console | None = None  # the app's stdio: the stdout-path UART (ttyS0), or hvc0
         self.log_device: Ns16550 | None = None  # kernel messages: the next UART (ttyS1) if any
         self._early_log: list[str] = []
         self.pages = PageAllocator()
@@ -138,7 +139,7 @@ class Kernel:
         self.argv: list[str] = []
         self.quiet = False  # kernel option `quiet`: only errors on the console
         self.realtime_offset_ns = 0  # CLOCK_REALTIME - CLOCK_MONOTONIC
-        self.net: Any = None  # the IPv4 stack on the first virtio-net NIC (guest/net)
+        self.net: NetStack | None = None  # the IPv4 stack on the first virtio-net NIC (guest/net)
         self.irq: Interrupts | None = None  # the GIC's interrupts (None: no GIC, the kernel polls)
 
     # --- logging ------------------------------------------------------------------------
@@ -333,12 +334,13 @@ class Kernel:
         index = next((i for i, d in enumerate(uarts) if d.path == target), 0)
         log_uart = uarts[index + 1] if index + 1 < len(uarts) else uarts[index]
         problem = None
+        uart: Ns16550 | None = None
         try:
-            self.console = Ns16550(self.cpu, uarts[index].address)
+            uart = self.console = Ns16550(self.cpu, uarts[index].address)
         except ConsoleError as exc:  # the app runs without stdio: input at end, output dropped
             problem = exc
         try:
-            self.log_device = self.console if log_uart is uarts[index] else Ns16550(self.cpu, log_uart.address)
+            self.log_device = uart if log_uart is uarts[index] else Ns16550(self.cpu, log_uart.address)
         except ConsoleError:
             self.log_device = None
         if self.log_device is None:

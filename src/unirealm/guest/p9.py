@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..arch import p9
 from ..arch.cpio import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
@@ -38,7 +38,11 @@ from .vfs import (
     RegFile,
     RegInode,
 )
-from .virtio import DmaPool, RequestQueue, VirtioError, virtio_devices
+from .virtio import DmaPool, RequestQueue, VirtioError, VirtioMmioTransport, virtio_devices
+
+if TYPE_CHECKING:
+    from .interfaces import DeviceFacts, Kernel
+    from .vfs import Vfs
 
 MSIZE = 64 * 1024
 MAX_DIR_ENTRIES = 1 << 16  # a listing longer than this is a server that never ends it: EIO
@@ -474,7 +478,7 @@ def parse_mounts(spec: str) -> list[tuple[str, str]]:
     return out
 
 
-def read_tag(transport: Any) -> str:
+def read_tag(transport: VirtioMmioTransport) -> str:
     """Negotiate features (VERSION_1, ACCESS_PLATFORM if offered, MOUNT_TAG) and read the
     mount tag from config space."""
     offered = transport.negotiate(feature(VIRTIO_9P_MOUNT_TAG))
@@ -489,7 +493,7 @@ def read_tag(transport: Any) -> str:
     return transport.config(2, tag_len).decode("utf-8", "replace")
 
 
-def attach(kernel: Any, transport: Any) -> P9Client:
+def attach(kernel: Kernel, transport: VirtioMmioTransport) -> P9Client:
     """The queue in a DMA pool (shared pages in a realm), DRIVER_OK, Tversion, Tattach."""
     pages = 1 + 2 * (MSIZE // GRANULE_SIZE)
     pool = DmaPool(kernel, pages)
@@ -505,7 +509,7 @@ def attach(kernel: Any, transport: Any) -> P9Client:
     return client
 
 
-def mount_all(kernel: Any, vfs: Any) -> int:
+def mount_all(kernel: Kernel, vfs: Vfs) -> int:
     """Mount the 9p shares the kernel options ask for; the number mounted."""
     devices = [(dev, t) for dev, t, did in virtio_devices(kernel) if did == VirtioDeviceId.NINEP]
     spec = kernel.options.get("9p")
@@ -513,7 +517,7 @@ def mount_all(kernel: Any, vfs: Any) -> int:
         if spec:
             kernel.log("9p: no virtio-9p device (start the VMM with --9p DIR,TAG)", error=True)
         return 0
-    tags: list[tuple[Any, Any, str]] = []
+    tags: list[tuple[DeviceFacts, VirtioMmioTransport, str]] = []
     for dev, t in devices:
         try:
             tag = read_tag(t)

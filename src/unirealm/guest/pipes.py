@@ -4,7 +4,7 @@ epoll instances, the open-file objects pipe2, eventfd2 and epoll_create1 make.""
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..arch.cpio import S_IFIFO, S_IFREG
 from .errors import FsError
@@ -22,6 +22,9 @@ from .vfs import (
     OpenFile,
     WouldBlock,
 )
+
+if TYPE_CHECKING:
+    from .interfaces import UserMemory
 
 PIPE_SIZE = 65536
 
@@ -94,7 +97,7 @@ class PipeEnd(OpenFile):
             return (POLLERR if p.readers == 0 else 0) | (POLLOUT if len(p.buf) < PIPE_SIZE else 0)
         return (POLLIN if p.buf else 0) | (POLLHUP if p.writers == 0 else 0)
 
-    def ioctl(self, req: int, arg: int, mem: Any) -> int:
+    def ioctl(self, req: int, arg: int, mem: UserMemory) -> int:
         if req == FIONREAD:
             mem.write(arg, len(self.pipe.buf).to_bytes(4, "little"))
             return 0

@@ -14,6 +14,7 @@ RTC_REG_A, RTC_REG_B, RTC_CENTURY = 0x0A, 0x0B, 0x32
 REG_A_UIP = 0x80  # update in progress
 REG_B_BINARY = 0x04
 REG_B_24H = 0x02
+HOURS_PM = 0x80  # 12-hour mode: the hours register's PM flag
 
 
 def _bcd(value: int) -> int:
@@ -54,10 +55,16 @@ class Mc146818:
             first = second
         else:
             raise RtcError("no two reads of the RTC agree")
-        binary = self._read(RTC_REG_B) & REG_B_BINARY
-        sec, minute, hour, mday, mon, year, century = (v if binary else _bcd(v) for v in first)
-        if not self._read(RTC_REG_B) & REG_B_24H and hour & 0x80:  # 12-hour mode, PM
-            hour = (hour & 0x7F) % 12 + 12
+        reg_b = self._read(RTC_REG_B)
+        binary = reg_b & REG_B_BINARY
+        twelve_hour = not reg_b & REG_B_24H
+        raw = list(first)
+        pm = twelve_hour and bool(raw[2] & HOURS_PM)  # bit 7 of the hours, outside the BCD digits
+        if twelve_hour:
+            raw[2] &= ~HOURS_PM
+        sec, minute, hour, mday, mon, year, century = (v if binary else _bcd(v) for v in raw)
+        if twelve_hour:  # 1..12: 12 AM is hour 0, 12 PM is noon
+            hour = (hour % 12 + (12 if pm else 0)) if 1 <= hour <= 12 else 24
         full_year = (century or 20) * 100 + year
         if not (1 <= mon <= 12 and 1 <= mday <= 31 and hour < 24 and minute < 60 and sec < 61):
             raise RtcError(f"the RTC reads an invalid time {full_year}-{mon}-{mday} {hour}:{minute}:{sec}")

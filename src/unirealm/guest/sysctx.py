@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import struct
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from .fdtable import FdTable
 from .vfs import POLLERR, POLLHUP, POLLIN, ConsoleFile, DirFile, FsError, Inode, OpenFile, Vfs, WouldBlock
@@ -26,6 +26,7 @@ AT_SYMLINK_NOFOLLOW = 0x100
 AT_REMOVEDIR = 0x200
 AT_EMPTY_PATH = 0x1000
 NSEC = 1_000_000_000
+_R = TypeVar("_R")
 
 
 def _s64(v: int) -> int:
@@ -152,7 +153,7 @@ class SyscallContext:
         return [struct.unpack_from("<QQ", raw, 16 * i) for i in range(iovcnt)]
 
 
-    def _io(self, f: OpenFile, op: Callable[[], Any], want: int) -> Any:
+    def _io(self, f: OpenFile, op: Callable[[], _R], want: int) -> _R:
         """Run a read/write, waiting while it would block (unless O_NONBLOCK)."""
         while True:
             try:

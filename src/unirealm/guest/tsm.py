@@ -167,6 +167,8 @@ def _uint(data: bytes) -> int:
     """kstrtouint(buf, 0): decimal, 0x hex or 0 octal, one trailing newline allowed."""
     text = data.decode(errors="replace")
     text = text[:-1] if text.endswith("\n") else text
+    if not text or text != text.strip() or text[0] == "-" or "_" in text:  # int() would take them
+        raise FsError(errno.EINVAL)
     try:
         return int(text, 0) if not (len(text) > 1 and text[0] == "0" and text[1].isdigit()) else int(text, 8)
     except ValueError:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import errno
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..arch.cpio import S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG
 from .errors import FsError
 from .pagecache import PAGE, FilePages
+
+if TYPE_CHECKING:
+    from .interfaces import Kernel, UserMemory
 
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR = 3, 0, 1, 2
 O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_APPEND, O_NONBLOCK = 0o100, 0o200, 0o400, 0o1000, 0o2000, 0o4000
@@ -276,7 +279,7 @@ class OpenFile:
     def poll(self) -> int:
         return (POLLIN if self.readable else 0) | (POLLOUT if self.writable else 0)
 
-    def ioctl(self, req: int, arg: int, mem: Any) -> int:
+    def ioctl(self, req: int, arg: int, mem: UserMemory) -> int:
         raise FsError(errno.ENOTTY)
 
     def close(self) -> None:
@@ -428,7 +431,7 @@ class ConsoleFile(OpenFile):
     """The console: ttyS0 (the ns16550) or hvc0 (the virtio-console). `tty` says whether it
     answers terminal ioctls (TCGETS...)."""
 
-    def __init__(self, kernel: Any, flags: int, path: str, tty: bool) -> None:
+    def __init__(self, kernel: Kernel, flags: int, path: str, tty: bool) -> None:
         super().__init__(None, flags, path)
         self.kernel = kernel
         self.tty = tty
@@ -460,7 +463,7 @@ class ConsoleFile(OpenFile):
     def is_tty(self) -> bool:
         return self.tty
 
-    def ioctl(self, req: int, arg: int, mem: Any) -> int:
+    def ioctl(self, req: int, arg: int, mem: UserMemory) -> int:
         if not self.tty:
             raise FsError(errno.ENOTTY)
         if req == TCGETS:
