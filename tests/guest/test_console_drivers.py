@@ -68,9 +68,14 @@ class FakeKernel:
         self.pages = PageAllocator()
         self.pages.add(RAM_BASE, RAM_BASE + RAM_SIZE)
         self.logged: list[str] = []
+        self.irq = None  # no GIC: drivers poll, and idling is one WFI (Kernel.wait)
 
     def log(self, text: str, error: bool = False) -> None:
         self.logged.append(text)
+
+    def wait(self, deadline_ns: int | None = None) -> int:
+        self.cpu.wfi()
+        return 0
 
 
 def uart_pair() -> tuple[UartDriver, Ns16550, FakeCpu, list[bytes]]:

@@ -372,6 +372,7 @@ class BootFacts:
 
 class Dev:
     compatible = "virtio,mmio"
+    irq = None  # no interrupt: the driver polls
 
     def __init__(self, path: str, base: int) -> None:
         self.path, self.base, self.size, self.address = path, base, 0x200, base

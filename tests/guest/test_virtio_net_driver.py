@@ -22,7 +22,7 @@ from unirealm.arch.virtio import (
     feature,
     used_ring_entry,
 )
-from unirealm.guest.net.virtio_net import BUF_SIZE, RING_SIZE, VirtioNet, find_nics
+from unirealm.guest.net.virtio_net import BUF_SIZE, RING_SIZE, TX_RING_SIZE, VirtioNet, find_nics
 from unirealm.host.devices.mmio import MmioBus
 from unirealm.host.devices.virtio_mmio import RamView
 from unirealm.host.devices.virtio_net import VIRTIO_NET_F_MAC, VirtioNetDevice, parse_mac
@@ -75,7 +75,7 @@ def test_mac_and_features_from_the_device() -> None:
     assert nic.mac == MAC
     assert nic.t.features == feature(VIRTIO_F_VERSION_1) | feature(VIRTIO_NET_F_MAC)
     assert device.status & VirtioStatus.DRIVER_OK
-    assert nic.rx.num == nic.tx.num == RING_SIZE
+    assert nic.rx.num == RING_SIZE and nic.tx.num == TX_RING_SIZE
     assert nic.rx.posted == set(range(RING_SIZE))  # every RX buffer handed over at start
 
 
@@ -110,13 +110,13 @@ def test_a_device_holding_every_tx_buffer_drops_frames_not_the_nic() -> None:
     nic, device, sent, _, _ = nic_pair()
     held = device._process
     device._process = lambda index, q, mem: None if index == 1 else held(index, q, mem)  # type: ignore[method-assign]
-    for i in range(RING_SIZE):
+    for i in range(TX_RING_SIZE):
         assert nic.send(frame(i))
     assert not nic.send(frame(99)) and nic.tx_dropped == 1
     device._process = held  # type: ignore[method-assign]
     device.notify(1)  # the device takes them all now
     assert nic.send(frame(100))  # completed buffers are reclaimed
-    assert len(sent) == RING_SIZE + 1 and nic.bad_entries == 0
+    assert len(sent) == TX_RING_SIZE + 1 and nic.bad_entries == 0
 
 
 def test_frames_from_the_host_in_order_and_buffers_given_back() -> None:
@@ -215,6 +215,7 @@ class Facts:
 
 class Dev:
     compatible = "virtio,mmio"
+    irq = None  # no interrupt: the driver polls
 
     def __init__(self, base: int) -> None:
         self.path, self.base, self.size, self.address = f"/virtio@{base:x}", base, 0x200, base
