@@ -7,7 +7,9 @@ Each descriptor is 256 bytes, zero-filled, little-endian, and carries the curren
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from enum import IntEnum
+from functools import partial
 
 from .layout import Field, Layout
 from .rmi import RmiHashAlgorithm
@@ -83,10 +85,17 @@ _DATA_DESCRIPTOR_PACK = _DATA_DESCRIPTOR_STRUCT.pack
 _DESC_TYPE_DATA = int(MeasurementDescriptorType.DATA)
 
 
+# data_descriptor(rim, ipa, flags, content_hash) as one C call, the constant fields bound:
+# DATA_CREATE builds one per granule.
+pack_data_descriptor: Callable[[bytes, int, int, bytes], bytes] = partial(
+    _DATA_DESCRIPTOR_PACK, _DESC_TYPE_DATA, DESCRIPTOR_SIZE
+)
+
+
 def data_descriptor(rim: bytes, ipa: int, flags: int, content_hash: bytes) -> bytes:
-    """Packed at once: DATA_CREATE builds one per granule. `rim` and `content_hash` may be
-    shorter than their 64-byte slots (a SHA-256 digest): the packing zero-fills the rest."""
-    return _DATA_DESCRIPTOR_PACK(_DESC_TYPE_DATA, DESCRIPTOR_SIZE, rim, ipa, flags, content_hash)
+    """Packed at once (pack_data_descriptor). `rim` and `content_hash` may be shorter than
+    their 64-byte slots (a SHA-256 digest): the packing zero-fills the rest."""
+    return pack_data_descriptor(rim, ipa, flags, content_hash)
 
 
 def rec_descriptor(rim: bytes, rec_params_hash: bytes) -> bytes:

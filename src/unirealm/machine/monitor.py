@@ -123,25 +123,12 @@ class Monitor:
     # --- the SMC conduit ----------------------------------------------------------------
     def smc(self, caller: Caller, regs: list[int] | tuple[int, ...]) -> list[int] | object:
         """One SMC: x0..x17 in; registers out (or, for a realm call, a REC exit request)."""
+        if caller == _NS_EL2:
+            return self.host_call(*regs)
         n = len(regs)
         args = list(map(_MASK64_AND, regs if n <= NUM_ARG_REGS else regs[:NUM_ARG_REGS]))  # as 64-bit values
         if n < NUM_ARG_REGS:
             args += _ZERO_REGS[n:]
-        if caller == _NS_EL2:  # the host's RMI calls first: the hot path
-            fid = args[0] = args[0] & 0xFFFF_FFFF
-            if fid & 0xFFFF_0000 == _SMC64_STANDARD_SECURE and _RMI_FIRST <= fid & 0xFFFF <= _RMI_LAST:
-                if self.rmm is not None:
-                    out = self.rmm.handle_rmi(args)
-                    if self.trace is not None:
-                        line = describe_rmi(args, out)
-                        if fid == rmi.RmiFid.REC_ENTER and out[0] == 0:
-                            line += f" exit={self._exit_reason(args[2])}"
-                        self.trace(line)
-                    return out
-                return self._not_supported(args)
-            if fid in _SMCCC_ARCH:
-                return self._smccc_arch(args)
-            return self._not_supported(args)
         fid = strip_sve_hint(args[0]) if caller == Caller.R_EL1 else args[0] & 0xFFFF_FFFF
         args[0] = fid
         if fid in _SMCCC_ARCH:
@@ -154,6 +141,28 @@ class Monitor:
                 return result
             return self._not_supported(args)
         return self._rmm_el3(args)
+
+    def host_call(self, *regs: int) -> list[int]:
+        """One SMC from the host hypervisor (NS-EL2), x0..x17 in and out: `smc(NS_EL2, regs)`
+        as its own entry, since every RMI call takes it (Machine.host_smc is this method)."""
+        n = len(regs)
+        args = list(map(_MASK64_AND, regs if n <= NUM_ARG_REGS else regs[:NUM_ARG_REGS]))  # as 64-bit values
+        if n < NUM_ARG_REGS:
+            args += _ZERO_REGS[n:]
+        fid = args[0] = args[0] & 0xFFFF_FFFF
+        if fid & 0xFFFF_0000 == _SMC64_STANDARD_SECURE and _RMI_FIRST <= fid & 0xFFFF <= _RMI_LAST:
+            if self.rmm is not None:
+                out = self.rmm.handle_rmi(args)
+                if self.trace is not None:
+                    line = describe_rmi(args, out)
+                    if fid == rmi.RmiFid.REC_ENTER and out[0] == 0:
+                        line += f" exit={self._exit_reason(args[2])}"
+                    self.trace(line)
+                return out
+            return self._not_supported(args)
+        if fid in _SMCCC_ARCH:
+            return self._smccc_arch(args)
+        return self._not_supported(args)
 
     def _exit_reason(self, run_pa: int) -> str:
         """The exit reason the RMM wrote into the host's run granule, for the trace."""

@@ -25,7 +25,7 @@ from unirealm.machine.monitor import Monitor
 
 from . import psci, rmi, rsi, run
 from .realm import Rec
-from .rtt import WalkEpoch
+from .rtt import WALK_EPOCH
 from .state import REC_AUX_COUNT, EngineFactory, RmiError, RmmConfig, RmmState, default_engine
 
 __all__ = ["REC_AUX_COUNT", "EngineFactory", "RmiError", "Rmm", "RmmConfig", "default_engine"]
@@ -138,7 +138,7 @@ class Rmm(RmmState):
     def handle_rmi(self, regs: list[int]) -> list[int]:
         """One RMI call: x0 = status | index << 8, X1..X4 from a zeroed result set, and the
         registers above X4 keep their values. An unassigned FID returns NOT_SUPPORTED in x0 only."""
-        WalkEpoch.advance()  # no stage-2 walk outlives the call that made it
+        WALK_EPOCH.current += 1  # no stage-2 walk outlives the call that made it (WalkEpoch.advance)
         row = _RMI_DISPATCH.get(regs[0])
         if row is None:  # an unassigned number in the RMI range: SMCCC's unknown function
             return [SMCCC_NOT_SUPPORTED, *regs[1:]]

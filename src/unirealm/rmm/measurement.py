@@ -15,6 +15,7 @@ from unirealm.arch.measurement import (
     MEASUREMENT_MAX,
     data_descriptor,
     hash_bytes,
+    pack_data_descriptor,
     rec_descriptor,
     ripas_descriptor,
 )
@@ -54,7 +55,7 @@ def extend_data(rim: bytes, algo: int, ipa: int, flags: int, content: bytes | me
     if algo == _SHA_256:  # the common case without the generic dispatch: one call per granule
         # A 32-byte digest packs into its 64-byte slot zero-filled, as the slot holds it.
         content_hash = _SHA256(content).digest() if flags == _MEASURED and content is not None else ZERO_SLOT
-        return _SHA256(data_descriptor(rim, ipa, flags, content_hash)).digest() + _PAD32
+        return _SHA256(pack_data_descriptor(rim, ipa, flags, content_hash)).digest() + _PAD32
     content_hash = hash_bytes(algo, content) if flags == RmiDataFlags.MEASURED and content is not None else ZERO_SLOT
     return hash_bytes(algo, data_descriptor(rim, ipa, flags, content_hash))
 

@@ -13,12 +13,14 @@ from typing import Any
 
 from unirealm.arch.memory import (
     GRANULE_MASK,
+    GRANULE_SHIFT,
     GRANULE_SIZE,
     MAX_ROOT_RTTS,
     MIN_IPA_BITS,
     RTT_MIN_BLOCK_LEVEL,
     RTT_PAGE_LEVEL,
     S2TTES_PER_RTT,
+    Pas,
     is_granule_aligned,
     level_size,
     num_root_rtts,
@@ -266,25 +268,41 @@ def psci_complete(rmm: RmmState, calling: int, target: int, status: int) -> tupl
     return ()
 
 
-# --- data granules ----------------------------------------------------------------------
+# --- data granules ---------------------------------------------------------------------
 _UNASSIGNED, _RAM, _MEASURED = s2tte.Kind.UNASSIGNED, RmiRipas.RAM, RmiDataFlags.MEASURED
 _DATA_FLAGS = frozenset((RmiDataFlags.UNMEASURED, RmiDataFlags.MEASURED))
+_RD, _PAS_NS, _ERROR_INPUT = int(GranuleState.RD), int(Pas.NON_SECURE), RmiStatus.ERROR_INPUT
+_RAM_PAGE = s2tte.encode_assigned(_RAM, 0, RTT_PAGE_LEVEL)  # | the DATA granule's PA: the new entry
+_extend_data, _encode_assigned = measurement.extend_data, s2tte.encode_assigned
 
 
 def data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int | None, flags: int) -> tuple[int, ...]:
-    """DATA_CREATE, and with no `src` DATA_CREATE_UNKNOWN (one handler: one frame less per call)."""
+    """DATA_CREATE, and with no `src` DATA_CREATE_UNKNOWN (one handler: one frame less per call).
+    Checks in TF-RMM's order: flags, src an NS granule (RmmState.is_ns_granule), data
+    DELEGATED (require_granule), rd an RD (realm_of), the realm NEW (measured only), the IPA,
+    the level-3 entry UNASSIGNED. The granule checks are those methods' tests written out
+    here: this is the call the host makes once per granule of every image it loads."""
+    granules, mem_base, mem_size = rmm._granules, rmm._mem_base, rmm._mem_size
     if src is not None:
         if flags not in _DATA_FLAGS:
-            raise fail(RmiStatus.ERROR_INPUT)
-        if not rmm.is_ns_granule(src):
-            raise fail(RmiStatus.ERROR_INPUT)
-    rmm.require_granule(data, _DELEGATED)
-    realm = rmm.realm_of(rd)
+            raise RmiError(_ERROR_INPUT)
+        off = src - mem_base
+        if (src & GRANULE_MASK or off < 0 or off >= mem_size or granules[off >> GRANULE_SHIFT] != _UNDELEGATED
+                or rmm._gpt[off >> GRANULE_SHIFT] != _PAS_NS):
+            raise RmiError(_ERROR_INPUT)
+    data_off = data - mem_base
+    if data & GRANULE_MASK or data_off < 0 or data_off >= mem_size or granules[data_off >> GRANULE_SHIFT] != _DELEGATED:
+        raise RmiError(_ERROR_INPUT)
+    off = rd - mem_base
+    if rd & GRANULE_MASK or off < 0 or off >= mem_size or granules[off >> GRANULE_SHIFT] != _RD:
+        raise RmiError(_ERROR_INPUT)
+    realm = rmm.realms[rd]
     if src is not None and realm.state != _NEW:
         raise fail(RmiStatus.ERROR_REALM)
     if ipa & GRANULE_MASK or not 0 <= ipa < realm.par_size:
-        raise fail(RmiStatus.ERROR_INPUT)
-    walk = realm.stage2.walk(ipa, RTT_PAGE_LEVEL)
+        raise RmiError(_ERROR_INPUT)
+    stage2 = realm.stage2
+    walk = stage2.walk(ipa, RTT_PAGE_LEVEL)
     if walk.level < RTT_PAGE_LEVEL:
         raise fail(RmiStatus.ERROR_RTT, walk.level)
     entry = walk.entry
@@ -293,12 +311,12 @@ def data_create(rmm: RmmState, rd: int, data: int, ipa: int, src: int | None, fl
     if src is not None:
         content = rmm.mem.copy_view(data, src, GRANULE_SIZE)  # measured from the copy, in place
         rim = realm.measurements  # RIM in slot 0 (Realm.rim), reached without the property
-        rim[0] = measurement.extend_data(rim[0], realm.hash_algo, ipa, flags, content)
-        ripas = _RAM
+        rim[0] = _extend_data(rim[0], realm.hash_algo, ipa, flags, content)
+        desc = data | _RAM_PAGE  # encode_assigned(RAM, data, 3): data is a granule's PA
     else:
-        ripas = entry.ripas
-    realm.stage2.write_raw(walk.rtt, walk.index, s2tte.encode_assigned(ripas, data, RTT_PAGE_LEVEL))
-    rmm.set_granule_state(data, _DATA)
+        desc = _encode_assigned(entry.ripas, data, RTT_PAGE_LEVEL)
+    stage2.write_raw(walk.rtt, walk.index, desc)
+    granules[data_off >> GRANULE_SHIFT] = _DATA  # set_granule_state(data, DATA)
     return ()
 
 

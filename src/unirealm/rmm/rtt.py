@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from unirealm.arch.memory import GRANULE_SIZE, S2TTES_PER_RTT, level_shift, level_size
+from unirealm.arch.memory import GRANULE_SIZE, RTT_PAGE_LEVEL, S2TTES_PER_RTT, level_shift, level_size
 from unirealm.machine.memory import MemoryAccessor
 
 from . import s2tte
@@ -20,6 +20,7 @@ from .s2tte import Entry
 _LEVEL_SHIFTS = tuple(level_shift(level) for level in range(4))  # level_index's shifts, precomputed
 _RTT_INDEX_BITS = S2TTES_PER_RTT.bit_length() - 1
 _RTT_INDEX_MASK = S2TTES_PER_RTT - 1
+_L2_SHIFT, _L3_SHIFT = _LEVEL_SHIFTS[RTT_PAGE_LEVEL - 1], _LEVEL_SHIFTS[RTT_PAGE_LEVEL]  # a level-3 RTT's block; a page
 # The walk's constants as module globals (cheaper to reach than module attributes).
 _DESC_TYPE_MASK = s2tte.DESC_TYPE_MASK
 _DESC_TABLE_OR_PAGE = s2tte.DESC_TABLE_OR_PAGE
@@ -32,13 +33,20 @@ class WalkEpoch:
     """The lifetime of a Stage2's memo of its last walk: one RMI call. The RMM starts a new
     epoch at every RMI call, so a walk is reused only inside the call that made it (the
     REC_ENTER that asks stage 2 about an MMIO access twice: the vCPU's translation, then the
-    exit's syndrome), never across calls between which anything else could touch an RTT."""
+    exit's syndrome), never across calls between which anything else could touch an RTT.
+    One instance, WALK_EPOCH, counts: an instance attribute, since rebinding a class
+    attribute at every call would invalidate the interpreter's caches for the class."""
 
-    current = 0
+    __slots__ = ("current",)
 
-    @classmethod
-    def advance(cls) -> None:
-        cls.current += 1
+    def __init__(self) -> None:
+        self.current = 0
+
+    def advance(self) -> None:
+        self.current += 1
+
+
+WALK_EPOCH = WalkEpoch()
 
 
 class Walk(NamedTuple):
@@ -68,18 +76,33 @@ class Stage2:
         self._root_mask = S2TTES_PER_RTT * num_root - 1
         # (epoch, IPA >> 12, target level, walk): the last walk, forgotten at any RTT write
         self._memo: tuple[int, int, int, Walk] | None = None
+        # The level-3 RTT the last full walk reached, and its 2 MiB block (IPA >> 21): the
+        # table entries above it stay as they were until the RMM writes an RTT granule other
+        # than that one (only the RMM writes table entries, and only through this class), so
+        # the next walk into the block reads its one leaf entry. None: none known.
+        self._leaf_block: int | None = None
+        self._leaf_rtt = 0
 
     # --- raw entries --------------------------------------------------------------------
     def read_raw(self, rtt: int, index: int) -> int:
         return self.mem.read_u64(rtt + 8 * index)
 
-    def write(self, rtt: int, index: int, entry: Entry, level: int) -> None:
+    def _forget(self, rtt: int) -> None:
+        """Before a write into RTT granule `rtt`: the walk memo goes; the known level-3 RTT
+        stays only if the write is into that very table (a leaf: no table entry changes)."""
         self._memo = None
+        if rtt != self._leaf_rtt:
+            self._leaf_block = None
+
+    def write(self, rtt: int, index: int, entry: Entry, level: int) -> None:
+        self._forget(rtt)
         self.mem.write_u64(rtt + 8 * index, s2tte.encode(entry, level))
 
     def write_raw(self, rtt: int, index: int, desc: int) -> None:
         """An entry already encoded (s2tte.encode_assigned)."""
-        self._memo = None
+        self._memo = None  # _forget(rtt) inline: DATA_CREATE writes its leaf this way
+        if rtt != self._leaf_rtt:
+            self._leaf_block = None
         self.mem.write_u64(rtt + 8 * index, desc)
 
     def read_span(self, rtt: int, index: int) -> bytes:
@@ -88,7 +111,7 @@ class Stage2:
 
     def write_span(self, rtt: int, index: int, data: bytes) -> None:
         """Raw entries from `index` on, in one write."""
-        self._memo = None
+        self._forget(rtt)
         if data:
             self.mem.write(rtt + 8 * index, data)
 
@@ -99,7 +122,7 @@ class Stage2:
         ]
 
     def fill(self, rtt: int, level: int, entries: list[Entry]) -> None:
-        self._memo = None
+        self._forget(rtt)
         self.mem.write(rtt, b"".join(s2tte.encode(e, level).to_bytes(8, "little") for e in entries))
 
     # --- walking ------------------------------------------------------------------------
@@ -111,10 +134,17 @@ class Stage2:
     def walk(self, ipa: int, target_level: int = 3) -> Walk:
         """Walk towards `target_level`, stopping early at any entry that is not a table."""
         memo = self._memo
-        if memo is not None and memo[1] == ipa >> 12 and memo[2] == target_level and memo[0] == WalkEpoch.current:
+        if memo is not None and memo[1] == ipa >> 12 and memo[2] == target_level and memo[0] == WALK_EPOCH.current:
             return memo[3]
-        walk = self._walk(ipa, target_level)
-        self._memo = (WalkEpoch.current, ipa >> 12, target_level, walk)
+        if target_level == RTT_PAGE_LEVEL and ipa >> _L2_SHIFT == self._leaf_block:
+            rtt, index = self._leaf_rtt, (ipa >> _L3_SHIFT) & _RTT_INDEX_MASK  # the tables above: as last walked
+            raw = self.mem.read_u64(rtt + 8 * index)
+            walk = _new_tuple(Walk, (RTT_PAGE_LEVEL, rtt, index, _decode(raw, RTT_PAGE_LEVEL), raw))
+        else:
+            walk = self._walk(ipa, target_level)
+            if walk.level == RTT_PAGE_LEVEL:
+                self._leaf_block, self._leaf_rtt = ipa >> _L2_SHIFT, walk.rtt
+        self._memo = (WALK_EPOCH.current, ipa >> 12, target_level, walk)
         return walk
 
     def _walk(self, ipa: int, target_level: int) -> Walk:
