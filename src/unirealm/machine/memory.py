@@ -207,6 +207,14 @@ class MemoryAccessor:
         self._mem.move(off, src_off, size)
         return self._view[off : off + size]
 
+    def words(self) -> tuple[memoryview, bytearray, frozenset[Pas], int]:
+        """For a caller that reads and writes 64-bit words at granule-aligned tables it
+        checks itself (the RMM's walks): memory as 64-bit words, the GPT, the PASes this
+        world may reach, the base PA. Word i is at PA base + 8 * i and lies in granule
+        (8 * i) >> GRANULE_SHIFT of the GPT; an access to a granule whose PAS is not in the
+        set must go through read_u64/write_u64 (which raise the fault)."""
+        return self._u64, self._gpt, self._allowed, self._base
+
     def read_u64(self, pa: int) -> int:
         off = pa - self._base
         if off & 7 or off < 0 or off + 8 > self._size or self._gpt[off >> GRANULE_SHIFT] not in self._allowed:

@@ -52,13 +52,15 @@ class RealmWorldFirmware(Protocol):
     def handle_realm_call(self, regs: list[int]) -> list[int] | object: ...
 
 
-_NS_EL2 = Caller.NS_EL2
+_NS_EL2, _R_EL2 = Caller.NS_EL2, Caller.R_EL2
 _MASK64_AND = MASK64.__and__
 _PAS_NS, _PAS_REALM, _ROOT, _EL3_OK = Pas.NON_SECURE, Pas.REALM, World.ROOT, RmmEl3Status.OK
 _ZERO_REGS = [0] * NUM_ARG_REGS
 _SMCCC_ARCH = frozenset((SMCCC_VERSION, SMCCC_ARCH_FEATURES))
 _SMC64_STANDARD_SECURE = 0xC400_0000  # fast call, SMC64, OEN 4 (standard secure service)
 _RMI_FIRST, _RMI_LAST = rmi.RMI_FNUM_FIRST, rmi.RMI_FNUM_LAST
+# is_rmi(fid) for a 32-bit FID as one membership test of a range (a C-level comparison)
+_RMI_FIDS = range(_SMC64_STANDARD_SECURE | _RMI_FIRST, (_SMC64_STANDARD_SECURE | _RMI_LAST) + 1)
 
 
 def is_rmi(fid: int) -> bool:
@@ -108,6 +110,19 @@ def describe_rsi(regs: list[int], out: list[int] | object) -> str:
     return f"RSI_{cmd.name}({args}) -> {status_text} {results}".rstrip()
 
 
+def _registers(regs: list[int] | tuple[int, ...]) -> list[int]:
+    """x0..x17 of an SMC as 64-bit values: the first NUM_ARG_REGS, the missing ones zero."""
+    for reg in regs:  # registers are 64-bit: a value outside takes the masking path
+        if reg < 0 or reg > MASK64:
+            args = list(map(_MASK64_AND, regs[:NUM_ARG_REGS]))
+            break
+    else:
+        args = [*regs, *_ZERO_REGS[len(regs) :]] if len(regs) <= NUM_ARG_REGS else [*regs[:NUM_ARG_REGS]]
+    if len(args) < NUM_ARG_REGS:
+        args += _ZERO_REGS[len(args) :]
+    return args
+
+
 class Monitor:
     """EL3 firmware: SMC routing, the GPT, and the path to the root of trust."""
 
@@ -125,34 +140,37 @@ class Monitor:
         """One SMC: x0..x17 in; registers out (or, for a realm call, a REC exit request)."""
         if caller == _NS_EL2:
             return self.host_call(*regs)
-        n = len(regs)
-        args = list(map(_MASK64_AND, regs if n <= NUM_ARG_REGS else regs[:NUM_ARG_REGS]))  # as 64-bit values
-        if n < NUM_ARG_REGS:
-            args += _ZERO_REGS[n:]
-        fid = strip_sve_hint(args[0]) if caller == Caller.R_EL1 else args[0] & 0xFFFF_FFFF
-        args[0] = fid
+        if caller == _R_EL2:
+            return self.rmm_call(*regs)
+        args = _registers(regs)
+        fid = args[0] = strip_sve_hint(args[0])
         if fid in _SMCCC_ARCH:
             return self._smccc_arch(args)
-        if caller == Caller.R_EL1:
-            if (is_rsi(fid) or is_psci(fid)) and self.rmm is not None:
-                result = self.rmm.handle_realm_call(args)
-                if self.trace is not None and is_rsi(fid):
-                    self.trace(describe_rsi(args, result))
-                return result
-            return self._not_supported(args)
+        if (is_rsi(fid) or is_psci(fid)) and self.rmm is not None:
+            result = self.rmm.handle_realm_call(args)
+            if self.trace is not None and is_rsi(fid):
+                self.trace(describe_rsi(args, result))
+            return result
+        return self._not_supported(args)
+
+    def rmm_call(self, *regs: int) -> list[int]:
+        """One SMC from the RMM (R-EL2), the RMM-EL3 interface: `smc(R_EL2, regs)` as its own
+        entry, since every GRANULE_DELEGATE and GRANULE_UNDELEGATE makes one (GTSI)."""
+        args = _registers(regs)
+        fid = args[0] = args[0] & 0xFFFF_FFFF
+        if fid in _SMCCC_ARCH:
+            return self._smccc_arch(args)
         return self._rmm_el3(args)
 
     def host_call(self, *regs: int) -> list[int]:
         """One SMC from the host hypervisor (NS-EL2), x0..x17 in and out: `smc(NS_EL2, regs)`
         as its own entry, since every RMI call takes it (Machine.host_smc is this method)."""
-        n = len(regs)
-        args = list(map(_MASK64_AND, regs if n <= NUM_ARG_REGS else regs[:NUM_ARG_REGS]))  # as 64-bit values
-        if n < NUM_ARG_REGS:
-            args += _ZERO_REGS[n:]
+        args = _registers(regs)
         fid = args[0] = args[0] & 0xFFFF_FFFF
-        if fid & 0xFFFF_0000 == _SMC64_STANDARD_SECURE and _RMI_FIRST <= fid & 0xFFFF <= _RMI_LAST:
-            if self.rmm is not None:
-                out = self.rmm.handle_rmi(args)
+        if fid in _RMI_FIDS:
+            rmm = self.rmm
+            if rmm is not None:
+                out = rmm.handle_rmi(args)
                 if self.trace is not None:
                     line = describe_rmi(args, out)
                     if fid == rmi.RmiFid.REC_ENTER and out[0] == 0:
@@ -194,10 +212,11 @@ class Monitor:
     def _gtsi(self, pa: int, delegate: bool) -> int:
         """Granule transition NS <-> Realm. Refused for any other PAS."""
         memory = self.memory
-        if pa & GRANULE_MASK or not memory.contains(pa, GRANULE_MASK + 1):
+        off = pa - memory.base  # memory.contains(pa, GRANULE_SIZE) inline
+        if pa & GRANULE_MASK or off < 0 or off + GRANULE_MASK >= memory.size:
             return RmmEl3Status.BAD_ADDR
         want_from, want_to = (_PAS_NS, _PAS_REALM) if delegate else (_PAS_REALM, _PAS_NS)
-        if memory._gpt[(pa - memory.base) >> GRANULE_SHIFT] != want_from:  # the GPT is the monitor's
+        if memory._gpt[off >> GRANULE_SHIFT] != want_from:  # the GPT is the monitor's
             return RmmEl3Status.BAD_PAS
         memory.set_pas(_ROOT, pa, want_to)
         return _EL3_OK

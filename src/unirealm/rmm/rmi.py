@@ -69,11 +69,13 @@ _NEW = RealmState.NEW
 
 # --- granules ---------------------------------------------------------------------------
 def granule_delegate(rmm: RmmState, pa: int) -> tuple[int, ...]:
-    rmm.require_granule(pa, _UNDELEGATED)  # ERROR_INPUT
+    off = pa - rmm._mem_base  # require_granule(pa, UNDELEGATED) inline, keeping the index
+    if pa & GRANULE_MASK or off < 0 or off >= rmm._mem_size or rmm._granules[off >> GRANULE_SHIFT] != _UNDELEGATED:
+        raise RmiError(RmiStatus.ERROR_INPUT)
     if not rmm.gtsi(pa, delegate=True):
         raise fail(RmiStatus.ERROR_INPUT)
-    rmm.set_granule_state(pa, _DELEGATED)
-    rmm.scrub(pa)
+    rmm._granules[off >> GRANULE_SHIFT] = _DELEGATED  # set_granule_state(pa, DELEGATED)
+    rmm.mem.zero(pa, GRANULE_SIZE)  # scrub(pa): one write of a zero granule
     return ()
 
 

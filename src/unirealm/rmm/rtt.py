@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from unirealm.arch.memory import GRANULE_SIZE, RTT_PAGE_LEVEL, S2TTES_PER_RTT, level_shift, level_size
+from unirealm.arch.memory import (
+    GRANULE_SHIFT,
+    GRANULE_SIZE,
+    RTT_PAGE_LEVEL,
+    S2TTES_PER_RTT,
+    level_shift,
+    level_size,
+)
 from unirealm.machine.memory import MemoryAccessor
 
 from . import s2tte
@@ -27,6 +34,7 @@ _DESC_TABLE_OR_PAGE = s2tte.DESC_TABLE_OR_PAGE
 _OA_MASK = s2tte.OA_MASK
 _decode = s2tte.decode
 _new_tuple = tuple.__new__
+_MASK64 = (1 << 64) - 1
 
 
 class WalkEpoch:
@@ -82,6 +90,9 @@ class Stage2:
         # the next walk into the block reads its one leaf entry. None: none known.
         self._leaf_block: int | None = None
         self._leaf_rtt = 0
+        # Its entries and the leaf write go to memory's 64-bit words directly, the GPT
+        # checked inline as MemoryAccessor.read_u64/write_u64 check it.
+        self._words, self._gpt, self._allowed, self._mem_base = mem.words()
 
     # --- raw entries --------------------------------------------------------------------
     def read_raw(self, rtt: int, index: int) -> int:
@@ -99,11 +110,14 @@ class Stage2:
         self.mem.write_u64(rtt + 8 * index, s2tte.encode(entry, level))
 
     def write_raw(self, rtt: int, index: int, desc: int) -> None:
-        """An entry already encoded (s2tte.encode_assigned)."""
+        """An entry already encoded (s2tte.encode_assigned) into an RTT a walk reached."""
         self._memo = None  # _forget(rtt) inline: DATA_CREATE writes its leaf this way
         if rtt != self._leaf_rtt:
             self._leaf_block = None
-        self.mem.write_u64(rtt + 8 * index, desc)
+        off = rtt + 8 * index - self._mem_base  # below the top: a walk read this entry
+        if off < 0 or off & 7 or self._gpt[off >> GRANULE_SHIFT] not in self._allowed:
+            self.mem.write_u64(rtt + 8 * index, desc)  # raises the fault
+        self._words[off >> 3] = desc & _MASK64
 
     def read_span(self, rtt: int, index: int) -> bytes:
         """The raw entries from `index` to the end of the RTT, in one read."""
@@ -138,7 +152,8 @@ class Stage2:
             return memo[3]
         if target_level == RTT_PAGE_LEVEL and ipa >> _L2_SHIFT == self._leaf_block:
             rtt, index = self._leaf_rtt, (ipa >> _L3_SHIFT) & _RTT_INDEX_MASK  # the tables above: as last walked
-            raw = self.mem.read_u64(rtt + 8 * index)
+            off = rtt + 8 * index - self._mem_base  # in range: the walk that found this RTT read it
+            raw = self._words[off >> 3] if self._gpt[off >> GRANULE_SHIFT] in self._allowed else self.read_raw(rtt, index)
             walk = _new_tuple(Walk, (RTT_PAGE_LEVEL, rtt, index, _decode(raw, RTT_PAGE_LEVEL), raw))
         else:
             walk = self._walk(ipa, target_level)

@@ -16,7 +16,7 @@ from unirealm.arch.rmi import GranuleState, RmiRipas, RmiStatus, feat_reg0_pack
 from unirealm.arch.smccc import RmmEl3Fid, RmmEl3Status
 from unirealm.arch.token import PROFILE_REALM_1_0, TAG_CCA_TOKEN_COLLECTION
 from unirealm.machine.cpu import Cpu
-from unirealm.machine.monitor import Caller, Monitor
+from unirealm.machine.monitor import Monitor
 from unirealm.machine.vcpu import El2Context, Mapping
 
 from . import s2tte, vgic
@@ -29,7 +29,7 @@ NUM_BPS = 6
 NUM_WPS = 4
 GICV3_NUM_LRS = vgic.NUM_LRS  # the list registers of a REC's virtual CPU interface
 _UNDELEGATED, _RD, _PAS_NS = GranuleState.UNDELEGATED, GranuleState.RD, Pas.NON_SECURE
-_R_EL2, _EL3_OK = Caller.R_EL2, int(RmmEl3Status.OK)
+_EL3_OK = int(RmmEl3Status.OK)
 _GTSI_DELEGATE, _GTSI_UNDELEGATE = int(RmmEl3Fid.GTSI_DELEGATE), int(RmmEl3Fid.GTSI_UNDELEGATE)
 
 
@@ -122,9 +122,7 @@ class RmmState:
         return self._granules[i] == _UNDELEGATED and self._gpt[i] == _PAS_NS
 
     def gtsi(self, pa: int, delegate: bool) -> bool:
-        out = self.monitor.smc(_R_EL2, [_GTSI_DELEGATE if delegate else _GTSI_UNDELEGATE, pa])
-        assert type(out) is list
-        return bool(out[0] == _EL3_OK)
+        return bool(self.monitor.rmm_call(_GTSI_DELEGATE if delegate else _GTSI_UNDELEGATE, pa)[0] == _EL3_OK)
 
     def scrub(self, pa: int) -> None:
         """Zero a granule: the DELEGATED state always holds zeros (digest §2.3)."""
