@@ -264,7 +264,7 @@ class RealmVm:
             self.rmi.call(RmiFid.RTT_CREATE, self.rd, rtt, base, lvl)
             self.rtts[(base, lvl)] = rtt
 
-    def populate(self, ipa: int, content: bytes, measured: bool = True) -> None:
+    def populate(self, ipa: int, content: bytes | memoryview, measured: bool = True) -> None:
         """DATA_CREATE each granule of `content` at `ipa` (zero-padded), as KVM's populate."""
         src = self.pages.alloc()
         flags = int(RmiDataFlags.MEASURED if measured else RmiDataFlags.UNMEASURED)

@@ -233,7 +233,9 @@ class MemoryAccessor:
 
     def zero(self, pa: int, size: int) -> None:
         if size == GRANULE_SIZE:
-            off = self._offset(pa, size)
+            off = pa - self._base  # _offset inline for one whole granule: every scrub
+            if off & GRANULE_MASK or not 0 <= off < self._size or self._gpt[off >> GRANULE_SHIFT] not in self._allowed:
+                off = self._offset(pa, size)
             self._mem[off : off + size] = _ZERO_GRANULE
         else:
             self.write(pa, bytes(size))

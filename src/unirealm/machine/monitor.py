@@ -53,6 +53,7 @@ class RealmWorldFirmware(Protocol):
 
 
 _NS_EL2, _R_EL2 = Caller.NS_EL2, Caller.R_EL2
+_GTSI_DELEGATE, _GTSI_UNDELEGATE = int(RmmEl3Fid.GTSI_DELEGATE), int(RmmEl3Fid.GTSI_UNDELEGATE)
 _MASK64_AND = MASK64.__and__
 _PAS_NS, _PAS_REALM, _ROOT, _EL3_OK = Pas.NON_SECURE, Pas.REALM, World.ROOT, RmmEl3Status.OK
 _ZERO_REGS = [0] * NUM_ARG_REGS
@@ -158,9 +159,11 @@ class Monitor:
         entry, since every GRANULE_DELEGATE and GRANULE_UNDELEGATE makes one (GTSI)."""
         args = _registers(regs)
         fid = args[0] = args[0] & 0xFFFF_FFFF
+        if fid in (_GTSI_DELEGATE, _GTSI_UNDELEGATE):
+            return [self._gtsi(args[1], delegate=fid == _GTSI_DELEGATE) & MASK64, *args[1:]]  # x0: a 64-bit status
         if fid in _SMCCC_ARCH:
             return self._smccc_arch(args)
-        return self._rmm_el3(args)
+        return self._not_supported(args)
 
     def host_call(self, *regs: int) -> list[int]:
         """One SMC from the host hypervisor (NS-EL2), x0..x17 in and out: `smc(NS_EL2, regs)`
@@ -202,13 +205,6 @@ class Monitor:
         return [0 if supported else SMCCC_NOT_SUPPORTED, *args[1:]]
 
     # --- RMM-EL3 interface --------------------------------------------------------------
-    def _rmm_el3(self, args: list[int]) -> list[int]:
-        fid = args[0]
-        if fid in (RmmEl3Fid.GTSI_DELEGATE, RmmEl3Fid.GTSI_UNDELEGATE):
-            status = self._gtsi(args[1], delegate=fid == RmmEl3Fid.GTSI_DELEGATE)
-            return [status & MASK64, *args[1:]]
-        return self._not_supported(args)
-
     def _gtsi(self, pa: int, delegate: bool) -> int:
         """Granule transition NS <-> Realm. Refused for any other PAS."""
         memory = self.memory
