@@ -144,13 +144,23 @@ class Rmm(RmmState):
             return [SMCCC_NOT_SUPPORTED, *regs[1:]]
         handler, nargs, nresults = row
         try:
-            values = handler(self, *regs[1 : 1 + nargs])
+            # The five arguments of DATA_CREATE and the one of GRANULE_DELEGATE (a launch makes
+            # both per granule) are passed without slicing and unpacking.
+            if nargs == 5:
+                values = handler(self, regs[1], regs[2], regs[3], regs[4], regs[5])
+            elif nargs == 1:
+                values = handler(self, regs[1])
+            else:
+                values = handler(self, *regs[1 : 1 + nargs])
             status = RMI_SUCCESS
         except RmiError as err:
             values = err.outputs
             status = pack_status(err.status, err.index)
-        if not values:  # most commands return nothing: X1..X4 are zero
-            return [status, *_ZERO_RESULTS, *regs[1 + RMI_RESULT_REGS :]]
+        if not values:  # most commands return nothing: X1..X4 are zero, the rest as they came
+            out = regs[:]
+            out[0] = status
+            out[1 : 1 + RMI_RESULT_REGS] = _ZERO_RESULTS
+            return out
         assert len(values) <= nresults, f"{regs[0]:#x} gave {len(values)} results"
         results = [v & MASK64 for v in values]
         results += _ZERO_RESULTS[len(results) :]
