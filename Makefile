@@ -105,7 +105,7 @@ clean:
 	rm -rf $(BUILD)
 
 # examples/sqlite: Debian's sqlite3 in an image, its database in an initrd
-$(BUILD)/sqlite3.img: setup
+$(BUILD)/sqlite3.img: $(GUEST_SOURCES) | setup
 	@mkdir -p $(BUILD)
 	$(VENV)/bin/unirealm build --debian sqlite3 --app /usr/bin/sqlite3 -o $@
 
@@ -121,7 +121,7 @@ $(BUILD)/pthreads.img: $(BUILD)/pthreads $(GUEST_SOURCES) | setup
 	$(VENV)/bin/unirealm build $(BUILD)/pthreads -o $@ --name pthreads
 
 # Debian's busybox-static: applets by name, e.g. --params="-- sh -c \"ls /data | wc -l\""
-$(BUILD)/busybox.img: setup
+$(BUILD)/busybox.img: $(GUEST_SOURCES) | setup
 	@mkdir -p $(BUILD)
 	$(VENV)/bin/unirealm build --debian busybox-static --app /bin/busybox -o $@
 
@@ -134,6 +134,6 @@ $(BUILD)/httpreply.img: $(BUILD)/httpreply $(GUEST_SOURCES) | setup
 	$(VENV)/bin/unirealm build $(BUILD)/httpreply -o $@ --name httpreply
 
 # examples: Debian's redis-server (clients: the host's redis-cli and redis-benchmark)
-$(BUILD)/redis.img: setup
+$(BUILD)/redis.img: $(GUEST_SOURCES) | setup
 	@mkdir -p $(BUILD)
 	$(VENV)/bin/unirealm build --debian redis-server --app /usr/bin/redis-server -o $@
