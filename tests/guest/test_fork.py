@@ -14,7 +14,6 @@ import pytest
 from unicorn import arm64_const as a64
 
 from unirealm.arch.memory import GRANULE_SIZE
-from unirealm.guest import syscalls as sc
 from unirealm.guest.pagecache import Store
 from unirealm.guest.process import Process
 from unirealm.guest.sched import BLOCKED, RUNNABLE, Blocked, ProcessExit
@@ -30,12 +29,11 @@ from unirealm.guest.threads import (
 )
 from unirealm.guest.vfs import DirInode, RegInode
 
+from .process_support import WILD, call, scratch
 from .test_syscall_fuzz import make_process, tiny_elf
 
-MASK = (1 << 64) - 1
 SIGCHLD = 17
 WNOHANG = 1
-WILD = 0xDEAD_0000_0000  # mapped nowhere
 
 
 @pytest.fixture
@@ -46,20 +44,6 @@ def proc() -> Process:
         yield p
     finally:
         Store.current = None
-
-
-def call(p: Process, name: str, *args: int) -> int | None:
-    result = p.syscalls.call(sc.NR[name], [a & MASK for a in (*args, 0, 0, 0, 0, 0, 0)][:6])
-    if result is None:
-        return None
-    result &= MASK
-    return result - (1 << 64) if result >> 63 else result
-
-
-def scratch(p: Process, size: int = 0x4000) -> int:
-    addr = call(p, "mmap", 0, size, 3, 0x22, -1, 0)  # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
-    assert addr is not None and addr > 0
-    return addr
 
 
 def as_child(p: Process, child: Process) -> None:

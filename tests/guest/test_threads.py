@@ -13,7 +13,6 @@ import struct
 import pytest
 from unicorn import arm64_const as a64
 
-from unirealm.guest import syscalls as sc
 from unirealm.guest.pagecache import Store
 from unirealm.guest.process import Process
 from unirealm.guest.sched import BLOCKED, DEAD, RUNNABLE, ProcessExit, Thread
@@ -37,12 +36,11 @@ from unirealm.guest.threads import (
     FUTEX_WAKE_BITSET,
 )
 
+from .process_support import WILD, call, scratch
 from .test_syscall_fuzz import make_process
 
-MASK = (1 << 64) - 1
 NSEC = 1_000_000_000
 PRIVATE = 128  # FUTEX_PRIVATE_FLAG
-WILD = 0xDEAD_0000_0000
 # what glibc's pthread_create passes
 PTHREAD_FLAGS = (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS
                  | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID)
@@ -54,20 +52,6 @@ def proc() -> Process:
         yield make_process()
     finally:
         Store.current = None
-
-
-def call(p: Process, name: str, *args: int) -> int | None:
-    result = p.syscalls.call(sc.NR[name], [a & MASK for a in (*args, 0, 0, 0, 0, 0, 0)][:6])
-    if result is None:
-        return None
-    result &= MASK
-    return result - (1 << 64) if result >> 63 else result
-
-
-def scratch(p: Process, size: int = 0x4000) -> int:
-    addr = call(p, "mmap", 0, size, 3, 0x22, -1, 0)
-    assert addr is not None and addr > 0
-    return addr
 
 
 def waiters(p: Process, n: int, addr: int, bitset: int = 0xFFFFFFFF) -> list[Thread]:
