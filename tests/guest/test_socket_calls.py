@@ -245,6 +245,16 @@ def test_listen_and_accept(n: Net) -> None:
     assert out.tcp is not None and out.payload == b"world" and out.tcp.ack == seq + 5
 
 
+def test_sending_on_a_stream_that_never_connected_is_epipe(n: Net) -> None:
+    s = n.socket()
+    n.p.write(n.buf, b"x")
+    assert n.call("sendto", s, n.buf, 1, 0, 0, 0) == -errno.EPIPE  # tcp_sendmsg: not ESTABLISHED
+    assert n.call("write", s, n.buf, 1) == -errno.EPIPE
+    assert n.call("listen", s, 1) == 0
+    assert n.call("write", s, n.buf, 1) == -errno.EPIPE
+    assert frames(n.peer) == []
+
+
 def test_a_listener_is_not_a_connection(n: Net) -> None:
     s = n.socket()
     assert n.call("listen", s, 4) == 0  # bound on the way

@@ -170,8 +170,8 @@ class SocketFile(OpenFile):
             self.autobind()
             self.stack.send_udp(dest[0], self.port, dest[1], data)
             return len(data)
-        if self.tcb is None:
-            raise FsError(errno.ENOTCONN if not self.connecting else errno.EAGAIN)
+        if self.tcb is None:  # never connected, or listening: sk_stream_wait_connect's EPIPE
+            raise FsError(errno.EPIPE if not self.connecting else errno.EAGAIN)
         try:
             n = self.tcb.send(data)
         except OSError as exc:
