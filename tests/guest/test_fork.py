@@ -16,6 +16,7 @@ from unicorn import arm64_const as a64
 from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.guest.pagecache import Store
 from unirealm.guest.process import Process
+from unirealm.guest.procfs import mount_system
 from unirealm.guest.sched import BLOCKED, RUNNABLE, Blocked, ProcessExit
 from unirealm.guest.threads import (
     CLONE_CHILD_CLEARTID,
@@ -27,7 +28,7 @@ from unirealm.guest.threads import (
     CLONE_VFORK,
     CLONE_VM,
 )
-from unirealm.guest.vfs import DirInode, RegInode
+from unirealm.guest.vfs import DirInode, Inode, RegInode
 
 from .process_support import WILD, call, scratch
 from .test_syscall_fuzz import make_process, tiny_elf
@@ -157,6 +158,7 @@ def test_vfork_parks_the_parent_until_the_child_execs_or_exits(proc: Process) ->
     (child,) = proc.children
     assert parent.state == BLOCKED and parent.ready is not None and not parent.ready()
     assert parent.ready_result == child.pid  # vfork's return value once the parent runs
+    assert parent.what == f"vfork child {child.pid}"  # what a deadlock report names
     child.execed = True
     assert parent.ready()
     child.execed = False
@@ -254,7 +256,8 @@ def test_execve_refusals_leave_the_process_as_it_was(proc: Process) -> None:
     proc.vfs.makedirs("bin").add("noexec", RegInode(tiny_elf(), mode=0o644))
     proc.vfs.makedirs("bin").add("dir", DirInode())
     argv = strings(proc, buf + 0x1000, [put(proc, buf + 0x2000, "x")])
-    for path, err in [("/bin/dir", errno.EACCES), ("/bin/noexec", errno.EACCES), ("/bin/text", errno.ENOEXEC),
+    proc.vfs.makedirs("dev").add("tty", Inode(0o020666))  # a character device: not a regular file
+    for path, err in [("/dev/tty", errno.EACCES), ("/bin/dir", errno.EACCES), ("/bin/noexec", errno.EACCES), ("/bin/text", errno.ENOEXEC),
                       ("/bin/missing", errno.ENOENT), ("/dev/null", errno.EACCES)]:
         proc.vfs.makedirs("dev").add("null", RegInode(b"", mode=0o666)) if path == "/dev/null" else None
         assert call(proc, "execve", put(proc, buf, path), argv, 0) == -err, path
@@ -359,3 +362,28 @@ def test_execve_of_a_program_that_does_not_load_ends_the_process(proc: Process) 
         call(proc, "execve", put(proc, buf, "/bin/bad"), 0, 0)
     assert end.value.status == 127
     assert logged == ["/bin/bad: malformed ELF: segment extends past the file"]
+
+
+def test_execve_of_a_relative_path_from_the_working_directory(proc: Process) -> None:
+    buf = scratch(proc)
+    proc.vfs.makedirs("bin").add("prog", RegInode(tiny_elf(), mode=0o755))
+    assert call(proc, "execve", put(proc, buf, "prog"), 0, 0) == -errno.ENOENT  # from /
+    proc.state.cwd = "/bin"
+    assert call(proc, "execve", put(proc, buf, "prog"), 0, 0) is None
+    assert proc.state.exe_path == "/bin/prog"
+
+
+def test_execve_arguments_that_are_not_utf8_pass_through(proc: Process) -> None:
+    buf = scratch(proc)
+    proc.write(buf + 0x100, b"caf\xe9\0")  # Latin-1 bytes, as a file name may hold
+    argv = strings(proc, buf + 0x200, [buf + 0x100])
+    assert call(proc, "execve", put(proc, buf, "/app"), argv, argv) is None
+    assert proc.state.argv == ["caf\udce9"] and proc.state.envp == ["caf\udce9"]
+    sp = proc.uc.reg_read(a64.UC_ARM64_REG_SP)
+    argc, argv0 = struct.unpack("<QQ", proc.read(sp, 16))
+    assert argc == 1 and proc.read_cstring(argv0) == b"caf\xe9"  # the new stack holds the same bytes
+    mount_system(proc)
+    node, _ = proc.vfs.walk("/proc/self/cmdline")
+    assert node.open(0, "/proc/self/cmdline").read(100) == b"caf\xe9\0"
+    node, _ = proc.vfs.walk("/proc/self/environ")
+    assert node.open(0, "/proc/self/environ").read(100) == b"caf\xe9\0"

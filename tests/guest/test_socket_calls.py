@@ -559,3 +559,41 @@ def test_dontwait_on_a_blocking_socket(n: Net) -> None:
     assert n.call("recvfrom", u, n.buf, 4, so.MSG_DONTWAIT, 0, 0) == -errno.EAGAIN
     n.on_wfi(lambda: udp_in(n, 1, 9000, b"late"))
     assert n.call("recvfrom", u, n.buf, 4, 0, 0, 0) == 4  # without it: waits until a datagram comes
+
+
+def test_stream_sendmsg_takes_what_the_send_buffer_holds(n: Net) -> None:
+    """Eight iovecs of 40 KiB, 320 KiB against a 256 KiB send buffer: the buffer's worth is
+    taken (a short write); with the buffer full a non-blocking send is EAGAIN before any byte
+    is copied, so even from a wild buffer (tcp_sendmsg waits for memory first)."""
+    c, _, _ = established(n, 8205, 40015)
+    assert n.call("fcntl", c, 4, 0o4000) == 0  # O_NONBLOCK
+    big = scratch(n.p, 40 << 10)
+    n.p.write(big, bytes(range(256)) * 160)
+    iov = n.buf + 0x600
+    n.p.write(iov, b"".join(struct.pack("<QQ", big, 40 << 10) for _ in range(8)))
+    msg = n.buf + 0x700
+    n.p.write(msg, struct.pack("<QIxxxxQQQQi", 0, 0, iov, 8, 0, 0, 0))
+    assert n.call("sendmsg", c, msg, 0) == tcpmod.SNDBUF
+    assert n.file(c).tcb.sndbuf[: 40 << 10] == bytes(range(256)) * 160  # type: ignore[union-attr]
+    assert n.call("sendmsg", c, msg, 0) == -errno.EAGAIN
+    assert n.call("sendto", c, WILD, 100, 0, 0, 0) == -errno.EAGAIN
+    assert n.file(c).poll() & POLLOUT == 0
+
+
+def test_listen_again_with_a_zero_backlog(n: Net) -> None:
+    s = n.socket()
+    assert n.call("listen", s, 4) == 0
+    assert n.call("listen", s, 0) == 0
+    assert n.file(s).listener.backlog == 1  # type: ignore[union-attr]
+    assert n.call("listen", s, 1000) == 0
+    assert n.file(s).listener.backlog == 128  # type: ignore[union-attr]  # SOMAXCONN
+
+
+def test_udp_disconnect_needs_only_the_family(n: Net) -> None:
+    u = n.socket(DGRAM)
+    assert n.call("connect", u, n.addr(HOST, 5000), 16) == 0
+    unspec = n.buf + 0x300
+    n.p.write(unspec, struct.pack("<H", 0))
+    assert n.call("connect", u, unspec, 2) == 0  # sizeof(sa_family) is all inet_dgram_connect reads
+    assert n.file(u).peer is None
+    assert n.call("connect", u, unspec, 1) == -errno.EINVAL

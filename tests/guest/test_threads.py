@@ -339,3 +339,19 @@ def test_futex_cmp_requeue_compares_the_word(proc: Process) -> None:
     assert [t.state for t in ts] == [BLOCKED] * 3
     assert call(proc, "futex", buf, FUTEX_CMP_REQUEUE, 1, 5, buf + 8, 0xFFFF_FFFF_0000_0007) == 3  # a u32
     assert (proc, buf) not in proc.sched.futexes and len(proc.sched.futexes[(proc, buf + 8)]) == 2
+
+
+def test_tid_stores_are_one_word(proc: Process) -> None:
+    """CLONE_PARENT_SETTID, CLONE_CHILD_SETTID and CLONE_CHILD_CLEARTID write a 32-bit word:
+    the bytes after it are left alone."""
+    buf = scratch(proc)
+    proc.write(buf, b"\xaa" * 32)
+    flags = CLONE_VM | CLONE_THREAD | CLONE_SIGHAND | CLONE_PARENT_SETTID | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID
+    tid = call(proc, "clone", flags, 0, buf, 0, buf + 16)
+    assert proc.read(buf, 8) == struct.pack("<I", tid) + b"\xaa" * 4
+    assert proc.read(buf + 16, 8) == struct.pack("<I", tid) + b"\xaa" * 4
+    main, t = proc.threads
+    proc.sched.runq.remove(t)
+    proc.sched.switch(main, t)
+    assert call(proc, "exit", 0) is None
+    assert proc.read(buf + 16, 8) == bytes(4) + b"\xaa" * 4
