@@ -458,6 +458,15 @@ def test_setsockopt(n: Net) -> None:
     for length in (0, 2, 3, 0xFFFF_FFFF):
         assert n.call("setsockopt", s, SOL_SOCKET, so.SO_KEEPALIVE, v, length) == -errno.EINVAL
     assert n.call("setsockopt", s, SOL_SOCKET, so.SO_KEEPALIVE, 0, 4) == -errno.EFAULT
+    n.p.write(v, b"\x10")
+    assert n.call("setsockopt", s, so.IPPROTO_IP, 1, v, 1) == 0  # IP_TOS as a char (ip_setsockopt)
+    assert n.call("setsockopt", s, so.IPPROTO_IP, 1, v, 0) == -errno.EINVAL
+    assert n.call("setsockopt", s, so.IPPROTO_TCP, so.TCP_NODELAY, v, 1) == -errno.EINVAL
+    assert n.call("setsockopt", s, 41, 1, v, 0) == -errno.ENOPROTOOPT  # the level is looked at first
+    lenp0 = n.buf + 0x48
+    assert n.call("getsockopt", s, so.IPPROTO_IP, 1, n.buf + 0x50, n.room(lenp0, 4)) == 0
+    assert struct.unpack("<i", n.p.read(n.buf + 0x50, 4))[0] == 0x10
+    n.p.write(v, struct.pack("<i", 1))
     assert n.call("setsockopt", s, SOL_SOCKET, so.SO_KEEPALIVE, WILD, 4) == -errno.EFAULT
     lenp = n.buf + 0x40
     assert n.call("getsockopt", s, SOL_SOCKET, so.SO_REUSEADDR, n.buf, n.room(lenp, 4)) == 0

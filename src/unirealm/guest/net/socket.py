@@ -413,14 +413,16 @@ class SocketCalls:
 
     def sys_setsockopt(self, fd: int, level: int, name: int, val: int, length: int, *_: int) -> int:
         sock = self._sock(fd)
+        if level not in (SOL_SOCKET, IPPROTO_IP, IPPROTO_TCP):
+            return -errno.ENOPROTOOPT
         length = _s32(length)
-        if length < 4:  # every option here is an int or larger (sock_setsockopt, do_tcp_setsockopt)
+        # sk_setsockopt and do_tcp_setsockopt want an int; ip_setsockopt takes a char too
+        if length < (1 if level == IPPROTO_IP else 4):
             return -errno.EINVAL
-        value = int.from_bytes(self.p.read(val, 4), "little")
+        value = int.from_bytes(self.p.read(val, min(length, 4)), "little")
         known = {(SOL_SOCKET, n) for n in (SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, SO_BROADCAST, SO_SNDBUF,
                                            SO_RCVBUF, SO_LINGER, SO_RCVTIMEO, SO_SNDTIMEO)}
-        known |= {(IPPROTO_TCP, TCP_NODELAY), (IPPROTO_TCP, TCP_MAXSEG)}
-        if (level, name) not in known and level not in (IPPROTO_IP, IPPROTO_TCP):
+        if level == SOL_SOCKET and (level, name) not in known:
             return -errno.ENOPROTOOPT
         sock.options[(level, name)] = value
         return 0
