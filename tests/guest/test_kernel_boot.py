@@ -27,7 +27,7 @@ from unirealm.guest.vfs import FsError
 from unirealm.host.devices.mmio import MmioBus
 from unirealm.host.devices.ns16550 import Ns16550
 from unirealm.host.devices.rtc import Mc146818
-from unirealm.host.fdt import KvmtoolFdt
+from unirealm.host.fdt import FdtWriter, KvmtoolFdt
 from unirealm.host.memmap import ARM_RTC_MMIO_BASE, serial_iobase
 from unirealm.machine.pykernel import El0Space
 
@@ -285,9 +285,30 @@ def test_interrupt_and_reg_cells() -> None:
     assert kmod._cells(struct.pack(">III", 1, 2, 3), 2) == [1, 2] and kmod._cells(b"", 2) == []
 
 
-def test_a_timer_node_with_too_few_interrupts() -> None:
-    info = BootInfo()
-    assert info.timer_irq is None
+def test_odd_nodes_of_a_hand_written_tree() -> None:
+    f = FdtWriter()
+    f.begin("")
+    f.begin("timer")
+    f.u32("interrupts", 1, 13, 4, 1, 14, 4)  # two PPIs: no virtual timer entry
+    f.end()
+    f.begin("psci")
+    f.string("method", "smc")
+    f.end()
+    f.begin("dev@9000")
+    f.u32("reg", 0, 0x9000, 0, 0x100, 0, 0xA000, 0, 0x100)  # two windows, no compatible, no interrupts
+    f.end()
+    f.begin("chosen")
+    f.u64("linux,initrd-start", INITRD)  # an initrd start without an end: none
+    f.end()
+    f.end()
+    info = parse_fdt(f.finish())
+    assert info.timer_irq is None and info.psci_method == "smc" and info.initrd is None
+    assert [(d.path, d.compatible, d.base, d.size, d.irq) for d in info.devices] == [
+        ("/dev@9000", "", 0x9000, 0x100, None), ("/dev@9000", "", 0xA000, 0x100, None)]
+    assert BootInfo().timer_irq is None
+
+
+def test_kernel_options_and_the_apps_argv() -> None:
     k = Kernel(BootCpu(blob(""), {}))  # type: ignore[arg-type]
     k.parse_cmdline("a=1 b= c -- x y")
     assert k.options == {"a": "1", "b": "", "c": ""} and k.argv == ["x", "y"]
