@@ -256,8 +256,7 @@ class SocketCalls:
         return self.block(ready, None, True, what)  # type: ignore[attr-defined]
 
     def _addr_bytes(self, addr: int, length: int) -> bytes:
-        """The address a call hands in, as move_addr_to_kernel copies it: a length past
-        sockaddr_storage (or negative) is EINVAL, an unreadable one EFAULT."""
+        """The address handed in, as move_addr_to_kernel copies it (EINVAL, EFAULT)."""
         length = _s32(length)
         if not 0 <= length <= SOCKADDR_STORAGE_SIZE:
             raise FsError(errno.EINVAL)
@@ -350,8 +349,8 @@ class SocketCalls:
         sock = self._sock(fd)
         if sock.kind == SOCK_DGRAM:
             raw = self._addr_bytes(addr, length)
-            if len(raw) >= 2 and struct.unpack_from("<H", raw)[0] == AF_UNSPEC:
-                sock.peer = None  # inet_dgram_connect: AF_UNSPEC dissolves the association
+            if len(raw) >= 2 and struct.unpack_from("<H", raw)[0] == AF_UNSPEC:  # inet_dgram_connect
+                sock.peer = None  # the association dissolved
                 return 0
             ip, port = self._read_addr(addr, length)
             sock.autobind()
@@ -395,9 +394,8 @@ class SocketCalls:
 
     def sys_getsockname(self, fd: int, addr: int, lenp: int, *_: int) -> int:
         sock = self._sock(fd)
-        # inet_getname: the bound address, else the source a connection chose
-        connected = sock.tcb is not None or sock.peer is not None
-        ip = sock.stack.ip if connected and sock.bound_ip == ANY_IP else sock.bound_ip
+        connected = sock.tcb is not None or sock.peer is not None  # inet_getname: the bound address,
+        ip = sock.stack.ip if connected and sock.bound_ip == ANY_IP else sock.bound_ip  # else the source chosen
         self._write_addr(addr, lenp, ip, sock.port)
         return 0
 
@@ -415,8 +413,7 @@ class SocketCalls:
         sock = self._sock(fd)
         if level not in (SOL_SOCKET, IPPROTO_IP, IPPROTO_TCP):
             return -errno.ENOPROTOOPT
-        length = _s32(length)
-        # sk_setsockopt and do_tcp_setsockopt want an int; ip_setsockopt takes a char too
+        length = _s32(length)  # sk_setsockopt, do_tcp_setsockopt want an int; ip_setsockopt a char too
         if length < (1 if level == IPPROTO_IP else 4):
             return -errno.EINVAL
         value = int.from_bytes(self.p.read(val, min(length, 4)), "little")
