@@ -237,8 +237,11 @@ def test_listen_and_accept(n: Net) -> None:
     n.peer.tcp(40001, 8123, seq, gseq, F.ACK | F.PSH, b"hello")
     assert n.call("ioctl", c, so.FIONREAD, n.buf + 0x80) == 0
     assert struct.unpack("<I", n.p.read(n.buf + 0x80, 4))[0] == 5
-    assert n.call("recvfrom", c, n.buf + 0x100, 100, 0, 0, 0) == 5
+    n.p.write(n.buf + 0x180, b"\xee" * 16)
+    assert n.call("recvfrom", c, n.buf + 0x100, 100, 0, n.buf + 0x180, n.room(lenp)) == 5
     assert n.p.read(n.buf + 0x100, 5) == b"hello"
+    # a stream names no source: the length comes back 0, the address untouched (as Linux's)
+    assert n.p.read(lenp, 4) == bytes(4) and n.p.read(n.buf + 0x180, 16) == b"\xee" * 16
     n.p.write(n.buf + 0x200, b"world")
     assert n.call("sendto", c, n.buf + 0x200, 5, 0, 0, 0) == 5
     (out,) = frames(n.peer)

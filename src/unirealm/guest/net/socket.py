@@ -499,11 +499,10 @@ class SocketCalls:
             POLLIN, flags)
         if data:
             self.p.write(buf, data)
-        if addr and lenp:
-            if src is None and sock.tcb is not None:
-                src = (sock.tcb.rip, sock.tcb.rport)
-            if src is not None:
-                self._write_addr(addr, lenp, *src)
+        if addr and lenp and src is not None:
+            self._write_addr(addr, lenp, *src)
+        elif addr and lenp:  # a stream names no source: a length of 0 (tcp_recvmsg leaves msg_namelen 0)
+            self.p.write(lenp, bytes(4))
         return len(data)
 
     def _msghdr(self, msg: int) -> tuple[int, int, list[tuple[int, int]]]:
