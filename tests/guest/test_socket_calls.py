@@ -589,6 +589,9 @@ def test_stream_sendmsg_takes_what_the_send_buffer_holds(n: Net) -> None:
     assert n.file(c).tcb.sndbuf[: 40 << 10] == bytes(range(256)) * 160  # type: ignore[union-attr]
     assert n.call("sendmsg", c, msg, 0) == -errno.EAGAIN
     assert n.call("sendto", c, WILD, 100, 0, 0, 0) == -errno.EAGAIN
+    n.p.write(iov, struct.pack("<QQ", WILD, 100))
+    n.p.write(msg, struct.pack("<QIxxxxQQQQi", 0, 0, iov, 1, 0, 0, 0))
+    assert n.call("sendmsg", c, msg, 0) == -errno.EAGAIN  # from a wild iovec too
     assert n.file(c).poll() & POLLOUT == 0
 
 
