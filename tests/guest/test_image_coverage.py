@@ -5,6 +5,9 @@ src/unirealm/<member> (and leaves alone a name it cannot map)."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,19 +31,22 @@ def test_image_names_map_to_their_sources() -> None:
     assert plugin.file_tracer(f"{ROOT}/image:/app/hello") is None  # no source to map to
 
 
-def test_code_run_under_an_image_name_is_reported_on_the_source(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(ROOT / "tests/coverage_support"))  # where coverage finds the plugin
+def test_code_run_under_an_image_name_is_reported_on_the_source(tmp_path: Path) -> None:
     config = tmp_path / "cov.toml"
     config.write_text(f'[tool.coverage.run]\nsource = ["{ROOT / "src/unirealm"}"]\nplugins = ["image_files"]\n')
     source = ROOT / "src/unirealm/guest/systable.py"
-    cov = coverage.Coverage(config_file=str(config), data_file=str(tmp_path / ".coverage"))
-    cov.start()
-    try:
-        exec(compile(source.read_bytes(), "image://guest/systable.py", "exec"), {"__name__": "imaged"})
-    finally:
-        cov.stop()
-    data = cov.get_data()
+    # In a process of its own: a Coverage object made here would stop `make coverage`'s own
+    # measurement of this one from being saved.
+    script = (f"import coverage\ncov = coverage.Coverage(config_file={str(config)!r}, "
+              f"data_file={str(tmp_path / '.coverage')!r})\ncov.start()\n"
+              f"exec(compile(open({str(source)!r}, 'rb').read(), 'image://guest/systable.py', 'exec'), "
+              f"{{'__name__': 'imaged'}})\ncov.stop()\ncov.save()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    # tests/coverage_support: where coverage finds the plugin
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests/coverage_support"), str(ROOT / "src")])
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=tmp_path, timeout=120)
+    data = coverage.CoverageData(basename=str(tmp_path / ".coverage"))
+    data.read()
     assert str(source) in data.measured_files()
     assert len(data.lines(str(source)) or []) > 20  # the module's top level ran, on the source's line numbers
     assert all("image:" not in f for f in data.measured_files())

@@ -32,7 +32,9 @@ from .vfs import DirInode, FsError, RegInode
 if TYPE_CHECKING:
     from .interfaces import SyscallEntry
 
-WNOHANG = 1
+WNOHANG, WUNTRACED, WCONTINUED = 1, 2, 8
+__WNOTHREAD, __WALL, __WCLONE = 0x20000000, 0x40000000, 0x80000000
+WAIT4_OPTIONS = WNOHANG | WUNTRACED | WCONTINUED | __WNOTHREAD | __WALL | __WCLONE  # what wait4 takes
 # what a forked child inherits beyond memory (and an exec clears)
 FORK_REGS = [*(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(29)), a64.UC_ARM64_REG_X29, a64.UC_ARM64_REG_X30,
              a64.UC_ARM64_REG_NZCV, a64.UC_ARM64_REG_TPIDR_EL0, a64.UC_ARM64_REG_FPCR, a64.UC_ARM64_REG_FPSR,
@@ -79,9 +81,18 @@ def execve(p: Process, path: str, argv: list[str], envp: list[str]) -> int | Non
         return -errno.EACCES
     data = bytes(node.data)
     try:
-        parse_elf(data, canon)
+        elf = parse_elf(data, canon)
     except ExecError:
         return -errno.ENOEXEC
+    if elf.interp is not None:  # opened and checked before the old program goes (load_elf_binary)
+        try:
+            interp = p.vfs.read_file(elf.interp)
+        except FsError as exc:
+            return -exc.errno
+        try:
+            parse_elf(interp, elf.interp)
+        except ExecError:
+            return -errno.ELIBBAD
     # the point of no return
     me = p.current
     for t in list(p.threads):
@@ -110,9 +121,12 @@ def execve(p: Process, path: str, argv: list[str], envp: list[str]) -> int | Non
 class Fork(SyscallContext):
     @calls("clone")
     def sys_clone(self, flags: int, stack: int, ptid: int, tls: int, ctid: int, *_: int) -> int | None:
-        if flags & CLONE_VM and flags & CLONE_THREAD:
+        # copy_process: CLONE_THREAD needs CLONE_SIGHAND, which needs CLONE_VM
+        if (flags & CLONE_THREAD and not flags & CLONE_SIGHAND) or (flags & CLONE_SIGHAND and not flags & CLONE_VM):
+            return -errno.EINVAL
+        if flags & CLONE_THREAD:
             return clone_thread(self.p, flags, stack, ptid, tls, ctid)
-        if flags & (CLONE_THREAD | CLONE_SIGHAND) or (flags & CLONE_VM and not flags & CLONE_VFORK):
+        if flags & CLONE_SIGHAND or (flags & CLONE_VM and not flags & CLONE_VFORK):  # shared handlers or memory
             if not self.log.warned_clone:
                 self.log.warned_clone = True
                 self.p.kernel.log(f"clone with flags {flags:#x} is not supported (ENOSYS)")
@@ -141,6 +155,8 @@ class Fork(SyscallContext):
     @calls("wait4")
     def sys_wait4(self, pid: int, wstatus: int, options: int, rusage: int, *_: int) -> int:
         pid = _s32(pid)
+        if options & ~WAIT4_OPTIONS & 0xFFFFFFFF:  # an int: the register's upper half is not read
+            return -errno.EINVAL
         children = [c for c in self.p.children if pid <= 0 or c.pid == pid]
         if not children:
             return -errno.ECHILD

@@ -148,11 +148,11 @@ def setup_stack(mm: AddressSpace, exe_path: str, argv: list[str], envp: list[str
         mm.write(sp, b)
         return sp
 
-    execfn = push_bytes(exe_path.encode() + b"\0")
+    execfn = push_bytes(exe_path.encode("utf-8", "surrogateescape") + b"\0")  # the bytes execve was given
     platform = push_bytes(b"aarch64\0")
     random = push_bytes(b"".join(mm.cpu.rndr().to_bytes(8, "little") for _ in range(2)))
-    envp_ptrs = [push_bytes(e.encode() + b"\0") for e in envp]
-    argv_ptrs = [push_bytes(a.encode() + b"\0") for a in argv]
+    envp_ptrs = [push_bytes(e.encode("utf-8", "surrogateescape") + b"\0") for e in envp]
+    argv_ptrs = [push_bytes(a.encode("utf-8", "surrogateescape") + b"\0") for a in argv]
     auxv = [
         (AT_PHDR, info["phdr"]), (AT_PHENT, info["phent"]), (AT_PHNUM, info["phnum"]),
         (AT_PAGESZ, GRANULE_SIZE), (AT_BASE, info["base"]), (AT_FLAGS, 0), (AT_ENTRY, info["entry"]),

@@ -79,8 +79,8 @@ def proc_self(p: Process) -> dict[str, Inode]:
         "cwd": LinkInode(p.state.cwd),
         "fd": fd_dir,
         "maps": RegInode(mode=0o444, gen=lambda: maps(p)),
-        "cmdline": RegInode(mode=0o444, gen=lambda: b"".join(a.encode() + b"\0" for a in p.argv)),
-        "environ": RegInode(mode=0o444, gen=lambda: b"".join(a.encode() + b"\0" for a in p.state.envp)),
+        "cmdline": RegInode(mode=0o444, gen=lambda: b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in p.argv)),
+        "environ": RegInode(mode=0o444, gen=lambda: b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in p.state.envp)),
         "stat": RegInode(mode=0o444, gen=lambda: f"{p.pid} (app) R 0 1 1 0 -1\n".encode()),
         "status": RegInode(mode=0o444, gen=lambda: f"Name:\tapp\nPid:\t{p.pid}\nThreads:\t"
                                                  f"{len(p.threads)}\n".encode()),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from unicorn import arm64_const as a64
 
 from .sched import NSEC, ProcessExit, Thread
-from .sysctx import SyscallContext
+from .sysctx import SyscallContext, _s32
 from .systable import SyscallSet
 
 if TYPE_CHECKING:
@@ -82,43 +82,47 @@ def thread_gone(p: Process, t: Thread) -> None:
 
 
 def futex(p: Process, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, val3: int) -> int | None:
+    """futex(2), its checks in Linux's order: the timeout (EFAULT, EINVAL), the clock
+    (FUTEX_CLOCK_REALTIME only with FUTEX_WAIT_BITSET, else ENOSYS), then the command's own
+    (a zero bitset, negative requeue counts, a misaligned word: EINVAL; the word's value:
+    EAGAIN). FUTEX_WAKE's count is an int of which at least one is woken (futex_wake)."""
     cmd = op & 0x7F  # without FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME
+    deadline = None
+    if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET) and timeout:
+        sec, nsec = struct.unpack("<qq", p.read(timeout, 16))
+        if sec < 0 or not 0 <= nsec < NSEC:
+            return -errno.EINVAL
+        if cmd == FUTEX_WAIT:  # relative
+            deadline = p.sched.now_ns() + sec * NSEC + nsec
+        elif op & FUTEX_CLOCK_REALTIME:  # absolute CLOCK_REALTIME
+            deadline = sec * NSEC + nsec - p.kernel.realtime_offset_ns
+        else:  # absolute CLOCK_MONOTONIC
+            deadline = sec * NSEC + nsec
+    if op & FUTEX_CLOCK_REALTIME and cmd != FUTEX_WAIT_BITSET:
+        return -errno.ENOSYS
     key = (p, uaddr)
-    if uaddr & 3:
-        return -errno.EINVAL
     if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
         bitset = 0xFFFFFFFF if cmd == FUTEX_WAIT else val3 & 0xFFFFFFFF
-        if not bitset:
+        if not bitset or uaddr & 3:
             return -errno.EINVAL
         if int.from_bytes(p.read(uaddr, 4), "little") != val & 0xFFFFFFFF:
             return -errno.EAGAIN
-        deadline = None
-        if timeout:
-            sec, nsec = struct.unpack("<qq", p.read(timeout, 16))
-            if sec < 0 or not 0 <= nsec < NSEC:
-                return -errno.EINVAL
-            now = p.sched.now_ns()
-            if cmd == FUTEX_WAIT:  # relative
-                deadline = now + sec * NSEC + nsec
-            elif op & FUTEX_CLOCK_REALTIME:  # absolute CLOCK_REALTIME
-                deadline = sec * NSEC + nsec - p.kernel.realtime_offset_ns
-            else:  # absolute CLOCK_MONOTONIC
-                deadline = sec * NSEC + nsec
-            if deadline <= now:
-                return -errno.ETIMEDOUT
+        if deadline is not None and deadline <= p.sched.now_ns():
+            return -errno.ETIMEDOUT
         p.sched.futex_wait(p.current, key, bitset, deadline)
         return None  # x0 arrives with the wake-up (0) or the timeout (-ETIMEDOUT)
     if cmd in (FUTEX_WAKE, FUTEX_WAKE_BITSET):
         bitset = 0xFFFFFFFF if cmd == FUTEX_WAKE else val3 & 0xFFFFFFFF
-        if not bitset:
+        if not bitset or uaddr & 3:
             return -errno.EINVAL
-        return p.sched.futex_wake(key, val & 0x7FFFFFFF, bitset)
+        return p.sched.futex_wake(key, max(_s32(val), 1), bitset)
     if cmd in (FUTEX_REQUEUE, FUTEX_CMP_REQUEUE):
-        if uaddr2 & 3:
+        nr_wake, nr_requeue = _s32(val), _s32(timeout)  # the count to move travels in the timeout's register
+        if nr_wake < 0 or nr_requeue < 0 or uaddr & 3 or uaddr2 & 3:
             return -errno.EINVAL
         if cmd == FUTEX_CMP_REQUEUE and int.from_bytes(p.read(uaddr, 4), "little") != val3 & 0xFFFFFFFF:
             return -errno.EAGAIN
-        return p.sched.futex_requeue(key, (p, uaddr2), val & 0x7FFFFFFF, timeout & 0x7FFFFFFF)
+        return p.sched.futex_requeue(key, (p, uaddr2), nr_wake, nr_requeue)
     return -errno.ENOSYS
 
 
@@ -145,14 +149,32 @@ class Threads(SyscallContext):
 
     @calls("sched_getaffinity")
     def sys_sched_getaffinity(self, pid: int, size: int, mask: int, *_: int) -> int:
-        if size < 8:
+        """One CPU: a mask of one unsigned long with bit 0 (a size that is not a whole
+        number of longs is EINVAL, as Linux's)."""
+        size &= 0xFFFFFFFF  # unsigned int len
+        if size < 8 or size & 7:
             return -errno.EINVAL
+        if not self._task(pid):
+            return -errno.ESRCH
         self.p.write(mask, (1).to_bytes(8, "little"))
         return 8
 
     @calls("sched_setaffinity")
-    def sys_sched_setaffinity(self, *_: int) -> int:
+    def sys_sched_setaffinity(self, pid: int, size: int, mask: int, *_: int) -> int:
+        """A mask that keeps CPU 0 is what the thread has already; one without it names no
+        CPU there is (EINVAL)."""
+        size &= 0xFFFFFFFF
+        raw = self.p.read(mask, min(size, 8)) if size else b""
+        if not self._task(pid):
+            return -errno.ESRCH
+        if not int.from_bytes(raw, "little") & 1:
+            return -errno.EINVAL
         return 0
+
+    def _task(self, pid: int) -> bool:
+        """Whether `pid` (0: the caller) names a live thread."""
+        pid = _s32(pid)
+        return pid == 0 or any(t.tid == pid for proc in self.p.sched.processes for t in proc.threads)
 
     @calls("sched_yield")
     def sys_sched_yield(self, *_: int) -> int:

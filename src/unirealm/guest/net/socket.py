@@ -15,6 +15,7 @@ import struct
 from typing import Any
 
 from ...arch.net import ANY_IP, BROADCAST_IP
+from ..sysctx import _s32
 from ..systable import SyscallSet
 from ..vfs import (
     O_CLOEXEC,
@@ -46,6 +47,8 @@ POLLRDHUP = 0x2000
 S_IFSOCK = 0o140000
 FIONREAD = 0x541B
 SOCKADDR_IN_SIZE = 16
+SOCKADDR_STORAGE_SIZE = 128  # the longest address move_addr_to_kernel takes
+AF_UNSPEC = 0
 
 
 def pack_sockaddr(ip: bytes, port: int) -> bytes:
@@ -75,6 +78,7 @@ class SocketFile(OpenFile):
         self.stack = stack
         self.kind = kind
         self.port = 0  # bound local port (0: none yet)
+        self.bound_ip = ANY_IP  # the address bind() named (getsockname of an unconnected socket)
         self.tcb: Tcb | None = None
         self.listener: Any = None
         self.udp: UdpEndpoint | None = None
@@ -101,6 +105,7 @@ class SocketFile(OpenFile):
         elif self.port_used(port):
             raise FsError(errno.EADDRINUSE)
         self.port = port
+        self.bound_ip = ip
         if self.kind == SOCK_DGRAM:
             self.udp = self.stack.udp[port] = UdpEndpoint(port)
         else:
@@ -130,7 +135,7 @@ class SocketFile(OpenFile):
             src, sport, data = self.udp.queue[0] if peek else self.udp.queue.popleft()
             return data[:size], (src, sport)
         if self.tcb is None:
-            raise FsError(errno.ENOTCONN if self.listener is None else errno.EINVAL)
+            raise FsError(errno.ENOTCONN)  # a listening socket too (tcp_recvmsg)
         if self.rd_shut:
             return b"", None
         out = self.tcb.recv(size, peek)
@@ -165,8 +170,8 @@ class SocketFile(OpenFile):
             self.autobind()
             self.stack.send_udp(dest[0], self.port, dest[1], data)
             return len(data)
-        if self.tcb is None:
-            raise FsError(errno.ENOTCONN if not self.connecting else errno.EAGAIN)
+        if self.tcb is None:  # never connected, or listening: sk_stream_wait_connect's EPIPE
+            raise FsError(errno.EPIPE if not self.connecting else errno.EAGAIN)
         try:
             n = self.tcb.send(data)
         except OSError as exc:
@@ -250,10 +255,18 @@ class SocketCalls:
     def _wait(self, ready: Any, what: str) -> bool:
         return self.block(ready, None, True, what)  # type: ignore[attr-defined]
 
-    def _read_addr(self, addr: int, length: int) -> tuple[bytes, int]:
-        if not addr or length < 8:
+    def _addr_bytes(self, addr: int, length: int) -> bytes:
+        """The address handed in, as move_addr_to_kernel copies it (EINVAL, EFAULT)."""
+        length = _s32(length)
+        if not 0 <= length <= SOCKADDR_STORAGE_SIZE:
             raise FsError(errno.EINVAL)
-        return unpack_sockaddr(self.p.read(addr, min(length, SOCKADDR_IN_SIZE)))
+        return self.p.read(addr, min(length, SOCKADDR_IN_SIZE)) if length else b""
+
+    def _read_addr(self, addr: int, length: int) -> tuple[bytes, int]:
+        raw = self._addr_bytes(addr, length)
+        if len(raw) < SOCKADDR_IN_SIZE:  # inet_bind, tcp_v4_connect, udp_sendmsg
+            raise FsError(errno.EINVAL)
+        return unpack_sockaddr(raw)
 
     def _write_addr(self, addr: int, lenp: int, ip: bytes, port: int) -> None:
         if not addr or not lenp:
@@ -334,13 +347,18 @@ class SocketCalls:
 
     def sys_connect(self, fd: int, addr: int, length: int, *_: int) -> int:
         sock = self._sock(fd)
-        ip, port = self._read_addr(addr, length)
         if sock.kind == SOCK_DGRAM:
+            raw = self._addr_bytes(addr, length)
+            if len(raw) >= 2 and struct.unpack_from("<H", raw)[0] == AF_UNSPEC:  # inet_dgram_connect
+                sock.peer = None  # the association dissolved
+                return 0
+            ip, port = self._read_addr(addr, length)
             sock.autobind()
             sock.peer = None if ip == ANY_IP and port == 0 else (ip, port)
             return 0
+        ip, port = self._read_addr(addr, length)
         if sock.listener is not None:
-            return -errno.EINVAL
+            return -errno.EISCONN  # __inet_stream_connect: not TCP_CLOSE
         if sock.tcb is None:
             if port == 0 or ip == ANY_IP:
                 return -errno.ECONNREFUSED
@@ -376,7 +394,8 @@ class SocketCalls:
 
     def sys_getsockname(self, fd: int, addr: int, lenp: int, *_: int) -> int:
         sock = self._sock(fd)
-        ip = sock.stack.ip if sock.port else ANY_IP
+        connected = sock.tcb is not None or sock.peer is not None  # inet_getname: the bound address,
+        ip = sock.stack.ip if connected and sock.bound_ip == ANY_IP else sock.bound_ip  # else the source chosen
         self._write_addr(addr, lenp, ip, sock.port)
         return 0
 
@@ -392,12 +411,15 @@ class SocketCalls:
 
     def sys_setsockopt(self, fd: int, level: int, name: int, val: int, length: int, *_: int) -> int:
         sock = self._sock(fd)
-        raw = self.p.read(val, min(length, 16)) if val and length else b""
-        value = int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0
+        if level not in (SOL_SOCKET, IPPROTO_IP, IPPROTO_TCP):
+            return -errno.ENOPROTOOPT
+        length = _s32(length)  # sk_setsockopt, do_tcp_setsockopt want an int; ip_setsockopt a char too
+        if length < (1 if level == IPPROTO_IP else 4):
+            return -errno.EINVAL
+        value = int.from_bytes(self.p.read(val, min(length, 4)), "little")
         known = {(SOL_SOCKET, n) for n in (SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, SO_BROADCAST, SO_SNDBUF,
                                            SO_RCVBUF, SO_LINGER, SO_RCVTIMEO, SO_SNDTIMEO)}
-        known |= {(IPPROTO_TCP, TCP_NODELAY), (IPPROTO_TCP, TCP_MAXSEG)}
-        if (level, name) not in known and level not in (IPPROTO_IP, IPPROTO_TCP):
+        if level == SOL_SOCKET and (level, name) not in known:
             return -errno.ENOPROTOOPT
         sock.options[(level, name)] = value
         return 0
@@ -424,12 +446,13 @@ class SocketCalls:
             value = sock.tcb.mss if sock.tcb is not None else 536
         else:
             value = sock.options.get((level, name), 0)
-        if lenp:
-            room = struct.unpack("<I", self.p.read(lenp, 4))[0]
-            raw = struct.pack("<i", value)[: min(room, 4)]
-            if raw:
-                self.p.write(val, raw)
-            self.p.write(lenp, struct.pack("<I", len(raw)))
+        room = struct.unpack("<i", self.p.read(lenp, 4))[0]  # an int: negative is EINVAL
+        if room < 0:
+            return -errno.EINVAL
+        raw = struct.pack("<i", value)[: min(room, 4)]
+        if raw:
+            self.p.write(val, raw)
+        self.p.write(lenp, struct.pack("<I", len(raw)))
         return 0
 
     def _sock_io(self, sock: SocketFile, op: Any, want: int, flags: int) -> Any:
@@ -476,11 +499,10 @@ class SocketCalls:
             POLLIN, flags)
         if data:
             self.p.write(buf, data)
-        if addr and lenp:
-            if src is None and sock.tcb is not None:
-                src = (sock.tcb.rip, sock.tcb.rport)
-            if src is not None:
-                self._write_addr(addr, lenp, *src)
+        if addr and lenp and src is not None:
+            self._write_addr(addr, lenp, *src)
+        elif addr and lenp:  # a stream names no source: a length of 0 (tcp_recvmsg leaves msg_namelen 0)
+            self.p.write(lenp, bytes(4))
         return len(data)
 
     def _msghdr(self, msg: int) -> tuple[int, int, list[tuple[int, int]]]:
@@ -553,6 +575,14 @@ class SocketCalls:
         sock = self._sock(fd)
         if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
             return -errno.EINVAL
+        if sock.listener is not None:  # inet_shutdown: SHUT_RD stops a listener (tcp_disconnect)
+            if how != SHUT_WR:
+                sock.stack.unlisten(sock.listener)
+                sock.listener = None
+            return 0
+        if sock.kind == SOCK_DGRAM and sock.peer is None:
+            sock.rd_shut = sock.rd_shut or how != SHUT_WR  # recorded all the same, as Linux does
+            return -errno.ENOTCONN
         if sock.kind == SOCK_STREAM and (sock.tcb is None or sock.tcb.state == "CLOSED"):
             return -errno.ENOTCONN
         if how in (SHUT_RD, SHUT_RDWR):
