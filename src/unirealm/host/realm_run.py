@@ -180,6 +180,7 @@ def _run_rec(vmm: Vmm, vm: RealmVm, vcpu: RealmVcpu) -> RecExitInfo | None:
         if storm is not None:
             storm.realm_exit(rec, honest, ex.gicv3_lrs)
         vmm.exits += 1
+        vmm.poll_transmit()
         vcpu.vgic.sync(ex.gicv3_lrs, ex.cntv_ctl, ex.cntv_cval, ex.cntp_ctl, ex.cntp_cval)
         vmm.signals.check()
         flags, gprs = 0, None
