@@ -146,6 +146,8 @@ def rows_of(results: dict[str, dict[str, float]]) -> list[Row]:
             if f"{what} realm rate" in r:
                 rows.append((f"{what} req/s ({name}): realm vs plain VM", r[f"{what} realm rate"],
                              r[f"{what} kvm rate"], "req/s"))
+            rows.append((f"{what}, exits per request ({name}): realm vs plain VM", r[f"{what} realm exits"],
+                         r[f"{what} kvm exits"], "exits"))
         if len(names) == 2:
             now, before = (results[n] for n in names)
             rows.append((f"{what}, realm ÷ plain VM CPU per request: now vs before",
