@@ -430,3 +430,19 @@ def test_event_idx_rx_avail_event_wants_buffers_only_while_frames_wait(plain):
     assert _avail_event(drv, 0) == 2  # nothing waits: one behind the driver's next entry (3)
     flags = struct.unpack("<H", drv.view.read(QUEUES[0][2], 2))[0]
     assert flags == 0  # the flags are not used with EVENT_IDX
+
+
+def test_poll_transmit_waits_for_driver_ok_and_a_bad_ring_is_refused(plain):
+    drv, dev, sent = plain
+    offered = drv.features()
+    assert drv.negotiate(offered)
+    drv.w(VirtioMmio.QUEUE_SEL, 1)
+    drv.w(VirtioMmio.QUEUE_NUM, NUM)
+    for reg, addr in ((VirtioMmio.QUEUE_DESC_LOW, QUEUES[1][0]), (VirtioMmio.QUEUE_DRIVER_LOW, RAM_BASE + RAM_SIZE),
+                      (VirtioMmio.QUEUE_DEVICE_LOW, QUEUES[1][2])):
+        drv.w(reg, addr & 0xFFFF_FFFF)
+        drv.w(reg + 4, addr >> 32)
+    drv.w(VirtioMmio.QUEUE_READY, 1)  # an available ring outside guest RAM
+    assert dev.poll_transmit() == 0 and not drv.needs_reset  # no DRIVER_OK yet: not looked at
+    drv.w(VirtioMmio.STATUS, 0xF)
+    assert dev.poll_transmit() == 0 and drv.needs_reset and sent == []  # looked at: refused, not raised

@@ -166,8 +166,9 @@ class VirtioNetDevice(ReceivingDevice):
         without it every chain is notified). Returns how many there were."""
         q = self.queues[TX_QUEUE]
         mem = self.memory
-        if not self.event_idx or not q.ready or mem is None or self.status & VirtioStatus.DEVICE_NEEDS_RESET:
-            return 0
+        if (not self.event_idx or not q.ready or mem is None or not self.status & VirtioStatus.DRIVER_OK
+                or self.status & VirtioStatus.DEVICE_NEEDS_RESET):
+            return 0  # (as a notify would be ignored: the rings may not be readable yet)
         try:
             waiting = (self._u16(mem, q.avail + 2) - q.last_avail) & 0xFFFF
         except DmaError as exc:
