@@ -16,6 +16,12 @@ device never offered) puts the device in DEVICE_NEEDS_RESET with a config-change
 pending (§2.1.2): the queue stops until the driver resets the device. Nothing the guest
 writes raises out of the MMIO handlers.
 
+VIRTIO_F_EVENT_IDX (§2.7.10) is offered unless the device is made with `event_idx=False`;
+once negotiated the ring flags are ignored: a used-buffer notification is sent exactly when
+the entry written is the one the driver's used_event names (modulo 2^16), and after taking
+a queue's chains the device writes avail_event (`avail_event_for`: the next entry, for a
+device that answers at the notify).
+
 Interrupts: there is no GIC model, so nothing is injected. Requests complete synchronously
 inside the QueueNotify write (the VMM handles it before the guest runs again); the driver
 polls the used ring and InterruptStatus, as a guest with interrupts masked would.

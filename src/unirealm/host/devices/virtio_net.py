@@ -12,6 +12,12 @@ kvmtool's virtio/net.c with its user-mode network.
   device (any register access or a notify) and whenever the VMM calls `deliver` (at every
   WFI/REC exit it sees): there is no interrupt controller, the driver polls the used ring.
 
+With VIRTIO_F_EVENT_IDX the TX queue's avail_event asks for a notification only once half
+the ring waits; the VMM calls `poll_transmit` at every exit it handles, which takes the
+chains posted meanwhile. The RX queue's avail_event (instead of VIRTQ_USED_F_NO_NOTIFY)
+names the driver's next entry while frames wait for buffers, and lies one behind it
+otherwise.
+
 A frame longer than the posted buffer is dropped (counted in `rx_dropped`), the buffer is
 kept. A chain the device cannot trust is refused exactly as the transport refuses it:
 DEVICE_NEEDS_RESET, and the queue stops until the driver resets the device.
