@@ -21,6 +21,7 @@ import irq_bench
 import isolation_bench
 import launch
 import net_bench
+import realmnet_bench
 import sqlite_bench
 import svc_bench
 import usernet_bench
@@ -37,7 +38,8 @@ def main() -> int:
     rows += console_bench.run()
     for name, module in (("sqlite", sqlite_bench), ("network", net_bench), ("user-mode network", usernet_bench),
                          ("guest network path", guest_net_bench), ("isolation", isolation_bench),
-                         ("interrupts", irq_bench), ("large transfers", bigxfer_bench), ("exits", exits_bench)):
+                         ("interrupts", irq_bench), ("large transfers", bigxfer_bench), ("exits", exits_bench),
+                         ("realm vs plain VM", realmnet_bench)):
         try:
             rows += module.run()
         except RuntimeError as exc:

@@ -163,7 +163,7 @@ def hvc_pair(**kw: object) -> tuple[VirtioConsole, VirtioConsoleDevice, FakeCpu,
 def test_hvc_config_and_queues_as_kvmtool() -> None:
     _, device, _, _, _ = hvc_pair()
     assert struct.unpack("<HHII", device.backend.config()) == (80, 24, 1, 0)
-    assert device.device_features == 1 << 32  # VERSION_1 only
+    assert device.device_features == 1 << 32 | 1 << 29  # VERSION_1, and EVENT_IDX (the transport's)
     assert [q.num_max for q in device.queues] == [128, 128]
 
 

@@ -13,7 +13,15 @@ from tests.host.virtio_support import FlatMemory
 
 from unirealm.arch import p9
 from unirealm.arch.p9 import P9
-from unirealm.arch.virtio import VirtioDeviceId, used_ring_entry
+from unirealm.arch.virtio import (
+    VIRTIO_F_EVENT_IDX,
+    VirtioDeviceId,
+    VirtioMmio,
+    avail_event_offset,
+    feature,
+    used_event_offset,
+    used_ring_entry,
+)
 from unirealm.guest.virtio import DmaPool, RequestQueue, VirtioError, VirtioMmioTransport
 from unirealm.host.devices.mmio import MmioBus
 from unirealm.host.devices.virtio_9p import P9Server, Virtio9p
@@ -26,7 +34,7 @@ BUFFER = 8192
 TVERSION = p9.encode(P9.TVERSION, p9.NOTAG, msize=BUFFER, version="9P2000.L")
 
 
-def queue_pair(tmp_path: Path) -> tuple[RequestQueue, VirtioMmioDevice, RamView]:
+def queue_pair(tmp_path: Path, event_idx: bool = False) -> tuple[RequestQueue, VirtioMmioDevice, RamView]:
     ram = FlatMemory(RAM_BASE, RAM_SIZE)
     view = RamView(ram, RAM_BASE, RAM_BASE, RAM_SIZE)
     device = VirtioMmioDevice(Virtio9p(P9Server(str(tmp_path)), "kvm_9p"), memory=view)
@@ -34,7 +42,8 @@ def queue_pair(tmp_path: Path) -> tuple[RequestQueue, VirtioMmioDevice, RamView]
     bus.register(DEV, 0x200, device, "virtio-9p")
     transport = VirtioMmioTransport(FakeCpu(bus, ram), DEV)
     assert transport.probe() == VirtioDeviceId.NINEP
-    transport.negotiate(0)
+    transport.negotiate(feature(VIRTIO_F_EVENT_IDX) if event_idx else 0)
+    assert transport.event_idx == event_idx
     queue = RequestQueue(transport, DmaPool(FakeKernel(transport.cpu), 8), 0, BUFFER)  # type: ignore[arg-type]
     transport.driver_ok()
     return queue, device, view
@@ -82,3 +91,62 @@ def test_hostile_used_entries_are_refused(tmp_path: Path, tamper: dict[str, int]
     with pytest.raises(VirtioError, match=message):
         queue.request(TVERSION)
     assert queue.broken
+
+
+def _notifies(queue: RequestQueue) -> list[int]:
+    """Count the queue's QueueNotify writes from now on."""
+    seen: list[int] = []
+    cpu = queue.t.cpu
+    write = cpu.mmio_write
+
+    def counting(addr: int, size: int, value: int) -> None:
+        if addr == DEV + VirtioMmio.QUEUE_NOTIFY:
+            seen.append(value)
+        write(addr, size, value)
+    cpu.mmio_write = counting  # type: ignore[method-assign]
+    return seen
+
+
+def test_event_idx_requests_round_trip_across_the_index_wrap(tmp_path: Path) -> None:
+    queue, device, view = queue_pair(tmp_path, event_idx=True)
+    q = device.queues[0]
+    # both sides just below 65535: the free-running le16 indices wrap in the middle
+    queue.avail_idx = queue.used_idx = q.last_avail = q.used_idx = 0xFFFD
+    view.write(q.used + 2, struct.pack("<H", 0xFFFD))
+    view.write(q.used + avail_event_offset(q.num), struct.pack("<H", 0xFFFD))
+    notifies = _notifies(queue)
+    for _ in range(6):
+        assert p9.decode(queue.request(TVERSION))[0] == P9.RVERSION
+    assert queue.used_idx == 3 and q.used_idx == 3 and not queue.broken
+    assert len(notifies) == 6  # the device asked for every one: avail_event followed
+    assert struct.unpack("<H", view.read(q.used + avail_event_offset(q.num), 2))[0] == 3
+
+
+def test_event_idx_suppresses_interrupts_until_a_request_waits(tmp_path: Path) -> None:
+    queue, device, view = queue_pair(tmp_path, event_idx=True)
+    edges: list[int] = []
+    device.on_interrupt = lambda: edges.append(1)
+    queue._suppress(True)
+    for _ in range(3):
+        queue.request(TVERSION)
+    assert edges == []  # used_event one behind: no interrupt while nobody waits
+    queue._suppress(False)  # a request that must wait asks for the entry in flight
+    assert struct.unpack("<H", view.read(queue.pool.cpu_base + queue.avail + used_event_offset(queue.num), 2))[0] == 3
+    queue.request(TVERSION)
+    assert edges == [1]
+
+
+@pytest.mark.parametrize("event", [0, 0x7FFF, 0xFFFF, "moving"])
+def test_hostile_avail_event_neither_hangs_nor_loses_a_request(tmp_path: Path, event: int | str) -> None:
+    """A device that declines every notification (avail_event never the entry posted), or
+    writes a different index at every request: each request is still answered, with one
+    notify the driver sends once the answer is not there."""
+    queue, device, view = queue_pair(tmp_path, event_idx=True)
+    q = device.queues[0]
+    values = iter(range(1, 1 << 20, 4099))
+    device.avail_event_for = lambda index, vq: (next(values) if event == "moving" else event)  # type: ignore[assignment,method-assign]
+    view.write(q.used + avail_event_offset(q.num), struct.pack("<H", 0xFFFF if event == "moving" else event))
+    notifies = _notifies(queue)
+    for _ in range(5):
+        assert p9.decode(queue.request(TVERSION))[0] == P9.RVERSION
+    assert not queue.broken and len(notifies) == 5 and queue.t.cpu.wfis == 0  # type: ignore[attr-defined]

@@ -15,11 +15,14 @@ from tests.host.virtio_support import FlatMemory
 
 from unirealm.arch.net import ETH_FRAME_MAX, ETH_HLEN, VIRTIO_NET_HDR_SIZE
 from unirealm.arch.virtio import (
+    VIRTIO_F_EVENT_IDX,
     VIRTIO_F_VERSION_1,
     VirtioDeviceId,
     VirtioMmio,
     VirtioStatus,
+    avail_event_offset,
     feature,
+    used_event_offset,
     used_ring_entry,
 )
 from unirealm.guest.net.virtio_net import BUF_SIZE, RING_SIZE, TX_RING_SIZE, VirtioNet, find_nics
@@ -53,11 +56,14 @@ class NetCpu(FakeCpu):
         return 0x1122_3344_5566_7788
 
 
-def nic_pair(backend: NetBackend | None = None) -> tuple[VirtioNet, VirtioNetDevice, list[bytes], NetCpu, RamView]:
+def nic_pair(backend: NetBackend | None = None, event_idx: bool = False,
+             ) -> tuple[VirtioNet, VirtioNetDevice, list[bytes], NetCpu, RamView]:
+    """The driver against the device; the device offers VIRTIO_F_EVENT_IDX with `event_idx`
+    (without it, the ring flags are what the tests see)."""
     sent: list[bytes] = []
     ram = FlatMemory(RAM_BASE, RAM_SIZE)
     view = RamView(ram, RAM_BASE, RAM_BASE, RAM_SIZE)
-    device = VirtioNetDevice(backend or NetBackend(MAC, sent.append), memory=view)
+    device = VirtioNetDevice(backend or NetBackend(MAC, sent.append), memory=view, event_idx=event_idx)
     bus = MmioBus()
     bus.register(DEV, 0x200, device, "virtio-net")
     cpu = NetCpu(bus, ram)
@@ -236,3 +242,92 @@ def test_find_nics_takes_net_devices_only_and_logs_a_failing_one() -> None:
     nics = find_nics(kernel)
     assert [n.mac for n in nics] == [MAC]
     assert any("virtio-net /virtio@13000200: the device does not offer VIRTIO_F_VERSION_1" in x for x in kernel.logged)
+
+
+# --- VIRTIO_F_EVENT_IDX (virtio 1.2 §2.7.10) ------------------------------------------------
+
+def test_event_idx_is_taken_when_offered() -> None:
+    nic, device, _, _, _ = nic_pair(event_idx=True)
+    assert nic.t.features == feature(VIRTIO_F_VERSION_1) | feature(VIRTIO_NET_F_MAC) | feature(VIRTIO_F_EVENT_IDX)
+    assert nic.t.event_idx and device.event_idx
+    off, device_off, _, _, _ = nic_pair()
+    assert not off.t.event_idx and not device_off.event_idx
+
+
+def test_event_idx_tx_notifies_once_per_half_ring_and_the_polled_rest_arrives_in_order() -> None:
+    nic, device, sent, cpu, _ = nic_pair(event_idx=True)
+    frames = [frame(i, 60 + i) for i in range(3 * TX_RING_SIZE + 5)]
+    for n, f in enumerate(frames):
+        assert nic.send(f)
+        if n % 7 == 6:
+            device.poll_transmit()  # the VMM's look at an exit
+    device.poll_transmit()
+    assert sent == frames and nic.tx_dropped == 0 and nic.bad_entries == 0
+    assert 1 <= cpu.notifies.count(1) <= len(frames) // 7  # the polls took what was not notified
+
+
+def test_event_idx_tx_unpolled_device_is_notified_before_the_ring_fills() -> None:
+    nic, device, sent, cpu, _ = nic_pair(event_idx=True)
+    frames = [frame(i) for i in range(4 * TX_RING_SIZE + 7)]
+    for n, f in enumerate(frames):
+        assert nic.send(f)  # never dropped: the device asked for a notify at half the ring
+        assert n + 1 - len(sent) < TX_RING_SIZE // 2  # no more than that ever waits
+    assert nic.tx_dropped == 0 and len(sent) < len(frames)
+    assert cpu.notifies.count(1) <= 2 * len(frames) // (TX_RING_SIZE // 2)
+    device.poll_transmit()
+    assert sent == frames
+
+
+def test_event_idx_rx_interrupts_once_per_delivery_and_used_event_follows() -> None:
+    nic, device, _, cpu, view = nic_pair(event_idx=True)
+    edges: list[int] = []
+    device.on_interrupt = lambda: edges.append(1)
+    rx = nic.rx
+    got: list[bytes] = []
+    frames = [frame(i) for i in range(3 * RING_SIZE)]
+    for start in range(0, len(frames), 5):
+        for f in frames[start : start + 5]:
+            device.receive(f)
+        device.deliver()
+        device.interrupt_status = 0  # the handler's acknowledge
+        got += nic.poll()
+        event = struct.unpack("<H", view.read(rx.pool.dma_base + rx.avail + used_event_offset(rx.num), 2))[0]
+        assert event == rx.used_idx  # the next entry
+    assert got == frames
+    assert len(edges) == -(-len(frames) // 5)  # one per delivery: the first frame of each
+    assert cpu.notifies.count(0) == 1  # no frame ever waited for a buffer
+
+
+@pytest.mark.parametrize("event", [0, 1, 0x7FFF, 0xFFFE, 0xFFFF, "moving"])
+def test_hostile_tx_avail_event_neither_hangs_nor_loses_a_frame(event: int | str) -> None:
+    """A device that writes any avail_event (fixed, or a different one at every look) and
+    never looks at the ring by itself: the driver notifies when the event says so or when it
+    has no free buffer, so every frame still goes out and nothing is dropped."""
+    nic, device, sent, _, view = nic_pair(event_idx=True)
+    tx = nic.tx
+    where = tx.pool.dma_base + tx.used + avail_event_offset(tx.num)
+    values = iter(range(0, 1 << 20, 7919))
+    device.avail_event_for = lambda index, q: (next(values) if event == "moving" else event)  # type: ignore[assignment,method-assign]
+    view.write(where, struct.pack("<H", 0 if event == "moving" else event))
+    frames = [frame(i) for i in range(3 * TX_RING_SIZE)]
+    for f in frames:
+        assert nic.send(f)
+    nic.kick(force=True)
+    assert sent == frames and nic.tx_dropped == 0 and nic.bad_entries == 0
+
+
+@pytest.mark.parametrize("event", [0, 0x8000, 0xFFFF])
+def test_hostile_rx_avail_event_costs_only_frames(event: int) -> None:
+    """A device that says it needs no RX notifications while frames wait for buffers (or
+    asks for every one): the driver goes on; frames come when the device delivers."""
+    nic, device, _, _, view = nic_pair(event_idx=True)
+    rx = nic.rx
+    for i in range(RING_SIZE + 3):
+        device.receive(frame(i))
+    device.deliver()
+    view.write(rx.pool.dma_base + rx.used + avail_event_offset(rx.num), struct.pack("<H", event))
+    first = nic.poll()
+    assert first[:RING_SIZE] == [frame(i) for i in range(RING_SIZE)]
+    device.deliver()  # the VMM's next look
+    rest = first[RING_SIZE:] + nic.poll()
+    assert rest == [frame(i) for i in range(RING_SIZE, RING_SIZE + 3)] and nic.bad_entries == 0

@@ -13,15 +13,19 @@ from unirealm.arch import p9
 from unirealm.arch.p9 import P9
 from unirealm.arch.virtio import (
     VIRTIO_F_ACCESS_PLATFORM,
+    VIRTIO_F_EVENT_IDX,
     VIRTIO_F_VERSION_1,
     VIRTIO_MMIO_CONFIG,
     VIRTQ_AVAIL_F_NO_INTERRUPT,
     VirtioMmio,
     VirtioStatus,
     VirtqDescFlags,
+    avail_event_offset,
     avail_ring_entry,
     feature,
+    need_event,
     pack_desc,
+    used_event_offset,
     used_ring_entry,
 )
 from unirealm.host.devices.mmio import MmioBus
@@ -62,14 +66,12 @@ class Driver(ScriptedDriver):
 
     def post(self, head: int) -> None:
         self.view.write(AVAIL + avail_ring_entry(self.avail_idx % NUM), struct.pack("<H", head))
-        self.avail_idx += 1
-        self.view.write(AVAIL + 2, struct.pack("<H", self.avail_idx & 0xFFFF))
+        self.avail_idx = (self.avail_idx + 1) & 0xFFFF
+        self.view.write(AVAIL + 2, struct.pack("<H", self.avail_idx))
         self.w(VirtioMmio.QUEUE_NOTIFY, 0)
 
     def used(self) -> tuple[int, int, int]:
         idx = struct.unpack("<H", self.view.read(USED + 2, 2))[0]
-        if idx == 0:
-            return 0, 0, 0
         uid, ulen = struct.unpack("<II", self.view.read(USED + used_ring_entry((idx - 1) % NUM), 8))
         return idx, uid, ulen
 
@@ -162,13 +164,89 @@ def test_a_driver_suppresses_used_buffer_interrupts_with_avail_no_interrupt(plai
     drv, dev = plain
     edges: list[int] = []
     dev.on_interrupt = lambda: edges.append(1)
-    drv.setup()
+    drv.setup(drv.features() & ~feature(VIRTIO_F_EVENT_IDX))  # the flags mean something only without EVENT_IDX
+    assert not dev.event_idx
     drv.view.write(AVAIL, struct.pack("<H", VIRTQ_AVAIL_F_NO_INTERRUPT))  # §2.7.7: no interrupt wanted
     drv.request(p9.encode(P9.TVERSION, p9.NOTAG, msize=8192, version="9P2000.L"))
     assert edges == [] and drv.r(VirtioMmio.INTERRUPT_STATUS) == 0  # completed all the same
     drv.view.write(AVAIL, struct.pack("<H", 0))  # wanted again: the next used buffer signals
     drv.request(p9.encode(P9.TATTACH, 1, fid=0, afid=p9.NOFID, uname="", aname="", n_uname=0))
     assert edges == [1] and drv.r(VirtioMmio.INTERRUPT_STATUS) & 1
+
+
+def test_need_event_is_the_specs_vring_need_event():
+    # §2.7.10: an event when the entry named was written by moving idx from old to new
+    assert need_event(5, 6, 5) and not need_event(5, 5, 4) and not need_event(6, 6, 5)
+    assert need_event(3, 8, 0) and not need_event(8, 8, 0)  # a batch: [old, new)
+    assert need_event(0xFFFF, 0, 0xFFFF) and need_event(0xFFFE, 1, 0xFFFD)  # across the wrap
+    assert not need_event(0xFFFF, 0xFFFF, 0xFFFE)
+
+
+def test_event_idx_is_offered_and_negotiated_only_when_the_driver_takes_it(tmp_path: Path):
+    mem = FlatMemory(0x88_0000_0000, RAM_SIZE)
+    view = RamView(mem, 0x88_0000_0000, RAM_BASE, RAM_SIZE)
+    on = VirtioMmioDevice(Virtio9p(P9Server(str(tmp_path)), "t"), memory=view)
+    off = VirtioMmioDevice(Virtio9p(P9Server(str(tmp_path)), "t"), memory=view, event_idx=False)
+    bus = MmioBus()
+    bus.register(0x0300_0000, 0x200, on, "on")
+    bus.register(0x0400_0000, 0x200, off, "off")
+    drv_on, drv_off = Driver(bus, 0x0300_0000, view), Driver(bus, 0x0400_0000, view)
+    assert drv_on.features() & feature(VIRTIO_F_EVENT_IDX) and not drv_off.features() & feature(VIRTIO_F_EVENT_IDX)
+    assert not drv_off.negotiate(drv_off.features() | feature(VIRTIO_F_EVENT_IDX))  # not offered: refused
+    assert drv_on.negotiate(feature(VIRTIO_F_VERSION_1)) and not on.event_idx
+    assert drv_on.negotiate(feature(VIRTIO_F_VERSION_1) | feature(VIRTIO_F_EVENT_IDX)) and on.event_idx
+    drv_on.w(VirtioMmio.STATUS, 0)
+    assert not on.event_idx  # a reset forgets it
+
+
+def _used_event(drv: Driver, value: int) -> None:
+    drv.view.write(AVAIL + used_event_offset(NUM), struct.pack("<H", value & 0xFFFF))
+
+
+def _avail_event(drv: Driver) -> int:
+    return int(struct.unpack("<H", drv.view.read(USED + avail_event_offset(NUM), 2))[0])
+
+
+def _tversion(drv: Driver) -> bytes:
+    return drv.request(p9.encode(P9.TVERSION, p9.NOTAG, msize=8192, version="9P2000.L"))
+
+
+def test_with_event_idx_the_device_interrupts_exactly_at_used_event(plain):
+    drv, dev = plain
+    edges: list[int] = []
+    dev.on_interrupt = lambda: edges.append(1)
+    drv.setup()  # every feature offered: EVENT_IDX among them
+    assert dev.event_idx
+    drv.view.write(AVAIL, struct.pack("<H", VIRTQ_AVAIL_F_NO_INTERRUPT))  # ignored with EVENT_IDX (§2.7.7.2)
+    _used_event(drv, 2)  # an interrupt when the device writes used entry 2, not before
+    for expect in ([], [], [1]):
+        _tversion(drv)
+        assert edges == expect
+        assert _avail_event(drv) == drv.avail_idx  # a device that answers at the notify wants the next
+    assert drv.r(VirtioMmio.INTERRUPT_STATUS) & 1
+    drv.w(VirtioMmio.INTERRUPT_ACK, 1)
+    _tversion(drv)  # entry 3: used_event is behind, no interrupt
+    assert edges == [1] and drv.r(VirtioMmio.INTERRUPT_STATUS) == 0
+
+
+def test_used_event_is_honoured_across_the_wrap_at_65535(plain):
+    drv, dev = plain
+    edges: list[int] = []
+    dev.on_interrupt = lambda: edges.append(1)
+    drv.setup()
+    # Both sides start just below the wrap: the ring indices are free-running le16 values.
+    q = dev.queues[0]
+    q.last_avail = q.used_idx = drv.avail_idx = 0xFFFE
+    drv.view.write(USED + 2, struct.pack("<H", 0xFFFE))
+    _used_event(drv, 0xFFFF)
+    _tversion(drv)  # writes entry 0xFFFE
+    assert edges == [] and q.used_idx == 0xFFFF
+    _tversion(drv)  # writes entry 0xFFFF: the event, idx wraps to 0
+    assert edges == [1] and q.used_idx == 0 and _avail_event(drv) == 0
+    drv.w(VirtioMmio.INTERRUPT_ACK, 1)
+    _used_event(drv, 0)
+    _tversion(drv)  # entry 0 after the wrap
+    assert edges == [1, 1] and q.used_idx == 1 and _avail_event(drv) == 1
 
 
 HOSTILE_REASONS = {

@@ -10,12 +10,14 @@ import pytest
 
 from unirealm.arch.virtio import (
     VIRTIO_F_ACCESS_PLATFORM,
+    VIRTIO_F_EVENT_IDX,
     VIRTIO_F_VERSION_1,
     VIRTIO_MMIO_CONFIG,
     VIRTQ_USED_F_NO_NOTIFY,
     VirtioMmio,
     VirtioStatus,
     VirtqDescFlags,
+    avail_event_offset,
     avail_ring_entry,
     feature,
     pack_desc,
@@ -52,8 +54,10 @@ class NetDriver(ScriptedDriver):
         self.avail_idx = {0: 0, 1: 0}
         self.used_seen = {0: 0, 1: 0}
 
-    def setup(self) -> None:
-        assert self.negotiate(self.features())
+    def setup(self, event_idx: bool = False) -> None:
+        """Every feature offered, VIRTIO_F_EVENT_IDX only with `event_idx` (the ring flags)."""
+        offered = self.features()
+        assert self.negotiate(offered if event_idx else offered & ~feature(VIRTIO_F_EVENT_IDX))
         for q, (desc, avail, used, _) in QUEUES.items():
             self.view.write(avail, bytes(4))
             self.view.write(used, bytes(4))
@@ -136,7 +140,7 @@ def test_config_space_and_ids(plain):
 def test_feature_negotiation(plain):
     drv, _, _ = plain
     offered = drv.features()
-    assert offered == feature(VIRTIO_F_VERSION_1) | feature(VIRTIO_NET_F_MAC)
+    assert offered == feature(VIRTIO_F_VERSION_1) | feature(VIRTIO_NET_F_MAC) | feature(VIRTIO_F_EVENT_IDX)
     assert not drv.negotiate(feature(VIRTIO_NET_F_MAC))  # VERSION_1 is required
     assert not drv.negotiate(offered | feature(0))  # VIRTIO_NET_F_CSUM was not offered
     assert drv.negotiate(feature(VIRTIO_F_VERSION_1))
@@ -381,3 +385,64 @@ def test_vmm_wait_moves_host_traffic_to_the_guest(image: str):
             client.close()
     finally:
         vmm.stop_networks()
+
+
+def _avail_event(drv: NetDriver, q: int) -> int:
+    return int(struct.unpack("<H", drv.view.read(QUEUES[q][2] + avail_event_offset(NUM), 2))[0])
+
+
+def test_event_idx_tx_asks_for_a_notify_per_half_ring_and_is_polled_meanwhile(plain):
+    drv, dev, sent = plain
+    drv.setup(event_idx=True)
+    assert dev.event_idx
+    drv.send(FRAME)  # the first entry: avail_event 0 (the zeroed ring) names it
+    assert sent == [FRAME] and dev.queues[1].last_avail == 1
+    assert _avail_event(drv, 1) == 1 + NUM // 2 - 1  # then only once half the ring waits
+    assert dev.poll_transmit() == 0  # nothing waits
+    for slot in (1, 2):  # posted without a notify, as the event index allows
+        drv.view.write(QUEUES[1][3] + slot * BUF, bytes(VIRTIO_NET_HDR_SIZE) + FRAME)
+        drv.post(1, slot, QUEUES[1][3] + slot * BUF, VIRTIO_NET_HDR_SIZE + len(FRAME), 0, notify=False)
+    assert len(sent) == 1
+    assert dev.poll_transmit() == 2  # the VMM's look at an exit takes them
+    assert sent == [FRAME] * 3 and [h for h, _ in drv.used(1)] == [0, 1, 2]
+    assert _avail_event(drv, 1) == 3 + NUM // 2 - 1
+
+
+def test_without_event_idx_nothing_is_polled(plain):
+    drv, dev, sent = plain
+    drv.setup()
+    drv.post(1, 0, QUEUES[1][3], VIRTIO_NET_HDR_SIZE + len(FRAME), 0, notify=False)
+    assert dev.poll_transmit() == 0 and sent == []  # a notify is the only way in
+    assert _avail_event(drv, 1) == 0  # nor is avail_event written
+
+
+def test_event_idx_rx_avail_event_wants_buffers_only_while_frames_wait(plain):
+    drv, dev, _ = plain
+    drv.setup(event_idx=True)
+    drv.post_rx(2)
+    for _ in range(3):
+        dev.receive(FRAME)
+    dev.deliver()
+    assert len(drv.received()) == 2 and dev.rx_pending
+    assert _avail_event(drv, 0) == 2  # a frame waits: the driver's next entry is wanted
+    drv.post(0, 0, QUEUES[0][3], BUF, VirtqDescFlags.WRITE, notify=True)
+    assert len(drv.received()) == 1 and not dev.rx_pending
+    assert _avail_event(drv, 0) == 2  # nothing waits: one behind the driver's next entry (3)
+    flags = struct.unpack("<H", drv.view.read(QUEUES[0][2], 2))[0]
+    assert flags == 0  # the flags are not used with EVENT_IDX
+
+
+def test_poll_transmit_waits_for_driver_ok_and_a_bad_ring_is_refused(plain):
+    drv, dev, sent = plain
+    offered = drv.features()
+    assert drv.negotiate(offered)
+    drv.w(VirtioMmio.QUEUE_SEL, 1)
+    drv.w(VirtioMmio.QUEUE_NUM, NUM)
+    for reg, addr in ((VirtioMmio.QUEUE_DESC_LOW, QUEUES[1][0]), (VirtioMmio.QUEUE_DRIVER_LOW, RAM_BASE + RAM_SIZE),
+                      (VirtioMmio.QUEUE_DEVICE_LOW, QUEUES[1][2])):
+        drv.w(reg, addr & 0xFFFF_FFFF)
+        drv.w(reg + 4, addr >> 32)
+    drv.w(VirtioMmio.QUEUE_READY, 1)  # an available ring outside guest RAM
+    assert dev.poll_transmit() == 0 and not drv.needs_reset  # no DRIVER_OK yet: not looked at
+    drv.w(VirtioMmio.STATUS, 0xF)
+    assert dev.poll_transmit() == 0 and drv.needs_reset and sent == []  # looked at: refused, not raised

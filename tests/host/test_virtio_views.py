@@ -15,7 +15,7 @@ import pytest
 from unirealm.arch import p9
 from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.p9 import P9
-from unirealm.arch.virtio import VirtioMmio, VirtioStatus, VirtqDescFlags
+from unirealm.arch.virtio import VIRTIO_F_EVENT_IDX, VirtioMmio, VirtioStatus, VirtqDescFlags, feature
 from unirealm.guest.virtio import VirtioError
 from unirealm.host.devices.virtio_mmio import DmaError, SharedView
 from unirealm.host.hostile import Hostile
@@ -168,7 +168,7 @@ def test_a_used_buffer_raises_the_interrupt_once_until_acknowledged(plain) -> No
     drv, dev = plain
     edges: list[int] = []
     dev.on_interrupt = lambda: edges.append(1)
-    drv.setup()
+    drv.setup(drv.features() & ~feature(VIRTIO_F_EVENT_IDX))  # every used buffer wanted
     msg = p9.encode(P9.TVERSION, 1, msize=8192, version="9P2000.L")
     drv.request(msg)
     assert drv.r(VirtioMmio.INTERRUPT_STATUS) == 1 and edges == [1]

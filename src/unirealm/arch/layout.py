@@ -137,6 +137,13 @@ class Span:
         self.size = self.packer.size
         self._scalars = tuple(scalars)
         self._names = frozenset(f.name for f in self.fields)
+        # Packing: one struct with the arrays inline, fed one flat argument list.
+        full, at = "<", start
+        for f in self.fields:
+            full += (f"{f.offset - at}x" if f.offset > at else "") + f.fmt
+            at = f.offset + f.size
+        self._full = struct.Struct(full + (f"{end - at}x" if end > at else ""))
+        self._order = tuple((f.name, f.count if f.is_array else 0) for f in self.fields)
 
     def unpack(self, data: bytes | bytearray | memoryview) -> dict[str, Any]:
         """The fields from `data`, the span's bytes (data[0] is the layout's byte `start`)."""
@@ -151,13 +158,14 @@ class Span:
             unknown = sorted(values.keys() - self._names)[0]
             raise KeyError(f"{self.layout.name} span has no field {unknown!r}")
         get = values.get
-        packed = self.packer.pack(*[get(name, 0) for name in self._scalars])
-        if not any(get(name) for name, _, _, _ in self._arrays):
-            return packed
-        buf = bytearray(packed)
-        for name, offset, packer, count in self._arrays:
-            value = get(name)
-            if value:
-                value = tuple(value[:count])
-                packer.pack_into(buf, offset, *value, *(0,) * (count - len(value)))
-        return bytes(buf)
+        args: list[Any] = []
+        for name, count in self._order:
+            if count:
+                value = get(name) or ()
+                n = len(value)
+                args.extend(value if n <= count else value[:count])
+                if n < count:
+                    args.extend((0,) * (count - n))
+            else:
+                args.append(get(name, 0))
+        return self._full.pack(*args)

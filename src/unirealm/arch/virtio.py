@@ -141,6 +141,23 @@ def used_ring_entry(num_index: int) -> int:
     return VIRTQ_RING_HEADER + VIRTQ_USED_ELEM.size * num_index
 
 
+def used_event_offset(num: int) -> int:
+    """§2.7.6: the available ring's used_event (le16, after ring[num]; VIRTIO_F_EVENT_IDX)."""
+    return VIRTQ_RING_HEADER + 2 * num
+
+
+def avail_event_offset(num: int) -> int:
+    """§2.7.8: the used ring's avail_event (le16, after ring[num]; VIRTIO_F_EVENT_IDX)."""
+    return VIRTQ_RING_HEADER + VIRTQ_USED_ELEM.size * num
+
+
+def need_event(event_idx: int, new_idx: int, old_idx: int) -> bool:
+    """§2.7.10 with VIRTIO_F_EVENT_IDX: whether moving a ring's idx from `old_idx` to
+    `new_idx` wrote the entry `event_idx` the other side asked to hear about (all le16,
+    modulo 2^16: the spec's vring_need_event)."""
+    return (new_idx - event_idx - 1) & 0xFFFF < (new_idx - old_idx) & 0xFFFF
+
+
 def pack_desc(addr: int, length: int, flags: int, next_: int) -> bytes:
     return struct.pack("<QIHH", addr, length, flags, next_)
 

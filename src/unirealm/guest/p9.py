@@ -22,7 +22,7 @@ from ..arch import p9
 from ..arch.cpio import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG
 from ..arch.memory import GRANULE_SIZE
 from ..arch.p9 import P9
-from ..arch.virtio import VIRTIO_9P_MOUNT_TAG, VIRTIO_MMIO_CONFIG, VirtioDeviceId, feature
+from ..arch.virtio import VIRTIO_9P_MOUNT_TAG, VIRTIO_F_EVENT_IDX, VIRTIO_MMIO_CONFIG, VirtioDeviceId, feature
 from .mm import OutOfMemory
 from .pagecache import PAGE, FilePages
 from .ukrsi import RsiError
@@ -479,9 +479,9 @@ def parse_mounts(spec: str) -> list[tuple[str, str]]:
 
 
 def read_tag(transport: VirtioMmioTransport) -> str:
-    """Negotiate features (VERSION_1, ACCESS_PLATFORM if offered, MOUNT_TAG) and read the
-    mount tag from config space."""
-    offered = transport.negotiate(feature(VIRTIO_9P_MOUNT_TAG))
+    """Negotiate features (VERSION_1, ACCESS_PLATFORM and EVENT_IDX if offered, MOUNT_TAG)
+    and read the mount tag from config space."""
+    offered = transport.negotiate(feature(VIRTIO_9P_MOUNT_TAG) | feature(VIRTIO_F_EVENT_IDX))
     if not offered & feature(VIRTIO_9P_MOUNT_TAG):
         transport.fail()
         raise VirtioError("no mount tag")

@@ -20,6 +20,13 @@ written for a realm first.
   the notify's MMIO exit, so an interrupt would only cost an acknowledge and an EOI; only
   when the answer is not there yet does it clear the flag, look again (no lost wake-up),
   and wait for the interrupt (Kernel.wait), setting the flag again after.
+- VIRTIO_F_EVENT_IDX (§2.7.10), when a driver asks for it and the device offers it: the
+  ring flags give way to the event indices. A request queue keeps used_event one entry
+  behind the used index while nobody waits (no interrupt until the index wraps, and it is
+  moved at every request) and sets it to the request in flight before it waits; it notifies
+  when avail_event names the entry it posted, and, since a request must be answered, also
+  when the answer is not there at the first look after the device declined the
+  notification (a device that suppressed it wrongly costs one exit, not a hang).
 - Shared memory is hostile: the used index may only move by the one request in flight,
   the used id must be the head posted and the length at most the buffer; the response is
   copied out of shared memory before it is parsed.
@@ -34,6 +41,7 @@ from typing import TYPE_CHECKING
 from ..arch.memory import GRANULE_SIZE
 from ..arch.virtio import (
     VIRTIO_F_ACCESS_PLATFORM,
+    VIRTIO_F_EVENT_IDX,
     VIRTIO_F_VERSION_1,
     VIRTIO_MMIO_CONFIG,
     VIRTIO_MMIO_MAGIC,
@@ -45,11 +53,14 @@ from ..arch.virtio import (
     VirtioMmio,
     VirtioStatus,
     VirtqDescFlags,
+    avail_event_offset,
     avail_ring_entry,
     avail_ring_size,
     desc_table_size,
     feature,
+    need_event,
     pack_desc,
+    used_event_offset,
     used_ring_entry,
     used_ring_size,
 )
@@ -110,6 +121,11 @@ class VirtioMmioTransport:
         self.interrupts: Interrupts | None = None  # the kernel's, when it takes interrupts
         self.wait: Callable[[int | None], object] = lambda deadline: cpu.wfi()  # Kernel.wait
         self.on_interrupt: Callable[[int], None] | None = None  # gets InterruptStatus
+
+    @property
+    def event_idx(self) -> bool:
+        """VIRTIO_F_EVENT_IDX negotiated: used_event/avail_event replace the ring flags."""
+        return bool(self.features & feature(VIRTIO_F_EVENT_IDX))
 
     @property
     def interrupt_driven(self) -> bool:
@@ -239,8 +255,22 @@ class RequestQueue:
         self._suppress(transport.interrupt_driven)
 
     def _suppress(self, on: bool) -> None:
-        """avail->flags: VIRTQ_AVAIL_F_NO_INTERRUPT while nobody waits for the device."""
-        self.pool.write(self.avail, struct.pack("<H", VIRTQ_AVAIL_F_NO_INTERRUPT if on else 0))
+        """No used-buffer interrupt while nobody waits for the device: avail->flags
+        VIRTQ_AVAIL_F_NO_INTERRUPT, or with VIRTIO_F_EVENT_IDX used_event one behind the
+        used index (flags 0); `on` False asks for one at the request in flight."""
+        if self.t.event_idx:
+            event = (self.used_idx - 1 if on else self.used_idx) & 0xFFFF
+            self.pool.write(self.avail + used_event_offset(self.num), struct.pack("<H", event))
+        else:
+            self.pool.write(self.avail, struct.pack("<H", VIRTQ_AVAIL_F_NO_INTERRUPT if on else 0))
+
+    def _notify_wanted(self, old: int, new: int) -> bool:
+        """Whether the device asked to hear of the entries [old, new) (always, without
+        VIRTIO_F_EVENT_IDX: the device answers at the notify)."""
+        if not self.t.event_idx:
+            return True
+        event = struct.unpack("<H", self.pool.read(self.used + avail_event_offset(self.num), 2))[0]
+        return need_event(event, new, old)
 
     def request(self, out: bytes) -> bytes:
         """Post `out`, notify, wait for the used entry; the reply is a private copy."""
@@ -257,9 +287,11 @@ class RequestQueue:
         pool.write(self.desc + 16 * nxt,
                    pack_desc(pool.dma_base + self.in_buf, self.buffer_size, VirtqDescFlags.WRITE, 0))
         pool.write(self.avail + avail_ring_entry(self.avail_idx % self.num), struct.pack("<H", head))
-        self.avail_idx = (self.avail_idx + 1) & 0xFFFF
+        old, self.avail_idx = self.avail_idx, (self.avail_idx + 1) & 0xFFFF
         pool.write(self.avail + 2, struct.pack("<H", self.avail_idx))
-        self.t.w(VirtioMmio.QUEUE_NOTIFY, self.index)
+        notified = self._notify_wanted(old, self.avail_idx)
+        if notified:
+            self.t.w(VirtioMmio.QUEUE_NOTIFY, self.index)
         self.requests += 1
         waiting = False
         try:
@@ -267,6 +299,10 @@ class RequestQueue:
                 used_idx = struct.unpack("<H", pool.read(self.used + 2, 2))[0]
                 if used_idx != self.used_idx:
                     break
+                if not notified:  # the device declined the notification, yet it owes an answer
+                    notified = True
+                    self.t.w(VirtioMmio.QUEUE_NOTIFY, self.index)
+                    continue
                 if spin and self.t.needs_reset:
                     self.broken = True
                     raise VirtioError("the device reported DEVICE_NEEDS_RESET")
@@ -287,6 +323,8 @@ class RequestQueue:
             raise VirtioError(f"used index moved from {self.used_idx} to {used_idx} for one request")
         elem = pool.read(self.used + used_ring_entry(self.used_idx % self.num), 8)
         self.used_idx = used_idx
+        if self.t.event_idx and self.t.interrupt_driven:
+            self._suppress(True)  # used_event follows the used index
         uid, length = struct.unpack("<II", elem)
         if uid != head or length > self.buffer_size:
             self.broken = True

@@ -24,6 +24,7 @@ from .devices.virtio_mmio import SharedView
 from .kvm import RealmRec, RealmVm, RecExitInfo, RmiCallError
 from .memmap import vcpu_mpidr
 from .realm_vgic import RealmVgic
+from .vcpus import SLICE
 from .vmm_result import NET_POLL_INTERVAL, RunResult, VmmError
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("unirealm.vmm")
 REALM_TIME_SLICE = 0.005  # seconds a REC runs while another could (the host's EL2 timer)
+# A lone REC's slice only lets a user-mode network have the host thread: as long as a plain
+# VM's (host/vcpus.py SLICE), so that a realm does not exit twice as often for it.
+REALM_NET_SLICE = SLICE
 REALM_IDLE_POLL = 0.01  # seconds at most between input/network polls while every REC waits
 TRAP_WFI = int(RmiRecEnterFlags.TRAP_WFI)  # a plain int: or-ed in at every REC_ENTER
 
@@ -101,7 +105,7 @@ def _schedule_realm(vmm: Vmm, vm: RealmVm, vcpus: list[RealmVcpu]) -> int:
             vcpu = next((v for v in ready if v.rec.index > last), ready[0])
             last = vcpu.rec.index
             vcpu.waiting = False
-            slice_end = now + REALM_TIME_SLICE
+            slice_end = now + (REALM_TIME_SLICE if len(vcpus) > 1 else REALM_NET_SLICE)
         # The host's EL2 timer bounds the slice when another REC could run, or a
         # user-mode network wants the host thread now and then.
         HOST_IRQ.deadline = slice_end if len(vcpus) > 1 or vmm.networks else None
@@ -180,6 +184,7 @@ def _run_rec(vmm: Vmm, vm: RealmVm, vcpu: RealmVcpu) -> RecExitInfo | None:
         if storm is not None:
             storm.realm_exit(rec, honest, ex.gicv3_lrs)
         vmm.exits += 1
+        vmm.poll_transmit()
         vcpu.vgic.sync(ex.gicv3_lrs, ex.cntv_ctl, ex.cntv_cval, ex.cntp_ctl, ex.cntp_cval)
         vmm.signals.check()
         flags, gprs = 0, None

@@ -78,6 +78,7 @@ def run_vm(vmm: Vmm, machine: Machine) -> RunResult:
                 until = wake if until is None else min(until, wake)
             trap = cpu.run(until)
             vmm.exits += 1
+            vmm.poll_transmit()
             if storm is not None:
                 storm.vm_exit(vmm.gic, vcpu.index)
             vmm.signals.check()

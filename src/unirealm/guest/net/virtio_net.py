@@ -1,7 +1,8 @@
 """virtio-net driver (virtio 1.1 §5.1) on the virtio-mmio transport, for a realm first.
 
 - Features: VERSION_1 (required), VIRTIO_NET_F_MAC (the MAC is read from config space),
-  ACCESS_PLATFORM whenever offered (the VMM forces it for realms). Nothing else: no
+  ACCESS_PLATFORM whenever offered (the VMM forces it for realms), VIRTIO_F_EVENT_IDX
+  whenever offered (below). Nothing else: no
   checksum offload, no GSO, no mergeable buffers, so every frame travels whole behind its
   12-byte virtio_net_hdr_v1 (§5.1.6).
 - Queue 0 receives, queue 1 transmits (§5.1.2). Every ring and every RX/TX buffer lives in
@@ -25,6 +26,14 @@
   keeps VIRTQ_AVAIL_F_NO_INTERRUPT set (§2.7.7): its buffers are reclaimed when a send finds
   none free, so a busy transmit queue never interrupts. Sockets still look at the used ring
   when they are read (a load of guest memory, no exit).
+- With VIRTIO_F_EVENT_IDX (virtio 1.2 §2.7.10) the flags give way to the event indices:
+  a queue is notified only when the device's avail_event names an entry posted since the
+  last look (the host's device asks for a TX notification once half the ring waits and
+  takes the rest at its next look), except that a send finding no free buffer always
+  notifies (a device that suppressed every notification cannot hold the ring). The RX
+  used_event is the next entry (an interrupt per delivery batch), the TX used_event stays
+  one behind the used index, moved at every reclaim (no TX interrupt). Event indices
+  come from shared memory: any value only changes whether an exit is made.
 """
 
 from __future__ import annotations
@@ -42,13 +51,17 @@ from ...arch.net import (
     VirtioNetHdr,
 )
 from ...arch.virtio import (
+    VIRTIO_F_EVENT_IDX,
     VIRTQ_AVAIL_F_NO_INTERRUPT,
     VIRTQ_USED_F_NO_NOTIFY,
     VirtioMmio,
     VirtqDescFlags,
+    avail_event_offset,
     avail_ring_entry,
     feature,
+    need_event,
     pack_desc,
+    used_event_offset,
     used_ring_entry,
 )
 from ..virtio import DmaPool, VirtioError, VirtioMmioTransport
@@ -58,6 +71,7 @@ BUF_SIZE = 1536  # header + the largest frame (1514), rounded up
 RING_SIZE = 32  # RX: the device holds frames beyond these in its backlog
 TX_RING_SIZE = 128  # TX: a TCP burst (a 64 KiB window is 45 frames) with room to spare, one notify
 POOL_PAGES = 64
+POLL_ROUNDS = 8  # looks at the RX used ring per poll (EVENT_IDX: again after used_event moved)
 
 
 class NetQueue:
@@ -75,6 +89,7 @@ class NetQueue:
         t.enable_queue(index)
         self.avail_idx = 0
         self.used_idx = 0
+        self.looked = 0  # the available index at the last notify decision (EVENT_IDX)
         self.posted: set[int] = set()  # buffers the device holds
         self.bad = 0
 
@@ -94,9 +109,18 @@ class NetQueue:
         self.t.w(VirtioMmio.QUEUE_NOTIFY, self.index)
 
     def notify_wanted(self) -> bool:
-        """Whether the device asks to be notified (virtio 1.2 §2.7.10: VIRTQ_USED_F_NO_NOTIFY
-        clear). A lying device only costs itself frames or exits."""
+        """Whether the device asks to be notified of the entries posted since the last call
+        (virtio 1.2 §2.7.10: VIRTQ_USED_F_NO_NOTIFY clear; with VIRTIO_F_EVENT_IDX,
+        avail_event among them). A lying device only costs itself frames or exits."""
+        if self.t.event_idx:
+            old, self.looked = self.looked, self.avail_idx
+            event = struct.unpack("<H", self.pool.read(self.used + avail_event_offset(self.num), 2))[0]
+            return need_event(event, self.avail_idx, old)
         return not self.pool.read(self.used, 2)[0] & VIRTQ_USED_F_NO_NOTIFY
+
+    def set_used_event(self, index: int) -> None:
+        """VIRTIO_F_EVENT_IDX: a used-buffer interrupt when the device writes entry `index`."""
+        self.pool.write(self.avail + used_event_offset(self.num), struct.pack("<H", index & 0xFFFF))
 
     def buffer(self, i: int) -> int:
         return self.bufs + BUF_SIZE * i
@@ -131,7 +155,7 @@ class VirtioNet:
     def __init__(self, kernel: Any, t: VirtioMmioTransport) -> None:
         self.t = t
         self.cpu = t.cpu
-        accepted = t.negotiate(feature(VirtioNetFeature.MAC))
+        accepted = t.negotiate(feature(VirtioNetFeature.MAC) | feature(VIRTIO_F_EVENT_IDX))
         if accepted & feature(VirtioNetFeature.MAC):
             self.mac = t.config(0, 6)
         else:
@@ -140,13 +164,17 @@ class VirtioNet:
         self.rx = NetQueue(t, self.pool, VIRTIO_NET_RX_QUEUE, writable=True)
         self.tx = NetQueue(t, self.pool, VIRTIO_NET_TX_QUEUE, writable=False, size=TX_RING_SIZE)
         self.tx_free = list(range(self.tx.num))
-        self.pool.write(self.tx.avail, struct.pack("<H", VIRTQ_AVAIL_F_NO_INTERRUPT))
+        if t.event_idx:
+            self.tx.set_used_event(self.tx.used_idx - 1)  # (RX: entry 0, the pool's zero)
+        else:
+            self.pool.write(self.tx.avail, struct.pack("<H", VIRTQ_AVAIL_F_NO_INTERRUPT))
         self.tx_unannounced = False
         for i in range(self.rx.num):
             self.rx.post(i)
         self.rx.publish()
         t.driver_ok()
         self.rx.notify()
+        self.rx.looked = self.rx.avail_idx
         self.rx_frames = self.tx_frames = self.rx_dropped = self.tx_dropped = 0
 
     @property
@@ -159,8 +187,10 @@ class VirtioNet:
             self.tx_dropped += 1
             return False
         if not self.tx_free:  # reclaim only when needed: the device completes a chain at its notify
-            self.kick()
+            self.kick(force=True)
             self.tx_free.extend(i for i, _ in self.tx.completed())
+            if self.t.event_idx:
+                self.tx.set_used_event(self.tx.used_idx - 1)
         if not self.tx_free:
             self.tx_dropped += 1  # the device holds every buffer: the frame is lost, as on a full NIC
             return False
@@ -175,27 +205,35 @@ class VirtioNet:
             self.kick()
         return True
 
-    def kick(self) -> None:
-        """Notify the TX queue of the frames posted since the last notify."""
-        if self.tx_unannounced:
+    def kick(self, force: bool = False) -> None:
+        """Notify the TX queue of the frames posted since the last notify, if the device
+        asks for it (`force`: whatever it asks)."""
+        if self.tx_unannounced or force:
             self.tx_unannounced = False
-            self.tx.notify()
+            if self.tx.notify_wanted() or force:
+                self.tx.notify()
 
     def poll(self) -> list[bytes]:
-        frames = []
-        done = self.rx.completed()
-        for i, length in done:
-            if length >= VIRTIO_NET_HDR_SIZE + ETH_HLEN:
-                # bounce out before parsing (the header carries nothing this driver uses)
-                frames.append(self.pool.read(self.rx.buffer(i) + VIRTIO_NET_HDR_SIZE, length - VIRTIO_NET_HDR_SIZE))
-            else:
-                self.rx_dropped += 1
-            self.rx.post(i)
-        if done:
+        frames: list[bytes] = []
+        for _ in range(POLL_ROUNDS):
+            done = self.rx.completed()
+            for i, length in done:
+                if length >= VIRTIO_NET_HDR_SIZE + ETH_HLEN:
+                    # bounce out before parsing (the header carries nothing this driver uses)
+                    frames.append(self.pool.read(self.rx.buffer(i) + VIRTIO_NET_HDR_SIZE, length - VIRTIO_NET_HDR_SIZE))
+                else:
+                    self.rx_dropped += 1
+                self.rx.post(i)
+            if not done:
+                break
             self.rx.publish()
             if self.rx.notify_wanted():  # frames wait in the device for these buffers
                 self.rx.notify()
-            self.rx_frames += len(frames)
+            if not self.t.event_idx:
+                break
+            # an interrupt at the next entry; one the device wrote meanwhile is taken now
+            self.rx.set_used_event(self.rx.used_idx)
+        self.rx_frames += len(frames)
         return frames
 
 

@@ -11,7 +11,9 @@ kvmtool's virtio/console.c behind `--console virtio` (the guest's hvc0).
   are written into the driver's posted buffers whenever the driver touches the device and
   whenever the VMM calls `deliver` (at every WFI/REC exit). The device polls the available
   ring, so it sets VIRTQ_USED_F_NO_NOTIFY in the receive queue's used ring (§2.7.10): the
-  driver need not notify when it reposts buffers.
+  driver need not notify when it reposts buffers. With VIRTIO_F_EVENT_IDX it says so with
+  avail_event instead, one entry behind the last it consumed (moved on at every fill, so
+  the driver never reaches it).
 - End of input. virtio-console without MULTIPORT has no way to say a port closed, so this
   device uses one unirealm convention: once input has ended and every byte was delivered,
   one receive buffer is returned with used length 0. A driver that does not know the
@@ -112,6 +114,8 @@ class VirtioConsoleDevice(ReceivingDevice):
         if self.hostile is not None:
             used_id, used_len = self.hostile.used_entry(q.num, chain.head, total, chain.capacity)
         self._push_used(mem, q, used_id, used_len)
+        if self.event_idx:
+            self._set_avail_event(mem, q, q.last_avail - 1)
         self.rx_bytes += total
         return 1
 
@@ -127,6 +131,9 @@ class VirtioConsoleDevice(ReceivingDevice):
         if q.ready and not self._rx_flagged and self.memory is not None:
             self._rx_flagged = True
             try:  # the receive queue is polled: the driver need not notify it
-                self.memory.write(q.used, struct.pack("<H", VIRTQ_USED_F_NO_NOTIFY))
+                if self.event_idx:
+                    self._set_avail_event(self.memory, q, q.last_avail - 1)
+                else:
+                    self.memory.write(q.used, struct.pack("<H", VIRTQ_USED_F_NO_NOTIFY))
             except DmaError as exc:
                 self.fail(str(exc))

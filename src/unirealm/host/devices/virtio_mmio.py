@@ -16,6 +16,12 @@ device never offered) puts the device in DEVICE_NEEDS_RESET with a config-change
 pending (§2.1.2): the queue stops until the driver resets the device. Nothing the guest
 writes raises out of the MMIO handlers.
 
+VIRTIO_F_EVENT_IDX (§2.7.10) is offered unless the device is made with `event_idx=False`;
+once negotiated the ring flags are ignored: a used-buffer notification is sent exactly when
+the entry written is the one the driver's used_event names (modulo 2^16), and after taking
+a queue's chains the device writes avail_event (`avail_event_for`: the next entry, for a
+device that answers at the notify).
+
 Interrupts: there is no GIC model, so nothing is injected. Requests complete synchronously
 inside the QueueNotify write (the VMM handles it before the guest runs again); the driver
 polls the used ring and InterruptStatus, as a guest with interrupts masked would.
@@ -32,6 +38,7 @@ from typing import Any, Protocol
 from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.virtio import (
     VIRTIO_F_ACCESS_PLATFORM,
+    VIRTIO_F_EVENT_IDX,
     VIRTIO_F_VERSION_1,
     VIRTIO_MMIO_CONFIG,
     VIRTIO_MMIO_MAGIC,
@@ -46,11 +53,14 @@ from unirealm.arch.virtio import (
     VirtioMmio,
     VirtioStatus,
     VirtqDescFlags,
+    avail_event_offset,
     avail_ring_entry,
     avail_ring_size,
     desc_table_size,
     feature,
+    need_event,
     unpack_desc,
+    used_event_offset,
     used_ring_entry,
     used_ring_size,
 )
@@ -190,12 +200,15 @@ class VirtioMmioDevice:
     request puts the device in NEEDS_RESET)."""
 
     def __init__(self, backend: VirtioBackend, access_platform: bool = False, name: str = "virtio",
-                 memory: MemoryView | None = None, on_error: Callable[[str], None] | None = None) -> None:
+                 memory: MemoryView | None = None, on_error: Callable[[str], None] | None = None,
+                 event_idx: bool = True) -> None:
         self.backend = backend
         self.name = name
         self.memory = memory
         self.on_error = on_error
         self.device_features = backend.features | feature(VIRTIO_F_VERSION_1)
+        if event_idx:  # §2.7.10: used_event/avail_event in place of the ring flags, if the driver takes it
+            self.device_features |= feature(VIRTIO_F_EVENT_IDX)
         if access_platform:
             # kvmtool forces ACCESS_PLATFORM for realms: the device may only touch memory
             # the driver exposes (its DMA API path), here the realm's shared pages.
@@ -213,6 +226,7 @@ class VirtioMmioDevice:
         self.device_features_sel = 0
         self.driver_features_sel = 0
         self.driver_features = 0
+        self.event_idx = False  # VIRTIO_F_EVENT_IDX negotiated (set at FEATURES_OK)
         self.queue_sel = 0
         self.interrupt_status = 0
         for q in self.queues:
@@ -299,6 +313,8 @@ class VirtioMmioDevice:
             extra = self.driver_features & ~self.device_features
             if extra or self.driver_features & self.required != self.required:
                 new &= ~VirtioStatus.FEATURES_OK  # §3.1.1: the driver re-reads and gives up
+            else:
+                self.event_idx = bool(self.driver_features & feature(VIRTIO_F_EVENT_IDX))
         keep = self.status & VirtioStatus.DEVICE_NEEDS_RESET
         self.status = int(new) | keep
 
@@ -366,6 +382,17 @@ class VirtioMmioDevice:
             mem.write(q.used + 2, struct.pack("<H", q.used_idx))
             q.last_avail = (q.last_avail + 1) & 0xFFFF
             self._used_buffer(mem, q)
+        if self.event_idx:
+            self._set_avail_event(mem, q, self.avail_event_for(index, q))
+
+    def avail_event_for(self, index: int, q: Virtqueue) -> int:
+        """With VIRTIO_F_EVENT_IDX, the available-ring index whose entry the driver notifies
+        queue `index` for (§2.7.10): the next one, for a device that takes its chains at the
+        notify. A device that also looks at a queue by itself may ask for fewer."""
+        return q.last_avail
+
+    def _set_avail_event(self, mem: MemoryView, q: Virtqueue, value: int) -> None:
+        mem.write(q.used + avail_event_offset(q.num), struct.pack("<H", value & 0xFFFF))
 
     def _scatter(self, mem: MemoryView, chain: Chain, data: bytes | bytearray, note: bool) -> int:
         """Write `data` across the chain's device-writable buffers; the bytes written. `note`:
@@ -401,11 +428,17 @@ class VirtioMmioDevice:
         self._used_buffer(mem, q)
 
     def _used_buffer(self, mem: MemoryView, q: Virtqueue) -> None:
-        """The used-buffer notification after a used-ring update, unless the driver
-        suppressed it (virtio 1.2 §2.7.7.2, no VIRTIO_F_EVENT_IDX: avail->flags
-        VIRTQ_AVAIL_F_NO_INTERRUPT set, the device does not notify; InterruptStatus is left
-        alone too, as QEMU's and kvmtool's devices do)."""
-        if self._u16(mem, q.avail) & VIRTQ_AVAIL_F_NO_INTERRUPT:
+        """The used-buffer notification after one used-ring entry (the used index just moved
+        by one), unless the driver suppressed it (virtio 1.2 §2.7.7.2). Without
+        VIRTIO_F_EVENT_IDX: avail->flags VIRTQ_AVAIL_F_NO_INTERRUPT set, the device does not
+        notify. With it the flags are ignored: the device notifies exactly when the entry it
+        wrote is the one used_event names (the used index was equal to used_event, modulo
+        2^16), and not otherwise. A suppressed notification leaves InterruptStatus alone too,
+        as QEMU's and kvmtool's devices do."""
+        if self.event_idx:
+            if not need_event(self._u16(mem, q.avail + used_event_offset(q.num)), q.used_idx, q.used_idx - 1):
+                return
+        elif self._u16(mem, q.avail) & VIRTQ_AVAIL_F_NO_INTERRUPT:
             return
         self.raise_interrupt(VirtioInterrupt.USED_BUFFER)
 

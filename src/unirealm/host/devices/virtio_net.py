@@ -12,6 +12,12 @@ kvmtool's virtio/net.c with its user-mode network.
   device (any register access or a notify) and whenever the VMM calls `deliver` (at every
   WFI/REC exit it sees): there is no interrupt controller, the driver polls the used ring.
 
+With VIRTIO_F_EVENT_IDX the TX queue's avail_event asks for a notification only once half
+the ring waits; the VMM calls `poll_transmit` at every exit it handles, which takes the
+chains posted meanwhile. The RX queue's avail_event (instead of VIRTQ_USED_F_NO_NOTIFY)
+names the driver's next entry while frames wait for buffers, and lies one behind it
+otherwise.
+
 A frame longer than the posted buffer is dropped (counted in `rx_dropped`), the buffer is
 kept. A chain the device cannot trust is refused exactly as the transport refuses it:
 DEVICE_NEEDS_RESET, and the queue stops until the driver resets the device.
@@ -101,12 +107,14 @@ class VirtioNetDevice(ReceivingDevice):
     receive_queue = RX_QUEUE
 
     def __init__(self, backend: VirtioNet, access_platform: bool = False, name: str = "virtio-net",
-                 memory: MemoryView | None = None, on_error: Callable[[str], None] | None = None) -> None:
+                 memory: MemoryView | None = None, on_error: Callable[[str], None] | None = None,
+                 event_idx: bool = True) -> None:
         self.rx_pending: deque[bytes] = deque()
         self.rx_notify_wanted = True  # the used ring's flags start at 0: notifications wanted
         self.rx_frames = 0
         self.rx_dropped = 0
-        super().__init__(backend, access_platform=access_platform, name=name, memory=memory, on_error=on_error)
+        super().__init__(backend, access_platform=access_platform, name=name, memory=memory, on_error=on_error,
+                         event_idx=event_idx)
 
     @property
     def mac(self) -> bytes:
@@ -134,15 +142,47 @@ class VirtioNetDevice(ReceivingDevice):
             return 0
         done = super().deliver()
         want = bool(self.rx_pending)
-        if want != self.rx_notify_wanted and (ready := self._receive_queue(RX_QUEUE)) is not None:
+        if (want != self.rx_notify_wanted or (done and self.event_idx)) and \
+                (ready := self._receive_queue(RX_QUEUE)) is not None:
             q, mem = ready
             try:
-                mem.write(q.used, struct.pack("<H", 0 if want else VIRTQ_USED_F_NO_NOTIFY))
+                if self.event_idx:
+                    # avail_event: the driver's next entry while frames wait, else one behind it
+                    # (moved on at every delivery, so the driver does not reach it)
+                    after = self._u16(mem, q.avail + 2)
+                    self._set_avail_event(mem, q, after if want else after - 1)
+                else:
+                    mem.write(q.used, struct.pack("<H", 0 if want else VIRTQ_USED_F_NO_NOTIFY))
             except DmaError as exc:
                 self.fail(str(exc))
                 return done
             self.rx_notify_wanted = want
         return done
+
+    def avail_event_for(self, index: int, q: Virtqueue) -> int:
+        """TX with VIRTIO_F_EVENT_IDX: a notification only once half the ring waits; the VMM
+        has the device look at the ring at every exit it sees (`poll_transmit`), so a frame
+        waits no longer than the vCPU runs without an exit (its time slice at most)."""
+        if index == TX_QUEUE:
+            return q.last_avail + max(q.num // 2, 1) - 1
+        return q.last_avail
+
+    def poll_transmit(self) -> int:
+        """Take the TX chains the driver posted without a notify (VIRTIO_F_EVENT_IDX only:
+        without it every chain is notified). Returns how many there were."""
+        q = self.queues[TX_QUEUE]
+        mem = self.memory
+        if (not self.event_idx or not q.ready or mem is None or not self.status & VirtioStatus.DRIVER_OK
+                or self.status & VirtioStatus.DEVICE_NEEDS_RESET):
+            return 0  # (as a notify would be ignored: the rings may not be readable yet)
+        try:
+            waiting = (self._u16(mem, q.avail + 2) - q.last_avail) & 0xFFFF
+        except DmaError as exc:
+            self.fail(str(exc))
+            return 0
+        if waiting:
+            self.notify(TX_QUEUE)
+        return waiting
 
     def fill(self, mem: MemoryView, q: Virtqueue, chain: Chain) -> int:
         """One waiting frame, behind its header, into one RX chain."""
