@@ -480,7 +480,10 @@ class RealmVm:
             entry = try_call(read_entry, rd, nxt, RTT_PAGE_LEVEL)
             if entry[0] != _SUCCESS or entry[1] != RTT_PAGE_LEVEL or entry[2] != _UNASSIGNED or entry[4] != _RIPAS_RAM:
                 continue
-            granule = alloc()
+            try:
+                granule = alloc()
+            except MemoryError:  # the host is out of granules: the rest of the window waits for its faults
+                break
             call(delegate, granule)
             if try_call(create, rd, granule, nxt)[0] != _SUCCESS:
                 call(undelegate, granule)
