@@ -191,3 +191,44 @@ def test_the_teardown_is_one_pass_over_the_data(tmp_path: Path) -> None:
     vm.destroy()
     assert CountingDict.visited <= n + 1  # the old teardown searched all of it per granule: n * n
     assert not vm.data
+
+
+def count_reads(vm: RealmVm) -> list[int]:
+    """The IPAs of the level-3 RTT_READ_ENTRY calls the host makes from now on (a granule's
+    entry; not the RTT walk's own look at the block above)."""
+    reads: list[int] = []
+    vm.rmi.watch[RmiFid.RTT_READ_ENTRY] = lambda args, out: reads.extend(args[1:2] if args[2] == RTT_PAGE_LEVEL else ())
+    return reads
+
+
+def test_where_the_host_knows_the_ripas_it_reads_no_entry(tmp_path: Path) -> None:
+    vm, _ = realm(tmp_path, ripas_ram=BLOCK)  # RTT_INIT_RIPAS over the first block only
+    assert vm.ripas_ram.spans == [(RAM, RAM + BLOCK)]
+    reads = count_reads(vm)
+    touch_in_order(vm, RAM, RAM + BLOCK)
+    assert reads == []
+    vm.fault_in(RAM + BLOCK)  # the run goes on past what RTT_INIT_RIPAS set: each neighbour is read
+    assert len(reads) == FAULT_AROUND_MAX - 1  # (and is EMPTY)
+    assert sorted(vm.data) == [*range(RAM, RAM + BLOCK, GRANULE_SIZE), RAM + BLOCK]
+    consistent(vm, RAM, RAM + 2 * BLOCK)
+
+
+def test_a_destroyed_granule_and_any_ripas_change_are_read_again(tmp_path: Path) -> None:
+    vm, _ = realm(tmp_path)
+    vm.fault_in(RAM)
+    gone = RAM + 5 * GRANULE_SIZE
+    vm._destroy_data(gone, gone + GRANULE_SIZE)  # RIPAS DESTROYED now
+    # an RTT_SET_RIPAS the host made (here refused: no REC asked) makes its range unknown too
+    vm.rmi.try_call(RmiFid.RTT_SET_RIPAS, vm.rd, 0, RAM + 4 * WINDOW, RAM + 5 * WINDOW)
+    assert vm.ripas_ram.spans == [(RAM, gone), (gone + GRANULE_SIZE, RAM + 4 * WINDOW),
+                                  (RAM + 5 * WINDOW, RAM + 2 * BLOCK)]
+    reads = count_reads(vm)
+    vm.fault_around(RAM)  # the window of the destroyed granule: read, and left DESTROYED
+    assert gone not in vm.data and len(reads) == 1
+    entry = vm.rmi.call(RmiFid.RTT_READ_ENTRY, vm.rd, gone, RTT_PAGE_LEVEL)
+    assert (entry[2], entry[4]) == (RttEntryState.UNASSIGNED, RmiRipas.DESTROYED)
+    reads.clear()
+    vm.fault_in(RAM + 4 * WINDOW)
+    assert len(reads) == FAULT_AROUND - 1  # RAM still, but the host no longer knows it
+    assert all(RAM + 4 * WINDOW + i * GRANULE_SIZE in vm.data for i in range(FAULT_AROUND))
+    consistent(vm, RAM, RAM + 2 * BLOCK)

@@ -106,15 +106,58 @@ class RmiClient:
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
         self._smc = machine.host_smc
+        # FID -> what the host wants to learn from each such call it makes (arguments, results)
+        self.watch: dict[int, Callable[[tuple[int, ...], list[int]], None]] = {}
 
     def call(self, fid: RmiFid, *args: int) -> list[int]:
         out = self._smc(fid, *args)
+        watch = self.watch.get(fid)
+        if watch is not None:
+            watch(args, out)
         if out[0] & 0xFF != _SUCCESS:
             raise RmiCallError(fid, status_of(out[0]), index_of(out[0]))
         return out
 
     def try_call(self, fid: RmiFid, *args: int) -> list[int]:
-        return self._smc(fid, *args)
+        out = self._smc(fid, *args)
+        watch = self.watch.get(fid)
+        if watch is not None:
+            watch(args, out)
+        return out
+
+
+class Ranges:
+    """Disjoint [lo, hi) address ranges, sorted."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[int, int]] = []
+
+    def add(self, lo: int, hi: int) -> None:
+        if lo >= hi:
+            return
+        kept = []
+        for a, b in self.spans:
+            if b < lo or a > hi:
+                kept.append((a, b))
+            else:  # overlapping or touching: merged into the new one
+                lo, hi = min(lo, a), max(hi, b)
+        kept.append((lo, hi))
+        self.spans = sorted(kept)
+
+    def remove(self, lo: int, hi: int) -> None:
+        kept = []
+        for a, b in self.spans:
+            if b <= lo or a >= hi:
+                kept.append((a, b))
+                continue
+            if a < lo:
+                kept.append((a, lo))
+            if hi < b:
+                kept.append((hi, b))
+        self.spans = kept
+
+    def covers(self, lo: int, hi: int) -> bool:
+        return any(a <= lo and hi <= b for a, b in self.spans)
 
 
 @dataclass
@@ -219,6 +262,33 @@ class RealmVm:
 
     def __post_init__(self) -> None:
         self.rmi = RmiClient(self.machine)
+        # Where the host knows the RIPAS is RAM: what RTT_INIT_RIPAS set and what a RIPAS
+        # change to RAM completed, less every range any RTT_SET_RIPAS named and every granule
+        # DATA_DESTROY or RTT_DESTROY left DESTROYED. Fault-around asks no RTT_READ_ENTRY there.
+        self.ripas_ram = Ranges()
+        watch = self.rmi.watch
+        watch[RmiFid.RTT_INIT_RIPAS] = self._watch_init_ripas
+        watch[RmiFid.RTT_SET_RIPAS] = self._watch_set_ripas
+        watch[RmiFid.DATA_DESTROY] = self._watch_data_destroy
+        watch[RmiFid.RTT_DESTROY] = self._watch_rtt_destroy
+
+    def _watch_init_ripas(self, args: tuple[int, ...], out: list[int]) -> None:
+        if args[0] == self.rd and out[0] == _SUCCESS:
+            self.ripas_ram.add(args[1], out[1])
+
+    def _watch_set_ripas(self, args: tuple[int, ...], out: list[int]) -> None:
+        if args[0] == self.rd:  # whatever it asked for and whatever came of it
+            self.ripas_ram.remove(args[2], args[3])
+
+    def _watch_data_destroy(self, args: tuple[int, ...], out: list[int]) -> None:
+        if args[0] == self.rd and out[0] == _SUCCESS:
+            self.ripas_ram.remove(args[1], args[1] + GRANULE_SIZE)
+
+    def _watch_rtt_destroy(self, args: tuple[int, ...], out: list[int]) -> None:
+        if args[0] == self.rd and out[0] == _SUCCESS:
+            span = level_size(args[2] - 1)
+            base = args[1] & ~(span - 1)
+            self.ripas_ram.remove(base, base + span)
 
     # --- creation -----------------------------------------------------------------------
     @property
@@ -474,12 +544,15 @@ class RealmVm:
         call, try_call = self.rmi.call, self.rmi.try_call
         read_entry, create = RmiFid.RTT_READ_ENTRY, RmiFid.DATA_CREATE_UNKNOWN
         delegate, undelegate = RmiFid.GRANULE_DELEGATE, RmiFid.GRANULE_UNDELEGATE
+        known_ram = self.ripas_ram.covers(first, top)  # else each granule's RIPAS is read first
         for nxt in range(first, top, GRANULE_SIZE):
             if nxt in data:
                 continue
-            entry = try_call(read_entry, rd, nxt, RTT_PAGE_LEVEL)
-            if entry[0] != _SUCCESS or entry[1] != RTT_PAGE_LEVEL or entry[2] != _UNASSIGNED or entry[4] != _RIPAS_RAM:
-                continue
+            if not known_ram:
+                entry = try_call(read_entry, rd, nxt, RTT_PAGE_LEVEL)
+                if entry[0] != _SUCCESS or entry[1] != RTT_PAGE_LEVEL or entry[2] != _UNASSIGNED \
+                        or entry[4] != _RIPAS_RAM:
+                    continue
             try:
                 granule = alloc()
             except MemoryError:  # the host is out of granules: the rest of the window waits for its faults
@@ -507,6 +580,8 @@ class RealmVm:
             status = status_of(out[0])
             if status == RmiStatus.SUCCESS:
                 new = out[1]
+                if ex.ripas_value == RmiRipas.RAM:
+                    self.ripas_ram.add(addr, new)
                 if ex.ripas_value == RmiRipas.EMPTY:
                     self._destroy_data(addr, new)
                     if self.map_shared_ahead:
