@@ -145,6 +145,8 @@ class Ranges:
         self.spans = sorted(kept)
 
     def remove(self, lo: int, hi: int) -> None:
+        if not self.spans:
+            return
         kept = []
         for a, b in self.spans:
             if b <= lo or a >= hi:
@@ -645,6 +647,7 @@ class RealmVm:
                 self.pages.free(g)
             self.pages.free(rec.run)
         self.recs.clear()
+        self.ripas_ram = Ranges()  # nothing is faulted in any more
         self._destroy_granules(list(self.data))
         for page, pa in list(self.shared.items()):
             self.rmi.call(RmiFid.RTT_UNMAP_UNPROTECTED, self.rd, page, RTT_PAGE_LEVEL)
