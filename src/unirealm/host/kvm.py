@@ -44,9 +44,9 @@ from unirealm.machine.board import Machine
 from unirealm.machine.memory import GranuleProtectionFault
 
 NS_NORMAL_RW_DESC = (0b1111 << 2) | (0b11 << 6)  # MemAttr normal write-back, S2AP read/write
-# Granules one stage-2 fault on unpopulated protected RAM creates: the faulting granule and
-# the unpopulated RIPAS RAM granules of its aligned 64 KiB, as KVM maps a whole host page
-# (64 KiB on a 64K-page host) at a realm's fault: one REC exit for each 16 granules touched.
+# Granules a stage-2 fault on unpopulated protected RAM creates at first: the faulting granule
+# and the unpopulated RIPAS RAM granules of its aligned 64 KiB, as KVM maps a whole host page
+# (64 KiB on a 64K-page host) at a realm's fault.
 FAULT_AROUND = 16
 # A fault where the last window of a run of windows ended continues the run, and its window
 # is twice the last one, up to the end of the level-3 RTT's 2 MiB block (as readahead grows;
