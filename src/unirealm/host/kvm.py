@@ -8,11 +8,13 @@ complete RIPAS changes, map shared pages) and tear the realm down again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from unirealm.arch.esr import Ec, decode_esr_access, esr_ec, ipa_from_hpfar_far
 from unirealm.arch.memory import (
+    GRANULE_MASK,
+    GRANULE_SHIFT,
     GRANULE_SIZE,
     RTT_PAGE_LEVEL,
     default_start_level,
@@ -42,10 +44,16 @@ from unirealm.machine.board import Machine
 from unirealm.machine.memory import GranuleProtectionFault
 
 NS_NORMAL_RW_DESC = (0b1111 << 2) | (0b11 << 6)  # MemAttr normal write-back, S2AP read/write
-# Granules one stage-2 fault on unpopulated protected RAM creates: the faulting granule and
-# the unpopulated RIPAS RAM granules of its aligned 64 KiB, as KVM maps a whole host page
-# (64 KiB on a 64K-page host) at a realm's fault: one REC exit for each 16 granules touched.
+# Granules a stage-2 fault on unpopulated protected RAM creates at first: the faulting granule
+# and the unpopulated RIPAS RAM granules of its aligned 64 KiB, as KVM maps a whole host page
+# (64 KiB on a 64K-page host) at a realm's fault.
 FAULT_AROUND = 16
+# A fault where the last window of a run of windows ended continues the run, and its window
+# is twice the last one, up to the end of the level-3 RTT's 2 MiB block (as readahead grows;
+# as KVM maps a fault on a 2 MiB transparent huge page): memory touched in order costs one REC
+# exit per 2 MiB, a scattered touch still fills 64 KiB only.
+FAULT_AROUND_MAX = 512
+FAULT_RUNS = 8  # runs of windows followed at once (the app's heap, its stack, a copy's target...)
 _EXIT_REASONS = {int(r): r for r in RmiRecExitReason}
 # RmiRecEnter.flags the exit handlers return, as plain ints (or-ed at every REC_ENTER).
 INJECT_SEA = int(RmiRecEnterFlags.INJECT_SEA)
@@ -88,6 +96,7 @@ class HostPages:
 
 
 _SUCCESS = int(RmiStatus.SUCCESS)
+_UNASSIGNED, _RIPAS_RAM = int(RttEntryState.UNASSIGNED), int(RmiRipas.RAM)
 L2_SHIFT = level_shift(RTT_PAGE_LEVEL - 1)  # a level-3 RTT covers one level-2 block
 
 
@@ -97,15 +106,60 @@ class RmiClient:
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
         self._smc = machine.host_smc
+        # FID -> what the host wants to learn from each such call it makes (arguments, results)
+        self.watch: dict[int, Callable[[tuple[int, ...], list[int]], None]] = {}
 
     def call(self, fid: RmiFid, *args: int) -> list[int]:
         out = self._smc(fid, *args)
+        watch = self.watch.get(fid)
+        if watch is not None:
+            watch(args, out)
         if out[0] & 0xFF != _SUCCESS:
             raise RmiCallError(fid, status_of(out[0]), index_of(out[0]))
         return out
 
     def try_call(self, fid: RmiFid, *args: int) -> list[int]:
-        return self._smc(fid, *args)
+        out = self._smc(fid, *args)
+        watch = self.watch.get(fid)
+        if watch is not None:
+            watch(args, out)
+        return out
+
+
+class Ranges:
+    """Disjoint [lo, hi) address ranges, sorted."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[int, int]] = []
+
+    def add(self, lo: int, hi: int) -> None:
+        if lo >= hi:
+            return
+        kept = []
+        for a, b in self.spans:
+            if b < lo or a > hi:
+                kept.append((a, b))
+            else:  # overlapping or touching: merged into the new one
+                lo, hi = min(lo, a), max(hi, b)
+        kept.append((lo, hi))
+        self.spans = sorted(kept)
+
+    def remove(self, lo: int, hi: int) -> None:
+        if not self.spans:
+            return
+        kept = []
+        for a, b in self.spans:
+            if b <= lo or a >= hi:
+                kept.append((a, b))
+                continue
+            if a < lo:
+                kept.append((a, lo))
+            if hi < b:
+                kept.append((hi, b))
+        self.spans = kept
+
+    def covers(self, lo: int, hi: int) -> bool:
+        return any(a <= lo and hi <= b for a, b in self.spans)
 
 
 @dataclass
@@ -202,12 +256,41 @@ class RealmVm:
     on_host_call: Callable[[int, list[int]], list[int]] | None = None
     on_mmio: Callable[[int, bool, int, int], int | None] | None = None
     ram_ranges: list[tuple[int, int]] = field(default_factory=list)
+    # fault_around's runs of windows: where each ended -> its last window's size (granules)
+    _fault_runs: dict[int, int] = field(default_factory=dict, init=False, repr=False)
     # Map the unprotected alias of RAM the realm converts to EMPTY right away, in one
     # batch per RIPAS change, so that its first touch of each shared page is no REC exit.
     map_shared_ahead: bool = True
 
     def __post_init__(self) -> None:
         self.rmi = RmiClient(self.machine)
+        # Where the host knows the RIPAS is RAM: what RTT_INIT_RIPAS set and what a RIPAS
+        # change to RAM completed, less every range any RTT_SET_RIPAS named and every granule
+        # DATA_DESTROY or RTT_DESTROY left DESTROYED. Fault-around asks no RTT_READ_ENTRY there.
+        self.ripas_ram = Ranges()
+        watch = self.rmi.watch
+        watch[RmiFid.RTT_INIT_RIPAS] = self._watch_init_ripas
+        watch[RmiFid.RTT_SET_RIPAS] = self._watch_set_ripas
+        watch[RmiFid.DATA_DESTROY] = self._watch_data_destroy
+        watch[RmiFid.RTT_DESTROY] = self._watch_rtt_destroy
+
+    def _watch_init_ripas(self, args: tuple[int, ...], out: list[int]) -> None:
+        if args[0] == self.rd and out[0] == _SUCCESS:
+            self.ripas_ram.add(args[1], out[1])
+
+    def _watch_set_ripas(self, args: tuple[int, ...], out: list[int]) -> None:
+        if args[0] == self.rd:  # whatever it asked for and whatever came of it
+            self.ripas_ram.remove(args[2], args[3])
+
+    def _watch_data_destroy(self, args: tuple[int, ...], out: list[int]) -> None:
+        if args[0] == self.rd and out[0] == _SUCCESS:
+            self.ripas_ram.remove(args[1], args[1] + GRANULE_SIZE)
+
+    def _watch_rtt_destroy(self, args: tuple[int, ...], out: list[int]) -> None:
+        if args[0] == self.rd and out[0] == _SUCCESS:
+            span = level_size(args[2] - 1)
+            base = args[1] & ~(span - 1)
+            self.ripas_ram.remove(base, base + span)
 
     # --- creation -----------------------------------------------------------------------
     @property
@@ -440,25 +523,48 @@ class RealmVm:
         self.fault_around(page)
 
     def fault_around(self, page: int) -> int:
-        """DATA_CREATE_UNKNOWN over the rest of the FAULT_AROUND-granule window around a
-        protected fault (Linux's fault-around, 64 KiB; KVM maps a realm fault by the size of
-        the host's mapping): the granules still UNASSIGNED with RIPAS RAM, so the realm's
-        next touches there are no exits. Returns how many it made."""
-        made = 0
+        """DATA_CREATE_UNKNOWN over the rest of the window around a protected fault (Linux's
+        fault-around; KVM maps a realm fault by the size of the host's mapping): the granules
+        still UNASSIGNED with RIPAS RAM, so the realm's next touches there are no exits.
+        The window starts at the fault's aligned 64 KiB (FAULT_AROUND granules); where a run
+        of windows ended it is twice the run's last (FAULT_AROUND_MAX at most), and it never
+        leaves the fault's 2 MiB block or its RAM range. Returns how many granules it made."""
         first = page & ~(FAULT_AROUND * GRANULE_SIZE - 1)
-        for nxt in range(first, first + FAULT_AROUND * GRANULE_SIZE, GRANULE_SIZE):
-            if nxt in self.data or not self.in_ram(nxt):
+        runs = self._fault_runs
+        last = runs.pop(first, 0)
+        size = min(2 * last, FAULT_AROUND_MAX) if last else FAULT_AROUND
+        ram = next(((lo, hi) for lo, hi in self.ram_ranges if lo <= page < hi), None)
+        if ram is None:
+            return 0
+        top = min(first + size * GRANULE_SIZE, (page | ((1 << L2_SHIFT) - 1)) + 1, ram[1])
+        first = max(first, ram[0])
+        runs[top] = size
+        if len(runs) > FAULT_RUNS:
+            del runs[next(iter(runs))]  # the run followed longest ago
+        made = 0
+        data, rd, alloc, free = self.data, self.rd, self.pages.alloc, self.pages.free
+        call, try_call = self.rmi.call, self.rmi.try_call
+        read_entry, create = RmiFid.RTT_READ_ENTRY, RmiFid.DATA_CREATE_UNKNOWN
+        delegate, undelegate = RmiFid.GRANULE_DELEGATE, RmiFid.GRANULE_UNDELEGATE
+        known_ram = self.ripas_ram.covers(first, top)  # else each granule's RIPAS is read first
+        for nxt in range(first, top, GRANULE_SIZE):
+            if nxt in data:
                 continue
-            entry = self.rmi.try_call(RmiFid.RTT_READ_ENTRY, self.rd, nxt, RTT_PAGE_LEVEL)
-            if entry[0] != _SUCCESS or entry[1] != RTT_PAGE_LEVEL or entry[2] != RttEntryState.UNASSIGNED \
-                    or entry[4] != RmiRipas.RAM:
+            if not known_ram:
+                entry = try_call(read_entry, rd, nxt, RTT_PAGE_LEVEL)
+                if entry[0] != _SUCCESS or entry[1] != RTT_PAGE_LEVEL or entry[2] != _UNASSIGNED \
+                        or entry[4] != _RIPAS_RAM:
+                    continue
+            try:
+                granule = alloc()
+            except MemoryError:  # the host is out of granules: the rest of the window waits for its faults
+                break
+            call(delegate, granule)
+            if try_call(create, rd, granule, nxt)[0] != _SUCCESS:
+                call(undelegate, granule)
+                free(granule)
                 continue
-            data = self.delegated()
-            if self.rmi.try_call(RmiFid.DATA_CREATE_UNKNOWN, self.rd, data, nxt)[0] != _SUCCESS:
-                self.rmi.call(RmiFid.GRANULE_UNDELEGATE, data)
-                self.pages.free(data)
-                continue
-            self.data[nxt] = data
+            data[nxt] = granule
             made += 1
         return made
 
@@ -476,6 +582,8 @@ class RealmVm:
             status = status_of(out[0])
             if status == RmiStatus.SUCCESS:
                 new = out[1]
+                if ex.ripas_value == RmiRipas.RAM:
+                    self.ripas_ram.add(addr, new)
                 if ex.ripas_value == RmiRipas.EMPTY:
                     self._destroy_data(addr, new)
                     if self.map_shared_ahead:
@@ -495,12 +603,25 @@ class RealmVm:
                 self.map_shared(alias)
 
     def _destroy_data(self, base: int, top: int) -> None:
-        """Data going EMPTY is destroyed and its granules return to the host (as kvmtool)."""
-        for ipa in [i for i in self.data if base <= i < top]:
-            out = self.rmi.call(RmiFid.DATA_DESTROY, self.rd, ipa)
-            self.rmi.call(RmiFid.GRANULE_UNDELEGATE, out[1])
-            self.pages.free(out[1])
-            del self.data[ipa]
+        """Data going EMPTY is destroyed and its granules return to the host (as kvmtool).
+        The granules are found by looking up the range's IPAs or by one pass over what the
+        host created, whichever is fewer: the cost is never the product of the two."""
+        data = self.data
+        if (top - base) >> GRANULE_SHIFT <= len(data):
+            ipas = [i for i in range(base & ~GRANULE_MASK, top, GRANULE_SIZE) if i in data]
+        else:
+            ipas = [i for i in data if base <= i < top]
+        self._destroy_granules(ipas)
+
+    def _destroy_granules(self, ipas: Iterable[int]) -> None:
+        """DATA_DESTROY each of these protected IPAs, then undelegate and free its granule."""
+        call, free, data, rd = self.rmi.call, self.pages.free, self.data, self.rd
+        destroy, undelegate = RmiFid.DATA_DESTROY, RmiFid.GRANULE_UNDELEGATE
+        for ipa in ipas:
+            pa = call(destroy, rd, ipa)[1]
+            call(undelegate, pa)
+            free(pa)
+            del data[ipa]
 
     def read_shared(self, ipa: int, size: int) -> bytes:
         """Read realm-shared memory through the host's own NS pages."""
@@ -526,8 +647,8 @@ class RealmVm:
                 self.pages.free(g)
             self.pages.free(rec.run)
         self.recs.clear()
-        for ipa in list(self.data):
-            self._destroy_data(ipa, ipa + GRANULE_SIZE)
+        self.ripas_ram = Ranges()  # nothing is faulted in any more
+        self._destroy_granules(list(self.data))
         for page, pa in list(self.shared.items()):
             self.rmi.call(RmiFid.RTT_UNMAP_UNPROTECTED, self.rd, page, RTT_PAGE_LEVEL)
             self.pages.free(pa)

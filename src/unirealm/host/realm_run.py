@@ -74,6 +74,8 @@ def run_realm(vmm: Vmm, machine: Machine) -> RunResult:
         status = _schedule_realm(vmm, vm, vcpus)
     except RmiCallError as exc:  # e.g. an exit the host cannot serve: memory it destroyed
         raise VmmError(f"the realm cannot go on: {exc}") from None
+    except MemoryError as exc:  # a fault the host has no granule left for
+        raise VmmError(f"the realm cannot go on: {exc}") from None
     finally:
         HOST_IRQ.deadline = None
         vm.destroy()
