@@ -26,6 +26,7 @@ def test_an_interpreter_whose_engine_goes_away_before_setup_ends_by_itself() -> 
 
 
 def test_an_unused_early_interpreter_is_discarded() -> None:
+    kernel_spawn.discard_early()
     kernel_spawn.start_early()
     kernel_spawn.start_early()  # at most one
     assert len(kernel_spawn._EARLY) == 1
@@ -42,6 +43,7 @@ def test_the_first_vm_takes_the_early_interpreter(env: list[str], tmp_path: Path
     subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-O2", "-o", str(elf), str(HELLO_C)], check=True)
     image = tmp_path / "hello.img"
     image.write_bytes(build_image(elf.read_bytes(), "helloworld"))
+    kernel_spawn.discard_early()
     kernel_spawn.start_early()
     early = kernel_spawn._EARLY[0].proc
     out = io.BytesIO()

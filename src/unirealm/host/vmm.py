@@ -36,6 +36,7 @@ from unirealm.machine.board import Machine
 from unirealm.machine.cpu import IN_PROCESS_ENV
 from unirealm.machine.irq import PENDING_IRQ
 from unirealm.machine.kernel_process import KernelProcessStopped, discard_spare, prestart
+from unirealm.machine.kernel_spawn import start_early
 from unirealm.machine.timer import GenericTimer
 
 from .cmdline import NetParams, RunConfig
@@ -271,9 +272,11 @@ class Vmm:
         if not self.kernel:
             raise VmmError(f"kernel {cfg.kernel!r} is empty")
         try:
-            inspect_image(self.kernel)
+            python_kernel = inspect_image(self.kernel) is not None
         except ImageFormatError as exc:
             raise VmmError(f"kernel {cfg.kernel!r}: {exc}") from None
+        if python_kernel:  # its kernel process's interpreter starts now, on another core
+            start_early()
         try:
             self.layout = GuestLayout.for_images(cfg.ram_addr, cfg.ram_size, self.kernel, self.initrd, cfg.realm)
         except MemoryLayoutError as exc:
