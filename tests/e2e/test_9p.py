@@ -37,7 +37,7 @@ def test_sqlite_over_9p_equals_host(platform: str, sqlite_image: Path, share: Pa
     shutil.copy(share / "data/test.db", reference)
     host = subprocess.run(["sqlite3", str(reference)], input=script, capture_output=True, check=True).stdout
     res = run(sqlite_image, *PLATFORMS[platform], "--9p", f"{share},kvm_9p",
-              params=f"{MOUNT} -- /data/data/test.db", stdin=script, tmp=tmp_path)
+              params=f"{MOUNT} loglevel=7 -- /data/data/test.db", stdin=script, tmp=tmp_path)
     assert res.returncode == 0, res.stderr.decode()
     assert res.stdout == host
     log = res.stderr.decode()

@@ -49,7 +49,7 @@ def fnv(data: bytes) -> str:
 def test_virtio_console_burst_and_stdin_exact(burst_image: Path, platform: str, tmp_path: Path) -> None:
     """1 MiB out in one write(), 200 KB of arbitrary bytes in, echoed back: all through hvc0."""
     data_in = random.Random(platform).randbytes(200_000)
-    res = unirealm_run(burst_image, *PLATFORMS[platform], "--console", "virtio", params=f"-- {1 << 20} echo",
+    res = unirealm_run(burst_image, *PLATFORMS[platform], "--console", "virtio", params=f"loglevel=7 -- {1 << 20} echo",
                        stdin=data_in, tmp=tmp_path)
     assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]
     assert res.stdout == pattern(1 << 20) + data_in + fnv(data_in).encode()

@@ -95,7 +95,7 @@ def test_measure_from_kvmtool_flags_is_the_rim_the_realm_reports(
     share = tmp_path / "share"
     share.mkdir()
     vmm = [f.replace("INITRD", str(initrd)).replace("SHARE", str(share)) for f in flags]
-    params = f"attest={CHALLENGE.hex()} nonet"
+    params = f"attest={CHALLENGE.hex()} nonet loglevel=7"
     if "-p" in vmm:
         vmm[vmm.index("-p") + 1] += " " + params
     else:

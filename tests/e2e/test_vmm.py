@@ -74,7 +74,7 @@ def run_vmm_split(*argv: str) -> tuple[int, str, str]:
 
 @needs_cc
 def test_app_output_and_kernel_log_are_separate(hello_image: Path) -> None:
-    status, out, log = run_vmm_split("--realm", "-k", str(hello_image), "-p", "-- solo")
+    status, out, log = run_vmm_split("--realm", "-k", str(hello_image), "-p", "loglevel=7 -- solo")
     assert status == 0
     assert out == "Hello from unirealm! argc=2\n  argv[0] = /helloworld\n  argv[1] = solo\n"
     assert "RSI 1.0 detected" in log and "Hello" not in log
@@ -83,7 +83,7 @@ def test_app_output_and_kernel_log_are_separate(hello_image: Path) -> None:
 @needs_cc
 @pytest.mark.parametrize("env", [["--platform", "kvm"], ["--platform", "rme"], ["--realm"]], ids=["kvm", "rme", "realm"])
 def test_helloworld_in_every_environment(hello_image: Path, env: list[str]) -> None:
-    status, out = run_vmm(*env, "-k", str(hello_image), "-p", "-- one two")
+    status, out = run_vmm(*env, "-k", str(hello_image), "-p", "loglevel=7 -- one two")
     assert status == 0
     assert "Hello from unirealm! argc=3" in out
     assert "argv[1] = one" in out and "argv[2] = two" in out
@@ -148,7 +148,7 @@ def test_changing_one_byte_of_the_image_changes_what_runs_and_the_rim(hello_elf:
         return measure_launch(launch_of_run(run_parser().parse_args(["--realm", "-k", str(path)]))).digest
 
     assert rim(original) != rim(changed)
-    _, out = run_vmm("--platform", "kvm", "-k", str(changed))
+    _, out = run_vmm("--platform", "kvm", "-k", str(changed), "-p", "loglevel=7")
     assert "not a realX" in out  # the code that ran is the code in the image
 
     # One byte anywhere in the image moves the RIM, even in the padding the guest never reads.
@@ -258,7 +258,7 @@ def test_two_virtio_devices_in_one_granule(hello_image: Path, tmp_path: Path) ->
     share = tmp_path / "share"
     share.mkdir()
     status, out, log = run_vmm_split(
-        "--realm", "-k", str(hello_image), "--9p", f"{share},kvm_9p", "-n", "mode=user", "-p", "-- both"
+        "--realm", "-k", str(hello_image), "--9p", f"{share},kvm_9p", "-n", "mode=user", "-p", "loglevel=7 -- both"
     )
     assert status == 0, log
     assert "argv[1] = both" in out

@@ -70,7 +70,7 @@ class FakeKernel:
         self.logged: list[str] = []
         self.irq = None  # no GIC: drivers poll, and idling is one WFI (Kernel.wait)
 
-    def log(self, text: str, error: bool = False) -> None:
+    def log(self, text: str, error: bool = False, level: int | None = None) -> None:
         self.logged.append(text)
 
     def wait(self, deadline_ns: int | None = None) -> int:

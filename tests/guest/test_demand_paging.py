@@ -65,7 +65,7 @@ class FakeKernel:
         self.pages.add(RAM, RAM + RAM_PAGES * PAGE)
         self.logged: list[str] = []
 
-    def log(self, text: str, error: bool = False) -> None:
+    def log(self, text: str, error: bool = False, level: int | None = None) -> None:
         self.logged.append(text)
 
 

@@ -70,7 +70,7 @@ def _map(devices: list[SimpleNamespace], owned: frozenset[int]) -> list[str]:
     kernel = SimpleNamespace(
         info=SimpleNamespace(devices=devices), realm=SimpleNamespace(unprotected_bit=1 << 47),
         rsi=Rsi(ScriptedConduit(owned=owned)),  # type: ignore[arg-type]
-        log=lambda text, error=False: logged.append(text))
+        log=lambda text, error=False, level=None: logged.append(text))
     Kernel.map_devices(kernel)  # type: ignore[arg-type]
     return logged
 

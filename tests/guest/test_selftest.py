@@ -85,7 +85,7 @@ class NotARealm:
     def __init__(self) -> None:
         self.logged: list[str] = []
 
-    def log(self, text: str, error: bool = False) -> None:
+    def log(self, text: str, error: bool = False, level: int | None = None) -> None:
         self.logged.append(text)
 
 

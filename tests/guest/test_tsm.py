@@ -222,7 +222,7 @@ def test_a_misbehaving_rmm_gives_an_error_not_a_token(tmp_path: Path, init: Any,
 class PlainKernel:
     realm = None
 
-    def log(self, text: str, error: bool = False) -> None:
+    def log(self, text: str, error: bool = False, level: int | None = None) -> None:
         pass
 
 

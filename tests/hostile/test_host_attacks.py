@@ -105,7 +105,7 @@ def rmi_attacks(vmm: AttackingVmm) -> dict[str, RmiStatus]:
 
 @pytest.fixture
 def argv(hello_image: Path, tmp_path: Path) -> list[str]:
-    return ["--realm", "-k", str(hello_image), "--9p", str(tmp_path), "--params=-- a b"]
+    return ["--realm", "-k", str(hello_image), "--9p", str(tmp_path), "--params=loglevel=7 -- a b"]
 
 
 def honest_output(argv: list[str]) -> bytes:

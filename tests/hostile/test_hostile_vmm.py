@@ -164,7 +164,8 @@ def test_replayed_and_unrequested_ripas_changes_are_refused(probe_image: Path, s
 def test_device_window_in_protected_ram_is_not_shared(probe_image: Path, tmp_path: Path) -> None:
     """The device tree puts the RTC inside the realm's RAM: the kernel keeps that memory
     protected (RIPAS RAM, not EMPTY) and reads a clock from it no more than it trusts it."""
-    status, out, err, _ = run(probe_image, tmp_path, "--realm", "--hostile", "dtb-device-in-ram")
+    status, out, err, _ = run(probe_image, tmp_path, "--realm", "--hostile", "dtb-device-in-ram",
+                              params="loglevel=7 --")
     assert (status, out) == (0, "hello\n"), err[-2000:]
     assert "RIPAS is not EMPTY; left protected" in err
     mapped = [line for line in err.splitlines() if "mapped unprotected at IPA |" in line]

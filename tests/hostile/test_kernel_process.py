@@ -32,7 +32,7 @@ MONITOR_TYPES = ("Rmm", "RmmState", "Machine", "Vmm", "PlatformRoT", "Monitor", 
 ESCAPE = r'''
 
 def _hostile_escape(kernel):
-    import gc, os, sys
+    import errno, gc, os, sys
     report = []
 
     def attempt(name, fn):
@@ -71,7 +71,14 @@ def _hostile_escape(kernel):
     attempt("dlopen", lambda: ctypes.CDLL("libresolv.so.2"))
     # the memory file, at offsets never granted: the start of DRAM, anywhere, anyhow
     attempt("fstat", lambda: os.fstat(0))
-    fds = [int(a) for a in sys.argv[1:5]]  # the channel, the memory file twice, the eventfd
+    def is_open(fd):  # lseek is allowed (fstat is not): EBADF only for a closed descriptor
+        try:
+            os.lseek(fd, 0, os.SEEK_CUR)
+        except OSError as exc:
+            return exc.errno != errno.EBADF
+        return True
+
+    fds = [fd for fd in range(256) if is_open(fd)]  # the channel, the memory file twice, the eventfd
     for fd in fds:
         attempt(f"mmap-fd{fd}-any", lambda fd=fd: syscall("mmap", None, 4096, 1, 1, fd, 0))
         attempt(f"mmap-fd{fd}-window", lambda fd=fd: syscall("mmap", 0x1000_0000_0000 + 0x4000_0000, 4096, 1, 0x11, fd, 0))
@@ -94,7 +101,7 @@ def _hostile_escape(kernel):
 
 def _hostile_run_app(self):
     for line in _hostile_escape(self):
-        self.log("hostile: " + line)
+        self.log("hostile: " + line, error=True)  # shown at the quiet default
     return 0
 
 
@@ -136,7 +143,7 @@ _original_print_token = Kernel.print_token
 
 def _hostile_print_token(self, challenge):
     for line in _hostile_rewrite(self):
-        self.log("hostile: " + line)
+        self.log("hostile: " + line, error=True)  # shown at the quiet default
     return _original_print_token(self, challenge)
 
 
@@ -167,12 +174,12 @@ def _hostile_run_app(self):
     page = self.pages.alloc()
     self.cpu.write(page, b"secret")  # mapped now
     self.rsi.set_memory_shared(page, 4096)  # RIPAS EMPTY: the host destroys the granule
-    self.log(f"hostile: still mapped={page in engine.mapped}")
+    self.log(f"hostile: still mapped={page in engine.mapped}", error=True)
     try:
         self.cpu.read(page, 6)
-        self.log("hostile: read after EMPTY=done")
+        self.log("hostile: read after EMPTY=done", error=True)
     except Exception as exc:
-        self.log(f"hostile: read after EMPTY=failed {exc}")
+        self.log(f"hostile: read after EMPTY=failed {exc}", error=True)
     return 0
 
 

@@ -35,7 +35,7 @@ def test_mmap_is_let_through_only_for_granted_offsets_at_their_ipa() -> None:
     memory = PhysicalMemory(size=1 << 20)
     ram = memory.base + 0x1_0000
     kp = engine(memory, ram, pages=4)
-    fd = memory.fd
+    fd, ro = kp._child_memfd, kp._child_memfd_ro = 7, 8  # the child's numbers, as its HELLO reports them
     offset = memory.offset(ram)
     rw = mmap.PROT_READ | mmap.PROT_WRITE
     flags = mmap.MAP_SHARED | MAP_FIXED
@@ -52,6 +52,8 @@ def test_mmap_is_let_through_only_for_granted_offsets_at_their_ipa() -> None:
     assert kp._judge_mmap(at, GRANULE_SIZE, rw | mmap.PROT_EXEC, flags, fd, offset) == errno.EPERM
     assert kp._judge_mmap(at, GRANULE_SIZE, rw, mmap.MAP_SHARED, fd, offset) == errno.EPERM  # not MAP_FIXED
     assert kp._judge_mmap(at, GRANULE_SIZE, rw, flags, 99, offset) == errno.EPERM  # not the memory file
+    assert kp._judge_mmap(at, GRANULE_SIZE, rw, flags, ro, offset) == errno.EPERM  # the read-only twin, writable
+    assert kp._judge_mmap(at, GRANULE_SIZE, mmap.PROT_READ, flags, ro, offset) == 0
     # a revoked grant is refused afterwards
     kp._ungrant(RAM_IPA)
     assert kp._judge_mmap(at, GRANULE_SIZE, rw, flags, fd, offset) == errno.EACCES

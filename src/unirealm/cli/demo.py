@@ -1,7 +1,7 @@
 """`unirealm demo`: boot helloworld as a realm and check what it proves.
 
 It builds examples/helloworld (with Debian's aarch64 cross compiler) into a kernel image,
-runs it as a realm with a fresh challenge (`-p "attest=<hex> -- ..."`), shows the boot log,
+runs it as a realm with a fresh challenge (`-p "attest=<hex> loglevel=7 -- ..."`), shows the boot log,
 then verifies the token the realm printed against this platform's CPAK and compares its
 RIM with the RIM `unirealm measure` predicts for the same command line.
 """
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     ensure_image(args.image)
     challenge = os.urandom(32)
-    argv = ["--realm", "-k", str(args.image), "-p", f"attest={challenge.hex()} -- hello from a realm"]
+    argv = ["--realm", "-k", str(args.image), "-p", f"attest={challenge.hex()} loglevel=7 -- hello from a realm"]
     console.rule("[bold]unirealm run " + " ".join(argv))
     run_args = run_parser().parse_args(argv)
     out, kernel_log = io.BytesIO(), io.BytesIO()

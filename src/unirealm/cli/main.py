@@ -24,18 +24,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `command` (a subcommand's name) one that registers only that
+    subcommand, which parses its arguments alike without importing every other subcommand's
+    modules (`unirealm run` then never loads the relying party)."""
     parser = _Parser(prog="unirealm", description="The Arm CCA realm world on one laptop.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in SUBCOMMAND_MODULES:
+    for name in (command,) if command in SUBCOMMAND_MODULES else SUBCOMMAND_MODULES:
         importlib.import_module(f"unirealm.cli.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_in = sys.argv[1:] if argv is None else argv
+    parser = build_parser(args_in[0] if args_in else None)
+    args = parser.parse_args(args_in)
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:

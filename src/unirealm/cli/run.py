@@ -29,7 +29,35 @@ def _stdin() -> BinaryIO | None:
         return None
 
 
+def _is_unirealm_image(path: str | None) -> bool:
+    """Whether `path` starts like a unirealm image (its unikernel magic): one that will boot
+    a Python kernel in a kernel process. The VMM checks the whole image later."""
+    from unirealm.arch.image import UNIKERNEL_HEADER_OFFSET, UNIKERNEL_MAGIC
+
+    if not path:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(UNIKERNEL_HEADER_OFFSET + len(UNIKERNEL_MAGIC))
+    except OSError:
+        return False
+    return head[UNIKERNEL_HEADER_OFFSET:] == UNIKERNEL_MAGIC
+
+
 def run(args: argparse.Namespace) -> int:
+    from unirealm.machine import kernel_spawn
+
+    # The kernel process's interpreter starts first, on another core, while this process
+    # imports the VMM and builds the VM (kernel_spawn.start_early).
+    if _is_unirealm_image(getattr(args, "kernel", None)):
+        kernel_spawn.start_early()
+    try:
+        return _run(args)
+    finally:
+        kernel_spawn.discard_early()
+
+
+def _run(args: argparse.Namespace) -> int:
     from unirealm.host.cmdline import CmdlineError, RunConfig
     from unirealm.host.vmm import Vmm, VmmError
 

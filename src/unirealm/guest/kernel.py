@@ -29,6 +29,14 @@ from ..arch.timer import PPI_VIRT_TIMER
 from . import ukrsi
 from .console import ConsoleError, Ns16550
 from .fdt import read_fdt
+from .loglevel import (
+    CONSOLE_LOGLEVEL_QUIET,
+    LOGLEVEL_ERR,
+    LOGLEVEL_INFO,
+    LOGLEVEL_REQUESTED,
+    LOGLEVEL_WARNING,
+    console_loglevel,
+)
 from .mm import PageAllocator
 
 if TYPE_CHECKING:
@@ -137,14 +145,18 @@ class Kernel:
         self.info = BootInfo()
         self.options: dict[str, str] = {}
         self.argv: list[str] = []
-        self.quiet = False  # kernel option `quiet`: only errors on the console
+        self.console_loglevel = CONSOLE_LOGLEVEL_QUIET  # guest/loglevel.py: `quiet`, `debug`, `loglevel=N`
         self.realtime_offset_ns = 0  # CLOCK_REALTIME - CLOCK_MONOTONIC
         self.net: NetStack | None = None  # the IPv4 stack on the first virtio-net NIC (guest/net)
         self.irq: Interrupts | None = None  # the GIC's interrupts (None: no GIC, the kernel polls)
 
     # --- logging ------------------------------------------------------------------------
-    def log(self, text: str, error: bool = False) -> None:
-        if self.quiet and not error:
+    def log(self, text: str, error: bool = False, level: int | None = None) -> None:
+        """One line of the kernel log, at `level` (KERN_ERR for an error, else KERN_INFO):
+        shown only below the console loglevel, as printk does."""
+        if level is None:
+            level = LOGLEVEL_ERR if error else LOGLEVEL_INFO
+        if level >= self.console_loglevel:
             return
         line = f"unirealm: {text}\n"
         if self.log_device is None:
@@ -177,7 +189,10 @@ class Kernel:
         if magic != FDT_MAGIC:
             raise RuntimeError(f"no device tree at {dtb_ipa:#x}")
         self.info = parse_fdt(self.cpu.read(dtb_ipa, total))
-        self.quiet = "quiet" in self.info.bootargs.split("--")[0].split()
+        words = self.info.bootargs.split()
+        self.console_loglevel, problem = console_loglevel(words[: words.index("--")] if "--" in words else words)
+        if problem is not None:
+            self.log(problem, error=True)
         image_base = self.cpu.boot_pc
         image_size = int.from_bytes(self.cpu.read(image_base + ARM64_IMAGE_SIZE_OFFSET, 8), "little")
 
@@ -301,7 +316,7 @@ class Kernel:
             runs = self.rsi.ripas_runs(first, end)
             if any(r[2] != RsiRipas.EMPTY for r in runs):
                 # Realm-owned memory is never handed to a device model.
-                self.log(f"device {dev.path}: RIPAS is not EMPTY; left protected")
+                self.log(f"device {dev.path}: RIPAS is not EMPTY; left protected", level=LOGLEVEL_WARNING)
                 dev.address = dev.base
                 continue
             dev.address = dev.base | self.realm.unprotected_bit
@@ -389,29 +404,29 @@ class Kernel:
 
     def print_token(self, challenge_hex: str) -> None:
         if self.realm is None:
-            self.log("attest: not a realm, no attestation token")
+            self.log("attest: not a realm, no attestation token", level=LOGLEVEL_REQUESTED)
             return
         try:
             challenge = bytes.fromhex(challenge_hex)
         except ValueError:
-            self.log("attest: the challenge is not hexadecimal")
+            self.log("attest: the challenge is not hexadecimal", level=LOGLEVEL_REQUESTED)
             return
         if len(challenge) > 64:
-            self.log("attest: the challenge is longer than 64 bytes")
+            self.log("attest: the challenge is longer than 64 bytes", level=LOGLEVEL_REQUESTED)
             return
         pages = 4
         buffer = self.pages.alloc(pages)
         try:
             token = self.rsi.attestation_token(challenge, buffer, pages)
         except ukrsi.RsiError as exc:
-            self.log(f"attest: {exc}")
+            self.log(f"attest: {exc}", level=LOGLEVEL_REQUESTED)
             return
         finally:
             self.pages.release(buffer, pages)
-        self.log(f"attestation token ({len(token)} bytes, base64):")
+        self.log(f"attestation token ({len(token)} bytes, base64):", level=LOGLEVEL_REQUESTED)
         encoded = base64.b64encode(token).decode()
         self.write_log(("\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + "\n").encode())
-        self.log("end of attestation token")
+        self.log("end of attestation token", level=LOGLEVEL_REQUESTED)
 
     def run_app(self) -> int:
         from .rootfs import run_app

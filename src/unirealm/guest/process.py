@@ -194,12 +194,12 @@ class Process:
                 try:
                     self.mm.populate(page, vma.prot, vma)  # demand paging
                 except MemoryError as exc:
-                    self.kernel.log(f"{self.argv[0]}: bus error: {exc} (pc {pc:#x})")
+                    self.kernel.log(f"{self.argv[0]}: bus error: {exc} (pc {pc:#x})", error=True)
                     raise ProcessExit(128 + 7) from None
                 return
-            self.kernel.log(f"{self.argv[0]}: segmentation fault at {detail:#x} (pc {pc:#x})")
+            self.kernel.log(f"{self.argv[0]}: segmentation fault at {detail:#x} (pc {pc:#x})", error=True)
             raise ProcessExit(128 + 11)
-        self.kernel.log(f"{self.argv[0]}: illegal instruction at pc {pc:#x}")
+        self.kernel.log(f"{self.argv[0]}: illegal instruction at pc {pc:#x}", error=True)
         raise ProcessExit(128 + 4)
 
     def run(self) -> int:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..arch.memory import GRANULE_SIZE
 from ..arch.rsi import RSI_ABI_VERSION, RsiRipas, RsiStatus, version
+from .loglevel import LOGLEVEL_REQUESTED
 
 if TYPE_CHECKING:
     from .interfaces import Kernel
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 def run_selftest(kernel: Kernel) -> None:
     rsi = kernel.rsi
     if kernel.realm is None:
-        kernel.log("ukrsi.selftest: not a realm, skipped")
+        kernel.log("ukrsi.selftest: not a realm, skipped", level=LOGLEVEL_REQUESTED)
         return
     page = kernel.pages.alloc(2)
     other = page + GRANULE_SIZE
@@ -27,7 +28,8 @@ def run_selftest(kernel: Kernel) -> None:
             name = RsiStatus(got).name
         except ValueError:
             name = hex(got)
-        kernel.log(f"ukrsi.selftest: {label} -> {name} [{'ok' if ok else 'FAIL, expected ' + RsiStatus(want).name}]")
+        kernel.log(f"ukrsi.selftest: {label} -> {name} [{'ok' if ok else 'FAIL, expected ' + RsiStatus(want).name}]",
+                   level=LOGLEVEL_REQUESTED)
 
     check("RSI_VERSION(1.0)", rsi.version(RSI_ABI_VERSION)[0], RsiStatus.SUCCESS)
     check("RSI_VERSION(2.0)", rsi.version(version(2, 0))[0], RsiStatus.ERROR_INPUT)
@@ -72,4 +74,4 @@ def run_selftest(kernel: Kernel) -> None:
     check("set_memory_protected: RIPAS RAM, contents gone", RsiStatus.SUCCESS if fresh and ripas == RsiRipas.RAM
           else RsiStatus.ERROR_STATE, RsiStatus.SUCCESS)
     kernel.pages.release(page, 2)
-    kernel.log(f"ukrsi.selftest: {sum(results)} passed, {len(results) - sum(results)} failed")
+    kernel.log(f"ukrsi.selftest: {sum(results)} passed, {len(results) - sum(results)} failed", level=LOGLEVEL_REQUESTED)

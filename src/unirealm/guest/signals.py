@@ -55,7 +55,7 @@ class Signals(SyscallContext):
         if sig == 0:
             return 0
         if sig in (6, 9, 15, 2, 11):
-            self.p.kernel.log(f"{self.p.argv[0]}: killed by signal {sig}")
+            self.p.kernel.log(f"{self.p.argv[0]}: killed by signal {sig}", error=True)
             raise ProcessExit(128 + sig)
         return 0
 

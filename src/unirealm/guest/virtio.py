@@ -346,7 +346,7 @@ def virtio_devices(kernel: Kernel) -> list[tuple[DeviceFacts, VirtioMmioTranspor
         try:
             device_id = t.probe()
         except VirtioError as exc:
-            kernel.log(f"virtio {dev.path}: {exc}")
+            kernel.log(f"virtio {dev.path}: {exc}", error=True)
             continue
         if device_id:
             found.append((dev, t, device_id))

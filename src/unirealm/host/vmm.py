@@ -24,10 +24,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from unirealm.arch.memory import GRANULE_SIZE
-from unirealm.arch.net import ip_bytes, mac_bytes
 from unirealm.arch.rmi import (
     RmiRealmFlags,
     feat_reg0_get,
@@ -36,6 +35,7 @@ from unirealm.machine.board import Machine
 from unirealm.machine.cpu import IN_PROCESS_ENV
 from unirealm.machine.irq import PENDING_IRQ
 from unirealm.machine.kernel_process import KernelProcessStopped, discard_spare, prestart
+from unirealm.machine.kernel_spawn import start_early
 from unirealm.machine.timer import GenericTimer
 
 from .cmdline import NetParams, RunConfig
@@ -44,13 +44,9 @@ from .devices.mmio import MmioBus
 from .devices.ns16550 import Ns16550
 from .devices.pci import EmptyPciBus
 from .devices.rtc import RTC_MMIO_SIZE, Mc146818
-from .devices.virtio_9p import P9Server, Virtio9p
-from .devices.virtio_console import VirtioConsole, VirtioConsoleDevice
 from .devices.virtio_mmio import VirtioMmioDevice
-from .devices.virtio_net import VirtioNet, VirtioNetDevice
 from .fdt import FdtError, KvmtoolFdt, VirtioMmioNode, dump_dtb, kvmtool_bootargs, kvmtool_serial_ports
 from .hostile import LONG_TAG, NET_ATTACKS, Hostile, HostileNet, RipasReplay, check_attacks, readdir_forever
-from .hostile_irq import IrqStorm
 from .image import ImageFormatError, inspect_image
 from .kvm import (
     DataStep,
@@ -74,13 +70,20 @@ from .memmap import (
     VirtioMmioSpace,
     vcpu_mpidr,
 )
-from .net.tap import TapError, TapNet
-from .net.usernet import Forward, UserNet, UserNetError
 from .realm_run import run_realm
 from .signals import SignalWatch, VmmStopped
 from .smccc import SmcccServices, VmPsci
 from .vm_run import run_vm
 from .vmm_result import NET_POLL_INTERVAL, RunResult, VmmError
+
+if TYPE_CHECKING:
+    # Optional devices: imported where a run asks for them (9p, virtio-net and its networks,
+    # virtio-console, the interrupt storm), not at every launch.
+    from .devices.virtio_console import VirtioConsoleDevice
+    from .devices.virtio_net import VirtioNetDevice
+    from .hostile_irq import IrqStorm
+    from .net.tap import TapNet
+    from .net.usernet import UserNet
 
 log = logging.getLogger("unirealm.vmm")
 IDLE_LIMIT = 2000  # WFx exits in a row with no device activity: the guest has stopped
@@ -113,6 +116,8 @@ class Console:
     def __post_init__(self) -> None:
         self.uart = Ns16550(output=self._write, name="ttyS0")
         if self.virtio:
+            from .devices.virtio_console import VirtioConsole, VirtioConsoleDevice
+
             self.hvc = VirtioConsoleDevice(VirtioConsole(self._write), access_platform=self.access_platform,
                                            name="virtio-console")
             self.uart.set_eof()
@@ -271,9 +276,11 @@ class Vmm:
         if not self.kernel:
             raise VmmError(f"kernel {cfg.kernel!r} is empty")
         try:
-            inspect_image(self.kernel)
+            python_kernel = inspect_image(self.kernel) is not None
         except ImageFormatError as exc:
             raise VmmError(f"kernel {cfg.kernel!r}: {exc}") from None
+        if python_kernel:  # its kernel process's interpreter starts now, on another core
+            start_early()
         try:
             self.layout = GuestLayout.for_images(cfg.ram_addr, cfg.ram_size, self.kernel, self.initrd, cfg.realm)
         except MemoryLayoutError as exc:
@@ -315,6 +322,8 @@ class Vmm:
             virtio.on_interrupt = lambda intid=node.irq: self.gic.pulse_spi(intid)
         self.irq_storm: IrqStorm | None = None
         if self.hostile and "irq-storm" in self.hostile:
+            from .hostile_irq import IrqStorm
+
             owned = {node.irq for node in virtio_nodes} | {port.irq for port in self.serials}
             last = self.gic.nr_irqs - 1  # an SPI no device owns, its line stuck high
             self.irq_storm = IrqStorm(self.hostile.rng, [node.irq for node in virtio_nodes],
@@ -348,6 +357,8 @@ class Vmm:
         (kvmtool). ACCESS_PLATFORM is forced for a realm. No interrupt is ever injected
         (the GIC is not wired to the vCPUs yet): requests complete inside the QueueNotify exit and the
         guest polls the used ring."""
+        from .devices.virtio_9p import P9Server, Virtio9p
+
         nodes = []
         for share in self.cfg.shares_9p:
             try:
@@ -376,6 +387,10 @@ class Vmm:
     def _add_net_devices(self, irqs: IrqLines, space: VirtioMmioSpace) -> list[VirtioMmioNode]:
         """One virtio-net device per user-mode `-n`, after the 9p devices. Its network (the
         gateway and its host sockets) opens when the guest starts, in `start_networks`."""
+        from unirealm.arch.net import mac_bytes
+
+        from .devices.virtio_net import VirtioNet, VirtioNetDevice
+
         nodes = []
         for i, nic in enumerate(self.nic_params):
             base = space.alloc()
@@ -410,6 +425,13 @@ class Vmm:
     def start_networks(self) -> None:
         """Open each NIC's network: a user-mode network (libslirp, with the listening sockets
         of its port forwards) or the host's tap device."""
+        if not self.nics:
+            return
+        from unirealm.arch.net import ip_bytes
+
+        from .net.tap import TapError, TapNet
+        from .net.usernet import Forward, UserNet, UserNetError
+
         for device, nic in self.nics:
             net: UserNet | TapNet
             attack = None

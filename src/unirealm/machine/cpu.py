@@ -13,14 +13,12 @@ from unirealm.arch.sysreg import SysReg
 
 from .irq import InterruptLines
 from .kernel_process import KernelProcess
+from .kernel_spawn import IN_PROCESS_ENV
 from .memory import GranuleProtectionFault, PhysicalMemory
 from .pykernel import PyKernelEngine, image_at
 from .vcpu import El2Context, Translate, Trap, VCpu
 
 log = logging.getLogger("unirealm.machine.cpu")
-# Internal switch for the benchmarks' baseline: the Python kernel as a greenlet of this
-# interpreter (no isolation). Anything else runs it in a kernel process.
-IN_PROCESS_ENV = "UNIREALM_IN_PROCESS_KERNEL"
 
 
 class Cpu:

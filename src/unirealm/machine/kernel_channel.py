@@ -34,6 +34,7 @@ class Msg(IntEnum):
     DENY = 18  # the access faults without a trap (GPT): DENY layout
     REVOKE = 19  # unmap an IPA range now (stage-2 change, PAS change): REVOKE layout
     SYSREG_DONE = 20  # a SYSREG trap served by the vCPU's interrupt lines: SYSREG_DONE layout
+    SETUP = 21  # the VM the started interpreter runs for: SETUP layout, its descriptors by SCM_RIGHTS
 
 
 class TrapKind(IntEnum):
@@ -90,6 +91,12 @@ DENY = struct.Struct("<BB")
 # msg, ipa, size
 REVOKE = struct.Struct("<B7xQQ")
 ACK = struct.Struct("<B")
-HELLO = struct.Struct("<B")
+# msg, the child's descriptor numbers of the memory file and of its read-only twin (what its
+# mmap calls name, and the seccomp notifications show)
+HELLO = struct.Struct("<B3xii")
+# msg, address-space limit, CPU model (ASCII, NUL-padded); the memory file, its read-only
+# twin and the interrupt eventfd travel with it (SCM_RIGHTS), in that order
+SETUP = struct.Struct("<B7xQ16s")
+SETUP_FDS = 3
 STOPPED_HEADER = struct.Struct("<B")  # followed by a UTF-8 reason
 MAX_MESSAGE = max(TRAP.size, RESUME.size, 512)

@@ -1,14 +1,18 @@
 """A kernel process: the Python kernel of one vCPU, alone in a fresh interpreter.
 
-`python -m unirealm.machine.kernel_child CHANNEL MEMFD MEMFD_RO IRQ_FD LIMIT CPU_MODEL` is
-started by kernel_process.KernelProcess with an empty environment and exactly these
-descriptors. Before it reads a byte of the image it:
+`python -m unirealm.machine.kernel_child CHANNEL` is started by kernel_spawn.Spawn with an
+empty environment and its channel as its only descriptor. Before it reads a byte of the
+image it:
 
-1. bounds its address space (RLIMIT_AS = LIMIT: the VM's RAM plus a fixed overhead, the
-   mappings of guest RAM included) and clears its environment;
-2. imports the modules a unirealm kernel may use (nothing can be opened later);
-3. closes every other descriptor, ignores the terminal's signals, dies with its parent;
-4. installs a seccomp filter: the system calls an interpreter running Unicorn makes, reads
+1. clears its environment and imports the modules a unirealm kernel may use (nothing can be
+   opened later) -- this much before any VM exists (kernel_spawn.start_early);
+2. waits for SETUP: the memory file, its read-only twin and the interrupt eventfd
+   (SCM_RIGHTS), the address-space limit and the CPU model; it ends quietly if the channel
+   closes first;
+3. bounds its address space (RLIMIT_AS = LIMIT: the VM's RAM plus a fixed overhead, the
+   mappings of guest RAM included);
+4. closes every other descriptor, ignores the terminal's signals, dies with its parent;
+5. installs a seccomp filter: the system calls an interpreter running Unicorn makes, reads
    and writes only on its channel and its interrupt descriptor, and mmap of the memory file
    only through the parent's approval (user notification: the parent lets a mapping through
    only at offsets it granted, into the IPA window, with the granted writability).
@@ -340,15 +344,34 @@ ALLOWED = ("munmap", "mprotect", "brk", "futex", "clock_gettime", "clock_nanosle
            "rseq", "set_robust_list", "restart_syscall")
 
 
+def _receive_setup(sock: socket.socket) -> tuple[int, int, int, int, str] | None:
+    """SETUP from the engine: (memory file, its read-only twin, interrupt eventfd, limit, CPU
+    model); None when the engine went away first (an interpreter started and never used)."""
+    try:
+        msg, fds, _, _ = socket.recv_fds(sock, ch.MAX_MESSAGE, ch.SETUP_FDS)
+    except OSError:
+        return None
+    if len(msg) != ch.SETUP.size or msg[0] != ch.Msg.SETUP or len(fds) != ch.SETUP_FDS:
+        for fd in fds:
+            os.close(fd)
+        return None
+    _, limit, model = ch.SETUP.unpack(msg)
+    return fds[0], fds[1], fds[2], limit, model.rstrip(b"\0").decode("ascii", "replace")
+
+
 def main(argv: list[str]) -> int:
-    chan_fd, memfd, memfd_ro, irq_fd, limit = (int(a) for a in argv[:5])
-    cpu_model = argv[5]
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    chan_fd = int(argv[0])
     os.environ.clear()  # started with none; the interpreter's own locale coercion (LC_CTYPE) goes too
     for name in PRELOAD:
         importlib.import_module(name)
     El0Space.tcg_buffer_size = TCG_BUFFER
     _warm_up()
+    sock = socket.socket(fileno=chan_fd)
+    setup = _receive_setup(sock)
+    if setup is None:
+        return 0
+    memfd, memfd_ro, irq_fd, limit, cpu_model = setup
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     # stdin/out/err stay open until the filter is in (a listener on fd 0 would look like
     # none to libseccomp), then go too
     _close_other_fds({0, 1, 2, chan_fd, memfd, memfd_ro, irq_fd})
@@ -357,10 +380,9 @@ def main(argv: list[str]) -> int:
     _libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     if os.getppid() == 1:
         return 1
-    sock = socket.socket(fileno=chan_fd)
     threading.Thread(target=_watch_interrupts, args=(irq_fd,), daemon=True).start()
     listener = install_filter(chan_fd, memfd, memfd_ro, irq_fd)
-    socket.send_fds(sock, [ch.HELLO.pack(ch.Msg.HELLO)], [listener])
+    socket.send_fds(sock, [ch.HELLO.pack(ch.Msg.HELLO, memfd, memfd_ro)], [listener])
     for fd in (listener, 0, 1, 2):
         os.close(fd)
     engine = ChildEngine(sock, memfd, memfd_ro, cpu_model)

@@ -26,9 +26,7 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 from unirealm.arch.esr import AccessSyndrome
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
@@ -38,6 +36,7 @@ from . import seccomp as sc
 from .interrupt import HOST_IRQ
 from .irq import InterruptLines
 from .kernel_channel import MAP_FIXED, WINDOW, WINDOW_SIZE
+from .kernel_spawn import Spawn, take
 from .memory import GranuleProtectionFault, PhysicalMemory
 from .regfile import RegisterFile
 from .vcpu import DataAbortTrap, HvcTrap, IrqTrap, Mapping, SmcTrap, Translate, Trap, WfxTrap
@@ -52,9 +51,6 @@ OVERHEAD = 512 << 20
 GRANT_RUN = 64  # granules granted at once: the faulting one and its mapped, contiguous neighbours
 START_TIMEOUT = 60.0  # seconds for the child to be ready (a loaded machine)
 REVOKE_TIMEOUT = 10.0
-SRC_ROOT = str(Path(__file__).resolve().parents[2])  # where the unirealm package lives
-BOOTSTRAP = (f"import sys; sys.path.insert(0, {SRC_ROOT!r}); "
-             "from unirealm.machine.kernel_child import main; sys.exit(main(sys.argv[1:]))")
 NR_MMAP = sc.syscall_number("mmap")
 MEMFD_NAME = "/memfd:unirealm-dram"
 # The trap decoder's constants, as plain ints and prebuilt syndromes (an immutable
@@ -75,40 +71,18 @@ class KernelProcessStopped(Exception):
     """The kernel process ended: its kernel returned or crashed, or it was killed."""
 
 
-class _Spawn:
-    """A kernel process started, not yet handed its vCPU: the child end of its channel, the
-    read-only memory file and the interrupt eventfd are its descriptors."""
-
-    def __init__(self, memory: PhysicalMemory, limit: int, cpu_model: str) -> None:
-        self.limit, self.cpu_model = limit, cpu_model
-        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.memfd_ro = os.open(f"/proc/self/fd/{memory.fd}", os.O_RDONLY | os.O_CLOEXEC)
-        self.irq = os.eventfd(0, os.EFD_CLOEXEC)
-        fds = (child.fileno(), memory.fd, self.memfd_ro, self.irq)
-        argv = [sys.executable, "-I", "-c", BOOTSTRAP, *map(str, fds), str(limit), cpu_model]
-        self.proc = subprocess.Popen(argv, env={}, cwd="/", pass_fds=fds, close_fds=True, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, start_new_session=True)
-        child.close()
-
-    def discard(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        self.sock.close()
-        os.close(self.memfd_ro)
-        os.close(self.irq)
-
-
 # Kernel processes started ahead of their vCPU, by machine (at most one each).
-_SPARES: dict[int, _Spawn] = {}
+_SPARES: dict[int, Spawn] = {}
 
 
 def prestart(memory: PhysicalMemory, ram_size: int | None, cpu_model: str = "max") -> None:
-    """Start the kernel process of `memory`'s first Python-kernel vCPU now, while the VMM still
-    builds the VM: its interpreter starts on another core. The first KernelProcess of this
-    memory with the same limit and CPU model takes it; `discard_spare` ends an unused one."""
+    """Give `memory`'s first Python-kernel vCPU its kernel process now, while the VMM still
+    builds the VM: the interpreter `kernel_spawn.start_early` started, else a new one, which
+    starts on another core. The first KernelProcess of this memory with the same limit and
+    CPU model takes it; `discard_spare` ends an unused one."""
     if id(memory) not in _SPARES:
-        _SPARES[id(memory)] = _Spawn(memory, (ram_size if ram_size is not None else memory.size) + OVERHEAD,
-                                     cpu_model)
+        limit = (ram_size if ram_size is not None else memory.size) + OVERHEAD
+        _SPARES[id(memory)] = take().bind(memory.fd, limit, cpu_model)
 
 
 def discard_spare(memory: PhysicalMemory) -> None:
@@ -138,6 +112,7 @@ class KernelProcess(RegisterFile):
         self._listener = -1
         self._granted = False  # a GRANT was sent: the child's mmap (a seccomp notification) comes next
         self._memfd_ro = -1
+        self._child_memfd = self._child_memfd_ro = -1  # their numbers in the child (its HELLO)
         self._irq = -1
         self.stopped: str | None = None
         self.counts = {"traps": 0, "grants": 0, "mmaps": 0, "revokes": 0, "sysregs": 0}
@@ -152,7 +127,7 @@ class KernelProcess(RegisterFile):
         if spare is not None and (spare.limit, spare.cpu_model) != (self.limit, self.cpu_model):
             spare.discard()
             spare = None
-        spare = spare or _Spawn(self.memory, self.limit, self.cpu_model)
+        spare = spare or take().bind(self.memory.fd, self.limit, self.cpu_model)
         self._proc, self._memfd_ro, self._irq = spare.proc, spare.memfd_ro, spare.irq
         parent = spare.sock
         self._sock = parent
@@ -164,10 +139,11 @@ class KernelProcess(RegisterFile):
             msg, fds_in, _, _ = socket.recv_fds(parent, ch.MAX_MESSAGE, 1)
         except OSError:
             msg, fds_in = b"", []
-        if not msg or msg[0] != ch.Msg.HELLO or len(fds_in) != 1:
+        if len(msg) != ch.HELLO.size or msg[0] != ch.Msg.HELLO or len(fds_in) != 1:
             self._kill()
             raise KernelProcessStopped("the kernel process failed to start (seccomp or resource limits refused)")
         self._listener = fds_in[0]
+        _, self._child_memfd, self._child_memfd_ro = ch.HELLO.unpack(msg)
         self._poller = select.poll()
         self._poller.register(parent, select.POLLIN)
         self._poller.register(self._listener, select.POLLIN)
@@ -434,7 +410,7 @@ class KernelProcess(RegisterFile):
     def _judge_mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
         self.counts["mmaps"] += 1
         writable = bool(prot & mmap.PROT_WRITE)
-        if fd not in (self.memory.fd, self._memfd_ro) or (writable and fd != self.memory.fd):
+        if fd not in (self._child_memfd, self._child_memfd_ro) or (writable and fd != self._child_memfd):
             return errno.EPERM
         if prot & ~(mmap.PROT_READ | mmap.PROT_WRITE) or not flags & mmap.MAP_SHARED or not flags & MAP_FIXED:
             return errno.EPERM  # MAP_FIXED, shared, no PROT_EXEC

@@ -11,7 +11,6 @@ judges are register values (no pointers), so the decision cannot be raced.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import struct
@@ -63,7 +62,14 @@ class SeccompError(OSError):
 
 
 def _lib() -> ctypes.CDLL:
-    lib = ctypes.CDLL(ctypes.util.find_library("seccomp") or LIBSECCOMP, use_errno=True)
+    # The soname first: find_library runs `ldconfig -p` in a subprocess (tens of ms in the
+    # kernel process's start, and it could not run once the filter is in).
+    try:
+        lib = ctypes.CDLL(LIBSECCOMP, use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        lib = ctypes.CDLL(find_library("seccomp") or LIBSECCOMP, use_errno=True)
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = (ctypes.c_uint32,)
     lib.seccomp_release.argtypes = (ctypes.c_void_p,)

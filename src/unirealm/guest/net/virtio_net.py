@@ -248,5 +248,5 @@ def find_nics(kernel: Any) -> list[VirtioNet]:
         try:
             nics.append(VirtioNet(kernel, t))
         except VirtioError as exc:
-            kernel.log(f"virtio-net {dev.path}: {exc}")
+            kernel.log(f"virtio-net {dev.path}: {exc}", error=True)
     return nics
