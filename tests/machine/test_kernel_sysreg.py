@@ -15,7 +15,7 @@ from unirealm.arch.timer import PPI_VIRT_TIMER, CntSysreg
 from unirealm.host.devices.gicv3 import GicV3
 from unirealm.host.image import build_image
 from unirealm.host.vcpus import GicLines
-from unirealm.machine.kernel_process import KernelProcess
+from unirealm.machine.kernel_process import KernelProcess, KernelProcessStopped
 from unirealm.machine.memory import PhysicalMemory
 from unirealm.machine.pykernel import PyKernelEngine
 from unirealm.machine.timer import GenericTimer
@@ -108,5 +108,19 @@ def test_the_kernel_reaches_the_gic_cpu_interface_and_takes_the_timer_ppi(kind: 
         assert ("ack", PPI_VIRT_TIMER) in kinds and ("eoi", PPI_VIRT_TIMER) in kinds
         if kind == "process":
             assert isinstance(engine, KernelProcess) and engine.counts["sysregs"] >= 8
+    finally:
+        engine.close()
+
+
+def test_a_kernel_needing_a_module_outside_its_image_stops_with_a_rebuild_hint() -> None:
+    """An image built by another unirealm (its kernel imports what this one's image lacks)
+    stops in one line that names the module, not with a bare ModuleNotFoundError."""
+    stale = build_image(None, extra={"guest/kernel.py": b"import libfdt\n\ndef boot(cpu):\n    pass\n"})
+    engine, _gic, _events = _engine("process", stale)
+    try:
+        with pytest.raises(KernelProcessStopped) as stop:
+            for _ in range(100):
+                engine.run()
+        assert "'libfdt'" in str(stop.value) and "build it again" in str(stop.value)
     finally:
         engine.close()

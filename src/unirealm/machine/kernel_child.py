@@ -397,6 +397,9 @@ def main(argv: list[str]) -> int:
             raise
         except MemoryError:
             reason = f"out of memory (address-space limit {limit >> 20} MiB)"
+        except ModuleNotFoundError as exc:  # the image's kernel needs code its image lacks
+            reason = (f"the kernel imports {exc.name!r}, which is not in its image: "
+                      "the image was built by another unirealm; build it again with this one")
         except BaseException as exc:  # the guest crashed: its CPU stops
             reason = f"the kernel stopped: {type(exc).__name__}: {exc}"[:400]
         sock.send(ch.STOPPED_HEADER.pack(ch.Msg.STOPPED) + reason.encode("utf-8", "replace"))
