@@ -4,6 +4,8 @@ into few regions, data pages not executable, and a PAS change taking a page away
 from __future__ import annotations
 
 import struct
+import threading
+import time
 
 import pytest
 
@@ -216,3 +218,85 @@ def test_a_range_drop_takes_every_page_and_regions_stay_inside_their_block() -> 
     assert regions(space) == []
     space.set_gpr(2, DATA_VA)
     assert space.run(CODE_VA)[0] == "fault"
+
+
+# The chase: x9 walks a chain of pages whose first words point to the next page; x10 counts.
+LDR_X9_X9 = 0xF9400129  # ldr x9, [x9]
+SUBS_X10 = 0xF100054A  # subs x10, x10, #1
+B_NE_BACK_8 = 0x54FFFFC1  # b.ne .-8
+CHAIN_VA, CHAIN_PAGES = 0x60_0000, 12
+
+
+def chase_space(cpu: Stage2Cpu) -> El0Space:
+    """The chase at CODE_VA over CHAIN_PAGES pages at CHAIN_VA, none of them mapped yet:
+    each first touch is demand-paged inside the load's TLB fill."""
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    cpu.write(RAM_IPA, struct.pack("<4I", LDR_X9_X9, SUBS_X10, B_NE_BACK_8, SVC_0))
+    space.map(CODE_VA, RAM_IPA, GRANULE_SIZE, R | X)
+    for n in range(CHAIN_PAGES):  # IPA page 16 + n holds the address of page n + 1
+        cpu.write(RAM_IPA + (16 + n) * GRANULE_SIZE, struct.pack("<Q", CHAIN_VA + (n + 1) * GRANULE_SIZE))
+    space.set_gpr(9, CHAIN_VA)
+    space.set_gpr(10, CHAIN_PAGES)
+    return space
+
+
+def test_a_stop_requested_during_a_loads_first_touch_lands_after_the_load(cpu: Stage2Cpu) -> None:
+    """As the host's interrupt stops EL0 (emu_stop) while a load demand-pages its page:
+    the run stops between instructions, the load made once, so resuming walks the chain
+    whole. A stop that landed inside the load would rerun it from the value it loaded
+    and skip a page at every stop."""
+    space = chase_space(cpu)
+
+    def demand(va: int) -> bool:
+        n = (va - CHAIN_VA) // GRANULE_SIZE
+        space.map(va, RAM_IPA + (16 + n) * GRANULE_SIZE, GRANULE_SIZE, R)
+        space.uc.emu_stop()  # what HOST_IRQ.kick does from the VMM's watchdog
+        return True
+
+    space.on_fault = demand
+    stops, pc = 0, CODE_VA
+    while (stopped := space.run(pc))[0] == "count":
+        stops += 1
+        pc = stopped[1]
+        assert pc in (CODE_VA, CODE_VA + 4, CODE_VA + 8, CODE_VA + 12)  # an instruction of the loop
+        assert stops <= CHAIN_PAGES
+    assert stopped[0] == "svc"
+    assert stops == CHAIN_PAGES  # every first touch stopped the run once
+    assert (space.gpr(9), space.gpr(10)) == (CHAIN_VA + CHAIN_PAGES * GRANULE_SIZE, 0)
+    space.close()
+
+
+def test_stops_from_another_thread_while_el0_loads_never_run_a_load_twice(cpu: Stage2Cpu) -> None:
+    """A circular chain walked many times while another thread keeps stopping the run (the
+    host's interrupt kicks): every run resumes where it stopped and the count comes out
+    exact."""
+    space = chase_space(cpu)
+    last = RAM_IPA + (16 + CHAIN_PAGES - 1) * GRANULE_SIZE
+    cpu.write(last, struct.pack("<Q", CHAIN_VA))  # the last page points back to the first
+    for n in range(CHAIN_PAGES):
+        space.map(CHAIN_VA + n * GRANULE_SIZE, RAM_IPA + (16 + n) * GRANULE_SIZE, GRANULE_SIZE, R)
+    rounds = 200_000
+    space.set_gpr(10, rounds * CHAIN_PAGES + 3)
+    done, kicking = threading.Event(), threading.Event()
+
+    def kicker() -> None:
+        while not done.is_set():
+            kicking.set()
+            space.uc.emu_stop()
+            time.sleep(50e-6)
+
+    thread = threading.Thread(target=kicker)
+    thread.start()
+    kicking.wait()
+    stops, pc = 0, CODE_VA
+    try:
+        while (stopped := space.run(pc))[0] == "count":
+            stops += 1
+            pc = stopped[1]
+    finally:
+        done.set()
+        thread.join()
+    assert stopped[0] == "svc"
+    assert space.gpr(9) == CHAIN_VA + 3 * GRANULE_SIZE  # 3 pages past whole rounds
+    assert stops > 0
+    space.close()
