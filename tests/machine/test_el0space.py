@@ -300,3 +300,66 @@ def test_stops_from_another_thread_while_el0_loads_never_run_a_load_twice(cpu: S
     assert space.gpr(9) == CHAIN_VA + 3 * GRANULE_SIZE  # 3 pages past whole rounds
     assert stops > 0
     space.close()
+
+
+MOVZ_X0 = 0xD2800000  # movz x0, #imm16 (imm16 << 5 added)
+STR_W1_X2 = 0xB9000041  # str w1, [x2]
+B_BACK_12 = 0x17FFFFFD  # b .-12
+B_SELF = 0x14000000  # b .
+
+
+def test_code_el0_writes_over_code_it_has_run_runs_as_written(cpu: Stage2Cpu) -> None:
+    """A JIT's page (read, write and execute): the store over an instruction already
+    translated, then a branch back to it, runs the new instruction."""
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    cpu.write(RAM_IPA, struct.pack("<4I", MOVZ_X0 | 1 << 5, SVC_0, STR_W1_X2, B_BACK_12))
+    space.map(CODE_VA, RAM_IPA, GRANULE_SIZE, R | W | X)
+    space.set_gpr(1, MOVZ_X0 | 2 << 5)
+    space.set_gpr(2, CODE_VA)
+    seen: list[int] = []
+
+    def on_svc(_nr: int, a0: int, *_: int) -> bool:
+        seen.append(a0)
+        return len(seen) < 2
+
+    space.on_svc = on_svc
+    assert space.run(CODE_VA) == ("svc", CODE_VA + 8, 0)
+    assert seen == [1, 2]
+    space.close()
+
+
+def test_code_the_kernel_writes_runs_after_flush_code(cpu: Stage2Cpu) -> None:
+    """Code written behind the CPU (the kernel's memmove into the page, as read() does) runs
+    once the kernel drops the page's translated code; until then the old code runs, as on a
+    PE without the instruction-cache maintenance."""
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    cpu.write(RAM_IPA, struct.pack("<2I", MOVZ_X0 | 1 << 5, SVC_0))
+    space.map(CODE_VA, RAM_IPA, GRANULE_SIZE, R | X)
+    assert space.run(CODE_VA)[0] == "svc" and space.gpr(0) == 1
+    cpu.write(RAM_IPA, struct.pack("<I", MOVZ_X0 | 3 << 5))
+    space.flush_code(CODE_VA, GRANULE_SIZE)
+    assert space.run(CODE_VA)[0] == "svc" and space.gpr(0) == 3
+    space.close()
+
+
+def test_a_page_unmapped_after_use_faults_at_its_next_touch(cpu: Stage2Cpu) -> None:
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    program(cpu, space, STR_X1_X2, SVC_0)
+    space.set_gpr(2, DATA_VA + 16)
+    assert space.run(CODE_VA)[0] == "svc"  # the page is in the TLB now
+    space.unmap(DATA_VA, GRANULE_SIZE)
+    assert space.run(CODE_VA) == ("fault", CODE_VA, DATA_VA)  # the page the fill missed
+    space.protect(DATA_VA + GRANULE_SIZE, GRANULE_SIZE, R)  # read-only now: the store faults too
+    space.set_gpr(2, DATA_VA + GRANULE_SIZE)
+    assert space.run(CODE_VA) == ("fault", CODE_VA, DATA_VA + GRANULE_SIZE)
+    space.close()
+
+
+def test_an_instruction_count_slice_ends_a_loop_that_never_leaves(cpu: Stage2Cpu) -> None:
+    """A time slice (instructions counted) still stops EL0 code that makes no syscall."""
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    cpu.write(RAM_IPA, struct.pack("<I", B_SELF))
+    space.map(CODE_VA, RAM_IPA, GRANULE_SIZE, R | X)
+    for _ in range(3):
+        assert space.run(CODE_VA, count=10_000) == ("count", CODE_VA, 0)
+    space.close()
