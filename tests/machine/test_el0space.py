@@ -363,3 +363,25 @@ def test_an_instruction_count_slice_ends_a_loop_that_never_leaves(cpu: Stage2Cpu
     for _ in range(3):
         assert space.run(CODE_VA, count=10_000) == ("count", CODE_VA, 0)
     space.close()
+
+
+SUBS_X10_ = 0xF100054A  # subs x10, x10, #1
+B_NE_BACK_4 = 0x54FFFFE1  # b.ne .-4
+
+
+def test_a_slice_ends_code_translated_while_el0_ran_without_slices(cpu: Stage2Cpu) -> None:
+    """A lone thread runs uncounted; when a second becomes runnable its slices are counted.
+    The loop's code, translated during the uncounted run, must still end the slice (Unicorn
+    counts only in code translated while its counting hook exists)."""
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    cpu.write(RAM_IPA, struct.pack("<3I", SUBS_X10_, B_NE_BACK_4, SVC_0))
+    space.map(CODE_VA, RAM_IPA, GRANULE_SIZE, R | X)
+    space.set_gpr(10, 1000)
+    assert space.run(CODE_VA) == ("svc", CODE_VA + 12, 0)  # uncounted: the loop is translated
+    space.set_gpr(10, 50_000_000)  # far more iterations than a slice
+    assert space.run(CODE_VA, count=10_000)[0] == "count"
+    assert 50_000_000 - space.gpr(10) <= 10_000  # about half a slice of two-instruction iterations
+    space.set_gpr(10, 1000)
+    assert space.run(CODE_VA) == ("svc", CODE_VA + 12, 0)  # uncounted again: runs to the SVC
+    assert space.run(CODE_VA + 8, count=10_000) == ("svc", CODE_VA + 12, 0)  # and counted once more
+    space.close()

@@ -281,6 +281,7 @@ class El0Space:
         self._stop: tuple[str, int, int] | None = None
         self._miss: int = 0  # the VA of the last TLB fill that failed
         self._running = False  # demand paging happens only in fills during run()
+        self._counting = False  # whether the last run counted instructions (Unicorn's count hook exists)
         self._identity = False  # fills made by Unicorn's own cache maintenance by physical address
         self._error = ""
         # The kernel's page-fault handler: called with an unmapped page; True if it mapped it.
@@ -536,6 +537,12 @@ class El0Space:
         if cpu.irq_signalled():
             self.uc.reg_write(a64.UC_ARM64_REG_PC, pc)  # the PC the exception would return to
             return ("irq", pc, 0)
+        if count and not self._counting:
+            # Unicorn counts instructions with a code hook that only code translated while
+            # the hook exists calls: code translated for an uncounted run would never end
+            # the slice. (Unicorn itself drops everything when a run stops counting.)
+            self.uc.ctl_flush_tb()
+        self._counting = bool(count)
         self._running = True
         try:
             with HOST_IRQ.running(self.uc):
