@@ -74,3 +74,60 @@ def run(rows: int = 100000) -> list[tuple[str, float, float, str]]:
         qe_call = (best([qemu, str(elf), str(SYSCALLS)]) - best([qemu, str(elf), "0"])) / SYSCALLS
         results.append(("one trivial syscall (getpid): unirealm vs qemu-user", ur_call * 1e6, qe_call * 1e6, "µs"))
     return results
+
+
+def engine_before_after(before: Path, rows: int = 30000, calls: int = 500_000,
+                        repeat: int = 3) -> list[tuple[str, float, float, str]]:
+    """This tree's EL0 engine against another tree's (`before`: its src/), plain VM, in the
+    same run with the runs alternating: sqlite3's CTE of `rows` and a raw getpid loop, CPU
+    net of an idle run (min of `repeat`), with qemu-user's figures measured alongside."""
+    qemu = shutil.which("qemu-aarch64-static")
+    image, rootfs = BUILD / "sqlite3.img", BUILD / "debian" / "rootfs"
+    if qemu is None or not image.exists() or not rootfs.exists():
+        raise RuntimeError("needs qemu-aarch64-static and build/sqlite3.img (make build/sqlite3.img)")
+    work, idle = SQL_WORK.format(n=rows).encode(), SQL_IDLE.encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {"now": str(REPO / "src"), "before": str(before)}
+        envs = {name: dict(os.environ, UNIREALM_DATA_DIR=tmp, PYTHONPATH=src) for name, src in trees.items()}
+        elf = Path(tmp) / "getpid"
+        subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-O2", "-o", str(elf),
+                        str(REPO / "examples/bench/getpid.c")], check=True)
+        img = Path(tmp) / "getpid.img"
+        subprocess.run([*UNIREALM, "build", str(elf), "-o", str(img)], check=True, capture_output=True,
+                       env=envs["now"])  # the same image for both trees: only the engine differs
+        sql = [*UNIREALM, "run", "--platform", "kvm", "-k", str(image), "-p", "-- :memory:"]
+        loop = [*UNIREALM, "run", "--platform", "kvm", "-k", str(img), "-p"]
+        samples: dict[str, list[list[float]]] = {k: [[], [], [], []] for k in (*trees, "qemu")}
+        for _ in range(repeat):
+            for name in (*trees, "qemu"):
+                if name == "qemu":
+                    runs = [([qemu, "-L", str(rootfs), str(rootfs / "usr/bin/sqlite3"), ":memory:"], work),
+                            ([qemu, "-L", str(rootfs), str(rootfs / "usr/bin/sqlite3"), ":memory:"], idle),
+                            ([qemu, str(elf), str(calls)], b""), ([qemu, str(elf), "0"], b"")]
+                    env = None
+                else:
+                    runs = [(sql, work), (sql, idle), ([*loop, f"-- {calls}"], b""), ([*loop, "-- 0"], b"")]
+                    env = envs[name]
+                for i, (cmd, stdin) in enumerate(runs):
+                    samples[name][i].append(timed(cmd, stdin, env))
+    net = {k: (min(v[0]) - min(v[1]), (min(v[2]) - min(v[3])) / calls * 1e6) for k, v in samples.items()}
+    return [
+        (f"sqlite3 CTE {rows} rows, plain VM, CPU: now vs before (qemu-user {net['qemu'][0]:.3f} s: "
+         f"now {net['now'][0] / net['qemu'][0]:.2f}x, before {net['before'][0] / net['qemu'][0]:.2f}x)",
+         net["now"][0], net["before"][0], "s"),
+        (f"getpid, plain VM, CPU per call: now vs before (qemu-user {net['qemu'][1]:.2f} µs: "
+         f"now {net['now'][1] / net['qemu'][1]:.1f}x, before {net['before'][1] / net['qemu'][1]:.1f}x)",
+         net["now"][1], net["before"][1], "µs"),
+    ]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, help="another tree's src/: this engine against that one")
+    parser.add_argument("--rows", type=int, default=30000)
+    args = parser.parse_args()
+    rows_out = engine_before_after(args.before, args.rows) if args.before else run(args.rows)
+    for name, value, base, unit in rows_out:
+        print(f"{name}: {value:.3f} {unit} vs {base:.3f} {unit} ({value / base:.2f}x)", flush=True)

@@ -43,6 +43,13 @@ class FlatCpu:
     def host_pointer(self, ipa: int, write: bool) -> tuple[int, bool] | None:
         return self.probe(ipa)
 
+    # no interrupt inputs
+    def timer_due(self) -> bool:
+        return False
+
+    def irq_signalled(self) -> bool:
+        return False
+
     def write(self, ipa: int, data: bytes) -> None:
         self.memory.accessor(World.NON_SECURE).write(self.memory.base + ipa - RAM_IPA, data)
 

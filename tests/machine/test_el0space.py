@@ -4,6 +4,8 @@ into few regions, data pages not executable, and a PAS change taking a page away
 from __future__ import annotations
 
 import struct
+import threading
+import time
 
 import pytest
 
@@ -216,3 +218,170 @@ def test_a_range_drop_takes_every_page_and_regions_stay_inside_their_block() -> 
     assert regions(space) == []
     space.set_gpr(2, DATA_VA)
     assert space.run(CODE_VA)[0] == "fault"
+
+
+# The chase: x9 walks a chain of pages whose first words point to the next page; x10 counts.
+LDR_X9_X9 = 0xF9400129  # ldr x9, [x9]
+SUBS_X10 = 0xF100054A  # subs x10, x10, #1
+B_NE_BACK_8 = 0x54FFFFC1  # b.ne .-8
+CHAIN_VA, CHAIN_PAGES = 0x60_0000, 12
+
+
+def chase_space(cpu: Stage2Cpu) -> El0Space:
+    """The chase at CODE_VA over CHAIN_PAGES pages at CHAIN_VA, none of them mapped yet:
+    each first touch is demand-paged inside the load's TLB fill."""
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    cpu.write(RAM_IPA, struct.pack("<4I", LDR_X9_X9, SUBS_X10, B_NE_BACK_8, SVC_0))
+    space.map(CODE_VA, RAM_IPA, GRANULE_SIZE, R | X)
+    for n in range(CHAIN_PAGES):  # IPA page 16 + n holds the address of page n + 1
+        cpu.write(RAM_IPA + (16 + n) * GRANULE_SIZE, struct.pack("<Q", CHAIN_VA + (n + 1) * GRANULE_SIZE))
+    space.set_gpr(9, CHAIN_VA)
+    space.set_gpr(10, CHAIN_PAGES)
+    return space
+
+
+def test_a_stop_requested_during_a_loads_first_touch_lands_after_the_load(cpu: Stage2Cpu) -> None:
+    """As the host's interrupt stops EL0 (emu_stop) while a load demand-pages its page:
+    the run stops between instructions, the load made once, so resuming walks the chain
+    whole. A stop that landed inside the load would rerun it from the value it loaded
+    and skip a page at every stop."""
+    space = chase_space(cpu)
+
+    def demand(va: int) -> bool:
+        n = (va - CHAIN_VA) // GRANULE_SIZE
+        space.map(va, RAM_IPA + (16 + n) * GRANULE_SIZE, GRANULE_SIZE, R)
+        space.uc.emu_stop()  # what HOST_IRQ.kick does from the VMM's watchdog
+        return True
+
+    space.on_fault = demand
+    stops, pc = 0, CODE_VA
+    while (stopped := space.run(pc))[0] == "count":
+        stops += 1
+        pc = stopped[1]
+        assert pc in (CODE_VA, CODE_VA + 4, CODE_VA + 8, CODE_VA + 12)  # an instruction of the loop
+        assert stops <= CHAIN_PAGES
+    assert stopped[0] == "svc"
+    assert stops == CHAIN_PAGES  # every first touch stopped the run once
+    assert (space.gpr(9), space.gpr(10)) == (CHAIN_VA + CHAIN_PAGES * GRANULE_SIZE, 0)
+    space.close()
+
+
+def test_stops_from_another_thread_while_el0_loads_never_run_a_load_twice(cpu: Stage2Cpu) -> None:
+    """A circular chain walked many times while another thread keeps stopping the run (the
+    host's interrupt kicks): every run resumes where it stopped and the count comes out
+    exact."""
+    space = chase_space(cpu)
+    last = RAM_IPA + (16 + CHAIN_PAGES - 1) * GRANULE_SIZE
+    cpu.write(last, struct.pack("<Q", CHAIN_VA))  # the last page points back to the first
+    for n in range(CHAIN_PAGES):
+        space.map(CHAIN_VA + n * GRANULE_SIZE, RAM_IPA + (16 + n) * GRANULE_SIZE, GRANULE_SIZE, R)
+    rounds = 200_000
+    space.set_gpr(10, rounds * CHAIN_PAGES + 3)
+    done, kicking = threading.Event(), threading.Event()
+
+    def kicker() -> None:
+        while not done.is_set():
+            kicking.set()
+            space.uc.emu_stop()
+            time.sleep(50e-6)
+
+    thread = threading.Thread(target=kicker)
+    thread.start()
+    kicking.wait()
+    stops, pc = 0, CODE_VA
+    try:
+        while (stopped := space.run(pc))[0] == "count":
+            stops += 1
+            pc = stopped[1]
+    finally:
+        done.set()
+        thread.join()
+    assert stopped[0] == "svc"
+    assert space.gpr(9) == CHAIN_VA + 3 * GRANULE_SIZE  # 3 pages past whole rounds
+    assert stops > 0
+    space.close()
+
+
+MOVZ_X0 = 0xD2800000  # movz x0, #imm16 (imm16 << 5 added)
+STR_W1_X2 = 0xB9000041  # str w1, [x2]
+B_BACK_12 = 0x17FFFFFD  # b .-12
+B_SELF = 0x14000000  # b .
+
+
+def test_code_el0_writes_over_code_it_has_run_runs_as_written(cpu: Stage2Cpu) -> None:
+    """A JIT's page (read, write and execute): the store over an instruction already
+    translated, then a branch back to it, runs the new instruction."""
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    cpu.write(RAM_IPA, struct.pack("<4I", MOVZ_X0 | 1 << 5, SVC_0, STR_W1_X2, B_BACK_12))
+    space.map(CODE_VA, RAM_IPA, GRANULE_SIZE, R | W | X)
+    space.set_gpr(1, MOVZ_X0 | 2 << 5)
+    space.set_gpr(2, CODE_VA)
+    seen: list[int] = []
+
+    def on_svc(_nr: int, a0: int, *_: int) -> bool:
+        seen.append(a0)
+        return len(seen) < 2
+
+    space.on_svc = on_svc
+    assert space.run(CODE_VA) == ("svc", CODE_VA + 8, 0)
+    assert seen == [1, 2]
+    space.close()
+
+
+def test_code_the_kernel_writes_runs_after_flush_code(cpu: Stage2Cpu) -> None:
+    """Code written behind the CPU (the kernel's memmove into the page, as read() does) runs
+    once the kernel drops the page's translated code; until then the old code runs, as on a
+    PE without the instruction-cache maintenance."""
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    cpu.write(RAM_IPA, struct.pack("<2I", MOVZ_X0 | 1 << 5, SVC_0))
+    space.map(CODE_VA, RAM_IPA, GRANULE_SIZE, R | X)
+    assert space.run(CODE_VA)[0] == "svc" and space.gpr(0) == 1
+    cpu.write(RAM_IPA, struct.pack("<I", MOVZ_X0 | 3 << 5))
+    space.flush_code(CODE_VA, GRANULE_SIZE)
+    assert space.run(CODE_VA)[0] == "svc" and space.gpr(0) == 3
+    space.close()
+
+
+def test_a_page_unmapped_after_use_faults_at_its_next_touch(cpu: Stage2Cpu) -> None:
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    program(cpu, space, STR_X1_X2, SVC_0)
+    space.set_gpr(2, DATA_VA + 16)
+    assert space.run(CODE_VA)[0] == "svc"  # the page is in the TLB now
+    space.unmap(DATA_VA, GRANULE_SIZE)
+    assert space.run(CODE_VA) == ("fault", CODE_VA, DATA_VA)  # the page the fill missed
+    space.protect(DATA_VA + GRANULE_SIZE, GRANULE_SIZE, R)  # read-only now: the store faults too
+    space.set_gpr(2, DATA_VA + GRANULE_SIZE)
+    assert space.run(CODE_VA) == ("fault", CODE_VA, DATA_VA + GRANULE_SIZE)
+    space.close()
+
+
+def test_an_instruction_count_slice_ends_a_loop_that_never_leaves(cpu: Stage2Cpu) -> None:
+    """A time slice (instructions counted) still stops EL0 code that makes no syscall."""
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    cpu.write(RAM_IPA, struct.pack("<I", B_SELF))
+    space.map(CODE_VA, RAM_IPA, GRANULE_SIZE, R | X)
+    for _ in range(3):
+        assert space.run(CODE_VA, count=10_000) == ("count", CODE_VA, 0)
+    space.close()
+
+
+SUBS_X10_ = 0xF100054A  # subs x10, x10, #1
+B_NE_BACK_4 = 0x54FFFFE1  # b.ne .-4
+
+
+def test_a_slice_ends_code_translated_while_el0_ran_without_slices(cpu: Stage2Cpu) -> None:
+    """A lone thread runs uncounted; when a second becomes runnable its slices are counted.
+    The loop's code, translated during the uncounted run, must still end the slice (Unicorn
+    counts only in code translated while its counting hook exists)."""
+    space = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    cpu.write(RAM_IPA, struct.pack("<3I", SUBS_X10_, B_NE_BACK_4, SVC_0))
+    space.map(CODE_VA, RAM_IPA, GRANULE_SIZE, R | X)
+    space.set_gpr(10, 1000)
+    assert space.run(CODE_VA) == ("svc", CODE_VA + 12, 0)  # uncounted: the loop is translated
+    space.set_gpr(10, 50_000_000)  # far more iterations than a slice
+    assert space.run(CODE_VA, count=10_000)[0] == "count"
+    assert 50_000_000 - space.gpr(10) <= 10_000  # about half a slice of two-instruction iterations
+    space.set_gpr(10, 1000)
+    assert space.run(CODE_VA) == ("svc", CODE_VA + 12, 0)  # uncounted again: runs to the SVC
+    assert space.run(CODE_VA + 8, count=10_000) == ("svc", CODE_VA + 12, 0)  # and counted once more
+    space.close()

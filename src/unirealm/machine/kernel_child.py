@@ -45,7 +45,9 @@ from . import seccomp as sc
 from .interrupt import HOST_IRQ
 from .irq import PENDING_FIQ, PENDING_IRQ
 from .pykernel import El0Space, GuestFault, KernelCore
+from .uc_regfile import register_file_offsets
 from .vcpu import DataAbortTrap, HvcTrap, IrqTrap, SmcTrap, Trap, WfxTrap
+from .vcpu_stops import no_exit_request_offset
 
 # Guest memory is mapped at WINDOW + IPA: IPA-contiguous granules of contiguous file
 # offsets merge into one mapping, and an EL0 CPU maps neighbours as one region.
@@ -286,6 +288,9 @@ def _warm_up() -> None:
     uc.context_restore(uc.context_save())
     uc.mem_unmap(0, GRANULE_SIZE)
     del uc
+    # found (with their scratch engines, the second through /proc/self/mem) before the limits are in
+    no_exit_request_offset()
+    register_file_offsets()
 
 
 def _close_other_fds(keep: set[int]) -> None:

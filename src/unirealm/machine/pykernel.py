@@ -73,6 +73,7 @@ from unirealm.arch.image import (
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
 from unirealm.arch.timer import CNT_CTL_ENABLE, CNT_CTL_IMASK, CntSysreg
 
+from . import uc_regfile
 from .interrupt import HOST_IRQ
 from .irq import PENDING_IRQ, InterruptLines
 from .memory import GranuleProtectionFault, MemoryAccessor, PhysicalMemory
@@ -90,6 +91,7 @@ from .vcpu import (
     Trap,
     WfxTrap,
 )
+from .vcpu_stops import stop_at_block_boundaries
 
 _boot_ids = itertools.count(1)
 CNTV_ENABLE_IMASK = CNT_CTL_ENABLE | CNT_CTL_IMASK
@@ -203,8 +205,10 @@ class _TlbEntry(ctypes.Structure):
 
 _TLB_FILL_CB = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int,
                                 ctypes.POINTER(_TlbEntry), ctypes.c_void_p)
-# x8 (the syscall number), x0..x5 (its arguments), then PC
-_SVC_REG_IDS = [a64.UC_ARM64_REG_X8, *(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(6)), a64.UC_ARM64_REG_PC]
+# x0..x5 (the syscall's arguments), x8 (its number), then PC
+_SVC_REG_IDS = [*(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(6)), a64.UC_ARM64_REG_X8, a64.UC_ARM64_REG_PC]
+# the same words out of the CPU's register file in place (uc_regfile: xregs[0..31], then pc)
+_UNPACK_SVC_IN_PLACE = struct.Struct("<6Q16xQ184xQ").unpack_from
 # the permission a TLB fill needs, by access type
 _NEEDS = {UC_MEM_READ: UC_PROT_READ, UC_MEM_WRITE: UC_PROT_WRITE, UC_MEM_FETCH: UC_PROT_EXEC}
 # Physical fault-around: a page of guest RAM is mapped into the CPU together with its
@@ -244,12 +248,16 @@ class El0Space:
     Unicorn's fast path. A miss on a page the kernel has not backed calls `on_fault`
     (demand paging inside the fill); a miss it cannot satisfy stops `run()` with a fault.
     Changing or removing a page flushes the TLB; a stage-2 or PAS change under a mapped
-    IPA unmaps it (TLBI).
+    IPA unmaps it (TLBI). Translated code looks for a stop request only at block starts
+    (machine/vcpu_stops.py): no helper call, with every register spilled and reloaded,
+    after each load and store, and a stop (the host's interrupt) never lands inside a
+    load that has already written its register.
 
     SVC fast path: when the kernel sets `on_svc`, every SVC calls it inside the CPU's
-    interrupt hook with (nr, x0..x5), read in one batch through the library; if it
-    returns True the syscall is complete (x0 written with `set_x0`) and EL0 continues
-    without leaving `run()`. False stops `run()` with ("svc", pc, 0) as without a handler.
+    interrupt hook with (nr, x0..x5), read in place from the CPU's register file
+    (machine/uc_regfile.py; in one batch through the library where a build does not show
+    it); if it returns True the syscall is complete (x0 written with `set_x0`, in place
+    too) and EL0 continues without leaving `run()`. False stops `run()` with ("svc", pc, 0) as without a handler.
     """
 
     # The translation buffer of each CPU (None: Unicorn's default, 1 GiB of address space);
@@ -263,6 +271,7 @@ class El0Space:
         if self.tcg_buffer_size is not None:
             self.uc.ctl_set_tcg_buffer_size(self.tcg_buffer_size)
         self.uc.ctl_set_cpu_model(CPU_MODELS[cpu_model])
+        stop_at_block_boundaries(self.uc)
         self.pages: dict[int, tuple[int, int]] = {}  # va page -> (ipa page, prot)
         self._phys: set[int] = set()  # ipa pages mapped into the CPU's physical space
         # the CPU's regions (each inside one PHYS_BLOCK): start -> (end, host address of start, perms)
@@ -272,6 +281,7 @@ class El0Space:
         self._stop: tuple[str, int, int] | None = None
         self._miss: int = 0  # the VA of the last TLB fill that failed
         self._running = False  # demand paging happens only in fills during run()
+        self._counting = False  # whether the last run counted instructions (Unicorn's count hook exists)
         self._identity = False  # fills made by Unicorn's own cache maintenance by physical address
         self._error = ""
         # The kernel's page-fault handler: called with an unmapped page; True if it mapped it.
@@ -282,7 +292,7 @@ class El0Space:
         if _uclib is not None:
             self._uch = self.uc._uch
             self._ids = (ctypes.c_int * 8)(*_SVC_REG_IDS)
-            self._svc_regs = bytearray(64)  # x8, x0..x5, PC as the library writes them
+            self._svc_regs = bytearray(64)  # x0..x5, x8, PC as the library writes them
             base = ctypes.addressof((ctypes.c_uint64 * 8).from_buffer(self._svc_regs))
             self._ptrs = (ctypes.c_void_p * 8)(*(base + 8 * i for i in range(8)))
             self._read_svc_regs = _bound_call(_uclib.uc_reg_read_batch, self._uch, ctypes.c_void_p(
@@ -290,6 +300,7 @@ class El0Space:
             self._x0 = ctypes.c_uint64()
             self._write_x0 = _bound_call(_uclib.uc_reg_write, self._uch, ctypes.c_int(a64.UC_ARM64_REG_X0),
                                          ctypes.c_void_p(ctypes.addressof(self._x0)))
+            self._svc_args: Callable[[], tuple[int, ...]] = self._svc_args_by_call
             # the callbacks are referenced for as long as the hooks exist
             self._intr_cb = _INTR_CB(self._raw_intr)
             self._tlb_cb = _TLB_FILL_CB(self._raw_tlb_fill)
@@ -304,6 +315,11 @@ class El0Space:
         self.uc.cpr_write(3, 0, 1, 0, 0, sctlr | (1 << 15) | (1 << 14) | (1 << 16) | (1 << 18) | (1 << 26))
         # EL0 may read the virtual counter (CNTKCTL_EL1.EL0VCTEN), as the vDSO does on Linux.
         self.uc.cpr_write(3, 0, 14, 1, 0, self.uc.cpr_read(3, 0, 14, 1, 0) | (1 << 1))
+        # The SVC fast path reads and writes the registers in place where this build shows
+        # where they are (machine/uc_regfile.py; the engine exists from the writes above).
+        self._xregs = uc_regfile.locate(self.uc) if _uclib is not None else None
+        if self._xregs is not None:
+            self._svc_args = functools.partial(_UNPACK_SVC_IN_PLACE, memoryview(self._xregs))
         cpu._spaces.append(self)
 
     # the kernel's page table
@@ -478,6 +494,9 @@ class El0Space:
 
     def set_x0(self, value: int) -> None:
         """x0 (a syscall's result), written straight through the library when it can be."""
+        if self._xregs is not None:
+            self._xregs[0] = value & 0xFFFF_FFFF_FFFF_FFFF
+            return
         if _uclib is None:
             self.uc.reg_write(a64.UC_ARM64_REG_X0, value & 0xFFFF_FFFF_FFFF_FFFF)
             return
@@ -508,9 +527,9 @@ class El0Space:
         The input is sampled at entry and when a run of `count` instructions ends: when the
         kernel's virtual timer has fired by then, the PE takes the host's view first (an
         IrqTrap: a REC exits so that its host raises the timer's PPI) and the answer shows
-        the input. EL0 is never stopped from another thread for a deadline (Unicorn, stopped
-        asynchronously inside translated code and resumed, was measured to corrupt EL0's
-        registers); only the host's own interrupt (HOST_IRQ: a signal for the VMM) does."""
+        the input. EL0 is never stopped from another thread for a deadline; only the host's
+        own interrupt (HOST_IRQ: a signal for the VMM) does, and that stop lands between two
+        instructions (block-boundary stops, see the class's text)."""
         self._stop = None
         cpu = self._cpu
         if HOST_IRQ.pending or cpu.timer_due():
@@ -518,6 +537,12 @@ class El0Space:
         if cpu.irq_signalled():
             self.uc.reg_write(a64.UC_ARM64_REG_PC, pc)  # the PC the exception would return to
             return ("irq", pc, 0)
+        if count and not self._counting:
+            # Unicorn counts instructions with a code hook that only code translated while
+            # the hook exists calls: code translated for an uncounted run would never end
+            # the slice. (Unicorn itself drops everything when a run stops counting.)
+            self.uc.ctl_flush_tb()
+        self._counting = bool(count)
         self._running = True
         try:
             with HOST_IRQ.running(self.uc):
@@ -562,8 +587,7 @@ class El0Space:
 
     def _raw_intr(self, _uch: int, intno: int, _ud: int) -> None:
         try:
-            self._read_svc_regs()
-            nr, a0, a1, a2, a3, a4, a5, pc = _UNPACK_SVC_REGS(self._svc_regs)
+            a0, a1, a2, a3, a4, a5, nr, pc = self._svc_args()
             if intno == EXCP_SWI:
                 handler = self.on_svc
                 if handler is not None and handler(nr, a0, a1, a2, a3, a4, a5):
@@ -576,6 +600,11 @@ class El0Space:
             if self.uc._hook_exception is None:
                 self.uc._hook_exception = exc  # type: ignore[assignment]  # declared Exception; re-raised alike
             _uclib.uc_emu_stop(self._uch)
+
+    def _svc_args_by_call(self) -> tuple[int, ...]:
+        """x0..x5, x8, PC through the library (a build that does not show them in place)."""
+        self._read_svc_regs()
+        return _UNPACK_SVC_REGS(self._svc_regs)
 
     def _on_intr(self, uc: Uc, intno: int, _ud: object) -> None:
         pc = uc.reg_read(a64.UC_ARM64_REG_PC)

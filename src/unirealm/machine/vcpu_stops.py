@@ -34,6 +34,7 @@ rather than run with stops inside instructions.
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 
 from unicorn import UC_ARCH_ARM64, UC_HOOK_MEM_UNMAPPED, UC_MODE_ARM, UC_PROT_ALL
 from unicorn import arm64_const as a64
@@ -54,16 +55,25 @@ PROBE_CODE = 0x1000
 PROBE_DATA = 0x2000
 PROBE_WORDS = (0xF9400129, 0x91000421, 0x14000001, 0x91000442, 0x14000000)
 PROBE_VALUE = 0x5A5A_0000
+# The scratch engines' translation buffer: small, so that finding the flag fits in a process
+# with a tight address-space limit (the kernel process).
+SCRATCH_TCG_BUFFER = 1 << 20
 
 
 class UnicornStopError(RuntimeError):
     pass
 
 
-def _engine_address(uc: Uc) -> int:
+def engine_address(uc: Uc) -> int:
     address = ctypes.cast(uc._uch, ctypes.c_void_p).value
     assert address is not None
     return address
+
+
+def scratch_engine() -> Uc:
+    uc: Any = UcAArch64(UC_ARCH_ARM64, UC_MODE_ARM)
+    uc.ctl_set_tcg_buffer_size(SCRATCH_TCG_BUFFER)  # before the engine is initialised
+    return uc
 
 
 def _set_context_mode(uc: Uc, mode: int) -> None:
@@ -72,7 +82,7 @@ def _set_context_mode(uc: Uc, mode: int) -> None:
 
 def _context_content_offset(uc: Uc) -> int:
     """The offset of `context_content`: the one int that follows UC_CTL_CONTEXT_MODE."""
-    base = _engine_address(uc)
+    base = engine_address(uc)
     _set_context_mode(uc, UC_CTL_CONTEXT_CPU)
     before = ctypes.string_at(base, SCAN_BYTES)
     _set_context_mode(uc, UC_CTL_CONTEXT_CPU | UC_CTL_CONTEXT_MEMORY)
@@ -92,8 +102,8 @@ def _context_content_offset(uc: Uc) -> int:
 def _lands_after_the_block(offset: int) -> bool:
     """With the byte at `offset` set, a stop requested while a load maps its page lands at
     the next block start, the load made once."""
-    uc = UcAArch64(UC_ARCH_ARM64, UC_MODE_ARM)
-    ctypes.c_bool.from_address(_engine_address(uc) + offset).value = True
+    uc = scratch_engine()
+    ctypes.c_bool.from_address(engine_address(uc) + offset).value = True
     uc.mem_map(PROBE_CODE, 0x1000)
     uc.mem_write(PROBE_CODE, b"".join(w.to_bytes(4, "little") for w in PROBE_WORDS))
     data = ctypes.create_string_buffer(PROBE_VALUE.to_bytes(8, "little"), 0x1000)
@@ -119,10 +129,10 @@ class _Flag:
 
 def no_exit_request_offset() -> int:
     if _Flag.offset is None:
-        uc = UcAArch64(UC_ARCH_ARM64, UC_MODE_ARM)
+        uc = scratch_engine()
         next_pc = (_context_content_offset(uc) + 8 + 7) & ~7  # after context_content, cpu_context_size
         candidate = next_pc + 8 + 2  # after next_pc: hook_insert, first_tb, no_exit_request
-        if ctypes.string_at(_engine_address(uc) + candidate, 1) != b"\0" or not _lands_after_the_block(candidate):
+        if ctypes.string_at(engine_address(uc) + candidate, 1) != b"\0" or not _lands_after_the_block(candidate):
             raise UnicornStopError("this Unicorn build cannot be made to stop between instructions only")
         _Flag.offset = candidate
     return _Flag.offset
@@ -131,4 +141,4 @@ def no_exit_request_offset() -> int:
 def stop_at_block_boundaries(uc: Uc) -> None:
     """Make every later stop of `uc` land between instructions (see the module's text).
     Call before `uc` translates code: blocks translated earlier keep their looks."""
-    ctypes.c_bool.from_address(_engine_address(uc) + no_exit_request_offset()).value = True
+    ctypes.c_bool.from_address(engine_address(uc) + no_exit_request_offset()).value = True
