@@ -21,6 +21,7 @@ from unirealm.arch.rsi import RsiFid
 from unirealm.arch.smccc import SMCCC_NOT_SUPPORTED, PsciFid
 from unirealm.guest import kernel as kmod
 from unirealm.guest.kernel import BootInfo, Device, Kernel, boot, parse_fdt
+from unirealm.guest.loglevel import CONSOLE_LOGLEVEL_DEFAULT
 from unirealm.guest.pagecache import Store
 from unirealm.guest.rootfs import build_vfs, run_app
 from unirealm.guest.vfs import FsError
@@ -143,7 +144,7 @@ def boot_status(cpu: BootCpu) -> int:
 
 # --- the boot flow ------------------------------------------------------------------------------
 def test_plain_vm_boot_without_an_app() -> None:
-    cpu = BootCpu(blob("loglevel=3 nonet -- ignored"), {})
+    cpu = BootCpu(blob("loglevel=7 nonet -- ignored"), {})
     assert boot_status(cpu) == 0
     assert cpu.conduit[0] == ("smc", RsiFid.VERSION)  # RSI probed first: NOT_SUPPORTED, not a realm
     log = cpu.text(1)  # kernel messages on ttyS1, the UART after the console
@@ -182,6 +183,7 @@ def test_root_file_system_from_the_image_and_the_initrd() -> None:
                            Entry("etc/motd", 0o100644, b"initrd wins\n")])
     cpu = BootCpu(blob("nonet", (INITRD, INITRD + len(initrd))), files, initrd)
     k = Kernel(cpu)  # type: ignore[arg-type]
+    k.console_loglevel = CONSOLE_LOGLEVEL_DEFAULT  # the info lines too
     k.info = parse_fdt(cpu.read(DTB, 0x1_0000))
     k.pages.add(RAM + 0x40_0000, RAM + RAM_SIZE)  # file contents live in RAM
     vfs, app = build_vfs(k)
@@ -240,6 +242,7 @@ def test_attest_outside_a_realm_is_refused() -> None:
 
 def test_stdout_path_and_console_option_pick_the_uarts() -> None:
     k = Kernel(BootCpu(blob(""), {}))  # type: ignore[arg-type]
+    k.console_loglevel = CONSOLE_LOGLEVEL_DEFAULT  # the info lines too
     uarts = [Device(f"/U{i}", "ns16550a", serial_iobase(i), 8, address=serial_iobase(i)) for i in range(3)]
     k.info = BootInfo(devices=uarts, stdout_path="/U1:115200n8")
     k.log("early")
@@ -249,6 +252,7 @@ def test_stdout_path_and_console_option_pick_the_uarts() -> None:
     k.log("later")
     assert cpu.text(1) == "app\n" and cpu.text(2) == "unirealm: early\nunirealm: later\n"  # type: ignore[attr-defined]
     k2 = Kernel(BootCpu(blob(""), {}))  # type: ignore[arg-type]
+    k2.console_loglevel = CONSOLE_LOGLEVEL_DEFAULT
     k2.info = BootInfo(devices=uarts[:1])
     k2.start_console()
     k2.write_console(b"a")
