@@ -19,7 +19,8 @@ from unirealm.arch.memory import GRANULE_SIZE, RTT_PAGE_LEVEL
 from unirealm.arch.rmi import RmiDataFlags, RmiFid
 from unirealm.host.cmdline import RunConfig, run_parser
 from unirealm.host.image import build_image
-from unirealm.host.kvm import HostPages, RealmConfig, RealmVm
+from unirealm.host.kvm import RealmConfig, RealmVm
+from unirealm.host.rmi_client import HostPages
 from unirealm.host.vmm import Vmm
 from unirealm.machine.board import Machine
 from unirealm.rmm.core import Rmm

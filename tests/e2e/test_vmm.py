@@ -177,7 +177,8 @@ def test_a_corrupted_payload_is_refused_by_the_vcpu(hello_elf: bytes, tmp_path: 
 def test_the_host_cannot_read_realm_memory(tmp_path: Path) -> None:
     machine = Machine(dram_size=64 << 20, data_dir=tmp_path)
     Rmm(machine.monitor)
-    from unirealm.host.kvm import HostPages, RealmConfig, RealmVm
+    from unirealm.host.kvm import RealmConfig, RealmVm
+    from unirealm.host.rmi_client import HostPages
 
     vm = RealmVm(machine, HostPages(machine), RealmConfig(ipa_bits=33))
     vm.create()

@@ -21,7 +21,8 @@ from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.rmi import RmiRecExitReason
 from unirealm.arch.smccc import PsciFid
 from unirealm.guest.kernel import Kernel
-from unirealm.host.kvm import HostPages, RealmConfig, RealmVm
+from unirealm.host.kvm import RealmConfig, RealmVm
+from unirealm.host.rmi_client import HostPages
 from unirealm.machine.board import Machine
 from unirealm.machine.pykernel import GuestCpu, PyKernelEngine
 from unirealm.rmm.core import Rmm

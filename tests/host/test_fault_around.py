@@ -9,7 +9,8 @@ import pytest
 from unirealm.arch.esr import Ec
 from unirealm.arch.memory import GRANULE_SIZE, RTT_PAGE_LEVEL
 from unirealm.arch.rmi import RmiFid, RmiRipas, RttEntryState
-from unirealm.host.kvm import FAULT_AROUND, HostPages, RealmConfig, RealmVm, RecExitInfo, RmiCallError
+from unirealm.host.kvm import FAULT_AROUND, RealmConfig, RealmVm, RecExitInfo
+from unirealm.host.rmi_client import HostPages, RmiCallError
 from unirealm.machine.board import Machine
 from unirealm.rmm.core import Rmm
 

@@ -14,7 +14,8 @@ import pytest
 
 from unirealm.arch.memory import GRANULE_SIZE, RTT_PAGE_LEVEL
 from unirealm.arch.rmi import RmiFid, RmiRipas, RttEntryState
-from unirealm.host.kvm import FAULT_AROUND, FAULT_AROUND_MAX, FAULT_RUNS, HostPages, RealmConfig, RealmVm
+from unirealm.host.kvm import FAULT_AROUND, FAULT_AROUND_MAX, FAULT_RUNS, RealmConfig, RealmVm
+from unirealm.host.rmi_client import HostPages
 from unirealm.machine.board import Machine
 from unirealm.machine.memory import Pas
 from unirealm.rmm.core import Rmm

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.rmi import RmiFid, RmiRipas, RttEntryState
-from unirealm.host.kvm import FAULT_AROUND, HostPages, RealmConfig, RealmVm
+from unirealm.host.kvm import FAULT_AROUND, RealmConfig, RealmVm
+from unirealm.host.rmi_client import HostPages
 from unirealm.machine.board import Machine
 from unirealm.rmm.core import Rmm
 

@@ -16,7 +16,7 @@ from unirealm.cli.main import main
 from unirealm.host.cmdline import CmdlineError, parse_run_args, run_parser
 from unirealm.host.fdt import kvmtool_bootargs
 from unirealm.host.image import build_image
-from unirealm.host.kvm import RmiCallError
+from unirealm.host.rmi_client import RmiCallError
 from unirealm.host.vmm import Vmm, VmmError
 from unirealm.machine.board import Machine
 from unirealm.rmm.core import Rmm

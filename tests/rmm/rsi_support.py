@@ -20,7 +20,8 @@ from pathlib import Path
 from unirealm.arch.esr import WFI_INSN, AccessSyndrome
 from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.rmi import RmiFid, RmiRecExitReason
-from unirealm.host.kvm import HostPages, RealmConfig, RealmRec, RealmVm
+from unirealm.host.kvm import RealmConfig, RealmRec, RealmVm
+from unirealm.host.rmi_client import HostPages
 from unirealm.machine.board import Machine
 from unirealm.machine.vcpu import SmcTrap, Trap, WfxTrap
 from unirealm.rmm.core import Rmm, RmmConfig

@@ -15,7 +15,8 @@ import pytest
 
 from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.rmi import GranuleState, RmiFid, RmiRipas, RmiStatus, RttEntryState
-from unirealm.host.kvm import HostPages, RealmConfig, RealmVm
+from unirealm.host.kvm import RealmConfig, RealmVm
+from unirealm.host.rmi_client import HostPages
 from unirealm.machine.board import Machine
 from unirealm.rmm.core import Rmm
 

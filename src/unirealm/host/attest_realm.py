@@ -22,7 +22,8 @@ from unirealm.host.memmap import ARM_MEMORY_AREA, ipa_bits_for
 from unirealm.machine.board import Machine
 from unirealm.rmm.core import Rmm, RmmConfig
 
-from .kvm import HostPages, RealmConfig, RealmVm
+from .kvm import RealmConfig, RealmVm
+from .rmi_client import HostPages
 from .toolchain import assemble
 
 HC_GET_CHALLENGE = 1

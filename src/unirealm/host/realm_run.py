@@ -21,9 +21,10 @@ from unirealm.machine.board import Machine
 from unirealm.machine.interrupt import HOST_IRQ
 
 from .devices.virtio_mmio import SharedView
-from .kvm import RealmRec, RealmVm, RecExitInfo, RmiCallError
+from .kvm import RealmRec, RealmVm, RecExitInfo
 from .memmap import vcpu_mpidr
 from .realm_vgic import RealmVgic
+from .rmi_client import RmiCallError
 from .vcpus import SLICE
 from .vmm_result import NET_POLL_INTERVAL, RunResult, VmmError
 

@@ -28,7 +28,7 @@ from unirealm.machine.vcpu import (
 )
 
 from .devices.virtio_mmio import RamView
-from .kvm import HostPages
+from .rmi_client import HostPages
 from .vcpus import SLICE, VmCpus
 from .vmm_result import NET_POLL_INTERVAL, RunResult, VmmError
 
