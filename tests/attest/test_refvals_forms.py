@@ -55,7 +55,7 @@ def test_plain_implementation_id_and_config(vectors: Path) -> None:
         "cca-platform-implementation-id: does not match the reference"]
     assert _problems(vectors, {"platform-config": config.hex() + "00"}) == [
         "cca-platform-config: does not match the reference"]
-    with pytest.raises(ReferenceValuesError, match="^implementation-id: not a hex string$"):
+    with pytest.raises(ReferenceValuesError, match=r"^implementation-id: not a hex string$"):
         reference_values_from_json({"implementation-id": "xyz"})
 
 
