@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from unirealm.arch.rmi import RmiRealmFlags
 from unirealm.attest import measure as m
 
 
