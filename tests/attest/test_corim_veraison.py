@@ -170,3 +170,17 @@ def _fresh_pem() -> bytes:
 
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.mark.parametrize(("impl", "instance", "message"), [
+    (bytes(31), b"\x01" + bytes(32), "implementation_id must be 32 bytes"),
+    (bytes(33), b"\x01" + bytes(32), "implementation_id must be 32 bytes"),
+    (bytes(32), b"\x01" + bytes(31), "instance_id must be a 33-byte UEID of type 0x01"),
+    (bytes(32), b"\x02" + bytes(32), "instance_id must be a 33-byte UEID of type 0x01"),
+])
+def test_platform_identity_refusals(impl: bytes, instance: bytes, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        platform_comid(_fresh_pem(), impl, instance, [])
+    assert str(info.value) == message
+    with pytest.raises(ValueError, match=r"^cpak_public_pem is not a PEM public key \("):
+        platform_comid(b"not a key", bytes(32), b"\x01" + bytes(32), [])
