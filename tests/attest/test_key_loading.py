@@ -9,6 +9,7 @@ import base64
 import json
 from pathlib import Path
 
+import cbor2
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -91,3 +92,27 @@ def test_keys_that_are_not_elliptic_curve(make: object) -> None:
     assert _refused(private_pem) == f"not an elliptic-curve key ({type(key).__name__})"
     assert _refused(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n") == \
         "not a PEM, DER or JWK elliptic-curve key"
+
+
+def test_der_private_keys_and_signatures() -> None:
+    """A DER PKCS#8 EC key loads as itself; signatures made by ecdsa_signer are raw r||s that
+    cryptography verifies, and the wrong length is named with the length expected."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    from unirealm.arch import token as t
+    from unirealm.attest.keys import ecdsa_signer, verify_sign1
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    assert load_private_key(der).private_numbers() == key.private_numbers()
+    sign = ecdsa_signer(key, t.COSE_ALG_ES384)
+    raw = sign(b"payload")
+    assert len(raw) == 96
+    key.public_key().verify(encode_dss_signature(int.from_bytes(raw[:48], "big"), int.from_bytes(raw[48:], "big")),
+                            b"payload", ec.ECDSA(hashes.SHA384()))
+    with pytest.raises(KeyError):
+        ecdsa_signer(key, 12345)  # an algorithm given is used, not replaced by the key's
+    sign1 = t.CoseSign1(cbor2.dumps({1: t.COSE_ALG_ES384}), {}, b"p", raw[:-1])
+    assert verify_sign1(sign1, key.public_key()) == "ES384 signature is 95 bytes, expected 96"

@@ -224,3 +224,7 @@ def test_a_profile_named_by_its_config_path(cli: Cli) -> None:
     assert rim(cli, "-c", "/opt/cca-realm-measurements/configs/qemu.conf", *VMM) == qemu
     assert rim(cli, "-c", "configs/qemu.conf", *VMM) == qemu
     assert qemu != rim(cli, "-c", "fvp", *VMM)
+
+
+def test_a_size_without_unit_is_mib(cli: Cli) -> None:
+    assert rim(cli, *HOST, *VMM[:-1], "512").startswith(GOLDEN_MINIMAL)
