@@ -127,3 +127,42 @@ def test_cose_key_refusals() -> None:
     with pytest.raises(AttestKeyError) as exc:
         rak_from_claim(cbor2.dumps(on_no_curve), cose_key=True)
     assert str(exc.value).startswith("not a point on the curve (")
+
+
+def test_more_refusal_texts(tmp_path: object) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from unirealm.attest.keys import load_public_key, public_jwk
+
+    with pytest.raises(m.LaunchError) as exc:
+        m.launch_from_json({"realm": {"s2sz": True}})
+    assert str(exc.value) == "realm.s2sz: expected an integer"
+    assert (c._cose_key_rak(b"\xff") or "").startswith("not a CBOR-encoded COSE_Key (COSE_Key: ")
+    with pytest.raises(AttestKeyError) as kexc:
+        rak_from_claim(b"", cose_key=True)
+    assert str(kexc.value) == "COSE_Key: empty input"
+    with pytest.raises(AttestKeyError) as kexc:
+        public_jwk(ec.generate_private_key(ec.SECP256K1()).public_key())
+    assert str(kexc.value) == "no JWK curve name for secp256k1"
+    # a d that is not a valid scalar for the curve: cryptography's refusal, named for the curve
+    jwk = public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key())
+    import json
+
+    with pytest.raises(AttestKeyError) as kexc:
+        load_public_key(json.dumps({**jwk, "d": "AAAA"}).encode())
+    assert str(kexc.value).startswith("JWK is not a valid P-256 key (")
+
+
+def test_kvmtool_file_refusals(cli: object, tmp_path: object) -> None:
+    from pathlib import Path
+
+    run = cli  # the in-process CLI fixture
+    missing = Path(str(tmp_path)) / "fw.bin"
+    status, _, err = run("measure", "--num-wps", "6", "--num-bps", "6", "-f", missing, "kvmtool", "--realm",  # type: ignore[operator]
+                         "--firmware", "fw.bin", "-c", "1", "-m", "512M")
+    assert status == 2
+    assert err.strip() == f"unirealm measure: error: cannot read firmware {missing}: No such file or directory"
+    status, _, err = run("measure", "-c", "nosuch", "kvmtool", "--realm", "-c", "1", "-m", "512M")  # type: ignore[operator]
+    assert err.strip().startswith(
+        "unirealm measure: error: -c nosuch: not a host profile (fvp, qemu, kvm, rmm-1.0-eac5, unirealm) "
+        "nor a readable file: ")
