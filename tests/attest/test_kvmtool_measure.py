@@ -228,3 +228,27 @@ def test_a_profile_named_by_its_config_path(cli: Cli) -> None:
 
 def test_a_size_without_unit_is_mib(cli: Cli) -> None:
     assert rim(cli, *HOST, *VMM[:-1], "512").startswith(GOLDEN_MINIMAL)
+
+
+def test_a_kernel_sits_at_its_text_offset(tmp_path: Path) -> None:
+    """An arm64 Image (Documentation/arch/arm64/booting.rst header: text_offset at 8, image_size
+    at 16, magic "ARM\\x64" at 56) is loaded text_offset above the start of RAM, the REC starts
+    there with x0 = the DTB, and the DTB lies 2 MiB aligned below the top of RAM."""
+    from unirealm.attest import measure as m
+    from unirealm.attest.kvmtool import measure_kvmtool
+
+    header = bytearray(64)
+    header[8:16] = (0x80000).to_bytes(8, "little")
+    header[16:24] = (0x200000).to_bytes(8, "little")
+    header[56:60] = b"ARM\x64"
+    image = tmp_path / "Image"
+    image.write_bytes(bytes(header) + b"\x1f\x20\x03\xd5" * 256)
+    launch = measure_kvmtool([*HOST, "-k", str(image), "kvmtool", "--realm", "-c", "1", "-m", "512M",
+                              "-k", "Image"]).launch
+    data = [op for op in launch.operations if isinstance(op, m.DataOp)]
+    (rec,) = [op for op in launch.operations if isinstance(op, m.RecOp)]
+    assert data[0].ipa == 0x8008_0000 and data[0].content == image.read_bytes()
+    assert rec.pc == 0x8008_0000
+    (dtb,) = rec.gprs
+    assert dtb % (2 << 20) == 0 and 0x8000_0000 < dtb < 0x8000_0000 + (512 << 20)
+    assert data[-1].ipa == dtb
