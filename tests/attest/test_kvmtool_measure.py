@@ -170,3 +170,85 @@ def test_refusals(args: list[str], message: str, cli: Cli) -> None:
 def test_printed_b64_is_the_hex(cli: Cli) -> None:
     hexed = rim(cli, *HOST, *VMM)
     assert base64.b64decode(rim(cli, "--print-b64", *HOST, *VMM)).hex() == hexed
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([*HOST, *VMM, "--vfio-pci", "0000:00:01.0"], "kvmtool --vfio-pci: device assignment is not modelled"),
+    ([*HOST, *VMM[:-1], "512M@0x90000000"], "kvmtool -m SIZE@ADDR: moving RAM is not modelled"),
+    ([*HOST, *VMM, "--pmu", "--pmu-counters", "six"], "kvmtool --pmu-counters six: not a number"),
+    ([*HOST, *VMM, "--sve-max-vl", "wide"], "kvmtool --sve-max-vl wide: not a number"),
+    # RAM at 2 GiB up to 6 GiB ends at bit 33; a realm adds its unprotected half: 34 bits
+    ([*HOST, "--ipa-bits", "33", *VMM[:-1], "4G"], "kvmtool -m 4G: needs 34 IPA bits, the host has 33"),
+    ([*HOST, *VMM, "-n", "mode=none,trans=mmio"], "kvmtool -n trans=mmio: differs from --virtio-transport pci"),
+    ([*HOST, *VMM, "-n", "mode=tap,script"], "kvmtool -n mode=tap,script: malformed parameter script"),
+])
+def test_refusals_word_for_word(args: list[str], message: str, cli: Cli) -> None:
+    status, _, err = cli("measure", *args)
+    assert (status, err.strip()) == (2, f"unirealm measure: error: {message}")
+
+
+def test_the_host_bits_bound_the_ram(cli: Cli) -> None:
+    assert rim(cli, *HOST, "--ipa-bits", "34", *VMM[:-1], "4G") == rim(cli, *HOST, *VMM[:-1], "4G")
+
+
+def test_a_pmu_has_kvmtools_node(cli: Cli, tmp_path: Path) -> None:
+    """kvmtool's arm/pmu.c: /pmu after the timer, arm,armv8-pmuv3, the PMU's PPI 23 (cell 7 =
+    23 - 16, level high = 4, PPI = 1); none without --pmu."""
+    out = tmp_path / "out.dtb"
+    rim(cli, "--output-dtb", out, *HOST, *VMM, "--pmu")
+    fdt = libfdt.Fdt(out.read_bytes())
+    node = fdt.path_offset("/pmu")
+    assert fdt.getprop(node, "compatible").as_str() == "arm,armv8-pmuv3"
+    cells = bytes(fdt.getprop(node, "interrupts"))
+    assert [int.from_bytes(cells[i:i + 4], "big") for i in range(0, 12, 4)] == [1, 7, 4]
+    assert fdt.get_name(fdt.next_subnode(fdt.path_offset("/timer"))) == "pmu"
+    rim(cli, "--output-dtb", out, *HOST, *VMM)
+    with pytest.raises(libfdt.FdtException):
+        libfdt.Fdt(out.read_bytes()).path_offset("/pmu")
+
+
+def test_nic_parameters_are_comma_separated(cli: Cli, tmp_path: Path) -> None:
+    """-n takes key=value,...: mode=none with other keys still has no NIC, trans= is checked."""
+    out = tmp_path / "out.dtb"
+    mmio = [*HOST, *VMM, "--virtio-transport", "mmio"]
+    rim(cli, "--output-dtb", out, *mmio, "-n", "mode=none,trans=mmio")
+    with pytest.raises(libfdt.FdtException):
+        libfdt.Fdt(out.read_bytes()).path_offset("/virtio@3000000")
+    assert rim(cli, *mmio, "-n", "mode=none,trans=mmio") == rim(cli, *mmio, "-n", "mode=none")
+    assert rim(cli, *mmio, "-n", "mode=user,trans=mmio") == rim(cli, *mmio)
+
+
+def test_a_profile_named_by_its_config_path(cli: Cli) -> None:
+    """The tool's configs/NAME.conf given as a path not present here names the built-in profile."""
+    qemu = rim(cli, "-c", "qemu", *VMM)
+    assert rim(cli, "-c", "/opt/cca-realm-measurements/configs/qemu.conf", *VMM) == qemu
+    assert rim(cli, "-c", "configs/qemu.conf", *VMM) == qemu
+    assert qemu != rim(cli, "-c", "fvp", *VMM)
+
+
+def test_a_size_without_unit_is_mib(cli: Cli) -> None:
+    assert rim(cli, *HOST, *VMM[:-1], "512").startswith(GOLDEN_MINIMAL)
+
+
+def test_a_kernel_sits_at_its_text_offset(tmp_path: Path) -> None:
+    """An arm64 Image (Documentation/arch/arm64/booting.rst header: text_offset at 8, image_size
+    at 16, magic "ARM\\x64" at 56) is loaded text_offset above the start of RAM, the REC starts
+    there with x0 = the DTB, and the DTB lies 2 MiB aligned below the top of RAM."""
+    from unirealm.attest import measure as m
+    from unirealm.attest.kvmtool import measure_kvmtool
+
+    header = bytearray(64)
+    header[8:16] = (0x80000).to_bytes(8, "little")
+    header[16:24] = (0x200000).to_bytes(8, "little")
+    header[56:60] = b"ARM\x64"
+    image = tmp_path / "Image"
+    image.write_bytes(bytes(header) + b"\x1f\x20\x03\xd5" * 256)
+    launch = measure_kvmtool([*HOST, "-k", str(image), "kvmtool", "--realm", "-c", "1", "-m", "512M",
+                              "-k", "Image"]).launch
+    data = [op for op in launch.operations if isinstance(op, m.DataOp)]
+    (rec,) = [op for op in launch.operations if isinstance(op, m.RecOp)]
+    assert data[0].ipa == 0x8008_0000 and data[0].content == image.read_bytes()
+    assert rec.pc == 0x8008_0000
+    (dtb,) = rec.gprs
+    assert dtb % (2 << 20) == 0 and 0x8000_0000 < dtb < 0x8000_0000 + (512 << 20)
+    assert data[-1].ipa == dtb

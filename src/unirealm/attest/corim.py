@@ -36,9 +36,15 @@ def _b64(data: bytes) -> str:
 
 
 def _digest(value: bytes, algo: str | None = None) -> list[Any]:
-    alg_id = NAMED_INFORMATION_IDS.get(algo or "") or _IDS_BY_LENGTH.get(len(value))
+    """[named-information id, value]: the id of `algo` when it names one, else the one the
+    length gives. A named algorithm whose digests have another length is refused (CoRIM's
+    digest is valid only when the value is that algorithm's length, as Veraison checks)."""
+    by_length = _IDS_BY_LENGTH.get(len(value))
+    alg_id = NAMED_INFORMATION_IDS.get(algo or "") or by_length
     if alg_id is None:
         raise ValueError(f"no hash algorithm gives a {len(value)}-byte digest")
+    if alg_id != by_length:
+        raise ValueError(f"a {len(value)}-byte value is not a {algo} digest")
     return [alg_id, base64.urlsafe_b64encode(value).decode().rstrip("=")]
 
 

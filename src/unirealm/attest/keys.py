@@ -73,6 +73,8 @@ def _from_jwk(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey | ec.Elliptic
                 raise AttestKeyError("JWK private key d does not match x, y")
             return private
     except ValueError as exc:
+        if isinstance(exc, AttestKeyError):
+            raise
         raise AttestKeyError(f"JWK is not a valid {jwk['crv']} key ({exc})") from None
     return public
 
