@@ -94,3 +94,24 @@ def test_evcli_spelling_refusals(cli: Cli, vectors: Path, tmp_path: Path) -> Non
     assert status == 2 and "give the token once" in err
     status, _, err = cli("token", "verify", "-k", vectors / IAK)
     assert status == 2 and "give the token once" in err
+
+
+def test_platform_export_refuses_a_component_digest_its_hash_does_not_fit(
+        cli: Cli, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A firmware component whose measurement does not fit the hash it names gets one line,
+    not a traceback, and no CoMID is written."""
+    import dataclasses
+
+    from unirealm.machine import platform
+
+    measured = platform.PlatformRoT._measure_firmware
+
+    def misnamed(self: platform.PlatformRoT) -> list[platform.SoftwareComponent]:
+        return [dataclasses.replace(c, measurement_description="sha-512") for c in measured(self)]
+
+    monkeypatch.setattr(platform.PlatformRoT, "_measure_firmware", misnamed)
+    comid_path = data_dir / "comid.json"
+    status, _, err = cli("platform", "export", "--comid", comid_path)
+    assert status == 2 and not comid_path.exists()
+    assert err.strip().splitlines()[-1].endswith("a 32-byte value is not a sha-512 digest")
+    assert "Traceback" not in err

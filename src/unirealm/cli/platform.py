@@ -94,6 +94,8 @@ def run_export(args: argparse.Namespace) -> int:
             )
             args.comid.write_text(json.dumps(comid, indent=2) + "\n")
             print(f"wrote platform endorsement CoMID to {args.comid}")
+    except ValueError as exc:  # a component whose measurement does not fit its named hash
+        raise UsageError(f"cannot make the platform CoMID: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot write: {exc.strerror}: {exc.filename}") from None
     return 0
