@@ -23,3 +23,9 @@ def test_index_and_mpidr_are_inverse(index: int, mpidr: int) -> None:
 ])
 def test_rec_mpidr_to_mpidr_el1_moves_aff3(rec_mpidr: int, mpidr_el1: int) -> None:
     assert rec_mpidr_to_mpidr(rec_mpidr) == mpidr_el1
+
+
+@pytest.mark.parametrize("mpidr", [0x10, 0x11, 0x1F, 0xFF, 0x1_0010, 1 << 32, 0xFF_0000_0000])
+def test_mpidr_outside_rmirecmpidr_names_no_rec(mpidr: int) -> None:
+    """Aff0 above 15 or anything above bit 31 is not an RmiRecMpidr: no REC index."""
+    assert mpidr_to_rec_index(mpidr) < 0
