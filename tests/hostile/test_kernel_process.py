@@ -78,7 +78,9 @@ def _hostile_escape(kernel):
             return exc.errno != errno.EBADF
         return True
 
-    fds = [fd for fd in range(256) if is_open(fd)]  # the channel, the memory file twice, the eventfd
+    # the channel, the memory file twice, the eventfd (the channel keeps the number it has in
+    # the VMM, which a long-running VMM process may have put anywhere below its descriptor limit)
+    fds = [fd for fd in range(1 << 16) if is_open(fd)]
     for fd in fds:
         attempt(f"mmap-fd{fd}-any", lambda fd=fd: syscall("mmap", None, 4096, 1, 1, fd, 0))
         attempt(f"mmap-fd{fd}-window", lambda fd=fd: syscall("mmap", 0x1000_0000_0000 + 0x4000_0000, 4096, 1, 0x11, fd, 0))
