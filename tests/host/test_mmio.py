@@ -116,3 +116,27 @@ def test_trace_hook():
     bus.write(0x1000, 2, 0xABCD)
     bus.read(0x2000, 4)
     assert seen == [(True, 0x1000, 2, 0xABCD, True), (False, 0x2000, 4, 0, False)]
+
+
+def test_region_contains_its_last_byte_by_default():
+    bus = MmioBus()
+    region = bus.register(0x1000, 0x100, Regs())
+    assert region.contains(0x10FF) and not region.contains(0x1100)
+    assert not region.contains(0x10FF, 2)
+
+
+def test_window_at_zero_allowed_negative_refused():
+    bus = MmioBus()
+    bus.register(0, 0x10, Regs())
+    assert bus.read(0, 1).handled
+    with pytest.raises(MmioError, match="negative"):
+        bus.register(-0x10, 0x10, Regs())
+
+
+def test_default_name_is_the_device_class_and_write_names_the_region():
+    bus = MmioBus()
+    region = bus.register(0x1000, 0x100, Regs())
+    assert region.name == "Regs"
+    assert bus.write(0x1000, 4, 1).region is region
+    with pytest.raises(MmioError, match="size 3 is not 1, 2, 4 or 8"):
+        bus.write(0x1000, 3, 1)
