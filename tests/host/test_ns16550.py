@@ -319,3 +319,48 @@ def test_reset_keeps_host_input(port):
     assert port.r(UART_SCR) == 0
     # the byte already in the receive holding register is lost; the host buffer is not
     assert port.r(UART_RX) == ord("b")
+
+
+def test_input_after_eof_names_the_port(port):
+    assert port.uart.at_eof() is False
+    port.uart.set_eof()
+    assert port.uart.at_eof() is True
+    with pytest.raises(ValueError, match="^ttyS0: input after end of input$"):
+        port.uart.feed(b"x")
+
+
+def test_master_reset_sends_what_the_fifo_holds(port):
+    port.w(UART_FCR, 0x01)
+    for ch in b"abc":
+        port.w(UART_TX, ch)
+    port.uart.reset()
+    assert port.sent == b"abc"
+
+
+def test_fcr_rewrite_without_clear_rcvr_keeps_the_receive_fifo(port):
+    port.w(UART_FCR, 0x01)
+    port.uart.feed(b"xyz")
+    port.w(UART_FCR, 0x01 | 0xC0)  # trigger level 14, FCR1 = 0: the FIFO stays
+    assert port.r(UART_LSR) & LSR_DR
+    assert bytes(port.r(UART_RX) for _ in range(3)) == b"xyz"
+    port.uart.feed(b"q")
+    port.w(UART_FCR, 0x01 | 0x02)  # FCR1 = 1 clears it
+    assert not port.r(UART_LSR) & LSR_DR
+
+
+def test_loopback_out2_sets_dcd_and_its_delta(port):
+    port.w(UART_MCR, 0x10)
+    port.r(UART_MSR)  # clears the deltas of entering loopback
+    port.w(UART_MCR, 0x10 | 0x02)  # RTS -> CTS
+    port.w(UART_MCR, 0x10 | 0x02 | 0x08)  # OUT2 -> DCD
+    assert port.r(UART_MSR) == 0x80 | 0x10 | 0x08 | 0x01  # DCD CTS, DDCD DCTS
+
+
+def test_line_status_interrupt_needs_ier_rlsi(port):
+    port.w(UART_MCR, 0x10)
+    port.w(UART_TX, 1)
+    port.w(UART_TX, 2)  # overrun: the holding register was full
+    assert port.r(UART_IIR) == IIR_NONE and not port.uart.irq_level
+    port.w(UART_IER, 0x04)
+    assert port.r(UART_IIR) & 0x0F == IIR_RLSI
+    assert port.r(UART_LSR) & LSR_OE
