@@ -325,7 +325,7 @@ def test_input_after_eof_names_the_port(port):
     assert port.uart.at_eof() is False
     port.uart.set_eof()
     assert port.uart.at_eof() is True
-    with pytest.raises(ValueError, match="^ttyS0: input after end of input$"):
+    with pytest.raises(ValueError, match=r"^ttyS0: input after end of input$"):
         port.uart.feed(b"x")
 
 
