@@ -1,12 +1,12 @@
 """The signals subsystem: handlers and masks are recorded (rt_sigaction, rt_sigprocmask,
 sigaltstack); a fatal signal sent with kill/tkill/tgkill ends the process with 128 + sig.
-No signal is delivered to a handler."""
+No signal is delivered to a handler. A signal set is Linux's sigset_t: 64 bits, signal n at
+bit n - 1; SIGKILL and SIGSTOP can be neither caught nor blocked."""
 
 from __future__ import annotations
 
 import errno
 import struct
-from typing import TYPE_CHECKING
 
 from .sched import ProcessExit
 from .sysctx import (
@@ -14,16 +14,19 @@ from .sysctx import (
 )
 from .systable import SyscallSet
 
-if TYPE_CHECKING:
-    pass
-
 calls = SyscallSet("signals")
+
+SIGSET_SIZE = 8  # sizeof(sigset_t)
+SIGKILL, SIGSTOP = 9, 19
+UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
+SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
+NSIG = 64
 
 
 class Signals(SyscallContext):
     @calls("rt_sigaction")
     def sys_rt_sigaction(self, sig: int, act: int, oldact: int, sigsetsize: int, *_: int) -> int:
-        if not 1 <= sig <= 64 or (sig in (9, 19) and act):
+        if sigsetsize != SIGSET_SIZE or not 1 <= sig <= NSIG or (sig in (SIGKILL, SIGSTOP) and act):
             return -errno.EINVAL
         if oldact:
             self.p.write(oldact, self.p.state.sigactions.get(sig, bytes(32)))
@@ -32,13 +35,23 @@ class Signals(SyscallContext):
         return 0
 
     @calls("rt_sigprocmask")
-    def sys_rt_sigprocmask(self, how: int, new: int, old: int, *_: int) -> int:
+    def sys_rt_sigprocmask(self, how: int, new: int, old: int, sigsetsize: int, *_: int) -> int:
+        if sigsetsize != SIGSET_SIZE:
+            return -errno.EINVAL
         t = self.p.current
-        if old:
-            self.p.write(old, t.sigmask.to_bytes(8, "little"))
+        before = t.sigmask
         if new:
-            m = int.from_bytes(self.p.read(new, 8), "little")
-            t.sigmask = {0: t.sigmask | m, 1: t.sigmask & ~m, 2: m}.get(how, t.sigmask)
+            m = int.from_bytes(self.p.read(new, SIGSET_SIZE), "little") & ~UNBLOCKABLE
+            if how == SIG_BLOCK:
+                t.sigmask = before | m
+            elif how == SIG_UNBLOCK:
+                t.sigmask = before & ~m
+            elif how == SIG_SETMASK:
+                t.sigmask = m
+            else:
+                return -errno.EINVAL
+        if old:
+            self.p.write(old, before.to_bytes(SIGSET_SIZE, "little"))
         return 0
 
     @calls("sigaltstack")
@@ -52,6 +65,8 @@ class Signals(SyscallContext):
 
     @calls("kill")
     def sys_kill(self, pid: int, sig: int, *_: int) -> int:
+        if not 0 <= sig <= NSIG:
+            return -errno.EINVAL
         if sig == 0:
             return 0
         if sig in (6, 9, 15, 2, 11):
