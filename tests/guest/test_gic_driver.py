@@ -4,22 +4,28 @@ the vCPU's CPU interface and timer, the IRQ input is what they signal."""
 
 from __future__ import annotations
 
+import io
 import time
+from pathlib import Path
 
 import pytest
 
 from unirealm.arch.gic import (
     GICR_SIZE,
+    SPI_BASE,
+    Gicd,
     GICD_CTLR_EnableGrp1,
     IccSysreg,
 )
 from unirealm.arch.timer import PPI_VIRT_TIMER, CntSysreg
 from unirealm.guest.gic import DEFAULT_PRIORITY, Gic, GicError
 from unirealm.guest.irq import Interrupts, VirtualTimer
+from unirealm.host.cmdline import RunConfig, run_parser
 from unirealm.host.devices.gicv3 import GicV3
 from unirealm.host.devices.mmio import MmioBus
 from unirealm.host.memmap import ARM_GIC_DIST_BASE, gic_redists_base, gic_redists_size, vcpu_mpidr
 from unirealm.host.vcpus import GicLines
+from unirealm.host.vmm import Vmm
 from unirealm.machine.irq import PENDING_IRQ
 from unirealm.machine.pykernel import SYSTEM_COUNTER_HZ, SYSTEM_COUNTER_PERIOD_NS
 from unirealm.machine.timer import GenericTimer
@@ -89,8 +95,8 @@ def machine() -> Machine:
     return gic, BusCpu(gic, bus, GenericTimer(gic, 0)), events
 
 
-def driver(cpu: BusCpu) -> Gic:
-    gic = Gic(cpu, ARM_GIC_DIST_BASE, gic_redists_base(NR_CPUS), gic_redists_size(NR_CPUS))  # type: ignore[arg-type]
+def driver(cpu: BusCpu, nr_cpus: int = NR_CPUS) -> Gic:
+    gic = Gic(cpu, ARM_GIC_DIST_BASE, gic_redists_base(nr_cpus), gic_redists_size(nr_cpus))  # type: ignore[arg-type]
     gic.init()
     return gic
 
@@ -106,8 +112,7 @@ def test_bring_up_programs_distributor_redistributor_and_cpu_interface(machine: 
     for intid in (32, SPI, 95):
         irq = model.irq(0, intid)
         assert irq is not None
-        assert (irq.group, irq.priority, irq.enabled, irq.edge, irq.route) == (1, DEFAULT_PRIORITY, False, False,
-                                                                              vcpu_mpidr(0) & 0xFF_FFFF)
+        assert (irq.group, irq.enabled, irq.edge) == (1, False, False)
     ppi = model.irq(0, PPI_VIRT_TIMER)
     assert ppi is not None and (ppi.group, ppi.priority, ppi.enabled) == (1, DEFAULT_PRIORITY, False)
     icc = model.cpu(0)
@@ -183,3 +188,65 @@ def test_a_window_that_is_not_a_gicv3_is_refused(machine: Machine) -> None:
     cpu.mmio_read = lambda ipa, size: 0  # type: ignore[method-assign]  # RAZ: nothing answers as a GICv3
     with pytest.raises(GicError, match="no GICv3 redistributor"):
         Gic(cpu, ARM_GIC_DIST_BASE, gic_redists_base(NR_CPUS), gic_redists_size(NR_CPUS))  # type: ignore[arg-type]
+
+
+class Recording(BusCpu):
+    """BusCpu that keeps the distributor offsets of the MMIO stores, in order."""
+
+    def __init__(self, gic: GicV3, bus: MmioBus, timer: GenericTimer) -> None:
+        super().__init__(gic, bus, timer)
+        self.stores: list[tuple[int, int]] = []
+
+    def mmio_write(self, ipa: int, size: int, value: int) -> None:
+        self.stores.append((ipa - ARM_GIC_DIST_BASE, value))
+        super().mmio_write(ipa, size, value)
+
+
+def routed_before_enabled(gic: GicV3, intid: int, edge: bool, nr_cpus: int = NR_CPUS) -> tuple[Recording, Interrupts]:
+    """Bring the driver up on `gic` whose SPIs all reset routed to vCPU 1 at priority 0, then
+    enable `intid`: the stores the driver made."""
+    for n in range(SPI_BASE, gic.nr_irqs):
+        irq = gic.spi(n)
+        assert irq is not None
+        gic.set_route(irq, vcpu_mpidr(1))
+        irq.priority = 0
+    bus = MmioBus()
+    gic.attach(bus)
+    cpu = Recording(gic, bus, GenericTimer(gic, 0))
+    irqs = Interrupts(cpu, driver(cpu, nr_cpus))  # type: ignore[arg-type]
+    irqs.register(intid, lambda: None, edge=edge)
+    route = cpu.stores.index((Gicd.IROUTER + 8 * intid, vcpu_mpidr(0) & 0xFF_FFFF))
+    prio = cpu.stores.index((Gicd.IPRIORITYR + intid, DEFAULT_PRIORITY))
+    enable = cpu.stores.index((Gicd.ISENABLER + 4 * (intid // 32), 1 << (intid % 32)))
+    assert route < enable and prio < enable  # configured, then enabled
+    irq = gic.irq(0, intid)
+    assert irq is not None and irq.enabled and irq.edge == edge
+    assert (irq.route, irq.priority) == (vcpu_mpidr(0) & 0xFF_FFFF, DEFAULT_PRIORITY)
+    return cpu, irqs
+
+
+def test_only_an_enabled_spi_is_routed_and_prioritised(machine: Machine) -> None:
+    model, _, _ = machine
+    cpu, irqs = routed_before_enabled(model, SPI, edge=False)
+    for other in (32, SPI + 1, 95):  # SPIs no driver enabled keep their reset route and priority
+        irq = model.irq(0, other)
+        assert irq is not None and (irq.route, irq.priority, irq.enabled) == (vcpu_mpidr(1) & 0xFF_FFFF, 0, False)
+    routes = [off for off, _ in cpu.stores if Gicd.IROUTER <= off < Gicd.IROUTER + 8 * 1020]
+    assert routes == [Gicd.IROUTER + 8 * SPI]
+    # disabled and enabled again: the enable bit only, the SPI keeps its configuration
+    irqs.gic.disable(SPI)
+    before = len(cpu.stores)
+    irqs.gic.enable(SPI, edge=False)
+    assert cpu.stores[before:] == [(Gicd.ISENABLER + 4 * (SPI // 32), 1 << (SPI % 32))]
+    assert model.irq(0, SPI).enabled  # type: ignore[union-attr]
+
+
+def test_the_spi_of_the_vmms_nic_is_routed_before_it_is_enabled(tmp_path: Path) -> None:
+    """The VMM's own GIC and the INTID its device tree gives the virtio-net NIC: the NIC
+    driver's edge-triggered SPI is routed to the boot CPU and prioritised before enabled."""
+    kernel = tmp_path / "kernel"
+    kernel.write_bytes(bytes(4096))
+    cfg = RunConfig.from_args(run_parser().parse_args(["-k", str(kernel), "-n", "mode=user"]))
+    vmm = Vmm(cfg, io.BytesIO(), None)
+    (nic,) = [node for node, dev in zip(vmm.virtio_nodes, vmm.virtio, strict=True) if dev.name == "virtio-net:0"]
+    routed_before_enabled(vmm.gic, nic.irq, edge=True, nr_cpus=cfg.nrcpus)

@@ -170,17 +170,46 @@ def test_an_rtc_whose_reads_never_agree_is_refused() -> None:
     dev.hook = garbage
     with pytest.raises(RtcError, match="no two reads of the RTC agree"):
         Mc146818(dev, BASE).seconds()  # type: ignore[arg-type]
-    assert dev.reads.count(RTC_SECONDS) == SNAPSHOT_TRIES + 1
+    assert dev.reads.count(RTC_SECONDS) == 2 * SNAPSHOT_TRIES  # each try's first and confirming read
 
 
 def test_reads_that_agree_on_the_last_try_are_accepted() -> None:
-    dev = Registers(regs(0, 0, 0, 1, 1, 0x26, 0x20, REG_B_24H))
-    snapshot = [0]
+    dev = Registers(regs(0, 0, 0, 1, 1, 26, 20, REG_B_24H | REG_B_BINARY))
+    n = [0]
+    last = 2 * SNAPSHOT_TRIES - 1  # the last try's first read of the seconds
 
     def settles(reg: int, value: int) -> int:
         if reg == RTC_SECONDS:
-            snapshot[0] += 1
-            return min(snapshot[0], SNAPSHOT_TRIES)  # equal from the last try on
+            n[0] += 1
+            return min(n[0], last)  # every earlier try's two reads differ
         return value
     dev.hook = settles
-    assert Mc146818(dev, BASE).seconds() == utc(2026, 1, 1, 0, 0, SNAPSHOT_TRIES)  # type: ignore[arg-type]
+    assert Mc146818(dev, BASE).seconds() == utc(2026, 1, 1, 0, 0, last)  # type: ignore[arg-type]
+
+
+def test_one_steady_read_is_uip_the_time_uip_and_the_seconds_again() -> None:
+    """The MC146818's rule, as Linux's mc146818_avoid_UIP applies it: status A clear, the
+    time registers, status A still clear and the seconds unchanged; then status B."""
+    dev = Registers(regs(0x30, 0x45, 0x13, 0x28, 0x02, 0x24, 0x20, REG_B_24H))
+    assert Mc146818(dev, BASE).seconds() == utc(2024, 2, 28, 13, 45, 30)  # type: ignore[arg-type]
+    assert dev.reads == [RTC_REG_A, RTC_SECONDS, RTC_MINUTES, RTC_HOURS, RTC_DAY_OF_MONTH, RTC_MONTH, RTC_YEAR,
+                         RTC_CENTURY, RTC_REG_A, RTC_SECONDS, RTC_REG_B]
+
+
+def test_an_update_that_begins_during_the_read_is_read_again() -> None:
+    """UIP set when status A is read after the time registers: those may be read mid-update
+    (here the minutes, while the seconds still read the same), so the time is read again."""
+    dev = Registers(regs(0x59, 0x59, 0x12, 0x01, 0x03, 0x26, 0x20, REG_B_24H))
+    seen = {RTC_REG_A: 0, RTC_MINUTES: 0}
+
+    def update(reg: int, value: int) -> int:
+        if reg in seen:
+            seen[reg] += 1
+            if reg == RTC_MINUTES and seen[reg] == 1:
+                return 0x7F  # not a minute: the register is being updated
+            if reg == RTC_REG_A and seen[reg] == 2:  # the first read's check
+                return REG_A_UIP
+        return value
+    dev.hook = update
+    assert Mc146818(dev, BASE).seconds() == utc(2026, 3, 1, 12, 59, 59)  # type: ignore[arg-type]
+    assert seen[RTC_MINUTES] == 2

@@ -5,6 +5,7 @@ corruption. Each test also fails if the guest's guard against that attack is rem
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -90,7 +91,8 @@ def test_mmio_aborts_everywhere_stop_the_guest_cleanly(probe_image: Path, tmp_pa
 def test_garbage_mmio_values_leave_the_app_running(probe_image: Path, tmp_path: Path) -> None:
     status, out, err, _ = run(probe_image, tmp_path, "--realm", "--hostile", "mmio-garbage", timeout=60)
     assert (status, out) == (0, "hello\n"), err[-2000:]
-    assert "RTC: no two reads of the RTC agree" in err
+    # random registers: rarely two equal reads of the seconds around UIP clear, then a time that is none
+    assert re.search(r"RTC: (no two reads of the RTC agree|the RTC reads an invalid time)", err), err[-2000:]
 
 
 def test_uart_window_mapped_as_ram_is_not_a_console(probe_image: Path, tmp_path: Path) -> None:

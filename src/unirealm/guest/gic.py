@@ -5,9 +5,13 @@ brings a GIC up on its boot CPU.
   the second the redistributors (one RD_base + SGI_base pair per CPU). In a realm both are
   emulated by the host, reached through their unprotected alias (Kernel.map_devices), as a
   Linux realm's ioremap of them is.
-- Distributor: disabled (GICD_CTLR 0, then RWP), every SPI put in Group 1, priority
-  DEFAULT_PRIORITY, level-sensitive, disabled, routed to this CPU's affinity; then
-  EnableGrp1 (ARE is RAO/WI with one Security state, as KVM's vGIC presents it).
+- Distributor: disabled (GICD_CTLR 0, then RWP), every SPI disabled, not pending, not
+  active, in Group 1 and level-sensitive (a register write covers 32 or 16 SPIs); then
+  EnableGrp1 (ARE is RAO/WI with one Security state, as KVM's vGIC presents it). An SPI's
+  priority (DEFAULT_PRIORITY) and route (GICD_IROUTER: this CPU's affinity) are written
+  when a driver first enables it, before its GICD_ISENABLER bit, as Linux's irq_startup
+  sets an interrupt's affinity: one IROUTER per SPI in use rather than per SPI implemented
+  (both reset to UNKNOWN values, §12.9, so no SPI is enabled before they are written).
 - Redistributor: the frame whose GICR_TYPER affinity is this CPU's (the boot CPU, affinity
   0.0.0: the Python kernel runs on vCPU 0 only) is woken (GICR_WAKER.ProcessorSleep cleared,
   then ChildrenAsleep polled clear); SGIs and PPIs Group 1, DEFAULT_PRIORITY, disabled.
@@ -74,6 +78,8 @@ class Gic:
         self.sgi = self.rd + GICR_SGI_BASE
         self.nr_irqs = 0
         self.enabled: set[int] = set()
+        self.started: set[int] = set()  # SPIs whose priority and route are written
+        self.icfgr: dict[int, int] = {}  # GICD_ICFGR<n> as this driver last wrote it (its only writer)
 
     # --- MMIO -----------------------------------------------------------------------------
     def _r(self, addr: int) -> int:
@@ -118,10 +124,7 @@ class Gic:
             self._w(self.dist + Gicd.IGROUPR + word, 0xFFFF_FFFF)
         for intid in range(SPI_BASE, self.nr_irqs, 16):
             self._w(self.dist + Gicd.ICFGR + 4 * (intid // 16), 0)
-        for intid in range(SPI_BASE, self.nr_irqs, 4):
-            self._w(self.dist + Gicd.IPRIORITYR + intid, DEFAULT_PRIORITY * 0x0101_0101)
-        for intid in range(SPI_BASE, self.nr_irqs):
-            self.cpu.mmio_write(self.dist + Gicd.IROUTER + 8 * intid, 8, self.affinity)  # 64-bit, §12.1
+            self.icfgr[intid // 16] = 0
         self._w(self.dist + Gicd.CTLR, GICD_CTLR_EnableGrp1)
         self._wait_rwp(self.dist + Gicd.CTLR, GICD_CTLR_RWP, "GICD_CTLR.RWP")
         # this CPU's redistributor
@@ -158,10 +161,15 @@ class Gic:
         and enable it."""
         enabler, icfgr, n = self._frame(intid)
         if intid >= SPI_BASE:
-            reg = icfgr + 4 * (n // 16)
+            if intid not in self.started:
+                self.cpu.mmio_write(self.dist + Gicd.IPRIORITYR + intid, 1, DEFAULT_PRIORITY)  # a byte, §12.1
+                self.cpu.mmio_write(self.dist + Gicd.IROUTER + 8 * intid, 8, self.affinity)  # 64-bit, §12.1
+                self.started.add(intid)
             shift = 2 * (n % 16)
-            cfg = self._r(reg) & ~(0b11 << shift)
-            self._w(reg, cfg | ((ICFGR_EDGE if edge else 0) << shift))
+            cfg = (self.icfgr[n // 16] & ~(0b11 << shift)) | ((ICFGR_EDGE if edge else 0) << shift)
+            if cfg != self.icfgr[n // 16]:
+                self._w(icfgr + 4 * (n // 16), cfg)
+                self.icfgr[n // 16] = cfg
         self._w(enabler + 4 * (n // 32), 1 << (n % 32))
         self.enabled.add(intid)
 

@@ -1,4 +1,13 @@
-"""MC146818 RTC driver: the wall-clock time at boot (the host's, so untrusted in a realm)."""
+"""MC146818 RTC driver: the wall-clock time at boot (the host's, so untrusted in a realm).
+
+One read of the time registers once status A's update-in-progress flag reads clear (the
+MC146818's rule: UIP rises 244 us before an update, so a read begun with it clear sees one
+time on real hardware), confirmed by reading UIP and then the seconds again after the
+other registers, as Linux's mc146818_avoid_UIP revalidates its read. An emulated clock
+(kvmtool's) never raises UIP and ticks between any two register reads; every carry into
+the minutes, hours, date or year comes with a change of the seconds, so equal seconds
+around the read mean no update fell inside it. A read that is not confirmed is retried,
+SNAPSHOT_TRIES times at most. Each register read is two MMIO exits (index, then data)."""
 
 from __future__ import annotations
 
@@ -22,6 +31,7 @@ def _bcd(value: int) -> int:
 
 
 SNAPSHOT_TRIES = 8
+UIP_POLLS = 1000  # reads of status A while an update is in progress before reading anyway
 
 
 class RtcError(Exception):
@@ -37,22 +47,26 @@ class Mc146818:
         self.cpu.mmio_write(self.base, 1, reg)
         return self.cpu.mmio_read(self.base + 1, 1)
 
-    def _snapshot(self) -> tuple[int, ...]:
-        for _ in range(1000):
+    def _snapshot(self) -> tuple[int, ...] | None:
+        """The time registers read once UIP is clear, or None if UIP rose or the seconds changed
+        meanwhile."""
+        for _ in range(UIP_POLLS):
             if not self._read(RTC_REG_A) & REG_A_UIP:
                 break
-        return tuple(self._read(r) for r in (RTC_SECONDS, RTC_MINUTES, RTC_HOURS, RTC_DAY_OF_MONTH, RTC_MONTH,
+        regs = tuple(self._read(r) for r in (RTC_SECONDS, RTC_MINUTES, RTC_HOURS, RTC_DAY_OF_MONTH, RTC_MONTH,
                                              RTC_YEAR, RTC_CENTURY))
+        if self._read(RTC_REG_A) & REG_A_UIP:  # an update began during the read
+            return None
+        return regs if self._read(RTC_SECONDS) == regs[0] else None
 
     def seconds(self) -> int:
-        """Seconds since the Unix epoch, read twice until two reads agree (a few tries: an
-        RTC whose every read differs is broken). RtcError for a clock that cannot be read."""
-        first = self._snapshot()
+        """Seconds since the Unix epoch, from one read the seconds confirm (a few tries: an
+        RTC whose seconds change at every read is broken). RtcError for a clock that cannot
+        be read."""
         for _ in range(SNAPSHOT_TRIES):
-            second = self._snapshot()
-            if second == first:
+            first = self._snapshot()
+            if first is not None:
                 break
-            first = second
         else:
             raise RtcError("no two reads of the RTC agree")
         reg_b = self._read(RTC_REG_B)
