@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from unirealm.arch.cpio import S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, CpioError, Entry, iter_archive, pack_archive
-from unirealm.guest.cpio import load_cpio
-from unirealm.guest.vfs import Vfs
+from unirealm.guest.cpio import load_cpio, read_initrd
+from unirealm.guest.vfs import DirInode, LinkInode, Vfs
 from unirealm.host.cpio import write_initrd
 
 needs_cpio = pytest.mark.skipif(shutil.which("cpio") is None, reason="GNU cpio is not installed (apt-get install cpio)")
@@ -97,3 +97,49 @@ def test_guest_loads_initrd_into_vfs(tmp_path: Path) -> None:
     assert load_cpio(vfs, write_initrd(tmp_path)) == 6
     assert vfs.read_file("/link") == b"hello\n"
     assert vfs.read_file("/data/sub/../a.txt") == b"hello\n"
+
+
+class _Ram:
+    """A CPU's view of guest RAM, enough for read_initrd."""
+
+    def __init__(self, base: int, data: bytes) -> None:
+        self.base, self.data = base, data
+
+    def read(self, addr: int, size: int) -> bytes:
+        assert size >= 0
+        return self.data[addr - self.base : addr - self.base + size]
+
+
+def test_read_initrd_takes_start_to_end() -> None:
+    ram = _Ram(0x1000, bytes(range(64)))
+    assert read_initrd(ram, 0x1004, 0x1008) == bytes([4, 5, 6, 7])  # type: ignore[arg-type]
+    assert read_initrd(ram, 0x1004, 0x1004) == b""  # type: ignore[arg-type]
+    assert read_initrd(ram, 0x1008, 0x1004) == b""  # type: ignore[arg-type]
+
+
+def test_guest_keeps_each_members_owner_mode_and_mtime() -> None:
+    """initramfs (init/initramfs.c) chowns, chmods and sets the mtime of every member, a
+    directory made earlier for a child included; "." names the root and is skipped; a
+    symlink's target is bytes, kept as they are."""
+    members = [
+        Entry(".", S_IFDIR | 0o700, uid=7, gid=7, mtime=5),
+        Entry("./boX/fX", S_IFREG | 0o640, b"data", uid=1000, gid=100, mtime=1_700_000_000),
+        Entry("./boX/", S_IFDIR | 0o750, uid=33, gid=44, mtime=1_600_000_000),
+        Entry("boX/ln", S_IFLNK | 0o777, b"t\xff", uid=5, gid=6, mtime=3),
+        Entry("./", S_IFDIR | 0o700),
+        Entry("last", S_IFREG | 0o600, b"z", uid=2, gid=3, mtime=9),
+    ]
+    vfs = Vfs()
+    assert load_cpio(vfs, pack_archive(members)) == 6
+    d, _ = vfs.walk("/boX")
+    f, _ = vfs.walk("/boX/fX")
+    ln, _ = vfs.walk("/boX/ln", follow=False)
+    last, _ = vfs.walk("/last")
+    assert (d.mode & 0o7777, d.uid, d.gid, d.mtime_ns) == (0o750, 33, 44, 1_600_000_000 * 10**9)
+    assert (f.mode & 0o7777, f.uid, f.gid, f.mtime_ns) == (0o640, 1000, 100, 1_700_000_000 * 10**9)
+    assert isinstance(d.mtime_ns, int) and isinstance(f.mtime_ns, int)
+    assert vfs.read_file("/boX/fX") == b"data"
+    assert isinstance(ln, LinkInode) and ln.target == "t\udcff" and (ln.uid, ln.gid) == (5, 6)
+    assert vfs.read_file("/last") == b"z" and (last.uid, last.gid) == (2, 3)
+    root, _ = vfs.walk("/")
+    assert isinstance(root, DirInode) and "" not in root.children and "." not in root.children  # "." and "./" skipped

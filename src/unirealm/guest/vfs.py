@@ -568,8 +568,9 @@ class Vfs:
         head, _, name = path.rstrip("/").rpartition("/")
         parent = self.makedirs(head)
         existing = parent.get(name)
-        if isinstance(existing, DirInode) and isinstance(node, DirInode):
+        if isinstance(existing, DirInode) and isinstance(node, DirInode):  # as initramfs: chown, chmod
             existing.mode = node.mode
+            existing.uid, existing.gid, existing.mtime_ns = node.uid, node.gid, node.mtime_ns
             return existing
         return parent.add(name, node)
 
