@@ -41,7 +41,7 @@ def mutmut_table(only: list[str], tests: list[str]) -> str:
         f"only_mutate = {toml_list(only)}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "not e2e"]\n'
-        'also_copy = ["tests"]\n'
+        'also_copy = ["tests", "examples"]\n'
     )
 
 
@@ -51,6 +51,7 @@ def workspace(work: Path, only: list[str], tests: list[str]) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "src", work / "src", ignore=ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    shutil.copytree(ROOT / "examples", work / "examples", ignore=ignore)  # sources tests build
     project = (ROOT / "pyproject.toml").read_text()
     project = re.sub(r"\n\[tool\.mutmut\]\n(?:[^\[].*\n|\n)*", "\n", project)  # replaced below
     (work / "pyproject.toml").write_text(project + mutmut_table(only, tests))
