@@ -40,7 +40,11 @@ def mutmut_table(only: list[str], tests: list[str]) -> str:
         'source_paths = ["src/unirealm"]\n'
         f"only_mutate = {toml_list(only)}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "not e2e"]\n'
+        # The tests of the source files themselves (their length, the image's imports, the image's coverage
+        # map) see mutmut's trampolines, not the guest: they are not the tests a mutant must meet.
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "not e2e", '
+        '"--ignore=tests/guest/test_structure.py", "--ignore=tests/guest/test_measured_imports.py", '
+        '"--ignore=tests/guest/test_image_coverage.py"]\n'
         'also_copy = ["tests", "examples"]\n'
     )
 
