@@ -612,3 +612,49 @@ def test_udp_disconnect_needs_only_the_family(n: Net) -> None:
     assert n.call("connect", u, unspec, 2) == 0  # sizeof(sa_family) is all inet_dgram_connect reads
     assert n.file(u).peer is None
     assert n.call("connect", u, unspec, 1) == -errno.EINVAL
+
+
+# --- SO_RCVTIMEO, SO_SNDTIMEO (socket(7)) --------------------------------------------------------
+def test_timeouts_are_a_timeval(n: Net) -> None:
+    s = n.socket()
+    v, lenp = n.buf + 0x300, n.buf + 0x40
+    n.p.write(v, struct.pack("<qq", 2, 500_000))
+    assert n.call("setsockopt", s, SOL_SOCKET, so.SO_RCVTIMEO, v, 8) == -errno.EINVAL  # < sizeof(timeval)
+    assert n.call("setsockopt", s, SOL_SOCKET, so.SO_RCVTIMEO, v, 16) == 0
+    assert n.call("getsockopt", s, SOL_SOCKET, so.SO_RCVTIMEO, n.buf, n.room(lenp, 16)) == 0
+    assert struct.unpack("<qq", n.p.read(n.buf, 16)) == (2, 500_000)
+    assert struct.unpack("<I", n.p.read(lenp, 4))[0] == 16
+    assert n.call("getsockopt", s, SOL_SOCKET, so.SO_SNDTIMEO, n.buf, n.room(lenp, 16)) == 0
+    assert n.p.read(n.buf, 16) == bytes(16)  # never set: {0, 0}
+    for usec in (-1, 1_000_000):
+        n.p.write(v, struct.pack("<qq", 1, usec))
+        assert n.call("setsockopt", s, SOL_SOCKET, so.SO_SNDTIMEO, v, 16) == -errno.EDOM
+
+
+def test_recv_and_accept_time_out_with_eagain(n: Net) -> None:
+    c, _, _ = established(n, 8300, 40030)
+    v = n.buf + 0x300
+    n.p.write(v, struct.pack("<qq", 0, 50))  # 50 us; the fake clock moves 1 us a reading
+    assert n.call("setsockopt", c, SOL_SOCKET, so.SO_RCVTIMEO, v, 16) == 0
+    n.on_wfi(*[lambda: None] * 200)
+    assert n.call("recvfrom", c, n.buf, 4, 0, 0, 0) == -errno.EAGAIN
+    s = n.socket()
+    n.call("listen", s, 1)
+    assert n.call("setsockopt", s, SOL_SOCKET, so.SO_RCVTIMEO, v, 16) == 0
+    n.on_wfi(*[lambda: None] * 200)
+    assert n.call("accept4", s, 0, 0, 0) == -errno.EAGAIN
+    n.p.write(v, bytes(16))  # {0, 0}: for ever again
+    assert n.call("setsockopt", c, SOL_SOCKET, so.SO_RCVTIMEO, v, 16) == 0
+    n.on_wfi(*[lambda: None] * 200)
+    with pytest.raises(Idle):
+        n.call("recvfrom", c, n.buf, 4, 0, 0, 0)
+
+
+def test_connect_times_out_with_einprogress(n: Net) -> None:
+    c = n.socket()
+    v = n.buf + 0x300
+    n.p.write(v, struct.pack("<qq", 0, 50))
+    assert n.call("setsockopt", c, SOL_SOCKET, so.SO_SNDTIMEO, v, 16) == 0
+    n.on_wfi(*[lambda: None] * 200)
+    assert n.call("connect", c, n.addr(HOST, 80), 16) == -errno.EINPROGRESS
+    assert n.file(c).tcb.state == tcpmod.SYN_SENT  # type: ignore[union-attr]  # the handshake goes on

@@ -5,7 +5,11 @@ AF_INET only (SOCK_STREAM -> TCP, SOCK_DGRAM -> UDP); AF_UNIX, AF_INET6 and the 
 answer EAFNOSUPPORT, which glibc's probes expect. A call that cannot complete raises
 WouldBlock (read/write) or waits through the syscall layer's `block` (accept, connect),
 with EAGAIN/EINPROGRESS for O_NONBLOCK sockets. Waiting on a socket counts as waiting on
-a device: the scheduler idles (WFI) and polls the NIC meanwhile.
+a device: the scheduler idles (WFI) and polls the NIC meanwhile. SO_RCVTIMEO/SO_SNDTIMEO
+(a struct timeval) bound the waits of recv/accept and send/connect.
+
+Why one module: the file and the syscalls that drive it share the socket's state; an
+options module is the next split.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ POLLRDHUP = 0x2000
 S_IFSOCK = 0o140000
 FIONREAD = 0x541B
 SOCKADDR_IN_SIZE = 16
+TIMEVAL_SIZE = 16  # struct timeval on arm64: two longs
 SOCKADDR_STORAGE_SIZE = 128  # the longest address move_addr_to_kernel takes
 AF_UNSPEC = 0
 
@@ -86,6 +91,7 @@ class SocketFile(OpenFile):
         self.connecting = False
         self.so_error = 0
         self.options: dict[tuple[int, int], int] = {}
+        self.timeo: dict[int, int | None] = {SO_RCVTIMEO: None, SO_SNDTIMEO: None}  # ns; None: for ever
         self.rd_shut = False
 
     # --- binding --------------------------------------------------------------------------
@@ -252,8 +258,23 @@ class SocketCalls:
             raise FsError(errno.ENOTSOCK)
         return f
 
-    def _wait(self, ready: Any, what: str) -> bool:
-        return self.block(ready, None, True, what)  # type: ignore[attr-defined]
+    def _wait(self, ready: Any, what: str, timeout_ns: int | None = None) -> bool:
+        return self.block(ready, timeout_ns, True, what)  # type: ignore[attr-defined]
+
+    def _set_timeo(self, sock: SocketFile, name: int, val: int, length: int) -> int:
+        """SO_RCVTIMEO/SO_SNDTIMEO take a struct timeval (sock_set_timeout): EINVAL when
+        shorter, EDOM for tv_usec outside [0, 1e6); {0, 0} waits for ever, a negative
+        tv_sec not at all."""
+        if length < TIMEVAL_SIZE:
+            return -errno.EINVAL
+        sec, usec = struct.unpack("<qq", self.p.read(val, TIMEVAL_SIZE))
+        if not 0 <= usec < 1_000_000:
+            return -errno.EDOM
+        if sec < 0:
+            sock.timeo[name] = 0
+        else:
+            sock.timeo[name] = None if sec == usec == 0 else sec * 1_000_000_000 + usec * 1000
+        return 0
 
     def _addr_bytes(self, addr: int, length: int) -> bytes:
         """The address handed in, as move_addr_to_kernel copies it (EINVAL, EFAULT)."""
@@ -330,7 +351,7 @@ class SocketCalls:
         if not ready():
             if sock.nonblock:
                 return -errno.EAGAIN
-            if not self._wait(ready, f"accept on port {sock.port}"):
+            if not self._wait(ready, f"accept on port {sock.port}", sock.timeo[SO_RCVTIMEO]):
                 return -errno.EAGAIN
         if not listener.ready:
             return -errno.EINVAL
@@ -384,7 +405,8 @@ class SocketCalls:
         if not ready():
             if sock.nonblock:
                 return -errno.EALREADY
-            self._wait(ready, f"connect to port {port}")
+            if not self._wait(ready, f"connect to port {port}", sock.timeo[SO_SNDTIMEO]):
+                return -errno.EINPROGRESS  # inet_wait_for_connect timed out: the handshake goes on
         sock.connecting = False
         if tcb.state == ESTABLISHED or (tcb.state != "CLOSED" and not tcb.error):
             return 0
@@ -414,11 +436,13 @@ class SocketCalls:
         if level not in (SOL_SOCKET, IPPROTO_IP, IPPROTO_TCP):
             return -errno.ENOPROTOOPT
         length = _s32(length)  # sk_setsockopt, do_tcp_setsockopt want an int; ip_setsockopt a char too
+        if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
+            return self._set_timeo(sock, name, val, length)
         if length < (1 if level == IPPROTO_IP else 4):
             return -errno.EINVAL
         value = int.from_bytes(self.p.read(val, min(length, 4)), "little")
         known = {(SOL_SOCKET, n) for n in (SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, SO_BROADCAST, SO_SNDBUF,
-                                           SO_RCVBUF, SO_LINGER, SO_RCVTIMEO, SO_SNDTIMEO)}
+                                           SO_RCVBUF, SO_LINGER)}
         if level == SOL_SOCKET and (level, name) not in known:
             return -errno.ENOPROTOOPT
         sock.options[(level, name)] = value
@@ -426,6 +450,10 @@ class SocketCalls:
 
     def sys_getsockopt(self, fd: int, level: int, name: int, val: int, lenp: int, *_: int) -> int:
         sock = self._sock(fd)
+        if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
+            ns = sock.timeo[name]
+            tv = struct.pack("<qq", *divmod((ns or 0) // 1000, 1_000_000))  # for ever: {0, 0}
+            return self._put_opt(val, lenp, tv)
         if level == SOL_SOCKET and name == SO_ERROR:
             value = sock.so_error or (sock.tcb.error if sock.tcb is not None and not sock.connecting
                                       and sock.tcb.state == "CLOSED" else 0)
@@ -446,10 +474,14 @@ class SocketCalls:
             value = sock.tcb.mss if sock.tcb is not None else 536
         else:
             value = sock.options.get((level, name), 0)
+        return self._put_opt(val, lenp, struct.pack("<i", value))
+
+    def _put_opt(self, val: int, lenp: int, value: bytes) -> int:
+        """getsockopt's answer, cut to the room *optlen gives (sk_getsockopt)."""
         room = struct.unpack("<i", self.p.read(lenp, 4))[0]  # an int: negative is EINVAL
         if room < 0:
             return -errno.EINVAL
-        raw = struct.pack("<i", value)[: min(room, 4)]
+        raw = value[: min(room, len(value))]
         if raw:
             self.p.write(val, raw)
         self.p.write(lenp, struct.pack("<I", len(raw)))
@@ -461,7 +493,17 @@ class SocketCalls:
                 return op()
             except WouldBlock:
                 raise FsError(errno.EAGAIN) from None
-        return self._io(sock, op, want)  # type: ignore[attr-defined]
+        timeout = sock.timeo[SO_RCVTIMEO if want == POLLIN else SO_SNDTIMEO]
+        if timeout is None:
+            return self._io(sock, op, want)  # type: ignore[attr-defined]
+        while True:  # sock_rcvtimeo/sock_sndtimeo: at most that long, then EAGAIN
+            try:
+                return op()
+            except WouldBlock:
+                if sock.nonblock or not self._wait(lambda: bool(sock.poll() & (want | POLLERR | POLLHUP)),
+                                                   f"{'receive on' if want == POLLIN else 'send on'} {sock.path}",
+                                                   timeout):
+                    raise FsError(errno.EAGAIN) from None
 
     def _send_span(self, sock: SocketFile, buf: int, size: int) -> int:
         """How much of a send buffer is copied: a stream socket takes the bytes before the
