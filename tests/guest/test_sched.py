@@ -137,3 +137,25 @@ def test_slices_only_while_another_thread_could_run(sched: Scheduler) -> None:
     sched.runq.clear()
     sched.futex_wait(c, (p, 0x30), 0xFFFFFFFF, 5_000)
     assert sched.may_preempt()  # c's timeout can pass while EL0 runs
+
+
+class WaitingKernel(SimpleNamespace):
+    """A kernel with a GIC: `wait` records the deadline the scheduler idles until."""
+
+    def wait(self, deadline: int | None) -> int:
+        self.deadlines.append(deadline)
+        self.cpu.wfi()
+        return 1
+
+
+def test_idle_drops_a_preemption_tick_left_from_contention() -> None:
+    kernel = WaitingKernel(cpu=FakeCpu(), console=None, log=lambda *a, **k: None, irq=object(), deadlines=[])
+    s = Scheduler(kernel)
+    p, (a, b) = proc(s, 2)
+    s.tick_at = 500  # armed while both could run; both now wait
+    kernel.cpu.t = 10_000
+    s.futex_wait(a, (p, 0x10), 0xFFFFFFFF, None)
+    s.futex_wait(b, (p, 0x20), 0xFFFFFFFF, 2_000_000)
+    s.idle(False)
+    assert s.tick_at is None
+    assert kernel.deadlines == [b.deadline]  # b's timeout, not the stale tick in the past

@@ -274,6 +274,9 @@ class Scheduler:
         """Nothing can run: WFI until an interrupt (the timer armed for the earliest
         deadline, `deadline` included), then let devices work."""
         taken = 0
+        # Nothing runs, so nothing is to be preempted: a tick armed while threads contended
+        # would wake this WFI at once (and every one after it, as it is in the past).
+        self.tick_at = None
         if self.interrupts() is None:
             self.cpu.wfi()
         else:
