@@ -13,6 +13,7 @@ run, alternating with this one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -48,10 +49,8 @@ def children_cpu(pid: int) -> float:
     except OSError:
         kids = []
     for kid in kids:
-        try:
+        with contextlib.suppress(OSError):  # it ended meanwhile
             total += cpu_seconds(int(kid))
-        except OSError:
-            pass
     return total
 
 

@@ -107,7 +107,11 @@ def test_the_kernel_reaches_the_gic_cpu_interface_and_takes_the_timer_ppi(kind: 
         kinds = [(e[0], e[2]) for e in events]
         assert ("ack", PPI_VIRT_TIMER) in kinds and ("eoi", PPI_VIRT_TIMER) in kinds
         if kind == "process":
-            assert isinstance(engine, KernelProcess) and engine.counts["sysregs"] >= 8
+            # Round trips for the accesses no answer allowed it to post (SRE, PMR, IGRPEN1 are not
+            # POSTED_WRITES; the PMR and CNTVCT reads; the UNDEFINED one); posted: CVAL and CTL,
+            # then after the WFI the foreseen IAR1 read, CTL, EOIR1.
+            assert isinstance(engine, KernelProcess)
+            assert (engine.counts["sysregs"], engine.counts["posted"]) == (6, 5)
     finally:
         engine.close()
 

@@ -58,6 +58,12 @@ class GicLines:
     def write_sysreg(self, key: int, value: int) -> bool:
         return self.cpuif.write_sysreg(key, value) or self.timer.write_sysreg(key, value)
 
+    def iar1_now(self) -> int | None:
+        return self.cpuif.iar_now(1)  # a VM's accesses of these never trap
+
+    def acknowledge_foreseen(self, intid: int) -> bool:
+        return self.cpuif.acknowledge_foreseen(1, intid)
+
 
 @dataclass(eq=False)
 class VmCpu:

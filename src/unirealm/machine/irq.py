@@ -36,3 +36,15 @@ class InterruptLines(Protocol):
     def write_sysreg(self, key: int, value: int) -> bool:
         """MSR of the register `key`; False: not this controller's."""
         ...
+
+    def iar1_now(self) -> int | None:
+        """What an MRS of ICC_IAR1_EL1 would return now (an INTID, or 1023), without
+        acknowledging anything; None: that read, or an MSR of machine.kernel_channel's
+        POSTED_WRITES, could trap to EL2 now."""
+        ...
+
+    def acknowledge_foreseen(self, intid: int) -> bool:
+        """The ICC_IAR1_EL1 read that returned `intid` when `iar1_now` said so, applied now:
+        `intid` becomes active as that read made it (whatever a timer raised since). False:
+        `intid` is not pending and inactive here."""
+        ...

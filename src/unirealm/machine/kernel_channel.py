@@ -14,6 +14,9 @@ from __future__ import annotations
 import struct
 from enum import IntEnum
 
+from unirealm.arch.gic import IccSysreg
+from unirealm.arch.timer import CntSysreg
+
 NUM_GPRS = 31
 # The kernel process maps guest memory at WINDOW + IPA (IPAs below WINDOW_SIZE, 16 TiB): the
 # only place a mapping of the memory file may be (seccomp and the engine's approval).
@@ -28,6 +31,7 @@ class Msg(IntEnum):
     ACK = 2  # a REVOKE is done
     STOPPED = 3  # the kernel ended (or crashed): STOPPED layout
     HELLO = 4  # ready, the seccomp listener travels with it (SCM_RIGHTS)
+    POSTED = 5  # an MRS/MSR completed without an answer (LINE_POSTABLE): POSTED layout
     # engine -> kernel process
     RESUME = 16  # RESUME layout
     GRANT = 17  # a run of granules stage 2 maps for the access: GRANT layout
@@ -78,13 +82,28 @@ LINES_SHIFT = 1
 # SYSREG_DONE: the access changed what the owner must see now (a deadline passed, a write
 # that traps to EL2): the kernel sends an IRQ TRAP next, and the engine's run() ends.
 LINE_EXIT = 8
+# RESUME and SYSREG_DONE: until the next answer the PE may complete these accesses itself and
+# tell the engine afterwards (Msg.POSTED, applied in order before its next message): MSR of
+# the POSTED_WRITES registers, and an MRS of ICC_IAR1_EL1 when the answer's `iar1` (what
+# that read returns now) is not NO_IAR1. Nothing the engine owns changes between two of its
+# answers but through the PE's own accesses, so the read's value is the one it would have
+# read; a posted access the engine would have answered with LINE_EXIT, or one that signals
+# an interrupt the answer did not, makes the engine raise the host's interrupt instead (the
+# PE's run stops at its next look, as for any asynchronous interrupt). An engine whose
+# lines could trap these accesses to EL2 does not set it.
+LINE_POSTABLE = 16
+NO_IAR1 = 0xFFFF_FFFF
+POSTED_WRITES = frozenset({IccSysreg.EOIR0, IccSysreg.EOIR1, CntSysreg.CNTV_CTL_EL0, CntSysreg.CNTV_CVAL_EL0})
 
 # msg, kind, flags, size, pc, x0..x30, ipa, value
 TRAP = struct.Struct(f"<BBBB4xQ{NUM_GPRS}QQQ")
-# msg, fault, lines (LINE_HOST_IRQ | PENDING_* << LINES_SHIFT), pc, x0..x30, fault address, esr
-RESUME = struct.Struct(f"<BBB5xQ{NUM_GPRS}QQQ")
-# msg, served (0: UNDEFINED), lines, value read (0 for an MSR)
-SYSREG_DONE = struct.Struct("<BBB5xQ")
+# msg, fault, lines (LINE_HOST_IRQ | PENDING_* << LINES_SHIFT | LINE_POSTABLE), iar1, pc,
+# x0..x30, fault address, esr
+RESUME = struct.Struct(f"<BBBxIQ{NUM_GPRS}QQQ")
+# msg, served (0: UNDEFINED), lines, iar1, value read (0 for an MSR)
+SYSREG_DONE = struct.Struct("<BBBxIQ")
+# msg, TRAP_WRITE or 0, the register's sysreg_key, the value written or read
+POSTED = struct.Struct("<BB2xIQ")
 # msg, writable, count (granules), ipa, file offset
 GRANT = struct.Struct("<BB2xIQQ")
 DENY = struct.Struct("<BB")

@@ -38,6 +38,7 @@ import sys
 import threading
 from typing import Any
 
+from unirealm.arch.gic import SPECIAL_INTIDS, IccSysreg
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
 
 from . import kernel_channel as ch
@@ -105,6 +106,8 @@ class ChildEngine(KernelCore):
         self.memfd_ro = memfd_ro
         self.mapped: dict[int, bool] = {}  # IPA page -> writable
         self._pending_fault: GuestFault | None = None
+        self.postable = False  # the last answer's LINE_POSTABLE
+        self.iar1: int | None = None  # what ICC_IAR1_EL1 returns, as that answer foresaw it
 
     # --- the channel --------------------------------------------------------------------
     def _send_trap(self, kind: ch.TrapKind, flags: int = 0, size: int = 0, ipa: int = 0, value: int = 0) -> None:
@@ -126,10 +129,10 @@ class ChildEngine(KernelCore):
     def _resumed(self, data: bytes) -> None:
         if data[0] != ch.Msg.RESUME:
             raise ChannelClosed
-        _, fault, lines, self.pc, *regs, address, esr = ch.RESUME.unpack(data)
+        _, fault, lines, iar1, self.pc, *regs, address, esr = ch.RESUME.unpack(data)
         self.regs[:] = regs
         HOST_IRQ.pending = bool(lines & ch.LINE_HOST_IRQ)
-        self.signalled = (lines >> ch.LINES_SHIFT) & SIGNALLED
+        self._answered(lines, iar1)
         if fault == ch.Fault.SEA:
             self._pending_fault = GuestFault("synchronous external abort", address)
         elif fault == ch.Fault.UNDEF:
@@ -158,15 +161,36 @@ class ChildEngine(KernelCore):
             fault, self._pending_fault = self._pending_fault, None
             raise fault
 
+    def _answered(self, lines: int, iar1: int) -> None:
+        """What an answer says the PE's inputs signal, and what it may post until the next."""
+        self.signalled = (lines >> ch.LINES_SHIFT) & SIGNALLED
+        self.postable = bool(lines & ch.LINE_POSTABLE)
+        self.iar1 = iar1 if self.postable and iar1 != ch.NO_IAR1 else None
+
     def sysreg(self, key: int, value: int | None) -> int | None:
-        """A SYSREG trap, served by the engine's interrupt lines without leaving run()."""
+        """A SYSREG trap, served by the engine's interrupt lines without leaving run(); or,
+        while the last answer allows it (kernel_channel LINE_POSTABLE), completed here and
+        posted: an MSR of POSTED_WRITES, the one MRS of ICC_IAR1_EL1 that answer foresaw."""
+        if self.postable:
+            if value is not None and key in ch.POSTED_WRITES:
+                self.sock.send(ch.POSTED.pack(ch.Msg.POSTED, ch.TRAP_WRITE, key, value))
+                self.iar1 = None  # the CPU interface or a timer changed: no longer foreseen
+                return 0
+            if value is None and key == IccSysreg.IAR1 and self.iar1 is not None:
+                intid, self.iar1 = self.iar1, None
+                if intid not in SPECIAL_INTIDS:  # 1023 acknowledges nothing
+                    self.sock.send(ch.POSTED.pack(ch.Msg.POSTED, 0, key, intid))
+                    # Active now, it holds the running priority: nothing else of group 1
+                    # preempts it (the engine had chosen it as the highest that would).
+                    self.signalled &= ~PENDING_IRQ
+                return intid
         flags = ch.TRAP_WRITE if value is not None else 0
         self._send_trap(ch.TrapKind.SYSREG, flags, 8, key, value or 0)
         data = self._receive()
         if data[0] != ch.Msg.SYSREG_DONE:
             raise ChannelClosed
-        _, served, lines, result = ch.SYSREG_DONE.unpack(data)
-        self.signalled = (lines >> ch.LINES_SHIFT) & SIGNALLED
+        _, served, lines, iar1, result = ch.SYSREG_DONE.unpack(data)
+        self._answered(lines, iar1)
         if lines & ch.LINE_EXIT:  # the owner must look now: its run() ends here
             self.trap_and_wait(IrqTrap(self.pc))
         return result if served else None

@@ -29,12 +29,13 @@ import subprocess
 import time
 
 from unirealm.arch.esr import AccessSyndrome
+from unirealm.arch.gic import IccSysreg
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
 
 from . import kernel_channel as ch
 from . import seccomp as sc
 from .interrupt import HOST_IRQ
-from .irq import InterruptLines
+from .irq import PENDING_IRQ, InterruptLines
 from .kernel_channel import MAP_FIXED, WINDOW, WINDOW_SIZE
 from .kernel_spawn import Spawn, take
 from .memory import GranuleProtectionFault, PhysicalMemory
@@ -62,6 +63,7 @@ _SIZES = (1, 2, 4, 8)
 _SYNDROMES = {(w, n, sf): AccessSyndrome(w, n, 0, sixty_four=sf)
               for w in (False, True) for n in _SIZES for sf in (False, True)}
 _RESUME_PACK, _RESUME, _TRAP = ch.RESUME.pack, int(ch.Msg.RESUME), int(ch.Msg.TRAP)
+_POSTED = int(ch.Msg.POSTED)
 # How long the channel may be quiet before the engine looks at the seccomp listener
 # unasked (SO_RCVTIMEO of its end of the channel).
 LISTENER_CHECK = 0.02
@@ -115,7 +117,8 @@ class KernelProcess(RegisterFile):
         self._child_memfd = self._child_memfd_ro = -1  # their numbers in the child (its HELLO)
         self._irq = -1
         self.stopped: str | None = None
-        self.counts = {"traps": 0, "grants": 0, "mmaps": 0, "revokes": 0, "sysregs": 0}
+        self.counts = {"traps": 0, "grants": 0, "mmaps": 0, "revokes": 0, "sysregs": 0, "posted": 0}
+        self._told = 0  # what the last answer showed the PE's inputs signalling
         # The PE's interrupt inputs, as the owner wires them (machine.irq; None: none): the
         # kernel's SYSREG traps are served by them, and RESUME carries what they signal.
         self.interrupts: InterruptLines | None = None
@@ -204,21 +207,28 @@ class KernelProcess(RegisterFile):
         fault, address, esr_value = self._fault
         self._fault = (ch.Fault.NONE, 0, 0)
         try:
-            self._sock.send(_RESUME_PACK(_RESUME, fault, self._lines(HOST_IRQ.pending), self.pc, *self.regs,
-                                         address, esr_value))
+            lines, iar1 = self._lines(HOST_IRQ.pending)
+            self._sock.send(_RESUME_PACK(_RESUME, fault, lines, iar1, self.pc, *self.regs, address, esr_value))
         except OSError:
             raise self._died() from None
         with HOST_IRQ.running(self):
             return self._serve()
 
-    def _lines(self, host_irq: bool) -> int:
-        """RESUME's line byte: the host's interrupt and what the PE's inputs signal now."""
+    def _lines(self, host_irq: bool) -> tuple[int, int]:
+        """An answer's line byte (the host's interrupt, what the PE's inputs signal now,
+        whether it may post) and its `iar1` (kernel_channel LINE_POSTABLE)."""
         lines = self.interrupts
-        signalled = 0
+        signalled, iar1 = 0, ch.NO_IAR1
         if lines is not None:
             lines.next_deadline()  # first: a deadline passing now shows in pending()
-            signalled = lines.pending() << ch.LINES_SHIFT
-        return signalled | (ch.LINE_HOST_IRQ if host_irq else 0)
+            pending = lines.pending()
+            self._told = pending
+            signalled = pending << ch.LINES_SHIFT
+            now = lines.iar1_now()
+            if now is not None:
+                signalled |= ch.LINE_POSTABLE
+                iar1 = now
+        return signalled | (ch.LINE_HOST_IRQ if host_irq else 0), iar1
 
     def _sysreg(self, key: int, value: int | None) -> bytes:
         """SYSREG_DONE for the kernel's MRS (value None) or MSR of `key`, served by the
@@ -234,11 +244,36 @@ class KernelProcess(RegisterFile):
                 result = read or 0
             else:
                 served = lines.write_sysreg(key, value)
-        flags = self._lines(False)
         deadline = lines.next_deadline() if lines is not None else None
+        # The lines last: nothing may move between what they show and the IAR1 they foresee.
+        flags, iar1 = self._lines(False)
         if deadline is not None and deadline <= time.monotonic():
-            flags |= ch.LINE_EXIT
-        return ch.SYSREG_DONE.pack(ch.Msg.SYSREG_DONE, served, flags, result & 0xFFFF_FFFF_FFFF_FFFF)
+            flags = (flags | ch.LINE_EXIT) & ~ch.LINE_POSTABLE
+        return ch.SYSREG_DONE.pack(ch.Msg.SYSREG_DONE, served, flags, iar1, result & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def _posted(self, data: bytes) -> None:
+        """An access the PE completed itself (kernel_channel LINE_POSTABLE), applied now: a
+        read of ICC_IAR1_EL1 acknowledges the INTID it returned (the one the answer foresaw,
+        though a timer may have raised another since), a write is written. When the
+        PE must look now (a deadline passed, or an interrupt is signalled that its last
+        answer did not show), the host's interrupt stops its run."""
+        _, flags, key, value = ch.POSTED.unpack(data)
+        lines = self.interrupts
+        if lines is None:
+            self.stopped = "the kernel process posted an access without interrupt lines"
+            raise self._died()
+        self.counts["posted"] += 1
+        if flags & ch.TRAP_WRITE:
+            ok = key in ch.POSTED_WRITES and lines.write_sysreg(key, value)
+        else:
+            ok = key == IccSysreg.IAR1 and lines.acknowledge_foreseen(value)
+            self._told &= ~PENDING_IRQ  # as the PE now has it (kernel_child ChildEngine.sysreg)
+        if not ok:
+            self.stopped = f"the kernel process posted an access the interrupt lines refuse ({key:#x})"
+            raise self._died()
+        deadline = lines.next_deadline()
+        if (deadline is not None and deadline <= time.monotonic()) or lines.pending() & ~self._told:
+            self.emu_stop()
 
     def _serve(self) -> Trap:
         """Answer the child until it traps. The channel is read with a blocking recv, one
@@ -260,6 +295,9 @@ class KernelProcess(RegisterFile):
             if not data:
                 raise self._died()
             if data[0] != _TRAP or len(data) != ch.TRAP.size:
+                if data[0] == _POSTED and len(data) == ch.POSTED.size:
+                    self._posted(data)
+                    continue
                 if data[0] == ch.Msg.STOPPED:
                     self.stopped = data[1:].decode("utf-8", "replace")
                     self._kill()

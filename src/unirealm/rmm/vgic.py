@@ -301,11 +301,30 @@ class VirtualCpuInterface:
         return any(lr_state(lr) in (LR_STATE_PENDING, LR_STATE_PENDING_ACTIVE) for lr in self.lrs)
 
     # --- the ICV_* operations -------------------------------------------------------------
+    def iar_now(self, group: int) -> int:
+        """What ICV_IAR<group>_EL1 would return now, without acknowledging it."""
+        i = self.signalled()
+        return INTID_SPURIOUS if i is None or lr_group(self.lrs[i]) != group else lr_intid(self.lrs[i])
+
     def acknowledge(self, group: int) -> int:
         i = self.signalled()
         if i is None or lr_group(self.lrs[i]) != group:
             return INTID_SPURIOUS
+        return self._activate(i)
+
+    def acknowledge_foreseen(self, group: int, intid: int) -> bool:
+        """An ICV_IAR<group>_EL1 read that returned `intid` when `iar_now` said so, applied
+        now (the list registers change only at REC entry, so it is the same one). False: no
+        list register of that group holds `intid` pending."""
+        for i, lr in enumerate(self.lrs):
+            if lr_intid(lr) == intid and lr_state(lr) == LR_STATE_PENDING and lr_group(lr) == group:
+                self._activate(i)
+                return True
+        return False
+
+    def _activate(self, i: int) -> int:
         lr = self.lrs[i]
+        group = lr_group(lr)
         self.apr[group] |= 1 << (self.group_priority(lr) >> _PRIORITY_SHIFT)
         intid = lr_intid(lr)
         self.lrs[i] = lr_with_state(lr, LR_STATE_INVALID if intid >= MIN_LPI else LR_STATE_ACTIVE)
@@ -522,3 +541,13 @@ class RecInterruptLines:
             self.trapped = (key, value & ((1 << 64) - 1))
             return True
         return self.gic.write_sysreg(key, value) or self.timers.write_sysreg(key, value)
+
+    def iar1_now(self) -> int | None:
+        # ICV_IAR1 reads and ICV_EOIR0/1 writes never trap (only SGI generation and, with
+        # TDIR, ICV_DIR do); an MSR already trapped is waiting for its exit.
+        if self.trapped is not None:
+            return None
+        return self.gic.iar_now(1)
+
+    def acknowledge_foreseen(self, intid: int) -> bool:
+        return self.gic.acknowledge_foreseen(1, intid)

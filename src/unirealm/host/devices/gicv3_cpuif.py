@@ -130,10 +130,30 @@ class CpuInterface:
         irq = self.gic.hppi(self.index)
         return irq.intid if irq is not None and irq.group == group else INTID_SPURIOUS
 
+    def iar_now(self, group: int) -> int:
+        """What ICC_IAR<group>_EL1 would return now, without acknowledging it."""
+        irq = self.signalled()
+        return INTID_SPURIOUS if irq is None or irq.group != group else irq.intid
+
     def acknowledge(self, group: int) -> int:
         irq = self.signalled()
         if irq is None or irq.group != group:
             return INTID_SPURIOUS
+        return self._activate(irq)
+
+    def acknowledge_foreseen(self, group: int, intid: int) -> bool:
+        """An ICC_IAR<group>_EL1 read that returned `intid` when `iar_now` said so, applied
+        now: the same activation, though a level source (a timer) may have raised a higher
+        priority interrupt since. False: `intid` is not a pending, inactive interrupt of that
+        group at this interface."""
+        irq = self.gic.irq(self.index, intid)
+        if irq is None or irq.group != group or irq.active or not irq.pending or irq.cpu != self.index:
+            return False
+        self._activate(irq)
+        return True
+
+    def _activate(self, irq: Irq) -> int:
+        group = irq.group
         self.apr[group] |= 1 << (self.group_priority(irq) >> _PRIORITY_SHIFT)
         irq.active = True
         self.gic.set_latch(irq, False)  # the line, if level and still high, keeps it pending
