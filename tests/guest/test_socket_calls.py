@@ -326,6 +326,22 @@ def test_nonblocking_connect(n: Net) -> None:
     assert struct.unpack("<i", n.p.read(n.buf, 4))[0] == f.tcb.mss  # type: ignore[union-attr]
 
 
+def test_a_connection_the_peer_closed_before_connect_returned_is_connected(n: Net) -> None:
+    """SYN-ACK, then the peer's FIN, before the app asks again: the state is CLOSE_WAIT, not
+    CLOSE, so __inet_stream_connect answers 0 and the stream is at end of file."""
+    c = n.socket(STREAM, so.SOCK_NONBLOCK)
+    sa = n.addr(HOST, 80)
+    assert n.call("connect", c, sa, 16) == -errno.EINPROGRESS
+    (syn,) = frames(n.peer)
+    syn_ack(n, syn)
+    assert syn.tcp is not None
+    n.peer.tcp(80, syn.tcp.sport, 7001, syn.tcp.seq + 1, F.FIN | F.ACK)
+    assert n.file(c).tcb.state == tcpmod.CLOSE_WAIT  # type: ignore[union-attr]
+    assert n.call("connect", c, sa, 16) == 0
+    assert n.call("read", c, n.buf, 4) == 0
+    assert n.call("getpeername", c, n.buf, n.room(n.buf + 0x40)) == 0
+
+
 def test_nonblocking_connect_refused(n: Net) -> None:
     c = n.socket(STREAM, so.SOCK_NONBLOCK)
     assert n.call("connect", c, n.addr(HOST, 81), 16) == -errno.EINPROGRESS
@@ -557,6 +573,19 @@ def test_reset_connection(n: Net) -> None:
     assert n.call("read", c, n.buf, 10) == -errno.ECONNRESET  # sk_err, reported once (sock_error)
     assert n.call("read", c, n.buf, 10) == 0  # then the stream is shut down: end of file
     assert n.call("sendto", c, n.buf, 10, so.MSG_NOSIGNAL, 0, 0) == -errno.EPIPE
+
+
+def test_stream_recvmsg_names_no_source(n: Net) -> None:
+    c, seq, gseq = established(n, 8206, 40016)
+    n.peer.tcp(40016, 8206, seq, gseq, F.ACK | F.PSH, b"abc")
+    iov, name, msg = n.buf + 0x600, n.buf + 0x680, n.buf + 0x700
+    n.p.write(iov, struct.pack("<QQ", n.buf, 8))
+    n.p.write(name, b"\xee" * 16)
+    n.p.write(msg, struct.pack("<QIxxxxQQQQi", name, 16, iov, 1, 0, 0, -1))
+    assert n.call("recvmsg", c, msg, 0) == 3 and n.p.read(n.buf, 3) == b"abc"
+    assert struct.unpack_from("<I", n.p.read(msg + 8, 4))[0] == 0  # msg_namelen: tcp_recvmsg sets none
+    assert n.p.read(name, 16) == b"\xee" * 16
+    assert struct.unpack("<i", n.p.read(msg + 48, 4))[0] == 0  # msg_flags
 
 
 def test_stream_receive_to_a_wild_buffer_keeps_the_data(n: Net) -> None:
