@@ -165,9 +165,12 @@ def test_sigpipe_ends_the_process(n: Net, name: str) -> None:
     iov = iovec(n, (n.buf, 4))
     args = {"write": (n.buf, 4), "writev": (iov, 1), "sendto": (n.buf, 4, 0, 0, 0),
             "sendmsg": (msghdr(n, iov, 1), 0)}[name]
+    logged: list[tuple[str, bool]] = []
+    n.p.kernel.log = lambda text, error=False, level=None: logged.append((text, error))
     with pytest.raises(ProcessExit) as died:
         n.call(name, c, *args)
     assert died.value.status == KILLED_BY_SIGPIPE
+    assert logged == [("/app: killed by signal 13", True)]  # an app's crash: shown even when quiet
     assert frames(n.peer) == []
 
 
@@ -184,7 +187,9 @@ def test_an_ignored_or_blocked_sigpipe_leaves_epipe(n: Net) -> None:
     c = shut_for_writing(n, 8412, 40112)
     sigaction(n, SIGPIPE, SIG_IGN)
     assert n.call("write", c, n.buf, 4) == -errno.EPIPE
-    sigaction(n, SIGPIPE, 0)  # SIG_DFL again
+    act = n.buf + 0x7C0
+    n.p.write(act, struct.pack("<QQQQ", 0, 0x10000004, 0, 0))  # SIG_DFL with SA_SIGINFO | SA_RESTART
+    assert n.call("rt_sigaction", SIGPIPE, act, 0, 8) == 0
     mask = n.buf + 0x7E0
     n.p.write(mask, (1 << (SIGPIPE - 1)).to_bytes(8, "little"))
     assert n.call("rt_sigprocmask", 0, mask, 0, 8) == 0  # SIG_BLOCK
@@ -322,6 +327,8 @@ def test_af_unspec_during_the_handshake_sends_nothing(n: Net) -> None:
     lenp = n.buf + 0x40
     assert n.call("getsockopt", c, SOL_SOCKET, so.SO_ERROR, n.buf, n.room(lenp, 4)) == 0
     assert struct.unpack("<i", n.p.read(n.buf, 4))[0] == errno.ECONNRESET
+    assert n.call("getsockopt", c, SOL_SOCKET, so.SO_ERROR, n.buf, n.room(lenp, 4)) == 0
+    assert n.p.read(n.buf, 4) == bytes(4)  # taken by the first read
     assert n.call("connect", c, n.addr(HOST, 80), 16) == -errno.EINPROGRESS  # not EALREADY
 
 
@@ -376,6 +383,10 @@ def test_so_linger_reads_back_a_struct_linger(n: Net) -> None:
     assert get_linger(n, s) == (struct.pack("<ii", 1, 9), 8)
     assert get_linger(n, s, 4) == (struct.pack("<i", 1) + b"\xee" * 4, 4)  # cut to the room
     assert get_linger(n, s, 100) == (struct.pack("<ii", 1, 9), 8)
+    # l_linger is an int; sk_setsockopt's (unsigned int)l_linger * HZ on a 64-bit kernel reads
+    # back as set, a negative one too (later kernels clamp that one to for ever)
+    assert set_linger(n, s, 1, -1) == 0
+    assert get_linger(n, s) == (struct.pack("<ii", 1, -1), 8)
 
 
 @pytest.mark.parametrize("length", [0, 2, 4, 7, -1])
