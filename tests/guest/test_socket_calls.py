@@ -250,6 +250,8 @@ def test_listen_and_accept(n: Net) -> None:
 
 def test_sending_on_a_stream_that_never_connected_is_epipe(n: Net) -> None:
     s = n.socket()
+    n.p.write(n.buf + 0x40, struct.pack("<QQQQ", 1, 0, 0, 0))  # SIGPIPE: SIG_IGN (else it ends the process)
+    assert n.call("rt_sigaction", 13, n.buf + 0x40, 0, 8) == 0
     n.p.write(n.buf, b"x")
     assert n.call("sendto", s, n.buf, 1, 0, 0, 0) == -errno.EPIPE  # tcp_sendmsg: not ESTABLISHED
     assert n.call("write", s, n.buf, 1) == -errno.EPIPE
@@ -322,6 +324,22 @@ def test_nonblocking_connect(n: Net) -> None:
     assert n.p.read(n.buf, 4) == bytes(4)
     assert n.call("getsockopt", c, so.IPPROTO_TCP, so.TCP_MAXSEG, n.buf, n.room(lenp, 4)) == 0
     assert struct.unpack("<i", n.p.read(n.buf, 4))[0] == f.tcb.mss  # type: ignore[union-attr]
+
+
+def test_a_connection_the_peer_closed_before_connect_returned_is_connected(n: Net) -> None:
+    """SYN-ACK, then the peer's FIN, before the app asks again: the state is CLOSE_WAIT, not
+    CLOSE, so __inet_stream_connect answers 0 and the stream is at end of file."""
+    c = n.socket(STREAM, so.SOCK_NONBLOCK)
+    sa = n.addr(HOST, 80)
+    assert n.call("connect", c, sa, 16) == -errno.EINPROGRESS
+    (syn,) = frames(n.peer)
+    syn_ack(n, syn)
+    assert syn.tcp is not None
+    n.peer.tcp(80, syn.tcp.sport, 7001, syn.tcp.seq + 1, F.FIN | F.ACK)
+    assert n.file(c).tcb.state == tcpmod.CLOSE_WAIT  # type: ignore[union-attr]
+    assert n.call("connect", c, sa, 16) == 0
+    assert n.call("read", c, n.buf, 4) == 0
+    assert n.call("getpeername", c, n.buf, n.room(n.buf + 0x40)) == 0
 
 
 def test_nonblocking_connect_refused(n: Net) -> None:
@@ -552,8 +570,22 @@ def test_reset_connection(n: Net) -> None:
     c, seq, gseq = established(n, 8202, 40012)
     n.peer.tcp(40012, 8202, seq, gseq, F.RST)
     assert n.file(c).poll() & POLLHUP
-    assert n.call("read", c, n.buf, 10) == -errno.ECONNRESET
-    assert n.call("write", c, n.buf, 10) in (-errno.ECONNRESET, -errno.EPIPE)
+    assert n.call("read", c, n.buf, 10) == -errno.ECONNRESET  # sk_err, reported once (sock_error)
+    assert n.call("read", c, n.buf, 10) == 0  # then the stream is shut down: end of file
+    assert n.call("sendto", c, n.buf, 10, so.MSG_NOSIGNAL, 0, 0) == -errno.EPIPE
+
+
+def test_stream_recvmsg_names_no_source(n: Net) -> None:
+    c, seq, gseq = established(n, 8206, 40016)
+    n.peer.tcp(40016, 8206, seq, gseq, F.ACK | F.PSH, b"abc")
+    iov, name, msg = n.buf + 0x600, n.buf + 0x680, n.buf + 0x700
+    n.p.write(iov, struct.pack("<QQ", n.buf, 8))
+    n.p.write(name, b"\xee" * 16)
+    n.p.write(msg, struct.pack("<QIxxxxQQQQi", name, 16, iov, 1, 0, 0, -1))
+    assert n.call("recvmsg", c, msg, 0) == 3 and n.p.read(n.buf, 3) == b"abc"
+    assert struct.unpack_from("<I", n.p.read(msg + 8, 4))[0] == 0  # msg_namelen: tcp_recvmsg sets none
+    assert n.p.read(name, 16) == b"\xee" * 16
+    assert struct.unpack("<i", n.p.read(msg + 48, 4))[0] == 0  # msg_flags
 
 
 def test_stream_receive_to_a_wild_buffer_keeps_the_data(n: Net) -> None:

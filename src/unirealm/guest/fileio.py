@@ -122,17 +122,33 @@ class FileIo(SyscallContext):
 
     @calls("readv")
     def sys_readv(self, fd: int, iov: int, iovcnt: int, *_: int) -> int:
-        total = 0
+        """One read scattered over the iovecs (a socket or pipe waits once, a datagram lands
+        whole), as Linux's read_iter; the buffers end before the first page that faults."""
+        f = self.file(fd)
+        if not f.readable:
+            return -errno.EBADF
+        spans: list[tuple[int, int]] = []
         for base, length in self._iovecs(iov, iovcnt):
             if not length:
                 continue
-            r = self.sys_read(fd, base, length)
-            if r < 0:
-                return r if total == 0 else total
-            total += r
-            if r < length:
+            n = self.p.accessible(base, length, True)
+            if n:
+                spans.append((base, n))
+            if n < length:
+                if not spans:
+                    raise MemoryError
                 break
-        return total
+        if not spans:
+            return 0
+        cap = min(sum(n for _, n in spans), 1 << 24)
+        data = self._io(f, lambda: f.read(f.io_limit(cap, False)), POLLIN)
+        off = 0
+        for base, n in spans:
+            if off >= len(data):
+                break
+            self.p.write(base, data[off : off + n])
+            off += n
+        return len(data)
 
     @calls("writev")
     def sys_writev(self, fd: int, iov: int, iovcnt: int, *_: int) -> int:

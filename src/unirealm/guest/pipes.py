@@ -7,7 +7,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from ..arch.cpio import S_IFIFO, S_IFREG
-from .errors import FsError
+from .errors import BrokenPipe, FsError
 from .pagecache import PAGE, FilePages
 from .vfs import (
     FIONREAD,
@@ -85,7 +85,7 @@ class PipeEnd(OpenFile):
         if not self.write_end:
             raise FsError(errno.EBADF)
         if p.readers == 0:
-            raise FsError(errno.EPIPE)
+            raise BrokenPipe()  # and SIGPIPE (pipe(7))
         room = PIPE_SIZE - len(p.buf)
         if room <= 0:
             raise WouldBlock()

@@ -1,6 +1,9 @@
 """The signals subsystem: handlers and masks are recorded (rt_sigaction, rt_sigprocmask,
 sigaltstack); a fatal signal sent with kill/tkill/tgkill ends the process with 128 + sig.
-No signal is delivered to a handler. A signal set is Linux's sigset_t: 64 bits, signal n at
+A signal the kernel raises at the calling thread (`thread_signal`: SIGPIPE on a broken
+pipe or socket) ends the process when its disposition is SIG_DFL and the thread does not
+block it; ignored, it is discarded. No signal is delivered to a handler (one that is
+installed is not run) and none is kept pending. A signal set is Linux's sigset_t: 64 bits, signal n at
 bit n - 1; SIGKILL and SIGSTOP can be neither caught nor blocked."""
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from .systable import SyscallSet
 calls = SyscallSet("signals")
 
 SIGSET_SIZE = 8  # sizeof(sigset_t)
-SIGKILL, SIGSTOP = 9, 19
+SIGKILL, SIGPIPE, SIGSTOP = 9, 13, 19
+SIG_DFL = 0  # sa_handler, the first 8 bytes of struct sigaction
 UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
 SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
 NSIG = 64
@@ -70,9 +74,22 @@ class Signals(SyscallContext):
         if sig == 0:
             return 0
         if sig in (6, 9, 15, 2, 11):
-            self.p.kernel.log(f"{self.p.argv[0]}: killed by signal {sig}", error=True)
-            raise ProcessExit(128 + sig)
+            self.die_of(sig)
         return 0
+
+    def die_of(self, sig: int) -> None:
+        """The default action of a terminating signal: the process ends with 128 + sig."""
+        self.p.kernel.log(f"{self.p.argv[0]}: killed by signal {sig}", error=True)
+        raise ProcessExit(128 + sig)
+
+    def thread_signal(self, sig: int) -> None:
+        """`sig` (whose default action terminates) raised at the calling thread, as Linux's
+        send_sig(sig, current): it ends the process unless blocked, ignored or caught."""
+        if self.p.current.sigmask & (1 << (sig - 1)):
+            return
+        action = self.p.state.sigactions.get(sig)
+        if action is None or int.from_bytes(action[:8], "little") == SIG_DFL:
+            self.die_of(sig)
 
     @calls("tgkill")
     def sys_tgkill(self, tgid: int, tid: int, sig: int, *_: int) -> int:

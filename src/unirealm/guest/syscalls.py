@@ -13,7 +13,7 @@ handlers where it implements them (guest/systable.py's SyscallSet):
 | threads, futex | `threads.py` | exit, futex, set_tid_address, set_robust_list, sched_* |
 | time | `clock.py` | clock_*, gettimeofday, nanosleep, getrandom |
 | signals | `signals.py` | rt_sigaction, rt_sigprocmask, sigaltstack, kill, tkill, tgkill |
-| sockets | `net/socket.py` | socket, bind, listen, accept, connect, send/recv, options |
+| sockets | `net/socket.py`, `net/sockopt.py` | socket, bind, listen, accept, connect, send/recv; setsockopt, getsockopt |
 
 configfs (guest/tsm.py) has no syscalls of its own, as on Linux: it is reached through the
 VFS (mkdirat, openat, read, write, unlinkat). Struct layouts are the arm64 ones.
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import clock, fileio, fork, mman, namei, poll, procinfo, signals, threads
+from .errors import BrokenPipe
 from .net import socket
 from .sysctx import AT_FDCWD, SyscallContext, SyscallLog
 from .systable import NAMES, NR, SyscallSet, assemble
@@ -87,6 +88,9 @@ class Syscalls(fileio.FileIo, namei.Namei, poll.Poll, mman.Mman, fork.Fork, proc
             return -errno.ENOSYS
         try:
             return handler(*args)
+        except BrokenPipe:
+            self.thread_signal(signals.SIGPIPE)
+            return -errno.EPIPE
         except FsError as exc:
             return -exc.errno
         except MemoryError:

@@ -154,14 +154,18 @@ class SyscallContext:
 
 
     def _io(self, f: OpenFile, op: Callable[[], _R], want: int) -> _R:
-        """Run a read/write, waiting while it would block (unless O_NONBLOCK)."""
+        """Run a read/write, waiting while it would block (unless O_NONBLOCK), at most the
+        file's `io_timeout` in all (then EAGAIN, as sock_rcvtimeo/sock_sndtimeo bound it)."""
+        timeout = f.io_timeout(want != POLLIN)
+        deadline = None if timeout is None else self.now_ns() + timeout
         while True:
             try:
                 return op()
             except WouldBlock:
                 if f.nonblock:
                     raise FsError(errno.EAGAIN) from None
-                if not self.block(lambda: bool(f.poll() & (want | POLLERR | POLLHUP)),
+                left = None if deadline is None else max(0, deadline - self.now_ns())
+                if not self.block(lambda: bool(f.poll() & (want | POLLERR | POLLHUP)), left,
                                   console=isinstance(f, ConsoleFile) or getattr(f, "external", False),
                                   what=f"{'read from' if want == POLLIN else 'write to'} {f.path}"):
                     raise FsError(errno.EAGAIN) from None

@@ -261,6 +261,11 @@ class OpenFile:
     def write(self, data: bytes) -> int:
         raise FsError(errno.EINVAL)
 
+    def io_timeout(self, write: bool) -> int | None:
+        """How long (ns) a blocking read or write may wait (None: for ever); a socket's
+        SO_RCVTIMEO/SO_SNDTIMEO, after which the call fails with EAGAIN."""
+        return None
+
     def io_limit(self, size: int, write: bool) -> int:
         """How many of `size` bytes one read or write can move now, so that the syscall layer
         copies no more than that from or to the app (a socket's free send space, the bytes it

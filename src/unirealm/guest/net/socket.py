@@ -6,10 +6,11 @@ answer EAFNOSUPPORT, which glibc's probes expect. A call that cannot complete ra
 WouldBlock (read/write) or waits through the syscall layer's `block` (accept, connect),
 with EAGAIN/EINPROGRESS for O_NONBLOCK sockets. Waiting on a socket counts as waiting on
 a device: the scheduler idles (WFI) and polls the NIC meanwhile. SO_RCVTIMEO/SO_SNDTIMEO
-(a struct timeval) bound the waits of recv/accept and send/connect.
+(a struct timeval) bound the waits of recv/read/accept and send/write/connect. A stream
+that can no longer send answers EPIPE and raises SIGPIPE at the caller (not with
+MSG_NOSIGNAL); connect(AF_UNSPEC) disconnects. The options are in sockopt.py.
 
-Why one module: the file and the syscalls that drive it share the socket's state; an
-options module is the next split.
+Why one module: the file and the syscalls that drive it share the socket's state.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import struct
 from typing import Any
 
 from ...arch.net import ANY_IP, BROADCAST_IP
+from ..errors import BrokenPipe
 from ..sysctx import _s32
 from ..systable import SyscallSet
 from ..vfs import (
@@ -34,24 +36,43 @@ from ..vfs import (
     OpenFile,
     WouldBlock,
 )
+from .sockopt import (  # noqa: F401  (the option numbers, re-exported)
+    IPPROTO_IP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    LINGER_SIZE,
+    SO_ACCEPTCONN,
+    SO_BROADCAST,
+    SO_DOMAIN,
+    SO_ERROR,
+    SO_KEEPALIVE,
+    SO_LINGER,
+    SO_PROTOCOL,
+    SO_RCVBUF,
+    SO_RCVTIMEO,
+    SO_REUSEADDR,
+    SO_REUSEPORT,
+    SO_SNDBUF,
+    SO_SNDTIMEO,
+    SO_TYPE,
+    SOL_SOCKET,
+    TCP_MAXSEG,
+    TCP_NODELAY,
+    TIMEVAL_SIZE,
+    SockOptCalls,
+)
 from .stack import UdpEndpoint
-from .tcp import ESTABLISHED, RCVBUF, SNDBUF, SYN_RCVD, SYN_SENT, Tcb
+from .tcp import ESTABLISHED, SYN_RCVD, SYN_SENT, Tcb
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 SOCK_STREAM, SOCK_DGRAM = 1, 2
 SOCK_NONBLOCK, SOCK_CLOEXEC = O_NONBLOCK, O_CLOEXEC
-SOL_SOCKET, IPPROTO_IP, IPPROTO_TCP, IPPROTO_UDP = 1, 0, 6, 17
-SO_REUSEADDR, SO_TYPE, SO_ERROR, SO_BROADCAST, SO_SNDBUF, SO_RCVBUF = 2, 3, 4, 6, 7, 8
-SO_KEEPALIVE, SO_LINGER, SO_REUSEPORT, SO_RCVTIMEO, SO_SNDTIMEO, SO_ACCEPTCONN = 9, 13, 15, 20, 21, 30
-SO_DOMAIN, SO_PROTOCOL = 39, 38
-TCP_NODELAY, TCP_MAXSEG = 1, 2
 MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL, MSG_NOSIGNAL, MSG_TRUNC = 2, 0x40, 0x100, 0x4000, 0x20
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 POLLRDHUP = 0x2000
 S_IFSOCK = 0o140000
 FIONREAD = 0x541B
 SOCKADDR_IN_SIZE = 16
-TIMEVAL_SIZE = 16  # struct timeval on arm64: two longs
 SOCKADDR_STORAGE_SIZE = 128  # the longest address move_addr_to_kernel takes
 AF_UNSPEC = 0
 
@@ -92,7 +113,9 @@ class SocketFile(OpenFile):
         self.so_error = 0
         self.options: dict[tuple[int, int], int] = {}
         self.timeo: dict[int, int | None] = {SO_RCVTIMEO: None, SO_SNDTIMEO: None}  # ns; None: for ever
+        self.linger: tuple[bool, int] = (False, 0)  # SO_LINGER: (l_onoff, l_linger seconds)
         self.rd_shut = False
+        self.port_locked = False  # bind() named the port (SOCK_BINDPORT_LOCK): a disconnect keeps it
 
     # --- binding --------------------------------------------------------------------------
     def port_used(self, port: int) -> bool:
@@ -177,11 +200,13 @@ class SocketFile(OpenFile):
             self.stack.send_udp(dest[0], self.port, dest[1], data)
             return len(data)
         if self.tcb is None:  # never connected, or listening: sk_stream_wait_connect's EPIPE
-            raise FsError(errno.EPIPE if not self.connecting else errno.EAGAIN)
+            if self.connecting:
+                raise FsError(errno.EAGAIN)
+            raise BrokenPipe()
         try:
             n = self.tcb.send(data)
-        except OSError as exc:
-            raise _oserror(exc) from None
+        except OSError as exc:  # sk_stream_error: EPIPE (shut down, or a RST in CLOSE_WAIT) raises SIGPIPE
+            raise (BrokenPipe() if exc.errno == errno.EPIPE else _oserror(exc)) from None
         if n is None:
             self.stack.poll()
             raise WouldBlock()
@@ -189,6 +214,9 @@ class SocketFile(OpenFile):
 
     def write(self, data: bytes) -> int:
         return self.send(data)
+
+    def io_timeout(self, write: bool) -> int | None:
+        return self.timeo[SO_SNDTIMEO if write else SO_RCVTIMEO]
 
     def io_limit(self, size: int, write: bool) -> int:
         """A stream takes no more than its free send space and gives no more than it holds
@@ -235,16 +263,41 @@ class SocketFile(OpenFile):
         raise FsError(errno.ENOTTY)
 
     def close(self) -> None:
+        """tcp_close: a listener stops; a connection ends with a FIN, or a RST when data was
+        left unread or SO_LINGER is on with a zero time (tcp_disconnect). A non-zero linger
+        time does not hold close() back: the FIN handshake goes on behind it."""
         if self.listener is not None:
             self.stack.unlisten(self.listener)
             self.listener = None
         if self.tcb is not None:
-            self.tcb.close()
+            if self.linger == (True, 0):
+                self.tcb.disconnect()
+            else:
+                self.tcb.close()
             self.stack.flush()
         self.release_port()
 
+    def disconnect(self) -> None:
+        """connect(AF_UNSPEC) (tcp_disconnect, udp_disconnect): a listener stops, a
+        connection is reset (ECONNRESET left for SO_ERROR) or abandoned, a UDP peer is
+        forgotten; the socket may connect again. A port bind() did not name is given back."""
+        if self.listener is not None:
+            self.stack.unlisten(self.listener)
+            self.listener = None
+        if self.tcb is not None:
+            if self.tcb.disconnect():
+                self.so_error = errno.ECONNRESET
+            self.tcb = None
+            self.rd_shut = False  # sk_shutdown = 0
+            self.stack.flush()
+        self.peer = None
+        self.connecting = False
+        if self.port and not self.port_locked:
+            self.release_port()
+            self.port, self.udp = 0, None
 
-class SocketCalls:
+
+class SocketCalls(SockOptCalls):
     """The socket syscalls; mixed into guest.syscalls.Syscalls (self.p is the process)."""
 
     p: Any
@@ -260,21 +313,6 @@ class SocketCalls:
 
     def _wait(self, ready: Any, what: str, timeout_ns: int | None = None) -> bool:
         return self.block(ready, timeout_ns, True, what)  # type: ignore[attr-defined]
-
-    def _set_timeo(self, sock: SocketFile, name: int, val: int, length: int) -> int:
-        """SO_RCVTIMEO/SO_SNDTIMEO take a struct timeval (sock_set_timeout): EINVAL when
-        shorter, EDOM for tv_usec outside [0, 1e6); {0, 0} waits for ever, a negative
-        tv_sec not at all."""
-        if length < TIMEVAL_SIZE:
-            return -errno.EINVAL
-        sec, usec = struct.unpack("<qq", self.p.read(val, TIMEVAL_SIZE))
-        if not 0 <= usec < 1_000_000:
-            return -errno.EDOM
-        if sec < 0:
-            sock.timeo[name] = 0
-        else:
-            sock.timeo[name] = None if sec == usec == 0 else sec * 1_000_000_000 + usec * 1000
-        return 0
 
     def _addr_bytes(self, addr: int, length: int) -> bytes:
         """The address handed in, as move_addr_to_kernel copies it (EINVAL, EFAULT)."""
@@ -320,6 +358,7 @@ class SocketCalls:
             sock.bind(ip, port)
         except OSError as exc:
             return -(exc.errno or errno.EADDRINUSE)
+        sock.port_locked = port != 0
         return 0
 
     def sys_listen(self, fd: int, backlog: int, *_: int) -> int:
@@ -368,11 +407,11 @@ class SocketCalls:
 
     def sys_connect(self, fd: int, addr: int, length: int, *_: int) -> int:
         sock = self._sock(fd)
+        raw = self._addr_bytes(addr, length)
+        if len(raw) >= 2 and struct.unpack_from("<H", raw)[0] == AF_UNSPEC:  # only sa_family is read
+            sock.disconnect()
+            return 0
         if sock.kind == SOCK_DGRAM:
-            raw = self._addr_bytes(addr, length)
-            if len(raw) >= 2 and struct.unpack_from("<H", raw)[0] == AF_UNSPEC:  # inet_dgram_connect
-                sock.peer = None  # the association dissolved
-                return 0
             ip, port = self._read_addr(addr, length)
             sock.autobind()
             sock.peer = None if ip == ANY_IP and port == 0 else (ip, port)
@@ -391,6 +430,7 @@ class SocketCalls:
             except OSError as exc:
                 return -(exc.errno or errno.EADDRINUSE)
             sock.connecting = True
+            sock.so_error = 0  # tcp_connect_init
             sock.stack.flush()
             if sock.nonblock:
                 return -errno.EINPROGRESS
@@ -431,79 +471,20 @@ class SocketCalls:
             return 0
         return -errno.ENOTCONN
 
-    def sys_setsockopt(self, fd: int, level: int, name: int, val: int, length: int, *_: int) -> int:
-        sock = self._sock(fd)
-        if level not in (SOL_SOCKET, IPPROTO_IP, IPPROTO_TCP):
-            return -errno.ENOPROTOOPT
-        length = _s32(length)  # sk_setsockopt, do_tcp_setsockopt want an int; ip_setsockopt a char too
-        if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
-            return self._set_timeo(sock, name, val, length)
-        if length < (1 if level == IPPROTO_IP else 4):
-            return -errno.EINVAL
-        value = int.from_bytes(self.p.read(val, min(length, 4)), "little")
-        known = {(SOL_SOCKET, n) for n in (SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, SO_BROADCAST, SO_SNDBUF,
-                                           SO_RCVBUF, SO_LINGER)}
-        if level == SOL_SOCKET and (level, name) not in known:
-            return -errno.ENOPROTOOPT
-        sock.options[(level, name)] = value
-        return 0
-
-    def sys_getsockopt(self, fd: int, level: int, name: int, val: int, lenp: int, *_: int) -> int:
-        sock = self._sock(fd)
-        if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
-            ns = sock.timeo[name]
-            tv = struct.pack("<qq", *divmod((ns or 0) // 1000, 1_000_000))  # for ever: {0, 0}
-            return self._put_opt(val, lenp, tv)
-        if level == SOL_SOCKET and name == SO_ERROR:
-            value = sock.so_error or (sock.tcb.error if sock.tcb is not None and not sock.connecting
-                                      and sock.tcb.state == "CLOSED" else 0)
-            if sock.connecting and sock.tcb is not None and sock.tcb.state == "CLOSED":
-                value = sock.tcb.error or errno.ECONNREFUSED
-            sock.so_error = 0
-        elif level == SOL_SOCKET and name == SO_TYPE:
-            value = sock.kind
-        elif level == SOL_SOCKET and name == SO_DOMAIN:
-            value = AF_INET
-        elif level == SOL_SOCKET and name == SO_PROTOCOL:
-            value = IPPROTO_TCP if sock.kind == SOCK_STREAM else IPPROTO_UDP
-        elif level == SOL_SOCKET and name == SO_ACCEPTCONN:
-            value = int(sock.listener is not None)
-        elif level == SOL_SOCKET and name in (SO_SNDBUF, SO_RCVBUF):
-            value = SNDBUF if name == SO_SNDBUF else RCVBUF
-        elif level == IPPROTO_TCP and name == TCP_MAXSEG:
-            value = sock.tcb.mss if sock.tcb is not None else 536
-        else:
-            value = sock.options.get((level, name), 0)
-        return self._put_opt(val, lenp, struct.pack("<i", value))
-
-    def _put_opt(self, val: int, lenp: int, value: bytes) -> int:
-        """getsockopt's answer, cut to the room *optlen gives (sk_getsockopt)."""
-        room = struct.unpack("<i", self.p.read(lenp, 4))[0]  # an int: negative is EINVAL
-        if room < 0:
-            return -errno.EINVAL
-        raw = value[: min(room, len(value))]
-        if raw:
-            self.p.write(val, raw)
-        self.p.write(lenp, struct.pack("<I", len(raw)))
-        return 0
-
     def _sock_io(self, sock: SocketFile, op: Any, want: int, flags: int) -> Any:
-        if flags & MSG_DONTWAIT and not sock.nonblock:
-            try:
-                return op()
-            except WouldBlock:
-                raise FsError(errno.EAGAIN) from None
-        timeout = sock.timeo[SO_RCVTIMEO if want == POLLIN else SO_SNDTIMEO]
-        if timeout is None:
-            return self._io(sock, op, want)  # type: ignore[attr-defined]
-        while True:  # sock_rcvtimeo/sock_sndtimeo: at most that long, then EAGAIN
-            try:
-                return op()
-            except WouldBlock:
-                if sock.nonblock or not self._wait(lambda: bool(sock.poll() & (want | POLLERR | POLLHUP)),
-                                                   f"{'receive on' if want == POLLIN else 'send on'} {sock.path}",
-                                                   timeout):
+        """A send or receive: waits as read/write do (SO_RCVTIMEO/SO_SNDTIMEO bound them),
+        not at all with MSG_DONTWAIT; with MSG_NOSIGNAL, EPIPE raises no SIGPIPE."""
+        try:
+            if flags & MSG_DONTWAIT and not sock.nonblock:
+                try:
+                    return op()
+                except WouldBlock:
                     raise FsError(errno.EAGAIN) from None
+            return self._io(sock, op, want)  # type: ignore[attr-defined]
+        except BrokenPipe:
+            if flags & MSG_NOSIGNAL:
+                raise FsError(errno.EPIPE) from None
+            raise
 
     def _send_span(self, sock: SocketFile, buf: int, size: int) -> int:
         """How much of a send buffer is copied: a stream socket takes the bytes before the
@@ -635,5 +616,6 @@ class SocketCalls:
         return 0
 
 
-# The sockets subsystem's syscalls: every sys_<name> method of SocketCalls.
+# The sockets subsystem's syscalls: every sys_<name> method of SocketCalls and its options mixin.
 calls = SyscallSet.of_methods("sockets", SocketCalls)
+calls.methods.update(SyscallSet.of_methods("sockets", SockOptCalls).methods)

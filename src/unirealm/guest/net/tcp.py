@@ -279,7 +279,7 @@ class Tcb:
                     self.segment(F_ACK)
                 return
             if not (self.state == SYN_RCVD and self.listener is not None):
-                self.error = errno.EPIPE if self.state in (CLOSING, LAST_ACK, TIME_WAIT) else errno.ECONNRESET
+                self.error = errno.EPIPE if self.state == CLOSE_WAIT else errno.ECONNRESET  # tcp_reset
             self.release()
             return
         if f & F_SYN:
@@ -434,7 +434,7 @@ class Tcb:
                 self.window_update()
             return out
         if self.error:
-            raise OSError(self.error, "")
+            raise OSError(self.take_error(), "")
         if self.peer_fin or self.rd_shutdown or self.state in (CLOSED, TIME_WAIT, CLOSING, LAST_ACK):
             return b""
         return None
@@ -442,7 +442,7 @@ class Tcb:
     def send(self, data: bytes) -> int | None:
         """Bytes queued; None when the buffer is full and the app must wait."""
         if self.error:
-            raise OSError(self.error, "")
+            raise OSError(self.take_error(), "")
         if self.fin_queued or self.state not in (ESTABLISHED, CLOSE_WAIT):
             if self.state in (SYN_SENT, SYN_RCVD):
                 return None
@@ -474,6 +474,24 @@ class Tcb:
             self.output()
             if self.state == FIN_WAIT_2:
                 self.deadline = self.stack.now_ns() + FIN_WAIT_2_NS
+
+    def take_error(self) -> int:
+        """The error, reported once (sock_error): the next call finds the connection closed."""
+        err, self.error = self.error, 0
+        return err
+
+    def disconnect(self) -> bool:
+        """tcp_disconnect (connect(AF_UNSPEC), close with a zero linger): a RST where
+        tcp_need_reset says so, then CLOSED with the queues dropped; whether the app is to
+        see ECONNRESET (a RST sent, or a handshake abandoned)."""
+        reset = self.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, FIN_WAIT_2, SYN_RCVD)
+        if reset:
+            self.segment(F_RST | F_ACK)
+        abandoned = reset or self.state == SYN_SENT
+        self.sndbuf.clear()
+        self.rcvbuf.clear()
+        self.release()
+        return abandoned
 
     def abort(self, send_rst: bool) -> None:
         if send_rst and self.state in (*SYNCHRONIZED, SYN_RCVD) and self.state != TIME_WAIT:
