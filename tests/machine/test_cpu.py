@@ -154,6 +154,7 @@ def test_registers_set_before_the_first_run_reach_the_vcpu(board: Board) -> None
     cpu.reset(CODE, [1])
     cpu.set_gpr(2, 0x2222)  # makes the engine
     assert cpu.get_gprs(3) == [1, 0, 0x2222]
+    assert len(cpu.get_gprs()) == 31  # x0..x30
     assert cpu.get_gpr(2) == 0x2222
     trap = hvc(cpu.run(), 1)
     assert trap.regs[:3] == [1, 0, 0x2222]
@@ -307,6 +308,18 @@ def test_the_lines_and_the_entry_notice_reach_the_vcpu(board: Board) -> None:
     cpu.close()
 
 
+def test_an_irq_is_taken_without_an_entry_notice(board: Board) -> None:
+    cpu = board.cpu()
+    cpu.interrupts = Signal()  # type: ignore[assignment]
+    cpu.reset(CODE)
+    hvc(cpu.run(), 1)  # VBAR_EL1 set
+    cpu.pc = CODE + 0x28  # msr daifclr, #2
+    trap = hvc(cpu.run(), 0x80)
+    assert trap.regs[0] == 0x280 and trap.regs[3] == CODE + 0x2C
+    assert trap.regs[4] & DAIF == DAIF ^ 1 << 7  # SPSR: D, A and F still masked, I cleared
+    cpu.close()
+
+
 def test_a_run_ends_by_its_deadline_and_at_a_kick(board: Board) -> None:
     cpu = board.cpu()
     cpu.reset(CODE + 0x2C)  # the spin loop
@@ -343,7 +356,7 @@ def test_the_image_magic_at_pc_makes_a_kernel_process(monkeypatch: pytest.Monkey
     assert impl.interrupts is lines
     assert cpu.pc == CODE and cpu.get_gprs(3) == [3, 4, 0] and cpu.get_gpr(1) == 4
     cpu.kick()  # nothing to stop: the kernel runs to its next trap
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^system registers are read only on a machine-code vCPU$"):
         cpu.read_sysreg(VMPIDR_EL2)
     cpu.close()
     whole = Cpu(b.memory, b.translate)

@@ -170,7 +170,7 @@ def test_locate_puts_x0_and_pc_back_and_refuses_an_empty_pointer() -> None:
     uc.reg_write(a64.UC_ARM64_REG_X0, 0xDEAD_BEEF_0000_0001)
     uc.reg_write(a64.UC_ARM64_REG_PC, 0x2468)
     words = uc_regfile.locate(uc)
-    assert words is not None
+    assert words is not None and len(words) == 33  # X0..X30, X31, PC
     assert uc.reg_read(a64.UC_ARM64_REG_X0) == 0xDEAD_BEEF_0000_0001 and words[0] == 0xDEAD_BEEF_0000_0001
     assert uc.reg_read(a64.UC_ARM64_REG_PC) == 0x2468 and words[uc_regfile.PC_INDEX] == 0x2468
     struct_words = struct.unpack(f"<{uc_regfile.ENGINE_SCAN // 8}Q",
