@@ -312,7 +312,14 @@ def _watch_interrupts(irq_fd: int) -> None:
 
 
 def install_filter(chan: int, memfd: int, memfd_ro: int, irq_fd: int) -> int:
-    """The seccomp filter of a kernel process; returns the user-notification listener."""
+    """Install the seccomp filter of a kernel process; returns the user-notification listener."""
+    listener = build_filter(chan, memfd, memfd_ro, irq_fd).load()
+    assert listener is not None
+    return listener
+
+
+def build_filter(chan: int, memfd: int, memfd_ro: int, irq_fd: int) -> sc.Filter:
+    """The seccomp filter of a kernel process (not loaded)."""
     f = sc.Filter(sc.scmp_act_errno(errno.EPERM))
     allow = sc.SCMP_ACT_ALLOW
     for name in ALLOWED:
@@ -334,9 +341,7 @@ def install_filter(chan: int, memfd: int, memfd_ro: int, irq_fd: int) -> int:
     f.add(allow, "mremap", sc.Arg(0, sc.SCMP_CMP_GE, WINDOW + WINDOW_SIZE))
     # madvise, but not MADV_REMOVE (a hole punched into the memory file)
     f.add(allow, "madvise", sc.Arg(2, sc.SCMP_CMP_NE, 9))
-    listener = f.load()
-    assert listener is not None
-    return listener
+    return f
 
 
 # What an interpreter running the kernel and Unicorn needs (measured with strace over the
