@@ -20,7 +20,7 @@ from unirealm.machine import kernel_child as kc
 from unirealm.machine.interrupt import HOST_IRQ
 from unirealm.machine.kernel_channel import WINDOW, WINDOW_SIZE
 from unirealm.machine.pykernel import GuestFault
-from unirealm.machine.vcpu import DataAbortTrap, HvcTrap, IrqTrap, SmcTrap, WfxTrap
+from unirealm.machine.vcpu import CpuErrorTrap, DataAbortTrap, HvcTrap, IrqTrap, SmcTrap, WfxTrap
 
 PAGE = 4096
 # message numbers
@@ -151,6 +151,13 @@ def test_a_data_abort_carries_direction_size_address_and_value(pair: tuple[kc.Ch
     sent = peer.trap()
     assert sent[1:4] == (DATA_ABORT, flags, size)
     assert sent[36:] == (0x900_0008, 0xAB if write else 0)
+
+
+def test_a_trap_the_channel_cannot_carry_is_a_type_error(pair: tuple[kc.ChildEngine, Peer, int]) -> None:
+    engine, peer, _ = pair
+    with pytest.raises(TypeError, match="no channel encoding for CpuErrorTrap"):
+        engine.trap_and_wait(CpuErrorTrap(0, "x"))
+    assert peer.nothing_sent()
 
 
 def test_a_data_abort_without_syndrome_is_not_sixty_four(pair: tuple[kc.ChildEngine, Peer, int]) -> None:
@@ -395,8 +402,13 @@ def test_a_revoke_of_nothing_mapped_touches_nothing(pair: tuple[kc.ChildEngine, 
     assert peer.trap()[1] == SMC
     assert peer.sock.recv(64) == bytes([ACK])
     assert space.dropped == [] and engine.mapped == {RAM: True}
+    peer.grant(RAM + PAGE, 1, 0, True)
+    engine.resolve(RAM + PAGE, False)
+    peer.trap()
+    engine._revoke(RAM - 8 * PAGE, 9 * PAGE)  # wider than what is mapped: ends where RAM + PAGE starts
+    assert engine.mapped == {RAM + PAGE: True}
     engine._revoke(0, WINDOW_SIZE)  # the whole window: the mapped pages, not every page of it
-    assert space.dropped == [(0, WINDOW_SIZE)] and engine.mapped == {}
+    assert space.dropped == [(RAM - 8 * PAGE, 9 * PAGE), (0, WINDOW_SIZE)] and engine.mapped == {}
 
 
 # --- setup, descriptors, the interrupt watchdog -----------------------------------------------------------------

@@ -127,3 +127,5 @@ def test_the_notification_ioctls_are_the_kernels_numbers() -> None:
     assert sc.NOTIF.size == 80 and sc.NOTIF_RESP.size == 24
     assert sc.SECCOMP_IOCTL_NOTIF_RECV == 0xC050_2100
     assert sc.SECCOMP_IOCTL_NOTIF_SEND == 0xC018_2101
+    assert sc._iowr(0, 80) == 0xC050_2100 and sc._iowr(1, 24) == 0xC018_2101
+    assert sc._iowr(2, 8) == 0xC008_2102
