@@ -395,7 +395,13 @@ def main(argv: list[str]) -> int:
     socket.send_fds(sock, [ch.HELLO.pack(ch.Msg.HELLO, memfd, memfd_ro)], [listener])
     for fd in (listener, 0, 1, 2):
         os.close(fd)
-    engine = ChildEngine(sock, memfd, memfd_ro, cpu_model)
+    serve(ChildEngine(sock, memfd, memfd_ro, cpu_model), limit)
+    return 0
+
+
+def serve(engine: ChildEngine, limit: int) -> None:
+    """Boot the image at the first RESUME's PC and run it; when the kernel ends, say why
+    (STOPPED) and wait, a halted core, for the end of the VM (the channel's close)."""
     try:
         engine.wait_first_resume()
         engine.image_base = engine.pc
@@ -412,13 +418,11 @@ def main(argv: list[str]) -> int:
                       "the image was built by another unirealm; build it again with this one")
         except BaseException as exc:  # the guest crashed: its CPU stops
             reason = f"the kernel stopped: {type(exc).__name__}: {exc}"[:400]
-        sock.send(ch.STOPPED_HEADER.pack(ch.Msg.STOPPED) + reason.encode("utf-8", "replace"))
-        # A kernel that has ended is a halted core: it waits for the end of the VM.
+        engine.sock.send(ch.STOPPED_HEADER.pack(ch.Msg.STOPPED) + reason.encode("utf-8", "replace"))
         while engine.sock.recv(ch.MAX_MESSAGE):
             pass
     except (ChannelClosed, OSError):
         pass
-    return 0
 
 
 if __name__ == "__main__":
