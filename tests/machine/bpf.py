@@ -104,6 +104,17 @@ def _load(data: bytes, size: int, offset: int) -> int:
     return int.from_bytes(data[offset:offset + width], sys.byteorder)
 
 
+def _source(mode: int, k: int, mem: list[int], data: bytes, what: str) -> int:
+    """The value an LD or LDX of `mode` loads other than from the record."""
+    if mode == BPF_IMM:
+        return k
+    if mode == BPF_MEM:
+        return mem[k]
+    if mode == BPF_LEN:
+        return len(data)
+    raise BpfError(f"{what} mode {mode:#x}")
+
+
 def run(program: list[Insn], data: bytes, limit: int = 4096) -> int:
     """The program's return value for the record `data`."""
     a = x = 0
@@ -117,28 +128,14 @@ def run(program: list[Insn], data: bytes, limit: int = 4096) -> int:
         pc += 1
         if cls == BPF_LD:
             mode = code & 0xE0
-            if mode == BPF_IMM:
-                a = k
-            elif mode == BPF_ABS:
+            if mode == BPF_ABS:
                 a = _load(data, code & 0x18, k)
             elif mode == BPF_IND:
                 a = _load(data, code & 0x18, (x + k) & MASK32)
-            elif mode == BPF_MEM:
-                a = mem[k]
-            elif mode == BPF_LEN:
-                a = len(data)
             else:
-                raise BpfError(f"LD mode {mode:#x}")
+                a = _source(mode, k, mem, data, "LD")
         elif cls == BPF_LDX:
-            mode = code & 0xE0
-            if mode == BPF_IMM:
-                x = k
-            elif mode == BPF_MEM:
-                x = mem[k]
-            elif mode == BPF_LEN:
-                x = len(data)
-            else:
-                raise BpfError(f"LDX mode {mode:#x}")
+            x = _source(code & 0xE0, k, mem, data, "LDX")
         elif cls == BPF_ST:
             mem[k] = a
         elif cls == BPF_STX:

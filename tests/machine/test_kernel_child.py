@@ -10,7 +10,6 @@ import errno
 import mmap
 import os
 import socket
-import struct
 from collections.abc import Iterator
 
 import pytest
@@ -22,19 +21,41 @@ from unirealm.machine.kernel_channel import WINDOW, WINDOW_SIZE
 from unirealm.machine.pykernel import GuestFault
 from unirealm.machine.vcpu import CpuErrorTrap, DataAbortTrap, HvcTrap, IrqTrap, SmcTrap, WfxTrap
 
+from .channel_layout import (
+    ACK,
+    DATA_ABORT,
+    DENY,
+    EXCEPTION,
+    EXIT_LINE,
+    F_PROBE,
+    F_QUERY,
+    F_SF,
+    F_WRITE,
+    FIQ_LINE,
+    GRANT,
+    GRANT_FMT,
+    HOST_LINE,
+    HVC,
+    IRQ,
+    IRQ_LINE,
+    RESUME,
+    RESUME_FMT,
+    REVOKE,
+    REVOKE_FMT,
+    SEA,
+    SETUP,
+    SETUP_FMT,
+    SMC,
+    SYSREG,
+    SYSREG_DONE,
+    SYSREG_DONE_FMT,
+    TRAP,
+    TRAP_FMT,
+    UNDEF,
+    WFI,
+)
+
 PAGE = 4096
-# message numbers
-TRAP, ACK, HELLO, RESUME, GRANT, DENY, REVOKE, SYSREG_DONE, SETUP = 1, 2, 4, 16, 17, 18, 19, 20, 21
-SMC, HVC, WFI, DATA_ABORT, IRQ, SYSREG = 1, 2, 3, 4, 5, 6
-F_WRITE, F_PROBE, F_QUERY, F_SF = 1, 2, 4, 8
-SEA, UNDEF, EXCEPTION = 1, 2, 3
-HOST_LINE, IRQ_LINE, FIQ_LINE, EXIT_LINE = 1, 2, 4, 8
-TRAP_FMT = struct.Struct("<BBBB4xQ31QQQ")
-RESUME_FMT = struct.Struct("<BBB5xQ31QQQ")
-SYSREG_DONE_FMT = struct.Struct("<BBB5xQ")
-GRANT_FMT = struct.Struct("<BB2xIQQ")
-REVOKE_FMT = struct.Struct("<B7xQQ")
-SETUP_FMT = struct.Struct("<B7xQ16s")
 RAM = 0x4000_0000  # the test's IPAs: mapped at WINDOW + IPA in this process
 
 
@@ -369,13 +390,19 @@ def test_mmio_the_host_did_not_emulate_is_tried_again(pair: tuple[kc.ChildEngine
 
 
 # --- revocation ---------------------------------------------------------------------------------------
-def test_a_revoke_is_carried_out_and_acknowledged_while_waiting(pair: tuple[kc.ChildEngine, Peer, int]) -> None:
-    engine, peer, _ = pair
+def mapped_with_a_space(engine: kc.ChildEngine, peer: Peer, pages: int) -> Space:
+    """`pages` pages mapped at RAM, and an EL0 CPU's space that sees revocations."""
     space = Space()
     engine.cpu._spaces.append(space)  # type: ignore[arg-type]
-    peer.grant(RAM, 3, 0, True)
+    peer.grant(RAM, pages, 0, True)
     engine.resolve(RAM, False)
     peer.trap()
+    return space
+
+
+def test_a_revoke_is_carried_out_and_acknowledged_while_waiting(pair: tuple[kc.ChildEngine, Peer, int]) -> None:
+    engine, peer, _ = pair
+    space = mapped_with_a_space(engine, peer, 3)
     peer.sock.send(REVOKE_FMT.pack(REVOKE, RAM + PAGE + 0x80, PAGE))
     peer.resume(0)
     engine.trap_and_wait(SmcTrap(0))
@@ -391,11 +418,7 @@ def test_a_revoke_is_carried_out_and_acknowledged_while_waiting(pair: tuple[kc.C
 
 def test_a_revoke_of_nothing_mapped_touches_nothing(pair: tuple[kc.ChildEngine, Peer, int]) -> None:
     engine, peer, _ = pair
-    space = Space()
-    engine.cpu._spaces.append(space)  # type: ignore[arg-type]
-    peer.grant(RAM, 1, 0, True)
-    engine.resolve(RAM, False)
-    peer.trap()
+    space = mapped_with_a_space(engine, peer, 1)
     peer.sock.send(REVOKE_FMT.pack(REVOKE, RAM + PAGE, 8 * PAGE))
     peer.resume(0)
     engine.trap_and_wait(SmcTrap(0))

@@ -24,7 +24,8 @@ from unirealm.machine.kernel_process import KernelProcess
 from unirealm.machine.memory import PhysicalMemory
 from unirealm.machine.vcpu import SmcTrap
 
-from .test_kernel_process_serve import ACK, PAGE, RAM_IPA, REVOKE, REVOKE_FMT, SMC, TRAP_FMT, Child, start
+from .channel_layout import ACK, REVOKE, REVOKE_FMT, SMC, TRAP_FMT
+from .test_kernel_process_serve import PAGE, RAM_IPA, Child, start
 
 RAM_OFFSET = 0x1_0000
 

@@ -23,16 +23,32 @@ from unirealm.machine.kernel_process import KernelProcess, KernelProcessStopped
 from unirealm.machine.memory import PhysicalMemory
 from unirealm.machine.vcpu import DataAbortTrap, HvcTrap, IrqTrap, Mapping, SmcTrap, WfxTrap
 
+from .channel_layout import (
+    ACK,
+    DATA_ABORT,
+    DENY,
+    F_PROBE,
+    F_QUERY,
+    F_SF,
+    F_WRITE,
+    GRANT,
+    GRANT_FMT,
+    HVC,
+    IRQ,
+    RESUME,
+    RESUME_FMT,
+    SMC,
+    STOPPED,
+    SYSREG,
+    SYSREG_DONE,
+    SYSREG_DONE_FMT,
+    TRAP,
+    TRAP_FMT,
+    WFI,
+)
+
 PAGE = GRANULE_SIZE
 RAM_IPA = 0x8000_0000
-TRAP, ACK, STOPPED, RESUME, GRANT, DENY, REVOKE, SYSREG_DONE = 1, 2, 3, 16, 17, 18, 19, 20
-SMC, HVC, WFI, DATA_ABORT, IRQ, SYSREG = 1, 2, 3, 4, 5, 6
-F_WRITE, F_PROBE, F_QUERY, F_SF = 1, 2, 4, 8
-TRAP_FMT = struct.Struct("<BBBB4xQ31QQQ")
-RESUME_FMT = struct.Struct("<BBB5xQ31QQQ")
-SYSREG_DONE_FMT = struct.Struct("<BBB5xQ")
-GRANT_FMT = struct.Struct("<BB2xIQQ")
-REVOKE_FMT = struct.Struct("<B7xQQ")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from unirealm.machine import kernel_process
 from unirealm.machine.kernel_process import KernelProcess, KernelProcessStopped
 from unirealm.machine.memory import PhysicalMemory
 
-HELLO = struct.Struct("<B3xii")  # msg 4, the child's memory-file and read-only-twin numbers
+from .channel_layout import HELLO_FMT
 
 
 @dataclass
@@ -63,7 +63,7 @@ def test_the_engine_takes_the_spare_and_reads_its_hello(memory: PhysicalMemory) 
     spare = fake((1 << 20) + kernel_process.OVERHEAD)
     kernel_process._SPARES[id(memory)] = spare  # type: ignore[assignment]
     listener = os.eventfd(0)
-    socket.send_fds(spare.child, [HELLO.pack(4, 11, 12)], [listener])
+    socket.send_fds(spare.child, [HELLO_FMT.pack(4, 11, 12)], [listener])
     os.close(listener)
     kp = make(memory)
     assert kp.pid is None
@@ -94,7 +94,7 @@ def test_a_spare_for_another_limit_or_model_is_discarded(memory: PhysicalMemory,
         kernel_process._SPARES[id(memory)] = spare  # type: ignore[assignment]
         monkeypatch.setattr(kernel_process, "take", lambda new=new: new)
         listener = os.eventfd(0)
-        socket.send_fds(new.child, [HELLO.pack(4, 5, 6)], [listener])
+        socket.send_fds(new.child, [HELLO_FMT.pack(4, 5, 6)], [listener])
         os.close(listener)
         kp = make(memory)
         kp._start()
@@ -111,8 +111,8 @@ def test_a_spare_for_another_limit_or_model_is_discarded(memory: PhysicalMemory,
             os.close(spare.irq)
 
 
-@pytest.mark.parametrize(("hello", "fds"), [(HELLO.pack(4, 5, 6), 0), (HELLO.pack(3, 5, 6), 1),
-                                            (HELLO.pack(4, 5, 6)[:-1], 1), (b"", 0)])
+@pytest.mark.parametrize(("hello", "fds"), [(HELLO_FMT.pack(4, 5, 6), 0), (HELLO_FMT.pack(3, 5, 6), 1),
+                                            (HELLO_FMT.pack(4, 5, 6)[:-1], 1), (b"", 0)])
 def test_a_child_that_does_not_say_hello_is_killed(memory: PhysicalMemory, hello: bytes, fds: int) -> None:
     spare = fake((1 << 20) + kernel_process.OVERHEAD)
     kernel_process._SPARES[id(memory)] = spare  # type: ignore[assignment]

@@ -9,7 +9,6 @@ import fcntl
 import os
 import select
 import socket
-import struct
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from unirealm.machine import kernel_spawn
 from unirealm.machine.kernel_spawn import Spawn
 
-HELLO = struct.Struct("<B3xii")  # msg 4, the child's numbers of the memory file and its twin
+from .channel_layout import HELLO_FMT
 
 
 @pytest.fixture
@@ -70,8 +69,8 @@ def test_binding_hands_over_the_memory_file_its_read_only_twin_and_the_limit(spa
         msg, fds, _, _ = socket.recv_fds(spawn.sock, 512, 1)
         for fd in fds:
             os.close(fd)
-        assert len(msg) == HELLO.size and msg[0] == 4 and len(fds) == 1
-        _, child_memfd, child_ro = HELLO.unpack(msg)
+        assert len(msg) == HELLO_FMT.size and msg[0] == 4 and len(fds) == 1
+        _, child_memfd, child_ro = HELLO_FMT.unpack(msg)
         pid = spawn.proc.pid
         assert os.stat(f"/proc/{pid}/fd/{child_memfd}").st_ino == os.fstat(memfd).st_ino
         assert os.stat(f"/proc/{pid}/fd/{child_ro}").st_ino == os.fstat(memfd).st_ino
