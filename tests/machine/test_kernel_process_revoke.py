@@ -11,7 +11,8 @@ import select
 import socket
 import struct
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -232,3 +233,86 @@ def test_the_childs_mmap_is_judged_as_it_comes() -> None:
         os.close(root)
         kp.close()
         parent.close()
+
+
+def _listener_of_a_child(stay: bool) -> tuple[int, int, int]:
+    """(listener, pid, write end of a pipe the child waits on): a forked child with a filter
+    that notifies, which exits at once or, if `stay`, when the pipe closes."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            a.close()
+            os.close(w)
+            f = sc.Filter(sc.SCMP_ACT_ALLOW)
+            f.add(sc.SCMP_ACT_NOTIFY, "fchdir", sc.Arg(0, sc.SCMP_CMP_EQ, 12345))
+            listener = f.load()
+            assert listener is not None
+            socket.send_fds(b, [b"L"], [listener])
+            if stay:
+                os.read(r, 1)
+        except BaseException:
+            code = 70
+        os._exit(code)
+    b.close()
+    os.close(r)
+    try:
+        assert select.select([a], [], [], 30)[0], "the child sent no listener"
+        _, fds, _, _ = socket.recv_fds(a, 16, 1)
+    finally:
+        a.close()
+    assert len(fds) == 1
+    return fds[0], pid, w
+
+
+def finishes(call: Callable[[], object], seconds: float = 5.0) -> bool:
+    done = threading.Event()
+
+    def run() -> None:
+        call()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    return done.wait(seconds)
+
+
+def test_the_listener_of_an_ended_child_is_not_judged_for_ever(granted: tuple[KernelProcess, Child, PhysicalMemory],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    kp, child, _ = granted
+    listener, pid, w = _listener_of_a_child(stay=False)
+    os.waitpid(pid, 0)
+    os.close(w)
+    os.close(kp._listener)
+    kp._listener = listener  # readable for ever, nothing to receive
+    assert select.select([listener], [], [], 0)[0]
+    assert kp._listener_gone() and not kp._judge()
+    assert finishes(kp._judge_pending)
+    kp._poller = select.poll()
+    assert kp._sock is not None
+    kp._poller.register(listener, select.POLLIN)  # the listener alone: the channel is asked only then
+    child.trap(1)
+    got: list[bytes] = []
+    assert finishes(lambda: got.append(kp._next_with_listener()))
+    assert got == [TRAP_FMT.pack(1, 1, 0, 0, 0, *(0,) * 31, 0, 0)]
+    kp._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 20_000))
+    assert finishes(lambda: got.append(kp._next_with_listener()))  # nothing on the channel either
+    assert got[1] == b""
+    monkeypatch.setattr(kernel_process, "REVOKE_TIMEOUT", 30.0)
+    assert finishes(lambda: kp.invalidate(RAM_IPA, PAGE))  # not waiting out the timeout
+    assert kp.stopped == "the kernel process did not complete a TLB invalidation"
+
+
+def test_the_listener_of_a_live_child_is_not_gone() -> None:
+    listener, pid, w = _listener_of_a_child(stay=True)
+    memory = PhysicalMemory(size=1 << 20)
+    kp = KernelProcess(memory, lambda ipa, write, fetch: None, RAM_IPA, [], "max", 4 * PAGE)
+    try:
+        kp._listener = listener
+        assert not kp._listener_gone()
+        os.close(w)
+        os.waitpid(pid, 0)
+        assert kp._listener_gone()
+    finally:
+        kp.close()
