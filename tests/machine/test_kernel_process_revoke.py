@@ -4,6 +4,7 @@ child's mmap of the memory file is judged through a real seccomp listener (a for
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -252,6 +253,8 @@ def _listener_of_a_child(stay: bool) -> tuple[int, int, int]:
             assert listener is not None
             socket.send_fds(b, [b"L"], [listener])
             if stay:
+                with contextlib.suppress(OSError):
+                    os.fchdir(12345)  # a notification for the supervisor to answer
                 os.read(r, 1)
         except BaseException:
             code = 70
@@ -310,6 +313,9 @@ def test_the_listener_of_a_live_child_is_not_gone() -> None:
     kp = KernelProcess(memory, lambda ipa, write, fetch: None, RAM_IPA, [], "max", 4 * PAGE)
     try:
         kp._listener = listener
+        assert select.select([listener], [], [], 30)[0]  # the child's call waits for an answer
+        assert not kp._listener_gone()
+        assert kp._judge()  # not an mmap: EPERM
         assert not kp._listener_gone()
         os.close(w)
         os.waitpid(pid, 0)

@@ -176,16 +176,24 @@ def test_errno_actions_carry_the_errno_in_the_low_sixteen_bits() -> None:
 def test_the_builder_refuses_what_libseccomp_refuses() -> None:
     with pytest.raises(sc.SeccompError) as exc:
         sc.Filter(0x1234_5678)  # no such action
-    assert exc.value.errno == errno.EINVAL and "seccomp_init failed" in str(exc.value)
+    assert exc.value.errno == errno.EINVAL and exc.value.strerror == "seccomp_init failed"
     f = sc.Filter(sc.SCMP_ACT_ALLOW)
     with pytest.raises(sc.SeccompError) as exc:
         f.add(sc.SCMP_ACT_ALLOW, "no_such_call")
-    assert exc.value.errno == errno.ENOSYS and "unknown system call no_such_call" in str(exc.value)
+    assert exc.value.errno == errno.ENOSYS and exc.value.strerror == "seccomp: unknown system call no_such_call"
     with pytest.raises(sc.SeccompError) as exc:
         f.add(sc.scmp_act_errno(1), "read", sc.Arg(6, sc.SCMP_CMP_EQ, 0))  # six arguments: 0..5
-    assert exc.value.errno == errno.EINVAL and "seccomp: read: EINVAL" in str(exc.value)
+    assert exc.value.errno == errno.EINVAL and exc.value.strerror == "seccomp: read: EINVAL"
     with pytest.raises(sc.SeccompError) as exc:
         sc.syscall_number("no_such_call")
     assert exc.value.errno == errno.ENOSYS and "unknown system call no_such_call" in str(exc.value)
     assert sc.syscall_number("mmap") == NR[MACHINE]["mmap"]
     assert sc.syscall_number("tgkill") == NR[MACHINE]["tgkill"]
+
+
+def test_an_export_that_cannot_be_written_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    f = sc.Filter(sc.SCMP_ACT_ALLOW)
+    monkeypatch.setattr(sc.os, "memfd_create", lambda name, flags=0: os.open("/dev/null", os.O_RDONLY))
+    with pytest.raises(sc.SeccompError) as exc:
+        f.export_bpf()
+    assert exc.value.strerror.startswith("seccomp: export: ")
