@@ -52,6 +52,9 @@ def test_mmap_is_let_through_only_for_granted_offsets_at_their_ipa() -> None:
     assert kp._judge_mmap(at, GRANULE_SIZE, rw | mmap.PROT_EXEC, flags, fd, offset) == errno.EPERM
     assert kp._judge_mmap(at, GRANULE_SIZE, rw, mmap.MAP_SHARED, fd, offset) == errno.EPERM  # not MAP_FIXED
     assert kp._judge_mmap(at, GRANULE_SIZE, rw, flags, 99, offset) == errno.EPERM  # not the memory file
+    for bad in ((at, GRANULE_SIZE + 1, offset), (at, 0, offset), (at + 8, GRANULE_SIZE, offset),
+                (at, GRANULE_SIZE, offset + 8)):  # mmap(2): unaligned address or offset, no length: EINVAL
+        assert kp._judge_mmap(bad[0], bad[1], rw, flags, fd, bad[2]) == errno.EINVAL, bad
     assert kp._judge_mmap(at, GRANULE_SIZE, rw, flags, ro, offset) == errno.EPERM  # the read-only twin, writable
     assert kp._judge_mmap(at, GRANULE_SIZE, mmap.PROT_READ, flags, ro, offset) == 0
     # a revoked grant is refused afterwards

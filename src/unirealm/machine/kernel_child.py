@@ -336,7 +336,14 @@ def _watch_interrupts(irq_fd: int) -> None:
 
 
 def install_filter(chan: int, memfd: int, memfd_ro: int, irq_fd: int) -> int:
-    """The seccomp filter of a kernel process; returns the user-notification listener."""
+    """Install the seccomp filter of a kernel process; returns the user-notification listener."""
+    listener = build_filter(chan, memfd, memfd_ro, irq_fd).load()
+    assert listener is not None
+    return listener
+
+
+def build_filter(chan: int, memfd: int, memfd_ro: int, irq_fd: int) -> sc.Filter:
+    """The seccomp filter of a kernel process (not loaded)."""
     f = sc.Filter(sc.scmp_act_errno(errno.EPERM))
     allow = sc.SCMP_ACT_ALLOW
     for name in ALLOWED:
@@ -358,9 +365,7 @@ def install_filter(chan: int, memfd: int, memfd_ro: int, irq_fd: int) -> int:
     f.add(allow, "mremap", sc.Arg(0, sc.SCMP_CMP_GE, WINDOW + WINDOW_SIZE))
     # madvise, but not MADV_REMOVE (a hole punched into the memory file)
     f.add(allow, "madvise", sc.Arg(2, sc.SCMP_CMP_NE, 9))
-    listener = f.load()
-    assert listener is not None
-    return listener
+    return f
 
 
 # What an interpreter running the kernel and Unicorn needs (measured with strace over the
@@ -414,7 +419,13 @@ def main(argv: list[str]) -> int:
     socket.send_fds(sock, [ch.HELLO.pack(ch.Msg.HELLO, memfd, memfd_ro)], [listener])
     for fd in (listener, 0, 1, 2):
         os.close(fd)
-    engine = ChildEngine(sock, memfd, memfd_ro, cpu_model)
+    serve(ChildEngine(sock, memfd, memfd_ro, cpu_model), limit)
+    return 0
+
+
+def serve(engine: ChildEngine, limit: int) -> None:
+    """Boot the image at the first RESUME's PC and run it; when the kernel ends, say why
+    (STOPPED) and wait, a halted core, for the end of the VM (the channel's close)."""
     try:
         engine.wait_first_resume()
         engine.image_base = engine.pc
@@ -431,13 +442,11 @@ def main(argv: list[str]) -> int:
                       "the image was built by another unirealm; build it again with this one")
         except BaseException as exc:  # the guest crashed: its CPU stops
             reason = f"the kernel stopped: {type(exc).__name__}: {exc}"[:400]
-        sock.send(ch.STOPPED_HEADER.pack(ch.Msg.STOPPED) + reason.encode("utf-8", "replace"))
-        # A kernel that has ended is a halted core: it waits for the end of the VM.
+        engine.sock.send(ch.STOPPED_HEADER.pack(ch.Msg.STOPPED) + reason.encode("utf-8", "replace"))
         while engine.sock.recv(ch.MAX_MESSAGE):
             pass
     except (ChannelClosed, OSError):
         pass
-    return 0
 
 
 if __name__ == "__main__":

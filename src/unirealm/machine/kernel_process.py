@@ -316,16 +316,27 @@ class KernelProcess(RegisterFile):
         while True:
             for fd, _ in self._poller.poll():
                 if fd == self._listener:
-                    self._judge()
+                    if not self._judge() and self._listener_gone():  # the channel tells how it ended
+                        try:
+                            return self._sock.recv(ch.MAX_MESSAGE)
+                        except BlockingIOError:
+                            return b""
                 elif fd == sock_fd:
                     return self._sock.recv(ch.MAX_MESSAGE)
                 else:
                     return b""
 
     def _judge_pending(self) -> None:
-        """Judge the notifications waiting on the listener, if any, without blocking."""
-        while select.select([self._listener], [], [], 0)[0]:
-            self._judge()
+        """Judge the notifications waiting on the listener, if any, without blocking. A
+        listener whose process is gone stays readable with nothing to receive: that ends it."""
+        while select.select([self._listener], [], [], 0)[0] and self._judge():
+            pass
+
+    def _listener_gone(self) -> bool:
+        """Whether the process the listener's filter belongs to has ended (POLLHUP)."""
+        poller = select.poll()
+        poller.register(self._listener, select.POLLIN)
+        return any(events & select.POLLHUP for _, events in poller.poll(0))
 
     def _trap(self, data: bytes) -> Trap | None:
         t = _TRAP_UNPACK(data)  # msg, kind, flags, size, pc, x0..x30, ipa, value
@@ -433,17 +444,20 @@ class KernelProcess(RegisterFile):
         del self._by_pa[pa]
         return pa
 
-    def _judge(self) -> None:
-        """A seccomp notification: the child's mmap of the memory file."""
+    def _judge(self) -> bool:
+        """A seccomp notification: the child's mmap of the memory file. False when there was
+        none to receive: its call was interrupted, or its caller died (the listener of a
+        process that has ended reads as ready for ever, `_listener_gone`)."""
         try:
             note = sc.receive(self._listener)
-        except OSError:  # the caller died meanwhile
-            return
+        except OSError:
+            return False
         error = errno.EPERM
         if note.nr == NR_MMAP:
             addr, length, prot, flags, fd, offset = note.args
             error = self._judge_mmap(addr, length, prot, flags, fd & 0xFFFF_FFFF, offset)
         sc.respond(self._listener, note, error)
+        return True
 
     def _judge_mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
         self.counts["mmaps"] += 1
@@ -491,7 +505,8 @@ class KernelProcess(RegisterFile):
                 if not ready:
                     raise TimeoutError
                 if self._listener in ready:
-                    self._judge()
+                    if not self._judge() and self._listener_gone():  # the child is gone
+                        raise ConnectionError
                     continue
                 data = self._sock.recv(ch.MAX_MESSAGE)
                 if data[:1] == bytes([ch.Msg.ACK]):

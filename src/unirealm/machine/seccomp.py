@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import os
 import struct
 from dataclasses import dataclass
 
@@ -81,6 +82,7 @@ def _lib() -> ctypes.CDLL:
     lib.seccomp_attr_set.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32)
     lib.seccomp_load.argtypes = (ctypes.c_void_p,)
     lib.seccomp_notify_fd.argtypes = (ctypes.c_void_p,)
+    lib.seccomp_export_bpf.argtypes = (ctypes.c_void_p, ctypes.c_int)
     return lib
 
 
@@ -105,6 +107,19 @@ class Filter:
             raise SeccompError(errno.ENOSYS, f"seccomp: unknown system call {name}")
         cmps = (_ArgCmp * max(1, len(args)))(*(_ArgCmp(a.index, a.op, a.a, a.b) for a in args))
         self._check(self._lib.seccomp_rule_add_array(self._ctx, action, nr, len(args), cmps), name)
+
+    def export_bpf(self) -> bytes:
+        """The filter as the kernel would get it: struct sock_filter records, native order."""
+        fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)
+        try:
+            self._check(self._lib.seccomp_export_bpf(self._ctx, fd), "export")
+            os.lseek(fd, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def load(self) -> int | None:
         """Install the filter; the user-notification listener's descriptor if it has one."""
