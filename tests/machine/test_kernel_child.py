@@ -38,6 +38,7 @@ from .channel_layout import (
     HVC,
     IRQ,
     IRQ_LINE,
+    NO_IAR1,
     RESUME,
     RESUME_FMT,
     REVOKE,
@@ -67,7 +68,7 @@ class Peer:
 
     def resume(self, pc: int = 0, regs: tuple[int, ...] = (0,) * 31, fault: int = 0, lines: int = 0,
                address: int = 0, esr: int = 0) -> None:
-        self.sock.send(RESUME_FMT.pack(RESUME, fault, lines, pc, *regs, address, esr))
+        self.sock.send(RESUME_FMT.pack(RESUME, fault, lines, NO_IAR1, pc, *regs, address, esr))
 
     def grant(self, ipa: int, count: int, offset: int, writable: bool) -> None:
         self.sock.send(GRANT_FMT.pack(GRANT, writable, count, ipa, offset))
@@ -213,7 +214,7 @@ def test_the_first_resume_sets_pc_and_registers(pair: tuple[kc.ChildEngine, Peer
 
 def test_anything_but_a_resume_or_a_closed_channel_ends_the_kernel(pair: tuple[kc.ChildEngine, Peer, int]) -> None:
     engine, peer, _ = pair
-    peer.sock.send(bytes(SYSREG_DONE_FMT.pack(SYSREG_DONE, 1, 0, 5)))
+    peer.sock.send(bytes(SYSREG_DONE_FMT.pack(SYSREG_DONE, 1, 0, NO_IAR1, 5)))
     with pytest.raises(kc.ChannelClosed):
         engine.trap_and_wait(SmcTrap(0))
     peer.trap()
@@ -226,11 +227,11 @@ def test_anything_but_a_resume_or_a_closed_channel_ends_the_kernel(pair: tuple[k
 def test_an_mrs_is_a_sysreg_trap_answered_without_a_resume(pair: tuple[kc.ChildEngine, Peer, int]) -> None:
     engine, peer, _ = pair
     engine.pc = 0x40
-    peer.sock.send(SYSREG_DONE_FMT.pack(SYSREG_DONE, 1, IRQ_LINE | FIQ_LINE, 0xFEED_0000_0001))
+    peer.sock.send(SYSREG_DONE_FMT.pack(SYSREG_DONE, 1, IRQ_LINE | FIQ_LINE, NO_IAR1, 0xFEED_0000_0001))
     assert engine.sysreg(0xC660, None) == 0xFEED_0000_0001
     assert peer.trap()[1:4] == (SYSREG, 0, 8)
     assert engine.signalled == 3
-    peer.sock.send(SYSREG_DONE_FMT.pack(SYSREG_DONE, 0, 0, 0))
+    peer.sock.send(SYSREG_DONE_FMT.pack(SYSREG_DONE, 0, 0, NO_IAR1, 0))
     assert engine.sysreg(0xC661, None) is None  # UNDEFINED
     sent = peer.trap()
     assert sent[36:] == (0xC661, 0) and engine.signalled == 0
@@ -239,7 +240,7 @@ def test_an_mrs_is_a_sysreg_trap_answered_without_a_resume(pair: tuple[kc.ChildE
 def test_an_msr_carries_its_value_and_an_exit_line_makes_an_irq_trap(pair: tuple[kc.ChildEngine, Peer, int]) -> None:
     engine, peer, _ = pair
     engine.pc = 0x80
-    peer.sock.send(SYSREG_DONE_FMT.pack(SYSREG_DONE, 1, EXIT_LINE | IRQ_LINE, 0))
+    peer.sock.send(SYSREG_DONE_FMT.pack(SYSREG_DONE, 1, EXIT_LINE | IRQ_LINE, NO_IAR1, 0))
     peer.resume(0x80, lines=IRQ_LINE)
     assert engine.sysreg(0xDF19, 0x1234) == 0
     sent = peer.trap()
@@ -247,7 +248,7 @@ def test_an_msr_carries_its_value_and_an_exit_line_makes_an_irq_trap(pair: tuple
     irq = peer.trap()
     assert irq[1] == IRQ and irq[4] == 0x80
     assert engine.signalled == 1
-    peer.sock.send(SYSREG_DONE_FMT.pack(SYSREG_DONE, 1, 0, 0))
+    peer.sock.send(SYSREG_DONE_FMT.pack(SYSREG_DONE, 1, 0, NO_IAR1, 0))
     engine.sysreg(0xDF19, 0)  # an MSR of zero is still a write
     assert peer.trap()[2] == F_WRITE and peer.nothing_sent()
     peer.resume(0)

@@ -35,6 +35,7 @@ from .channel_layout import (
     GRANT_FMT,
     HVC,
     IRQ,
+    NO_IAR1,
     RESUME,
     RESUME_FMT,
     SMC,
@@ -73,12 +74,19 @@ class Lines:
         self.writes.append((key, value))
         return key == 0xC660
 
+    def iar1_now(self) -> int | None:
+        return None  # nothing may be posted: every access is a round trip
+
+    def acknowledge_foreseen(self, intid: int) -> bool:
+        return False
+
 
 class Child:
     """The kernel process's end of the channel."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.iar1 = -1
 
     def trap(self, kind: int, flags: int = 0, size: int = 0, pc: int = 0, regs: tuple[int, ...] = (0,) * 31,
              ipa: int = 0, value: int = 0) -> None:
@@ -88,9 +96,11 @@ class Child:
         return self.sock.recv(1024)
 
     def resume(self) -> tuple[int, ...]:
+        """The RESUME's fields but its iar1 (kept in `iar1`)."""
         data = self.recv()
         assert len(data) == RESUME_FMT.size
-        return RESUME_FMT.unpack(data)
+        msg, fault, lines, self.iar1, *rest = RESUME_FMT.unpack(data)
+        return (msg, fault, lines, *rest)
 
 
 def start(memory: PhysicalMemory, ram_pa: int, pages: int = 4, argv: list[str] | None = None,
@@ -216,8 +226,8 @@ def test_a_sysreg_trap_is_served_by_the_lines_inside_run(machine: tuple[KernelPr
     assert isinstance(kp.run(), WfxTrap)
     child.resume()
     answers = [SYSREG_DONE_FMT.unpack(child.recv()) for _ in range(4)]
-    assert answers == [(SYSREG_DONE, 1, 2, 0x1_0000_0007), (SYSREG_DONE, 1, 2, 0), (SYSREG_DONE, 0, 2, 0),
-                       (SYSREG_DONE, 0, 2, 0)]
+    assert answers == [(SYSREG_DONE, 1, 2, NO_IAR1, 0x1_0000_0007), (SYSREG_DONE, 1, 2, NO_IAR1, 0),
+                       (SYSREG_DONE, 0, 2, NO_IAR1, 0), (SYSREG_DONE, 0, 2, NO_IAR1, 0)]
     assert lines.writes == [(0xC660, 0x55), (0xC661, 0x66)]
     assert kp.counts["sysregs"] == 4 and kp.counts["traps"] == 1
 
@@ -239,7 +249,7 @@ def test_a_sysreg_answer_says_exit_once_a_deadline_has_passed(
     child.trap(IRQ)
     kp.run()
     child.resume()
-    assert SYSREG_DONE_FMT.unpack(child.recv()) == (SYSREG_DONE, 0, 0, 0)
+    assert SYSREG_DONE_FMT.unpack(child.recv()) == (SYSREG_DONE, 0, 0, NO_IAR1, 0)
 
 
 def test_a_stage_two_miss_is_granted_a_run_of_contiguous_pages(

@@ -15,12 +15,26 @@ from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.timer import PPI_VIRT_TIMER, CntSysreg
 from unirealm.host.devices.gicv3 import GicV3
 from unirealm.host.vcpus import GicLines
-from unirealm.machine import kernel_channel as ch
 from unirealm.machine.irq import PENDING_IRQ
 from unirealm.machine.kernel_child import ChildEngine
 from unirealm.machine.kernel_process import KernelProcess, KernelProcessStopped
 from unirealm.machine.memory import PhysicalMemory
 from unirealm.machine.timer import GenericTimer
+
+from .channel_layout import (
+    F_WRITE,
+    HOST_LINE,
+    NO_IAR1,
+    POSTABLE_LINE,
+    POSTED,
+    POSTED_FMT,
+    RESUME,
+    RESUME_FMT,
+    SYSREG,
+    SYSREG_DONE,
+    SYSREG_DONE_FMT,
+    TRAP_FMT,
+)
 
 SPI = 36
 
@@ -56,17 +70,17 @@ def _edge(gic: GicV3, intid: int) -> None:
 
 
 def _post(engine: KernelProcess, write: bool, key: int, value: int) -> None:
-    engine._posted(ch.POSTED.pack(ch.Msg.POSTED, ch.TRAP_WRITE if write else 0, key, value))
+    engine._posted(POSTED_FMT.pack(POSTED, F_WRITE if write else 0, key, value))
 
 
 def test_an_answer_foresees_iar1_and_allows_posting() -> None:
     gic, timer, _ = _gic()
     engine, _ = _engine(gic, timer)
-    assert engine._lines(False) == (ch.LINE_POSTABLE, 1023)  # nothing pending: IAR1 reads 1023
+    assert engine._lines(False) == (POSTABLE_LINE, 1023)  # nothing pending: IAR1 reads 1023
     _edge(gic, SPI)
     lines, iar1 = engine._lines(True)
     assert iar1 == SPI
-    assert lines == ch.LINE_HOST_IRQ | PENDING_IRQ << ch.LINES_SHIFT | ch.LINE_POSTABLE
+    assert lines == HOST_LINE | PENDING_IRQ << 1 | POSTABLE_LINE
 
 
 def test_a_posted_iar1_activates_the_foreseen_intid_though_the_timer_fired_since() -> None:
@@ -148,13 +162,13 @@ def child() -> tuple[ChildEngine, socket.socket]:
 
 
 def _resume(engine: ChildEngine, lines: int, iar1: int) -> None:
-    engine._resumed(ch.RESUME.pack(ch.Msg.RESUME, 0, lines, iar1, 0x1000, *([0] * 31), 0, 0))
+    engine._resumed(RESUME_FMT.pack(RESUME, 0, lines, iar1, 0x1000, *([0] * 31), 0, 0))
 
 
 def _no_message(sock: socket.socket) -> bool:
     sock.setblocking(False)
     try:
-        sock.recv(ch.MAX_MESSAGE)
+        sock.recv(1024)
     except BlockingIOError:
         return True
     finally:
@@ -164,32 +178,32 @@ def _no_message(sock: socket.socket) -> bool:
 
 def test_the_kernel_posts_what_its_answer_allows(child: tuple[ChildEngine, socket.socket]) -> None:
     engine, vmm = child
-    _resume(engine, PENDING_IRQ << ch.LINES_SHIFT | ch.LINE_POSTABLE, SPI)
+    _resume(engine, PENDING_IRQ << 1 | POSTABLE_LINE, SPI)
     assert engine.lines() == PENDING_IRQ
     assert engine.sysreg(IccSysreg.IAR1, None) == SPI
-    assert ch.POSTED.unpack(vmm.recv(ch.MAX_MESSAGE)) == (ch.Msg.POSTED, 0, IccSysreg.IAR1, SPI)
+    assert POSTED_FMT.unpack(vmm.recv(1024)) == (POSTED, 0, IccSysreg.IAR1, SPI)
     assert engine.lines() == 0  # active, it holds the running priority
     assert engine.sysreg(IccSysreg.EOIR1, SPI) == 0
-    assert ch.POSTED.unpack(vmm.recv(ch.MAX_MESSAGE)) == (ch.Msg.POSTED, ch.TRAP_WRITE, IccSysreg.EOIR1, SPI)
+    assert POSTED_FMT.unpack(vmm.recv(1024)) == (POSTED, F_WRITE, IccSysreg.EOIR1, SPI)
     # The foresight is spent: the next IAR1 read is a round trip, answered by the engine.
-    vmm.send(ch.SYSREG_DONE.pack(ch.Msg.SYSREG_DONE, 1, ch.LINE_POSTABLE, 1023, 1023))
+    vmm.send(SYSREG_DONE_FMT.pack(SYSREG_DONE, 1, POSTABLE_LINE, 1023, 1023))
     assert engine.sysreg(IccSysreg.IAR1, None) == 1023
-    trap = ch.TRAP.unpack(vmm.recv(ch.MAX_MESSAGE))
-    assert trap[1] == ch.TrapKind.SYSREG and trap[36] == IccSysreg.IAR1
+    trap = TRAP_FMT.unpack(vmm.recv(1024))
+    assert trap[1] == SYSREG and trap[36] == IccSysreg.IAR1
     # A foreseen 1023 acknowledges nothing: returned without a message.
     assert engine.sysreg(IccSysreg.IAR1, None) == 1023 and _no_message(vmm)
 
 
 def test_the_kernel_asks_when_its_answer_does_not_allow_posting(child: tuple[ChildEngine, socket.socket]) -> None:
     engine, vmm = child
-    _resume(engine, PENDING_IRQ << ch.LINES_SHIFT, SPI)  # no LINE_POSTABLE
-    vmm.send(ch.SYSREG_DONE.pack(ch.Msg.SYSREG_DONE, 1, ch.LINE_POSTABLE, 1023, SPI))
+    _resume(engine, PENDING_IRQ << 1, SPI)  # no LINE_POSTABLE
+    vmm.send(SYSREG_DONE_FMT.pack(SYSREG_DONE, 1, POSTABLE_LINE, 1023, SPI))
     assert engine.sysreg(IccSysreg.IAR1, None) == SPI
-    assert ch.TRAP.unpack(vmm.recv(ch.MAX_MESSAGE))[1] == ch.TrapKind.SYSREG
+    assert TRAP_FMT.unpack(vmm.recv(1024))[1] == SYSREG
     # Now allowed: a timer write is posted, a PMR write (not one of POSTED_WRITES) is asked.
     assert engine.sysreg(CntSysreg.CNTV_CTL_EL0, 1) == 0
-    assert ch.POSTED.unpack(vmm.recv(ch.MAX_MESSAGE))[2] == CntSysreg.CNTV_CTL_EL0
-    vmm.send(ch.SYSREG_DONE.pack(ch.Msg.SYSREG_DONE, 1, 0, ch.NO_IAR1, 0))
+    assert POSTED_FMT.unpack(vmm.recv(1024))[2] == CntSysreg.CNTV_CTL_EL0
+    vmm.send(SYSREG_DONE_FMT.pack(SYSREG_DONE, 1, 0, NO_IAR1, 0))
     assert engine.sysreg(IccSysreg.PMR, 0x80) == 0
-    assert ch.TRAP.unpack(vmm.recv(ch.MAX_MESSAGE))[1] == ch.TrapKind.SYSREG
+    assert TRAP_FMT.unpack(vmm.recv(1024))[1] == SYSREG
     assert not engine.postable and engine.iar1 is None
