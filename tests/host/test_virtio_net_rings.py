@@ -156,9 +156,12 @@ def test_receive_buffer_exactly_large_enough_is_used(net):
     post_rx(drv, [0], size=HDR + len(ETHER))
     dev.receive(ETHER + b"x")  # one byte too long: dropped, the buffer kept
     dev.receive(ETHER)
-    dev.deliver()
+    assert dev.deliver() == 1  # the dropped frame is not counted as delivered
     assert drv.used(RX) == [(0, HDR + len(ETHER))]
     assert dev.rx_dropped == 1 and dev.rx_frames == 1
+    dev.receive(bytes(2000))
+    post_rx(drv, [1], size=100, notify=False)
+    assert dev.deliver() == 0 and drv.used(RX) == [] and dev.rx_dropped == 2
 
 
 def test_backlog_is_bounded():
