@@ -338,3 +338,29 @@ def test_hostile_receive_chains_are_refused(con, case: str):
     assert drv.needs_reset and len(dev.errors) == 1
     assert drv.used(RX) == [] and dev.pending_input == 6 and dev.rx_bytes == 0
     assert b"secret" not in drv.view.read(buf(0), 64)
+
+
+def test_a_receive_chain_with_no_room_is_refused_while_input_waits(con):
+    """A zero-length receive buffer cannot carry waiting input; returned with used length 0 it
+    would read as the end of input (and the real end would never be said). It is refused."""
+    drv, dev, _ = con
+    drv.setup()
+    dev.feed(b"abc")
+    drv.desc(RX, 0, buf(0), 0, WRITE)
+    drv.post(RX, 0)
+    assert drv.used(RX) == [] and drv.needs_reset and "no room" in dev.errors[0]
+    drv.setup()  # a reset driver with real buffers gets the input, then the end of input
+    dev.set_eof()
+    for head in (0, 1):
+        drv.desc(RX, head, buf(head), 16, WRITE)
+        drv.post(RX, head, notify=False)
+    assert dev.deliver() == 2 and drv.used(RX) == [(0, 3), (1, 0)]
+
+
+def test_at_the_end_of_input_a_chain_with_no_room_says_so(con):
+    drv, dev, _ = con
+    drv.setup()
+    dev.set_eof()
+    drv.desc(RX, 0, buf(0), 0, WRITE)
+    drv.post(RX, 0)
+    assert drv.used(RX) == [(0, 0)] and not drv.needs_reset and not dev.has_input()
