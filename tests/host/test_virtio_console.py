@@ -269,14 +269,23 @@ def test_hostile_used_entries_and_noted_replies():
     """`--hostile used-bogus,toctou`: the receive queue's used entry is the attack's, and the
     bytes written into a receive buffer are noted for the later overwrite."""
     drv, dev, _ = make()
-    dev.hostile = Hostile(frozenset({"used-bogus", "toctou"}))
+    dev.hostile = Hostile(frozenset({"toctou"}))
     drv.setup()
     dev.feed(b"abcd")
     drv.desc(RX, 1, buf(0), 16, WRITE)
     drv.post(RX, 1)
-    ((uid, ulen),) = drv.used(RX)
-    assert uid >= NUM or ulen > 16  # a descriptor past the queue, or a length past the buffer
+    assert drv.used(RX) == [(1, 4)]  # the honest entry: this attack leaves the ring alone
     assert len(dev.hostile.written) == 1 and dev.hostile.written[0][1:] == (buf(0), 4)
+    dev.hostile = Hostile(frozenset({"used-bogus"}))
+    seen = set()
+    for _ in range(8):
+        dev.feed(b"abcd")
+        drv.desc(RX, 1, buf(0), 16, WRITE)
+        drv.post(RX, 1)
+        ((uid, ulen),) = drv.used(RX)
+        assert (uid >= NUM and ulen == 4) or (uid == 1 and ulen > 16)  # past the queue, or past the buffer
+        seen.add(uid == 1)
+    assert seen == {True, False}
 
 
 # --- chains the device refuses (§2.7.5: DEVICE_NEEDS_RESET, never an exception) ---------------

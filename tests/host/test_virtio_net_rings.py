@@ -80,8 +80,10 @@ def test_identity_features_and_config(net):
         sizes.append(drv.r(VirtioMmio.QUEUE_NUM_MAX))
     assert sizes == [256, 256, 0]  # one queue pair, no control queue
     assert dev.name == "virtio-net"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="MAC address is 6 bytes"):
         VirtioNet(MAC[:5])
+    quiet = VirtioNetDevice(VirtioNet(MAC), event_idx=False)
+    assert quiet.device_features == VERSION_1 | NET_F_MAC
 
 
 def test_transmit_frame_sizes(net):
@@ -123,8 +125,9 @@ def test_a_failing_sink_counts_a_drop_and_keeps_the_device_up():
     drv, dev, _ = make(sink)
     drv.setup()
     transmit(drv, ETHER)
-    assert dev.backend.tx_frames == 1 and dev.backend.tx_dropped == 1
-    assert drv.used(TX) == [(0, 0)] and not drv.needs_reset and not dev.errors
+    transmit(drv, ETHER, 2)
+    assert dev.backend.tx_frames == 2 and dev.backend.tx_dropped == 2
+    assert drv.used(TX) == [(0, 0), (2, 0)] and not drv.needs_reset and not dev.errors
 
 
 def test_backend_ignores_the_receive_queue_and_works_without_a_sink():
@@ -132,7 +135,8 @@ def test_backend_ignores_the_receive_queue_and_works_without_a_sink():
     assert backend.handle(RX, bytes(HDR) + ETHER, 0) == b""
     assert backend.tx_frames == 0 and backend.tx_dropped == 0
     assert backend.handle(TX, bytes(HDR) + ETHER, 0) == b""
-    assert backend.tx_frames == 1
+    assert backend.handle(TX, bytes(HDR), 100) == b""  # dropped: still nothing to answer
+    assert backend.tx_frames == 1 and backend.tx_dropped == 1
 
 
 def test_receive_writes_header_and_frame_and_used_length(net):
@@ -172,7 +176,7 @@ def test_backlog_is_bounded():
     assert len(dev.rx_pending) == virtio_net.RX_BACKLOG == 512 and dev.rx_dropped == 3
     post_rx(drv, range(NUM))
     got = drv.used(RX)
-    assert [h for h, _ in got] == list(range(NUM))
+    assert [h for h, _ in got] == list(range(NUM)) and dev.rx_frames == NUM
     assert drv.view.read(buf(7) + HDR, 16) == ETHER + (7).to_bytes(2, "big")  # in arrival order
 
 
@@ -187,6 +191,7 @@ def test_receive_ring_flags_follow_the_backlog(net):
     post_rx(drv, [0])
     assert drv.used(RX) == [(0, HDR + len(ETHER))]
     assert drv.used_flags(RX) == USED_F_NO_NOTIFY
+    assert dev.deliver() == 0  # nothing waits, nothing to say
 
 
 def test_event_idx_receive_avail_event(net):
@@ -248,6 +253,7 @@ def test_poll_transmit_refuses_an_unreadable_ring(net):
     dev.queues[TX].avail = RAM_BASE + RAM_SIZE  # as if the driver's ring had gone
     assert dev.poll_transmit() == 0
     assert drv.needs_reset and drv.r(VirtioMmio.INTERRUPT_STATUS) & CONFIG_CHANGE
+    assert len(dev.errors) == 1 and "outside guest RAM" in dev.errors[0]
 
 
 def test_a_reset_forgets_frames_and_asks_for_notifications_again(net):
@@ -281,3 +287,25 @@ def test_hostile_receive_chains(net, case: str):
     assert drv.needs_reset and len(dev.errors) == 1 and drv.used(RX) == []
     assert drv.r(VirtioMmio.INTERRUPT_STATUS) == CONFIG_CHANGE
     assert dev.rx_frames == 0
+
+
+def test_a_used_ring_outside_memory_is_refused_and_reported():
+    """The receive ring's flags are written at the first look after DRIVER_OK: a used ring
+    outside guest RAM then puts the device in NEEDS_RESET, and the VMM's on_error hears why."""
+    reported: list[str] = []
+    view = RamView(FlatMemory(HOST_PA, RAM_SIZE), HOST_PA, RAM_BASE, RAM_SIZE)
+    dev = VirtioNetDevice(VirtioNet(MAC), memory=view, on_error=reported.append)
+    bus = MmioBus()
+    bus.register(MMIO, 0x200, dev, "virtio-net")
+    drv = RingDriver(bus, MMIO, view, RINGS, NUM)
+    assert drv.negotiate(VERSION_1 | NET_F_MAC)
+    drv.w(VirtioMmio.QUEUE_SEL, RX)
+    drv.w(VirtioMmio.QUEUE_NUM, NUM)
+    for reg, where in ((VirtioMmio.QUEUE_DESC_LOW, RINGS[RX][0]), (VirtioMmio.QUEUE_DRIVER_LOW, RINGS[RX][1]),
+                       (VirtioMmio.QUEUE_DEVICE_LOW, RAM_BASE + RAM_SIZE)):
+        drv.w(reg, where & 0xFFFF_FFFF)
+        drv.w(reg + 4, where >> 32)
+    drv.w(VirtioMmio.QUEUE_READY, 1)
+    drv.w(VirtioMmio.STATUS, 0xF)
+    assert drv.needs_reset
+    assert len(dev.errors) == 1 and "outside guest RAM" in dev.errors[0] and reported == dev.errors
