@@ -300,3 +300,35 @@ def test_device_type_config_and_reply_bound(tree: Path):
     version = p9.encode(P9.TVERSION, 0x77, msize=8192, version="9P2000.L")
     assert p9.decode(dev.handle(0, version, 21))[0] == P9.RVERSION  # the reply is exactly 21 bytes
     assert p9.decode(dev.handle(0, version, 20)) == (P9.RLERROR, 0x77, {"ecode": errno.ENOBUFS})
+
+
+def test_no_descriptor_outlives_its_fid(tree: Path):
+    """A symlink's fid also holds its directory; a walk in place replaces the fid's handle.
+    Clunked (or replaced), nothing stays open."""
+    c = Client(tree)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        c.rpc(P9.TWALK, fid=0, newfid=1, wnames=["l"])
+        c.rpc(P9.TWALK, fid=1, newfid=2, wnames=[])
+        c.rpc(P9.TCLUNK, fid=1)
+        c.rpc(P9.TCLUNK, fid=2)
+    assert len(os.listdir("/proc/self/fd")) == before
+    c.rpc(P9.TWALK, fid=0, newfid=3, wnames=[])
+    for _ in range(3):
+        c.rpc(P9.TWALK, fid=3, newfid=3, wnames=["a"])
+        c.rpc(P9.TWALK, fid=3, newfid=3, wnames=[".."])
+    assert len(os.listdir("/proc/self/fd")) == before + 1  # fid 3's one handle
+
+
+def test_create_over_a_fifo_read_only_is_refused(tree: Path):
+    os.mkfifo(tree / "p")
+    c = Client(tree)
+    assert c.error(P9.TLCREATE, fid=0, name="p", flags=p9.DOTL_RDONLY, mode=0o600, gid=0) == errno.EPERM
+    assert stat.S_ISFIFO(os.lstat(tree / "p").st_mode)
+
+
+def test_unlink_of_a_link_to_a_directory_removes_the_link(tree: Path):
+    os.symlink("a", tree / "dl")
+    c = Client(tree)
+    c.rpc(P9.TUNLINKAT, dirfid=0, name="dl", flags=0)  # unlink(2): the link itself, never EISDIR
+    assert not os.path.lexists(tree / "dl") and (tree / "a").is_dir()
