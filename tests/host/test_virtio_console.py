@@ -11,12 +11,11 @@ import struct
 import pytest
 
 from unirealm.arch.virtio import VirtioMmio
-from unirealm.host.devices.mmio import MmioBus
 from unirealm.host.devices.virtio_console import VirtioConsole, VirtioConsoleDevice
 from unirealm.host.devices.virtio_mmio import RamView
 from unirealm.host.hostile import Hostile
 
-from .virtio_support import FlatMemory, RingDriver
+from .virtio_support import FlatMemory, RingDriver, ring_driver
 
 RAM_BASE, RAM_SIZE = 0x4000_0000, 0x10_0000
 HOST_PA = 0x90_0000_0000
@@ -43,9 +42,7 @@ def make(event_idx: bool = True, memory: bool = True, **backend: int):
     view = RamView(FlatMemory(HOST_PA, RAM_SIZE), HOST_PA, RAM_BASE, RAM_SIZE)
     dev = VirtioConsoleDevice(VirtioConsole(out.append, **backend), memory=view if memory else None,
                               event_idx=event_idx)
-    bus = MmioBus()
-    bus.register(MMIO, 0x200, dev, "virtio-console")
-    return RingDriver(bus, MMIO, view, RINGS, NUM), dev, out
+    return ring_driver(dev, "virtio-console", MMIO, view, RINGS, NUM), dev, out
 
 
 @pytest.fixture
@@ -245,13 +242,7 @@ def test_receive_queue_avail_event_stays_one_behind(con):
 def test_a_used_ring_outside_memory_is_refused_at_queue_ready(con):
     drv, dev, _ = con
     assert drv.negotiate(VERSION_1)
-    drv.w(VirtioMmio.QUEUE_SEL, RX)
-    drv.w(VirtioMmio.QUEUE_NUM, NUM)
-    for reg, where in ((VirtioMmio.QUEUE_DESC_LOW, RINGS[RX][0]), (VirtioMmio.QUEUE_DRIVER_LOW, RINGS[RX][1]),
-                       (VirtioMmio.QUEUE_DEVICE_LOW, RAM_BASE + RAM_SIZE)):
-        drv.w(reg, where & 0xFFFF_FFFF)
-        drv.w(reg + 4, where >> 32)
-    drv.w(VirtioMmio.QUEUE_READY, 1)
+    drv.queue(RX, RINGS[RX][0], RINGS[RX][1], RAM_BASE + RAM_SIZE)
     assert drv.needs_reset and len(dev.errors) == 1 and "outside guest RAM" in dev.errors[0]
     assert drv.r(VirtioMmio.INTERRUPT_STATUS) & CONFIG_CHANGE
 

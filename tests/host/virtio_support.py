@@ -76,17 +76,21 @@ class RingDriver(ScriptedDriver):
             desc, avail, used = self.rings[q]
             self.view.write(avail, bytes(6 + 2 * self.num))
             self.view.write(used, bytes(6 + 8 * self.num))
-            self.w(VirtioMmio.QUEUE_SEL, q)
-            self.w(VirtioMmio.QUEUE_NUM, self.num)
-            for reg, where in ((VirtioMmio.QUEUE_DESC_LOW, desc), (VirtioMmio.QUEUE_DRIVER_LOW, avail),
-                               (VirtioMmio.QUEUE_DEVICE_LOW, used)):
-                self.w(reg, where & 0xFFFF_FFFF)
-                self.w(reg + 4, where >> 32)
-            self.w(VirtioMmio.QUEUE_READY, 1)
+            self.queue(q, desc, avail, used)
             assert self.r(VirtioMmio.QUEUE_READY) == 1
             self.avail_idx[q] = self.used_seen[q] = 0
         self.w(VirtioMmio.STATUS, VirtioStatus.ACKNOWLEDGE | VirtioStatus.DRIVER | VirtioStatus.FEATURES_OK
                | VirtioStatus.DRIVER_OK)
+
+    def queue(self, q: int, desc: int, avail: int, used: int) -> None:
+        """Program queue `q`'s size and ring addresses and set QueueReady."""
+        self.w(VirtioMmio.QUEUE_SEL, q)
+        self.w(VirtioMmio.QUEUE_NUM, self.num)
+        for reg, where in ((VirtioMmio.QUEUE_DESC_LOW, desc), (VirtioMmio.QUEUE_DRIVER_LOW, avail),
+                           (VirtioMmio.QUEUE_DEVICE_LOW, used)):
+            self.w(reg, where & 0xFFFF_FFFF)
+            self.w(reg + 4, where >> 32)
+        self.w(VirtioMmio.QUEUE_READY, 1)
 
     def desc(self, q: int, i: int, addr: int, length: int, flags: int = 0, nxt: int = 0) -> None:
         self.view.write(self.rings[q][0] + 16 * i, struct.pack("<QIHH", addr, length, flags, nxt))
@@ -129,3 +133,11 @@ class RingDriver(ScriptedDriver):
     @property
     def needs_reset(self) -> bool:
         return bool(self.r(VirtioMmio.STATUS) & VirtioStatus.DEVICE_NEEDS_RESET)
+
+
+def ring_driver(device, name: str, addr: int, view, rings: dict[int, tuple[int, int, int]],
+                num: int) -> RingDriver:
+    """`device` alone on a bus at `addr`, and a RingDriver for it writing through `view`."""
+    bus = MmioBus()
+    bus.register(addr, 0x200, device, name)
+    return RingDriver(bus, addr, view, rings, num)
