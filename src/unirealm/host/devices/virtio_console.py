@@ -17,7 +17,8 @@ kvmtool's virtio/console.c behind `--console virtio` (the guest's hvc0).
 - End of input. virtio-console without MULTIPORT has no way to say a port closed, so this
   device uses one unirealm convention: once input has ended and every byte was delivered,
   one receive buffer is returned with used length 0. A driver that does not know the
-  convention sees an empty read, which it must tolerate anyway.
+  convention sees an empty read, which it must tolerate anyway. So a receive chain with no
+  room for a byte is refused while input waits.
 
 A chain the device cannot trust is refused as the transport refuses it: DEVICE_NEEDS_RESET.
 """
@@ -37,7 +38,7 @@ from unirealm.arch.virtio import (
     VirtioDeviceId,
 )
 
-from .virtio_mmio import Chain, DmaError, MemoryView, ReceivingDevice, Virtqueue
+from .virtio_mmio import Chain, ChainError, DmaError, MemoryView, ReceivingDevice, Virtqueue
 
 log = logging.getLogger("unirealm.console")
 
@@ -105,7 +106,11 @@ class VirtioConsoleDevice(ReceivingDevice):
         return bool(self._pending) or (self._eof and not self._eof_sent)
 
     def fill(self, mem: MemoryView, q: Virtqueue, chain: Chain) -> int:
-        """As much waiting input as one receive chain holds; at the end, one empty buffer."""
+        """As much waiting input as one receive chain holds; at the end, one empty buffer. A
+        chain with no room while input waits is refused: its used length 0 would say the
+        input ended (and the real end would then never be said)."""
+        if self._pending and not chain.capacity:
+            raise ChainError("receive chain with no room for the waiting input")
         total = self._scatter(mem, chain, self._pending[: chain.capacity], note=True)
         del self._pending[:total]
         if not total:
