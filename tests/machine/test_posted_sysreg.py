@@ -6,6 +6,7 @@ drops and deactivates), and the kernel process posts only what its last answer a
 from __future__ import annotations
 
 import socket
+import struct
 from types import SimpleNamespace
 
 import pytest
@@ -22,6 +23,7 @@ from unirealm.machine.memory import PhysicalMemory
 from unirealm.machine.timer import GenericTimer
 
 from .channel_layout import (
+    DATA_ABORT,
     F_WRITE,
     HOST_LINE,
     NO_IAR1,
@@ -207,3 +209,54 @@ def test_the_kernel_asks_when_its_answer_does_not_allow_posting(child: tuple[Chi
     assert engine.sysreg(IccSysreg.PMR, 0x80) == 0
     assert TRAP_FMT.unpack(vmm.recv(1024))[1] == SYSREG
     assert not engine.postable and engine.iar1 is None
+
+
+# --- posted MMIO writes (a plain VM's VMM emulates them) ----------------------------------
+
+POSTED_MMIO_MSG = 6
+POSTED_MMIO_FMT = struct.Struct("<BB6xQQ")  # msg, size, IPA, value
+MMIO_POSTABLE_LINE = 32
+DEVICE = 0x0A00_0000
+
+
+def test_a_posted_mmio_write_is_emulated_in_order_and_a_device_interrupt_kicks() -> None:
+    gic, timer, _ = _gic()
+    engine, kicks = _engine(gic, timer)
+    writes: list[tuple[int, int, int]] = []
+
+    def emulate(ipa: int, size: int, value: int) -> bool:
+        writes.append((ipa, size, value))
+        if value == 2:
+            _edge(gic, SPI)  # this write makes the device interrupt
+        return ipa == DEVICE + 0x64
+
+    assert not engine._lines(False)[0] & MMIO_POSTABLE_LINE  # nothing to emulate them with
+    engine.posted_mmio = emulate
+    assert engine._lines(False)[0] & MMIO_POSTABLE_LINE
+    engine._posted_mmio(POSTED_MMIO_FMT.pack(POSTED_MMIO_MSG, 4, DEVICE + 0x64, 1))
+    assert writes == [(DEVICE + 0x64, 4, 1)] and kicks == []
+    engine._posted_mmio(POSTED_MMIO_FMT.pack(POSTED_MMIO_MSG, 4, DEVICE + 0x64, 2))
+    assert kicks == [1]  # signalled now, which the last answer did not show
+    with pytest.raises(KernelProcessStopped, match="MMIO write the owner refuses"):
+        engine._posted_mmio(POSTED_MMIO_FMT.pack(POSTED_MMIO_MSG, 4, DEVICE + 0x68, 1))
+
+
+def test_the_kernel_posts_writes_only_to_a_page_the_engine_emulated(child: tuple[ChildEngine, socket.socket]) -> None:
+    engine, vmm = child
+    _resume(engine, MMIO_POSTABLE_LINE, NO_IAR1)
+    # First write: a probe the engine answers by emulating it (the PC moves on: RESUME).
+    vmm.send(RESUME_FMT.pack(RESUME, 0, MMIO_POSTABLE_LINE, NO_IAR1, 0x1004, *([0] * 31), 0, 0))
+    engine.pc = 0x1000
+    assert engine.mmio(DEVICE + 0x64, 4, 1) == 0
+    trap = TRAP_FMT.unpack(vmm.recv(1024))
+    assert trap[1] == DATA_ABORT and trap[36] == DEVICE + 0x64
+    # Now known as a device page: the next write is posted, a read still asks.
+    assert engine.mmio(DEVICE + 0x50, 4, 7) == 0
+    assert POSTED_MMIO_FMT.unpack(vmm.recv(1024)) == (POSTED_MMIO_MSG, 4, DEVICE + 0x50, 7)
+    assert _no_message(vmm)
+    # Without the answer's permission, the same write asks again.
+    _resume(engine, 0, NO_IAR1)
+    vmm.send(RESUME_FMT.pack(RESUME, 0, 0, NO_IAR1, 0x1004, *([0] * 31), 0, 0))
+    engine.pc = 0x1000
+    engine.mmio(DEVICE + 0x50, 4, 8)
+    assert TRAP_FMT.unpack(vmm.recv(1024))[1] == DATA_ABORT

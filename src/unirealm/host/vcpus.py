@@ -85,6 +85,8 @@ class VmCpus:
                  ram_size: int | None = None) -> None:
         self.memory = memory
         self.ram_size = ram_size  # the VM's RAM: bounds a kernel process
+        # The VMM's emulation of an MMIO write, which a kernel process may post (None: it traps).
+        self.posted_mmio: Callable[[int, int, int], bool] | None = None
         self.translate = translate
         self.gic = gic
         self.psci = psci
@@ -101,6 +103,7 @@ class VmCpus:
             vcpu.cpu.close()
         cpu = Cpu(self.memory, self.translate, ram_size=self.ram_size)
         cpu.interrupts = vcpu.lines
+        cpu.posted_mmio = self.posted_mmio
         cpu.mpidr = vcpu.mpidr
         if self.on_interrupt is not None:
             notify = self.on_interrupt

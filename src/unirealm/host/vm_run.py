@@ -57,6 +57,8 @@ def run_vm(vmm: Vmm, machine: Machine) -> RunResult:
 
     vcpus = VmCpus(machine.memory, translate, vmm.gic, vmm.timers, vmm.psci,
                    vmm._trace_inject if vmm._tracing("irq") else None, ram_size=lay.ram_size)
+    if not vmm.hostile:  # its modes may answer a write with an abort, which a posted one cannot take
+        vcpus.posted_mmio = lambda ipa, size, value: vmm.mmio(ipa, True, size, value) is not None
     vcpus.boot(lay.kernel_start, [lay.dtb_start])
     storm = vmm.irq_storm  # --hostile irq-storm
     if storm is not None:

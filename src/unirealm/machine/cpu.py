@@ -39,6 +39,8 @@ class Cpu:
         self.interrupts: InterruptLines | None = None
         self.mpidr: int | None = None
         self.on_interrupt: Callable[[int], None] | None = None
+        # A kernel process may post MMIO writes to this (KernelProcess.posted_mmio; None: not).
+        self.posted_mmio: Callable[[int, int, int], bool] | None = None
 
     def _read(self, ipa: int, size: int) -> bytes | None:
         mapping = self.translate(ipa & ~GRANULE_MASK, False, False)
@@ -63,6 +65,8 @@ class Cpu:
                     engine = KernelProcess(self.memory, self.translate, self._pc, self._gprs, self.cpu_model,
                                            self.ram_size)
                 engine.interrupts = self.interrupts
+                if isinstance(engine, KernelProcess):
+                    engine.posted_mmio = self.posted_mmio
                 self._impl = engine
             else:
                 vcpu = VCpu(self.memory, self.translate, self.cpu_model, self.context)

@@ -32,6 +32,7 @@ class Msg(IntEnum):
     STOPPED = 3  # the kernel ended (or crashed): STOPPED layout
     HELLO = 4  # ready, the seccomp listener travels with it (SCM_RIGHTS)
     POSTED = 5  # an MRS/MSR completed without an answer (LINE_POSTABLE): POSTED layout
+    POSTED_MMIO = 6  # an emulated MMIO write completed without an answer: POSTED_MMIO layout
     # engine -> kernel process
     RESUME = 16  # RESUME layout
     GRANT = 17  # a run of granules stage 2 maps for the access: GRANT layout
@@ -93,6 +94,13 @@ LINE_EXIT = 8
 # lines could trap these accesses to EL2 does not set it.
 LINE_POSTABLE = 16
 NO_IAR1 = 0xFFFF_FFFF
+# RESUME and SYSREG_DONE: until the next answer a write to a page whose last access the engine
+# emulated (MMIO, not memory) may be posted too (Msg.POSTED_MMIO), as a store to Device-nGnRE
+# memory completes before it reaches the device: later accesses stay in order behind it. Only
+# an engine whose owner emulates those writes itself offers it (a plain VM's VMM, never a
+# realm's: there each one is a REC exit the host must see), and not in the VMM's --hostile
+# test modes, which may answer a write with an abort.
+LINE_MMIO_POSTABLE = 32
 POSTED_WRITES = frozenset({IccSysreg.EOIR0, IccSysreg.EOIR1, CntSysreg.CNTV_CTL_EL0, CntSysreg.CNTV_CVAL_EL0})
 
 # msg, kind, flags, size, pc, x0..x30, ipa, value
@@ -104,6 +112,8 @@ RESUME = struct.Struct(f"<BBBxIQ{NUM_GPRS}QQQ")
 SYSREG_DONE = struct.Struct("<BBBxIQ")
 # msg, TRAP_WRITE or 0, the register's sysreg_key, the value written or read
 POSTED = struct.Struct("<BB2xIQ")
+# msg, size, IPA, value written
+POSTED_MMIO = struct.Struct("<BB6xQQ")
 # msg, writable, count (granules), ipa, file offset
 GRANT = struct.Struct("<BB2xIQQ")
 DENY = struct.Struct("<BB")

@@ -107,6 +107,8 @@ class ChildEngine(KernelCore):
         self.mapped: dict[int, bool] = {}  # IPA page -> writable
         self._pending_fault: GuestFault | None = None
         self.postable = False  # the last answer's LINE_POSTABLE
+        self.mmio_postable = False  # its LINE_MMIO_POSTABLE
+        self.device_pages: set[int] = set()  # IPA pages whose last access was emulated
         self.iar1: int | None = None  # what ICC_IAR1_EL1 returns, as that answer foresaw it
 
     # --- the channel --------------------------------------------------------------------
@@ -165,6 +167,7 @@ class ChildEngine(KernelCore):
         """What an answer says the PE's inputs signal, and what it may post until the next."""
         self.signalled = (lines >> ch.LINES_SHIFT) & SIGNALLED
         self.postable = bool(lines & ch.LINE_POSTABLE)
+        self.mmio_postable = bool(lines & ch.LINE_MMIO_POSTABLE)
         self.iar1 = iar1 if self.postable and iar1 != ch.NO_IAR1 else None
 
     def sysreg(self, key: int, value: int | None) -> int | None:
@@ -280,6 +283,10 @@ class ChildEngine(KernelCore):
     def mmio(self, ipa: int, size: int, value: int | None) -> int:
         write = value is not None
         page = ipa & ~GRANULE_MASK
+        if write and self.mmio_postable and page in self.device_pages:
+            self.sock.send(ch.POSTED_MMIO.pack(ch.Msg.POSTED_MMIO, size, ipa, value or 0))
+            self.iar1 = None  # the device may move its interrupt: no longer foreseen
+            return 0
         while True:
             writable = self.mapped.get(page)
             if writable is not None and (writable or not write):  # memory, not emulated
@@ -294,7 +301,9 @@ class ChildEngine(KernelCore):
                     raise GuestFault("granule protection fault", ipa)
                 continue  # granted: memory
             if self.pc == site:  # not emulated: the host mapped something; try again
+                self.device_pages.discard(page)
                 continue
+            self.device_pages.add(page)
             self.pc = site
             return 0 if write else self.regs[0] & ((1 << (8 * size)) - 1)
 

@@ -27,6 +27,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Callable
 
 from unirealm.arch.esr import AccessSyndrome
 from unirealm.arch.gic import IccSysreg
@@ -63,7 +64,7 @@ _SIZES = (1, 2, 4, 8)
 _SYNDROMES = {(w, n, sf): AccessSyndrome(w, n, 0, sixty_four=sf)
               for w in (False, True) for n in _SIZES for sf in (False, True)}
 _RESUME_PACK, _RESUME, _TRAP = ch.RESUME.pack, int(ch.Msg.RESUME), int(ch.Msg.TRAP)
-_POSTED = int(ch.Msg.POSTED)
+_POSTED, _POSTED_MMIO = int(ch.Msg.POSTED), int(ch.Msg.POSTED_MMIO)
 # How long the channel may be quiet before the engine looks at the seccomp listener
 # unasked (SO_RCVTIMEO of its end of the channel).
 LISTENER_CHECK = 0.02
@@ -122,6 +123,9 @@ class KernelProcess(RegisterFile):
         # The PE's interrupt inputs, as the owner wires them (machine.irq; None: none): the
         # kernel's SYSREG traps are served by them, and RESUME carries what they signal.
         self.interrupts: InterruptLines | None = None
+        # The owner's emulation of an MMIO write (IPA, size, value; False: it aborts), when the
+        # child may post those (kernel_channel LINE_MMIO_POSTABLE); None: each one is a trap.
+        self.posted_mmio: Callable[[int, int, int], bool] | None = None
         memory.on_pas_change(self._on_pas_change)
 
     # --- the child -----------------------------------------------------------------------
@@ -228,6 +232,8 @@ class KernelProcess(RegisterFile):
             if now is not None:
                 signalled |= ch.LINE_POSTABLE
                 iar1 = now
+        if self.posted_mmio is not None:
+            signalled |= ch.LINE_MMIO_POSTABLE
         return signalled | (ch.LINE_HOST_IRQ if host_irq else 0), iar1
 
     def _sysreg(self, key: int, value: int | None) -> bytes:
@@ -251,6 +257,26 @@ class KernelProcess(RegisterFile):
             flags = (flags | ch.LINE_EXIT) & ~ch.LINE_POSTABLE
         return ch.SYSREG_DONE.pack(ch.Msg.SYSREG_DONE, served, flags, iar1, result & 0xFFFF_FFFF_FFFF_FFFF)
 
+    def _posted_mmio(self, data: bytes) -> None:
+        """An MMIO write the PE posted (kernel_channel LINE_MMIO_POSTABLE), emulated now;
+        the host's interrupt stops the PE's run when the device signalled something new."""
+        _, size, ipa, value = ch.POSTED_MMIO.unpack(data)
+        if self.posted_mmio is None or size not in _SIZES or not self.posted_mmio(ipa, size, value):
+            self.stopped = f"the kernel process posted an MMIO write the owner refuses ({ipa:#x})"
+            raise self._died()
+        self.counts["posted"] += 1
+        self._look_now()
+
+    def _look_now(self) -> None:
+        """After a posted access: the host's interrupt when a deadline has passed or the PE's
+        inputs signal what its last answer did not show."""
+        lines = self.interrupts
+        if lines is None:
+            return
+        deadline = lines.next_deadline()
+        if (deadline is not None and deadline <= time.monotonic()) or lines.pending() & ~self._told:
+            self.emu_stop()
+
     def _posted(self, data: bytes) -> None:
         """An access the PE completed itself (kernel_channel LINE_POSTABLE), applied now: a
         read of ICC_IAR1_EL1 acknowledges the INTID it returned (the one the answer foresaw,
@@ -271,9 +297,7 @@ class KernelProcess(RegisterFile):
         if not ok:
             self.stopped = f"the kernel process posted an access the interrupt lines refuse ({key:#x})"
             raise self._died()
-        deadline = lines.next_deadline()
-        if (deadline is not None and deadline <= time.monotonic()) or lines.pending() & ~self._told:
-            self.emu_stop()
+        self._look_now()
 
     def _serve(self) -> Trap:
         """Answer the child until it traps. The channel is read with a blocking recv, one
@@ -297,6 +321,9 @@ class KernelProcess(RegisterFile):
             if data[0] != _TRAP or len(data) != ch.TRAP.size:
                 if data[0] == _POSTED and len(data) == ch.POSTED.size:
                     self._posted(data)
+                    continue
+                if data[0] == _POSTED_MMIO and len(data) == ch.POSTED_MMIO.size:
+                    self._posted_mmio(data)
                     continue
                 if data[0] == ch.Msg.STOPPED:
                     self.stopped = data[1:].decode("utf-8", "replace")
