@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from bigxfer_bench import stop
 from net_bench import REDIS_PARAMS, cpu_seconds, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,15 +81,6 @@ def gets(bench: str, port: int, pid: int, n: int) -> dict[str, tuple[float, floa
         rate = next(float(line.split(",")[1].strip('"')) for line in text.splitlines() if line.startswith('"GET"'))
         out[name] = (rate, cpu)
     return out
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
 
 
 def qemu_gets(n: int) -> dict[str, tuple[float, float]]:
