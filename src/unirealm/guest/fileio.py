@@ -8,6 +8,7 @@ import errno
 import struct
 from typing import TYPE_CHECKING
 
+from .fdtable import FD_MAX
 from .pipes import EventFd, Pipe, PipeEnd
 from .sysctx import (
     SyscallContext,
@@ -189,7 +190,13 @@ class FileIo(SyscallContext):
             return -errno.EBADF
         if _s64(offset) < 0:
             return -errno.EINVAL
-        return f.pwrite(self.p.read(buf, self.user_span(buf, min(count, 1 << 24), False)), offset)
+        return f.pwrite(self.p.read(buf, self.user_span(buf, min(count, 1 << 24), False)), self._at(f, offset))
+
+    @staticmethod
+    def _at(f: OpenFile, offset: int) -> int:
+        """Where a positioned write goes: with O_APPEND, Linux appends whatever the offset
+        (pwrite(2), BUGS)."""
+        return f.inode.size() if f.flags & O_APPEND and isinstance(f, RegFile) else offset
 
     @calls("preadv")
     def sys_preadv(self, fd: int, iov: int, iovcnt: int, offset: int, *_: int) -> int:
@@ -210,7 +217,7 @@ class FileIo(SyscallContext):
             return -errno.EBADF
         if _s64(offset) < 0:
             return -errno.EINVAL
-        return f.pwrite(self._gather(self._iovecs(iov, iovcnt)), offset)
+        return f.pwrite(self._gather(self._iovecs(iov, iovcnt)), self._at(f, offset))
 
     @calls("sendfile")
     def sys_sendfile(self, out_fd: int, in_fd: int, offp: int, count: int, *_: int) -> int:
@@ -298,11 +305,14 @@ class FileIo(SyscallContext):
 
     @calls("dup3")
     def sys_dup3(self, old: int, new: int, flags: int, *_: int) -> int:
-        f = self.file(old)
-        old, new = _s32(old), _s32(new)
-        if old == new or new < 0 or new >= 1024:
+        """Linux's order: the flags and old == new (EINVAL), then `new` beyond RLIMIT_NOFILE
+        (an unsigned int: a negative one too) and `old` (EBADF)."""
+        old, new = old & 0xFFFFFFFF, new & 0xFFFFFFFF
+        if flags & 0xFFFFFFFF & ~O_CLOEXEC or old == new:
             return -errno.EINVAL
-        self.fds.install_at(new, f, bool(flags & O_CLOEXEC))
+        if new >= FD_MAX:
+            return -errno.EBADF
+        self.fds.install_at(new, self.file(old), bool(flags & O_CLOEXEC))
         return new
 
     @calls("fcntl")
