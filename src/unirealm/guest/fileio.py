@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .fdtable import FD_MAX
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW = 0, 1, 2, 3, 4, 5, 6, 7
 F_DUPFD_CLOEXEC, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW, F_GETPIPE_SZ = 1030, 36, 37, 38, 1032
 F_UNLCK = 2
+CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
+EFD_SEMAPHORE = 1
+O_DIRECT, O_NOTIFICATION_PIPE = 0o200000, O_EXCL  # arm64's; pipe2 takes them
 # fallocate(2) modes (include/uapi/linux/falloc.h) and Linux's MAX_LFS_FILESIZE
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 FALLOC_FL_SUPPORTED_MASK = 0x01 | 0x02 | 0x08 | 0x10 | 0x20 | 0x40  # + COLLAPSE/ZERO/INSERT/UNSHARE_RANGE
@@ -94,8 +98,11 @@ class FileIo(SyscallContext):
 
     @calls("close_range")
     def sys_close_range(self, first: int, last: int, flags: int, *_: int) -> int:
+        first, last = first & 0xFFFFFFFF, last & 0xFFFFFFFF  # unsigned ints
+        if flags & 0xFFFFFFFF & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) or first > last:
+            return -errno.EINVAL
         for fd in [f for f in self.fds if first <= f <= last]:
-            if flags & 4:  # CLOSE_RANGE_CLOEXEC
+            if flags & CLOSE_RANGE_CLOEXEC:
                 self.fds.entries[fd].cloexec = True
             else:
                 self.close_fd(fd)
@@ -127,13 +134,23 @@ class FileIo(SyscallContext):
         for base, length in self._iovecs(iov, iovcnt):
             if not length:
                 continue
-            r = self.sys_read(fd, base, length)
+            r = self._part(total, self.sys_read, fd, base, length)
             if r < 0:
                 return r if total == 0 else total
             total += r
             if r < length:
                 break
         return total
+
+    @staticmethod
+    def _part(total: int, op: Callable[..., int], *args: int) -> int:
+        """One iovec's transfer: an error after `total` bytes ends the call with those (-1)."""
+        try:
+            return op(*args)
+        except (FsError, MemoryError):
+            if total:
+                return -1
+            raise
 
     @calls("writev")
     def sys_writev(self, fd: int, iov: int, iovcnt: int, *_: int) -> int:
@@ -200,11 +217,16 @@ class FileIo(SyscallContext):
 
     @calls("preadv")
     def sys_preadv(self, fd: int, iov: int, iovcnt: int, offset: int, *_: int) -> int:
+        f = self.file(fd)
+        if not f.readable:
+            return -errno.EBADF
+        if _s64(offset) < 0:
+            return -errno.EINVAL
         total = 0
         for base, length in self._iovecs(iov, iovcnt):
-            r = self.sys_pread64(fd, base, length, offset + total)
+            r = self._part(total, self.sys_pread64, fd, base, length, offset + total)
             if r < 0:
-                return r
+                return r if total == 0 else total
             total += r
             if r < length:
                 break
@@ -222,8 +244,13 @@ class FileIo(SyscallContext):
     @calls("sendfile")
     def sys_sendfile(self, out_fd: int, in_fd: int, offp: int, count: int, *_: int) -> int:
         src, dst = self.file(in_fd), self.file(out_fd)
+        if not src.readable or not dst.writable:
+            return -errno.EBADF
+        count = min(count, 1 << 24)
         if offp:
-            off = int.from_bytes(self.p.read(offp, 8), "little")
+            off = int.from_bytes(self.p.read(offp, 8), "little", signed=True)
+            if off < 0:
+                return -errno.EINVAL
             data = src.pread(count, off)
             self.p.write(offp, (off + len(data)).to_bytes(8, "little"))
         else:
@@ -321,7 +348,9 @@ class FileIo(SyscallContext):
         entry = self.fds.get(_s32(fd))
         assert entry is not None  # file() found it
         if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
-            return self.install(f, cmd == F_DUPFD_CLOEXEC, lowest=arg)
+            if arg & 0xFFFFFFFF >= FD_MAX:
+                return -errno.EINVAL
+            return self.install(f, cmd == F_DUPFD_CLOEXEC, lowest=arg & 0xFFFFFFFF)
         if cmd == F_GETFD:
             return int(entry.cloexec)
         if cmd == F_SETFD:
@@ -349,6 +378,8 @@ class FileIo(SyscallContext):
 
     @calls("pipe2")
     def sys_pipe2(self, fds: int, flags: int, *_: int) -> int:
+        if flags & 0xFFFFFFFF & ~(O_CLOEXEC | O_NONBLOCK | O_DIRECT | O_NOTIFICATION_PIPE):
+            return -errno.EINVAL
         pipe = Pipe()
         r = PipeEnd(pipe, flags & O_NONBLOCK, False)
         w = PipeEnd(pipe, flags & O_NONBLOCK, True)
@@ -359,8 +390,11 @@ class FileIo(SyscallContext):
 
     @calls("eventfd2")
     def sys_eventfd2(self, initval: int, flags: int, *_: int) -> int:
-        return self.install(EventFd(initval & 0xFFFFFFFF, flags & O_NONBLOCK, bool(flags & 1)),
+        if flags & 0xFFFFFFFF & ~(EFD_SEMAPHORE | O_NONBLOCK | O_CLOEXEC):
+            return -errno.EINVAL
+        return self.install(EventFd(initval & 0xFFFFFFFF, flags & O_NONBLOCK, bool(flags & EFD_SEMAPHORE)),
                             bool(flags & O_CLOEXEC))
+
     @calls("fadvise64")
     def sys_fadvise64(self, *_: int) -> int:
         return 0  # advice only: ramfs and 9p files have nothing to prefetch
