@@ -15,6 +15,7 @@ import pytest
 
 from unirealm.guest.pagecache import Store
 from unirealm.guest.process import Process
+from unirealm.guest.sched import Blocked
 
 from .process_support import WILD, call, scratch
 from .test_syscall_fuzz import make_process
@@ -100,7 +101,8 @@ def test_cpu_clocks_of_this_process_and_its_thread_by_id(proc: Process) -> None:
     assert call(proc, "clock_gettime", cpu_clock(tid, thread=True), buf) == 0
     assert call(proc, "clock_getres", cpu_clock(proc.pid, 1), buf) == 0
     # Nobody else's: no such process, no such thread.
-    for clock in (cpu_clock(4242), cpu_clock(4242, thread=True), cpu_clock(proc.pid + 4242, thread=True)):
+    others = (4242, proc.pid + 1, proc.pid + 2, 2 * proc.pid, 2 * proc.pid + 1, tid + 1, 2 * tid + 1)
+    for clock in [cpu_clock(pid) for pid in others] + [cpu_clock(pid, thread=True) for pid in others]:
         assert call(proc, "clock_gettime", clock, buf) == -errno.EINVAL
         assert call(proc, "clock_getres", clock, buf) == -errno.EINVAL
 
@@ -162,7 +164,7 @@ def sleep(p: Process, name: str, *args: int) -> tuple[int | None, int]:
     return result, p.kernel.cpu.t - before
 
 
-@pytest.mark.parametrize(("sec", "nsec"), [(0, 1_000_000), (2, 500), (0, NSEC - 1), (1, 0)])
+@pytest.mark.parametrize(("sec", "nsec"), [(0, 1_000_000), (2, 500), (0, NSEC - 1), (1, 0), (0, 1)])
 def test_nanosleep_sleeps_at_least_the_request(proc: Process, sec: int, nsec: int) -> None:
     buf = scratch(proc)
     proc.write(buf, struct.pack("<qq", sec, nsec))
@@ -171,6 +173,21 @@ def test_nanosleep_sleeps_at_least_the_request(proc: Process, sec: int, nsec: in
     assert result == 0 and want <= slept <= want + SLACK
     result, slept = sleep(proc, "clock_nanosleep", MONOTONIC, 0, buf, 0)
     assert result == 0 and want <= slept <= want + SLACK
+
+
+def test_with_other_threads_a_sleep_parks_the_thread_until_its_deadline(proc: Process) -> None:
+    buf = scratch(proc)
+    proc.write(buf, struct.pack("<qq", 1, 5))
+    proc.sched.live += 1  # another thread is alive: the sleeper is parked, not idled in place
+    try:
+        before = proc.kernel.cpu.t
+        with pytest.raises(Blocked) as exc:
+            call(proc, "nanosleep", buf, 0)
+    finally:
+        proc.sched.live -= 1
+    parked = exc.value
+    assert parked.what == "sleeping" and parked.console is False and parked.ready() is False
+    assert parked.deadline is not None and before + NSEC + 5 <= parked.deadline <= before + NSEC + 5 + SLACK
 
 
 def test_a_zero_sleep_returns_at_once(proc: Process) -> None:

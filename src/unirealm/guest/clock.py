@@ -28,7 +28,7 @@ SLEEP_CLOCKS = (CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK
                 CLOCK_REALTIME_ALARM, CLOCK_BOOTTIME_ALARM, CLOCK_TAI)
 KNOWN_CLOCKS = (*SLEEP_CLOCKS, CLOCK_THREAD_CPUTIME_ID, CLOCK_MONOTONIC_RAW, CLOCK_REALTIME_COARSE,
                 CLOCK_MONOTONIC_COARSE)
-CPUCLOCK_PERTHREAD, CPUCLOCK_MAX, CLOCKFD = 4, 3, 3
+CPUCLOCK_PERTHREAD, CPUCLOCK_MAX = 4, 3
 TIMER_ABSTIME = 1
 GRND_NONBLOCK, GRND_RANDOM, GRND_INSECURE = 1, 2, 4
 GETRANDOM_MAX = 1 << 20  # the bytes one getrandom returns at most (a short read beyond)
@@ -46,8 +46,8 @@ class Clock(SyscallContext):
 
     def _cpu_clock(self, clock: int) -> bool:
         """Whether negative `clock` names a CPU-time clock of this process or of one of its threads."""
-        if clock & 7 == CLOCKFD or clock & 3 == CPUCLOCK_MAX:
-            return False  # a posix-clock device's descriptor (there are none), or no such counter
+        if clock & 3 == CPUCLOCK_MAX:
+            return False  # no such counter; a posix-clock device's descriptor too (CLOCKFD): there are none
         pid = ~(clock >> 3)
         if clock & CPUCLOCK_PERTHREAD:
             return pid == 0 or any(t.tid == pid for t in self.p.threads)
