@@ -374,3 +374,47 @@ def test_eventfd2(fs: Fs) -> None:
     assert fs("eventfd2", (1 << 32) | 5, 0) is not None
     assert fs("eventfd2", 0, 2) == -errno.EINVAL
     assert fs("eventfd2", 0, O_APPEND) == -errno.EINVAL
+
+
+def getcwd(fs: Fs) -> str:
+    n = fs("getcwd", fs.buf + 0xA000, 256)
+    assert n is not None and n > 0
+    return fs.p.read(fs.buf + 0xA000, n).split(b"\0")[0].decode()
+
+
+def test_paths_relative_to_a_directory_descriptor(fs: Fs) -> None:
+    assert fs("mkdirat", AT_FDCWD, fs.cstr("/tmp/sub"), 0o755) == 0
+    d = fs.open("/tmp/sub", O_DIRECTORY)
+    made = fs.open("made", O_CREAT | O_WRONLY, 0o600, dirfd=d)
+    assert made >= 0 and fs.write(made, b"rel") == 3
+    assert fs.read_file("/tmp/sub/made") == b"rel"
+    assert fs.open("made", O_CREAT | O_EXCL | O_WRONLY, dirfd=d) == -errno.EEXIST
+    t = fs.open(".", O_TMPFILE | O_RDWR, dirfd=d)
+    assert t >= 0 and fs.write(t, b"x") == 1
+    inner = fs.open("..", O_DIRECTORY, dirfd=d)
+    assert fs("fchdir", inner) == 0 and getcwd(fs) == "/tmp"
+    dp = fs.open("sub", O_PATH, dirfd=inner)
+    assert fs("fchdir", dp) == 0 and getcwd(fs) == "/tmp/sub"
+    assert fs.open("made", O_RDONLY) >= 0  # now relative to the new working directory
+
+
+def test_the_open_files_know_their_canonical_paths(fs: Fs) -> None:
+    layer = fs.p.syscalls
+    assert layer.open_path(AT_FDCWD, "/top", O_CREAT | O_WRONLY, 0o644).path == "/top"
+    assert layer.open_path(AT_FDCWD, "/tmp/./f", O_CREAT | O_WRONLY, 0o644).path == "/tmp/f"
+    assert layer.open_path(AT_FDCWD, "/tmp/../tmp/f", O_RDONLY, 0).path == "/tmp/f"
+    assert fs("symlinkat", fs.cstr("/tmp/f"), AT_FDCWD, fs.cstr("/tmp/l")) == 0
+    assert layer.open_path(AT_FDCWD, "/tmp/l", O_RDONLY, 0).path == "/tmp/f"
+    assert layer.open_path(AT_FDCWD, "/tmp/l", O_PATH | O_NOFOLLOW, 0).path == "/tmp/l"
+    assert layer.open_path(AT_FDCWD, "/tmp/l", O_PATH, 0).path == "/tmp/f"
+    assert layer.open_path(AT_FDCWD, "/tmp", O_TMPFILE | O_RDWR, 0o600).path.startswith("/tmp/#")
+
+
+def test_writev_with_empty_iovecs_after_the_data(fs: Fs) -> None:
+    fd = fs.open("/tmp/w", O_CREAT | O_RDWR)
+    b = fs.buf
+    fs.p.write(b, b"abc")
+    iov = iovecs(fs, b + 0x1000, [(b, 0), (b, 3), (b, 0), (WILD, 0)])
+    assert fs("writev", fd, iov, 4) == 3
+    assert fs("pwritev", fd, iov, 4, 10) == 3
+    assert fs.read_file("/tmp/w") == b"abc" + bytes(7) + b"abc"

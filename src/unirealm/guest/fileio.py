@@ -61,7 +61,7 @@ class FileIo(SyscallContext):
         path = self.path(pathp)
         return self.install(self.open_path(dirfd, path, flags, mode), bool(flags & O_CLOEXEC))
 
-    def open_path(self, dirfd: int, path: str, flags: int, mode: int = 0) -> OpenFile:
+    def open_path(self, dirfd: int, path: str, flags: int, mode: int) -> OpenFile:
         base = self.base_dir(dirfd, path)
         if flags & O_TMPFILE == O_TMPFILE:
             node, canon = self.vfs.walk(path, base)
