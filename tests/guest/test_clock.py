@@ -94,6 +94,18 @@ def test_monotonic_and_cpu_clocks_read_the_counter(proc: Process, clock: int) ->
     assert ts(proc, buf)[0] == 42
 
 
+def test_a_second_threads_clock_is_a_thread_clock_not_a_process_clock(proc: Process) -> None:
+    buf = scratch(proc)
+    other = proc.sched.new_thread(proc)
+    proc.sched.live -= 1  # counted as not alive: the caller may still wait in place
+    assert other.tid != proc.pid
+    assert call(proc, "clock_gettime", cpu_clock(other.tid, thread=True), buf) == 0
+    assert call(proc, "clock_gettime", cpu_clock(other.tid), buf) == -errno.EINVAL  # not a process
+    proc.write(buf, struct.pack("<qq", 0, 1000))
+    result, slept = sleep(proc, "clock_nanosleep", cpu_clock(other.tid, thread=True), 0, buf, 0)
+    assert result == 0 and 1000 <= slept <= 1000 + SLACK  # another thread's clock may be slept on
+
+
 def test_cpu_clocks_of_this_process_and_its_thread_by_id(proc: Process) -> None:
     buf = scratch(proc)
     tid = proc.current.tid

@@ -29,6 +29,7 @@ from unirealm.guest.vfs import (
     O_WRONLY,
     DevInode,
     NullFile,
+    OpenFile,
 )
 
 from .fs_support import AT_FDCWD, SEEK_CUR, SEEK_SET, Fs
@@ -418,3 +419,29 @@ def test_writev_with_empty_iovecs_after_the_data(fs: Fs) -> None:
     assert fs("writev", fd, iov, 4) == 3
     assert fs("pwritev", fd, iov, 4, 10) == 3
     assert fs.read_file("/tmp/w") == b"abc" + bytes(7) + b"abc"
+
+
+class Narrow(OpenFile):
+    """A file that can take only 4 bytes now (a socket's free send space)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, O_WRONLY, "narrow")
+        self.got: list[bytes] = []
+
+    def io_limit(self, size: int, write: bool) -> int:
+        return min(size, 4)
+
+    def write(self, data: bytes) -> int:
+        self.got.append(data)
+        return len(data)
+
+
+def test_writev_gathers_no_more_than_the_file_takes_now(fs: Fs) -> None:
+    f = Narrow()
+    fd = fs.p.syscalls.install(f)
+    b = fs.buf
+    fs.p.write(b, b"abcdef")
+    iov = iovecs(fs, b + 0x1000, [(b, 3), (b + 3, 3)])
+    assert fs("writev", fd, iov, 2) == 4
+    assert f.got == [b"abcd"]
+    assert fs("write", fd, b, 6) == 4 and f.got[-1] == b"abcd"
