@@ -107,6 +107,7 @@ def test_symlink_size_is_the_target_length_in_bytes(fs: Fs) -> None:
     assert fs("symlinkat", fs.cstr("/tmp/\u00e9t\u00e9"), -100, fs.cstr("/tmp/l")) == 0
     st = fs.lstat("/tmp/l")
     assert st.mode & 0o170000 == S_IFLNK and st.size == len("/tmp/\u00e9t\u00e9".encode())
+    assert st.mode & 0o7777 == 0o777  # a symlink's permissions are all set
     assert LinkInode(lambda: "abc").size() == 3 and LinkInode(lambda: "abc").target == "abc"
 
 
@@ -567,3 +568,20 @@ def test_the_root_has_the_standard_directories() -> None:
     v = Vfs()
     assert sorted(v.root.children) == ["dev", "etc", "proc", "tmp"]
     assert v.walk("/tmp")[0].mode == S_IFDIR | 0o1777 and v.walk("/etc")[0].mode == S_IFDIR | 0o755
+
+
+def test_a_shared_mapping_holds_a_reference_on_the_cache_page(fs: Fs) -> None:
+    node = RegInode(b"x" * 5000)
+    store = node.file_pages().store
+    ipa = node.map_page(1)
+    assert ipa == node.file_pages().page(1) and store.refs[ipa] == 2  # the cache's and the mapping's
+    node.unmap_page(ipa)
+    assert store.refs[ipa] == 1
+    node.sync_pages()
+    assert node.data == b"x" * 5000
+
+
+def test_a_generated_files_own_inode_takes_writes() -> None:
+    node = RegInode(gen=lambda: b"made")
+    assert node.size() == 0 and node.file_pages().size == 0
+    assert node.write_at(0, b"w") == 1 and node.data == b"w"

@@ -241,7 +241,6 @@ class OpenFile:
         self.path = path
         self.pos = 0
         self.refs = 0
-        self.locks = 0
 
     @property
     def readable(self) -> bool:
