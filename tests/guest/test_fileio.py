@@ -69,6 +69,8 @@ def test_o_creat_applies_the_umask_and_o_excl_refuses_an_existing_file(fs: Fs) -
     assert fs.open("/tmp/new", O_CREAT | O_EXCL | O_WRONLY) == -errno.EEXIST
     assert fs.open("/tmp", O_CREAT | O_EXCL | O_RDONLY) == -errno.EEXIST
     assert fs.open("/tmp/new", O_CREAT | O_WRONLY) >= 0  # without O_EXCL: the existing file
+    assert fs.open("/tmp/new", O_EXCL | O_RDONLY) >= 0  # O_EXCL without O_CREAT: no check
+    assert fs.fstat(fs.open("/tmp/fresh", O_CREAT | O_RDWR)).size == 0
     assert fs.open("/tmp/none") == -errno.ENOENT
     assert fs.open("/nodir/f", O_CREAT | O_WRONLY) == -errno.ENOENT
     assert fs.open("/tmp/new/x", O_CREAT | O_WRONLY) == -errno.ENOTDIR
@@ -104,7 +106,8 @@ def test_o_nofollow_o_path_and_o_directory(fs: Fs) -> None:
 
 def test_o_tmpfile_is_an_unnamed_file(fs: Fs) -> None:
     fd = fs.open("/tmp", O_TMPFILE | O_RDWR, 0o666)
-    assert fd >= 0 and fs.write(fd, b"anon") == 4 and fs.pread(fd, 4, 0) == b"anon"
+    assert fd >= 0 and fs.fstat(fd).size == 0
+    assert fs.write(fd, b"anon") == 4 and fs.pread(fd, 4, 0) == b"anon"
     assert fs.fstat(fd).mode & 0o7777 == 0o644
     d = fs.open("/tmp", O_DIRECTORY)
     n = fs("getdents64", d, fs.buf + 0x4000, 4096)
@@ -403,6 +406,8 @@ def test_the_open_files_know_their_canonical_paths(fs: Fs) -> None:
     layer = fs.p.syscalls
     assert layer.open_path(AT_FDCWD, "/top", O_CREAT | O_WRONLY, 0o644).path == "/top"
     assert layer.open_path(AT_FDCWD, "/tmp/./f", O_CREAT | O_WRONLY, 0o644).path == "/tmp/f"
+    assert fs("mkdirat", AT_FDCWD, fs.cstr("/tmp/boX"), 0o755) == 0
+    assert layer.open_path(AT_FDCWD, "/tmp/boX/f", O_CREAT | O_WRONLY, 0o644).path == "/tmp/boX/f"
     assert layer.open_path(AT_FDCWD, "/tmp/../tmp/f", O_RDONLY, 0).path == "/tmp/f"
     assert fs("symlinkat", fs.cstr("/tmp/f"), AT_FDCWD, fs.cstr("/tmp/l")) == 0
     assert layer.open_path(AT_FDCWD, "/tmp/l", O_RDONLY, 0).path == "/tmp/f"
@@ -445,3 +450,17 @@ def test_writev_gathers_no_more_than_the_file_takes_now(fs: Fs) -> None:
     assert fs("writev", fd, iov, 2) == 4
     assert f.got == [b"abcd"]
     assert fs("write", fd, b, 6) == 4 and f.got[-1] == b"abcd"
+
+
+def test_writev_from_read_only_memory(fs: Fs) -> None:
+    buf = scratch(fs.p, 0x1000)
+    fs.p.write(buf, b"constant")
+    assert fs("mprotect", buf, 0x1000, 1) == 0  # PROT_READ
+    fd = fs.open("/tmp/ro", O_CREAT | O_RDWR)
+    iov = iovecs(fs, fs.buf + 0x1000, [(buf, 5), (buf + 5, 3)])
+    assert fs("writev", fd, iov, 2) == 8 and fs("pwritev", fd, iov, 2, 8) == 8
+    assert fs("write", fd, buf, 8) == 8  # at the position writev left: 8
+    assert fs.read_file("/tmp/ro") == b"constant" * 2
+    assert fs("lseek", fd, 0, SEEK_SET) == 0
+    assert fs("read", fd, buf, 8) == -errno.EFAULT  # no writing into read-only memory
+    assert fs.p.read(buf, 8) == b"constant"

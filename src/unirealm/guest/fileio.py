@@ -65,7 +65,7 @@ class FileIo(SyscallContext):
         base = self.base_dir(dirfd, path)
         if flags & O_TMPFILE == O_TMPFILE:
             node, canon = self.vfs.walk(path, base)
-            return RegFile(RegInode(b"", mode & ~self.umask), flags, canon + "/#tmpfile")
+            return RegFile(RegInode(mode=mode & ~self.umask), flags, canon + "/#tmpfile")
         try:
             node, canon = self.vfs.walk(path, base, follow=not flags & O_NOFOLLOW)
             if flags & O_CREAT and flags & O_EXCL:
@@ -77,7 +77,7 @@ class FileIo(SyscallContext):
             dangling = parent.get(name)
             if isinstance(dangling, LinkInode):
                 parent, name, dcanon = self.vfs.parent_of(dangling.target, dcanon)
-            node = parent.add(name, RegInode(b"", mode & ~self.umask & 0o7777))
+            node = parent.add(name, RegInode(mode=mode & ~self.umask & 0o7777))
             canon = dcanon.rstrip("/") + "/" + name
         if isinstance(node, LinkInode):
             if flags & O_PATH:
