@@ -12,6 +12,11 @@ from unirealm.guest.process import Process
 from .process_support import call, scratch
 
 AT_FDCWD = -100
+# open(2)'s flags on arm64 (include/uapi/asm-generic/fcntl.h, arch/arm64/include/uapi/asm/fcntl.h)
+O_RDONLY, O_WRONLY, O_RDWR = 0, 1, 2
+O_CREAT, O_EXCL, O_TRUNC, O_APPEND, O_NONBLOCK = 0o100, 0o200, 0o1000, 0o2000, 0o4000
+O_DIRECTORY, O_NOFOLLOW, O_CLOEXEC, O_PATH = 0o40000, 0o100000, 0o2000000, 0o10000000
+O_TMPFILE = 0o20000000 | O_DIRECTORY
 SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE = 0, 1, 2, 3, 4
 
 

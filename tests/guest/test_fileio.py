@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Iterator
 
-import pytest
+from unirealm.guest.vfs import DevInode, NullFile, OpenFile
 
-from unirealm.guest.pagecache import Store
-from unirealm.guest.vfs import (
+from .fs_support import (
+    AT_FDCWD,
     O_APPEND,
     O_CLOEXEC,
     O_CREAT,
@@ -27,27 +26,16 @@ from unirealm.guest.vfs import (
     O_TMPFILE,
     O_TRUNC,
     O_WRONLY,
-    DevInode,
-    NullFile,
-    OpenFile,
+    SEEK_CUR,
+    SEEK_SET,
+    Fs,
 )
-
-from .fs_support import AT_FDCWD, SEEK_CUR, SEEK_SET, Fs
 from .process_support import WILD, scratch
-from .test_syscall_fuzz import make_process
 
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW = range(8)
 F_DUPFD_CLOEXEC, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW, F_GETPIPE_SZ = 1030, 36, 37, 38, 1032
 F_RDLCK, F_WRLCK, F_UNLCK = 0, 1, 2
 CLOSE_RANGE_CLOEXEC = 4
-
-
-@pytest.fixture
-def fs() -> Iterator[Fs]:
-    try:
-        yield Fs(make_process())
-    finally:
-        Store.current = None
 
 
 def cloexec(fs: Fs, fd: int) -> int | None:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
 
 from unirealm.arch.cpio import S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG
-from unirealm.guest.pagecache import Store
 from unirealm.guest.vfs import (
     FIONREAD,
     O_APPEND,
@@ -53,17 +51,8 @@ from unirealm.guest.vfs import (
 )
 
 from .fs_support import SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET, Fs
-from .test_syscall_fuzz import make_process
 
 S_IFSOCK = 0o140000
-
-
-@pytest.fixture
-def fs() -> Iterator[Fs]:
-    try:
-        yield Fs(make_process())
-    finally:
-        Store.current = None
 
 
 def raises(code: int, fn: object, *args: object) -> None:
@@ -478,11 +467,9 @@ def test_console_terminal_ioctls() -> None:
 def vfs() -> Vfs:
     v = Vfs()
     v.install("/a/b/file", RegInode(b"F"))
-    v.install("/a/rel", LinkInode("b"))
-    v.install("/a/abs", LinkInode("/a/b/file"))
-    v.install("/a/up", LinkInode("../a/b"))
-    v.install("/a/dot", LinkInode("."))
-    v.install("/a/dangling", LinkInode("/nowhere"))
+    links = {"rel": "b", "abs": "/a/b/file", "up": "../a/b", "dot": ".", "dangling": "/nowhere"}
+    for name, target in links.items():
+        v.install(f"/a/{name}", LinkInode(target))
     return v
 
 
