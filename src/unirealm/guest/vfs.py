@@ -557,7 +557,7 @@ class Vfs:
             child = node.get(part)
             canon = here.rstrip("/") + "/" + part
             if isinstance(child, LinkInode):  # a relative target is taken from the link's directory
-                child, canon = self.walk(part, here, True)
+                child, canon = self.walk(part, here)
             if child is None:
                 child = node.add(part, DirInode(mode))
             if not isinstance(child, DirInode):
