@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .fdtable import FD_MAX
 from .pipes import EventFd, Pipe, PipeEnd
 from .sysctx import (
     SyscallContext,
@@ -42,6 +44,9 @@ if TYPE_CHECKING:
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW = 0, 1, 2, 3, 4, 5, 6, 7
 F_DUPFD_CLOEXEC, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW, F_GETPIPE_SZ = 1030, 36, 37, 38, 1032
 F_UNLCK = 2
+CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
+EFD_SEMAPHORE = 1
+O_DIRECT, O_NOTIFICATION_PIPE = 0o200000, O_EXCL  # arm64's; pipe2 takes them
 # fallocate(2) modes (include/uapi/linux/falloc.h) and Linux's MAX_LFS_FILESIZE
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 FALLOC_FL_SUPPORTED_MASK = 0x01 | 0x02 | 0x08 | 0x10 | 0x20 | 0x40  # + COLLAPSE/ZERO/INSERT/UNSHARE_RANGE
@@ -56,11 +61,11 @@ class FileIo(SyscallContext):
         path = self.path(pathp)
         return self.install(self.open_path(dirfd, path, flags, mode), bool(flags & O_CLOEXEC))
 
-    def open_path(self, dirfd: int, path: str, flags: int, mode: int = 0) -> OpenFile:
+    def open_path(self, dirfd: int, path: str, flags: int, mode: int) -> OpenFile:
         base = self.base_dir(dirfd, path)
         if flags & O_TMPFILE == O_TMPFILE:
             node, canon = self.vfs.walk(path, base)
-            return RegFile(RegInode(b"", mode & ~self.umask), flags, canon + "/#tmpfile")
+            return RegFile(RegInode(mode=mode & ~self.umask), flags, canon + "/#tmpfile")
         try:
             node, canon = self.vfs.walk(path, base, follow=not flags & O_NOFOLLOW)
             if flags & O_CREAT and flags & O_EXCL:
@@ -72,7 +77,7 @@ class FileIo(SyscallContext):
             dangling = parent.get(name)
             if isinstance(dangling, LinkInode):
                 parent, name, dcanon = self.vfs.parent_of(dangling.target, dcanon)
-            node = parent.add(name, RegInode(b"", mode & ~self.umask & 0o7777))
+            node = parent.add(name, RegInode(mode=mode & ~self.umask & 0o7777))
             canon = dcanon.rstrip("/") + "/" + name
         if isinstance(node, LinkInode):
             if flags & O_PATH:
@@ -93,8 +98,11 @@ class FileIo(SyscallContext):
 
     @calls("close_range")
     def sys_close_range(self, first: int, last: int, flags: int, *_: int) -> int:
+        first, last = first & 0xFFFFFFFF, last & 0xFFFFFFFF  # unsigned ints
+        if flags & 0xFFFFFFFF & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) or first > last:
+            return -errno.EINVAL
         for fd in [f for f in self.fds if first <= f <= last]:
-            if flags & 4:  # CLOSE_RANGE_CLOEXEC
+            if flags & CLOSE_RANGE_CLOEXEC:
                 self.fds.entries[fd].cloexec = True
             else:
                 self.close_fd(fd)
@@ -149,6 +157,16 @@ class FileIo(SyscallContext):
             self.p.write(base, data[off : off + n])
             off += n
         return len(data)
+
+    @staticmethod
+    def _part(total: int, op: Callable[..., int], *args: int) -> int:
+        """One iovec's transfer: an error after `total` bytes ends the call with those (-1)."""
+        try:
+            return op(*args)
+        except (FsError, MemoryError):
+            if total:
+                return -1
+            raise
 
     @calls("writev")
     def sys_writev(self, fd: int, iov: int, iovcnt: int, *_: int) -> int:
@@ -205,15 +223,26 @@ class FileIo(SyscallContext):
             return -errno.EBADF
         if _s64(offset) < 0:
             return -errno.EINVAL
-        return f.pwrite(self.p.read(buf, self.user_span(buf, min(count, 1 << 24), False)), offset)
+        return f.pwrite(self.p.read(buf, self.user_span(buf, min(count, 1 << 24), False)), self._at(f, offset))
+
+    @staticmethod
+    def _at(f: OpenFile, offset: int) -> int:
+        """Where a positioned write goes: with O_APPEND, Linux appends whatever the offset
+        (pwrite(2), BUGS)."""
+        return f.inode.size() if f.flags & O_APPEND and isinstance(f, RegFile) else offset
 
     @calls("preadv")
     def sys_preadv(self, fd: int, iov: int, iovcnt: int, offset: int, *_: int) -> int:
+        f = self.file(fd)
+        if not f.readable:
+            return -errno.EBADF
+        if _s64(offset) < 0:
+            return -errno.EINVAL
         total = 0
         for base, length in self._iovecs(iov, iovcnt):
-            r = self.sys_pread64(fd, base, length, offset + total)
+            r = self._part(total, self.sys_pread64, fd, base, length, offset + total)
             if r < 0:
-                return r
+                return r if total == 0 else total
             total += r
             if r < length:
                 break
@@ -226,13 +255,18 @@ class FileIo(SyscallContext):
             return -errno.EBADF
         if _s64(offset) < 0:
             return -errno.EINVAL
-        return f.pwrite(self._gather(self._iovecs(iov, iovcnt)), offset)
+        return f.pwrite(self._gather(self._iovecs(iov, iovcnt)), self._at(f, offset))
 
     @calls("sendfile")
     def sys_sendfile(self, out_fd: int, in_fd: int, offp: int, count: int, *_: int) -> int:
         src, dst = self.file(in_fd), self.file(out_fd)
+        if not src.readable or not dst.writable:
+            return -errno.EBADF
+        count = min(count, 1 << 24)
         if offp:
-            off = int.from_bytes(self.p.read(offp, 8), "little")
+            off = int.from_bytes(self.p.read(offp, 8), "little", signed=True)
+            if off < 0:
+                return -errno.EINVAL
             data = src.pread(count, off)
             self.p.write(offp, (off + len(data)).to_bytes(8, "little"))
         else:
@@ -314,11 +348,14 @@ class FileIo(SyscallContext):
 
     @calls("dup3")
     def sys_dup3(self, old: int, new: int, flags: int, *_: int) -> int:
-        f = self.file(old)
-        old, new = _s32(old), _s32(new)
-        if old == new or new < 0 or new >= 1024:
+        """Linux's order: the flags and old == new (EINVAL), then `new` beyond RLIMIT_NOFILE
+        (an unsigned int: a negative one too) and `old` (EBADF)."""
+        old, new = old & 0xFFFFFFFF, new & 0xFFFFFFFF
+        if flags & 0xFFFFFFFF & ~O_CLOEXEC or old == new:
             return -errno.EINVAL
-        self.fds.install_at(new, f, bool(flags & O_CLOEXEC))
+        if new >= FD_MAX:
+            return -errno.EBADF
+        self.fds.install_at(new, self.file(old), bool(flags & O_CLOEXEC))
         return new
 
     @calls("fcntl")
@@ -327,7 +364,9 @@ class FileIo(SyscallContext):
         entry = self.fds.get(_s32(fd))
         assert entry is not None  # file() found it
         if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
-            return self.install(f, cmd == F_DUPFD_CLOEXEC, lowest=arg)
+            if arg & 0xFFFFFFFF >= FD_MAX:
+                return -errno.EINVAL
+            return self.install(f, cmd == F_DUPFD_CLOEXEC, lowest=arg & 0xFFFFFFFF)
         if cmd == F_GETFD:
             return int(entry.cloexec)
         if cmd == F_SETFD:
@@ -355,6 +394,8 @@ class FileIo(SyscallContext):
 
     @calls("pipe2")
     def sys_pipe2(self, fds: int, flags: int, *_: int) -> int:
+        if flags & 0xFFFFFFFF & ~(O_CLOEXEC | O_NONBLOCK | O_DIRECT | O_NOTIFICATION_PIPE):
+            return -errno.EINVAL
         pipe = Pipe()
         r = PipeEnd(pipe, flags & O_NONBLOCK, False)
         w = PipeEnd(pipe, flags & O_NONBLOCK, True)
@@ -365,8 +406,11 @@ class FileIo(SyscallContext):
 
     @calls("eventfd2")
     def sys_eventfd2(self, initval: int, flags: int, *_: int) -> int:
-        return self.install(EventFd(initval & 0xFFFFFFFF, flags & O_NONBLOCK, bool(flags & 1)),
+        if flags & 0xFFFFFFFF & ~(EFD_SEMAPHORE | O_NONBLOCK | O_CLOEXEC):
+            return -errno.EINVAL
+        return self.install(EventFd(initval & 0xFFFFFFFF, flags & O_NONBLOCK, bool(flags & EFD_SEMAPHORE)),
                             bool(flags & O_CLOEXEC))
+
     @calls("fadvise64")
     def sys_fadvise64(self, *_: int) -> int:
         return 0  # advice only: ramfs and 9p files have nothing to prefetch

@@ -237,11 +237,10 @@ class DevInode(Inode):
 class OpenFile:
     def __init__(self, inode: Inode | None, flags: int, path: str) -> None:
         self.inode = inode
-        self.flags = flags & ~O_CLOEXEC
+        self.flags = flags & ~(O_CLOEXEC | O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)  # open-time only, as Linux's
         self.path = path
         self.pos = 0
         self.refs = 0
-        self.locks = 0
 
     @property
     def readable(self) -> bool:
@@ -486,7 +485,7 @@ class ConsoleFile(OpenFile):
         elif req == FIONREAD:
             mem.write(arg, (1 if self.poll() & POLLIN else 0).to_bytes(4, "little"))
         else:
-            raise FsError(errno.EINVAL)
+            raise FsError(errno.ENOTTY)  # no tty ioctl of that number (Linux's ENOIOCTLCMD)
         return 0
 
 
@@ -558,15 +557,17 @@ class Vfs:
 
     def makedirs(self, path: str, mode: int = 0o755) -> DirInode:
         node: DirInode = self.root
+        here = "/"  # the canonical path of `node`
         for part in [p for p in path.split("/") if p]:
             child = node.get(part)
-            if isinstance(child, LinkInode):
-                child, _ = self.walk(child.target if child.target.startswith("/") else part, "/", True)
+            canon = here.rstrip("/") + "/" + part
+            if isinstance(child, LinkInode):  # a relative target is taken from the link's directory
+                child, canon = self.walk(part, here)
             if child is None:
                 child = node.add(part, DirInode(mode))
             if not isinstance(child, DirInode):
                 raise FsError(errno.ENOTDIR, path)
-            node = child
+            node, here = child, canon
         return node
 
     def install(self, path: str, node: Inode) -> Inode:
