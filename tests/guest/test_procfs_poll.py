@@ -211,3 +211,20 @@ def test_epoll_ctl_and_wait(proc: Process) -> None:
     assert call(proc, "epoll_ctl", ep, EPOLL_CTL_DEL, w, 0) == -errno.ENOENT
     assert call(proc, "epoll_pwait", ep, out, 8, 0) == 1
     assert struct.unpack("<IxxxxQ", proc.read(out, 16)) == (POLLIN, 0xAA)
+
+
+@pytest.mark.parametrize(("sec", "nsec"), [(-1, 0), (0, -1), (0, 1_000_000_000), (-(1 << 63), 0)])
+def test_ppoll_and_pselect6_refuse_an_invalid_timespec(proc: Process, sec: int, nsec: int) -> None:
+    """poll_select_set_timeout: a timespec that is not timespec64_valid is EINVAL, before any
+    descriptor is looked at (not a timeout of 0)."""
+    buf = scratch(proc)
+    r, _w = pipe(proc, buf)
+    ts = buf + 0x100
+    proc.write(ts, struct.pack("<qq", sec, nsec))
+    fds = buf + 0x200
+    pollfds(proc, fds, [(r, POLLIN)])
+    assert call(proc, "ppoll", fds, 1, ts) == -errno.EINVAL
+    rset = buf + 0x300
+    proc.write(rset, (1 << r).to_bytes(8, "little"))
+    assert call(proc, "pselect6", r + 1, rset, 0, 0, ts) == -errno.EINVAL
+    assert call(proc, "ppoll", fds, 1, 0xDEAD_0000_0000) == -errno.EFAULT

@@ -12,11 +12,11 @@ import struct
 
 from .errors import FsError
 from .sysctx import (
-    NSEC,
     SyscallContext,
     _s32,
 )
 from .systable import SyscallSet
+from .uapi import NSEC, TIMESPEC_SIZE, pack_timespec, pack_timeval, timespec_ns
 
 CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID = 0, 1, 2, 3
 CLOCK_MONOTONIC_RAW, CLOCK_REALTIME_COARSE, CLOCK_MONOTONIC_COARSE, CLOCK_BOOTTIME = 4, 5, 6, 7
@@ -63,21 +63,21 @@ class Clock(SyscallContext):
     @calls("clock_gettime")
     def sys_clock_gettime(self, clock: int, tp: int, *_: int) -> int:
         ns = self.clock_ns(self._clock(clock))
-        self.p.write(tp, struct.pack("<qq", ns // NSEC, ns % NSEC))
+        self.p.write(tp, pack_timespec(ns))
         return 0
 
     @calls("clock_getres")
     def sys_clock_getres(self, clock: int, tp: int, *_: int) -> int:
         self._clock(clock)
         if tp:
-            self.p.write(tp, struct.pack("<qq", 0, max(1, NSEC // self.p.cpu.cntfrq)))
+            self.p.write(tp, pack_timespec(max(1, NSEC // self.p.cpu.cntfrq)))
         return 0
 
     @calls("gettimeofday")
     def sys_gettimeofday(self, tv: int, tz: int, *_: int) -> int:
         if tv:
             ns = self.p.kernel.realtime_ns()
-            self.p.write(tv, struct.pack("<qq", ns // NSEC, (ns // 1000) % 1_000_000))
+            self.p.write(tv, pack_timeval(ns))
         if tz:
             self.p.write(tz, struct.pack("<ii", 0, 0))  # struct timezone: UTC, no DST
         return 0
@@ -87,10 +87,7 @@ class Clock(SyscallContext):
         included), EINVAL unless 0 <= tv_sec and 0 <= tv_nsec < 10^9 (timespec64_valid)."""
         if not req:
             raise MemoryError
-        sec, nsec = struct.unpack("<qq", self.p.read(req, 16))
-        if sec < 0 or not 0 <= nsec < NSEC:
-            raise FsError(errno.EINVAL)
-        return sec * NSEC + nsec
+        return timespec_ns(self.p.read(req, TIMESPEC_SIZE))
 
     def _sleep(self, ns: int) -> int:
         if ns > 0:

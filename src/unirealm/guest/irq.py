@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING
 
 from ..arch.gic import SPECIAL_INTIDS
 from ..arch.timer import CNT_CTL_ENABLE, PPI_VIRT_TIMER, CntSysreg
+from .uapi import NSEC
 
 if TYPE_CHECKING:
     from .gic import Gic
     from .interfaces import Cpu
 
-NSEC = 1_000_000_000
 
 
 class Interrupts:

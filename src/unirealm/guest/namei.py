@@ -13,11 +13,11 @@ from .sysctx import (
     AT_FDCWD,
     AT_REMOVEDIR,
     AT_SYMLINK_NOFOLLOW,
-    NSEC,
     SyscallContext,
     _s32,
 )
 from .systable import SyscallSet
+from .uapi import NSEC
 from .vfs import (
     DT,
     DirFile,

@@ -25,6 +25,7 @@ from ..arch.p9 import P9
 from ..arch.virtio import VIRTIO_9P_MOUNT_TAG, VIRTIO_F_EVENT_IDX, VIRTIO_MMIO_CONFIG, VirtioDeviceId, feature
 from .mm import OutOfMemory
 from .pagecache import PAGE, FilePages
+from .uapi import NSEC
 from .ukrsi import RsiError
 from .vfs import (
     O_ACCMODE,
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 MSIZE = 64 * 1024
 MAX_DIR_ENTRIES = 1 << 16  # a listing longer than this is a server that never ends it: EIO
-NSEC = 1_000_000_000
 
 
 class P9Client:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from .sched import ProcessExit
 from .sysctx import (
-    NSEC,
     SyscallContext,
 )
 from .systable import SyscallSet
+from .uapi import NSEC
 
 if TYPE_CHECKING:
     pass

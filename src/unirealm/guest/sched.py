@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .uapi import NSEC
+
 if TYPE_CHECKING:
     from .interfaces import CpuContext, Kernel, Task
     from .irq import Interrupts
@@ -45,7 +47,6 @@ RUNNING, RUNNABLE, BLOCKED, DEAD = "running", "runnable", "blocked", "dead"
 SLICE = 200_000  # instructions per time slice while several threads could run (no GIC)
 TICK_NS = 10_000_000  # the preemption tick with the GIC (Linux's HZ=100)
 DEADLOCK_STATUS = 134
-NSEC = 1_000_000_000
 FutexKey = tuple[object, int]  # (the address space, the futex word's address)
 
 

@@ -10,11 +10,11 @@ handlers take.
 from __future__ import annotations
 
 import errno
-import struct
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
 from .fdtable import FdTable
+from .uapi import IOVEC, IOVEC_SIZE, TIMESPEC_SIZE, timespec_ns
 from .vfs import POLLERR, POLLHUP, POLLIN, ConsoleFile, DirFile, FsError, Inode, OpenFile, Vfs, WouldBlock
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_REMOVEDIR = 0x200
 AT_EMPTY_PATH = 0x1000
-NSEC = 1_000_000_000
 _R = TypeVar("_R")
 
 
@@ -133,8 +132,7 @@ class SyscallContext:
     def _timeout(self, ts: int) -> int | None:
         if not ts:
             return None
-        sec, nsec = struct.unpack("<qq", self.p.read(ts, 16))
-        return max(0, sec * NSEC + nsec)
+        return timespec_ns(self.p.read(ts, TIMESPEC_SIZE))
 
 
     def user_span(self, buf: int, count: int, write: bool) -> int:
@@ -149,8 +147,8 @@ class SyscallContext:
     def _iovecs(self, iov: int, iovcnt: int) -> list[tuple[int, int]]:
         if iovcnt > 1024:
             raise FsError(errno.EINVAL)
-        raw = self.p.read(iov, 16 * iovcnt) if iovcnt else b""
-        return [struct.unpack_from("<QQ", raw, 16 * i) for i in range(iovcnt)]
+        raw = self.p.read(iov, IOVEC_SIZE * iovcnt) if iovcnt else b""
+        return list(IOVEC.iter_unpack(raw))
 
 
     def _io(self, f: OpenFile, op: Callable[[], _R], want: int) -> _R:

@@ -7,14 +7,15 @@ queues and the green threads themselves are guest/sched.py's.
 from __future__ import annotations
 
 import errno
-import struct
 from typing import TYPE_CHECKING
 
 from unicorn import arm64_const as a64
 
-from .sched import NSEC, ProcessExit, Thread
+from .errors import FsError
+from .sched import ProcessExit, Thread
 from .sysctx import SyscallContext, _s32
 from .systable import SyscallSet
+from .uapi import TIMESPEC_SIZE, timespec_ns
 
 if TYPE_CHECKING:
     from .process import Process
@@ -89,15 +90,16 @@ def futex(p: Process, uaddr: int, op: int, val: int, timeout: int, uaddr2: int, 
     cmd = op & 0x7F  # without FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME
     deadline = None
     if cmd in (FUTEX_WAIT, FUTEX_WAIT_BITSET) and timeout:
-        sec, nsec = struct.unpack("<qq", p.read(timeout, 16))
-        if sec < 0 or not 0 <= nsec < NSEC:
-            return -errno.EINVAL
+        try:
+            ns = timespec_ns(p.read(timeout, TIMESPEC_SIZE))
+        except FsError as exc:
+            return -exc.errno
         if cmd == FUTEX_WAIT:  # relative
-            deadline = p.sched.now_ns() + sec * NSEC + nsec
+            deadline = p.sched.now_ns() + ns
         elif op & FUTEX_CLOCK_REALTIME:  # absolute CLOCK_REALTIME
-            deadline = sec * NSEC + nsec - p.kernel.realtime_offset_ns
+            deadline = ns - p.kernel.realtime_offset_ns
         else:  # absolute CLOCK_MONOTONIC
-            deadline = sec * NSEC + nsec
+            deadline = ns
     if op & FUTEX_CLOCK_REALTIME and cmd != FUTEX_WAIT_BITSET:
         return -errno.ENOSYS
     key = (p, uaddr)

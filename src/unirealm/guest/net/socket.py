@@ -58,7 +58,6 @@ from .sockopt import (  # noqa: F401  (the option numbers, re-exported)
     SOL_SOCKET,
     TCP_MAXSEG,
     TCP_NODELAY,
-    TIMEVAL_SIZE,
     SockOptCalls,
 )
 from .stack import UdpEndpoint

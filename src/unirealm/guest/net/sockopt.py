@@ -13,6 +13,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from ..sysctx import _s32
+from ..uapi import TIMEVAL, TIMEVAL_SIZE, pack_timeval
 from .tcp import RCVBUF, SNDBUF
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ SO_REUSEADDR, SO_TYPE, SO_ERROR, SO_BROADCAST, SO_SNDBUF, SO_RCVBUF = 2, 3, 4, 6
 SO_KEEPALIVE, SO_LINGER, SO_REUSEPORT, SO_RCVTIMEO, SO_SNDTIMEO, SO_ACCEPTCONN = 9, 13, 15, 20, 21, 30
 SO_DOMAIN, SO_PROTOCOL = 39, 38
 TCP_NODELAY, TCP_MAXSEG = 1, 2
-TIMEVAL_SIZE = 16  # struct timeval on arm64: two longs
 LINGER_SIZE = 8  # struct linger: int l_onoff, int l_linger
 INT_OPTIONS = frozenset((SOL_SOCKET, n) for n in (SO_REUSEADDR, SO_REUSEPORT, SO_KEEPALIVE, SO_BROADCAST,
                                                   SO_SNDBUF, SO_RCVBUF))
@@ -45,7 +45,7 @@ class SockOptCalls:
         tv_sec not at all."""
         if length < TIMEVAL_SIZE:
             return -errno.EINVAL
-        sec, usec = struct.unpack("<qq", self.p.read(val, TIMEVAL_SIZE))
+        sec, usec = TIMEVAL.unpack(self.p.read(val, TIMEVAL_SIZE))
         if not 0 <= usec < 1_000_000:
             return -errno.EDOM
         if sec < 0:
@@ -92,7 +92,7 @@ class SockOptCalls:
         sock = self._sock(fd)
         if level == SOL_SOCKET and name in (SO_RCVTIMEO, SO_SNDTIMEO):
             ns = sock.timeo[name]
-            tv = struct.pack("<qq", *divmod((ns or 0) // 1000, 1_000_000))  # for ever: {0, 0}
+            tv = pack_timeval(ns or 0)  # for ever: {0, 0}
             return self._put_opt(val, lenp, tv)
         if level == SOL_SOCKET and name == SO_LINGER:
             return self._put_opt(val, lenp, struct.pack("<ii", int(sock.linger[0]), sock.linger[1]))
