@@ -681,6 +681,10 @@ class GuestCpu:
 
     # --- memory -------------------------------------------------------------------------
     def read(self, ipa: int, size: int) -> bytes:
+        if size > 0 and (ipa & GRANULE_MASK) + size <= GRANULE_SIZE:  # inside one page: no assembling
+            acc, pa = self._engine.resolve(ipa, False)
+            data = acc.read(pa, size)
+            return data if type(data) is bytes else bytes(data)
         out = bytearray()
         while len(out) < size:
             addr = ipa + len(out)
@@ -690,6 +694,10 @@ class GuestCpu:
         return bytes(out)
 
     def write(self, ipa: int, data: bytes | bytearray | memoryview) -> None:
+        if type(data) is bytes and len(data) > 0 and (ipa & GRANULE_MASK) + len(data) <= GRANULE_SIZE:
+            acc, pa = self._engine.resolve(ipa, True)
+            acc.write(pa, data)
+            return
         done = 0
         view = memoryview(data)
         while done < len(view):

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from ...arch.net import (
@@ -52,6 +51,25 @@ class UdpEndpoint:
         self.dropped = 0
 
 
+class TxBatch:
+    """`with stack.tx_batch():` as a plain object (a generator-based context manager costs
+    more than the frames it batches on the per-request path); nesting counts in the stack."""
+
+    __slots__ = ("stack",)
+
+    def __init__(self, stack: NetStack) -> None:
+        self.stack = stack
+
+    def __enter__(self) -> None:
+        self.stack.batching += 1
+
+    def __exit__(self, *_: object) -> None:
+        stack = self.stack
+        stack.batching -= 1
+        if not stack.batching and stack.kick is not None:
+            stack.kick()
+
+
 class NetStack:
     def __init__(self, nic: Any, now_ns: Callable[[], int], rand32: Callable[[], int],
                  log: Callable[[str], None] = lambda s: None) -> None:
@@ -77,6 +95,7 @@ class NetStack:
         self.stats = {"rx": 0, "tx": 0, "dropped": 0, "rst_sent": 0, "echo": 0}
         self.polling = False
         self.batching = 0  # nesting depth of tx_batch
+        self._tx_batch = TxBatch(self)
         self.kick = getattr(nic, "kick", None)
 
     # --- configuration --------------------------------------------------------------------
@@ -94,16 +113,9 @@ class NetStack:
         return f"{ip_str(self.ip)}/{self.prefix} gateway {gw} mac {mac}"
 
     # --- the loop -------------------------------------------------------------------------
-    @contextmanager
-    def tx_batch(self) -> Iterator[None]:
+    def tx_batch(self) -> TxBatch:
         """Frames sent inside are announced to the NIC once, when the outermost batch ends."""
-        self.batching += 1
-        try:
-            yield
-        finally:
-            self.batching -= 1
-            if not self.batching and self.kick is not None:
-                self.kick()
+        return self._tx_batch
 
     def transmit(self, frame: bytes) -> None:
         if self.batching and self.kick is not None:
