@@ -178,3 +178,21 @@ def test_a_used_buffer_raises_the_interrupt_once_until_acknowledged(plain) -> No
     assert drv.r(VirtioMmio.INTERRUPT_STATUS) == 0
     drv.request(msg)
     assert edges == [1, 1]
+
+
+def test_shared_view_accesses_inside_one_page() -> None:
+    """The one-page path: canonical or aliased address, the right host page, and the same
+    refusals as an access across pages."""
+    view, mem = shared_view({RAM_BASE: 3, RAM_BASE + GRANULE_SIZE: 7})
+    view.write(RAM_BASE + GRANULE_SIZE + 16, b"ring")
+    assert mem.read(HOST + 7 * GRANULE_SIZE + 16, 4) == b"ring"
+    assert view.read(RAM_BASE + GRANULE_SIZE + 16, 4) == b"ring"
+    assert view.read((RAM_BASE + GRANULE_SIZE + 16) | BIT, 4) == b"ring"
+    view.write((RAM_BASE + GRANULE_SIZE - 2) | BIT, b"ab")  # the last bytes of a page
+    assert mem.read(HOST + 3 * GRANULE_SIZE + GRANULE_SIZE - 2, 2) == b"ab"
+    with pytest.raises(DmaError, match="not memory the realm shared"):
+        view.read(RAM_BASE + 2 * GRANULE_SIZE + 8, 2)
+    with pytest.raises(DmaError, match="not memory the realm shared"):
+        view.write(RAM_BASE + 5 * GRANULE_SIZE, b"x")
+    with pytest.raises(DmaError, match="outside the IPA space"):
+        view.read(2 * BIT - 2, 4)

@@ -124,10 +124,30 @@ class SharedView:
             addr += take
         return out
 
+    def _one_page(self, addr: int, size: int) -> int | None:
+        """The host PA of an access inside one shared page (the common ring and header
+        access), or None: then `_pieces` decides, refusals included."""
+        bit = self.bit
+        if size <= 0 or addr < 0 or addr + size > 2 * bit:
+            return None
+        addr |= bit
+        off = addr & (GRANULE_SIZE - 1)
+        if off + size > GRANULE_SIZE:
+            return None
+        pa = self.shared.get(addr - off)
+        return None if pa is None else pa + off
+
     def read(self, addr: int, size: int) -> bytes:
+        pa = self._one_page(addr, size)
+        if pa is not None:
+            return bytes(self.mem.read(pa, size))  # type: ignore[attr-defined]
         return b"".join(bytes(self.mem.read(pa, n)) for pa, n in self._pieces(addr, size))  # type: ignore[attr-defined]
 
     def write(self, addr: int, data: bytes) -> None:
+        pa = self._one_page(addr, len(data))
+        if pa is not None:
+            self.mem.write(pa, data)  # type: ignore[attr-defined]
+            return
         done = 0
         for pa, n in self._pieces(addr, len(data)):
             self.mem.write(pa, data[done : done + n])  # type: ignore[attr-defined]
