@@ -310,7 +310,7 @@ class VCpu(El1Entry):
         self._trap: Trap | None = None
         self._fault: tuple[int, int, int, int] | None = None  # (kind, address, size, value)
         self._fault_gpf = False
-        self._store_done = False
+        self._write_only: dict[int, Mapping] = {}  # pages a refused store waits to be stepped through
         # The state at a store a hook refused, while the rest of its block is made to fault.
         self._before_store: UcContext | None = None
         self._store_context = self.uc.context_save()  # reused: one allocation per vCPU
@@ -462,18 +462,15 @@ class VCpu(El1Entry):
         mapping = self.translate(page, is_write, is_fetch)
         if mapping is not None and not mapping.readable:
             # Unicorn lets a load through a page a store has touched whatever its
-            # permissions, so a page that forbids reads is never mapped: each store is made
-            # here and the instruction stepped over; anything else is a permission fault.
-            if is_write and mapping.writable:
-                try:
-                    offset = address & GRANULE_MASK
-                    self._refuse_store()  # the state before it: run() steps over the store
-                    self.memory.accessor(mapping.world).write(mapping.pa + offset, value.to_bytes(size, "little"))
-                    self._store_done = True
-                    uc.emu_stop()
-                    return False
-                except GranuleProtectionFault:
-                    self._fault_gpf = True
+            # permissions, so a page that forbids reads is never left mapped: a store to it
+            # is refused here, and run() executes that one instruction again with the page
+            # mapped write-only (all its stores and its writeback, as the PE makes them),
+            # then unmaps it. Anything else is a permission fault.
+            if is_write and mapping.writable and page not in self._write_only:
+                self._refuse_store()  # the state before it
+                self._write_only[page] = mapping
+                uc.emu_stop()
+                return False
         elif mapping is not None:
             try:
                 self._map_page(page, mapping)
@@ -485,6 +482,27 @@ class VCpu(El1Entry):
         self._fault = (access, address, size, value)
         uc.emu_stop()
         return False
+
+    def _map_write_only(self) -> list[int] | None:
+        """Map the pages a refused store waits for, write-only, for one instruction: the
+        pages mapped (none: no store waits), or None if the GPT refuses one (that store's
+        granule protection fault is then this run's)."""
+        if not self._write_only:
+            return []
+        mapped: list[int] = []
+        for page, mapping in self._write_only.items():
+            try:
+                ptr = self.memory.host_pointer(mapping.world, mapping.pa, GRANULE_SIZE)
+            except GranuleProtectionFault:
+                for done in mapped:
+                    self.uc.mem_unmap(done, GRANULE_SIZE)
+                self._write_only.clear()
+                self._fault = (UC_MEM_WRITE_UNMAPPED, page, 8, 0)
+                self._fault_gpf = True
+                return None
+            self.uc.mem_map_ptr(page, GRANULE_SIZE, UC_PROT_WRITE, ptr)
+            mapped.append(page)
+        return mapped
 
     def _on_forbidden(self, uc: Uc, access: int, address: int, size: int, value: int, _ud: object) -> bool:
         """An access the page's stage-2 permissions forbid: a stage-2 permission fault."""
@@ -644,19 +662,28 @@ class VCpu(El1Entry):
             self._fault = None
             self._fault_gpf = False
             self._entry = None
-            self._store_done = False
             error = ""
+            stepping = self._map_write_only()
+            if stepping is None:
+                break  # the GPT refused a write-only page: the store's fault
             try:
                 with HOST_IRQ.running(self.uc):
-                    self.uc.emu_start(self.pc, RUN_FOREVER, timeout_us)
+                    self.uc.emu_start(self.pc, RUN_FOREVER, timeout_us, 1 if stepping else 0)
             except UcError as exc:
                 error = str(exc)
+            for page in stepping:
+                self.uc.mem_unmap(page, GRANULE_SIZE)
             if self._before_store is not None:  # back to the state at the refused store
                 self.uc.context_restore(self._before_store)
                 self._before_store = None
-            if self._store_done:  # a store made by _on_unmapped: step over it and go on
-                self.pc = self.pc + 4
-                continue
+                if len(self._write_only) > len(stepping) and self._fault is None:
+                    continue  # the store reached another write-only page: step it with both
+            if stepping:
+                self._write_only.clear()
+                if self._entry is None and self._fault is None and self._trap is None and not error:
+                    continue  # the store was made: go on from the next instruction
+            elif self._write_only and self._fault is None and self._trap is None:
+                continue  # step the refused store (its refusal is the error) with its page mapped
             if self._entry is None or self._fault is not None or self._trap is not None or error:
                 if self._irq_stop and self._entry is None and self._fault is None and self._trap is None and not error:
                     if self._kicked or HOST_IRQ.pending:

@@ -1,0 +1,151 @@
+"""What the vCPU (machine/vcpu.py) hands its hypervisor, and what it keeps for the guest:
+an MRS that HCR_EL2.TID3 traps comes out as a SysRegTrap whose access is the ESR's ISS
+(Arm ARM D24.2.173, EC 0x18) at the MRS's own PC; a stage-1 translation fault with every
+table mapped is the guest's own (a Data Abort taken from the current EL, FAR = the VA); a
+page stage 2 makes write-only takes stores (each made for the guest, the registers after
+them as the architecture leaves them) and refuses loads with a permission fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from unirealm.arch.esr import SysRegAccess
+from unirealm.arch.memory import World
+from unirealm.machine.vcpu import DataAbortTrap, El2Context, HvcTrap, Mapping, SysRegTrap, VCpu
+
+from .asm_snippet import assemble
+from .test_vcpu import CODE, DATA, Guest
+from .test_vcpu_stage1 import MAIR_NORMAL, TABLES, BigGuest, Tables
+
+
+def test_a_trapped_id_register_read_gives_its_access_at_its_pc(tmp_path: Path) -> None:
+    g = Guest(assemble("""
+    .text
+    nop
+    mrs x7, id_aa64mmfr0_el1
+    hvc #1
+    """, CODE, tmp_path, "tid3"))
+    g.cpu.close()
+    g.cpu = VCpu(g.memory, g.translate, context=El2Context(trap_id_registers=True))
+    g.cpu.reset(CODE)
+    try:
+        trap = g.cpu.run()
+        assert isinstance(trap, SysRegTrap), trap
+        assert trap.pc == CODE + 4
+        # ID_AA64MMFR0_EL1: op0 3, op1 0, CRn 0, CRm 7, op2 0; Rt 7; a read
+        assert trap.access == SysRegAccess(op0=3, op1=0, crn=0, crm=7, op2=0, rt=7, is_read=True)
+        g.cpu.set_gpr(7, 0x1122)  # the hypervisor's answer
+        g.cpu.skip_instruction()
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1 and g.cpu.get_gpr(7) == 0x1122
+    finally:
+        g.cpu.close()
+
+
+def test_a_translation_fault_with_its_tables_mapped_is_the_guests(tmp_path: Path) -> None:
+    g = BigGuest(assemble("""
+    .text
+_start:
+    b start
+    .balign 2048
+vectors:
+    .rept 16
+    .balign 128
+    mrs x5, esr_el1
+    mrs x6, far_el1
+    mrs x7, elr_el1
+    hvc #9
+    .endr
+start:
+    adr x0, vectors
+    msr vbar_el1, x0
+    msr mair_el1, x20
+    msr tcr_el1, x21
+    msr ttbr0_el1, x22
+    isb
+    mrs x0, sctlr_el1
+    orr x0, x0, #1
+    msr sctlr_el1, x0
+    isb
+fault:
+    ldr x1, [x23]
+    hvc #2
+    """, CODE, tmp_path, "s1fault"))
+    try:
+        t = Tables(g, 12, 48, TABLES)
+        t.map(CODE, CODE)
+        t.map(DATA, DATA)
+        va = CODE + 0x20_0000  # same level-1 and level-2 tables as the code: a level-3 miss
+        for reg, value in ((20, MAIR_NORMAL), (21, 16 | (5 << 32) | (1 << 23)), (22, t.root), (23, va + 0x18)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 9, trap
+        esr, far, elr = g.cpu.get_gpr(5), g.cpu.get_gpr(6), g.cpu.get_gpr(7)
+        assert esr >> 26 == 0x25  # Data Abort, current EL
+        assert esr & 0x3F in (0x04, 0x05, 0x06, 0x07)  # a translation fault, levels 0-3
+        assert far == va + 0x18
+        assert g.cpu.read_insn_at(elr) == 0xF94002E1  # ldr x1, [x23]
+    finally:
+        g.cpu.close()
+
+
+class WriteOnlyGuest(Guest):
+    def translate(self, ipa: int, is_write: bool, is_fetch: bool) -> Mapping | None:
+        if ipa == DATA:
+            return Mapping(self.data_pa, World.NON_SECURE, writable=True, readable=False)
+        return super().translate(ipa, is_write, is_fetch)
+
+
+def test_a_write_only_page_takes_stores_and_refuses_loads(tmp_path: Path) -> None:
+    g = WriteOnlyGuest(assemble("""
+    .text
+    str x1, [x2]
+    strh w3, [x2, #10]
+    stp x4, x5, [x2, #16]!
+    add x9, x9, #1
+    hvc #1
+    ldr x6, [x2]
+    hvc #2
+    """, CODE, tmp_path, "wo"))
+    try:
+        for reg, value in ((1, 0x1111_2222_3333_4444), (2, DATA), (3, 0xABCD_5678), (4, 7), (5, 8), (9, 41)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
+        mem = g.ns.read(g.data_pa, 32)
+        assert mem[:8] == (0x1111_2222_3333_4444).to_bytes(8, "little")
+        assert mem[10:12] == (0x5678).to_bytes(2, "little") and mem[8:10] == b"\0\0"
+        assert mem[16:32] == (7).to_bytes(8, "little") + (8).to_bytes(8, "little")
+        assert g.cpu.get_gpr(2) == DATA + 16  # the pre-index writeback happened once
+        assert g.cpu.get_gpr(9) == 42  # the instructions after the stores ran once
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and not trap.is_write and trap.ipa == DATA + 16, trap
+    finally:
+        g.cpu.close()
+
+
+class TwoWriteOnlyPages(Guest):
+    def translate(self, ipa: int, is_write: bool, is_fetch: bool) -> Mapping | None:
+        if ipa in (DATA, DATA + 0x1000):
+            return Mapping(self.data_pa + ipa - DATA, World.NON_SECURE, writable=True, readable=False)
+        return super().translate(ipa, is_write, is_fetch)
+
+
+def test_a_store_pair_across_two_write_only_pages_is_made_whole(tmp_path: Path) -> None:
+    g = TwoWriteOnlyPages(assemble("""
+    .text
+    stp x4, x5, [x2, #-8]
+    str x6, [x2, #64]
+    hvc #1
+    """, CODE, tmp_path, "wo2"))
+    try:
+        for reg, value in ((2, DATA + 0x1000), (4, 0x0102_0304_0506_0708), (5, 0x1112_1314_1516_1718), (6, 99)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
+        mem = g.ns.read(g.data_pa + 0x1000 - 8, 80)
+        assert mem[:8] == (0x0102_0304_0506_0708).to_bytes(8, "little")  # the end of the first page
+        assert mem[8:16] == (0x1112_1314_1516_1718).to_bytes(8, "little")  # the start of the second
+        assert mem[72:80] == (99).to_bytes(8, "little")
+    finally:
+        g.cpu.close()
