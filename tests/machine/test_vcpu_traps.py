@@ -14,7 +14,7 @@ from unirealm.arch.memory import World
 from unirealm.machine.vcpu import DataAbortTrap, El2Context, HvcTrap, Mapping, SysRegTrap, VCpu
 
 from .asm_snippet import assemble
-from .test_vcpu import CODE, DATA, Guest
+from .test_vcpu import CODE, DATA, MMIO, Guest
 from .test_vcpu_stage1 import MAIR_NORMAL, TABLES, BigGuest, Tables
 
 
@@ -147,5 +147,36 @@ def test_a_store_pair_across_two_write_only_pages_is_made_whole(tmp_path: Path) 
         assert mem[:8] == (0x0102_0304_0506_0708).to_bytes(8, "little")  # the end of the first page
         assert mem[8:16] == (0x1112_1314_1516_1718).to_bytes(8, "little")  # the start of the second
         assert mem[72:80] == (99).to_bytes(8, "little")
+    finally:
+        g.cpu.close()
+
+
+def test_nothing_after_a_refused_store_runs_even_with_valid_tables_at_ttbr0(tmp_path: Path) -> None:
+    """The MMU is off, but TTBR0_EL1/TCR_EL1 hold a valid identity map: a store stage 2
+    refuses (MMIO) must still end the block there, with the store after it not made."""
+    g = BigGuest(assemble("""
+    .text
+    msr mair_el1, x20
+    msr tcr_el1, x21
+    msr ttbr0_el1, x22
+    isb
+    str x1, [x3]        // MMIO: the hypervisor's
+    str x2, [x4]        // same block: must not happen before the MMIO completes
+    hvc #1
+    """, CODE, tmp_path, "refused"))
+    try:
+        t = Tables(g, 12, 48, TABLES)
+        t.map(CODE, CODE)
+        t.map(DATA, DATA)
+        for reg, value in ((20, MAIR_NORMAL), (21, 16 | (5 << 32) | (1 << 23)), (22, t.root),
+                           (1, 0xAA), (2, 0xBB), (3, MMIO), (4, DATA)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.ipa == MMIO and trap.is_write, trap
+        assert g.ns.read(g.data_pa, 8) == bytes(8)
+        g.cpu.skip_instruction()  # the MMIO write emulated
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
+        assert g.ns.read(g.data_pa, 8) == (0xBB).to_bytes(8, "little")
     finally:
         g.cpu.close()
