@@ -171,8 +171,14 @@ def test_pselect6_sets(proc: Process) -> None:
     proc.write(rset, (1 << r).to_bytes(8, "little"))
     assert call(proc, "pselect6", n, rset, 0, 0, ts) == 1
     assert int.from_bytes(proc.read(rset, 8), "little") == 1 << r
-    proc.write(rset, (1 << 40).to_bytes(8, "little"))  # a closed descriptor counts as ready (EBADF in Linux)
-    assert call(proc, "pselect6", 41, rset, 0, 0, ts) == 1
+    proc.write(rset, (1 << 40).to_bytes(8, "little"))  # a descriptor that is not open: EBADF
+    assert call(proc, "pselect6", 41, rset, 0, 0, ts) == -errno.EBADF
+    eset = buf + 0x400
+    proc.write(rset, (1 << r).to_bytes(8, "little"))
+    proc.write(eset, (1 << 40).to_bytes(8, "little"))  # in the exception set too
+    assert call(proc, "pselect6", 41, rset, 0, eset, ts) == -errno.EBADF
+    assert call(proc, "pselect6", 40, rset, 0, eset, ts) == 1  # bit 40 is past nfds: not looked at
+    assert call(proc, "pselect6", (1 << 32) - 1, rset, 0, 0, ts) == -errno.EINVAL  # nfds -1
 
 
 # --- epoll ----------------------------------------------------------------------------------------
@@ -228,3 +234,46 @@ def test_ppoll_and_pselect6_refuse_an_invalid_timespec(proc: Process, sec: int, 
     proc.write(rset, (1 << r).to_bytes(8, "little"))
     assert call(proc, "pselect6", r + 1, rset, 0, 0, ts) == -errno.EINVAL
     assert call(proc, "ppoll", fds, 1, 0xDEAD_0000_0000) == -errno.EFAULT
+
+
+def test_ppoll_and_pselect6_write_back_what_is_left_of_the_timeout(proc: Process) -> None:
+    """The raw system calls update the timespec (poll_select_finish); a call that returns at
+    once leaves nearly all of it, one that times out leaves {0, 0}."""
+    buf = scratch(proc)
+    r, w = pipe(proc, buf)
+    ts, fds = buf + 0x100, buf + 0x200
+    pollfds(proc, fds, [(w, POLLOUT)])
+    proc.write(ts, struct.pack("<qq", 5, 0))
+    assert call(proc, "ppoll", fds, 1, ts) == 1
+    sec, nsec = struct.unpack("<qq", proc.read(ts, 16))
+    assert 0 <= nsec < 1_000_000_000 and 4_000_000_000 < sec * 1_000_000_000 + nsec < 5_000_000_000  # time passed
+    rset = buf + 0x300
+    proc.write(rset, (1 << r).to_bytes(8, "little"))
+    proc.write(ts, struct.pack("<qq", 0, 0))
+    assert call(proc, "pselect6", r + 1, rset, 0, 0, ts) == 0  # nothing to read, no waiting
+    assert struct.unpack("<qq", proc.read(ts, 16)) == (0, 0)
+    assert int.from_bytes(proc.read(rset, 8), "little") == 0
+
+
+def test_the_signal_mask_arguments_are_checked(proc: Process) -> None:
+    """set_user_sigmask: a mask of another size than sigset_t is EINVAL, one that cannot be
+    read EFAULT; pselect6's sixth argument points at {sigset_t *, size_t}."""
+    buf = scratch(proc)
+    _r, w = pipe(proc, buf)
+    ts, fds, mask, pair = buf + 0x100, buf + 0x200, buf + 0x300, buf + 0x400
+    proc.write(ts, struct.pack("<qq", 0, 0))
+    proc.write(mask, bytes(8))
+    pollfds(proc, fds, [(w, POLLOUT)])
+    assert call(proc, "ppoll", fds, 1, ts, mask, 8) == 1
+    assert call(proc, "ppoll", fds, 1, ts, mask, 16) == -errno.EINVAL
+    assert call(proc, "ppoll", fds, 1, ts, 0xDEAD_0000_0000, 8) == -errno.EFAULT
+    assert call(proc, "ppoll", fds, 1, ts, 0, 16) == 1  # no mask: its size is not looked at
+    wset = buf + 0x500
+    proc.write(wset, (1 << w).to_bytes(8, "little"))
+    proc.write(pair, struct.pack("<QQ", mask, 8))
+    assert call(proc, "pselect6", w + 1, 0, wset, 0, ts, pair) == 1
+    proc.write(pair, struct.pack("<QQ", mask, 4))
+    assert call(proc, "pselect6", w + 1, 0, wset, 0, ts, pair) == -errno.EINVAL
+    proc.write(pair, struct.pack("<QQ", 0, 4))
+    assert call(proc, "pselect6", w + 1, 0, wset, 0, ts, pair) == 1
+    assert call(proc, "pselect6", w + 1, 0, wset, 0, ts, 0xDEAD_0000_0000) == -errno.EFAULT

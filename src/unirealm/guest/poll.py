@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .errors import FsError
+from .fdtable import FD_MAX
 from .pipes import EpollFile
+from .signals import SIGSET_SIZE
 from .sysctx import (
     SyscallContext,
     _s32,
 )
 from .systable import SyscallSet
+from .uapi import pack_timespec
 from .vfs import (
     O_CLOEXEC,
     POLLERR,
@@ -45,10 +50,30 @@ class Poll(SyscallContext):
             out.append(entry.file.poll() & (events | POLLERR | POLLHUP))
         return out
 
+    def _sigmask_arg(self, mask: int, size: int) -> None:
+        """The signal mask ppoll/pselect6 take (set_user_sigmask): none, or a sigset_t of
+        its own size that can be read (EINVAL, EFAULT). No signal reaches a handler in this
+        kernel, so the mask changes nothing while the call waits."""
+        if not mask:
+            return
+        if size != SIGSET_SIZE:
+            raise FsError(errno.EINVAL)
+        self.p.read(mask, SIGSET_SIZE)
+
+    def _wait_timed(self, ready: Callable[[], bool], tsp: int, console: bool, what: str) -> None:
+        """Wait as ppoll/pselect6 do: the timeout from `tsp` (none: for ever), and what is
+        left of it written back there (poll_select_finish; glibc's wrappers hide it)."""
+        timeout = self._timeout(tsp)
+        start = self.now_ns()
+        self.block(ready, timeout, console, what)
+        if timeout is not None:
+            self.p.write(tsp, pack_timespec(max(0, timeout - (self.now_ns() - start))))
+
     @calls("ppoll")
-    def sys_ppoll(self, fds: int, nfds: int, tsp: int, *_: int) -> int:
+    def sys_ppoll(self, fds: int, nfds: int, tsp: int, sigmask: int, sigsetsize: int, *_: int) -> int:
         if nfds > 1024:
             return -errno.EINVAL
+        self._sigmask_arg(sigmask, sigsetsize)
         raw = self.p.read(fds, 8 * nfds) if nfds else b""
         items = [struct.unpack_from("<ihh", raw, 8 * i)[:2] for i in range(nfds)]
         result: list[int] = []
@@ -58,7 +83,7 @@ class Poll(SyscallContext):
             result = self._poll_fds(items)
             return any(result)
 
-        self.block(ready, self._timeout(tsp), self.on_console(fd for fd, _ in items), "ppoll")
+        self._wait_timed(ready, tsp, self.on_console(fd for fd, _ in items), "ppoll")
         out = bytearray(raw)
         for i, rev in enumerate(result):
             struct.pack_into("<h", out, 8 * i + 6, rev)
@@ -67,23 +92,34 @@ class Poll(SyscallContext):
         return sum(1 for r in result if r)
 
     @calls("pselect6")
-    def sys_pselect6(self, nfds: int, rp: int, wp: int, ep: int, tsp: int, *_: int) -> int:
+    def sys_pselect6(self, nfds: int, rp: int, wp: int, ep: int, tsp: int, sig: int, *_: int) -> int:
+        if _s32(nfds) < 0:
+            return -errno.EINVAL
+        nfds = min(nfds & 0xFFFFFFFF, FD_MAX)  # core_sys_select: clamped to the table's size
+        if sig:  # struct { const sigset_t *ss; size_t ss_len; }
+            ss, ss_len = struct.unpack("<QQ", self.p.read(sig, 16))
+            self._sigmask_arg(ss, ss_len)
         nbytes = (nfds + 63) // 64 * 8
-        sets = [int.from_bytes(self.p.read(a, nbytes), "little") if a else 0 for a in (rp, wp)]
+        sets = [int.from_bytes(self.p.read(a, nbytes), "little") & ((1 << nfds) - 1) if a else 0
+                for a in (rp, wp, ep)]
+        every = sets[0] | sets[1] | sets[2]
+        members = [fd for fd in range(nfds) if every >> fd & 1]
+        if any(self.fds.get(fd) is None for fd in members):
+            return -errno.EBADF  # max_select_fd: a set names a descriptor that is not open
+        watched = [fd for fd in members if (sets[0] | sets[1]) >> fd & 1]
         res: list[int] = [0, 0]
 
         def ready() -> bool:
             res[0] = res[1] = 0
-            for fd in range(nfds):
-                for k, want in ((0, POLLIN | POLLHUP | POLLERR), (1, POLLOUT | POLLERR)):
-                    if sets[k] >> fd & 1:
-                        entry = self.fds.get(fd)
-                        if entry is None or entry.file.poll() & want:
-                            res[k] |= 1 << fd
+            for fd in watched:
+                entry = self.fds.get(fd)
+                revents = POLLNVAL if entry is None else entry.file.poll()  # closed by another thread
+                for k, want in ((0, POLLIN | POLLHUP | POLLERR | POLLNVAL), (1, POLLOUT | POLLERR | POLLNVAL)):
+                    if sets[k] >> fd & 1 and revents & want:
+                        res[k] |= 1 << fd
             return bool(res[0] or res[1])
 
-        watched = [fd for fd in range(nfds) if (sets[0] | sets[1]) >> fd & 1]
-        self.block(ready, self._timeout(tsp), self.on_console(watched), "pselect6")
+        self._wait_timed(ready, tsp, self.on_console(watched), "pselect6")
         for k, a in enumerate((rp, wp)):
             if a:
                 self.p.write(a, res[k].to_bytes(nbytes, "little"))
