@@ -11,7 +11,7 @@ from pathlib import Path
 
 from unirealm.arch.esr import SysRegAccess
 from unirealm.arch.memory import World
-from unirealm.machine.vcpu import DataAbortTrap, El2Context, HvcTrap, Mapping, SysRegTrap, VCpu
+from unirealm.machine.vcpu import DataAbortTrap, El2Context, HvcTrap, Mapping, SysRegTrap, UndefinedTrap, VCpu
 
 from .asm_snippet import assemble
 from .test_vcpu import CODE, DATA, MMIO, Guest
@@ -178,5 +178,69 @@ def test_nothing_after_a_refused_store_runs_even_with_valid_tables_at_ttbr0(tmp_
         trap = g.cpu.run()
         assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
         assert g.ns.read(g.data_pa, 8) == (0xBB).to_bytes(8, "little")
+    finally:
+        g.cpu.close()
+
+
+def test_sve_under_cptr_el2_tz_is_the_hypervisors(tmp_path: Path) -> None:
+    """CPTR_EL2.TZ (as the RMM sets it for a realm without SVE): an SVE instruction EL1 may
+    run (CPACR_EL1.ZEN = 0b11) is not taken at EL1 but handed over with EC 0x19, at its PC."""
+    g = Guest(assemble("""
+    .arch armv8.2-a+sve
+    .text
+    mov x0, #(3 << 16)  // CPACR_EL1.ZEN: no EL1/EL0 trap
+    orr x0, x0, #(3 << 20)  // FPEN too
+    msr cpacr_el1, x0
+    isb
+    rdvl x1, #1
+    hvc #1
+    """, CODE, tmp_path, "sve"))
+    g.cpu.close()
+    g.cpu = VCpu(g.memory, g.translate, context=El2Context(trap_sve=True))
+    g.cpu.reset(CODE)
+    try:
+        trap = g.cpu.run()
+        assert isinstance(trap, UndefinedTrap) and trap.esr >> 26 == 0x19, trap
+        assert trap.pc == CODE + 16 and trap.insn == 0x04BF5021  # rdvl x1, #1
+        assert g.cpu.exceptions_taken == 0
+    finally:
+        g.cpu.close()
+
+
+def test_a_stage_2_fault_with_the_mmu_on_reports_the_va(tmp_path: Path) -> None:
+    """FAR for the hypervisor (HPFAR holds the IPA): the VA of the faulting part of the access,
+    found from the instruction when the MMU is on; a load crossing into the faulting page
+    gives the address where that page starts."""
+    g = BigGuest(assemble("""
+    .text
+    msr mair_el1, x20
+    msr tcr_el1, x21
+    msr ttbr0_el1, x22
+    isb
+    mrs x0, sctlr_el1
+    orr x0, x0, #1
+    msr sctlr_el1, x0
+    isb
+    ldr x1, [x3]
+    ldr x1, [x4]
+    hvc #1
+    """, CODE, tmp_path, "farva"))
+    try:
+        t = Tables(g, 12, 48, TABLES)
+        t.map(CODE, CODE)
+        t.map(DATA, DATA)
+        mmio_va = 0x1234_5000
+        t.map(mmio_va, MMIO & ~0xFFF)  # stage 1 maps it; stage 2 does not
+        t.map(mmio_va - 0x1000, DATA)  # the page before it is RAM
+        for reg, value in ((20, MAIR_NORMAL), (21, 16 | (5 << 32) | (1 << 23)), (22, t.root),
+                           (3, mmio_va + 0x10), (4, mmio_va - 4)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap), trap
+        assert trap.ipa == (MMIO & ~0xFFF) + 0x10 and trap.va == mmio_va + 0x10
+        g.cpu.skip_instruction()
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap), trap
+        assert trap.ipa == MMIO & ~0xFFF and trap.va == mmio_va  # the second half's first byte
     finally:
         g.cpu.close()
