@@ -668,7 +668,7 @@ class VCpu(El1Entry):
                 break  # the GPT refused a write-only page: the store's fault
             try:
                 with HOST_IRQ.running(self.uc):
-                    self.uc.emu_start(self.pc, RUN_FOREVER, timeout_us, 1 if stepping else 0)
+                    self.uc.emu_start(self.pc, self.pc + 4 if stepping else RUN_FOREVER, timeout_us)
             except UcError as exc:
                 error = str(exc)
             for page in stepping:
