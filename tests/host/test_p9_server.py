@@ -322,10 +322,25 @@ def test_fifos_and_devices_are_never_opened(share: Path):
     assert c.error(P9.TWALK, fid=0, newfid=3, wnames=["/dev"]) == errno.EINVAL
 
 
+def _share_fds(share: Path) -> list[str]:
+    """This process's descriptors open on the share (others come and go with other tests'
+    leftovers: only these are the server's)."""
+    root = str(share.resolve())
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor among them)
+        if target == root or target.startswith(root + "/"):
+            out.append(target)
+    return out
+
+
 def test_fids_are_bounded_and_never_leak(share: Path):
     from unirealm.host.devices import virtio_9p
 
-    before = len(os.listdir("/proc/self/fd"))
+    before = _share_fds(share)
     c = Client(share)
     for n in range(1, virtio_9p.MAX_FIDS):
         c.rpc(P9.TWALK, fid=0, newfid=n, wnames=["hello.txt"] if n % 2 else ["sub", ".."])
@@ -336,8 +351,9 @@ def test_fids_are_bounded_and_never_leak(share: Path):
     assert c.error(P9.TWALK, fid=0, newfid=1, wnames=["nope"]) == errno.ENOENT  # a failed walk leaves nothing
     assert len(c.raw(P9.TWALK, fid=0, newfid=1, wnames=["sub", "nope", "x"])[1]["qids"]) == 1  # nor a partial one
     c.rpc(P9.TVERSION, msize=65536, version="9P2000.L")
+    assert len(_share_fds(share)) > len(before)  # the open file and its walked fids hold descriptors
     c.server.close()
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert _share_fds(share) == before
 
 
 def test_symlink_times_through_its_directory(share: Path, tmp_path: Path):
