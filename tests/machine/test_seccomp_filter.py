@@ -197,3 +197,40 @@ def test_an_export_that_cannot_be_written_is_an_error(monkeypatch: pytest.Monkey
     with pytest.raises(sc.SeccompError) as exc:
         f.export_bpf()
     assert exc.value.strerror.startswith("seccomp: export: ")
+
+
+def test_the_library_is_found_by_name_when_its_soname_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sc, "LIBSECCOMP", "libseccomp.so.999")  # a system without the usual soname
+    lib = sc._lib()
+    assert lib.seccomp_syscall_resolve_name(b"mmap") == NR[MACHINE]["mmap"]
+
+
+class _NoTsync:
+    """libseccomp, but seccomp_attr_set(3) refuses the attribute (-EINVAL)."""
+
+    def __init__(self, lib: object) -> None:
+        self._real = lib
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    @staticmethod
+    def seccomp_attr_set(ctx: int, attr: int, value: int) -> int:
+        return -errno.EINVAL
+
+
+def test_a_filter_that_cannot_synchronise_all_threads_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sc._lib
+    monkeypatch.setattr(sc, "_lib", lambda: _NoTsync(real()))
+    with pytest.raises(sc.SeccompError) as exc:
+        sc.Filter(sc.SCMP_ACT_ALLOW)
+    assert exc.value.errno == errno.EINVAL and exc.value.strerror == "seccomp: TSYNC: EINVAL"
+
+
+def test_a_failure_without_an_errno_name_carries_its_number() -> None:
+    with pytest.raises(sc.SeccompError) as exc:
+        sc.Filter._check(-4000, "load")  # no errno has the number 4000
+    assert exc.value.errno == 4000 and exc.value.strerror.startswith("seccomp: load: ")
+    assert "4000" in exc.value.strerror
+    sc.Filter._check(0, "load")  # 0 and positive: success
+    sc.Filter._check(7, "load")
