@@ -234,3 +234,29 @@ def test_a_failure_without_an_errno_name_carries_its_number() -> None:
     assert "4000" in exc.value.strerror
     sc.Filter._check(0, "load")  # 0 and positive: success
     sc.Filter._check(7, "load")
+
+
+class _LoadFails:
+    """libseccomp, but seccomp_load(3) fails (as when the kernel refuses the program) after
+    noting the context it was given; no filter reaches this process."""
+
+    def __init__(self, lib: object) -> None:
+        self._real = lib
+        self.loaded: list[object] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    def seccomp_load(self, ctx: object) -> int:
+        self.loaded.append(ctx)
+        return -errno.ECANCELED
+
+
+def test_a_load_the_kernel_refuses_is_an_error_for_that_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _LoadFails(sc._lib())
+    monkeypatch.setattr(sc, "_lib", lambda: fake)
+    f = sc.Filter(sc.SCMP_ACT_ALLOW)
+    with pytest.raises(sc.SeccompError) as exc:
+        f.load()
+    assert exc.value.errno == errno.ECANCELED and exc.value.strerror == "seccomp: load: ECANCELED"
+    assert fake.loaded == [f._ctx] and f._ctx
