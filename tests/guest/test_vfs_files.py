@@ -518,6 +518,7 @@ def test_parent_of(vfs: Vfs) -> None:
     assert parent is vfs.walk("/a/b")[0] and name == "new" and canon == "/a/b"
     assert vfs.parent_of("new/", cwd="/a/b")[1:] == ("new", "/a/b")
     assert vfs.parent_of("/top")[1:] == ("top", "/")
+    assert vfs.parent_of("/top", cwd="/a/b")[1:] == ("top", "/")  # absolute: the cwd plays no part
     assert vfs.parent_of("/a/rel/x")[2] == "/a/b"
     raises(errno.EEXIST, vfs.parent_of, "/")
     raises(errno.EINVAL, vfs.parent_of, "/a/.")

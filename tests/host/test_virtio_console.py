@@ -205,7 +205,7 @@ def test_end_of_input_is_one_empty_buffer(con):
 def test_no_input_no_end_leaves_buffers_posted(con):
     drv, dev, _ = con
     drv.setup()
-    assert not dev.eof and not dev.has_input()
+    assert dev.eof is False and dev.has_input() is False  # bools, as typed
     drv.desc(RX, 0, buf(0), 64, WRITE)
     drv.post(RX, 0)
     assert dev.deliver() == 0 and drv.used(RX) == []

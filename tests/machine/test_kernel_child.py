@@ -353,6 +353,13 @@ def test_a_grant_of_the_last_window_page_maps(pair: tuple[kc.ChildEngine, Peer, 
     assert engine.resolve(last, False)[1] == WINDOW + last
 
 
+def test_a_grant_of_the_first_window_page_maps(pair: tuple[kc.ChildEngine, Peer, int]) -> None:
+    engine, peer, _ = pair
+    peer.grant(0, 1, 0, False)  # IPA 0 is inside the window: asked, not refused
+    assert engine.resolve(8, False)[1] == WINDOW + 8
+    assert peer.trap()[36] == 0 and engine.mapped == {0: False}
+
+
 # --- MMIO ---------------------------------------------------------------------------------------------
 def test_mmio_on_granted_memory_is_a_plain_access(pair: tuple[kc.ChildEngine, Peer, int]) -> None:
     engine, peer, memfd = pair

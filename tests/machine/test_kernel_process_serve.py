@@ -283,6 +283,11 @@ def test_a_stage_two_miss_is_granted_a_run_of_contiguous_pages(
     (TRAP_FMT.pack(TRAP, 9, 0, 8, 0, *(0,) * 31, 0, 0), "the kernel process broke the channel protocol"),
     (TRAP_FMT.pack(TRAP, DATA_ABORT, F_PROBE, 3, 0, *(0,) * 31, RAM_IPA, 0),
      "the kernel process broke the channel protocol"),
+    # An MMIO access of a size no access has, at a pc equal to one: the size is what is judged.
+    (TRAP_FMT.pack(TRAP, DATA_ABORT, 0, 3, 4, *(0,) * 31, 0x900_0000, 0),
+     "the kernel process broke the channel protocol"),
+    (TRAP_FMT.pack(TRAP, DATA_ABORT, 0, 16, 8, *(0,) * 31, 0x900_0000, 0),
+     "the kernel process broke the channel protocol"),
 ])
 def test_a_stop_or_a_broken_protocol_ends_the_kernel(machine: tuple[KernelProcess, Child, PhysicalMemory],
                                                      message: bytes, reason: str) -> None:

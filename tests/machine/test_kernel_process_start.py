@@ -4,6 +4,7 @@ and what it does when the child does not say hello."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import struct
@@ -85,6 +86,24 @@ def test_the_engine_takes_the_spare_and_reads_its_hello(memory: PhysicalMemory) 
     assert kp._sock is None and (kp._listener, kp._memfd_ro, kp._irq) == (-1, -1, -1)
     assert spare.proc.returncode is not None
     kp.emu_stop()  # closed: nothing to write
+
+
+def test_a_start_is_logged_with_the_pid_and_the_limit(memory: PhysicalMemory, caplog: pytest.LogCaptureFixture) -> None:
+    limit = (1 << 20) + kernel_process.OVERHEAD
+    spare = fake(limit)
+    kernel_process._SPARES[id(memory)] = spare  # type: ignore[assignment]
+    listener = os.eventfd(0)
+    socket.send_fds(spare.child, [HELLO_FMT.pack(4, 11, 12)], [listener])
+    os.close(listener)
+    kp = make(memory)
+    caplog.set_level(logging.DEBUG, logger="unirealm.machine.kernel_process")
+    kp._start()
+    try:
+        assert [r.getMessage() for r in caplog.records] == [
+            f"kernel process {spare.proc.pid} started (limit {limit // (1 << 20)} MiB)"]
+    finally:
+        kp.close()
+        spare.child.close()
 
 
 def test_a_spare_for_another_limit_or_model_is_discarded(memory: PhysicalMemory,

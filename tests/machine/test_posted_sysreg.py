@@ -16,7 +16,7 @@ from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.timer import PPI_VIRT_TIMER, CntSysreg
 from unirealm.host.devices.gicv3 import GicV3
 from unirealm.host.vcpus import GicLines
-from unirealm.machine.irq import PENDING_IRQ
+from unirealm.machine.irq import PENDING_FIQ, PENDING_IRQ
 from unirealm.machine.kernel_child import ChildEngine
 from unirealm.machine.kernel_process import KernelProcess, KernelProcessStopped
 from unirealm.machine.memory import PhysicalMemory
@@ -25,7 +25,9 @@ from unirealm.machine.timer import GenericTimer
 from .channel_layout import (
     DATA_ABORT,
     F_WRITE,
+    FIQ_LINE,
     HOST_LINE,
+    IRQ_LINE,
     NO_IAR1,
     POSTABLE_LINE,
     POSTED,
@@ -150,6 +152,54 @@ def test_a_post_the_lines_refuse_stops_the_kernel(write: bool, key: int, value: 
     with pytest.raises(KernelProcessStopped, match="posted an access"):
         _post(engine, write, key, value)
     assert gic.cpus[0].pmr == 0xF8  # five priority bits: 0xFF reads 0xF8
+
+
+class _FiqLines:
+    """Interrupt lines that signal an IRQ (INTID 40 foreseen) and later an FIQ as well."""
+
+    def __init__(self) -> None:
+        self.signalled = PENDING_IRQ
+
+    def pending(self) -> int:
+        return self.signalled
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def iar1_now(self) -> int | None:
+        return 40
+
+    def acknowledge_foreseen(self, intid: int) -> bool:
+        self.signalled &= ~PENDING_IRQ
+        return intid == 40
+
+    def read_sysreg(self, key: int) -> int | None:
+        return None
+
+    def write_sysreg(self, key: int, value: int) -> bool:
+        return False
+
+
+def test_an_fiq_signalled_after_the_answer_kicks_after_a_posted_iar1() -> None:
+    gic, timer, _ = _gic()
+    engine, kicks = _engine(gic, timer)
+    lines = _FiqLines()
+    engine.interrupts = lines
+    assert engine._lines(False) == (IRQ_LINE | POSTABLE_LINE, 40)  # the answer shows the IRQ only
+    lines.signalled |= PENDING_FIQ  # then the FIQ input rises: the PE was never shown it
+    _post(engine, False, IccSysreg.IAR1, 40)
+    assert kicks == [1]
+
+
+def test_a_posted_iar1_does_not_kick_for_an_fiq_the_answer_showed() -> None:
+    gic, timer, _ = _gic()
+    engine, kicks = _engine(gic, timer)
+    lines = _FiqLines()
+    lines.signalled |= PENDING_FIQ
+    engine.interrupts = lines
+    assert engine._lines(False)[0] == IRQ_LINE | FIQ_LINE | POSTABLE_LINE
+    _post(engine, False, IccSysreg.IAR1, 40)
+    assert kicks == []
 
 
 # --- the kernel process's side ------------------------------------------------------------

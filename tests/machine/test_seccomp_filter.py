@@ -197,3 +197,66 @@ def test_an_export_that_cannot_be_written_is_an_error(monkeypatch: pytest.Monkey
     with pytest.raises(sc.SeccompError) as exc:
         f.export_bpf()
     assert exc.value.strerror.startswith("seccomp: export: ")
+
+
+def test_the_library_is_found_by_name_when_its_soname_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sc, "LIBSECCOMP", "libseccomp.so.999")  # a system without the usual soname
+    lib = sc._lib()
+    assert lib.seccomp_syscall_resolve_name(b"mmap") == NR[MACHINE]["mmap"]
+
+
+class _NoTsync:
+    """libseccomp, but seccomp_attr_set(3) refuses the attribute (-EINVAL)."""
+
+    def __init__(self, lib: object) -> None:
+        self._real = lib
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    @staticmethod
+    def seccomp_attr_set(ctx: int, attr: int, value: int) -> int:
+        return -errno.EINVAL
+
+
+def test_a_filter_that_cannot_synchronise_all_threads_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sc._lib
+    monkeypatch.setattr(sc, "_lib", lambda: _NoTsync(real()))
+    with pytest.raises(sc.SeccompError) as exc:
+        sc.Filter(sc.SCMP_ACT_ALLOW)
+    assert exc.value.errno == errno.EINVAL and exc.value.strerror == "seccomp: TSYNC: EINVAL"
+
+
+def test_a_failure_without_an_errno_name_carries_its_number() -> None:
+    with pytest.raises(sc.SeccompError) as exc:
+        sc.Filter._check(-4000, "load")  # no errno has the number 4000
+    assert exc.value.errno == 4000 and exc.value.strerror.startswith("seccomp: load: ")
+    assert "4000" in exc.value.strerror
+    sc.Filter._check(0, "load")  # 0 and positive: success
+    sc.Filter._check(7, "load")
+
+
+class _LoadFails:
+    """libseccomp, but seccomp_load(3) fails (as when the kernel refuses the program) after
+    noting the context it was given; no filter reaches this process."""
+
+    def __init__(self, lib: object) -> None:
+        self._real = lib
+        self.loaded: list[object] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    def seccomp_load(self, ctx: object) -> int:
+        self.loaded.append(ctx)
+        return -errno.ECANCELED
+
+
+def test_a_load_the_kernel_refuses_is_an_error_for_that_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _LoadFails(sc._lib())
+    monkeypatch.setattr(sc, "_lib", lambda: fake)
+    f = sc.Filter(sc.SCMP_ACT_ALLOW)
+    with pytest.raises(sc.SeccompError) as exc:
+        f.load()
+    assert exc.value.errno == errno.ECANCELED and exc.value.strerror == "seccomp: load: ECANCELED"
+    assert fake.loaded == [f._ctx] and f._ctx
