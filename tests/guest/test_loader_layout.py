@@ -138,6 +138,12 @@ def test_a_missing_interpreter_is_refused(programs: dict[str, bytes]) -> None:
         spawn(programs["pie"])
 
 
+def test_an_interpreter_that_asks_for_one_is_refused(programs: dict[str, bytes]) -> None:
+    """binfmt_elf loads one interpreter: a PT_INTERP in the interpreter itself is refused."""
+    with pytest.raises(ExecError, match=re.escape("/lib/ld-linux-aarch64.so.1: the interpreter itself asks")):
+        spawn(programs["pie"], programs["pie"])
+
+
 def read_c_string(p: Process, va: int) -> bytes:
     out = b""
     while (c := p.read(va + len(out), 1)) != b"\0":
@@ -208,6 +214,7 @@ def test_the_vdso_and_its_data_page(programs: dict[str, bytes]) -> None:
     ticks = 10**6  # 16 ms at 62.5 MHz
     assert (ticks * mult) >> VVAR_MULT_SHIFT == pytest.approx(16_000_000, abs=1)
     assert zero == 0 and offset == 1_700_000_000_123_456_789
+    assert p.read(VVAR_BASE + 24, PAGE - 24) == bytes(PAGE - 24)  # the rest of the data page is zero
 
 
 def test_no_vdso_when_the_image_has_none(programs: dict[str, bytes]) -> None:
