@@ -139,7 +139,9 @@ def test_a_missing_interpreter_is_refused(programs: dict[str, bytes]) -> None:
 
 
 def test_an_interpreter_that_asks_for_one_is_refused(programs: dict[str, bytes]) -> None:
-    """binfmt_elf loads one interpreter: a PT_INTERP in the interpreter itself is refused."""
+    """One interpreter is loaded and a PT_INTERP inside it is not followed: the loader
+    refuses it with a message naming it (binfmt_elf ignores it, and such an interpreter,
+    never relocated, faults at its entry)."""
     with pytest.raises(ExecError, match=re.escape("/lib/ld-linux-aarch64.so.1: the interpreter itself asks")):
         spawn(programs["pie"], programs["pie"])
 
