@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import struct
 
+from unirealm.guest.procfs import mount_system
+
 from .fs_support import AT_FDCWD, O_CREAT, O_DIRECTORY, O_RDONLY, O_WRONLY, Fs
 
 S_IFMT, S_IFREG, S_IFDIR, S_IFLNK = 0o170000, 0o100000, 0o040000, 0o120000
@@ -331,3 +333,16 @@ def test_utimensat(fs: Fs) -> None:
     assert fs("utimensat", AT_FDCWD, f, times, 0) == 0
     assert mtime(fs, "/tmp/f") != (42, 1)
     assert fs("utimensat", AT_FDCWD, fs.cstr("/tmp/none"), 0, 0) == -errno.ENOENT
+
+
+def test_stat_of_a_device_without_an_inode_and_access_other_exec(fs: Fs) -> None:
+    mount_system(fs.p)
+    fd = fs.open("/dev/urandom")
+    assert fd >= 0
+    st = raw_stat(fs, "", AT_EMPTY_PATH, fd)
+    assert isinstance(st, tuple) and st[2] & S_IFMT == 0o020000  # S_IFCHR, as fstat says
+    assert fs.fstat(fd).mode & S_IFMT == 0o020000
+    make(fs, "/tmp/o", mode=0o001)  # root may execute with any one execute bit
+    assert fs("faccessat", AT_FDCWD, fs.cstr("/tmp/o"), X_OK) == 0
+    make(fs, "/tmp/w", mode=0o602)
+    assert fs("faccessat", AT_FDCWD, fs.cstr("/tmp/w"), X_OK) == -errno.EACCES

@@ -11,6 +11,7 @@ import pytest
 from unirealm.guest.errors import BrokenPipe, FsError
 from unirealm.guest.pagecache import PAGE
 from unirealm.guest.pipes import EpollFile, EventFd, Pipe, PipeEnd
+from unirealm.guest.procfs import mount_system
 from unirealm.guest.sched import ProcessExit
 from unirealm.guest.vfs import FIONREAD, POLLERR, POLLHUP, POLLIN, POLLOUT, WouldBlock
 
@@ -189,3 +190,18 @@ def test_eventfd_through_the_syscalls(fs: Fs) -> None:
     fs.p.write(fs.buf + 0x300, fds)
     assert fs("ppoll", fs.buf + 0x300, 1, 0, 0, 0) is not None
     assert struct.unpack("<iHH", fs.p.read(fs.buf + 0x300, 8))[2] == POLLIN  # the semaphore still holds 1
+
+
+def test_anonymous_files_name_themselves_in_proc(fs: Fs) -> None:
+    mount_system(fs.p)
+    efd, ep = fs("eventfd2", 0, 0), fs("epoll_create1", 0)
+    assert efd is not None and ep is not None
+    assert fs("pipe2", fs.buf + 0x100, 0) == 0
+    rfd = struct.unpack("<i", fs.p.read(fs.buf + 0x100, 4))[0]
+    out = fs.buf + 0x400
+    for fd, want in ((efd, b"anon_inode:[eventfd]"), (ep, b"anon_inode:[eventpoll]"),
+                     (rfd, f"pipe:[{fs.fstat(rfd).ino}]".encode())):
+        n = fs("readlinkat", -100, fs.cstr(f"/proc/self/fd/{fd}"), out, 64)
+        assert n == len(want) and fs.p.read(out, n) == want
+    assert fs.fstat(ep).ino == fs.fstat(ep).ino  # one inode per instance
+    assert fs.fstat(ep).ino != fs.fstat(efd).ino
