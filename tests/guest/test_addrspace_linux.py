@@ -257,3 +257,51 @@ def test_read_cstring_across_pages(fs: Fs) -> None:
     assert fs.p.mm.read_cstring(a + PAGE - 100) == b"y" * 150
     fs.p.write(a, b"z" * 70 + b"\0")
     assert fs.p.mm.read_cstring(a) == b"z" * 70
+
+
+LOW = 0x2_0000_0000  # below MMAP_BASE, where nothing is placed unless asked for
+
+
+def test_munmap_of_a_wide_range_frees_its_first_page(fs: Fs) -> None:
+    p = fs.p
+    assert mmap(p, LOW, 2 * PAGE, flags=ANON | MAP_FIXED) == LOW
+    p.write(LOW, b"gone")
+    assert call(p, "munmap", LOW, 1 << 30) == 0  # wider than all the pages the process has
+    assert LOW not in p.mm.owned and LOW not in p.mm.space.pages
+    assert mmap(p, LOW, PAGE, flags=ANON | MAP_FIXED) == LOW
+    assert p.read(LOW, 4) == bytes(4)
+
+
+def test_a_private_file_mapping_split_by_munmap_keeps_the_file(fs: Fs) -> None:
+    fd = fs.open("/tmp/priv", O_CREAT | O_RDWR)
+    content = b"".join(bytes([65 + i]) * PAGE for i in range(3))
+    for i in range(3):
+        fs.pwrite(fd, content[i * PAGE : (i + 1) * PAGE], i * PAGE)
+    a = mmap(fs.p, 0, 3 * PAGE, PROT_READ, MAP_PRIVATE, fd)
+    assert call(fs.p, "munmap", a + PAGE, PAGE) == 0
+    assert fs.p.read(a + 2 * PAGE, 2) == b"CC" and fs.p.read(a, 2) == b"AA"
+    assert fs("close", fd) == 0
+
+
+def test_mremap_leaves_the_mapping_below_alone(fs: Fs) -> None:
+    p = fs.p
+    assert mmap(p, LOW, PAGE, flags=ANON | MAP_FIXED) == LOW
+    assert mmap(p, LOW + PAGE, PAGE, flags=ANON | MAP_FIXED) == LOW + PAGE
+    assert mmap(p, LOW + 2 * PAGE, PAGE, flags=ANON | MAP_FIXED) == LOW + 2 * PAGE  # blocks growth
+    p.write(LOW, b"below")
+    new = call(p, "mremap", LOW + PAGE, PAGE, 4 * PAGE, MREMAP_MAYMOVE, 0)
+    assert new is not None and new > 0 and new != LOW + PAGE
+    assert p.read(LOW, 5) == b"below" and can_write(fs, LOW)
+    assert any(v.start == LOW and v.end == LOW + PAGE for v in p.mm.vmas)
+
+
+def test_a_heap_made_again_after_munmap_is_the_heap(fs: Fs) -> None:
+    p = fs.p
+    start = call(p, "brk", 0)
+    assert start is not None
+    assert call(p, "brk", start + 2 * PAGE) == start + 2 * PAGE
+    assert call(p, "munmap", start, 2 * PAGE) == 0
+    assert call(p, "brk", start + 3 * PAGE) == start + 3 * PAGE
+    heaps = [v for v in p.mm.vmas if v.start == start]
+    assert [(v.name, v.end) for v in heaps] == [("heap", start + 3 * PAGE)]
+    assert can_write(fs, start + 2 * PAGE)
