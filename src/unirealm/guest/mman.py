@@ -33,7 +33,7 @@ class Mman(SyscallContext):
 
     @calls("mmap")
     def sys_mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
-        if length == 0 or offset & 0xFFF:
+        if length == 0 or offset & 0xFFF or not flags & 3:  # neither MAP_SHARED nor MAP_PRIVATE
             return -errno.EINVAL
         if length > 1 << 48:  # more than the address space (TASK_SIZE)
             return -errno.ENOMEM
@@ -57,6 +57,9 @@ class Mman(SyscallContext):
         fixed = bool(flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
         if fixed and addr & 0xFFF:
             return -errno.EINVAL
+        if flags & MAP_FIXED_NOREPLACE and \
+                any(v.start < addr + size and v.end > addr for v in self.p.mm.vmas):
+            return -errno.EEXIST  # mmap(2): the range is (partly) mapped already
         start = self.p.mm.map_region(addr if fixed else 0, size, prot & 7, name, data, offset, shared_file)
         return start
 

@@ -17,9 +17,10 @@ from .sysctx import (
     _s32,
 )
 from .systable import SyscallSet
-from .uapi import NSEC
+from .uapi import NSEC, TIMESPEC_SIZE, timespec_ns
 from .vfs import (
     DT,
+    Clock,
     DirFile,
     DirInode,
     FsError,
@@ -30,7 +31,9 @@ from .vfs import (
 if TYPE_CHECKING:
     pass
 
-RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT = 1, 2, 4
+AT_SYMLINK_FOLLOW, AT_EACCESS = 0x400, 0x200
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 STATX_BASIC_STATS = 0x7FF
 
 calls = SyscallSet("files")
@@ -82,6 +85,8 @@ class Namei(SyscallContext):
 
     @calls("readlinkat")
     def sys_readlinkat(self, dirfd: int, pathp: int, buf: int, size: int, *_: int) -> int:
+        if _s32(size) <= 0:
+            return -errno.EINVAL  # readlink(2): bufsiz is not positive
         node = self.lookup(dirfd, self.path(pathp), follow=False)[0]
         if not isinstance(node, LinkInode):
             return -errno.EINVAL
@@ -91,14 +96,21 @@ class Namei(SyscallContext):
 
     @calls("faccessat")
     def sys_faccessat(self, dirfd: int, pathp: int, mode: int, *_: int) -> int:
-        node = self.lookup(dirfd, self.path(pathp))[0]
+        return self._access(dirfd, pathp, mode, 0)
+
+    def _access(self, dirfd: int, pathp: int, mode: int, flags: int) -> int:
+        """access(2) for root: F_OK/R_OK/W_OK always, X_OK when some execute bit is set or on a
+        directory; EINVAL for an unknown mode or flag bit."""
+        if mode & ~7 or flags & ~(AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+            return -errno.EINVAL
+        node = self._stat_target(dirfd, pathp, flags)
         if mode & 1 and not node.mode & 0o111 and not isinstance(node, DirInode):
             return -errno.EACCES
         return 0
 
     @calls("faccessat2")
     def sys_faccessat2(self, dirfd: int, pathp: int, mode: int, flags: int, *_: int) -> int:
-        return self.sys_faccessat(dirfd, pathp, mode)
+        return self._access(dirfd, pathp, mode, flags)
 
     @calls("getdents64")
     def sys_getdents64(self, fd: int, buf: int, count: int, *_: int) -> int:
@@ -127,11 +139,13 @@ class Namei(SyscallContext):
         parent, name, _canon = self.vfs.parent_of(path, self.base_dir(dirfd, path))
         if parent.get(name) is not None:
             return -errno.EEXIST
-        parent.mkdir(name, mode & ~self.umask & 0o7777)
+        parent.mkdir(name, mode & ~self.umask & 0o1777)  # mkdir(2): set-user/group-ID bits dropped
         return 0
 
     @calls("unlinkat")
     def sys_unlinkat(self, dirfd: int, pathp: int, flags: int, *_: int) -> int:
+        if flags & ~AT_REMOVEDIR:
+            return -errno.EINVAL
         path = self.path(pathp)
         parent, name, _canon = self.vfs.parent_of(path, self.base_dir(dirfd, path))
         node = parent.get(name)
@@ -149,16 +163,22 @@ class Namei(SyscallContext):
 
     @calls("symlinkat")
     def sys_symlinkat(self, target: int, dirfd: int, linkp: int, *_: int) -> int:
+        text = self.path(target)
+        if not text:
+            return -errno.ENOENT  # symlink(2): an empty target
         path = self.path(linkp)
         parent, name, _canon = self.vfs.parent_of(path, self.base_dir(dirfd, path))
         if parent.get(name) is not None:
             return -errno.EEXIST
-        parent.add(name, LinkInode(self.path(target)))
+        parent.add(name, LinkInode(text))
         return 0
 
     @calls("linkat")
     def sys_linkat(self, olddir: int, oldp: int, newdir: int, newp: int, flags: int, *_: int) -> int:
-        node = self.lookup(olddir, self.path(oldp), follow=bool(flags & 0x400))[0]
+        if flags & ~(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH):
+            return -errno.EINVAL
+        node = self._stat_target(olddir, oldp,
+                                 flags & AT_EMPTY_PATH | (0 if flags & AT_SYMLINK_FOLLOW else AT_SYMLINK_NOFOLLOW))
         path = self.path(newp)
         parent, name, _canon = self.vfs.parent_of(path, self.base_dir(newdir, path))
         if parent.get(name) is not None:
@@ -170,9 +190,14 @@ class Namei(SyscallContext):
 
     @calls("renameat2")
     def sys_renameat2(self, olddir: int, oldp: int, newdir: int, newp: int, flags: int, *_: int) -> int:
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) or \
+                (flags & RENAME_EXCHANGE and flags & (RENAME_NOREPLACE | RENAME_WHITEOUT)):
+            return -errno.EINVAL
+        if flags & RENAME_WHITEOUT:
+            return -errno.EPERM  # whiteouts are for overlay filesystems' privileged mounters
         op, np_ = self.path(oldp), self.path(newp)
-        src_dir, src_name, _canon = self.vfs.parent_of(op, self.base_dir(olddir, op))
-        dst_dir, dst_name, _canon = self.vfs.parent_of(np_, self.base_dir(newdir, np_))
+        src_dir, src_name, src_canon = self.vfs.parent_of(op, self.base_dir(olddir, op))
+        dst_dir, dst_name, dst_canon = self.vfs.parent_of(np_, self.base_dir(newdir, np_))
         node = src_dir.get(src_name)
         if node is None:
             return -errno.ENOENT
@@ -186,6 +211,9 @@ class Namei(SyscallContext):
             return 0
         if existing is node:
             return 0
+        moved = src_canon.rstrip("/") + "/" + src_name
+        if isinstance(node, DirInode) and (dst_canon + "/").startswith(moved + "/"):
+            return -errno.EINVAL  # rename(2): a directory into its own subdirectory
         if isinstance(existing, DirInode):
             if not isinstance(node, DirInode):
                 return -errno.EISDIR
@@ -248,8 +276,19 @@ class Namei(SyscallContext):
 
     @calls("utimensat")
     def sys_utimensat(self, dirfd: int, pathp: int, times: int, flags: int, *_: int) -> int:
-        node = self._stat_target(dirfd, pathp, flags | (AT_EMPTY_PATH if not pathp else 0)) if pathp else \
-            self.file(dirfd).inode
-        if node is not None:
-            node.mtime_ns = self.now_ns()
+        """utimensat(2): the times are [atime, mtime] (NULL: both now; UTIME_NOW, UTIME_OMIT);
+        an inode keeps one time, the modification time."""
+        if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+            return -errno.EINVAL
+        mtime: int | None = Clock.now_ns()
+        if times:
+            raw = self.p.read(times, 2 * TIMESPEC_SIZE)
+            given = []
+            for half in (raw[:TIMESPEC_SIZE], raw[TIMESPEC_SIZE:]):
+                nsec = int.from_bytes(half[8:], "little")
+                given.append(None if nsec == UTIME_OMIT else mtime if nsec == UTIME_NOW else timespec_ns(half))
+            mtime = given[1]
+        node = self._stat_target(dirfd, pathp, flags) if pathp else self.file(dirfd).inode
+        if node is not None and mtime is not None:
+            node.mtime_ns = mtime
         return 0

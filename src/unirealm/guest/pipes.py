@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .interfaces import UserMemory
 
 PIPE_SIZE = 65536
+PIPE_BUF = 4096  # pipe(7): writes up to this size are atomic
+EVENTFD_MAX = 0xFFFF_FFFF_FFFF_FFFE
 
 
 class PipeBuffer:
@@ -87,8 +89,8 @@ class PipeEnd(OpenFile):
         if p.readers == 0:
             raise BrokenPipe()  # and SIGPIPE (pipe(7))
         room = PIPE_SIZE - len(p.buf)
-        if room <= 0:
-            raise WouldBlock()
+        if room <= 0 or room < len(data) <= PIPE_BUF:
+            raise WouldBlock()  # pipe(7): up to PIPE_BUF bytes go in at once or not at all
         return p.buf.put(data[:room])
 
     def poll(self) -> int:
@@ -131,13 +133,13 @@ class EventFd(OpenFile):
         v = int.from_bytes(data[:8], "little")
         if v == 0xFFFF_FFFF_FFFF_FFFF:
             raise FsError(errno.EINVAL)
-        if self.value + v > 0xFFFF_FFFF_FFFF_FFFE:
+        if self.value + v > EVENTFD_MAX:
             raise WouldBlock()
         self.value += v
         return 8
 
     def poll(self) -> int:
-        return (POLLIN if self.value else 0) | POLLOUT
+        return (POLLIN if self.value else 0) | (POLLOUT if self.value < EVENTFD_MAX else 0)
 
 
 class EpollFile(OpenFile):
@@ -146,4 +148,6 @@ class EpollFile(OpenFile):
         self.interest: dict[int, tuple[OpenFile, int, int]] = {}  # fd -> (file, events, data)
 
     def poll(self) -> int:
-        return 0
+        """epoll(7): an epoll instance is readable while one of its files has an event it waits for."""
+        ready = any(f.poll() & (want | POLLERR | POLLHUP) for f, want, _data in self.interest.values())
+        return POLLIN if ready else 0
