@@ -6,6 +6,7 @@ connection for accept), active open, data both ways within the peer's advertised
 from the peer's SYN, retransmission on timeout (RFC 6298 RTO from measured RTTs, Karn's
 rule, exponential backoff, the connection aborted after MAX_RETRIES), zero-window probes,
 FIN handshakes in every order (FIN_WAIT_1/2, CLOSING, CLOSE_WAIT, LAST_ACK), RST both ways,
+new data after close() answered with a RST (RFC 1122 §4.2.2.13),
 a short TIME_WAIT, delayed ACKs (every second segment, else within DELACK_NS). Out-of-order
 segments are not queued: they are dropped and answered with a duplicate ACK; the peer
 retransmits. Against blind attacks (RFC 5961): a RST resets only exactly at rcv_nxt, a SYN
@@ -97,6 +98,7 @@ class Tcb:
         self.srtt = 0
         self.rttvar = 0
         self.rtt_probe: tuple[int, int] | None = None  # (seq, time) of one timed segment
+        self.rtx_high = self.iss  # Karn: bytes before it were retransmitted, never timed
         self.rtx_deadline: int | None = None
         self.retries = 0
         self.deadline: int | None = None  # TIME_WAIT / FIN_WAIT_2 end
@@ -170,8 +172,9 @@ class Tcb:
                     break
                 flags = F_ACK | (F_PSH if n == avail else 0)
                 self.segment(flags, data=bytes(self.sndbuf[off : off + n]))
-                if self.rtt_probe is None:
+                if self.rtt_probe is None and not seq_lt(self.snd_nxt, self.rtx_high):
                     self.rtt_probe = (self.snd_nxt, now)
+                    self.rtx_high = self.snd_nxt
                 self.snd_nxt = (self.snd_nxt + n) & M32
                 self.arm(now)
                 sent = True
@@ -226,6 +229,7 @@ class Tcb:
                 # Go back to the oldest unacknowledged byte (a sent FIN is sent again too).
                 self.retransmits += 1
                 self.rtt_probe = None
+                self.rtx_high = self.snd_nxt
                 self.snd_nxt = self.snd_una
                 self.fin_sent = False
                 self.output()
@@ -354,7 +358,11 @@ class Tcb:
                 self.release()
                 return
         if data and self.state in RECEIVING:
-            if self.rd_shutdown or self.orphan:
+            if self.orphan:
+                # RFC 1122 §4.2.2.13 (Linux's TCPAbortOnData): new data after CLOSE is lost
+                self.abort(send_rst=True)
+                return
+            if self.rd_shutdown:
                 data = b""  # nobody will read it
             room = self.rcv_wnd()
             if len(data) > room:
