@@ -227,3 +227,40 @@ def test_window_update_after_the_app_reads(peer: Peer) -> None:
     tcb.recv(2 * 1460)
     (upd,) = peer.take()
     assert upd.tcp is not None and upd.tcp.window == tcpmod.RCVBUF - 20 * 1460 + 1000 + 2 * 1460
+
+
+def test_connect_times_out_without_a_reset(peer: Peer) -> None:
+    """An unanswered SYN is sent again MAX_RETRIES times with backoff; then connect fails
+    with ETIMEDOUT and nothing more is sent (there is no peer state to reset)."""
+    tcb = peer.stack.connect(50000, HOST, 80)
+    (syn,) = peer.take()
+    assert syn.tcp is not None
+    sent = []
+    for _ in range(tcpmod.MAX_RETRIES + 1):
+        sent += peer.advance(tcpmod.RTO_MAX)
+    assert len(sent) == tcpmod.MAX_RETRIES
+    assert all(f.tcp is not None and f.tcp.flags == F.SYN and f.tcp.seq == syn.tcp.seq for f in sent)
+    assert tcb.state == tcpmod.CLOSED and tcb.error == errno.ETIMEDOUT and not peer.stack.conns
+
+
+def test_an_orphaned_fin_wait_2_ends_after_its_timeout(peer: Peer) -> None:
+    """Linux's tcp_fin_timeout: a closed socket does not wait for the peer's FIN for ever;
+    one only shut down for writing does (the app may still read)."""
+    tcb, seq, gseq = established(peer)
+    tcb.close()
+    peer.take()
+    peer.tcp(40000, 8123, seq, gseq + 1, F.ACK)
+    assert tcb.state == tcpmod.FIN_WAIT_2
+    assert peer.advance(tcpmod.FIN_WAIT_2_NS - 1) == [] and tcb.state == tcpmod.FIN_WAIT_2
+    peer.advance(1)
+    assert tcb.state == tcpmod.CLOSED and not peer.stack.conns
+    half = peer.stack.listen(8124, 4)
+    seq, gseq = peer.handshake(8124, sport=40001)
+    open_tcb = half.ready.popleft()
+    open_tcb.shutdown_write()
+    peer.take()
+    peer.tcp(40001, 8124, seq, gseq + 1, F.ACK)
+    peer.advance(10 * tcpmod.FIN_WAIT_2_NS)
+    assert open_tcb.state == tcpmod.FIN_WAIT_2
+    peer.tcp(40001, 8124, seq, gseq + 1, F.ACK, b"late")
+    assert open_tcb.recv(10) == b"late"
