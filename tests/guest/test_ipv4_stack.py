@@ -91,8 +91,15 @@ def test_tcp_and_udp_checksums_cover_the_pseudo_header(peer: Peer) -> None:
 @pytest.mark.parametrize("flags_frag", [0x2000, 0x0001, 0x2005, 0x4000 | 0x0010])
 def test_fragments_are_dropped(peer: Peer, flags_frag: int) -> None:
     assert peer.feed(ping_frame(flags_frag=flags_frag)) == []
-    assert peer.stack.stats["dropped"] == 1
+    assert peer.feed(ping_frame(flags_frag=flags_frag)) == []
+    assert peer.stack.stats["dropped"] == 2
     assert len(peer.feed(ping_frame())) == 1  # an unfragmented one (DF only) is answered
+
+
+def test_other_ethertypes_are_dropped(peer: Peer) -> None:
+    ipv6 = GUEST_MAC + HOST_MAC + b"\x86\xdd" + bytes(40)
+    assert peer.feed(ipv6) == [] and peer.feed(ipv6) == []
+    assert peer.stack.stats["dropped"] == 2
 
 
 def test_a_bad_header_checksum_is_dropped(peer: Peer) -> None:
