@@ -136,6 +136,23 @@ def test_fin_acking_our_fin_goes_straight_to_time_wait(peer: Peer) -> None:
     assert tcb.state == tcpmod.CLOSED and not peer.stack.conns
 
 
+def test_a_retransmitted_fin_restarts_time_wait(peer: Peer) -> None:
+    """RFC 9293 §3.10.7.4, TIME-WAIT: a retransmission of the remote FIN is acknowledged
+    and the 2 MSL timeout restarted."""
+    tcb, seq, gseq = established(peer)
+    tcb.shutdown_write()
+    peer.take()
+    peer.tcp(40000, 8123, seq, gseq + 1, F.FIN | F.ACK)
+    peer.take()
+    assert peer.advance(tcpmod.TIME_WAIT_NS - 10 * MS) == []
+    (again,) = peer.tcp(40000, 8123, seq, gseq + 1, F.FIN | F.ACK)
+    assert again.tcp is not None and again.tcp.flags == F.ACK and again.tcp.ack == seq + 1
+    assert peer.advance(tcpmod.TIME_WAIT_NS - 1) == [] and tcb.state == tcpmod.TIME_WAIT
+    assert peer.tcp(40000, 8123, seq + 1, gseq + 1, F.ACK) == []  # a plain ACK does not restart it
+    peer.advance(1)
+    assert tcb.state == tcpmod.CLOSED and not peer.stack.conns
+
+
 def test_a_new_syn_ends_time_wait(peer: Peer) -> None:
     tcb, seq, gseq = established(peer)
     tcb.shutdown_write()

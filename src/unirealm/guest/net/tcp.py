@@ -383,8 +383,11 @@ class Tcb:
                     self.enter_time_wait(now)
             elif self.state == FIN_WAIT_2:
                 self.enter_time_wait(now)
-        elif fin and self.state == TIME_WAIT:
+        elif f & F_FIN and self.state == TIME_WAIT:
+            # RFC 9293 §3.10.7.4: the peer's FIN again (our last ACK was lost): ACK it and
+            # restart the TIME-WAIT timeout
             self.ack_pending = True
+            self.deadline = now + TIME_WAIT_NS
         self.stack.flush_later(self)
 
     def input_syn_sent(self, seg: Tcp) -> None:
