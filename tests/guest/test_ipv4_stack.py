@@ -276,3 +276,23 @@ def test_describe() -> None:
     assert stack.describe() == f"{'.'.join(map(str, GUEST))}/24 gateway {'.'.join(map(str, HOST))} mac {mac}"
     stack.configure(GUEST, 16, None)
     assert stack.describe().endswith(f"/16 gateway none mac {mac}")
+
+
+def test_ethernet_padding_is_not_payload(peer: Peer) -> None:
+    """RFC 791: the datagram ends at Total Length; the bytes Ethernet pads a short frame
+    to 60 with are not part of it (RFC 894)."""
+    icmp = echo_request(7, 1, b"")
+    frame = GUEST_MAC + HOST_MAC + b"\x08\x00" + ip_header(HOST, GUEST, 1, len(icmp)) + icmp
+    frame += b"\xee" * (60 - len(frame))
+    (rep,) = peer.feed(frame)
+    assert rep.icmp is not None and rep.icmp.data == b"" and rep.icmp.ident == 7
+
+
+def test_a_header_with_options_and_a_truncated_datagram(peer: Peer) -> None:
+    icmp = echo_request(8, 2, b"opt")
+    head = struct.pack("!BBHHHBBH4s4s", 0x46, 0, 24 + len(icmp), 1, 0x4000, 64, 1, 0, HOST, GUEST) + b"\x01\x01\x01\x00"
+    head = head[:10] + struct.pack("!H", rfc1071(head)) + head[12:]
+    (rep,) = peer.feed(GUEST_MAC + HOST_MAC + b"\x08\x00" + head + icmp)  # IHL 6: options skipped
+    assert rep.icmp is not None and rep.icmp.data == b"opt"
+    short = GUEST_MAC + HOST_MAC + b"\x08\x00" + ip_header(HOST, GUEST, 1, len(icmp) + 10) + icmp
+    assert peer.feed(short) == [] and peer.stack.stats["dropped"] == 1
