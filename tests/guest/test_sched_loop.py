@@ -383,3 +383,44 @@ def test_run_delivers_a_woken_futex_waiters_result() -> None:
     p.space.steps.extend([a_waits, b_wakes, a_resumes])
     assert s.run(p, 0x1000) == 0  # type: ignore[arg-type]
     assert p.space.steps == deque() and a.result is None
+
+
+def test_sched_yield_goes_behind_every_runnable_thread() -> None:
+    """sched_yield(2): the caller moves to the end of the queue of runnable threads; alone,
+    it just goes on. A waiter whose condition now holds counts as runnable."""
+    s, _p, (a, b, c, d) = setup(4)
+    s.current = a
+    a.state = RUNNING
+    s.yield_current()
+    assert a.state == RUNNING and not s.runq
+    s.start(b)
+    box = {"ready": False}
+    s.park(c, Blocked(lambda: box["ready"], None, False, "read"))
+    s.start(d)
+    s.yield_current()
+    assert list(s.runq) == [b, d, a] and a.state == "runnable"
+    s.runq.clear()
+    box["ready"] = True
+    s.yield_current()
+    assert list(s.runq) == [c, a]
+
+
+def test_futex_wake_is_fifo() -> None:
+    s, p, ts = setup(4)
+    for t in ts:
+        s.futex_wait(t, (p, 0x10), 0xFFFFFFFF, None)
+    assert s.futex_wake((p, 0x10), 2) == 2
+    assert list(s.runq) == ts[:2]
+    assert [t.tid for t in s.futexes[(p, 0x10)]] == [t.tid for t in ts[2:]]
+
+
+def test_a_sleeper_wakes_at_its_deadline_not_before() -> None:
+    """nanosleep: the timer is armed for the absolute deadline; the thread runs again only
+    once the clock has reached it."""
+    deadlines: list[int | None] = []
+    s, _p, (a,) = setup(1, irq=object(), wait=lambda d: (deadlines.append(d), s.cpu.wfi(), 1)[2])
+    s.cpu.t = 1_000
+    s.park(a, Blocked(lambda: False, 2_500_000, False, "nanosleep"))
+    assert s.pick() is a
+    assert deadlines[0] == 2_500_000 and s.now_ns() >= 2_500_000
+    assert a.result is None and a.restart == (2_500_000,)
