@@ -52,6 +52,7 @@ def test_rto_follows_rfc6298_from_measured_round_trips(peer: Peer) -> None:
         peer.now += rtt * MS
         assert peer.tcp(40000, 8123, seq, gseq + n, net.TcpFlags.ACK) == []
         assert abs(tcb.rto - rto_after_samples(samples[:n])) <= 2  # integer division
+        assert isinstance(tcb.rto, int) and isinstance(tcb.srtt, int)
     # the timer of the next segment is that RTO
     assert tcb.send(b"r") == 1
     peer.take()
@@ -83,6 +84,7 @@ def test_syn_offers_mss_and_window_scale(peer: Peer) -> None:
     peer.stack.connect(50000, HOST, 80)
     (syn,) = peer.take()
     assert syn.tcp is not None and syn.tcp.options.mss == tcpmod.LOCAL_MSS and syn.tcp.options.wscale == 0
+    assert syn.tcp.ack == 0  # no ACK bit: the field is zero
 
 
 def test_syn_sent_ignores_a_reset_without_ack_and_a_bad_ack_with_rst(peer: Peer) -> None:
@@ -281,3 +283,60 @@ def test_an_orphaned_fin_wait_2_ends_after_its_timeout(peer: Peer) -> None:
     assert open_tcb.state == tcpmod.FIN_WAIT_2
     peer.tcp(40001, 8124, seq, gseq + 1, F.ACK, b"late")
     assert open_tcb.recv(10) == b"late"
+
+
+def test_close_after_shutdown_in_fin_wait_2_starts_the_timeout(peer: Peer) -> None:
+    tcb, seq, gseq = established(peer)
+    tcb.shutdown_write()
+    peer.take()
+    peer.tcp(40000, 8123, seq, gseq + 1, F.ACK)
+    peer.advance(5 * tcpmod.FIN_WAIT_2_NS)
+    assert tcb.state == tcpmod.FIN_WAIT_2
+    tcb.close()
+    assert peer.advance(tcpmod.FIN_WAIT_2_NS - 1) == [] and tcb.state == tcpmod.FIN_WAIT_2
+    peer.advance(1)
+    assert tcb.state == tcpmod.CLOSED and not peer.stack.conns
+
+
+@pytest.mark.parametrize("half_closed", [False, True])
+def test_close_with_unread_data_resets(peer: Peer, half_closed: bool) -> None:
+    """RFC 1122 §4.2.2.13: CLOSE while received data is pending SHOULD send a RST."""
+    tcb, seq, gseq = established(peer)
+    if half_closed:
+        tcb.shutdown_write()
+        peer.take()
+        peer.tcp(40000, 8123, seq, gseq + 1, F.ACK)
+        gseq += 1
+        assert tcb.state == tcpmod.FIN_WAIT_2
+    peer.tcp(40000, 8123, seq, gseq, F.ACK, b"unread")
+    peer.take()
+    tcb.close()
+    (rst,) = peer.take()
+    assert rst.tcp is not None and rst.tcp.flags & F.RST and not rst.tcp.flags & F.FIN
+    assert rst.tcp.seq == gseq and tcb.state == tcpmod.CLOSED
+
+
+def test_listen_backlog_zero_still_takes_one(peer: Peer) -> None:
+    """listen(2): a backlog of 0 still admits one connection (Linux)."""
+    listener = peer.stack.listen(8123, 0)
+    peer.handshake(8123, sport=40001)
+    assert peer.tcp(40002, 8123, 1000, 0, F.SYN) == []
+    assert len(listener.ready) == 1
+
+
+def test_a_duplicate_syn_in_syn_rcvd_repeats_the_syn_ack(peer: Peer) -> None:
+    peer.stack.listen(8123, 4)
+    (synack,) = peer.tcp(40000, 8123, 1000, 0, F.SYN)
+    assert synack.tcp is not None
+    (again,) = peer.tcp(40000, 8123, 1000, 0, F.SYN)
+    assert again.tcp is not None and again.tcp.flags == F.SYN | F.ACK and again.tcp.seq == synack.tcp.seq
+    (challenge,) = peer.tcp(40000, 8123, 1500, 0, F.SYN)  # another SYN: RFC 5961 challenge ACK
+    assert challenge.tcp is not None and challenge.tcp.flags == F.ACK and challenge.tcp.ack == 1001
+
+
+def test_send_takes_what_fits_to_the_last_byte(peer: Peer) -> None:
+    tcb, seq, gseq = established(peer, window=0)
+    assert tcb.send(bytes(tcpmod.SNDBUF - 1)) == tcpmod.SNDBUF - 1
+    assert tcb.send(b"abc") == 1
+    assert tcb.send(b"abc") is None
+    assert peer.take() == []  # a zero window: nothing sent

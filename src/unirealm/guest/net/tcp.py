@@ -85,7 +85,6 @@ class Tcb:
         self.fin_sent = False
         self.fin_seq = 0
         self.peer_fin = False
-        self.rd_shutdown = False
         self.error = 0  # errno for the app: ECONNRESET, ECONNREFUSED, ETIMEDOUT
         self.listener: Listener | None = None
         self.orphan = False  # closed by the app; lives on until the FIN handshake ends
@@ -362,8 +361,6 @@ class Tcb:
                 # RFC 1122 §4.2.2.13 (Linux's TCPAbortOnData): new data after CLOSE is lost
                 self.abort(send_rst=True)
                 return
-            if self.rd_shutdown:
-                data = b""  # nobody will read it
             room = self.rcv_wnd()
             if len(data) > room:
                 data, fin = data[:room], False
@@ -446,7 +443,7 @@ class Tcb:
             return out
         if self.error:
             raise OSError(self.take_error(), "")
-        if self.peer_fin or self.rd_shutdown or self.state in (CLOSED, TIME_WAIT, CLOSING, LAST_ACK):
+        if self.peer_fin or self.state in (CLOSED, TIME_WAIT, CLOSING, LAST_ACK):
             return b""
         return None
 
@@ -478,13 +475,13 @@ class Tcb:
         self.orphan = True
         if self.state in (SYN_SENT, CLOSED):
             self.release()
-        elif self.rcvbuf and self.state in (ESTABLISHED, CLOSE_WAIT):
-            self.abort(send_rst=True)  # unread data: reset, as Linux does
+        elif self.rcvbuf and self.state in (*RECEIVING, CLOSE_WAIT):
+            self.abort(send_rst=True)  # unread data: reset (RFC 1122 §4.2.2.13), as Linux does
         elif self.state in (ESTABLISHED, CLOSE_WAIT, SYN_RCVD):
             self.fin_queued = True
             self.output()
-            if self.state == FIN_WAIT_2:
-                self.deadline = self.stack.now_ns() + FIN_WAIT_2_NS
+        elif self.state == FIN_WAIT_2 and self.deadline is None:
+            self.deadline = self.stack.now_ns() + FIN_WAIT_2_NS  # shut down for writing before
 
     def take_error(self) -> int:
         """The error, reported once (sock_error): the next call finds the connection closed."""
