@@ -296,3 +296,84 @@ def test_a_header_with_options_and_a_truncated_datagram(peer: Peer) -> None:
     assert rep.icmp is not None and rep.icmp.data == b"opt"
     short = GUEST_MAC + HOST_MAC + b"\x08\x00" + ip_header(HOST, GUEST, 1, len(icmp) + 10) + icmp
     assert peer.feed(short) == [] and peer.stack.stats["dropped"] == 1
+
+
+def test_an_unconfigured_stack_answers_nothing_but_hands_udp_to_hooks() -> None:
+    """Before DHCP: no address, so no echo replies and no TCP; a UDP hook (the DHCP
+    client's) still sees datagrams for its port, whatever their destination."""
+    nic = FakeNic()
+    stack = NetStack(nic, lambda: 0, lambda: 0)
+    assert stack.ip == net.ANY_IP
+    seen: list[tuple[bytes, int, bytes]] = []
+    stack.udp_hook[68] = lambda src, sport, data: seen.append((src, sport, data))
+    nic.inbox += [ping_frame(), net.udp_frame(net.BROADCAST_MAC, HOST_MAC, HOST, BCAST, 67, 68, b"offer")]
+    stack.poll()
+    assert nic.sent == [] and seen == [(HOST, 67, b"offer")]
+
+
+def test_udp_from_a_given_source_address(peer: Peer) -> None:
+    peer.stack.send_udp(BCAST, 68, 67, b"discover", src=net.ANY_IP)
+    (raw,) = peer.nic.sent
+    assert raw[:6] == net.BROADCAST_MAC and raw[26:30] == net.ANY_IP and raw[30:34] == BCAST
+    seg = raw[34:]
+    assert rfc1071(net.ANY_IP + BCAST + struct.pack("!BBH", 0, 17, len(seg)) + seg) == 0
+
+
+def test_echo_counter_and_ack_to_a_listening_port(peer: Peer) -> None:
+    """RFC 9293 §3.10.7.2, LISTEN: any ACK is bad: <SEQ=SEG.ACK><CTL=RST>, ACK field zero."""
+    peer.feed(ping_frame())
+    peer.feed(ping_frame())
+    assert peer.stack.stats["echo"] == 2
+    peer.stack.listen(8123, 4)
+    (rst,) = peer.tcp(40000, 8123, 100, 4242, F.ACK, b"x")
+    assert rst.tcp is not None and (rst.tcp.seq, rst.tcp.ack, rst.tcp.flags) == (4242, 0, F.RST)
+    assert peer.tcp(40000, 8123, 100, 4242, F.RST) == []
+    assert peer.tcp(40000, 8123, 100, 0, F.PSH, b"nosyn") == []  # neither SYN nor ACK: dropped
+
+
+def test_ephemeral_ports_wrap_within_the_range() -> None:
+    stack = NetStack(FakeNic(), lambda: 0, lambda: 123_456_789)
+    lo, hi = stackmod.EPHEMERAL
+    assert isinstance(stack.next_port, int) and lo <= stack.next_port < hi
+    stack.next_port = hi - 1
+    assert stack.ephemeral_port(lambda p: False) == lo
+    stack.next_port = hi - 2
+    assert stack.ephemeral_port(lambda p: p == hi - 1) == lo
+
+
+class BatchNic(FakeNic):
+    """Hands frames over a few at a time, as a ring is drained in batches."""
+
+    def __init__(self, batches: list[list[bytes]], reenter: NetStack | None = None) -> None:
+        super().__init__()
+        self.batches = batches
+        self.polls = 0
+        self.stack = reenter
+
+    def poll(self) -> list[bytes]:
+        self.polls += 1
+        if self.stack is not None:
+            self.stack.poll()  # a re-entrant poll does nothing
+        return self.batches.pop(0) if self.batches else []
+
+
+def test_poll_drains_several_batches_and_does_not_reenter() -> None:
+    nic = BatchNic([[ping_frame()], [ping_frame(), ping_frame()], [ping_frame()]])
+    stack = NetStack(nic, lambda: 0, lambda: 0)
+    stack.configure(GUEST, 24, HOST)
+    stack.arp[HOST] = HOST_MAC
+    nic.stack = stack
+    stack.poll()
+    assert stack.stats["echo"] == 4 and len(nic.sent) == 4 and nic.polls == 4
+
+
+def test_next_deadline_follows_the_tcp_timers(peer: Peer) -> None:
+    listener = peer.stack.listen(8123, 4)
+    seq, gseq = peer.handshake(8123)
+    tcb = listener.ready.popleft()
+    assert peer.stack.next_deadline() is None
+    peer.tcp(40000, 8123, seq, gseq, F.ACK, b"req")  # a delayed ACK is owed
+    assert peer.stack.next_deadline() == peer.now + tcpmod.DELACK_NS
+    tcb.send(b"resp")  # carries the ACK; the retransmission timer runs
+    peer.take()
+    assert peer.stack.next_deadline() == peer.now + tcpmod.RTO_INITIAL

@@ -335,7 +335,7 @@ def test_a_duplicate_syn_in_syn_rcvd_repeats_the_syn_ack(peer: Peer) -> None:
 
 
 def test_send_takes_what_fits_to_the_last_byte(peer: Peer) -> None:
-    tcb, seq, gseq = established(peer, window=0)
+    tcb, _seq, _gseq = established(peer, window=0)
     assert tcb.send(bytes(tcpmod.SNDBUF - 1)) == tcpmod.SNDBUF - 1
     assert tcb.send(b"abc") == 1
     assert tcb.send(b"abc") is None
