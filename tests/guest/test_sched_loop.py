@@ -146,6 +146,7 @@ def test_park_until_delivers_its_result_once_ready() -> None:
     box = {"ready": False}
     s.park_until(a, lambda: box["ready"], 42, "wait4 for pid 9")
     assert (a.deadline, a.console, a.what, a.restart) == (None, False, "wait4 for pid 9", None)
+    assert a.state == "blocked"
     s.start(b)
     assert s.pick() is b
     box["ready"] = True
@@ -366,6 +367,7 @@ def test_run_delivers_a_woken_futex_waiters_result() -> None:
     s.start(b)
 
     def a_waits(pc: int) -> tuple[str, int, int]:
+        p.space.regs["x0"] = 0x40  # the futex address in x0, replaced by the result
         p.syscalls.slow = lambda: s.futex_wait(a, (p, 0x40), 0xFFFFFFFF, None)
         return "svc", pc + 4, 0
 
@@ -424,3 +426,55 @@ def test_a_sleeper_wakes_at_its_deadline_not_before() -> None:
     assert s.pick() is a
     assert deadlines[0] == 2_500_000 and s.now_ns() >= 2_500_000
     assert a.result is None and a.restart == (2_500_000,)
+
+
+def test_now_ns_is_whole_nanoseconds_rounded_down() -> None:
+    s, _p, _ts = setup(1)
+    s.cpu.cntfrq = 3
+    s.cpu.t = 1
+    assert s.now_ns() == 333_333_333 and isinstance(s.now_ns(), int)
+    s.cpu.cntfrq, s.cpu.t = 62_500_000, 5
+    assert s.now_ns() == 80
+
+
+def test_poll_lets_the_network_work_first() -> None:
+    polls: list[int] = []
+    s, _p, (a,) = setup(1, net=SimpleNamespace(poll=lambda: polls.append(1), next_deadline=lambda: None))
+    s.park(a, Blocked(lambda: bool(polls), None, False, "recv"))
+    s.poll()
+    assert polls == [1] and list(s.runq) == [a]
+
+
+def test_describe_names_every_waiter() -> None:
+    s, p, (a, b) = setup(2)
+    assert s.describe() == "no thread left to run"
+    s.park(a, Blocked(lambda: False, None, False, ""))
+    s.park(b, Blocked(lambda: False, None, False, "accept"))
+    p.pid = 7
+    assert s.describe() == f"thread {a.tid} (pid 7): blocked; thread {b.tid} (pid 7): accept"
+
+
+def test_preemptions_are_counted() -> None:
+    s, _p, (a, b) = setup(2)
+    irq = SimpleNamespace(take=lambda: None)
+    s.current = a
+    a.state = RUNNING
+    for n in (1, 2):
+        other = b if s.current is a else a
+        s.start(other)
+        s.tick_at = s.now_ns()
+        s.interrupted(irq)  # type: ignore[arg-type]
+        assert s.preemptions == n
+        s.current = s.runq.popleft()
+        assert s.current is other
+        s.current.state = RUNNING
+        s.runq.clear()
+
+
+def test_run_takes_an_interrupt_with_a_gic() -> None:
+    taken: list[int] = []
+    irq = SimpleNamespace(take=lambda: taken.append(1), timer=None)
+    s, p, (_a,) = setup(1, irq=irq)
+    p.space.steps.extend([lambda pc: ("irq", pc + 8, 0), lambda pc: ("fault_exec", pc, 1)])
+    assert s.run(p, 0x1000) == 139  # type: ignore[arg-type]
+    assert taken == [1] and p.faults == [("fault_exec", 0x1008, 1)]
