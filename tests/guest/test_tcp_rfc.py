@@ -340,3 +340,31 @@ def test_send_takes_what_fits_to_the_last_byte(peer: Peer) -> None:
     assert tcb.send(b"abc") == 1
     assert tcb.send(b"abc") is None
     assert peer.take() == []  # a zero window: nothing sent
+
+
+def test_active_open_applies_the_peers_window_scale(peer: Peer) -> None:
+    """RFC 7323 §2.2-2.3: both SYNs carried the option, so every later window is shifted by
+    the peer's count (the SYN-ACK's own window is not)."""
+    tcb = peer.stack.connect(50000, HOST, 80)
+    (syn,) = peer.take()
+    assert syn.tcp is not None
+    iss = syn.tcp.seq
+    peer.tcp(80, 50000, 7000, iss + 1, F.SYN | F.ACK, window=500, options=net.TcpOptions(mss=1460, wscale=3))
+    assert tcb.snd_wnd == 500
+    peer.tcp(80, 50000, 7001, iss + 1, F.ACK, window=100)
+    assert tcb.snd_wnd == 800
+    tcb.send(bytes(2000))
+    assert sum(len(f.payload) for f in peer.take()) == 800
+
+
+def test_shutdown_write_twice_and_while_connecting(peer: Peer) -> None:
+    tcb, _seq, _gseq = established(peer)
+    tcb.shutdown_write()
+    (fin,) = peer.take()
+    assert fin.tcp is not None and fin.tcp.flags & F.FIN
+    tcb.shutdown_write()
+    assert peer.take() == [] and tcb.state == tcpmod.FIN_WAIT_1
+    connecting = peer.stack.connect(50000, HOST, 80)
+    peer.take()
+    connecting.shutdown_write()  # Linux tcp_shutdown: SYN_SENT goes to CLOSE
+    assert connecting.state == tcpmod.CLOSED and (50000, HOST, 80) not in peer.stack.conns
