@@ -6,6 +6,7 @@ connection for accept), active open, data both ways within the peer's advertised
 from the peer's SYN, retransmission on timeout (RFC 6298 RTO from measured RTTs, Karn's
 rule, exponential backoff, the connection aborted after MAX_RETRIES), zero-window probes,
 FIN handshakes in every order (FIN_WAIT_1/2, CLOSING, CLOSE_WAIT, LAST_ACK), RST both ways,
+new data after close() answered with a RST (RFC 1122 §4.2.2.13),
 a short TIME_WAIT, delayed ACKs (every second segment, else within DELACK_NS). Out-of-order
 segments are not queued: they are dropped and answered with a duplicate ACK; the peer
 retransmits. Against blind attacks (RFC 5961): a RST resets only exactly at rcv_nxt, a SYN
@@ -84,7 +85,6 @@ class Tcb:
         self.fin_sent = False
         self.fin_seq = 0
         self.peer_fin = False
-        self.rd_shutdown = False
         self.error = 0  # errno for the app: ECONNRESET, ECONNREFUSED, ETIMEDOUT
         self.listener: Listener | None = None
         self.orphan = False  # closed by the app; lives on until the FIN handshake ends
@@ -97,6 +97,7 @@ class Tcb:
         self.srtt = 0
         self.rttvar = 0
         self.rtt_probe: tuple[int, int] | None = None  # (seq, time) of one timed segment
+        self.rtx_high = self.iss  # Karn: bytes before it were retransmitted, never timed
         self.rtx_deadline: int | None = None
         self.retries = 0
         self.deadline: int | None = None  # TIME_WAIT / FIN_WAIT_2 end
@@ -170,8 +171,9 @@ class Tcb:
                     break
                 flags = F_ACK | (F_PSH if n == avail else 0)
                 self.segment(flags, data=bytes(self.sndbuf[off : off + n]))
-                if self.rtt_probe is None:
+                if self.rtt_probe is None and not seq_lt(self.snd_nxt, self.rtx_high):
                     self.rtt_probe = (self.snd_nxt, now)
+                    self.rtx_high = self.snd_nxt
                 self.snd_nxt = (self.snd_nxt + n) & M32
                 self.arm(now)
                 sent = True
@@ -226,6 +228,7 @@ class Tcb:
                 # Go back to the oldest unacknowledged byte (a sent FIN is sent again too).
                 self.retransmits += 1
                 self.rtt_probe = None
+                self.rtx_high = self.snd_nxt
                 self.snd_nxt = self.snd_una
                 self.fin_sent = False
                 self.output()
@@ -354,8 +357,10 @@ class Tcb:
                 self.release()
                 return
         if data and self.state in RECEIVING:
-            if self.rd_shutdown or self.orphan:
-                data = b""  # nobody will read it
+            if self.orphan:
+                # RFC 1122 §4.2.2.13 (Linux's TCPAbortOnData): new data after CLOSE is lost
+                self.abort(send_rst=True)
+                return
             room = self.rcv_wnd()
             if len(data) > room:
                 data, fin = data[:room], False
@@ -375,8 +380,11 @@ class Tcb:
                     self.enter_time_wait(now)
             elif self.state == FIN_WAIT_2:
                 self.enter_time_wait(now)
-        elif fin and self.state == TIME_WAIT:
+        elif f & F_FIN and self.state == TIME_WAIT:
+            # RFC 9293 §3.10.7.4: the peer's FIN again (our last ACK was lost): ACK it and
+            # restart the TIME-WAIT timeout
             self.ack_pending = True
+            self.deadline = now + TIME_WAIT_NS
         self.stack.flush_later(self)
 
     def input_syn_sent(self, seg: Tcp) -> None:
@@ -435,7 +443,7 @@ class Tcb:
             return out
         if self.error:
             raise OSError(self.take_error(), "")
-        if self.peer_fin or self.rd_shutdown or self.state in (CLOSED, TIME_WAIT, CLOSING, LAST_ACK):
+        if self.peer_fin or self.state in (CLOSED, TIME_WAIT, CLOSING, LAST_ACK):
             return b""
         return None
 
@@ -467,13 +475,13 @@ class Tcb:
         self.orphan = True
         if self.state in (SYN_SENT, CLOSED):
             self.release()
-        elif self.rcvbuf and self.state in (ESTABLISHED, CLOSE_WAIT):
-            self.abort(send_rst=True)  # unread data: reset, as Linux does
+        elif self.rcvbuf and self.state in (*RECEIVING, CLOSE_WAIT):
+            self.abort(send_rst=True)  # unread data: reset (RFC 1122 §4.2.2.13), as Linux does
         elif self.state in (ESTABLISHED, CLOSE_WAIT, SYN_RCVD):
             self.fin_queued = True
             self.output()
-            if self.state == FIN_WAIT_2:
-                self.deadline = self.stack.now_ns() + FIN_WAIT_2_NS
+        elif self.state == FIN_WAIT_2 and self.deadline is None:
+            self.deadline = self.stack.now_ns() + FIN_WAIT_2_NS  # shut down for writing before
 
     def take_error(self) -> int:
         """The error, reported once (sock_error): the next call finds the connection closed."""
