@@ -25,6 +25,20 @@ TG1 = {14: 1, 12: 2, 16: 3}  # TCR_EL1.TG1 encodings
 AF = 1 << 10
 MAIR_NORMAL = 0xFF  # AttrIndx 0: normal memory, write-back
 
+# Stage 1 on: MAIR_EL1, TCR_EL1 and TTBR0_EL1 from x20-x22, then SCTLR_EL1.M (x0 is scratch).
+MMU_ON = """
+    msr mair_el1, x20
+    msr tcr_el1, x21
+    msr ttbr0_el1, x22
+    isb
+    mrs x0, sctlr_el1
+    orr x0, x0, #1
+    msr sctlr_el1, x0
+    isb
+"""
+# x21 for MMU_ON: T0SZ 16 (48-bit VAs), 4 KiB granule, IPS 48 bits, EPD1 (no TTBR1 walks)
+TCR_48BIT_TTBR0 = 16 | (5 << 32) | (1 << 23)
+
 AT_GUEST = """
     .text
 _start:
@@ -193,15 +207,7 @@ def test_a_table_stage_2_cannot_map_is_the_hypervisors_fault(tmp_path: Path) -> 
     g = BigGuest(assemble("""
     .text
 _start:
-    msr mair_el1, x20
-    msr tcr_el1, x21
-    msr ttbr0_el1, x22
-    isb
-    mrs x0, sctlr_el1
-    orr x0, x0, #1
-    msr sctlr_el1, x0
-    isb
-    hvc #0
+""" + MMU_ON + """    hvc #0
     ldr x1, [x23]
     hvc #2
     """, CODE, tmp_path, "s1ptw"))
@@ -213,7 +219,7 @@ _start:
         slot = t.walk_to(va, 1)  # a level-1 entry pointing at a table outside stage 2
         missing = 0x5800_0000
         t.write(slot, missing | 3)
-        for reg, value in ((20, MAIR_NORMAL), (21, 16 | (5 << 32) | (1 << 23)), (22, t.root), (23, va)):
+        for reg, value in ((20, MAIR_NORMAL), (21, TCR_48BIT_TTBR0), (22, t.root), (23, va)):
             g.cpu.set_gpr(reg, value)  # EPD1: no TTBR1 walks
         trap = g.cpu.run()
         assert isinstance(trap, HvcTrap) and trap.imm == 0, trap

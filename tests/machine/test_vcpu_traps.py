@@ -15,7 +15,7 @@ from unirealm.machine.vcpu import DataAbortTrap, El2Context, HvcTrap, Mapping, S
 
 from .asm_snippet import assemble
 from .test_vcpu import CODE, DATA, MMIO, Guest
-from .test_vcpu_stage1 import MAIR_NORMAL, TABLES, BigGuest, Tables
+from .test_vcpu_stage1 import MAIR_NORMAL, MMU_ON, TABLES, TCR_48BIT_TTBR0, BigGuest, Tables
 
 
 def test_a_trapped_id_register_read_gives_its_access_at_its_pc(tmp_path: Path) -> None:
@@ -59,15 +59,7 @@ vectors:
 start:
     adr x0, vectors
     msr vbar_el1, x0
-    msr mair_el1, x20
-    msr tcr_el1, x21
-    msr ttbr0_el1, x22
-    isb
-    mrs x0, sctlr_el1
-    orr x0, x0, #1
-    msr sctlr_el1, x0
-    isb
-fault:
+""" + MMU_ON + """fault:
     ldr x1, [x23]
     hvc #2
     """, CODE, tmp_path, "s1fault"))
@@ -76,7 +68,7 @@ fault:
         t.map(CODE, CODE)
         t.map(DATA, DATA)
         va = CODE + 0x20_0000  # same level-1 and level-2 tables as the code: a level-3 miss
-        for reg, value in ((20, MAIR_NORMAL), (21, 16 | (5 << 32) | (1 << 23)), (22, t.root), (23, va + 0x18)):
+        for reg, value in ((20, MAIR_NORMAL), (21, TCR_48BIT_TTBR0), (22, t.root), (23, va + 0x18)):
             g.cpu.set_gpr(reg, value)
         trap = g.cpu.run()
         assert isinstance(trap, HvcTrap) and trap.imm == 9, trap
@@ -168,7 +160,7 @@ def test_nothing_after_a_refused_store_runs_even_with_valid_tables_at_ttbr0(tmp_
         t = Tables(g, 12, 48, TABLES)
         t.map(CODE, CODE)
         t.map(DATA, DATA)
-        for reg, value in ((20, MAIR_NORMAL), (21, 16 | (5 << 32) | (1 << 23)), (22, t.root),
+        for reg, value in ((20, MAIR_NORMAL), (21, TCR_48BIT_TTBR0), (22, t.root),
                            (1, 0xAA), (2, 0xBB), (3, MMIO), (4, DATA)):
             g.cpu.set_gpr(reg, value)
         trap = g.cpu.run()
@@ -213,15 +205,7 @@ def test_a_stage_2_fault_with_the_mmu_on_reports_the_va(tmp_path: Path) -> None:
     gives the address where that page starts."""
     g = BigGuest(assemble("""
     .text
-    msr mair_el1, x20
-    msr tcr_el1, x21
-    msr ttbr0_el1, x22
-    isb
-    mrs x0, sctlr_el1
-    orr x0, x0, #1
-    msr sctlr_el1, x0
-    isb
-    ldr x1, [x3]
+""" + MMU_ON + """    ldr x1, [x3]
     ldr x1, [x4]
     hvc #1
     """, CODE, tmp_path, "farva"))
@@ -232,7 +216,7 @@ def test_a_stage_2_fault_with_the_mmu_on_reports_the_va(tmp_path: Path) -> None:
         mmio_va = 0x1234_5000
         t.map(mmio_va, MMIO & ~0xFFF)  # stage 1 maps it; stage 2 does not
         t.map(mmio_va - 0x1000, DATA)  # the page before it is RAM
-        for reg, value in ((20, MAIR_NORMAL), (21, 16 | (5 << 32) | (1 << 23)), (22, t.root),
+        for reg, value in ((20, MAIR_NORMAL), (21, TCR_48BIT_TTBR0), (22, t.root),
                            (3, mmio_va + 0x10), (4, mmio_va - 4)):
             g.cpu.set_gpr(reg, value)
         trap = g.cpu.run()
