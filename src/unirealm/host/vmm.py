@@ -438,11 +438,17 @@ class Vmm:
 
     # --- devices --------------------------------------------------------------------------
     def mmio(self, ipa: int, is_write: bool, size: int, value: int) -> int | None:
+        """Emulate one MMIO access; None when no device claims it (or a --hostile mode
+        answers with an abort). Host sockets make progress at a read before it (the read
+        then shows what arrived) and at a write after it: a write may be posted
+        (KernelProcess.posted_mmio), the PE already past it and reading the rings, so a
+        frame delivered before an InterruptACK took effect would be acknowledged unseen."""
         self.idle = 0
+        polling = bool(self.networks) and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL
         if not is_write:
             self.console.poll_input()
-        if self.networks and time.monotonic() - self._net_polled >= NET_POLL_INTERVAL:
-            self.poll_networks()
+            if polling:
+                self.poll_networks()
         hostile = self.hostile
         if hostile:
             hostile.at_exit()
@@ -453,6 +459,8 @@ class Vmm:
         if not access.handled:
             return None
         if is_write:
+            if polling:
+                self.poll_networks()
             return 0
         if hostile:
             region = self.bus.find(ipa, size)
