@@ -135,3 +135,46 @@ def test_an_sgi_from_one_vcpu_reaches_the_other() -> None:
     gic.cpu(0).generate_sgi((3 << 24) | (1 << 1), allow_group1=True)  # target list: Aff0 1
     assert not vgic0.has_pending() and vgic1.has_pending()
     assert [lr_intid(lr) for lr in vgic1.flush()[1]] == [3]
+
+
+def test_what_the_distributor_makes_active_or_routes_elsewhere_is_seen() -> None:
+    """GICD_ISACTIVER (a hypervisor restoring state, GIC v3 §12.9.2) makes an interrupt
+    active without any exit having shown it: the next flush gives it as active. An SPI
+    routed to the other vCPU (GICD_IROUTER) is that vCPU's alone, and follows a new route."""
+    from unirealm.arch.gic import Gicd
+
+    gic, [vgic0, vgic1], _ = make()
+    spi = gic.irq(0, 45)
+    assert spi is not None
+    gic.set_enabled(spi, True)
+    gic.distributor.mmio_write(Gicd.ISACTIVER + 4, 4, 1 << (45 - 32))
+    assert [(lr_intid(lr), lr_state(lr)) for lr in vgic0.flush()[1]] == [(45, LR_STATE_ACTIVE)]
+    assert vgic1.flush()[1] == [] and not vgic0.has_pending()
+    gic.distributor.mmio_write(Gicd.ICACTIVER + 4, 4, 1 << (45 - 32))
+    assert vgic0.flush()[1] == [] and gic.active_irqs() == set()
+    gic.set_edge(spi, True)
+    gic.distributor.mmio_write(Gicd.IROUTER + 8 * 45, 8, 1)  # Aff0 1: vCPU 1
+    gic.pulse_spi(45)
+    assert vgic0.flush()[1] == [] and not vgic0.has_pending()
+    assert [lr_intid(lr) for lr in vgic1.flush()[1]] == [45] and vgic1.has_pending()
+    gic.distributor.mmio_write(Gicd.IROUTER + 8 * 45, 8, 0)
+    assert [lr_intid(lr) for lr in vgic0.flush()[1]] == [45]
+    assert vgic1.flush()[1] == []
+
+
+def test_an_acknowledged_interrupt_is_in_the_active_set_until_its_eoi() -> None:
+    """The plain VM's CPU interface acknowledges (ICC_IAR1_EL1) and ends (ICC_EOIR1_EL1)
+    interrupts: the distributor's active set follows, as the list registers rely on it."""
+    gic, _, _ = make()
+    spi = gic.irq(0, 40)
+    assert spi is not None
+    gic.set_enabled(spi, True)
+    gic.set_edge(spi, True)
+    cpuif = gic.cpu(0)
+    gic.pulse_spi(40)
+    cpuif.pmr = 0xFF
+    cpuif.igrpen[1] = True
+    assert cpuif.acknowledge(1) == 40
+    assert gic.active_irqs() == {spi} and spi.active
+    cpuif.end_of_interrupt(1, 40)
+    assert gic.active_irqs() == set() and not spi.active

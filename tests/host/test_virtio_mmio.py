@@ -258,12 +258,15 @@ HOSTILE_REASONS = {
     "next_one_past": f"descriptor 0 chains to {NUM}, outside a queue of {NUM}",
     "indirect": "indirect descriptor (VIRTIO_F_INDIRECT_DESC was not offered)",
     "read_after_write": "device-readable descriptor 1 after a device-writable one",
-    "ring_outside": "DMA to [0x1000, +0x80) is outside guest RAM", "avail_jump": f"available index moved by 500 on a queue of {NUM}",
+    "ring_outside": "DMA to [0x1000, +0x80) is outside guest RAM",
+    "ring_tail_outside": f"DMA to [{RAM_BASE + RAM_SIZE - 8:#x}, +0x46) is outside guest RAM",  # 6 + 8 * NUM
+    "avail_jump": f"available index moved by 500 on a queue of {NUM}",
 }
 
 
 @pytest.mark.parametrize("case", ["out_of_bounds", "loop", "length_overflow", "wraps", "head", "next",
-                                  "head_one_past", "next_one_past", "indirect", "read_after_write", "ring_outside", "avail_jump"])
+                                  "head_one_past", "next_one_past", "indirect", "read_after_write", "ring_outside", "ring_tail_outside",
+                                  "avail_jump"])
 def test_hostile_chains_are_refused(plain, case: str):
     drv, dev = plain
     drv.setup()
@@ -300,13 +303,15 @@ def test_hostile_chains_are_refused(plain, case: str):
     elif case == "read_after_write":
         drv.desc(0, IN, 64, VirtqDescFlags.WRITE | VirtqDescFlags.NEXT, 1)
         drv.desc(1, OUT, len(msg), 0)
-    elif case == "ring_outside":
+    elif case in ("ring_outside", "ring_tail_outside"):
+        # below RAM, or a used ring whose first bytes are RAM and whose tail is not
+        desc, used = (0x1000, USED) if case == "ring_outside" else (DESC, RAM_BASE + RAM_SIZE - 8)
         drv.w(VirtioMmio.STATUS, 0)
         drv.negotiate(drv.features())
         drv.w(VirtioMmio.QUEUE_NUM, NUM)
-        drv.w(VirtioMmio.QUEUE_DESC_LOW, 0x1000)  # below RAM
+        drv.w(VirtioMmio.QUEUE_DESC_LOW, desc)
         drv.w(VirtioMmio.QUEUE_DRIVER_LOW, AVAIL)
-        drv.w(VirtioMmio.QUEUE_DEVICE_LOW, USED)
+        drv.w(VirtioMmio.QUEUE_DEVICE_LOW, used)
         drv.w(VirtioMmio.QUEUE_READY, 1)
         drv.w(VirtioMmio.STATUS, 0xF)
     if case == "avail_jump":

@@ -99,6 +99,13 @@ class VirtqDescFlags(IntFlag):
     INDIRECT = 4
 
 
+# The bits the per-chain paths test, as plain ints (IntFlag arithmetic builds an enum member
+# at every test): §2.7.5's VIRTQ_DESC_F_* and §2.1's DRIVER_OK and DEVICE_NEEDS_RESET.
+VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_DESC_F_INDIRECT = (
+    int(VirtqDescFlags.NEXT), int(VirtqDescFlags.WRITE), int(VirtqDescFlags.INDIRECT))
+STATUS_DRIVER_OK, STATUS_DEVICE_NEEDS_RESET = int(VirtioStatus.DRIVER_OK), int(VirtioStatus.DEVICE_NEEDS_RESET)
+
+
 VIRTQ_DESC = Layout(
     "virtq_desc",
     "virtio 1.2 §2.7.5 The Virtqueue Descriptor Table",

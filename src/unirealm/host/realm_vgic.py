@@ -29,7 +29,6 @@ from unirealm.arch.gic import (
     LR_STATE_ACTIVE,
     LR_STATE_PENDING,
     MAX_SPI,
-    SPI_BASE,
     lr_intid,
     lr_state,
     make_lr,
@@ -51,21 +50,20 @@ class RealmVgic:
     num_lrs: int = NUM_LRS
     in_lrs: list[Irq] = field(default_factory=list)  # the interrupts the last flush wrote, in LR order
     in_states: list[int] = field(default_factory=list)  # and the states it wrote them with
-    active: set[Irq] = field(default_factory=set)  # what the realm holds active, as its exits showed
     offered: set[Irq] = field(default_factory=set)  # what the last flush wrote pending (for --trace irq)
 
     def _candidates(self) -> list[Irq]:
+        """What the list registers may hold for this vCPU, in the order they are given: the
+        active interrupts first, then by priority, ties to the lowest INTID. Taken from the
+        distributor's pending and active sets (every interrupt not in one of them is
+        neither), not by a scan of every INTID."""
         gic, cpu = self.gic, self.cpu
-        if not self.active and not any(irq.cpu == cpu for irq in gic.pending_irqs()):
-            return []  # the common case, without a scan
-        spis = gic.spis if gic.nr_irqs > SPI_BASE else []
-        out = []
-        for irq in (*gic.private[cpu], *spis):
-            if irq.cpu != cpu or irq.intid > MAX_SPI:
-                continue
-            if irq.active or (irq.pending and irq.enabled and gic.group_enabled(irq.group)):
-                out.append(irq)
-        out.sort(key=lambda i: (not i.active, i.priority, i.intid))
+        out = [irq for irq in gic.active_irqs() if irq.cpu == cpu and irq.intid <= MAX_SPI]
+        out += [irq for irq in gic.pending_irqs()
+                if irq.cpu == cpu and not irq.active and irq.intid <= MAX_SPI and irq.enabled
+                and gic.group_enabled(irq.group)]
+        if len(out) > 1:
+            out.sort(key=lambda i: (not i.active, i.priority, i.intid))
         return out
 
     def has_pending(self) -> bool:
@@ -114,9 +112,5 @@ class RealmVgic:
             if (acked or written & LR_STATE_ACTIVE) and not state & LR_STATE_ACTIVE:
                 gic.trace_event("deactivate", self.cpu, irq.intid)
             gic.set_active(irq, bool(state & LR_STATE_ACTIVE))
-            if irq.active:
-                self.active.add(irq)
-            else:
-                self.active.discard(irq)
         self.in_lrs, self.in_states = [], []
         self.timers.sync()

@@ -268,7 +268,7 @@ class VirtualCpuInterface:
         lowest list register."""
         best: int | None = None
         for i, lr in enumerate(self.lrs):
-            if lr_state(lr) != LR_STATE_PENDING or (group is not None and lr_group(lr) != group):
+            if not lr or lr_state(lr) != LR_STATE_PENDING or (group is not None and lr_group(lr) != group):
                 continue
             if best is None or lr_priority(lr) < lr_priority(self.lrs[best]):
                 best = i
@@ -281,7 +281,7 @@ class VirtualCpuInterface:
         running = self.running_priority()
         pmr = self.pmr
         for i, lr in enumerate(self.lrs):
-            if lr_state(lr) != LR_STATE_PENDING or not self.group_enabled(lr_group(lr)):
+            if not lr or lr_state(lr) != LR_STATE_PENDING or not self.group_enabled(lr_group(lr)):
                 continue
             if lr_priority(lr) >= pmr or self.group_priority(lr) >= running:
                 continue
@@ -298,7 +298,7 @@ class VirtualCpuInterface:
 
     def any_pending(self) -> bool:
         """Whether any list register holds a pending interrupt: what wakes a WFI, masked or not."""
-        return any(lr_state(lr) in (LR_STATE_PENDING, LR_STATE_PENDING_ACTIVE) for lr in self.lrs)
+        return any(lr and lr_state(lr) in (LR_STATE_PENDING, LR_STATE_PENDING_ACTIVE) for lr in self.lrs)
 
     # --- the ICV_* operations -------------------------------------------------------------
     def iar_now(self, group: int) -> int:
@@ -317,7 +317,7 @@ class VirtualCpuInterface:
         now (the list registers change only at REC entry, so it is the same one). False: no
         list register of that group holds `intid` pending."""
         for i, lr in enumerate(self.lrs):
-            if lr_intid(lr) == intid and lr_state(lr) == LR_STATE_PENDING and lr_group(lr) == group:
+            if lr and lr_intid(lr) == intid and lr_state(lr) == LR_STATE_PENDING and lr_group(lr) == group:
                 self._activate(i)
                 return True
         return False
@@ -336,7 +336,7 @@ class VirtualCpuInterface:
 
     def _find_active(self, intid: int) -> int | None:
         for i, lr in enumerate(self.lrs):
-            if lr_intid(lr) == intid and lr_state(lr) in (LR_STATE_ACTIVE, LR_STATE_PENDING_ACTIVE):
+            if lr and lr_intid(lr) == intid and lr_state(lr) in (LR_STATE_ACTIVE, LR_STATE_PENDING_ACTIVE):
                 return i
         return None
 

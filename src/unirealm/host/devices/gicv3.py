@@ -159,6 +159,7 @@ class GicV3:
         ]
         self.spis = [Irq(i, self.cpu_for_affinity(0)) for i in range(SPI_BASE, self.nr_irqs)]
         self._pending: set[Irq] = set()
+        self._active: set[Irq] = set()  # every active interrupt, kept by set_active and activate
         self._sources: list[list[Callable[[], None]]] = [[] for _ in range(nr_cpus)]
         self.cpus = [CpuInterface(self, i) for i in range(nr_cpus)]
         self.distributor = GicDistributor(self)
@@ -240,7 +241,17 @@ class GicV3:
     def set_active(self, irq: Irq, value: bool) -> None:
         if irq.active != value:
             irq.active = value
+            if value:
+                self._active.add(irq)
+            else:
+                self._active.discard(irq)
             self._kick_if_pending(irq)
+
+    def activate(self, irq: Irq) -> None:
+        """The acknowledge's half of an activation (CpuInterface): active, without a kick
+        (clearing its latch next decides that)."""
+        irq.active = True
+        self._active.add(irq)
 
     def set_priority(self, irq: Irq, priority: int) -> None:
         if irq.priority != priority & PRIORITY_MASK:
@@ -325,6 +336,10 @@ class GicV3:
     def pending_irqs(self) -> set[Irq]:
         """Every interrupt that is pending now, on any CPU (read-only)."""
         return self._pending
+
+    def active_irqs(self) -> set[Irq]:
+        """Every interrupt that is active now, on any CPU (read-only)."""
+        return self._active
 
     def highest_pending(self, cpu: int) -> int:
         """The INTID the CPU interface of `cpu` would signal now (after PMR and the running

@@ -155,7 +155,7 @@ class CpuInterface:
     def _activate(self, irq: Irq) -> int:
         group = irq.group
         self.apr[group] |= 1 << (self.group_priority(irq) >> _PRIORITY_SHIFT)
-        irq.active = True
+        self.gic.activate(irq)
         self.gic.set_latch(irq, False)  # the line, if level and still high, keeps it pending
         self.gic.trace_event("ack", self.index, irq.intid)
         return irq.intid

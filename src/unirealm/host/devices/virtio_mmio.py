@@ -37,6 +37,8 @@ from typing import Any, Protocol
 
 from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.arch.virtio import (
+    STATUS_DEVICE_NEEDS_RESET,
+    STATUS_DRIVER_OK,
     VIRTIO_F_ACCESS_PLATFORM,
     VIRTIO_F_EVENT_IDX,
     VIRTIO_F_VERSION_1,
@@ -48,11 +50,13 @@ from unirealm.arch.virtio import (
     VIRTQ_AVAIL_F_NO_INTERRUPT,
     VIRTQ_DESC,
     VIRTQ_DESC_ALIGN,
+    VIRTQ_DESC_F_INDIRECT,
+    VIRTQ_DESC_F_NEXT,
+    VIRTQ_DESC_F_WRITE,
     VIRTQ_USED_ALIGN,
     VirtioInterrupt,
     VirtioMmio,
     VirtioStatus,
-    VirtqDescFlags,
     avail_event_offset,
     avail_ring_entry,
     avail_ring_size,
@@ -350,7 +354,7 @@ class VirtioMmioDevice:
             self.on_interrupt()
 
     def fail(self, why: str) -> None:
-        self.status |= VirtioStatus.DEVICE_NEEDS_RESET
+        self.status |= STATUS_DEVICE_NEEDS_RESET
         self.raise_interrupt(VirtioInterrupt.CONFIG_CHANGE)
         self.errors.append(why)
         log.warning("%s: %s; device needs reset", self.name, why)
@@ -358,7 +362,7 @@ class VirtioMmioDevice:
             self.on_error(why)
 
     def notify(self, index: int) -> None:
-        if self.status & VirtioStatus.DEVICE_NEEDS_RESET or not self.status & VirtioStatus.DRIVER_OK:
+        if self.status & STATUS_DEVICE_NEEDS_RESET or not self.status & STATUS_DRIVER_OK:
             return
         if index >= len(self.queues) or not self.queues[index].ready:
             return
@@ -374,10 +378,11 @@ class VirtioMmioDevice:
         return int(struct.unpack("<H", mem.read(addr, 2))[0])
 
     def _process(self, index: int, q: Virtqueue, mem: MemoryView) -> None:
-        # The rings must lie in accessible memory as a whole before anything is parsed.
-        mem.read(q.desc, desc_table_size(q.num))
-        mem.read(q.avail, avail_ring_size(q.num))
-        mem.read(q.used, used_ring_size(q.num))
+        # The rings must lie in accessible memory as a whole before anything is parsed
+        # (each of their pages checked, none copied).
+        self._check_ring(mem, q.desc, desc_table_size(q.num))
+        self._check_ring(mem, q.avail, avail_ring_size(q.num))
+        self._check_ring(mem, q.used, used_ring_size(q.num))
         avail_idx = self._u16(mem, q.avail + 2)
         pending = (avail_idx - q.last_avail) & 0xFFFF
         if pending > q.num:
@@ -431,7 +436,7 @@ class VirtioMmioDevice:
     def _receive_queue(self, index: int) -> tuple[Virtqueue, MemoryView] | None:
         """Queue `index` and the memory view, if the device may fill that queue now."""
         q = self.queues[index]
-        if (self.status & VirtioStatus.DEVICE_NEEDS_RESET or not self.status & VirtioStatus.DRIVER_OK
+        if (self.status & STATUS_DEVICE_NEEDS_RESET or not self.status & STATUS_DRIVER_OK
                 or not q.ready):
             return None
         if self.memory is None:
@@ -488,7 +493,7 @@ class VirtioMmioDevice:
                 raise ChainError(f"descriptor chain from {head} loops")
             seen.add(i)
             addr, length, flags, nxt = unpack_desc(mem.read(q.desc + i * VIRTQ_DESC.size, VIRTQ_DESC.size))
-            if flags & VirtqDescFlags.INDIRECT:
+            if flags & VIRTQ_DESC_F_INDIRECT:
                 raise ChainError("indirect descriptor (VIRTIO_F_INDIRECT_DESC was not offered)")
             if addr + length > 0xFFFF_FFFF_FFFF_FFFF:
                 raise ChainError(f"descriptor {i} wraps the address space")
@@ -497,17 +502,26 @@ class VirtioMmioDevice:
                 raise ChainError(f"descriptor chain from {head} is longer than {MAX_CHAIN_BYTES} bytes")
             if length:
                 self._check(mem, addr, length)
-            if flags & VirtqDescFlags.WRITE:
+            if flags & VIRTQ_DESC_F_WRITE:
                 chain.writable.append((addr, length))
             elif chain.writable:
                 raise ChainError(f"device-readable descriptor {i} after a device-writable one")
             else:
                 chain.readable.append((addr, length))
-            if not flags & VirtqDescFlags.NEXT:
+            if not flags & VIRTQ_DESC_F_NEXT:
                 return chain
             if nxt >= q.num:
                 raise ChainError(f"descriptor {i} chains to {nxt}, outside a queue of {q.num}")
             i = nxt
+
+    @classmethod
+    def _check_ring(cls, mem: MemoryView, addr: int, length: int) -> None:
+        """`_check` for a ring; refused, the view names the whole ring in its DmaError."""
+        try:
+            cls._check(mem, addr, length)
+        except DmaError:
+            mem.read(addr, length)
+            raise
 
     @staticmethod
     def _check(mem: MemoryView, addr: int, length: int) -> None:

@@ -42,9 +42,10 @@ from unirealm.arch.net import (
     virtio_net_config,
 )
 from unirealm.arch.virtio import (
+    STATUS_DEVICE_NEEDS_RESET,
+    STATUS_DRIVER_OK,
     VIRTQ_USED_F_NO_NOTIFY,
     VirtioDeviceId,
-    VirtioStatus,
     feature,
 )
 
@@ -124,7 +125,7 @@ class VirtioNetDevice(ReceivingDevice):
     def receive(self, frame: bytes) -> None:
         """A frame from the network for the guest; written into an RX buffer at the next
         `deliver`. Dropped when the driver has not set the device up or the backlog is full."""
-        if not self.status & VirtioStatus.DRIVER_OK or len(self.rx_pending) >= RX_BACKLOG:
+        if not self.status & STATUS_DRIVER_OK or len(self.rx_pending) >= RX_BACKLOG:
             self.rx_dropped += 1
             return
         self.rx_pending.append(bytes(frame))
@@ -172,8 +173,8 @@ class VirtioNetDevice(ReceivingDevice):
         without it every chain is notified). Returns how many there were."""
         q = self.queues[TX_QUEUE]
         mem = self.memory
-        if (not self.event_idx or not q.ready or mem is None or not self.status & VirtioStatus.DRIVER_OK
-                or self.status & VirtioStatus.DEVICE_NEEDS_RESET):
+        if (not self.event_idx or not q.ready or mem is None or not self.status & STATUS_DRIVER_OK
+                or self.status & STATUS_DEVICE_NEEDS_RESET):
             return 0  # (as a notify would be ignored: the rings may not be readable yet)
         try:
             waiting = (self._u16(mem, q.avail + 2) - q.last_avail) & 0xFFFF
