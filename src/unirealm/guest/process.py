@@ -20,13 +20,16 @@ from ..arch.memory import GRANULE_SIZE
 from .addrspace import PROT_EXEC, PROT_READ, AddressSpace, page_down
 from .fdtable import FdTable
 from .loader import AuxvInfo, load_program, setup_stack
-from .sched import Blocked, ProcessExit, Scheduler, Thread
+from .sched import Blocked, Interrupted, ProcessExit, Scheduler, SigQueue, Thread
 from .vfs import Vfs
 
 if TYPE_CHECKING:
     from .interfaces import Cpu, El0Space, Kernel, Registers, SyscallEntry
 
 TRAMPOLINE_VA = 0x1000
+SIGILL, SIGTRAP, SIGBUS, SIGSEGV = 4, 5, 7, 11
+ILL_ILLOPC, TRAP_BRKPT, BUS_ADRERR, SEGV_MAPERR, SEGV_ACCERR = 1, 1, 2, 1, 2  # si_code values
+EXCP_BKPT = 7  # the exception number the CPU reports for BRK (QEMU's, as Unicorn's)
 DEFAULT_ENV = ["PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOME=/", "TERM=dumb"]
 SYSCALL_REGS = [a64.UC_ARM64_REG_X8, *(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(6))]  # nr, x0..x5
 
@@ -64,6 +67,7 @@ class Process:
         self.sched: Scheduler = sched if sched is not None else parent.sched if parent is not None else Scheduler(kernel)
         self.state = state
         self.threads: list[Thread] = []
+        self.shared_pending = SigQueue()  # signals sent to the process as a whole
         self.pid = self.sched.new_thread(self).tid
         self.sched.processes.append(self)
         self.parent = parent
@@ -144,10 +148,15 @@ class Process:
     def idle(self, deadline: int | None = None) -> None:
         self.sched.idle(True, deadline)
 
+    def signalled(self, t: Thread) -> bool:
+        """Whether a signal `t` does not block is pending (Linux's signal_pending)."""
+        return bool((t.pending.bits | self.shared_pending.bits) & ~t.sigmask)
+
     def wait(self, ready: Callable[[], bool], timeout_ns: int | None, console: bool, what: str = "waiting") -> bool:
-        """Wait until `ready()`; False once the timeout passes. A lone thread waits in place;
-        otherwise the thread is parked and its syscall restarts when `ready()` holds (with the
-        same absolute deadline)."""
+        """Wait until `ready()`; False once the timeout passes; Interrupted (ERESTARTSYS)
+        when a signal the thread does not block is pending first. A lone thread waits in
+        place; otherwise the thread is parked and its syscall restarts when `ready()` holds
+        or a signal arrives (with the same absolute deadline)."""
         t = self.current
         now = self.sched.now_ns()
         if t.restart is not None:
@@ -156,16 +165,20 @@ class Process:
             deadline = None if timeout_ns is None else now + timeout_ns
         if ready():
             return True
+        if self.signalled(t):
+            raise Interrupted
         if deadline is not None and now >= deadline:
             return False
         if not self.sched.alone():
-            raise Blocked(ready, deadline, console, what)
+            raise Blocked(lambda: ready() or self.signalled(t), deadline, console, what)
         while True:
-            if deadline is None and not console:
-                return False  # nothing could ever make it ready
+            if deadline is None and not console and not self.sched.timers:
+                return False  # nothing could ever make it ready, nor send a signal
             self.idle(deadline)
             if ready():
                 return True
+            if self.signalled(t):
+                raise Interrupted
             if deadline is not None and self.sched.now_ns() >= deadline:
                 return False
 
@@ -186,7 +199,12 @@ class Process:
         return TRAMPOLINE_VA
 
     def fault(self, reason: str, pc: int, detail: int) -> None:
-        """EL0 stopped on something other than a syscall: page it in, or end the process."""
+        """EL0 stopped on something other than a syscall: page it in, or raise the signal
+        Linux does (SIGBUS, SIGSEGV with SEGV_MAPERR or SEGV_ACCERR, SIGTRAP for BRK,
+        SIGILL) at the thread: a handler runs with the faulting instruction's PC in its
+        frame; without one (or with it blocked or ignored) the process ends as the signal's
+        default action says."""
+        sys = self.syscalls
         if reason == "fault":
             vma = self.mm.find_vma(detail)
             page = page_down(detail)
@@ -194,13 +212,24 @@ class Process:
                 try:
                     self.mm.populate(page, vma.prot, vma)  # demand paging
                 except MemoryError as exc:
+                    if sys.fault_signal(SIGBUS, BUS_ADRERR, detail):
+                        return
                     self.kernel.log(f"{self.argv[0]}: bus error: {exc} (pc {pc:#x})", error=True)
-                    raise ProcessExit(128 + 7) from None
+                    raise ProcessExit(128 + SIGBUS) from None
+                return
+            if sys.fault_signal(SIGSEGV, SEGV_MAPERR if vma is None else SEGV_ACCERR, detail):
                 return
             self.kernel.log(f"{self.argv[0]}: segmentation fault at {detail:#x} (pc {pc:#x})", error=True)
-            raise ProcessExit(128 + 11)
+            raise ProcessExit(128 + SIGSEGV)
+        if detail == EXCP_BKPT:
+            if sys.fault_signal(SIGTRAP, TRAP_BRKPT, pc):
+                return
+            self.kernel.log(f"{self.argv[0]}: trace/breakpoint trap at pc {pc:#x}", error=True)
+            raise ProcessExit(128 + SIGTRAP)
+        if sys.fault_signal(SIGILL, ILL_ILLOPC, pc):
+            return
         self.kernel.log(f"{self.argv[0]}: illegal instruction at pc {pc:#x}", error=True)
-        raise ProcessExit(128 + 4)
+        raise ProcessExit(128 + SIGILL)
 
     def run(self) -> int:
         """Run the program until this (the first) process ends; its exit status."""
@@ -219,6 +248,7 @@ class Process:
         for t in list(self.threads):
             self.sched.kill(t)
         self.exit_status = status
+        self.sched.timers.pop(self, None)
         self.release()
 
     def release(self) -> None:
