@@ -18,6 +18,7 @@ from unicorn import arm64_const as a64
 
 from ..arch.memory import GRANULE_SIZE
 from .addrspace import PROT_EXEC, PROT_READ, AddressSpace, page_down
+from .faultaddr import access_address
 from .fdtable import FdTable
 from .loader import AuxvInfo, load_program, setup_stack
 from .sched import Blocked, Interrupted, ProcessExit, Scheduler, SigQueue, Thread
@@ -31,6 +32,8 @@ SIGILL, SIGTRAP, SIGBUS, SIGSEGV = 4, 5, 7, 11
 ILL_ILLOPC, TRAP_BRKPT, BUS_ADRERR, SEGV_MAPERR, SEGV_ACCERR = 1, 1, 2, 1, 2  # si_code values
 EXCP_BKPT = 7  # the exception number the CPU reports for BRK (QEMU's, as Unicorn's)
 DEFAULT_ENV = ["PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOME=/", "TERM=dumb"]
+GPRS_SP = [*(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(29)), a64.UC_ARM64_REG_X29, a64.UC_ARM64_REG_X30,
+           a64.UC_ARM64_REG_SP]  # a base register's number: x0..x30, 31 = SP
 SYSCALL_REGS = [a64.UC_ARM64_REG_X8, *(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(6))]  # nr, x0..x5
 
 
@@ -212,12 +215,12 @@ class Process:
                 try:
                     self.mm.populate(page, vma.prot, vma)  # demand paging
                 except MemoryError as exc:
-                    if sys.fault_signal(SIGBUS, BUS_ADRERR, detail):
+                    if sys.fault_signal(SIGBUS, BUS_ADRERR, self.fault_address(pc, detail)):
                         return
                     self.kernel.log(f"{self.argv[0]}: bus error: {exc} (pc {pc:#x})", error=True)
                     raise ProcessExit(128 + SIGBUS) from None
                 return
-            if sys.fault_signal(SIGSEGV, SEGV_MAPERR if vma is None else SEGV_ACCERR, detail):
+            if sys.fault_signal(SIGSEGV, SEGV_MAPERR if vma is None else SEGV_ACCERR, self.fault_address(pc, detail)):
                 return
             self.kernel.log(f"{self.argv[0]}: segmentation fault at {detail:#x} (pc {pc:#x})", error=True)
             raise ProcessExit(128 + SIGSEGV)
@@ -230,6 +233,19 @@ class Process:
             return
         self.kernel.log(f"{self.argv[0]}: illegal instruction at pc {pc:#x}", error=True)
         raise ProcessExit(128 + SIGILL)
+
+    def fault_address(self, pc: int, page: int) -> int:
+        """The address a data or instruction abort at `pc` on `page` faulted at: the
+        access's own address when the instruction decodes to one on that page."""
+        try:
+            insn = int.from_bytes(self.read(pc, 4), "little")
+        except MemoryError:
+            return pc if page_down(pc) == page else page  # the fetch itself faulted
+        uc = self.uc
+        addr = access_address(insn, lambda n: uc.reg_read(GPRS_SP[n]), pc)
+        if addr is None or page_down(addr) == page:
+            return page if addr is None else addr
+        return page  # an access running into the next page faults at its start
 
     def run(self) -> int:
         """Run the program until this (the first) process ends; its exit status."""
