@@ -31,7 +31,7 @@ def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("aarch64-linux-gnu-gcc is not installed (make setup installs it)")
     out = tmp_path_factory.mktemp("signals")
     elf = out / "signals"
-    subprocess.run([CC, "-static", "-O2", "-o", str(elf), str(SOURCE), "-lm"], check=True)
+    subprocess.run([CC, "-static", "-O2", "-o", str(elf), str(SOURCE)], check=True)
     return elf
 
 

@@ -3,7 +3,6 @@
  * "signals abort" ends with abort() instead (status 128 + SIGABRT). */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fenv.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -88,9 +87,14 @@ static void skip(int sig, siginfo_t *si, void *ucv) {
     uc->uc_mcontext.pc += 4;  /* return past the instruction */
 }
 
+static uint64_t get_fpcr(void) { uint64_t v; __asm__ volatile("mrs %0, fpcr" : "=r"(v)); return v; }
+static void set_fpcr(uint64_t v) { __asm__ volatile("msr fpcr, %0" :: "r"(v)); }
+#define RMODE_UP (1u << 22)
+#define RMODE_ZERO (3u << 22)
+
 static void clobber_fp(int sig, siginfo_t *si, void *uc) {
     (void)sig; (void)si; (void)uc;
-    fesetround(FE_TOWARDZERO);
+    set_fpcr(RMODE_ZERO);
     __asm__ volatile("movi v16.16b, #0x5a\n\tmovi v31.16b, #0xa5" ::: "v16", "v31");
     count++;
 }
@@ -242,7 +246,7 @@ static void test_faults(void) {
 static void test_fp(void) {
     uint64_t lo = 0, hi = 0;
     on(SIGUSR1, clobber_fp, 0);
-    fesetround(FE_UPWARD);
+    set_fpcr(RMODE_UP);
     __asm__ volatile(
         "movz x9, #0x1234\n\tmovk x9, #0x5678, lsl #16\n\tfmov d16, x9\n\tmov v16.d[1], x9\n\t"
         "mov x0, %2\n\tmov x1, %3\n\tmov x2, %4\n\tmov x8, #131\n\tsvc #0\n\t"  /* tgkill */
@@ -251,8 +255,8 @@ static void test_fp(void) {
         : "r"((long)getpid()), "r"((long)syscall(SYS_gettid)), "r"((long)SIGUSR1)
         : "x0", "x1", "x2", "x8", "x9", "v16", "memory");
     printf("fp across a handler: v16 %#lx %#lx rounding kept %d\n", (unsigned long)lo, (unsigned long)hi,
-           fegetround() == FE_UPWARD);
-    fesetround(FE_TONEAREST);
+           get_fpcr() == RMODE_UP);
+    set_fpcr(0);
 }
 
 static void test_sigtimedwait(void) {
