@@ -4,7 +4,9 @@ raise and kill, masks and pending signals, SA_RESETHAND and SA_NODEFER, nested h
 sigaltstack with SA_ONSTACK, setitimer/alarm with pause, sigsuspend and nanosleep, EINTR
 and SA_RESTART on a pipe read, SIGPIPE, SIGSEGV with siglongjmp, BRK and UDF handlers that
 step over the instruction, FP/SIMD registers and FPCR kept across a handler,
-sigtimedwait, a signal to a forked child) prints one line per behaviour; the unikernel's
+sigtimedwait, a signal to a forked child, SIGCHLD with its siginfo around an SA_RESTART
+waitpid, and threads: pthread_kill interrupting a blocked read, sigwait in a thread
+taking a process-directed signal, a handler in the middle of a condvar wait) prints one line per behaviour; the unikernel's
 output must be qemu's, line for line. abort() ends the program with 128 + SIGABRT."""
 
 from __future__ import annotations

@@ -241,6 +241,8 @@ class SyscallEntry(Protocol):
 
     def fault_signal(self, sig: int, code: int, addr: int) -> bool: ...
 
+    def child_exited(self, pid: int, status: int) -> None: ...
+
 
 class Task(Protocol):
     """A process as the scheduler sees it."""

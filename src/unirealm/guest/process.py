@@ -266,6 +266,8 @@ class Process:
         self.exit_status = status
         self.sched.timers.pop(self, None)
         self.release()
+        if self.parent is not None and self.parent.exit_status is None:
+            self.parent.syscalls.child_exited(self.pid, status)  # SIGCHLD
 
     def release(self) -> None:
         if self.released:

@@ -65,6 +65,7 @@ from .sched import (
     Thread,
 )
 from .sigframe import (
+    CLD_EXITED,
     RT_SIGFRAME_SIZE,
     SI_KERNEL,
     SI_TKILL,
@@ -76,6 +77,7 @@ from .sigframe import (
     build_ucontext,
     parse_ucontext,
     place_frame,
+    siginfo_chld,
     siginfo_fault,
     siginfo_kill,
 )
@@ -264,20 +266,18 @@ class Signals(SyscallContext):
         these = int.from_bytes(self.p.read(uthese, SIGSET_SIZE), "little") & ~UNBLOCKABLE
         timeout = timespec_ns(self.p.read(uts, TIMESPEC_SIZE)) if uts else None
         t = self.p.current
-        got: list[tuple[int, bytes]] = []
 
-        def ready() -> bool:
-            one = dequeue(t.pending, these) or dequeue(self.p.shared_pending, these)
-            if one is not None:
-                got.append(one)
-            return one is not None
+        def ready() -> bool:  # looked at by the scheduler too: it takes nothing
+            return bool((t.pending.bits | self.p.shared_pending.bits) & these)
 
         try:
             if not self.block(ready, timeout, console=False, what="rt_sigtimedwait"):
                 return -errno.EAGAIN
         except Interrupted:
             return -errno.EINTR
-        sig, info = got[0]
+        got = dequeue(t.pending, these) or dequeue(self.p.shared_pending, these)
+        assert got is not None
+        sig, info = got
         if uinfo:
             self.p.write(uinfo, info)
         return sig
@@ -351,6 +351,10 @@ class Signals(SyscallContext):
     def thread_signal(self, sig: int) -> None:
         """`sig` raised by the kernel at the calling thread (send_sig: SIGPIPE)."""
         self.send(self.p, self.p.current, sig, siginfo_kill(sig, SI_USER, self.p.pid))
+
+    def child_exited(self, pid: int, status: int) -> None:
+        """do_notify_parent: SIGCHLD (CLD_EXITED) for a child of this process that ended."""
+        self.send(self.p, None, SIGCHLD, siginfo_chld(CLD_EXITED, pid, status))
 
     def fault_signal(self, sig: int, code: int, addr: int) -> bool:
         """A synchronous fault's signal forced on the calling thread (force_sig_fault):

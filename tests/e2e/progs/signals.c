@@ -3,6 +3,7 @@
  * "signals abort" ends with abort() instead (status 128 + SIGABRT). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -295,6 +296,108 @@ static void test_child(void) {
     close(fds[1]);
 }
 
+static volatile sig_atomic_t chld_code, chld_status, chld_pid;
+static void on_chld(int sig, siginfo_t *si, void *uc) {
+    (void)sig; (void)uc;
+    chld_code = si->si_code;
+    chld_status = si->si_status;
+    chld_pid = si->si_pid;
+}
+
+static void test_sigchld(void) {
+    int status = 0;
+    on(SIGCHLD, on_chld, SA_RESTART);
+    pid_t pid = fork();
+    if (pid == 0) _exit(5);
+    pid_t got = waitpid(pid, &status, 0);  /* SA_RESTART: the wait goes on after the handler */
+    printf("sigchld: waitpid ok %d code %d status %d pid ok %d\n", got == pid, chld_code, chld_status,
+           chld_pid == pid);
+    signal(SIGCHLD, SIG_DFL);
+}
+
+static int thread_pipe[2];
+static volatile int thread_result, thread_errno, thread_waited;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static volatile int ready_flag, go_flag;
+
+static void *reader(void *arg) {
+    char c;
+    (void)arg;
+    pthread_mutex_lock(&lock);
+    ready_flag = 1;
+    pthread_cond_signal(&cond);
+    pthread_mutex_unlock(&lock);
+    ssize_t n = read(thread_pipe[0], &c, 1);
+    thread_result = (int)n;
+    thread_errno = errno;
+    return NULL;
+}
+
+static void *waiter(void *arg) {
+    sigset_t set;
+    int sig = 0;
+    (void)arg;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR2);
+    sigwait(&set, &sig);
+    thread_waited = sig;
+    return NULL;
+}
+
+static void *cond_waiter(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&lock);
+    ready_flag = 2;
+    pthread_cond_signal(&cond);
+    while (!go_flag) pthread_cond_wait(&cond, &lock);
+    pthread_mutex_unlock(&lock);
+    return NULL;
+}
+
+static void wait_ready(int value) {
+    pthread_mutex_lock(&lock);
+    while (ready_flag != value) pthread_cond_wait(&cond, &lock);
+    pthread_mutex_unlock(&lock);
+}
+
+static void test_threads(void) {
+    pthread_t t;
+    sigset_t set;
+    struct timespec pause_ts = {0, 20000000};
+    if (pipe(thread_pipe) != 0) exit(1);
+    on(SIGUSR1, alarm_plain, 0);
+    count = 0;
+    ready_flag = 0;
+    pthread_create(&t, NULL, reader, NULL);
+    wait_ready(1);
+    nanosleep(&pause_ts, NULL);  /* let it block in its read */
+    pthread_kill(t, SIGUSR1);
+    pthread_join(t, NULL);
+    printf("thread read interrupted: %d %s handler ran %d\n", thread_result, strerror(thread_errno), count);
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);  /* the new thread inherits the mask */
+    pthread_create(&t, NULL, waiter, NULL);
+    nanosleep(&pause_ts, NULL);
+    kill(getpid(), SIGUSR2);  /* to the process: the thread in sigwait takes it */
+    pthread_join(t, NULL);
+    printf("sigwait in a thread got %d\n", thread_waited);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    count = 0;
+    pthread_create(&t, NULL, cond_waiter, NULL);
+    wait_ready(2);
+    nanosleep(&pause_ts, NULL);
+    pthread_kill(t, SIGUSR1);  /* a handler in the middle of a condvar wait */
+    nanosleep(&pause_ts, NULL);
+    pthread_mutex_lock(&lock);
+    go_flag = 1;
+    pthread_cond_broadcast(&cond);
+    pthread_mutex_unlock(&lock);
+    pthread_join(t, NULL);
+    printf("condvar wait survived a handler: ran %d\n", count);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc > 1 && strcmp(argv[1], "abort") == 0) {
@@ -311,6 +414,8 @@ int main(int argc, char **argv) {
     test_fp();
     test_sigtimedwait();
     test_child();
+    test_sigchld();
+    test_threads();
     printf("done\n");
     return 0;
 }
