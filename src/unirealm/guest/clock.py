@@ -11,6 +11,7 @@ import errno
 import struct
 
 from .errors import FsError
+from .sched import ERESTART_RESTARTBLOCK, ERESTARTNOHAND, Interrupted
 from .sysctx import (
     SyscallContext,
     _s32,
@@ -89,14 +90,23 @@ class Clock(SyscallContext):
             raise MemoryError
         return timespec_ns(self.p.read(req, TIMESPEC_SIZE))
 
-    def _sleep(self, ns: int) -> int:
+    def _sleep(self, ns: int, rem: int = 0, code: int = ERESTART_RESTARTBLOCK) -> int:
+        """Sleep `ns`; a signal cuts it short with the time left written to `rem` (if
+        given) and `code`: EINTR once a handler runs (ERESTART_RESTARTBLOCK, or for an
+        absolute sleep ERESTARTNOHAND), else the sleep starts again."""
         if ns > 0:
-            self.block(lambda: False, ns, console=False, what="sleeping")
+            start = self.now_ns()
+            try:
+                self.block(lambda: False, ns, console=False, what="sleeping")
+            except Interrupted:
+                if rem:
+                    self.p.write(rem, pack_timespec(max(0, ns - (self.now_ns() - start))))
+                raise Interrupted(code) from None
         return 0
 
     @calls("nanosleep")
     def sys_nanosleep(self, req: int, rem: int, *_: int) -> int:
-        return self._sleep(self._request(req))
+        return self._sleep(self._request(req), rem)
 
     @calls("clock_nanosleep")
     def sys_clock_nanosleep(self, clock: int, flags: int, req: int, rem: int, *_: int) -> int:
@@ -110,8 +120,8 @@ class Clock(SyscallContext):
         if clock < 0 and clock & CPUCLOCK_PERTHREAD and ~(clock >> 3) in (0, self.p.current.tid):
             return -errno.EINVAL  # the caller's own CPU clock: it cannot advance while it sleeps
         if flags & TIMER_ABSTIME:
-            t -= self.clock_ns(clock)
-        return self._sleep(t)
+            return self._sleep(t - self.clock_ns(clock), 0, ERESTARTNOHAND)
+        return self._sleep(t, rem)
 
     @calls("getrandom")
     def sys_getrandom(self, buf: int, count: int, flags: int, *_: int) -> int:

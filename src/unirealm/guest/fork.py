@@ -63,6 +63,7 @@ def fork(p: Process, flags: int, stack: int, ptid: int, tls: int, ctid: int,
     child.space.set_reg("pc", child.enter_el0(sp, p.uc.reg_read(a64.UC_ARM64_REG_PC)))
     t.ctx = child.space.save_context()
     start_clone(p, child, parent, t, flags, ptid, ctid)
+    t.altstack = parent.altstack  # a copy of the address space keeps the alternate stack
     if flags & CLONE_VFORK:
         p.sched.park_until(parent, lambda: child.execed or child.exit_status is not None, child.pid,
                            f"vfork child {child.pid}")
@@ -100,7 +101,11 @@ def execve(p: Process, path: str, argv: list[str], envp: list[str]) -> int | Non
             p.sched.kill(t)
     p.mm.clear()
     p.state.fds.close_on_exec()
+    # handlers do not survive the old program; SIG_IGN does (flush_signal_handlers)
+    ignored = {sig: a for sig, a in p.state.sigactions.items() if a[:8] == (1).to_bytes(8, "little")}
     p.state.sigactions.clear()
+    p.state.sigactions.update({sig: (1).to_bytes(8, "little") + bytes(24) for sig in ignored})
+    me.altstack = (0, 2, 0)  # SS_DISABLE
     p.state.argv, p.state.envp, p.state.exe_path = argv, envp, canon
     try:
         p.state.entry, p.state.auxv = load_program(p.mm, p.vfs, data, canon)

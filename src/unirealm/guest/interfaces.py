@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from .irq import Interrupts
     from .mm import PageAllocator
-    from .sched import Thread
+    from .sched import SigQueue, Thread
     from .ukrsi import RealmConfig, Rsi
 
 
@@ -237,11 +237,18 @@ class SyscallEntry(Protocol):
 
     def dispatch(self) -> None: ...
 
+    def do_signal(self) -> bool: ...
+
+    def fault_signal(self, sig: int, code: int, addr: int) -> bool: ...
+
+    def child_exited(self, pid: int, status: int) -> None: ...
+
 
 class Task(Protocol):
     """A process as the scheduler sees it."""
 
     threads: list[Thread]
+    shared_pending: SigQueue
 
     @property
     def pid(self) -> int: ...

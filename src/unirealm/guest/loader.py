@@ -33,6 +33,8 @@ AT_NULL, AT_PHDR, AT_PHENT, AT_PHNUM, AT_PAGESZ, AT_BASE, AT_FLAGS, AT_ENTRY = 0
 AT_UID, AT_EUID, AT_GID, AT_EGID, AT_PLATFORM, AT_HWCAP, AT_CLKTCK = 11, 12, 13, 14, 15, 16, 17
 AT_SECURE, AT_RANDOM, AT_HWCAP2, AT_EXECFN, AT_SYSINFO_EHDR, AT_MINSIGSTKSZ = 23, 25, 26, 31, 33, 51
 
+SHT_DYNSYM = 11
+
 AuxvInfo = dict[str, int]  # phdr, phnum, phent, base, entry: what the auxv tells ld.so
 
 
@@ -133,6 +135,27 @@ def map_vdso(mm: AddressSpace, realtime_offset_ns: int) -> int:
     mm.add_vma(VVAR_BASE, VDSO_BASE, PROT_READ, "[vvar]", vvar, VVAR_BASE)
     mm.add_vma(VDSO_BASE, VDSO_BASE + page_up(len(vdso)), PROT_READ | PROT_EXEC, "[vdso]", vdso, VDSO_BASE)
     return VDSO_BASE
+
+
+def vdso_symbol(vdso: bytes, name: str) -> int | None:
+    """The address (an offset: the vDSO is linked at 0) of `name` in the vDSO's .dynsym,
+    or None."""
+    try:
+        shoff, = struct.unpack_from("<Q", vdso, 0x28)
+        shentsize, shnum = struct.unpack_from("<HH", vdso, 0x3A)
+        sections = [struct.unpack_from("<IIQQQQIIQQ", vdso, shoff + i * shentsize) for i in range(shnum)]
+        for sec in sections:
+            if sec[1] != SHT_DYNSYM:
+                continue
+            strtab = sections[sec[6]]
+            for off in range(sec[4], sec[4] + sec[5], sec[9] or 24):
+                st_name, _, _, _, st_value = struct.unpack_from("<IBBHQ", vdso, off)
+                start = strtab[4] + st_name
+                if vdso[start : vdso.index(b"\0", start)] == name.encode():
+                    return int(st_value)
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
 
 
 def setup_stack(mm: AddressSpace, exe_path: str, argv: list[str], envp: list[str], info: AuxvInfo,

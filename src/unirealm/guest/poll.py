@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from .errors import FsError
 from .fdtable import FD_MAX
 from .pipes import EpollFile
-from .signals import SIGSET_SIZE
+from .sched import ERESTARTNOHAND, Interrupted
+from .signals import SIGSET_SIZE, restore_mask, temporary_mask
 from .sysctx import (
     SyscallContext,
     _s32,
@@ -50,22 +51,33 @@ class Poll(SyscallContext):
             out.append(entry.file.poll() & (events | POLLERR | POLLHUP))
         return out
 
-    def _sigmask_arg(self, mask: int, size: int) -> None:
+    def _sigmask_arg(self, mask: int, size: int) -> int | None:
         """The signal mask ppoll/pselect6 take (set_user_sigmask): none, or a sigset_t of
-        its own size that can be read (EINVAL, EFAULT). No signal reaches a handler in this
-        kernel, so the mask changes nothing while the call waits."""
+        its own size that can be read (EINVAL, EFAULT)."""
         if not mask:
-            return
+            return None
         if size != SIGSET_SIZE:
             raise FsError(errno.EINVAL)
-        self.p.read(mask, SIGSET_SIZE)
+        return int.from_bytes(self.p.read(mask, SIGSET_SIZE), "little")
 
-    def _wait_timed(self, ready: Callable[[], bool], tsp: int, console: bool, what: str) -> None:
-        """Wait as ppoll/pselect6 do: the timeout from `tsp` (none: for ever), and what is
-        left of it written back there (poll_select_finish; glibc's wrappers hide it)."""
+    def _wait_timed(self, ready: Callable[[], bool], tsp: int, console: bool, what: str,
+                    sigmask: int | None = None) -> None:
+        """Wait as ppoll/pselect6 do: with `sigmask` (if given) as the thread's mask
+        meanwhile, the timeout from `tsp` (none: for ever), and what is left of it written
+        back there (poll_select_finish; glibc's wrappers hide it). A signal ends the wait
+        with ERESTARTNOHAND (EINTR once its handler runs, which the old mask follows)."""
         timeout = self._timeout(tsp)
         start = self.now_ns()
-        self.block(ready, timeout, console, what)
+        t = self.p.current
+        if sigmask is not None:
+            temporary_mask(t, sigmask)
+        try:
+            self.block(ready, timeout, console, what)
+        except Interrupted:
+            if timeout is not None:
+                self.p.write(tsp, pack_timespec(max(0, timeout - (self.now_ns() - start))))
+            raise Interrupted(ERESTARTNOHAND) from None
+        restore_mask(t)
         if timeout is not None:
             self.p.write(tsp, pack_timespec(max(0, timeout - (self.now_ns() - start))))
 
@@ -73,7 +85,7 @@ class Poll(SyscallContext):
     def sys_ppoll(self, fds: int, nfds: int, tsp: int, sigmask: int, sigsetsize: int, *_: int) -> int:
         if nfds > 1024:
             return -errno.EINVAL
-        self._sigmask_arg(sigmask, sigsetsize)
+        mask = self._sigmask_arg(sigmask, sigsetsize)
         raw = self.p.read(fds, 8 * nfds) if nfds else b""
         items = [struct.unpack_from("<ihh", raw, 8 * i)[:2] for i in range(nfds)]
         result: list[int] = []
@@ -83,7 +95,7 @@ class Poll(SyscallContext):
             result = self._poll_fds(items)
             return any(result)
 
-        self._wait_timed(ready, tsp, self.on_console(fd for fd, _ in items), "ppoll")
+        self._wait_timed(ready, tsp, self.on_console(fd for fd, _ in items), "ppoll", mask)
         out = bytearray(raw)
         for i, rev in enumerate(result):
             struct.pack_into("<h", out, 8 * i + 6, rev)
@@ -96,9 +108,10 @@ class Poll(SyscallContext):
         if _s32(nfds) < 0:
             return -errno.EINVAL
         nfds = min(nfds & 0xFFFFFFFF, FD_MAX)  # core_sys_select: clamped to the table's size
+        mask = None
         if sig:  # struct { const sigset_t *ss; size_t ss_len; }
             ss, ss_len = struct.unpack("<QQ", self.p.read(sig, 16))
-            self._sigmask_arg(ss, ss_len)
+            mask = self._sigmask_arg(ss, ss_len)
         nbytes = (nfds + 63) // 64 * 8
         sets = [int.from_bytes(self.p.read(a, nbytes), "little") & ((1 << nfds) - 1) if a else 0
                 for a in (rp, wp, ep)]
@@ -119,7 +132,7 @@ class Poll(SyscallContext):
                         res[k] |= 1 << fd
             return bool(res[0] or res[1])
 
-        self._wait_timed(ready, tsp, self.on_console(watched), "pselect6")
+        self._wait_timed(ready, tsp, self.on_console(watched), "pselect6", mask)
         for k, a in enumerate((rp, wp)):
             if a:
                 self.p.write(a, res[k].to_bytes(nbytes, "little"))
@@ -155,10 +168,12 @@ class Poll(SyscallContext):
         return 0
 
     @calls("epoll_pwait")
-    def sys_epoll_pwait(self, epfd: int, events: int, maxevents: int, timeout: int, *_: int) -> int:
+    def sys_epoll_pwait(self, epfd: int, events: int, maxevents: int, timeout: int, sigmask: int = 0,
+                        sigsetsize: int = 0, *_: int) -> int:
         ep = self.file(epfd)
         if not isinstance(ep, EpollFile) or _s32(maxevents) <= 0:
             return -errno.EINVAL
+        mask = self._sigmask_arg(sigmask, sigsetsize)
         found: list[tuple[int, int, int]] = []
 
         def ready() -> bool:
@@ -172,7 +187,14 @@ class Poll(SyscallContext):
             return bool(found)
 
         t = _s32(timeout)
-        self.block(ready, None if t < 0 else t * 1_000_000, self.on_console(ep.interest), "epoll_pwait")
+        th = self.p.current
+        if mask is not None:
+            temporary_mask(th, mask)
+        try:
+            self.block(ready, None if t < 0 else t * 1_000_000, self.on_console(ep.interest), "epoll_pwait")
+        except Interrupted:
+            raise Interrupted(errno.EINTR) from None  # epoll_wait is never restarted
+        restore_mask(th)
         out = b"".join(struct.pack("<IxxxxQ", rev, data) for _, rev, data in found)
         for fd, _rev, _data in found:
             f, want, data = ep.interest[fd]

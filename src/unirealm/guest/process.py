@@ -18,16 +18,22 @@ from unicorn import arm64_const as a64
 
 from ..arch.memory import GRANULE_SIZE
 from .addrspace import PROT_EXEC, PROT_READ, AddressSpace, page_down
+from .faultaddr import access_address
 from .fdtable import FdTable
 from .loader import AuxvInfo, load_program, setup_stack
-from .sched import Blocked, ProcessExit, Scheduler, Thread
+from .sched import Blocked, Interrupted, ProcessExit, Scheduler, SigQueue, Thread
 from .vfs import Vfs
 
 if TYPE_CHECKING:
     from .interfaces import Cpu, El0Space, Kernel, Registers, SyscallEntry
 
 TRAMPOLINE_VA = 0x1000
+SIGILL, SIGTRAP, SIGBUS, SIGSEGV = 4, 5, 7, 11
+ILL_ILLOPC, TRAP_BRKPT, BUS_ADRERR, SEGV_MAPERR, SEGV_ACCERR = 1, 1, 2, 1, 2  # si_code values
+EXCP_BKPT = 7  # the exception number the CPU reports for BRK (QEMU's, as Unicorn's)
 DEFAULT_ENV = ["PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOME=/", "TERM=dumb"]
+GPRS_SP = [*(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(29)), a64.UC_ARM64_REG_X29, a64.UC_ARM64_REG_X30,
+           a64.UC_ARM64_REG_SP]  # a base register's number: x0..x30, 31 = SP
 SYSCALL_REGS = [a64.UC_ARM64_REG_X8, *(getattr(a64, f"UC_ARM64_REG_X{i}") for i in range(6))]  # nr, x0..x5
 
 
@@ -64,6 +70,7 @@ class Process:
         self.sched: Scheduler = sched if sched is not None else parent.sched if parent is not None else Scheduler(kernel)
         self.state = state
         self.threads: list[Thread] = []
+        self.shared_pending = SigQueue()  # signals sent to the process as a whole
         self.pid = self.sched.new_thread(self).tid
         self.sched.processes.append(self)
         self.parent = parent
@@ -144,10 +151,15 @@ class Process:
     def idle(self, deadline: int | None = None) -> None:
         self.sched.idle(True, deadline)
 
+    def signalled(self, t: Thread) -> bool:
+        """Whether a signal `t` does not block is pending (Linux's signal_pending)."""
+        return bool((t.pending.bits | self.shared_pending.bits) & ~t.sigmask)
+
     def wait(self, ready: Callable[[], bool], timeout_ns: int | None, console: bool, what: str = "waiting") -> bool:
-        """Wait until `ready()`; False once the timeout passes. A lone thread waits in place;
-        otherwise the thread is parked and its syscall restarts when `ready()` holds (with the
-        same absolute deadline)."""
+        """Wait until `ready()`; False once the timeout passes; Interrupted (ERESTARTSYS)
+        when a signal the thread does not block is pending first. A lone thread waits in
+        place; otherwise the thread is parked and its syscall restarts when `ready()` holds
+        or a signal arrives (with the same absolute deadline)."""
         t = self.current
         now = self.sched.now_ns()
         if t.restart is not None:
@@ -156,16 +168,20 @@ class Process:
             deadline = None if timeout_ns is None else now + timeout_ns
         if ready():
             return True
+        if self.signalled(t):
+            raise Interrupted
         if deadline is not None and now >= deadline:
             return False
         if not self.sched.alone():
-            raise Blocked(ready, deadline, console, what)
+            raise Blocked(lambda: ready() or self.signalled(t), deadline, console, what)
         while True:
-            if deadline is None and not console:
-                return False  # nothing could ever make it ready
+            if deadline is None and not console and not self.sched.timers:
+                return False  # nothing could ever make it ready, nor send a signal
             self.idle(deadline)
             if ready():
                 return True
+            if self.signalled(t):
+                raise Interrupted
             if deadline is not None and self.sched.now_ns() >= deadline:
                 return False
 
@@ -186,7 +202,12 @@ class Process:
         return TRAMPOLINE_VA
 
     def fault(self, reason: str, pc: int, detail: int) -> None:
-        """EL0 stopped on something other than a syscall: page it in, or end the process."""
+        """EL0 stopped on something other than a syscall: page it in, or raise the signal
+        Linux does (SIGBUS, SIGSEGV with SEGV_MAPERR or SEGV_ACCERR, SIGTRAP for BRK,
+        SIGILL) at the thread: a handler runs with the faulting instruction's PC in its
+        frame; without one (or with it blocked or ignored) the process ends as the signal's
+        default action says."""
+        sys = self.syscalls
         if reason == "fault":
             vma = self.mm.find_vma(detail)
             page = page_down(detail)
@@ -194,13 +215,37 @@ class Process:
                 try:
                     self.mm.populate(page, vma.prot, vma)  # demand paging
                 except MemoryError as exc:
+                    if sys.fault_signal(SIGBUS, BUS_ADRERR, self.fault_address(pc, detail)):
+                        return
                     self.kernel.log(f"{self.argv[0]}: bus error: {exc} (pc {pc:#x})", error=True)
-                    raise ProcessExit(128 + 7) from None
+                    raise ProcessExit(128 + SIGBUS) from None
+                return
+            if sys.fault_signal(SIGSEGV, SEGV_MAPERR if vma is None else SEGV_ACCERR, self.fault_address(pc, detail)):
                 return
             self.kernel.log(f"{self.argv[0]}: segmentation fault at {detail:#x} (pc {pc:#x})", error=True)
-            raise ProcessExit(128 + 11)
+            raise ProcessExit(128 + SIGSEGV)
+        if detail == EXCP_BKPT:
+            if sys.fault_signal(SIGTRAP, TRAP_BRKPT, pc):
+                return
+            self.kernel.log(f"{self.argv[0]}: trace/breakpoint trap at pc {pc:#x}", error=True)
+            raise ProcessExit(128 + SIGTRAP)
+        if sys.fault_signal(SIGILL, ILL_ILLOPC, pc):
+            return
         self.kernel.log(f"{self.argv[0]}: illegal instruction at pc {pc:#x}", error=True)
-        raise ProcessExit(128 + 4)
+        raise ProcessExit(128 + SIGILL)
+
+    def fault_address(self, pc: int, page: int) -> int:
+        """The address a data or instruction abort at `pc` on `page` faulted at: the
+        access's own address when the instruction decodes to one on that page."""
+        try:
+            insn = int.from_bytes(self.read(pc, 4), "little")
+        except MemoryError:
+            return pc if page_down(pc) == page else page  # the fetch itself faulted
+        uc = self.uc
+        addr = access_address(insn, lambda n: uc.reg_read(GPRS_SP[n]), pc)
+        if addr is None or page_down(addr) == page:
+            return page if addr is None else addr
+        return page  # an access running into the next page faults at its start
 
     def run(self) -> int:
         """Run the program until this (the first) process ends; its exit status."""
@@ -219,7 +264,10 @@ class Process:
         for t in list(self.threads):
             self.sched.kill(t)
         self.exit_status = status
+        self.sched.timers.pop(self, None)
         self.release()
+        if self.parent is not None and self.parent.exit_status is None:
+            self.parent.syscalls.child_exited(self.pid, status)  # SIGCHLD
 
     def release(self) -> None:
         if self.released:

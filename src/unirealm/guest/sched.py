@@ -34,7 +34,7 @@ import errno
 import itertools
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .uapi import NSEC
@@ -47,6 +47,8 @@ RUNNING, RUNNABLE, BLOCKED, DEAD = "running", "runnable", "blocked", "dead"
 SLICE = 200_000  # instructions per time slice while several threads could run (no GIC)
 TICK_NS = 10_000_000  # the preemption tick with the GIC (Linux's HZ=100)
 DEADLOCK_STATUS = 134
+# Linux's internal restart codes (include/linux/errno.h), never seen by EL0.
+ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
 FutexKey = tuple[object, int]  # (the address space, the futex word's address)
 
 
@@ -61,8 +63,27 @@ class Blocked(Exception):
         self.what = what
 
 
+class Interrupted(Exception):
+    """Raised by a wait that a signal cut short: the syscall ends with -`code`, one of
+    Linux's restart codes (ERESTARTSYS by default) or EINTR, which the return to EL0 turns
+    into -EINTR or a restart (guest/signals.py do_signal)."""
+
+    def __init__(self, code: int = ERESTARTSYS) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 class Deadlock(Exception):
     pass
+
+
+@dataclass(eq=False)
+class SigQueue:
+    """Pending signals (Linux's struct sigpending): the set, and each one's siginfo (a
+    standard signal is pending at most once, a real-time one once per sending)."""
+
+    bits: int = 0
+    info: dict[int, list[bytes]] = field(default_factory=dict)
 
 
 class ProcessExit(Exception):
@@ -79,7 +100,11 @@ class Thread:
     clear_tid: int = 0  # CLONE_CHILD_CLEARTID / set_tid_address: zeroed and woken at exit
     robust_list: tuple[int, int] = (0, 0)
     sigmask: int = 0
-    altstack: bytes | None = None
+    altstack: tuple[int, int, int] = (0, 2, 0)  # (ss_sp, ss_flags, ss_size): SS_DISABLE
+    pending: SigQueue = field(default_factory=SigQueue)  # signals sent to this thread
+    saved_sigmask: int | None = None  # the mask rt_sigsuspend/ppoll replaced (restored after)
+    syscall_x0: int | None = None  # the x0 of a syscall that returned a restart code
+    fault_address: int = 0  # the last fault's address (sigcontext.fault_address)
     state: str = RUNNABLE
     # while blocked
     ready: Callable[[], bool] | None = None
@@ -107,6 +132,8 @@ class Scheduler:
         self.sliced = False  # whether EL0 is preempted now (instruction-count slices, or the tick)
         self.tick_at: int | None = None  # the preemption tick armed (GIC only)
         self.preemptions = 0
+        # each process's ITIMER_REAL: (when it expires, what its expiry does)
+        self.timers: dict[Task, tuple[int, Callable[[], None]]] = {}
 
     def now_ns(self) -> int:
         return self.cpu.cntvct() * NSEC // self.cpu.cntfrq
@@ -130,7 +157,24 @@ class Scheduler:
         """Whether another thread can run now or could become runnable without a syscall of
         the running one (a deadline, a condition polled on devices): EL0 then runs in
         slices. A thread in a futex wait without a timeout is woken only by a syscall."""
-        return bool(self.runq) or any(t.deadline is not None or t.ready is not None for t in self.waiting)
+        return bool(self.runq) or bool(self.timers) or \
+            any(t.deadline is not None or t.ready is not None for t in self.waiting)
+
+    def signal_work(self, t: Thread) -> bool:
+        """Whether the return of `t` to EL0 has signals to look at: one pending that it does
+        not block, or a syscall's restart code to resolve. A thread about to run its svc
+        again (a restart-style wait) has none yet: the syscall itself sees the signal."""
+        return t.restart is None and (t.syscall_x0 is not None or
+                                      bool((t.pending.bits | t.proc.shared_pending.bits) & ~t.sigmask))
+
+    def run_timers(self) -> None:
+        """Expire the interval timers that are due (each re-arms or drops itself)."""
+        if not self.timers:
+            return
+        now = self.now_ns()
+        for due, expire in list(self.timers.values()):
+            if now >= due:
+                expire()
 
     def park(self, t: Thread, blocked: Blocked) -> None:
         """The running thread waits for a restart of its syscall (PC already rewound)."""
@@ -233,6 +277,7 @@ class Scheduler:
     def poll(self) -> None:
         """Waiters whose condition now holds, or whose deadline passed, become runnable."""
         self.poll_devices()
+        self.run_timers()
         now: int | None = None
         for t in list(self.waiting):
             if t.ready is not None and t.ready():
@@ -250,7 +295,7 @@ class Scheduler:
             self.poll()
             if self.runq:
                 return self.runq.popleft()
-            if not any(t.deadline is not None or t.console for t in self.waiting):
+            if not self.timers and not any(t.deadline is not None or t.console for t in self.waiting):
                 raise Deadlock(self.describe())
             console = any(t.console for t in self.waiting)
             self.idle(console)
@@ -264,6 +309,7 @@ class Scheduler:
             times.append(due)
         if self.tick_at is not None:
             times.append(self.tick_at)
+        times += [due for due, _ in self.timers.values()]
         if extra is not None:
             times.append(extra)
         return min(times, default=None)
@@ -287,6 +333,7 @@ class Scheduler:
             # the host's spurious one): look at the console; the VMM sees the guest active.
             self.kernel.console.touch()
         self.poll_devices()
+        self.run_timers()
 
     def poll_devices(self) -> None:
         """The NIC's used ring is read here too (frames in, TCP timers, ACKs out): a load of
@@ -319,6 +366,9 @@ class Scheduler:
             p.space.set_x0(result)
         if t.state != RUNNING:
             self.pending = "done"  # it blocked, yielded or exited: someone else runs
+            return False
+        if self.signal_work(t):
+            self.pending = "done"  # a signal to deliver (or a syscall to restart) first
             return False
         if self.runq and not self.sliced:
             self.pending = "done"  # it woke a thread: EL0 goes on in slices
@@ -374,12 +424,15 @@ class Scheduler:
         while True:
             t = self.current
             p = t.proc
-            if irq is None:
-                self.sliced = self.may_preempt()
-            else:
-                self.arm_tick(irq)
-            reason, pc, detail = p.space.run(pc, SLICE if self.sliced else 0)
             try:
+                # the return to EL0: signals first (a handler's frame, a restart, or the end)
+                if self.signal_work(t) and p.syscalls.do_signal():
+                    pc = p.space.reg("pc")
+                if irq is None:
+                    self.sliced = self.may_preempt()
+                else:
+                    self.arm_tick(irq)
+                reason, pc, detail = p.space.run(pc, SLICE if self.sliced else 0)
                 pending, self.pending = self.pending, None
                 if reason == "svc" and pending is not None:
                     if isinstance(pending, Blocked):
@@ -396,6 +449,7 @@ class Scheduler:
                     else:
                         t.restart = None
                 elif reason == "count":
+                    self.run_timers()
                     if irq is None:
                         self.yield_current()  # without a GIC the slice is the preemption
                 elif reason == "irq":

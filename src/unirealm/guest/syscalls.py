@@ -12,7 +12,7 @@ handlers where it implements them (guest/systable.py's SyscallSet):
 | process | `fork.py`, `procinfo.py` | clone, execve, wait4; ids, limits, uname, sysinfo, exit_group |
 | threads, futex | `threads.py` | exit, futex, set_tid_address, set_robust_list, sched_* |
 | time | `clock.py` | clock_*, gettimeofday, nanosleep, getrandom |
-| signals | `signals.py` | rt_sigaction, rt_sigprocmask, sigaltstack, kill, tkill, tgkill |
+| signals | `signals.py`, `sigframe.py` | rt_sigaction, rt_sigprocmask, rt_sigpending, rt_sigsuspend, rt_sigtimedwait, rt_sigreturn, sigaltstack, kill, tkill, tgkill, setitimer, getitimer |
 | sockets | `net/socket.py`, `net/sockopt.py` | socket, bind, listen, accept, connect, send/recv; setsockopt, getsockopt |
 
 configfs (guest/tsm.py) has no syscalls of its own, as on Linux: it is reached through the
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from . import clock, fileio, fork, mman, namei, poll, procinfo, signals, threads
 from .errors import BrokenPipe
 from .net import socket
+from .sched import Interrupted
 from .sysctx import AT_FDCWD, SyscallContext, SyscallLog
 from .systable import NAMES, NR, SyscallSet, assemble
 from .vfs import FsError
@@ -41,7 +42,7 @@ Handler = Callable[..., int | None]
 SUBSYSTEMS: tuple[SyscallSet, ...] = (fileio.calls, namei.calls, poll.calls, mman.calls, fork.calls, procinfo.calls,
                                       threads.calls, clock.calls, signals.calls, socket.calls)
 # Run outside the CPU's SVC hook: they read or rewrite more registers than x0.
-SLOW_PATH = frozenset({NR["clone"], NR["execve"]})
+SLOW_PATH = frozenset({NR["clone"], NR["execve"], NR["rt_sigreturn"]})
 TRACE_PATHS = {"openat", "faccessat", "newfstatat", "readlinkat", "unlinkat", "mkdirat", "statx", "faccessat2"}
 
 
@@ -88,6 +89,9 @@ class Syscalls(fileio.FileIo, namei.Namei, poll.Poll, mman.Mman, fork.Fork, proc
             return -errno.ENOSYS
         try:
             return handler(*args)
+        except Interrupted as stop:
+            self.p.current.syscall_x0 = args[0]  # what a restart runs the syscall with again
+            return -stop.code
         except BrokenPipe:
             self.thread_signal(signals.SIGPIPE)
             return -errno.EPIPE

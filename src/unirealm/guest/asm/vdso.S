@@ -103,3 +103,14 @@ __kernel_clock_getres:
     svc     #0
     ret
     .size   __kernel_clock_getres, . - __kernel_clock_getres
+
+// The return from a signal handler (x30 of a handler without SA_RESTORER): rt_sigreturn
+// with SP at the frame. The nop before it lets an unwinder look up the PC before the
+// symbol, as Linux's vDSO does.
+    nop
+    .global __kernel_rt_sigreturn
+    .type   __kernel_rt_sigreturn, %function
+__kernel_rt_sigreturn:
+    mov     x8, #139                    // rt_sigreturn
+    svc     #0
+    .size   __kernel_rt_sigreturn, . - __kernel_rt_sigreturn
