@@ -22,7 +22,8 @@ Implemented:
   clear, or bad __reserved records force SIGSEGV.
 - default actions: terminate and core end the process with status 128 + sig (as an exit
   code: the wait status does not tell a signal apart); SIGCHLD, SIGURG, SIGWINCH and
-  SIGCONT are ignored. The stop signals (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) are treated
+  SIGCONT are ignored. A child's exit sends its parent SIGCHLD (CLD_EXITED, si_pid,
+  si_status) while the parent lives. The stop signals (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) are treated
   as ignored: no process is ever stopped.
 - interrupted syscalls: a wait cut short by a deliverable signal ends with Linux's restart
   codes; at delivery ERESTARTSYS becomes EINTR or (SA_RESTART) a restart, ERESTARTNOHAND
