@@ -5,7 +5,8 @@ sigaltstack with SA_ONSTACK, setitimer/alarm with pause, sigsuspend and nanoslee
 and SA_RESTART on a pipe read, SIGPIPE, SIGSEGV with siglongjmp, BRK and UDF handlers that
 step over the instruction, FP/SIMD registers and FPCR kept across a handler,
 sigtimedwait, a signal to a forked child, SIGCHLD with its siginfo around an SA_RESTART
-waitpid, and threads: pthread_kill interrupting a blocked read, sigwait in a thread
+waitpid, a child killed by a signal's default action and by a fault (WIFSIGNALED, WTERMSIG,
+no WCOREDUMP, CLD_KILLED) and one whose exit code is cut to 8 bits, and threads: pthread_kill interrupting a blocked read, sigwait in a thread
 taking a process-directed signal, a handler in the middle of a condvar wait) prints one line per behaviour; the unikernel's
 output must be qemu's, line for line. abort() ends the program with 128 + SIGABRT."""
 

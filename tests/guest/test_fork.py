@@ -8,6 +8,7 @@ no return, and EINVAL for the flag combinations copy_process refuses."""
 from __future__ import annotations
 
 import errno
+import os
 import struct
 
 import pytest
@@ -197,6 +198,53 @@ def test_wait4_reaps_a_zombie_with_its_status(proc: Process) -> None:
     assert proc.read(buf + 0x100, 144) == bytes(144)  # the rusage
     assert [c.pid for c in proc.children] == [a]  # reaped once
     assert call(proc, "wait4", b, buf, WNOHANG, 0) == -errno.ECHILD
+
+
+def wait_status(proc: Process, pid: int) -> int:
+    buf = scratch(proc, 0x1000)
+    assert call(proc, "wait4", pid, buf, WNOHANG, 0) == pid
+    return int.from_bytes(proc.read(buf, 4), "little")
+
+
+def test_wait4_tells_a_child_killed_by_a_signal_from_one_that_exited(proc: Process) -> None:
+    # The host libc's own macros (wait(2)) decode the status words.
+    a = call(proc, "clone", SIGCHLD, 0, 0, 0, 0)
+    b = call(proc, "clone", SIGCHLD, 0, 0, 0, 0)
+    c = call(proc, "clone", SIGCHLD, 0, 0, 0, 0)
+    assert a is not None and b is not None and c is not None
+    kids = {k.pid: k for k in proc.children}
+    kids[a].exit(128 + 10, 10)  # SIGUSR1's default action
+    kids[b].exit(128 + 11, 11)  # a fault no handler took
+    kids[c].exit(128 + 10)  # exit(138): an exit code that only looks like a signal's
+    status = wait_status(proc, a)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 10 and not os.WIFEXITED(status)
+    assert not os.WCOREDUMP(status)  # no core file is written
+    status = wait_status(proc, b)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 11 and not os.WCOREDUMP(status)
+    status = wait_status(proc, c)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 138 and not os.WIFSIGNALED(status)
+
+
+def test_sigchld_says_how_the_child_ended(proc: Process) -> None:
+    buf = scratch(proc, 0x1000)
+    proc.write(buf, (1 << (SIGCHLD - 1)).to_bytes(8, "little"))
+    assert call(proc, "rt_sigprocmask", 0, buf, 0, 8) == 0  # SIG_BLOCK: SIGCHLD stays pending
+    proc.write(buf + 32, bytes(16))  # a zero timeout
+    for code, status, signal in ((2, 9, 9), (1, 3, 0)):  # CLD_KILLED with the signal, CLD_EXITED with the code
+        pid = call(proc, "clone", SIGCHLD, 0, 0, 0, 0)
+        child = next(k for k in proc.children if k.pid == pid)
+        child.exit(128 + signal if signal else status, signal)
+        assert call(proc, "rt_sigtimedwait", buf, buf + 64, buf + 32, 8) == SIGCHLD
+        signo, _errno, si_code = struct.unpack_from("<iii", proc.read(buf + 64, 12))
+        si_pid, _uid, si_status = struct.unpack_from("<iIi", proc.read(buf + 64 + 16, 12))
+        assert (signo, si_code, si_pid, si_status) == (SIGCHLD, code, pid, status)
+        assert call(proc, "wait4", pid, 0, 0, 0) == pid
+
+
+def test_rlimit_core_is_zero_so_no_core_is_promised(proc: Process) -> None:
+    buf = scratch(proc, 0x1000)
+    assert call(proc, "prlimit64", 0, 4, 0, buf) == 0  # RLIMIT_CORE
+    assert struct.unpack("<QQ", proc.read(buf, 16)) == (0, (1 << 64) - 1)  # soft 0, hard RLIM_INFINITY
 
 
 def test_wait4_for_a_pid_given_as_a_32_bit_register(proc: Process) -> None:

@@ -7,6 +7,7 @@ import errno
 import struct
 
 import pytest
+from unicorn import arm64_const as a64
 
 from unirealm.guest.errors import BrokenPipe, FsError
 from unirealm.guest.pagecache import PAGE
@@ -169,9 +170,12 @@ def test_pipe_through_the_syscalls(fs: Fs) -> None:
     assert int.from_bytes(fs.p.read(fs.buf + 0x100, 4), "little") == CAPACITY - 1
     assert fs("fcntl", wfd, 1032) == CAPACITY  # F_GETPIPE_SZ
     assert fs("close", rfd) == 0
+    assert fs.write(wfd, b"z") == -errno.EPIPE  # and SIGPIPE, which is taken on the way back to EL0
+    fs.p.uc.reg_write(a64.UC_ARM64_REG_PC, 0x400104)  # EL0's PC after its svc
     with pytest.raises(ProcessExit) as ended:
-        fs.write(wfd, b"z")  # EPIPE, and SIGPIPE's default action ends the process
+        fs.p.syscalls.do_signal()  # its default action ends the process
     assert ended.value.args[0] == 128 + 13
+    assert ended.value.signal == 13  # killed by SIGPIPE: the parent's wait4 sees WIFSIGNALED
 
 
 def test_eventfd_through_the_syscalls(fs: Fs) -> None:

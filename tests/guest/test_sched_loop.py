@@ -18,6 +18,7 @@ from unirealm.guest.sched import (
     Blocked,
     ProcessExit,
     Scheduler,
+    SigQueue,
     Thread,
 )
 
@@ -78,6 +79,7 @@ class Syscalls:
         self.handler: Callable[[int, list[int]], int | None] = lambda nr, args: 0
         self.slow: Callable[[], None] = lambda: None
         self.handled: list[tuple[int, list[int]]] = []
+        self.returns = 0
 
     def handle(self, nr: int, args: list[int]) -> int | None:
         self.handled.append((nr, args))
@@ -85,6 +87,10 @@ class Syscalls:
 
     def dispatch(self) -> None:
         self.slow()
+
+    def do_signal(self) -> bool:  # the return to EL0: these tests send no signals
+        self.returns += 1
+        return False
 
 
 class Proc:
@@ -97,17 +103,20 @@ class Proc:
         self.released = False
         self.argv = ["/bin/app"]
         self.exited: list[int] = []
+        self.signals: list[int] = []
+        self.shared_pending = SigQueue()  # signals sent to the process as a whole
         self.faults: list[tuple[str, int, int]] = []
 
-    def exit(self, status: int) -> None:
+    def exit(self, status: int, signal: int = 0) -> None:
         self.exited.append(status)
+        self.signals.append(signal)
         for t in list(self.threads):
             self.sched.kill(t)
         self.released = True
 
     def fault(self, reason: str, pc: int, detail: int) -> None:
         self.faults.append((reason, pc, detail))
-        raise ProcessExit(128 + 11)
+        raise ProcessExit.killed(11)
 
 
 class Kernel(SimpleNamespace):
@@ -344,6 +353,7 @@ def test_run_hands_a_fault_to_the_process() -> None:
     p.space.steps.append(lambda pc: ("fault_read", pc, 0xDEAD))
     assert s.run(p, 0x1000) == 139  # type: ignore[arg-type]
     assert p.faults == [("fault_read", 0x1000, 0xDEAD)]
+    assert (p.exited, p.signals) == ([139], [11])  # killed by SIGSEGV: the run ends with 128 + 11
     assert p.space.runs == [(0x1000, 0)]  # a lone thread runs without slices
 
 

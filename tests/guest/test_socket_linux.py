@@ -22,6 +22,7 @@ import struct
 from collections.abc import Iterator
 
 import pytest
+from unicorn import arm64_const as a64
 
 from unirealm.arch import net
 from unirealm.guest.net import socket as so
@@ -151,6 +152,18 @@ def test_readv_takes_a_datagram_whole(n: Net) -> None:
 
 
 # --- 2. EPIPE and SIGPIPE ---------------------------------------------------------------------
+AFTER_SVC = 0x400104  # EL0's PC after its svc (a process that has run: not its first stop)
+
+
+def returning(n: Net, name: str, *args: int) -> int | None:
+    """The syscall, then its return to EL0 (do_signal), where a pending SIGPIPE that is not
+    blocked takes its action."""
+    result = n.call(name, *args)
+    n.p.uc.reg_write(a64.UC_ARM64_REG_PC, AFTER_SVC)
+    n.p.syscalls.do_signal()
+    return result
+
+
 def shut_for_writing(n: Net, port: int, sport: int) -> int:
     c, _, _ = established(n, port, sport)
     assert n.call("shutdown", c, so.SHUT_WR) == 0
@@ -168,35 +181,36 @@ def test_sigpipe_ends_the_process(n: Net, name: str) -> None:
     logged: list[tuple[str, bool]] = []
     n.p.kernel.log = lambda text, error=False, level=None: logged.append((text, error))
     with pytest.raises(ProcessExit) as died:
-        n.call(name, c, *args)
-    assert died.value.status == KILLED_BY_SIGPIPE
+        returning(n, name, c, *args)
+    assert (died.value.status, died.value.signal) == (KILLED_BY_SIGPIPE, SIGPIPE)
     assert logged == [("/app: killed by signal 13", True)]  # an app's crash: shown even when quiet
     assert frames(n.peer) == []
 
 
 def test_msg_nosignal_is_epipe_alone(n: Net) -> None:
     c = shut_for_writing(n, 8411, 40111)
-    assert n.call("sendto", c, n.buf, 4, so.MSG_NOSIGNAL, 0, 0) == -errno.EPIPE
-    assert n.call("sendmsg", c, msghdr(n, iovec(n, (n.buf, 4)), 1), so.MSG_NOSIGNAL) == -errno.EPIPE
-    assert n.call("sendto", c, n.buf, 4, so.MSG_NOSIGNAL | so.MSG_DONTWAIT, 0, 0) == -errno.EPIPE
+    assert returning(n, "sendto", c, n.buf, 4, so.MSG_NOSIGNAL, 0, 0) == -errno.EPIPE
+    assert returning(n, "sendmsg", c, msghdr(n, iovec(n, (n.buf, 4)), 1), so.MSG_NOSIGNAL) == -errno.EPIPE
+    assert returning(n, "sendto", c, n.buf, 4, so.MSG_NOSIGNAL | so.MSG_DONTWAIT, 0, 0) == -errno.EPIPE
     with pytest.raises(ProcessExit):
-        n.call("sendto", c, n.buf, 4, so.MSG_DONTWAIT, 0, 0)
+        returning(n, "sendto", c, n.buf, 4, so.MSG_DONTWAIT, 0, 0)
 
 
 def test_an_ignored_or_blocked_sigpipe_leaves_epipe(n: Net) -> None:
     c = shut_for_writing(n, 8412, 40112)
     sigaction(n, SIGPIPE, SIG_IGN)
-    assert n.call("write", c, n.buf, 4) == -errno.EPIPE
+    assert returning(n, "write", c, n.buf, 4) == -errno.EPIPE
     act = n.buf + 0x7C0
     n.p.write(act, struct.pack("<QQQQ", 0, 0x10000004, 0, 0))  # SIG_DFL with SA_SIGINFO | SA_RESTART
     assert n.call("rt_sigaction", SIGPIPE, act, 0, 8) == 0
     mask = n.buf + 0x7E0
     n.p.write(mask, (1 << (SIGPIPE - 1)).to_bytes(8, "little"))
     assert n.call("rt_sigprocmask", 0, mask, 0, 8) == 0  # SIG_BLOCK
-    assert n.call("write", c, n.buf, 4) == -errno.EPIPE
-    assert n.call("rt_sigprocmask", 1, mask, 0, 8) == 0  # SIG_UNBLOCK
-    with pytest.raises(ProcessExit):
-        n.call("write", c, n.buf, 4)
+    assert returning(n, "write", c, n.buf, 4) == -errno.EPIPE  # blocked: it stays pending
+    assert n.p.current.pending.bits == 1 << (SIGPIPE - 1)
+    with pytest.raises(ProcessExit) as died:  # delivered once unblocked, at that call's return
+        returning(n, "rt_sigprocmask", 1, mask, 0, 8)  # SIG_UNBLOCK
+    assert died.value.signal == SIGPIPE
 
 
 def test_other_blocked_signals_do_not_shield_sigpipe(n: Net) -> None:
@@ -206,7 +220,7 @@ def test_other_blocked_signals_do_not_shield_sigpipe(n: Net) -> None:
     assert n.call("rt_sigprocmask", 2, mask, 0, 8) == 0  # SIG_SETMASK: all but SIGPIPE
     sigaction(n, SIGPIPE + 1, SIG_IGN)
     with pytest.raises(ProcessExit):
-        n.call("write", c, n.buf, 4)
+        returning(n, "write", c, n.buf, 4)
 
 
 def test_a_stream_the_peer_reset_after_closing_is_epipe(n: Net) -> None:
@@ -220,8 +234,8 @@ def test_a_stream_the_peer_reset_after_closing_is_epipe(n: Net) -> None:
     n.peer.tcp(40114, 8414, seq + 1, 0, F.RST)
     assert n.file(c).tcb is not None and n.file(c).tcb.state == tcpmod.CLOSED  # type: ignore[union-attr]
     with pytest.raises(ProcessExit) as died:
-        n.call("write", c, n.buf, 4)
-    assert died.value.status == KILLED_BY_SIGPIPE
+        returning(n, "write", c, n.buf, 4)
+    assert (died.value.status, died.value.signal) == (KILLED_BY_SIGPIPE, SIGPIPE)
 
 
 def test_a_reset_is_reported_once_then_epipe(n: Net) -> None:
@@ -234,7 +248,7 @@ def test_a_reset_is_reported_once_then_epipe(n: Net) -> None:
     assert n.p.read(n.buf + 0x80, 4) == bytes(4)  # taken already
     assert n.call("read", c, n.buf, 4) == 0
     with pytest.raises(ProcessExit):
-        n.call("write", c, n.buf, 4)
+        returning(n, "write", c, n.buf, 4)
 
 
 def test_so_error_takes_the_error(n: Net) -> None:
@@ -254,11 +268,11 @@ def test_a_pipe_without_readers_raises_sigpipe(n: Net) -> None:
     r, w = struct.unpack("<ii", n.p.read(fds, 8))
     assert n.call("close", r) == 0
     sigaction(n, SIGPIPE, SIG_IGN)
-    assert n.call("write", w, n.buf, 1) == -errno.EPIPE
+    assert returning(n, "write", w, n.buf, 1) == -errno.EPIPE
     sigaction(n, SIGPIPE, 0)
     with pytest.raises(ProcessExit) as died:
-        n.call("write", w, n.buf, 1)
-    assert died.value.status == KILLED_BY_SIGPIPE
+        returning(n, "write", w, n.buf, 1)
+    assert (died.value.status, died.value.signal) == (KILLED_BY_SIGPIPE, SIGPIPE)
 
 
 # --- 3. connect(AF_UNSPEC) on a stream ----------------------------------------------------

@@ -17,6 +17,7 @@ from ..arch.memory import GRANULE_SIZE
 from .mm import OutOfMemory
 from .pagecache import Store
 from .sched import ProcessExit
+from .uapi import SIGKILL
 from .vfs import FsError, RegInode
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class AddressSpace:
                 ipa = self.kernel.pages.alloc(1)
             except OutOfMemory:
                 self.kernel.log(f"Out of memory: killed process {self.owner()}", error=True)
-                raise ProcessExit(128 + 9) from None
+                raise ProcessExit.killed(SIGKILL) from None
         content = self._page_content(vma, va) if vma is not None and vma.data is not None else None
         if content is None:
             self.cpu.zero(ipa, GRANULE_SIZE)
@@ -109,7 +110,7 @@ class AddressSpace:
             ipa = shared.map_page(off // GRANULE_SIZE)
         except FsError:
             self.kernel.log(f"Out of memory: killed process {self.owner()}", error=True)
-            raise ProcessExit(128 + 9) from None
+            raise ProcessExit.killed(SIGKILL) from None
         self.owned[va] = ipa
         self.borrowed.add(va)
         self.space.map(va, ipa, GRANULE_SIZE, prot)

@@ -179,7 +179,7 @@ class Fork(SyscallContext):
             return -errno.ECHILD
         self.p.children.remove(child)
         if wstatus:
-            self.p.write(wstatus, ((child.exit_status & 0xFF) << 8).to_bytes(4, "little"))
+            self.p.write(wstatus, child.wait_status.to_bytes(4, "little"))
         if rusage:
             self.p.write(rusage, bytes(144))
         return child.pid

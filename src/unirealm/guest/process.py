@@ -22,13 +22,13 @@ from .faultaddr import access_address
 from .fdtable import FdTable
 from .loader import AuxvInfo, load_program, setup_stack
 from .sched import Blocked, Interrupted, ProcessExit, Scheduler, SigQueue, Thread
+from .uapi import SIGBUS, SIGILL, SIGSEGV, SIGTRAP
 from .vfs import Vfs
 
 if TYPE_CHECKING:
     from .interfaces import Cpu, El0Space, Kernel, Registers, SyscallEntry
 
 TRAMPOLINE_VA = 0x1000
-SIGILL, SIGTRAP, SIGBUS, SIGSEGV = 4, 5, 7, 11
 ILL_ILLOPC, TRAP_BRKPT, BUS_ADRERR, SEGV_MAPERR, SEGV_ACCERR = 1, 1, 2, 1, 2  # si_code values
 EXCP_BKPT = 7  # the exception number the CPU reports for BRK (QEMU's, as Unicorn's)
 DEFAULT_ENV = ["PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOME=/", "TERM=dumb"]
@@ -76,6 +76,7 @@ class Process:
         self.parent = parent
         self.children: list[Process] = []
         self.exit_status: int | None = None  # set when it ends: a zombie until wait4 reaps it
+        self.term_signal = 0  # the signal that ended it, if one did
         self.execed = False  # a vfork parent waits for this (or the exit)
         self.released = False
         self.trampoline_ipa: int | None = None
@@ -218,21 +219,21 @@ class Process:
                     if sys.fault_signal(SIGBUS, BUS_ADRERR, self.fault_address(pc, detail)):
                         return
                     self.kernel.log(f"{self.argv[0]}: bus error: {exc} (pc {pc:#x})", error=True)
-                    raise ProcessExit(128 + SIGBUS) from None
+                    raise ProcessExit.killed(SIGBUS) from None
                 return
             if sys.fault_signal(SIGSEGV, SEGV_MAPERR if vma is None else SEGV_ACCERR, self.fault_address(pc, detail)):
                 return
             self.kernel.log(f"{self.argv[0]}: segmentation fault at {detail:#x} (pc {pc:#x})", error=True)
-            raise ProcessExit(128 + SIGSEGV)
+            raise ProcessExit.killed(SIGSEGV)
         if detail == EXCP_BKPT:
             if sys.fault_signal(SIGTRAP, TRAP_BRKPT, pc):
                 return
             self.kernel.log(f"{self.argv[0]}: trace/breakpoint trap at pc {pc:#x}", error=True)
-            raise ProcessExit(128 + SIGTRAP)
+            raise ProcessExit.killed(SIGTRAP)
         if sys.fault_signal(SIGILL, ILL_ILLOPC, pc):
             return
         self.kernel.log(f"{self.argv[0]}: illegal instruction at pc {pc:#x}", error=True)
-        raise ProcessExit(128 + SIGILL)
+        raise ProcessExit.killed(SIGILL)
 
     def fault_address(self, pc: int, page: int) -> int:
         """The address a data or instruction abort at `pc` on `page` faulted at: the
@@ -259,15 +260,26 @@ class Process:
                 p.release()
 
     # --- the end --------------------------------------------------------------------------
-    def exit(self, status: int) -> None:
-        """The whole process ends (exit_group, the last thread's exit, a fatal fault)."""
+    def exit(self, status: int, signal: int = 0) -> None:
+        """The whole process ends (exit_group, the last thread's exit, a fatal fault, a
+        signal's default action: `signal` then names it)."""
         for t in list(self.threads):
             self.sched.kill(t)
         self.exit_status = status
+        self.term_signal = signal
         self.sched.timers.pop(self, None)
         self.release()
         if self.parent is not None and self.parent.exit_status is None:
-            self.parent.syscalls.child_exited(self.pid, status)  # SIGCHLD
+            self.parent.syscalls.child_exited(self.pid, status, signal)  # SIGCHLD
+
+    @property
+    def wait_status(self) -> int:
+        """The status wait4 reports (include/uapi/linux/wait.h's encoding, kernel/exit.c):
+        the exit code in bits 8..15, or the killing signal in bits 0..6. No core file is
+        written (RLIMIT_CORE is 0), so WCOREDUMP (0x80) is never set."""
+        if self.term_signal:
+            return self.term_signal & 0x7F
+        return ((self.exit_status or 0) & 0xFF) << 8
 
     def release(self) -> None:
         if self.released:

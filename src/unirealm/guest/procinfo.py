@@ -16,7 +16,7 @@ from .uapi import NSEC
 if TYPE_CHECKING:
     pass
 
-RLIMIT_STACK, RLIMIT_NOFILE = 3, 7
+RLIMIT_STACK, RLIMIT_CORE, RLIMIT_NOFILE = 3, 4, 7
 RLIM_INFINITY = (1 << 64) - 1
 UTSNAME_FIELD = 65
 
@@ -56,7 +56,8 @@ class ProcInfo(SyscallContext):
     @calls("prlimit64")
     def sys_prlimit64(self, pid: int, resource: int, new: int, old: int, *_: int) -> int:
         if old:
-            limits = {RLIMIT_STACK: (8 << 20, RLIM_INFINITY), RLIMIT_NOFILE: (1024, 1024)}.get(
+            limits = {RLIMIT_STACK: (8 << 20, RLIM_INFINITY), RLIMIT_CORE: (0, RLIM_INFINITY),
+                      RLIMIT_NOFILE: (1024, 1024)}.get(
                 resource, (RLIM_INFINITY, RLIM_INFINITY))
             self.p.write(old, struct.pack("<QQ", *limits))
         return 0

@@ -87,9 +87,18 @@ class SigQueue:
 
 
 class ProcessExit(Exception):
-    def __init__(self, status: int) -> None:
+    """The process ends: `status` is its exit code; `signal`, when not 0, the signal that
+    killed it (the exit code is then 128 + signal, what a shell reports and what the run
+    ends with when it is the first process)."""
+
+    def __init__(self, status: int, signal: int = 0) -> None:
         super().__init__(status)
         self.status = status
+        self.signal = signal
+
+    @classmethod
+    def killed(cls, sig: int) -> ProcessExit:
+        return cls(128 + sig, sig)
 
 
 @dataclass(eq=False)
@@ -457,7 +466,7 @@ class Scheduler:
                 else:
                     p.fault(reason, pc, detail)
             except ProcessExit as done:
-                p.exit(done.status & 0xFF)
+                p.exit(done.status & 0xFF, done.signal)
                 if p is init:
                     return done.status & 0xFF
             if t.state != RUNNING:

@@ -20,10 +20,12 @@ Implemented:
 - rt_sigreturn restores x0..x30, SP, PC, NZCV, FPSR, FPCR, q0..q31, the mask and the
   alternate stack; a misaligned or unreadable frame, a PSTATE that is not EL0t with DAIF
   clear, or bad __reserved records force SIGSEGV.
-- default actions: terminate and core end the process with status 128 + sig (as an exit
-  code: the wait status does not tell a signal apart); SIGCHLD, SIGURG, SIGWINCH and
-  SIGCONT are ignored. A child's exit sends its parent SIGCHLD (CLD_EXITED, si_pid,
-  si_status) while the parent lives. The stop signals (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) are treated
+- default actions: terminate and core kill the process: its parent's wait4 sees
+  WIFSIGNALED with the signal (never WCOREDUMP: no core file is written, and RLIMIT_CORE
+  reads 0), a shell reports 128 + sig, and the first process's death ends the run with
+  128 + sig; SIGCHLD, SIGURG, SIGWINCH and SIGCONT are ignored. A child's end sends its
+  parent SIGCHLD while the parent lives (CLD_EXITED with the exit code, CLD_KILLED with the
+  signal, si_pid). The stop signals (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) are treated
   as ignored: no process is ever stopped.
 - interrupted syscalls: a wait cut short by a deliverable signal ends with Linux's restart
   codes; at delivery ERESTARTSYS becomes EINTR or (SA_RESTART) a restart, ERESTARTNOHAND
@@ -39,6 +41,10 @@ Implemented:
 Not implemented: ITIMER_VIRTUAL and ITIMER_PROF (EINVAL), rt_sigqueueinfo, signalfd,
 restart_syscall, job control (stopping and continuing), the esr_context record (no ESR is
 known for an EL0 fault here), core dumps, SA_NOCLDWAIT/SIG_IGN auto-reaping of children.
+
+Why one module: dispositions, the pending queues, delivery at the return to EL0 and the
+syscalls that change them are one state machine over the same per-thread and per-process
+state (as kernel/signal.c is); the frame's bytes are sigframe.py's.
 
 A signal set is Linux's sigset_t: 64 bits, signal n at bit n - 1; SIGKILL and SIGSTOP can
 be neither caught nor blocked."""
@@ -67,6 +73,7 @@ from .sched import (
 )
 from .sigframe import (
     CLD_EXITED,
+    CLD_KILLED,
     RT_SIGFRAME_SIZE,
     SI_KERNEL,
     SI_TKILL,
@@ -84,7 +91,28 @@ from .sigframe import (
 )
 from .sysctx import SyscallContext, _s32
 from .systable import SyscallSet
-from .uapi import NSEC, TIMESPEC_SIZE, timespec_ns
+from .uapi import (
+    NSEC,
+    SIGALRM,
+    SIGBUS,
+    SIGCHLD,
+    SIGCONT,
+    SIGFPE,
+    SIGILL,
+    SIGKILL,
+    SIGRTMIN,
+    SIGSEGV,
+    SIGSTOP,
+    SIGSYS,
+    SIGTRAP,
+    SIGTSTP,
+    SIGTTIN,
+    SIGTTOU,
+    SIGURG,
+    SIGWINCH,
+    TIMESPEC_SIZE,
+    timespec_ns,
+)
 
 if TYPE_CHECKING:
     from .process import Process
@@ -93,10 +121,6 @@ calls = SyscallSet("signals")
 
 SIGSET_SIZE = 8  # sizeof(sigset_t)
 NSIG = 64
-SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGKILL = 1, 2, 3, 4, 5, 6, 7, 8, 9
-SIGUSR1, SIGSEGV, SIGUSR2, SIGPIPE, SIGALRM, SIGTERM, SIGCHLD, SIGCONT = 10, 11, 12, 13, 14, 15, 17, 18
-SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH, SIGSYS = 19, 20, 21, 22, 23, 28, 31
-SIGRTMIN = 32
 SIG_DFL, SIG_IGN = 0, 1  # sa_handler
 SA_SIGINFO, SA_RESTORER, SA_ONSTACK, SA_RESTART = 0x4, 0x04000000, 0x08000000, 0x10000000
 SA_NODEFER, SA_RESETHAND = 0x40000000, 0x80000000
@@ -353,9 +377,15 @@ class Signals(SyscallContext):
         """`sig` raised by the kernel at the calling thread (send_sig: SIGPIPE)."""
         self.send(self.p, self.p.current, sig, siginfo_kill(sig, SI_USER, self.p.pid))
 
-    def child_exited(self, pid: int, status: int) -> None:
-        """do_notify_parent: SIGCHLD (CLD_EXITED) for a child of this process that ended."""
-        self.send(self.p, None, SIGCHLD, siginfo_chld(CLD_EXITED, pid, status))
+    def child_exited(self, pid: int, status: int, signal: int = 0) -> None:
+        """do_notify_parent: SIGCHLD for a child of this process that ended, CLD_EXITED
+        with its exit code, or CLD_KILLED with the signal that killed it (never
+        CLD_DUMPED: no core file is written)."""
+        if signal:
+            info = siginfo_chld(CLD_KILLED, pid, signal)
+        else:
+            info = siginfo_chld(CLD_EXITED, pid, status)
+        self.send(self.p, None, SIGCHLD, info)
 
     def fault_signal(self, sig: int, code: int, addr: int) -> bool:
         """A synchronous fault's signal forced on the calling thread (force_sig_fault):
@@ -388,9 +418,10 @@ class Signals(SyscallContext):
             self.die_of(SIGSEGV)
 
     def die_of(self, sig: int) -> None:
-        """The default action of a terminating signal: the process ends with 128 + sig."""
+        """The default action of a terminating signal: the process is killed by `sig` (its
+        parent's wait4 sees WIFSIGNALED; as the first process the run ends with 128 + sig)."""
         self.p.kernel.log(f"{self.p.argv[0]}: killed by signal {sig}", error=True)
-        raise ProcessExit(128 + sig)
+        raise ProcessExit.killed(sig)
 
     def targets(self, pid: int) -> list[Process]:
         """The processes kill(pid) names (every process is its own group here)."""

@@ -31,6 +31,7 @@ from .net import socket
 from .sched import Interrupted
 from .sysctx import AT_FDCWD, SyscallContext, SyscallLog
 from .systable import NAMES, NR, SyscallSet, assemble
+from .uapi import SIGPIPE
 from .vfs import FsError
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class Syscalls(fileio.FileIo, namei.Namei, poll.Poll, mman.Mman, fork.Fork, proc
             self.p.current.syscall_x0 = args[0]  # what a restart runs the syscall with again
             return -stop.code
         except BrokenPipe:
-            self.thread_signal(signals.SIGPIPE)
+            self.thread_signal(SIGPIPE)
             return -errno.EPIPE
         except FsError as exc:
             return -exc.errno

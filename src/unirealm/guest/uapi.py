@@ -6,6 +6,8 @@ once here:
 - struct __kernel_old_timeval (the same header): tv_sec, tv_usec, two longs on arm64.
   gettimeofday, SO_RCVTIMEO/SO_SNDTIMEO take it.
 - struct iovec (include/uapi/linux/uio.h): iov_base, iov_len, two unsigned 64-bit words.
+- the signal numbers (include/uapi/asm-generic/signal.h, which arm64 uses): signals send
+  and deliver them, a fault raises them, a process ends of them.
 
 A timespec a caller hands in is valid when tv_sec >= 0 and 0 <= tv_nsec < 10^9, Linux's
 timespec64_valid; an invalid one is EINVAL.
@@ -25,6 +27,11 @@ IOVEC = struct.Struct("<QQ")
 TIMESPEC_SIZE = TIMESPEC.size
 TIMEVAL_SIZE = TIMEVAL.size
 IOVEC_SIZE = IOVEC.size
+
+SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGKILL = 1, 2, 3, 4, 5, 6, 7, 8, 9
+SIGUSR1, SIGSEGV, SIGUSR2, SIGPIPE, SIGALRM, SIGTERM, SIGCHLD, SIGCONT = 10, 11, 12, 13, 14, 15, 17, 18
+SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH, SIGSYS = 19, 20, 21, 22, 23, 28, 31
+SIGRTMIN = 32
 
 
 def pack_timespec(ns: int) -> bytes:

@@ -315,6 +315,37 @@ static void test_sigchld(void) {
     signal(SIGCHLD, SIG_DFL);
 }
 
+static void test_killed_child(void) {
+    int status = 0;
+    on(SIGCHLD, on_chld, SA_RESTART);
+    chld_code = chld_status = 0;
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGUSR1, SIG_DFL);
+        raise(SIGUSR1);  /* the default action: terminate */
+        _exit(1);
+    }
+    pid_t got = waitpid(pid, &status, 0);
+    printf("killed child: waitpid ok %d exited %d signaled %d termsig %d core %d; sigchld code %d status %d\n",
+           got == pid, WIFEXITED(status), WIFSIGNALED(status), WTERMSIG(status), WCOREDUMP(status) != 0,
+           chld_code, chld_status);
+    pid = fork();
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL);
+        *(volatile int *)8 = 1;
+        _exit(1);
+    }
+    waitpid(pid, &status, 0);
+    printf("segfaulting child: exited %d signaled %d termsig %d\n", WIFEXITED(status), WIFSIGNALED(status),
+           WTERMSIG(status));
+    pid = fork();
+    if (pid == 0) _exit(300);  /* the low 8 bits */
+    waitpid(pid, &status, 0);
+    printf("exiting child: exited %d status %d signaled %d\n", WIFEXITED(status), WEXITSTATUS(status),
+           WIFSIGNALED(status));
+    signal(SIGCHLD, SIG_DFL);
+}
+
 static int thread_pipe[2];
 static volatile int thread_result, thread_errno, thread_waited;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -415,6 +446,7 @@ int main(int argc, char **argv) {
     test_sigtimedwait();
     test_child();
     test_sigchld();
+    test_killed_child();
     test_threads();
     printf("done\n");
     return 0;
