@@ -64,7 +64,8 @@ def read_file(p: Process, path: str) -> bytes:
 # --- procfs ---------------------------------------------------------------------------------
 def test_proc_self_describes_the_calling_process(proc: Process) -> None:
     assert read_file(proc, "/proc/self/cmdline") == b"/app\0"
-    assert read_file(proc, "/proc/self/status") == f"Name:\tapp\nPid:\t{proc.pid}\nThreads:\t1\n".encode()
+    status = read_file(proc, "/proc/self/status").decode()
+    assert f"\nPid:\t{proc.pid}\n" in status and status.startswith("Name:\tapp\n") and "\nThreads:\t1\n" in status
     assert read_file(proc, "/proc/self/stat").startswith(f"{proc.pid} (app) R ".encode())
     assert read_file(proc, "/proc/self/environ") == b"".join(e.encode() + b"\0" for e in proc.state.envp)
     exe, _ = proc.vfs.walk("/proc/self/exe", follow=False)

@@ -14,7 +14,7 @@ from unicorn import arm64_const as a64
 
 from ..arch.memory import GRANULE_SIZE
 from .loader import ExecError, load_program, parse_elf
-from .process import Process
+from .process import Process, comm_of
 from .sched import ProcessExit
 from .sysctx import SyscallContext, _s32
 from .systable import SyscallSet
@@ -106,6 +106,7 @@ def execve(p: Process, path: str, argv: list[str], envp: list[str]) -> int | Non
     p.state.sigactions.clear()
     p.state.sigactions.update({sig: (1).to_bytes(8, "little") + bytes(24) for sig in ignored})
     me.altstack = (0, 2, 0)  # SS_DISABLE
+    me.comm = comm_of(path)
     p.state.argv, p.state.envp, p.state.exe_path = argv, envp, canon
     try:
         p.state.entry, p.state.auxv = load_program(p.mm, p.vfs, data, canon)
@@ -178,6 +179,8 @@ class Fork(SyscallContext):
         if child is None or child.exit_status is None:
             return -errno.ECHILD
         self.p.children.remove(child)
+        if child in self.p.sched.processes:  # reaped: gone from /proc too
+            self.p.sched.processes.remove(child)
         if wstatus:
             self.p.write(wstatus, child.wait_status.to_bytes(4, "little"))
         if rusage:

@@ -1,4 +1,4 @@
-"""The files subsystem's name and metadata syscalls: stat/statx, readlink, access,
+"""The files subsystem's name and metadata syscalls: stat/statx, statfs/fstatfs, readlink, access,
 getdents64, mkdir/unlink/symlink/link/rename, the working directory and umask, chmod and
 chown, utimensat (the namespace is guest/vfs.py's)."""
 
@@ -28,6 +28,9 @@ from .vfs import (
     LinkInode,
 )
 
+TMPFS_MAGIC, PROC_SUPER_MAGIC = 0x01021994, 0x9FA0  # include/uapi/linux/magic.h
+ST_NOSUID, ST_NODEV, ST_NOEXEC, ST_RELATIME = 0x2, 0x4, 0x8, 0x400  # f_flags (statfs(2))
+
 if TYPE_CHECKING:
     pass
 
@@ -43,7 +46,7 @@ class Namei(SyscallContext):
     def stat_bytes(self, node: Inode) -> bytes:
         size = node.size()
         t = node.mtime_ns
-        return struct.pack("<QQIIIIQQqiiqqQqQqQII", 0x801, node.ino, node.mode, node.nlink, node.uid, node.gid,
+        return struct.pack("<QQIIIIQQqiiqqQqQqQII", node.st_dev, node.ino, node.mode, node.nlink, node.uid, node.gid,
                            node.rdev, 0, size, 4096, 0, node.blocks(), t // NSEC, t % NSEC,
                            t // NSEC, t % NSEC, t // NSEC, t % NSEC, 0, 0)
 
@@ -79,8 +82,40 @@ class Namei(SyscallContext):
         ts = struct.pack("<qIi", t // NSEC, t % NSEC, 0)
         out = struct.pack("<IIQIIIHHQQQQ", STATX_BASIC_STATS, 4096, 0, node.nlink, node.uid, node.gid,
                           node.mode, 0, node.ino, size, node.blocks(), 0)
-        out += ts * 4 + struct.pack("<IIII", node.rdev >> 8, node.rdev & 0xFF, 8, 1)
+        out += ts * 4 + struct.pack("<IIII", node.rdev >> 8, node.rdev & 0xFF,
+                                                                    node.st_dev >> 8, node.st_dev & 0xFF)
         self.p.write(buf, out.ljust(256, b"\0"))
+        return 0
+
+    # struct statfs (include/uapi/asm-generic/statfs.h, 64-bit words): f_type, f_bsize,
+    # f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_fsid (two ints), f_namelen, f_frsize,
+    # f_flags, f_spare[4]: 120 bytes.
+    def statfs_bytes(self, node: Inode, path: str) -> bytes:
+        query = getattr(node, "statfs", None)
+        if query is not None:  # a 9p share: its server's answer
+            r = query()
+            words = (r["type"], r["bsize"], r["blocks"], r["bfree"], r["bavail"], r["files"], r["ffree"],
+                     r["fsid"] & 0xFFFF_FFFF | (r["fsid"] >> 32) << 32, r["namelen"], r["bsize"], ST_RELATIME)
+        elif path == "/proc" or path.startswith("/proc/"):
+            words = (PROC_SUPER_MAGIC, 4096, 0, 0, 0, 0, 0, 0, 255, 4096,
+                     ST_NOSUID | ST_NODEV | ST_NOEXEC | ST_RELATIME)
+        else:  # the root file system lives in guest RAM: its room is the free RAM
+            pages = self.p.kernel.pages
+            total, free = pages.total // 4096, pages.free_bytes // 4096
+            words = (TMPFS_MAGIC, 4096, total, free, free, total, free, 0, 255, 4096, ST_RELATIME)
+        return struct.pack("<11Q", *(w & (1 << 64) - 1 for w in words)) + bytes(32)
+
+    @calls("statfs")
+    def sys_statfs(self, pathp: int, buf: int, *_: int) -> int:
+        node, canon = self.lookup(AT_FDCWD, self.path(pathp))
+        self.p.write(buf, self.statfs_bytes(node, canon))
+        return 0
+
+    @calls("fstatfs")
+    def sys_fstatfs(self, fd: int, buf: int, *_: int) -> int:
+        f = self.file(fd)
+        node = f.inode if f.inode is not None else Inode(0o20620)
+        self.p.write(buf, self.statfs_bytes(node, f.path))
         return 0
 
     @calls("readlinkat")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 from typing import TYPE_CHECKING, Any
 
 from ..arch import p9
@@ -113,10 +114,14 @@ class P9Client:
         self.rpc(P9.TSETATTR, fid=fid, valid=valid, **fields)
 
 
+_mount_devs = itertools.count(0x31)  # st_dev of each mount (anonymous devices 0:49, 0:50, ...)
+
+
 class Mount:
     def __init__(self, client: P9Client, tag: str) -> None:
         self.client = client
         self.tag = tag
+        self.dev = next(_mount_devs)
         self.nodes: dict[int, P9Reg | P9Link | P9Dir] = {}  # qid.path -> inode
 
     def node(self, fid: int, attrs: dict[str, Any]) -> Inode:
@@ -143,6 +148,8 @@ class _P9Node:
 
     def _setup(self, mount: Mount, fid: int, attrs: dict[str, Any]) -> None:
         self.mount, self.fid = mount, fid
+        node: Any = self
+        node.st_dev = mount.dev  # each mount is a file system of its own
         self.apply(attrs)
 
     def apply(self, attrs: dict[str, Any]) -> None:
@@ -162,6 +169,10 @@ class _P9Node:
     @property
     def client(self) -> P9Client:
         return self.mount.client
+
+    def statfs(self) -> dict[str, Any]:
+        """The server's Rstatfs for this file's file system (9P2000.L Tstatfs)."""
+        return self.client.rpc(P9.TSTATFS, fid=self.fid)
 
 
 class P9Reg(_P9Node, RegInode):
@@ -546,6 +557,7 @@ def mount_all(kernel: Kernel, vfs: Vfs) -> int:
             continue
         head, _, name = path.rpartition("/")
         vfs.makedirs(head or "/").add(name, root)
+        vfs.mounts.append((want_tag, path, "9p", f"rw,relatime,access=client,msize={client.msize},trans=virtio"))
         tags = [x for x in tags if x[2] != want_tag]  # one mount per device
         mounted += 1
         where = "shared pages, aliased DMA addresses" if kernel.realm is not None else "guest RAM"

@@ -61,6 +61,16 @@ class ProcState:
                        sigactions=dict(self.sigactions), auxv=dict(self.auxv))
 
 
+TASK_COMM_LEN = 16  # comm's bytes, its NUL included (include/linux/sched.h)
+
+
+def comm_of(path: str) -> str:
+    """The name exec gives a task (begin_new_exec: kbasename of the file name it was given,
+    cut to TASK_COMM_LEN - 1 bytes)."""
+    name = path.rstrip("/").rsplit("/", 1)[-1].encode("utf-8", "surrogateescape")[:TASK_COMM_LEN - 1]
+    return name.decode("utf-8", "surrogateescape")
+
+
 class Process:
     def __init__(self, kernel: Kernel, state: ProcState, syscalls: Callable[[Process], SyscallEntry],
                  vfs: Vfs | None = None, sched: Scheduler | None = None, parent: Process | None = None) -> None:
@@ -76,6 +86,8 @@ class Process:
         self.parent = parent
         self.children: list[Process] = []
         self.exit_status: int | None = None  # set when it ends: a zombie until wait4 reaps it
+        self.started_ns = self.sched.now_ns()  # /proc/PID/stat's starttime
+        self.exit_comm = ""  # the main thread's name when the process ended (a zombie's comm)
         self.term_signal = 0  # the signal that ended it, if one did
         self.execed = False  # a vfork parent waits for this (or the exit)
         self.released = False
@@ -101,6 +113,7 @@ class Process:
                           cpu.cntvct() * 1_000_000_000 // cpu.cntfrq)
         p = cls(kernel, state, syscalls, vfs, sched)
         p.state.entry, p.state.auxv = load_program(p.mm, p.vfs, elf_bytes, exe_path)
+        p.threads[0].comm = comm_of(exe_path)
         return p
 
     def describe(self) -> str:
@@ -263,6 +276,7 @@ class Process:
     def exit(self, status: int, signal: int = 0) -> None:
         """The whole process ends (exit_group, the last thread's exit, a fatal fault, a
         signal's default action: `signal` then names it)."""
+        self.exit_comm = self.comm
         for t in list(self.threads):
             self.sched.kill(t)
         self.exit_status = status
@@ -271,6 +285,11 @@ class Process:
         self.release()
         if self.parent is not None and self.parent.exit_status is None:
             self.parent.syscalls.child_exited(self.pid, status, signal)  # SIGCHLD
+
+    @property
+    def comm(self) -> str:
+        """The process's name: its first thread's (or, once it ended, what that was)."""
+        return self.threads[0].comm if self.threads else self.exit_comm
 
     @property
     def wait_status(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from .process import TASK_COMM_LEN
 from .sched import ProcessExit
 from .sysctx import (
     SyscallContext,
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
 RLIMIT_STACK, RLIMIT_CORE, RLIMIT_NOFILE = 3, 4, 7
 RLIM_INFINITY = (1 << 64) - 1
+PR_SET_NAME, PR_GET_NAME = 15, 16
 UTSNAME_FIELD = 65
 
 calls = SyscallSet("process")
@@ -83,8 +85,12 @@ class ProcInfo(SyscallContext):
 
     @calls("prctl")
     def sys_prctl(self, option: int, arg2: int, *_: int) -> int:
-        if option == 16:  # PR_GET_NAME
-            self.p.write(arg2, self.p.argv[0].rsplit("/", 1)[-1].encode()[:15].ljust(16, b"\0"))
+        t = self.p.current
+        if option & 0xFFFFFFFF == PR_GET_NAME:
+            self.p.write(arg2, t.comm.encode("utf-8", "surrogateescape").ljust(TASK_COMM_LEN, b"\0"))
+        elif option & 0xFFFFFFFF == PR_SET_NAME:  # up to 15 bytes of a string, the rest cut
+            raw = self.p.read_cstring(arg2, TASK_COMM_LEN - 1)[:TASK_COMM_LEN - 1]
+            t.comm = raw.decode("utf-8", "surrogateescape")
         return 0
 
     @calls("sysinfo")

@@ -114,6 +114,7 @@ class Thread:
     saved_sigmask: int | None = None  # the mask rt_sigsuspend/ppoll replaced (restored after)
     syscall_x0: int | None = None  # the x0 of a syscall that returned a restart code
     fault_address: int = 0  # the last fault's address (sigcontext.fault_address)
+    comm: str = ""  # task_struct.comm: the executed file's name, or PR_SET_NAME's (15 bytes at most)
     state: str = RUNNABLE
     # while blocked
     ready: Callable[[], bool] | None = None

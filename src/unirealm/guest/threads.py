@@ -52,6 +52,7 @@ def start_clone(p: Process, child: Process, caller: Thread, t: Thread, flags: in
     (in the caller's memory) and CLONE_CHILD_SETTID (in the child's) ask for,
     CLONE_CHILD_CLEARTID's address, and the new thread runnable."""
     t.sigmask = caller.sigmask
+    t.comm = caller.comm
     tid = t.tid.to_bytes(4, "little")
     if flags & CLONE_PARENT_SETTID:
         p.write(ptid, tid)

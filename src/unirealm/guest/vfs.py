@@ -40,7 +40,12 @@ class Clock:
 
 
 # --- inodes -------------------------------------------------------------------------------
+ROOT_DEV = 0x801  # st_dev of the root file system's files (8:1)
+
+
 class Inode:
+    st_dev = ROOT_DEV  # the file system's device number (procfs and each 9p mount have their own)
+
     def __init__(self, mode: int, uid: int = 0, gid: int = 0, mtime_ns: int | None = None) -> None:
         self.ino = next(_inos)
         self.mode = mode
@@ -493,6 +498,8 @@ class ConsoleFile(OpenFile):
 class Vfs:
     def __init__(self) -> None:
         self.root = DirInode()
+        # /proc/mounts' lines: (source, mount point, file system type, options)
+        self.mounts: list[tuple[str, str, str, str]] = [("rootfs", "/", "rootfs", "rw")]
         for d in ("dev", "proc", "tmp", "etc"):
             self.root.add(d, DirInode(0o1777 if d == "tmp" else 0o755))
 
