@@ -435,3 +435,19 @@ def test_execve_arguments_that_are_not_utf8_pass_through(proc: Process) -> None:
     assert node.open(0, "/proc/self/cmdline").read(100) == b"caf\xe9\0"
     node, _ = proc.vfs.walk("/proc/self/environ")
     assert node.open(0, "/proc/self/environ").read(100) == b"caf\xe9\0"
+
+
+def test_a_child_killed_by_a_sent_signal_is_no_crash_in_the_log(proc: Process) -> None:
+    logged: list[tuple[str, bool]] = []
+    proc.kernel.log = lambda text, error=False, level=None: logged.append((text, error))  # type: ignore[method-assign]
+    call(proc, "clone", SIGCHLD, 0, 0, 0, 0)
+    (child,) = proc.children
+    for sig in (15, 11):  # SIGTERM from a kill; SIGSEGV, a fault's
+        with pytest.raises(ProcessExit) as ended:
+            child.syscalls.die_of(sig)  # type: ignore[attr-defined]
+        assert ended.value.signal == sig
+    with pytest.raises(ProcessExit):
+        proc.syscalls.die_of(15)  # type: ignore[attr-defined]
+    # quiet shows errors only: the first process's death and a fault, not a child's kill
+    assert logged == [("/app: killed by signal 15", False), ("/app: killed by signal 11", True),
+                      ("/app: killed by signal 15", True)]

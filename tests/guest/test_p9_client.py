@@ -462,3 +462,15 @@ def test_read_tag_needs_the_feature_and_room_in_config_space(share: Path) -> Non
     with pytest.raises(VirtioError, match="no mount tag"):
         client_mod.read_tag(t)
     assert t.r(VirtioMmio.STATUS) == VirtioStatus.FAILED
+
+
+def test_statfs_is_the_host_file_systems(share: Path) -> None:
+    root, _ = mount(share)
+    answer = root.statfs()
+    host = os.statvfs(share)
+    assert answer["type"] == 0x01021997  # V9FS_MAGIC
+    assert answer["bsize"] == host.f_bsize and answer["blocks"] == host.f_blocks
+    assert answer["namelen"] == host.f_namemax
+    assert root.st_dev != Vfs().root.st_dev  # a file system of its own
+    hello = root.get("hello.txt")
+    assert hello is not None and hello.st_dev == root.st_dev

@@ -95,7 +95,7 @@ class Namei(SyscallContext):
         if query is not None:  # a 9p share: its server's answer
             r = query()
             words = (r["type"], r["bsize"], r["blocks"], r["bfree"], r["bavail"], r["files"], r["ffree"],
-                     r["fsid"] & 0xFFFF_FFFF | (r["fsid"] >> 32) << 32, r["namelen"], r["bsize"], ST_RELATIME)
+                     r["fsid"], r["namelen"], r["bsize"], ST_RELATIME)  # f_frsize: f_bsize (vfs_statfs)
         elif path == "/proc" or path.startswith("/proc/"):
             words = (PROC_SUPER_MAGIC, 4096, 0, 0, 0, 0, 0, 0, 255, 4096,
                      ST_NOSUID | ST_NODEV | ST_NOEXEC | ST_RELATIME)

@@ -420,7 +420,11 @@ class Signals(SyscallContext):
     def die_of(self, sig: int) -> None:
         """The default action of a terminating signal: the process is killed by `sig` (its
         parent's wait4 sees WIFSIGNALED; as the first process the run ends with 128 + sig)."""
-        self.p.kernel.log(f"{self.p.argv[0]}: killed by signal {sig}", error=True)
+        # The first process's death ends the run and a fault is a crash: shown even when
+        # quiet. A child killed by a signal someone sent (a shell's kill, timeout) is
+        # ordinary: an info line, as Linux logs nothing for it.
+        crash = self.p.parent is None or bool(bit(sig) & SYNCHRONOUS)
+        self.p.kernel.log(f"{self.p.argv[0]}: killed by signal {sig}", error=crash)
         raise ProcessExit.killed(sig)
 
     def targets(self, pid: int) -> list[Process]:
