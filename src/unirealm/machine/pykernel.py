@@ -33,6 +33,7 @@ import sys
 import time
 import types
 import zipfile
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,7 @@ from unirealm.arch.image import (
     UNIKERNEL_HEADER,
     UNIKERNEL_HEADER_OFFSET,
     UNIKERNEL_MAGIC,
+    UNIKERNEL_VERSION,
     compile_member,
 )
 from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE, World
@@ -158,7 +160,7 @@ class _PayloadImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         member, _ = found
         if not member:
             return
-        source = self.archive.read(member)
+        source = self._read(member)
         code = self._bytecode(member, source) or compile_member(member, source)
         exec(code, module.__dict__)
 
@@ -168,7 +170,7 @@ class _PayloadImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         name = member + PAYLOAD_BYTECODE_SUFFIX
         if name not in self.names:
             return None
-        data = self.archive.read(name)
+        data = self._read(name)
         want = PYC_HEADER.pack(magic=importlib.util.MAGIC_NUMBER, flags=PYC_FLAGS_CHECKED_HASH,
                                source_hash=importlib.util.source_hash(source))
         if data[: PYC_HEADER.size] != want:
@@ -180,7 +182,15 @@ class _PayloadImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return code if isinstance(code, types.CodeType) else None
 
     def read_file(self, member: str) -> bytes:
-        return self.archive.read(member)
+        return self._read(member)
+
+    def _read(self, member: str) -> bytes:
+        """A member's bytes; a member the archive cannot give back whole (its CRC-32 wrong,
+        its data cut short or in a method zipfile lacks) is the image's fault: ImageError."""
+        try:
+            return self.archive.read(member)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+            raise ImageError(f"kernel payload member {member!r} is corrupt: {exc}") from None
 
 
 _INTR_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p)
@@ -721,7 +731,8 @@ class GuestCpu:
         return self._engine.mmio(ipa, size, None)
 
     def mmio_write(self, ipa: int, size: int, value: int) -> None:
-        self._engine.mmio(ipa, size, value)
+        """One device store of `size` bytes (STR Wt/Xt): the register's low `size` bytes."""
+        self._engine.mmio(ipa, size, value & ((1 << (8 * size)) - 1))
 
     def host_pointer(self, ipa: int, write: bool) -> tuple[int, bool] | None:
         """(host address, writable) of a guest page for EL0 mapping, faulting it in
@@ -856,6 +867,8 @@ class KernelCore:
         header = UNIKERNEL_HEADER.unpack(self.cpu.read(header_ipa, UNIKERNEL_HEADER.size))
         if header["magic"] != UNIKERNEL_MAGIC:
             raise ImageError("no unirealm kernel at the boot address")
+        if header["version"] != UNIKERNEL_VERSION:
+            raise ImageError(f"unirealm image version {header['version']} is not supported")
         payload = self.cpu.read(self.image_base + header["payload_offset"], header["payload_size"])
         if hashlib.sha256(payload).digest() != header["payload_sha256"]:
             raise ImageError("kernel payload does not match its header's hash")
@@ -864,6 +877,9 @@ class KernelCore:
         except zipfile.BadZipFile:
             raise ImageError("kernel payload is not a zip archive") from None
         entry = header["entry"].rstrip(b"\0").decode("ascii", "replace")
+        module_name, colon, func = entry.partition(":")
+        if not (module_name and colon and func):
+            raise ImageError(f"kernel entry {entry!r} is not module:function")
         root = f"_unirealm_image_{next(_boot_ids)}"
         return _PayloadImporter(root, archive), entry
 
@@ -873,8 +889,16 @@ class KernelCore:
         sys.meta_path.insert(0, self.importer)
         try:
             module_name, _, func = entry.partition(":")
-            module = importlib.import_module(f"{self.importer.root}.{module_name}")
-            boot: Callable[[GuestCpu], object] = getattr(module, func)
+            name = f"{self.importer.root}.{module_name}"
+            try:
+                module = importlib.import_module(name)
+            except ModuleNotFoundError as exc:  # the entry's own module, or a package on its path
+                if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
+                    raise
+                raise ImageError(f"kernel entry module {module_name!r} is not in the payload") from None
+            boot: Callable[[GuestCpu], object] | None = getattr(module, func, None)
+            if not callable(boot):
+                raise ImageError(f"kernel entry {entry!r}: the module has no such function")
             boot(self.cpu)
         finally:
             sys.meta_path.remove(self.importer)
