@@ -271,6 +271,51 @@ def test_invalidate_is_the_tlbi_a_stage_2_change_needs(machine: Machine, monkeyp
     assert seen == [11, 101, 200]
 
 
+def test_an_invalidation_drops_its_own_range_only(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TLBI of [ipa, ipa + size): the page at ipa + size keeps its translation, whether
+    the range is walked (small) or the cached pages are scanned (a range larger than them)."""
+
+    def kernel(cpu: GuestCpu) -> None:
+        while True:
+            cpu.read_u64(DATA_IPA)
+            cpu.read_u64(DATA_IPA + GRANULE_SIZE)
+            cpu.hvc(REPORT)
+
+    register(monkeypatch, kernel)
+    machine.run()
+    for start in (DATA_IPA, RAM_IPA - 64 * GRANULE_SIZE):
+        machine.lookups.clear()
+        machine.engine.invalidate(start, DATA_IPA + GRANULE_SIZE - start)  # ends where the second page begins
+        machine.run()
+        assert [ipa for ipa, _ in machine.lookups] == [DATA_IPA]
+
+
+def test_a_pas_change_drops_the_pages_that_map_that_granule_now(machine: Machine,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page whose stage-2 mapping moved (invalidated, then translated again) no longer
+    depends on its old granule: a PAS change there leaves its translation alone."""
+
+    def kernel(cpu: GuestCpu) -> None:
+        while True:
+            cpu.read_u64(DATA_IPA)
+            cpu.hvc(REPORT)
+
+    register(monkeypatch, kernel)
+    old = machine.stage2[DATA_IPA].pa
+    machine.run()
+    machine.stage2[DATA_IPA] = Mapping(machine.pa(RAM_IPA + 12 * GRANULE_SIZE), World.NON_SECURE)
+    machine.engine.invalidate(DATA_IPA, GRANULE_SIZE)
+    machine.run()  # translated again, to the new granule
+    machine.lookups.clear()
+    machine.memory.set_pas(World.ROOT, old, Pas.REALM)
+    machine.run()
+    assert machine.lookups == []
+    machine.memory.set_pas(World.ROOT, machine.stage2[DATA_IPA].pa, Pas.REALM)  # its granule now: dropped
+    machine.memory.set_pas(World.ROOT, machine.stage2[DATA_IPA].pa, Pas.NON_SECURE)
+    machine.run()
+    assert machine.lookups == [(DATA_IPA, False)]
+
+
 # --- MMIO -------------------------------------------------------------------------------
 
 
@@ -386,9 +431,9 @@ def test_an_injected_exception_reaches_the_kernel_at_its_access(machine: Machine
 
 def test_a_kernel_that_returns_stops_its_cpu(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
     register(monkeypatch, lambda cpu: None)
-    for _ in range(3):
+    for _ in range(3):  # a WFI, never a WFE: its owner waits for an interrupt rather than spin
         trap = machine.run()
-        assert isinstance(trap, WfxTrap) and trap.pc == RAM_IPA
+        assert isinstance(trap, WfxTrap) and trap.pc == RAM_IPA and not trap.is_wfe
     assert machine.engine.finished is None
 
 

@@ -1,0 +1,159 @@
+"""The EL0 address space (machine/pykernel.py El0Space) on each build of the Unicorn binding
+it knows: the library's hooks with the registers read in place (machine/uc_regfile.py),
+the library's hooks with the registers read by call (a build that does not show its
+register file), and the binding's own Python hooks (no library handle). Each stops EL0
+for an SVC with the PC after it, for an undefined instruction at it and for a page the
+kernel has not mapped at the access; the fast path hands the kernel x8 and x0..x5 and
+puts its x0 back. Also: fault-around maps a page with its present neighbours below it
+too, and a TLBI of a code page whose stage-2 mapping moved runs the code now there."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from unirealm.arch.memory import GRANULE_SIZE, World
+from unirealm.machine import pykernel, uc_regfile
+from unirealm.machine.pykernel import PHYS_BLOCK, El0Space
+
+from .test_el0space import (
+    CODE_VA,
+    DATA_VA,
+    RAM_IPA,
+    STR_X1_X2,
+    SVC_0,
+    GrowingStage2Cpu,
+    R,
+    Stage2Cpu,
+    X,
+    program,
+)
+
+MOV_X1_X0 = 0xAA0003E1  # mov x1, x0
+MOV_X8_93 = 0xD2800BA8  # mov x8, #93
+UDF_0 = 0x00000000  # udf #0
+MOVZ_X0 = 0xD2800000  # movz x0, #imm16 (imm16 << 5)
+EXCP_UDEF = 1  # QEMU's exception number for an undefined instruction
+
+
+@pytest.fixture(params=["in place", "by call", "python hooks"])
+def build(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "by call":
+        monkeypatch.setattr(uc_regfile, "locate", lambda uc, *a: None)
+    elif request.param == "python hooks":
+        monkeypatch.setattr(pykernel, "_uclib", None)
+    return str(request.param)
+
+
+@pytest.fixture
+def space(build: str) -> Iterator[tuple[Stage2Cpu, El0Space]]:
+    cpu = Stage2Cpu()
+    el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    assert (el0._xregs is not None) == (build == "in place")
+    yield cpu, el0
+    el0.close()
+
+
+def test_an_svc_stops_el0_after_it_and_an_undefined_instruction_at_it(space: tuple[Stage2Cpu, El0Space]) -> None:
+    cpu, el0 = space
+    program(cpu, el0, SVC_0 | 7 << 5, UDF_0)
+    assert el0.run(CODE_VA) == ("svc", CODE_VA + 4, 0)
+    assert el0.run(CODE_VA + 4) == ("undef", CODE_VA + 4, EXCP_UDEF)
+
+
+def test_a_store_to_a_page_not_mapped_stops_at_the_store_and_a_mapped_one_lands(
+        space: tuple[Stage2Cpu, El0Space]) -> None:
+    cpu, el0 = space
+    program(cpu, el0, STR_X1_X2, SVC_0)
+    el0.set_gpr(2, DATA_VA + 3 * GRANULE_SIZE)  # past the three data pages
+    assert el0.run(CODE_VA) == ("fault", CODE_VA, DATA_VA + 3 * GRANULE_SIZE)
+    el0.set_gpr(2, DATA_VA + 8)
+    assert el0.run(CODE_VA) == ("svc", CODE_VA + 8, 0)
+    assert cpu.read_u64(RAM_IPA + GRANULE_SIZE + 8) == 0x1122_3344_5566_7788
+
+
+def test_the_svc_fast_path_on_each_build(build: str, space: tuple[Stage2Cpu, El0Space]) -> None:
+    cpu, el0 = space
+    program(cpu, el0, SVC_0, MOV_X1_X0, MOV_X8_93, SVC_0, SVC_0)
+    args = [0xB000_0000_0000_0000 | i << 4 for i in range(6)]
+    for i, value in enumerate(args):
+        el0.set_gpr(i, value)
+    el0.set_gpr(8, 56)  # openat
+    seen: list[tuple[int, ...]] = []
+
+    def on_svc(nr: int, *a: int) -> bool:
+        seen.append((nr, *a))
+        if nr == 93:
+            return False
+        el0.set_x0(-2)  # -ENOENT, as 64 bits
+        return True
+
+    el0.on_svc = on_svc
+    if build == "python hooks":  # no fast path: every SVC leaves run()
+        assert el0.run(CODE_VA) == ("svc", CODE_VA + 4, 0) and seen == []
+        el0.set_x0(-2)
+        assert el0.gpr(0) == 2**64 - 2
+        return
+    assert el0.run(CODE_VA) == ("svc", CODE_VA + 16, 0)
+    assert seen == [(56, *args), (93, 2**64 - 2, 2**64 - 2, *args[2:])]
+
+
+def test_a_page_maps_with_its_present_neighbours_below_it_as_one_region() -> None:
+    cpu = Stage2Cpu()
+    el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    try:
+        program(cpu, el0, STR_X1_X2, SVC_0)
+        el0.unmap(CODE_VA, GRANULE_SIZE)
+        code_va = DATA_VA + 3 * GRANULE_SIZE  # the code on the page above the data: IPA page 4
+        cpu.write(RAM_IPA + 4 * GRANULE_SIZE, struct.pack("<2I", STR_X1_X2, SVC_0))
+        el0.map(code_va, RAM_IPA + 4 * GRANULE_SIZE, GRANULE_SIZE, R | X)
+        el0.set_gpr(2, DATA_VA + 16)
+        assert el0.run(code_va) == ("svc", code_va + 8, 0)
+        # the code page's first touch took the pages below it (present, contiguous) along, and above
+        found = sorted((begin, end + 1) for begin, end, _ in el0.uc.mem_regions())
+        assert found == [(RAM_IPA, RAM_IPA + PHYS_BLOCK * GRANULE_SIZE)]  # all of the block: every page present
+        assert cpu.read_u64(RAM_IPA + GRANULE_SIZE + 16) == 0x1122_3344_5566_7788
+        assert cpu.faults == 1  # one page faulted in; the neighbours were known already
+    finally:
+        el0.close()
+
+
+class MovableStage2Cpu(GrowingStage2Cpu):
+    """Stage 2 as in GrowingStage2Cpu (only the `present` pages), but the IPA pages in
+    `moved` map to other granules."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moved: dict[int, int] = {}
+
+    def pa(self, ipa: int) -> int:
+        page = ipa & ~(GRANULE_SIZE - 1)
+        if page in self.moved:
+            return self.memory.base + self.moved[page] + (ipa - page)
+        return super().pa(ipa)
+
+
+
+@pytest.mark.parametrize("build_", ["library", "python hooks"])
+def test_code_whose_page_stage_2_moved_runs_from_the_new_granule_after_the_tlbi(
+        monkeypatch: pytest.MonkeyPatch, build_: str) -> None:
+    if build_ == "python hooks":
+        monkeypatch.setattr(pykernel, "_uclib", None)
+    cpu = MovableStage2Cpu()
+    el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    try:
+        cpu.present.add(RAM_IPA)  # the code page alone: its region is that page
+        cpu.write(RAM_IPA, struct.pack("<2I", MOVZ_X0 | 1 << 5, SVC_0))
+        el0.map(CODE_VA, RAM_IPA, GRANULE_SIZE, R | X)
+        for _ in range(2):  # run twice: translated, then from the translation
+            assert el0.run(CODE_VA) == ("svc", CODE_VA + 8, 0) and el0.gpr(0) == 1
+        granule = 32 * GRANULE_SIZE  # the host migrates the page (stage 2 now maps another granule)
+        cpu.memory.accessor(World.NON_SECURE).write(cpu.memory.base + granule,
+                                                               struct.pack("<2I", MOVZ_X0 | 2 << 5, SVC_0))
+        cpu.moved[RAM_IPA] = granule
+        el0.drop_ipa(RAM_IPA, GRANULE_SIZE)  # the TLBI that follows
+        assert el0.run(CODE_VA) == ("svc", CODE_VA + 8, 0) and el0.gpr(0) == 2
+    finally:
+        el0.close()
