@@ -27,6 +27,7 @@ from .test_el0space import (
     GrowingStage2Cpu,
     R,
     Stage2Cpu,
+    W,
     X,
     program,
 )
@@ -35,7 +36,13 @@ MOV_X1_X0 = 0xAA0003E1  # mov x1, x0
 MOV_X8_93 = 0xD2800BA8  # mov x8, #93
 UDF_0 = 0x00000000  # udf #0
 MOVZ_X0 = 0xD2800000  # movz x0, #imm16 (imm16 << 5)
+B_SELF = 0x14000000  # b .
 EXCP_UDEF = 1  # QEMU's exception number for an undefined instruction
+
+
+@pytest.fixture
+def cpu() -> Stage2Cpu:
+    return Stage2Cpu()
 
 
 @pytest.fixture(params=["in place", "by call", "python hooks"])
@@ -155,5 +162,109 @@ def test_code_whose_page_stage_2_moved_runs_from_the_new_granule_after_the_tlbi(
         cpu.moved[RAM_IPA] = granule
         el0.drop_ipa(RAM_IPA, GRANULE_SIZE)  # the TLBI that follows
         assert el0.run(CODE_VA) == ("svc", CODE_VA + 8, 0) and el0.gpr(0) == 2
+    finally:
+        el0.close()
+
+
+LDR_X0_X2 = 0xF9400040  # ldr x0, [x2]
+
+
+def test_mapping_a_va_again_to_another_ipa_takes_effect_at_once(cpu: Stage2Cpu) -> None:
+    el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    try:
+        program(cpu, el0, LDR_X0_X2, SVC_0)
+        cpu.write(RAM_IPA + GRANULE_SIZE, struct.pack("<Q", 111))
+        cpu.write(RAM_IPA + 5 * GRANULE_SIZE, struct.pack("<Q", 555))
+        el0.set_gpr(2, DATA_VA)
+        assert el0.run(CODE_VA)[0] == "svc" and el0.gpr(0) == 111  # the page is in the TLB now
+        el0.map(DATA_VA, RAM_IPA + 5 * GRANULE_SIZE, GRANULE_SIZE, R | W)  # no unmap first
+        assert el0.run(CODE_VA)[0] == "svc" and el0.gpr(0) == 555
+    finally:
+        el0.close()
+
+
+def test_a_region_on_other_memory_next_to_a_new_page_keeps_its_own_memory() -> None:
+    """IPA page 2 lives on a granule far from page 1's: mapping page 1 next to it must
+    not merge the two into one region over page 1's neighbours in host memory."""
+    cpu = MovableStage2Cpu()
+    el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    try:
+        cpu.present.update({RAM_IPA, RAM_IPA + 2 * GRANULE_SIZE})
+        cpu.moved[RAM_IPA + 2 * GRANULE_SIZE] = 40 * GRANULE_SIZE
+        cpu.write(RAM_IPA, struct.pack("<2I", LDR_X0_X2, SVC_0))
+        cpu.write(RAM_IPA + 2 * GRANULE_SIZE, struct.pack("<Q", 0x40))  # lands in granule 40
+        cpu.memory.accessor(World.NON_SECURE).write(cpu.memory.base + 2 * GRANULE_SIZE, struct.pack("<Q", 0x2))
+        el0.map(CODE_VA, RAM_IPA, GRANULE_SIZE, R | X)
+        el0.map(DATA_VA, RAM_IPA + GRANULE_SIZE, 2 * GRANULE_SIZE, R | W)
+        el0.set_gpr(2, DATA_VA + GRANULE_SIZE)  # IPA page 2 first
+        assert el0.run(CODE_VA)[0] == "svc" and el0.gpr(0) == 0x40
+        cpu.present.add(RAM_IPA + GRANULE_SIZE)
+        el0.set_gpr(2, DATA_VA)  # then page 1, right below it
+        assert el0.run(CODE_VA)[0] == "svc"
+        el0.set_gpr(2, DATA_VA + GRANULE_SIZE)
+        assert el0.run(CODE_VA)[0] == "svc" and el0.gpr(0) == 0x40
+    finally:
+        el0.close()
+
+
+def test_registers_and_thread_contexts(cpu: Stage2Cpu) -> None:
+    el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    try:
+        el0.set_reg("sp", 0x7FFF_F000)
+        el0.set_reg("tpidr_el0", 0x1234)
+        el0.set_gpr(3, -1)
+        assert (el0.reg("sp"), el0.reg("tpidr_el0"), el0.gpr(3)) == (0x7FFF_F000, 0x1234, 2**64 - 1)
+        first = el0.save_context()
+        el0.set_gpr(3, 7)
+        el0.set_reg("tpidr_el0", 0x5678)
+        second = el0.save_context()
+        el0.restore_context(first)
+        assert (el0.gpr(3), el0.reg("tpidr_el0")) == (2**64 - 1, 0x1234)
+        el0.set_gpr(3, 9)
+        assert el0.save_context(second) is second  # updated in place
+        el0.restore_context(el0.save_context())
+        el0.set_gpr(3, 0)
+        el0.restore_context(second)
+        assert el0.gpr(3) == 9
+    finally:
+        el0.close()
+
+
+class TimerCpu(Stage2Cpu):
+    """A CPU whose kernel timer fires once EL0 has run a while: due from its second look
+    on; the host's interrupt (`host_interrupt`) then makes the IRQ input show it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looks = 0
+        self.stopped: list[int] = []
+
+    def timer_due(self) -> bool:
+        self.looks += 1
+        return self.looks > 1 and not self.stopped
+
+    def host_interrupt(self, pc: int) -> None:
+        self.stopped.append(pc)
+
+    def irq_signalled(self) -> bool:
+        return bool(self.stopped)
+
+
+def test_a_timer_found_fired_when_a_slice_ends_stops_el0_for_the_host_first() -> None:
+    cpu = TimerCpu()
+    el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    try:
+        program(cpu, el0, B_SELF)
+        assert el0.run(CODE_VA, count=100) == ("irq", CODE_VA, 0)
+        assert cpu.stopped == [CODE_VA] and cpu.looks == 2
+    finally:
+        el0.close()
+
+
+def test_a_slice_that_ends_with_nothing_due_is_a_count_stop(cpu: Stage2Cpu) -> None:
+    el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    try:
+        program(cpu, el0, B_SELF)
+        assert el0.run(CODE_VA, count=100) == ("count", CODE_VA, 0)
     finally:
         el0.close()

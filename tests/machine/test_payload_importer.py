@@ -154,6 +154,8 @@ def test_a_payload_that_is_not_a_zip_archive_is_an_image_error() -> None:
     (b"k:", "not module:function"),
     (b":boot", "not module:function"),
     (b"", "not module:function"),
+    (b":k:boot", "not module:function"),
+    (b"k:boot:", "no such function"),
     (b"kernel:boot", "module 'kernel' is not in the payload"),
     (b"guest.kernel:boot", "module 'guest.kernel' is not in the payload"),
     (b"k:start", "no such function"),

@@ -31,6 +31,8 @@ CODE_VA = 0x40_0000
 UNSERVED = 0x7FFF  # a key no interrupt controller or timer answers
 SERVED = (IccSysreg.PMR, CntSysreg.CNTV_CTL_EL0, CntSysreg.CNTV_CVAL_EL0, CntSysreg.CNTV_TVAL_EL0)
 SVC_0 = 0xD4000001
+LDR_X0_X2 = 0xF9400040  # ldr x0, [x2]
+DATA_VA = 0x50_0000
 B_SELF = 0x14000000  # b .
 R, X = 1, 4
 
@@ -256,6 +258,7 @@ def test_probe_and_peek_never_trap_and_host_pointer_faults_the_page_in(
         seen.extend([cpu.probe(DATA_IPA + 8), cpu.peek(DATA_IPA)])
         seen.append(cpu.host_pointer(DATA_IPA + 8, True))
         seen.append(cpu.probe(DATA_IPA + 0x123))
+        seen.append(cpu.peek(DATA_IPA + 0x123))
         seen.append(cpu.probe(CODE_IPA))
         seen.append(cpu.host_pointer(CODE_IPA, False))
         cpu.hvc(0)
@@ -269,7 +272,7 @@ def test_probe_and_peek_never_trap_and_host_pointer_faults_the_page_in(
     assert seen == [None, None]
     machine.stage2[DATA_IPA] = mapping
     assert isinstance(machine.run(), HvcTrap)
-    assert seen == [None, None, (host, True), (host, True), None, None]  # the GPT refuses the last page
+    assert seen == [None, None, (host, True), (host, True), (host, True), None, None]  # the GPT refuses the last
 
 
 def test_a_read_only_page_is_reached_read_only(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -324,3 +327,29 @@ def test_closing_the_engine_closes_its_el0_spaces(monkeypatch: pytest.MonkeyPatc
     assert spaces[1][0] == "undef" and list(spaces[0].uc.mem_regions())
     machine.close()
     assert not list(spaces[0].uc.mem_regions())
+
+
+def test_the_engines_tlbi_reaches_the_kernels_el0_spaces(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage 2 moves a page EL0 has used; after the owner's invalidate EL0 loads from the
+    granule stage 2 maps now."""
+    seen: list[int] = []
+    machine.ram.write(machine.pa(CODE_IPA), struct.pack("<2I", LDR_X0_X2, SVC_0))
+    machine.ram.write_u64(machine.pa(DATA_IPA), 1)
+    moved = machine.pa(RAM_IPA + 12 * GRANULE_SIZE)
+    machine.ram.write_u64(moved, 2)
+
+    def kernel(cpu: GuestCpu) -> None:
+        space = cpu.el0_space()
+        space.map(CODE_VA, CODE_IPA, GRANULE_SIZE, R | X)
+        space.map(DATA_VA, DATA_IPA, GRANULE_SIZE, R)
+        for _ in range(2):
+            space.set_gpr(2, DATA_VA)
+            assert space.run(CODE_VA)[0] == "svc"
+            seen.append(space.gpr(0))
+            cpu.hvc(0)
+
+    register(monkeypatch, kernel)
+    assert isinstance(machine.run(), HvcTrap) and seen == [1]
+    machine.stage2[DATA_IPA] = Mapping(moved, World.NON_SECURE)
+    machine.engine.invalidate(DATA_IPA, GRANULE_SIZE)
+    assert isinstance(machine.run(), HvcTrap) and seen == [1, 2]

@@ -134,7 +134,7 @@ def test_a_load_from_an_unmapped_ram_page_traps_at_the_access_and_retries(
     for _ in range(2):  # the hypervisor returns without mapping: the same fault again
         trap = machine.run()
         assert isinstance(trap, DataAbortTrap)
-        assert (trap.pc, trap.ipa, trap.is_write, trap.gpf) == (RAM_IPA, DATA_IPA + 0x18, False, False)
+        assert (trap.pc, trap.ipa, trap.is_write, trap.gpf, trap.value) == (RAM_IPA, DATA_IPA + 0x18, False, False, 0)
         assert trap.syndrome is not None and not trap.syndrome.is_write
         assert machine.engine.pc == RAM_IPA  # at the faulting access
         assert seen == []
@@ -433,7 +433,7 @@ def test_a_kernel_that_returns_stops_its_cpu(machine: Machine, monkeypatch: pyte
     register(monkeypatch, lambda cpu: None)
     for _ in range(3):  # a WFI, never a WFE: its owner waits for an interrupt rather than spin
         trap = machine.run()
-        assert isinstance(trap, WfxTrap) and trap.pc == RAM_IPA and not trap.is_wfe
+        assert trap == WfxTrap(RAM_IPA, is_wfe=False)
     assert machine.engine.finished is None
 
 
