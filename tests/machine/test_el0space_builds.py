@@ -1,4 +1,4 @@
-"""The EL0 address space (machine/pykernel.py El0Space) on each build of the Unicorn binding
+"""The EL0 address space (machine/el0space.py El0Space) on each build of the Unicorn binding
 it knows: the library's hooks with the registers read in place (machine/uc_regfile.py),
 the library's hooks with the registers read by call (a build that does not show its
 register file), and the binding's own Python hooks (no library handle). Each stops EL0
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from unirealm.arch.memory import GRANULE_SIZE, World
-from unirealm.machine import pykernel, uc_regfile
-from unirealm.machine.pykernel import PHYS_BLOCK, El0Space
+from unirealm.machine import el0space, uc_regfile
+from unirealm.machine.el0space import PHYS_BLOCK, El0Space
 
 from .test_el0space import (
     CODE_VA,
@@ -50,7 +50,7 @@ def build(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     if request.param == "by call":
         monkeypatch.setattr(uc_regfile, "locate", lambda uc, *a: None)
     elif request.param == "python hooks":
-        monkeypatch.setattr(pykernel, "_uclib", None)
+        monkeypatch.setattr(el0space, "_uclib", None)
     return str(request.param)
 
 
@@ -147,7 +147,7 @@ class MovableStage2Cpu(GrowingStage2Cpu):
 def test_code_whose_page_stage_2_moved_runs_from_the_new_granule_after_the_tlbi(
         monkeypatch: pytest.MonkeyPatch, build_: str) -> None:
     if build_ == "python hooks":
-        monkeypatch.setattr(pykernel, "_uclib", None)
+        monkeypatch.setattr(el0space, "_uclib", None)
     cpu = MovableStage2Cpu()
     el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
     try:
