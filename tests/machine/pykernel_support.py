@@ -73,10 +73,13 @@ class Machine:
             for i in range(pages)
         }
         self.lookups: list[tuple[int, bool]] = []
+        self.fetches: list[int] = []  # lookups for an instruction fetch: the kernel makes none
         self.engine = PyKernelEngine(self.memory, self.translate, RAM_IPA, gprs or [], "max")
 
     def translate(self, ipa: int, write: bool, fetch: bool) -> Mapping | None:
         self.lookups.append((ipa, write))
+        if fetch:
+            self.fetches.append(ipa)
         return self.stage2.get(ipa)
 
     def pa(self, ipa: int) -> int:

@@ -268,3 +268,61 @@ def test_a_slice_that_ends_with_nothing_due_is_a_count_stop(cpu: Stage2Cpu) -> N
         assert el0.run(CODE_VA, count=100) == ("count", CODE_VA, 0)
     finally:
         el0.close()
+
+
+def test_mapping_a_range_again_flushes_the_pages_that_were_mapped_in_it(cpu: Stage2Cpu) -> None:
+    el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    try:
+        program(cpu, el0, LDR_X0_X2, SVC_0)
+        el0.unmap(DATA_VA, GRANULE_SIZE)  # of the range, only its second page is mapped
+        cpu.write(RAM_IPA + 2 * GRANULE_SIZE, struct.pack("<Q", 222))
+        cpu.write(RAM_IPA + 6 * GRANULE_SIZE, struct.pack("<Q", 666))
+        el0.set_gpr(2, DATA_VA + GRANULE_SIZE)
+        assert el0.run(CODE_VA)[0] == "svc" and el0.gpr(0) == 222
+        el0.map(DATA_VA, RAM_IPA + 5 * GRANULE_SIZE, 2 * GRANULE_SIZE, R | W)
+        assert el0.run(CODE_VA)[0] == "svc" and el0.gpr(0) == 666
+    finally:
+        el0.close()
+
+
+class ReadOnlyStage2Cpu(Stage2Cpu):
+    """Stage 2 maps every page read-only."""
+
+    def probe(self, ipa: int) -> tuple[int, bool] | None:
+        got = super().probe(ipa)
+        return None if got is None else (got[0], False)
+
+    peek = probe
+
+    def host_pointer(self, ipa: int, write: bool) -> tuple[int, bool] | None:
+        return self.probe(ipa)
+
+
+def test_a_page_stage_2_maps_read_only_takes_no_store_from_el0() -> None:
+    cpu = ReadOnlyStage2Cpu()
+    el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    try:
+        program(cpu, el0, STR_X1_X2, SVC_0)  # writable in the kernel's tables
+        el0.set_gpr(2, DATA_VA + 8)
+        assert el0.run(CODE_VA) == ("fault", CODE_VA, DATA_VA)  # the page the fill refused
+        assert cpu.read_u64(RAM_IPA + GRANULE_SIZE + 8) == 0
+        el0.set_gpr(2, DATA_VA + 16)
+        assert el0.run(CODE_VA + 4) == ("svc", CODE_VA + 8, 0)  # loads and fetches still go
+        program(cpu, el0, LDR_X0_X2, SVC_0)
+        el0.flush_code(CODE_VA, GRANULE_SIZE)
+        cpu.memory.accessor(World.NON_SECURE).write(cpu.memory.base + GRANULE_SIZE + 16, struct.pack("<Q", 77))
+        assert el0.run(CODE_VA)[0] == "svc" and el0.gpr(0) == 77
+        program(cpu, el0, STR_X1_X2, SVC_0)
+        el0.flush_code(CODE_VA, GRANULE_SIZE)
+        assert el0.run(CODE_VA) == ("fault", CODE_VA, DATA_VA)  # its TLB entry lets no store through
+    finally:
+        el0.close()
+
+
+def test_a_closed_space_leaves_its_cpu(cpu: Stage2Cpu) -> None:
+    first, second = El0Space(cpu, "a72"), El0Space(cpu, "a72")  # type: ignore[arg-type]
+    assert cpu._spaces == [first, second]
+    first.close()
+    assert cpu._spaces == [second]  # a TLBI no longer goes to it
+    second.close()
+    assert cpu._spaces == []

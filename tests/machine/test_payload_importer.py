@@ -125,8 +125,8 @@ def test_two_boots_of_one_image_import_their_own_modules() -> None:
 
 
 def test_the_entry_names_a_function_of_a_module_in_the_payload() -> None:
-    kernel = b"def start(cpu):\n    cpu.hvc(0x4B)\n"
-    machine = Machine(image({"guest/__init__.py": b"", "guest/kernel.py": kernel}, entry=b"guest.kernel:start"))
+    kernel = b"def startX(cpu):\n    cpu.hvc(0x4B)\n"  # the field's NUL padding goes, nothing else
+    machine = Machine(image({"guest/__init__.py": b"", "guest/kernel.py": kernel}, entry=b"guest.kernel:startX"))
     try:
         trap = machine.run()
         assert isinstance(trap, HvcTrap) and trap.regs[0] == 0x4B

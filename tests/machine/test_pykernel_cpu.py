@@ -32,9 +32,10 @@ UNSERVED = 0x7FFF  # a key no interrupt controller or timer answers
 SERVED = (IccSysreg.PMR, CntSysreg.CNTV_CTL_EL0, CntSysreg.CNTV_CVAL_EL0, CntSysreg.CNTV_TVAL_EL0)
 SVC_0 = 0xD4000001
 LDR_X0_X2 = 0xF9400040  # ldr x0, [x2]
+STR_X1_X2 = 0xF9000041  # str x1, [x2]
 DATA_VA = 0x50_0000
 B_SELF = 0x14000000  # b .
-R, X = 1, 4
+R, W, X = 1, 2, 4
 
 
 class Lines:
@@ -244,9 +245,11 @@ def test_word_and_zero_helpers(machine: Machine, monkeypatch: pytest.MonkeyPatch
         cpu.write_u64(DATA_IPA, -1)
         cpu.write_u64(DATA_IPA + 8, 1 << 64 | 0x1234)
         cpu.zero(DATA_IPA + 16, 8)
-        return cpu.read_u64(DATA_IPA), cpu.read_u64(DATA_IPA + 8), cpu.read(DATA_IPA + 16, 16)
+        cpu.write_u64(DATA_IPA + 32, 5)
+        return cpu.read_u64(DATA_IPA), cpu.read_u64(DATA_IPA + 8), cpu.read(DATA_IPA + 16, 32)
 
-    assert run_kernel(machine, monkeypatch, kernel) == [(MASK64, 0x1234, bytes(8) + b"\xAA" * 8)]
+    assert run_kernel(machine, monkeypatch, kernel) == [
+        (MASK64, 0x1234, bytes(8) + b"\xAA" * 8 + (5).to_bytes(8, "little") + b"\xAA" * 8)]
 
 
 def test_probe_and_peek_never_trap_and_host_pointer_faults_the_page_in(
@@ -353,3 +356,29 @@ def test_the_engines_tlbi_reaches_the_kernels_el0_spaces(machine: Machine, monke
     machine.stage2[DATA_IPA] = Mapping(moved, World.NON_SECURE)
     machine.engine.invalidate(DATA_IPA, GRANULE_SIZE)
     assert isinstance(machine.run(), HvcTrap) and seen == [1, 2]
+
+
+def test_el0s_first_touch_faults_a_page_in_for_writing(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage 2 maps the page read-only until a write fault (as a hypervisor tracking dirty
+    pages does): EL0's store reaches the hypervisor as a write and then lands."""
+    seen: list[object] = []
+    machine.ram.write(machine.pa(CODE_IPA), struct.pack("<2I", STR_X1_X2, SVC_0))
+    pa = machine.pa(DATA_IPA)
+    machine.stage2[DATA_IPA] = Mapping(pa, World.NON_SECURE, writable=False)
+
+    def kernel(cpu: GuestCpu) -> None:
+        space = cpu.el0_space()
+        space.map(CODE_VA, CODE_IPA, GRANULE_SIZE, R | X)
+        space.map(DATA_VA, DATA_IPA, GRANULE_SIZE, R | W)
+        space.set_gpr(1, 0xFEED)
+        space.set_gpr(2, DATA_VA + 8)
+        seen.append(space.run(CODE_VA))
+        cpu.hvc(0)
+
+    register(monkeypatch, kernel)
+    trap = machine.run()
+    assert isinstance(trap, DataAbortTrap) and trap.ipa == DATA_IPA and trap.is_write
+    machine.stage2[DATA_IPA] = Mapping(pa, World.NON_SECURE)  # the write fault makes it writable
+    assert isinstance(machine.run(), HvcTrap)
+    assert seen == [("svc", CODE_VA + 8, 0)] and machine.ram.read_u64(pa + 8) == 0xFEED
+    assert machine.fetches == []

@@ -135,7 +135,9 @@ def test_a_load_from_an_unmapped_ram_page_traps_at_the_access_and_retries(
         trap = machine.run()
         assert isinstance(trap, DataAbortTrap)
         assert (trap.pc, trap.ipa, trap.is_write, trap.gpf, trap.value) == (RAM_IPA, DATA_IPA + 0x18, False, False, 0)
+        # the kernel's loads and stores are LDR/STR Xt: 8 bytes, a 64-bit register
         assert trap.syndrome is not None and not trap.syndrome.is_write
+        assert (trap.size, trap.syndrome.size, trap.syndrome.sixty_four) == (8, 8, True)
         assert machine.engine.pc == RAM_IPA  # at the faulting access
         assert seen == []
     machine.stage2[DATA_IPA] = mapping  # the hypervisor maps the page: the load completes
@@ -378,6 +380,35 @@ def test_an_mmio_access_the_hypervisor_maps_instead_is_retried_on_memory(
     assert isinstance(machine.run(), HvcTrap)
     assert seen == [0x5566_7788]
     assert machine.ram.read(backing + 0x30, 4) == b"\x01\xef\x33\x44"  # the store's two bytes only
+    assert machine.fetches == []  # data accesses, never instruction fetches
+
+
+def test_an_mmio_store_the_hypervisor_maps_instead_is_retried_as_a_store(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    register(monkeypatch, then_report([], lambda cpu: cpu.mmio_write(DEVICE_IPA + 0x40, 4, 0xCAFE_F00D)))
+    backing = machine.pa(RAM_IPA + 12 * GRANULE_SIZE)
+    trap = machine.run()
+    assert isinstance(trap, DataAbortTrap) and trap.is_write
+    machine.stage2[DEVICE_IPA] = Mapping(backing, World.NON_SECURE)
+    assert isinstance(machine.run(), HvcTrap)
+    assert machine.ram.read(backing + 0x40, 4) == (0xCAFE_F00D).to_bytes(4, "little")
+
+
+def test_a_page_translated_once_is_not_walked_again(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until a TLBI: a read-only page for its loads, a writable page for loads and stores."""
+
+    def kernel(cpu: GuestCpu) -> None:
+        for _ in range(3):
+            cpu.read(DATA_IPA, 8)
+            cpu.write(DATA_IPA + GRANULE_SIZE, b"x")
+            cpu.read(DATA_IPA + GRANULE_SIZE, 8)
+        cpu.hvc(REPORT)
+
+    register(monkeypatch, kernel)
+    machine.stage2[DATA_IPA] = Mapping(machine.pa(DATA_IPA), World.NON_SECURE, writable=False)
+    machine.run()
+    pages = [ipa for ipa, _ in machine.lookups if ipa >= DATA_IPA]
+    assert pages == [DATA_IPA, DATA_IPA + GRANULE_SIZE]
 
 
 def test_an_mmio_store_to_a_read_only_page_is_emulated(machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -131,6 +131,7 @@ class El0Space:
         self._regions: dict[int, tuple[int, int, int]] = {}
         self._region_ends: dict[int, int] = {}  # end -> start
         self._code: set[int] = set()  # ipa pages the TLB has let EL0 execute (translated code may exist)
+        self._readonly: set[int] = set()  # mapped ipa pages stage 2 lets EL0 read but not write
         self._stop: tuple[str, int, int] | None = None
         self._miss: int = 0  # the VA of the last TLB fill that failed
         self._running = False  # demand paging happens only in fills during run()
@@ -228,6 +229,7 @@ class El0Space:
                 self.uc.mem_unmap(first, end - first)
                 for page in range(first, end, GRANULE_SIZE):
                     self._phys.discard(page)
+                    self._readonly.discard(page)
                     self._code.discard(page)
         finally:
             self._identity = False
@@ -312,6 +314,8 @@ class El0Space:
         self.uc.mem_map_ptr(start, end - start, perms, base)
         self._add_region(start, end, base, perms)
         self._phys.update(range(lo, hi, GRANULE_SIZE))
+        if not writable:
+            self._readonly.update(range(lo, hi, GRANULE_SIZE))
         if merged:
             self._flush_tlb()  # entries made through the regions just replaced
         return True
@@ -327,11 +331,16 @@ class El0Space:
         if entry is None and self._running and self.on_fault is not None and self.on_fault(va):
             # Demand paging inside the fill: the access then completes as if mapped all along.
             entry = self.pages.get(va)
-        if entry is not None and entry[1] & _NEEDS.get(access, 0) and (entry[0] in self._phys or
-                                                                      self._map_phys(entry[0])):
-            if entry[1] & UC_PROT_EXEC:
-                self._code.add(entry[0])
-            return entry
+        need = _NEEDS.get(access, 0)
+        if entry is not None and entry[1] & need and (entry[0] in self._phys or self._map_phys(entry[0])):
+            if entry[0] in self._readonly:
+                # Stage 2 maps the page read-only: a store faults (Unicorn would drop it
+                # silently on a read-only region), and so does every later one.
+                entry = (entry[0], entry[1] & ~UC_PROT_WRITE)
+            if entry[1] & need:
+                if entry[1] & UC_PROT_EXEC:
+                    self._code.add(entry[0])
+                return entry
         self._miss = va
         return None
 
@@ -475,6 +484,7 @@ class El0Space:
         self._regions.clear()
         self._region_ends.clear()
         self._phys.clear()
+        self._readonly.clear()
         self._code.clear()
         if self in self._cpu._spaces:
             self._cpu._spaces.remove(self)
