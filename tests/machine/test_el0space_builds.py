@@ -326,3 +326,35 @@ def test_a_closed_space_leaves_its_cpu(cpu: Stage2Cpu) -> None:
     assert cpu._spaces == [second]  # a TLBI no longer goes to it
     second.close()
     assert cpu._spaces == []
+
+
+def test_unmapping_a_range_takes_each_of_its_pages(cpu: Stage2Cpu) -> None:
+    el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    try:
+        program(cpu, el0, LDR_X0_X2, SVC_0)
+        for n in range(3):
+            el0.set_gpr(2, DATA_VA + n * GRANULE_SIZE)
+            assert el0.run(CODE_VA)[0] == "svc"
+        el0.unmap(DATA_VA + GRANULE_SIZE, 2 * GRANULE_SIZE)
+        for n, stop in ((0, "svc"), (1, "fault"), (2, "fault")):
+            el0.set_gpr(2, DATA_VA + n * GRANULE_SIZE)
+            assert el0.run(CODE_VA)[0] == stop, n
+    finally:
+        el0.close()
+
+
+def test_a_tlbi_of_adjacent_pages_takes_both_and_leaves_the_rest() -> None:
+    cpu = GrowingStage2Cpu()
+    el0 = El0Space(cpu, "a72")  # type: ignore[arg-type]
+    try:
+        cpu.present.update(RAM_IPA + n * GRANULE_SIZE for n in range(4))
+        program(cpu, el0, LDR_X0_X2, SVC_0)
+        el0.set_gpr(2, DATA_VA)
+        assert el0.run(CODE_VA)[0] == "svc"  # IPA pages 0..3 mapped as one region
+        cpu.present.difference_update({RAM_IPA + GRANULE_SIZE, RAM_IPA + 2 * GRANULE_SIZE})
+        el0.drop_ipa(RAM_IPA + GRANULE_SIZE, 2 * GRANULE_SIZE)
+        for n, stop in ((0, "fault"), (1, "fault"), (2, "svc")):
+            el0.set_gpr(2, DATA_VA + n * GRANULE_SIZE)
+            assert el0.run(CODE_VA)[0] == stop, n
+    finally:
+        el0.close()
