@@ -14,8 +14,8 @@ import sys
 import time
 
 from unirealm.arch.memory import GRANULE_SIZE, World
+from unirealm.machine.el0space import El0Space
 from unirealm.machine.memory import GranuleProtectionFault, PhysicalMemory
-from unirealm.machine.pykernel import El0Space
 
 RAM_IPA, CODE_VA = 0x8000_0000, 0x40_0000
 R, X = 1, 4

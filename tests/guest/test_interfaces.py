@@ -17,7 +17,8 @@ from unirealm.guest import interfaces
 from unirealm.guest.kernel import BootInfo, Device, Kernel
 from unirealm.guest.process import Process
 from unirealm.guest.syscalls import Syscalls
-from unirealm.machine.pykernel import El0Space, GuestCpu
+from unirealm.machine.el0space import El0Space
+from unirealm.machine.pykernel import GuestCpu
 
 
 def check(cpu: GuestCpu, space: El0Space, kernel: Kernel, process: Process, calls: Syscalls,

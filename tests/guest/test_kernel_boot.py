@@ -30,7 +30,7 @@ from unirealm.host.devices.ns16550 import Ns16550
 from unirealm.host.devices.rtc import Mc146818
 from unirealm.host.fdt import FdtWriter, KvmtoolFdt
 from unirealm.host.memmap import ARM_RTC_MMIO_BASE, serial_iobase
-from unirealm.machine.pykernel import El0Space
+from unirealm.machine.el0space import El0Space
 
 from .realm_support import run_in_realm
 

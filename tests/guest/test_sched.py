@@ -10,7 +10,7 @@ import pytest
 from unicorn import arm64_const as a64
 
 from unirealm.guest.sched import BLOCKED, DEAD, RUNNABLE, Blocked, Deadlock, Scheduler
-from unirealm.machine.pykernel import El0Space
+from unirealm.machine.el0space import El0Space
 
 
 class FakeCpu:

@@ -17,7 +17,7 @@ from unirealm.guest.mm import PageAllocator
 from unirealm.guest.pagecache import HeapRam, PageStore, Store
 from unirealm.guest.process import Process
 from unirealm.guest.sched import Blocked, ProcessExit
-from unirealm.machine.pykernel import El0Space
+from unirealm.machine.el0space import El0Space
 
 RAM_BASE, RAM_PAGES = 1 << 32, 2048  # 8 MiB
 

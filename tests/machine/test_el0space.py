@@ -10,8 +10,8 @@ import time
 import pytest
 
 from unirealm.arch.memory import GRANULE_SIZE, Pas, World
+from unirealm.machine.el0space import PHYS_BLOCK, El0Space
 from unirealm.machine.memory import GranuleProtectionFault, PhysicalMemory
-from unirealm.machine.pykernel import PHYS_BLOCK, El0Space
 
 RAM_IPA = 0x8000_0000  # IPA of the first granule of physical memory in this test
 R, W, X = 1, 2, 4

@@ -13,7 +13,7 @@ from unicorn.unicorn_py3.arch.arm64 import UcAArch64
 
 from unirealm.arch.memory import GRANULE_SIZE
 from unirealm.machine import uc_regfile
-from unirealm.machine.pykernel import El0Space
+from unirealm.machine.el0space import El0Space
 from unirealm.machine.vcpu_stops import engine_address
 
 from .test_el0space import CODE_VA, RAM_IPA, SVC_0, R, Stage2Cpu, X

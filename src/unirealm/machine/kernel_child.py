@@ -43,9 +43,10 @@ from unirealm.arch.memory import GRANULE_MASK, GRANULE_SIZE
 
 from . import kernel_channel as ch
 from . import seccomp as sc
+from .el0space import El0Space
 from .interrupt import HOST_IRQ
 from .irq import PENDING_FIQ, PENDING_IRQ
-from .pykernel import El0Space, GuestFault, KernelCore
+from .pykernel import GuestFault, KernelCore
 from .uc_regfile import register_file_offsets
 from .vcpu import DataAbortTrap, HvcTrap, IrqTrap, SmcTrap, Trap, WfxTrap
 from .vcpu_stops import no_exit_request_offset

@@ -201,7 +201,7 @@ class KernelProcess(RegisterFile):
     # --- the ExecutionEngine protocol -------------------------------------------------------
     def run(self) -> Trap:
         """Resume the kernel and serve it until its next trap. The kernel stops its own EL0
-        code for its timer (machine/pykernel.py El0Space.run); only the host's signal stops
+        code for its timer (machine/el0space.py El0Space.run); only the host's signal stops
         it from here (HOST_IRQ, the eventfd)."""
         if self.stopped is not None:
             raise KernelProcessStopped(self.stopped)
