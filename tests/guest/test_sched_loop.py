@@ -18,6 +18,7 @@ from unirealm.guest.sched import (
     Blocked,
     ProcessExit,
     Scheduler,
+    SigQueue,
     Thread,
 )
 
@@ -98,6 +99,7 @@ class Proc:
         self.argv = ["/bin/app"]
         self.exited: list[int] = []
         self.faults: list[tuple[str, int, int]] = []
+        self.shared_pending = SigQueue()  # signals sent to the process as a whole
 
     def exit(self, status: int) -> None:
         self.exited.append(status)
