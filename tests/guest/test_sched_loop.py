@@ -409,6 +409,17 @@ def test_sched_yield_goes_behind_every_runnable_thread() -> None:
     assert list(s.runq) == [c, a]
 
 
+def test_sched_yield_without_a_running_thread_changes_nothing() -> None:
+    """Between threads (an idle CPU, nothing current) there is no caller to move: the queue of
+    runnable threads stays as it is."""
+    s, _p, (a, b) = setup(2)
+    s.start(a)
+    s.start(b)
+    assert s.current is None
+    s.yield_current()
+    assert list(s.runq) == [a, b] and a.state == b.state == "runnable"
+
+
 def test_futex_wake_is_fifo() -> None:
     s, p, ts = setup(4)
     for t in ts:
