@@ -25,6 +25,7 @@ AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_REMOVEDIR = 0x200
 AT_EMPTY_PATH = 0x1000
+PATH_MAX = 4096  # the longest path a syscall takes, its NUL included
 _R = TypeVar("_R")
 
 
@@ -93,7 +94,10 @@ class SyscallContext:
     def path(self, addr: int) -> str:
         if not addr:
             raise MemoryError
-        return self.p.read_cstring(addr).decode("utf-8", "surrogateescape")
+        raw = self.p.read_cstring(addr, PATH_MAX)
+        if len(raw) >= PATH_MAX:
+            raise FsError(errno.ENAMETOOLONG)  # getname: no NUL within PATH_MAX bytes
+        return raw.decode("utf-8", "surrogateescape")
 
     def base_dir(self, dirfd: int, path: str) -> str:
         """The directory a relative `path` is taken from."""

@@ -490,6 +490,13 @@ class ConsoleFile(OpenFile):
 
 
 # --- the file system ----------------------------------------------------------------------
+NAME_MAX = 255  # the longest name a directory entry takes, in bytes
+
+
+def name_too_long(name: str) -> bool:
+    return len(name) > NAME_MAX // 4 and len(name.encode("utf-8", "surrogateescape")) > NAME_MAX
+
+
 class Vfs:
     def __init__(self) -> None:
         self.root = DirInode()
@@ -516,6 +523,8 @@ class Vfs:
                     _, node = stack.pop()
                 i += 1
                 continue
+            if name_too_long(name):
+                raise FsError(errno.ENAMETOOLONG, full)
             child = node.get(name)
             if child is None:
                 raise FsError(errno.ENOENT, full)
@@ -551,6 +560,8 @@ class Vfs:
         if not name or name in (".", ".."):
             raise FsError(errno.EEXIST if not name else errno.EINVAL)
         parent, canon = self.walk(head or "/", cwd)
+        if name_too_long(name):
+            raise FsError(errno.ENAMETOOLONG, full)
         if not isinstance(parent, DirInode):
             raise FsError(errno.ENOTDIR)
         return parent, name, canon
