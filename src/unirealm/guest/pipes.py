@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 PIPE_SIZE = 65536
 PIPE_BUF = 4096  # pipe(7): writes up to this size are atomic
 EVENTFD_MAX = 0xFFFF_FFFF_FFFF_FFFE
+EP_MAX_NESTS = 4  # the most epoll-to-epoll links on a path through nested instances
 
 
 class PipeBuffer:
@@ -145,9 +146,30 @@ class EventFd(OpenFile):
 class EpollFile(OpenFile):
     def __init__(self, flags: int) -> None:
         super().__init__(Inode(S_IFREG | 0o600), flags | O_RDWR, "anon_inode:[eventpoll]")
-        self.interest: dict[int, tuple[OpenFile, int, int]] = {}  # fd -> (file, events, data)
+        # fd -> (file, events, data); the events include EPOLLERR | EPOLLHUP, which epoll_ctl
+        # adds, until EPOLLONESHOT disarms the entry down to its flags
+        self.interest: dict[int, tuple[OpenFile, int, int]] = {}
+        self.parents: list[EpollFile] = []  # the epoll instances this one is in
 
     def poll(self) -> int:
         """epoll(7): an epoll instance is readable while one of its files has an event it waits for."""
-        ready = any(f.poll() & (want | POLLERR | POLLHUP) for f, want, _data in self.interest.values())
+        ready = any(f.poll() & want for f, want, _data in self.interest.values())
         return POLLIN if ready else 0
+
+    def depth_below(self, inserting_into: EpollFile, depth: int = 0) -> int:
+        """The longest chain of epoll instances under this one (ep_loop_check_proc), more than
+        EP_MAX_NESTS if one of them is `inserting_into` (a loop) or the chain is too deep."""
+        result = 0
+        for f, _want, _data in self.interest.values():
+            if isinstance(f, EpollFile):
+                if f is inserting_into or depth > EP_MAX_NESTS:
+                    result = EP_MAX_NESTS + 1
+                else:
+                    result = max(result, f.depth_below(inserting_into, depth + 1) + 1)
+                if result > EP_MAX_NESTS:
+                    break
+        return result
+
+    def depth_above(self) -> int:
+        """The longest chain of epoll instances this one is in (ep_get_upwards_depth_proc)."""
+        return max((p.depth_above() + 1 for p in self.parents), default=0)
