@@ -26,7 +26,8 @@ from .vfs import (
 if TYPE_CHECKING:
     from .interfaces import UserMemory
 
-PIPE_SIZE = 65536
+PIPE_SIZE = 65536  # a new pipe's capacity: 16 pages
+PIPE_SIZE_LIMIT = 1 << 31  # the largest capacity round_pipe_size gives (root: past pipe-max-size)
 PIPE_BUF = 4096  # pipe(7): writes up to this size are atomic
 EVENTFD_MAX = 0xFFFF_FFFF_FFFF_FFFE
 EP_MAX_NESTS = 4  # the most epoll-to-epoll links on a path through nested instances
@@ -58,6 +59,7 @@ class PipeBuffer:
 class Pipe:
     def __init__(self) -> None:
         self.buf = PipeBuffer()
+        self.size = PIPE_SIZE  # the capacity, F_GETPIPE_SZ / F_SETPIPE_SZ
         self.readers = 0
         self.writers = 0
         self.inode = Inode(S_IFIFO | 0o600)
@@ -89,7 +91,7 @@ class PipeEnd(OpenFile):
             raise FsError(errno.EBADF)
         if p.readers == 0:
             raise BrokenPipe()  # and SIGPIPE (pipe(7))
-        room = PIPE_SIZE - len(p.buf)
+        room = p.size - len(p.buf)
         if room <= 0 or room < len(data) <= PIPE_BUF:
             raise WouldBlock()  # pipe(7): up to PIPE_BUF bytes go in at once or not at all
         return p.buf.put(data[:room])
@@ -97,8 +99,21 @@ class PipeEnd(OpenFile):
     def poll(self) -> int:
         p = self.pipe
         if self.write_end:
-            return (POLLERR if p.readers == 0 else 0) | (POLLOUT if len(p.buf) < PIPE_SIZE else 0)
+            return (POLLERR if p.readers == 0 else 0) | (POLLOUT if len(p.buf) < p.size else 0)
         return (POLLIN if p.buf else 0) | (POLLHUP if p.writers == 0 else 0)
+
+    def set_size(self, arg: int) -> int:
+        """F_SETPIPE_SZ (pipe_set_size): the size rounded up to a power-of-two number of pages,
+        one page at least (round_pipe_size), EINVAL past 2 GiB; our processes are root, so
+        pipe-max-size does not bound it. EBUSY if the data held does not fit."""
+        arg &= 0xFFFFFFFF  # an unsigned int
+        if arg > PIPE_SIZE_LIMIT:
+            raise FsError(errno.EINVAL)
+        size = max(PAGE, 1 << (arg - 1).bit_length())
+        if size < len(self.pipe.buf):
+            raise FsError(errno.EBUSY)
+        self.pipe.size = size
+        return size
 
     def ioctl(self, req: int, arg: int, mem: UserMemory) -> int:
         if req == FIONREAD:
