@@ -185,3 +185,132 @@ def test_oneshot_disarms_every_event_until_mod(fs: Fs) -> None:
     assert got[0][0][1] == r
     os.close(hr)
     h.close()
+
+
+class Both:
+    """One scenario on the guest and on the host, step for step: the events each
+    epoll_wait (timeout 0) returns."""
+
+    def __init__(self, fs: Fs) -> None:
+        self.g, self.fs = Guest(fs), fs
+        self.gr, self.gw = self.g.pipe()
+        self.hr, self.hw = os.pipe2(os.O_NONBLOCK)
+        assert fs("fcntl", self.gr, 4, 0o4000) == 0 and fs("fcntl", self.gw, 4, 0o4000) == 0  # F_SETFL O_NONBLOCK
+        self.gep, self.hep = self.g.create(), select.epoll()
+        self.got: list[list[int]] = []
+        self.want: list[list[int]] = []
+
+    def watch(self, end: str, events: int) -> None:
+        gfd, hfd = (self.gr, self.hr) if end == "r" else (self.gw, self.hw)
+        assert self.g.ctl(self.gep, EPOLL_CTL_ADD, gfd, events, gfd) == 0
+        self.hep.register(hfd, events)
+
+    def write(self, n: int) -> None:
+        assert self.fs.write(self.gw, b"w" * n) == os.write(self.hw, b"w" * n)
+
+    def read(self, n: int) -> None:
+        got = self.fs.read(self.gr, n)
+        assert got == os.read(self.hr, n)
+
+    def close_writer(self) -> None:
+        assert self.fs("close", self.gw) == 0
+        os.close(self.hw)
+        self.hw = -1
+
+    def wait(self) -> None:
+        self.got.append(sorted(ev for ev, _ in self.g.wait(self.gep)))
+        self.want.append(sorted(ev for ev, _ in host_wait(self.hep)))
+
+    def close(self) -> None:
+        self.hep.close()
+        os.close(self.hr)
+        if self.hw >= 0:
+            os.close(self.hw)
+
+
+def test_edge_triggered_reads_report_each_new_write_once(fs: Fs) -> None:
+    """epoll(7)'s example: 2 kB written, 1 kB read, and the next epoll_wait has nothing,
+    though data remain; each later write is a new edge; a closed writer one more."""
+    b = Both(fs)
+    b.watch("r", EPOLLIN | EPOLLET)
+    b.wait()
+    b.write(2048)
+    b.wait()
+    b.read(1024)
+    b.wait()
+    b.write(1)
+    b.wait()
+    b.wait()
+    b.read(4096)
+    b.wait()
+    b.close_writer()
+    b.wait()
+    b.wait()
+    assert b.want == [[], [EPOLLIN], [], [EPOLLIN], [], [], [EPOLLHUP], []]
+    assert b.got == b.want
+    b.close()
+
+
+def test_edge_triggered_writes_report_room_after_a_full_pipe(fs: Fs) -> None:
+    b = Both(fs)
+    b.watch("w", EPOLLOUT | EPOLLET)
+    b.wait()  # armed: writable at once
+    b.wait()
+    b.write(100)  # wakes the readers' queue only
+    b.wait()
+    b.read(100)  # the pipe was not full: no writer is woken
+    b.wait()
+    b.write(65536)
+    b.wait()
+    b.read(10)  # it was full, and still is: its 16 pages are all held
+    b.wait()
+    b.read(4096 - 10)  # a page given back: room for the writers
+    b.wait()
+    b.wait()
+    b.write(1)  # into a fresh page: nothing for the writers' queue
+    b.wait()
+    assert b.want == [[EPOLLOUT], [], [], [], [], [], [EPOLLOUT], [], []]
+    assert b.got == b.want
+    b.close()
+
+
+def test_level_triggered_entries_report_while_ready(fs: Fs) -> None:
+    b = Both(fs)
+    b.watch("r", EPOLLIN)
+    b.write(10)
+    b.wait()
+    b.wait()
+    b.read(10)
+    b.wait()
+    assert b.want == [[EPOLLIN], [EPOLLIN], []]
+    assert b.got == b.want
+    b.close()
+
+
+def test_edge_triggered_eventfd(fs: Fs) -> None:
+    g = Guest(fs)
+    efd = fs("eventfd2", 0, 0o4000)
+    assert efd is not None and efd >= 0
+    hfd = os.eventfd(0, os.EFD_NONBLOCK)
+    gep, hep = g.create(), select.epoll()
+    assert g.ctl(gep, EPOLL_CTL_ADD, efd, EPOLLIN | EPOLLET) == 0
+    hep.register(hfd, EPOLLIN | EPOLLET)
+    got: list[list[int]] = []
+    want: list[list[int]] = []
+
+    def wait() -> None:
+        got.append([ev for ev, _ in g.wait(gep)])
+        want.append([ev for ev, _ in host_wait(hep)])
+
+    one = (1).to_bytes(8, "little")
+    for step in ("write", "wait", "wait", "write", "wait", "read", "wait", "write", "wait"):
+        if step == "write":
+            assert fs.write(efd, one) == os.write(hfd, one) == 8
+        elif step == "read":
+            assert fs.read(efd, 8) == os.read(hfd, 8)
+        else:
+            wait()
+    assert want == [[EPOLLIN], [], [EPOLLIN], [], [EPOLLIN]]
+    assert got == want
+    hep.close()
+    os.close(hfd)

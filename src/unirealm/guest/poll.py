@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from .errors import FsError
 from .fdtable import FD_MAX
-from .pipes import EP_MAX_NESTS, EpollFile
+from .pipes import EP_MAX_NESTS, EPOLLET, EpollFile
 from .sched import ERESTARTNOHAND, Interrupted
 from .signals import SIGSET_SIZE, restore_mask, temporary_mask
 from .sysctx import (
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     pass
 
 EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
-EPOLLET, EPOLLONESHOT, EPOLLWAKEUP, EPOLLEXCLUSIVE = 1 << 31, 1 << 30, 1 << 29, 1 << 28
+EPOLLONESHOT, EPOLLWAKEUP, EPOLLEXCLUSIVE = 1 << 30, 1 << 29, 1 << 28
 EP_PRIVATE_BITS = EPOLLWAKEUP | EPOLLONESHOT | EPOLLET | EPOLLEXCLUSIVE  # flags, not events
 EPOLLEXCLUSIVE_OK_BITS = POLLIN | POLLOUT | POLLERR | POLLHUP | EPOLLWAKEUP | EPOLLET | EPOLLEXCLUSIVE
 
@@ -182,6 +182,7 @@ class Poll(SyscallContext):
             if old is None:
                 return -errno.ENOENT
             del ep.interest[fd]
+            ep.taken.pop(fd, None)
             if isinstance(old[0], EpollFile) and ep in old[0].parents:
                 old[0].parents.remove(ep)
             return 0
@@ -193,6 +194,7 @@ class Poll(SyscallContext):
         else:
             return -errno.EINVAL
         ep.interest[fd] = (target, events | POLLERR | POLLHUP, data)
+        ep.arm(fd)
         return 0
 
     @calls("epoll_pwait")
@@ -207,11 +209,13 @@ class Poll(SyscallContext):
         def ready() -> bool:
             found.clear()
             for fd, (f, want, data) in list(ep.interest.items()):
-                rev = f.poll() & want
+                rev = ep.events(fd, f, want)
                 if rev:
                     found.append((fd, rev, data))
                     if len(found) >= maxevents:
                         break
+                else:
+                    ep.take(fd, f, want)  # a wake-up with nothing ready now is used up
             return bool(found)
 
         t = _s32(timeout)
@@ -226,6 +230,7 @@ class Poll(SyscallContext):
         out = b"".join(struct.pack("<IxxxxQ", rev, data) for _, rev, data in found)
         for fd, _rev, _data in found:
             f, want, data = ep.interest[fd]
+            ep.take(fd, f, want)
             if want & EPOLLONESHOT:
                 ep.interest[fd] = (f, want & EP_PRIVATE_BITS, data)  # disarmed until EPOLL_CTL_MOD
         if out:

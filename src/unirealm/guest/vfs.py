@@ -283,6 +283,11 @@ class OpenFile:
     def poll(self) -> int:
         return (POLLIN if self.readable else 0) | (POLLOUT if self.writable else 0)
 
+    def wakeups(self, events: int) -> int | None:
+        """The wake-ups an epoll entry waiting for `events` got from this file (EPOLLET), keys
+        filtered as ep_poll_callback does; None: not counted, its entries are level-triggered."""
+        return None
+
     def ioctl(self, req: int, arg: int, mem: UserMemory) -> int:
         raise FsError(errno.ENOTTY)
 
@@ -493,10 +498,6 @@ class ConsoleFile(OpenFile):
 NAME_MAX = 255  # the longest name a directory entry takes, in bytes
 
 
-def name_too_long(name: str) -> bool:
-    return len(name) > NAME_MAX // 4 and len(name.encode("utf-8", "surrogateescape")) > NAME_MAX
-
-
 class Vfs:
     def __init__(self) -> None:
         self.root = DirInode()
@@ -523,7 +524,7 @@ class Vfs:
                     _, node = stack.pop()
                 i += 1
                 continue
-            if name_too_long(name):
+            if len(name) > NAME_MAX // 4 and len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
                 raise FsError(errno.ENAMETOOLONG, full)
             child = node.get(name)
             if child is None:
@@ -560,7 +561,7 @@ class Vfs:
         if not name or name in (".", ".."):
             raise FsError(errno.EEXIST if not name else errno.EINVAL)
         parent, canon = self.walk(head or "/", cwd)
-        if name_too_long(name):
+        if len(name) > NAME_MAX // 4 and len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
             raise FsError(errno.ENAMETOOLONG, full)
         if not isinstance(parent, DirInode):
             raise FsError(errno.ENOTDIR)
