@@ -9,7 +9,8 @@ from __future__ import annotations
 import errno
 import struct
 
-from unirealm.guest.vfs import DevInode, NullFile, OpenFile
+from unirealm.guest.devfiles import NullFile
+from unirealm.guest.vfs import DevInode, OpenFile
 
 from .fs_support import (
     AT_FDCWD,

@@ -106,6 +106,7 @@ class Proc:
         self.signals: list[int] = []
         self.shared_pending = SigQueue()  # signals sent to the process as a whole
         self.faults: list[tuple[str, int, int]] = []
+        self.shared_pending = SigQueue()  # signals sent to the process as a whole
 
     def exit(self, status: int, signal: int = 0) -> None:
         self.exited.append(status)
@@ -415,6 +416,17 @@ def test_sched_yield_goes_behind_every_runnable_thread() -> None:
     box["ready"] = True
     s.yield_current()
     assert list(s.runq) == [c, a]
+
+
+def test_sched_yield_without_a_running_thread_changes_nothing() -> None:
+    """Between threads (an idle CPU, nothing current) there is no caller to move: the queue of
+    runnable threads stays as it is."""
+    s, _p, (a, b) = setup(2)
+    s.start(a)
+    s.start(b)
+    assert s.current is None
+    s.yield_current()
+    assert list(s.runq) == [a, b] and a.state == b.state == "runnable"
 
 
 def test_futex_wake_is_fifo() -> None:

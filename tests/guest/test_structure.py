@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from unirealm.guest import syscalls as sc
+from unirealm.guest.devfiles import NullFile
 from unirealm.guest.fdtable import FdTable
 from unirealm.guest.process import ProcState
 from unirealm.guest.systable import NR, SyscallSet, assemble
-from unirealm.guest.vfs import NullFile
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 GUEST = SRC / "unirealm" / "guest"

@@ -368,3 +368,19 @@ def test_shutdown_write_twice_and_while_connecting(peer: Peer) -> None:
     peer.take()
     connecting.shutdown_write()  # Linux tcp_shutdown: SYN_SENT goes to CLOSE
     assert connecting.state == tcpmod.CLOSED and (50000, HOST, 80) not in peer.stack.conns
+
+
+def test_the_delayed_ack_timer_runs_from_the_data_it_acknowledges(peer: Peer) -> None:
+    """RFC 1122 §4.2.3.2 / RFC 9293 §3.8.6.3: the ACK of received data is delayed, by a timer
+    started when that data came: a pure ACK (nothing to acknowledge) neither starts it nor,
+    arriving while the ACK waits, pushes it back."""
+    tcb, seq, gseq = established(peer)
+    assert peer.tcp(40000, 8123, seq, gseq, F.ACK, window=60000) == []  # a window update: no data
+    assert peer.advance(tcpmod.DELACK_NS // 2) == []
+    assert peer.tcp(40000, 8123, seq, gseq, F.ACK, b"one") == []  # one segment: the ACK waits
+    assert peer.advance(tcpmod.DELACK_NS // 2) == []
+    assert peer.tcp(40000, 8123, seq + 3, gseq, F.ACK, window=50000) == []  # another update
+    assert peer.advance(tcpmod.DELACK_NS - tcpmod.DELACK_NS // 2 - 1) == []
+    (ack,) = peer.advance(1)
+    assert ack.tcp is not None and ack.tcp.ack == seq + 3 and not ack.payload
+    assert tcb.recv(10) == b"one"

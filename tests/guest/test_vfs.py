@@ -97,8 +97,8 @@ class FakeProcess:
     def accessible(self, va: int, n: int, write: bool) -> int:
         return max(0, min(n, len(self.mem) - va))
 
-    def read_cstring(self, va: int) -> bytes:
-        return bytes(self.mem[va : self.mem.index(0, va)])
+    def read_cstring(self, va: int, limit: int = 4096) -> bytes:
+        return bytes(self.mem[va : min(self.mem.index(0, va), va + limit)])
 
     def wait(self, ready, timeout, console) -> bool:
         return ready()

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from unirealm.arch.cpio import S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG
+from unirealm.guest.devfiles import ConsoleFile, NullFile, RandomFile, ZeroFile
 from unirealm.guest.vfs import (
     FIONREAD,
     O_APPEND,
@@ -33,21 +34,17 @@ from unirealm.guest.vfs import (
     TCSETS,
     TIOCGPGRP,
     TIOCGWINSZ,
-    ConsoleFile,
     DevInode,
     DirFile,
     DirInode,
     FsError,
     Inode,
     LinkInode,
-    NullFile,
     OpenFile,
-    RandomFile,
     RegFile,
     RegInode,
     Vfs,
     WouldBlock,
-    ZeroFile,
 )
 
 from .fs_support import SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET, Fs

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW = 0, 1, 2, 3, 4, 5, 6, 7
 F_DUPFD_CLOEXEC, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW, F_GETPIPE_SZ = 1030, 36, 37, 38, 1032
+F_SETPIPE_SZ = 1031
 F_UNLCK = 2
 CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
 EFD_SEMAPHORE = 1
@@ -384,8 +385,10 @@ class FileIo(SyscallContext):
             return 0
         if cmd in (F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW):
             return 0  # one process: every lock is granted
-        if cmd == F_GETPIPE_SZ:
-            return 65536
+        if cmd in (F_GETPIPE_SZ, F_SETPIPE_SZ):
+            if not isinstance(f, PipeEnd):
+                return -errno.EBADF  # pipe_fcntl: not a pipe
+            return f.pipe.size if cmd == F_GETPIPE_SZ else f.set_size(arg)
         return -errno.EINVAL
 
     @calls("ioctl")

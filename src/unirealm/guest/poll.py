@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from .errors import FsError
 from .fdtable import FD_MAX
-from .pipes import EpollFile
+from .pipes import EP_MAX_NESTS, EPOLLET, EpollFile
 from .sched import ERESTARTNOHAND, Interrupted
 from .signals import SIGSET_SIZE, restore_mask, temporary_mask
 from .sysctx import (
@@ -26,13 +26,17 @@ from .vfs import (
     POLLIN,
     POLLNVAL,
     POLLOUT,
+    DirFile,
+    RegFile,
 )
 
 if TYPE_CHECKING:
     pass
 
 EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
-EPOLLET, EPOLLONESHOT = 1 << 31, 1 << 30
+EPOLLONESHOT, EPOLLWAKEUP, EPOLLEXCLUSIVE = 1 << 30, 1 << 29, 1 << 28
+EP_PRIVATE_BITS = EPOLLWAKEUP | EPOLLONESHOT | EPOLLET | EPOLLEXCLUSIVE  # flags, not events
+EPOLLEXCLUSIVE_OK_BITS = POLLIN | POLLOUT | POLLERR | POLLHUP | EPOLLWAKEUP | EPOLLET | EPOLLEXCLUSIVE
 
 calls = SyscallSet("files")
 
@@ -146,25 +150,51 @@ class Poll(SyscallContext):
 
     @calls("epoll_ctl")
     def sys_epoll_ctl(self, epfd: int, op: int, fd: int, event: int, *_: int) -> int:
+        """epoll_ctl(2) in do_epoll_ctl's order: the event read (but for DEL), both files,
+        the target's poll support (EPERM), EPOLLEXCLUSIVE's limits, the instance itself and
+        loops or too deep nesting (ELOOP), then the operation."""
+        events = data = 0
+        if op != EPOLL_CTL_DEL:
+            events, data = struct.unpack("<IxxxxQ", self.p.read(event, 16))
         ep = self.file(epfd)
-        if not isinstance(ep, EpollFile):
-            return -errno.EINVAL
         target = self.file(fd)
         fd = _s32(fd)
-        if op == EPOLL_CTL_DEL:
-            if ep.interest.pop(fd, None) is None:
-                return -errno.ENOENT
-            return 0
-        events, data = struct.unpack("<IxxxxQ", self.p.read(event, 16))
+        if isinstance(target, (RegFile, DirFile)):
+            return -errno.EPERM  # no poll: regular files and directories are always ready
+        if op != EPOLL_CTL_DEL and events & EPOLLEXCLUSIVE:
+            if op == EPOLL_CTL_MOD:
+                return -errno.EINVAL
+            if op == EPOLL_CTL_ADD and (isinstance(target, EpollFile) or events & ~EPOLLEXCLUSIVE_OK_BITS):
+                return -errno.EINVAL
+        if target is ep or not isinstance(ep, EpollFile):
+            return -errno.EINVAL
+        if op == EPOLL_CTL_ADD and isinstance(target, EpollFile) and fd not in ep.interest:
+            below = target.depth_below(ep)
+            if below > EP_MAX_NESTS or below + 1 + ep.depth_above() > EP_MAX_NESTS:
+                return -errno.ELOOP
+        old = ep.interest.get(fd)
         if op == EPOLL_CTL_ADD:
-            if fd in ep.interest:
+            if old is not None:
                 return -errno.EEXIST
-        elif op == EPOLL_CTL_MOD:
-            if fd not in ep.interest:
+            if isinstance(target, EpollFile):
+                target.parents.append(ep)
+        elif op == EPOLL_CTL_DEL:
+            if old is None:
                 return -errno.ENOENT
+            del ep.interest[fd]
+            ep.taken.pop(fd, None)
+            if isinstance(old[0], EpollFile) and ep in old[0].parents:
+                old[0].parents.remove(ep)
+            return 0
+        elif op == EPOLL_CTL_MOD:
+            if old is None:
+                return -errno.ENOENT
+            if old[1] & EPOLLEXCLUSIVE:
+                return -errno.EINVAL
         else:
             return -errno.EINVAL
-        ep.interest[fd] = (target, events, data)
+        ep.interest[fd] = (target, events | POLLERR | POLLHUP, data)
+        ep.arm(fd)
         return 0
 
     @calls("epoll_pwait")
@@ -179,11 +209,13 @@ class Poll(SyscallContext):
         def ready() -> bool:
             found.clear()
             for fd, (f, want, data) in list(ep.interest.items()):
-                rev = f.poll() & (want | POLLERR | POLLHUP)
+                rev = ep.events(fd, f, want)
                 if rev:
                     found.append((fd, rev, data))
                     if len(found) >= maxevents:
                         break
+                else:
+                    ep.take(fd, f, want)  # a wake-up with nothing ready now is used up
             return bool(found)
 
         t = _s32(timeout)
@@ -198,8 +230,9 @@ class Poll(SyscallContext):
         out = b"".join(struct.pack("<IxxxxQ", rev, data) for _, rev, data in found)
         for fd, _rev, _data in found:
             f, want, data = ep.interest[fd]
+            ep.take(fd, f, want)
             if want & EPOLLONESHOT:
-                ep.interest[fd] = (f, 0, data)
+                ep.interest[fd] = (f, want & EP_PRIVATE_BITS, data)  # disarmed until EPOLL_CTL_MOD
         if out:
             self.p.write(events, out)
         return len(found)

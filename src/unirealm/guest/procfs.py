@@ -7,19 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .devfiles import ConsoleFile, NullFile, RandomFile, ZeroFile
 from .process import Process
 from .proctree import proc_root
-from .vfs import (
-    O_RDWR,
-    ConsoleFile,
-    DevInode,
-    DirInode,
-    LinkInode,
-    NullFile,
-    RandomFile,
-    RegInode,
-    ZeroFile,
-)
+from .vfs import O_RDWR, DevInode, DirInode, LinkInode, RegInode
 
 if TYPE_CHECKING:
     pass

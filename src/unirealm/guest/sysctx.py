@@ -13,9 +13,10 @@ import errno
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
+from .devfiles import ConsoleFile
 from .fdtable import FdTable
 from .uapi import IOVEC, IOVEC_SIZE, TIMESPEC_SIZE, timespec_ns
-from .vfs import POLLERR, POLLHUP, POLLIN, ConsoleFile, DirFile, FsError, Inode, OpenFile, Vfs, WouldBlock
+from .vfs import POLLERR, POLLHUP, POLLIN, DirFile, FsError, Inode, OpenFile, Vfs, WouldBlock
 
 if TYPE_CHECKING:
     from .interfaces import SyscallEntry
@@ -25,6 +26,7 @@ AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_REMOVEDIR = 0x200
 AT_EMPTY_PATH = 0x1000
+PATH_MAX = 4096  # the longest path a syscall takes, its NUL included
 _R = TypeVar("_R")
 
 
@@ -93,7 +95,10 @@ class SyscallContext:
     def path(self, addr: int) -> str:
         if not addr:
             raise MemoryError
-        return self.p.read_cstring(addr).decode("utf-8", "surrogateescape")
+        raw = self.p.read_cstring(addr, PATH_MAX)
+        if len(raw) >= PATH_MAX:
+            raise FsError(errno.ENAMETOOLONG)  # getname: no NUL within PATH_MAX bytes
+        return raw.decode("utf-8", "surrogateescape")
 
     def base_dir(self, dirfd: int, path: str) -> str:
         """The directory a relative `path` is taken from."""

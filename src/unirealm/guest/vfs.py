@@ -1,6 +1,7 @@
 """The unikernel's virtual file system: a ramfs (from the initrd and the image payload),
-devfs, procfs, and the open-file objects (files, directories, the console); pipes, eventfds
-and epoll instances are guest/pipes.py's.
+devfs, procfs, and the open-file objects of files and directories; the device files (null,
+zero, random, the console) are guest/devfiles.py's, pipes, eventfds and epoll instances
+guest/pipes.py's.
 
 Everything lives in kernel memory; errors are raised as FsError(errno) and turned into
 -errno by the syscall layer.
@@ -18,7 +19,7 @@ from .errors import FsError
 from .pagecache import PAGE, FilePages
 
 if TYPE_CHECKING:
-    from .interfaces import Kernel, UserMemory
+    from .interfaces import UserMemory
 
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR = 3, 0, 1, 2
 O_CREAT, O_EXCL, O_NOCTTY, O_TRUNC, O_APPEND, O_NONBLOCK = 0o100, 0o200, 0o400, 0o1000, 0o2000, 0o4000
@@ -288,6 +289,11 @@ class OpenFile:
     def poll(self) -> int:
         return (POLLIN if self.readable else 0) | (POLLOUT if self.writable else 0)
 
+    def wakeups(self, events: int) -> int | None:
+        """The wake-ups an epoll entry waiting for `events` got from this file (EPOLLET), keys
+        filtered as ep_poll_callback does; None: not counted, its entries are level-triggered."""
+        return None
+
     def ioctl(self, req: int, arg: int, mem: UserMemory) -> int:
         raise FsError(errno.ENOTTY)
 
@@ -389,112 +395,13 @@ class DirFile(OpenFile):
         return self.listing
 
 
-class NullFile(OpenFile):
-    def read(self, size: int) -> bytes:
-        return b""
-
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-    def pread(self, size: int, offset: int) -> bytes:
-        return b""
-
-    def pwrite(self, data: bytes, offset: int) -> int:
-        return len(data)
-
-    def seek(self, offset: int, whence: int) -> int:
-        return 0
-
-
-class ZeroFile(NullFile):
-    def read(self, size: int) -> bytes:
-        return bytes(size)
-
-    def pread(self, size: int, offset: int) -> bytes:
-        return bytes(size)
-
-
-class RandomFile(NullFile):
-    def __init__(self, rndr: Callable[[], int], flags: int, path: str) -> None:
-        super().__init__(None, flags, path)
-        self.rndr = rndr
-
-    def read(self, size: int) -> bytes:
-        size = min(size, 1 << 20)
-        out = bytearray()
-        while len(out) < size:
-            out += self.rndr().to_bytes(8, "little")
-        return bytes(out[:size])
-
-    pread = lambda self, size, offset: self.read(size)  # noqa: E731
-
-
 # termios (asm-generic): c_iflag, c_oflag, c_cflag, c_lflag, c_line, c_cc[19]
 TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGPGRP, TIOCSPGRP, TIOCGWINSZ, TIOCSWINSZ, FIONREAD = (
     0x5401, 0x5402, 0x5403, 0x5404, 0x540F, 0x5410, 0x5413, 0x5414, 0x541B)
-DEFAULT_TERMIOS = (0x500).to_bytes(4, "little") + (0x5).to_bytes(4, "little") + (0xBF).to_bytes(4, "little") + \
-    (0x8A3B).to_bytes(4, "little") + b"\0" + bytes([3, 28, 127, 21, 4, 0, 1, 0, 17, 19, 26, 0, 18, 15, 23, 22, 0, 0, 0])
+
+NAME_MAX = 255  # the longest name a directory entry takes, in bytes
 
 
-class ConsoleFile(OpenFile):
-    """The console: ttyS0 (the ns16550) or hvc0 (the virtio-console). `tty` says whether it
-    answers terminal ioctls (TCGETS...)."""
-
-    def __init__(self, kernel: Kernel, flags: int, path: str, tty: bool) -> None:
-        super().__init__(None, flags, path)
-        self.kernel = kernel
-        self.tty = tty
-        self.termios = bytearray(DEFAULT_TERMIOS)
-
-    def read(self, size: int) -> bytes:
-        console = self.kernel.console
-        if console is None or size == 0:
-            return b""
-        if not self.poll() & POLLIN:
-            raise WouldBlock()  # the syscall layer waits (and other threads run meanwhile)
-        return console.read(size)
-
-    def write(self, data: bytes) -> int:
-        self.kernel.write_console(data)
-        return len(data)
-
-    def poll(self) -> int:
-        console = self.kernel.console
-        if console is None:
-            return POLLIN | POLLOUT | POLLHUP
-        ready, eof = console.input_state()
-        if ready:
-            return POLLIN | POLLOUT
-        if eof:
-            return POLLIN | POLLOUT | POLLHUP
-        return POLLOUT
-
-    def is_tty(self) -> bool:
-        return self.tty
-
-    def ioctl(self, req: int, arg: int, mem: UserMemory) -> int:
-        if not self.tty:
-            raise FsError(errno.ENOTTY)
-        if req == TCGETS:
-            mem.write(arg, bytes(self.termios))
-        elif req in (TCSETS, TCSETSW, TCSETSF):
-            self.termios[:] = mem.read(arg, 36)
-        elif req == TIOCGWINSZ:
-            mem.write(arg, (24).to_bytes(2, "little") + (80).to_bytes(2, "little") + bytes(4))
-        elif req == TIOCSWINSZ:
-            pass
-        elif req == TIOCGPGRP:
-            mem.write(arg, (1).to_bytes(4, "little"))
-        elif req == TIOCSPGRP:
-            pass
-        elif req == FIONREAD:
-            mem.write(arg, (1 if self.poll() & POLLIN else 0).to_bytes(4, "little"))
-        else:
-            raise FsError(errno.ENOTTY)  # no tty ioctl of that number (Linux's ENOIOCTLCMD)
-        return 0
-
-
-# --- the file system ----------------------------------------------------------------------
 class Vfs:
     def __init__(self) -> None:
         self.root = DirInode()
@@ -523,6 +430,8 @@ class Vfs:
                     _, node = stack.pop()
                 i += 1
                 continue
+            if len(name) > NAME_MAX // 4 and len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+                raise FsError(errno.ENAMETOOLONG, full)
             child = node.get(name)
             if child is None:
                 raise FsError(errno.ENOENT, full)
@@ -558,6 +467,8 @@ class Vfs:
         if not name or name in (".", ".."):
             raise FsError(errno.EEXIST if not name else errno.EINVAL)
         parent, canon = self.walk(head or "/", cwd)
+        if len(name) > NAME_MAX // 4 and len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise FsError(errno.ENAMETOOLONG, full)
         if not isinstance(parent, DirInode):
             raise FsError(errno.ENOTDIR)
         return parent, name, canon
