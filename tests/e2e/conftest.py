@@ -53,6 +53,26 @@ def busybox_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return debian_image(tmp_path_factory, ["busybox-static"], "/bin/busybox")
 
 
+def static_program(tmp_path_factory: pytest.TempPathFactory, source: Path, *cflags: str) -> Path:
+    """`source` built as a static aarch64 program with the cross compiler."""
+    cc = shutil.which("aarch64-linux-gnu-gcc")
+    if cc is None:
+        pytest.skip("aarch64-linux-gnu-gcc is not installed (make setup installs it)")
+    elf = tmp_path_factory.mktemp(source.stem) / source.stem
+    subprocess.run([cc, "-static", "-O2", *cflags, "-o", str(elf), str(source)], check=True)
+    return elf
+
+
+def qemu_stdout(program: Path, *args: str) -> bytes:
+    """The program's output under qemu-aarch64-static (Linux's answers, emulated); it must exit 0."""
+    qemu = shutil.which("qemu-aarch64-static")
+    if qemu is None:
+        pytest.skip("qemu-aarch64-static is not installed")
+    res = subprocess.run([qemu, str(program), *args], capture_output=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr.decode()
+    return res.stdout
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,37 +6,25 @@ runs at EL0 with EL1's controls set as Linux sets them."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from unirealm.host.image import build_image
 
-from .conftest import PLATFORMS, ROOT, unirealm_run
+from .conftest import PLATFORMS, ROOT, qemu_stdout, static_program, unirealm_run
 
-CC = shutil.which("aarch64-linux-gnu-gcc")
-QEMU = shutil.which("qemu-aarch64-static")
 SOURCE = ROOT / "tests/e2e/progs/el0_sysregs.c"
 
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if CC is None:
-        pytest.skip("aarch64-linux-gnu-gcc is not installed (make setup installs it)")
-    elf = tmp_path_factory.mktemp("el0") / "el0_sysregs"
-    subprocess.run([CC, "-static", "-O2", "-o", str(elf), str(SOURCE)], check=True)
-    return elf
+    return static_program(tmp_path_factory, SOURCE)
 
 
 @pytest.fixture(scope="module")
 def under_qemu(program: Path) -> bytes:
-    if QEMU is None:
-        pytest.skip("qemu-aarch64-static is not installed")
-    res = subprocess.run([QEMU, str(program)], capture_output=True, timeout=60, check=False)
-    assert res.returncode == 0, res.stderr.decode()
-    return res.stdout
+    return qemu_stdout(program)
 
 
 @pytest.mark.parametrize("platform", ["kvm", "realm"])

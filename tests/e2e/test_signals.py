@@ -20,9 +20,8 @@ import pytest
 
 from unirealm.host.image import build_image
 
-from .conftest import PLATFORMS, ROOT, unirealm_run
+from .conftest import PLATFORMS, ROOT, qemu_stdout, static_program, unirealm_run
 
-CC = shutil.which("aarch64-linux-gnu-gcc")
 QEMU = shutil.which("qemu-aarch64-static")
 SOURCE = ROOT / "tests/e2e/progs/signals.c"
 SIGABRT = 6
@@ -30,12 +29,7 @@ SIGABRT = 6
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if CC is None:
-        pytest.skip("aarch64-linux-gnu-gcc is not installed (make setup installs it)")
-    out = tmp_path_factory.mktemp("signals")
-    elf = out / "signals"
-    subprocess.run([CC, "-static", "-O2", "-o", str(elf), str(SOURCE)], check=True)
-    return elf
+    return static_program(tmp_path_factory, SOURCE)
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +41,9 @@ def image(program: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def under_qemu(program: Path) -> bytes:
-    if QEMU is None:
-        pytest.skip("qemu-aarch64-static is not installed")
-    res = subprocess.run([QEMU, str(program)], capture_output=True, timeout=60, check=False)
-    assert res.returncode == 0, res.stderr.decode()
-    assert res.stdout.endswith(b"done\n")
-    return res.stdout
+    out = qemu_stdout(program)
+    assert out.endswith(b"done\n")
+    return out
 
 
 @pytest.mark.parametrize("platform", ["kvm", "realm"])
