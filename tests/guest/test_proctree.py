@@ -168,3 +168,38 @@ def test_proc_files_have_their_own_device(proc: Process) -> None:
     mounts = read_file(proc, "/proc/mounts").decode().splitlines()
     assert mounts[0].split() == ["rootfs", "/", "rootfs", "rw", "0", "0"]
     assert any(line.split()[1:3] == ["/proc", "proc"] for line in mounts)
+
+
+# --- prctl ----------------------------------------------------------------------------------
+def test_prctl_options_as_kernel_sys_c_answers_them(proc: Process) -> None:
+    buf = scratch(proc, 0x1000)
+    assert call(proc, "prctl", 1, 65) == -errno.EINVAL  # PR_SET_PDEATHSIG: not a signal
+    assert call(proc, "prctl", 1, 15) == 0
+    assert call(proc, "prctl", 2, buf) == 0 and struct.unpack("<i", proc.read(buf, 4)) == (15,)
+    assert call(proc, "prctl", 3) == 1  # PR_GET_DUMPABLE
+    assert call(proc, "prctl", 4, 2) == -errno.EINVAL and call(proc, "prctl", 4, 0) == 0
+    assert call(proc, "prctl", 3) == 0
+    assert call(proc, "prctl", 21) == 0  # PR_GET_SECCOMP: none
+    assert call(proc, "prctl", 23, 40) == 1 and call(proc, "prctl", 23, 41) == -errno.EINVAL  # CAPBSET_READ
+    assert call(proc, "prctl", 30) == 50_000  # the default timer slack
+    assert call(proc, "prctl", 29, 1000) == 0 and call(proc, "prctl", 30) == 1000
+    assert call(proc, "prctl", 29, 0) == 0 and call(proc, "prctl", 30) == 50_000  # 0: back to the default
+    assert call(proc, "prctl", 38, 0) == -errno.EINVAL  # PR_SET_NO_NEW_PRIVS takes only 1
+    assert call(proc, "prctl", 39) == 0
+    assert call(proc, "prctl", 38, 1) == 0 and call(proc, "prctl", 39) == 1
+    assert status_fields(read_file(proc, "/proc/self/status"))["NoNewPrivs"] == "1"
+    assert call(proc, "prctl", 41, 1) == 0 and call(proc, "prctl", 42) == 1  # THP disable
+    assert call(proc, "prctl", 41, 1, 1) == -errno.EINVAL
+    for unknown in (0, 36, 0x53564D41, 1 << 20):  # no subreaper or VMA names here
+        assert call(proc, "prctl", unknown) == -errno.EINVAL
+    child_pid = call(proc, "clone", SIGCHLD, 0, 0, 0, 0)
+    child = next(c for c in proc.children if c.pid == child_pid)
+    assert child.state.no_new_privs == 1 and child.pdeath_signal == 0  # one is inherited, one is not
+
+
+def test_pdeathsig_is_sent_when_the_parent_ends(proc: Process) -> None:
+    child_pid = call(proc, "clone", SIGCHLD, 0, 0, 0, 0)
+    child = next(c for c in proc.children if c.pid == child_pid)
+    child.pdeath_signal = 10  # what the child's prctl(PR_SET_PDEATHSIG, SIGUSR1) stores
+    proc.exit(0)
+    assert child.shared_pending.bits == 1 << 9

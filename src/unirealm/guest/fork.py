@@ -107,6 +107,7 @@ def execve(p: Process, path: str, argv: list[str], envp: list[str]) -> int | Non
     p.state.sigactions.update({sig: (1).to_bytes(8, "little") + bytes(24) for sig in ignored})
     me.altstack = (0, 2, 0)  # SS_DISABLE
     me.comm = comm_of(path)
+    p.state.dumpable = 1  # begin_new_exec: SUID_DUMP_USER for a program that is not setuid
     p.state.argv, p.state.envp, p.state.exe_path = argv, envp, canon
     try:
         p.state.entry, p.state.auxv = load_program(p.mm, p.vfs, data, canon)

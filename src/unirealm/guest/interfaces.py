@@ -243,6 +243,8 @@ class SyscallEntry(Protocol):
 
     def child_exited(self, pid: int, status: int, signal: int = 0) -> None: ...
 
+    def parent_died(self, sig: int, pid: int) -> None: ...
+
 
 class Task(Protocol):
     """A process as the scheduler sees it."""

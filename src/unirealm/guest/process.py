@@ -50,6 +50,13 @@ class ProcState:
     fds: FdTable = field(default_factory=FdTable)
     cwd: str = "/"
     umask: int = 0o022
+    # prctl(2)'s per-process settings that fork keeps: PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE,
+    # PR_SET_TIMERSLACK (ns), PR_SET_THP_DISABLE, PR_SET_KEEPCAPS
+    no_new_privs: int = 0
+    dumpable: int = 1
+    timer_slack_ns: int = 50_000
+    thp_disable: int = 0
+    keepcaps: int = 0
     sigactions: dict[int, bytes] = field(default_factory=dict)
     entry: int = 0  # where the program (or its interpreter) starts
     auxv: AuxvInfo = field(default_factory=dict)
@@ -88,6 +95,7 @@ class Process:
         self.exit_status: int | None = None  # set when it ends: a zombie until wait4 reaps it
         self.started_ns = self.sched.now_ns()  # /proc/PID/stat's starttime
         self.exit_comm = ""  # the main thread's name when the process ended (a zombie's comm)
+        self.pdeath_signal = 0  # PR_SET_PDEATHSIG: sent when the parent ends (not inherited)
         self.term_signal = 0  # the signal that ended it, if one did
         self.execed = False  # a vfork parent waits for this (or the exit)
         self.released = False
@@ -285,6 +293,9 @@ class Process:
         self.release()
         if self.parent is not None and self.parent.exit_status is None:
             self.parent.syscalls.child_exited(self.pid, status, signal)  # SIGCHLD
+        for child in self.children:  # PR_SET_PDEATHSIG
+            if child.exit_status is None and child.pdeath_signal:
+                child.syscalls.parent_died(child.pdeath_signal, self.pid)
 
     @property
     def comm(self) -> str:

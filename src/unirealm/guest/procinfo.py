@@ -3,6 +3,7 @@ process groups, rlimits and rusage, uname, prctl, sysinfo."""
 
 from __future__ import annotations
 
+import errno
 import struct
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,14 @@ if TYPE_CHECKING:
 
 RLIMIT_STACK, RLIMIT_CORE, RLIMIT_NOFILE = 3, 4, 7
 RLIM_INFINITY = (1 << 64) - 1
-PR_SET_NAME, PR_GET_NAME = 15, 16
+# prctl(2) options (include/uapi/linux/prctl.h)
+PR_SET_PDEATHSIG, PR_GET_PDEATHSIG, PR_GET_DUMPABLE, PR_SET_DUMPABLE = 1, 2, 3, 4
+PR_GET_KEEPCAPS, PR_SET_KEEPCAPS, PR_SET_NAME, PR_GET_NAME, PR_GET_SECCOMP = 7, 8, 15, 16, 21
+PR_CAPBSET_READ, PR_SET_TIMERSLACK, PR_GET_TIMERSLACK = 23, 29, 30
+PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS, PR_SET_THP_DISABLE, PR_GET_THP_DISABLE = 38, 39, 41, 42
+CAP_LAST_CAP = 40
+NSIG = 64
+DEFAULT_TIMER_SLACK_NS = 50_000
 UTSNAME_FIELD = 65
 
 calls = SyscallSet("process")
@@ -84,13 +92,56 @@ class ProcInfo(SyscallContext):
         return 0
 
     @calls("prctl")
-    def sys_prctl(self, option: int, arg2: int, *_: int) -> int:
-        t = self.p.current
-        if option & 0xFFFFFFFF == PR_GET_NAME:
+    def sys_prctl(self, option: int, arg2: int, arg3: int, arg4: int, arg5: int, *_: int) -> int:
+        """prctl(2) as kernel/sys.c answers it, for the options a process here has; any other
+        is EINVAL (as Linux answers an option it does not know)."""
+        t, st = self.p.current, self.p.state
+        option &= 0xFFFFFFFF  # an int
+        if option == PR_GET_NAME:
             self.p.write(arg2, t.comm.encode("utf-8", "surrogateescape").ljust(TASK_COMM_LEN, b"\0"))
-        elif option & 0xFFFFFFFF == PR_SET_NAME:  # up to 15 bytes of a string, the rest cut
+        elif option == PR_SET_NAME:  # up to 15 bytes of a string, the rest cut
             raw = self.p.read_cstring(arg2, TASK_COMM_LEN - 1)[:TASK_COMM_LEN - 1]
             t.comm = raw.decode("utf-8", "surrogateescape")
+        elif option == PR_SET_PDEATHSIG:
+            if not 0 <= arg2 <= NSIG:  # valid_signal
+                return -errno.EINVAL
+            self.p.pdeath_signal = arg2
+        elif option == PR_GET_PDEATHSIG:
+            self.p.write(arg2, struct.pack("<i", self.p.pdeath_signal))
+        elif option == PR_GET_DUMPABLE:
+            return st.dumpable
+        elif option == PR_SET_DUMPABLE:
+            if arg2 not in (0, 1):  # SUID_DUMP_DISABLE or SUID_DUMP_USER
+                return -errno.EINVAL
+            st.dumpable = arg2
+        elif option == PR_GET_KEEPCAPS:
+            return st.keepcaps
+        elif option == PR_SET_KEEPCAPS:
+            if arg2 not in (0, 1):
+                return -errno.EINVAL
+            st.keepcaps = arg2
+        elif option == PR_GET_SECCOMP:
+            return 0  # SECCOMP_MODE_DISABLED: no filter is installed in a process here
+        elif option == PR_CAPBSET_READ:
+            return 1 if 0 <= arg2 <= CAP_LAST_CAP else -errno.EINVAL  # root holds every capability
+        elif option == PR_GET_TIMERSLACK:
+            return st.timer_slack_ns
+        elif option == PR_SET_TIMERSLACK:
+            st.timer_slack_ns = arg2 if 0 < arg2 < 1 << 63 else DEFAULT_TIMER_SLACK_NS
+        elif option in (PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS):
+            if option == PR_SET_NO_NEW_PRIVS and (arg2 != 1 or arg3 or arg4 or arg5):
+                return -errno.EINVAL
+            if option == PR_GET_NO_NEW_PRIVS:
+                return -errno.EINVAL if arg2 or arg3 or arg4 or arg5 else st.no_new_privs
+            st.no_new_privs = 1  # it cannot be unset
+        elif option in (PR_SET_THP_DISABLE, PR_GET_THP_DISABLE):
+            if arg3 or arg4 or arg5 or (option == PR_GET_THP_DISABLE and arg2):
+                return -errno.EINVAL
+            if option == PR_GET_THP_DISABLE:
+                return st.thp_disable
+            st.thp_disable = int(bool(arg2))
+        else:
+            return -errno.EINVAL
         return 0
 
     @calls("sysinfo")

@@ -299,7 +299,7 @@ def status(q: Process, t: Thread | None) -> str:
         f"SigPnd:\t{pending:016x}", f"ShdPnd:\t{shared:016x}", f"SigBlk:\t{blocked:016x}",
         f"SigIgn:\t{ignored:016x}", f"SigCgt:\t{caught:016x}",
         "CapInh:\t0000000000000000", f"CapPrm:\t{CAP_FULL:016x}", f"CapEff:\t{CAP_FULL:016x}",
-        f"CapBnd:\t{CAP_FULL:016x}", "CapAmb:\t0000000000000000", "NoNewPrivs:\t0", "Seccomp:\t0",
+        f"CapBnd:\t{CAP_FULL:016x}", "CapAmb:\t0000000000000000", f"NoNewPrivs:\t{q.state.no_new_privs}", "Seccomp:\t0",
         "Cpus_allowed:\t1", "Cpus_allowed_list:\t0",
         "voluntary_ctxt_switches:\t0", "nonvoluntary_ctxt_switches:\t0",
     ]

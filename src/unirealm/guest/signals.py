@@ -387,6 +387,10 @@ class Signals(SyscallContext):
             info = siginfo_chld(CLD_EXITED, pid, status)
         self.send(self.p, None, SIGCHLD, info)
 
+    def parent_died(self, sig: int, pid: int) -> None:
+        """PR_SET_PDEATHSIG's signal, for this process as a whole, from its parent `pid` that ended."""
+        self.send(self.p, None, sig, siginfo_kill(sig, SI_USER, pid))
+
     def fault_signal(self, sig: int, code: int, addr: int) -> bool:
         """A synchronous fault's signal forced on the calling thread (force_sig_fault):
         True if a handler will run; False if it is to kill (no handler, or one that is
