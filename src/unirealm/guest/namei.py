@@ -8,6 +8,7 @@ import errno
 import struct
 from typing import TYPE_CHECKING
 
+from ..arch.memory import GRANULE_SIZE
 from .sysctx import (
     AT_EMPTY_PATH,
     AT_FDCWD,
@@ -20,6 +21,7 @@ from .systable import SyscallSet
 from .uapi import NSEC, TIMESPEC_SIZE, timespec_ns
 from .vfs import (
     DT,
+    NAME_MAX,
     Clock,
     DirFile,
     DirInode,
@@ -97,12 +99,12 @@ class Namei(SyscallContext):
             words = (r["type"], r["bsize"], r["blocks"], r["bfree"], r["bavail"], r["files"], r["ffree"],
                      r["fsid"], r["namelen"], r["bsize"], ST_RELATIME)  # f_frsize: f_bsize (vfs_statfs)
         elif path == "/proc" or path.startswith("/proc/"):
-            words = (PROC_SUPER_MAGIC, 4096, 0, 0, 0, 0, 0, 0, 255, 4096,
+            words = (PROC_SUPER_MAGIC, GRANULE_SIZE, 0, 0, 0, 0, 0, 0, NAME_MAX, GRANULE_SIZE,
                      ST_NOSUID | ST_NODEV | ST_NOEXEC | ST_RELATIME)
         else:  # the root file system lives in guest RAM: its room is the free RAM
             pages = self.p.kernel.pages
-            total, free = pages.total // 4096, pages.free_bytes // 4096
-            words = (TMPFS_MAGIC, 4096, total, free, free, total, free, 0, 255, 4096, ST_RELATIME)
+            total, free = pages.total // GRANULE_SIZE, pages.free_bytes // GRANULE_SIZE
+            words = (TMPFS_MAGIC, GRANULE_SIZE, total, free, free, total, free, 0, NAME_MAX, GRANULE_SIZE, ST_RELATIME)
         return struct.pack("<11Q", *(w & (1 << 64) - 1 for w in words)) + bytes(32)
 
     @calls("statfs")

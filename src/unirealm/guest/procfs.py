@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from .devfiles import ConsoleFile, NullFile, RandomFile, ZeroFile
 from .process import Process
 from .proctree import proc_root
+from .uapi import UTS_NODENAME
 from .vfs import O_RDWR, DevInode, DirInode, LinkInode, RegInode
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def mount_system(p: Process) -> None:
     sysd.add("possible", RegInode(b"0\n", 0o444))
     etc = vfs.makedirs("etc")
     for name, text in (("passwd", b"root:x:0:0:root:/root:/bin/sh\n"), ("group", b"root:x:0:\n"),
-                       ("hostname", b"unirealm\n")):
+                       ("hostname", f"{UTS_NODENAME}\n".encode())):
         if etc.get(name) is None:
             etc.add(name, RegInode(text))
     # the console: fds 0, 1, 2 (a terminal only with the kernel option `tty`)

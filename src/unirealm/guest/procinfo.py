@@ -13,20 +13,27 @@ from .sysctx import (
     SyscallContext,
 )
 from .systable import SyscallSet
-from .uapi import NSEC
+from .uapi import (
+    CAP_LAST_CAP,
+    NSEC,
+    NSIG,
+    RLIM_INFINITY,
+    UTS_MACHINE,
+    UTS_NODENAME,
+    UTS_RELEASE,
+    UTS_SYSNAME,
+    UTS_VERSION,
+)
 
 if TYPE_CHECKING:
     pass
 
 RLIMIT_STACK, RLIMIT_CORE, RLIMIT_NOFILE = 3, 4, 7
-RLIM_INFINITY = (1 << 64) - 1
 # prctl(2) options (include/uapi/linux/prctl.h)
 PR_SET_PDEATHSIG, PR_GET_PDEATHSIG, PR_GET_DUMPABLE, PR_SET_DUMPABLE = 1, 2, 3, 4
 PR_GET_KEEPCAPS, PR_SET_KEEPCAPS, PR_SET_NAME, PR_GET_NAME, PR_GET_SECCOMP = 7, 8, 15, 16, 21
 PR_CAPBSET_READ, PR_SET_TIMERSLACK, PR_GET_TIMERSLACK = 23, 29, 30
 PR_SET_NO_NEW_PRIVS, PR_GET_NO_NEW_PRIVS, PR_SET_THP_DISABLE, PR_GET_THP_DISABLE = 38, 39, 41, 42
-CAP_LAST_CAP = 40
-NSIG = 64
 DEFAULT_TIMER_SLACK_NS = 50_000
 UTSNAME_FIELD = 65
 
@@ -87,7 +94,7 @@ class ProcInfo(SyscallContext):
 
     @calls("uname")
     def sys_uname(self, buf: int, *_: int) -> int:
-        fields = ["Linux", "unirealm", "6.1.0-unirealm", "#1 SMP", "aarch64", "(none)"]
+        fields = [UTS_SYSNAME, UTS_NODENAME, UTS_RELEASE, UTS_VERSION, UTS_MACHINE, "(none)"]
         self.p.write(buf, b"".join(f.encode().ljust(UTSNAME_FIELD, b"\0") for f in fields))
         return 0
 

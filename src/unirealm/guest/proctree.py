@@ -22,8 +22,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..arch.memory import GRANULE_SIZE
 from .process import TASK_COMM_LEN, Process
 from .sched import BLOCKED, Thread
+from .uapi import (
+    CAP_LAST_CAP,
+    NSEC,
+    RLIM_INFINITY,
+    SIGCHLD,
+    UTS_NODENAME,
+    UTS_RELEASE,
+    UTS_SYSNAME,
+    UTS_VERSION,
+)
 from .vfs import DirInode, Inode, LinkInode, RegFile, RegInode
 
 if TYPE_CHECKING:
@@ -32,13 +43,9 @@ if TYPE_CHECKING:
 
 PROC_DEV = 0x15  # procfs's st_dev (0:21)
 USER_HZ = 100
-NSEC = 1_000_000_000
-PAGE_KB = 4
-RLIM_INFINITY = (1 << 64) - 1
-CAP_FULL = (1 << 41) - 1  # CAP_LAST_CAP is 40 in Linux 6.1
-SIGCHLD = 17
+PAGE_KB = GRANULE_SIZE // 1024
+CAP_FULL = (1 << CAP_LAST_CAP + 1) - 1  # a root task's capability sets
 PIPE_MAX_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size's default
-OSRELEASE = "6.1.0-unirealm"  # what uname reports (procinfo.py)
 
 
 def _text(gen: Callable[[], str]) -> RegInode:
@@ -74,7 +81,7 @@ def proc_root(p: Process) -> DirInode:
         "stat": _text(lambda: system_stat(p, boot_ns)),
         "uptime": _text(lambda: uptime(p, boot_ns)),
         "loadavg": _text(lambda: loadavg(p)),
-        "version": _text(lambda: f"Linux version {OSRELEASE} (unirealm) #1 SMP\n"),
+        "version": _text(lambda: f"{UTS_SYSNAME} version {UTS_RELEASE} ({UTS_NODENAME}) {UTS_VERSION}\n"),
         "filesystems": _text(lambda: "nodev\tsysfs\nnodev\trootfs\nnodev\ttmpfs\nnodev\tproc\n"
                                       "nodev\tdevtmpfs\nnodev\t9p\n"),
         "mounts": LinkInode("self/mounts"),
@@ -82,7 +89,7 @@ def proc_root(p: Process) -> DirInode:
     sysdir = DirInode(0o555)
     kdir = DirInode(0o555)
     sysdir.add("kernel", kdir)
-    for name, value in (("hostname", "unirealm"), ("ostype", "Linux"), ("osrelease", OSRELEASE),
+    for name, value in (("hostname", UTS_NODENAME), ("ostype", UTS_SYSNAME), ("osrelease", UTS_RELEASE),
                         ("pid_max", "32768")):
         kdir.add(name, RegInode((value + "\n").encode(), 0o444))
     fsdir = DirInode(0o555)
@@ -266,7 +273,7 @@ def task_stat(q: Process, t: Thread | None, boot_ns: int) -> str:
 
 def statm(q: Process) -> str:
     vm = _vm(q)
-    pages = 4096
+    pages = GRANULE_SIZE
     return f"{vm['size'] // pages} {vm['rss']} 0 {vm['exe'] // pages} 0 {(vm['data'] + vm['stack']) // pages} 0\n"
 
 

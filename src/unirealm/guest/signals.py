@@ -93,6 +93,7 @@ from .sysctx import SyscallContext, _s32
 from .systable import SyscallSet
 from .uapi import (
     NSEC,
+    NSIG,
     SIGALRM,
     SIGBUS,
     SIGCHLD,
@@ -120,7 +121,6 @@ if TYPE_CHECKING:
 calls = SyscallSet("signals")
 
 SIGSET_SIZE = 8  # sizeof(sigset_t)
-NSIG = 64
 SIG_DFL, SIG_IGN = 0, 1  # sa_handler
 SA_SIGINFO, SA_RESTORER, SA_ONSTACK, SA_RESTART = 0x4, 0x04000000, 0x08000000, 0x10000000
 SA_NODEFER, SA_RESETHAND = 0x40000000, 0x80000000

@@ -8,6 +8,8 @@ once here:
 - struct iovec (include/uapi/linux/uio.h): iov_base, iov_len, two unsigned 64-bit words.
 - the signal numbers (include/uapi/asm-generic/signal.h, which arm64 uses): signals send
   and deliver them, a fault raises them, a process ends of them.
+- what the kernel says it is (uname(2), /proc/sys/kernel, /etc/hostname), RLIM_INFINITY and
+  the last capability number: procinfo's syscalls and /proc both show them.
 
 A timespec a caller hands in is valid when tv_sec >= 0 and 0 <= tv_nsec < 10^9, Linux's
 timespec64_valid; an invalid one is EINVAL.
@@ -32,6 +34,11 @@ SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGKILL = 1, 
 SIGUSR1, SIGSEGV, SIGUSR2, SIGPIPE, SIGALRM, SIGTERM, SIGCHLD, SIGCONT = 10, 11, 12, 13, 14, 15, 17, 18
 SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH, SIGSYS = 19, 20, 21, 22, 23, 28, 31
 SIGRTMIN = 32
+NSIG = 64
+
+UTS_SYSNAME, UTS_NODENAME, UTS_RELEASE, UTS_VERSION, UTS_MACHINE = "Linux", "unirealm", "6.1.0-unirealm", "#1 SMP", "aarch64"
+RLIM_INFINITY = (1 << 64) - 1
+CAP_LAST_CAP = 40  # CAP_CHECKPOINT_RESTORE, the last in Linux 6.1
 
 
 def pack_timespec(ns: int) -> bytes:
