@@ -1,8 +1,8 @@
 """Debian's redis-server behind `-n mode=user,hostfwd=...` in a plain VM (and a realm) against
 the same binary under qemu-aarch64-static on host sockets, in the same run: redis-benchmark GET
-at -c 1, at -c 20 and pipelined (-P 16, one client). Rates are GET/s (higher is better, so the
-qemu-user figure is the baseline each row divides); CPU is the VMM and its kernel process per
-GET (plain VM only, min over rounds).
+and SET at -c 1, GET at -c 20 and pipelined (-P 16, one client). Rates are requests per second
+(higher is better, so the qemu-user figure is the baseline each row divides); CPU is the VMM and
+its kernel process per request (min over rounds).
 
     python bench/redisget_bench.py [--realm] [--rounds N] [--before OLD/src]
 
@@ -29,7 +29,9 @@ from net_bench import REDIS_PARAMS, cpu_seconds, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = {"kvm": ["--platform", "kvm"], "realm": ["--realm"]}
-LOADS = {"-c 1": ["-c", "1"], "-c 20": ["-c", "20"], "-P 16": ["-c", "1", "-P", "16"]}
+# name -> (redis-benchmark's test, its client arguments)
+LOADS = {"GET -c 1": ("get", ["-c", "1"]), "SET -c 1": ("set", ["-c", "1"]), "GET -c 20": ("get", ["-c", "20"]),
+         "GET -P 16": ("get", ["-c", "1", "-P", "16"])}
 Row = tuple[str, float, float, str]
 
 
@@ -71,14 +73,15 @@ def wait_ready(cli: str, port: int, proc: subprocess.Popen[bytes]) -> None:
 
 
 def gets(bench: str, port: int, pid: int, n: int) -> dict[str, tuple[float, float]]:
-    """GET/s and CPU seconds per GET of the server at each load."""
+    """Requests per second and CPU seconds per request of the server at each load."""
     out: dict[str, tuple[float, float]] = {}
-    for name, args in LOADS.items():
+    for name, (test, args) in LOADS.items():
         used = children_cpu(pid)
-        text = subprocess.run([bench, "-p", str(port), "-n", str(n), *args, "-t", "get", "--csv"],
+        text = subprocess.run([bench, "-p", str(port), "-n", str(n), *args, "-t", test, "--csv"],
                               capture_output=True, text=True, timeout=600, check=True).stdout
         cpu = (children_cpu(pid) - used) / n
-        rate = next(float(line.split(",")[1].strip('"')) for line in text.splitlines() if line.startswith('"GET"'))
+        label = f'"{test.upper()}"'
+        rate = next(float(line.split(",")[1].strip('"')) for line in text.splitlines() if line.startswith(label))
         out[name] = (rate, cpu)
     return out
 
@@ -114,7 +117,10 @@ def vm_gets(src: Path, image: Path, env: str, data: str, n: int) -> dict[str, tu
         stop(proc)
 
 
-def run(envs: tuple[str, ...] = ("kvm",), rounds: int = 2, n: int = 2000, before: Path | None = None) -> list[Row]:
+def measure(envs: tuple[str, ...] = ("kvm",), rounds: int = 2, n: int = 2000, before: Path | None = None
+            ) -> dict[str, dict[str, tuple[float, float]]]:
+    """{"qemu-user" or "ENV TREE": {load: (best rate, least CPU seconds per request)}}, the
+    servers alternating round by round."""
     image = REPO / "build" / "redis.img"
     if not image.exists():
         raise RuntimeError("build/redis.img is missing: make build/redis.img")
@@ -133,15 +139,21 @@ def run(envs: tuple[str, ...] = ("kvm",), rounds: int = 2, n: int = 2000, before
             for tree, (src, img) in trees.items():
                 for env in envs:
                     keep(f"{env} {tree}", vm_gets(src, img, env, tmp, n))
+    return best
+
+
+def run(envs: tuple[str, ...] = ("kvm",), rounds: int = 2, n: int = 2000, before: Path | None = None) -> list[Row]:
+    best = measure(envs, rounds, n, before)
+    trees = ["now", "before"] if before is not None else ["now"]
     rows: list[Row] = []
     q = best["qemu-user"]
     for tree in trees:
         for env in envs:
             got = best[f"{env} {tree}"]
             for load in LOADS:
-                rows.append((f"redis GET {load}, {env} ({tree}) vs qemu-user: GET/s", got[load][0], q[load][0], "GET/s"))
+                rows.append((f"redis {load}, {env} ({tree}) vs qemu-user: rate", got[load][0], q[load][0], "req/s"))
             for load in LOADS:
-                rows.append((f"redis GET {load}, {env} ({tree}) vs qemu-user: CPU per GET",
+                rows.append((f"redis {load}, {env} ({tree}) vs qemu-user: CPU per request",
                              got[load][1] * 1e6, q[load][1] * 1e6, "µs"))
     return rows
 

@@ -339,8 +339,8 @@ class VirtioMmioDevice:
                 new &= ~VirtioStatus.FEATURES_OK  # §3.1.1: the driver re-reads and gives up
             else:
                 self.event_idx = bool(self.driver_features & feature(VIRTIO_F_EVENT_IDX))
-        keep = self.status & VirtioStatus.DEVICE_NEEDS_RESET
-        self.status = int(new) | keep
+        keep = self.status & STATUS_DEVICE_NEEDS_RESET
+        self.status = int(new) | keep  # a plain int: the hot paths test it bit by bit
 
     # --- the virtqueue engine --------------------------------------------------------------
     def raise_interrupt(self, reason: int) -> None:
@@ -348,6 +348,7 @@ class VirtioMmioDevice:
         not acknowledged yet, signal the device's interrupt line (an edge). Notifications
         while the bit is still set are coalesced: the driver's handler, which acknowledges
         InterruptStatus before it looks at the rings, sees those buffers as well."""
+        reason = int(reason)  # plain ints: IntFlag arithmetic builds a member at each step
         new = reason & ~self.interrupt_status
         self.interrupt_status |= reason
         if new and self.on_interrupt is not None:
