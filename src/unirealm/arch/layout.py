@@ -136,14 +136,21 @@ class Span:
         self.packer = struct.Struct(fmt + (f"{end - at}x" if end > at else ""))
         self.size = self.packer.size
         self._scalars = tuple(scalars)
-        self._names = frozenset(f.name for f in self.fields)
         # Packing: one struct with the arrays inline, fed one flat argument list.
         full, at = "<", start
         for f in self.fields:
             full += (f"{f.offset - at}x" if f.offset > at else "") + f.fmt
             at = f.offset + f.size
         self._full = struct.Struct(full + (f"{end - at}x" if end > at else ""))
-        self._order = tuple((f.name, f.count if f.is_array else 0) for f in self.fields)
+        # Each field's place in that flat list (and its element count for an array), and the
+        # list of zeros a pack starts from: a pack only places the fields it is given.
+        slots: dict[str, tuple[int, int]] = {}
+        position = 0
+        for f in self.fields:
+            slots[f.name] = (position, f.count if f.is_array else 0)
+            position += f.count if f.is_array else 1
+        self._slots = slots
+        self._zeros = [0] * position
 
     def unpack(self, data: bytes | bytearray | memoryview) -> dict[str, Any]:
         """The fields from `data`, the span's bytes (data[0] is the layout's byte `start`)."""
@@ -154,18 +161,18 @@ class Span:
 
     def pack(self, /, **values: Any) -> bytes:
         """The span's bytes: each named field, zero elsewhere."""
-        if not values.keys() <= self._names:
-            unknown = sorted(values.keys() - self._names)[0]
-            raise KeyError(f"{self.layout.name} span has no field {unknown!r}")
-        get = values.get
-        args: list[Any] = []
-        for name, count in self._order:
-            if count:
-                value = get(name) or ()
+        slots = self._slots
+        args = self._zeros.copy()
+        for name, value in values.items():
+            slot = slots.get(name)
+            if slot is None:
+                raise KeyError(f"{self.layout.name} span has no field {name!r}")
+            at, count = slot
+            if not count:
+                args[at] = value
+            elif value:  # None or empty: zeros
                 n = len(value)
-                args.extend(value if n <= count else value[:count])
-                if n < count:
-                    args.extend((0,) * (count - n))
-            else:
-                args.append(get(name, 0))
+                if n > count:
+                    value, n = value[:count], count
+                args[at : at + n] = value
         return self._full.pack(*args)
