@@ -24,7 +24,6 @@ from typing import Protocol
 
 from unirealm.arch.timer import (
     CNT_CTL_ENABLE,
-    CNT_CTL_IMASK,
     CNT_CTL_ISTATUS,
     CNT_CTL_WRITABLE,
     COUNTER_MASK,
@@ -68,8 +67,9 @@ class TimerChannel:
         return bool(self.ctl & CNT_CTL_ENABLE) and condition_met(self.count(), self.cval)
 
     def output(self) -> bool:
-        """The interrupt line: enabled, not masked, condition met."""
-        return not self.ctl & CNT_CTL_IMASK and self.istatus()
+        """The interrupt line: enabled, not masked, condition met (the counter is read only
+        for a timer that is enabled and unmasked)."""
+        return self.ctl & CNT_CTL_WRITABLE == CNT_CTL_ENABLE and condition_met(self.count(), self.cval)
 
     def read_ctl(self) -> int:
         return self.ctl | (CNT_CTL_ISTATUS if self.istatus() else 0)
@@ -123,8 +123,9 @@ class GenericTimer:
 
     def sync(self) -> None:
         """Present both outputs on their PPIs."""
-        for channel in self.channels:
-            self.gic.set_ppi_level(self.cpu, channel.ppi, channel.output())
+        gic, cpu, virtual, physical = self.gic, self.cpu, self.virtual, self.physical
+        gic.set_ppi_level(cpu, virtual.ppi, virtual.output())
+        gic.set_ppi_level(cpu, physical.ppi, physical.output())
 
     def next_deadline(self) -> int | None:
         """The physical count at which the first armed, unmasked timer fires; None if none will."""

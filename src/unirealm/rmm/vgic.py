@@ -139,7 +139,7 @@ def entry_state_valid(hcr: int, lrs: list[int] | tuple[int, ...]) -> bool:
         return False
     seen: set[int] = set()
     for lr in lrs[:NUM_LRS]:
-        if lr_state(lr) == LR_STATE_INVALID:
+        if not lr or lr_state(lr) == LR_STATE_INVALID:  # a zero list register is an invalid one
             continue
         intid = lr_intid(lr)
         if lr & ICH_LR_HW or lr_priority(lr) & PRIORITY_RES0 or lr & ICH_LR_pINTID_MASK & ~ICH_LR_EOI:
@@ -191,7 +191,7 @@ class VirtualCpuInterface:
         hcr, vmcr = self.hcr, self.vmcr
         misr = valid = 0
         pending = False
-        for lr in self.lrs:
+        for lr in self.lrs if any(self.lrs) else ():  # most exits: every list register empty
             if not lr:  # invalid, no EOI: the common case of an empty list register
                 continue
             state = (lr >> ICH_LR_State_SHIFT) & 0b11
@@ -277,6 +277,8 @@ class VirtualCpuInterface:
     def signalled(self) -> int | None:
         """The list register the interface signals now: pending, its group enabled, its
         priority below the mask, its group priority above the running priority."""
+        if not any(self.lrs):  # no list register holds anything: nothing to signal
+            return None
         best: int | None = None
         running = self.running_priority()
         pmr = self.pmr

@@ -61,6 +61,7 @@ from unirealm.arch.gic import (
     NR_PRIVATE_IRQS,
     NR_SGIS,
     PIDR2_ARCHREV_GICV3,
+    PPI_BASE,
     PRIORITY_MASK,
     SPI_BASE,
     Gicd,
@@ -78,7 +79,6 @@ from unirealm.arch.gic import (
     GICR_WAKER_ChildrenAsleep,
     GICR_WAKER_ProcessorSleep,
     GicrRd,
-    is_ppi,
     is_spi,
 )
 from unirealm.host.devices.gicv3_cpuif import CpuInterface
@@ -289,7 +289,7 @@ class GicV3:
         self.set_spi_level(intid, False)
 
     def set_ppi_level(self, cpu: int, intid: int, level: bool) -> None:
-        if 0 <= cpu < self.nr_cpus and is_ppi(intid):
+        if 0 <= cpu < self.nr_cpus and PPI_BASE <= intid < SPI_BASE:  # is_ppi, inline: timers call it at every exit
             self.set_line(self.private[cpu][intid], bool(level))
 
     def add_source(self, cpu: int, sync: Callable[[], None]) -> None:
