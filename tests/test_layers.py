@@ -64,3 +64,18 @@ def test_the_check_sees_a_violation() -> None:
     """The walker finds function-local and relative imports (so the test above can fail)."""
     source = "def f():\n    from ..host import vmm\n    import unirealm.cli.main\n    from . import rtt\n"
     assert {dep for dep, _ in imported_layers(source, ("unirealm", "rmm"), "rmm")} == {"host", "cli"}
+
+
+MAX_LINES = 600
+SIZE_REASON = "Why one module:"
+
+
+def test_no_module_is_long_without_a_reason() -> None:
+    """A module past ~600 lines says in its docstring why it stays one module."""
+    long = []
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text()
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if len(text.splitlines()) > MAX_LINES and SIZE_REASON not in doc:
+            long.append(f"{path.relative_to(SRC)} ({len(text.splitlines())} lines)")
+    assert not long, f"over {MAX_LINES} lines without '{SIZE_REASON}' in the docstring: {long}"

@@ -11,9 +11,9 @@ event that needs the hypervisor suspends the kernel (a greenlet switch) and come
 fault on RAM retries the access, an emulated MMIO load completes into the register named
 in its syndrome, a rewound SMC is issued again.
 
-The EL0 address space itself is machine/el0space.py. This module stays past 600 lines
-because GuestCpu, the payload's importer and the kernel engine share one suspend/resume
-protocol whose trap rules mirror machine/vcpu.py's.
+The EL0 address space itself is machine/el0space.py. Why one module: GuestCpu, the
+payload's importer and the kernel engine share one suspend/resume protocol whose trap
+rules mirror machine/vcpu.py's.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ time slice's end, a kick) stops between two instructions, as the PE takes an int
 machine/vcpu_stops.py keeps Unicorn from stopping after a load or store with the PC still
 at it, and `_refuse_store` makes a store stage 2 refuses end its block at once.
 
-Exception entry to EL1 and the interrupt lines' MRS/MSR are `El1Entry` (machine/vcpu_entry.py);
-what stays here (a little over 600 lines) is one state machine: `run()`, the Unicorn hooks it
+Exception entry to EL1 and the interrupt lines' MRS/MSR are `El1Entry` (machine/vcpu_entry.py).
+Why one module: what stays here is one state machine: `run()`, the Unicorn hooks it
 arms and the stage-2 mappings they fill share the vCPU's private fault/trap state.
 """
 

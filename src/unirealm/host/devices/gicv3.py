@@ -28,8 +28,8 @@ again until it is deactivated.
 Devices drive SPI lines with `set_spi_level` / `pulse_spi`; the timers drive their PPIs with
 `set_ppi_level`; the CPU interfaces (`cpu(n)`) generate SGIs.
 
-It stays one module past 600 lines as IHI 0069's distributor and redistributor register map
-(the CPU interfaces are devices/gicv3_cpuif.py).
+Why one module: it is IHI 0069's distributor and redistributor register map, one state that
+both sets of registers read and write (the CPU interfaces are devices/gicv3_cpuif.py).
 """
 
 from __future__ import annotations
