@@ -42,7 +42,9 @@ def best(cmd: list[str], stdin: bytes = b"", repeat: int = 3, env: dict[str, str
     return min(timed(cmd, stdin, env) for _ in range(repeat))
 
 
-def run(rows: int = 100000) -> list[tuple[str, float, float, str]]:
+def run(rows: int = 100000, repeat: int = 3, queries: int = 1) -> list[tuple[str, float, float, str]]:
+    """The CTE of `rows` rows `queries` times in one launch (CPU per query: more queries make the
+    launch's own noise a smaller part of the figure), under unirealm and qemu-user; the getpid loop."""
     qemu = shutil.which("qemu-aarch64-static")
     if qemu is None:
         raise RuntimeError("qemu-aarch64-static is missing: apt-get install qemu-user-static (make bench does)")
@@ -52,15 +54,23 @@ def run(rows: int = 100000) -> list[tuple[str, float, float, str]]:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, UNIREALM_DATA_DIR=tmp)
-        work, idle = SQL_WORK.format(n=rows).encode(), SQL_IDLE.encode()
+        work, idle = (SQL_WORK.format(n=rows) * queries).encode(), SQL_IDLE.encode()
         ur = [*UNIREALM, "run", "--platform", "kvm", "-k", str(image), "-p", "-- :memory:"]
         qe = [qemu, "-L", str(rootfs), str(rootfs / "usr/bin/sqlite3"), ":memory:"]
-        qe_sql = best(qe, work) - best(qe, idle)
         realm = [*UNIREALM, "run", "--realm", "-k", str(image), "-p", "-- :memory:"]
-        for name, launch in (("plain VM", ur), ("realm", realm)):
-            ur_sql = best(launch, work, env=env) - best(launch, idle, env=env)
-            results.append((f"sqlite3 recursive CTE, {rows} rows ({name}, CPU time): unirealm vs qemu-user",
-                            ur_sql, qe_sql, "s"))
+        # Rounds interleave the three launchers and each one's work and idle runs, so a change in the
+        # machine's load falls on all of them alike; each figure is min(work) - min(idle).
+        runs: dict[tuple[str, bytes], list[float]] = {}
+        for _ in range(repeat):
+            for name, cmd, cmd_env in (("qemu-user", qe, None), ("plain VM", ur, env), ("realm", realm, env)):
+                for sql in (work, idle):
+                    runs.setdefault((name, sql), []).append(timed(cmd, sql, cmd_env))
+        net = {name: (min(runs[(name, work)]) - min(runs[(name, idle)])) / queries
+               for name in ("qemu-user", "plain VM", "realm")}
+        for name in ("plain VM", "realm"):
+            each = f", per query of {queries} in one launch" if queries > 1 else ""
+            results.append((f"sqlite3 recursive CTE, {rows} rows ({name}, CPU time{each}): unirealm vs qemu-user",
+                            net[name], net["qemu-user"], "s"))
 
         elf = Path(tmp) / "getpid"
         subprocess.run(
