@@ -79,3 +79,28 @@ def test_no_module_is_long_without_a_reason() -> None:
         if len(text.splitlines()) > MAX_LINES and SIZE_REASON not in doc:
             long.append(f"{path.relative_to(SRC)} ({len(text.splitlines())} lines)")
     assert not long, f"over {MAX_LINES} lines without '{SIZE_REASON}' in the docstring: {long}"
+
+
+def layer_rows() -> dict[str, str]:
+    """ARCHITECTURE.md's Layers table: layer -> its row."""
+    rows = {}
+    for line in (SRC.parents[1] / "ARCHITECTURE.md").read_text().splitlines():
+        if line.startswith("| `") and "/` | " in line:
+            layer, _, row = line[3:].partition("/` | ")
+            rows[layer] = row
+    return rows
+
+
+def test_architecture_names_every_module_in_its_layer() -> None:
+    """Every module appears, by its file name in backquotes, in its own layer's row."""
+    rows = layer_rows()
+    assert set(rows) == set(ALLOWED), f"layer rows {sorted(rows)} against the layers {sorted(ALLOWED)}"
+    missing = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC)
+        if len(rel.parts) < 2 or path.name == "__init__.py":
+            continue
+        row = rows[rel.parts[0]]
+        if f"`{path.name}`" not in row and f"/{path.name}`" not in row:
+            missing.append(str(rel))
+    assert not missing, f"modules ARCHITECTURE.md's Layers table does not name: {missing}"
