@@ -107,18 +107,24 @@ def test_pipeline_without_the_svc_fast_path(busybox_image: Path, tree: tuple[Pat
 @pytest.mark.parametrize("platform", ["realm", "kvm"])
 def test_process_tools_see_procs_processes(platform: str, busybox_image: Path, tree: tuple[Path, Path],
                                            tmp_path: Path) -> None:
-    """ps, pidof and kill over /proc: a background sleep (forked, then re-executed through
-    /proc/self/exe, so named `exe` as Linux names it), found by pidof from its argv[0], killed, reaped with the
-    shell reporting 128 + SIGTERM; stat -f of / and /proc through statfs(2)."""
-    script = ("sleep 30 & ps -o pid,ppid,comm,args; echo pidof $(pidof sleep) bg $!; kill $!; wait $!; "
+    """ps, pidof and kill over /proc: a background sleep (forked, re-executed through /proc/self/exe,
+    so named `exe` as Linux names it, then renamed `sleep` by busybox's PR_SET_NAME), found by pidof from
+    its argv[0], killed, reaped with the shell reporting 128 + SIGTERM; stat -f of / and /proc through
+    statfs(2)."""
+    # ps waits for the child's new name: as on Linux, a ps that runs first sees the forked shell or the
+    # `exe` between the exec and the rename, and which depends on the guest's preemption points.
+    script = ("sleep 30 & until [ \"$(cat /proc/$!/comm)\" = sleep ]; do :; done; ps -o pid,ppid,comm,args; "
+              "echo pidof $(pidof sleep) bg $!; kill $!; wait $!; "
               "echo status $?; stat -f -c %T / /proc; ls /proc/$$/task")
     res = run(busybox_image, tree[1], platform, f"sh -c '{script}'", tmp_path)
     assert res.returncode == 0, res.stderr.decode()
     lines = res.stdout.decode().splitlines()
-    table = [line.split(None, 3) for line in lines[1:] if line.split()[0].isdigit()]
+    end = next(i for i, line in enumerate(lines) if line.startswith("pidof "))
+    table = [line.split(None, 3) for line in lines[1:end]]
+    assert all(len(r) == 4 for r in table), lines[:end]
     shell = next(r for r in table if r[0] == "1")
-    sleeper = next(r for r in table if r[3] == "{exe} sleep 30")  # ps marks a comm unlike argv[0]
-    assert shell[1] == "0" and sleeper[1] == "1" and sleeper[2] == "exe"
+    sleeper = next(r for r in table if r[3] == "sleep 30")  # ps would mark a comm unlike argv[0]: {exe}
+    assert shell[1] == "0" and sleeper[1] == "1" and sleeper[2] == "sleep"
     assert f"pidof {sleeper[0]} bg {sleeper[0]}" in lines
     assert "status 143" in lines
     assert lines[-3:] == ["tmpfs", "proc", "1"]
