@@ -18,7 +18,6 @@ class Machine:
 
     def __init__(self, dram_size: int = DEFAULT_DRAM_SIZE, rme: bool = True, data_dir: Path | None = None) -> None:
         self.memory = PhysicalMemory(dram_size)
-        self.rme = rme
         self.rot = PlatformRoT(data_dir) if rme else None
         self.monitor = Monitor(self.memory, self.rot)
         # An SMC from the host hypervisor (NS-EL2): the monitor's own entry, bound once, so an
