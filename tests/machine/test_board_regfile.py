@@ -24,6 +24,10 @@ def test_an_rme_machine_has_its_root_of_trust_in_the_given_directory(tmp_path: P
     assert bytes(range(64)) in claims.values()
 
 
+def test_a_machine_is_an_rme_machine_unless_told(tmp_path: Path) -> None:
+    assert Machine(dram_size=4 << 20, data_dir=tmp_path).rot is not None
+
+
 def test_a_machine_without_rme_has_no_root_of_trust(tmp_path: Path) -> None:
     m = Machine(dram_size=4 << 20, rme=False, data_dir=tmp_path)
     assert m.rot is None and m.monitor.rot is None
