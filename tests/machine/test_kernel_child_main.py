@@ -1,0 +1,187 @@
+"""A kernel process's start (machine/kernel_child.main), in this process's children: it waits
+for SETUP, and before it says HELLO (msg 4: the child's numbers of the memory file and its
+read-only twin, the seccomp listener by SCM_RIGHTS) it has bounded its address space, closed
+every other descriptor, ignored the terminal's signals, tied its life to its parent's and
+installed its filter; it ends quietly when the channel closes. Seen from /proc of the child."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TextIO
+
+import pytest
+
+from unirealm.machine import kernel_child as kc
+from unirealm.machine.el0space import El0Space
+
+from .channel_layout import HELLO, HELLO_FMT, SETUP, SETUP_FMT
+
+WAIT = 30.0  # seconds a child may take on a loaded machine
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as status:
+        return int(next(x for x in status if x.startswith("VmSize:")).split()[1]) << 10
+
+
+def _status(pid: int, field: str) -> str:
+    with open(f"/proc/{pid}/status") as status:
+        return next(x for x in status if x.startswith(field + ":")).split(":", 1)[1].strip()
+
+
+def _eventfd_count(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}") as info:
+        return int(next(x for x in info if x.startswith("eventfd-count:")).split()[1], 16)
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+@dataclass
+class Started:
+    """A kernel process (`pid`, kc.main in a grandchild of this process) and its parent
+    (`parent`), which ends when told: `end_parent(wait=True)` has it reap the kernel
+    process first and returns that one's exit code."""
+
+    sock: socket.socket
+    chan: int  # the channel's number in the kernel process
+    pid: int
+    parent: int
+    control: int
+    report: TextIO
+
+    def end_parent(self, wait: bool) -> int | None:
+        os.write(self.control, b"w" if wait else b"x")
+        os.close(self.control)
+        code = int(self.report.readline()) if wait else None
+        self.report.close()
+        _, status = os.waitpid(self.parent, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        return code
+
+
+def start() -> Started:
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    mine.settimeout(WAIT)
+    report_r, report_w = os.pipe()
+    control_r, control_w = os.pipe()
+    parent = os.fork()
+    if parent == 0:  # pragma: no cover - the kernel process's parent
+        try:
+            os.close(report_r)
+            os.close(control_w)
+            mine.close()
+            pid = os.fork()
+            if pid == 0:  # the kernel process
+                code = 99
+                try:
+                    code = kc.main([str(theirs.fileno())])
+                finally:
+                    os._exit(code)
+            theirs.close()
+            os.write(report_w, f"{pid}\n".encode())
+            if os.read(control_r, 1) == b"w":
+                _, status = os.waitpid(pid, 0)
+                os.write(report_w, f"{os.waitstatus_to_exitcode(status)}\n".encode())
+        finally:
+            os._exit(0)
+    os.close(report_w)
+    os.close(control_r)
+    chan = theirs.fileno()
+    theirs.close()
+    report = os.fdopen(report_r)
+    pid = int(report.readline())
+    return Started(mine, chan, pid, parent, control_w, report)
+
+
+@pytest.fixture
+def memory() -> Iterator[tuple[int, int, int]]:
+    memfd = os.memfd_create("unirealm-dram", os.MFD_CLOEXEC)
+    os.ftruncate(memfd, 1 << 20)
+    ro = os.open(f"/proc/self/fd/{memfd}", os.O_RDONLY | os.O_CLOEXEC)
+    irq = os.eventfd(0, os.EFD_CLOEXEC)
+    yield memfd, ro, irq
+    for fd in (memfd, ro, irq):
+        os.close(fd)
+
+
+def setup_and_hello(child: Started, memory: tuple[int, int, int], limit: int) -> tuple[int, int, int]:
+    """SETUP sent, HELLO received: (the child's memory file, its twin, the listener here)."""
+    socket.send_fds(child.sock, [SETUP_FMT.pack(SETUP, limit, b"max")], list(memory))
+    msg, fds, _, _ = socket.recv_fds(child.sock, 512, 1)
+    assert len(msg) == HELLO_FMT.size and msg[0] == HELLO and len(fds) == 1
+    _, child_memfd, child_ro = HELLO_FMT.unpack(msg)
+    return child_memfd, child_ro, fds[0]
+
+
+def test_a_kernel_process_whose_engine_goes_first_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(El0Space, "tcg_buffer_size", El0Space.tcg_buffer_size)  # restored after
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    mine.close()  # no SETUP will come
+    saved = dict(os.environ)
+    try:
+        assert kc.main([str(theirs.detach())]) == 0
+        assert dict(os.environ) == {}  # the environment cleared
+    finally:
+        os.environ.update(saved)
+    assert all(name in sys.modules for name in kc.PRELOAD)  # imported while files can be opened
+    assert El0Space.tcg_buffer_size == 32 << 20  # each EL0 CPU's translation buffer
+
+
+def test_a_started_kernel_process_is_bounded_filtered_and_alone_with_its_channel(
+        memory: tuple[int, int, int]) -> None:
+    child = start()
+    limit = _vm_size() + (1 << 30)
+    try:
+        child_memfd, child_ro, listener = setup_and_hello(child, memory, limit)
+        try:
+            assert os.readlink(f"/proc/self/fd/{listener}") == "anon_inode:seccomp notify"
+        finally:
+            os.close(listener)
+        fd_dir = f"/proc/{child.pid}/fd"
+        _until(lambda: "0" not in os.listdir(fd_dir), "stdin still open")  # closed after HELLO
+        names = {int(n) for n in os.listdir(fd_dir)}
+        assert len(names) == 4 and {child.chan, child_memfd, child_ro} < names
+        (irq,) = names - {child.chan, child_memfd, child_ro}
+        assert os.readlink(f"{fd_dir}/{irq}") == "anon_inode:[eventfd]"
+        for fd in (child_memfd, child_ro):
+            assert os.stat(f"{fd_dir}/{fd}").st_ino == os.fstat(memory[0]).st_ino
+        with open(f"/proc/{child.pid}/fdinfo/{child_ro}") as info:
+            flags = int(next(x for x in info if x.startswith("flags:")).split()[1], 8)
+        assert flags & os.O_ACCMODE == os.O_RDONLY
+        with open(f"/proc/{child.pid}/limits") as limits:
+            line = next(x for x in limits if x.startswith("Max address space"))
+        assert line.split()[3:5] == [str(limit), str(limit)]
+        assert _status(child.pid, "Seccomp") == "2"  # a filter
+        ignored = int(_status(child.pid, "SigIgn"), 16)
+        for sig in (1, 2, 13, 15):  # SIGHUP, SIGINT, SIGPIPE, SIGTERM
+            assert ignored & (1 << (sig - 1))
+        # the interrupt watchdog reads what the engine writes to the eventfd
+        os.eventfd_write(memory[2], 1)
+        _until(lambda: _eventfd_count(memory[2]) == 0, "the host's interrupt was not read")
+        child.sock.close()  # the VM ends: the kernel process with it
+        assert child.end_parent(wait=True) == 0
+    finally:
+        child.sock.close()
+
+
+def test_a_started_kernel_process_dies_with_its_parent(memory: tuple[int, int, int]) -> None:
+    child = start()
+    try:
+        _, _, listener = setup_and_hello(child, memory, _vm_size() + (1 << 30))
+        os.close(listener)
+        assert child.end_parent(wait=False) is None
+        ready, _, _ = select.select([child.sock], [], [], WAIT)
+        assert ready and child.sock.recv(512) == b""  # its end of the channel closed: it is gone
+    finally:
+        child.sock.close()
