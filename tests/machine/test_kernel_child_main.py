@@ -70,7 +70,25 @@ class Started:
         return code
 
 
+def ends_quietly_without_setup() -> None:
+    """kc.main, here: its engine gone before SETUP, it returns 0 having cleared its environment
+    and imported what a kernel may use (the environment is restored afterwards)."""
+    tcg_buffer = El0Space.tcg_buffer_size
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    mine.close()  # no SETUP will come
+    saved = dict(os.environ)
+    try:
+        assert kc.main([str(theirs.detach())]) == 0
+        assert dict(os.environ) == {}
+        assert all(name in sys.modules for name in kc.PRELOAD)
+        assert El0Space.tcg_buffer_size == 32 << 20  # each EL0 CPU's translation buffer
+    finally:
+        os.environ.update(saved)
+        El0Space.tcg_buffer_size = tcg_buffer
+
+
 def start() -> Started:
+    ends_quietly_without_setup()  # what the child does first, seen here
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     mine.settimeout(WAIT)
     report_r, report_w = os.pipe()
@@ -124,18 +142,8 @@ def setup_and_hello(child: Started, memory: tuple[int, int, int], limit: int) ->
     return child_memfd, child_ro, fds[0]
 
 
-def test_a_kernel_process_whose_engine_goes_first_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(El0Space, "tcg_buffer_size", El0Space.tcg_buffer_size)  # restored after
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    mine.close()  # no SETUP will come
-    saved = dict(os.environ)
-    try:
-        assert kc.main([str(theirs.detach())]) == 0
-        assert dict(os.environ) == {}  # the environment cleared
-    finally:
-        os.environ.update(saved)
-    assert all(name in sys.modules for name in kc.PRELOAD)  # imported while files can be opened
-    assert El0Space.tcg_buffer_size == 32 << 20  # each EL0 CPU's translation buffer
+def test_a_kernel_process_whose_engine_goes_first_ends_quietly() -> None:
+    ends_quietly_without_setup()
 
 
 def test_a_started_kernel_process_is_bounded_filtered_and_alone_with_its_channel(
