@@ -18,11 +18,30 @@ from typing import TextIO
 import pytest
 
 from unirealm.machine import kernel_child as kc
+from unirealm.machine import seccomp as sc
 from unirealm.machine.el0space import El0Space
 
-from .channel_layout import HELLO, HELLO_FMT, SETUP, SETUP_FMT
+from .channel_layout import (
+    DATA_ABORT,
+    F_PROBE,
+    GRANT,
+    GRANT_FMT,
+    HELLO,
+    HELLO_FMT,
+    NO_IAR1,
+    RESUME,
+    RESUME_FMT,
+    SETUP,
+    SETUP_FMT,
+    SMC,
+    TRAP,
+    TRAP_FMT,
+)
+from .pykernel_support import image
 
 WAIT = 30.0  # seconds a child may take on a loaded machine
+RAM = 0x4000_0000  # the image's IPA
+PAGE = 4096
 
 
 def _vm_size() -> int:
@@ -133,9 +152,10 @@ def memory() -> Iterator[tuple[int, int, int]]:
         os.close(fd)
 
 
-def setup_and_hello(child: Started, memory: tuple[int, int, int], limit: int) -> tuple[int, int, int]:
+def setup_and_hello(child: Started, memory: tuple[int, int, int], limit: int,
+                    model: bytes = b"max") -> tuple[int, int, int]:
     """SETUP sent, HELLO received: (the child's memory file, its twin, the listener here)."""
-    socket.send_fds(child.sock, [SETUP_FMT.pack(SETUP, limit, b"max")], list(memory))
+    socket.send_fds(child.sock, [SETUP_FMT.pack(SETUP, limit, model)], list(memory))
     msg, fds, _, _ = socket.recv_fds(child.sock, 512, 1)
     assert len(msg) == HELLO_FMT.size and msg[0] == HELLO and len(fds) == 1
     _, child_memfd, child_ro = HELLO_FMT.unpack(msg)
@@ -191,5 +211,38 @@ def test_a_started_kernel_process_dies_with_its_parent(memory: tuple[int, int, i
         assert child.end_parent(wait=False) is None
         ready, _, _ = select.select([child.sock], [], [], WAIT)
         assert ready and child.sock.recv(512) == b""  # its end of the channel closed: it is gone
+    finally:
+        child.sock.close()
+
+
+def test_a_started_kernel_process_boots_the_image_at_the_first_resume_on_the_cpu_setup_named(
+        memory: tuple[int, int, int]) -> None:
+    kernel = b"def boot(cpu):\n    cpu.smc(*cpu.cpu_model.encode())\n"  # its CPU model, in x0..
+    data = image({"k.py": kernel})
+    os.pwrite(memory[0], data, 0)
+    pages = -(-len(data) // PAGE)
+    child = start()
+    try:
+        _, child_ro, listener = setup_and_hello(child, memory, _vm_size() + (1 << 30), b"cortex-a710")
+        try:
+            child.sock.send(RESUME_FMT.pack(RESUME, 0, 0, NO_IAR1, RAM, *(0,) * 31, 0, 0))
+            # the header's read misses: asked as a probe at the image's page, granted read-only
+            trap = TRAP_FMT.unpack(child.sock.recv(1024))
+            assert trap[:2] == (TRAP, DATA_ABORT) and trap[2] & F_PROBE and trap[36] == RAM
+            child.sock.send(GRANT_FMT.pack(GRANT, 0, pages, RAM, 0))
+            # its mmap of the twin at WINDOW + RAM waits for this side's approval
+            ready, _, _ = select.select([listener], [], [], WAIT)
+            assert ready
+            note = sc.receive(listener)
+            addr, length, prot, _, fd, offset = note.args
+            assert (note.pid, note.nr) == (child.pid, sc.syscall_number("mmap"))
+            assert (addr, length, prot, fd & 0xFFFF_FFFF, offset) == (kc.WINDOW + RAM, pages * PAGE, 1, child_ro, 0)
+            sc.respond(listener, note, 0)
+            trap = TRAP_FMT.unpack(child.sock.recv(1024))
+            assert trap[:2] == (TRAP, SMC) and trap[5:16] == tuple(b"cortex-a710")
+        finally:
+            os.close(listener)
+        child.sock.close()  # the VM ends while its kernel waits in the SMC
+        assert child.end_parent(wait=True) == 0
     finally:
         child.sock.close()

@@ -337,7 +337,7 @@ def test_the_listener_is_looked_at_when_the_channel_is_quiet(
 
 
 def test_after_a_grant_the_childs_mmap_is_judged_at_once(machine: tuple[KernelProcess, Child, PhysicalMemory]) -> None:
-    kp, child, memory = machine
+    kp, child, _ = machine
     assert kp._sock is not None
     kp._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 20_000))
     judged: list[int] = []
