@@ -9,8 +9,10 @@ import contextlib
 import errno
 import mmap
 import os
+import resource
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -475,7 +477,23 @@ def test_setup_hands_over_three_descriptors_the_limit_and_the_model() -> None:
         b.close()
 
 
-def test_every_other_descriptor_is_closed() -> None:
+def test_every_other_descriptor_is_closed(tmp_path: Path) -> None:
+    # the descriptors a listing names, here a directory of this process's own descriptors' numbers
+    fds = [os.open("/", os.O_RDONLY) for _ in range(3)]
+    unused = os.open("/", os.O_RDONLY)
+    os.close(unused)  # named but no longer open: its EBADF is no error
+    try:
+        for fd in (*fds, unused):
+            (tmp_path / str(fd)).touch()
+        kc._close_other_fds({fds[1]}, str(tmp_path))
+        os.fstat(fds[1])
+        for fd in (fds[0], fds[2]):
+            with pytest.raises(OSError) as exc:
+                os.fstat(fd)
+            assert exc.value.errno == errno.EBADF
+    finally:
+        os.close(fds[1])
+    # by default, every descriptor of the process (/proc/self/fd), in a child
     r, w = os.pipe()
     extra = [os.open("/", os.O_RDONLY) for _ in range(3)]
     pid = os.fork()
@@ -497,6 +515,29 @@ def test_every_other_descriptor_is_closed() -> None:
     assert str(w) in report and str(extra[1]) in report
     assert str(extra[0]) not in report and str(extra[2]) not in report
     assert len(report) == 3
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as status:
+        return int(next(x for x in status if x.startswith("VmSize:")).split()[1]) << 10
+
+
+def test_the_warm_up_runs_unicorn_once_within_a_small_address_space() -> None:
+    kc._warm_up()  # here: a scratch engine made, run and dropped
+    # under a limit 256 MiB above what the process has: Unicorn's default translation
+    # buffer (1 GiB) would not fit, so the scratch engine must ask for a small one
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            limit = _vm_size() + (256 << 20)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            kc._warm_up()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_the_interrupt_watchdog_raises_the_host_interrupt_and_ends_with_its_descriptor() -> None:

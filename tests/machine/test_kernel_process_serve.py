@@ -334,3 +334,29 @@ def test_the_listener_is_looked_at_when_the_channel_is_quiet(
     kp._judge_pending = lambda: (looked.append(1), child.trap(IRQ) if len(looked) == 2 else None)  # type: ignore
     assert isinstance(kp.run(), IrqTrap)
     assert len(looked) == 2
+
+
+def test_after_a_grant_the_childs_mmap_is_judged_at_once(machine: tuple[KernelProcess, Child, PhysicalMemory]) -> None:
+    kp, child, _ = machine
+    assert kp._sock is not None
+    kp._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 20_000))
+    judged: list[int] = []
+    quiet: list[int] = []
+
+    def judge() -> bool:  # the notification of the child's mmap: the child goes on once it is answered
+        os.eventfd_read(kp._listener)
+        judged.append(1)
+        child.trap(IRQ)
+        return True
+
+    def judge_pending() -> None:
+        quiet.append(1)
+        KernelProcess._judge_pending(kp)
+
+    kp._judge = judge  # type: ignore[method-assign]
+    kp._judge_pending = judge_pending  # type: ignore[method-assign]
+    child.trap(DATA_ABORT, F_PROBE | F_SF, 8, ipa=RAM_IPA)
+    os.eventfd_write(kp._listener, 1)  # its mmap of the grant, waiting on the listener
+    assert isinstance(kp.run(), IrqTrap)
+    assert child.resume()[0] == RESUME and GRANT_FMT.unpack(child.recv())[0] == GRANT
+    assert judged == [1] and quiet == []  # not left until the channel had been quiet

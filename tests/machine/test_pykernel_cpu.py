@@ -382,3 +382,9 @@ def test_el0s_first_touch_faults_a_page_in_for_writing(machine: Machine, monkeyp
     assert isinstance(machine.run(), HvcTrap)
     assert seen == [("svc", CODE_VA + 8, 0)] and machine.ram.read_u64(pa + 8) == 0xFEED
     assert machine.fetches == []
+
+
+def test_a_timer_enabled_before_any_compare_value_is_due_from_the_counters_zero(
+        machine: Machine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the engine's compare value is 0 until the kernel writes one: the deadline is the counter's start
+    assert deadline_after(machine, monkeypatch, (CntSysreg.CNTV_CTL_EL0, 1)) == 0.0

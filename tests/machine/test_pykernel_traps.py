@@ -517,3 +517,17 @@ def test_the_boot_registers_and_pc_are_the_vcpus_at_reset(monkeypatch: pytest.Mo
     machine.run()
     machine.close()
     assert seen == [[0x4800_0000, 1, 2, 3], RAM_IPA]
+
+
+def test_a_guest_fault_without_an_address_is_at_zero() -> None:
+    exc = GuestFault("undefined instruction")
+    assert fault(exc) == ("undefined instruction", 0) and str(exc) == "undefined instruction at 0x0"
+
+
+def test_mmio_on_memory_is_a_plain_access_and_a_store_gives_zero(machine: Machine) -> None:
+    # as the kernel process's engine (kernel_child ChildEngine.mmio): a store's result is 0
+    backing = machine.pa(DATA_IPA)
+    machine.ram.write(backing + 0x10, b"\x11\x22\x33\x44")
+    assert machine.engine.mmio(DATA_IPA + 0x10, 4, None) == 0x4433_2211
+    assert machine.engine.mmio(DATA_IPA + 0x12, 2, 0xBEEF) == 0
+    assert machine.ram.read(backing + 0x10, 4) == b"\x11\x22\xef\xbe"

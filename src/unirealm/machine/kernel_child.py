@@ -327,8 +327,9 @@ def _warm_up() -> None:
     register_file_offsets()
 
 
-def _close_other_fds(keep: set[int]) -> None:
-    for name in os.listdir("/proc/self/fd"):
+def _close_other_fds(keep: set[int], listing: str = "/proc/self/fd") -> None:
+    """Close every descriptor `listing` names (this process's own, by default) but `keep`."""
+    for name in os.listdir(listing):
         fd = int(name)
         if fd not in keep:
             with contextlib.suppress(OSError):
