@@ -228,3 +228,39 @@ def test_a_stage_2_fault_with_the_mmu_on_reports_the_va(tmp_path: Path) -> None:
         assert trap.ipa == MMIO & ~0xFFF and trap.va == mmio_va  # the second half's first byte
     finally:
         g.cpu.close()
+
+
+class NoAccessGuest(Guest):
+    """DATA mapped at stage 2 with no data access and no execution (S2AP 0b00, XN)."""
+
+    def translate(self, ipa: int, is_write: bool, is_fetch: bool) -> Mapping | None:
+        if ipa == DATA:
+            return Mapping(self.data_pa, World.NON_SECURE, writable=False, executable=False, readable=False)
+        return super().translate(ipa, is_write, is_fetch)
+
+
+def test_a_page_with_no_data_access_refuses_stores_and_loads(tmp_path: Path) -> None:
+    """S2AP 0b00: a store is a stage-2 permission fault like a load, with nothing written
+    and the store's register value given to the hypervisor."""
+    g = NoAccessGuest(assemble("""
+    .text
+    str x1, [x2, #8]
+    ldr x3, [x2]
+    hvc #1
+    """, CODE, tmp_path, "noaccess"))
+    try:
+        g.ns.write(g.data_pa, bytes(range(1, 17)))
+        for reg, value in ((1, 0x1111_2222_3333_4444), (2, DATA), (3, 5)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.pc == CODE, trap
+        assert (trap.ipa, trap.is_write, trap.size, trap.value) == (DATA + 8, True, 8, 0x1111_2222_3333_4444)
+        assert g.ns.read(g.data_pa, 16) == bytes(range(1, 17))
+        g.cpu.skip_instruction()  # the hypervisor does not emulate it
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.pc == CODE + 4, trap
+        assert (trap.ipa, trap.is_write, trap.size) == (DATA, False, 8)
+        assert g.cpu.get_gpr(3) == 5  # the load did not complete
+        assert g.ns.read(g.data_pa, 16) == bytes(range(1, 17))
+    finally:
+        g.cpu.close()
