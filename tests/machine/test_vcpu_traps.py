@@ -264,3 +264,29 @@ def test_a_page_with_no_data_access_refuses_stores_and_loads(tmp_path: Path) -> 
         assert g.ns.read(g.data_pa, 16) == bytes(range(1, 17))
     finally:
         g.cpu.close()
+
+
+def test_a_stage_2_fault_with_the_mmu_off_reports_the_ipa_as_the_va(tmp_path: Path) -> None:
+    """Stage 1 off: the VA is the IPA (the Arm ARM's flat mapping of a disabled stage 1), for any access, even one
+    whose address the vCPU cannot work out from the instruction (an SIMD structure load)."""
+    g = Guest(assemble("""
+    .text
+    mov x0, #(3 << 20)  // CPACR_EL1.FPEN: no SIMD&FP trap
+    msr cpacr_el1, x0
+    isb
+    ld1 {v0.16b}, [x2]
+    ldr x1, [x3, #8]
+    hvc #1
+    """, CODE, tmp_path, "farmmuoff"))
+    try:
+        g.cpu.set_gpr(2, MMIO)
+        g.cpu.set_gpr(3, MMIO + 0x100)
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.pc == CODE + 12, trap
+        assert trap.syndrome is None and trap.ipa == MMIO and trap.va == MMIO
+        g.cpu.skip_instruction()
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.pc == CODE + 16, trap
+        assert trap.ipa == MMIO + 0x108 and trap.va == MMIO + 0x108
+    finally:
+        g.cpu.close()
