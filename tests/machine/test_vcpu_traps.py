@@ -267,8 +267,9 @@ def test_a_page_with_no_data_access_refuses_stores_and_loads(tmp_path: Path) -> 
 
 
 def test_a_stage_2_fault_with_the_mmu_off_reports_the_ipa_as_the_va(tmp_path: Path) -> None:
-    """Stage 1 off: the VA is the IPA (the Arm ARM's flat mapping of a disabled stage 1), for any access, even one
-    whose address the vCPU cannot work out from the instruction (an SIMD structure load)."""
+    """Stage 1 off: the VA is the IPA (the Arm ARM's flat mapping of a disabled stage 1), for
+    any access, even one whose address the vCPU cannot work out from the instruction (an
+    SIMD structure load)."""
     g = Guest(assemble("""
     .text
     mov x0, #(3 << 20)  // CPACR_EL1.FPEN: no SIMD&FP trap
