@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from unirealm.arch import sysreg
 from unirealm.arch.esr import SysRegAccess
 from unirealm.arch.memory import World
 from unirealm.machine.vcpu import DataAbortTrap, El2Context, HvcTrap, Mapping, SysRegTrap, UndefinedTrap, VCpu
@@ -174,10 +177,7 @@ def test_nothing_after_a_refused_store_runs_even_with_valid_tables_at_ttbr0(tmp_
         g.cpu.close()
 
 
-def test_sve_under_cptr_el2_tz_is_the_hypervisors(tmp_path: Path) -> None:
-    """CPTR_EL2.TZ (as the RMM sets it for a realm without SVE): an SVE instruction EL1 may
-    run (CPACR_EL1.ZEN = 0b11) is not taken at EL1 but handed over with EC 0x19, at its PC."""
-    g = Guest(assemble("""
+SVE_GUEST = """
     .arch armv8.2-a+sve
     .text
     mov x0, #(3 << 16)  // CPACR_EL1.ZEN: no EL1/EL0 trap
@@ -186,14 +186,44 @@ def test_sve_under_cptr_el2_tz_is_the_hypervisors(tmp_path: Path) -> None:
     isb
     rdvl x1, #1
     hvc #1
-    """, CODE, tmp_path, "sve"))
+"""
+
+
+def sve_vcpu(g: Guest, trap_sve: bool, el3_enables_sve: bool) -> VCpu:
     g.cpu.close()
-    g.cpu = VCpu(g.memory, g.translate, context=El2Context(trap_sve=True))
-    g.cpu.reset(CODE)
+    cpu = VCpu(g.memory, g.translate, context=El2Context(trap_sve=trap_sve))
+    if el3_enables_sve:  # CPTR_EL3.EZ, as EL3 firmware built with SVE for the lower ELs sets it
+        cpu.write_sysreg(sysreg.CPTR_EL3, cpu.read_sysreg(sysreg.CPTR_EL3) | sysreg.CPTR_EL3_EZ)
+    cpu.reset(CODE)
+    return cpu
+
+
+@pytest.mark.parametrize("el3_enables_sve", [True, False])
+def test_sve_under_cptr_el2_tz_is_the_hypervisors(tmp_path: Path, el3_enables_sve: bool) -> None:
+    """CPTR_EL2.TZ (as the RMM sets it for a realm without SVE): an SVE instruction EL1 may
+    run (CPACR_EL1.ZEN = 0b11) is not taken at EL1 but handed over with EC 0x19, at its PC,
+    whether EL3 enables SVE (CPTR_EL3.EZ) or not."""
+    g = Guest(assemble(SVE_GUEST, CODE, tmp_path, "sve"))
+    g.cpu = sve_vcpu(g, True, el3_enables_sve)
     try:
         trap = g.cpu.run()
         assert isinstance(trap, UndefinedTrap) and trap.esr >> 26 == 0x19, trap
         assert trap.pc == CODE + 16 and trap.insn == 0x04BF5021  # rdvl x1, #1
+        assert g.cpu.exceptions_taken == 0
+    finally:
+        g.cpu.close()
+
+
+def test_sve_without_cptr_el2_tz_runs_at_el1_once_el3_enables_it(tmp_path: Path) -> None:
+    """CPTR_EL3.EZ set, CPTR_EL2.TZ clear, CPACR_EL1.ZEN 0b11: no trap at any EL, and RDVL
+    gives the vector length in bytes, a multiple of 16 from 16 to 256 (128 to 2048 bits)."""
+    g = Guest(assemble(SVE_GUEST, CODE, tmp_path, "sve"))
+    g.cpu = sve_vcpu(g, False, True)
+    try:
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
+        vl = g.cpu.get_gpr(1)
+        assert vl % 16 == 0 and 16 <= vl <= 256
         assert g.cpu.exceptions_taken == 0
     finally:
         g.cpu.close()
