@@ -3,7 +3,10 @@ an MRS that HCR_EL2.TID3 traps comes out as a SysRegTrap whose access is the ESR
 (Arm ARM D24.2.173, EC 0x18) at the MRS's own PC; a stage-1 translation fault with every
 table mapped is the guest's own (a Data Abort taken from the current EL, FAR = the VA); a
 page stage 2 makes write-only takes stores (each made for the guest, the registers after
-them as the architecture leaves them) and refuses loads with a permission fault."""
+them as the architecture leaves them) and refuses loads with a permission fault, and a
+store to one the GPT refuses is a granule protection fault at the store's own address; a page
+with no data access refuses stores too; CPTR_EL2.TZ hands SVE to the hypervisor; a stage-2
+fault's VA is worked out from the instruction with the MMU on and is the IPA with it off."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import pytest
 
 from unirealm.arch import sysreg
 from unirealm.arch.esr import SysRegAccess
-from unirealm.arch.memory import World
+from unirealm.arch.memory import Pas, World
 from unirealm.machine.vcpu import DataAbortTrap, El2Context, HvcTrap, Mapping, SysRegTrap, UndefinedTrap, VCpu
 
 from .asm_snippet import assemble
@@ -319,5 +322,62 @@ def test_a_stage_2_fault_with_the_mmu_off_reports_the_ipa_as_the_va(tmp_path: Pa
         trap = g.cpu.run()
         assert isinstance(trap, DataAbortTrap) and trap.pc == CODE + 16, trap
         assert trap.ipa == MMIO + 0x108 and trap.va == MMIO + 0x108
+    finally:
+        g.cpu.close()
+
+
+def test_a_store_to_a_write_only_page_the_gpt_refuses_is_a_granule_protection_fault(tmp_path: Path) -> None:
+    """Stage 2 maps DATA write-only in the non-secure PAS, but its granule is realm PAS: the
+    GPT refuses the store's access (a GPF the hypervisor sees, at the store's own address and
+    size, FAR = that address with the MMU off), nothing is written and the next instruction
+    has not run; once the granule is non-secure again the store is made."""
+    g = WriteOnlyGuest(assemble("""
+    .text
+    strh w1, [x2, #10]
+    add x9, x9, #1
+    hvc #1
+    """, CODE, tmp_path, "wogpf"))
+    try:
+        for reg, value in ((1, 0x0102_0304_0506_0708), (2, DATA)):
+            g.cpu.set_gpr(reg, value)
+        g.memory.set_pas(World.ROOT, g.data_pa, Pas.REALM)
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.gpf and trap.is_write, trap
+        assert trap.pc == CODE and (trap.ipa, trap.size, trap.value) == (DATA + 10, 2, 0x0708)
+        assert trap.va == DATA + 10
+        assert g.cpu.get_gpr(9) == 0
+        g.memory.set_pas(World.ROOT, g.data_pa, Pas.NON_SECURE)
+        assert g.ns.read(g.data_pa, 16) == bytes(16)
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
+        assert g.ns.read(g.data_pa, 16) == bytes(10) + b"\x08\x07" + bytes(4)
+        assert g.cpu.get_gpr(9) == 1
+    finally:
+        g.cpu.close()
+
+
+def test_a_store_pair_whose_second_write_only_page_the_gpt_refuses_faults_there(tmp_path: Path) -> None:
+    """A store pair across two write-only pages, the second one's granule realm PAS: the GPF
+    is at the first byte of the second page, the base register is not written back, and once
+    the granule is non-secure again the pair is made whole."""
+    g = TwoWriteOnlyPages(assemble("""
+    .text
+    stp x4, x5, [x2, #-8]!
+    hvc #1
+    """, CODE, tmp_path, "wo2gpf"))
+    try:
+        for reg, value in ((2, DATA + 0x1000), (4, 0x0102_0304_0506_0708), (5, 0x1112_1314_1516_1718)):
+            g.cpu.set_gpr(reg, value)
+        g.memory.set_pas(World.ROOT, g.data_pa + 0x1000, Pas.REALM)
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.gpf and trap.is_write, trap
+        assert trap.pc == CODE and trap.ipa == DATA + 0x1000 and trap.va == DATA + 0x1000
+        assert g.cpu.get_gpr(2) == DATA + 0x1000
+        g.memory.set_pas(World.ROOT, g.data_pa + 0x1000, Pas.NON_SECURE)
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
+        mem = g.ns.read(g.data_pa + 0x1000 - 8, 16)
+        assert mem == (0x0102_0304_0506_0708).to_bytes(8, "little") + (0x1112_1314_1516_1718).to_bytes(8, "little")
+        assert g.cpu.get_gpr(2) == DATA + 0x1000 - 8
     finally:
         g.cpu.close()

@@ -310,7 +310,9 @@ class VCpu(El1Entry):
         self._trap: Trap | None = None
         self._fault: tuple[int, int, int, int] | None = None  # (kind, address, size, value)
         self._fault_gpf = False
-        self._write_only: dict[int, Mapping] = {}  # pages a refused store waits to be stepped through
+        # Pages a refused store waits to be stepped through: page -> (its mapping, the address
+        # and size of the store's access to it).
+        self._write_only: dict[int, tuple[Mapping, int, int]] = {}
         # The state at a store a hook refused, while the rest of its block is made to fault.
         self._before_store: UcContext | None = None
         self._store_context = self.uc.context_save()  # reused: one allocation per vCPU
@@ -468,7 +470,7 @@ class VCpu(El1Entry):
             # then unmaps it. Anything else is a permission fault.
             if is_write and mapping.writable and page not in self._write_only:
                 self._refuse_store()  # the state before it
-                self._write_only[page] = mapping
+                self._write_only[page] = (mapping, address, size)
                 uc.emu_stop()
                 return False
         elif mapping is not None:
@@ -486,18 +488,18 @@ class VCpu(El1Entry):
     def _map_write_only(self) -> list[int] | None:
         """Map the pages a refused store waits for, write-only, for one instruction: the
         pages mapped (none: no store waits), or None if the GPT refuses one (that store's
-        granule protection fault is then this run's)."""
+        granule protection fault, at the store's access to that page, is then this run's)."""
         if not self._write_only:
             return []
         mapped: list[int] = []
-        for page, mapping in self._write_only.items():
+        for page, (mapping, address, size) in self._write_only.items():
             try:
                 ptr = self.memory.host_pointer(mapping.world, mapping.pa, GRANULE_SIZE)
             except GranuleProtectionFault:
                 for done in mapped:
                     self.uc.mem_unmap(done, GRANULE_SIZE)
                 self._write_only.clear()
-                self._fault = (UC_MEM_WRITE_UNMAPPED, page, 8, 0)
+                self._fault = (UC_MEM_WRITE_UNMAPPED, address, size, 0)
                 self._fault_gpf = True
                 return None
             self.uc.mem_map_ptr(page, GRANULE_SIZE, UC_PROT_WRITE, ptr)
