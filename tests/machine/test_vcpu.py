@@ -232,6 +232,39 @@ def test_reset_sets_pc_gprs_and_el1h(tmp_path: Path) -> None:
     g.cpu.close()
 
 
+ALIAS = DATA + GRANULE_SIZE  # a second IPA page the test maps onto DATA's granule
+
+
+def test_a_pas_change_drops_every_ipa_mapping_the_granule(tmp_path: Path) -> None:
+    """Two IPA pages aliasing one granule: once one is invalidated, a PAS change of the granule
+    still drops the other (a GPT change reaches every translation to it), whose next access
+    is then refused by the GPT."""
+    g = Guest(assemble("""
+    .text
+    ldr x1, [x2]
+    ldr x3, [x4]
+    smc #0
+    ldr x5, [x4]
+    smc #0
+    """, CODE, tmp_path, "alias"))
+    try:
+        g.pages[ALIAS] = g.data_pa
+        g.ns.write_u64(g.data_pa, 0x1234)
+        g.cpu.set_gpr(2, DATA)
+        g.cpu.set_gpr(4, ALIAS)
+        trap = g.cpu.run()
+        assert isinstance(trap, SmcTrap) and trap.regs[1] == trap.regs[3] == 0x1234, trap
+        assert g.cpu.mapped_pages() == {CODE: g.code_pa, DATA: g.data_pa, ALIAS: g.data_pa}
+        g.cpu.invalidate(DATA, GRANULE_SIZE)
+        assert g.cpu.mapped_pages() == {CODE: g.code_pa, ALIAS: g.data_pa}
+        g.memory.set_pas(World.ROOT, g.data_pa, Pas.REALM)
+        assert g.cpu.mapped_pages() == {CODE: g.code_pa}
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.gpf and trap.ipa == ALIAS, trap
+    finally:
+        g.cpu.close()
+
+
 # --- the decoder, on hand-encoded instruction words -------------------------------------
 def ldst_uimm(size: int, opc: int, imm12: int, rn: int, rt: int) -> int:
     """LDR/STR (immediate, unsigned offset): size 111 0 01 opc imm12 Rn Rt."""
