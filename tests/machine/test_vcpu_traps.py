@@ -16,12 +16,12 @@ import pytest
 
 from unirealm.arch import sysreg
 from unirealm.arch.esr import SysRegAccess
-from unirealm.arch.memory import Pas, World
+from unirealm.arch.memory import GRANULE_SIZE, Pas, World
 from unirealm.machine.vcpu import DataAbortTrap, El2Context, HvcTrap, Mapping, SysRegTrap, UndefinedTrap, VCpu
 
 from .asm_snippet import assemble
 from .test_vcpu import CODE, DATA, MMIO, Guest
-from .test_vcpu_stage1 import MAIR_NORMAL, MMU_ON, TABLES, TCR_48BIT_TTBR0, BigGuest, Tables
+from .test_vcpu_stage1 import MAIR_NORMAL, MMU_ON, TABLES, TCR_48BIT_TTBR0, TG1, BigGuest, Tables
 
 
 def test_a_trapped_id_register_read_gives_its_access_at_its_pc(tmp_path: Path) -> None:
@@ -176,6 +176,46 @@ def test_nothing_after_a_refused_store_runs_even_with_valid_tables_at_ttbr0(tmp_
         trap = g.cpu.run()
         assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
         assert g.ns.read(g.data_pa, 8) == (0xBB).to_bytes(8, "little")
+    finally:
+        g.cpu.close()
+
+
+@pytest.mark.parametrize("ttbr", [0, 1])
+def test_nothing_after_a_refused_store_runs_with_its_tables_mapped(tmp_path: Path, ttbr: int) -> None:
+    """The same with both TTBR0_EL1 and TTBR1_EL1 walks enabled (TCR_EL1.EPD0 and EPD1
+    clear), every table page already mapped at stage 2, and the store after the refused one
+    to a VA that TTBRn maps onto DATA (a TTBR1 VA has its top 16 bits ones: T1SZ 16)."""
+    g = BigGuest(assemble("""
+    .text
+    msr mair_el1, x20
+    msr tcr_el1, x21
+    msr ttbr0_el1, x22
+    msr ttbr1_el1, x23
+    isb
+1:  ldr x9, [x10]       // each table page touched: mapped at stage 2
+    add x10, x10, #0x1000
+    subs x11, x11, #1
+    b.ne 1b
+    str x1, [x3]        // MMIO: the hypervisor's
+    str x2, [x4]        // same block, through TTBRn were stage 1 on
+    hvc #1
+    """, CODE, tmp_path, "refusedn"))
+    try:
+        low = Tables(g, 12, 48, TABLES)
+        low.map(CODE, CODE)
+        high = Tables(g, 12, 48, low.next)
+        va = 0xFFFF_0000_1234_5000 if ttbr else 0x1234_5000
+        (high if ttbr else low).map(va, DATA)
+        tcr = 16 | (16 << 16) | (TG1[12] << 30) | (5 << 32)  # T0SZ, T1SZ 16; 4 KiB granules; IPS 48 bits
+        for reg, value in ((20, MAIR_NORMAL), (21, tcr), (22, low.root), (23, high.root),
+                           (1, 0xAA), (2, 0xBB), (3, MMIO), (4, va),
+                           (10, TABLES), (11, ((high if ttbr else low).next - TABLES) // GRANULE_SIZE)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.ipa == MMIO and trap.is_write, trap
+        assert trap.pc == CODE + 36
+        assert {TABLES, high.root} <= set(g.cpu.mapped_pages())
+        assert g.ns.read(g.data_pa, 8) == bytes(8)
     finally:
         g.cpu.close()
 
