@@ -421,3 +421,77 @@ def test_a_store_pair_whose_second_write_only_page_the_gpt_refuses_faults_there(
         assert g.cpu.get_gpr(2) == DATA + 0x1000 - 8
     finally:
         g.cpu.close()
+
+
+class ReadOnlyGuest(Guest):
+    """DATA read-only at stage 2 (S2AP 0b01), the page after it read-write."""
+
+    def translate(self, ipa: int, is_write: bool, is_fetch: bool) -> Mapping | None:
+        if ipa == DATA:
+            return Mapping(self.data_pa, World.NON_SECURE, writable=False)
+        if ipa == DATA + GRANULE_SIZE:
+            return Mapping(self.data_pa + GRANULE_SIZE, World.NON_SECURE)
+        return super().translate(ipa, is_write, is_fetch)
+
+
+def test_a_store_to_a_read_only_page_is_a_permission_fault_and_ends_its_block(tmp_path: Path) -> None:
+    """A store S2AP forbids faults at its own PC with nothing written, and the store after
+    it in the same block is not made before the hypervisor has handled the fault; a load
+    from the page is made."""
+    g = ReadOnlyGuest(assemble("""
+    .text
+    ldr x7, [x2]
+    str x1, [x2, #8]
+    str x3, [x4]
+    hvc #1
+    """, CODE, tmp_path, "ro"))
+    try:
+        g.ns.write_u64(g.data_pa, 0x77)
+        for reg, value in ((1, 0xAA), (2, DATA), (3, 0xBB), (4, DATA + GRANULE_SIZE)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.is_write and not trap.gpf, trap
+        assert (trap.pc, trap.ipa, trap.value) == (CODE + 4, DATA + 8, 0xAA)
+        assert g.cpu.get_gpr(7) == 0x77
+        assert g.ns.read(g.data_pa + 8, 8) == bytes(8) and g.ns.read(g.data_pa + GRANULE_SIZE, 8) == bytes(8)
+        g.cpu.skip_instruction()  # the hypervisor ignores the store
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
+        assert g.ns.read_u64(g.data_pa + GRANULE_SIZE) == 0xBB and g.ns.read(g.data_pa + 8, 8) == bytes(8)
+    finally:
+        g.cpu.close()
+
+
+@pytest.mark.parametrize("store", [True, False])
+def test_an_mmio_access_after_a_first_touch_in_a_new_code_page_traps_at_itself(tmp_path: Path,
+                                                                              store: bool) -> None:
+    """The first block of a code page stage 2 has just mapped: a load maps its data page,
+    then an MMIO access in the same block traps with its own PC and syndrome (the ISS's SRT,
+    WnR), the load before it made once."""
+    access = "str x1, [x5]" if store else "ldr x1, [x5]"
+    g = Guest(assemble(f"""
+    .text
+    ldr x7, [x4]
+    add x9, x9, #1
+    {access}
+    hvc #1
+    """, CODE, tmp_path, "firsttouch"))
+    try:
+        g.ns.write_u64(g.data_pa, 0x77)
+        for reg, value in ((1, 0xAA), (4, DATA), (5, MMIO)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.pc == CODE + 8, trap
+        assert trap.ipa == MMIO and trap.is_write == store
+        assert trap.syndrome is not None and (trap.syndrome.srt, trap.syndrome.is_write) == (1, store)
+        assert (g.cpu.get_gpr(7), g.cpu.get_gpr(9)) == (0x77, 1)
+        if store:
+            assert trap.value == 0xAA
+            g.cpu.skip_instruction()
+        else:
+            g.cpu.complete_mmio_read(trap.syndrome, 0x1234)
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
+        assert (g.cpu.get_gpr(1), g.cpu.get_gpr(7), g.cpu.get_gpr(9)) == (0xAA if store else 0x1234, 0x77, 1)
+    finally:
+        g.cpu.close()

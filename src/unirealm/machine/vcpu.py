@@ -310,6 +310,7 @@ class VCpu(El1Entry):
         self._trap: Trap | None = None
         self._fault: tuple[int, int, int, int] | None = None  # (kind, address, size, value)
         self._fault_gpf = False
+        self._code_page: tuple[int, Mapping] | None = None  # a page a fetch needs, mapped after the run
         # Pages a refused store waits to be stepped through: page -> (its mapping, the address
         # and size of the store's access to it).
         self._write_only: dict[int, tuple[Mapping, int, int]] = {}
@@ -475,6 +476,16 @@ class VCpu(El1Entry):
                 return False
         elif mapping is not None:
             try:
+                if is_fetch:
+                    # Code on a page mapped inside this hook is translated with a broken
+                    # map from its host code back to guest PCs in this Unicorn: a later
+                    # memory hook in the block reads the PC of an earlier access. The
+                    # fetch stops the run instead (no instruction of its block has run),
+                    # and run() maps the page.
+                    self.memory.host_pointer(mapping.world, mapping.pa, GRANULE_SIZE)  # the GPT check
+                    self._code_page = (page, mapping)
+                    uc.emu_stop()
+                    return False
                 self._map_page(page, mapping)
                 return True
             except GranuleProtectionFault:
@@ -680,6 +691,12 @@ class VCpu(El1Entry):
                 self._before_store = None
                 if len(self._write_only) > len(stepping) and self._fault is None:
                     continue  # the store reached another write-only page: step it with both
+            if self._code_page is not None:  # a fetch stopped at a page stage 2 maps
+                self._map_page(*self._code_page)
+                self._code_page = None
+                if self._kicked or HOST_IRQ.pending:
+                    return IrqTrap(self.pc)
+                continue
             if stepping:
                 self._write_only.clear()
                 if self._entry is None and self._fault is None and self._trap is None and not error:
