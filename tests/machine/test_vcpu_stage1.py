@@ -151,6 +151,20 @@ CASES = [  # granule, T0SZ, T1SZ, block levels
 @pytest.mark.parametrize(("tg", "t0sz", "t1sz", "blocks"), CASES)
 def test_the_software_walk_matches_the_cpu_models_at(tmp_path: Path, tg: int, t0sz: int, t1sz: int,
                                                       blocks: tuple[int, ...]) -> None:
+    walk_matches_at(tmp_path, tg, t0sz, t1sz, blocks, TG0[tg], TG1[tg])
+
+
+def test_the_reserved_tg1_encoding_walks_as_the_cpu_model_does(tmp_path: Path) -> None:
+    """TCR_EL1.TG1 = 0b00 is reserved: the PE treats it as a granule size it implements
+    (IMPLEMENTATION DEFINED); the CPU model's choice is 4 KiB, and the software walk must
+    make the same one."""
+    walk_matches_at(tmp_path, 12, 16, 16, (1, 2), TG0[12], 0b00)
+
+
+def walk_matches_at(tmp_path: Path, tg: int, t0sz: int, t1sz: int, blocks: tuple[int, ...],
+                    tg0_code: int, tg1_code: int) -> None:
+    """The software walk against AT S1E1R for VAs at both TTBRs. Each TTBR also holds an ASID
+    (bits [63:48]) and CnP (bit 0): neither is part of the table's address."""
     rng = random.Random(tg * 1000 + t0sz * 10 + t1sz)
     g = BigGuest(assemble(AT_GUEST, CODE, tmp_path, "at"))
     try:
@@ -179,8 +193,9 @@ def test_the_software_walk_matches_the_cpu_models_at(tmp_path: Path, tg: int, t0
                 else:
                     vas.append(va)  # nothing mapped: invalid at some level
             vas.append(top | (span - 8))
-        tcr = t0sz | (TG0[tg] << 14) | (t1sz << 16) | (TG1[tg] << 30) | (5 << 32)  # IPS 48 bits
-        for reg, value in ((20, MAIR_NORMAL), (21, tcr), (22, low.root), (23, high.root),
+        tcr = t0sz | (tg0_code << 14) | (t1sz << 16) | (tg1_code << 30) | (5 << 32)  # IPS 48 bits
+        asid_cnp0, asid_cnp1 = 0x5A5A << 48 | 1, 0xA5A5 << 48 | 1
+        for reg, value in ((20, MAIR_NORMAL), (21, tcr), (22, low.root | asid_cnp0), (23, high.root | asid_cnp1),
                            (25, DATA), (26, len(vas))):
             g.cpu.set_gpr(reg, value)
         g.ns.write(g.data_pa, b"".join(va.to_bytes(8, "little") + bytes(8) for va in vas))
