@@ -243,8 +243,43 @@ _start:
         assert isinstance(trap, DataAbortTrap), trap
         level2_index = (va >> 21) & 0x1FF
         assert trap.s1ptw and trap.ipa == missing + 8 * level2_index and not trap.is_write
+        assert trap.size == 8 and trap.value == 0  # a 64-bit descriptor read: no value stored
         g.pages[missing] = g.spare  # the hypervisor maps it (zeros: invalid)
         assert g.translate(missing, False, False) == Mapping(g.spare, World.NON_SECURE)
         assert g.cpu.stage1(va)[0] is None  # now the walk reads an invalid level-2 entry
+    finally:
+        g.cpu.close()
+
+
+class NoExecTables(BigGuest):
+    """A stage 2 that maps the table pages for data accesses only: a fetch from them faults."""
+
+    def translate(self, ipa: int, is_write: bool, is_fetch: bool) -> Mapping | None:
+        if is_fetch and TABLES <= ipa < TARGET:
+            return None
+        return super().translate(ipa, is_write, is_fetch)
+
+
+def test_a_table_walk_reads_its_tables_at_stage_2(tmp_path: Path) -> None:
+    """The stage-1 walk's descriptor fetches are data reads for stage 2 (never instruction
+    fetches): tables on pages stage 2 gives no execute permission are walked, for a data
+    access and for an instruction fetch alike."""
+    g = NoExecTables(assemble("""
+    .text
+_start:
+""" + MMU_ON + """    ldr x1, [x23]
+    hvc #1
+    """, CODE, tmp_path, "s1read"))
+    try:
+        t = Tables(g, 12, 48, TABLES)
+        t.map(CODE, CODE)
+        t.map(DATA, DATA)
+        g.ns.write(g.data_pa, (0x1234).to_bytes(8, "little"))
+        for reg, value in ((20, MAIR_NORMAL), (21, TCR_48BIT_TTBR0), (22, t.root), (23, DATA)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
+        assert g.cpu.get_gpr(1) == 0x1234
+        assert g.cpu.stage1(DATA + 8) == (DATA + 8, False)  # its tables are mapped already
     finally:
         g.cpu.close()
