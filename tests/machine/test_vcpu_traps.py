@@ -10,6 +10,7 @@ fault's VA is worked out from the instruction with the MMU on and is the IPA wit
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,16 @@ import pytest
 from unirealm.arch import sysreg
 from unirealm.arch.esr import SysRegAccess
 from unirealm.arch.memory import GRANULE_SIZE, Pas, World
-from unirealm.machine.vcpu import DataAbortTrap, El2Context, HvcTrap, Mapping, SysRegTrap, UndefinedTrap, VCpu
+from unirealm.machine.vcpu import (
+    DataAbortTrap,
+    El2Context,
+    HvcTrap,
+    IrqTrap,
+    Mapping,
+    SysRegTrap,
+    UndefinedTrap,
+    VCpu,
+)
 
 from .asm_snippet import assemble
 from .test_vcpu import CODE, DATA, MMIO, Guest
@@ -493,5 +503,65 @@ def test_an_mmio_access_after_a_first_touch_in_a_new_code_page_traps_at_itself(t
         trap = g.cpu.run()
         assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
         assert (g.cpu.get_gpr(1), g.cpu.get_gpr(7), g.cpu.get_gpr(9)) == (0xAA if store else 0x1234, 0x77, 1)
+    finally:
+        g.cpu.close()
+
+
+def test_an_mmio_load_to_xzr_discards_the_value(tmp_path: Path) -> None:
+    """Rt = 31 in a load is XZR (the Arm ARM's zero register: a write to it is ignored): the
+    hypervisor's completion of `ldr xzr, [x5]` writes no register and steps past it."""
+    g = Guest(assemble("""
+    .text
+    ldr xzr, [x5]
+    hvc #1
+    """, CODE, tmp_path, "xzr"))
+    try:
+        g.cpu.set_gpr(5, MMIO)
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.syndrome is not None and trap.syndrome.srt == 31, trap
+        before = g.cpu.get_gprs()
+        g.cpu.complete_mmio_read(trap.syndrome, 0x1234)
+        assert g.cpu.pc == CODE + 4 and g.cpu.get_gprs() == before and g.cpu.get_gpr(31) == 0
+        g.cpu.set_gpr(31, 0x99)  # as for any write to XZR
+        assert g.cpu.get_gpr(31) == 0 and g.cpu.get_gprs() == before
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
+    finally:
+        g.cpu.close()
+
+
+def test_a_run_whose_time_is_already_up_stops_at_once(tmp_path: Path) -> None:
+    """`until` already past: the host's interrupt is taken before the first instruction, at
+    the PC the run would have started from."""
+    g = Guest(assemble("""
+    .text
+    add x9, x9, #1
+    hvc #1
+    """, CODE, tmp_path, "late"))
+    try:
+        trap = g.cpu.run(until=time.monotonic() - 1)
+        assert isinstance(trap, IrqTrap) and trap.pc == CODE and g.cpu.get_gpr(9) == 0, trap
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1 and g.cpu.get_gpr(9) == 1, trap
+    finally:
+        g.cpu.close()
+
+
+def test_a_load_right_after_a_store_to_a_write_only_page_faults(tmp_path: Path) -> None:
+    """The store is made, and the load after it in the same block is refused as every load
+    from the page is: stage 2 still forbids reads once the store has written it."""
+    g = WriteOnlyGuest(assemble("""
+    .text
+    str x1, [x2]
+    ldr x6, [x2]
+    hvc #1
+    """, CODE, tmp_path, "wold"))
+    try:
+        for reg, value in ((1, 0x5555), (2, DATA), (6, 7)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and not trap.is_write and trap.ipa == DATA, trap
+        assert trap.pc == CODE + 4 and g.cpu.get_gpr(6) == 7
+        assert g.ns.read_u64(g.data_pa) == 0x5555
     finally:
         g.cpu.close()

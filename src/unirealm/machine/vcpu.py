@@ -679,6 +679,10 @@ class VCpu(El1Entry):
             stepping = self._map_write_only()
             if stepping is None:
                 break  # the GPT refused a write-only page: the store's fault
+            if stepping:
+                # Code translated before ignores the end address: the store's block would run
+                # whole, its loads through the write-only pages. Translated again, it ends there.
+                self.uc.ctl_remove_cache(self.pc, self.pc + 4)
             try:
                 with HOST_IRQ.running(self.uc):
                     self.uc.emu_start(self.pc, self.pc + 4 if stepping else RUN_FOREVER, timeout_us)
