@@ -325,7 +325,6 @@ class VCpu(El1Entry):
         self.uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(UC_HOOK_MEM_PROT, self._on_forbidden)
         memory.on_pas_change(self._on_pas_change)
-        self.instructions_hint = 0
         self.exceptions_taken = 0
         self.interrupts: InterruptLines | None = None  # set by the owner; None: no interrupt inputs
         self.interrupts_taken = 0
