@@ -704,8 +704,6 @@ class VCpu(El1Entry):
                 self._write_only.clear()
                 if self._entry is None and self._fault is None and self._trap is None and not error:
                     continue  # the store was made: go on from the next instruction
-            elif self._write_only and self._fault is None and self._trap is None:
-                continue  # step the refused store (its refusal is the error) with its page mapped
             if self._entry is None or self._fault is not None or self._trap is not None or error:
                 if self._irq_stop and self._entry is None and self._fault is None and self._trap is None and not error:
                     if self._kicked or HOST_IRQ.pending:
