@@ -284,12 +284,13 @@ def test_sve_without_cptr_el2_tz_runs_at_el1_once_el3_enables_it(tmp_path: Path)
 
 def test_a_stage_2_fault_with_the_mmu_on_reports_the_va(tmp_path: Path) -> None:
     """FAR for the hypervisor (HPFAR holds the IPA): the VA of the faulting part of the access,
-    found from the instruction when the MMU is on; a load crossing into the faulting page
-    gives the address where that page starts."""
+    found from the instruction when the MMU is on (the SP's for base register 31); a load
+    crossing into the faulting page gives the address where that page starts."""
     g = BigGuest(assemble("""
     .text
 """ + MMU_ON + """    ldr x1, [x3]
     ldr x1, [x4]
+    ldr x1, [sp, #8]
     hvc #1
     """, CODE, tmp_path, "farva"))
     try:
@@ -309,6 +310,11 @@ def test_a_stage_2_fault_with_the_mmu_on_reports_the_va(tmp_path: Path) -> None:
         trap = g.cpu.run()
         assert isinstance(trap, DataAbortTrap), trap
         assert trap.ipa == MMIO & ~0xFFF and trap.va == mmio_va  # the second half's first byte
+        g.cpu.skip_instruction()
+        g.cpu.sp = mmio_va + 0x20  # SP_EL1, 16-byte aligned
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap), trap
+        assert trap.ipa == (MMIO & ~0xFFF) + 0x28 and trap.va == mmio_va + 0x28  # Rn = 31: the SP
     finally:
         g.cpu.close()
 
