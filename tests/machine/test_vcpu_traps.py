@@ -22,6 +22,7 @@ from unirealm.machine.vcpu import (
     DataAbortTrap,
     El2Context,
     HvcTrap,
+    InstructionAbortTrap,
     IrqTrap,
     Mapping,
     SysRegTrap,
@@ -569,5 +570,36 @@ def test_a_load_right_after_a_store_to_a_write_only_page_faults(tmp_path: Path) 
         assert isinstance(trap, DataAbortTrap) and not trap.is_write and trap.ipa == DATA, trap
         assert trap.pc == CODE + 4 and g.cpu.get_gpr(6) == 7
         assert g.ns.read_u64(g.data_pa) == 0x5555
+    finally:
+        g.cpu.close()
+
+
+@pytest.mark.parametrize("gpt_refuses", [False, True])
+def test_a_branch_to_code_stage_2_cannot_give_is_an_instruction_abort_at_its_target(tmp_path: Path,
+                                                                                   gpt_refuses: bool) -> None:
+    """An instruction fetch stage 2 does not map (or maps onto a granule the GPT refuses):
+    an Instruction Abort for the hypervisor whose preferred return address and IPA are the
+    branch target, nothing run there; mapped afterwards, the code runs from it."""
+    target = DATA + 0x40
+    g = Guest(assemble("""
+    .text
+    br x0
+    """, CODE, tmp_path, "iabt"))
+    try:
+        g.ns.write(g.data_pa + 0x40, (0xD4000022).to_bytes(4, "little"))  # hvc #1
+        if gpt_refuses:
+            g.memory.set_pas(World.ROOT, g.data_pa, Pas.REALM)
+        else:
+            del g.pages[DATA]
+        g.cpu.set_gpr(0, target)
+        trap = g.cpu.run()
+        assert isinstance(trap, InstructionAbortTrap) and (trap.pc, trap.ipa) == (target, target), trap
+        assert DATA not in g.cpu.mapped_pages()
+        if gpt_refuses:
+            g.memory.set_pas(World.ROOT, g.data_pa, Pas.NON_SECURE)
+        else:
+            g.pages[DATA] = g.data_pa
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1 and trap.pc == target + 4, trap
     finally:
         g.cpu.close()
