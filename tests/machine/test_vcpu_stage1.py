@@ -283,3 +283,40 @@ _start:
         assert g.cpu.stage1(DATA + 8) == (DATA + 8, False)  # its tables are mapped already
     finally:
         g.cpu.close()
+
+
+class WriteOnlyTables(BigGuest):
+    """A stage 2 that maps the table pages without read permission (S2AP write-only)."""
+
+    def translate(self, ipa: int, is_write: bool, is_fetch: bool) -> Mapping | None:
+        mapping = super().translate(ipa, is_write, is_fetch)
+        if mapping is not None and TABLES <= ipa < TARGET:
+            return Mapping(mapping.pa, mapping.world, readable=False)
+        return mapping
+
+
+def test_a_table_stage_2_will_not_let_be_read_is_the_hypervisors_fault(tmp_path: Path) -> None:
+    """The walk's descriptor read is checked against stage 2's read permission: a table on
+    a page stage 2 makes write-only gives the hypervisor a stage-2 fault on the walk (S1PTW)
+    at the entry read, and the walk reads nothing from it."""
+    g = WriteOnlyTables(assemble("""
+    .text
+_start:
+""" + MMU_ON + """    hvc #0
+    ldr x1, [x23]
+    hvc #2
+    """, CODE, tmp_path, "s1wo"))
+    try:
+        t = Tables(g, 12, 48, TABLES)
+        t.map(CODE, CODE)
+        t.map(DATA, DATA)
+        va = 0x7000_0000_0000
+        t.map(va, DATA)
+        for reg, value in ((20, MAIR_NORMAL), (21, TCR_48BIT_TTBR0), (22, t.root), (23, va)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()  # the fetches after MMU_ON walk the same tables
+        assert isinstance(trap, DataAbortTrap), trap
+        assert trap.s1ptw and not trap.is_write and trap.ipa & ~0xFFF == t.root, trap
+        assert not {p for p in g.cpu.mapped_pages() if TABLES <= p < TARGET}
+    finally:
+        g.cpu.close()

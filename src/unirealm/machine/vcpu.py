@@ -584,7 +584,8 @@ class VCpu(El1Entry):
         """The guest's own stage-1 translation of `va` in the EL1&0 regime (VMSAv8-64,
         TTBRn_EL1 and TCR_EL1, 4, 16 or 64 KiB granules), mapping at stage 2 each table page
         the walk reads. Returns (IPA or None if stage 1 faults, whether a page was mapped);
-        with `pc` given, a table stage 2 cannot map becomes the trap of this run."""
+        with `pc` given, a table stage 2 cannot map, or maps without read permission, becomes
+        the trap of this run."""
         if not self.read_sysreg(sysreg.SCTLR_EL1) & 1:  # SCTLR_EL1.M: MMU off, VA = IPA
             return va, False
         tcr = self.read_sysreg(sysreg.TCR_EL1)
@@ -607,13 +608,13 @@ class VCpu(El1Entry):
             if page not in self._mapped:
                 mapping = self.translate(page, False, False)
                 gpf = False
-                if mapping is not None:
+                if mapping is not None and mapping.readable:
                     try:
                         self._map_page(page, mapping)
                         mapped_any = True
                     except GranuleProtectionFault:
                         gpf = True
-                if mapping is None or gpf:
+                if mapping is None or not mapping.readable or gpf:  # a stage-2 fault on the walk's read
                     if pc is not None:
                         self._trap = DataAbortTrap(pc, entry_ipa, False, 8, None, 0, gpf, True)
                     return None, mapped_any
