@@ -193,6 +193,10 @@ def walk_matches_at(tmp_path: Path, tg: int, t0sz: int, t1sz: int, blocks: tuple
                 else:
                     vas.append(va)  # nothing mapped: invalid at some level
             vas.append(top | (span - 8))
+            # bits[1:0] = 0b01 at level 3 is reserved: an invalid descriptor, not a page
+            va = top | (rng.randrange(span) & ~7)
+            tables.write(tables.walk_to(va & ~(granule - 1), 3), TARGET | AF | 1)
+            vas.append(va)
         tcr = t0sz | (tg0_code << 14) | (t1sz << 16) | (tg1_code << 30) | (5 << 32)  # IPS 48 bits
         asid_cnp0, asid_cnp1 = 0x5A5A << 48 | 1, 0xA5A5 << 48 | 1
         for reg, value in ((20, MAIR_NORMAL), (21, tcr), (22, low.root | asid_cnp0), (23, high.root | asid_cnp1),
@@ -318,5 +322,30 @@ _start:
         assert isinstance(trap, DataAbortTrap), trap
         assert trap.s1ptw and not trap.is_write and trap.ipa & ~0xFFF == t.root, trap
         assert not {p for p in g.cpu.mapped_pages() if TABLES <= p < TARGET}
+    finally:
+        g.cpu.close()
+
+
+def test_read_insn_at_reads_through_stage_1_and_gives_none_where_it_faults(tmp_path: Path) -> None:
+    """The instruction word at a VA is read through the guest's stage 1 (any VA mapping the
+    code page gives the same word); a VA stage 1 does not map has none."""
+    g = BigGuest(assemble("""
+    .text
+_start:
+""" + MMU_ON + """    hvc #0
+    """, CODE, tmp_path, "insnat"))
+    try:
+        t = Tables(g, 12, 48, TABLES)
+        t.map(CODE, CODE)
+        alias = 0x7000_0000_0000
+        t.map(alias, CODE)  # a second VA for the code page
+        for reg, value in ((20, MAIR_NORMAL), (21, TCR_48BIT_TTBR0), (22, t.root)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 0, trap
+        hvc = 0xD4000002  # hvc #0
+        assert g.cpu.read_insn_at(trap.pc - 4) == hvc
+        assert g.cpu.read_insn_at(alias + trap.pc - 4 - CODE) == hvc
+        assert g.cpu.read_insn_at(alias + 0x20_0000) is None  # no stage-1 translation
     finally:
         g.cpu.close()
