@@ -603,3 +603,50 @@ def test_a_branch_to_code_stage_2_cannot_give_is_an_instruction_abort_at_its_tar
         assert isinstance(trap, HvcTrap) and trap.imm == 1 and trap.pc == target + 4, trap
     finally:
         g.cpu.close()
+
+
+class WriteOnlyBigGuest(BigGuest):
+    def translate(self, ipa: int, is_write: bool, is_fetch: bool) -> Mapping | None:
+        mapping = super().translate(ipa, is_write, is_fetch)
+        if ipa == DATA and mapping is not None:
+            return Mapping(mapping.pa, World.NON_SECURE, readable=False)
+        return mapping
+
+
+def test_a_store_pair_from_a_write_only_page_into_no_stage_1_mapping_is_the_guests_abort(tmp_path: Path) -> None:
+    """A store pair whose first half goes to a page stage 2 makes write-only and whose second
+    half's VA stage 1 does not map: a Data Abort from the current EL (a translation fault)
+    that the guest takes, with FAR in the second half."""
+    g = WriteOnlyBigGuest(assemble("""
+    .text
+_start:
+    b start
+    .balign 2048
+vectors:
+    .rept 16
+    .balign 128
+    mrs x5, esr_el1
+    mrs x6, far_el1
+    hvc #9
+    .endr
+start:
+    adr x0, vectors
+    msr vbar_el1, x0
+""" + MMU_ON + """    stp x3, x4, [x2, #-8]
+    hvc #2
+    """, CODE, tmp_path, "wostp"))
+    try:
+        t = Tables(g, 12, 48, TABLES)
+        t.map(CODE, CODE)
+        va = 0x1234_5000
+        t.map(va, DATA)  # the page after it has no stage-1 translation
+        for reg, value in ((20, MAIR_NORMAL), (21, TCR_48BIT_TTBR0), (22, t.root), (2, va + 0x1000),
+                           (3, 0x33), (4, 0x44)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 9, trap
+        esr, far = g.cpu.get_gpr(5), g.cpu.get_gpr(6)
+        assert esr >> 26 == 0x25 and esr & 0x3F in (0x04, 0x05, 0x06, 0x07), hex(esr)
+        assert va + 0x1000 <= far < va + 0x1008
+    finally:
+        g.cpu.close()
