@@ -155,6 +155,26 @@ def test_faulting_access_is_retried_until_completed(tmp_path: Path) -> None:
     g.cpu.close()
 
 
+@pytest.mark.parametrize(("size", "sixty_four", "value", "expected"), [
+    (1, True, 0x7F, 0x7F),  # LDRSB Xt of a positive byte: unchanged
+    (1, False, 0x7F, 0x7F),
+    (2, True, 0x7FFF, 0x7FFF),  # LDRSH Xt
+    (4, True, 0x7FFF_FFFF, 0x7FFF_FFFF),  # LDRSW
+    (1, True, 0x180, 0xFFFF_FFFF_FFFF_FF80),  # only the access's byte counts, then its sign
+    (2, False, 0x1_0001, 0x1),
+])
+def test_a_sign_extending_mmio_load_extends_only_negative_values(tmp_path: Path, size: int, sixty_four: bool,
+                                                                 value: int, expected: int) -> None:
+    """SignExtend (Arm ARM pseudocode) copies the access's top bit: a value whose top bit is
+    clear is zero-extended, the device's bits above the access size ignored."""
+    g = load(tmp_path, "wfx_hvc.S")
+    try:
+        g.cpu.complete_mmio_read(AccessSyndrome(False, size, 3, True, sixty_four), value)
+        assert g.cpu.get_gpr(3) == expected and g.cpu.pc == CODE + 4
+    finally:
+        g.cpu.close()
+
+
 # --- WFI / WFE / HVC --------------------------------------------------------------------
 def test_wfi_and_hvc(tmp_path: Path) -> None:
     g = load(tmp_path, "wfx_hvc.S")
