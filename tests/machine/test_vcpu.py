@@ -155,6 +155,26 @@ def test_faulting_access_is_retried_until_completed(tmp_path: Path) -> None:
     g.cpu.close()
 
 
+@pytest.mark.parametrize(("size", "sixty_four", "value", "expected"), [
+    (1, True, 0x7F, 0x7F),  # LDRSB Xt of a positive byte: unchanged
+    (1, False, 0x7F, 0x7F),
+    (2, True, 0x7FFF, 0x7FFF),  # LDRSH Xt
+    (4, True, 0x7FFF_FFFF, 0x7FFF_FFFF),  # LDRSW
+    (1, True, 0x180, 0xFFFF_FFFF_FFFF_FF80),  # only the access's byte counts, then its sign
+    (2, False, 0x1_0001, 0x1),
+])
+def test_a_sign_extending_mmio_load_extends_only_negative_values(tmp_path: Path, size: int, sixty_four: bool,
+                                                                 value: int, expected: int) -> None:
+    """SignExtend (Arm ARM pseudocode) copies the access's top bit: a value whose top bit is
+    clear is zero-extended, the device's bits above the access size ignored."""
+    g = load(tmp_path, "wfx_hvc.S")
+    try:
+        g.cpu.complete_mmio_read(AccessSyndrome(False, size, 3, True, sixty_four), value)
+        assert g.cpu.get_gpr(3) == expected and g.cpu.pc == CODE + 4
+    finally:
+        g.cpu.close()
+
+
 # --- WFI / WFE / HVC --------------------------------------------------------------------
 def test_wfi_and_hvc(tmp_path: Path) -> None:
     g = load(tmp_path, "wfx_hvc.S")
@@ -230,6 +250,39 @@ def test_reset_sets_pc_gprs_and_el1h(tmp_path: Path) -> None:
     trap = g.cpu.run()
     assert isinstance(trap, SmcTrap) and trap.regs[:2] == [7, 8]
     g.cpu.close()
+
+
+ALIAS = DATA + GRANULE_SIZE  # a second IPA page the test maps onto DATA's granule
+
+
+def test_a_pas_change_drops_every_ipa_mapping_the_granule(tmp_path: Path) -> None:
+    """Two IPA pages aliasing one granule: once one is invalidated, a PAS change of the granule
+    still drops the other (a GPT change reaches every translation to it), whose next access
+    is then refused by the GPT."""
+    g = Guest(assemble("""
+    .text
+    ldr x1, [x2]
+    ldr x3, [x4]
+    smc #0
+    ldr x5, [x4]
+    smc #0
+    """, CODE, tmp_path, "alias"))
+    try:
+        g.pages[ALIAS] = g.data_pa
+        g.ns.write_u64(g.data_pa, 0x1234)
+        g.cpu.set_gpr(2, DATA)
+        g.cpu.set_gpr(4, ALIAS)
+        trap = g.cpu.run()
+        assert isinstance(trap, SmcTrap) and trap.regs[1] == trap.regs[3] == 0x1234, trap
+        assert g.cpu.mapped_pages() == {CODE: g.code_pa, DATA: g.data_pa, ALIAS: g.data_pa}
+        g.cpu.invalidate(DATA, GRANULE_SIZE)
+        assert g.cpu.mapped_pages() == {CODE: g.code_pa, ALIAS: g.data_pa}
+        g.memory.set_pas(World.ROOT, g.data_pa, Pas.REALM)
+        assert g.cpu.mapped_pages() == {CODE: g.code_pa}
+        trap = g.cpu.run()
+        assert isinstance(trap, DataAbortTrap) and trap.gpf and trap.ipa == ALIAS, trap
+    finally:
+        g.cpu.close()
 
 
 # --- the decoder, on hand-encoded instruction words -------------------------------------

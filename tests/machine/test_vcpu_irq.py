@@ -339,3 +339,43 @@ el0:
     index, _, _, esr_value = report(g)
     assert index == 8 and esr_value == 0x5600_0001  # the SVC after it: EC 0x15, imm 1
     assert g.cpu.get_gpr(3) == 0x1234_5678
+
+
+def test_a_vcpu_leaves_counter_reads_to_the_cpu_model_unless_told(tmp_path: Path) -> None:
+    """With interrupt lines and nothing else said, CNTVCT_EL0 is the CPU model's: the
+    machine's system counter, never asked of the lines."""
+    g = Guest(assemble(VECTORS + """
+    mrs x1, CNTVCT_EL0
+    hvc #1
+    """, CODE, tmp_path, "irq"))
+    lines = Lines()
+    g.cpu.interrupts = lines
+    before = system_count()
+    trap = g.cpu.run()
+    after = system_count()
+    assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
+    assert before <= g.cpu.get_gpr(1) <= after and lines.reads == []
+    g.cpu.close()
+
+
+@pytest.mark.parametrize("lines_deadline", [None, 0.02])
+def test_a_run_ends_at_the_earlier_of_its_limit_and_the_lines_deadline(tmp_path: Path,
+                                                                       lines_deadline: float | None) -> None:
+    """A spinning guest: the run ends with an IrqTrap at `until` when the lines have no
+    deadline, and at the lines' deadline when that comes first."""
+    g = guest(tmp_path, """
+spin:
+    b spin
+    """, Lines())
+    start = time.monotonic()
+    assert g.cpu.interrupts is not None
+    g.cpu.interrupts.deadline = None if lines_deadline is None else start + lines_deadline  # type: ignore[attr-defined]
+    until = start + (0.05 if lines_deadline is None else 3)
+    trap = g.cpu.run(until=until)
+    elapsed = time.monotonic() - start
+    assert isinstance(trap, IrqTrap), trap
+    assert trap.pc == label(tmp_path, "spin")
+    if lines_deadline is None:
+        assert elapsed >= 0.05
+    assert elapsed < 1.5
+    g.cpu.close()

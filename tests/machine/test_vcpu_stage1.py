@@ -151,6 +151,20 @@ CASES = [  # granule, T0SZ, T1SZ, block levels
 @pytest.mark.parametrize(("tg", "t0sz", "t1sz", "blocks"), CASES)
 def test_the_software_walk_matches_the_cpu_models_at(tmp_path: Path, tg: int, t0sz: int, t1sz: int,
                                                       blocks: tuple[int, ...]) -> None:
+    walk_matches_at(tmp_path, tg, t0sz, t1sz, blocks, TG0[tg], TG1[tg])
+
+
+def test_the_reserved_tg1_encoding_walks_as_the_cpu_model_does(tmp_path: Path) -> None:
+    """TCR_EL1.TG1 = 0b00 is reserved: the PE treats it as a granule size it implements
+    (IMPLEMENTATION DEFINED); the CPU model's choice is 4 KiB, and the software walk must
+    make the same one."""
+    walk_matches_at(tmp_path, 12, 16, 16, (1, 2), TG0[12], 0b00)
+
+
+def walk_matches_at(tmp_path: Path, tg: int, t0sz: int, t1sz: int, blocks: tuple[int, ...],
+                    tg0_code: int, tg1_code: int) -> None:
+    """The software walk against AT S1E1R for VAs at both TTBRs. Each TTBR also holds an ASID
+    (bits [63:48]) and CnP (bit 0): neither is part of the table's address."""
     rng = random.Random(tg * 1000 + t0sz * 10 + t1sz)
     g = BigGuest(assemble(AT_GUEST, CODE, tmp_path, "at"))
     try:
@@ -179,8 +193,13 @@ def test_the_software_walk_matches_the_cpu_models_at(tmp_path: Path, tg: int, t0
                 else:
                     vas.append(va)  # nothing mapped: invalid at some level
             vas.append(top | (span - 8))
-        tcr = t0sz | (TG0[tg] << 14) | (t1sz << 16) | (TG1[tg] << 30) | (5 << 32)  # IPS 48 bits
-        for reg, value in ((20, MAIR_NORMAL), (21, tcr), (22, low.root), (23, high.root),
+            # bits[1:0] = 0b01 at level 3 is reserved: an invalid descriptor, not a page
+            va = top | (rng.randrange(span) & ~7)
+            tables.write(tables.walk_to(va & ~(granule - 1), 3), TARGET | AF | 1)
+            vas.append(va)
+        tcr = t0sz | (tg0_code << 14) | (t1sz << 16) | (tg1_code << 30) | (5 << 32)  # IPS 48 bits
+        asid_cnp0, asid_cnp1 = 0x5A5A << 48 | 1, 0xA5A5 << 48 | 1
+        for reg, value in ((20, MAIR_NORMAL), (21, tcr), (22, low.root | asid_cnp0), (23, high.root | asid_cnp1),
                            (25, DATA), (26, len(vas))):
             g.cpu.set_gpr(reg, value)
         g.ns.write(g.data_pa, b"".join(va.to_bytes(8, "little") + bytes(8) for va in vas))
@@ -228,8 +247,105 @@ _start:
         assert isinstance(trap, DataAbortTrap), trap
         level2_index = (va >> 21) & 0x1FF
         assert trap.s1ptw and trap.ipa == missing + 8 * level2_index and not trap.is_write
+        assert trap.size == 8 and trap.value == 0  # a 64-bit descriptor read: no value stored
         g.pages[missing] = g.spare  # the hypervisor maps it (zeros: invalid)
         assert g.translate(missing, False, False) == Mapping(g.spare, World.NON_SECURE)
         assert g.cpu.stage1(va)[0] is None  # now the walk reads an invalid level-2 entry
+    finally:
+        g.cpu.close()
+
+
+class NoExecTables(BigGuest):
+    """A stage 2 that maps the table pages for data accesses only: a fetch from them faults."""
+
+    def translate(self, ipa: int, is_write: bool, is_fetch: bool) -> Mapping | None:
+        if is_fetch and TABLES <= ipa < TARGET:
+            return None
+        return super().translate(ipa, is_write, is_fetch)
+
+
+def test_a_table_walk_reads_its_tables_at_stage_2(tmp_path: Path) -> None:
+    """The stage-1 walk's descriptor fetches are data reads for stage 2 (never instruction
+    fetches): tables on pages stage 2 gives no execute permission are walked, for a data
+    access and for an instruction fetch alike."""
+    g = NoExecTables(assemble("""
+    .text
+_start:
+""" + MMU_ON + """    ldr x1, [x23]
+    hvc #1
+    """, CODE, tmp_path, "s1read"))
+    try:
+        t = Tables(g, 12, 48, TABLES)
+        t.map(CODE, CODE)
+        t.map(DATA, DATA)
+        g.ns.write(g.data_pa, (0x1234).to_bytes(8, "little"))
+        for reg, value in ((20, MAIR_NORMAL), (21, TCR_48BIT_TTBR0), (22, t.root), (23, DATA)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
+        assert g.cpu.get_gpr(1) == 0x1234
+        assert g.cpu.stage1(DATA + 8) == (DATA + 8, False)  # its tables are mapped already
+    finally:
+        g.cpu.close()
+
+
+class WriteOnlyTables(BigGuest):
+    """A stage 2 that maps the table pages without read permission (S2AP write-only)."""
+
+    def translate(self, ipa: int, is_write: bool, is_fetch: bool) -> Mapping | None:
+        mapping = super().translate(ipa, is_write, is_fetch)
+        if mapping is not None and TABLES <= ipa < TARGET:
+            return Mapping(mapping.pa, mapping.world, readable=False)
+        return mapping
+
+
+def test_a_table_stage_2_will_not_let_be_read_is_the_hypervisors_fault(tmp_path: Path) -> None:
+    """The walk's descriptor read is checked against stage 2's read permission: a table on
+    a page stage 2 makes write-only gives the hypervisor a stage-2 fault on the walk (S1PTW)
+    at the entry read, and the walk reads nothing from it."""
+    g = WriteOnlyTables(assemble("""
+    .text
+_start:
+""" + MMU_ON + """    hvc #0
+    ldr x1, [x23]
+    hvc #2
+    """, CODE, tmp_path, "s1wo"))
+    try:
+        t = Tables(g, 12, 48, TABLES)
+        t.map(CODE, CODE)
+        t.map(DATA, DATA)
+        va = 0x7000_0000_0000
+        t.map(va, DATA)
+        for reg, value in ((20, MAIR_NORMAL), (21, TCR_48BIT_TTBR0), (22, t.root), (23, va)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()  # the fetches after MMU_ON walk the same tables
+        assert isinstance(trap, DataAbortTrap), trap
+        assert trap.s1ptw and not trap.is_write and trap.ipa & ~0xFFF == t.root, trap
+        assert not {p for p in g.cpu.mapped_pages() if TABLES <= p < TARGET}
+    finally:
+        g.cpu.close()
+
+
+def test_read_insn_at_reads_through_stage_1_and_gives_none_where_it_faults(tmp_path: Path) -> None:
+    """The instruction word at a VA is read through the guest's stage 1 (any VA mapping the
+    code page gives the same word); a VA stage 1 does not map has none."""
+    g = BigGuest(assemble("""
+    .text
+_start:
+""" + MMU_ON + """    hvc #0
+    """, CODE, tmp_path, "insnat"))
+    try:
+        t = Tables(g, 12, 48, TABLES)
+        t.map(CODE, CODE)
+        alias = 0x7000_0000_0000
+        t.map(alias, CODE)  # a second VA for the code page
+        for reg, value in ((20, MAIR_NORMAL), (21, TCR_48BIT_TTBR0), (22, t.root)):
+            g.cpu.set_gpr(reg, value)
+        trap = g.cpu.run()
+        assert isinstance(trap, HvcTrap) and trap.imm == 0, trap
+        hvc = 0xD4000002  # hvc #0
+        assert g.cpu.read_insn_at(trap.pc - 4) == hvc
+        assert g.cpu.read_insn_at(alias + trap.pc - 4 - CODE) == hvc
+        assert g.cpu.read_insn_at(alias + 0x20_0000) is None  # no stage-1 translation
     finally:
         g.cpu.close()

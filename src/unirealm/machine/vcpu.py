@@ -310,7 +310,10 @@ class VCpu(El1Entry):
         self._trap: Trap | None = None
         self._fault: tuple[int, int, int, int] | None = None  # (kind, address, size, value)
         self._fault_gpf = False
-        self._write_only: dict[int, Mapping] = {}  # pages a refused store waits to be stepped through
+        self._code_page: tuple[int, Mapping] | None = None  # a page a fetch needs, mapped after the run
+        # Pages a refused store waits to be stepped through: page -> (its mapping, the address
+        # and size of the store's access to it).
+        self._write_only: dict[int, tuple[Mapping, int, int]] = {}
         # The state at a store a hook refused, while the rest of its block is made to fault.
         self._before_store: UcContext | None = None
         self._store_context = self.uc.context_save()  # reused: one allocation per vCPU
@@ -322,7 +325,6 @@ class VCpu(El1Entry):
         self.uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(UC_HOOK_MEM_PROT, self._on_forbidden)
         memory.on_pas_change(self._on_pas_change)
-        self.instructions_hint = 0
         self.exceptions_taken = 0
         self.interrupts: InterruptLines | None = None  # set by the owner; None: no interrupt inputs
         self.interrupts_taken = 0
@@ -468,11 +470,21 @@ class VCpu(El1Entry):
             # then unmaps it. Anything else is a permission fault.
             if is_write and mapping.writable and page not in self._write_only:
                 self._refuse_store()  # the state before it
-                self._write_only[page] = mapping
+                self._write_only[page] = (mapping, address, size)
                 uc.emu_stop()
                 return False
         elif mapping is not None:
             try:
+                if is_fetch:
+                    # Code on a page mapped inside this hook is translated with a broken
+                    # map from its host code back to guest PCs in this Unicorn: a later
+                    # memory hook in the block reads the PC of an earlier access. The
+                    # fetch stops the run instead (no instruction of its block has run),
+                    # and run() maps the page.
+                    self.memory.host_pointer(mapping.world, mapping.pa, GRANULE_SIZE)  # the GPT check
+                    self._code_page = (page, mapping)
+                    uc.emu_stop()
+                    return False
                 self._map_page(page, mapping)
                 return True
             except GranuleProtectionFault:
@@ -486,18 +498,18 @@ class VCpu(El1Entry):
     def _map_write_only(self) -> list[int] | None:
         """Map the pages a refused store waits for, write-only, for one instruction: the
         pages mapped (none: no store waits), or None if the GPT refuses one (that store's
-        granule protection fault is then this run's)."""
+        granule protection fault, at the store's access to that page, is then this run's)."""
         if not self._write_only:
             return []
         mapped: list[int] = []
-        for page, mapping in self._write_only.items():
+        for page, (mapping, address, size) in self._write_only.items():
             try:
                 ptr = self.memory.host_pointer(mapping.world, mapping.pa, GRANULE_SIZE)
             except GranuleProtectionFault:
                 for done in mapped:
                     self.uc.mem_unmap(done, GRANULE_SIZE)
                 self._write_only.clear()
-                self._fault = (UC_MEM_WRITE_UNMAPPED, page, 8, 0)
+                self._fault = (UC_MEM_WRITE_UNMAPPED, address, size, 0)
                 self._fault_gpf = True
                 return None
             self.uc.mem_map_ptr(page, GRANULE_SIZE, UC_PROT_WRITE, ptr)
@@ -572,7 +584,8 @@ class VCpu(El1Entry):
         """The guest's own stage-1 translation of `va` in the EL1&0 regime (VMSAv8-64,
         TTBRn_EL1 and TCR_EL1, 4, 16 or 64 KiB granules), mapping at stage 2 each table page
         the walk reads. Returns (IPA or None if stage 1 faults, whether a page was mapped);
-        with `pc` given, a table stage 2 cannot map becomes the trap of this run."""
+        with `pc` given, a table stage 2 cannot map, or maps without read permission, becomes
+        the trap of this run."""
         if not self.read_sysreg(sysreg.SCTLR_EL1) & 1:  # SCTLR_EL1.M: MMU off, VA = IPA
             return va, False
         tcr = self.read_sysreg(sysreg.TCR_EL1)
@@ -595,13 +608,13 @@ class VCpu(El1Entry):
             if page not in self._mapped:
                 mapping = self.translate(page, False, False)
                 gpf = False
-                if mapping is not None:
+                if mapping is not None and mapping.readable:
                     try:
                         self._map_page(page, mapping)
                         mapped_any = True
                     except GranuleProtectionFault:
                         gpf = True
-                if mapping is None or gpf:
+                if mapping is None or not mapping.readable or gpf:  # a stage-2 fault on the walk's read
                     if pc is not None:
                         self._trap = DataAbortTrap(pc, entry_ipa, False, 8, None, 0, gpf, True)
                     return None, mapped_any
@@ -666,6 +679,10 @@ class VCpu(El1Entry):
             stepping = self._map_write_only()
             if stepping is None:
                 break  # the GPT refused a write-only page: the store's fault
+            if stepping:
+                # Code translated before ignores the end address: the store's block would run
+                # whole, its loads through the write-only pages. Translated again, it ends there.
+                self.uc.ctl_remove_cache(self.pc, self.pc + 4)
             try:
                 with HOST_IRQ.running(self.uc):
                     self.uc.emu_start(self.pc, self.pc + 4 if stepping else RUN_FOREVER, timeout_us)
@@ -678,12 +695,16 @@ class VCpu(El1Entry):
                 self._before_store = None
                 if len(self._write_only) > len(stepping) and self._fault is None:
                     continue  # the store reached another write-only page: step it with both
+            if self._code_page is not None:  # a fetch stopped at a page stage 2 maps
+                self._map_page(*self._code_page)
+                self._code_page = None
+                if self._kicked or HOST_IRQ.pending:
+                    return IrqTrap(self.pc)
+                continue
             if stepping:
                 self._write_only.clear()
                 if self._entry is None and self._fault is None and self._trap is None and not error:
                     continue  # the store was made: go on from the next instruction
-            elif self._write_only and self._fault is None and self._trap is None:
-                continue  # step the refused store (its refusal is the error) with its page mapped
             if self._entry is None or self._fault is not None or self._trap is not None or error:
                 if self._irq_stop and self._entry is None and self._fault is None and self._trap is None and not error:
                     if self._kicked or HOST_IRQ.pending:
