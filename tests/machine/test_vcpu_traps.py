@@ -243,23 +243,21 @@ SVE_GUEST = """
 """
 
 
-def sve_vcpu(g: Guest, trap_sve: bool, el3_enables_sve: bool) -> VCpu:
+def sve_vcpu(g: Guest, trap_sve: bool) -> VCpu:
     g.cpu.close()
     cpu = VCpu(g.memory, g.translate, context=El2Context(trap_sve=trap_sve))
-    if el3_enables_sve:  # CPTR_EL3.EZ, as EL3 firmware built with SVE for the lower ELs sets it
-        cpu.write_sysreg(sysreg.CPTR_EL3, cpu.read_sysreg(sysreg.CPTR_EL3) | sysreg.CPTR_EL3_EZ)
     cpu.reset(CODE)
     return cpu
 
 
-@pytest.mark.parametrize("el3_enables_sve", [True, False])
-def test_sve_under_cptr_el2_tz_is_the_hypervisors(tmp_path: Path, el3_enables_sve: bool) -> None:
+def test_sve_under_cptr_el2_tz_is_the_hypervisors(tmp_path: Path) -> None:
     """CPTR_EL2.TZ (as the RMM sets it for a realm without SVE): an SVE instruction EL1 may
     run (CPACR_EL1.ZEN = 0b11) is not taken at EL1 but handed over with EC 0x19, at its PC,
-    whether EL3 enables SVE (CPTR_EL3.EZ) or not."""
+    although EL3 enables SVE below it."""
     g = Guest(assemble(SVE_GUEST, CODE, tmp_path, "sve"))
-    g.cpu = sve_vcpu(g, True, el3_enables_sve)
+    g.cpu = sve_vcpu(g, True)
     try:
+        assert g.cpu.read_sysreg(sysreg.CPTR_EL3) & sysreg.CPTR_EL3_EZ
         trap = g.cpu.run()
         assert isinstance(trap, UndefinedTrap) and trap.esr >> 26 == 0x19, trap
         assert trap.pc == CODE + 16 and trap.insn == 0x04BF5021  # rdvl x1, #1
@@ -268,16 +266,40 @@ def test_sve_under_cptr_el2_tz_is_the_hypervisors(tmp_path: Path, el3_enables_sv
         g.cpu.close()
 
 
-def test_sve_without_cptr_el2_tz_runs_at_el1_once_el3_enables_it(tmp_path: Path) -> None:
-    """CPTR_EL3.EZ set, CPTR_EL2.TZ clear, CPACR_EL1.ZEN 0b11: no trap at any EL, and RDVL
-    gives the vector length in bytes, a multiple of 16 from 16 to 256 (128 to 2048 bits)."""
-    g = Guest(assemble(SVE_GUEST, CODE, tmp_path, "sve"))
-    g.cpu = sve_vcpu(g, False, True)
+SVE_VL_GUEST = """
+    .arch armv8.2-a+sve
+    .text
+    mov x0, #(3 << 16)  // CPACR_EL1.ZEN: no EL1/EL0 trap
+    orr x0, x0, #(3 << 20)  // FPEN too
+    msr cpacr_el1, x0
+    isb
+    rdvl x1, #1  // ZCR_EL1.LEN at reset: 0
+    mov x0, #1
+    msr s3_0_c1_c2_0, x0  // ZCR_EL1.LEN = 1: 256 bits
+    isb
+    rdvl x2, #1
+    mov x0, #0xf
+    msr s3_0_c1_c2_0, x0  // the largest the implementation has
+    isb
+    rdvl x3, #1
+    hvc #1
+"""
+
+
+def test_a_plain_vms_el1_owns_sve_as_kvm_leaves_it(tmp_path: Path) -> None:
+    """The CPU model says SVE (ID_AA64PFR0_EL1.SVE 1, which a plain VM reads unchanged), so EL3
+    enables it below (CPTR_EL3.EZ, ZCR_EL3 at the largest length) and KVM's vCPU leaves it to
+    EL1 (CPTR_EL2.TZ clear, ZCR_EL2 at the largest): RDVL gives the length ZCR_EL1.LEN asks,
+    (LEN + 1) x 16 bytes, up to the implementation's largest, a multiple of 16 up to 256."""
+    g = Guest(assemble(SVE_VL_GUEST, CODE, tmp_path, "svevl"))
+    g.cpu = sve_vcpu(g, False)
     try:
+        assert (g.cpu.read_sysreg(sysreg.ID_AA64PFR0_EL1) >> 32) & 0xF == 1
         trap = g.cpu.run()
         assert isinstance(trap, HvcTrap) and trap.imm == 1, trap
-        vl = g.cpu.get_gpr(1)
-        assert vl % 16 == 0 and 16 <= vl <= 256
+        assert g.cpu.get_gpr(1) == 16 and g.cpu.get_gpr(2) == 32
+        largest = g.cpu.get_gpr(3)
+        assert largest % 16 == 0 and 32 <= largest <= 256
         assert g.cpu.exceptions_taken == 0
     finally:
         g.cpu.close()

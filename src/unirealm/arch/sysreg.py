@@ -33,6 +33,8 @@ HCR_EL2 = SysReg(3, 4, 1, 1, 0)
 CPTR_EL2 = SysReg(3, 4, 1, 1, 2)
 CPTR_EL3 = SysReg(3, 6, 1, 1, 2)
 MDCR_EL2 = SysReg(3, 4, 1, 1, 1)
+ZCR_EL2 = SysReg(3, 4, 1, 2, 0)
+ZCR_EL3 = SysReg(3, 6, 1, 2, 0)
 SPSR_EL1 = SysReg(3, 0, 4, 0, 0)
 SCTLR_EL1 = SysReg(3, 0, 1, 0, 0)
 TCR_EL1 = SysReg(3, 0, 2, 0, 2)
@@ -60,6 +62,9 @@ HCR_RW = 1 << 31
 # CPTR_EL2 (nVHE layout): TZ traps SVE to EL2. CPTR_EL3: EZ enables SVE below EL3.
 CPTR_EL2_TZ = 1 << 8
 CPTR_EL3_EZ = 1 << 8
+# ZCR_EL2/ZCR_EL3.LEN (D19.2.185-186): the vector length below that EL is at most (LEN + 1) x 128
+# bits; 0b1111 leaves the implementation's largest.
+ZCR_LEN_MAX = 0xF
 # MDCR_EL2.TPM traps PMU register accesses to EL2.
 MDCR_TPM = 1 << 6
 

@@ -349,8 +349,14 @@ class VCpu(El1Entry):
         ctx = self.context
         self.write_sysreg(sysreg.SCR_EL3, ctx.scr_el3)
         self.write_sysreg(sysreg.HCR_EL2, ctx.hcr_el2)
+        # EL3 firmware built with SVE for the lower ELs (TF-A's ENABLE_SVE_FOR_NS): CPTR_EL3.EZ
+        # and the largest vector length; the CPU model's ID_AA64PFR0_EL1.SVE says it is there.
+        self.write_sysreg(sysreg.CPTR_EL3, self.read_sysreg(sysreg.CPTR_EL3) | sysreg.CPTR_EL3_EZ)
+        self.write_sysreg(sysreg.ZCR_EL3, sysreg.ZCR_LEN_MAX)
         if ctx.trap_sve:
             self.write_sysreg(sysreg.CPTR_EL2, self.read_sysreg(sysreg.CPTR_EL2) | sysreg.CPTR_EL2_TZ)
+        else:  # KVM's vCPU with SVE: EL1 decides (CPACR_EL1.ZEN), at the largest vector length
+            self.write_sysreg(sysreg.ZCR_EL2, sysreg.ZCR_LEN_MAX)
 
     def read_sysreg(self, reg: sysreg.SysReg) -> int:
         return int(self.uc.cpr_read(reg.op0, reg.op1, reg.crn, reg.crm, reg.op2))
