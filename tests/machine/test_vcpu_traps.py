@@ -59,8 +59,9 @@ def test_a_trapped_id_register_read_gives_its_access_at_its_pc(tmp_path: Path) -
         g.cpu.close()
 
 
-def test_a_translation_fault_with_its_tables_mapped_is_the_guests(tmp_path: Path) -> None:
-    g = BigGuest(assemble("""
+# A vector table whose every entry reports the exception to the test: x5 = ESR_EL1, x6 = FAR_EL1,
+# x7 = ELR_EL1, then HVC #9; execution starts past it with VBAR_EL1 pointing at it.
+REPORTING_VECTORS = """
     .text
 _start:
     b start
@@ -76,7 +77,11 @@ vectors:
 start:
     adr x0, vectors
     msr vbar_el1, x0
-""" + MMU_ON + """fault:
+"""
+
+
+def test_a_translation_fault_with_its_tables_mapped_is_the_guests(tmp_path: Path) -> None:
+    g = BigGuest(assemble(REPORTING_VECTORS + MMU_ON + """fault:
     ldr x1, [x23]
     hvc #2
     """, CODE, tmp_path, "s1fault"))
@@ -639,22 +644,7 @@ def test_a_store_pair_from_a_write_only_page_into_no_stage_1_mapping_is_the_gues
     """A store pair whose first half goes to a page stage 2 makes write-only and whose second
     half's VA stage 1 does not map: a Data Abort from the current EL (a translation fault)
     that the guest takes, with FAR in the second half."""
-    g = WriteOnlyBigGuest(assemble("""
-    .text
-_start:
-    b start
-    .balign 2048
-vectors:
-    .rept 16
-    .balign 128
-    mrs x5, esr_el1
-    mrs x6, far_el1
-    hvc #9
-    .endr
-start:
-    adr x0, vectors
-    msr vbar_el1, x0
-""" + MMU_ON + """    stp x3, x4, [x2, #-8]
+    g = WriteOnlyBigGuest(assemble(REPORTING_VECTORS + MMU_ON + """    stp x3, x4, [x2, #-8]
     hvc #2
     """, CODE, tmp_path, "wostp"))
     try:
