@@ -255,6 +255,17 @@ def test_a_handler_may_change_the_frame(proc: Process) -> None:
     assert sigmask(proc) == bit(SIGUSR2)  # SIGKILL can never be blocked
 
 
+def test_sigreturn_takes_the_mask_and_the_alternate_stack_as_unsigned_64_bit_words(proc: Process) -> None:
+    """uc_sigmask's bit 63 is signal 64 (SIGRTMAX), and ss_sp and ss_size are unsigned longs
+    (stack_t): all three come back whole from a frame whose words have their top bit set."""
+    frame = deliver_and_corrupt(proc, 128 + 40, (bit(64) | bit(SIGUSR2)).to_bytes(8, "little"))
+    top = 0x8000_0000_0000_0000
+    proc.write(frame + 128 + 16, struct.pack("<QiiQ", top | 0x7000, 0, 0, top | 0x4000))  # enabled
+    call(proc, "rt_sigreturn")
+    assert sigmask(proc) == bit(64) | bit(SIGUSR2)
+    assert proc.current.altstack == (top | 0x7000, 0, top | 0x4000)
+
+
 def deliver_and_corrupt(p: Process, at: int, data: bytes) -> int:
     user_stack(p)
     handle(p, SIGUSR1)
