@@ -150,3 +150,32 @@ def test_hostile_avail_event_neither_hangs_nor_loses_a_request(tmp_path: Path, e
     for _ in range(5):
         assert p9.decode(queue.request(TVERSION))[0] == P9.RVERSION
     assert not queue.broken and len(notifies) == 5 and queue.t.cpu.wfis == 0  # type: ignore[attr-defined]
+
+
+def test_config_reads_stay_inside_the_devices_window(tmp_path: Path) -> None:
+    """The window the device tree gives (0x200 here) ends the configuration space, which
+    starts at 0x100 (virtio 1.2 §4.2.2): its last byte is readable, one past it is not."""
+    queue, _, _ = queue_pair(tmp_path)
+    t = queue.t
+    assert len(t.config(0xFC, 4)) == 4
+    for offset, size in ((0xFD, 4), (0x100, 1), (-1, 2), (0, -1)):
+        with pytest.raises(VirtioError, match="runs past the device's window"):
+            t.config(offset, size)
+
+
+def test_queue_addresses_above_4_gib_reach_the_device_whole(tmp_path: Path) -> None:
+    """A realm's rings sit in the unprotected alias, above 4 GiB for an IPA space of 33 bits
+    or more: each 64-bit address goes as its low and high words (QueueDescLow/High, ...)."""
+    ram = FlatMemory(RAM_BASE, RAM_SIZE)
+    device = VirtioMmioDevice(Virtio9p(P9Server(str(tmp_path)), "kvm_9p"), memory=RamView(ram, RAM_BASE, RAM_BASE,
+                                                                                           RAM_SIZE))
+    bus = MmioBus()
+    bus.register(DEV, 0x200, device, "virtio-9p")
+    transport = VirtioMmioTransport(FakeCpu(bus, ram), DEV)
+    transport.probe()
+    transport.negotiate(0)
+    pool = DmaPool(FakeKernel(transport.cpu), 8)  # type: ignore[arg-type]
+    pool.dma_base = pool.cpu_base | 1 << 33  # a realm's unprotected alias, IPA width 34
+    _, desc, avail, used = transport.setup_queue(0, pool, 8)
+    q = device.queues[0]
+    assert (q.desc, q.avail, q.used) == (pool.dma_base + desc, pool.dma_base + avail, pool.dma_base + used)
