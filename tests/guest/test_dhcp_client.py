@@ -199,6 +199,31 @@ def test_without_a_subnet_mask_a_class_c_address_gets_24_bits() -> None:
     assert lease == (LEASED, 24, SERVER, [])
 
 
+def test_a_non_contiguous_subnet_mask_falls_back_to_the_class_c_default() -> None:
+    """RFC 950 §2.1 recommends contiguous mask bits; 255.0.255.0 names no prefix length."""
+    peer = unconfigured()
+
+    def script(n: int, req: Request) -> list[bytes]:
+        return [offer_ack(OFFER if req.options[53][0] == DISCOVER else ACK, req,
+                          extra=option(1, bytes([255, 0, 255, 0])))]
+
+    lease = DhcpClient(peer.stack, Server(peer, script)).run()
+    assert lease is not None and lease[:2] == (LEASED, 24)
+
+
+def test_a_stack_holding_an_old_address_still_sends_from_zero() -> None:
+    """RFC 2131 §4.1: messages a client broadcasts before it has its address carry IP source
+    0.0.0.0 (the Server checks every one), whatever address the interface had before."""
+    peer = Peer()  # configured with kvmtool's 192.168.33.15/24
+
+    def script(n: int, req: Request) -> list[bytes]:
+        return [full(OFFER if req.options[53][0] == DISCOVER else ACK, req)]
+
+    server = Server(peer, script)
+    assert DhcpClient(peer.stack, server).run() is not None
+    assert server.kinds() == [DISCOVER, REQUEST]
+
+
 def test_the_subnet_mask_option_gives_the_prefix() -> None:
     peer = unconfigured()
 
@@ -277,7 +302,7 @@ def test_no_lease_or_nodhcp_leaves_kvmtools_defaults(monkeypatch: pytest.MonkeyP
 def test_start_network_brings_up_the_first_nic(monkeypatch: pytest.MonkeyPatch) -> None:
     from .test_virtio_net_driver import MAC, nic_pair
 
-    nic, _, sent, cpu, _ = nic_pair()
+    nic, device, sent, cpu, _ = nic_pair()
     second, _, _, _, _ = nic_pair()
     monkeypatch.setattr(virtio_net_mod, "find_nics", lambda kernel: [nic, second])
     kernel = fake_kernel({"ip": "10.0.2.15/24,10.0.2.2"})
@@ -289,6 +314,17 @@ def test_start_network_brings_up_the_first_nic(monkeypatch: pytest.MonkeyPatch) 
     # Frames go out on that NIC: an ARP request for the gateway.
     stack.send_udp(bytes([10, 0, 2, 2]), 5000, 53, b"q")
     assert len(sent) == 1 and struct.unpack_from("!H", sent[0], 12)[0] == 0x0806
+    # A frame in, then the NIC's interrupt: the stack reads it (an ARP request for us is answered).
+    device.receive(net.arp_frame(net.ArpOp.REQUEST, HOST_MAC, bytes([10, 0, 2, 2]), net.ZERO_MAC,
+                                 bytes([10, 0, 2, 15])))
+    device.deliver()
+    assert len(sent) == 1
+    assert nic.t.on_interrupt is not None
+    nic.t.on_interrupt(1)  # VIRTIO_MMIO_INT_VRING
+    out = [net.parse_frame(f) for f in sent[1:]]
+    # RFC 826: the reply, and the sender's address learnt, so the datagram that waited goes out.
+    assert any(f.arp is not None and f.arp.op == net.ArpOp.REPLY and f.arp.spa == bytes([10, 0, 2, 15]) for f in out)
+    assert any(f.udp is not None and f.udp.dport == 53 and f.eth.dst == HOST_MAC for f in out)
 
 
 def test_start_network_without_a_nic(monkeypatch: pytest.MonkeyPatch) -> None:
