@@ -21,6 +21,7 @@ from .realm_support import RAM_BASE, RAM_TOP, run_in_realm
 GRANULE = 0x1000
 # DEN0137 1.0: the SMC64 FIDs 0xC400_0190..0xC400_0199.
 RSI_VERSION = 0xC400_0190
+RSI_FEATURES = 0xC400_0191
 RSI_MEASUREMENT_READ = 0xC400_0192
 RSI_MEASUREMENT_EXTEND = 0xC400_0193
 RSI_ATTESTATION_TOKEN_INIT = 0xC400_0194
@@ -138,9 +139,22 @@ class Conduit:
         self.chunk = GRANULE
         self.copied = 0
         self.set_answer: Any = lambda base, top: [SUCCESS, top, ACCEPT]
+        self.answers: dict[int, list[int]] = {}  # fixed answers by FID
+        self.config = b""  # what RSI_REALM_CONFIG writes at X1
+
+    def _fixed(self, fid: int, args: tuple[int, ...]) -> list[int] | None:
+        if fid in self.answers:
+            return self.answers[fid]
+        if fid == RSI_REALM_CONFIG and self.config:
+            for i, byte in enumerate(self.config):
+                self.memory[args[0] + i] = byte
+            return [SUCCESS]
+        return None
 
     def smc(self, fid: int, *args: int) -> list[int]:
         self.calls.append((fid, *args))
+        if (fixed := self._fixed(fid, args)) is not None:
+            return fixed
         if fid == RSI_IPA_STATE_SET:
             return list(self.set_answer(args[0], args[1]))
         if fid == RSI_IPA_STATE_GET:
@@ -275,3 +289,67 @@ def test_measurement_and_config_registers() -> None:
     assert conduit.calls[-1] == (RSI_HOST_CALL, 0x8000_3000)
     r.version()
     assert conduit.calls[-1] == (RSI_VERSION, 0x1_0000)  # requested 1.0: major << 16 | minor
+
+
+def test_version_and_features_results() -> None:
+    """RSI_VERSION: X0 status, X1 the lower and X2 the higher revision (major << 16 | minor);
+    RSI_FEATURES: X1 index in, X1 the feature register out."""
+    conduit = Conduit()
+    conduit.answers[RSI_VERSION] = [SUCCESS, 0x1_0000, 0x1_0002]
+    conduit.answers[RSI_FEATURES] = [SUCCESS, 0xABCD]
+    r = rsi(conduit)
+    assert r.version() == (SUCCESS, 0x1_0000, 0x1_0002)
+    assert r.features(0) == (SUCCESS, 0xABCD)
+    assert conduit.calls[-1] == (RSI_FEATURES, 0)
+
+
+def test_detect() -> None:
+    conduit = Conduit()
+    conduit.answers[RSI_VERSION] = [SUCCESS, 0x1_0000, 0x1_0001]
+    assert rsi(conduit).detect() == (1, 0)  # the lower revision is the one the realm gets
+    conduit.answers[RSI_VERSION] = [(1 << 64) - 1, 0, 0]  # SMCCC NOT_SUPPORTED (-1): not a realm
+    assert rsi(conduit).detect() is None
+    conduit.answers[RSI_VERSION] = [ERROR_INPUT, 0x2_0000, 0x2_0001]  # no 1.0 on offer
+    with pytest.raises(RsiError) as exc:
+        rsi(conduit).detect()
+    assert exc.value.status == ERROR_INPUT
+    assert str(exc.value) == "RSI_VERSION (RMM offers 2.1) returned ERROR_INPUT"
+
+
+def test_read_config_layout_and_failure() -> None:
+    """RsiRealmConfig: ipa_width at 0x0 (8 bytes), hash_algo at 0x8, rpv at 0x200 (64 bytes)."""
+    conduit = Conduit()
+    rpv = bytes(range(100, 164))
+    page = bytearray(GRANULE)
+    page[0:8] = (41).to_bytes(8, "little")
+    page[8] = 1  # SHA-512
+    page[0x200:0x240] = rpv
+    conduit.config = bytes(page)
+    cfg = rsi(conduit).read_config(0x8000_5000)
+    assert (cfg.ipa_width, cfg.hash_algo, cfg.rpv) == (41, 1, rpv)
+    assert cfg.unprotected_bit == 1 << 40
+    assert conduit.calls == [(RSI_REALM_CONFIG, 0x8000_5000)]
+    conduit.answers[RSI_REALM_CONFIG] = [ERROR_INPUT]
+    with pytest.raises(RsiError) as exc:
+        rsi(conduit).read_config(0x8000_5000)
+    assert exc.value.status == ERROR_INPUT and str(exc.value) == "RSI_REALM_CONFIG returned ERROR_INPUT"
+
+
+def test_the_rpv_from_the_real_rmm(tmp_path: Path) -> None:
+    rpv = bytes(range(7, 71))
+    run = run_in_realm(tmp_path, lambda kernel: kernel.realm, rpv=rpv)
+    assert run.result.rpv == rpv and run.result.ipa_width == 33
+
+
+@pytest.mark.parametrize("stage", ["init", "continue"])
+def test_token_command_failures(stage: str) -> None:
+    conduit = Conduit()
+    conduit.bound = GRANULE
+    conduit.token = bytes(10)
+    fid = RSI_ATTESTATION_TOKEN_INIT if stage == "init" else RSI_ATTESTATION_TOKEN_CONTINUE
+    conduit.answers[fid] = [ERROR_STATE, 0]
+    with pytest.raises(RsiError) as exc:
+        rsi(conduit).attestation_token(b"c", 0x8010_0000, 1)
+    assert exc.value.status == ERROR_STATE
+    name = "RSI_ATTESTATION_TOKEN_INIT" if stage == "init" else "RSI_ATTESTATION_TOKEN_CONTINUE"
+    assert str(exc.value) == f"{name} returned ERROR_STATE"
