@@ -241,7 +241,7 @@ def _vm(q: Process) -> dict[str, int]:
     vmas = [v for v in q.mm.vmas if v.end > v.start]
     size = sum(v.end - v.start for v in vmas)
     stack = sum(v.end - v.start for v in vmas if v.name == "stack")
-    exe = sum(v.end - v.start for v in vmas if v.name == "elf" and v.prot & 4)
+    exe = sum(v.end - v.start for v in vmas if v.name == q.exe_path and v.prot & 4)  # the program's own text
     data = sum(v.end - v.start for v in vmas if v.prot & 2 and v.shared is None and v.name != "stack")
     return {"size": size, "data": data, "stack": stack, "exe": exe, "rss": len(q.mm.owned)}
 
@@ -348,7 +348,7 @@ def maps(p: Process) -> bytes:
             continue
         perms = ("r" if v.prot & 1 else "-") + ("w" if v.prot & 2 else "-") + ("x" if v.prot & 4 else "-")
         perms += "s" if v.shared is not None else "p"
-        name = {"anon": "", "heap": "[heap]", "stack": "[stack]", "elf": p.exe_path}.get(v.name, v.name)
+        name = {"anon": "", "heap": "[heap]", "stack": "[stack]"}.get(v.name, v.name)  # a file's: its path
         off = max(0, v.start - v.data_va) if v.data is not None else 0
         lines.append(f"{v.start:08x}-{v.end:08x} {perms} {off:08x} 00:00 0{' ' * 19}{name}".rstrip())
     return ("\n".join(lines) + "\n").encode()
