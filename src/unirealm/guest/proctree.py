@@ -205,11 +205,12 @@ class CommInode(RegInode):
 
 # --- a task's numbers -----------------------------------------------------------------------
 def _state(q: Process, t: Thread | None) -> tuple[str, str]:
-    """(the stat letter, status's words)."""
+    """(the stat letter, status's words): thread `t`'s, or for the process its leader's, as
+    fs/proc/array.c's get_task_state(task) of /proc/PID's task."""
     if q.exit_status is not None:
         return "Z", "Z (zombie)"
-    threads = [t] if t is not None else list(q.threads)
-    if threads and all(x.state == BLOCKED for x in threads):
+    task = t if t is not None else (q.threads[0] if q.threads else None)
+    if task is not None and task.state == BLOCKED:
         return "S", "S (sleeping)"
     return "R", "R (running)"
 
