@@ -12,6 +12,7 @@ import struct
 import weakref
 
 from unirealm.guest.process import Process
+from unirealm.guest.sched import BLOCKED
 from unirealm.guest.threads import CLONE_SIGHAND, CLONE_THREAD, CLONE_VM
 
 from .process_support import call, scratch
@@ -140,6 +141,22 @@ def test_a_thread_waiting_in_futex_is_sleeping(proc: Process) -> None:
     assert status_of(proc, f"/proc/{proc.pid}/task/{main.tid}/status")["State"] == "S (sleeping)"
     assert stat_of(proc, f"/proc/{proc.pid}/task/{tid}/stat")[2] == "R"
     assert status_of(proc, f"/proc/{proc.pid}/task/{tid}/status")["State"] == "R (running)"
+    # /proc/PID/stat and status are the thread-group leader's (fs/proc/array.c's get_task_state(task))
+    assert stat_of(proc, f"/proc/{proc.pid}/stat")[2] == "S"
+    assert status_of(proc, f"/proc/{proc.pid}/status")["State"] == "S (sleeping)"
+
+
+def test_the_process_runs_while_its_leader_does(proc: Process) -> None:
+    buf = scratch(proc)
+    call(proc, "clone", THREAD, buf + 0x3000, 0, 0, 0)
+    main, t = proc.threads
+    proc.sched.runq.remove(t)
+    proc.sched.switch(main, t)
+    proc.write(buf + 16, struct.pack("<I", 7))
+    assert call(proc, "futex", buf + 16, FUTEX_WAIT, 7, 0, 0, 0) is None  # the second thread blocks
+    assert t.state == BLOCKED and main.state != BLOCKED
+    assert stat_of(proc, f"/proc/{proc.pid}/stat")[2] == "R"
+    assert stat_of(proc, f"/proc/{proc.pid}/task/{t.tid}/stat")[2] == "S"
 
 
 def test_a_zombie_counts_one_thread(proc: Process) -> None:
@@ -190,6 +207,21 @@ def test_vmsize_is_the_maps_total_in_kb(proc: Process) -> None:
     assert int(stat_of(proc, "/proc/self/stat")[22]) == total
 
 
+def test_maps_shows_each_permission_bit(proc: Process) -> None:
+    none = mmap(proc, 0x1000, 0, MAP_PRIVATE | MAP_ANONYMOUS)  # PROT_NONE: a guard page
+    ro = mmap(proc, 0x1000, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS)
+    perms = {int(x.split("-")[0], 16): x.split()[1] for x in sys_read(proc, "/proc/self/maps").decode().splitlines()}
+    assert perms[none] == "---p" and perms[ro] == "r--p" and perms[0x400000] == "r-xp"
+
+
+def test_stat_start_brk_is_where_the_heap_begins(proc: Process) -> None:
+    start = call(proc, "brk", 0)  # the initial break: the heap's start
+    assert start is not None and start > 0
+    assert int(stat_of(proc, "/proc/self/stat")[46]) == start  # start_brk
+    assert call(proc, "brk", start + 0x3000) == start + 0x3000
+    assert int(stat_of(proc, "/proc/self/stat")[46]) == start  # the start stays as the break moves
+
+
 def test_maps_shows_a_file_mappings_offset(proc: Process) -> None:
     fd = sys_open(proc, "/mapped", O_RDWR | O_CREAT)
     buf = scratch(proc, 0x4000)
@@ -201,6 +233,15 @@ def test_maps_shows_a_file_mappings_offset(proc: Process) -> None:
     fields = line.split()
     assert fields[0] == f"{addr:08x}-{addr + 0x2000:08x}" and fields[1] == "r--p"
     assert fields[2] == "00002000"  # offset into the file
+
+
+def test_status_shows_a_root_tasks_capabilities(proc: Process) -> None:
+    s = status_of(proc, "/proc/self/status")
+    full = (1 << 41) - 1  # capabilities 0 (CAP_CHOWN) to 40 (CAP_CHECKPOINT_RESTORE)
+    assert s["CapInh"] == s["CapAmb"] == f"{0:016x}"
+    assert s["CapPrm"] == s["CapEff"] == s["CapBnd"] == f"{full:016x}" == "000001ffffffffff"
+    assert call(proc, "prctl", 23, 40) == 1 and call(proc, "prctl", 23, 41) != 1  # PR_CAPBSET_READ agrees
+    assert s["Uid"] == s["Gid"] == "0\t0\t0\t0" and s["Seccomp"] == "0" and s["TracerPid"] == "0"
 
 
 # --- comm ----------------------------------------------------------------------------------
@@ -236,6 +277,7 @@ def test_system_stat(proc: Process) -> None:
     assert len(lines["cpu"]) == 10 and len(lines["cpu0"]) == 10  # user nice system idle ... guest_nice
     assert lines["procs_running"] == ["1"]  # the reader itself
     assert lines["procs_blocked"] == ["0"]
+    assert len(lines["softirq"]) == 11  # the total, then HI TIMER NET_TX NET_RX BLOCK IRQ_POLL TASKLET SCHED HRTIMER RCU
     assert int(lines["processes"][0]) >= 1
     buf = scratch(proc, 0x1000)
     assert call(proc, "clock_gettime", 0, buf) == 0  # CLOCK_REALTIME
