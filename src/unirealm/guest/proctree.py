@@ -247,6 +247,15 @@ def _vm(q: Process) -> dict[str, int]:
     return {"size": size, "data": data, "stack": stack, "exe": exe, "rss": len(q.mm.owned)}
 
 
+def _fdsize(q: Process) -> int:
+    """The file table's size (status's FDSize): fs/file.c's 64 slots, then, for a higher fd,
+    alloc_fdtable's 128 * roundup_pow_of_two(fd / 128 + 1); none for a zombie."""
+    if q.exit_status is not None:
+        return 0
+    top = max(q.state.fds, default=0)
+    return 64 if top < 64 else 128 << (top // 128).bit_length()
+
+
 def task_stat(q: Process, t: Thread | None, boot_ns: int) -> str:
     """/proc/PID/stat (or task/TID/stat): proc(5)'s 52 fields."""
     letter, _ = _state(q, t)
@@ -284,13 +293,12 @@ def status(q: Process, t: Thread | None) -> str:
     pending, shared, blocked, ignored, caught = _sigsets(q, t)
     vm = _vm(q)
     tid = t.tid if t is not None else q.pid
-    fds = len(q.state.fds.items()) if q.exit_status is None else 0
     lines = [
         f"Name:\t{t.comm if t is not None else q.comm}",
         f"Umask:\t{q.state.umask:04o}",
         f"State:\t{state}",
         f"Tgid:\t{q.pid}", "Ngid:\t0", f"Pid:\t{tid}", f"PPid:\t{_ppid(q)}", "TracerPid:\t0",
-        "Uid:\t0\t0\t0\t0", "Gid:\t0\t0\t0\t0", f"FDSize:\t{max(64, 1 << (fds - 1).bit_length())}", "Groups:\t",
+        "Uid:\t0\t0\t0\t0", "Gid:\t0\t0\t0\t0", f"FDSize:\t{_fdsize(q)}", "Groups:\t",
         f"NStgid:\t{q.pid}", f"NSpid:\t{tid}", f"NSpgid:\t{q.pid}", f"NSsid:\t{q.pid}",
     ]
     if q.exit_status is None:
