@@ -156,6 +156,9 @@ class ProcInfo(SyscallContext):
     def sys_sysinfo(self, buf: int, *_: int) -> int:
         pages = self.p.kernel.pages
         uptime = (self.now_ns() - self.p.state.start_ns) // NSEC
-        info = struct.pack("<q3Q6QHH", uptime, 0, 0, 0, pages.total, pages.free_bytes, 0, 0, 0, 0, 1, 0)
+        threads = self.p.sched.live
+        # struct sysinfo: ... procs (the threads), totalhigh, freehigh, mem_unit (1: sizes in bytes)
+        info = struct.pack("<q3Q6QHH4x2QI", uptime, 0, 0, 0, pages.total, pages.free_bytes, 0, 0, 0, 0, threads, 0,
+                           0, 0, 1)
         self.p.write(buf, info.ljust(112, b"\0"))
         return 0
