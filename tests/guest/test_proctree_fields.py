@@ -7,6 +7,7 @@ per-thread task/TID files, /proc/stat, /proc/sys/kernel and /proc's own mode."""
 # ruff: noqa: F811  (`proc` is the fixture test_procfs_poll.py defines)
 from __future__ import annotations
 
+import math
 import stat as st
 import struct
 import weakref
@@ -284,3 +285,138 @@ def test_system_stat(proc: Process) -> None:
     now = struct.unpack("<q", proc.read(buf, 8))[0]
     up = float(sys_read(proc, "/proc/uptime").split()[0])
     assert abs(int(lines["btime"][0]) - (now - up)) <= 2  # boot time in seconds since the epoch
+
+
+# --- more of status ------------------------------------------------------------------------
+def test_fdsize_is_the_file_tables_size(proc: Process) -> None:
+    assert status_of(proc, "/proc/self/status")["FDSize"] == "64"  # NR_OPEN_DEFAULT slots
+    assert call(proc, "dup3", 0, 100, 0) == 100
+    assert status_of(proc, "/proc/self/status")["FDSize"] == "128"  # grown to hold fd 100
+    assert call(proc, "dup3", 0, 300, 0) == 300
+    assert status_of(proc, "/proc/self/status")["FDSize"] == "512"  # 128 * roundup_pow_of_two(300 / 128 + 1)
+    pid = call(proc, "clone", SIGCHLD, 0, 0, 0, 0)
+    (child,) = proc.children
+    child.exit(0, 0)
+    assert status_of(proc, f"/proc/{pid}/status")["FDSize"] == "0"  # a zombie has no file table
+
+
+def test_status_names_procs_lines(proc: Process) -> None:
+    s = status_of(proc, "/proc/self/status")
+    for key in ("VmPeak", "VmSize", "VmLck", "VmPin", "VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem",
+                "VmData", "VmStk", "VmExe", "VmLib", "VmPTE", "VmSwap"):
+        kb(s[key])  # "%8lu kB"
+    assert kb(s["VmLck"]) == kb(s["VmPin"]) == 0  # nothing mlock()ed
+    assert kb(s["VmSwap"]) == 0  # no swap
+    assert kb(s["VmHWM"]) >= kb(s["VmRSS"])
+    buf = scratch(proc, 0x1000)
+    assert call(proc, "sched_getaffinity", 0, 8, buf) == 8
+    mask = int.from_bytes(proc.read(buf, 8), "little")
+    assert int(s["Cpus_allowed"], 16) == mask
+    assert s["Cpus_allowed_list"] == ",".join(str(c) for c in range(64) if mask >> c & 1)
+    assert s["voluntary_ctxt_switches"].isdigit() and s["nonvoluntary_ctxt_switches"].isdigit()
+
+
+def test_vmstk_is_the_stack_mapping(proc: Process) -> None:
+    (stack,) = [x for x in sys_read(proc, "/proc/self/maps").decode().splitlines() if x.endswith("[stack]")]
+    lo, hi = (int(a, 16) for a in stack.split()[0].split("-"))
+    assert kb(status_of(proc, "/proc/self/status")["VmStk"]) * 1024 == hi - lo
+
+
+def test_a_zombie_has_no_memory_no_environment_and_no_blocked_signals(proc: Process) -> None:
+    pid = call(proc, "clone", SIGCHLD, 0, 0, 0, 0)
+    (child,) = proc.children
+    child.exit(0, 0)
+    assert sys_read(proc, f"/proc/{pid}/statm") == b"0 0 0 0 0 0 0\n"
+    assert sys_read(proc, f"/proc/{pid}/environ") == b""
+    assert status_of(proc, f"/proc/{pid}/status")["SigBlk"] == f"{0:016x}"  # it blocked none, as its parent
+    assert int(stat_of(proc, f"/proc/{pid}/stat")[31]) == 0
+
+
+def test_stat_starttime_is_in_clock_ticks_since_boot(proc: Process) -> None:
+    f = stat_of(proc, "/proc/self/stat")
+    up = float(sys_read(proc, "/proc/uptime").split()[0])
+    assert 0 <= int(f[21]) <= up * 100 + 1  # USER_HZ
+
+
+def test_a_non_utf8_name_is_shown_as_its_bytes(proc: Process) -> None:
+    buf = scratch(proc, 0x1000)
+    proc.write(buf, b"n\xffx\0")
+    assert call(proc, "prctl", 15, buf) == 0  # PR_SET_NAME
+    assert sys_read(proc, "/proc/self/comm") == b"n\xffx\n"
+    assert sys_read(proc, "/proc/self/stat").startswith(f"{proc.pid} (".encode() + b"n\xffx) ")
+
+
+def test_modes_of_the_per_process_files(proc: Process) -> None:
+    buf = scratch(proc, 0x1000)
+    for name, mode in (("comm", 0o644), ("environ", 0o400), ("stat", 0o444), ("status", 0o444), ("cmdline", 0o444)):
+        assert call(proc, "newfstatat", AT_FDCWD, cstr(proc, buf, f"/proc/self/{name}"), buf + 0x100, 0) == 0
+        st_mode = struct.unpack_from("<I", proc.read(buf + 0x100, 128), 16)[0]
+        assert st.S_ISREG(st_mode) and st.S_IMODE(st_mode) == mode, name
+
+
+def test_root_cwd_and_thread_self_of_another_thread(proc: Process) -> None:
+    buf = scratch(proc)
+
+    def readlink(path: str) -> bytes:
+        n = call(proc, "readlinkat", AT_FDCWD, cstr(proc, buf, path), buf + 0x100, 0x100)
+        assert n is not None and n > 0
+        return proc.read(buf + 0x100, n)
+
+    assert readlink("/proc/self/root") == b"/"
+    assert call(proc, "chdir", cstr(proc, buf, "/proc")) == 0
+    assert readlink("/proc/self/cwd") == b"/proc"
+    tid = call(proc, "clone", THREAD, buf + 0x3000, 0, 0, 0)
+    main, t = proc.threads
+    proc.sched.runq.remove(t)
+    proc.sched.switch(main, t)  # the new thread runs and looks
+    assert call(proc, "gettid") == tid
+    assert readlink("/proc/thread-self") == f"{proc.pid}/task/{tid}".encode()
+
+
+def test_maps_offset_of_anonymous_memory_is_zero(proc: Process) -> None:
+    addr = mmap(proc, 0x2000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    lines = sys_read(proc, "/proc/self/maps").decode().splitlines()
+    for line in lines:
+        if line.startswith(f"{addr:08x}-") or line.endswith("[stack]"):
+            assert line.split()[2:5] == ["00000000", "00:00", "0"], line
+
+
+# --- the system's files --------------------------------------------------------------------
+def test_version_and_pipe_max_size(proc: Process) -> None:
+    buf = scratch(proc, 0x1000)
+    assert call(proc, "uname", buf) == 0
+    sysname, _, release, version = (proc.read(buf + 65 * i, 65).split(b"\0")[0] for i in range(4))
+    text = sys_read(proc, "/proc/version")
+    assert text.startswith(sysname + b" version " + release + b" (") and text.endswith(b" " + version + b"\n")
+    assert sys_read(proc, "/proc/sys/fs/pipe-max-size") == b"1048576\n"  # 1 MiB, Linux's default
+
+
+def test_loadavg_and_sysinfo_count_the_threads(proc: Process) -> None:
+    buf = scratch(proc)
+    tid = call(proc, "clone", THREAD, buf + 0x3000, 0, 0, 0)
+    fields = sys_read(proc, "/proc/loadavg").decode().split()
+    assert len(fields) == 5 and fields[:3] == ["0.00", "0.00", "0.00"]
+    running, total = (int(x) for x in fields[3].split("/"))
+    assert total == 2 and 1 <= running <= total and int(fields[4]) == tid  # the last PID used
+    assert call(proc, "sysinfo", buf) == 0
+    info = proc.read(buf, 112)
+    totalram, freeram = struct.unpack_from("<QQ", info, 32)
+    procs = struct.unpack_from("<H", info, 80)[0]
+    mem_unit = struct.unpack_from("<I", info, 104)[0]
+    assert procs == total  # sysinfo(2)'s procs: the threads
+    assert mem_unit == 1  # sizes in bytes
+    meminfo = {line.split(":")[0]: kb(line.split(":")[1]) for line in sys_read(proc, "/proc/meminfo").decode().splitlines()}
+    assert meminfo["MemTotal"] == totalram * mem_unit // 1024
+    assert abs(meminfo["MemFree"] - freeram * mem_unit // 1024) <= 64  # a few pages may move between the looks
+    assert meminfo["MemFree"] > 64 and meminfo["MemAvailable"] >= meminfo["MemFree"]
+
+
+def test_btime_is_the_realtime_clock_at_boot(proc: Process) -> None:
+    buf = scratch(proc, 0x1000)
+    assert call(proc, "clock_gettime", 0, buf) == 0  # CLOCK_REALTIME
+    sec, nsec = struct.unpack("<qq", proc.read(buf, 16))
+    stat = {line.split()[0]: line.split()[1:] for line in sys_read(proc, "/proc/stat").decode().splitlines()}
+    up = float(sys_read(proc, "/proc/uptime").split()[0])
+    now = sec + nsec / 1e9
+    lo, hi = math.floor(now - up - 0.02), math.floor(now - up + 0.02)  # uptime shows hundredths
+    assert max(0, lo) <= int(stat["btime"][0]) <= max(0, hi)
