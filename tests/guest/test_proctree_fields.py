@@ -292,12 +292,20 @@ def test_fdsize_is_the_file_tables_size(proc: Process) -> None:
     assert status_of(proc, "/proc/self/status")["FDSize"] == "64"  # NR_OPEN_DEFAULT slots
     assert call(proc, "dup3", 0, 100, 0) == 100
     assert status_of(proc, "/proc/self/status")["FDSize"] == "128"  # grown to hold fd 100
+    assert call(proc, "dup3", 0, 128, 0) == 128
+    assert status_of(proc, "/proc/self/status")["FDSize"] == "256"  # fd 128 needs a 129th slot
     assert call(proc, "dup3", 0, 300, 0) == 300
     assert status_of(proc, "/proc/self/status")["FDSize"] == "512"  # 128 * roundup_pow_of_two(300 / 128 + 1)
     pid = call(proc, "clone", SIGCHLD, 0, 0, 0, 0)
     (child,) = proc.children
     child.exit(0, 0)
     assert status_of(proc, f"/proc/{pid}/status")["FDSize"] == "0"  # a zombie has no file table
+
+
+def test_fdsize_with_every_descriptor_closed(proc: Process) -> None:
+    for fd in (0, 1, 2):
+        assert call(proc, "close", fd) == 0
+    assert status_of(proc, "/proc/self/status")["FDSize"] == "64"
 
 
 def test_status_names_procs_lines(proc: Process) -> None:
@@ -420,3 +428,35 @@ def test_btime_is_the_realtime_clock_at_boot(proc: Process) -> None:
     now = sec + nsec / 1e9
     lo, hi = math.floor(now - up - 0.02), math.floor(now - up + 0.02)  # uptime shows hundredths
     assert max(0, lo) <= int(stat["btime"][0]) <= max(0, hi)
+
+
+def test_stat_scheduling_fields_of_a_normal_task(proc: Process) -> None:
+    f = stat_of(proc, "/proc/self/stat")
+    nice, policy, rt_priority = int(f[18]), int(f[40]), int(f[39])
+    assert nice == 0  # nobody called nice(2) or setpriority(2)
+    assert int(f[17]) == 20 + nice  # priority: the nice value + 20 for a non-real-time policy
+    assert policy == 0 and rt_priority == 0  # SCHED_OTHER, whose rt_priority is 0
+    assert f[6] == "0" and f[7] == "-1"  # no controlling terminal: tty_nr 0, tpgid -1
+    assert f[4] == f[5] == str(proc.pid)  # the first process leads its group and session
+
+
+def test_status_groups_line_lists_the_supplementary_groups(proc: Process) -> None:
+    assert call(proc, "getgroups", 0, 0) == 0
+    assert status_of(proc, "/proc/self/status")["Groups"] == ""  # none
+
+
+def test_starttime_of_a_later_child(proc: Process) -> None:
+    proc.kernel.cpu.t += 2_500_000_000  # the fake counter (1 GHz): 2.5 s on
+    up = float(sys_read(proc, "/proc/uptime").split()[0])
+    pid = call(proc, "clone", SIGCHLD, 0, 0, 0, 0)
+    start = stat_of(proc, f"/proc/{pid}/stat")[21]
+    assert start.isdigit() and abs(int(start) - up * 100) <= 1  # clock ticks (USER_HZ) since boot
+    assert up >= 2.5
+
+
+def test_maps_names_the_heap(proc: Process) -> None:
+    start = call(proc, "brk", 0)
+    assert start is not None and call(proc, "brk", start + 0x2000) == start + 0x2000
+    lines = [x for x in sys_read(proc, "/proc/self/maps").decode().splitlines() if x.startswith(f"{start:08x}-")]
+    assert len(lines) == 1 and lines[0].split()[0] == f"{start:08x}-{start + 0x2000:08x}"
+    assert lines[0].split()[1] == "rw-p" and lines[0].endswith(" [heap]")
