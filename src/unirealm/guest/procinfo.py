@@ -28,7 +28,8 @@ from .uapi import (
 if TYPE_CHECKING:
     pass
 
-RLIMIT_STACK, RLIMIT_CORE, RLIMIT_NOFILE = 3, 4, 7
+RLIMIT_STACK, RLIMIT_CORE, RLIMIT_NOFILE, RLIMIT_SIGPENDING = 3, 4, 7, 11
+SIGPENDING_MAX = 32767  # queued signals per user: max_threads / 2 for pid_max 32768 (/proc/PID/status SigQ)
 # prctl(2) options (include/uapi/linux/prctl.h)
 PR_SET_PDEATHSIG, PR_GET_PDEATHSIG, PR_GET_DUMPABLE, PR_SET_DUMPABLE = 1, 2, 3, 4
 PR_GET_KEEPCAPS, PR_SET_KEEPCAPS, PR_SET_NAME, PR_GET_NAME, PR_GET_SECCOMP = 7, 8, 15, 16, 21
@@ -74,7 +75,7 @@ class ProcInfo(SyscallContext):
     def sys_prlimit64(self, pid: int, resource: int, new: int, old: int, *_: int) -> int:
         if old:
             limits = {RLIMIT_STACK: (8 << 20, RLIM_INFINITY), RLIMIT_CORE: (0, RLIM_INFINITY),
-                      RLIMIT_NOFILE: (1024, 1024)}.get(
+                      RLIMIT_NOFILE: (1024, 1024), RLIMIT_SIGPENDING: (SIGPENDING_MAX, SIGPENDING_MAX)}.get(
                 resource, (RLIM_INFINITY, RLIM_INFINITY))
             self.p.write(old, struct.pack("<QQ", *limits))
         return 0
@@ -155,6 +156,9 @@ class ProcInfo(SyscallContext):
     def sys_sysinfo(self, buf: int, *_: int) -> int:
         pages = self.p.kernel.pages
         uptime = (self.now_ns() - self.p.state.start_ns) // NSEC
-        info = struct.pack("<q3Q6QHH", uptime, 0, 0, 0, pages.total, pages.free_bytes, 0, 0, 0, 0, 1, 0)
+        threads = self.p.sched.live
+        # struct sysinfo: ... procs (the threads), totalhigh, freehigh, mem_unit (1: sizes in bytes)
+        info = struct.pack("<q3Q6QHH4x2QI", uptime, 0, 0, 0, pages.total, pages.free_bytes, 0, 0, 0, 0, threads, 0,
+                           0, 0, 1)
         self.p.write(buf, info.ljust(112, b"\0"))
         return 0

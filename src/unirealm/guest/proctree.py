@@ -205,11 +205,12 @@ class CommInode(RegInode):
 
 # --- a task's numbers -----------------------------------------------------------------------
 def _state(q: Process, t: Thread | None) -> tuple[str, str]:
-    """(the stat letter, status's words)."""
+    """(the stat letter, status's words): thread `t`'s, or for the process its leader's, as
+    fs/proc/array.c's get_task_state(task) of /proc/PID's task."""
     if q.exit_status is not None:
         return "Z", "Z (zombie)"
-    threads = [t] if t is not None else list(q.threads)
-    if threads and all(x.state == BLOCKED for x in threads):
+    task = t if t is not None else (q.threads[0] if q.threads else None)
+    if task is not None and task.state == BLOCKED:
         return "S", "S (sleeping)"
     return "R", "R (running)"
 
@@ -241,9 +242,18 @@ def _vm(q: Process) -> dict[str, int]:
     vmas = [v for v in q.mm.vmas if v.end > v.start]
     size = sum(v.end - v.start for v in vmas)
     stack = sum(v.end - v.start for v in vmas if v.name == "stack")
-    exe = sum(v.end - v.start for v in vmas if v.name == "elf" and v.prot & 4)
+    exe = sum(v.end - v.start for v in vmas if v.name == q.exe_path and v.prot & 4)  # the program's own text
     data = sum(v.end - v.start for v in vmas if v.prot & 2 and v.shared is None and v.name != "stack")
     return {"size": size, "data": data, "stack": stack, "exe": exe, "rss": len(q.mm.owned)}
+
+
+def _fdsize(q: Process) -> int:
+    """The file table's size (status's FDSize): fs/file.c's 64 slots, then, for a higher fd,
+    alloc_fdtable's 128 * roundup_pow_of_two(fd / 128 + 1); none for a zombie."""
+    if q.exit_status is not None:
+        return 0
+    top = max(q.state.fds, default=0)
+    return 64 if top < 64 else 128 << (top // 128).bit_length()
 
 
 def task_stat(q: Process, t: Thread | None, boot_ns: int) -> str:
@@ -283,13 +293,12 @@ def status(q: Process, t: Thread | None) -> str:
     pending, shared, blocked, ignored, caught = _sigsets(q, t)
     vm = _vm(q)
     tid = t.tid if t is not None else q.pid
-    fds = len(q.state.fds.items()) if q.exit_status is None else 0
     lines = [
         f"Name:\t{t.comm if t is not None else q.comm}",
         f"Umask:\t{q.state.umask:04o}",
         f"State:\t{state}",
         f"Tgid:\t{q.pid}", "Ngid:\t0", f"Pid:\t{tid}", f"PPid:\t{_ppid(q)}", "TracerPid:\t0",
-        "Uid:\t0\t0\t0\t0", "Gid:\t0\t0\t0\t0", f"FDSize:\t{max(64, 1 << (fds - 1).bit_length())}", "Groups:\t",
+        "Uid:\t0\t0\t0\t0", "Gid:\t0\t0\t0\t0", f"FDSize:\t{_fdsize(q)}", "Groups:\t",
         f"NStgid:\t{q.pid}", f"NSpid:\t{tid}", f"NSpgid:\t{q.pid}", f"NSsid:\t{q.pid}",
     ]
     if q.exit_status is None:
@@ -348,7 +357,7 @@ def maps(p: Process) -> bytes:
             continue
         perms = ("r" if v.prot & 1 else "-") + ("w" if v.prot & 2 else "-") + ("x" if v.prot & 4 else "-")
         perms += "s" if v.shared is not None else "p"
-        name = {"anon": "", "heap": "[heap]", "stack": "[stack]", "elf": p.exe_path}.get(v.name, v.name)
+        name = {"anon": "", "heap": "[heap]", "stack": "[stack]"}.get(v.name, v.name)  # a file's: its path
         off = max(0, v.start - v.data_va) if v.data is not None else 0
         lines.append(f"{v.start:08x}-{v.end:08x} {perms} {off:08x} 00:00 0{' ' * 19}{name}".rstrip())
     return ("\n".join(lines) + "\n").encode()
