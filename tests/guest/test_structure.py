@@ -8,13 +8,10 @@ import ast
 import dataclasses
 from pathlib import Path
 
-import pytest
-
 from unirealm.guest import syscalls as sc
 from unirealm.guest.devfiles import NullFile
 from unirealm.guest.fdtable import FdTable
 from unirealm.guest.process import ProcState
-from unirealm.guest.systable import NR, SyscallSet, assemble
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 GUEST = SRC / "unirealm" / "guest"
@@ -131,30 +128,6 @@ def test_every_handler_is_registered_by_one_subsystem() -> None:
     unregistered = {a for a in dir(sc.Syscalls) if a.startswith("sys_")} - methods
     assert not unregistered
     assert len(table) == len(set(table)) and len({n for n in subsystem}) == len(table)
-
-
-def test_assembly_refuses_unknown_duplicate_and_missing() -> None:
-    class Owner:
-        def sys_a(self) -> int:
-            return 0
-
-    good = SyscallSet("x")
-    good("getpid")(Owner.sys_a)
-    assert assemble([good], Owner) == {NR["getpid"]: ("x", "sys_a")}
-    unknown = SyscallSet("x")
-    unknown("no_such_call")(Owner.sys_a)
-    with pytest.raises(ValueError, match="not an AArch64 syscall"):
-        assemble([unknown], Owner)
-    other = SyscallSet("y")
-    other("getpid")(Owner.sys_a)
-    with pytest.raises(ValueError, match="registered by x and y"):
-        assemble([good, other], Owner)
-    missing = SyscallSet("z")
-    missing.methods["gettid"] = "sys_missing"
-    with pytest.raises(ValueError, match="lacks"):
-        assemble([missing], Owner)
-    with pytest.raises(ValueError, match="registered twice"):
-        good("getpid")(Owner.sys_a)
 
 
 # --- fork copies the process state as a whole --------------------------------------------------
