@@ -278,3 +278,35 @@ def test_the_signal_mask_arguments_are_checked(proc: Process) -> None:
     proc.write(pair, struct.pack("<QQ", 0, 4))
     assert call(proc, "pselect6", w + 1, 0, wset, 0, ts, pair) == 1
     assert call(proc, "pselect6", w + 1, 0, wset, 0, ts, 0xDEAD_0000_0000) == -errno.EFAULT
+
+
+# Documentation/admin-guide/devices.txt: (major, minor) of each character device
+LINUX_DEVICES = {"null": (1, 3), "zero": (1, 5), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0),
+                 "console": (5, 1), "ttyS0": (4, 64)}
+
+
+def test_dev_nodes_have_linuxs_numbers_and_names(proc: Process) -> None:
+    for name, (major, minor) in LINUX_DEVICES.items():
+        node, _ = proc.vfs.walk(f"/dev/{name}")
+        assert node.rdev == major << 8 | minor, name  # type: ignore[attr-defined]  # old_encode_dev
+        f = node.open(2, f"/dev/{name}")
+        assert f.path == f"/dev/{name}" and f.inode is node
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        assert proc.vfs.walk(f"/dev/{name}", follow=False)[0].target == f"/proc/self/fd/{fd}"  # type: ignore[attr-defined]
+    assert proc.vfs.walk("/dev/fd", follow=False)[0].target == "/proc/self/fd"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("options", [(), ("tty",)])
+def test_the_console_is_on_0_1_and_2_and_a_terminal_only_with_tty(options: tuple[str, ...]) -> None:
+    try:
+        p = make_process()
+        p.kernel.options = list(options)  # type: ignore[attr-defined]
+        mount_system(p)
+        consoles = [p.state.fds.get(fd).file for fd in range(3)]
+        assert [f.path for f in consoles] == ["/dev/console"] * 3
+        assert all(f.is_tty() == bool(options) for f in consoles)
+        for name in ("tty", "console", "ttyS0"):  # opened by name, the device nodes are terminals
+            node, _ = p.vfs.walk(f"/dev/{name}")
+            assert node.open(2, f"/dev/{name}").is_tty()
+    finally:
+        Store.current = None
