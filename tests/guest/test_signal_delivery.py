@@ -509,6 +509,32 @@ def test_a_fault_goes_to_its_handler_with_si_addr(proc: Process) -> None:
     assert proc.state.sigactions.get(SIGSEGV) is None and not sigmask(proc) & bit(SIGSEGV)
 
 
+@pytest.mark.parametrize(("reason", "detail", "signo", "code"), [
+    ("exception", 1, 4, 1),  # an undefined instruction: SIGILL, ILL_ILLOPC (arm64 do_el0_undef)
+    ("exception", 7, 5, 1),  # BRK: SIGTRAP, TRAP_BRKPT
+])
+def test_el0_exceptions_become_signals_with_linuxs_codes_at_the_pc(proc: Process, reason: str, detail: int,
+                                                                   signo: int, code: int) -> None:
+    user_stack(proc)
+    handle(proc, signo, SA_RESTORER | SA_SIGINFO)
+    proc.fault(reason, SVC_PC, detail)
+    assert proc.syscalls.do_signal()
+    info = proc.read(reg(proc, X[1]), 24)
+    assert struct.unpack_from("<iiiiQ", info) == (signo, 0, code, 0, SVC_PC)  # si_addr: the instruction
+
+
+def test_an_unmapped_access_is_segv_maperr_at_the_accessed_address(proc: Process) -> None:
+    """A data abort outside every VMA: SIGSEGV, SEGV_MAPERR, si_addr the address the abort
+    reported when the instruction at the PC decodes to no access on that page (tiny_elf's
+    `svc #0` is no load or store)."""
+    user_stack(proc)
+    handle(proc, SIGSEGV, SA_RESTORER | SA_SIGINFO)
+    proc.fault("fault", SVC_PC, 0x7000_1234)
+    assert proc.syscalls.do_signal()
+    info = proc.read(reg(proc, X[1]), 24)
+    assert struct.unpack_from("<iiiiQ", info) == (SIGSEGV, 0, 1, 0, 0x7000_1234)
+
+
 # --- ITIMER_REAL ------------------------------------------------------------------------------
 
 def test_setitimer_getitimer_and_expiry(proc: Process) -> None:
