@@ -206,6 +206,19 @@ realm_hvc_at:
     b off
 
 plain_calls:
+    // SVE, which ID_AA64PFR0_EL1 shows a VM: EL1 turns it on (CPACR_EL1.ZEN, FPEN) and picks
+    // its vector length (ZCR_EL1.LEN); RDVL gives it in bytes.
+    say s_sve
+    mrs x0, cpacr_el1
+    orr x0, x0, #(3 << 16)
+    orr x0, x0, #(3 << 20)
+    msr cpacr_el1, x0
+    isb
+    mov x0, #1
+    msr s3_0_c1_c2_0, x0             // ZCR_EL1.LEN = 1: 256 bits
+    isb
+    .inst 0x04bf5020                 // rdvl x0, #1
+    bl puthex_line
     say s_psci
     movq x0, 0x84000000              // PSCI_VERSION
     hvc #0
@@ -352,6 +365,7 @@ s_idregs:   .asciz "id registers\n"
 s_realm_hvc: .asciz "hvc in a realm\n"
 s_hostcall: .asciz "host call\n"
 s_psci:     .asciz "psci over hvc\n"
+s_sve:      .asciz "sve\n"
 s_off:      .asciz "system off\n"
 s_fail:     .asciz "FAIL\n"
 s_exc:      .asciz "exc "

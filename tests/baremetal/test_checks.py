@@ -119,6 +119,8 @@ def test_bare_metal_guest(guest: Guest, name: str) -> None:
         assert unknown == (1 << 64) - 1  # NOT_SUPPORTED
     else:
         assert sve == 1 and pmuver != 0  # the CPU model's own values, as KVM passes them on
+        # ... and SVE works at EL1 at the length ZCR_EL1 asks: (LEN + 1) x 16 bytes, no exception
+        assert exceptions_after(lines, "sve") == [] and values_after(lines, "sve", 1) == [32]
         version, cpu_on_features, affinity, on_self, on_absent, smccc = values_after(lines, "psci over hvc", 6)
         assert version == 0x10001  # PSCI 1.1
         assert cpu_on_features == 0
