@@ -222,14 +222,19 @@ def walk_matches_at(tmp_path: Path, tg: int, t0sz: int, t1sz: int, blocks: tuple
         g.cpu.close()
 
 
-def test_a_table_stage_2_cannot_map_is_the_hypervisors_fault(tmp_path: Path) -> None:
-    g = BigGuest(assemble("""
+def walk_then_load(tmp_path: Path, name: str) -> bytes:
+    """The MMU turned on (x20-x22: MAIR, TCR, TTBR0), HVC #0, then a load through x23 and HVC #2."""
+    return assemble("""
     .text
 _start:
 """ + MMU_ON + """    hvc #0
     ldr x1, [x23]
     hvc #2
-    """, CODE, tmp_path, "s1ptw"))
+    """, CODE, tmp_path, name)
+
+
+def test_a_table_stage_2_cannot_map_is_the_hypervisors_fault(tmp_path: Path) -> None:
+    g = BigGuest(walk_then_load(tmp_path, "s1ptw"))
     try:
         t = Tables(g, 12, 48, TABLES)
         t.map(CODE, CODE)
@@ -303,13 +308,7 @@ def test_a_table_stage_2_will_not_let_be_read_is_the_hypervisors_fault(tmp_path:
     """The walk's descriptor read is checked against stage 2's read permission: a table on
     a page stage 2 makes write-only gives the hypervisor a stage-2 fault on the walk (S1PTW)
     at the entry read, and the walk reads nothing from it."""
-    g = WriteOnlyTables(assemble("""
-    .text
-_start:
-""" + MMU_ON + """    hvc #0
-    ldr x1, [x23]
-    hvc #2
-    """, CODE, tmp_path, "s1wo"))
+    g = WriteOnlyTables(walk_then_load(tmp_path, "s1wo"))
     try:
         t = Tables(g, 12, 48, TABLES)
         t.map(CODE, CODE)

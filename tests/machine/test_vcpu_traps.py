@@ -236,14 +236,15 @@ def test_nothing_after_a_refused_store_runs_with_its_tables_mapped(tmp_path: Pat
         g.cpu.close()
 
 
-SVE_GUEST = """
+SVE_ON = """
     .arch armv8.2-a+sve
     .text
     mov x0, #(3 << 16)  // CPACR_EL1.ZEN: no EL1/EL0 trap
     orr x0, x0, #(3 << 20)  // FPEN too
     msr cpacr_el1, x0
     isb
-    rdvl x1, #1
+"""
+SVE_GUEST = SVE_ON + """    rdvl x1, #1
     hvc #1
 """
 
@@ -271,14 +272,7 @@ def test_sve_under_cptr_el2_tz_is_the_hypervisors(tmp_path: Path) -> None:
         g.cpu.close()
 
 
-SVE_VL_GUEST = """
-    .arch armv8.2-a+sve
-    .text
-    mov x0, #(3 << 16)  // CPACR_EL1.ZEN: no EL1/EL0 trap
-    orr x0, x0, #(3 << 20)  // FPEN too
-    msr cpacr_el1, x0
-    isb
-    rdvl x1, #1  // ZCR_EL1.LEN at reset: 0
+SVE_VL_GUEST = SVE_ON + """    rdvl x1, #1  // ZCR_EL1.LEN at reset: 0
     mov x0, #1
     msr s3_0_c1_c2_0, x0  // ZCR_EL1.LEN = 1: 256 bits
     isb
